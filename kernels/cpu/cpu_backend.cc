@@ -1,0 +1,182 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/pointwise.h"
+#include "kernels/cpu/packed_gemm.h"
+
+namespace cellserve::cpu {
+
+namespace {
+
+void CopyOrZero(const float* src, int64_t n, float* dst) {
+  if (src) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  else std::memset(dst, 0, static_cast<size_t>(n) * sizeof(float));
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(CpuBackendOptions options) {
+  if (options.blas_threads > 0) openblas_set_num_threads(options.blas_threads);
+}
+
+Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
+  if (slots <= 0) return InvalidArgument("a model needs at least one state slot");
+  ModelState& s = models_[&model];
+  s.slots = slots;
+  s.hidden = model.spec().hidden;
+  s.storage.assign(static_cast<size_t>(slots) * 2 * s.hidden, 0.0f);
+  s.packed.clear();
+  for (const CellType& t : model.cell_types())
+    s.packed.emplace_back(t.weight->data(), t.weight->dim(0), t.weight->dim(1));
+  return OkStatus();
+}
+
+Status CpuBackend::CheckBatch(const CellBatch& batch, const ModelState& state) const {
+  const Model& m = *batch.model;
+  if (batch.type < 0 || batch.type >= static_cast<int32_t>(m.cell_types().size()))
+    return InvalidArgument("cell type " + std::to_string(batch.type) + " does not exist");
+  const CellType& t = m.cell_type(batch.type);
+  if (batch.rows.empty()) return InvalidArgument("empty batch");
+  if (static_cast<int64_t>(batch.rows.size()) > t.max_batch)
+    return InvalidArgument("batch of " + std::to_string(batch.rows.size()) + " " + t.name +
+                           " cells exceeds max_batch " + std::to_string(t.max_batch));
+  auto slot_ok = [&](SlotId s, bool required) {
+    return required ? (s >= 0 && s < state.slots) : (s >= -1 && s < state.slots);
+  };
+  const bool head = t.op == CellOp::kHeadLogits || t.op == CellOp::kHeadArgmax;
+  for (const CellRow& r : batch.rows) {
+    bool ok = slot_ok(r.state_slot[0], false) && slot_ok(r.state_slot[1], false) &&
+              slot_ok(r.out_slot, !head);
+    if (t.embedding) ok = ok && r.token >= 0 && r.token < t.embedding->dim(0);
+    else ok = ok && slot_ok(r.x_slot, t.op != CellOp::kTreeInternal);
+    if (!ok) return InvalidArgument("malformed " + t.name + " row (token or slot out of range)");
+  }
+  return OkStatus();
+}
+
+StatusOr<BatchOutput> CpuBackend::Run(const CellBatch& batch) {
+  if (!batch.model) return InvalidArgument("batch has no model");
+  auto it = models_.find(batch.model);
+  if (it == models_.end())
+    return InvalidArgument("model '" + batch.model->spec().name + "' is not registered on this backend");
+  RETURN_IF_ERROR(CheckBatch(batch, it->second));
+  const CellType& type = batch.model->cell_type(batch.type);
+  switch (type.op) {
+    case CellOp::kLstm: RunLstm(type, batch, it->second); return BatchOutput{};
+    case CellOp::kTreeLeaf: RunTreeLeaf(type, batch, it->second); return BatchOutput{};
+    case CellOp::kTreeInternal: RunTreeInternal(type, batch, it->second); return BatchOutput{};
+    case CellOp::kHeadLogits:
+    case CellOp::kHeadArgmax: return RunHead(type, batch, it->second);
+  }
+  return Internal("unknown cell op");
+}
+
+void CpuBackend::RunLstm(const CellType& type, const CellBatch& batch, ModelState& state) {
+  const int64_t B = static_cast<int64_t>(batch.rows.size());
+  const int64_t H = type.hidden, in = type.input_dim, K = in + H, G = 4 * H;
+  x_.resize(static_cast<size_t>(B * K));
+  gates_.resize(static_cast<size_t>(B * G));
+  float* slots = state.storage.data();
+  auto h_of = [&](SlotId s) -> const float* { return s >= 0 ? slots + s * 2 * H : nullptr; };
+  for (int64_t r = 0; r < B; ++r) {
+    const CellRow& row = batch.rows[r];
+    float* x = x_.data() + r * K;
+    const float* src = row.token >= 0 ? type.embedding->data() + row.token * in : h_of(row.x_slot);
+    CopyOrZero(src, in, x);
+    CopyOrZero(h_of(row.state_slot[0]), H, x + in);
+  }
+  GemmPacked(B, x_.data(), K, state.packed[batch.type], gates_.data(), G);
+  zeros_.resize(static_cast<size_t>(H), 0.0f);
+  for (int64_t r = 0; r < B; ++r) {
+    const CellRow& row = batch.rows[r];
+    const float* c_prev = row.state_slot[0] >= 0 ? slots + row.state_slot[0] * 2 * H + H : zeros_.data();
+    float* out = slots + row.out_slot * 2 * H;
+    LstmPointwise(H, gates_.data() + r * G, type.bias->data(), c_prev, out, out + H);
+  }
+}
+
+void CpuBackend::RunTreeLeaf(const CellType& type, const CellBatch& batch, ModelState& state) {
+  const int64_t B = static_cast<int64_t>(batch.rows.size());
+  const int64_t H = type.hidden, E = type.input_dim, G = 3 * H;
+  x_.resize(static_cast<size_t>(B * E));
+  gates_.resize(static_cast<size_t>(B * G));
+  for (int64_t r = 0; r < B; ++r)
+    std::memcpy(x_.data() + r * E, type.embedding->data() + batch.rows[r].token * E, E * sizeof(float));
+  GemmPacked(B, x_.data(), E, state.packed[batch.type], gates_.data(), G);
+  float* slots = state.storage.data();
+  for (int64_t r = 0; r < B; ++r) {
+    float* out = slots + batch.rows[r].out_slot * 2 * H;
+    LeafPointwise(H, gates_.data() + r * G, type.bias->data(), out, out + H);
+  }
+}
+
+void CpuBackend::RunTreeInternal(const CellType& type, const CellBatch& batch, ModelState& state) {
+  const int64_t B = static_cast<int64_t>(batch.rows.size());
+  const int64_t H = type.hidden, K = 2 * H, G = 5 * H;
+  x_.resize(static_cast<size_t>(B * K));
+  gates_.resize(static_cast<size_t>(B * G));
+  zeros_.resize(static_cast<size_t>(H), 0.0f);
+  float* slots = state.storage.data();
+  auto h_of = [&](SlotId s) -> const float* { return s >= 0 ? slots + s * 2 * H : nullptr; };
+  auto c_of = [&](SlotId s) -> const float* { return s >= 0 ? slots + s * 2 * H + H : zeros_.data(); };
+  for (int64_t r = 0; r < B; ++r) {
+    const CellRow& row = batch.rows[r];
+    CopyOrZero(h_of(row.state_slot[0]), H, x_.data() + r * K);
+    CopyOrZero(h_of(row.state_slot[1]), H, x_.data() + r * K + H);
+  }
+  GemmPacked(B, x_.data(), K, state.packed[batch.type], gates_.data(), G);
+  for (int64_t r = 0; r < B; ++r) {
+    const CellRow& row = batch.rows[r];
+    float* out = slots + row.out_slot * 2 * H;
+    InternalPointwise(H, gates_.data() + r * G, type.bias->data(), c_of(row.state_slot[0]),
+                      c_of(row.state_slot[1]), out, out + H);
+  }
+}
+
+BatchOutput CpuBackend::RunHead(const CellType& type, const CellBatch& batch, const ModelState& state) {
+  const int64_t B = static_cast<int64_t>(batch.rows.size());
+  const int64_t H = type.hidden, N = type.outputs;
+  x_.resize(static_cast<size_t>(B * H));
+  gates_.resize(static_cast<size_t>(B * N));
+  const float* slots = state.storage.data();
+  for (int64_t r = 0; r < B; ++r)
+    std::memcpy(x_.data() + r * H, slots + batch.rows[r].x_slot * 2 * H, H * sizeof(float));
+  GemmPacked(B, x_.data(), H, state.packed[batch.type], gates_.data(), N);
+  BatchOutput out;
+  out.argmax.resize(B);
+  out.max_value.resize(B);
+  const float* bias = type.bias->data();
+  for (int64_t r = 0; r < B; ++r) {
+    float* logits = gates_.data() + r * N;
+    int32_t best = 0;
+    float best_value = logits[0] + bias[0];
+    logits[0] = best_value;
+    for (int64_t j = 1; j < N; ++j) {
+      const float v = logits[j] + bias[j];
+      logits[j] = v;
+      if (v > best_value) {  // first index wins ties, as torch.argmax
+        best_value = v;
+        best = static_cast<int32_t>(j);
+      }
+    }
+    out.argmax[r] = best;
+    out.max_value[r] = best_value;
+  }
+  if (type.op == CellOp::kHeadLogits) out.logits.assign(gates_.begin(), gates_.begin() + B * N);
+  return out;
+}
+
+StatusOr<std::vector<float>> CpuBackend::ReadSlot(const Model& model, SlotId slot) {
+  auto it = models_.find(&model);
+  if (it == models_.end()) return InvalidArgument("model is not registered on this backend");
+  if (slot < 0 || slot >= it->second.slots) return InvalidArgument("slot out of range");
+  const int64_t H = it->second.hidden;
+  const float* p = it->second.storage.data() + slot * 2 * H;
+  return std::vector<float>(p, p + 2 * H);
+}
+
+}  // namespace cellserve::cpu

@@ -1,0 +1,42 @@
+// Batch-invariant GEMM for the CPU backend: C[M, N] = X[M, K] * W[N, K]^T with W packed once (at
+// model registration) into 16-column panels. Every output element is accumulated in the same
+// fixed order (k = 0..K-1, one fused multiply-add per k, whatever M is and wherever its row sits
+// in the batch), so a request's result is bitwise independent of its batch-mates. OpenBLAS's
+// sgemm is not: its edge micro-kernels round differently by row position (measured: 1-ulp gate
+// differences that grow to 1e-6 in logits and can flip a greedy decoder's argmax).
+// Register tile 6 rows x 16 columns with AVX2+FMA when the CPU has them (checked once at run
+// time), otherwise the same order with scalar fmaf. K is blocked by 256 so a panel block stays in
+// L1. PackedMatrix is immutable after packing; GemmPacked is thread-safe (no shared state).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace cellserve::cpu {
+
+class PackedMatrix {
+ public:
+  PackedMatrix() = default;
+  // Packs W [rows = N, cols = K], row-major. Padding columns are zero.
+  PackedMatrix(const float* w, int64_t n, int64_t k);
+
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
+  int64_t panels() const { return (n_ + kPanel - 1) / kPanel; }
+  // Panel p: k() rows of kPanel floats: W[p*16 + j][kk] at panel(p)[kk * 16 + j].
+  const float* panel(int64_t p) const { return data_.data() + p * k_ * kPanel; }
+
+  static constexpr int64_t kPanel = 16;
+
+ private:
+  int64_t n_ = 0, k_ = 0;
+  std::vector<float> data_;
+};
+
+// C[M, N] = X[M, K] * W^T. ldx, ldc: row strides of X and C in floats. M may be 0.
+void GemmPacked(int64_t m, const float* x, int64_t ldx, const PackedMatrix& w, float* c, int64_t ldc);
+
+// Whether the AVX2+FMA path is in use (for benchmark reports).
+bool GemmPackedUsesAvx2();
+
+}  // namespace cellserve::cpu

@@ -1,0 +1,122 @@
+#include "runtime/model.h"
+
+namespace cellserve {
+
+namespace {
+
+std::string L(const std::string& prefix, int64_t layer, const char* what) {
+  return prefix + "." + std::to_string(layer) + "." + what;
+}
+
+}  // namespace
+
+std::map<std::string, std::vector<int64_t>> Model::RequiredTensors(const ModelSpec& s) {
+  std::map<std::string, std::vector<int64_t>> t;
+  const int64_t E = s.embed_dim, H = s.hidden;
+  auto stack = [&](const std::string& prefix) {
+    for (int64_t l = 0; l < s.layers; ++l) {
+      t[L(prefix, l, "weight")] = {4 * H, (l == 0 ? E : H) + H};
+      t[L(prefix, l, "bias")] = {4 * H};
+    }
+  };
+  switch (s.kind) {
+    case ModelKind::kLstm:
+      t["embedding"] = {s.vocab_size, E};
+      stack("lstm");
+      t["head.weight"] = {s.classes, H};
+      t["head.bias"] = {s.classes};
+      break;
+    case ModelKind::kSeq2Seq:
+      t["encoder.embedding"] = {s.vocab_size, E};
+      stack("encoder");
+      t["decoder.embedding"] = {s.target_vocab_size, E};
+      stack("decoder");
+      t["proj.weight"] = {s.target_vocab_size, H};
+      t["proj.bias"] = {s.target_vocab_size};
+      break;
+    case ModelKind::kTreeLstm:
+      t["embedding"] = {s.vocab_size, E};
+      t["tree.leaf.weight"] = {3 * H, E};
+      t["tree.leaf.bias"] = {3 * H};
+      t["tree.internal.weight"] = {5 * H, 2 * H};
+      t["tree.internal.bias"] = {5 * H};
+      t["head.weight"] = {s.classes, H};
+      t["head.bias"] = {s.classes};
+      break;
+  }
+  return t;
+}
+
+StatusOr<std::shared_ptr<const Model>> Model::Create(ModelSpec spec, const SafetensorsFile& weights) {
+  RETURN_IF_ERROR(spec.Validate());
+  ASSIGN_OR_RETURN(DType dtype, ParseDType(spec.dtype));
+  std::shared_ptr<Model> m(new Model());
+  m->spec_ = std::move(spec);
+  const ModelSpec& s = m->spec_;
+  for (const auto& [name, shape] : RequiredTensors(s)) {
+    auto it = weights.tensors.find(name);
+    if (it == weights.tensors.end())
+      return InvalidArgument("weights are missing tensor '" + name + "' (shape " +
+                             ShapeToString(shape) + ") that a " + ModelKindName(s.kind) +
+                             " model needs");
+    if (it->second.shape != shape)
+      return InvalidArgument("tensor '" + name + "' has shape " + ShapeToString(it->second.shape) +
+                             " but the spec needs " + ShapeToString(shape));
+    if (it->second.dtype != dtype)
+      return InvalidArgument("tensor '" + name + "' is " + DTypeName(it->second.dtype) +
+                             " but the spec says dtype " + s.dtype);
+    m->tensors_.emplace(name, it->second.ToFloat());
+  }
+  const int64_t E = s.embed_dim, H = s.hidden;
+  auto add = [&](std::string name, CellOp op, const char* emb, const std::string& w, int64_t in,
+                 int64_t outputs) {
+    CellType t;
+    t.name = std::move(name);
+    t.op = op;
+    t.embedding = emb ? &m->tensors_.at(emb) : nullptr;
+    t.weight = &m->tensors_.at(w + ".weight");
+    t.bias = &m->tensors_.at(w + ".bias");
+    t.input_dim = in;
+    t.hidden = H;
+    t.outputs = outputs;
+    t.max_batch = s.max_batch;
+    m->cell_types_.push_back(t);
+    return static_cast<int>(m->cell_types_.size()) - 1;
+  };
+  auto stack = [&](const std::string& prefix, const char* emb) {
+    int first = -1;
+    for (int64_t l = 0; l < s.layers; ++l) {
+      std::string name = prefix + "." + std::to_string(l);
+      int idx = add(name, CellOp::kLstm, l == 0 ? emb : nullptr, name, l == 0 ? E : H, 4 * H);
+      if (l == 0) first = idx;
+    }
+    return first;
+  };
+  switch (s.kind) {
+    case ModelKind::kLstm:
+      m->first_layer_type_ = stack("lstm", "embedding");
+      m->head_type_ = add("head", CellOp::kHeadLogits, nullptr, "head", H, s.classes);
+      break;
+    case ModelKind::kSeq2Seq:
+      m->first_layer_type_ = stack("encoder", "encoder.embedding");
+      m->first_decoder_type_ = stack("decoder", "decoder.embedding");
+      m->head_type_ = add("proj", CellOp::kHeadArgmax, nullptr, "proj", H, s.target_vocab_size);
+      break;
+    case ModelKind::kTreeLstm:
+      m->leaf_type_ = add("tree.leaf", CellOp::kTreeLeaf, "embedding", "tree.leaf", E, 3 * H);
+      m->internal_type_ = add("tree.internal", CellOp::kTreeInternal, nullptr, "tree.internal", 2 * H, 5 * H);
+      m->head_type_ = add("head", CellOp::kHeadLogits, nullptr, "head", H, s.classes);
+      break;
+  }
+  return std::shared_ptr<const Model>(std::move(m));
+}
+
+StatusOr<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
+  ASSIGN_OR_RETURN(ModelSpec spec, ReadModelSpec(dir + "/spec.json"));
+  ASSIGN_OR_RETURN(SafetensorsFile weights, ReadSafetensors(dir + "/weights.safetensors"));
+  auto model = Create(std::move(spec), weights);
+  if (!model.ok()) return model.status().WithContext(dir + "/weights.safetensors");
+  return model;
+}
+
+}  // namespace cellserve

@@ -1,0 +1,78 @@
+#include "runtime/model_repository.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+namespace cellserve {
+
+namespace fs = std::filesystem;
+
+StatusOr<std::vector<std::string>> ListModels(const std::string& repo) {
+  std::error_code ec;
+  if (!fs::is_directory(repo, ec))
+    return NotFound("model repository '" + repo + "' does not exist (create one with `cellserve model init`)");
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(repo, ec)) {
+    if (entry.is_directory() && fs::exists(entry.path() / "spec.json"))
+      names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+StatusOr<std::shared_ptr<const Model>> LoadModel(const std::string& repo, const std::string& name) {
+  ASSIGN_OR_RETURN(std::vector<std::string> names, ListModels(repo));
+  if (std::find(names.begin(), names.end(), name) == names.end()) {
+    std::string have;
+    for (const auto& n : names) have += (have.empty() ? "" : ", ") + n;
+    return NotFound("model '" + name + "' is not in repository '" + repo + "' (it has: " +
+                    (have.empty() ? "no models" : have) + ")");
+  }
+  return Model::Load(repo + "/" + name);
+}
+
+Status WriteModel(const std::string& repo, const ModelSpec& spec, const SafetensorsFile& weights) {
+  RETURN_IF_ERROR(Model::Create(spec, weights).status());
+  const fs::path dir = fs::path(repo) / spec.name;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Unavailable("cannot create " + dir.string() + ": " + ec.message());
+  RETURN_IF_ERROR(WriteSafetensors((dir / "weights.safetensors").string(), weights));
+  const std::string tmp = (dir / "spec.json.tmp").string();
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << ModelSpecToJson(spec);
+    if (!out) return Unavailable("cannot write " + tmp);
+  }
+  fs::rename(tmp, dir / "spec.json", ec);
+  if (ec) return Unavailable("cannot write " + (dir / "spec.json").string() + ": " + ec.message());
+  return OkStatus();
+}
+
+StatusOr<SafetensorsFile> RandomWeights(const ModelSpec& spec, uint64_t seed, float scale) {
+  RETURN_IF_ERROR(spec.Validate());
+  ASSIGN_OR_RETURN(DType dtype, ParseDType(spec.dtype));
+  SafetensorsFile file;
+  file.metadata["format"] = "cellserve";
+  file.metadata["init"] = "uniform(-" + std::to_string(scale) + ", " + std::to_string(scale) +
+                          "), seed " + std::to_string(seed);
+  uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+  auto next = [&]() {  // splitmix64: identical on every platform
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  for (const auto& [name, shape] : Model::RequiredTensors(spec)) {
+    Tensor t(shape);
+    for (float& v : t.values()) {
+      const float u = static_cast<float>(next() >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+      v = (2.0f * u - 1.0f) * scale;
+    }
+    file.tensors[name] = RawTensor::FromFloat(t, dtype);
+  }
+  return file;
+}
+
+}  // namespace cellserve

@@ -1,0 +1,31 @@
+// The model repository, as Triton users know it: a folder with one subfolder per model, each
+// holding spec.json and weights.safetensors. Also makes models with seeded random weights (for
+// `cellserve model init`, tests and benchmarks). Pure file I/O, no caching; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/model.h"
+#include "runtime/model_spec.h"
+#include "runtime/safetensors.h"
+
+namespace cellserve {
+
+// Names of the subfolders of `repo` that hold a spec.json, sorted. NOT_FOUND if repo is missing.
+StatusOr<std::vector<std::string>> ListModels(const std::string& repo);
+
+// Loads repo/name. NOT_FOUND names the models that are there.
+StatusOr<std::shared_ptr<const Model>> LoadModel(const std::string& repo, const std::string& name);
+
+// Writes repo/<spec.name>/{spec.json, weights.safetensors}, creating folders. Validates first:
+// the weights must make a valid model of the spec.
+Status WriteModel(const std::string& repo, const ModelSpec& spec, const SafetensorsFile& weights);
+
+// Weights for `spec` drawn uniformly from [-scale, scale] by a seeded generator that gives the
+// same values on every platform, stored in spec.dtype.
+StatusOr<SafetensorsFile> RandomWeights(const ModelSpec& spec, uint64_t seed, float scale);
+
+}  // namespace cellserve

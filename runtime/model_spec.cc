@@ -1,0 +1,154 @@
+#include "runtime/model_spec.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/tensor.h"
+
+namespace cellserve {
+
+using nlohmann::json;
+
+const char* ModelKindName(ModelKind kind) {
+  switch (kind) {
+    case ModelKind::kLstm: return "lstm";
+    case ModelKind::kSeq2Seq: return "seq2seq";
+    case ModelKind::kTreeLstm: return "treelstm";
+  }
+  return "?";
+}
+
+StatusOr<ModelKind> ParseModelKind(const std::string& name) {
+  if (name == "lstm") return ModelKind::kLstm;
+  if (name == "seq2seq") return ModelKind::kSeq2Seq;
+  if (name == "treelstm") return ModelKind::kTreeLstm;
+  return InvalidArgument("unknown model kind '" + name + "' (kinds: lstm, seq2seq, treelstm)");
+}
+
+namespace {
+
+Status CheckPositive(const char* field, int64_t value, int64_t max_value = int64_t{1} << 24) {
+  if (value <= 0 || value > max_value)
+    return InvalidArgument(std::string("spec field '") + field + "' must be in 1.." +
+                           std::to_string(max_value) + ", got " + std::to_string(value));
+  return OkStatus();
+}
+
+Status ReadInt(const json& j, const char* field, bool required, int64_t* out) {
+  auto it = j.find(field);
+  if (it == j.end()) {
+    if (required) return InvalidArgument(std::string("spec is missing field '") + field + "'");
+    return OkStatus();
+  }
+  if (!it->is_number_integer())
+    return InvalidArgument(std::string("spec field '") + field + "' must be an integer");
+  *out = it->get<int64_t>();
+  return OkStatus();
+}
+
+Status ReadString(const json& j, const char* field, bool required, std::string* out) {
+  auto it = j.find(field);
+  if (it == j.end()) {
+    if (required) return InvalidArgument(std::string("spec is missing field '") + field + "'");
+    return OkStatus();
+  }
+  if (!it->is_string()) return InvalidArgument(std::string("spec field '") + field + "' must be a string");
+  *out = it->get<std::string>();
+  return OkStatus();
+}
+
+}  // namespace
+
+Status ModelSpec::Validate() const {
+  if (name.empty()) return InvalidArgument("spec field 'name' must not be empty");
+  for (char ch : name) {
+    if (!(isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.'))
+      return InvalidArgument("model name '" + name + "' may use only letters, digits, '_', '-', '.'");
+  }
+  RETURN_IF_ERROR(CheckPositive("version", version, int64_t{1} << 40));
+  RETURN_IF_ERROR(CheckPositive("vocab_size", vocab_size));
+  RETURN_IF_ERROR(CheckPositive("embed_dim", embed_dim, 1 << 16));
+  RETURN_IF_ERROR(CheckPositive("hidden", hidden, 1 << 16));
+  RETURN_IF_ERROR(CheckPositive("layers", layers, 64));
+  RETURN_IF_ERROR(CheckPositive("max_input_tokens", max_input_tokens, 1 << 20));
+  RETURN_IF_ERROR(CheckPositive("max_batch", max_batch, 1 << 16));
+  if (auto d = ParseDType(dtype); !d.ok()) return d.status().WithContext("spec field 'dtype'");
+  switch (kind) {
+    case ModelKind::kLstm:
+    case ModelKind::kTreeLstm:
+      RETURN_IF_ERROR(CheckPositive("classes", classes));
+      break;
+    case ModelKind::kSeq2Seq:
+      RETURN_IF_ERROR(CheckPositive("target_vocab_size", target_vocab_size));
+      RETURN_IF_ERROR(CheckPositive("max_decode_len", max_decode_len, 1 << 16));
+      if (bos_id < 0 || bos_id >= target_vocab_size)
+        return InvalidArgument("spec field 'bos_id' must be in 0.." + std::to_string(target_vocab_size - 1));
+      if (eos_id < 0 || eos_id >= target_vocab_size)
+        return InvalidArgument("spec field 'eos_id' must be in 0.." + std::to_string(target_vocab_size - 1));
+      break;
+  }
+  return OkStatus();
+}
+
+StatusOr<ModelSpec> ParseModelSpec(const std::string& json_text) {
+  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return InvalidArgument("spec is not valid JSON");
+  if (!j.is_object()) return InvalidArgument("spec must be a JSON object");
+  ModelSpec spec;
+  std::string kind;
+  RETURN_IF_ERROR(ReadString(j, "name", true, &spec.name));
+  RETURN_IF_ERROR(ReadString(j, "kind", true, &kind));
+  ASSIGN_OR_RETURN(spec.kind, ParseModelKind(kind));
+  RETURN_IF_ERROR(ReadInt(j, "version", false, &spec.version));
+  RETURN_IF_ERROR(ReadInt(j, "vocab_size", true, &spec.vocab_size));
+  RETURN_IF_ERROR(ReadInt(j, "embed_dim", true, &spec.embed_dim));
+  RETURN_IF_ERROR(ReadInt(j, "hidden", true, &spec.hidden));
+  RETURN_IF_ERROR(ReadInt(j, "layers", false, &spec.layers));
+  RETURN_IF_ERROR(ReadInt(j, "classes", spec.kind != ModelKind::kSeq2Seq, &spec.classes));
+  const bool s2s = spec.kind == ModelKind::kSeq2Seq;
+  RETURN_IF_ERROR(ReadInt(j, "target_vocab_size", s2s, &spec.target_vocab_size));
+  RETURN_IF_ERROR(ReadInt(j, "bos_id", false, &spec.bos_id));
+  RETURN_IF_ERROR(ReadInt(j, "eos_id", false, &spec.eos_id));
+  RETURN_IF_ERROR(ReadInt(j, "max_decode_len", false, &spec.max_decode_len));
+  RETURN_IF_ERROR(ReadInt(j, "max_input_tokens", false, &spec.max_input_tokens));
+  RETURN_IF_ERROR(ReadInt(j, "max_batch", false, &spec.max_batch));
+  RETURN_IF_ERROR(ReadString(j, "dtype", false, &spec.dtype));
+  RETURN_IF_ERROR(spec.Validate());
+  return spec;
+}
+
+std::string ModelSpecToJson(const ModelSpec& spec) {
+  json j = {{"name", spec.name},
+            {"version", spec.version},
+            {"kind", ModelKindName(spec.kind)},
+            {"vocab_size", spec.vocab_size},
+            {"embed_dim", spec.embed_dim},
+            {"hidden", spec.hidden},
+            {"layers", spec.layers},
+            {"max_input_tokens", spec.max_input_tokens},
+            {"max_batch", spec.max_batch},
+            {"dtype", spec.dtype}};
+  if (spec.kind == ModelKind::kSeq2Seq) {
+    j["target_vocab_size"] = spec.target_vocab_size;
+    j["bos_id"] = spec.bos_id;
+    j["eos_id"] = spec.eos_id;
+    j["max_decode_len"] = spec.max_decode_len;
+  } else {
+    j["classes"] = spec.classes;
+  }
+  return j.dump(2) + "\n";
+}
+
+StatusOr<ModelSpec> ReadModelSpec(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot open model spec " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto spec = ParseModelSpec(ss.str());
+  if (!spec.ok()) return spec.status().WithContext(path);
+  return spec;
+}
+
+}  // namespace cellserve

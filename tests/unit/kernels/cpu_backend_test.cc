@@ -1,0 +1,210 @@
+// CpuBackend against a plain double-precision reference of each cell op, and its input checks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "kernels/cpu/activations.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "test_models.h"
+
+namespace cellserve {
+namespace {
+
+using testing_models::Make;
+
+double Sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// gates[j] = sum_k W[j, k] * x[k] + b[j], in double.
+std::vector<double> Affine(const Tensor& w, const Tensor& b, const std::vector<double>& x) {
+  const int64_t rows = w.dim(0), cols = w.dim(1);
+  std::vector<double> g(rows);
+  for (int64_t j = 0; j < rows; ++j) {
+    double s = b.data()[j];
+    for (int64_t k = 0; k < cols; ++k) s += double(w.data()[j * cols + k]) * x[k];
+    g[j] = s;
+  }
+  return g;
+}
+
+void ExpectNear(const std::vector<float>& got, const std::vector<double>& want, double tol) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], tol) << "at " << i;
+}
+
+TEST(Activations, MatchLibm) {
+  for (float x = -30.0f; x <= 30.0f; x += 0.0137f) {
+    EXPECT_NEAR(cpu::ExpApprox(x), std::exp(double(x)), 3e-7 * std::exp(double(x))) << x;
+    EXPECT_NEAR(cpu::Sigmoid(x), Sig(x), 2e-7) << x;
+    EXPECT_NEAR(cpu::Tanh(x), std::tanh(double(x)), 3e-7) << x;
+  }
+  // Far outside the clamp range: finite and saturated, never inf or nan.
+  EXPECT_GE(cpu::Sigmoid(-1000.0f), 0.0f);
+  EXPECT_LT(cpu::Sigmoid(-1000.0f), 1e-30f);
+  EXPECT_NEAR(cpu::Sigmoid(1000.0f), 1.0f, 1e-7);
+  EXPECT_NEAR(cpu::Tanh(-1000.0f), -1.0f, 1e-7);
+}
+
+TEST(CpuBackend, LstmStepMatchesReference) {
+  auto model = Make(ModelKind::kLstm, 24, 2);
+  cpu::CpuBackend backend;
+  ASSERT_TRUE(backend.RegisterModel(*model, 64).ok());
+  const int64_t H = 24, E = model->spec().embed_dim;
+  // Layer 0, step 0 for 5 tokens (zero state), outputs in slots 10..14.
+  CellBatch b0{model.get(), model->layer_type(0), {}};
+  const int32_t tokens[] = {0, 7, 99, 7, 42};
+  for (int r = 0; r < 5; ++r) {
+    CellRow row;
+    row.token = tokens[r];
+    row.out_slot = 10 + r;
+    b0.rows.push_back(row);
+  }
+  ASSERT_TRUE(backend.Run(b0).ok());
+  // Layer 0, step 1 continuing from those states: x from the embedding, (h, c) from the slots.
+  CellBatch b1{model.get(), model->layer_type(0), {}};
+  for (int r = 0; r < 5; ++r) {
+    CellRow row;
+    row.token = tokens[4 - r];
+    row.state_slot[0] = 10 + r;
+    row.out_slot = 20 + r;
+    b1.rows.push_back(row);
+  }
+  ASSERT_TRUE(backend.Run(b1).ok());
+  // Layer 1 reading h of layer 0 as x.
+  CellBatch b2{model.get(), model->layer_type(1), {}};
+  for (int r = 0; r < 5; ++r) {
+    CellRow row;
+    row.x_slot = 20 + r;
+    row.state_slot[0] = r % 2 ? 10 + r : -1;
+    row.out_slot = 30 + r;
+    b2.rows.push_back(row);
+  }
+  ASSERT_TRUE(backend.Run(b2).ok());
+
+  auto cell = [&](const CellType& t, const std::vector<double>& x, const std::vector<double>& h,
+                  const std::vector<double>& c) {
+    std::vector<double> xh = x;
+    xh.insert(xh.end(), h.begin(), h.end());
+    auto g = Affine(*t.weight, *t.bias, xh);
+    std::vector<double> out(2 * H);
+    for (int64_t j = 0; j < H; ++j) {
+      double i = Sig(g[j]), f = Sig(g[H + j]), u = std::tanh(g[2 * H + j]), o = Sig(g[3 * H + j]);
+      out[H + j] = f * c[j] + i * u;
+      out[j] = o * std::tanh(out[H + j]);
+    }
+    return out;
+  };
+  auto emb = [&](int32_t tok) {
+    const float* p = model->tensor("embedding").data() + tok * E;
+    return std::vector<double>(p, p + E);
+  };
+  auto slot = [&](SlotId s) {
+    auto v = backend.ReadSlot(*model, s).value();
+    return std::vector<double>(v.begin(), v.end());
+  };
+  std::vector<double> zeros(H, 0.0);
+  for (int r = 0; r < 5; ++r) {
+    auto s0 = cell(model->cell_type(model->layer_type(0)), emb(tokens[r]), zeros, zeros);
+    ExpectNear(backend.ReadSlot(*model, 10 + r).value(), s0, 1e-6);
+    auto prev = slot(10 + r);
+    auto s1 = cell(model->cell_type(model->layer_type(0)), emb(tokens[4 - r]),
+                   {prev.begin(), prev.begin() + H}, {prev.begin() + H, prev.end()});
+    ExpectNear(backend.ReadSlot(*model, 20 + r).value(), s1, 1e-6);
+    auto x = slot(20 + r);
+    std::vector<double> h = zeros, c = zeros;
+    if (r % 2) {
+      h.assign(prev.begin(), prev.begin() + H);
+      c.assign(prev.begin() + H, prev.end());
+    }
+    auto s2 = cell(model->cell_type(model->layer_type(1)), {x.begin(), x.begin() + H}, h, c);
+    ExpectNear(backend.ReadSlot(*model, 30 + r).value(), s2, 1e-6);
+  }
+}
+
+TEST(CpuBackend, TreeCellsAndHeadMatchReference) {
+  auto model = Make(ModelKind::kTreeLstm, 16, 1);
+  cpu::CpuBackend backend;
+  ASSERT_TRUE(backend.RegisterModel(*model, 16).ok());
+  const int64_t H = 16, E = model->spec().embed_dim;
+  CellBatch leaves{model.get(), model->leaf_type(), {}};
+  for (int r = 0; r < 2; ++r) {
+    CellRow row;
+    row.token = 5 + r * 50;
+    row.out_slot = r;
+    leaves.rows.push_back(row);
+  }
+  ASSERT_TRUE(backend.Run(leaves).ok());
+  CellBatch internal{model.get(), model->internal_type(), {}};
+  CellRow in;
+  in.state_slot[0] = 0;
+  in.state_slot[1] = 1;
+  in.out_slot = 2;
+  internal.rows.push_back(in);
+  ASSERT_TRUE(backend.Run(internal).ok());
+  CellBatch head{model.get(), model->head_type(), {}};
+  CellRow hr;
+  hr.x_slot = 2;
+  head.rows.push_back(hr);
+  auto out = backend.Run(head);
+  ASSERT_TRUE(out.ok());
+
+  std::vector<std::vector<double>> leaf(2);
+  for (int r = 0; r < 2; ++r) {
+    const float* e = model->tensor("embedding").data() + (5 + r * 50) * E;
+    auto g = Affine(model->tensor("tree.leaf.weight"), model->tensor("tree.leaf.bias"),
+                    std::vector<double>(e, e + E));
+    leaf[r].resize(2 * H);
+    for (int64_t j = 0; j < H; ++j) {
+      double c = Sig(g[j]) * std::tanh(g[2 * H + j]);
+      leaf[r][H + j] = c;
+      leaf[r][j] = Sig(g[H + j]) * std::tanh(c);
+    }
+    ExpectNear(backend.ReadSlot(*model, r).value(), leaf[r], 1e-6);
+  }
+  std::vector<double> hh(leaf[0].begin(), leaf[0].begin() + H);
+  hh.insert(hh.end(), leaf[1].begin(), leaf[1].begin() + H);
+  auto g = Affine(model->tensor("tree.internal.weight"), model->tensor("tree.internal.bias"), hh);
+  std::vector<double> node(2 * H);
+  for (int64_t j = 0; j < H; ++j) {
+    double c = Sig(g[j]) * std::tanh(g[4 * H + j]) + Sig(g[H + j]) * leaf[0][H + j] +
+               Sig(g[2 * H + j]) * leaf[1][H + j];
+    node[H + j] = c;
+    node[j] = Sig(g[3 * H + j]) * std::tanh(c);
+  }
+  ExpectNear(backend.ReadSlot(*model, 2).value(), node, 1e-6);
+  auto logits = Affine(model->tensor("head.weight"), model->tensor("head.bias"),
+                       std::vector<double>(node.begin(), node.begin() + H));
+  ExpectNear(out->logits, logits, 1e-6);
+  EXPECT_EQ(out->argmax[0], std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+TEST(CpuBackend, RejectsMalformedBatches) {
+  auto model = Make(ModelKind::kLstm, 8, 1, 3, /*max_batch=*/4);
+  auto other = Make(ModelKind::kLstm, 8, 1, 4);
+  cpu::CpuBackend backend;
+  ASSERT_TRUE(backend.RegisterModel(*model, 8).ok());
+  auto code = [&](CellBatch b) { return backend.Run(b).status().code(); };
+  CellRow good;
+  good.token = 1;
+  good.out_slot = 0;
+  EXPECT_EQ(code({model.get(), model->layer_type(0), {good}}), StatusCode::kOk);
+  EXPECT_EQ(code({other.get(), 0, {good}}), StatusCode::kInvalidArgument);          // not registered
+  EXPECT_EQ(code({model.get(), 9, {good}}), StatusCode::kInvalidArgument);          // no such type
+  EXPECT_EQ(code({model.get(), 0, {}}), StatusCode::kInvalidArgument);              // empty
+  EXPECT_EQ(code({model.get(), 0, {good, good, good, good, good}}), StatusCode::kInvalidArgument);
+  CellRow bad = good;
+  bad.token = 100;  // vocabulary is 100
+  EXPECT_EQ(code({model.get(), 0, {bad}}), StatusCode::kInvalidArgument);
+  bad = good;
+  bad.out_slot = 8;
+  EXPECT_EQ(code({model.get(), 0, {bad}}), StatusCode::kInvalidArgument);
+  bad = good;
+  bad.state_slot[0] = -2;
+  EXPECT_EQ(code({model.get(), 0, {bad}}), StatusCode::kInvalidArgument);
+  CellRow head;  // head without an input slot
+  EXPECT_EQ(code({model.get(), model->head_type(), {head}}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend.ReadSlot(*model, 8).status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace cellserve

@@ -1,0 +1,28 @@
+// Small models with seeded random weights for kernel and executor tests.
+#pragma once
+
+#include <memory>
+
+#include "runtime/model_repository.h"
+
+namespace cellserve::testing_models {
+
+inline std::shared_ptr<const Model> Make(ModelKind kind, int64_t hidden = 32, int64_t layers = 2,
+                                         uint64_t seed = 3, int64_t max_batch = 256) {
+  ModelSpec spec;
+  spec.name = "test";
+  spec.kind = kind;
+  spec.vocab_size = 100;
+  spec.embed_dim = hidden / 2 + 3;  // E != H catches layout mix-ups
+  spec.hidden = hidden;
+  spec.layers = layers;
+  spec.classes = kind == ModelKind::kSeq2Seq ? 0 : 5;
+  spec.target_vocab_size = 60;
+  spec.max_decode_len = 20;
+  spec.max_input_tokens = 200;
+  spec.max_batch = max_batch;
+  auto weights = RandomWeights(spec, seed, 0.5f);
+  return Model::Create(spec, weights.value()).value();
+}
+
+}  // namespace cellserve::testing_models

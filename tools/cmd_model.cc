@@ -1,0 +1,133 @@
+// `cellserve model init|show|list`: create a model with seeded random weights in a model
+// repository, or inspect one.
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "runtime/model_repository.h"
+#include "tools/commands.h"
+#include "tools/flags.h"
+
+namespace cellserve::tools {
+
+namespace {
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "cellserve model: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+int ModelInit(int argc, char** argv) {
+  Flags flags("model init", "Writes REPO/NAME/spec.json and weights.safetensors with seeded random weights.");
+  flags.Add("repo", "", "model repository folder (created if missing)", true, "CELLSERVE_MODEL_REPO")
+      .Add("name", "", "model name (folder name; letters, digits, _ - .)", true)
+      .Add("kind", "lstm", "lstm | seq2seq | treelstm")
+      .Add("hidden", "512", "hidden size H")
+      .Add("embed", "", "embedding size E (default: same as --hidden)")
+      .Add("layers", "1", "stacked LSTM layers (seq2seq: per encoder and decoder)")
+      .Add("vocab", "32000", "(source) vocabulary size")
+      .Add("classes", "2", "lstm, treelstm: head outputs")
+      .Add("target-vocab", "", "seq2seq: target vocabulary size (default: same as --vocab)")
+      .Add("max-decode-len", "64", "seq2seq: decoder steps at most")
+      .Add("max-input-tokens", "1024", "longest input accepted (tokens or tree leaves)")
+      .Add("max-batch", "256", "largest batch of one cell type")
+      .Add("dtype", "F32", "weight storage: F32 | F16 | BF16 (computed in fp32)")
+      .Add("seed", "1", "random seed (same seed, same weights on every machine)")
+      .Add("init-scale", "0.08", "weights are uniform in [-scale, scale]")
+      .AddBool("force", "overwrite an existing model of that name");
+  if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
+
+  ModelSpec spec;
+  spec.name = flags.Get("name");
+  auto kind = ParseModelKind(flags.Get("kind"));
+  if (!kind.ok()) return Fail(kind.status());
+  spec.kind = *kind;
+  struct IntFlag { const char* name; int64_t* field; };
+  const IntFlag ints[] = {{"hidden", &spec.hidden}, {"layers", &spec.layers}, {"vocab", &spec.vocab_size},
+                          {"classes", &spec.classes}, {"max-decode-len", &spec.max_decode_len},
+                          {"max-input-tokens", &spec.max_input_tokens}, {"max-batch", &spec.max_batch}};
+  for (const auto& f : ints) {
+    auto v = flags.GetInt(f.name);
+    if (!v.ok()) return Fail(v.status());
+    *f.field = *v;
+  }
+  auto embed = flags.Get("embed").empty() ? StatusOr<int64_t>(spec.hidden) : flags.GetInt("embed");
+  if (!embed.ok()) return Fail(embed.status());
+  spec.embed_dim = *embed;
+  if (spec.kind == ModelKind::kSeq2Seq) {
+    auto tv = flags.Get("target-vocab").empty() ? StatusOr<int64_t>(spec.vocab_size) : flags.GetInt("target-vocab");
+    if (!tv.ok()) return Fail(tv.status());
+    spec.target_vocab_size = *tv;
+    spec.classes = 0;
+  }
+  spec.dtype = flags.Get("dtype");
+  auto seed = flags.GetInt("seed");
+  auto scale = flags.GetDouble("init-scale");
+  if (!seed.ok()) return Fail(seed.status());
+  if (!scale.ok()) return Fail(scale.status());
+  if (auto s = spec.Validate(); !s.ok()) return Fail(s);
+
+  const std::string repo = flags.Get("repo");
+  const auto dir = std::filesystem::path(repo) / spec.name;
+  if (std::filesystem::exists(dir / "spec.json") && !flags.GetBool("force")) {
+    std::fprintf(stderr, "cellserve model: %s already exists; pass --force to overwrite it\n", dir.c_str());
+    return 1;
+  }
+  auto weights = RandomWeights(spec, static_cast<uint64_t>(*seed), static_cast<float>(*scale));
+  if (!weights.ok()) return Fail(weights.status());
+  if (auto s = WriteModel(repo, spec, *weights); !s.ok()) return Fail(s);
+  size_t bytes = 0;
+  for (const auto& [name, t] : weights->tensors) bytes += t.bytes.size();
+  std::printf("wrote %s: %s model, hidden %lld, %lld layer(s), vocab %lld, %zu tensors, %.1f MB of weights\n",
+              dir.c_str(), ModelKindName(spec.kind), static_cast<long long>(spec.hidden),
+              static_cast<long long>(spec.layers), static_cast<long long>(spec.vocab_size),
+              weights->tensors.size(), bytes / 1e6);
+  return 0;
+}
+
+int ModelShow(int argc, char** argv) {
+  Flags flags("model show", "Prints a model's spec, cell types and tensors, after loading and checking it.");
+  flags.Add("repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
+      .Add("name", "", "model name", true);
+  if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
+  auto model = LoadModel(flags.Get("repo"), flags.Get("name"));
+  if (!model.ok()) return Fail(model.status());
+  std::printf("%s", ModelSpecToJson((*model)->spec()).c_str());
+  std::printf("cell types:\n");
+  for (const auto& t : (*model)->cell_types())
+    std::printf("  %-14s input %lld, hidden %lld, outputs %lld\n", t.name.c_str(),
+                static_cast<long long>(t.input_dim), static_cast<long long>(t.hidden),
+                static_cast<long long>(t.outputs));
+  return 0;
+}
+
+int ModelList(int argc, char** argv) {
+  Flags flags("model list", "Lists the models of a repository.");
+  flags.Add("repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO");
+  if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
+  auto names = ListModels(flags.Get("repo"));
+  if (!names.ok()) return Fail(names.status());
+  for (const auto& n : *names) std::printf("%s\n", n.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int ModelCommand(int argc, char** argv) {
+  const char* usage =
+      "usage: cellserve model init|show|list [flags]   (cellserve model init --help)\n"
+      "  init  create a model with seeded random weights\n"
+      "  show  load, check and describe a model\n"
+      "  list  list the models of a repository\n";
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    std::fputs(usage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "init")) return ModelInit(argc - 1, argv + 1);
+  if (!std::strcmp(argv[1], "show")) return ModelShow(argc - 1, argv + 1);
+  if (!std::strcmp(argv[1], "list")) return ModelList(argc - 1, argv + 1);
+  std::fprintf(stderr, "cellserve model: unknown subcommand '%s'\n%s", argv[1], usage);
+  return 2;
+}
+
+}  // namespace cellserve::tools

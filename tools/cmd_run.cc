@@ -1,0 +1,187 @@
+// `cellserve run`: runs sentences through a model on the CPU backend with the synchronous
+// executor, first each sentence alone (its latency on an idle device), then all of them batched
+// cell type by cell type, and prints a table: output and time per sentence, the batched
+// throughput, and whether every batched result equals the one computed alone.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "runtime/cell_graph.h"
+#include "runtime/model_repository.h"
+#include "runtime/sync_executor.h"
+#include "runtime/text.h"
+#include "tools/commands.h"
+#include "tools/flags.h"
+
+namespace cellserve::tools {
+
+namespace {
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "cellserve run: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+double Ms(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+std::string Describe(const ModelSpec& spec, const StatusOr<RequestResult>& r) {
+  if (!r.ok()) return std::string("error ") + StatusCodeName(r.status().code());
+  char buf[64];
+  if (spec.kind != ModelKind::kSeq2Seq) {
+    std::snprintf(buf, sizeof(buf), "class %d (logit %+.4f)", r->label, r->logits[r->label]);
+    return buf;
+  }
+  std::string s = std::to_string(r->tokens.size()) + " tok:";
+  for (size_t i = 0; i < r->tokens.size() && i < 4; ++i) s += " " + std::to_string(r->tokens[i]);
+  if (r->tokens.size() > 4) s += " ...";
+  return s;
+}
+
+// Largest absolute difference between two results of the same request (inf if they differ in kind).
+double MaxDiff(const StatusOr<RequestResult>& a, const StatusOr<RequestResult>& b) {
+  if (a.ok() != b.ok()) return INFINITY;
+  if (!a.ok()) return 0.0;
+  if (a->tokens != b->tokens || a->label != b->label || a->logits.size() != b->logits.size())
+    return INFINITY;
+  double d = 0.0;
+  for (size_t i = 0; i < a->logits.size(); ++i) d = std::max(d, double(std::fabs(a->logits[i] - b->logits[i])));
+  for (size_t i = 0; i < a->scores.size(); ++i) d = std::max(d, double(std::fabs(a->scores[i] - b->scores[i])));
+  return d;
+}
+
+StatusOr<std::vector<std::string>> ReadSentences(const std::string& path, int64_t count) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot open corpus " + path + " (one sentence per line; ./cellserve.sh corpus makes one)");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  if (lines.empty()) return InvalidArgument("corpus " + path + " has no sentences");
+  // An even sample through the file, so old and new addresses both appear.
+  std::vector<std::string> picked;
+  const size_t n = std::min<size_t>(static_cast<size_t>(count), lines.size());
+  for (size_t i = 0; i < n; ++i) picked.push_back(lines[i * lines.size() / n]);
+  return picked;
+}
+
+}  // namespace
+
+int RunCommand(int argc, char** argv) {
+  Flags flags("run",
+              "Runs sentences through a model on the CPU: each alone, then all batched cell by cell.\n"
+              "Sentences come from the positional TEXT arguments or from --corpus.");
+  flags.Add("model-repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
+      .Add("model", "", "model name in the repository", true)
+      .Add("corpus", "", "text file, one sentence per line (used when no TEXT is given)")
+      .Add("sentences", "20", "how many sentences to take from the corpus (an even sample)")
+      .Add("blas-threads", "1", "OpenBLAS threads")
+      .Positional("TEXT...", "sentences to run");
+  if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto model = LoadModel(flags.Get("model-repo"), flags.Get("model"));
+  if (!model.ok()) return Fail(model.status());
+  const ModelSpec& spec = (*model)->spec();
+  std::printf("loaded model '%s' (%s, hidden %lld, %lld layer(s), vocab %lld) in %.0f ms\n",
+              spec.name.c_str(), ModelKindName(spec.kind), (long long)spec.hidden, (long long)spec.layers,
+              (long long)spec.vocab_size, Ms(std::chrono::steady_clock::now() - t0));
+
+  std::vector<std::string> sentences = flags.positional();
+  if (sentences.empty()) {
+    if (flags.Get("corpus").empty()) return Fail(InvalidArgument("give TEXT arguments or --corpus FILE"));
+    auto count = flags.GetInt("sentences");
+    if (!count.ok()) return Fail(count.status());
+    auto read = ReadSentences(flags.Get("corpus"), std::max<int64_t>(1, *count));
+    if (!read.ok()) return Fail(read.status());
+    sentences = std::move(*read);
+  }
+  auto threads = flags.GetInt("blas-threads");
+  if (!threads.ok()) return Fail(threads.status());
+
+  HashTokenizer tokenizer(spec.vocab_size);
+  auto make_graph = [&](const std::string& text) {
+    RequestInput input;
+    input.tokens = tokenizer.Encode(text);
+    if (spec.kind == ModelKind::kTreeLstm && !input.tokens.empty()) {
+      input.tree = BracketBalanced(input.tokens);
+      input.has_tree = true;
+      input.tokens.clear();
+    }
+    return BuildRequestGraph(*model, input);
+  };
+
+  cpu::CpuBackendOptions options;
+  options.blas_threads = static_cast<int>(*threads);
+  cpu::CpuBackend backend(options);
+  // Enough slots for every sentence at once: each cell holds one until its readers ran.
+  int64_t slots = 0;
+  for (const auto& s : sentences)
+    slots += (static_cast<int64_t>(tokenizer.Words(s).size()) + spec.max_decode_len + 2) * spec.layers * 2;
+  slots = std::min<int64_t>(std::max<int64_t>(slots, 64), 1 << 20);
+  if (auto s = backend.RegisterModel(**model, static_cast<int32_t>(slots)); !s.ok()) return Fail(s);
+
+  // Each sentence alone: the latency floor of an idle device.
+  std::vector<StatusOr<RequestResult>> alone;
+  std::vector<double> alone_ms;
+  for (const auto& text : sentences) {
+    auto start = std::chrono::steady_clock::now();
+    auto graph = make_graph(text);
+    if (!graph.ok()) {
+      alone.emplace_back(graph.status());
+      alone_ms.push_back(0.0);
+      continue;
+    }
+    std::vector<std::unique_ptr<RequestGraph>> one;
+    one.push_back(std::move(*graph));
+    SyncExecutor executor(&backend, model->get(), static_cast<int32_t>(slots));
+    alone.push_back(std::move(executor.Run(one)[0]));
+    alone_ms.push_back(Ms(std::chrono::steady_clock::now() - start));
+  }
+
+  // All sentences batched together, cell type by cell type.
+  auto start = std::chrono::steady_clock::now();
+  std::vector<std::unique_ptr<RequestGraph>> graphs;
+  std::vector<int> index;  // graphs[i] is sentence index[i]
+  for (size_t i = 0; i < sentences.size(); ++i) {
+    auto graph = make_graph(sentences[i]);
+    if (graph.ok()) {
+      graphs.push_back(std::move(*graph));
+      index.push_back(static_cast<int>(i));
+    }
+  }
+  SyncExecutor executor(&backend, model->get(), static_cast<int32_t>(slots));
+  auto batched_results = executor.Run(graphs);
+  const double batched_ms = Ms(std::chrono::steady_clock::now() - start);
+
+  std::vector<StatusOr<RequestResult>> batched(sentences.size(), StatusOr<RequestResult>(Internal("not run")));
+  for (size_t i = 0; i < index.size(); ++i) batched[index[i]] = std::move(batched_results[i]);
+
+  std::printf("\n%3s  %5s  %-24s  %9s  %s\n", "#", "words", "output", "alone ms", "sentence");
+  double total_alone_ms = 0.0, max_diff = 0.0;
+  for (size_t i = 0; i < sentences.size(); ++i) {
+    std::string text = sentences[i].size() > 60 ? sentences[i].substr(0, 57) + "..." : sentences[i];
+    std::printf("%3zu  %5zu  %-24s  %9.2f  %s\n", i + 1, tokenizer.Words(sentences[i]).size(),
+                Describe(spec, alone[i]).c_str(), alone_ms[i], text.c_str());
+    if (!alone[i].ok()) std::printf("       %s\n", alone[i].status().ToString().c_str());
+    total_alone_ms += alone_ms[i];
+    max_diff = std::max(max_diff, MaxDiff(alone[i], batched[i]));
+  }
+  const auto& st = executor.stats();
+  std::printf("\n%-34s %10.1f ms  (%.1f sentences/s)\n", "one at a time, total:", total_alone_ms,
+              1000.0 * sentences.size() / std::max(total_alone_ms, 1e-9));
+  std::printf("%-34s %10.1f ms  (%.1f sentences/s, %.2fx)\n", "batched cell by cell, total:", batched_ms,
+              1000.0 * sentences.size() / std::max(batched_ms, 1e-9), total_alone_ms / std::max(batched_ms, 1e-9));
+  std::printf("%-34s %lld cells in %lld batches (mean batch %.1f)\n", "batched work:", (long long)st.cells,
+              (long long)st.batches, st.batches ? double(st.cells) / st.batches : 0.0);
+  std::printf("%-34s %s (max |difference| %.2g)\n", "batched results equal alone:",
+              max_diff <= 1e-6 ? "yes" : "NO", max_diff);
+  return max_diff <= 1e-6 ? 0 : 1;
+}
+
+}  // namespace cellserve::tools

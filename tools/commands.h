@@ -1,0 +1,11 @@
+// The cellserve subcommands. Each takes argv starting at its own name, prints `--help`, and
+// returns the process exit status (0 ok, 1 failure, 2 bad usage). Called from main.cc only.
+#pragma once
+
+namespace cellserve::tools {
+
+int ModelCommand(int argc, char** argv);   // cmd_model.cc: `model init`, `model show`
+int RunCommand(int argc, char** argv);     // cmd_run.cc: run sentences through a model, synchronously
+int CorpusCommand(int argc, char** argv);  // cmd_corpus.cc: text files -> one sentence per line
+
+}  // namespace cellserve::tools

@@ -1,0 +1,56 @@
+// A small command-line flag parser for the cellserve subcommands: "--name value", "--name=value",
+// boolean "--name", and positional arguments. Each subcommand declares its flags with a help line
+// and a default, so `--help` is generated and unknown flags are a clear error.
+// Environment variables: a flag declared with env "CELLSERVE_X" takes that variable's value when
+// the flag is not given. Single-threaded use.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "runtime/status.h"
+
+namespace cellserve::tools {
+
+class Flags {
+ public:
+  Flags(std::string command, std::string summary);
+
+  // Declares a flag. `default_value` empty and `required` true means it must be given.
+  Flags& Add(const std::string& name, const std::string& default_value, const std::string& help,
+             bool required = false, const std::string& env = "");
+  Flags& AddBool(const std::string& name, const std::string& help);
+  Flags& Positional(const std::string& name, const std::string& help);
+
+  // Parses argv (argv[0] is the subcommand). Returns OK, or INVALID_ARGUMENT naming the flag.
+  // After `--help`, help_requested() is true and nothing else is checked.
+  Status Parse(int argc, char** argv);
+  bool help_requested() const { return help_; }
+  std::string Usage() const;
+
+  std::string Get(const std::string& name) const;
+  bool GetBool(const std::string& name) const;
+  StatusOr<int64_t> GetInt(const std::string& name) const;
+  StatusOr<double> GetDouble(const std::string& name) const;
+  const std::vector<std::string>& positional() const { return positional_values_; }
+
+ private:
+  struct Spec {
+    std::string default_value, help, env;
+    bool required = false, is_bool = false;
+  };
+  std::string command_, summary_;
+  std::vector<std::string> order_;
+  std::map<std::string, Spec> specs_;
+  std::map<std::string, std::string> values_;
+  std::vector<std::pair<std::string, std::string>> positional_specs_;
+  std::vector<std::string> positional_values_;
+  bool help_ = false;
+};
+
+// Parses the flags; prints usage and returns 0 on --help, prints the error and the usage and
+// returns 2 on a bad flag; returns -1 when the command should go on.
+int ParseOrExit(Flags& flags, int argc, char** argv);
+
+}  // namespace cellserve::tools
