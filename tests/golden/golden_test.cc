@@ -1,0 +1,134 @@
+// Golden tests: every model kind against PyTorch (nn.LSTM, greedy seq2seq, a reference
+// Tree-LSTM) on the weights and inputs in data/, made by make_goldens.py. Each case runs alone and
+// again batched with all the other cases; both must match PyTorch to a relative error < 1e-5.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <set>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "runtime/model_repository.h"
+#include "runtime/sync_executor.h"
+
+namespace cellserve {
+namespace {
+
+constexpr double kMaxRelativeError = 1e-5;
+
+// max |a - b| / max |b|: the error relative to the reference's scale.
+double RelativeError(const std::vector<float>& ours, const std::vector<double>& ref) {
+  double diff = 0.0, scale = 1e-12;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    diff = std::max(diff, std::fabs(double(ours[i]) - ref[i]));
+    scale = std::max(scale, std::fabs(ref[i]));
+  }
+  return diff / scale;
+}
+
+struct GoldenCase {
+  RequestInput input;
+  nlohmann::json expected;
+};
+
+class GoldenTest : public ::testing::TestWithParam<std::string> {};
+
+void CheckResult(const ModelSpec& spec, const StatusOr<RequestResult>& got, const nlohmann::json& want,
+                 const std::string& what) {
+  ASSERT_TRUE(got.ok()) << what << ": " << got.status().ToString();
+  if (spec.kind == ModelKind::kSeq2Seq) {
+    auto tokens = want.at("output_tokens").get<std::vector<int32_t>>();
+    auto scores = want.at("step_scores").get<std::vector<double>>();
+    EXPECT_EQ(got->tokens, tokens) << what;
+    ASSERT_EQ(got->scores.size(), scores.size()) << what;
+    EXPECT_LT(RelativeError(got->scores, scores), kMaxRelativeError) << what;
+  } else {
+    auto logits = want.at("logits").get<std::vector<double>>();
+    ASSERT_EQ(got->logits.size(), logits.size()) << what;
+    EXPECT_LT(RelativeError(got->logits, logits), kMaxRelativeError) << what;
+    const auto best = std::max_element(logits.begin(), logits.end()) - logits.begin();
+    EXPECT_EQ(got->label, best) << what;
+  }
+}
+
+TEST_P(GoldenTest, MatchesPyTorchAloneAndBatched) {
+  const std::string dir = std::string(CELLSERVE_GOLDEN_DIR) + "/" + GetParam();
+  auto model = LoadModel(CELLSERVE_GOLDEN_DIR, GetParam());
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const ModelSpec& spec = (*model)->spec();
+  std::ifstream in(dir + "/cases.json");
+  ASSERT_TRUE(in) << dir;
+  nlohmann::json doc = nlohmann::json::parse(in);
+  ASSERT_EQ(doc.at("kind").get<std::string>(), ModelKindName(spec.kind));
+
+  std::vector<GoldenCase> cases;
+  for (const auto& c : doc.at("cases")) {
+    GoldenCase g;
+    if (c.contains("tree")) {
+      auto tree = ParseTreeSexpr(c.at("tree").get<std::string>());
+      ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+      g.input.tree = *tree;
+      g.input.has_tree = true;
+    } else {
+      g.input.tokens = c.at("tokens").get<std::vector<int32_t>>();
+    }
+    g.expected = c;
+    cases.push_back(std::move(g));
+  }
+  ASSERT_GE(cases.size(), 5u);
+
+  cpu::CpuBackend backend;
+  const int32_t slots = 4096;
+  ASSERT_TRUE(backend.RegisterModel(**model, slots).ok());
+  // Alone.
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto graph = BuildRequestGraph(*model, cases[i].input);
+    ASSERT_TRUE(graph.ok()) << graph.status().ToString();
+    std::vector<std::unique_ptr<RequestGraph>> one;
+    one.push_back(std::move(*graph));
+    SyncExecutor executor(&backend, model->get(), slots);
+    auto results = executor.Run(one);
+    CheckResult(spec, results[0], cases[i].expected, GetParam() + " case " + std::to_string(i) + " alone");
+    EXPECT_EQ(executor.pool().used(), 0) << "slots leaked";
+  }
+  // All together.
+  std::vector<std::unique_ptr<RequestGraph>> all;
+  for (const auto& c : cases) all.push_back(BuildRequestGraph(*model, c.input).value());
+  SyncExecutor executor(&backend, model->get(), slots);
+  auto results = executor.Run(all);
+  for (size_t i = 0; i < cases.size(); ++i)
+    CheckResult(spec, results[i], cases[i].expected, GetParam() + " case " + std::to_string(i) + " batched");
+  EXPECT_EQ(executor.pool().used(), 0) << "slots leaked";
+  EXPECT_LT(executor.stats().batches, executor.stats().cells) << "cells were never batched together";
+}
+
+std::vector<std::string> GoldenModels() {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(CELLSERVE_GOLDEN_DIR))
+    if (std::filesystem::exists(e.path() / "cases.json")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenTest, ::testing::ValuesIn(GoldenModels()),
+                         [](const auto& info) { return info.param; });
+
+// Every kind must have goldens: a missing folder must fail, not silently test less.
+TEST(GoldenCoverage, EveryModelKindHasGoldens) {
+  std::set<std::string> kinds;
+  for (const auto& name : GoldenModels()) {
+    auto spec = ReadModelSpec(std::string(CELLSERVE_GOLDEN_DIR) + "/" + name + "/spec.json");
+    ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+    kinds.insert(ModelKindName(spec->kind));
+    kinds.insert(spec->dtype);
+  }
+  for (const char* k : {"lstm", "seq2seq", "treelstm", "F32", "F16", "BF16"}) EXPECT_TRUE(kinds.count(k)) << k;
+}
+
+}  // namespace
+}  // namespace cellserve
