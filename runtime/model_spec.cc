@@ -69,8 +69,8 @@ Status ModelSpec::Validate() const {
   }
   RETURN_IF_ERROR(CheckPositive("version", version, int64_t{1} << 40));
   RETURN_IF_ERROR(CheckPositive("vocab_size", vocab_size));
-  RETURN_IF_ERROR(CheckPositive("embed_dim", embed_dim, 1 << 16));
   RETURN_IF_ERROR(CheckPositive("hidden", hidden, 1 << 16));
+  RETURN_IF_ERROR(CheckPositive("embed_dim", embed_dim, 1 << 16));
   RETURN_IF_ERROR(CheckPositive("layers", layers, 64));
   RETURN_IF_ERROR(CheckPositive("max_input_tokens", max_input_tokens, 1 << 20));
   RETURN_IF_ERROR(CheckPositive("max_batch", max_batch, 1 << 16));

@@ -63,7 +63,10 @@ Status Flags::Parse(int argc, char** argv) {
   for (const auto& [name, spec] : specs_) {
     if (spec.required && !values_.count(name)) return InvalidArgument("missing required flag --" + name);
   }
-  if (positional_values_.size() > positional_specs_.size())
+  const bool variadic = !positional_specs_.empty() &&
+                        positional_specs_.back().first.size() > 3 &&
+                        positional_specs_.back().first.compare(positional_specs_.back().first.size() - 3, 3, "...") == 0;
+  if (!variadic && positional_values_.size() > positional_specs_.size())
     return InvalidArgument("unexpected argument '" + positional_values_[positional_specs_.size()] + "'");
   return OkStatus();
 }

@@ -21,6 +21,7 @@ class Flags {
   Flags& Add(const std::string& name, const std::string& default_value, const std::string& help,
              bool required = false, const std::string& env = "");
   Flags& AddBool(const std::string& name, const std::string& help);
+  // A positional argument; a last one named "NAME..." takes any number of values.
   Flags& Positional(const std::string& name, const std::string& help);
 
   // Parses argv (argv[0] is the subcommand). Returns OK, or INVALID_ARGUMENT naming the flag.

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Kernel benchmark: our batched LSTM step vs the bare sgemm of the same shape vs PyTorch.
+
+Runs, in one go on this machine, build/bench/bench_kernels (Google Benchmark: OpenBLAS sgemm,
+our packed GEMM alone, our full LSTM step = gather + GEMM + fused pass) and
+bench/pytorch_lstm_cell.py (torch.nn.LSTMCell, same shapes, same thread count), prints a table
+of medians and ratios, and rewrites the kernel section of docs/BENCHMARKS.md.
+
+Run with Debian's python (it has torch):  /usr/bin/python3 bench/run_kernel_bench.py
+Targets (issue: foundation): step <= 1.2x bare sgemm, and faster than nn.LSTMCell, at H=512 and
+batch 1, 8, 64, 256.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BEGIN, END = "<!-- kernel-bench:begin -->", "<!-- kernel-bench:end -->"
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            model = m.group(1).strip() if m else model
+    except OSError:
+        pass
+    core = os.environ.get("OPENBLAS_CORETYPE", "auto")
+    return f"{model}, {os.cpu_count()} cores, OpenBLAS core type {core}, {platform.system()}"
+
+
+def run_ours(binary, min_time, repeats):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
+        path = out.name
+    cmd = [binary, f"--benchmark_out={path}", "--benchmark_out_format=json",
+           f"--benchmark_min_time={min_time}", f"--benchmark_repetitions={repeats}",
+           "--benchmark_report_aggregates_only=true"]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(path) as f:
+        data = json.load(f)
+    os.unlink(path)
+    rows = {}
+    for b in data["benchmarks"]:
+        if b.get("aggregate_name") != "median":
+            continue
+        name, batch = re.match(r"BM_(\w+)/(\d+)/", b["name"]).groups()
+        unit = {"us": 1.0, "ms": 1000.0, "ns": 0.001}[b["time_unit"]]
+        rows.setdefault(int(batch), {})[name] = b["real_time"] * unit
+    return rows
+
+
+def run_torch(batches, threads, min_time, repeats):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
+        path = out.name
+    cmd = ["/usr/bin/python3", os.path.join(ROOT, "bench", "pytorch_lstm_cell.py"), "--hidden", "512",
+           "--input", "512", "--batches", ",".join(map(str, batches)), "--threads", str(threads),
+           "--min-time-s", str(min_time), "--repeats", str(repeats), "--json", path]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(path) as f:
+        data = json.load(f)
+    os.unlink(path)
+    return {row["batch"]: row["us_per_step"] for row in data}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="build folder (default build/)")
+    ap.add_argument("--min-time-s", type=float, default=0.3, help="per repetition (default 0.3)")
+    ap.add_argument("--repeats", type=int, default=5, help="repetitions, medians reported (default 5)")
+    ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"),
+                    help="markdown file whose kernel section is rewritten ('' to skip)")
+    args = ap.parse_args()
+
+    binary = os.path.join(args.build, "bench", "bench_kernels")
+    if not os.path.exists(binary):
+        sys.exit(f"{binary} not found: run ./cellserve.sh build first")
+    ours = run_ours(binary, args.min_time_s, args.repeats)
+    batches = sorted(ours)
+    torch = run_torch(batches, 1, args.min_time_s, args.repeats)
+
+    lines = ["| batch | OpenBLAS sgemm (us) | our GEMM (us) | our LSTM step (us) | nn.LSTMCell (us) "
+             "| step / sgemm | LSTMCell / step |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    ok = True
+    for b in batches:
+        r = ours[b]
+        step, sgemm, gemm, cell = r["LstmStep"], r["Sgemm"], r["PackedGemm"], torch[b]
+        ok &= step <= 1.2 * sgemm and step < cell
+        lines.append(f"| {b} | {sgemm:.0f} | {gemm:.0f} | {step:.0f} | {cell:.0f} | "
+                     f"{step / sgemm:.2f}x | {cell / step:.2f}x |")
+    table = "\n".join(lines)
+    print("\n" + table + "\n")
+    print("targets (step <= 1.2x sgemm, faster than nn.LSTMCell):", "met" if ok else "NOT met")
+
+    if args.doc:
+        when = time.strftime("%Y-%m-%d")
+        section = f"""{BEGIN}
+## CPU LSTM step (kernel)
+
+One LSTM step at H = 512 (input 512, so the GEMM is [B, 1024] x [1024, 2048]), one thread for
+everything (`openblas_set_num_threads(1)`, `torch.set_num_threads(1)` and `OMP/OPENBLAS_NUM_THREADS=1`).
+Medians of {args.repeats} repetitions, all measured in one run on {when}.
+
+- *OpenBLAS sgemm*: the bare `cblas_sgemm` of the step's shape (X · Wᵀ), the bar to be within 1.2x of.
+- *our GEMM*: the batch-invariant packed GEMM alone (kernels/cpu/packed_gemm.h).
+- *our LSTM step*: what the server runs: gather inputs by slot index, one GEMM for all four gates,
+  one fused AVX2 pass (bias, sigmoid/tanh, c and h) into the output slots.
+- *nn.LSTMCell*: PyTorch {subprocess.run(['/usr/bin/python3', '-c', 'import torch; print(torch.__version__)'], capture_output=True, text=True).stdout.strip()} (Debian), same shapes, `no_grad`.
+
+{table}
+
+Targets: step ≤ 1.2x sgemm and faster than nn.LSTMCell at every batch: **{"met" if ok else "NOT met"}**.
+
+Machine: {machine()}. Command: `/usr/bin/python3 bench/run_kernel_bench.py` (after `./cellserve.sh build`).
+The machine is small and shared; ratios from one run are what to compare, not absolute times.
+{END}"""
+        os.makedirs(os.path.dirname(args.doc), exist_ok=True)
+        text = open(args.doc).read() if os.path.exists(args.doc) else "# Benchmarks\n\nMeasured figures only: each section says the command, the machine and the date.\n\n"
+        if BEGIN in text and END in text:
+            text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip() + "\n\n" + section + "\n"
+        with open(args.doc, "w") as f:
+            f.write(text)
+        print("wrote", args.doc)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

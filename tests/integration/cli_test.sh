@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# End-to-end test of the `cellserve` command line as a user runs it: model init for every kind,
+# run real sentences (alone and batched must agree), inspect, and the errors a user can hit.
+# Usage: cli_test.sh PATH/TO/cellserve   (ctest passes it). Bounded: small models, a few seconds.
+set -uo pipefail
+CELLSERVE="$1"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+pass=0
+
+check() {  # check NAME EXPECTED_STATUS PATTERN -- COMMAND...
+  local name="$1" want="$2" pattern="$3"
+  shift 4
+  local out status
+  out="$("$@" 2>&1)"
+  status=$?
+  if [[ "$status" != "$want" ]] || ! grep -qE -- "$pattern" <<<"$out"; then
+    echo "FAIL $name: exit $status (want $want), output lacks /$pattern/:"
+    sed 's/^/    /' <<<"$out" | head -20
+    failures=$((failures + 1))
+  else
+    echo "ok   $name"
+    pass=$((pass + 1))
+  fi
+}
+
+REPO="$WORK/models"
+check "top-level help" 0 "model" -- "$CELLSERVE" --help
+check "no command is a usage error" 2 "usage" -- "$CELLSERVE"
+check "unknown command" 2 "unknown command" -- "$CELLSERVE" frobnicate
+for sub in "model init" "model show" "model list" "run" "corpus"; do
+  # shellcheck disable=SC2086
+  check "$sub --help" 0 "usage: cellserve $sub" -- "$CELLSERVE" $sub --help
+done
+
+check "init lstm" 0 "wrote .*lstm model" -- "$CELLSERVE" model init --repo "$REPO" --name cls --kind lstm \
+  --hidden 64 --layers 2 --vocab 5000 --classes 3 --seed 4 --init-scale 0.3
+check "init seq2seq" 0 "seq2seq model" -- "$CELLSERVE" model init --repo "$REPO" --name mt --kind seq2seq \
+  --hidden 48 --layers 2 --vocab 5000 --target-vocab 300 --max-decode-len 10 --init-scale 0.3
+check "init treelstm (F16 weights)" 0 "treelstm model" -- "$CELLSERVE" model init --repo "$REPO" --name tree \
+  --kind treelstm --hidden 40 --vocab 5000 --classes 5 --dtype F16 --init-scale 0.3
+check "init refuses to overwrite" 1 "already exists.*--force" -- "$CELLSERVE" model init --repo "$REPO" --name cls
+check "init --force overwrites" 0 "wrote" -- "$CELLSERVE" model init --repo "$REPO" --name cls --force \
+  --hidden 64 --layers 2 --vocab 5000 --classes 3 --seed 4 --init-scale 0.3
+check "init rejects a bad kind" 1 "unknown model kind 'gru'" -- "$CELLSERVE" model init --repo "$REPO" --name g --kind gru
+check "init rejects a bad size" 1 "hidden" -- "$CELLSERVE" model init --repo "$REPO" --name z --hidden 0
+check "init needs --name" 2 "missing required flag --name" -- "$CELLSERVE" model init --repo "$REPO"
+check "init rejects unknown flags" 2 "unknown flag --hiden" -- "$CELLSERVE" model init --repo "$REPO" --name x --hiden 3
+check "list" 0 "^cls$" -- "$CELLSERVE" model list --repo "$REPO"
+check "show" 0 "decoder.1" -- "$CELLSERVE" model show --repo "$REPO" --name mt
+
+SENTENCES=("The state of the Union is strong." "We hold these truths to be self-evident." "Peace." \
+  "It is in the midst of this that an irredeemable and depreciated currency has been accepted by the people.")
+for m in cls mt tree; do
+  check "run $m: batched equals alone" 0 "batched results equal alone: +yes" -- \
+    "$CELLSERVE" run --model-repo "$REPO" --model "$m" "${SENTENCES[@]}"
+done
+check "run from a corpus file" 0 "batched results equal alone: +yes" -- bash -c \
+  "printf '%s\n' 'One sentence here.' 'And another one, longer than the first.' > '$WORK/c.txt' &&
+   '$CELLSERVE' run --model-repo '$REPO' --model cls --corpus '$WORK/c.txt' --sentences 2"
+check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, mt, tree" -- \
+  "$CELLSERVE" run --model-repo "$REPO" --model nope "hello"
+check "run: missing repository" 1 "NOT_FOUND.*does not exist" -- \
+  "$CELLSERVE" run --model-repo "$WORK/none" --model cls "hello"
+check "run: nothing to run" 1 "TEXT arguments or --corpus" -- "$CELLSERVE" run --model-repo "$REPO" --model cls
+check "run: empty sentence is a clear per-request error" 0 "INVALID_ARGUMENT: empty input" -- \
+  "$CELLSERVE" run --model-repo "$REPO" --model cls "" "fine words"
+
+# A lying weights file: truncated on disk.
+cp -r "$REPO/cls" "$REPO/broken"
+sed -i 's/"name": "cls"/"name": "broken"/' "$REPO/broken/spec.json"
+truncate -s 1000 "$REPO/broken/weights.safetensors"
+check "run: truncated weights are a clear error" 1 "INVALID_ARGUMENT.*weights.safetensors" -- \
+  "$CELLSERVE" run --model-repo "$REPO" --model broken "hello"
+
+check "corpus from a folder" 0 "2 sentences" -- bash -c \
+  "mkdir -p '$WORK/txt' && echo 'First sentence. Second one!' > '$WORK/txt/a.txt' &&
+   '$CELLSERVE' corpus --input '$WORK/txt' --out '$WORK/s.txt'"
+
+echo "$pass passed, $failures failed"
+[[ "$failures" == 0 ]]
