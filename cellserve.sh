@@ -187,7 +187,7 @@ cmd_demo() {
   if [[ ! -f "$DEMO_REPO/sentiment/spec.json" ]]; then
     section "creating the demo model $DEMO_REPO/sentiment (random weights)"
     "$CELLSERVE" model init --repo "$DEMO_REPO" --name sentiment --kind lstm --hidden 512 \
-      --embed 512 --layers 1 --vocab 32000 --classes 2 --seed 1
+      --embed 512 --layers 1 --vocab 32000 --classes 2 --seed 1 --init-scale 0.25
   fi
   section "running sentences through the model"
   "$CELLSERVE" run --model-repo "$DEMO_REPO" --model sentiment "${run_args[@]}" --sentences 20 "$@"
