@@ -1,0 +1,386 @@
+#include "runtime/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace cellserve {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr const char* kMetadataKey = "__metadata__";
+
+std::string Quoted(const std::string& name) { return "'" + name + "'"; }
+
+// A JSON integer >= 0 that fits int64. Floats ("2.0"), negatives and strings are rejected.
+bool GetNonNegativeInt(const Json& j, int64_t* out) {
+  if (j.is_number_unsigned()) {
+    uint64_t v = j.get<uint64_t>();
+    if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+    *out = static_cast<int64_t>(v);
+    return true;
+  }
+  if (j.is_number_integer()) {
+    int64_t v = j.get<int64_t>();
+    if (v < 0) return false;
+    *out = v;
+    return true;
+  }
+  return false;
+}
+
+// SAX handler for the checking pass: tracks nesting depth, records duplicate keys of the top-level
+// object and the parser's error message. Never throws.
+struct HeaderChecker {
+  int64_t depth = 0;
+  std::set<std::string> keys;
+  bool has_duplicate = false;
+  std::string duplicate;
+  std::string error;
+
+  bool null() { return true; }
+  bool boolean(bool) { return true; }
+  bool number_integer(Json::number_integer_t) { return true; }
+  bool number_unsigned(Json::number_unsigned_t) { return true; }
+  bool number_float(Json::number_float_t, const Json::string_t&) { return true; }
+  bool string(Json::string_t&) { return true; }
+  bool binary(Json::binary_t&) { return true; }
+  bool start_object(std::size_t) { ++depth; return true; }
+  bool end_object() { --depth; return true; }
+  bool start_array(std::size_t) { ++depth; return true; }
+  bool end_array() { --depth; return true; }
+  bool key(Json::string_t& k) {
+    if (depth == 1 && !keys.insert(k).second && !has_duplicate) {
+      has_duplicate = true;
+      duplicate = k;
+    }
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& ex) {
+    // "[json.exception.parse_error.101] parse error at line 1, column 7: ..." without the tag;
+    // the "last read" part can hold raw bytes from the file, so keep the message printable ASCII.
+    std::string what = ex.what();
+    const size_t tag_end = what.rfind("] ", what.find(" parse error"));
+    if (what.rfind("[json.exception.", 0) == 0 && tag_end != std::string::npos) {
+      what.erase(0, tag_end + 2);
+    }
+    for (char& c : what) {
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+    }
+    error = what.empty() ? "parse error" : what;
+    return false;
+  }
+};
+
+// Describes a JSON value for an error message without dumping it (dump() recurses).
+std::string Describe(const Json& j) {
+  if (j.is_number()) return j.dump();
+  return std::string("a JSON ") + j.type_name();
+}
+
+// Where a tensor's bytes lie in the data buffer; used for the overlap check.
+struct Range {
+  uint64_t begin;
+  uint64_t end;
+  const std::string* name;
+};
+
+// Parses one tensor entry; `data_size` is the length of the data buffer.
+Status ParseTensorEntry(const std::string& name, const Json& entry, const uint8_t* data,
+                        uint64_t data_size, RawTensor* out, Range* range) {
+  const std::string what = "tensor " + Quoted(name);
+  if (!entry.is_object()) return InvalidArgument(what + ": entry is not a JSON object");
+
+  auto dtype_it = entry.find("dtype");
+  if (dtype_it == entry.end()) return InvalidArgument(what + ": missing \"dtype\"");
+  if (!dtype_it->is_string()) return InvalidArgument(what + ": \"dtype\" is not a string");
+  StatusOr<DType> dtype = ParseDType(dtype_it->get<std::string>());
+  if (!dtype.ok()) return dtype.status().WithContext(what);
+
+  auto shape_it = entry.find("shape");
+  if (shape_it == entry.end()) return InvalidArgument(what + ": missing \"shape\"");
+  if (!shape_it->is_array()) return InvalidArgument(what + ": \"shape\" is not a list");
+  std::vector<int64_t> shape;
+  shape.reserve(shape_it->size());
+  for (const Json& d : *shape_it) {
+    int64_t v = 0;
+    if (!GetNonNegativeInt(d, &v)) {
+      return InvalidArgument(what + ": \"shape\" must be a list of non-negative integers, got " +
+                             Describe(d));
+    }
+    shape.push_back(v);
+  }
+  const int64_t numel = ShapeNumElements(shape);
+  const int64_t elem_size = DTypeSize(*dtype);
+  if (numel < 0 || numel > std::numeric_limits<int64_t>::max() / elem_size) {
+    return InvalidArgument(what + ": shape " + ShapeToString(shape) +
+                           " has too many elements (overflow)");
+  }
+  const uint64_t needed = static_cast<uint64_t>(numel * elem_size);
+
+  auto off_it = entry.find("data_offsets");
+  if (off_it == entry.end()) return InvalidArgument(what + ": missing \"data_offsets\"");
+  int64_t begin = 0, end = 0;
+  if (!off_it->is_array() || off_it->size() != 2 || !GetNonNegativeInt((*off_it)[0], &begin) ||
+      !GetNonNegativeInt((*off_it)[1], &end)) {
+    return InvalidArgument(what + ": \"data_offsets\" must be two non-negative integers [begin, end]");
+  }
+  if (begin > end) {
+    return InvalidArgument(what + ": data_offsets [" + std::to_string(begin) + ", " +
+                           std::to_string(end) + "] have begin > end");
+  }
+  if (static_cast<uint64_t>(end) > data_size) {
+    return InvalidArgument(what + ": data_offsets [" + std::to_string(begin) + ", " +
+                           std::to_string(end) + "] run past the end of the data (" +
+                           std::to_string(data_size) + " bytes)");
+  }
+  const uint64_t given = static_cast<uint64_t>(end - begin);
+  if (given != needed) {
+    return InvalidArgument(what + ": shape " + ShapeToString(shape) + " with dtype " +
+                           DTypeName(*dtype) + " needs " + std::to_string(needed) +
+                           " bytes, data_offsets give " + std::to_string(given));
+  }
+
+  // All checks passed: `needed` <= data_size, so the copy stays in bounds.
+  out->dtype = *dtype;
+  out->shape = std::move(shape);
+  out->bytes.assign(data + begin, data + end);
+  *range = Range{static_cast<uint64_t>(begin), static_cast<uint64_t>(end), &name};
+  return OkStatus();
+}
+
+Status ParseMetadata(const Json& meta, std::map<std::string, std::string>* out) {
+  if (!meta.is_object()) return InvalidArgument("\"__metadata__\" is not a JSON object");
+  for (auto it = meta.begin(); it != meta.end(); ++it) {
+    if (!it.value().is_string()) {
+      return InvalidArgument("\"__metadata__\" value for key " + Quoted(it.key()) +
+                             " is not a string");
+    }
+    (*out)[it.key()] = it.value().get<std::string>();
+  }
+  return OkStatus();
+}
+
+StatusOr<SafetensorsFile> ParseUnguarded(const uint8_t* data, size_t size) {
+  if (size < 8) {
+    return InvalidArgument("file is " + std::to_string(size) +
+                           " bytes; too short for the 8-byte header length");
+  }
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | data[i];  // little-endian
+  if (header_len > kMaxSafetensorsHeaderBytes) {
+    return InvalidArgument("header length " + std::to_string(header_len) + " exceeds the limit of " +
+                           std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
+  }
+  if (header_len > size - 8) {
+    return InvalidArgument("header length " + std::to_string(header_len) +
+                           " runs past the end of the file (" + std::to_string(size) + " bytes)");
+  }
+  const char* header_begin = reinterpret_cast<const char*>(data + 8);
+  const char* header_end = header_begin + header_len;
+  const uint8_t* buffer = data + 8 + header_len;
+  const uint64_t buffer_size = size - 8 - header_len;
+
+  // First a SAX pass: it reports where the JSON is broken (the DOM parser without exceptions
+  // only says "discarded") and rejects duplicate top-level keys (the DOM keeps only the last).
+  HeaderChecker checker;
+  Json::sax_parse(header_begin, header_end, &checker);
+  if (!checker.error.empty()) return InvalidArgument("header is not valid JSON: " + checker.error);
+  if (checker.has_duplicate) {
+    return InvalidArgument("header has duplicate key " + Quoted(checker.duplicate));
+  }
+  Json header = Json::parse(header_begin, header_end, nullptr, /*allow_exceptions=*/false);
+  if (header.is_discarded()) return InvalidArgument("header is not valid JSON");
+  if (!header.is_object()) return InvalidArgument("header JSON is not an object");
+
+  SafetensorsFile file;
+  std::vector<Range> ranges;
+  ranges.reserve(header.size());
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    if (name == kMetadataKey) {
+      RETURN_IF_ERROR(ParseMetadata(it.value(), &file.metadata));
+      continue;
+    }
+    RawTensor tensor;
+    Range range{};
+    RETURN_IF_ERROR(ParseTensorEntry(name, it.value(), buffer, buffer_size, &tensor, &range));
+    auto inserted = file.tensors.emplace(name, std::move(tensor));
+    range.name = &inserted.first->first;  // stable: map nodes do not move
+    ranges.push_back(range);
+  }
+
+  // Overlap check: sort by start; each non-empty range must start at or after the previous end.
+  // Empty ranges hold no bytes and cannot overlap anything.
+  ranges.erase(std::remove_if(ranges.begin(), ranges.end(),
+                              [](const Range& r) { return r.begin == r.end; }),
+               ranges.end());
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].begin < ranges[i - 1].end) {
+      return InvalidArgument("tensors " + Quoted(*ranges[i - 1].name) + " [" +
+                             std::to_string(ranges[i - 1].begin) + ", " +
+                             std::to_string(ranges[i - 1].end) + ") and " +
+                             Quoted(*ranges[i].name) + " [" + std::to_string(ranges[i].begin) +
+                             ", " + std::to_string(ranges[i].end) + ") overlap");
+    }
+  }
+  return file;
+}
+
+std::string ErrnoText(int err) { return std::strerror(err); }
+
+}  // namespace
+
+StatusOr<SafetensorsFile> ParseSafetensors(const uint8_t* data, size_t size) {
+  if (data == nullptr && size != 0) return InvalidArgument("null data");
+  // The parser is written not to throw; this is the last guard (e.g. std::bad_alloc).
+  try {
+    static const uint8_t kEmpty[1] = {0};
+    return ParseUnguarded(data ? data : kEmpty, size);
+  } catch (const std::exception& e) {
+    return InvalidArgument(std::string("malformed safetensors file: ") + e.what());
+  } catch (...) {
+    return InvalidArgument("malformed safetensors file");
+  }
+}
+
+StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NotFound("cannot open " + path + ": " + ErrnoText(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return InvalidArgument(path + ": not a regular file");
+  }
+  std::vector<uint8_t> bytes;
+  bytes.reserve(static_cast<size_t>(st.st_size));
+  uint8_t chunk[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, chunk, sizeof(chunk));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return Internal("reading " + path + ": " + ErrnoText(err));
+    }
+    if (n == 0) break;
+    bytes.insert(bytes.end(), chunk, chunk + n);
+  }
+  ::close(fd);
+  StatusOr<SafetensorsFile> parsed = ParseSafetensors(bytes.data(), bytes.size());
+  if (!parsed.ok()) return parsed.status().WithContext(path);
+  return parsed;
+}
+
+StatusOr<std::string> SerializeSafetensors(const SafetensorsFile& file) {
+  try {
+    Json header = Json::object();
+    uint64_t offset = 0;
+    for (const auto& [name, t] : file.tensors) {  // std::map: name order
+      const std::string what = "tensor " + Quoted(name);
+      if (name == kMetadataKey) return InvalidArgument(what + ": the name is reserved");
+      if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16) {
+        return InvalidArgument(what + ": invalid dtype");
+      }
+      const int64_t numel = ShapeNumElements(t.shape);
+      const int64_t elem_size = DTypeSize(t.dtype);
+      if (numel < 0 || numel > std::numeric_limits<int64_t>::max() / elem_size) {
+        return InvalidArgument(what + ": invalid shape " + ShapeToString(t.shape));
+      }
+      const uint64_t needed = static_cast<uint64_t>(numel * elem_size);
+      if (needed != t.bytes.size()) {
+        return InvalidArgument(what + ": shape " + ShapeToString(t.shape) + " with dtype " +
+                               DTypeName(t.dtype) + " needs " + std::to_string(needed) +
+                               " bytes, has " + std::to_string(t.bytes.size()));
+      }
+      header[name] = {{"dtype", DTypeName(t.dtype)},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + needed}}};
+      offset += needed;
+    }
+    if (!file.metadata.empty()) {
+      Json meta = Json::object();
+      for (const auto& [k, v] : file.metadata) meta[k] = v;
+      header[kMetadataKey] = std::move(meta);
+    }
+    // Strict: a name or metadata string that is not valid UTF-8 throws type_error, caught below.
+    std::string json = header.dump();
+    // Pad with spaces (allowed by the format) so the data starts 8-byte aligned.
+    json.append((8 - json.size() % 8) % 8, ' ');
+
+    std::string out;
+    out.reserve(8 + json.size() + offset);
+    uint64_t n = json.size();
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    out += json;
+    for (const auto& entry : file.tensors) {
+      const std::vector<uint8_t>& b = entry.second.bytes;
+      out.append(reinterpret_cast<const char*>(b.data()), b.size());
+    }
+    return out;
+  } catch (const Json::type_error& e) {
+    return InvalidArgument(std::string("tensor name or metadata is not valid UTF-8: ") + e.what());
+  } catch (const std::exception& e) {
+    return InvalidArgument(std::string("cannot serialize safetensors: ") + e.what());
+  }
+}
+
+Status WriteSafetensors(const std::string& path, const SafetensorsFile& file) {
+  ASSIGN_OR_RETURN(std::string bytes, SerializeSafetensors(file));
+  // Unique temporary name in the same directory, so rename() is atomic and concurrent writers
+  // of the same path do not clobber each other's temporaries.
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
+                          std::to_string(counter.fetch_add(1));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    int err = errno;
+    std::string msg = "cannot create " + tmp + ": " + ErrnoText(err);
+    return err == ENOENT ? NotFound(msg) : Internal(msg);
+  }
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return Internal("writing " + tmp + ": " + ErrnoText(err));
+    }
+    done += static_cast<size_t>(n);
+  }
+  int sync_rc = ::fsync(fd);
+  int sync_err = errno;
+  int close_rc = ::close(fd);
+  if (sync_rc != 0 || close_rc != 0) {
+    int err = sync_rc != 0 ? sync_err : errno;
+    ::unlink(tmp.c_str());
+    return Internal("flushing " + tmp + ": " + ErrnoText(err));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return Internal("renaming " + tmp + " to " + path + ": " + ErrnoText(err));
+  }
+  return OkStatus();
+}
+
+}  // namespace cellserve
