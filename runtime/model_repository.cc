@@ -13,9 +13,12 @@ StatusOr<std::vector<std::string>> ListModels(const std::string& repo) {
   if (!fs::is_directory(repo, ec))
     return NotFound("model repository '" + repo + "' does not exist (create one with `cellserve model init`)");
   std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(repo, ec)) {
-    if (entry.is_directory() && fs::exists(entry.path() / "spec.json"))
-      names.push_back(entry.path().filename().string());
+  // error_code overloads throughout: an unreadable entry (a symlink loop, no permission) is not a
+  // model, and must not throw.
+  for (fs::directory_iterator it(repo, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code entry_ec;
+    if (it->is_directory(entry_ec) && fs::exists(it->path() / "spec.json", entry_ec))
+      names.push_back(it->path().filename().string());
   }
   std::sort(names.begin(), names.end());
   return names;

@@ -67,6 +67,9 @@ Status ModelSpec::Validate() const {
     if (!(isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.'))
       return InvalidArgument("model name '" + name + "' may use only letters, digits, '_', '-', '.'");
   }
+  // The name is the model's folder in the repository: "." and ".." would point outside it.
+  if (name == "." || name == "..")
+    return InvalidArgument("model name '" + name + "' is not a valid folder name");
   RETURN_IF_ERROR(CheckPositive("version", version, int64_t{1} << 40));
   RETURN_IF_ERROR(CheckPositive("vocab_size", vocab_size));
   RETURN_IF_ERROR(CheckPositive("hidden", hidden, 1 << 16));

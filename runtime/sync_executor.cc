@@ -79,11 +79,30 @@ std::vector<StatusOr<RequestResult>> SyncExecutor::Run(
     FreeAll(run, pool_);
   };
 
+  // When the pool is so full that no ready cell can get a slot, the newest request holding
+  // slots gives them up (RESOURCE_EXHAUSTED), so older requests finish first and every pass
+  // makes progress; a request too big for the whole pool fails once it is the only one left.
+  auto shed_newest = [&]() {
+    size_t victim = runs.size();
+    for (size_t r = runs.size(); r-- > 0;) {
+      if (runs[r].over) continue;
+      if (victim == runs.size()) victim = r;  // newest unfinished, if none holds slots
+      if (std::any_of(runs[r].slot.begin(), runs[r].slot.end(), [](SlotId s) { return s >= 0; })) {
+        victim = r;
+        break;
+      }
+    }
+    if (victim == runs.size()) return false;
+    fail(runs[victim], ResourceExhausted("state pool (" + std::to_string(pool_.capacity()) +
+                                         " slots) cannot hold this request beside older ones"));
+    return true;
+  };
+
   std::vector<std::pair<size_t, CellId>> members;
   CellBatch batch;
   batch.model = model_;
   bool progress = true;
-  while (progress) {
+  while (progress || shed_newest()) {
     progress = false;
     for (size_t t = 0; t < num_types; ++t) {
       // One batch of this type per pass, so layers and steps advance together.
@@ -104,9 +123,9 @@ std::vector<StatusOr<RequestResult>> SyncExecutor::Run(
           if (cell.state_from[k] >= 0) row.state_slot[k] = run.slot[cell.state_from[k]];
         if (!cell.is_head()) {
           auto slot = pool_.Allocate(cell.consumers);
-          if (!slot.ok()) {
-            fail(run, slot.status());
-            continue;
+          if (!slot.ok()) {  // pool full: the cell waits for slots to be freed
+            ready[t].emplace_front(r, c);
+            break;
           }
           row.out_slot = run.slot[c] = *slot;
         }

@@ -3,8 +3,9 @@
 // runs the batch, then releases the successors. This is the reference for the math and the
 // baseline the real scheduler (cellular batching on actors) must match result for result.
 // Slots are allocated when a cell is batched and freed after its last reader ran, or when its
-// request finishes or fails. A request that cannot get a slot fails with RESOURCE_EXHAUSTED;
-// the others go on. Single-threaded.
+// request finishes or fails. A cell that cannot get a slot waits; if no cell at all can run, the
+// newest request holding slots fails with RESOURCE_EXHAUSTED and frees them, so older requests
+// finish first and a request bigger than the whole pool fails alone. Single-threaded.
 #pragma once
 
 #include <memory>

@@ -1,0 +1,523 @@
+#include "runtime/model.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "runtime/model_repository.h"
+#include "runtime/safetensors.h"
+#include "tests/unit/runtime/fake_backend.h"
+
+namespace cellserve {
+namespace {
+
+namespace fs = std::filesystem;
+using runtime_testing::SmallSpec;
+using Shapes = std::map<std::string, std::vector<int64_t>>;
+
+ModelSpec Spec(ModelKind kind, int64_t layers = 2) {
+  ModelSpec s = SmallSpec(kind, layers, /*max_batch=*/7);
+  s.vocab_size = 11;
+  s.embed_dim = 6;
+  s.hidden = 4;
+  s.classes = kind == ModelKind::kSeq2Seq ? 0 : 3;
+  s.target_vocab_size = kind == ModelKind::kSeq2Seq ? 13 : 0;
+  return s;
+}
+
+SafetensorsFile Weights(const ModelSpec& spec, uint64_t seed = 5) {
+  StatusOr<SafetensorsFile> w = RandomWeights(spec, seed, 0.25f);
+  EXPECT_TRUE(w.ok()) << w.status().ToString();
+  return w.ok() ? *w : SafetensorsFile();
+}
+
+void ExpectInvalidNaming(const Status& s, const std::string& needle) {
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find(needle), std::string::npos)
+      << "message '" << s.message() << "' lacks '" << needle << "'";
+}
+
+// ---- RequiredTensors ----
+
+TEST(RequiredTensorsTest, Lstm) {
+  // V=11, E=6, H=4, C=3, L=2.
+  const Shapes want = {
+      {"embedding", {11, 6}},   {"lstm.0.weight", {16, 10}}, {"lstm.0.bias", {16}},
+      {"lstm.1.weight", {16, 8}}, {"lstm.1.bias", {16}},     {"head.weight", {3, 4}},
+      {"head.bias", {3}},
+  };
+  EXPECT_EQ(Model::RequiredTensors(Spec(ModelKind::kLstm)), want);
+}
+
+TEST(RequiredTensorsTest, Seq2Seq) {
+  // V=11, Vt=13, E=6, H=4, L=2.
+  const Shapes want = {
+      {"encoder.embedding", {11, 6}}, {"encoder.0.weight", {16, 10}}, {"encoder.0.bias", {16}},
+      {"encoder.1.weight", {16, 8}},  {"encoder.1.bias", {16}},       {"decoder.embedding", {13, 6}},
+      {"decoder.0.weight", {16, 10}}, {"decoder.0.bias", {16}},       {"decoder.1.weight", {16, 8}},
+      {"decoder.1.bias", {16}},       {"proj.weight", {13, 4}},       {"proj.bias", {13}},
+  };
+  EXPECT_EQ(Model::RequiredTensors(Spec(ModelKind::kSeq2Seq)), want);
+}
+
+TEST(RequiredTensorsTest, TreeLstm) {
+  const Shapes want = {
+      {"embedding", {11, 6}},          {"tree.leaf.weight", {12, 6}}, {"tree.leaf.bias", {12}},
+      {"tree.internal.weight", {20, 8}}, {"tree.internal.bias", {20}}, {"head.weight", {3, 4}},
+      {"head.bias", {3}},
+  };
+  EXPECT_EQ(Model::RequiredTensors(Spec(ModelKind::kTreeLstm)), want);
+  // layers does not matter for a tree model.
+  EXPECT_EQ(Model::RequiredTensors(Spec(ModelKind::kTreeLstm, 5)), want);
+}
+
+TEST(RequiredTensorsTest, SingleLayerLstm) {
+  Shapes t = Model::RequiredTensors(Spec(ModelKind::kLstm, 1));
+  EXPECT_EQ(t.size(), 5u);
+  EXPECT_EQ(t.count("lstm.1.weight"), 0u);
+  EXPECT_EQ(t.at("lstm.0.weight"), (std::vector<int64_t>{16, 10}));
+}
+
+// ---- Model::Create ----
+
+TEST(ModelCreateTest, LstmCellTypes) {
+  const ModelSpec spec = Spec(ModelKind::kLstm, 3);
+  StatusOr<std::shared_ptr<const Model>> r = Model::Create(spec, Weights(spec));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const Model& m = **r;
+  ASSERT_EQ(m.cell_types().size(), 4u);
+  const std::vector<std::string> names = {"lstm.0", "lstm.1", "lstm.2", "head"};
+  for (int l = 0; l < 3; ++l) {
+    const CellType& t = m.cell_type(m.layer_type(l));
+    EXPECT_EQ(t.name, names[l]);
+    EXPECT_EQ(t.op, CellOp::kLstm);
+    EXPECT_EQ(t.input_dim, l == 0 ? 6 : 4);
+    EXPECT_EQ(t.hidden, 4);
+    EXPECT_EQ(t.outputs, 16);
+    EXPECT_EQ(t.max_batch, 7);
+    EXPECT_EQ(t.embedding, l == 0 ? &m.tensor("embedding") : nullptr) << t.name;
+    EXPECT_EQ(t.weight, &m.tensor(names[l] + ".weight"));
+    EXPECT_EQ(t.bias, &m.tensor(names[l] + ".bias"));
+  }
+  EXPECT_EQ(m.layer_type(0), 0);
+  EXPECT_EQ(m.head_type(), 3);
+  const CellType& h = m.cell_type(m.head_type());
+  EXPECT_EQ(h.name, "head");
+  EXPECT_EQ(h.op, CellOp::kHeadLogits);
+  EXPECT_EQ(h.input_dim, 4);
+  EXPECT_EQ(h.outputs, 3);
+  EXPECT_EQ(h.embedding, nullptr);
+  EXPECT_EQ(h.weight, &m.tensor("head.weight"));
+  EXPECT_EQ(h.weight->shape(), (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(m.leaf_type(), -1);
+  EXPECT_EQ(m.internal_type(), -1);
+}
+
+TEST(ModelCreateTest, Seq2SeqCellTypes) {
+  const ModelSpec spec = Spec(ModelKind::kSeq2Seq, 2);
+  StatusOr<std::shared_ptr<const Model>> r = Model::Create(spec, Weights(spec));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const Model& m = **r;
+  ASSERT_EQ(m.cell_types().size(), 5u);
+  struct Want {
+    int index;
+    const char* name;
+    const char* embedding;
+    int64_t input_dim;
+  };
+  for (const Want& w : {Want{m.layer_type(0), "encoder.0", "encoder.embedding", 6},
+                        Want{m.layer_type(1), "encoder.1", nullptr, 4},
+                        Want{m.decoder_layer_type(0), "decoder.0", "decoder.embedding", 6},
+                        Want{m.decoder_layer_type(1), "decoder.1", nullptr, 4}}) {
+    const CellType& t = m.cell_type(w.index);
+    EXPECT_EQ(t.name, w.name);
+    EXPECT_EQ(t.op, CellOp::kLstm);
+    EXPECT_EQ(t.input_dim, w.input_dim) << w.name;
+    EXPECT_EQ(t.outputs, 16);
+    EXPECT_EQ(t.embedding, w.embedding ? &m.tensor(w.embedding) : nullptr) << w.name;
+    EXPECT_EQ(t.weight, &m.tensor(std::string(w.name) + ".weight"));
+  }
+  EXPECT_NE(m.layer_type(0), m.decoder_layer_type(0));
+  const CellType& p = m.cell_type(m.head_type());
+  EXPECT_EQ(p.name, "proj");
+  EXPECT_EQ(p.op, CellOp::kHeadArgmax);
+  EXPECT_EQ(p.input_dim, 4);
+  EXPECT_EQ(p.outputs, 13);
+  EXPECT_EQ(p.embedding, nullptr);
+  EXPECT_EQ(p.bias, &m.tensor("proj.bias"));
+}
+
+TEST(ModelCreateTest, TreeLstmCellTypes) {
+  const ModelSpec spec = Spec(ModelKind::kTreeLstm);
+  StatusOr<std::shared_ptr<const Model>> r = Model::Create(spec, Weights(spec));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const Model& m = **r;
+  ASSERT_EQ(m.cell_types().size(), 3u);
+  const CellType& leaf = m.cell_type(m.leaf_type());
+  EXPECT_EQ(leaf.name, "tree.leaf");
+  EXPECT_EQ(leaf.op, CellOp::kTreeLeaf);
+  EXPECT_EQ(leaf.embedding, &m.tensor("embedding"));
+  EXPECT_EQ(leaf.input_dim, 6);
+  EXPECT_EQ(leaf.outputs, 12);
+  const CellType& in = m.cell_type(m.internal_type());
+  EXPECT_EQ(in.name, "tree.internal");
+  EXPECT_EQ(in.op, CellOp::kTreeInternal);
+  EXPECT_EQ(in.embedding, nullptr);
+  EXPECT_EQ(in.input_dim, 8);
+  EXPECT_EQ(in.outputs, 20);
+  EXPECT_EQ(in.weight, &m.tensor("tree.internal.weight"));
+  const CellType& h = m.cell_type(m.head_type());
+  EXPECT_EQ(h.name, "head");
+  EXPECT_EQ(h.op, CellOp::kHeadLogits);
+  EXPECT_EQ(h.outputs, 3);
+  std::vector<int> idx = {m.leaf_type(), m.internal_type(), m.head_type()};
+  std::sort(idx.begin(), idx.end());
+  EXPECT_EQ(idx, (std::vector<int>{0, 1, 2}));
+}
+
+TEST(ModelCreateTest, KeepsTheWeightValues) {
+  const ModelSpec spec = Spec(ModelKind::kLstm);
+  SafetensorsFile w = Weights(spec);
+  StatusOr<std::shared_ptr<const Model>> r = Model::Create(spec, w);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (const auto& [name, raw] : w.tensors) {
+    const Tensor want = raw.ToFloat();
+    EXPECT_EQ((*r)->tensor(name).shape(), want.shape()) << name;
+    EXPECT_EQ((*r)->tensor(name).values(), want.values()) << name;
+  }
+}
+
+TEST(ModelCreateTest, F16WeightsConvertToFloat) {
+  ModelSpec spec = Spec(ModelKind::kTreeLstm);
+  spec.dtype = "F16";
+  SafetensorsFile w = Weights(spec);
+  ASSERT_EQ(w.tensors.at("head.bias").dtype, DType::kF16);
+  StatusOr<std::shared_ptr<const Model>> r = Model::Create(spec, w);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const RawTensor& raw = w.tensors.at("tree.leaf.weight");
+  const Tensor& t = (*r)->tensor("tree.leaf.weight");
+  ASSERT_EQ(t.size() * 2, static_cast<int64_t>(raw.bytes.size()));
+  for (int64_t i = 0; i < t.size(); ++i) {
+    const uint16_t h = static_cast<uint16_t>(raw.bytes[2 * i] | (raw.bytes[2 * i + 1] << 8));
+    ASSERT_EQ(t.data()[i], HalfToFloat(h)) << i;
+  }
+}
+
+TEST(ModelCreateTest, MissingTensorNamesIt) {
+  for (ModelKind kind : {ModelKind::kLstm, ModelKind::kSeq2Seq, ModelKind::kTreeLstm}) {
+    const ModelSpec spec = Spec(kind);
+    for (const auto& [name, shape] : Model::RequiredTensors(spec)) {
+      SafetensorsFile w = Weights(spec);
+      w.tensors.erase(name);
+      StatusOr<std::shared_ptr<const Model>> r = Model::Create(spec, w);
+      ASSERT_FALSE(r.ok()) << "created without " << name;
+      ExpectInvalidNaming(r.status(), "'" + name + "'");
+      ExpectInvalidNaming(r.status(), "missing");
+    }
+  }
+}
+
+TEST(ModelCreateTest, WrongShapeNamesTensorAndShapes) {
+  const ModelSpec spec = Spec(ModelKind::kLstm);
+  SafetensorsFile w = Weights(spec);
+  // lstm.1 given layer 0's input width: [16, 10] instead of [16, 8].
+  Tensor t({16, 10});
+  w.tensors["lstm.1.weight"] = RawTensor::FromFloat(t, DType::kF32);
+  StatusOr<std::shared_ptr<const Model>> r = Model::Create(spec, w);
+  ASSERT_FALSE(r.ok());
+  ExpectInvalidNaming(r.status(), "'lstm.1.weight'");
+  ExpectInvalidNaming(r.status(), "[16, 10]");
+  ExpectInvalidNaming(r.status(), "[16, 8]");
+
+  // Transposed head and a bias of the wrong rank.
+  SafetensorsFile w2 = Weights(spec);
+  w2.tensors["head.weight"] = RawTensor::FromFloat(Tensor({4, 3}), DType::kF32);
+  ExpectInvalidNaming(Model::Create(spec, w2).status(), "'head.weight'");
+  SafetensorsFile w3 = Weights(spec);
+  w3.tensors["head.bias"] = RawTensor::FromFloat(Tensor({3, 1}), DType::kF32);
+  ExpectInvalidNaming(Model::Create(spec, w3).status(), "'head.bias'");
+}
+
+TEST(ModelCreateTest, WrongDtypeNamesTensor) {
+  ModelSpec f16 = Spec(ModelKind::kSeq2Seq);
+  f16.dtype = "F16";
+  SafetensorsFile w = Weights(f16);  // stored as F16
+  const ModelSpec f32 = Spec(ModelKind::kSeq2Seq);
+  StatusOr<std::shared_ptr<const Model>> r = Model::Create(f32, w);
+  ASSERT_FALSE(r.ok());
+  ExpectInvalidNaming(r.status(), "'decoder.0.bias'");  // first tensor in name order
+  ExpectInvalidNaming(r.status(), "F16");
+  ExpectInvalidNaming(r.status(), "F32");
+
+  // Only one tensor off.
+  SafetensorsFile w2 = Weights(f32);
+  w2.tensors["proj.bias"] = RawTensor::FromFloat(w2.tensors["proj.bias"].ToFloat(), DType::kBF16);
+  ExpectInvalidNaming(Model::Create(f32, w2).status(), "'proj.bias'");
+}
+
+TEST(ModelCreateTest, InvalidSpecRejected) {
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  SafetensorsFile w = Weights(spec);
+  spec.name = "bad name";
+  EXPECT_EQ(Model::Create(spec, w).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(ModelCreateTest, ExtraTensorsAreIgnored) {
+  const ModelSpec spec = Spec(ModelKind::kLstm);
+  SafetensorsFile w = Weights(spec);
+  w.tensors["optimizer.step"] = RawTensor::FromFloat(Tensor({1}), DType::kF32);
+  EXPECT_TRUE(Model::Create(spec, w).ok());
+}
+
+// ---- RandomWeights ----
+
+TEST(RandomWeightsTest, DeterministicPerSeed) {
+  for (const char* dtype : {"F32", "F16", "BF16"}) {
+    ModelSpec spec = Spec(ModelKind::kSeq2Seq);
+    spec.dtype = dtype;
+    StatusOr<std::string> a = SerializeSafetensors(*RandomWeights(spec, 7, 0.1f));
+    StatusOr<std::string> b = SerializeSafetensors(*RandomWeights(spec, 7, 0.1f));
+    StatusOr<std::string> c = SerializeSafetensors(*RandomWeights(spec, 8, 0.1f));
+    ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+    EXPECT_EQ(*a, *b) << dtype;
+    EXPECT_NE(*a, *c) << dtype;
+  }
+  // Different seeds differ tensor by tensor, not just in metadata.
+  const ModelSpec spec = Spec(ModelKind::kLstm);
+  SafetensorsFile x = *RandomWeights(spec, 1, 1.0f), y = *RandomWeights(spec, 2, 1.0f);
+  for (const auto& [name, raw] : x.tensors) EXPECT_NE(raw.bytes, y.tensors.at(name).bytes) << name;
+}
+
+TEST(RandomWeightsTest, WithinScaleAndSpread) {
+  const ModelSpec spec = Spec(ModelKind::kTreeLstm);
+  for (float scale : {0.05f, 1.0f, 3.0f}) {
+    StatusOr<SafetensorsFile> w = RandomWeights(spec, 11, scale);
+    ASSERT_TRUE(w.ok());
+    EXPECT_EQ(w->tensors.size(), Model::RequiredTensors(spec).size());
+    float lo = scale, hi = -scale;
+    double sum = 0;
+    int64_t n = 0;
+    for (const auto& [name, raw] : w->tensors) {
+      EXPECT_EQ(raw.dtype, DType::kF32);
+      EXPECT_EQ(raw.shape, Model::RequiredTensors(spec).at(name));
+      const Tensor t = raw.ToFloat();
+      for (float v : t.values()) {
+        ASSERT_GE(v, -scale) << name;
+        ASSERT_LE(v, scale) << name;
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+        sum += v;
+        ++n;
+      }
+    }
+    EXPECT_LT(lo, -0.9f * scale);  // uses the whole range
+    EXPECT_GT(hi, 0.9f * scale);
+    EXPECT_LT(std::abs(sum / n), 0.1 * scale);  // centred
+  }
+}
+
+TEST(RandomWeightsTest, InvalidSpecRejected) {
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  spec.hidden = 0;
+  EXPECT_EQ(RandomWeights(spec, 1, 1.0f).status().code(), StatusCode::kInvalidArgument);
+}
+
+// ---- repository on disk ----
+
+class RepositoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "repo_test_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    repo_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(repo_); }
+  std::string repo_;
+};
+
+TEST_F(RepositoryTest, WriteLoadRoundTrip) {
+  ModelSpec a = Spec(ModelKind::kSeq2Seq);
+  a.name = "b-model";
+  a.dtype = "BF16";
+  ModelSpec b = Spec(ModelKind::kTreeLstm);
+  b.name = "a_model";
+  const SafetensorsFile wa = Weights(a, 1), wb = Weights(b, 2);
+  ASSERT_TRUE(WriteModel(repo_, a, wa).ok());
+  ASSERT_TRUE(WriteModel(repo_, b, wb).ok());
+  EXPECT_TRUE(fs::is_regular_file(repo_ + "/b-model/spec.json"));
+  EXPECT_TRUE(fs::is_regular_file(repo_ + "/b-model/weights.safetensors"));
+  EXPECT_FALSE(fs::exists(repo_ + "/b-model/spec.json.tmp"));
+  // Not models: a folder without spec.json and a plain file.
+  fs::create_directories(repo_ + "/empty_dir");
+  std::ofstream(repo_ + "/README") << "hi";
+
+  StatusOr<std::vector<std::string>> names = ListModels(repo_);
+  ASSERT_TRUE(names.ok()) << names.status().ToString();
+  EXPECT_EQ(*names, (std::vector<std::string>{"a_model", "b-model"}));
+
+  StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, "b-model");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  const ModelSpec& s = (*m)->spec();
+  EXPECT_EQ(s.name, "b-model");
+  EXPECT_EQ(s.kind, ModelKind::kSeq2Seq);
+  EXPECT_EQ(s.target_vocab_size, a.target_vocab_size);
+  EXPECT_EQ(s.max_batch, a.max_batch);
+  EXPECT_EQ(s.dtype, "BF16");
+  EXPECT_EQ(ModelSpecToJson(s), ModelSpecToJson(a));
+  for (const auto& [name, raw] : wa.tensors)
+    EXPECT_EQ((*m)->tensor(name).values(), raw.ToFloat().values()) << name;
+
+  StatusOr<std::shared_ptr<const Model>> m2 = Model::Load(repo_ + "/a_model");
+  ASSERT_TRUE(m2.ok()) << m2.status().ToString();
+  EXPECT_EQ((*m2)->spec().kind, ModelKind::kTreeLstm);
+  EXPECT_EQ((*m2)->tensor("tree.internal.weight").values(),
+            wb.tensors.at("tree.internal.weight").ToFloat().values());
+}
+
+TEST_F(RepositoryTest, WriteOverwritesAModel) {
+  const ModelSpec spec = Spec(ModelKind::kLstm);
+  ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec, 1)).ok());
+  const SafetensorsFile w2 = Weights(spec, 2);
+  ASSERT_TRUE(WriteModel(repo_, spec, w2).ok());
+  StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, spec.name);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)->tensor("embedding").values(), w2.tensors.at("embedding").ToFloat().values());
+}
+
+TEST_F(RepositoryTest, UnknownModelListsAvailable) {
+  ModelSpec a = Spec(ModelKind::kLstm);
+  a.name = "alpha";
+  ModelSpec b = Spec(ModelKind::kLstm);
+  b.name = "beta";
+  ASSERT_TRUE(WriteModel(repo_, a, Weights(a)).ok());
+  ASSERT_TRUE(WriteModel(repo_, b, Weights(b)).ok());
+  StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, "gamma");
+  EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(m.status().message().find("'gamma'"), std::string::npos) << m.status().ToString();
+  EXPECT_NE(m.status().message().find("alpha, beta"), std::string::npos) << m.status().ToString();
+}
+
+TEST_F(RepositoryTest, EmptyRepository) {
+  StatusOr<std::vector<std::string>> names = ListModels(repo_);
+  ASSERT_TRUE(names.ok());
+  EXPECT_TRUE(names->empty());
+  StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, "x");
+  EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(m.status().message().find("no models"), std::string::npos) << m.status().ToString();
+}
+
+TEST_F(RepositoryTest, MissingRepositoryIsNotFound) {
+  const std::string missing = repo_ + "/does/not/exist";
+  StatusOr<std::vector<std::string>> names = ListModels(missing);
+  EXPECT_EQ(names.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(names.status().message().find(missing), std::string::npos);
+  EXPECT_EQ(LoadModel(missing, "x").status().code(), StatusCode::kNotFound);
+  // A file is not a repository either.
+  std::ofstream(repo_ + "/file") << "x";
+  EXPECT_EQ(ListModels(repo_ + "/file").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(RepositoryTest, WriteValidatesFirst) {
+  const ModelSpec spec = Spec(ModelKind::kLstm);
+  SafetensorsFile w = Weights(spec);
+  w.tensors.erase("head.bias");
+  Status s = WriteModel(repo_, spec, w);
+  ExpectInvalidNaming(s, "'head.bias'");
+  EXPECT_FALSE(fs::exists(repo_ + "/" + spec.name));  // nothing half-written
+}
+
+TEST_F(RepositoryTest, DotNamesCannotEscapeTheRepository) {
+  const std::string repo = repo_ + "/inner";
+  for (const char* name : {".", ".."}) {
+    ModelSpec spec = Spec(ModelKind::kLstm);
+    spec.name = "ok";
+    SafetensorsFile w = Weights(spec);
+    spec.name = name;
+    Status s = WriteModel(repo, spec, w);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << name << ": " << s.ToString();
+  }
+  EXPECT_FALSE(fs::exists(repo_ + "/spec.json")) << "'..' wrote into the repository's parent";
+  EXPECT_FALSE(fs::exists(repo + "/spec.json")) << "'.' wrote into the repository root";
+}
+
+TEST_F(RepositoryTest, OddEntriesDoNotBreakListing) {
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  spec.name = "real";
+  ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec)).ok());
+  // A symlink loop, a dangling symlink, a symlink to a model and a folder whose spec.json is a
+  // folder: errors are values here, never exceptions.
+  fs::create_symlink("loop", repo_ + "/loop");
+  fs::create_symlink(repo_ + "/missing", repo_ + "/dangling");
+  fs::create_directory_symlink(repo_ + "/real", repo_ + "/alias");
+  StatusOr<std::vector<std::string>> names = Status(Internal("not run"));
+  try {
+    names = ListModels(repo_);
+  } catch (const std::exception& e) {
+    FAIL() << "ListModels threw: " << e.what();
+  }
+  ASSERT_TRUE(names.ok()) << names.status().ToString();
+  EXPECT_EQ(*names, (std::vector<std::string>{"alias", "real"}));
+  try {
+    StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, "real");
+    EXPECT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ(LoadModel(repo_, "loop").status().code(), StatusCode::kNotFound);
+  } catch (const std::exception& e) {
+    FAIL() << "LoadModel threw: " << e.what();
+  }
+}
+
+TEST_F(RepositoryTest, TruncatedWeightsFileIsAClearError) {
+  const ModelSpec spec = Spec(ModelKind::kLstm);
+  ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec)).ok());
+  const std::string path = repo_ + "/" + spec.name + "/weights.safetensors";
+  const auto full = fs::file_size(path);
+  ASSERT_GT(full, 100u);
+  for (uintmax_t size : {full - 1, full / 2, uintmax_t{20}, uintmax_t{7}, uintmax_t{0}}) {
+    fs::resize_file(path, size);
+    StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, spec.name);
+    ASSERT_FALSE(m.ok()) << "loaded a weights file cut to " << size << " bytes";
+    EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument) << m.status().ToString();
+    EXPECT_NE(m.status().message().find("weights.safetensors"), std::string::npos)
+        << m.status().ToString();
+  }
+}
+
+TEST_F(RepositoryTest, WeightsForAnotherSpecNameTheFileAndTensor) {
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec)).ok());
+  // Someone edits spec.json: hidden 4 -> 8. The weights no longer fit.
+  spec.hidden = 8;
+  std::ofstream(repo_ + "/" + spec.name + "/spec.json", std::ios::trunc) << ModelSpecToJson(spec);
+  StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, spec.name);
+  ASSERT_FALSE(m.ok());
+  ExpectInvalidNaming(m.status(), "weights.safetensors");
+  ExpectInvalidNaming(m.status(), "shape");
+}
+
+TEST_F(RepositoryTest, MissingWeightsFileIsNotFound) {
+  const ModelSpec spec = Spec(ModelKind::kLstm);
+  ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec)).ok());
+  fs::remove(repo_ + "/" + spec.name + "/weights.safetensors");
+  StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, spec.name);
+  EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(m.status().message().find("weights.safetensors"), std::string::npos);
+}
+
+TEST_F(RepositoryTest, CorruptSpecIsInvalid) {
+  const ModelSpec spec = Spec(ModelKind::kLstm);
+  ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec)).ok());
+  std::ofstream(repo_ + "/" + spec.name + "/spec.json", std::ios::trunc) << "{\"name\": ";
+  StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, spec.name);
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("spec.json"), std::string::npos) << m.status().ToString();
+}
+
+}  // namespace
+}  // namespace cellserve
