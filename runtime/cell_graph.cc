@@ -52,6 +52,7 @@ class LstmGraph final : public RequestGraph {
  public:
   LstmGraph(std::shared_ptr<const Model> m, const std::vector<int32_t>& tokens)
       : RequestGraph(std::move(m)) {
+    input_length_ = static_cast<int64_t>(tokens.size());
     std::vector<CellId> prev;
     for (size_t t = 0; t < tokens.size(); ++t) {
       const bool last = t + 1 == tokens.size();
@@ -73,6 +74,7 @@ class Seq2SeqGraph final : public RequestGraph {
  public:
   Seq2SeqGraph(std::shared_ptr<const Model> m, const std::vector<int32_t>& tokens, int64_t max_len)
       : RequestGraph(std::move(m)), max_len_(max_len) {
+    input_length_ = static_cast<int64_t>(tokens.size());
     // Every encoder step has a next step: the following token's, or, after the last token,
     // decoder step 0, which starts from the encoder's final (h, c) at every layer.
     std::vector<CellId> prev;
@@ -117,6 +119,7 @@ class TreeGraph final : public RequestGraph {
       stack.pop_back();
       const TreeNode& n = tree.nodes[node];
       if (n.children.empty()) {
+        ++input_length_;
         Cell leaf;
         leaf.type = model_->leaf_type();
         leaf.token = n.token;

@@ -59,6 +59,8 @@ class RequestGraph {
   const std::shared_ptr<const Model>& model_ptr() const { return model_; }
   const std::vector<Cell>& cells() const { return cells_; }
   bool finished() const { return finished_; }
+  // Input size: tokens (lstm, seq2seq source) or leaves (treelstm). Used to bucket requests.
+  int64_t input_length() const { return input_length_; }
   const RequestResult& result() const { return result_; }
 
   // Reports the output of head cell `head`. May append cells (seq2seq) or finish the request.
@@ -76,6 +78,7 @@ class RequestGraph {
   std::vector<Cell> cells_;
   RequestResult result_;
   bool finished_ = false;
+  int64_t input_length_ = 0;
 };
 
 // Validates `input` against the model (INVALID_ARGUMENT: empty input, too many tokens, token out

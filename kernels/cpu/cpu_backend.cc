@@ -52,7 +52,7 @@ Status CpuBackend::CheckBatch(const CellBatch& batch, const ModelState& state) c
     bool ok = slot_ok(r.state_slot[0], false) && slot_ok(r.state_slot[1], false) &&
               slot_ok(r.out_slot, !head);
     if (t.embedding) ok = ok && r.token >= 0 && r.token < t.embedding->dim(0);
-    else ok = ok && slot_ok(r.x_slot, t.op != CellOp::kTreeInternal);
+    else ok = ok && slot_ok(r.x_slot, head);  // an absent x reads as zeros (padding rows)
     if (!ok) return InvalidArgument("malformed " + t.name + " row (token or slot out of range)");
   }
   return OkStatus();

@@ -134,6 +134,10 @@ class FakeBackend final : public Backend {
   std::vector<BatchRecord> batches;
   std::vector<std::string> violations;
   int32_t registered_slots = -1;
+  // Rows writing this slot are padding (the scheduler's padded policies): not checked, not
+  // recorded, never read by real rows.
+  SlotId pad_slot = -2;
+  int64_t padding_rows = 0;
 
   Status RegisterModel(const Model& model, int32_t slots) override {
     model_ = &model;
@@ -161,8 +165,17 @@ class FakeBackend final : public Backend {
     BatchRecord rec;
     rec.type = batch.type;
     std::vector<SlotId> outs, ins;
-    for (size_t i = 0; i < batch.rows.size(); ++i) {
-      const CellRow& r = batch.rows[i];
+    CellBatch real;  // the batch without its padding rows
+    for (const CellRow& r : batch.rows) {
+      if (r.out_slot == pad_slot && !head) {
+        ++padding_rows;
+        continue;
+      }
+      real.rows.push_back(r);
+    }
+    if (real.rows.empty()) return bad("batch of padding rows only");
+    for (size_t i = 0; i < real.rows.size(); ++i) {
+      const CellRow& r = real.rows[i];
       const std::string row = type.name + " row " + std::to_string(i) + ": ";
       // Shape of the row for its cell type.
       switch (type.op) {
@@ -222,8 +235,8 @@ class FakeBackend final : public Backend {
       return Internal("injected backend failure in batch " + std::to_string(index));
     }
     BatchOutput out;
-    for (size_t i = 0; i < batch.rows.size(); ++i) {
-      const CellRow& r = batch.rows[i];
+    for (size_t i = 0; i < real.rows.size(); ++i) {
+      const CellRow& r = real.rows[i];
       if (!head) {
         slots_[r.out_slot] = Sym{rec.fps[i], rec.origins[i], true};
         continue;

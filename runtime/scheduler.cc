@@ -1,0 +1,453 @@
+#include "runtime/scheduler.h"
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <queue>
+#include <unordered_map>
+
+#include "runtime/state_pool.h"
+
+namespace cellserve {
+
+const char* PolicyName(Policy policy) {
+  switch (policy) {
+    case Policy::kCellular: return "cellular";
+    case Policy::kSequential: return "sequential";
+    case Policy::kPadded: return "padded";
+    case Policy::kBucketed: return "bucketed";
+  }
+  return "?";
+}
+
+StatusOr<Policy> ParsePolicy(const std::string& name) {
+  for (Policy p : {Policy::kCellular, Policy::kSequential, Policy::kPadded, Policy::kBucketed})
+    if (name == PolicyName(p)) return p;
+  return InvalidArgument("unknown policy '" + name + "' (policies: cellular, padded, bucketed, sequential)");
+}
+
+namespace {
+
+// The execution mirror of one admitted request.
+struct Request {
+  RequestId id = 0;
+  uint64_t seq = 0;                         // admission order: smaller is older
+  std::unique_ptr<RequestGraph> graph;
+  int64_t arrival_us = 0, deadline_us = 0;
+  std::vector<SlotId> slot;                 // per cell; -1 when it holds none
+  std::vector<int32_t> pending;             // per cell: inputs not yet submitted
+  std::vector<std::vector<CellId>> successors;
+  std::vector<char> submitted;
+  size_t scanned = 0;                       // cells whose dependencies are recorded
+  int64_t unsubmitted = 0;                  // cells known and not yet submitted
+  bool active = false;                      // its cells may be queued (policy admits it)
+
+  template <typename F>
+  static void ForEachInput(const Cell& c, F&& f) {
+    if (c.x_from >= 0) f(c.x_from);
+    if (c.state_from[0] >= 0) f(c.state_from[0]);
+    if (c.state_from[1] >= 0) f(c.state_from[1]);
+  }
+};
+
+// A ready cell in a type's queue: oldest request first, then the earliest cell.
+struct ReadyCell {
+  uint64_t seq;
+  CellId cell;
+  RequestId id;
+  bool operator>(const ReadyCell& o) const { return seq != o.seq ? seq > o.seq : cell > o.cell; }
+};
+using ReadyQueue = std::priority_queue<ReadyCell, std::vector<ReadyCell>, std::greater<ReadyCell>>;
+
+}  // namespace
+
+struct Scheduler::Impl {
+  const Model* model;
+  SchedulerOptions options;
+  const Clock* clock;
+  StatePool pool;
+  SlotId pad_slot = -1;
+  uint64_t next_seq = 0;
+  uint64_t next_round = 1;
+  std::unordered_map<RequestId, std::unique_ptr<Request>> requests;
+  std::vector<ReadyQueue> ready;
+  std::deque<Request*> waiting;             // admitted, not active yet (padded/bucketed/sequential)
+  std::vector<RequestId> group;             // the active group (non-cellular policies)
+  std::map<uint64_t, std::vector<std::pair<RequestId, CellId>>> rounds;  // in flight
+  std::vector<RequestEvent> events;         // from NextRound, for TakeEvents
+  SchedulerStats stats;
+  int64_t outstanding = 0;                  // sum of unsubmitted over requests
+
+  Impl(const Model* m, SchedulerOptions o, const Clock* c)
+      : model(m), options(std::move(o)), clock(c), pool(options.state_slots),
+        ready(m->cell_types().size()) {
+    pad_slot = pool.Allocate(1).value();    // never freed: the target of padding rows
+  }
+
+  Request* Find(RequestId id) {
+    auto it = requests.find(id);
+    return it == requests.end() ? nullptr : it->second.get();
+  }
+
+  // Records dependencies of cells appended since the last scan; queues those ready now.
+  void Scan(Request& r) {
+    const auto& cells = r.graph->cells();
+    r.slot.resize(cells.size(), -1);
+    r.pending.resize(cells.size(), 0);
+    r.successors.resize(cells.size());
+    r.submitted.resize(cells.size(), 0);
+    for (; r.scanned < cells.size(); ++r.scanned) {
+      const CellId c = static_cast<CellId>(r.scanned);
+      ++r.unsubmitted;
+      ++outstanding;
+      Request::ForEachInput(cells[c], [&](CellId p) {
+        if (!r.submitted[p]) {
+          ++r.pending[c];
+          r.successors[p].push_back(c);
+        }
+      });
+      if (r.pending[c] == 0) ready[cells[c].type].push({r.seq, c, r.id});
+    }
+  }
+
+  void Activate(Request& r) {
+    r.active = true;
+    Scan(r);
+  }
+
+  // Frees everything the request holds and forgets it. Its queued cells and in-flight round
+  // entries become stale and are skipped when met.
+  void Remove(Request& r) {
+    for (SlotId& s : r.slot) {
+      if (s >= 0) pool.Free(s);
+      s = -1;
+    }
+    outstanding -= r.unsubmitted;
+    waiting.erase(std::remove(waiting.begin(), waiting.end(), &r), waiting.end());
+    const RequestId id = r.id;  // r dies in erase
+    requests.erase(id);
+  }
+
+  RequestEvent Fail(Request& r, const Status& status) {
+    RequestEvent e;
+    e.id = r.id;
+    e.kind = RequestEvent::Kind::kFailed;
+    e.status = status;
+    ++stats.requests_failed;
+    Remove(r);
+    return e;
+  }
+
+  bool GroupOver() const {
+    for (RequestId id : group)
+      if (requests.count(id)) return false;
+    return true;
+  }
+
+  int64_t BucketOf(const Request& r) const {
+    const auto& b = options.bucket_bounds;
+    return std::lower_bound(b.begin(), b.end(), r.graph->input_length()) - b.begin();
+  }
+
+  // Non-cellular policies: admit the next request or group when the current one is over.
+  // Returns the clock time at which a waiting group will be formed, or -1.
+  int64_t Admission(int64_t now) {
+    if (options.policy == Policy::kCellular || waiting.empty() || !GroupOver()) return -1;
+    group.clear();
+    if (options.policy == Policy::kSequential) {
+      Request* r = waiting.front();
+      waiting.pop_front();
+      group.push_back(r->id);
+      Activate(*r);
+      return -1;
+    }
+    // padded / bucketed: form a group of up to B once B wait, or the oldest waited T.
+    const int64_t B = options.padded_batch, T = options.padded_wait_us;
+    std::vector<Request*> candidates;
+    int64_t wake = -1;
+    if (options.policy == Policy::kPadded) {
+      candidates.assign(waiting.begin(), waiting.end());
+    } else {
+      // The bucket whose oldest request is oldest among the buckets that are ready to go.
+      std::map<int64_t, std::vector<Request*>> buckets;
+      for (Request* r : waiting) buckets[BucketOf(*r)].push_back(r);
+      const std::vector<Request*>* best = nullptr;
+      for (const auto& [bucket, members] : buckets) {
+        const bool full = static_cast<int64_t>(members.size()) >= B;
+        const bool timed_out = now - members.front()->arrival_us >= T;
+        if (full || timed_out) {
+          if (!best || members.front()->seq < best->front()->seq) best = &members;
+        } else {
+          const int64_t at = members.front()->arrival_us + T;
+          wake = wake < 0 ? at : std::min(wake, at);
+        }
+      }
+      if (!best) return wake;
+      candidates = *best;
+    }
+    const bool full = static_cast<int64_t>(candidates.size()) >= B;
+    if (!full && now - candidates.front()->arrival_us < T) return candidates.front()->arrival_us + T;
+    const size_t n = std::min<size_t>(candidates.size(), static_cast<size_t>(B));
+    for (size_t i = 0; i < n; ++i) {
+      Request* r = candidates[i];
+      waiting.erase(std::find(waiting.begin(), waiting.end(), r));
+      group.push_back(r->id);
+      Activate(*r);
+    }
+    return -1;
+  }
+
+  // Drops stale entries at the top of a type's queue; true if a live ready cell is on top.
+  bool CleanTop(ReadyQueue& q) {
+    while (!q.empty()) {
+      const ReadyCell& top = q.top();
+      Request* r = Find(top.id);
+      if (r && r->seq == top.seq && !r->submitted[top.cell]) return true;
+      q.pop();
+    }
+    return false;
+  }
+
+  // Cellular type choice: the type whose next cell belongs to the oldest request; on a tie the
+  // deeper type (later in the model), so a request's wavefront moves on and frees its slots.
+  int ChooseType() {
+    int best = -1;
+    for (int t = 0; t < static_cast<int>(ready.size()); ++t) {
+      if (!CleanTop(ready[t])) continue;
+      if (best < 0 || ready[t].top().seq <= ready[best].top().seq) best = t;
+    }
+    return best;
+  }
+
+  int64_t MaxRows(const CellType& type) const {
+    return options.policy == Policy::kSequential ? 1 : type.max_batch;
+  }
+
+  std::optional<Round> Next() {
+    if (static_cast<int>(rounds.size()) >= options.lookahead) return std::nullopt;
+    Admission(clock->NowMicros());
+    const int t = ChooseType();
+    if (t < 0) return std::nullopt;
+    const CellType& type = model->cell_type(t);
+    Round round;
+    round.batch.model = model;
+    round.batch.type = t;
+    std::vector<std::pair<RequestId, CellId>> members;
+    std::vector<std::pair<int32_t, ReadyCell>> released;
+    ReadyQueue& q = ready[t];
+    while (static_cast<int64_t>(members.size()) < MaxRows(type) && CleanTop(q)) {
+      const ReadyCell rc = q.top();
+      Request& r = *Find(rc.id);
+      const Cell& cell = r.graph->cells()[rc.cell];
+      CellRow row;
+      row.token = cell.token;
+      if (cell.x_from >= 0) row.x_slot = r.slot[cell.x_from];
+      for (int k = 0; k < 2; ++k)
+        if (cell.state_from[k] >= 0) row.state_slot[k] = r.slot[cell.state_from[k]];
+      if (!cell.is_head()) {
+        auto slot = pool.Allocate(cell.consumers);
+        if (!slot.ok()) break;  // the cell stays queued until slots are freed
+        row.out_slot = r.slot[rc.cell] = *slot;
+      }
+      q.pop();
+      round.batch.rows.push_back(row);
+      members.emplace_back(rc.id, rc.cell);
+      Submit(r, rc.cell, &released);
+    }
+    // Cells made ready by this round wait for the next one (never in the round that feeds them),
+    // and slots whose last reader is in this round are freed only now, so no row of the round
+    // writes a slot another row of it reads.
+    for (const auto& [type_index, cell] : released) ready[type_index].push(cell);
+    for (auto& [request, cell] : members) Consume(*Find(request), cell);
+    if (members.empty()) {
+      // Every candidate waits for a slot. Completions will free some if rounds are in flight;
+      // otherwise shed the newest request holding slots so the older ones can go on.
+      if (rounds.empty()) ShedNewest();
+      return std::nullopt;
+    }
+    round.real_rows = static_cast<int64_t>(members.size());
+    if ((options.policy == Policy::kPadded || options.policy == Policy::kBucketed) &&
+        type.op == CellOp::kLstm) {
+      // Padded execution computes every group member at every step until the longest is done.
+      CellRow pad;  // zeros in, garbage out to the pad slot: the cost of a padded row
+      pad.token = type.embedding ? 0 : -1;
+      pad.out_slot = pad_slot;
+      const int64_t width = std::min<int64_t>(static_cast<int64_t>(group.size()), type.max_batch);
+      while (static_cast<int64_t>(round.batch.rows.size()) < width) {
+        round.batch.rows.push_back(pad);
+        ++stats.padding_rows;
+      }
+    }
+    round.id = next_round++;
+    rounds.emplace(round.id, std::move(members));
+    ++stats.rounds;
+    stats.cells += round.real_rows;
+    return round;
+  }
+
+  // Marks a cell submitted: its successors are ready once all their inputs are submitted (the
+  // device runs rounds in order); they are collected in `released` for after this round.
+  void Submit(Request& r, CellId c, std::vector<std::pair<int32_t, ReadyCell>>* released) {
+    const Cell& cell = r.graph->cells()[c];
+    r.submitted[c] = 1;
+    --r.unsubmitted;
+    --outstanding;
+    for (CellId s : r.successors[c])
+      if (--r.pending[s] == 0) released->emplace_back(r.graph->cells()[s].type, ReadyCell{r.seq, s, r.id});
+  }
+
+  // A submitted cell has read its inputs: release them (frees a slot after its last reader).
+  void Consume(Request& r, CellId c) {
+    Request::ForEachInput(r.graph->cells()[c], [&](CellId p) {
+      if (r.slot[p] >= 0 && pool.Consume(r.slot[p])) r.slot[p] = -1;
+    });
+  }
+
+  void ShedNewest() {
+    Request* victim = nullptr;
+    for (auto& [id, r] : requests) {
+      const bool holds = std::any_of(r->slot.begin(), r->slot.end(), [](SlotId s) { return s >= 0; });
+      if (holds && (!victim || r->seq > victim->seq)) victim = r.get();
+    }
+    if (!victim) return;
+    events.push_back(Fail(*victim, ResourceExhausted("state pool (" + std::to_string(pool.capacity()) +
+                                                     " slots) cannot hold this request beside older ones")));
+  }
+
+  std::vector<RequestEvent> Done(uint64_t round_id, const StatusOr<BatchOutput>& output) {
+    std::vector<RequestEvent> out;
+    auto it = rounds.find(round_id);
+    if (it == rounds.end()) return out;
+    const auto members = std::move(it->second);
+    rounds.erase(it);
+    for (size_t i = 0; i < members.size(); ++i) {
+      Request* r = Find(members[i].first);
+      if (!r) continue;  // cancelled, failed or expired meanwhile
+      if (!output.ok()) {
+        out.push_back(Fail(*r, output.status().WithContext("device")));
+        continue;
+      }
+      const CellId c = members[i].second;
+      const Cell& cell = r->graph->cells()[c];
+      if (!cell.is_head()) continue;
+      const CellType& head_type = model->cell_type(cell.type);
+      HeadOutput head;
+      head.argmax = output->argmax[i];
+      head.max_value = output->max_value[i];
+      if (!output->logits.empty()) {
+        head.count = head_type.outputs;
+        head.logits = output->logits.data() + i * head_type.outputs;
+      }
+      r->graph->OnHeadOutput(c, head);
+      if (head_type.op == CellOp::kHeadArgmax) {
+        RequestEvent e;
+        e.id = r->id;
+        e.kind = RequestEvent::Kind::kToken;
+        e.token = head.argmax;
+        out.push_back(std::move(e));
+      }
+      if (r->graph->finished()) {
+        RequestEvent e;
+        e.id = r->id;
+        e.kind = RequestEvent::Kind::kDone;
+        e.result = r->graph->result();
+        out.push_back(std::move(e));
+        ++stats.requests_done;
+        Remove(*r);
+      } else {
+        Scan(*r);  // seq2seq: the next decoder step
+      }
+    }
+    return out;
+  }
+};
+
+StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model* model, SchedulerOptions options,
+                                                       const Clock* clock) {
+  if (!model || !clock) return InvalidArgument("scheduler needs a model and a clock");
+  if (options.lookahead < 1) return InvalidArgument("lookahead must be >= 1");
+  if (options.state_slots < 2) return InvalidArgument("state_slots must be >= 2");
+  if (options.max_requests < 1) return InvalidArgument("max_requests must be >= 1");
+  if (options.padded_batch < 1) return InvalidArgument("padded_batch must be >= 1");
+  if (options.padded_wait_us < 0) return InvalidArgument("padded_wait_us must be >= 0");
+  if (!std::is_sorted(options.bucket_bounds.begin(), options.bucket_bounds.end()))
+    return InvalidArgument("bucket_bounds must be ascending");
+  return std::unique_ptr<Scheduler>(new Scheduler(std::make_unique<Impl>(model, std::move(options), clock)));
+}
+
+Scheduler::Scheduler(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Scheduler::~Scheduler() = default;
+
+Status Scheduler::Admit(RequestId id, std::unique_ptr<RequestGraph> graph, int64_t deadline_us) {
+  Impl& s = *impl_;
+  if (!graph || &graph->model() != s.model) return InvalidArgument("request graph is for another model");
+  if (s.requests.count(id)) return InvalidArgument("request id " + std::to_string(id) + " is already in");
+  if (static_cast<int64_t>(s.requests.size()) >= s.options.max_requests)
+    return ResourceExhausted("scheduler queue is full (" + std::to_string(s.options.max_requests) +
+                             " requests in); retry later");
+  auto r = std::make_unique<Request>();
+  r->id = id;
+  r->seq = s.next_seq++;
+  r->graph = std::move(graph);
+  r->arrival_us = s.clock->NowMicros();
+  r->deadline_us = deadline_us;
+  Request& ref = *r;
+  s.requests.emplace(id, std::move(r));
+  if (s.options.policy == Policy::kCellular) s.Activate(ref);
+  else s.waiting.push_back(&ref);
+  return OkStatus();
+}
+
+std::optional<Round> Scheduler::NextRound() { return impl_->Next(); }
+
+std::vector<RequestEvent> Scheduler::OnRoundDone(uint64_t round_id, const StatusOr<BatchOutput>& output) {
+  return impl_->Done(round_id, output);
+}
+
+std::vector<RequestEvent> Scheduler::Cancel(RequestId id, const Status& reason) {
+  Request* r = impl_->Find(id);
+  if (!r) return {};
+  return {impl_->Fail(*r, reason)};
+}
+
+std::vector<RequestEvent> Scheduler::ExpireDeadlines() {
+  Impl& s = *impl_;
+  const int64_t now = s.clock->NowMicros();
+  std::vector<Request*> expired;
+  for (auto& [id, r] : s.requests)
+    if (r->deadline_us > 0 && now >= r->deadline_us) expired.push_back(r.get());
+  std::sort(expired.begin(), expired.end(), [](Request* a, Request* b) { return a->seq < b->seq; });
+  std::vector<RequestEvent> out;
+  for (Request* r : expired) out.push_back(s.Fail(*r, DeadlineExceeded("deadline passed before the request finished")));
+  return out;
+}
+
+std::vector<RequestEvent> Scheduler::TakeEvents() { return std::exchange(impl_->events, {}); }
+
+int64_t Scheduler::NextWakeupMicros() const {
+  Impl& s = *impl_;
+  int64_t wake = -1;
+  auto consider = [&](int64_t t) { wake = wake < 0 ? t : std::min(wake, t); };
+  for (const auto& [id, r] : s.requests)
+    if (r->deadline_us > 0) consider(r->deadline_us);
+  if (s.options.policy == Policy::kPadded || s.options.policy == Policy::kBucketed) {
+    if (!s.waiting.empty() && s.GroupOver()) {
+      if (s.options.policy == Policy::kPadded) {
+        consider(s.waiting.front()->arrival_us + s.options.padded_wait_us);
+      } else {
+        for (const Request* r : s.waiting) consider(r->arrival_us + s.options.padded_wait_us);
+      }
+    }
+  }
+  return wake;
+}
+
+int Scheduler::rounds_in_flight() const { return static_cast<int>(impl_->rounds.size()); }
+int64_t Scheduler::requests_in() const { return static_cast<int64_t>(impl_->requests.size()); }
+int64_t Scheduler::outstanding_cells() const { return impl_->outstanding; }
+int32_t Scheduler::slots_in_use() const { return impl_->pool.used() - 1; }  // less the pad slot
+SlotId Scheduler::pad_slot() const { return impl_->pad_slot; }
+const SchedulerStats& Scheduler::stats() const { return impl_->stats; }
+const SchedulerOptions& Scheduler::options() const { return impl_->options; }
+
+}  // namespace cellserve

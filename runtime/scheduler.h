@@ -1,0 +1,141 @@
+// Scheduler: the cellular batching scheduler of one device and one model (DESIGN.md §4), and the
+// baseline policies on the same engine. Pure: no threads, no clock reads except through the
+// injected Clock, so tests drive it with a FakeClock.
+//
+// The engine. Admitted requests hand over their cell graph (the worker's execution mirror: it
+// keeps per-cell dependency counts and grows seq2seq graphs itself, with no round trip to the
+// request). Ready cells wait in per-cell-type queues. NextRound() is one scheduling decision: pick
+// a cell type, take up to max_batch ready cells, give them output slots, and submit. Dependencies
+// are released at submission, not completion, so the next round can be decided while the device
+// runs this one; at most `lookahead` rounds are submitted and unfinished. A state slot whose last
+// reader is submitted is freed at once (the device is an in-order stream, so a later writer runs
+// after that reader). OnRoundDone() reports head outputs back to the graphs and returns what each
+// request touched by the round should hear (tokens, result or error).
+//
+// Policies (Options::policy):
+//   cellular    the type of the oldest request with a ready cell; within a type, oldest request
+//               first; requests join and leave between rounds.
+//   sequential  one request at a time (the oldest), batch 1.
+//   padded      a group of up to padded_batch requests (formed when that many wait, or when the
+//               oldest has waited padded_wait_us) runs to completion while newcomers wait; LSTM
+//               rounds are padded with dummy rows to the group size until the group's longest
+//               member is done (what padded TF/MXNet serving computes).
+//   bucketed    padded, but each group is drawn from one input-length bucket.
+// Bounds: at most max_requests admitted and unfinished (RESOURCE_EXHAUSTED at once beyond); the
+// state pool is bounded (a cell waits for a slot; if nothing can run, the newest request holding
+// slots fails with RESOURCE_EXHAUSTED). Deadlines and cancellation remove a request's cells from
+// the queues and free its slots at once.
+// Not thread-safe: owned by one worker actor.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/cell_graph.h"
+#include "runtime/clock.h"
+#include "runtime/status.h"
+
+namespace cellserve {
+
+using RequestId = uint64_t;
+
+enum class Policy { kCellular, kSequential, kPadded, kBucketed };
+const char* PolicyName(Policy policy);                    // "cellular", ...
+StatusOr<Policy> ParsePolicy(const std::string& name);
+
+struct SchedulerOptions {
+  Policy policy = Policy::kCellular;
+  // Rounds submitted and not finished at most. Must be >= 1. Default 5 (the BatchMaker paper).
+  int lookahead = 5;
+  // State slots on the device for this model (one is kept for padding rows). Must be >= 2.
+  int32_t state_slots = 1 << 16;
+  // Requests admitted and unfinished at most; Admit beyond is RESOURCE_EXHAUSTED. Must be >= 1.
+  int64_t max_requests = 4096;
+  // padded, bucketed: requests per group (B) and the longest wait for a full group (T).
+  int64_t padded_batch = 32;
+  int64_t padded_wait_us = 10000;
+  // bucketed: upper bounds of input length (tokens or leaves) per bucket, ascending; longer
+  // inputs go to a last, open bucket.
+  std::vector<int64_t> bucket_bounds = {8, 16, 24, 32, 48, 64, 96, 128};
+};
+
+// One scheduling decision, to be submitted to the device as is.
+struct Round {
+  uint64_t id = 0;
+  CellBatch batch;
+  int64_t real_rows = 0;  // rows that belong to requests (the rest are padding)
+};
+
+// What a request hears after a round it took part in, or after Cancel/ExpireDeadlines.
+struct RequestEvent {
+  enum class Kind { kToken, kDone, kFailed };
+  RequestId id = 0;
+  Kind kind = Kind::kToken;
+  int32_t token = -1;          // kToken: a decoder token (seq2seq), in order
+  RequestResult result;        // kDone
+  Status status;               // kFailed
+};
+
+struct SchedulerStats {
+  int64_t rounds = 0;              // submitted
+  int64_t cells = 0;               // real cells submitted
+  int64_t padding_rows = 0;
+  int64_t requests_done = 0;
+  int64_t requests_failed = 0;
+};
+
+class Scheduler {
+ public:
+  // `model` and `clock` must outlive the scheduler. INVALID_ARGUMENT for bad options.
+  static StatusOr<std::unique_ptr<Scheduler>> Create(const Model* model, SchedulerOptions options,
+                                                     const Clock* clock);
+  ~Scheduler();
+
+  // Takes ownership of the request's graph. deadline_us: absolute (Clock micros), 0 for none.
+  // RESOURCE_EXHAUSTED when max_requests are in; INVALID_ARGUMENT for a duplicate id or a graph
+  // of another model. Arrival time is the clock's now.
+  Status Admit(RequestId id, std::unique_ptr<RequestGraph> graph, int64_t deadline_us = 0);
+
+  // The next round to submit, or nullopt: nothing ready, lookahead full, or a padded group is
+  // still waiting to form (see NextWakeupMicros).
+  std::optional<Round> NextRound();
+
+  // The device finished round `round_id` (output: its result, or the device's error, which fails
+  // every request in the round).
+  std::vector<RequestEvent> OnRoundDone(uint64_t round_id, const StatusOr<BatchOutput>& output);
+
+  // Removes the request (its queued cells leave, its slots are freed) and reports `reason` as its
+  // failure. Unknown or finished ids: nothing happens, nothing is returned.
+  std::vector<RequestEvent> Cancel(RequestId id, const Status& reason);
+
+  // Fails every request whose deadline has passed with DEADLINE_EXCEEDED.
+  std::vector<RequestEvent> ExpireDeadlines();
+
+  // Events that arose inside NextRound: when the state pool is exhausted and nothing is in
+  // flight, the newest request holding slots is failed (RESOURCE_EXHAUSTED) so the others can run.
+  // Call after pumping NextRound; usually empty.
+  std::vector<RequestEvent> TakeEvents();
+
+  // The earliest clock time at which NextRound or ExpireDeadlines may act without new input
+  // (a padded group's wait ends, a deadline passes); -1 if none.
+  int64_t NextWakeupMicros() const;
+
+  int rounds_in_flight() const;
+  int64_t requests_in() const;         // admitted, unfinished
+  int64_t outstanding_cells() const;   // cells of unfinished requests not yet submitted
+  int32_t slots_in_use() const;       // by requests (the padding slot not counted)
+  SlotId pad_slot() const;             // the slot padding rows write (never read by real rows)
+  const SchedulerStats& stats() const;
+  const SchedulerOptions& options() const;
+
+ private:
+  struct Impl;
+  explicit Scheduler(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cellserve

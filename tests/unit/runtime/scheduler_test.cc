@@ -1,0 +1,366 @@
+// The cellular scheduler and its baseline policies, driven deterministically: a FakeClock, and a
+// fake in-order device (a FIFO of submitted rounds run by the fingerprinting FakeBackend when the
+// test completes them), so every wiring mistake changes a result and every bound is checked.
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+#include <set>
+
+#include "fake_backend.h"
+#include "runtime/scheduler.h"
+
+namespace cellserve {
+namespace {
+
+using namespace runtime_testing;  // NOLINT
+
+struct Outcome {
+  bool done = false, failed = false;
+  Status status;
+  RequestResult result;
+  std::vector<int32_t> streamed;
+  int answers = 0;
+};
+
+// A scheduler, a fake in-order device and what every request heard.
+class Harness {
+ public:
+  Harness(std::shared_ptr<const Model> model, SchedulerOptions options)
+      : model(std::move(model)) {
+    scheduler = Scheduler::Create(this->model.get(), options, &clock).value();
+    EXPECT_TRUE(fake.RegisterModel(*this->model, options.state_slots).ok());
+    fake.pad_slot = scheduler->pad_slot();
+  }
+
+  // Admits a request built from `in`; keeps a twin graph to compute the expected result.
+  Status Admit(RequestId id, const RequestInput& in, int64_t deadline_us = 0) {
+    twins[id] = MustBuild(model, in);
+    return scheduler->Admit(id, MustBuild(model, in), deadline_us);
+  }
+
+  // Submits rounds until the scheduler has none; returns how many.
+  int Pump() {
+    int n = 0;
+    while (auto round = scheduler->NextRound()) {
+      EXPECT_LE(scheduler->rounds_in_flight(), scheduler->options().lookahead);
+      max_rows = std::max(max_rows, round->batch.rows.size());
+      device.push_back(std::move(*round));
+      ++n;
+    }
+    Hear(scheduler->TakeEvents());
+    return n;
+  }
+
+  // The device finishes its oldest round.
+  bool CompleteOne() {
+    if (device.empty()) return false;
+    Round r = std::move(device.front());
+    device.pop_front();
+    completed_rounds.push_back(r.batch.type);
+    Hear(scheduler->OnRoundDone(r.id, fake.Run(r.batch)));
+    return true;
+  }
+
+  // Pump and complete until nothing is left; bounded.
+  void RunToEnd(int max_rounds = 100000) {
+    for (int i = 0; i < max_rounds; ++i) {
+      Pump();
+      if (!CompleteOne()) {
+        clock.AdvanceMicros(1000);  // padded groups wait on the clock
+        if (scheduler->requests_in() == 0) return;
+      }
+    }
+    ADD_FAILURE() << "did not finish in " << max_rounds << " rounds";
+  }
+
+  void Hear(const std::vector<RequestEvent>& events) {
+    for (const auto& e : events) {
+      Outcome& o = outcomes[e.id];
+      if (e.kind == RequestEvent::Kind::kToken) {
+        EXPECT_FALSE(o.done || o.failed) << "token after the answer";
+        o.streamed.push_back(e.token);
+        continue;
+      }
+      ++o.answers;
+      if (e.kind == RequestEvent::Kind::kDone) {
+        o.done = true;
+        o.result = e.result;
+      } else {
+        o.failed = true;
+        o.status = e.status;
+      }
+    }
+  }
+
+  // The classifier result the fake computes for request `id`: its head's fingerprint.
+  uint64_t ExpectedHead(RequestId id) {
+    const RequestGraph& g = *twins.at(id);
+    return GraphFingerprints(g).back() & LogitsMask(model->cell_type(model->head_type()).outputs);
+  }
+
+  std::shared_ptr<const Model> model;
+  FakeClock clock{1000};
+  FakeBackend fake;
+  std::unique_ptr<Scheduler> scheduler;
+  std::deque<Round> device;
+  std::map<RequestId, std::unique_ptr<RequestGraph>> twins;
+  std::map<RequestId, Outcome> outcomes;
+  std::vector<int32_t> completed_rounds;
+  size_t max_rows = 0;
+};
+
+SchedulerOptions Options(Policy policy = Policy::kCellular, int lookahead = 5) {
+  SchedulerOptions o;
+  o.policy = policy;
+  o.lookahead = lookahead;
+  o.state_slots = 512;
+  return o;
+}
+
+std::vector<int32_t> Seq(int n, int32_t start = 5) {
+  std::vector<int32_t> t;
+  for (int i = 0; i < n; ++i) t.push_back(start + (i * 7) % 40);
+  return t;
+}
+
+TEST(Scheduler, CellularResultsAreCorrectAndEverythingIsFreed) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 2, /*max_batch=*/4)), Options());
+  for (RequestId id = 1; id <= 9; ++id) ASSERT_TRUE(h.Admit(id, Tokens(Seq(static_cast<int>(id) * 3))).ok());
+  h.RunToEnd();
+  EXPECT_EQ(h.fake.Violations(), "");
+  for (RequestId id = 1; id <= 9; ++id) {
+    const Outcome& o = h.outcomes[id];
+    ASSERT_TRUE(o.done) << id << ": " << o.status.ToString();
+    EXPECT_EQ(o.answers, 1);
+    EXPECT_EQ(DecodeLogits(o.result.logits), h.ExpectedHead(id)) << id;
+  }
+  EXPECT_LE(h.max_rows, 4u);
+  EXPECT_EQ(h.scheduler->slots_in_use(), 0);
+  EXPECT_EQ(h.scheduler->requests_in(), 0);
+  EXPECT_EQ(h.scheduler->outstanding_cells(), 0);
+  EXPECT_EQ(h.scheduler->stats().requests_done, 9);
+}
+
+TEST(Scheduler, NewRequestsJoinTheRunningBatchAtTheirNextCell) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), Options(Policy::kCellular, 1));
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(10))).ok());
+  h.Pump();
+  h.CompleteOne();  // request 1 has run one step
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(3))).ok());
+  ASSERT_EQ(h.Pump(), 1);
+  // The next round holds request 1's second step and request 2's first: it joined at once.
+  EXPECT_EQ(h.device.front().real_rows, 2);
+  h.RunToEnd();
+  // Request 2 (3 tokens) leaves long before request 1 (10 tokens) is done.
+  EXPECT_TRUE(h.outcomes[1].done && h.outcomes[2].done);
+  EXPECT_EQ(DecodeLogits(h.outcomes[2].result.logits), h.ExpectedHead(2));
+}
+
+TEST(Scheduler, LookaheadBoundsRoundsInFlightAndDependenciesReleaseAtSubmission) {
+  for (int lookahead : {1, 2, 5}) {
+    Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), Options(Policy::kCellular, lookahead));
+    ASSERT_TRUE(h.Admit(1, Tokens(Seq(20))).ok());
+    // One request's steps depend on each other, yet `lookahead` of them are submitted before the
+    // device finishes any: dependencies are released at submission.
+    EXPECT_EQ(h.Pump(), lookahead);
+    EXPECT_EQ(h.scheduler->rounds_in_flight(), lookahead);
+    EXPECT_FALSE(h.scheduler->NextRound().has_value());
+    h.RunToEnd();
+    EXPECT_TRUE(h.outcomes[1].done);
+    EXPECT_EQ(DecodeLogits(h.outcomes[1].result.logits), h.ExpectedHead(1));
+    EXPECT_EQ(h.fake.Violations(), "");
+  }
+}
+
+TEST(Scheduler, OldRequestsAreNotStarvedByAStreamOfNewOnes) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 2, /*max_batch=*/2)), Options(Policy::kCellular, 2));
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(12))).ok());
+  RequestId next = 2;
+  int rounds = 0;
+  while (!h.outcomes[1].done && rounds < 1000) {
+    ASSERT_TRUE(h.Admit(next++, Tokens(Seq(12))).ok());  // a newcomer every round
+    h.Pump();
+    h.CompleteOne();
+    ++rounds;
+  }
+  // 12 steps x 2 layers + head = 25 cells; oldest-first serves it in that many rounds (plus the
+  // lookahead pipeline), however many newcomers compete for the batch of 2.
+  EXPECT_LE(rounds, 25 + 2) << "the oldest request was starved";
+  h.RunToEnd();
+  for (const auto& [id, o] : h.outcomes) EXPECT_TRUE(o.done) << id;
+}
+
+TEST(Scheduler, DeadlinesAndCancellationFreeEverything) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kTreeLstm, 1)), Options(Policy::kCellular, 3));
+  RequestInput tree;
+  tree.tree = ParseTreeSexpr("((1 2) ((3 4) (5 6)))").value();
+  tree.has_tree = true;
+  ASSERT_TRUE(h.Admit(1, tree, /*deadline_us=*/h.clock.NowMicros() + 500).ok());
+  ASSERT_TRUE(h.Admit(2, tree).ok());
+  ASSERT_TRUE(h.Admit(3, tree).ok());
+  h.Pump();  // rounds in flight for all three
+  h.clock.AdvanceMicros(600);
+  auto expired = h.scheduler->ExpireDeadlines();
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0].status.code(), StatusCode::kDeadlineExceeded);
+  h.Hear(expired);
+  h.Hear(h.scheduler->Cancel(2, Cancelled("client went away")));
+  EXPECT_TRUE(h.scheduler->Cancel(2, Cancelled("again")).empty());
+  EXPECT_TRUE(h.scheduler->Cancel(99, Cancelled("unknown")).empty());
+  h.RunToEnd();  // in-flight rounds of 1 and 2 complete and are ignored
+  EXPECT_EQ(h.outcomes[1].answers, 1);
+  EXPECT_EQ(h.outcomes[2].status.code(), StatusCode::kCancelled);
+  EXPECT_EQ(h.outcomes[2].answers, 1);
+  ASSERT_TRUE(h.outcomes[3].done);
+  EXPECT_EQ(DecodeLogits(h.outcomes[3].result.logits), h.ExpectedHead(3));
+  EXPECT_EQ(h.scheduler->slots_in_use(), 0);
+  EXPECT_EQ(h.scheduler->requests_in(), 0);
+  EXPECT_EQ(h.fake.Violations(), "");
+}
+
+TEST(Scheduler, NextWakeupIsTheEarliestDeadline) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), Options());
+  EXPECT_EQ(h.scheduler->NextWakeupMicros(), -1);
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(3)), 9000).ok());
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(3)), 7000).ok());
+  EXPECT_EQ(h.scheduler->NextWakeupMicros(), 7000);
+}
+
+TEST(Scheduler, QueueBoundRejectsAtOnce) {
+  SchedulerOptions o = Options();
+  o.max_requests = 2;
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(3))).ok());
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(3))).ok());
+  EXPECT_EQ(h.Admit(3, Tokens(Seq(3))).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(h.scheduler->Admit(1, MustBuild(h.model, Tokens(Seq(2)))).code(), StatusCode::kInvalidArgument);
+  h.RunToEnd();
+  EXPECT_TRUE(h.Admit(3, Tokens(Seq(3))).ok());  // room again
+}
+
+TEST(Scheduler, ExhaustedPoolShedsTheNewestRequestAndTheRestFinish) {
+  SchedulerOptions o = Options(Policy::kCellular, 1);
+  o.state_slots = 8;  // 7 usable
+  Harness h(MakeModel(SmallSpec(ModelKind::kTreeLstm, 1)), o);
+  RequestInput small, big;
+  small.tree = ParseTreeSexpr("(1 2)").value();
+  small.has_tree = true;
+  std::string s = "1";
+  for (int i = 2; i <= 9; ++i) s = "(" + s + " " + std::to_string(i) + ")";  // 9 leaves
+  big.tree = ParseTreeSexpr(s).value();
+  big.has_tree = true;
+  ASSERT_TRUE(h.Admit(1, small).ok());
+  ASSERT_TRUE(h.Admit(2, big).ok());
+  ASSERT_TRUE(h.Admit(3, small).ok());
+  h.RunToEnd();
+  EXPECT_TRUE(h.outcomes[1].done);
+  EXPECT_TRUE(h.outcomes[3].done) << h.outcomes[3].status.ToString();
+  EXPECT_EQ(h.outcomes[2].status.code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(h.scheduler->slots_in_use(), 0);
+  EXPECT_EQ(h.fake.Violations(), "");
+}
+
+TEST(Scheduler, Seq2SeqGrowsInTheWorkerAndStreamsTokens) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kSeq2Seq, 2)), Options());
+  // Request with origin o (its first token) decodes 3 tokens 10, 11, 12 then EOS; origin 9: max len.
+  h.fake.head_argmax = [](int32_t origin, int step, const CellType&) {
+    return origin == 9 ? 10 : (step < 3 ? 10 + step : 2);
+  };
+  ASSERT_TRUE(h.Admit(1, Tokens({5, 6, 7})).ok());
+  ASSERT_TRUE(h.Admit(2, Tokens({9, 6}, /*max_decode_len=*/5)).ok());
+  h.RunToEnd();
+  ASSERT_TRUE(h.outcomes[1].done);
+  EXPECT_EQ(h.outcomes[1].result.tokens, (std::vector<int32_t>{10, 11, 12, 2}));
+  EXPECT_EQ(h.outcomes[1].streamed, h.outcomes[1].result.tokens);
+  ASSERT_TRUE(h.outcomes[2].done);
+  EXPECT_EQ(h.outcomes[2].result.tokens, std::vector<int32_t>(5, 10));
+  EXPECT_EQ(h.scheduler->slots_in_use(), 0);
+  EXPECT_EQ(h.fake.Violations(), "");
+}
+
+TEST(Scheduler, DeviceFailureFailsOnlyTheRequestsInThatRound) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1, /*max_batch=*/1)), Options(Policy::kCellular, 1));
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(4))).ok());
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(4))).ok());
+  h.fake.fail_batch = [](size_t index, const BatchRecord&) { return index == 0; };  // request 1's first cell
+  h.RunToEnd();
+  EXPECT_TRUE(h.outcomes[1].failed);
+  EXPECT_EQ(h.outcomes[1].status.code(), StatusCode::kInternal);
+  EXPECT_TRUE(h.outcomes[2].done);
+  EXPECT_EQ(h.scheduler->slots_in_use(), 0);
+}
+
+TEST(Scheduler, SequentialRunsOneRequestAtATimeWithBatchOne) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 2)), Options(Policy::kSequential));
+  for (RequestId id = 1; id <= 4; ++id) ASSERT_TRUE(h.Admit(id, Tokens(Seq(5))).ok());
+  std::vector<RequestId> finish_order;
+  for (int i = 0; i < 10000 && h.scheduler->requests_in() > 0; ++i) {
+    h.Pump();
+    h.CompleteOne();
+    for (auto& [id, o] : h.outcomes)
+      if (o.done && std::find(finish_order.begin(), finish_order.end(), id) == finish_order.end())
+        finish_order.push_back(id);
+  }
+  EXPECT_EQ(h.max_rows, 1u);
+  EXPECT_EQ(finish_order, (std::vector<RequestId>{1, 2, 3, 4}));
+  for (RequestId id = 1; id <= 4; ++id) EXPECT_EQ(DecodeLogits(h.outcomes[id].result.logits), h.ExpectedHead(id));
+}
+
+TEST(Scheduler, PaddedWaitsForAGroupThenPadsToItsLongestMember) {
+  SchedulerOptions o = Options(Policy::kPadded);
+  o.padded_batch = 3;
+  o.padded_wait_us = 5000;
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(2))).ok());
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(6))).ok());
+  EXPECT_EQ(h.Pump(), 0);  // 2 < B and nobody waited T yet
+  EXPECT_EQ(h.scheduler->NextWakeupMicros(), 1000 + 5000);
+  h.clock.AdvanceMicros(5000);
+  EXPECT_GT(h.Pump(), 0);  // the wait is over: a group of 2
+  ASSERT_TRUE(h.Admit(3, Tokens(Seq(1))).ok());  // a newcomer waits for the group to finish
+  h.RunToEnd();
+  for (RequestId id = 1; id <= 3; ++id) {
+    ASSERT_TRUE(h.outcomes[id].done) << id;
+    EXPECT_EQ(DecodeLogits(h.outcomes[id].result.logits), h.ExpectedHead(id)) << id;
+  }
+  // Group {1, 2}: 6 lstm rounds of width 2 (request 1 padded for 4 steps); group {3}: 1 round.
+  EXPECT_EQ(h.scheduler->stats().padding_rows, 4);
+  EXPECT_EQ(h.fake.padding_rows, 4);
+  EXPECT_EQ(h.fake.Violations(), "");
+}
+
+TEST(Scheduler, BucketedGroupsRequestsOfSimilarLength) {
+  SchedulerOptions o = Options(Policy::kBucketed);
+  o.padded_batch = 2;
+  o.bucket_bounds = {4, 16};
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(3))).ok());   // bucket 0
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(12))).ok());  // bucket 1
+  ASSERT_TRUE(h.Admit(3, Tokens(Seq(2))).ok());   // bucket 0: full -> group {1, 3}
+  ASSERT_TRUE(h.Admit(4, Tokens(Seq(10))).ok());  // bucket 1
+  h.RunToEnd();
+  for (RequestId id = 1; id <= 4; ++id) ASSERT_TRUE(h.outcomes[id].done) << id;
+  // Only short requests padded against each other: 1 pad row (3 vs 2) + 2 (12 vs 10).
+  EXPECT_EQ(h.scheduler->stats().padding_rows, 3);
+}
+
+TEST(Scheduler, RejectsBadOptions) {
+  auto model = MakeModel(SmallSpec(ModelKind::kLstm, 1));
+  FakeClock clock;
+  SchedulerOptions o;
+  o.lookahead = 0;
+  EXPECT_EQ(Scheduler::Create(model.get(), o, &clock).status().code(), StatusCode::kInvalidArgument);
+  o = SchedulerOptions();
+  o.state_slots = 1;
+  EXPECT_EQ(Scheduler::Create(model.get(), o, &clock).status().code(), StatusCode::kInvalidArgument);
+  o = SchedulerOptions();
+  const std::vector<int64_t> descending = {8, 4};
+  o.bucket_bounds = descending;
+  EXPECT_EQ(Scheduler::Create(model.get(), o, &clock).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParsePolicy("fifo").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParsePolicy("padded").value(), Policy::kPadded);
+}
+
+}  // namespace
+}  // namespace cellserve
