@@ -348,16 +348,15 @@ TEST(Scheduler, BucketedGroupsRequestsOfSimilarLength) {
 TEST(Scheduler, RejectsBadOptions) {
   auto model = MakeModel(SmallSpec(ModelKind::kLstm, 1));
   FakeClock clock;
-  SchedulerOptions o;
-  o.lookahead = 0;
-  EXPECT_EQ(Scheduler::Create(model.get(), o, &clock).status().code(), StatusCode::kInvalidArgument);
-  o = SchedulerOptions();
-  o.state_slots = 1;
-  EXPECT_EQ(Scheduler::Create(model.get(), o, &clock).status().code(), StatusCode::kInvalidArgument);
-  o = SchedulerOptions();
-  const std::vector<int64_t> descending = {8, 4};
-  o.bucket_bounds = descending;
-  EXPECT_EQ(Scheduler::Create(model.get(), o, &clock).status().code(), StatusCode::kInvalidArgument);
+  SchedulerOptions no_lookahead;
+  no_lookahead.lookahead = 0;
+  EXPECT_EQ(Scheduler::Create(model.get(), no_lookahead, &clock).status().code(), StatusCode::kInvalidArgument);
+  SchedulerOptions one_slot;
+  one_slot.state_slots = 1;
+  EXPECT_EQ(Scheduler::Create(model.get(), one_slot, &clock).status().code(), StatusCode::kInvalidArgument);
+  SchedulerOptions descending;
+  std::reverse(descending.bucket_bounds.begin(), descending.bucket_bounds.end());
+  EXPECT_EQ(Scheduler::Create(model.get(), descending, &clock).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ParsePolicy("fifo").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ParsePolicy("padded").value(), Policy::kPadded);
 }
