@@ -26,6 +26,8 @@ StatusOr<Policy> ParsePolicy(const std::string& name) {
   return InvalidArgument("unknown policy '" + name + "' (policies: cellular, padded, bucketed, sequential)");
 }
 
+std::vector<int64_t> SchedulerOptions::DefaultBucketBounds() { return {8, 16, 24, 32, 48, 64, 96, 128}; }
+
 namespace {
 
 // The execution mirror of one admitted request.

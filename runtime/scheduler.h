@@ -60,7 +60,10 @@ struct SchedulerOptions {
   int64_t padded_wait_us = 10000;
   // bucketed: upper bounds of input length (tokens or leaves) per bucket, ascending; longer
   // inputs go to a last, open bucket.
-  std::vector<int64_t> bucket_bounds = {8, 16, 24, 32, 48, 64, 96, 128};
+  // Default {8, 16, 24, 32, 48, 64, 96, 128}.
+  std::vector<int64_t> bucket_bounds = DefaultBucketBounds();
+
+  static std::vector<int64_t> DefaultBucketBounds();
 };
 
 // One scheduling decision, to be submitted to the device as is.
