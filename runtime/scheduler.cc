@@ -32,6 +32,8 @@ namespace {
 
 // The execution mirror of one admitted request.
 struct Request {
+  bool alive = false;                       // false: a free slab entry
+  uint32_t index = 0;                       // position in the slab (stable)
   RequestId id = 0;
   uint64_t seq = 0;                         // admission order: smaller is older
   std::unique_ptr<RequestGraph> graph;
@@ -52,11 +54,13 @@ struct Request {
   }
 };
 
-// A ready cell in a type's queue: oldest request first, then the earliest cell.
+// A ready cell in a type's queue: oldest request first, then the earliest cell. `index` finds the
+// request in the slab without hashing; `seq` (unique per admission) tells whether it is still the
+// same request.
 struct ReadyCell {
   uint64_t seq;
   CellId cell;
-  RequestId id;
+  uint32_t index;
   bool operator>(const ReadyCell& o) const { return seq != o.seq ? seq > o.seq : cell > o.cell; }
 };
 using ReadyQueue = std::priority_queue<ReadyCell, std::vector<ReadyCell>, std::greater<ReadyCell>>;
@@ -71,11 +75,13 @@ struct Scheduler::Impl {
   SlotId pad_slot = -1;
   uint64_t next_seq = 0;
   uint64_t next_round = 1;
-  std::unordered_map<RequestId, std::unique_ptr<Request>> requests;
+  std::unordered_map<RequestId, uint32_t> by_id;          // live requests -> slab index
+  std::vector<std::unique_ptr<Request>> slab;              // entries are reused, never moved
+  std::vector<uint32_t> free_entries;
   std::vector<ReadyQueue> ready;
   std::deque<Request*> waiting;             // admitted, not active yet (padded/bucketed/sequential)
   std::vector<RequestId> group;             // the active group (non-cellular policies)
-  std::map<uint64_t, std::vector<std::pair<RequestId, CellId>>> rounds;  // in flight
+  std::map<uint64_t, std::vector<ReadyCell>> rounds;       // in flight: their members
   std::vector<RequestEvent> events;         // from NextRound, for TakeEvents
   SchedulerStats stats;
   int64_t outstanding = 0;                  // sum of unsubmitted over requests
@@ -87,8 +93,28 @@ struct Scheduler::Impl {
   }
 
   Request* Find(RequestId id) {
-    auto it = requests.find(id);
-    return it == requests.end() ? nullptr : it->second.get();
+    auto it = by_id.find(id);
+    return it == by_id.end() ? nullptr : slab[it->second].get();
+  }
+  // The live request a queue or round entry refers to, or nullptr if it has gone.
+  Request* Get(const ReadyCell& rc) {
+    Request* r = slab[rc.index].get();
+    return r->alive && r->seq == rc.seq ? r : nullptr;
+  }
+  Request& NewRequest() {
+    uint32_t index;
+    if (!free_entries.empty()) {
+      index = free_entries.back();
+      free_entries.pop_back();
+    } else {
+      index = static_cast<uint32_t>(slab.size());
+      slab.push_back(std::make_unique<Request>());
+    }
+    Request& r = *slab[index];
+    r = Request();
+    r.index = index;
+    r.alive = true;
+    return r;
   }
 
   // Records dependencies of cells appended since the last scan; queues those ready now.
@@ -108,7 +134,7 @@ struct Scheduler::Impl {
           r.successors[p].push_back(c);
         }
       });
-      if (r.pending[c] == 0) ready[cells[c].type].push({r.seq, c, r.id});
+      if (r.pending[c] == 0) ready[cells[c].type].push({r.seq, c, r.index});
     }
   }
 
@@ -126,8 +152,10 @@ struct Scheduler::Impl {
     }
     outstanding -= r.unsubmitted;
     waiting.erase(std::remove(waiting.begin(), waiting.end(), &r), waiting.end());
-    const RequestId id = r.id;  // r dies in erase
-    requests.erase(id);
+    by_id.erase(r.id);
+    r.alive = false;
+    r.graph.reset();
+    free_entries.push_back(r.index);
   }
 
   RequestEvent Fail(Request& r, const Status& status) {
@@ -142,7 +170,7 @@ struct Scheduler::Impl {
 
   bool GroupOver() const {
     for (RequestId id : group)
-      if (requests.count(id)) return false;
+      if (by_id.count(id)) return false;
     return true;
   }
 
@@ -203,8 +231,8 @@ struct Scheduler::Impl {
   bool CleanTop(ReadyQueue& q) {
     while (!q.empty()) {
       const ReadyCell& top = q.top();
-      Request* r = Find(top.id);
-      if (r && r->seq == top.seq && !r->submitted[top.cell]) return true;
+      Request* r = Get(top);
+      if (r && r->active && !r->submitted[top.cell]) return true;
       q.pop();
     }
     return false;
@@ -234,12 +262,14 @@ struct Scheduler::Impl {
     Round round;
     round.batch.model = model;
     round.batch.type = t;
-    std::vector<std::pair<RequestId, CellId>> members;
+    std::vector<ReadyCell> members;
     std::vector<std::pair<int32_t, ReadyCell>> released;
+    members.reserve(static_cast<size_t>(MaxRows(type)));
+    round.batch.rows.reserve(static_cast<size_t>(type.max_batch));
     ReadyQueue& q = ready[t];
     while (static_cast<int64_t>(members.size()) < MaxRows(type) && CleanTop(q)) {
       const ReadyCell rc = q.top();
-      Request& r = *Find(rc.id);
+      Request& r = *Get(rc);
       const Cell& cell = r.graph->cells()[rc.cell];
       CellRow row;
       row.token = cell.token;
@@ -253,14 +283,14 @@ struct Scheduler::Impl {
       }
       q.pop();
       round.batch.rows.push_back(row);
-      members.emplace_back(rc.id, rc.cell);
+      members.push_back(rc);
       Submit(r, rc.cell, &released);
     }
     // Cells made ready by this round wait for the next one (never in the round that feeds them),
     // and slots whose last reader is in this round are freed only now, so no row of the round
     // writes a slot another row of it reads.
     for (const auto& [type_index, cell] : released) ready[type_index].push(cell);
-    for (auto& [request, cell] : members) Consume(*Find(request), cell);
+    for (const ReadyCell& m : members) Consume(*Get(m), m.cell);
     if (members.empty()) {
       // Every candidate waits for a slot. Completions will free some if rounds are in flight;
       // otherwise shed the newest request holding slots so the older ones can go on.
@@ -290,12 +320,11 @@ struct Scheduler::Impl {
   // Marks a cell submitted: its successors are ready once all their inputs are submitted (the
   // device runs rounds in order); they are collected in `released` for after this round.
   void Submit(Request& r, CellId c, std::vector<std::pair<int32_t, ReadyCell>>* released) {
-    const Cell& cell = r.graph->cells()[c];
     r.submitted[c] = 1;
     --r.unsubmitted;
     --outstanding;
     for (CellId s : r.successors[c])
-      if (--r.pending[s] == 0) released->emplace_back(r.graph->cells()[s].type, ReadyCell{r.seq, s, r.id});
+      if (--r.pending[s] == 0) released->emplace_back(r.graph->cells()[s].type, ReadyCell{r.seq, s, r.index});
   }
 
   // A submitted cell has read its inputs: release them (frees a slot after its last reader).
@@ -307,7 +336,8 @@ struct Scheduler::Impl {
 
   void ShedNewest() {
     Request* victim = nullptr;
-    for (auto& [id, r] : requests) {
+    for (auto& r : slab) {
+      if (!r->alive) continue;
       const bool holds = std::any_of(r->slot.begin(), r->slot.end(), [](SlotId s) { return s >= 0; });
       if (holds && (!victim || r->seq > victim->seq)) victim = r.get();
     }
@@ -323,13 +353,13 @@ struct Scheduler::Impl {
     const auto members = std::move(it->second);
     rounds.erase(it);
     for (size_t i = 0; i < members.size(); ++i) {
-      Request* r = Find(members[i].first);
+      Request* r = Get(members[i]);
       if (!r) continue;  // cancelled, failed or expired meanwhile
       if (!output.ok()) {
         out.push_back(Fail(*r, output.status().WithContext("device")));
         continue;
       }
-      const CellId c = members[i].second;
+      const CellId c = members[i].cell;
       const Cell& cell = r->graph->cells()[c];
       if (!cell.is_head()) continue;
       const CellType& head_type = model->cell_type(cell.type);
@@ -383,18 +413,17 @@ Scheduler::~Scheduler() = default;
 Status Scheduler::Admit(RequestId id, std::unique_ptr<RequestGraph> graph, int64_t deadline_us) {
   Impl& s = *impl_;
   if (!graph || &graph->model() != s.model) return InvalidArgument("request graph is for another model");
-  if (s.requests.count(id)) return InvalidArgument("request id " + std::to_string(id) + " is already in");
-  if (static_cast<int64_t>(s.requests.size()) >= s.options.max_requests)
+  if (s.by_id.count(id)) return InvalidArgument("request id " + std::to_string(id) + " is already in");
+  if (static_cast<int64_t>(s.by_id.size()) >= s.options.max_requests)
     return ResourceExhausted("scheduler queue is full (" + std::to_string(s.options.max_requests) +
                              " requests in); retry later");
-  auto r = std::make_unique<Request>();
-  r->id = id;
-  r->seq = s.next_seq++;
-  r->graph = std::move(graph);
-  r->arrival_us = s.clock->NowMicros();
-  r->deadline_us = deadline_us;
-  Request& ref = *r;
-  s.requests.emplace(id, std::move(r));
+  Request& ref = s.NewRequest();
+  ref.id = id;
+  ref.seq = s.next_seq++;
+  ref.graph = std::move(graph);
+  ref.arrival_us = s.clock->NowMicros();
+  ref.deadline_us = deadline_us;
+  s.by_id.emplace(id, ref.index);
   if (s.options.policy == Policy::kCellular) s.Activate(ref);
   else s.waiting.push_back(&ref);
   return OkStatus();
@@ -416,8 +445,8 @@ std::vector<RequestEvent> Scheduler::ExpireDeadlines() {
   Impl& s = *impl_;
   const int64_t now = s.clock->NowMicros();
   std::vector<Request*> expired;
-  for (auto& [id, r] : s.requests)
-    if (r->deadline_us > 0 && now >= r->deadline_us) expired.push_back(r.get());
+  for (auto& r : s.slab)
+    if (r->alive && r->deadline_us > 0 && now >= r->deadline_us) expired.push_back(r.get());
   std::sort(expired.begin(), expired.end(), [](Request* a, Request* b) { return a->seq < b->seq; });
   std::vector<RequestEvent> out;
   for (Request* r : expired) out.push_back(s.Fail(*r, DeadlineExceeded("deadline passed before the request finished")));
@@ -430,8 +459,8 @@ int64_t Scheduler::NextWakeupMicros() const {
   Impl& s = *impl_;
   int64_t wake = -1;
   auto consider = [&](int64_t t) { wake = wake < 0 ? t : std::min(wake, t); };
-  for (const auto& [id, r] : s.requests)
-    if (r->deadline_us > 0) consider(r->deadline_us);
+  for (const auto& r : s.slab)
+    if (r->alive && r->deadline_us > 0) consider(r->deadline_us);
   if (s.options.policy == Policy::kPadded || s.options.policy == Policy::kBucketed) {
     if (!s.waiting.empty() && s.GroupOver()) {
       if (s.options.policy == Policy::kPadded) {
@@ -445,7 +474,7 @@ int64_t Scheduler::NextWakeupMicros() const {
 }
 
 int Scheduler::rounds_in_flight() const { return static_cast<int>(impl_->rounds.size()); }
-int64_t Scheduler::requests_in() const { return static_cast<int64_t>(impl_->requests.size()); }
+int64_t Scheduler::requests_in() const { return static_cast<int64_t>(impl_->by_id.size()); }
 int64_t Scheduler::outstanding_cells() const { return impl_->outstanding; }
 int32_t Scheduler::slots_in_use() const { return impl_->pool.used() - 1; }  // less the pad slot
 SlotId Scheduler::pad_slot() const { return impl_->pad_slot; }
