@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <deque>
 #include <map>
-#include <queue>
 #include <unordered_map>
 
 #include "runtime/state_pool.h"
@@ -61,9 +60,51 @@ struct ReadyCell {
   uint64_t seq;
   CellId cell;
   uint32_t index;
-  bool operator>(const ReadyCell& o) const { return seq != o.seq ? seq > o.seq : cell > o.cell; }
+  bool operator<(const ReadyCell& o) const { return seq != o.seq ? seq < o.seq : cell < o.cell; }
 };
-using ReadyQueue = std::priority_queue<ReadyCell, std::vector<ReadyCell>, std::greater<ReadyCell>>;
+
+// A type's ready cells, oldest first. Pushes collect in `incoming` and are merged in before the
+// next look at the front. The common cases cost no merge: a round's successors are older than
+// everything still queued (they go back in front, where the round made room) and new requests
+// are younger (appended). Amortised O(1) per cell, against a heap's O(log n).
+class ReadyQueue {
+ public:
+  void push(const ReadyCell& c) { incoming_.push_back(c); }
+  bool empty() {
+    Merge();
+    return head_ == items_.size();
+  }
+  const ReadyCell& top() { return items_[head_]; }  // precondition: !empty()
+  void pop() { ++head_; }
+
+ private:
+  void Merge() {
+    if (incoming_.empty()) return;
+    if (!std::is_sorted(incoming_.begin(), incoming_.end())) std::sort(incoming_.begin(), incoming_.end());
+    const size_t n = incoming_.size();
+    if (head_ == items_.size() || items_.back() < incoming_.front()) {
+      items_.insert(items_.end(), incoming_.begin(), incoming_.end());
+    } else if (incoming_.back() < items_[head_] && head_ >= n) {
+      head_ -= n;
+      std::copy(incoming_.begin(), incoming_.end(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+    } else {
+      merged_.clear();
+      merged_.reserve(items_.size() - head_ + n);
+      std::merge(items_.begin() + static_cast<std::ptrdiff_t>(head_), items_.end(), incoming_.begin(),
+                 incoming_.end(), std::back_inserter(merged_));
+      items_.swap(merged_);
+      head_ = 0;
+    }
+    incoming_.clear();
+    if (head_ > 1024 && head_ * 2 > items_.size()) {  // drop the consumed prefix now and then
+      items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+
+  std::vector<ReadyCell> items_, incoming_, merged_;
+  size_t head_ = 0;
+};
 
 }  // namespace
 
@@ -230,7 +271,7 @@ struct Scheduler::Impl {
   // Drops stale entries at the top of a type's queue; true if a live ready cell is on top.
   bool CleanTop(ReadyQueue& q) {
     while (!q.empty()) {
-      const ReadyCell& top = q.top();
+      const ReadyCell top = q.top();
       Request* r = Get(top);
       if (r && r->active && !r->submitted[top.cell]) return true;
       q.pop();
