@@ -7,5 +7,7 @@ namespace cellserve::tools {
 int ModelCommand(int argc, char** argv);   // cmd_model.cc: `model init`, `model show`
 int RunCommand(int argc, char** argv);     // cmd_run.cc: run sentences through a model, synchronously
 int CorpusCommand(int argc, char** argv);  // cmd_corpus.cc: text files -> one sentence per line
+int ServeCommand(int argc, char** argv);   // cmd_serve.cc: serve a model repository (LocalCluster), stdin requests
+int BenchCommand(int argc, char** argv);   // cmd_bench.cc: sweep offered load per policy, on a LocalCluster
 
 }  // namespace cellserve::tools

@@ -17,6 +17,8 @@ const Subcommand kSubcommands[] = {
     {"model", cellserve::tools::ModelCommand, "create or inspect a model in a model repository"},
     {"run", cellserve::tools::RunCommand, "run sentences through a model on the CPU and time them"},
     {"corpus", cellserve::tools::CorpusCommand, "turn text files into one sentence per line"},
+    {"serve", cellserve::tools::ServeCommand, "serve a model repository in this process (requests on stdin)"},
+    {"bench", cellserve::tools::BenchCommand, "sweep offered load per scheduling policy and time every request"},
 };
 
 void PrintUsage(std::FILE* out) {

@@ -1,0 +1,255 @@
+// LocalCluster: wires the CAF actor system, the node, one worker per CPU device, and answers.
+// Lifetime order, which matters: the actor system outlives the devices (device completion
+// callbacks post to worker actors), and the devices outlive the workers' last Submit. So Stop
+// stops the actors first, waits for them, then destroys the devices (each finishes and reports
+// its queued batches to actors that are gone: the messages are dropped), then the actor system.
+#include "actors/local_cluster.h"
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <utility>
+
+#include <caf/all.hpp>
+
+#include "actors/messages.h"
+#include "actors/node_actor.h"
+#include "actors/worker_actor.h"
+#include "kernels/cpu/cpu_device.h"
+#include "runtime/clock.h"
+#include "runtime/model_repository.h"
+
+namespace cellserve {
+
+namespace {
+
+// Stop: how long accepted requests may take to finish before the rest are cancelled, and how
+// long the actors get to answer those cancellations and to stop.
+constexpr std::chrono::seconds kStopGrace{30};
+constexpr std::chrono::seconds kCancelGrace{10};
+constexpr std::chrono::seconds kActorTimeout{10};
+
+}  // namespace
+
+struct LocalCluster::Impl {
+  LocalClusterOptions options;
+  SteadyClock clock;
+  std::vector<std::shared_ptr<const Model>> models;
+  std::shared_ptr<actors::ClusterCounters> counters = std::make_shared<actors::ClusterCounters>();
+  // Declared before the actor system: destroyed after it only if Shutdown never ran (then no
+  // actor exists either). Shutdown resets them in the right order explicitly.
+  std::vector<std::unique_ptr<Device>> devices;
+  caf::actor_system_config config;
+  std::unique_ptr<caf::actor_system> system;
+  caf::actor node;
+  std::vector<caf::actor> workers;
+  std::atomic<uint64_t> next_id{1};
+
+  // Infer/Cancel/Report hold it shared while they use the actors; Shutdown holds it exclusively
+  // to turn `running` off.
+  mutable std::shared_mutex life_mu;
+  bool running = false;  // GUARDED_BY(life_mu)
+
+  std::mutex stop_mu;    // one Stop at a time
+  bool stopped = false;  // GUARDED_BY(stop_mu)
+  mutable std::mutex report_mu;
+  std::vector<DeviceReport> final_devices;  // GUARDED_BY(report_mu): the last report, after Stop
+
+  std::vector<DeviceReport> CollectDevices() const {  // requires life_mu (shared) and running
+    std::vector<DeviceReport> out;
+    caf::scoped_actor self{*system};
+    for (size_t i = 0; i < workers.size(); ++i) {
+      DeviceReport d;
+      d.name = devices[i]->name();
+      self->request(workers[i], kActorTimeout, actors::report_atom::value)
+          .receive(
+              [&](const actors::WorkerReport& r) {
+                d.rounds = r.rounds;
+                d.cells = r.cells;
+                d.padding_rows = r.padding_rows;
+                d.busy_us = r.busy_us;
+                d.requests_in = r.requests_in;
+                d.slots_in_use = r.slots_in_use;
+              },
+              [&](caf::error&) { d.busy_us = devices[i]->stats().busy_us; });
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+  // Stops every actor, then the devices, then the actor system. Answers nothing itself: request
+  // actors stopped unanswered answer CANCELLED as they go (and a dropped ReplySlot does too).
+  void Shutdown() {
+    {
+      std::unique_lock<std::shared_mutex> lock(life_mu);
+      running = false;
+    }
+    if (system) {
+      caf::scoped_actor self{*system};
+      std::vector<caf::actor> watched = workers;
+      if (node) watched.push_back(node);
+      for (const auto& a : watched) self->monitor(a);
+      if (node) {
+        self->send(node, actors::shutdown_atom::value);
+      }
+      for (const auto& w : workers) self->send_exit(w, caf::exit_reason::user_shutdown);
+      size_t down = 0;
+      bool timed_out = false;
+      while (down < watched.size() && !timed_out) {
+        self->receive([&](caf::down_msg&) { ++down; },
+                      caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(kActorTimeout)) >>
+                          [&] { timed_out = true; });
+      }
+    }
+    node = caf::actor{};
+    workers.clear();
+    devices.clear();  // finishes queued batches; their completions go to stopped actors
+    system.reset();   // waits for the remaining (request) actors, which were told to stop
+  }
+};
+
+LocalCluster::LocalCluster(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+LocalCluster::~LocalCluster() { Stop(); }
+
+StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOptions& options) {
+  if (options.devices < 1) return InvalidArgument("devices must be >= 1");
+  if (options.blas_threads < 0) return InvalidArgument("blas_threads must be >= 0");
+  if (options.caf_threads < 0) return InvalidArgument("caf_threads must be >= 0");
+  if (options.model_repo.empty()) return InvalidArgument("model_repo is required");
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+
+  std::vector<std::string> names = options.models;
+  if (names.empty()) {
+    ASSIGN_OR_RETURN(names, ListModels(options.model_repo));
+    if (names.empty()) return NotFound("model repository " + options.model_repo + " holds no models");
+  }
+  for (const auto& name : names) {
+    ASSIGN_OR_RETURN(auto model, LoadModel(options.model_repo, name));
+    for (const auto& m : impl->models)
+      if (m->spec().name == model->spec().name)
+        return InvalidArgument("model '" + name + "' is listed twice");
+    impl->models.push_back(std::move(model));
+  }
+
+  for (int i = 0; i < options.devices; ++i) {
+    cpu::CpuBackendOptions backend;
+    backend.blas_threads = options.blas_threads;
+    ASSIGN_OR_RETURN(auto device, cpu::CpuDevice::Create("cpu:" + std::to_string(i), backend));
+    impl->devices.push_back(std::move(device));
+  }
+
+  impl->config.set("logger.file-verbosity", caf::atom("quiet"));
+  impl->config.set("logger.console-verbosity", caf::atom("quiet"));
+  if (options.caf_threads > 0) impl->config.set("scheduler.max-threads", static_cast<size_t>(options.caf_threads));
+  impl->system = std::make_unique<caf::actor_system>(impl->config);
+
+  actors::NodeOptions node;
+  node.models = impl->models;
+  node.clock = &impl->clock;
+  node.counters = impl->counters;
+  impl->node = actors::SpawnNode(*impl->system, std::move(node));
+  for (int i = 0; i < options.devices; ++i) {
+    actors::WorkerOptions w;
+    w.index = i;
+    w.device = impl->devices[i].get();
+    w.clock = &impl->clock;
+    w.models = impl->models;
+    w.scheduler = options.scheduler;
+    w.node = impl->node;
+    w.counters = impl->counters;
+    auto worker = actors::SpawnWorker(*impl->system, std::move(w));
+    if (!worker.ok()) {
+      impl->Shutdown();
+      return worker.status();
+    }
+    impl->workers.push_back(*worker);
+    caf::anon_send(impl->node, actors::add_worker_atom::value, i, *worker);
+  }
+  {
+    std::unique_lock<std::shared_mutex> lock(impl->life_mu);
+    impl->running = true;
+  }
+  return std::unique_ptr<LocalCluster>(new LocalCluster(std::move(impl)));
+}
+
+uint64_t LocalCluster::Infer(const std::string& model, RequestInput input, int64_t deadline_us,
+                             InferCallback done) {
+  Impl& s = *impl_;
+  const uint64_t id = s.next_id.fetch_add(1);
+  auto reply = std::make_shared<actors::ReplySlot>(id, std::move(done), s.counters);
+  {
+    std::shared_lock<std::shared_mutex> lock(s.life_mu);
+    if (s.running) {
+      caf::anon_send(s.node, actors::infer_atom::value,
+                     actors::InferMsg{id, model, std::move(input), deadline_us, std::move(reply)});
+      return id;
+    }
+  }
+  // After Stop there are no actors left: answer here, on the caller's thread.
+  reply->Answer(Unavailable("the cluster is stopped"), actors::AnswerKind::kRejected);
+  return id;
+}
+
+void LocalCluster::Cancel(uint64_t id) {
+  std::shared_lock<std::shared_mutex> lock(impl_->life_mu);
+  if (impl_->running) caf::anon_send(impl_->node, actors::cancel_atom::value, static_cast<RequestId>(id));
+}
+
+ClusterReport LocalCluster::Report() const {
+  const Impl& s = *impl_;
+  ClusterReport r;
+  {
+    std::shared_lock<std::shared_mutex> lock(s.life_mu);
+    if (s.running) r.devices = s.CollectDevices();
+  }
+  if (r.devices.empty()) {
+    std::lock_guard<std::mutex> lock(s.report_mu);
+    r.devices = s.final_devices;
+  }
+  // Counters last, so a request counted in a device's stats is also counted here.
+  r.accepted = s.counters->accepted.load();
+  r.completed = s.counters->completed.load();
+  r.failed = s.counters->failed.load();
+  r.rejected = s.counters->rejected.load();
+  return r;
+}
+
+void LocalCluster::Stop() {
+  if (!impl_) return;
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> stop_lock(s.stop_mu);
+  if (s.stopped) return;
+  s.stopped = true;
+  bool running;
+  {
+    std::shared_lock<std::shared_mutex> lock(s.life_mu);
+    running = s.running;
+    // 1. No new requests: the node answers them UNAVAILABLE from now on.
+    if (running) caf::anon_send(s.node, actors::stop_atom::value);
+  }
+  if (running) {
+    // 2. Drain: requests already in finish, within the grace period; then the rest are cancelled.
+    if (!s.counters->WaitAllAnswered(kStopGrace)) {
+      {
+        std::shared_lock<std::shared_mutex> lock(s.life_mu);
+        caf::anon_send(s.node, actors::cancel_all_atom::value);
+      }
+      s.counters->WaitAllAnswered(kCancelGrace);
+    }
+    std::vector<DeviceReport> last;
+    {
+      std::shared_lock<std::shared_mutex> lock(s.life_mu);
+      last = s.CollectDevices();
+    }
+    std::lock_guard<std::mutex> lock(s.report_mu);
+    s.final_devices = std::move(last);
+  }
+  // 3. Actors, devices, actor system, in that order.
+  s.Shutdown();
+}
+
+}  // namespace cellserve

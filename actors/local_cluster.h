@@ -1,0 +1,72 @@
+// LocalCluster: the whole serving stack in one process (DESIGN.md §6, "cellserve serve"): a CAF
+// actor system with one node actor, one worker actor per device (each owning a Scheduler and a
+// Device) and one request actor per request. This class is the C++ entry point to it for the CLI,
+// the benchmark and tests; the RPC front door (schema/) will call the same Infer.
+// Thread-safe: Infer may be called from any thread; `done` runs once on an actor thread and must
+// not block. Stop (and the destructor) stop admitting, answer every accepted request (results
+// still in flight finish; nothing is dropped), then shut the actors down.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/cell_graph.h"
+#include "runtime/scheduler.h"
+#include "runtime/status.h"
+
+namespace cellserve {
+
+struct LocalClusterOptions {
+  std::string model_repo;                  // folder of models (DIR/NAME/spec.json, weights)
+  std::vector<std::string> models;         // names to load; empty = every model in the repo
+  int devices = 1;                         // CPU devices, each a thread with its own worker
+  int blas_threads = 1;                    // OpenBLAS threads (process-wide)
+  SchedulerOptions scheduler;              // policy, lookahead, bounds (state_slots per device)
+  int caf_threads = 0;                     // CAF scheduler threads; 0 = CAF's default
+};
+
+struct DeviceReport {
+  std::string name;
+  int64_t rounds = 0, cells = 0, padding_rows = 0;
+  int64_t busy_us = 0;                     // time the device spent running batches
+  // Gauges at the time of the report (DESIGN.md §7: in-flight requests, state-slot use): the
+  // worker's schedulers' requests_in() and slots_in_use(), summed over its models.
+  int64_t requests_in = 0, slots_in_use = 0;
+};
+
+struct ClusterReport {
+  int64_t accepted = 0, completed = 0, failed = 0, rejected = 0;
+  std::vector<DeviceReport> devices;
+};
+
+using InferCallback = std::function<void(StatusOr<RequestResult>)>;
+
+class LocalCluster {
+ public:
+  // Loads the models, starts the devices and actors. Errors: NOT_FOUND (model or repo),
+  // INVALID_ARGUMENT (bad options or weights).
+  static StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
+  ~LocalCluster();
+
+  // Runs one request. `done` gets the result or an error: NOT_FOUND (unknown model),
+  // INVALID_ARGUMENT (bad input), RESOURCE_EXHAUSTED (queues or pool full, at once),
+  // DEADLINE_EXCEEDED, CANCELLED (Cancel or Stop), INTERNAL. deadline_us: absolute
+  // SteadyClock micros, 0 = none. Returns an id for Cancel.
+  uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done);
+  // Cancels a request (its cells leave the queues, its slots are freed); it is answered CANCELLED
+  // unless it already finished.
+  void Cancel(uint64_t id);
+
+  ClusterReport Report() const;
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit LocalCluster(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cellserve

@@ -1,0 +1,184 @@
+#include "actors/node_actor.h"
+
+#include <algorithm>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+
+#include "actors/request_actor.h"
+
+namespace cellserve::actors {
+
+int64_t EstimateCells(const Model& model, const RequestInput& input) {
+  const ModelSpec& spec = model.spec();
+  const int64_t layers = std::max<int64_t>(spec.layers, 1);
+  if (input.has_tree) return static_cast<int64_t>(input.tree.nodes.size()) + 1;
+  const int64_t n = static_cast<int64_t>(input.tokens.size());
+  switch (spec.kind) {
+    case ModelKind::kLstm:
+      return n * layers + 1;
+    case ModelKind::kSeq2Seq: {
+      // The decoder's length is unknown until it runs: guess it is as long as the source.
+      int64_t cap = spec.max_decode_len;
+      if (input.max_decode_len > 0) cap = std::min(cap, input.max_decode_len);
+      return n * layers + std::min(n + 1, cap) * (layers + 1);
+    }
+    case ModelKind::kTreeLstm:
+      return 2 * n;
+  }
+  return n;
+}
+
+namespace {
+
+struct NodeState {
+  static inline const char* name = "cellserve.node";
+
+  struct Worker {
+    caf::actor actor;
+    int64_t reported_cells = 0;    // its last load report
+    int64_t unreported_cells = 0;  // estimates of the requests sent since that report
+    int64_t in_flight = 0;         // request actors bound to it, alive
+    int64_t assigned = 0;          // requests sent to it so far
+  };
+  struct Pending {
+    caf::actor request;
+    int worker = 0;
+  };
+
+  caf::stateful_actor<NodeState>* self = nullptr;
+  NodeOptions options;
+  std::unordered_map<std::string, std::shared_ptr<const Model>> models;
+  std::vector<Worker> workers;
+  std::unordered_map<RequestId, Pending> requests;
+  bool stopping = false;
+
+  int PickWorker() const {
+    int best = -1;
+    for (int w = 0; w < static_cast<int>(workers.size()); ++w) {
+      if (!workers[w].actor) continue;
+      if (best < 0) {
+        best = w;
+        continue;
+      }
+      const Worker& a = workers[w];
+      const Worker& b = workers[best];
+      if (std::make_tuple(a.reported_cells + a.unreported_cells, a.in_flight) <
+          std::make_tuple(b.reported_cells + b.unreported_cells, b.in_flight))
+        best = w;
+    }
+    return best;
+  }
+
+  void Infer(InferMsg& m) {
+    if (!m.reply) return;
+    if (stopping) {
+      m.reply->Answer(Unavailable("the cluster is stopping; no new requests"), AnswerKind::kRejected);
+      return;
+    }
+    auto it = models.find(m.model);
+    if (it == models.end()) {
+      std::string names;
+      for (const auto& mm : options.models) names += (names.empty() ? "" : ", ") + mm->spec().name;
+      m.reply->Answer(NotFound("unknown model '" + m.model + "' (served: " + names + ")"),
+                      AnswerKind::kRejected);
+      return;
+    }
+    const int w = PickWorker();
+    if (w < 0) {
+      m.reply->Answer(Unavailable("no device worker is running"), AnswerKind::kRejected);
+      return;
+    }
+    if (requests.count(m.id)) {
+      m.reply->Answer(InvalidArgument("request id " + std::to_string(m.id) + " is already in flight"),
+                      AnswerKind::kRejected);
+      return;
+    }
+    Worker& worker = workers[w];
+    worker.unreported_cells += EstimateCells(*it->second, m.input);
+    ++worker.in_flight;
+    ++worker.assigned;
+    const RequestId id = m.id;
+    RequestSetup setup;
+    setup.msg = std::move(m);
+    setup.model = it->second;
+    setup.worker = worker.actor;
+    setup.worker_index = w;
+    setup.node = caf::actor_cast<caf::actor>(self);
+    setup.clock = options.clock;
+    requests.emplace(id, Pending{SpawnRequest(self->system(), std::move(setup)), w});
+  }
+
+  void Finished(RequestId id, int w) {
+    if (requests.erase(id) == 0) return;
+    if (w >= 0 && w < static_cast<int>(workers.size())) --workers[w].in_flight;
+  }
+
+  void Load(const LoadReport& r) {
+    if (r.worker < 0 || r.worker >= static_cast<int>(workers.size())) return;
+    workers[r.worker].reported_cells = r.outstanding_cells;
+    workers[r.worker].unreported_cells = 0;
+  }
+
+  NodeReport Report() const {
+    NodeReport r;
+    r.requests_in_flight = static_cast<int64_t>(requests.size());
+    for (const Worker& w : workers) {
+      r.assigned.push_back(w.assigned);
+      r.in_flight.push_back(w.in_flight);
+      r.reported_cells.push_back(w.reported_cells);
+    }
+    return r;
+  }
+
+  void Shutdown() {
+    stopping = true;
+    // Request actors first: unanswered ones answer CANCELLED as they stop.
+    for (auto& [id, p] : requests) self->send_exit(p.request, caf::exit_reason::user_shutdown);
+    requests.clear();
+    for (Worker& w : workers)
+      if (w.actor) self->send_exit(w.actor, caf::exit_reason::user_shutdown);
+    workers.clear();
+    self->quit(caf::exit_reason::user_shutdown);
+  }
+};
+
+caf::behavior NodeActor(caf::stateful_actor<NodeState>* self, std::shared_ptr<NodeOptions> options) {
+  NodeState& st = self->state;
+  st.self = self;
+  st.options = std::move(*options);
+  for (const auto& m : st.options.models) st.models.emplace(m->spec().name, m);
+  return {
+      [self](infer_atom, InferMsg& m) { self->state.Infer(m); },
+      [self](cancel_atom, RequestId id) {
+        auto it = self->state.requests.find(id);
+        if (it != self->state.requests.end()) self->send(it->second.request, cancel_atom::value);
+      },
+      [self](finished_atom, RequestId id, int worker) { self->state.Finished(id, worker); },
+      [self](load_atom, const LoadReport& r) { self->state.Load(r); },
+      [self](add_worker_atom, int index, caf::actor worker) {
+        if (index < 0) return;
+        auto& ws = self->state.workers;
+        if (static_cast<size_t>(index) >= ws.size()) ws.resize(static_cast<size_t>(index) + 1);
+        ws[static_cast<size_t>(index)].actor = std::move(worker);
+      },
+      [self](stop_atom) { self->state.stopping = true; },
+      [self](cancel_all_atom) {
+        self->state.stopping = true;
+        const Status reason = Cancelled("the cluster stopped before the request finished");
+        for (auto& w : self->state.workers)
+          if (w.actor) self->send(w.actor, cancel_all_atom::value, reason);
+      },
+      [self](shutdown_atom) { self->state.Shutdown(); },
+      [self](report_atom) { return self->state.Report(); },
+  };
+}
+
+}  // namespace
+
+caf::actor SpawnNode(caf::actor_system& system, NodeOptions options) {
+  return system.spawn(NodeActor, std::make_shared<NodeOptions>(std::move(options)));
+}
+
+}  // namespace cellserve::actors

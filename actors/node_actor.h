@@ -1,0 +1,36 @@
+// The node actor (DESIGN.md §3 step 3): one per process. It knows the models and the device
+// workers; for each request it picks the worker with the least outstanding work and spawns a
+// request actor bound to it. Outstanding work of a worker = the outstanding cells of its last
+// load report + an estimate of the cells of the requests sent to it since that report; ties go to
+// the worker with the fewest requests in flight, then the lowest index. Unknown models are
+// answered NOT_FOUND here, at once.
+// Stop protocol (LocalCluster drives it): stop_atom -> new requests are answered UNAVAILABLE;
+// cancel_all_atom -> every worker cancels what it holds with CANCELLED; shutdown_atom -> the node
+// stops every request actor and worker it knows, then itself.
+// Ownership: models are shared; the clock is borrowed and must outlive the actor.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "actors/messages.h"
+#include "runtime/clock.h"
+#include "runtime/model.h"
+
+namespace cellserve::actors {
+
+struct NodeOptions {
+  std::vector<std::shared_ptr<const Model>> models;  // served, by spec().name
+  const Clock* clock = nullptr;                      // required: request deadlines are on it
+  std::shared_ptr<ClusterCounters> counters;         // may be null
+};
+
+// Workers join afterwards: (add_worker_atom, int index, caf::actor worker).
+caf::actor SpawnNode(caf::actor_system& system, NodeOptions options);
+
+// The node's guess of the cells a request will need (for balancing until the next load report).
+int64_t EstimateCells(const Model& model, const RequestInput& input);
+
+}  // namespace cellserve::actors

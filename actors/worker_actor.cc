@@ -1,0 +1,298 @@
+#include "actors/worker_actor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+namespace cellserve::actors {
+
+namespace {
+
+// Device round ids carry the model's index in the top bits, so one device can run the rounds of
+// several schedulers (one per model), whose own round ids each start at 1.
+constexpr int kModelShift = 48;
+constexpr uint64_t kRoundMask = (uint64_t{1} << kModelShift) - 1;
+
+// A wakeup is never armed closer than this: when the scheduler's next wakeup is already due but
+// nothing can act yet (lookahead full), this bounds the timer rate until a round completes.
+constexpr int64_t kMinWakeupDelayUs = 250;
+
+struct PerModel {
+  std::shared_ptr<const Model> model;
+  std::unique_ptr<Scheduler> scheduler;
+};
+
+// What SpawnWorker prepared (schedulers created, models registered); moved into the state.
+struct WorkerSetup {
+  WorkerOptions options;
+  std::vector<PerModel> models;
+};
+
+struct WorkerState {
+  static inline const char* name = "cellserve.worker";
+
+  struct Tracked {
+    caf::actor requester;
+    size_t model = 0;
+  };
+
+  caf::stateful_actor<WorkerState>* self = nullptr;
+  WorkerOptions options;
+  std::vector<PerModel> models;
+  std::unordered_map<RequestId, Tracked> requests;  // admitted, not yet answered by us
+  bool refusing = false;                           // after cancel_all: no more admissions
+  Status refuse_reason;
+  int64_t armed_wakeup_us = -1;                    // the earliest wakeup timer armed, or -1
+  bool flush_armed = false;
+  int64_t last_report_us = 0;                       // clock time of the last report
+  int64_t reported_cells = -1, reported_requests = -1;
+  int rounds_since_report = 0;
+  int64_t load_reports = 0;
+
+  ~WorkerState() {
+    // Stopped while requests were still in (killed, or an error): tell each request, so no one
+    // waits for an answer this worker can no longer give.
+    for (auto& [id, t] : requests) {
+      RequestEvent e;
+      e.id = id;
+      e.kind = RequestEvent::Kind::kFailed;
+      e.status = Cancelled("the device worker stopped before the request finished");
+      caf::anon_send(t.requester, update_atom::value, RequestUpdate{id, {std::move(e)}, false});
+    }
+  }
+
+  static RequestEvent Failure(RequestId id, Status status) {
+    RequestEvent e;
+    e.id = id;
+    e.kind = RequestEvent::Kind::kFailed;
+    e.status = std::move(status);
+    return e;
+  }
+
+  void Reject(const AdmitMsg& m, Status status) {
+    self->send(m.requester, update_atom::value, RequestUpdate{m.id, {Failure(m.id, std::move(status))}, true});
+  }
+
+  void Admit(AdmitMsg& m) {
+    if (refusing) return Reject(m, refuse_reason);
+    std::unique_ptr<RequestGraph> graph = m.graph ? std::move(m.graph->graph) : nullptr;
+    if (!graph) return Reject(m, Internal("admission without a request graph"));
+    size_t mi = 0;
+    while (mi < models.size() && models[mi].model.get() != &graph->model()) ++mi;
+    if (mi == models.size())
+      return Reject(m, NotFound("model '" + graph->model().spec().name + "' is not served by device " +
+                                options.device->name()));
+    if (requests.count(m.id))
+      return Reject(m, InvalidArgument("request id " + std::to_string(m.id) + " is already in"));
+    Status s = models[mi].scheduler->Admit(m.id, std::move(graph), m.deadline_us);
+    if (!s.ok()) return Reject(m, s);
+    requests.emplace(m.id, Tracked{m.requester, mi});
+    if (options.counters) ++options.counters->accepted;
+    AfterChange();
+  }
+
+  void Cancel(const CancelMsg& m) {
+    auto it = requests.find(m.id);
+    if (it == requests.end()) return;  // finished (its answer is on the way) or never admitted
+    Deliver(models[it->second.model].scheduler->Cancel(m.id, m.reason));
+    AfterChange();
+  }
+
+  void CancelAll(const Status& reason) {
+    refusing = true;
+    refuse_reason = reason;
+    std::vector<std::pair<RequestId, size_t>> ids;
+    for (const auto& [id, t] : requests) ids.emplace_back(id, t.model);
+    std::sort(ids.begin(), ids.end());
+    for (const auto& [id, mi] : ids) {
+      auto events = models[mi].scheduler->Cancel(id, reason);
+      if (events.empty()) events.push_back(Failure(id, reason));  // the scheduler forgot it
+      Deliver(std::move(events));
+    }
+    AfterChange();
+  }
+
+  void RoundDone(DeviceCompletion& c) {
+    const size_t mi = static_cast<size_t>(c.round_id >> kModelShift);
+    if (mi >= models.size()) return;
+    Deliver(models[mi].scheduler->OnRoundDone(c.round_id & kRoundMask, c.output));
+    ++rounds_since_report;
+    AfterChange();
+  }
+
+  void Wakeup(int64_t at_us) {
+    if (at_us == armed_wakeup_us) armed_wakeup_us = -1;
+    for (auto& m : models) Deliver(m.scheduler->ExpireDeadlines());
+    AfterChange();
+  }
+
+  // Sends each request what the events say, one message per request, in event order. A terminal
+  // event ends our tracking of the request.
+  void Deliver(std::vector<RequestEvent> events) {
+    if (events.empty()) return;
+    std::vector<RequestUpdate> updates;
+    std::unordered_map<RequestId, size_t> index;
+    for (auto& e : events) {
+      auto [it, fresh] = index.emplace(e.id, updates.size());
+      if (fresh) {
+        updates.emplace_back();
+        updates.back().id = e.id;
+      }
+      updates[it->second].events.push_back(std::move(e));
+    }
+    for (auto& u : updates) {
+      auto it = requests.find(u.id);
+      if (it == requests.end()) continue;
+      caf::actor to = it->second.requester;
+      const bool terminal = std::any_of(u.events.begin(), u.events.end(), [](const RequestEvent& e) {
+        return e.kind != RequestEvent::Kind::kToken;
+      });
+      if (terminal) requests.erase(it);
+      self->send(to, update_atom::value, std::move(u));
+    }
+  }
+
+  // After anything that may let the schedulers act: submit rounds, arm the wakeup, report load.
+  void AfterChange() {
+    Pump();
+    ArmWakeup();
+    MaybeReportLoad(false);
+  }
+
+  // Submits every round the schedulers will give now, round-robin over the models.
+  void Pump() {
+    bool progress = true;
+    while (progress) {
+      progress = false;
+      for (size_t mi = 0; mi < models.size(); ++mi) {
+        Scheduler& s = *models[mi].scheduler;
+        if (std::optional<Round> r = s.NextRound()) {
+          Submit(mi, std::move(*r));
+          progress = true;
+        }
+        // Requests shed inside NextRound (state pool exhausted): answer them, and go on, as
+        // their slots are free now.
+        std::vector<RequestEvent> shed = s.TakeEvents();
+        if (!shed.empty()) {
+          Deliver(std::move(shed));
+          progress = true;
+        }
+      }
+    }
+  }
+
+  void Submit(size_t mi, Round round) {
+    const uint64_t device_round = (static_cast<uint64_t>(mi) << kModelShift) | (round.id & kRoundMask);
+    caf::actor me = caf::actor_cast<caf::actor>(self);
+    options.device->Submit(device_round, std::move(round.batch), [me](DeviceCompletion c) {
+      // Device thread: post the completion to the worker; never touch the scheduler here.
+      caf::anon_send(me, round_done_atom::value, std::move(c));
+    });
+  }
+
+  void ArmWakeup() {
+    int64_t wake = -1;
+    for (const auto& m : models) {
+      const int64_t w = m.scheduler->NextWakeupMicros();
+      if (w >= 0) wake = wake < 0 ? w : std::min(wake, w);
+    }
+    if (wake < 0) return;
+    if (armed_wakeup_us >= 0 && armed_wakeup_us <= wake) return;  // an earlier timer will fire
+    const int64_t delay = std::max(wake - options.clock->NowMicros(), kMinWakeupDelayUs);
+    armed_wakeup_us = wake;
+    self->delayed_send(self, std::chrono::microseconds(delay), wakeup_atom::value, wake);
+  }
+
+  void MaybeReportLoad(bool force) {
+    if (!options.node) return;
+    int64_t cells = 0, in = 0;
+    for (const auto& m : models) {
+      cells += m.scheduler->outstanding_cells();
+      in += m.scheduler->requests_in();
+    }
+    if (cells == reported_cells && in == reported_requests) return;
+    const int64_t now = options.clock->NowMicros();
+    const bool due = force || reported_requests < 0 || rounds_since_report >= options.load_report_rounds ||
+                     now - last_report_us >= options.load_report_interval_us;
+    if (due) {
+      self->send(options.node, load_atom::value, LoadReport{options.index, cells, in});
+      reported_cells = cells;
+      reported_requests = in;
+      last_report_us = now;
+      rounds_since_report = 0;
+      ++load_reports;
+    } else if (!flush_armed) {
+      flush_armed = true;
+      const int64_t wait = std::max<int64_t>(options.load_report_interval_us - (now - last_report_us), 1);
+      self->delayed_send(self, std::chrono::microseconds(wait), flush_atom::value);
+    }
+  }
+
+  WorkerReport Report() const {
+    WorkerReport r;
+    r.device = options.device->name();
+    for (const auto& m : models) {
+      const SchedulerStats& st = m.scheduler->stats();
+      r.rounds += st.rounds;
+      r.cells += st.cells;
+      r.padding_rows += st.padding_rows;
+      r.requests_done += st.requests_done;
+      r.requests_failed += st.requests_failed;
+      r.requests_in += m.scheduler->requests_in();
+      r.outstanding_cells += m.scheduler->outstanding_cells();
+      r.slots_in_use += m.scheduler->slots_in_use();
+      r.rounds_in_flight += m.scheduler->rounds_in_flight();
+    }
+    const DeviceStats ds = options.device->stats();
+    r.busy_us = ds.busy_us;
+    r.device_batches = ds.batches;
+    r.tracked_requests = static_cast<int64_t>(requests.size());
+    r.load_reports = load_reports;
+    return r;
+  }
+};
+
+caf::behavior WorkerActor(caf::stateful_actor<WorkerState>* self, std::shared_ptr<WorkerSetup> setup) {
+  WorkerState& st = self->state;
+  st.self = self;
+  st.options = std::move(setup->options);
+  st.models = std::move(setup->models);
+  return {
+      [self](admit_atom, AdmitMsg& m) { self->state.Admit(m); },
+      [self](cancel_atom, const CancelMsg& m) { self->state.Cancel(m); },
+      [self](round_done_atom, DeviceCompletion& c) { self->state.RoundDone(c); },
+      [self](wakeup_atom, int64_t at_us) { self->state.Wakeup(at_us); },
+      [self](flush_atom) {
+        self->state.flush_armed = false;
+        self->state.MaybeReportLoad(true);
+      },
+      [self](cancel_all_atom, const Status& reason) { self->state.CancelAll(reason); },
+      [self](report_atom) { return self->state.Report(); },
+  };
+}
+
+}  // namespace
+
+StatusOr<caf::actor> SpawnWorker(caf::actor_system& system, WorkerOptions options) {
+  if (!options.device) return InvalidArgument("worker needs a device");
+  if (!options.clock) return InvalidArgument("worker needs a clock");
+  if (options.models.empty()) return InvalidArgument("worker needs at least one model");
+  if (options.models.size() > 0xFFFF) return InvalidArgument("too many models for one worker");
+  if (options.load_report_interval_us < 0 || options.load_report_rounds < 1)
+    return InvalidArgument("load_report_interval_us must be >= 0 and load_report_rounds >= 1");
+  auto setup = std::make_shared<WorkerSetup>();
+  for (const auto& model : options.models) {
+    if (!model) return InvalidArgument("worker given a null model");
+    Status s = options.device->RegisterModel(*model, options.scheduler.state_slots);
+    if (!s.ok()) return s.WithContext("device " + options.device->name() + ", model " + model->spec().name);
+    auto scheduler = Scheduler::Create(model.get(), options.scheduler, options.clock);
+    if (!scheduler.ok()) return scheduler.status();
+    setup->models.push_back(PerModel{model, std::move(scheduler).value()});
+  }
+  setup->options = std::move(options);
+  return system.spawn(WorkerActor, std::move(setup));
+}
+
+}  // namespace cellserve::actors

@@ -1,0 +1,492 @@
+// Deterministic tests of the node, request and worker actors: CAF's test_coordinator runs every
+// actor on the test's thread, one message at a time, and a FakeDevice runs a batch only when the
+// test completes it. Time is a FakeClock (the schedulers' and the request actors' clock) moved in
+// step with the test_coordinator's clock (CAF timers). Nothing sleeps; nothing depends on threads.
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actor_test_util.h"
+#include "actors/messages.h"
+#include "actors/node_actor.h"
+#include "actors/worker_actor.h"
+#include "runtime/clock.h"
+
+namespace cellserve {
+namespace {
+
+using namespace actors;
+using namespace actor_testing;
+
+class ActorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.set("scheduler.policy", caf::atom("testing"));
+    config_.set("logger.file-verbosity", caf::atom("quiet"));
+    config_.set("logger.console-verbosity", caf::atom("quiet"));
+    system_ = std::make_unique<caf::actor_system>(config_);
+    sched_ = &dynamic_cast<caf::scheduler::test_coordinator&>(system_->scheduler());
+    lstm_ = MakeModel(SmallSpec("lstm", ModelKind::kLstm), 11);
+    s2s_ = MakeModel(SmallSpec("s2s", ModelKind::kSeq2Seq), 12);
+    tree_ = MakeModel(SmallSpec("tree", ModelKind::kTreeLstm), 13);
+    options_.state_slots = 1024;
+    options_.lookahead = 3;
+  }
+
+  void TearDown() override {
+    if (node_) caf::anon_send(node_, shutdown_atom::value);
+    for (auto& w : workers_) caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+    for (auto& a : others_) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    Run();
+    node_ = caf::actor{};
+    workers_.clear();
+    others_.clear();
+    devices_.clear();  // their queued callbacks hold actor handles: release them before the system
+    Run();
+    system_.reset();
+  }
+
+  std::vector<std::shared_ptr<const Model>> AllModels() const { return {lstm_, s2s_, tree_}; }
+
+  void StartNode(std::vector<std::shared_ptr<const Model>> models) {
+    NodeOptions o;
+    o.models = std::move(models);
+    o.clock = &clock_;
+    o.counters = counters_;
+    node_ = SpawnNode(*system_, std::move(o));
+    Run();
+  }
+
+  // A worker on a new FakeDevice; joins the node if there is one.
+  FakeDevice& StartWorker(std::vector<std::shared_ptr<const Model>> models, caf::actor node = {}) {
+    devices_.push_back(std::make_unique<FakeDevice>("fake:" + std::to_string(devices_.size())));
+    WorkerOptions o;
+    o.index = static_cast<int>(workers_.size());
+    o.device = devices_.back().get();
+    o.clock = &clock_;
+    o.models = std::move(models);
+    o.scheduler = options_;
+    o.node = node ? node : node_;
+    o.counters = counters_;
+    o.load_report_interval_us = 2000;
+    o.load_report_rounds = 4;
+    auto w = SpawnWorker(*system_, std::move(o));
+    EXPECT_TRUE(w.ok()) << w.status().ToString();
+    workers_.push_back(*w);
+    if (node_) caf::anon_send(node_, add_worker_atom::value, o.index, *w);
+    Run();
+    return *devices_.back();
+  }
+
+  uint64_t Infer(const std::string& model, RequestInput in, int64_t deadline_us = 0) {
+    const uint64_t id = next_id_++;
+    auto reply = std::make_shared<ReplySlot>(id, answers_.For(id), counters_);
+    caf::anon_send(node_, infer_atom::value, InferMsg{id, model, std::move(in), deadline_us, std::move(reply)});
+    return id;
+  }
+
+  void Run() { sched_->run(); }
+
+  // Completes device batches one at a time, letting the actors react after each, until no batch
+  // is queued. Returns how many ran.
+  int Drain(FakeDevice& d, int max = 100000) {
+    Run();
+    int n = 0;
+    while (n < max && d.CompleteOne()) {
+      ++n;
+      Run();
+    }
+    return n;
+  }
+  int DrainAll() {
+    int n = 0;
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (auto& d : devices_) {
+        const int k = Drain(*d);
+        n += k;
+        progress = progress || k > 0;
+      }
+    }
+    return n;
+  }
+
+  void Advance(int64_t us) {
+    clock_.AdvanceMicros(us);
+    sched_->advance_time(std::chrono::microseconds(us));
+    Run();
+  }
+
+  template <typename Reply, typename Atom>
+  Reply Ask(const caf::actor& who, Atom atom) {
+    auto out = std::make_shared<Reply>();
+    // (Spawned with an argument: CAF 0.17 dereferences a null argument tuple for none, which
+    // UBSan reports.)
+    system_->spawn(
+        [atom, out](caf::event_based_actor* self, caf::actor target) {
+          self->request(target, caf::infinite, atom).then([out](const Reply& r) { *out = r; });
+        },
+        who);
+    Run();
+    return *out;
+  }
+  WorkerReport ReportOf(const caf::actor& worker) { return Ask<WorkerReport>(worker, report_atom::value); }
+  NodeReport NodeReportOf() { return Ask<NodeReport>(node_, report_atom::value); }
+
+  void ExpectIdle(const caf::actor& worker) {
+    WorkerReport r = ReportOf(worker);
+    EXPECT_EQ(r.requests_in, 0);
+    EXPECT_EQ(r.tracked_requests, 0);
+    EXPECT_EQ(r.slots_in_use, 0);
+    EXPECT_EQ(r.outstanding_cells, 0);
+  }
+
+  caf::actor_system_config config_;
+  std::unique_ptr<caf::actor_system> system_;
+  caf::scheduler::test_coordinator* sched_ = nullptr;
+  FakeClock clock_{1'000'000'000};
+  std::shared_ptr<ClusterCounters> counters_ = std::make_shared<ClusterCounters>();
+  Answers answers_;
+  SchedulerOptions options_;
+  std::shared_ptr<const Model> lstm_, s2s_, tree_;
+  caf::actor node_;
+  std::vector<caf::actor> workers_, others_;
+  std::vector<std::unique_ptr<FakeDevice>> devices_;
+  uint64_t next_id_ = 1;
+};
+
+TEST_F(ActorTest, RequestsOfThreeModelsOnOneWorkerMatchTheSyncExecutor) {
+  StartNode(AllModels());
+  FakeDevice& dev = StartWorker(AllModels());
+  struct Sent {
+    uint64_t id;
+    std::shared_ptr<const Model> model;
+    RequestInput in;
+  };
+  std::vector<Sent> sent;
+  for (int i = 0; i < 18; ++i) {
+    auto model = AllModels()[i % 3];
+    RequestInput in = InputFor(*model, Tokens(1 + (i * 7) % 13, 100 + i, model->spec().vocab_size));
+    sent.push_back({Infer(model->spec().name, in), model, in});
+  }
+  Run();
+  EXPECT_GT(dev.pending(), 0);
+  EXPECT_EQ(answers_.Total(), 0);  // nothing finishes before the device ran anything
+  DrainAll();
+  for (const Sent& s : sent) {
+    ASSERT_EQ(answers_.Count(s.id), 1) << "request " << s.id;
+    auto got = answers_.Get(s.id);
+    auto want = Reference(s.model, s.in);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ASSERT_TRUE(want.ok());
+    EXPECT_TRUE(SameResult(*got, *want)) << "request " << s.id << " (" << s.model->spec().name << ")";
+  }
+  // Three schedulers, each with lookahead 3, share the device.
+  EXPECT_LE(dev.max_pending(), 3 * options_.lookahead);
+  ExpectIdle(workers_[0]);
+  EXPECT_EQ(counters_->accepted.load(), 18);
+  EXPECT_EQ(counters_->completed.load(), 18);
+  EXPECT_EQ(counters_->Unanswered(), 0);
+  EXPECT_EQ(NodeReportOf().requests_in_flight, 0);
+}
+
+TEST_F(ActorTest, LookaheadBoundsRoundsOnTheDeviceAndBatchesGrowWithLoad) {
+  options_.lookahead = 2;
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  for (int i = 0; i < 20; ++i) Infer("lstm", InputFor(*lstm_, Tokens(10, i, 97)));
+  Run();
+  EXPECT_EQ(dev.pending(), 2);  // submitted at once, while nothing has completed
+  DrainAll();
+  EXPECT_EQ(answers_.Total(), 20);
+  EXPECT_LE(dev.max_pending(), 2);
+  WorkerReport r = ReportOf(workers_[0]);
+  // 20 requests of 10 tokens and 2 layers plus a head each: 420 cells, in far fewer rounds.
+  EXPECT_EQ(r.cells, 420);
+  EXPECT_LT(r.rounds, 120);
+  EXPECT_EQ(r.requests_done, 20);
+  ExpectIdle(workers_[0]);
+}
+
+TEST_F(ActorTest, BadInputAndUnknownModelAreAnsweredAtOnce) {
+  StartNode(AllModels());
+  FakeDevice& dev = StartWorker(AllModels());
+  const uint64_t empty = Infer("lstm", RequestInput{});
+  RequestInput out_of_vocab;
+  out_of_vocab.tokens = {5, 6, 1000};
+  const uint64_t oov = Infer("lstm", out_of_vocab);
+  const uint64_t tokens_for_tree = Infer("tree", InputFor(*lstm_, {5, 6}));
+  const uint64_t unknown = Infer("nope", InputFor(*lstm_, {5, 6}));
+  Run();
+  EXPECT_EQ(answers_.Code(empty), StatusCode::kInvalidArgument);
+  EXPECT_EQ(answers_.Code(oov), StatusCode::kInvalidArgument);
+  EXPECT_EQ(answers_.Code(tokens_for_tree), StatusCode::kInvalidArgument);
+  EXPECT_EQ(answers_.Code(unknown), StatusCode::kNotFound);
+  EXPECT_NE(answers_.Get(unknown).status().message().find("lstm"), std::string::npos)
+      << "NOT_FOUND names the served models";
+  EXPECT_EQ(dev.submitted(), 0);
+  EXPECT_EQ(counters_->rejected.load(), 4);
+  EXPECT_EQ(counters_->accepted.load(), 0);
+  EXPECT_EQ(NodeReportOf().requests_in_flight, 0);
+}
+
+TEST_F(ActorTest, OverloadIsResourceExhaustedAtOnce) {
+  options_.max_requests = 2;
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(Infer("lstm", InputFor(*lstm_, Tokens(4, i, 97))));
+  Run();
+  // Before the device ran anything: three refused, two in.
+  EXPECT_EQ(answers_.Total(), 3);
+  for (int i = 2; i < 5; ++i) EXPECT_EQ(answers_.Code(ids[i]), StatusCode::kResourceExhausted);
+  Drain(dev);
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(answers_.Get(ids[i]).ok());
+  for (uint64_t id : ids) EXPECT_EQ(answers_.Count(id), 1);
+  EXPECT_EQ(counters_->rejected.load(), 3);
+  EXPECT_EQ(counters_->completed.load(), 2);
+  // Room again: the next one runs.
+  const uint64_t later = Infer("lstm", InputFor(*lstm_, Tokens(4, 9, 97)));
+  Drain(dev);
+  EXPECT_TRUE(answers_.Get(later).ok());
+  ExpectIdle(workers_[0]);
+}
+
+TEST_F(ActorTest, CancelMidwayAnswersCancelledOnceAndFreesEverything) {
+  StartNode({s2s_});
+  FakeDevice& dev = StartWorker({s2s_});
+  const uint64_t keep = Infer("s2s", InputFor(*s2s_, Tokens(12, 1, 97)));
+  const uint64_t cancel = Infer("s2s", InputFor(*s2s_, Tokens(12, 2, 97)));
+  Run();
+  for (int i = 0; i < 4; ++i) {
+    dev.CompleteOne();
+    Run();
+  }
+  EXPECT_EQ(answers_.Total(), 0);
+  caf::anon_send(node_, cancel_atom::value, RequestId{cancel});
+  Run();
+  EXPECT_EQ(answers_.Code(cancel), StatusCode::kCancelled);
+  Drain(dev);  // rounds that held its cells complete after the cancel: nothing more for it
+  EXPECT_EQ(answers_.Count(cancel), 1);
+  EXPECT_EQ(answers_.Count(keep), 1);
+  auto want = Reference(s2s_, InputFor(*s2s_, Tokens(12, 1, 97)));
+  ASSERT_TRUE(answers_.Get(keep).ok());
+  EXPECT_TRUE(SameResult(*answers_.Get(keep), *want));
+  ExpectIdle(workers_[0]);
+  EXPECT_EQ(counters_->failed.load(), 1);
+  EXPECT_EQ(counters_->completed.load(), 1);
+}
+
+TEST_F(ActorTest, CancelAfterTheAnswerChangesNothing) {
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  const uint64_t id = Infer("lstm", InputFor(*lstm_, Tokens(3, 3, 97)));
+  Drain(dev);
+  ASSERT_TRUE(answers_.Get(id).ok());
+  caf::anon_send(node_, cancel_atom::value, RequestId{id});
+  caf::anon_send(node_, cancel_atom::value, RequestId{12345});  // never existed
+  Run();
+  EXPECT_EQ(answers_.Count(id), 1);
+  EXPECT_TRUE(answers_.Get(id).ok());
+}
+
+TEST_F(ActorTest, DeadlinesExpireWhileTheDeviceIsStuck) {
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  const int64_t now = clock_.NowMicros();
+  const uint64_t soon = Infer("lstm", InputFor(*lstm_, Tokens(20, 1, 97)), now + 5000);
+  const uint64_t later = Infer("lstm", InputFor(*lstm_, Tokens(20, 2, 97)), now + 50000);
+  const uint64_t none = Infer("lstm", InputFor(*lstm_, Tokens(20, 3, 97)));
+  const uint64_t passed = Infer("lstm", InputFor(*lstm_, Tokens(20, 4, 97)), now - 1);
+  Run();
+  EXPECT_EQ(answers_.Code(passed), StatusCode::kDeadlineExceeded);  // at once, never admitted
+  EXPECT_EQ(answers_.Total(), 1);
+  Advance(4000);
+  EXPECT_EQ(answers_.Total(), 1);
+  Advance(1500);  // past `soon`'s deadline, with no device completion at all
+  EXPECT_EQ(answers_.Code(soon), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(answers_.Count(later), 0);
+  Drain(dev);  // `later` and `none` finish before their deadline
+  Advance(100000);
+  EXPECT_TRUE(answers_.Get(later).ok());
+  EXPECT_TRUE(answers_.Get(none).ok());
+  for (uint64_t id : {soon, later, none, passed}) EXPECT_EQ(answers_.Count(id), 1);
+  ExpectIdle(workers_[0]);
+}
+
+TEST_F(ActorTest, DeviceErrorFailsTheRequestsOfThatRoundOnce) {
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  const uint64_t a = Infer("lstm", InputFor(*lstm_, Tokens(5, 1, 97)));
+  const uint64_t b = Infer("lstm", InputFor(*lstm_, Tokens(5, 2, 97)));
+  Run();
+  ASSERT_TRUE(dev.CompleteOne(Internal("injected device failure")));
+  Run();
+  EXPECT_EQ(answers_.Code(a), StatusCode::kInternal);
+  EXPECT_EQ(answers_.Code(b), StatusCode::kInternal);
+  Drain(dev);
+  EXPECT_EQ(answers_.Count(a), 1);
+  EXPECT_EQ(answers_.Count(b), 1);
+  ExpectIdle(workers_[0]);
+  // The worker goes on serving.
+  const uint64_t c = Infer("lstm", InputFor(*lstm_, Tokens(5, 3, 97)));
+  Drain(dev);
+  EXPECT_TRUE(answers_.Get(c).ok());
+}
+
+TEST_F(ActorTest, NodeSpreadsRequestsByOutstandingWork) {
+  StartNode({lstm_});
+  FakeDevice& d0 = StartWorker({lstm_});
+  FakeDevice& d1 = StartWorker({lstm_});
+  // One long request goes to worker 0; then short ones fill worker 1 up to about the same work.
+  Infer("lstm", InputFor(*lstm_, Tokens(40, 1, 97)));
+  for (int i = 0; i < 10; ++i) Infer("lstm", InputFor(*lstm_, Tokens(4, 10 + i, 97)));
+  Run();
+  NodeReport r = NodeReportOf();
+  ASSERT_EQ(r.assigned.size(), 2u);
+  EXPECT_EQ(r.assigned[0] + r.assigned[1], 11);
+  EXPECT_GE(r.assigned[1], 8) << "short requests should go to the worker without the long one";
+  DrainAll();
+  EXPECT_EQ(answers_.Total(), 11);
+  Advance(3000);  // the workers' last (idle) load reports go out
+  // Equal requests alternate.
+  for (int i = 0; i < 10; ++i) Infer("lstm", InputFor(*lstm_, Tokens(6, 30 + i, 97)));
+  Run();
+  r = NodeReportOf();
+  EXPECT_EQ(r.in_flight[0], 5);
+  EXPECT_EQ(r.in_flight[1], 5);
+  DrainAll();
+  EXPECT_EQ(answers_.Total(), 21);
+  EXPECT_GT(d0.submitted(), 0);
+  EXPECT_GT(d1.submitted(), 0);
+  ExpectIdle(workers_[0]);
+  ExpectIdle(workers_[1]);
+}
+
+TEST_F(ActorTest, LoadReportsAreRateLimitedAndTheLastOneIsFlushed) {
+  // A stand-in node that records load reports.
+  auto loads = std::make_shared<std::vector<LoadReport>>();
+  caf::actor probe = system_->spawn(
+      [](caf::event_based_actor*, std::shared_ptr<std::vector<LoadReport>> out) -> caf::behavior {
+        return {[out](load_atom, const LoadReport& r) { out->push_back(r); },
+                [](finished_atom, RequestId, int) {}};
+      },
+      loads);
+  others_.push_back(probe);
+  node_ = SpawnNode(*system_, NodeOptions{{lstm_}, &clock_, counters_});
+  FakeDevice& dev = StartWorker({lstm_}, probe);
+  for (int i = 0; i < 8; ++i) Infer("lstm", InputFor(*lstm_, Tokens(12, i, 97)));
+  const int rounds = Drain(dev);  // the clock does not move: only the round count lets reports out
+  ASSERT_GT(rounds, 20);
+  EXPECT_GE(loads->size(), 2u);
+  EXPECT_LE(static_cast<int>(loads->size()), rounds / 4 + 3);
+  // The final state (idle) is reported once the interval has passed.
+  Advance(3000);
+  ASSERT_FALSE(loads->empty());
+  EXPECT_EQ(loads->back().outstanding_cells, 0);
+  EXPECT_EQ(loads->back().requests_in, 0);
+  EXPECT_EQ(ReportOf(workers_[0]).load_reports, static_cast<int64_t>(loads->size()));
+}
+
+TEST_F(ActorTest, PaddedGroupsFormOnTheWakeupTimer) {
+  options_.policy = Policy::kPadded;
+  options_.padded_batch = 4;
+  options_.padded_wait_us = 10000;
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  const uint64_t a = Infer("lstm", InputFor(*lstm_, Tokens(3, 1, 97)));
+  const uint64_t b = Infer("lstm", InputFor(*lstm_, Tokens(7, 2, 97)));
+  Run();
+  EXPECT_EQ(dev.submitted(), 0);  // waiting for a full group or the wait to end
+  Advance(9000);
+  EXPECT_EQ(dev.submitted(), 0);
+  Advance(1500);
+  EXPECT_GT(dev.submitted(), 0);
+  Drain(dev);
+  ASSERT_TRUE(answers_.Get(a).ok());
+  ASSERT_TRUE(answers_.Get(b).ok());
+  EXPECT_TRUE(SameResult(*answers_.Get(a), *Reference(lstm_, InputFor(*lstm_, Tokens(3, 1, 97)))));
+  EXPECT_TRUE(SameResult(*answers_.Get(b), *Reference(lstm_, InputFor(*lstm_, Tokens(7, 2, 97)))));
+  EXPECT_GT(ReportOf(workers_[0]).padding_rows, 0);  // the short one was padded to the long one
+  ExpectIdle(workers_[0]);
+}
+
+TEST_F(ActorTest, StopRefusesNewRequestsAndCancelAllAnswersTheRest) {
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  std::vector<uint64_t> in;
+  for (int i = 0; i < 4; ++i) in.push_back(Infer("lstm", InputFor(*lstm_, Tokens(8, i, 97))));
+  Run();
+  caf::anon_send(node_, stop_atom::value);
+  const uint64_t refused = Infer("lstm", InputFor(*lstm_, Tokens(8, 9, 97)));
+  Run();
+  EXPECT_EQ(answers_.Code(refused), StatusCode::kUnavailable);
+  dev.CompleteOne();
+  Run();
+  EXPECT_EQ(answers_.Total(), 1);  // the accepted ones are still running
+  caf::anon_send(node_, cancel_all_atom::value);
+  Run();
+  for (uint64_t id : in) EXPECT_EQ(answers_.Code(id), StatusCode::kCancelled);
+  Drain(dev);
+  for (uint64_t id : in) EXPECT_EQ(answers_.Count(id), 1);
+  EXPECT_EQ(counters_->Unanswered(), 0);
+  ExpectIdle(workers_[0]);
+}
+
+TEST_F(ActorTest, ShutdownAnswersRequestsStillInFlight) {
+  StartNode({lstm_});
+  StartWorker({lstm_});
+  const uint64_t a = Infer("lstm", InputFor(*lstm_, Tokens(8, 1, 97)));
+  const uint64_t b = Infer("lstm", InputFor(*lstm_, Tokens(8, 2, 97)));
+  Run();
+  caf::anon_send(node_, shutdown_atom::value);
+  Run();
+  EXPECT_EQ(answers_.Code(a), StatusCode::kCancelled);
+  EXPECT_EQ(answers_.Code(b), StatusCode::kCancelled);
+  EXPECT_EQ(counters_->Unanswered(), 0);
+  // A request sent to a node that is gone is answered when its message is dropped.
+  const uint64_t late = Infer("lstm", InputFor(*lstm_, Tokens(8, 3, 97)));
+  Run();
+  EXPECT_EQ(answers_.Code(late), StatusCode::kCancelled);
+  for (uint64_t id : {a, b, late}) EXPECT_EQ(answers_.Count(id), 1);
+  node_ = caf::actor{};
+}
+
+TEST(ActorReplySlotTest, AnswersExactlyOnceAndWhenDroppedUnanswered) {
+  auto counters = std::make_shared<ClusterCounters>();
+  Answers answers;
+  {
+    auto slot = std::make_shared<ReplySlot>(1, answers.For(1), counters);
+    EXPECT_EQ(counters->Unanswered(), 1);
+    EXPECT_TRUE(slot->Answer(RequestResult{}, AnswerKind::kRan));
+    EXPECT_FALSE(slot->Answer(Internal("second"), AnswerKind::kRan));
+    EXPECT_TRUE(slot->answered());
+  }
+  { auto dropped = std::make_shared<ReplySlot>(2, answers.For(2), counters); }
+  EXPECT_EQ(answers.Count(1), 1);
+  EXPECT_TRUE(answers.Get(1).ok());
+  EXPECT_EQ(answers.Count(2), 1);
+  EXPECT_EQ(answers.Code(2), StatusCode::kCancelled);
+  EXPECT_EQ(counters->completed.load(), 1);
+  EXPECT_EQ(counters->failed.load(), 1);
+  EXPECT_EQ(counters->Unanswered(), 0);
+  EXPECT_TRUE(counters->WaitAllAnswered(std::chrono::microseconds(0)));
+}
+
+TEST(ActorEstimateCellsTest, GrowsWithInput) {
+  auto lstm = MakeModel(SmallSpec("lstm", ModelKind::kLstm));
+  auto tree = MakeModel(SmallSpec("tree", ModelKind::kTreeLstm));
+  EXPECT_EQ(EstimateCells(*lstm, InputFor(*lstm, Tokens(10, 1, 97))), 21);
+  EXPECT_EQ(EstimateCells(*tree, InputFor(*tree, Tokens(10, 1, 97))), 20);
+  EXPECT_LT(EstimateCells(*lstm, InputFor(*lstm, Tokens(3, 1, 97))),
+            EstimateCells(*lstm, InputFor(*lstm, Tokens(30, 1, 97))));
+}
+
+}  // namespace
+}  // namespace cellserve

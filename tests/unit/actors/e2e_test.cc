@@ -1,0 +1,381 @@
+// LocalCluster end to end (label integration): real CPU devices, real threads, a model repository
+// written to a temp folder. A burst of requests from several threads with random cancellations and
+// deadlines: every request is answered exactly once, every OK answer equals the SyncExecutor's
+// result bitwise, and the workers end empty. Every wait is bounded.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "actor_test_util.h"
+#include "actors/local_cluster.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "runtime/clock.h"
+#include "runtime/model_repository.h"
+#include "runtime/sync_executor.h"
+
+namespace cellserve {
+namespace {
+
+using namespace actor_testing;
+namespace fs = std::filesystem;
+
+constexpr auto kWait = std::chrono::seconds(240);
+
+int64_t NowUs() { return SteadyClock().NowMicros(); }
+
+// A temp model repository with an lstm (hidden 64), a seq2seq and a treelstm.
+class Repo {
+ public:
+  Repo() {
+    std::string tmpl = (fs::temp_directory_path() / "cellserve_actors_e2e_XXXXXX").string();
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    Write(Spec("lstm", ModelKind::kLstm, 64), 21);
+    Write(Spec("seq2seq", ModelKind::kSeq2Seq, 32), 22);
+    Write(Spec("treelstm", ModelKind::kTreeLstm, 32), 23);
+  }
+  ~Repo() {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  static ModelSpec Spec(const std::string& name, ModelKind kind, int64_t hidden) {
+    ModelSpec s = SmallSpec(name, kind, hidden, 2);
+    s.vocab_size = 500;
+    s.max_input_tokens = 256;
+    s.max_decode_len = 24;
+    s.max_batch = 64;
+    return s;
+  }
+  void Write(const ModelSpec& spec, uint64_t seed) {
+    auto w = RandomWeights(spec, seed, 0.3f);
+    if (!w.ok()) throw std::runtime_error(w.status().ToString());
+    Status s = WriteModel(dir_, spec, *w);
+    if (!s.ok()) throw std::runtime_error(s.ToString());
+  }
+  std::string dir_;
+};
+
+// SyncExecutor results, one request alone at a time, one backend per model.
+class Reference {
+ public:
+  explicit Reference(const std::string& repo) {
+    for (const char* name : {"lstm", "seq2seq", "treelstm"}) {
+      auto m = LoadModel(repo, name);
+      if (!m.ok()) throw std::runtime_error(m.status().ToString());
+      models_[name] = *m;
+      backends_[name] = std::make_unique<cpu::CpuBackend>();
+      Status s = backends_[name]->RegisterModel(**m, kSlots);
+      if (!s.ok()) throw std::runtime_error(s.ToString());
+    }
+  }
+  const Model& model(const std::string& name) const { return *models_.at(name); }
+  StatusOr<RequestResult> Run(const std::string& name, const RequestInput& in) {
+    auto graph = BuildRequestGraph(models_.at(name), in);
+    if (!graph.ok()) return graph.status();
+    std::vector<std::unique_ptr<RequestGraph>> graphs;
+    graphs.push_back(std::move(graph).value());
+    SyncExecutor ex(backends_.at(name).get(), models_.at(name).get(), kSlots);
+    return std::move(ex.Run(graphs)[0]);
+  }
+
+ private:
+  static constexpr int32_t kSlots = 4096;
+  std::map<std::string, std::shared_ptr<const Model>> models_;
+  std::map<std::string, std::unique_ptr<cpu::CpuBackend>> backends_;
+};
+
+class ActorClusterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { repo_ = new Repo(); }
+  static void TearDownTestSuite() {
+    delete repo_;
+    repo_ = nullptr;
+  }
+
+  LocalClusterOptions Options(int devices) const {
+    LocalClusterOptions o;
+    o.model_repo = repo_->dir();
+    o.devices = devices;
+    o.scheduler.state_slots = 1 << 16;
+    return o;
+  }
+
+  static Repo* repo_;
+};
+Repo* ActorClusterTest::repo_ = nullptr;
+
+TEST_F(ActorClusterTest, BurstWithCancellationsAndDeadlines) {
+  auto cluster = LocalCluster::Start(Options(2));
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  Reference ref(repo_->dir());
+  const std::vector<std::string> names = {"lstm", "seq2seq", "treelstm"};
+
+  enum class Kind { kPlain, kCancel, kDeadline };
+  struct Sent {
+    uint64_t id = 0;
+    std::string model;
+    RequestInput input;
+    Kind kind = Kind::kPlain;
+  };
+  constexpr int kThreads = 4, kPerThread = 500;
+  std::vector<std::vector<Sent>> sent(kThreads);
+  Answers answers;
+
+  auto client = [&](int t) {
+    std::mt19937_64 rng(1000 + t);
+    std::vector<std::pair<int64_t, uint64_t>> to_cancel;  // (when, id)
+    auto cancel_due = [&](bool all) {
+      const int64_t now = NowUs();
+      for (auto it = to_cancel.begin(); it != to_cancel.end();) {
+        if (all || it->first <= now) {
+          (*cluster)->Cancel(it->second);
+          it = to_cancel.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    };
+    for (int i = 0; i < kPerThread; ++i) {
+      Sent s;
+      s.model = names[rng() % names.size()];
+      const int len = 1 + static_cast<int>(rng() % 40);
+      s.input = InputFor(ref.model(s.model), Tokens(len, rng(), ref.model(s.model).spec().vocab_size));
+      const int roll = static_cast<int>(rng() % 10);
+      s.kind = roll == 0 ? Kind::kCancel : roll == 1 ? Kind::kDeadline : Kind::kPlain;
+      int64_t deadline = 0;
+      if (s.kind == Kind::kDeadline) deadline = NowUs() + 100 + static_cast<int64_t>(rng() % 300000);
+      // The id is known only after Infer returns, so the callback is bound to our slot index.
+      const size_t slot = sent[t].size();
+      const uint64_t key = (static_cast<uint64_t>(t) << 32) | slot;
+      sent[t].push_back(s);
+      sent[t][slot].id = (*cluster)->Infer(s.model, s.input, deadline, answers.For(key));
+      if (s.kind == Kind::kCancel)
+        to_cancel.emplace_back(NowUs() + static_cast<int64_t>(rng() % 5000), sent[t][slot].id);
+      cancel_due(false);
+      if (rng() % 50 == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+    }
+    // The remaining cancellations at their moments (at most 5 ms away).
+    while (!to_cancel.empty()) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      cancel_due(NowUs() > to_cancel.front().first + 10000);
+    }
+  };
+  const int64_t start = NowUs();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) threads.emplace_back(client, t);
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(answers.WaitTotal(kThreads * kPerThread, kWait)) << "answers: " << answers.Total();
+  const double burst_s = (NowUs() - start) / 1e6;
+
+  int ok = 0, cancelled = 0, expired = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    for (size_t i = 0; i < sent[t].size(); ++i) {
+      const Sent& s = sent[t][i];
+      const uint64_t key = (static_cast<uint64_t>(t) << 32) | i;
+      ASSERT_EQ(answers.Count(key), 1) << "request " << s.id;
+      auto got = answers.Get(key);
+      if (got.ok()) {
+        ++ok;
+        auto want = ref.Run(s.model, s.input);
+        ASSERT_TRUE(want.ok());
+        ASSERT_TRUE(SameResult(*got, *want)) << s.model << " request " << s.id << " differs from the SyncExecutor";
+        continue;
+      }
+      const StatusCode code = got.status().code();
+      switch (s.kind) {
+        case Kind::kPlain:
+          ADD_FAILURE() << s.model << " request " << s.id << ": " << got.status().ToString();
+          break;
+        case Kind::kCancel:
+          EXPECT_EQ(code, StatusCode::kCancelled) << got.status().ToString();
+          ++cancelled;
+          break;
+        case Kind::kDeadline:
+          EXPECT_EQ(code, StatusCode::kDeadlineExceeded) << got.status().ToString();
+          ++expired;
+          break;
+      }
+    }
+  }
+  std::printf("burst: %d requests in %.2f s: %d OK, %d cancelled, %d deadline exceeded\n",
+              kThreads * kPerThread, burst_s, ok, cancelled, expired);
+
+  // A moment for the last load/bookkeeping messages; then every worker is empty.
+  ClusterReport r = (*cluster)->Report();
+  ASSERT_EQ(r.devices.size(), 2u);
+  for (const DeviceReport& d : r.devices) {
+    EXPECT_EQ(d.requests_in, 0) << d.name;
+    EXPECT_EQ(d.slots_in_use, 0) << d.name;
+    EXPECT_GT(d.rounds, 0) << d.name << " did no work: the node did not spread the burst";
+    EXPECT_GT(d.busy_us, 0) << d.name;
+  }
+  EXPECT_EQ(r.accepted + r.rejected, kThreads * kPerThread);
+  EXPECT_EQ(r.completed + r.failed, r.accepted);
+  EXPECT_EQ(r.completed, ok);
+  (*cluster)->Stop();
+  // After Stop: answered at once (on this thread), UNAVAILABLE.
+  Answers after;
+  (*cluster)->Infer("lstm", InputFor(ref.model("lstm"), {5, 6}), 0, after.For(1));
+  EXPECT_EQ(after.Count(1), 1);
+  EXPECT_EQ(after.Code(1), StatusCode::kUnavailable);
+}
+
+TEST_F(ActorClusterTest, BadInputUnknownModelAndBadOptions) {
+  auto cluster = LocalCluster::Start(Options(1));
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  Answers answers;
+  RequestInput oov;
+  oov.tokens = {5, 100000};
+  (*cluster)->Infer("lstm", oov, 0, answers.For(1));
+  (*cluster)->Infer("lstm", RequestInput{}, 0, answers.For(2));
+  (*cluster)->Infer("nope", oov, 0, answers.For(3));
+  RequestInput tree_for_lstm;
+  tree_for_lstm.tree = BracketBalanced({5, 6, 7});
+  tree_for_lstm.has_tree = true;
+  (*cluster)->Infer("lstm", tree_for_lstm, 0, answers.For(4));
+  ASSERT_TRUE(answers.WaitTotal(4, kWait));
+  EXPECT_EQ(answers.Code(1), StatusCode::kInvalidArgument);
+  EXPECT_EQ(answers.Code(2), StatusCode::kInvalidArgument);
+  EXPECT_EQ(answers.Code(3), StatusCode::kNotFound);
+  EXPECT_EQ(answers.Code(4), StatusCode::kInvalidArgument);
+  ClusterReport r = (*cluster)->Report();
+  EXPECT_EQ(r.rejected, 4);
+  EXPECT_EQ(r.accepted, 0);
+
+  LocalClusterOptions bad = Options(1);
+  bad.models = {"lstm", "missing"};
+  EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kNotFound);
+  bad = Options(0);
+  EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kInvalidArgument);
+  bad = Options(1);
+  bad.scheduler.lookahead = 0;
+  EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kInvalidArgument);
+  bad = Options(1);
+  bad.model_repo = repo_->dir() + "/does-not-exist";
+  EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(ActorClusterTest, OverloadIsResourceExhaustedAtOnce) {
+  LocalClusterOptions o = Options(1);
+  o.models = {"lstm"};
+  o.scheduler.max_requests = 2;
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  Reference ref(repo_->dir());
+  // Two long requests fill the scheduler; the quick ones after them are refused while those run.
+  std::mutex mu;
+  std::vector<std::pair<int, StatusCode>> order;  // (request, code) in answer order
+  Answers answers;
+  auto record = [&](int i) {
+    return [&, i, inner = answers.For(i)](StatusOr<RequestResult> r) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        order.emplace_back(i, r.status().code());
+      }
+      inner(std::move(r));
+    };
+  };
+  constexpr int kQuick = 20;
+  for (int i = 0; i < 2; ++i)
+    (*cluster)->Infer("lstm", InputFor(ref.model("lstm"), Tokens(256, i, 500)), 0, record(i));
+  // Wait (bounded) until both are admitted: request actors run concurrently, so without this a
+  // quick request could be admitted before a long one.
+  const int64_t give_up = NowUs() + 10'000'000;
+  while ((*cluster)->Report().devices.at(0).requests_in < 2 && answers.Total() == 0 && NowUs() < give_up)
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  for (int i = 2; i < 2 + kQuick; ++i)
+    (*cluster)->Infer("lstm", InputFor(ref.model("lstm"), Tokens(3, i, 500)), 0, record(i));
+  ASSERT_TRUE(answers.WaitTotal(2 + kQuick, kWait));
+  int exhausted = 0;
+  for (int i = 0; i < 2 + kQuick; ++i) {
+    EXPECT_EQ(answers.Count(i), 1);
+    if (answers.Code(i) == StatusCode::kResourceExhausted) ++exhausted;
+    else EXPECT_TRUE(answers.Get(i).ok()) << answers.Get(i).status().ToString();
+  }
+  EXPECT_GE(exhausted, kQuick - 2);  // at most a couple slip in after a long one finished
+  // "At once": the first refusal came before either long request finished.
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_FALSE(order.empty());
+  EXPECT_EQ(order.front().second, StatusCode::kResourceExhausted);
+  EXPECT_GE((*cluster)->Report().rejected, exhausted);
+}
+
+TEST_F(ActorClusterTest, StopDrainsRequestsInFlight) {
+  auto cluster = LocalCluster::Start(Options(2));
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  Reference ref(repo_->dir());
+  Answers answers;
+  constexpr int kN = 300;
+  for (int i = 0; i < kN; ++i) {
+    const std::string model = i % 3 == 0 ? "lstm" : i % 3 == 1 ? "seq2seq" : "treelstm";
+    (*cluster)->Infer(model, InputFor(ref.model(model), Tokens(1 + i % 30, i, 500)), 0, answers.For(i));
+  }
+  (*cluster)->Stop();  // returns once every accepted request was answered and the actors are gone
+  EXPECT_EQ(answers.Total(), kN);
+  int ok = 0;
+  for (int i = 0; i < kN; ++i) {
+    EXPECT_EQ(answers.Count(i), 1);
+    if (answers.Get(i).ok()) ++ok;
+  }
+  EXPECT_EQ(ok, kN) << "Stop drains: requests already in finish";
+  ClusterReport r = (*cluster)->Report();
+  EXPECT_EQ(r.completed, kN);
+  ASSERT_EQ(r.devices.size(), 2u);
+  for (const DeviceReport& d : r.devices) {
+    EXPECT_EQ(d.requests_in, 0);
+    EXPECT_EQ(d.slots_in_use, 0);
+  }
+  (*cluster)->Stop();  // idempotent
+  cluster->reset();    // and the destructor after Stop is fine
+}
+
+TEST_F(ActorClusterTest, EveryPolicyServesTheSameResults) {
+  Reference ref(repo_->dir());
+  for (const char* policy : {"sequential", "padded", "bucketed", "cellular"}) {
+    LocalClusterOptions o = Options(2);
+    o.scheduler.policy = *ParsePolicy(policy);
+    o.scheduler.padded_wait_us = 2000;
+    o.scheduler.padded_batch = 8;
+    auto cluster = LocalCluster::Start(o);
+    ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+    Answers answers;
+    std::vector<std::pair<std::string, RequestInput>> sent;
+    for (int i = 0; i < 60; ++i) {
+      const std::string model = i % 3 == 0 ? "lstm" : i % 3 == 1 ? "seq2seq" : "treelstm";
+      sent.emplace_back(model, InputFor(ref.model(model), Tokens(1 + (i * 5) % 33, 77 + i, 500)));
+      (*cluster)->Infer(model, sent.back().second, 0, answers.For(i));
+    }
+    ASSERT_TRUE(answers.WaitTotal(60, kWait)) << policy;
+    for (int i = 0; i < 60; ++i) {
+      auto got = answers.Get(i);
+      ASSERT_TRUE(got.ok()) << policy << ": " << got.status().ToString();
+      EXPECT_TRUE(SameResult(*got, *ref.Run(sent[i].first, sent[i].second))) << policy << " request " << i;
+    }
+    ClusterReport r = (*cluster)->Report();
+    int64_t padding = 0;
+    for (const auto& d : r.devices) padding += d.padding_rows;
+    if (std::string(policy) == "padded" || std::string(policy) == "bucketed") {
+      EXPECT_GT(padding, 0) << policy;
+    } else {
+      EXPECT_EQ(padding, 0) << policy;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace cellserve

@@ -1,0 +1,267 @@
+// `cellserve serve`: the whole serving stack in one process (DESIGN.md §6): a LocalCluster with one
+// worker per CPU device. Until the RPC front door exists it reads requests from stdin, one per
+// line, `MODEL<TAB>text`, keeps many in flight at once, and prints one JSON line per answer, as
+// answers come (not in input order; each carries its 1-based line number):
+//   {"line": 3, "model": "sentiment", "label": 1, "logits": [0.12, -0.40]}
+//   {"line": 4, "model": "translate", "tokens": [17, 5, 2]}
+//   {"line": 5, "error": {"code": "NOT_FOUND", "message": "unknown model 'x' (served: ...)"}}
+// Text becomes tokens with the model's HashTokenizer; tree models get the balanced bracketing of
+// the tokens (runtime/text.h). Blank lines are skipped (but counted). EOF, SIGTERM or SIGINT stop
+// it: no new requests, every accepted request is answered (Stop drains), then exit 0.
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/local_cluster.h"
+#include "runtime/model_repository.h"
+#include "runtime/model_spec.h"
+#include "runtime/scheduler.h"
+#include "runtime/text.h"
+#include "tools/commands.h"
+#include "tools/flags.h"
+
+namespace cellserve::tools {
+namespace {
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "cellserve serve: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+std::vector<std::string> SplitComma(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string piece; std::getline(in, piece, ',');)
+    if (!piece.empty()) out.push_back(piece);
+  return out;
+}
+
+// Prints answers, one JSON line each, from any thread.
+class Printer {
+ public:
+  void Answer(int64_t line, const std::string& model, bool seq2seq, const StatusOr<RequestResult>& r) {
+    nlohmann::ordered_json j;  // keys in the documented order
+    j["line"] = line;
+    if (!r.ok()) {
+      j["error"] = {{"code", StatusCodeName(r.status().code())}, {"message", r.status().message()}};
+    } else {
+      j["model"] = model;
+      if (seq2seq) {
+        j["tokens"] = r->tokens;
+      } else {
+        j["label"] = r->label;
+        j["logits"] = r->logits;
+      }
+    }
+    Print(j.dump());
+  }
+  void Print(const std::string& text) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+  }
+
+ private:
+  std::mutex mu_;
+};
+
+// Reads stdin line by line, returning early (false) once `wake_fd` becomes readable (a signal).
+class LineReader {
+ public:
+  explicit LineReader(int wake_fd) : wake_fd_(wake_fd) {}
+  // Next line (without '\n') in `line`. False at EOF (after the last, unterminated line) or wake.
+  bool woken() const { return woken_; }
+  bool Next(std::string& line) {
+    for (;;) {
+      const size_t nl = buf_.find('\n', pos_);
+      if (nl != std::string::npos) {
+        line.assign(buf_, pos_, nl - pos_);
+        pos_ = nl + 1;
+        return true;
+      }
+      if (eof_) {
+        if (pos_ < buf_.size()) {
+          line.assign(buf_, pos_, std::string::npos);
+          pos_ = buf_.size();
+          return true;
+        }
+        return false;
+      }
+      buf_.erase(0, pos_);
+      pos_ = 0;
+      pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+      if (poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        eof_ = true;
+        continue;
+      }
+      if (fds[1].revents) {
+        woken_ = true;
+        return false;
+      }
+      char chunk[65536];
+      const ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n <= 0) {
+        eof_ = true;
+        continue;
+      }
+      buf_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  int wake_fd_;
+  std::string buf_;
+  size_t pos_ = 0;
+  bool eof_ = false;
+  bool woken_ = false;
+};
+
+int g_wake[2] = {-1, -1};  // the self-pipe: OnStopSignal writes, LineReader polls
+
+void OnStopSignal(int) {
+  const int saved = errno;
+  const char byte = 1;
+  (void)!write(g_wake[1], &byte, 1);
+  errno = saved;
+}
+
+}  // namespace
+
+int ServeCommand(int argc, char** argv) {
+  Flags flags("serve",
+              "Serves the models of a repository in this process: one worker per CPU device, cellular\n"
+              "batching. Reads requests from stdin, one per line: MODEL<TAB>text. Prints one JSON line\n"
+              "per answer (in completion order, each with its line number). EOF, SIGTERM or SIGINT:\n"
+              "stop taking requests, answer every request in flight, exit 0.");
+  flags.Add("model-repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
+      .Add("models", "", "comma-separated model names to serve (default: every model in the repository)")
+      .Add("devices", "1", "CPU devices (one worker thread each)", false, "CELLSERVE_DEVICES")
+      .Add("policy", "cellular", "scheduling policy: cellular, padded, bucketed or sequential", false,
+           "CELLSERVE_POLICY")
+      .Add("lookahead", "5", "rounds in flight per device and model")
+      .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
+      .Add("state-slots", "65536", "state slots per device and model")
+      .Add("blas-threads", "1", "OpenBLAS threads (process-wide)");
+  if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
+
+  LocalClusterOptions options;
+  options.model_repo = flags.Get("model-repo");
+  options.models = SplitComma(flags.Get("models"));
+  auto policy = ParsePolicy(flags.Get("policy"));
+  if (!policy.ok()) return Fail(policy.status());
+  options.scheduler.policy = *policy;
+  for (const char* name : {"devices", "lookahead", "max-requests", "state-slots", "blas-threads"}) {
+    auto v = flags.GetInt(name);
+    if (!v.ok()) return Fail(v.status());
+  }
+  options.devices = static_cast<int>(*flags.GetInt("devices"));
+  options.scheduler.lookahead = static_cast<int>(*flags.GetInt("lookahead"));
+  options.scheduler.max_requests = *flags.GetInt("max-requests");
+  const int64_t slots = *flags.GetInt("state-slots");
+  if (slots < 2 || slots > (int64_t{1} << 30)) return Fail(InvalidArgument("--state-slots must be in [2, 2^30]"));
+  options.scheduler.state_slots = static_cast<int32_t>(slots);
+  options.blas_threads = static_cast<int>(*flags.GetInt("blas-threads"));
+
+  // The specs, for tokenizing: vocabulary size and kind of each served model.
+  std::vector<std::string> names = options.models;
+  if (names.empty()) {
+    auto listed = ListModels(options.model_repo);
+    if (!listed.ok()) return Fail(listed.status());
+    names = *listed;
+  }
+  std::map<std::string, ModelSpec> specs;
+  for (const auto& name : names) {
+    auto spec = ReadModelSpec(options.model_repo + "/" + name + "/spec.json");
+    if (!spec.ok()) {
+      // Start reports the precise error (NOT_FOUND naming the models that are there).
+      break;
+    }
+    specs[name] = *spec;
+  }
+
+  // SIGTERM/SIGINT: the handler only writes a byte to a pipe (async-signal-safe), which wakes the
+  // reader; a handler rather than sigwait because threads we do not start (OpenBLAS's pool, made
+  // when the library loads) would otherwise take the signal with its default action.
+  if (pipe(g_wake) != 0) return Fail(Internal(std::string("pipe: ") + std::strerror(errno)));
+  struct sigaction action;
+  std::memset(&action, 0, sizeof(action));
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  auto close_wake = [] {
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    close(g_wake[0]);
+    close(g_wake[1]);
+  };
+
+  auto started = LocalCluster::Start(options);
+  if (!started.ok()) {
+    close_wake();
+    return Fail(started.status());
+  }
+  std::unique_ptr<LocalCluster> cluster = std::move(started).value();
+  std::fprintf(stderr, "cellserve serve: %zu model(s) on %d device(s), policy %s; reading MODEL<TAB>text from stdin\n",
+               specs.size(), options.devices, PolicyName(options.scheduler.policy));
+
+  Printer printer;
+  LineReader reader(g_wake[0]);
+  std::map<std::string, HashTokenizer> tokenizers;
+  for (const auto& [name, spec] : specs) tokenizers.emplace(name, HashTokenizer(spec.vocab_size));
+  int64_t line_no = 0;
+  for (std::string line; reader.Next(line);) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const size_t tab = line.find('\t');
+    if (tab == std::string::npos) {
+      printer.Answer(line_no, "", false, InvalidArgument("expected MODEL<TAB>text"));
+      continue;
+    }
+    const std::string model = line.substr(0, tab);
+    const std::string text = line.substr(tab + 1);
+    RequestInput input;
+    bool seq2seq = false;
+    if (auto it = specs.find(model); it != specs.end()) {
+      input.tokens = tokenizers.at(model).Encode(text);
+      seq2seq = it->second.kind == ModelKind::kSeq2Seq;
+      if (it->second.kind == ModelKind::kTreeLstm && !input.tokens.empty()) {
+        input.tree = BracketBalanced(input.tokens);
+        input.has_tree = true;
+        input.tokens.clear();
+      }
+    }  // an unknown model goes in as is: the cluster answers NOT_FOUND
+    cluster->Infer(model, std::move(input), 0,
+                   [&printer, line_no, model, seq2seq](StatusOr<RequestResult> r) {
+                     printer.Answer(line_no, model, seq2seq, r);
+                   });
+  }
+  if (reader.woken()) std::fprintf(stderr, "cellserve serve: signal: draining requests in flight\n");
+  cluster->Stop();  // drains: every accepted request is answered (and printed) before it returns
+  const ClusterReport report = cluster->Report();
+  cluster.reset();
+  close_wake();
+  std::fprintf(stderr, "cellserve serve: %lld line(s): %lld completed, %lld failed, %lld rejected\n",
+               static_cast<long long>(line_no), static_cast<long long>(report.completed),
+               static_cast<long long>(report.failed), static_cast<long long>(report.rejected));
+  return 0;
+}
+
+}  // namespace cellserve::tools
