@@ -174,10 +174,15 @@ cmd_corpus() {
 cmd_demo() {
   cmd_build
   # The State of the Union corpus, unless the caller brings a --corpus of their own.
-  local run_args=(--corpus "$CORPUS_FILE") arg
+  local run_args=(--corpus "$CORPUS_FILE") arg corpus="$CORPUS_FILE" next_is_corpus=0
   for arg in "$@"; do
+    if ((next_is_corpus)); then
+      corpus="$arg"
+      next_is_corpus=0
+    fi
     if [[ "$arg" == --corpus || "$arg" == --corpus=* ]]; then
       run_args=()
+      if [[ "$arg" == --corpus=* ]]; then corpus="${arg#--corpus=}"; else next_is_corpus=1; fi
     fi
   done
   if ((${#run_args[@]} > 0)); then
@@ -191,6 +196,18 @@ cmd_demo() {
   fi
   section "running sentences through the model"
   "$CELLSERVE" run --model-repo "$DEMO_REPO" --model sentiment "${run_args[@]}" --sentences 20 "$@"
+
+  # A short version of the benchmark (docs/BENCHMARKS.md has the full one): cellular against
+  # padded batching, 3 s per offered load; the table goes to stdout, progress to stderr.
+  section "benchmark: cellular vs padded batching, 2 devices, open-loop Poisson load (about a minute)"
+  rm -f "$BUILD_DIR/demo-bench.png"
+  "$CELLSERVE" bench --model-repo "$DEMO_REPO" --model sentiment --corpus "$corpus" \
+    --policy cellular,padded --rates auto --duration-s 3 --devices 2 \
+    --json "$BUILD_DIR/demo-bench.json" --plot "$BUILD_DIR/demo-bench.png"
+  echo "results: $BUILD_DIR/demo-bench.json"
+  if [[ -f "$BUILD_DIR/demo-bench.png" ]]; then
+    echo "plot:    $BUILD_DIR/demo-bench.png"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------
