@@ -29,7 +29,7 @@ REPO="$WORK/models"
 check "top-level help" 0 "model" -- "$CELLSERVE" --help
 check "no command is a usage error" 2 "usage" -- "$CELLSERVE"
 check "unknown command" 2 "unknown command" -- "$CELLSERVE" frobnicate
-for sub in "model init" "model show" "model list" "run" "corpus"; do
+for sub in "model init" "model show" "model list" "run" "corpus" "serve" "bench"; do
   # shellcheck disable=SC2086
   check "$sub --help" 0 "usage: cellserve $sub" -- "$CELLSERVE" $sub --help
 done
@@ -77,6 +77,25 @@ check "run: truncated weights are a clear error" 1 "INVALID_ARGUMENT.*weights.sa
 check "corpus from a folder" 0 "2 sentences" -- bash -c \
   "mkdir -p '$WORK/txt' && echo 'First sentence. Second one!' > '$WORK/txt/a.txt' &&
    '$CELLSERVE' corpus --input '$WORK/txt' --out '$WORK/s.txt'"
+
+# serve: requests on stdin, one JSON answer per line, errors as typed codes, drain at EOF.
+check "serve answers every line" 0 '"line":1,"model":"cls","label"' -- bash -c \
+  "printf 'cls\tThe state of the Union is strong.\nnope\thello\ncls\t\n' |
+   '$CELLSERVE' serve --model-repo '$REPO' --models cls --devices 2"
+check "serve: unknown model is NOT_FOUND" 0 '"line":2,"error":\{"code":"NOT_FOUND"' -- bash -c \
+  "printf 'cls\tok\nnope\thello\n' | '$CELLSERVE' serve --model-repo '$REPO' --models cls"
+check "serve: empty text is INVALID_ARGUMENT" 0 '"line":1,"error":\{"code":"INVALID_ARGUMENT"' -- bash -c \
+  "printf 'cls\t\n' | '$CELLSERVE' serve --model-repo '$REPO' --models cls"
+check "serve: bad policy is a clear error" 1 "unknown policy 'fifo'" -- \
+  "$CELLSERVE" serve --model-repo "$REPO" --policy fifo
+
+# bench: a short open-loop run per policy writes the JSON rows users and scripts rely on.
+printf '%s\n' "${SENTENCES[@]}" "One more sentence for the corpus." "And a last one." > "$WORK/corpus.txt"
+check "bench writes its rows" 0 '"policy": *"padded"' -- bash -c \
+  "'$CELLSERVE' bench --model-repo '$REPO' --model cls --policy cellular,padded --corpus '$WORK/corpus.txt' \
+     --rates 20 --duration-s 1 --devices 1 --floor-runs 3 --json '$WORK/bench.json' >/dev/null 2>&1 &&
+   cat '$WORK/bench.json'"
+check "bench: rows have the documented keys" 0 "p99_ms" -- cat "$WORK/bench.json"
 
 echo "$pass passed, $failures failed"
 [[ "$failures" == 0 ]]
