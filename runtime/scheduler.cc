@@ -35,7 +35,7 @@ struct Request {
   uint32_t index = 0;                       // position in the slab (stable)
   RequestId id = 0;
   uint64_t seq = 0;                         // admission order: smaller is older
-  std::unique_ptr<RequestGraph> graph;
+  std::shared_ptr<RequestGraph> graph;
   int64_t arrival_us = 0, deadline_us = 0;
   std::vector<SlotId> slot;                 // per cell; -1 when it holds none
   std::vector<int32_t> pending;             // per cell: inputs not yet submitted
@@ -130,7 +130,8 @@ struct Scheduler::Impl {
   Impl(const Model* m, SchedulerOptions o, const Clock* c)
       : model(m), options(std::move(o)), clock(c), pool(options.state_slots),
         ready(m->cell_types().size()) {
-    pad_slot = pool.Allocate(1).value();    // never freed: the target of padding rows
+    if (options.policy == Policy::kPadded || options.policy == Policy::kBucketed)
+      pad_slot = pool.Allocate(1).value();  // never freed: the target of padding rows
   }
 
   Request* Find(RequestId id) {
@@ -451,7 +452,7 @@ StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model* model, Sched
 Scheduler::Scheduler(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Scheduler::~Scheduler() = default;
 
-Status Scheduler::Admit(RequestId id, std::unique_ptr<RequestGraph> graph, int64_t deadline_us) {
+Status Scheduler::Admit(RequestId id, std::shared_ptr<RequestGraph> graph, int64_t deadline_us) {
   Impl& s = *impl_;
   if (!graph || &graph->model() != s.model) return InvalidArgument("request graph is for another model");
   if (s.by_id.count(id)) return InvalidArgument("request id " + std::to_string(id) + " is already in");
@@ -517,7 +518,7 @@ int64_t Scheduler::NextWakeupMicros() const {
 int Scheduler::rounds_in_flight() const { return static_cast<int>(impl_->rounds.size()); }
 int64_t Scheduler::requests_in() const { return static_cast<int64_t>(impl_->by_id.size()); }
 int64_t Scheduler::outstanding_cells() const { return impl_->outstanding; }
-int32_t Scheduler::slots_in_use() const { return impl_->pool.used() - 1; }  // less the pad slot
+int32_t Scheduler::slots_in_use() const { return impl_->pool.used() - (impl_->pad_slot >= 0 ? 1 : 0); }
 SlotId Scheduler::pad_slot() const { return impl_->pad_slot; }
 const SchedulerStats& Scheduler::stats() const { return impl_->stats; }
 const SchedulerOptions& Scheduler::options() const { return impl_->options; }

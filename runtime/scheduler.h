@@ -51,7 +51,8 @@ struct SchedulerOptions {
   Policy policy = Policy::kCellular;
   // Rounds submitted and not finished at most. Must be >= 1. Default 5 (the BatchMaker paper).
   int lookahead = 5;
-  // State slots on the device for this model (one is kept for padding rows). Must be >= 2.
+  // State slots on the device for this model (padded and bucketed keep one for padding rows).
+  // Must be >= 2.
   int32_t state_slots = 1 << 16;
   // Requests admitted and unfinished at most; Admit beyond is RESOURCE_EXHAUSTED. Must be >= 1.
   int64_t max_requests = 4096;
@@ -98,10 +99,11 @@ class Scheduler {
                                                      const Clock* clock);
   ~Scheduler();
 
-  // Takes ownership of the request's graph. deadline_us: absolute (Clock micros), 0 for none.
+  // Takes (shared) ownership of the request's graph; the scheduler is its only user until the
+  // request is answered. deadline_us: absolute (Clock micros), 0 for none.
   // RESOURCE_EXHAUSTED when max_requests are in; INVALID_ARGUMENT for a duplicate id or a graph
   // of another model. Arrival time is the clock's now.
-  Status Admit(RequestId id, std::unique_ptr<RequestGraph> graph, int64_t deadline_us = 0);
+  Status Admit(RequestId id, std::shared_ptr<RequestGraph> graph, int64_t deadline_us = 0);
 
   // The next round to submit, or nullopt: nothing ready, lookahead full, or a padded group is
   // still waiting to form (see NextWakeupMicros).
@@ -131,7 +133,7 @@ class Scheduler {
   int64_t requests_in() const;         // admitted, unfinished
   int64_t outstanding_cells() const;   // cells of unfinished requests not yet submitted
   int32_t slots_in_use() const;       // by requests (the padding slot not counted)
-  SlotId pad_slot() const;             // the slot padding rows write (never read by real rows)
+  SlotId pad_slot() const;             // the slot padding rows write (padded, bucketed), or -1
   const SchedulerStats& stats() const;
   const SchedulerOptions& options() const;
 

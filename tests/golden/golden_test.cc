@@ -94,7 +94,7 @@ TEST_P(GoldenTest, MatchesPyTorchAloneAndBatched) {
     SyncExecutor executor(&backend, model->get(), slots);
     auto results = executor.Run(one);
     CheckResult(spec, results[0], cases[i].expected, GetParam() + " case " + std::to_string(i) + " alone");
-    EXPECT_EQ(executor.pool().used(), 0) << "slots leaked";
+    EXPECT_EQ(executor.slots_in_use(), 0) << "slots leaked";
   }
   // All together.
   std::vector<std::unique_ptr<RequestGraph>> all;
@@ -103,7 +103,7 @@ TEST_P(GoldenTest, MatchesPyTorchAloneAndBatched) {
   auto results = executor.Run(all);
   for (size_t i = 0; i < cases.size(); ++i)
     CheckResult(spec, results[i], cases[i].expected, GetParam() + " case " + std::to_string(i) + " batched");
-  EXPECT_EQ(executor.pool().used(), 0) << "slots leaked";
+  EXPECT_EQ(executor.slots_in_use(), 0) << "slots leaked";
   EXPECT_LT(executor.stats().batches, executor.stats().cells) << "cells were never batched together";
 }
 

