@@ -19,6 +19,7 @@
 #include "runtime/cell_graph.h"
 #include "runtime/device.h"
 #include "runtime/model_repository.h"
+#include "tests/unit/common/random_model.h"
 #include "runtime/sync_executor.h"
 #include "runtime/text.h"
 
@@ -41,11 +42,7 @@ inline ModelSpec SmallSpec(const std::string& name, ModelKind kind, int64_t hidd
 }
 
 inline std::shared_ptr<const Model> MakeModel(const ModelSpec& spec, uint64_t seed = 7) {
-  auto w = RandomWeights(spec, seed, 0.5f);
-  if (!w.ok()) throw std::runtime_error(w.status().ToString());
-  auto m = Model::Create(spec, *w);
-  if (!m.ok()) throw std::runtime_error(m.status().ToString());
-  return *m;
+  return testutil::RandomModel(spec, seed);
 }
 
 // Deterministic pseudo-random token sequence of `n` tokens in [kFirstWordId, vocab).

@@ -3,7 +3,7 @@
 
 #include <memory>
 
-#include "runtime/model_repository.h"
+#include "tests/unit/common/random_model.h"
 
 namespace cellserve::testing_models {
 
@@ -21,8 +21,7 @@ inline std::shared_ptr<const Model> Make(ModelKind kind, int64_t hidden = 32, in
   spec.max_decode_len = 20;
   spec.max_input_tokens = 200;
   spec.max_batch = max_batch;
-  auto weights = RandomWeights(spec, seed, 0.5f);
-  return Model::Create(spec, weights.value()).value();
+  return testutil::RandomModel(spec, seed);
 }
 
 }  // namespace cellserve::testing_models

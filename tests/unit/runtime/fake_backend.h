@@ -24,6 +24,7 @@
 #include "runtime/cell_graph.h"
 #include "runtime/model.h"
 #include "runtime/model_repository.h"
+#include "tests/unit/common/random_model.h"
 
 namespace cellserve::runtime_testing {
 
@@ -48,11 +49,7 @@ inline ModelSpec SmallSpec(ModelKind kind, int64_t layers = 2, int64_t max_batch
 }
 
 inline std::shared_ptr<const Model> MakeModel(const ModelSpec& spec, uint64_t seed = 1) {
-  StatusOr<SafetensorsFile> w = RandomWeights(spec, seed, 0.5f);
-  if (!w.ok()) throw std::runtime_error("RandomWeights: " + w.status().ToString());
-  StatusOr<std::shared_ptr<const Model>> m = Model::Create(spec, *w);
-  if (!m.ok()) throw std::runtime_error("Model::Create: " + m.status().ToString());
-  return *m;
+  return testutil::RandomModel(spec, seed);
 }
 
 inline std::unique_ptr<RequestGraph> MustBuild(std::shared_ptr<const Model> model,
