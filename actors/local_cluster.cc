@@ -135,9 +135,12 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     impl->models.push_back(std::move(model));
   }
 
+  // The devices share one copy of the packed weights (they share the machine's memory and cache).
+  auto weight_cache = std::make_shared<cpu::PackedWeightCache>();
   for (int i = 0; i < options.devices; ++i) {
     cpu::CpuBackendOptions backend;
     backend.blas_threads = options.blas_threads;
+    backend.weight_cache = weight_cache;
     ASSIGN_OR_RETURN(auto device, cpu::CpuDevice::Create("cpu:" + std::to_string(i), backend));
     impl->devices.push_back(std::move(device));
   }

@@ -33,7 +33,9 @@ std::shared_ptr<const Model> MakeModel(int64_t hidden, int64_t max_batch) {
 void BM_LstmStep(benchmark::State& state) {
   const int64_t B = state.range(0), H = state.range(1);
   auto model = MakeModel(H, B);
-  cpu::CpuBackend backend({/*blas_threads=*/1});
+  cpu::CpuBackendOptions options;
+  options.blas_threads = 1;
+  cpu::CpuBackend backend(options);
   const int32_t slots = static_cast<int32_t>(4 * B);
   if (!backend.RegisterModel(*model, slots).ok()) state.SkipWithError("register failed");
   CellBatch batch;

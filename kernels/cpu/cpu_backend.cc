@@ -17,9 +17,31 @@ void CopyOrZero(const float* src, int64_t n, float* dst) {
   else std::memset(dst, 0, static_cast<size_t>(n) * sizeof(float));
 }
 
+std::shared_ptr<const PackedWeightCache::Weights> Pack(const Model& model) {
+  auto weights = std::make_shared<PackedWeightCache::Weights>();
+  for (const CellType& t : model.cell_types())
+    weights->emplace_back(t.weight->data(), t.weight->dim(0), t.weight->dim(1));
+  return weights;
+}
+
 }  // namespace
 
-CpuBackend::CpuBackend(CpuBackendOptions options) {
+std::shared_ptr<const PackedWeightCache::Weights> PackedWeightCache::Get(const Model& model) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::weak_ptr<const Weights>& entry = entries_[&model];
+  if (auto weights = entry.lock()) return weights;
+  auto weights = Pack(model);  // under the lock: a second device waits rather than packs again
+  entry = weights;
+  ++packs_;
+  return weights;
+}
+
+int64_t PackedWeightCache::packs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return packs_;
+}
+
+CpuBackend::CpuBackend(CpuBackendOptions options) : weight_cache_(std::move(options.weight_cache)) {
   if (options.blas_threads > 0) openblas_set_num_threads(options.blas_threads);
 }
 
@@ -29,9 +51,7 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   s.slots = slots;
   s.hidden = model.spec().hidden;
   s.storage.assign(static_cast<size_t>(slots) * 2 * s.hidden, 0.0f);
-  s.packed.clear();
-  for (const CellType& t : model.cell_types())
-    s.packed.emplace_back(t.weight->data(), t.weight->dim(0), t.weight->dim(1));
+  s.packed = weight_cache_ ? weight_cache_->Get(model) : Pack(model);
   return OkStatus();
 }
 
@@ -89,7 +109,7 @@ void CpuBackend::RunLstm(const CellType& type, const CellBatch& batch, ModelStat
     CopyOrZero(src, in, x);
     CopyOrZero(h_of(row.state_slot[0]), H, x + in);
   }
-  GemmPacked(B, x_.data(), K, state.packed[batch.type], gates_.data(), G);
+  GemmPacked(B, x_.data(), K, (*state.packed)[batch.type], gates_.data(), G);
   zeros_.resize(static_cast<size_t>(H), 0.0f);
   for (int64_t r = 0; r < B; ++r) {
     const CellRow& row = batch.rows[r];
@@ -106,7 +126,7 @@ void CpuBackend::RunTreeLeaf(const CellType& type, const CellBatch& batch, Model
   gates_.resize(static_cast<size_t>(B * G));
   for (int64_t r = 0; r < B; ++r)
     std::memcpy(x_.data() + r * E, type.embedding->data() + batch.rows[r].token * E, E * sizeof(float));
-  GemmPacked(B, x_.data(), E, state.packed[batch.type], gates_.data(), G);
+  GemmPacked(B, x_.data(), E, (*state.packed)[batch.type], gates_.data(), G);
   float* slots = state.storage.data();
   for (int64_t r = 0; r < B; ++r) {
     float* out = slots + batch.rows[r].out_slot * 2 * H;
@@ -128,7 +148,7 @@ void CpuBackend::RunTreeInternal(const CellType& type, const CellBatch& batch, M
     CopyOrZero(h_of(row.state_slot[0]), H, x_.data() + r * K);
     CopyOrZero(h_of(row.state_slot[1]), H, x_.data() + r * K + H);
   }
-  GemmPacked(B, x_.data(), K, state.packed[batch.type], gates_.data(), G);
+  GemmPacked(B, x_.data(), K, (*state.packed)[batch.type], gates_.data(), G);
   for (int64_t r = 0; r < B; ++r) {
     const CellRow& row = batch.rows[r];
     float* out = slots + row.out_slot * 2 * H;
@@ -145,7 +165,7 @@ BatchOutput CpuBackend::RunHead(const CellType& type, const CellBatch& batch, co
   const float* slots = state.storage.data();
   for (int64_t r = 0; r < B; ++r)
     std::memcpy(x_.data() + r * H, slots + batch.rows[r].x_slot * 2 * H, H * sizeof(float));
-  GemmPacked(B, x_.data(), H, state.packed[batch.type], gates_.data(), N);
+  GemmPacked(B, x_.data(), H, (*state.packed)[batch.type], gates_.data(), N);
   BatchOutput out;
   out.argmax.resize(B);
   out.max_value.resize(B);

@@ -6,10 +6,14 @@
 // State storage: per registered model, `slots` rows of [h | c] (2H floats each), zero-initialised.
 // Owns its scratch buffers, so one thread at a time may call it; several CpuBackends may run on
 // several threads. OpenBLAS's thread count is process-wide and set from the options.
+// Packed weights are immutable, so CPU devices of one process share them through a
+// PackedWeightCache (one copy of the weights in memory and in the shared cache, not one per
+// device); without a cache each backend packs its own.
 #pragma once
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/cpu/packed_gemm.h"
@@ -17,10 +21,29 @@
 
 namespace cellserve::cpu {
 
+// The packed gate/head weights of each model, shared by the backends that hold the cache.
+// Thread-safe. An entry lives while some backend holds it (the cache keeps weak references).
+// Keyed by the Model's address, which is stable while the model is registered anywhere (the
+// Backend contract: a registered model outlives its registration).
+class PackedWeightCache {
+ public:
+  using Weights = std::vector<PackedMatrix>;  // one per cell type, in Model::cell_types() order
+  std::shared_ptr<const Weights> Get(const Model& model);
+  // Models packed so far (for tests: shared devices pack once).
+  int64_t packs() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<const Model*, std::weak_ptr<const Weights>> entries_;  // guarded by mu_
+  int64_t packs_ = 0;                                             // guarded by mu_
+};
+
 struct CpuBackendOptions {
   // OpenBLAS threads for this process (openblas_set_num_threads; OpenBLAS serves the baselines
   // and benchmarks). 0 leaves it unchanged. Default 1: one device per core.
   int blas_threads = 1;
+  // Where packed weights come from; null = this backend packs its own copy.
+  std::shared_ptr<PackedWeightCache> weight_cache;
 };
 
 class CpuBackend final : public Backend {
@@ -36,7 +59,7 @@ class CpuBackend final : public Backend {
     int32_t slots = 0;
     int64_t hidden = 0;
     std::vector<float> storage;  // [slots, 2H]: h then c
-    std::vector<PackedMatrix> packed;  // per cell type: its weight, packed for GemmPacked
+    std::shared_ptr<const PackedWeightCache::Weights> packed;  // per cell type, for GemmPacked
   };
   Status CheckBatch(const CellBatch& batch, const ModelState& state) const;
   void RunLstm(const CellType& type, const CellBatch& batch, ModelState& state);
@@ -44,6 +67,7 @@ class CpuBackend final : public Backend {
   void RunTreeInternal(const CellType& type, const CellBatch& batch, ModelState& state);
   BatchOutput RunHead(const CellType& type, const CellBatch& batch, const ModelState& state);
 
+  std::shared_ptr<PackedWeightCache> weight_cache_;
   std::map<const Model*, ModelState> models_;
   std::vector<float> x_;      // gathered inputs [B, K]
   std::vector<float> gates_;  // GEMM output [B, outputs]

@@ -206,5 +206,23 @@ TEST(CpuBackend, RejectsMalformedBatches) {
   EXPECT_EQ(backend.ReadSlot(*model, 8).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(CpuBackend, DevicesSharingAWeightCachePackOnceAndComputeTheSame) {
+  auto model = Make(ModelKind::kLstm, 16, 1);
+  auto cache = std::make_shared<cpu::PackedWeightCache>();
+  cpu::CpuBackendOptions shared;
+  shared.weight_cache = cache;
+  cpu::CpuBackend a(shared), b(shared), own;
+  for (cpu::CpuBackend* backend : {&a, &b, &own}) ASSERT_TRUE(backend->RegisterModel(*model, 4).ok());
+  EXPECT_EQ(cache->packs(), 1);
+  CellRow row;
+  row.token = 5;
+  row.out_slot = 2;
+  for (cpu::CpuBackend* backend : {&a, &b, &own})
+    ASSERT_TRUE(backend->Run({model.get(), model->layer_type(0), {row}}).ok());
+  auto want = own.ReadSlot(*model, 2).value();
+  EXPECT_EQ(a.ReadSlot(*model, 2).value(), want);
+  EXPECT_EQ(b.ReadSlot(*model, 2).value(), want);
+}
+
 }  // namespace
 }  // namespace cellserve
