@@ -52,6 +52,7 @@ struct LocalCluster::Impl {
   mutable std::shared_mutex life_mu;
   bool running = false;  // GUARDED_BY(life_mu)
 
+  std::atomic<ClusterState> state{ClusterState::kServing};
   std::mutex stop_mu;    // one Stop at a time
   bool stopped = false;  // GUARDED_BY(stop_mu)
   mutable std::mutex report_mu;
@@ -183,8 +184,17 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   return std::unique_ptr<LocalCluster>(new LocalCluster(std::move(impl)));
 }
 
+const char* ClusterStateName(ClusterState state) {
+  switch (state) {
+    case ClusterState::kServing: return "serving";
+    case ClusterState::kDraining: return "draining";
+    case ClusterState::kStopped: return "stopped";
+  }
+  return "unknown";
+}
+
 uint64_t LocalCluster::Infer(const std::string& model, RequestInput input, int64_t deadline_us,
-                             InferCallback done) {
+                             InferCallback done, TokenCallback on_token) {
   Impl& s = *impl_;
   const uint64_t id = s.next_id.fetch_add(1);
   auto reply = std::make_shared<actors::ReplySlot>(id, std::move(done), s.counters);
@@ -192,7 +202,8 @@ uint64_t LocalCluster::Infer(const std::string& model, RequestInput input, int64
     std::shared_lock<std::shared_mutex> lock(s.life_mu);
     if (s.running) {
       caf::anon_send(s.node, actors::infer_atom::value,
-                     actors::InferMsg{id, model, std::move(input), deadline_us, std::move(reply)});
+                     actors::InferMsg{id, model, std::move(input), deadline_us, std::move(reply),
+                                      std::move(on_token)});
       return id;
     }
   }
@@ -225,12 +236,21 @@ ClusterReport LocalCluster::Report() const {
   return r;
 }
 
+std::vector<ModelSpec> LocalCluster::Models() const {
+  std::vector<ModelSpec> specs;
+  for (const auto& m : impl_->models) specs.push_back(m->spec());
+  return specs;
+}
+
+ClusterState LocalCluster::state() const { return impl_->state.load(); }
+
 void LocalCluster::Stop() {
   if (!impl_) return;
   Impl& s = *impl_;
   std::lock_guard<std::mutex> stop_lock(s.stop_mu);
   if (s.stopped) return;
   s.stopped = true;
+  s.state = ClusterState::kDraining;
   bool running;
   {
     std::shared_lock<std::shared_mutex> lock(s.life_mu);
@@ -257,6 +277,7 @@ void LocalCluster::Stop() {
   }
   // 3. Actors, devices, actor system, in that order.
   s.Shutdown();
+  s.state = ClusterState::kStopped;
 }
 
 }  // namespace cellserve

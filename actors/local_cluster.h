@@ -43,6 +43,14 @@ struct ClusterReport {
 };
 
 using InferCallback = std::function<void(StatusOr<RequestResult>)>;
+// Streaming: each decoder token (seq2seq), in order, before the InferCallback; on an actor thread,
+// must not block.
+using TokenCallback = std::function<void(int32_t token)>;
+
+// kServing: taking requests. kDraining: Stop has begun; new requests are answered UNAVAILABLE,
+// accepted ones finish. kStopped: nothing runs.
+enum class ClusterState { kServing, kDraining, kStopped };
+const char* ClusterStateName(ClusterState state);  // "serving", "draining", "stopped"
 
 class LocalCluster {
  public:
@@ -55,12 +63,16 @@ class LocalCluster {
   // INVALID_ARGUMENT (bad input), RESOURCE_EXHAUSTED (queues or pool full, at once),
   // DEADLINE_EXCEEDED, CANCELLED (Cancel or Stop), INTERNAL. deadline_us: absolute
   // SteadyClock micros, 0 = none. Returns an id for Cancel.
-  uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done);
+  uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done,
+                 TokenCallback on_token = nullptr);
   // Cancels a request (its cells leave the queues, its slots are freed); it is answered CANCELLED
   // unless it already finished.
   void Cancel(uint64_t id);
 
   ClusterReport Report() const;
+  // The specs of the models it serves (fixed after Start).
+  std::vector<ModelSpec> Models() const;
+  ClusterState state() const;
   void Stop();
 
  private:

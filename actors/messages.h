@@ -59,6 +59,8 @@ using cancel_all_atom = caf::atom_constant<caf::atom("cancel_all")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 
 using InferDone = std::function<void(StatusOr<RequestResult>)>;
+// Called with each decoder token (seq2seq) in order, before the answer; on an actor thread.
+using TokenSink = std::function<void(int32_t token)>;
 
 // Counters of one cluster, shared by its actors and read by LocalCluster::Report. `unanswered`
 // (requests handed in and not answered yet) is what Stop waits on.
@@ -145,6 +147,7 @@ struct InferMsg {
   RequestInput input;
   int64_t deadline_us = 0;              // absolute, the cluster's clock; 0 = none
   std::shared_ptr<ReplySlot> reply;
+  TokenSink on_token;                   // may be empty
 };
 
 // The graph travels as a box so the unique_ptr can be moved out of a (copy-on-write) message.

@@ -17,7 +17,8 @@ struct RequestState {
   caf::actor worker;
   int worker_index = 0;
   caf::actor node;
-  std::vector<int32_t> tokens;           // decoder tokens heard so far (streaming goes here)
+  std::vector<int32_t> tokens;           // decoder tokens heard so far
+  TokenSink on_token;                    // streams them, if the caller asked
   bool cancel_sent = false;
   bool finished = false;
 
@@ -46,6 +47,7 @@ struct RequestState {
       switch (e.kind) {
         case RequestEvent::Kind::kToken:
           tokens.push_back(e.token);
+          if (on_token) on_token(e.token);
           break;
         case RequestEvent::Kind::kDone:
           Finish(std::move(e.result), AnswerKind::kRan);
@@ -66,6 +68,7 @@ caf::behavior RequestActor(caf::stateful_actor<RequestState>* self, std::shared_
   st.worker = setup->worker;
   st.worker_index = setup->worker_index;
   st.node = setup->node;
+  st.on_token = std::move(setup->msg.on_token);
 
   auto graph = BuildRequestGraph(setup->model, setup->msg.input);
   if (!graph.ok()) {

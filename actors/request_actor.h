@@ -2,7 +2,7 @@
 // it picked. It builds the request's cell graph (BuildRequestGraph: bad input is answered
 // INVALID_ARGUMENT at once), holds the deadline and the reply, sends the graph (moved) to its
 // worker in ONE admit message, and then listens:
-//   update (from the worker)  tokens are collected (the place to stream them); kDone/kFailed answer
+//   update (from the worker)  tokens are collected and streamed to msg.on_token; kDone/kFailed answer
 //   cancel (from the node)    asks the worker to cancel with CANCELLED
 //   its deadline timer        asks the worker to cancel with DEADLINE_EXCEEDED (the scheduler also
 //                             expires deadlines itself; whichever comes first answers)

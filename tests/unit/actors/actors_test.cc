@@ -87,7 +87,7 @@ class ActorTest : public ::testing::Test {
   uint64_t Infer(const std::string& model, RequestInput in, int64_t deadline_us = 0) {
     const uint64_t id = next_id_++;
     auto reply = std::make_shared<ReplySlot>(id, answers_.For(id), counters_);
-    caf::anon_send(node_, infer_atom::value, InferMsg{id, model, std::move(in), deadline_us, std::move(reply)});
+    caf::anon_send(node_, infer_atom::value, InferMsg{id, model, std::move(in), deadline_us, std::move(reply), nullptr});
     return id;
   }
 

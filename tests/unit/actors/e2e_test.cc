@@ -315,6 +315,39 @@ TEST_F(ActorClusterTest, OverloadIsResourceExhaustedAtOnce) {
   EXPECT_GE((*cluster)->Report().rejected, exhausted);
 }
 
+TEST_F(ActorClusterTest, StreamsDecoderTokensInOrderBeforeTheAnswer) {
+  auto cluster = LocalCluster::Start(Options(1));
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  EXPECT_EQ((*cluster)->state(), ClusterState::kServing);
+  std::vector<std::string> names;
+  for (const ModelSpec& spec : (*cluster)->Models()) names.push_back(spec.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"lstm", "seq2seq", "treelstm"}));
+  Reference ref(repo_->dir());
+  constexpr int kN = 8;
+  std::mutex mu;
+  std::vector<std::vector<int32_t>> streamed(kN);
+  std::vector<bool> answered_before_last_token(kN, false);
+  Answers answers;
+  for (int i = 0; i < kN; ++i) {
+    (*cluster)->Infer("seq2seq", InputFor(ref.model("seq2seq"), Tokens(3 + i, i, 500)), 0, answers.For(i),
+                      [&, i](int32_t token) {
+                        std::lock_guard<std::mutex> lock(mu);
+                        if (answers.Count(i) > 0) answered_before_last_token[i] = true;
+                        streamed[i].push_back(token);
+                      });
+  }
+  ASSERT_TRUE(answers.WaitTotal(kN, kWait));
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(answers.Get(i).ok()) << answers.Get(i).status().ToString();
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(streamed[i], answers.Get(i)->tokens) << "request " << i;
+    EXPECT_FALSE(answered_before_last_token[i]);
+    EXPECT_FALSE(streamed[i].empty());
+  }
+  (*cluster)->Stop();
+  EXPECT_EQ((*cluster)->state(), ClusterState::kStopped);
+}
+
 TEST_F(ActorClusterTest, StopDrainsRequestsInFlight) {
   auto cluster = LocalCluster::Start(Options(2));
   ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
