@@ -4,7 +4,7 @@
 
 namespace cellserve::rpc {
 
-struct KjInbox::Shared {
+struct KjInbox::Sender::Shared {
   std::mutex mu;
   std::deque<Task> queue;                                    // GUARDED_BY(mu)
   kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake;       // GUARDED_BY(mu); null while awake
@@ -16,7 +16,11 @@ KjInbox::KjInbox() : shared_(std::make_shared<Shared>()) {}
 
 KjInbox::~KjInbox() { Close(); }
 
-bool KjInbox::Post(Task task) {
+KjInbox::Sender KjInbox::sender() const { return Sender(shared_); }
+
+bool KjInbox::Post(Task task) { return Sender(shared_).Post(std::move(task)); }
+
+bool KjInbox::Sender::Post(Task task) const {
   std::lock_guard<std::mutex> lock(shared_->mu);
   if (shared_->closed) return false;
   shared_->queue.push_back(std::move(task));

@@ -2,10 +2,10 @@
 // without blocking either side. Post() may be called from any thread: it queues a function and
 // wakes the loop with a kj cross-thread fulfiller; the loop runs queued functions in order, on
 // its own thread, from the task started by Run(). Nothing is ever run on the posting thread.
-// Ownership: created, run and destroyed on the kj loop's thread. Post() after Close() (or after
-// destruction began) drops the function (it is destroyed on the posting thread); owners that
-// post into a closing loop must tolerate that (the RPC server closes its inbox only after the
-// cluster has stopped answering).
+// Ownership: created, run and destroyed on the kj loop's thread. Other threads post through a
+// Sender, a cheap copyable handle that stays safe to use after the inbox is gone: a post after
+// Close() (or after destruction) returns false and drops the function (destroyed on the posting
+// thread, so it must not capture kj objects; capture plain values and ids instead).
 #pragma once
 
 #include <deque>
@@ -28,6 +28,19 @@ class KjInbox {
   // the loop's thread, and keep the promise (e.g. in a kj::TaskSet or .eagerlyEvaluate()).
   kj::Promise<void> Run();
 
+  // Posts from any thread, also after the inbox is destroyed (then Post returns false).
+  class Sender {
+   public:
+    bool Post(Task task) const;
+
+   private:
+    friend class KjInbox;
+    struct Shared;
+    explicit Sender(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+    std::shared_ptr<Shared> shared_;
+  };
+  Sender sender() const;
+
   // Any thread. Returns false if the inbox is closed (the function was not queued).
   bool Post(Task task);
 
@@ -38,7 +51,7 @@ class KjInbox {
   uint64_t posted() const;
 
  private:
-  struct Shared;
+  using Shared = Sender::Shared;
   std::shared_ptr<Shared> shared_;
   kj::Promise<void> Drain();
 };

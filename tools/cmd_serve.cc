@@ -1,5 +1,8 @@
 // `cellserve serve`: the whole serving stack in one process (DESIGN.md §6): a LocalCluster with one
-// worker per CPU device. Until the RPC front door exists it reads requests from stdin, one per
+// worker per CPU device, behind the Cap'n Proto RPC front door (schema/rpc_server.h) on --listen
+// (default 127.0.0.1:7410). SIGTERM or SIGINT: health says draining, new calls are answered
+// UNAVAILABLE, every accepted request is answered, then the port closes and it exits 0.
+// With --stdin it reads requests from stdin instead, one per
 // line, `MODEL<TAB>text`, keeps many in flight at once, and prints one JSON line per answer, as
 // answers come (not in input order; each carries its 1-based line number):
 //   {"line": 3, "model": "sentiment", "label": 1, "logits": [0.12, -0.40]}
@@ -25,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/local_cluster.h"
+#include "schema/rpc_server.h"
 #include "runtime/model_repository.h"
 #include "runtime/model_spec.h"
 #include "runtime/scheduler.h"
@@ -140,14 +144,49 @@ void OnStopSignal(int) {
   errno = saved;
 }
 
+// Serves RPC until a signal arrives on the self-pipe, then drains.
+int ServeRpc(LocalCluster& cluster, rpc::RpcServerOptions options, const std::string& port_file) {
+  auto server = rpc::RpcServer::Start(&cluster, options);
+  if (!server.ok()) return Fail(server.status());
+  const std::string host = options.listen.substr(0, options.listen.rfind(':'));
+  std::fprintf(stderr, "cellserve serve: listening on %s:%d (Cap'n Proto RPC; SIGTERM drains and exits)\n",
+               host.c_str(), (*server)->port());
+  if (!port_file.empty()) {
+    const std::string tmp = port_file + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    if (!f || std::fprintf(f, "%d\n", (*server)->port()) < 0 || std::fclose(f) != 0 ||
+        std::rename(tmp.c_str(), port_file.c_str()) != 0)
+      return Fail(Internal("cannot write --port-file " + port_file + ": " + std::strerror(errno)));
+  }
+  for (;;) {
+    pollfd fd = {g_wake[0], POLLIN, 0};
+    if (poll(&fd, 1, -1) > 0) break;
+    if (errno != EINTR) return Fail(Internal(std::string("poll: ") + std::strerror(errno)));
+  }
+  std::fprintf(stderr, "cellserve serve: signal: draining requests in flight\n");
+  cluster.Stop();     // new calls are answered UNAVAILABLE; accepted requests finish
+  (*server)->Stop();  // replies go out, then connections close
+  const rpc::RpcServerStats stats = (*server)->stats();
+  const ClusterReport report = cluster.Report();
+  std::fprintf(stderr,
+               "cellserve serve: %lld call(s) on %lld connection(s): %lld completed, %lld failed, %lld rejected, "
+               "%lld cancelled by clients\n",
+               static_cast<long long>(stats.calls_total), static_cast<long long>(stats.connections_total),
+               static_cast<long long>(report.completed), static_cast<long long>(report.failed),
+               static_cast<long long>(report.rejected), static_cast<long long>(stats.client_cancels));
+  return 0;
+}
+
 }  // namespace
 
 int ServeCommand(int argc, char** argv) {
   Flags flags("serve",
               "Serves the models of a repository in this process: one worker per CPU device, cellular\n"
-              "batching. Reads requests from stdin, one per line: MODEL<TAB>text. Prints one JSON line\n"
-              "per answer (in completion order, each with its line number). EOF, SIGTERM or SIGINT:\n"
-              "stop taking requests, answer every request in flight, exit 0.");
+              "batching, behind the Cap'n Proto RPC port (--listen; schema/cellserve.capnp; try\n"
+              "`cellserve infer`, `cellserve health`). SIGTERM or SIGINT: health turns `draining`, new\n"
+              "calls are answered UNAVAILABLE, every request in flight is answered, then it exits 0.\n"
+              "With --stdin: no port; reads requests from stdin, one per line: MODEL<TAB>text, and prints\n"
+              "one JSON line per answer (in completion order, each with its line number); EOF also stops.");
   flags.Add("model-repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
       .Add("models", "", "comma-separated model names to serve (default: every model in the repository)")
       .Add("devices", "1", "CPU devices (one worker thread each)", false, "CELLSERVE_DEVICES")
@@ -156,7 +195,15 @@ int ServeCommand(int argc, char** argv) {
       .Add("lookahead", "5", "rounds in flight per device and model")
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
-      .Add("blas-threads", "1", "OpenBLAS threads (process-wide)");
+      .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
+      .Add("listen", "127.0.0.1:7410", "HOST:PORT of the RPC port (port 0: any free port; see --port-file)", false,
+           "CELLSERVE_LISTEN")
+      .Add("port-file", "", "write the RPC port's number to this file once it listens")
+      .Add("max-tokens", "4096", "tokens (or tree leaves) per request at most, on top of each model's own limit")
+      .Add("max-calls-per-connection", "1024", "infer calls served at once per connection (beyond: RESOURCE_EXHAUSTED)")
+      .Add("max-connections", "1024", "open RPC connections at most (beyond: closed at once)")
+      .Add("max-message-bytes", "16777216", "incoming RPC message size at most (beyond: capnp closes the connection)")
+      .AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
   LocalClusterOptions options;
@@ -165,7 +212,8 @@ int ServeCommand(int argc, char** argv) {
   auto policy = ParsePolicy(flags.Get("policy"));
   if (!policy.ok()) return Fail(policy.status());
   options.scheduler.policy = *policy;
-  for (const char* name : {"devices", "lookahead", "max-requests", "state-slots", "blas-threads"}) {
+  for (const char* name : {"devices", "lookahead", "max-requests", "state-slots", "blas-threads", "max-tokens",
+                           "max-calls-per-connection", "max-connections", "max-message-bytes"}) {
     auto v = flags.GetInt(name);
     if (!v.ok()) return Fail(v.status());
   }
@@ -218,6 +266,18 @@ int ServeCommand(int argc, char** argv) {
     return Fail(started.status());
   }
   std::unique_ptr<LocalCluster> cluster = std::move(started).value();
+  if (!flags.GetBool("stdin")) {
+    rpc::RpcServerOptions rpc_options;
+    rpc_options.listen = flags.Get("listen");
+    rpc_options.limits.max_tokens = *flags.GetInt("max-tokens");
+    rpc_options.max_calls_per_connection = *flags.GetInt("max-calls-per-connection");
+    rpc_options.max_connections = *flags.GetInt("max-connections");
+    rpc_options.max_message_bytes = *flags.GetInt("max-message-bytes");
+    const int rc = ServeRpc(*cluster, rpc_options, flags.Get("port-file"));
+    cluster.reset();
+    close_wake();
+    return rc;
+  }
   std::fprintf(stderr, "cellserve serve: %zu model(s) on %d device(s), policy %s; reading MODEL<TAB>text from stdin\n",
                specs.size(), options.devices, PolicyName(options.scheduler.policy));
 

@@ -81,11 +81,11 @@ check "corpus from a folder" 0 "2 sentences" -- bash -c \
 # serve: requests on stdin, one JSON answer per line, errors as typed codes, drain at EOF.
 check "serve answers every line" 0 '"line":1,"model":"cls","label"' -- bash -c \
   "printf 'cls\tThe state of the Union is strong.\nnope\thello\ncls\t\n' |
-   '$CELLSERVE' serve --model-repo '$REPO' --models cls --devices 2"
+   '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls --devices 2"
 check "serve: unknown model is NOT_FOUND" 0 '"line":2,"error":\{"code":"NOT_FOUND"' -- bash -c \
-  "printf 'cls\tok\nnope\thello\n' | '$CELLSERVE' serve --model-repo '$REPO' --models cls"
+  "printf 'cls\tok\nnope\thello\n' | '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls"
 check "serve: empty text is INVALID_ARGUMENT" 0 '"line":1,"error":\{"code":"INVALID_ARGUMENT"' -- bash -c \
-  "printf 'cls\t\n' | '$CELLSERVE' serve --model-repo '$REPO' --models cls"
+  "printf 'cls\t\n' | '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls"
 check "serve: bad policy is a clear error" 1 "unknown policy 'fifo'" -- \
   "$CELLSERVE" serve --model-repo "$REPO" --policy fifo
 

@@ -1,0 +1,418 @@
+// The server's kj thread owns everything kj: the listener, the connections (each a
+// TwoPartyVatNetwork + RpcSystem with its own Service), the table of calls waiting for the
+// cluster, and the KjInbox. Other threads touch only: the inbox's Sender (actor threads post
+// answers and tokens, the report thread posts health reports), the stop fulfiller (Stop), and
+// the atomic stats.
+#include "schema/rpc_server.h"
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <kj/debug.h>
+
+#include "runtime/clock.h"
+#include "schema/kj_inbox.h"
+
+namespace cellserve::rpc {
+
+namespace {
+
+struct AtomicStats {
+  std::atomic<int64_t> connections{0}, connections_total{0}, connections_refused{0};
+  std::atomic<int64_t> calls_in_flight{0}, calls_total{0}, client_cancels{0};
+  std::array<std::atomic<int64_t>, 8> errors_by_code{};
+};
+
+// What the cluster's answer brings back to a waiting call.
+struct Outcome {
+  StatusOr<RequestResult> result = Internal("no answer");
+  kj::Promise<void> tokens_sent = kj::READY_NOW;  // every streamed token delivered
+};
+
+// A call waiting for the cluster (kj thread only).
+struct PendingCall {
+  kj::Own<kj::PromiseFulfiller<Outcome>> done;
+  kj::Maybe<TokenSink::Client> sink;
+  kj::Promise<void> tokens_sent = kj::READY_NOW;
+  uint32_t next_token = 0;
+};
+
+// Runs LocalCluster::Report on its own thread (it waits for the workers) and hands each report
+// to a callback, which posts it into the kj loop.
+class ReportThread {
+ public:
+  explicit ReportThread(LocalCluster* cluster) : cluster_(cluster), thread_([this] { Loop(); }) {}
+  ~ReportThread() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void Ask(std::function<void(ClusterReport)> reply) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::move(reply));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      std::function<void(ClusterReport)> reply;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (stopping_) return;
+        reply = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      // Report uses a CAF scoped_actor, which (CAF 0.17.6) leaves state behind on its thread
+      // until that thread exits, and the actor system's destructor waits for it: measured here,
+      // `serve` hung at SIGTERM after one health call made from this long-lived thread. So each
+      // report runs on a thread of its own; one at a time, so a flood of health calls stays cheap.
+      ClusterReport report;
+      std::thread([&] { report = cluster_->Report(); }).join();
+      reply(std::move(report));
+    }
+  }
+  LocalCluster* cluster_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void(ClusterReport)>> queue_;  // GUARDED_BY(mu_)
+  bool stopping_ = false;                                 // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+// Everything the kj thread's services share.
+struct LoopState {
+  LocalCluster* cluster = nullptr;
+  const RpcServerOptions* options = nullptr;
+  AtomicStats* stats = nullptr;
+  std::vector<ModelSpec> models;
+  KjInbox inbox;
+  std::unordered_map<uint64_t, PendingCall> calls;                               // by local id
+  std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<ClusterReport>>> health_waiters;
+  uint64_t next_id = 1;
+  std::unique_ptr<ReportThread> reporter;
+  SteadyClock clock;
+
+  void CountError(StatusCode code) { ++stats->errors_by_code[static_cast<size_t>(code)]; }
+};
+
+struct ConnectionCalls {
+  int64_t in_flight = 0;  // kj thread only
+};
+
+class Service final : public Cellserve::Server {
+ public:
+  Service(LoopState& state, std::shared_ptr<ConnectionCalls> calls) : state_(state), conn_(std::move(calls)) {}
+
+  kj::Promise<void> infer(InferContext context) override { return Run(context, nullptr); }
+
+  kj::Promise<void> inferStream(InferStreamContext context) override {
+    return Run(context, context.getParams().getSink());
+  }
+
+  kj::Promise<void> models(ModelsContext context) override {
+    auto list = context.getResults().initModels(static_cast<unsigned>(state_.models.size()));
+    for (size_t i = 0; i < state_.models.size(); ++i) EncodeModelInfo(state_.models[i], list[static_cast<unsigned>(i)]);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> health(HealthContext context) override {
+    const uint64_t id = state_.next_id++;
+    auto paf = kj::newPromiseAndFulfiller<ClusterReport>();
+    state_.health_waiters.emplace(id, kj::mv(paf.fulfiller));
+    LoopState* st = &state_;
+    KjInbox::Sender inbox = state_.inbox.sender();
+    state_.reporter->Ask([inbox, st, id](ClusterReport report) {
+      inbox.Post([st, id, report = std::move(report)]() mutable {
+        auto it = st->health_waiters.find(id);
+        if (it == st->health_waiters.end()) return;
+        it->second->fulfill(std::move(report));
+        st->health_waiters.erase(it);
+      });
+    });
+    return paf.promise
+        .then([this, context](ClusterReport report) mutable {
+          auto h = context.getResults().initHealth();
+          switch (state_.cluster->state()) {
+            case ClusterState::kServing: h.setState(ServingState::SERVING); break;
+            case ClusterState::kDraining: h.setState(ServingState::DRAINING); break;
+            case ClusterState::kStopped: h.setState(ServingState::NOT_READY); break;
+          }
+          h.setProtocolVersion(PROTOCOL_VERSION);
+          int64_t in = 0, slots = 0;
+          for (const DeviceReport& d : report.devices) {
+            in += d.requests_in;
+            slots += d.slots_in_use;
+          }
+          h.setRequestsInFlight(in);
+          h.setSlotsInUse(slots);
+          h.setAccepted(report.accepted);
+          h.setCompleted(report.completed);
+          h.setFailed(report.failed);
+          h.setRejected(report.rejected);
+          h.setDevices(static_cast<uint32_t>(report.devices.size()));
+          h.setConnections(static_cast<uint32_t>(state_.stats->connections.load()));
+          h.setCallsInFlight(static_cast<uint32_t>(state_.stats->calls_in_flight.load()));
+        })
+        .attach(kj::defer([st, id] { st->health_waiters.erase(id); }));
+  }
+
+ private:
+  template <typename Context>
+  kj::Promise<void> Run(Context context, kj::Maybe<TokenSink::Client> sink) {
+    const int64_t received_us = state_.clock.NowMicros();
+    ++state_.stats->calls_total;
+    auto fail = [&](const Status& status) {
+      state_.CountError(status.code());
+      EncodeError(status, context.getResults().initReply().initError());
+      return kj::READY_NOW;
+    };
+    if (conn_->in_flight >= state_.options->max_calls_per_connection)
+      return fail(ResourceExhausted("this connection has " + std::to_string(conn_->in_flight) +
+                                    " calls in flight, the server's limit (--max-calls-per-connection); wait for "
+                                    "answers or open another connection"));
+    auto decoded = DecodeInferRequest(context.getParams().getRequest(), state_.options->limits);
+    if (!decoded.ok()) return fail(decoded.status());
+    auto spec = FindModel(state_.models, decoded->model, decoded->version);
+    if (!spec.ok()) return fail(spec.status());
+
+    const uint64_t id = state_.next_id++;
+    auto paf = kj::newPromiseAndFulfiller<Outcome>();
+    PendingCall& call = state_.calls[id];
+    call.done = kj::mv(paf.fulfiller);
+    call.sink = kj::mv(sink);
+    ++conn_->in_flight;
+    ++state_.stats->calls_in_flight;
+
+    LoopState* st = &state_;
+    KjInbox::Sender inbox = state_.inbox.sender();
+    InferCallback done = [inbox, st, id](StatusOr<RequestResult> result) {
+      inbox.Post([st, id, result = std::move(result)]() mutable {
+        auto it = st->calls.find(id);
+        if (it == st->calls.end()) return;  // the client went away
+        Outcome outcome;
+        outcome.result = std::move(result);
+        outcome.tokens_sent = kj::mv(it->second.tokens_sent);
+        kj::Own<kj::PromiseFulfiller<Outcome>> fulfiller = kj::mv(it->second.done);
+        st->calls.erase(it);
+        fulfiller->fulfill(kj::mv(outcome));
+      });
+    };
+    TokenCallback on_token;
+    if (call.sink != nullptr) {
+      on_token = [inbox, st, id](int32_t token) {
+        inbox.Post([st, id, token] {
+          auto it = st->calls.find(id);
+          if (it == st->calls.end()) return;
+          PendingCall& c = it->second;
+          KJ_IF_MAYBE(s, c.sink) {
+            auto request = s->tokenRequest();
+            request.setIndex(c.next_token++);
+            request.setToken(token);
+            auto sent = request.send();
+            c.tokens_sent = c.tokens_sent.then([sent = kj::mv(sent)]() mutable { return kj::mv(sent); });
+          }
+        });
+      };
+    }
+    const int64_t deadline_us = decoded->timeout_us > 0 ? received_us + decoded->timeout_us : 0;
+    const uint64_t cluster_id = state_.cluster->Infer(spec->name, std::move(decoded->input), deadline_us,
+                                                      std::move(done), std::move(on_token));
+    std::shared_ptr<ConnectionCalls> conn = conn_;
+    ModelSpec served = *spec;
+    return paf.promise
+        .then([st, context, served, received_us](Outcome outcome) mutable {
+          return outcome.tokens_sent.then(
+              [st, context, served, received_us, result = std::move(outcome.result)]() mutable {
+                if (!result.ok()) st->CountError(result.status().code());
+                EncodeReply(result, served, static_cast<uint64_t>(st->clock.NowMicros() - received_us),
+                            context.getResults().initReply());
+              },
+              [st, context, served](kj::Exception&& e) mutable {
+                Status status = Unavailable(std::string("streaming a token to the client failed: ") +
+                                            e.getDescription().cStr());
+                st->CountError(status.code());
+                EncodeError(status, context.getResults().initReply().initError());
+              });
+        })
+        .attach(kj::defer([st, conn, id, cluster_id] {
+          --conn->in_flight;
+          --st->stats->calls_in_flight;
+          auto it = st->calls.find(id);
+          if (it != st->calls.end()) {  // dropped before the answer: the client cancelled or left
+            st->calls.erase(it);
+            ++st->stats->client_cancels;
+            st->cluster->Cancel(cluster_id);
+          }
+        }));
+  }
+
+  LoopState& state_;
+  std::shared_ptr<ConnectionCalls> conn_;
+};
+
+// One client connection: its stream, its two-party network and its RPC system.
+struct Connection {
+  Connection(kj::Own<kj::AsyncIoStream> s, LoopState& state, capnp::ReaderOptions options)
+      : stream(kj::mv(s)),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER, options),
+        rpc(capnp::makeRpcServer(network, kj::heap<Service>(state, std::make_shared<ConnectionCalls>()))),
+        stats(state.stats) {
+    ++stats->connections;
+    ++stats->connections_total;
+  }
+  ~Connection() { --stats->connections; }
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+  AtomicStats* stats;
+};
+
+class IgnoreErrors final : public kj::TaskSet::ErrorHandler {
+ public:
+  void taskFailed(kj::Exception&&) override {}  // a connection that broke is simply gone
+};
+
+}  // namespace
+
+struct RpcServer::Impl {
+  LocalCluster* cluster = nullptr;
+  RpcServerOptions options;
+  AtomicStats stats;
+  std::atomic<int> port{0};
+  std::thread thread;
+  std::mutex stop_mu;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop;  // GUARDED_BY(stop_mu); set while running
+  bool stopped = false;                                 // GUARDED_BY(stop_mu)
+
+  kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener, kj::TaskSet& connections, LoopState& state) {
+    return listener.accept().then([this, &listener, &connections, &state](kj::Own<kj::AsyncIoStream> stream) {
+      if (stats.connections.load() >= options.max_connections) {
+        ++stats.connections_refused;  // dropping the stream closes it
+      } else {
+        capnp::ReaderOptions reader;
+        reader.traversalLimitInWords = static_cast<uint64_t>(options.max_message_bytes) / 8;
+        auto connection = kj::heap<Connection>(kj::mv(stream), state, reader);
+        auto gone = connection->network.onDisconnect();
+        connections.add(gone.attach(kj::mv(connection)));
+      }
+      return AcceptLoop(listener, connections, state);
+    });
+  }
+
+  // Resolves when no call is in flight, or after `ms`.
+  kj::Promise<void> WaitIdle(kj::Timer& timer, int64_t ms) {
+    if (stats.calls_in_flight.load() == 0 || ms <= 0) return kj::READY_NOW;
+    return timer.afterDelay(10 * kj::MILLISECONDS).then([this, &timer, ms] { return WaitIdle(timer, ms - 10); });
+  }
+
+  void Loop(std::promise<Status>* started) {
+    kj::AsyncIoContext io = kj::setupAsyncIo();
+    LoopState state;
+    state.cluster = cluster;
+    state.options = &options;
+    state.stats = &stats;
+    state.models = cluster->Models();
+    state.reporter = std::make_unique<ReportThread>(cluster);
+    kj::Promise<void> inbox = state.inbox.Run().eagerlyEvaluate(nullptr);
+
+    kj::Own<kj::ConnectionReceiver> listener;
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+                  auto address = io.provider->getNetwork().parseAddress(options.listen).wait(io.waitScope);
+                  listener = address->listen();
+                })) {
+      started->set_value(Unavailable("cannot listen on " + options.listen + ": " + e->getDescription().cStr()));
+      return;
+    }
+    port = static_cast<int>(listener->getPort());
+    auto stop_paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+    {
+      std::lock_guard<std::mutex> lock(stop_mu);
+      stop = kj::mv(stop_paf.fulfiller);
+    }
+    started->set_value(OkStatus());  // `started` is gone after this
+
+    IgnoreErrors ignore;
+    auto connections = kj::heap<kj::TaskSet>(ignore);
+    {
+      kj::Promise<void> accepting = AcceptLoop(*listener, *connections, state);
+      stop_paf.promise.exclusiveJoin(kj::mv(accepting)).wait(io.waitScope);
+    }
+    listener = nullptr;  // no new connections
+    WaitIdle(io.provider->getTimer(), options.stop_grace_ms).wait(io.waitScope);
+    io.provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io.waitScope);  // let replies go out
+    connections = nullptr;  // closes every connection; unanswered calls cancel their requests
+    state.inbox.Close();
+    state.reporter.reset();
+    state.health_waiters.clear();
+    state.calls.clear();
+  }
+};
+
+RpcServer::RpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+RpcServer::~RpcServer() { Stop(); }
+
+StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(LocalCluster* cluster, RpcServerOptions options) {
+  if (!cluster) return InvalidArgument("the RPC server needs a cluster");
+  if (options.max_calls_per_connection < 1 || options.max_connections < 1 || options.max_message_bytes < 1024 ||
+      options.limits.max_tokens < 1 || options.stop_grace_ms < 0)
+    return InvalidArgument(
+        "max_calls_per_connection, max_connections and max_tokens must be >= 1, max_message_bytes >= 1024, "
+        "stop_grace_ms >= 0");
+  auto impl = std::make_unique<Impl>();
+  impl->cluster = cluster;
+  impl->options = std::move(options);
+  std::promise<Status> started;
+  std::future<Status> ready = started.get_future();
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw, &started] { raw->Loop(&started); });
+  Status status = ready.get();
+  if (!status.ok()) {
+    impl->thread.join();
+    return status;
+  }
+  return std::unique_ptr<RpcServer>(new RpcServer(std::move(impl)));
+}
+
+int RpcServer::port() const { return impl_->port.load(); }
+
+RpcServerStats RpcServer::stats() const {
+  const AtomicStats& a = impl_->stats;
+  RpcServerStats s;
+  s.connections = a.connections.load();
+  s.connections_total = a.connections_total.load();
+  s.connections_refused = a.connections_refused.load();
+  s.calls_in_flight = a.calls_in_flight.load();
+  s.calls_total = a.calls_total.load();
+  s.client_cancels = a.client_cancels.load();
+  for (size_t i = 0; i < s.errors_by_code.size(); ++i) s.errors_by_code[i] = a.errors_by_code[i].load();
+  return s;
+}
+
+void RpcServer::Stop() {
+  if (!impl_) return;
+  {
+    std::lock_guard<std::mutex> lock(impl_->stop_mu);
+    if (impl_->stopped) return;
+    impl_->stopped = true;
+    if (impl_->stop) impl_->stop->fulfill();
+  }
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+}  // namespace cellserve::rpc

@@ -1,0 +1,73 @@
+// RpcServer: the Cap'n Proto front door of `cellserve serve --listen` (schema/cellserve.capnp). It
+// runs the kj event loop on its own thread and bridges to the CAF actors without blocking either
+// side: calls go out as LocalCluster::Infer (a CAF message); answers and streamed tokens come back
+// through a KjInbox (a cross-thread fulfiller wakes the loop). Health reads the cluster's report on
+// a side thread, since LocalCluster::Report waits for the workers.
+// Per call: decode and check (convert.h; bad input is an error reply, never an exception), pick
+// the model, run it, reply once. A dropped call or connection cancels its request in the cluster
+// (its cells leave the queues, its slots are freed). Limits: the size of an incoming message
+// (capnp traversal limit: beyond it the connection is closed by capnp with an error), tokens per
+// request, concurrent calls per connection (RESOURCE_EXHAUSTED), open connections.
+// Thread-safety: Start, Stop, port and stats may be called from any thread; the cluster must
+// outlive the server.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "actors/local_cluster.h"
+#include "runtime/status.h"
+#include "schema/convert.h"
+
+namespace cellserve::rpc {
+
+struct RpcServerOptions {
+  // HOST:PORT to listen on; port 0 picks a free one (see RpcServer::port). Default 127.0.0.1:7410.
+  std::string listen = "127.0.0.1:7410";
+  RequestLimits limits;
+  // Incoming message size at most, in bytes (capnp's traversal limit). Default 16 MiB.
+  int64_t max_message_bytes = 16 << 20;
+  // infer/inferStream calls being served at once per connection; more are RESOURCE_EXHAUSTED.
+  // Default 1024. Must be >= 1.
+  int64_t max_calls_per_connection = 1024;
+  // Open connections at most; further ones are closed at once. Default 1024. Must be >= 1.
+  int64_t max_connections = 1024;
+  // Stop: how long calls in flight may take to be answered before connections close. Default 5 s.
+  int64_t stop_grace_ms = 5000;
+};
+
+struct RpcServerStats {
+  int64_t connections = 0;          // open now
+  int64_t connections_total = 0;    // accepted since start
+  int64_t connections_refused = 0;  // over max_connections
+  int64_t calls_in_flight = 0;      // infer calls being served now
+  int64_t calls_total = 0;          // infer calls received
+  int64_t client_cancels = 0;       // calls dropped by the client before the answer
+  std::array<int64_t, 8> errors_by_code{};  // error replies, indexed by StatusCode
+};
+
+class RpcServer {
+ public:
+  // Binds and starts serving; returns once the port is open. UNAVAILABLE if it cannot listen
+  // (address in use, bad host), INVALID_ARGUMENT for bad options.
+  static StatusOr<std::unique_ptr<RpcServer>> Start(LocalCluster* cluster, RpcServerOptions options);
+  ~RpcServer();  // Stop()
+
+  int port() const;  // the port it listens on
+  RpcServerStats stats() const;
+
+  // Stops accepting, waits up to stop_grace_ms for calls in flight to be answered, then closes
+  // every connection (calls still unanswered are cancelled in the cluster) and joins the thread.
+  // Idempotent.
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit RpcServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cellserve::rpc
