@@ -16,11 +16,18 @@ namespace {
 
 std::string Describe(const kj::Exception& e) { return e.getDescription().cStr(); }
 
-// "connect(): Connection refused" -> "connection refused".
-std::string Reason(const kj::Exception& e) {
+// Why a connect failed, for people: "connect(): Connection refused" -> "connection refused";
+// a failed name lookup -> "unknown host 'x' (Name or service not known)".
+std::string Reason(const kj::Exception& e, const std::string& host) {
   std::string d = Describe(e);
+  const std::string gai = "gai_strerror(status) = ";
+  if (auto p = d.find(gai); p != std::string::npos) {
+    const std::string why = d.substr(p + gai.size(), d.find(';', p) - (p + gai.size()));
+    return "unknown host '" + host + "' (" + why + ")";
+  }
   if (auto p = d.find("(): "); p != std::string::npos && p < 40) d = d.substr(p + 4);
-  if (!d.empty()) d[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(d[0])));
+  if (d.size() > 1 && std::islower(static_cast<unsigned char>(d[1])))
+    d[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(d[0])));
   return d;
 }
 
@@ -111,8 +118,8 @@ struct Client::Impl {
   Status TransportError(const kj::Exception& e) {
     if (e.getType() == kj::Exception::Type::DISCONNECTED) {
       disconnected = true;
-      return Unavailable("connection to " + address + " lost: " + Describe(e) +
-                         "; is the server still running?");
+      return Unavailable("connection to " + address + " lost: " + Describe(e) + "; is " + address +
+                         " a cellserve server, and still running?");
     }
     return Unavailable("call to " + address + " failed: " + Describe(e));
   }
@@ -147,13 +154,17 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& host_port, 
                        .then([]() -> MaybeStream { return nullptr; });
     stream = connect.exclusiveJoin(kj::mv(give_up)).wait(io.waitScope);
   })) {
-    return Unavailable("cannot connect to " + host_port + ": " + Reason(*e) + hint);
+    const std::string reason = Reason(*e, hp.host);
+    const bool lookup = reason.rfind("unknown host", 0) == 0;
+    return Unavailable("cannot connect to " + host_port + ": " + reason +
+                       (lookup ? "; check the host name in the address" : hint));
   }
   KJ_IF_MAYBE(s, stream) {
     impl->stream = kj::mv(*s);
   } else {
     return Unavailable("cannot connect to " + host_port + ": no answer within " +
-                       std::to_string(connect_timeout_ms) + " ms" + hint + " Is the address reachable?");
+                       std::to_string(connect_timeout_ms) + " ms; is the address reachable, and `cellserve serve --listen " +
+                       host_port + "` running there?");
   }
   impl->rpc = kj::heap<capnp::TwoPartyClient>(*impl->stream);
   impl->cap = impl->rpc->bootstrap().castAs<Cellserve>();
@@ -168,6 +179,10 @@ kj::WaitScope& Client::wait_scope() { return impl_->io.waitScope; }
 kj::Timer& Client::timer() { return impl_->io.provider->getTimer(); }
 const std::string& Client::address() const { return impl_->address; }
 bool Client::disconnected() const { return impl_->disconnected; }
+kj::Promise<void> Client::WhenDisconnected() {
+  if (impl_->disconnected) return kj::READY_NOW;
+  return impl_->rpc->onDisconnect().then([] {}, [](kj::Exception&&) {});
+}
 
 kj::Promise<StatusOr<std::vector<ModelSpec>>> Client::ModelsAsync(int64_t timeout_ms) {
   using Result = StatusOr<std::vector<ModelSpec>>;

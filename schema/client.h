@@ -107,6 +107,8 @@ class Client {
   // True once the connection is known to be lost (a call failed with DISCONNECTED, or the loop
   // saw the socket close). Every later call fails UNAVAILABLE; make a new Client to reconnect.
   bool disconnected() const;
+  // Resolves when the connection is lost (never rejects); e.g. to stop issuing calls.
+  kj::Promise<void> WhenDisconnected();
 
  private:
   struct Impl;

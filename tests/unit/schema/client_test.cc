@@ -367,7 +367,9 @@ TEST(ClientTest, LostConnectionIsUnavailable) {
   call.input.tokens = {4};
   auto pending = (*c)->InferAsync(call);
   ASSERT_TRUE((*c)->Health().ok());  // the hanging call has reached the server
+  auto lost = (*c)->WhenDisconnected();
   server.Stop();
+  lost.wait((*c)->wait_scope());
   auto r = pending.wait((*c)->wait_scope());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
