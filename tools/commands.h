@@ -9,5 +9,9 @@ int RunCommand(int argc, char** argv);     // cmd_run.cc: run sentences through 
 int CorpusCommand(int argc, char** argv);  // cmd_corpus.cc: text files -> one sentence per line
 int ServeCommand(int argc, char** argv);   // cmd_serve.cc: serve a model repository (LocalCluster), stdin requests
 int BenchCommand(int argc, char** argv);   // cmd_bench.cc: sweep offered load per policy, on a LocalCluster
+int InferCommand(int argc, char** argv);   // cmd_infer.cc: one request to a server over RPC
+int HealthCommand(int argc, char** argv);  // cmd_health.cc: a server's state and counters (a probe)
+int ModelsCommand(int argc, char** argv);  // cmd_health.cc: the models a server serves
+int LoadgenCommand(int argc, char** argv); // cmd_loadgen.cc: offer load to a server over RPC, measure it
 
 }  // namespace cellserve::tools

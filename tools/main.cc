@@ -19,6 +19,10 @@ const Subcommand kSubcommands[] = {
     {"corpus", cellserve::tools::CorpusCommand, "turn text files into one sentence per line"},
     {"serve", cellserve::tools::ServeCommand, "serve a model repository in this process (requests on stdin)"},
     {"bench", cellserve::tools::BenchCommand, "sweep offered load per scheduling policy and time every request"},
+    {"infer", cellserve::tools::InferCommand, "send one request to a server (serve --listen) and print the answer"},
+    {"health", cellserve::tools::HealthCommand, "ask a server how it is (exit 0 only when serving: a probe)"},
+    {"models", cellserve::tools::ModelsCommand, "list the models a server serves"},
+    {"loadgen", cellserve::tools::LoadgenCommand, "offer open- or closed-loop load to a server and time every request"},
 };
 
 void PrintUsage(std::FILE* out) {
