@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -24,9 +25,15 @@ namespace {
 // maxDecodeLength in serverMicros (ms * 1000 + len); "tree" -> label = #nodes; "seq" -> pushes
 // tokens 10, 11, 12 to the sink (inferStream) and answers them; "bad" -> INVALID_ARGUMENT;
 // "throw" -> a kj exception; "hang" -> never answers.
+std::atomic<int> g_hangs_cancelled{0};
+
 class FakeCellserve final : public Cellserve::Server {
  protected:
   kj::Promise<void> infer(InferContext context) override {
+    if (context.getParams().getRequest().getModel() == "hang") {
+      context.allowCancellation();  // capnp 0.9 cancels a call only when its server allows it
+      return kj::Promise<void>(kj::NEVER_DONE).attach(kj::defer([] { ++g_hangs_cancelled; }));
+    }
     return Answer(context.getParams().getRequest(), nullptr, context.getResults().initReply());
   }
   kj::Promise<void> inferStream(InferStreamContext context) override {
@@ -356,6 +363,22 @@ TEST(ClientTest, ManyCallsInFlightOnOneThread) {
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     EXPECT_EQ(r->result.label, i % 7 + 1);
   }
+}
+
+TEST(ClientTest, DroppingAPromiseCancelsTheCall) {
+  FakeServer server;
+  auto c = Client::Connect(server.address());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  InferCall call;
+  call.model = "hang";
+  call.input.tokens = {4};
+  const int before = g_hangs_cancelled.load();
+  {
+    auto pending = (*c)->InferAsync(call);
+    ASSERT_TRUE((*c)->Health().ok());  // the call has reached the server
+  }
+  ASSERT_TRUE((*c)->Health().ok());  // calls on one connection are delivered in order: Finish was
+  EXPECT_EQ(g_hangs_cancelled.load(), before + 1);
 }
 
 TEST(ClientTest, LostConnectionIsUnavailable) {
