@@ -1,3 +1,4 @@
+#include <cstdlib>
 #include "bench/workload.h"
 
 #include <algorithm>
@@ -146,6 +147,13 @@ uint64_t MixSeed(uint64_t seed, uint64_t index) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
+}
+
+std::string DefaultCorpusPath() {
+  const char* cache = std::getenv("CELLSERVE_CACHE");
+  if (cache && *cache) return std::string(cache) + "/sotu_sentences.txt";
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.cache/cellserve/sotu_sentences.txt";
 }
 
 }  // namespace cellserve::bench

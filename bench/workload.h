@@ -59,6 +59,10 @@ struct Workload {
 Workload MakeWorkload(const std::vector<std::string>& sentences, const WorkloadOptions& options);
 // Reads one sentence per line. INVALID_ARGUMENT if no line gives a request.
 StatusOr<Workload> ReadWorkload(std::istream& in, const WorkloadOptions& options);
+// The default corpus: ${CELLSERVE_CACHE:-$HOME/.cache/cellserve}/sotu_sentences.txt (made by
+// `./cellserve.sh corpus`).
+std::string DefaultCorpusPath();
+
 // NOT_FOUND if the file cannot be opened (the message says how to make the default corpus).
 StatusOr<Workload> LoadWorkload(const std::string& path, const WorkloadOptions& options);
 

@@ -176,6 +176,10 @@ class Service final : public Cellserve::Server {
   kj::Promise<void> Run(Context context, kj::Maybe<TokenSink::Client> sink) {
     const int64_t received_us = state_.clock.NowMicros();
     ++state_.stats->calls_total;
+    // capnp 0.9 runs a call to completion even if the client drops it, unless the server allows
+    // cancellation; then dropping the call destroys the promise below, whose defer cancels the
+    // request in the cluster.
+    context.allowCancellation();
     auto fail = [&](const Status& status) {
       state_.CountError(status.code());
       EncodeError(status, context.getResults().initReply().initError());

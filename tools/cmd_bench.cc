@@ -69,13 +69,6 @@ int BadUsage(const Status& s) {
   return 2;
 }
 
-std::string DefaultCorpus() {
-  const char* cache = std::getenv("CELLSERVE_CACHE");
-  if (cache && *cache) return std::string(cache) + "/sotu_sentences.txt";
-  const char* home = std::getenv("HOME");
-  return std::string(home && *home ? home : ".") + "/.cache/cellserve/sotu_sentences.txt";
-}
-
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream in(s);
@@ -543,7 +536,7 @@ int BenchCommand(int argc, char** argv) {
     return Fail(s);
   }
   cfg.inflight = 4 * spec->max_batch;
-  const std::string corpus = flags.Get("corpus").empty() ? DefaultCorpus() : flags.Get("corpus");
+  const std::string corpus = flags.Get("corpus").empty() ? bench::DefaultCorpusPath() : flags.Get("corpus");
   auto workload = bench::LoadWorkload(corpus, bench::WorkloadOptionsFor(*spec));
   if (!workload.ok()) return Fail(workload.status());
   const Workload& w = *workload;

@@ -64,13 +64,6 @@ int Fail(const Status& s) {
 }
 
 // Same default as `cellserve bench`.
-std::string DefaultCorpus() {
-  const char* cache = std::getenv("CELLSERVE_CACHE");
-  if (cache && *cache) return std::string(cache) + "/sotu_sentences.txt";
-  const char* home = std::getenv("HOME");
-  return std::string(home && *home ? home : ".") + "/.cache/cellserve/sotu_sentences.txt";
-}
-
 struct Config {
   std::string addr, model, corpus, json_path;
   double rate = 0.0;          // open loop
@@ -300,7 +293,7 @@ int LoadgenCommand(int argc, char** argv) {
   Config cfg;
   cfg.addr = flags.Get("addr");
   cfg.model = flags.Get("model");
-  cfg.corpus = flags.Get("corpus").empty() ? DefaultCorpus() : flags.Get("corpus");
+  cfg.corpus = flags.Get("corpus").empty() ? bench::DefaultCorpusPath() : flags.Get("corpus");
   cfg.json_path = flags.Get("json");
   for (const char* name : {"closed-loop", "timeout-ms", "seed", "connect-timeout-ms"}) {
     auto v = flags.GetInt(name);

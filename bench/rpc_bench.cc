@@ -1,0 +1,282 @@
+// bench_rpc: what the Cap'n Proto front door adds to a request (the client-interface issue).
+//
+// 1. Overhead at low load: the same requests, one at a time, alternately in process
+//    (LocalCluster::Infer, answered through a condition variable) and through the RPC server on
+//    loopback (rpc::Client::Infer from this thread to an RpcServer in this process, which calls
+//    the same LocalCluster). Alternating cancels the machine's drift; p50 and p99 of each, and
+//    the difference of the medians is the overhead.
+// 2. Most requests per second through one server: a closed loop of --concurrency calls from one
+//    client thread (InferAsync) on a tiny model (hidden 8: computing is nearly free, so the
+//    front door, the actors and the scheduler are what is measured), against the same closed
+//    loop in process. This stands in for the sim backend until kernels/sim exists.
+// Prints a table; --json writes the figures.
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/local_cluster.h"
+#include "bench/report.h"
+#include "bench/workload.h"
+#include "runtime/clock.h"
+#include "runtime/model_repository.h"
+#include "schema/client.h"
+#include "schema/rpc_server.h"
+
+namespace cs = cellserve;
+
+namespace {
+
+double NowMs() { return cs::SteadyClock().NowMicros() / 1000.0; }
+
+struct Args {
+  std::string repo = "build/demo-models";
+  std::string model = "sentiment";
+  std::string corpus;
+  int requests = 1000;
+  int throughput_requests = 20000;
+  int concurrency = 64;
+  int devices = 1;
+  std::string json;
+};
+
+int Usage(int rc) {
+  std::fprintf(rc ? stderr : stdout,
+               "usage: bench_rpc [--model-repo DIR (build/demo-models)] [--model NAME (sentiment)]\n"
+               "                 [--corpus FILE (the State of the Union sentences)] [--requests N (1000)]\n"
+               "                 [--throughput-requests N (20000)] [--concurrency N (64)] [--devices N (1)]\n"
+               "                 [--json FILE]\n"
+               "Measures the RPC front door's added latency at low load (same requests, alternately in\n"
+               "process and over loopback RPC) and the most requests/s through one server (tiny model).\n");
+  return rc;
+}
+
+// In-process: one request, waited for.
+cs::StatusOr<cs::RequestResult> RunLocal(cs::LocalCluster& cluster, const std::string& model,
+                                         const cs::RequestInput& input) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<cs::StatusOr<cs::RequestResult>> answer;
+  cluster.Infer(model, input, 0, [&](cs::StatusOr<cs::RequestResult> r) {
+    std::lock_guard<std::mutex> lock(mu);
+    answer = std::move(r);
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return answer.has_value(); });
+  return std::move(*answer);
+}
+
+// In-process closed loop: `concurrency` outstanding until `total` answered. Returns requests/s.
+double LocalClosedLoop(cs::LocalCluster& cluster, const std::string& model,
+                       const std::vector<cs::bench::BenchRequest>& requests, int total, int concurrency) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int sent = 0, answered = 0;
+  std::function<void()> send_one;
+  send_one = [&] {
+    const cs::RequestInput& in = requests[static_cast<size_t>(sent) % requests.size()].input;
+    ++sent;
+    cluster.Infer(model, in, 0, [&](cs::StatusOr<cs::RequestResult>) {
+      std::lock_guard<std::mutex> lock(mu);
+      ++answered;
+      if (sent < total) send_one();
+      cv.notify_all();
+    });
+  };
+  const double t0 = NowMs();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (int i = 0; i < concurrency && sent < total; ++i) send_one();
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return answered >= total; });
+  return total / ((NowMs() - t0) / 1000.0);
+}
+
+// RPC closed loop on the client's thread.
+double RpcClosedLoop(cs::rpc::Client& client, const std::string& model,
+                     const std::vector<cs::bench::BenchRequest>& requests, int total, int concurrency,
+                     int* errors) {
+  int sent = 0, answered = 0;
+  kj::TaskSet* tasks_ptr = nullptr;
+  struct Handler : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&&) override {}
+  } handler;
+  kj::TaskSet tasks(handler);
+  tasks_ptr = &tasks;
+  auto done_paf = kj::newPromiseAndFulfiller<void>();
+  std::function<void()> send_one = [&] {
+    cs::rpc::InferCall call;
+    call.model = model;
+    call.input = requests[static_cast<size_t>(sent) % requests.size()].input;
+    ++sent;
+    tasks_ptr->add(client.InferAsync(call).then([&](cs::StatusOr<cs::rpc::ReplyValue> r) {
+      if (!r.ok()) ++*errors;
+      ++answered;
+      if (sent < total) send_one();
+      if (answered == total) done_paf.fulfiller->fulfill();
+    }));
+  };
+  const double t0 = NowMs();
+  for (int i = 0; i < concurrency && sent < total; ++i) send_one();
+  done_paf.promise.wait(client.wait_scope());
+  return total / ((NowMs() - t0) / 1000.0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    if (k == "--help" || k == "-h") return Usage(0);
+    if (i + 1 >= argc) return Usage(2);
+    std::string v = argv[++i];
+    if (k == "--model-repo") a.repo = v;
+    else if (k == "--model") a.model = v;
+    else if (k == "--corpus") a.corpus = v;
+    else if (k == "--requests") a.requests = std::stoi(v);
+    else if (k == "--throughput-requests") a.throughput_requests = std::stoi(v);
+    else if (k == "--concurrency") a.concurrency = std::stoi(v);
+    else if (k == "--devices") a.devices = std::stoi(v);
+    else if (k == "--json") a.json = v;
+    else return Usage(2);
+  }
+  if (a.corpus.empty()) a.corpus = cs::bench::DefaultCorpusPath();
+  auto fail = [](const cs::Status& s) {
+    std::fprintf(stderr, "bench_rpc: %s\n", s.ToString().c_str());
+    return 1;
+  };
+
+  // A tiny model next to the real one, in a temp repository, for the throughput part.
+  namespace fs = std::filesystem;
+  const fs::path tiny_repo = fs::temp_directory_path() / ("cellserve_bench_rpc_" + std::to_string(getpid()));
+  cs::ModelSpec tiny;
+  tiny.name = "tiny";
+  tiny.kind = cs::ModelKind::kLstm;
+  tiny.vocab_size = 32000;
+  tiny.embed_dim = 8;
+  tiny.hidden = 8;
+  tiny.classes = 2;
+  {
+    auto w = cs::RandomWeights(tiny, 7, 0.5f);
+    if (!w.ok()) return fail(w.status());
+    if (auto s = cs::WriteModel(tiny_repo.string(), tiny, *w); !s.ok()) return fail(s);
+  }
+  auto model = cs::LoadModel(a.repo, a.model);
+  if (!model.ok()) return fail(model.status());
+  auto workload = cs::bench::LoadWorkload(a.corpus, cs::bench::WorkloadOptionsFor((*model)->spec()));
+  if (!workload.ok()) return fail(workload.status());
+  auto tiny_workload = cs::bench::LoadWorkload(a.corpus, cs::bench::WorkloadOptionsFor(tiny));
+  if (!tiny_workload.ok()) return fail(tiny_workload.status());
+  const auto order = cs::bench::SeededShuffle(workload->requests.size(), 1);
+
+  nlohmann::ordered_json out;
+  for (const std::string& repo : {a.repo, tiny_repo.string()}) {
+    const bool is_tiny = repo != a.repo;
+    const std::string name = is_tiny ? "tiny" : a.model;
+    cs::LocalClusterOptions options;
+    options.model_repo = repo;
+    options.models = {name};
+    options.devices = a.devices;
+    auto cluster = cs::LocalCluster::Start(options);
+    if (!cluster.ok()) return fail(cluster.status());
+    cs::rpc::RpcServerOptions server_options;
+    server_options.listen = "127.0.0.1:0";
+    auto server = cs::rpc::RpcServer::Start(cluster->get(), server_options);
+    if (!server.ok()) return fail(server.status());
+    auto client = cs::rpc::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
+    if (!client.ok()) return fail(client.status());
+    const auto& reqs = is_tiny ? tiny_workload->requests : workload->requests;
+
+    if (!is_tiny) {
+      std::vector<double> rtt_ms;
+      for (int i = 0; i < 1000; ++i) {
+        const double t0 = NowMs();
+        auto m = (*client)->Models();
+        if (!m.ok()) return fail(m.status());
+        rtt_ms.push_back(NowMs() - t0);
+      }
+      auto rtt = cs::bench::ComputeLatencyStats(rtt_ms);
+      std::printf("Round trip of a call the server answers at once (models), 1000 calls: p50 %.0f us, p99 %.0f us\n\n",
+                  rtt.p50_ms * 1000, rtt.p99_ms * 1000);
+      out["models_rtt"] = {{"p50_us", rtt.p50_ms * 1000}, {"p99_us", rtt.p99_ms * 1000}};
+      std::vector<double> local_ms, rpc_ms, server_ms;
+      for (int i = 0; i < 20; ++i) {  // warm up both paths
+        (void)RunLocal(**cluster, name, reqs[order[static_cast<size_t>(i)]].input);
+        cs::rpc::InferCall call;
+        call.model = name;
+        call.input = reqs[order[static_cast<size_t>(i)]].input;
+        (void)(*client)->Infer(call);
+      }
+      for (int i = 0; i < a.requests; ++i) {
+        const cs::RequestInput& in = reqs[order[static_cast<size_t>(i) % order.size()]].input;
+        double t0 = NowMs();
+        auto r1 = RunLocal(**cluster, name, in);
+        local_ms.push_back(NowMs() - t0);
+        cs::rpc::InferCall call;
+        call.model = name;
+        call.input = in;
+        t0 = NowMs();
+        auto r2 = (*client)->Infer(call);
+        rpc_ms.push_back(NowMs() - t0);
+        if (!r1.ok() || !r2.ok()) return fail(!r1.ok() ? r1.status() : r2.status());
+        if (r1->logits != r2->result.logits) return fail(cs::Internal("RPC and in-process results differ"));
+        server_ms.push_back(r2->server_micros / 1000.0);
+        if ((i + 1) % 200 == 0) std::fprintf(stderr, "\rlatency: %d/%d requests", i + 1, a.requests);
+      }
+      std::fprintf(stderr, "\n");
+      auto l = cs::bench::ComputeLatencyStats(local_ms);
+      auto r = cs::bench::ComputeLatencyStats(rpc_ms);
+      auto s = cs::bench::ComputeLatencyStats(server_ms);
+      std::printf("Low load, one request at a time, model %s, %d requests each path (alternating):\n",
+                  name.c_str(), a.requests);
+      std::printf("  %-28s %9s %9s %9s\n", "path", "p50 ms", "p99 ms", "mean ms");
+      std::printf("  %-28s %9.3f %9.3f %9.3f\n", "in process (LocalCluster)", l.p50_ms, l.p99_ms, l.mean_ms);
+      std::printf("  %-28s %9.3f %9.3f %9.3f\n", "RPC over loopback", r.p50_ms, r.p99_ms, r.mean_ms);
+      std::printf("  %-28s %9.3f %9.3f %9.3f\n", "  of which inside the server", s.p50_ms, s.p99_ms, s.mean_ms);
+      std::printf("  added by RPC: p50 %+.0f us, p99 %+.0f us, mean %+.0f us\n\n", (r.p50_ms - l.p50_ms) * 1000,
+                  (r.p99_ms - l.p99_ms) * 1000, (r.mean_ms - l.mean_ms) * 1000);
+      out["latency"] = {{"model", name},
+                        {"requests", a.requests},
+                        {"local_p50_ms", l.p50_ms},
+                        {"local_p99_ms", l.p99_ms},
+                        {"rpc_p50_ms", r.p50_ms},
+                        {"rpc_p99_ms", r.p99_ms},
+                        {"server_p50_ms", s.p50_ms},
+                        {"added_p50_us", (r.p50_ms - l.p50_ms) * 1000},
+                        {"added_p99_us", (r.p99_ms - l.p99_ms) * 1000}};
+    } else {
+      int errors = 0;
+      (void)RpcClosedLoop(**client, name, reqs, 500, a.concurrency, &errors);  // warm up
+      const double local_rps = LocalClosedLoop(**cluster, name, reqs, a.throughput_requests, a.concurrency);
+      const double rpc_rps = RpcClosedLoop(**client, name, reqs, a.throughput_requests, a.concurrency, &errors);
+      std::printf("Most requests/s, closed loop of %d, model tiny (lstm, hidden 8), %d requests, %d device(s):\n",
+                  a.concurrency, a.throughput_requests, a.devices);
+      std::printf("  in process: %.0f req/s   RPC (one client connection): %.0f req/s   RPC / in process: %.2fx"
+                  "   errors: %d\n",
+                  local_rps, rpc_rps, rpc_rps / local_rps, errors);
+      out["throughput"] = {{"concurrency", a.concurrency},
+                           {"requests", a.throughput_requests},
+                           {"local_rps", local_rps},
+                           {"rpc_rps", rpc_rps},
+                           {"errors", errors}};
+    }
+    client->reset();
+    (*server)->Stop();
+    (*cluster)->Stop();
+  }
+  std::error_code ec;
+  fs::remove_all(tiny_repo, ec);
+  if (!a.json.empty()) std::ofstream(a.json) << out.dump(2) << "\n";
+  return 0;
+}

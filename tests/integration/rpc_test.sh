@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# The RPC front door against real server processes on 127.0.0.1, as a user runs it:
+#   - every model kind end to end through `cellserve infer`, equal to the in-process path
+#     (`cellserve serve --stdin` on the same text);
+#   - streaming delivers every decoder token in order, then the result;
+#   - each error code reached by a real bad request: unknown model (NOT_FOUND), token out of the
+#     vocabulary, malformed tree, too many tokens (INVALID_ARGUMENT), a deadline (DEADLINE_EXCEEDED),
+#     overload (RESOURCE_EXHAUSTED);
+#   - a client killed mid-call leaves no requests or state slots behind (the server's own counters);
+#   - loadgen answers every request it sends; SIGTERM drains and exits 0.
+# Usage: rpc_test.sh PATH/TO/cellserve   (ctest passes it). Every wait is bounded; every server
+# process is killed on exit.
+set -uo pipefail
+CELLSERVE="$1"
+PY=python3
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+failures=0
+pass=0
+
+ok() { echo "ok   $1"; pass=$((pass + 1)); }
+bad() {
+  echo "FAIL $1"
+  shift
+  [[ $# -gt 0 ]] && sed 's/^/    /' <<<"$*" | head -20
+  failures=$((failures + 1))
+}
+check() {  # check NAME EXPECTED_STATUS PATTERN -- COMMAND...
+  local name="$1" want="$2" pattern="$3"
+  shift 4
+  local out status
+  out="$("$@" 2>&1)"
+  status=$?
+  if [[ "$status" != "$want" ]] || ! grep -qE -- "$pattern" <<<"$out"; then
+    bad "$name: exit $status (want $want), output lacks /$pattern/:" "$out"
+  else
+    ok "$name"
+  fi
+}
+
+# start_server NAME FLAGS...: starts `cellserve serve` on a free port; sets ADDR and SERVER_PID.
+start_server() {
+  local name="$1"
+  shift
+  rm -f "$WORK/$name.port"
+  "$CELLSERVE" serve --model-repo "$REPO" --listen 127.0.0.1:0 --port-file "$WORK/$name.port" "$@" \
+    2>"$WORK/$name.log" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  for _ in $(seq 600); do
+    [[ -s "$WORK/$name.port" ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ ! -s "$WORK/$name.port" ]]; then
+    bad "server $name did not start" "$(cat "$WORK/$name.log")"
+    return 1
+  fi
+  ADDR="127.0.0.1:$(cat "$WORK/$name.port")"
+}
+
+# stop_server PID NAME: SIGTERM, expect exit 0 within 60 s.
+stop_server() {
+  local pid="$1" name="$2"
+  kill -TERM "$pid"
+  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    bad "$name: still running 60 s after SIGTERM" "$(cat "$WORK/$name.log")"
+    kill -9 "$pid"
+    return
+  fi
+  wait "$pid"
+  local status=$?
+  if [[ $status == 0 ]] && grep -q "draining" "$WORK/$name.log"; then ok "$name: SIGTERM drains and exits 0"
+  else bad "$name: exit $status after SIGTERM" "$(cat "$WORK/$name.log")"; fi
+}
+
+# json_get FILE EXPR: evaluates a Python expression over the JSON object `j` read from FILE.
+json_get() { $PY -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+REPO="$WORK/models"
+"$CELLSERVE" model init --repo "$REPO" --name cls --kind lstm --hidden 64 --layers 2 --vocab 5000 \
+  --classes 3 --seed 4 --init-scale 0.3 >/dev/null &&
+  "$CELLSERVE" model init --repo "$REPO" --name mt --kind seq2seq --hidden 48 --layers 2 --vocab 5000 \
+    --target-vocab 300 --max-decode-len 40 --seed 5 --init-scale 0.3 >/dev/null &&
+  "$CELLSERVE" model init --repo "$REPO" --name tree --kind treelstm --hidden 32 --vocab 5000 \
+    --classes 5 --seed 6 --init-scale 0.3 >/dev/null || { echo "FAIL model init"; exit 1; }
+
+for sub in infer health models loadgen; do
+  check "$sub --help" 0 "usage: cellserve $sub" -- "$CELLSERVE" $sub --help
+done
+check "infer with no server: UNAVAILABLE, says what to do" 1 "UNAVAILABLE|cannot connect" -- \
+  "$CELLSERVE" infer --addr 127.0.0.1:1 --model cls "hello"
+
+start_server main --devices 2 --max-tokens 64 || exit 1
+MAIN_PID=$SERVER_PID
+check "health: serving" 0 "serving" -- "$CELLSERVE" health --addr "$ADDR"
+check "models lists every model" 0 "cls.*|mt.*|tree" -- "$CELLSERVE" models --addr "$ADDR"
+
+# Every kind through RPC equals the in-process path on the same text.
+SENTENCES=("The state of the Union is strong." "We will build a future worthy of our children, and we will do it together."
+  "Thank you.")
+for model in cls mt tree; do
+  for i in "${!SENTENCES[@]}"; do
+    printf '%s\t%s\n' "$model" "${SENTENCES[$i]}"
+  done > "$WORK/in_$model.txt"
+  "$CELLSERVE" serve --stdin --model-repo "$REPO" --models "$model" < "$WORK/in_$model.txt" \
+    > "$WORK/local_$model.jsonl" 2>/dev/null
+  same=1
+  for i in "${!SENTENCES[@]}"; do
+    "$CELLSERVE" infer --addr "$ADDR" --model "$model" --json "${SENTENCES[$i]}" > "$WORK/rpc.json" 2>&1 || same=0
+    $PY - "$WORK/local_$model.jsonl" "$WORK/rpc.json" "$((i + 1))" <<'EOF' || same=0
+import json, sys
+local = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+want = next(x for x in local if x["line"] == int(sys.argv[3]))
+got = json.load(open(sys.argv[2]))
+for key in ("label", "logits", "tokens"):
+    if key in want and want[key] != got.get(key):
+        sys.exit(f"{key}: in process {want[key]} != rpc {got.get(key)}")
+if not any(k in want for k in ("label", "tokens")):
+    sys.exit(f"in-process answer has no result: {want}")
+EOF
+  done
+  if [[ $same == 1 ]]; then ok "$model: RPC results equal the in-process path"
+  else bad "$model: RPC differs from in process" "$(cat "$WORK/rpc.json")"; fi
+done
+
+# Streaming: every token in order, then the result.
+"$CELLSERVE" infer --addr "$ADDR" --model mt --stream --json "${SENTENCES[1]}" > "$WORK/stream.json" 2>&1
+if [[ "$(json_get "$WORK/stream.json" 'j["streamed"] == j["tokens"] and len(j["tokens"]) > 0')" == "True" ]]; then
+  ok "stream: every decoder token, in order, then the result"
+else bad "stream" "$(cat "$WORK/stream.json")"; fi
+check "stream prints tokens as they come" 0 "token" -- "$CELLSERVE" infer --addr "$ADDR" --model mt --stream "Hello there."
+
+# Each error code from a real bad request.
+check "unknown model: NOT_FOUND" 1 '"code": *"NOT_FOUND"' -- "$CELLSERVE" infer --addr "$ADDR" --model nope --json --tokens 5,6
+check "wrong version: NOT_FOUND" 1 '"code": *"NOT_FOUND"' -- \
+  "$CELLSERVE" infer --addr "$ADDR" --model cls --version 9 --json --tokens 5,6
+check "token out of vocabulary: INVALID_ARGUMENT" 1 '"code": *"INVALID_ARGUMENT".*vocabulary' -- \
+  "$CELLSERVE" infer --addr "$ADDR" --model cls --json --tokens 5,99999
+check "malformed tree: INVALID_ARGUMENT" 1 '"code": *"INVALID_ARGUMENT"' -- \
+  "$CELLSERVE" infer --addr "$ADDR" --model tree --json --tree "((5 6) 99999)"
+check "tree for an lstm model: INVALID_ARGUMENT" 1 '"code": *"INVALID_ARGUMENT"' -- \
+  "$CELLSERVE" infer --addr "$ADDR" --model cls --json --tree "((5 6) 7)"
+LONG=$(seq -s, 10 80)  # 71 tokens > --max-tokens 64
+check "too many tokens: INVALID_ARGUMENT" 1 '"code": *"INVALID_ARGUMENT".*64' -- \
+  "$CELLSERVE" infer --addr "$ADDR" --model cls --json --tokens "$LONG"
+check "deadline: DEADLINE_EXCEEDED" 1 '"code": *"DEADLINE_EXCEEDED"' -- \
+  "$CELLSERVE" infer --addr "$ADDR" --model mt --json --timeout-ms 1 --tokens "$(seq -s, 10 70)"
+check "the server lives on after bad requests" 0 "serving" -- "$CELLSERVE" health --addr "$ADDR"
+
+# A client killed mid-call leaves nothing behind: loadgen keeps 32 long calls in flight; kill -9.
+printf '%s\n' "${SENTENCES[@]}" > "$WORK/corpus.txt"
+"$CELLSERVE" loadgen --addr "$ADDR" --model mt --corpus "$WORK/corpus.txt" --closed-loop 32 --duration-s 30 \
+  --json "$WORK/killed.json" >/dev/null 2>&1 &
+LG=$!
+PIDS+=("$LG")
+sleep 2
+"$CELLSERVE" health --addr "$ADDR" --json > "$WORK/busy.json" 2>&1
+kill -9 "$LG" 2>/dev/null
+{ wait "$LG"; } 2>/dev/null
+clean=0
+for _ in $(seq 100); do
+  "$CELLSERVE" health --addr "$ADDR" --json > "$WORK/after.json" 2>&1
+  if [[ "$(json_get "$WORK/after.json" 'j["requests_in_flight"] == 0 and j["slots_in_use"] == 0 and j["calls_in_flight"] == 0')" == "True" ]]; then
+    clean=1
+    break
+  fi
+  sleep 0.1
+done
+# Its calls were cancelled (answered CANCELLED inside the server, counted as failed), not run out.
+if [[ $clean == 1 ]] && [[ "$(json_get "$WORK/busy.json" 'j["calls_in_flight"] > 0')" == "True" ]] &&
+  [[ "$(json_get "$WORK/after.json" 'j["failed"] > 0')" == "True" ]]; then
+  ok "client killed mid-call: its calls are cancelled; no requests, slots or calls left behind"
+else bad "client killed mid-call" "busy: $(cat "$WORK/busy.json")" "after: $(cat "$WORK/after.json")"; fi
+
+# loadgen: open loop, every request answered.
+check "loadgen: every request answered" 0 "answered" -- "$CELLSERVE" loadgen --addr "$ADDR" --model cls \
+  --corpus "$WORK/corpus.txt" --rate 100 --duration-s 2 --json "$WORK/lg.json"
+if [[ "$(json_get "$WORK/lg.json" 'j["sent"] > 100 and j["answered"] == j["sent"] and j["completed"] == j["sent"] and j["unanswered"] == 0')" == "True" ]]; then
+  ok "loadgen JSON: sent = answered = completed, none unanswered"
+else bad "loadgen JSON" "$(cat "$WORK/lg.json")"; fi
+
+stop_server "$MAIN_PID" main
+
+# Overload: a server that admits one request per device answers the rest RESOURCE_EXHAUSTED at once.
+start_server small --devices 1 --max-requests 1 || exit 1
+"$CELLSERVE" loadgen --addr "$ADDR" --model mt --corpus "$WORK/corpus.txt" --closed-loop 16 --duration-s 2 \
+  --json "$WORK/overload.json" >/dev/null 2>&1
+if [[ "$(json_get "$WORK/overload.json" 'j["errors"].get("RESOURCE_EXHAUSTED", 0) > 0 and j["completed"] > 0 and j["unanswered"] == 0')" == "True" ]]; then
+  ok "overload: RESOURCE_EXHAUSTED at once, the rest complete"
+else bad "overload" "$(cat "$WORK/overload.json")"; fi
+stop_server "$SERVER_PID" small
+
+echo "$pass passed, $failures failed"
+[[ $failures == 0 ]]

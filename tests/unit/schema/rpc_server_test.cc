@@ -1,0 +1,213 @@
+// RpcServer with a real LocalCluster in this process, the client on the test thread: a call the
+// client drops on a live connection is cancelled in the cluster (its cells and slots freed), the
+// per-connection call limit answers RESOURCE_EXHAUSTED, results equal the in-process path, and
+// Stop with calls in flight returns. Every wait is bounded.
+#include "schema/rpc_server.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "runtime/model_repository.h"
+#include "schema/client.h"
+
+namespace cellserve::rpc {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A repository with one lstm big enough that a 1000-token request takes a while (tens of ms).
+class Repo {
+ public:
+  Repo() {
+    dir_ = fs::temp_directory_path() / ("cellserve_rpc_server_test_" + std::to_string(getpid()));
+    ModelSpec spec;
+    spec.name = "slow";
+    spec.kind = cellserve::ModelKind::kLstm;
+    spec.vocab_size = 1000;
+    spec.embed_dim = 256;
+    spec.hidden = 256;
+    spec.classes = 3;
+    spec.max_input_tokens = 4096;
+    auto w = RandomWeights(spec, 5, 0.3f);
+    if (!w.ok() || !WriteModel(dir_.string(), spec, *w).ok()) throw std::runtime_error("cannot write model");
+  }
+  ~Repo() {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string dir() const { return dir_.string(); }
+
+ private:
+  fs::path dir_;
+};
+
+RequestInput Tokens(int n) {
+  RequestInput in;
+  for (int i = 0; i < n; ++i) in.tokens.push_back(4 + (i * 37) % 900);
+  return in;
+}
+
+StatusOr<RequestResult> RunLocal(LocalCluster& cluster, const RequestInput& in) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<StatusOr<RequestResult>> answer;
+  cluster.Infer("slow", in, 0, [&](StatusOr<RequestResult> r) {
+    std::lock_guard<std::mutex> lock(mu);
+    answer = std::move(r);
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> lock(mu);
+  if (!cv.wait_for(lock, std::chrono::seconds(60), [&] { return answer.has_value(); }))
+    return Internal("no answer in 60 s");
+  return std::move(*answer);
+}
+
+class RpcServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    LocalClusterOptions options;
+    options.model_repo = repo_.dir();
+    options.devices = 1;
+    auto cluster = LocalCluster::Start(options);
+    ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+    cluster_ = std::move(cluster).value();
+  }
+  std::unique_ptr<RpcServer> StartServer(RpcServerOptions options = {}) {
+    options.listen = "127.0.0.1:0";
+    auto server = RpcServer::Start(cluster_.get(), options);
+    EXPECT_TRUE(server.ok()) << server.status().ToString();
+    return server.ok() ? std::move(server).value() : nullptr;
+  }
+  std::unique_ptr<Client> Connect(const RpcServer& server) {
+    auto client = Client::Connect("127.0.0.1:" + std::to_string(server.port()));
+    EXPECT_TRUE(client.ok()) << client.status().ToString();
+    return client.ok() ? std::move(client).value() : nullptr;
+  }
+  // Waits (bounded) until the cluster holds no request and no slot.
+  bool ClusterIdle() {
+    for (int i = 0; i < 600; ++i) {
+      ClusterReport r = cluster_->Report();
+      int64_t in = 0, slots = 0;
+      for (const DeviceReport& d : r.devices) {
+        in += d.requests_in;
+        slots += d.slots_in_use;
+      }
+      if (in == 0 && slots == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+  Repo repo_;
+  std::unique_ptr<LocalCluster> cluster_;
+};
+
+TEST_F(RpcServerTest, ResultsEqualTheInProcessPath) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  for (int n : {1, 7, 40}) {
+    InferCall call;
+    call.model = "slow";
+    call.input = Tokens(n);
+    auto rpc = client->Infer(call);
+    auto local = RunLocal(*cluster_, Tokens(n));
+    ASSERT_TRUE(rpc.ok()) << rpc.status().ToString();
+    ASSERT_TRUE(local.ok()) << local.status().ToString();
+    EXPECT_EQ(rpc->result.logits, local->logits);  // bitwise: the same kernels, batch-invariant
+    EXPECT_EQ(rpc->result.label, local->label);
+    EXPECT_EQ(rpc->model, "slow");
+  }
+}
+
+TEST_F(RpcServerTest, ACallDroppedOnALiveConnectionIsCancelledInTheCluster) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  InferCall call;
+  call.model = "slow";
+  call.input = Tokens(4000);  // a few hundred ms of cells at least
+  call.client_timeout_ms = 30;
+  auto dropped = client->Infer(call);
+  ASSERT_EQ(dropped.status().code(), StatusCode::kDeadlineExceeded) << dropped.status().ToString();
+  // The connection lives on: the next call works, and the dropped one left nothing behind.
+  auto health = client->Health();
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_TRUE(health->serving());
+  EXPECT_TRUE(ClusterIdle()) << "the dropped request still holds cells or slots";
+  EXPECT_EQ(server->stats().client_cancels, 1);
+  EXPECT_EQ(server->stats().calls_in_flight, 0);
+  ClusterReport r = cluster_->Report();
+  EXPECT_EQ(r.failed, 1) << "answered CANCELLED inside the cluster";
+  EXPECT_EQ(r.completed, 0) << "it was not run to the end";
+}
+
+TEST_F(RpcServerTest, PerConnectionCallLimitIsResourceExhausted) {
+  RpcServerOptions options;
+  options.max_calls_per_connection = 2;
+  auto server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  auto client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  InferCall call;
+  call.model = "slow";
+  call.input = Tokens(400);
+  std::vector<kj::Promise<StatusOr<ReplyValue>>> calls;
+  for (int i = 0; i < 5; ++i) calls.push_back(client->InferAsync(call));
+  int ok = 0, exhausted = 0;
+  for (auto& p : calls) {
+    auto r = p.wait(client->wait_scope());
+    if (r.ok()) ++ok;
+    else if (r.status().code() == StatusCode::kResourceExhausted) ++exhausted;
+  }
+  EXPECT_EQ(ok, 2);
+  EXPECT_EQ(exhausted, 3);
+  EXPECT_EQ(server->stats().errors_by_code[static_cast<size_t>(StatusCode::kResourceExhausted)], 3);
+}
+
+TEST_F(RpcServerTest, BadOptionsAndABusyPortAreClearErrors) {
+  RpcServerOptions bad;
+  bad.max_calls_per_connection = 0;
+  EXPECT_EQ(RpcServer::Start(cluster_.get(), bad).status().code(), StatusCode::kInvalidArgument);
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  RpcServerOptions same;
+  same.listen = "127.0.0.1:" + std::to_string(server->port());
+  auto second = RpcServer::Start(cluster_.get(), same);
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(second.status().message().find("cannot listen"), std::string::npos) << second.status().message();
+}
+
+TEST_F(RpcServerTest, StopWithCallsInFlightReturnsAndFreesThem) {
+  RpcServerOptions options;
+  options.stop_grace_ms = 0;  // do not wait for answers
+  auto server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  auto client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  InferCall call;
+  call.model = "slow";
+  call.input = Tokens(4000);
+  auto pending = client->InferAsync(call);
+  // Let the call reach the server.
+  client->timer().afterDelay(50 * kj::MILLISECONDS).wait(client->wait_scope());
+  const auto t0 = std::chrono::steady_clock::now();
+  server->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  auto r = pending.wait(client->wait_scope());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  EXPECT_TRUE(ClusterIdle());
+}
+
+}  // namespace
+}  // namespace cellserve::rpc
