@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -207,6 +208,67 @@ TEST_F(RpcServerTest, StopWithCallsInFlightReturnsAndFreesThem) {
   auto r = pending.wait(client->wait_scope());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
   EXPECT_TRUE(ClusterIdle());
+}
+
+TEST_F(RpcServerTest, ManyConnectionsWithManyCallsEach) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto want = RunLocal(*cluster_, Tokens(12));
+  ASSERT_TRUE(want.ok());
+  constexpr int kThreads = 6, kCalls = 10;
+  std::atomic<int> equal{0};
+  std::vector<std::thread> threads;
+  const int port = server->port();
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, port] {
+      auto client = Client::Connect("127.0.0.1:" + std::to_string(port));
+      if (!client.ok()) return;
+      InferCall call;
+      call.model = "slow";
+      call.input = Tokens(12);
+      std::vector<kj::Promise<StatusOr<ReplyValue>>> calls;
+      for (int i = 0; i < kCalls; ++i) calls.push_back((*client)->InferAsync(call));
+      for (auto& p : calls) {
+        auto r = p.wait((*client)->wait_scope());
+        if (r.ok() && r->result.logits == want->logits) ++equal;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(equal.load(), kThreads * kCalls);
+  EXPECT_EQ(server->stats().connections_total, kThreads);
+}
+
+TEST_F(RpcServerTest, OversizedRequestsAreErrorsAndOtherClientsLiveOn) {
+  RpcServerOptions options;
+  options.max_message_bytes = 1 << 20;  // 1 MiB
+  options.limits.max_tokens = 1000;
+  auto server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  auto client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  // Over --max-tokens but under the message limit: an error reply, the connection goes on.
+  InferCall call;
+  call.model = "slow";
+  call.input = Tokens(50000);  // 200 KB
+  auto r = client->Infer(call);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("at most 1000"), std::string::npos) << r.status().message();
+  EXPECT_TRUE(client->Health().ok()) << "the connection lives on";
+  // Over the message limit: capnp closes this connection; the server and other clients go on.
+  call.input = Tokens(400000);  // 1.6 MB
+  r = client->Infer(call);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  std::atomic<bool> other_ok{false};
+  std::thread([&] {
+    auto second = Client::Connect("127.0.0.1:" + std::to_string(server->port()));
+    if (!second.ok()) return;
+    InferCall small;
+    small.model = "slow";
+    small.input = Tokens(5);
+    other_ok = (*second)->Infer(small).ok();
+  }).join();
+  EXPECT_TRUE(other_ok.load()) << "a new client is served after the oversized message";
 }
 
 }  // namespace
