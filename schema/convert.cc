@@ -9,6 +9,12 @@ namespace cellserve::rpc {
 
 namespace {
 
+// Text with every byte of `s`. Passing a std::string to a capnp setter goes through its c_str()
+// and stops at the first NUL byte; a name or message read off the wire may hold one.
+capnp::Text::Reader AsText(const std::string& s) { return capnp::Text::Reader(s.data(), s.size()); }
+// The reverse: converting a Text::Reader to std::string implicitly also stops at the first NUL.
+std::string FromText(capnp::Text::Reader t) { return std::string(t.begin(), t.size()); }
+
 uint32_t ClampU32(int64_t v) {
   return static_cast<uint32_t>(std::clamp<int64_t>(v, 0, std::numeric_limits<uint32_t>::max()));
 }
@@ -38,23 +44,21 @@ StatusOr<TreeInput> DecodeTree(Tree::Reader tree, const RequestLimits& limits) {
 
 StatusOr<DecodedRequest> DecodeInferRequest(InferRequest::Reader request, const RequestLimits& limits) {
   DecodedRequest out;
-  kj::Maybe<kj::Exception> error = kj::runCatchingExceptions([&] {
-    if (!request.hasModel() || request.getModel().size() == 0) return;
-    auto name = request.getModel();
-    if (static_cast<int64_t>(name.size()) > limits.max_model_name_bytes) return;
-    out.model.assign(name.begin(), name.end());
-  });
-  KJ_IF_MAYBE(e, error) {
-    return InvalidArgument(std::string("unreadable request: ") + e->getDescription().cStr());
-  }
-  if (out.model.empty()) {
-    const bool too_long = request.hasModel() && request.getModel().size() > 0;
-    return InvalidArgument(too_long ? "the model name is longer than " + std::to_string(limits.max_model_name_bytes) +
-                                          " bytes"
-                                    : std::string("the request names no model"));
-  }
   Status status;
-  error = kj::runCatchingExceptions([&] {
+  // One guarded block for every read: each read of a pointer field (the name too) counts against
+  // the message's traversal limit, so any of them may be the one that throws.
+  kj::Maybe<kj::Exception> error = kj::runCatchingExceptions([&] {
+    auto name = request.getModel();
+    if (name.size() == 0) {
+      status = InvalidArgument("the request names no model");
+      return;
+    }
+    if (static_cast<int64_t>(name.size()) > limits.max_model_name_bytes) {
+      status = InvalidArgument("the model name is longer than " + std::to_string(limits.max_model_name_bytes) +
+                               " bytes");
+      return;
+    }
+    out.model.assign(name.begin(), name.end());
     out.version = request.getVersion();
     auto options = request.getOptions();
     out.timeout_us = static_cast<int64_t>(options.getTimeoutMs()) * 1000;
@@ -64,6 +68,11 @@ StatusOr<DecodedRequest> DecodeInferRequest(InferRequest::Reader request, const 
     switch (input.which()) {
       case InferRequest::Input::TOKENS: {
         auto tokens = input.getTokens();
+        if (tokens.size() == 0) {
+          status = InvalidArgument("the request has no input: send tokens (lstm, seq2seq) or a tree "
+                                   "(treelstm)");
+          return;
+        }
         if (static_cast<int64_t>(tokens.size()) > limits.max_tokens) {
           status = InvalidArgument("the request has " + std::to_string(tokens.size()) +
                                    " tokens; this server takes at most " + std::to_string(limits.max_tokens));
@@ -96,7 +105,7 @@ StatusOr<DecodedRequest> DecodeInferRequest(InferRequest::Reader request, const 
 
 void EncodeInferRequest(const std::string& model, uint32_t version, const RequestInput& input,
                         int64_t timeout_us, int64_t max_decode_len, InferRequest::Builder out) {
-  out.setModel(model);
+  out.setModel(AsText(model));
   out.setVersion(version);
   auto options = out.initOptions();
   options.setTimeoutMs(timeout_us > 0 ? ClampU32((timeout_us + 999) / 1000) : 0);
@@ -164,12 +173,13 @@ const char* ErrorCodeName(ErrorCode code) { return StatusCodeName(FromErrorCode(
 
 void EncodeError(const Status& status, Error::Builder out) {
   out.setCode(ToErrorCode(status.ok() ? StatusCode::kInternal : status.code()));
-  out.setMessage(status.ok() ? std::string("an error without a message (a server bug)") : status.message());
+  out.setMessage(status.ok() ? capnp::Text::Reader("an error without a message (a server bug)")
+                              : AsText(status.message()));
 }
 
 void EncodeResult(const RequestResult& result, const ModelSpec& spec, uint64_t server_micros,
                   InferResult::Builder out) {
-  out.setModel(spec.name);
+  out.setModel(AsText(spec.name));
   out.setVersion(ClampU32(spec.version));
   out.setLabel(result.label);
   auto logits = out.initLogits(static_cast<unsigned>(result.logits.size()));
@@ -194,7 +204,7 @@ StatusOr<ReplyValue> DecodeReply(InferReply::Reader reply) {
     switch (reply.which()) {
       case InferReply::RESULT: {
         auto r = reply.getResult();
-        out.model = r.getModel();
+        out.model = FromText(r.getModel());
         out.version = r.getVersion();
         out.server_micros = r.getServerMicros();
         out.result.label = r.getLabel();
@@ -205,7 +215,7 @@ StatusOr<ReplyValue> DecodeReply(InferReply::Reader reply) {
       }
       case InferReply::ERROR: {
         auto e = reply.getError();
-        status = Status(FromErrorCode(e.getCode()), e.getMessage());
+        status = Status(FromErrorCode(e.getCode()), FromText(e.getMessage()));
         break;
       }
       default:
@@ -220,7 +230,7 @@ StatusOr<ReplyValue> DecodeReply(InferReply::Reader reply) {
 }
 
 void EncodeModelInfo(const ModelSpec& spec, ModelInfo::Builder out) {
-  out.setName(spec.name);
+  out.setName(AsText(spec.name));
   out.setVersion(ClampU32(spec.version));
   switch (spec.kind) {
     case cellserve::ModelKind::kLstm: out.setKind(rpc::ModelKind::LSTM); break;
@@ -235,14 +245,14 @@ void EncodeModelInfo(const ModelSpec& spec, ModelInfo::Builder out) {
   out.setEosId(static_cast<int32_t>(spec.eos_id));
   out.setMaxDecodeLength(ClampU32(spec.max_decode_len));
   out.setMaxInputTokens(ClampU32(spec.max_input_tokens));
-  out.setDtype(spec.dtype);
+  out.setDtype(AsText(spec.dtype));
 }
 
 StatusOr<ModelSpec> DecodeModelInfo(ModelInfo::Reader info) {
   ModelSpec spec;
   Status status;
   kj::Maybe<kj::Exception> error = kj::runCatchingExceptions([&] {
-    spec.name = info.getName();
+    spec.name = FromText(info.getName());
     spec.version = info.getVersion();
     switch (info.getKind()) {
       case rpc::ModelKind::LSTM: spec.kind = cellserve::ModelKind::kLstm; break;
@@ -259,7 +269,7 @@ StatusOr<ModelSpec> DecodeModelInfo(ModelInfo::Reader info) {
     spec.eos_id = info.getEosId();
     spec.max_decode_len = info.getMaxDecodeLength();
     spec.max_input_tokens = info.getMaxInputTokens();
-    spec.dtype = info.getDtype();
+    spec.dtype = FromText(info.getDtype());
   });
   KJ_IF_MAYBE(e, error) {
     return InvalidArgument(std::string("unreadable model info: ") + e->getDescription().cStr());
