@@ -1,5 +1,6 @@
 #include "schema/kj_inbox.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace cellserve::rpc {
@@ -41,7 +42,10 @@ void KjInbox::Close() {
     dropped.swap(shared_->queue);
     wake = std::move(shared_->wake);
   }
-  // Destroyed outside the lock: a task's captures may post again (they find the inbox closed).
+  // Outside the lock: a task's captures may post again (they find the inbox closed). Waking the
+  // idle Run() promise lets it see `closed` and park for good, instead of failing because its
+  // fulfiller was destroyed unfulfilled.
+  if (wake) wake->fulfill();
 }
 
 uint64_t KjInbox::posted() const {
@@ -49,20 +53,26 @@ uint64_t KjInbox::posted() const {
   return shared_->posted;
 }
 
-kj::Promise<void> KjInbox::Run() { return Drain(); }
+kj::Promise<void> KjInbox::Run() { return Drain(shared_); }
 
-kj::Promise<void> KjInbox::Drain() {
+// Static over the shared state, so a Run() promise that outlives the inbox only finds it closed.
+kj::Promise<void> KjInbox::Drain(std::shared_ptr<Shared> shared) {
   std::deque<Task> batch;
   auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
   {
-    std::lock_guard<std::mutex> lock(shared_->mu);
-    if (shared_->closed) return kj::NEVER_DONE;
-    batch.swap(shared_->queue);
-    if (batch.empty()) shared_->wake = std::move(paf.fulfiller);
+    std::lock_guard<std::mutex> lock(shared->mu);
+    if (shared->closed) return kj::NEVER_DONE;
+    // At most kMaxBatch per turn, so a flood of posts cannot hold the loop for long.
+    const size_t n = std::min(shared->queue.size(), kMaxBatch);
+    for (size_t i = 0; i < n; ++i) {
+      batch.push_back(std::move(shared->queue.front()));
+      shared->queue.pop_front();
+    }
+    if (batch.empty()) shared->wake = std::move(paf.fulfiller);
   }
   for (Task& task : batch) task();
-  if (!batch.empty()) return kj::evalLater([this] { return Drain(); });
-  return paf.promise.then([this] { return Drain(); });
+  if (!batch.empty()) return kj::evalLater([shared] { return Drain(shared); });
+  return paf.promise.then([shared] { return Drain(shared); });
 }
 
 }  // namespace cellserve::rpc

@@ -24,8 +24,10 @@ class KjInbox {
   KjInbox();
   ~KjInbox();
 
-  // The loop's side: a promise that runs posted functions forever (until Close). Call once, on
-  // the loop's thread, and keep the promise (e.g. in a kj::TaskSet or .eagerlyEvaluate()).
+  // The loop's side: a promise that runs posted functions (at most kMaxBatch per loop turn, so
+  // I/O is not starved when the loop polls between turns: see WaitScope::setBusyPollInterval)
+  // until Close, then never resolves (it does not fail). Call once, on the loop's thread, and
+  // keep the promise (e.g. .eagerlyEvaluate()); it may outlive the inbox.
   kj::Promise<void> Run();
 
   // Posts from any thread, also after the inbox is destroyed (then Post returns false).
@@ -52,8 +54,9 @@ class KjInbox {
 
  private:
   using Shared = Sender::Shared;
+  static constexpr size_t kMaxBatch = 256;  // functions run per loop turn at most
+  static kj::Promise<void> Drain(std::shared_ptr<Shared> shared);
   std::shared_ptr<Shared> shared_;
-  kj::Promise<void> Drain();
 };
 
 }  // namespace cellserve::rpc

@@ -326,6 +326,8 @@ struct RpcServer::Impl {
 
   void Loop(std::promise<Status>* started) {
     kj::AsyncIoContext io = kj::setupAsyncIo();
+    // Check the sockets every 16 events even while answers keep the queue busy.
+    io.waitScope.setBusyPollInterval(16);
     LoopState state;
     state.cluster = cluster;
     state.options = &options;

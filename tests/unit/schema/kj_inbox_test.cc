@@ -242,6 +242,8 @@ TEST(KjInboxTest, PostAfterCloseIsRefused) {
   ASSERT_TRUE(PollUntil(ws, [&] { return counters->ran.load() == 1; }));
 
   loop.inbox().Close();
+  PollFor(ws, std::chrono::milliseconds(20));
+  loop.ExpectRunHealthy();  // closing an idle inbox parks Run(); it does not fail it
   EXPECT_FALSE(loop.inbox().Post(ProbeTask(counters)));
   EXPECT_EQ(counters->dropped.load(), 1) << "the refused function was not destroyed by Post";
 
