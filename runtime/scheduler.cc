@@ -44,6 +44,7 @@ struct Request {
   size_t scanned = 0;                       // cells whose dependencies are recorded
   int64_t unsubmitted = 0;                  // cells known and not yet submitted
   bool active = false;                      // its cells may be queued (policy admits it)
+  bool started = false;                     // a cell of it has been submitted
 
   template <typename F>
   static void ForEachInput(const Cell& c, F&& f) {
@@ -297,7 +298,8 @@ struct Scheduler::Impl {
 
   std::optional<Round> Next() {
     if (static_cast<int>(rounds.size()) >= options.lookahead) return std::nullopt;
-    Admission(clock->NowMicros());
+    const int64_t now = clock->NowMicros();
+    Admission(now);
     const int t = ChooseType();
     if (t < 0) return std::nullopt;
     const CellType& type = model->cell_type(t);
@@ -326,6 +328,10 @@ struct Scheduler::Impl {
       q.pop();
       round.batch.rows.push_back(row);
       members.push_back(rc);
+      if (!r.started) {
+        r.started = true;
+        round.first_cell_waits_us.push_back(now - r.arrival_us);
+      }
       Submit(r, rc.cell, &released);
     }
     // Cells made ready by this round wait for the next one (never in the round that feeds them),

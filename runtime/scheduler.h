@@ -72,6 +72,10 @@ struct Round {
   uint64_t id = 0;
   CellBatch batch;
   int64_t real_rows = 0;  // rows that belong to requests (the rest are padding)
+  // Queue wait of each request whose first cell is in this round: clock micros from its Admit to
+  // this round's decision (for the queue-wait metric; a request appears in exactly one round, or
+  // in none if it leaves before any of its cells is submitted).
+  std::vector<int64_t> first_cell_waits_us;
 };
 
 // What a request hears after a round it took part in, or after Cancel/ExpireDeadlines.

@@ -345,6 +345,55 @@ TEST(Scheduler, BucketedGroupsRequestsOfSimilarLength) {
   EXPECT_EQ(h.scheduler->stats().padding_rows, 3);
 }
 
+// The queue-wait metric's input: each request's wait from Admit to the round that submits its
+// first cell, reported in that round and in no other.
+TEST(Scheduler, EachRoundReportsTheQueueWaitOfTheRequestsItStarts) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1, /*max_batch=*/2)), Options(Policy::kCellular, 1));
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(3))).ok());  // t = 1000
+  h.clock.AdvanceMicros(100);
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(3))).ok());  // t = 1100
+  h.clock.AdvanceMicros(100);
+  ASSERT_TRUE(h.Admit(3, Tokens(Seq(3))).ok());  // t = 1200
+  h.clock.AdvanceMicros(50);
+  std::map<RequestId, int64_t> admitted = {{1, 1000}, {2, 1100}, {3, 1200}};
+  std::vector<int64_t> waits;
+  int rounds = 0;
+  for (int i = 0; i < 1000 && h.scheduler->requests_in() > 0; ++i) {
+    while (auto r = h.scheduler->NextRound()) {
+      if (rounds++ == 0) {
+        // Batch of 2, oldest first: requests 1 and 2 start, 250 and 150 us after their Admit.
+        EXPECT_EQ(r->first_cell_waits_us, (std::vector<int64_t>{250, 150}));
+      }
+      for (int64_t w : r->first_cell_waits_us) waits.push_back(w);
+      if (!r->first_cell_waits_us.empty() && rounds > 1) {
+        // Only request 3 is left to start; it starts now.
+        EXPECT_EQ(r->first_cell_waits_us, (std::vector<int64_t>{h.clock.NowMicros() - admitted[3]}));
+      }
+      h.device.push_back(std::move(*r));
+    }
+    h.CompleteOne();
+    h.clock.AdvanceMicros(100);
+  }
+  EXPECT_EQ(h.scheduler->requests_in(), 0);
+  ASSERT_EQ(waits.size(), 3u);  // once per request
+  EXPECT_GT(waits[2], 50);       // request 3 waited for a free row
+
+  // Padded: the wait includes the time the group took to form.
+  SchedulerOptions o = Options(Policy::kPadded);
+  o.padded_batch = 4;
+  o.padded_wait_us = 5000;
+  Harness p(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
+  ASSERT_TRUE(p.Admit(1, Tokens(Seq(2))).ok());
+  EXPECT_FALSE(p.scheduler->NextRound().has_value());
+  p.clock.AdvanceMicros(5000);
+  auto first = p.scheduler->NextRound();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->first_cell_waits_us, (std::vector<int64_t>{5000}));
+  auto second = p.scheduler->NextRound();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_TRUE(second->first_cell_waits_us.empty());
+}
+
 TEST(Scheduler, RejectsBadOptions) {
   auto model = MakeModel(SmallSpec(ModelKind::kLstm, 1));
   FakeClock clock;
