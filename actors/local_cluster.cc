@@ -10,6 +10,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 #include <caf/all.hpp>
@@ -46,6 +47,8 @@ struct LocalCluster::Impl {
   caf::actor node;
   std::vector<caf::actor> workers;
   std::atomic<uint64_t> next_id{1};
+  // With metrics: each served model's series, by name (fixed after Start, read without a lock).
+  std::unordered_map<std::string, monitoring::ModelMetrics*> model_metrics;
 
   // Infer/Cancel/Report hold it shared while they use the actors; Shutdown holds it exclusively
   // to turn `running` off.
@@ -159,6 +162,10 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   node.models = impl->models;
   node.clock = &impl->clock;
   node.counters = impl->counters;
+  if (options.metrics) {
+    for (const auto& m : impl->models) impl->model_metrics[m->spec().name] = options.metrics->Model(m->spec().name);
+    for (const auto& d : impl->devices) node.device_metrics.push_back(options.metrics->Device(d->name()));
+  }
   impl->node = actors::SpawnNode(*impl->system, std::move(node));
   for (int i = 0; i < options.devices; ++i) {
     actors::WorkerOptions w;
@@ -169,6 +176,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     w.scheduler = options.scheduler;
     w.node = impl->node;
     w.counters = impl->counters;
+    w.metrics = options.metrics;
     auto worker = actors::SpawnWorker(*impl->system, std::move(w));
     if (!worker.ok()) {
       impl->Shutdown();
@@ -197,7 +205,15 @@ uint64_t LocalCluster::Infer(const std::string& model, RequestInput input, int64
                              InferCallback done, TokenCallback on_token) {
   Impl& s = *impl_;
   const uint64_t id = s.next_id.fetch_add(1);
-  auto reply = std::make_shared<actors::ReplySlot>(id, std::move(done), s.counters);
+  actors::AnswerMetrics metrics;
+  if (s.options.metrics) {
+    metrics.metrics = s.options.metrics;
+    metrics.clock = &s.clock;
+    metrics.arrival_us = s.clock.NowMicros();
+    auto it = s.model_metrics.find(model);
+    if (it != s.model_metrics.end()) metrics.model = it->second;
+  }
+  auto reply = std::make_shared<actors::ReplySlot>(id, std::move(done), s.counters, metrics);
   {
     std::shared_lock<std::shared_mutex> lock(s.life_mu);
     if (s.running) {

@@ -19,6 +19,10 @@
 
 namespace cellserve {
 
+namespace monitoring {
+class ServingMetrics;
+}
+
 struct LocalClusterOptions {
   std::string model_repo;                  // folder of models (DIR/NAME/spec.json, weights)
   std::vector<std::string> models;         // names to load; empty = every model in the repo
@@ -26,6 +30,9 @@ struct LocalClusterOptions {
   int blas_threads = 1;                    // OpenBLAS threads (process-wide)
   SchedulerOptions scheduler;              // policy, lookahead, bounds (state_slots per device)
   int caf_threads = 0;                     // CAF scheduler threads; 0 = CAF's default
+  // Prometheus metrics (monitoring/metrics.h): every answer, each device's rounds, the node's
+  // placements. Borrowed: must outlive the cluster. nullptr = no metrics (and no cost).
+  monitoring::ServingMetrics* metrics = nullptr;
 };
 
 struct DeviceReport {

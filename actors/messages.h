@@ -34,7 +34,9 @@
 
 #include <caf/all.hpp>
 
+#include "monitoring/metrics.h"
 #include "runtime/cell_graph.h"
+#include "runtime/clock.h"
 #include "runtime/device.h"
 #include "runtime/scheduler.h"
 #include "runtime/status.h"
@@ -97,15 +99,25 @@ struct ClusterCounters {
 // How an answer is counted.
 enum class AnswerKind { kRejected, kRan };
 
+// What a request's answer is recorded in (cellserve_requests_total, _request_duration_seconds and
+// _requests_in_flight). `metrics` null: nothing is recorded.
+struct AnswerMetrics {
+  monitoring::ServingMetrics* metrics = nullptr;  // borrowed; outlives the slot
+  monitoring::ModelMetrics* model = nullptr;      // the request's model; null = not served ("(unknown)")
+  const Clock* clock = nullptr;                   // required with metrics
+  int64_t arrival_us = 0;                         // when the cluster got the request, on `clock`
+};
+
 // The one answer of one request. Whoever holds it may Answer; the first call wins and later ones
 // do nothing, so an answer can never be given twice. If nobody answered by the time the last
 // holder lets go (a message lost at shutdown, an actor killed), the destructor answers CANCELLED,
 // so an answer can never be missed either. Thread-safe.
 class ReplySlot {
  public:
-  ReplySlot(RequestId id, InferDone done, std::shared_ptr<ClusterCounters> counters)
-      : id_(id), done_(std::move(done)), counters_(std::move(counters)) {
+  ReplySlot(RequestId id, InferDone done, std::shared_ptr<ClusterCounters> counters, AnswerMetrics metrics = {})
+      : id_(id), done_(std::move(done)), counters_(std::move(counters)), metrics_(metrics) {
     if (counters_) counters_->AddUnanswered();
+    if (metrics_.metrics) metrics_.metrics->OnArrived();
   }
   ~ReplySlot() {
     Answer(Cancelled("request " + std::to_string(id_) + " was dropped while the cluster stopped"),
@@ -125,6 +137,9 @@ class ReplySlot {
       else if (result.ok()) ++counters_->completed;
       else ++counters_->failed;
     }
+    if (metrics_.metrics)  // before the callback: whoever hears the answer sees it counted
+      metrics_.metrics->OnAnswered(metrics_.model, result.ok() ? StatusCode::kOk : result.status().code(),
+                                   metrics_.clock->NowMicros() - metrics_.arrival_us);
     InferDone done = std::move(done_);
     if (done) done(std::move(result));
     if (counters_) counters_->OnAnswered();
@@ -135,6 +150,7 @@ class ReplySlot {
   const RequestId id_;
   InferDone done_;  // moved out by the one Answer that runs
   std::shared_ptr<ClusterCounters> counters_;
+  AnswerMetrics metrics_;
   std::atomic<bool> answered_{false};
 };
 

@@ -96,6 +96,8 @@ struct NodeState {
       return;
     }
     Worker& worker = workers[w];
+    if (static_cast<size_t>(w) < options.device_metrics.size() && options.device_metrics[w])
+      options.device_metrics[w]->placements->Increment();
     worker.unreported_cells += EstimateCells(*it->second, m.input);
     ++worker.in_flight;
     ++worker.assigned;

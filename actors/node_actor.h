@@ -16,6 +16,7 @@
 #include <caf/all.hpp>
 
 #include "actors/messages.h"
+#include "monitoring/metrics.h"
 #include "runtime/clock.h"
 #include "runtime/model.h"
 
@@ -25,6 +26,9 @@ struct NodeOptions {
   std::vector<std::shared_ptr<const Model>> models;  // served, by spec().name
   const Clock* clock = nullptr;                      // required: request deadlines are on it
   std::shared_ptr<ClusterCounters> counters;         // may be null
+  // Per worker index: its device's metrics, where each placement is counted
+  // (cellserve_placements_total). Borrowed; empty (or a null entry) = not counted.
+  std::vector<monitoring::DeviceMetrics*> device_metrics;
 };
 
 // Workers join afterwards: (add_worker_atom, int index, caf::actor worker).

@@ -22,6 +22,9 @@ constexpr int64_t kMinWakeupDelayUs = 250;
 struct PerModel {
   std::shared_ptr<const Model> model;
   std::unique_ptr<Scheduler> scheduler;
+  // Metrics handles (null without metrics): the model's series, and batch size per cell type.
+  monitoring::ModelMetrics* metrics = nullptr;
+  std::vector<prometheus::Histogram*> batch_size;
 };
 
 // What SpawnWorker prepared (schedulers created, models registered); moved into the state.
@@ -50,6 +53,7 @@ struct WorkerState {
   int64_t reported_cells = -1, reported_requests = -1;
   int rounds_since_report = 0;
   int64_t load_reports = 0;
+  monitoring::DeviceMetrics* device_metrics = nullptr;  // null: no metrics
 
   ~WorkerState() {
     // Stopped while requests were still in (killed, or an error): tell each request, so no one
@@ -117,6 +121,7 @@ struct WorkerState {
   void RoundDone(DeviceCompletion& c) {
     const size_t mi = static_cast<size_t>(c.round_id >> kModelShift);
     if (mi >= models.size()) return;
+    if (device_metrics) monitoring::ServingMetrics::OnDeviceBusy(*device_metrics, c.end_us - c.start_us);
     Deliver(models[mi].scheduler->OnRoundDone(c.round_id & kRoundMask, c.output));
     ++rounds_since_report;
     AfterChange();
@@ -159,6 +164,17 @@ struct WorkerState {
     Pump();
     ArmWakeup();
     MaybeReportLoad(false);
+    if (device_metrics) UpdateGauges();
+  }
+
+  void UpdateGauges() {
+    int64_t rounds = 0, slots = 0;
+    for (const auto& m : models) {
+      rounds += m.scheduler->rounds_in_flight();
+      slots += m.scheduler->slots_in_use();
+    }
+    device_metrics->rounds_in_flight->Set(static_cast<double>(rounds));
+    device_metrics->slots_in_use->Set(static_cast<double>(slots));
   }
 
   // Submits every round the schedulers will give now, round-robin over the models.
@@ -184,6 +200,13 @@ struct WorkerState {
   }
 
   void Submit(size_t mi, Round round) {
+    if (device_metrics) {
+      PerModel& m = models[mi];
+      const int64_t rows = static_cast<int64_t>(round.batch.rows.size());
+      monitoring::ServingMetrics::OnRound(*device_metrics, m.batch_size[static_cast<size_t>(round.batch.type)],
+                                          round.real_rows, rows - round.real_rows);
+      for (int64_t wait_us : round.first_cell_waits_us) monitoring::ServingMetrics::OnQueueWait(*m.metrics, wait_us);
+    }
     const uint64_t device_round = (static_cast<uint64_t>(mi) << kModelShift) | (round.id & kRoundMask);
     caf::actor me = caf::actor_cast<caf::actor>(self);
     options.device->Submit(device_round, std::move(round.batch), [me](DeviceCompletion c) {
@@ -259,6 +282,19 @@ caf::behavior WorkerActor(caf::stateful_actor<WorkerState>* self, std::shared_pt
   st.self = self;
   st.options = std::move(setup->options);
   st.models = std::move(setup->models);
+  if (st.options.metrics) {
+    monitoring::ServingMetrics& metrics = *st.options.metrics;
+    const std::string device = st.options.device->name();
+    st.device_metrics = metrics.Device(device);
+    int64_t capacity = 0;  // slots requests may hold: the padding slot is not theirs
+    for (PerModel& m : st.models) {
+      m.metrics = metrics.Model(m.model->spec().name);
+      for (const CellType& type : m.model->cell_types()) m.batch_size.push_back(metrics.BatchSize(device, type.name));
+      capacity += m.scheduler->options().state_slots - (m.scheduler->pad_slot() >= 0 ? 1 : 0);
+    }
+    st.device_metrics->slots->Set(static_cast<double>(capacity));
+    st.UpdateGauges();
+  }
   return {
       [self](admit_atom, AdmitMsg& m) { self->state.Admit(m); },
       [self](cancel_atom, const CancelMsg& m) { self->state.Cancel(m); },

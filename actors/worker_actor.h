@@ -14,6 +14,9 @@
 // Several models on one device: one scheduler each, pumped round-robin; `lookahead` bounds each
 // scheduler's rounds in flight, so the device may hold up to lookahead x models rounds. Device
 // round ids carry the model's index in their top 16 bits.
+// Metrics (options.metrics, optional): updated where the event happens, from pre-resolved
+// handles: a submitted round (batch size, cells, batches, padding, each started request's queue
+// wait), a completed round (busy time), and after every message (rounds in flight, slots in use).
 // Ownership: the device, the clock and the models are borrowed and must outlive the actor (the
 // device must also outlive its last completion callback). Runs on CAF threads only.
 #pragma once
@@ -25,6 +28,7 @@
 #include <caf/all.hpp>
 
 #include "actors/messages.h"
+#include "monitoring/metrics.h"
 #include "runtime/clock.h"
 #include "runtime/device.h"
 #include "runtime/model.h"
@@ -43,6 +47,9 @@ struct WorkerOptions {
   std::shared_ptr<ClusterCounters> counters;  // `accepted` is counted here; may be null
   int64_t load_report_interval_us = 2000;     // at most one load report per interval ...
   int load_report_rounds = 16;                // ... unless this many rounds finished since
+  // Per device: batch size, cells, batches, padding rows, busy time, rounds in flight, state
+  // slots; per model: queue wait. Borrowed, must outlive the actor; null = no metrics.
+  monitoring::ServingMetrics* metrics = nullptr;
 };
 
 // Validates the options, registers every model on the device, creates the schedulers, then

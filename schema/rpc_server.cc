@@ -18,6 +18,7 @@
 #include <kj/async-io.h>
 #include <kj/debug.h>
 
+#include "monitoring/metrics.h"
 #include "runtime/clock.h"
 #include "schema/kj_inbox.h"
 
@@ -107,7 +108,14 @@ struct LoopState {
   std::unique_ptr<ReportThread> reporter;
   SteadyClock clock;
 
-  void CountError(StatusCode code) { ++stats->errors_by_code[static_cast<size_t>(code)]; }
+  void CountError(StatusCode code) {
+    ++stats->errors_by_code[static_cast<size_t>(code)];
+    if (options->metrics) options->metrics->OnRpcError(code);
+  }
+  void CallsInFlight(int delta) {
+    stats->calls_in_flight += delta;
+    if (options->metrics) options->metrics->rpc_calls_in_flight().Increment(delta);
+  }
 };
 
 struct ConnectionCalls {
@@ -180,8 +188,10 @@ class Service final : public Cellserve::Server {
     // cancellation; then dropping the call destroys the promise below, whose defer cancels the
     // request in the cluster.
     context.allowCancellation();
-    auto fail = [&](const Status& status) {
+    auto fail = [&](const Status& status) {  // answered here: the cluster never sees the request
       state_.CountError(status.code());
+      if (state_.options->metrics)
+        state_.options->metrics->OnRefused(nullptr, status.code(), state_.clock.NowMicros() - received_us);
       EncodeError(status, context.getResults().initReply().initError());
       return kj::READY_NOW;
     };
@@ -200,7 +210,7 @@ class Service final : public Cellserve::Server {
     call.done = kj::mv(paf.fulfiller);
     call.sink = kj::mv(sink);
     ++conn_->in_flight;
-    ++state_.stats->calls_in_flight;
+    state_.CallsInFlight(1);
 
     LoopState* st = &state_;
     KjInbox::Sender inbox = state_.inbox.sender();
@@ -255,7 +265,7 @@ class Service final : public Cellserve::Server {
         })
         .attach(kj::defer([st, conn, id, cluster_id] {
           --conn->in_flight;
-          --st->stats->calls_in_flight;
+          st->CallsInFlight(-1);
           auto it = st->calls.find(id);
           if (it != st->calls.end()) {  // dropped before the answer: the client cancelled or left
             st->calls.erase(it);
@@ -275,15 +285,21 @@ struct Connection {
       : stream(kj::mv(s)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, options),
         rpc(capnp::makeRpcServer(network, kj::heap<Service>(state, std::make_shared<ConnectionCalls>()))),
-        stats(state.stats) {
+        stats(state.stats),
+        metrics(state.options->metrics) {
     ++stats->connections;
     ++stats->connections_total;
+    if (metrics) metrics->rpc_connections().Increment();
   }
-  ~Connection() { --stats->connections; }
+  ~Connection() {
+    --stats->connections;
+    if (metrics) metrics->rpc_connections().Decrement();
+  }
   kj::Own<kj::AsyncIoStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
   AtomicStats* stats;
+  monitoring::ServingMetrics* metrics;
 };
 
 class IgnoreErrors final : public kj::TaskSet::ErrorHandler {

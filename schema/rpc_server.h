@@ -22,6 +22,10 @@
 #include "runtime/status.h"
 #include "schema/convert.h"
 
+namespace cellserve::monitoring {
+class ServingMetrics;
+}
+
 namespace cellserve::rpc {
 
 struct RpcServerOptions {
@@ -37,6 +41,10 @@ struct RpcServerOptions {
   int64_t max_connections = 1024;
   // Stop: how long calls in flight may take to be answered before connections close. Default 5 s.
   int64_t stop_grace_ms = 5000;
+  // Prometheus metrics (monitoring/metrics.h): error replies by code, open connections, calls in
+  // flight, and the requests it answers itself, before the cluster (cellserve_requests_total with
+  // model "(unknown)"). Borrowed: must outlive the server. nullptr = none.
+  monitoring::ServingMetrics* metrics = nullptr;
 };
 
 struct RpcServerStats {

@@ -1,0 +1,446 @@
+// The Prometheus metrics (monitoring/metrics.h), read back the way Prometheus reads them: the text
+// exposition of the registry, parsed into series. The contract's names and label values; the
+// helpers; the busy window; then a real LocalCluster (CPU devices, temp model repository) and a
+// real RpcServer with metrics on: requests of known outcomes, and every counter and histogram
+// count checked exactly against what was sent and against the cluster's own report. Every wait is
+// bounded.
+#include "monitoring/metrics.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "actors/local_cluster.h"
+#include "runtime/model_repository.h"
+#include "schema/client.h"
+#include "schema/rpc_server.h"
+
+namespace cellserve::monitoring {
+namespace {
+
+namespace fs = std::filesystem;
+using Labels = std::map<std::string, std::string>;
+
+// A series' key: name{k1="v1",k2="v2"} with labels sorted by name.
+std::string Key(const std::string& name, const Labels& labels = {}) {
+  std::string key = name;
+  if (labels.empty()) return key;
+  key += "{";
+  bool first = true;
+  for (const auto& [k, v] : labels) {
+    key += (first ? "" : ",") + k + "=\"" + v + "\"";
+    first = false;
+  }
+  return key + "}";
+}
+
+// The text exposition format as series -> value (comments skipped). Fails the test on a line it
+// cannot read.
+std::map<std::string, double> Parse(const std::string& text) {
+  std::map<std::string, double> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    size_t pos = line.find_first_of("{ ");
+    const std::string name = line.substr(0, pos);
+    Labels labels;
+    if (pos != std::string::npos && line[pos] == '{') {
+      ++pos;
+      while (line[pos] != '}') {
+        const size_t eq = line.find("=\"", pos);
+        const size_t close = line.find('"', eq + 2);
+        if (eq == std::string::npos || close == std::string::npos) {
+          ADD_FAILURE() << "cannot parse: " << line;
+          return out;
+        }
+        labels[line.substr(pos, eq - pos)] = line.substr(eq + 2, close - eq - 2);
+        pos = close + 1;
+        if (line[pos] == ',') ++pos;
+      }
+      ++pos;
+    }
+    const std::string value = line.substr(line.find_first_not_of(' ', pos));
+    out[Key(name, labels)] = std::strtod(value.c_str(), nullptr);
+  }
+  return out;
+}
+
+class Series {
+ public:
+  explicit Series(ServingMetrics& metrics) : all_(Parse(metrics.Serialize())) {}
+  bool Has(const std::string& name, const Labels& labels = {}) const { return all_.count(Key(name, labels)) > 0; }
+  double operator()(const std::string& name, const Labels& labels = {}) const {
+    auto it = all_.find(Key(name, labels));
+    if (it == all_.end()) {
+      ADD_FAILURE() << "no series " << Key(name, labels);
+      return -1;
+    }
+    return it->second;
+  }
+  // Sum over every series of `name` whose labels include `match`.
+  double Sum(const std::string& name, const Labels& match = {}) const {
+    double sum = 0;
+    for (const auto& [key, value] : all_) {
+      if (key != name && key.rfind(name + "{", 0) != 0) continue;
+      bool ok = true;
+      for (const auto& [k, v] : match) ok = ok && key.find(k + "=\"" + v + "\"") != std::string::npos;
+      if (ok) sum += value;
+    }
+    return sum;
+  }
+  // Distinct values of label `label` among series of `name`.
+  std::vector<std::string> Values(const std::string& name, const std::string& label) const {
+    std::vector<std::string> out;
+    for (const auto& [key, value] : all_) {
+      if (key.rfind(name + "{", 0) != 0) continue;
+      const size_t at = key.find(label + "=\"");
+      if (at == std::string::npos) continue;
+      const size_t b = at + label.size() + 2;
+      const std::string v = key.substr(b, key.find('"', b) - b);
+      if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+    }
+    return out;
+  }
+
+ private:
+  std::map<std::string, double> all_;
+};
+
+const char* const kCodes[] = {"OK",        "INVALID_ARGUMENT", "NOT_FOUND",   "RESOURCE_EXHAUSTED",
+                              "DEADLINE_EXCEEDED", "CANCELLED", "UNAVAILABLE", "INTERNAL"};
+
+TEST(BusyWindow, RatioOverAtLeastTheWindowEndingNow) {
+  BusyWindow w(10'000'000);
+  EXPECT_EQ(w.Sample(0, 0.0), 0.0);  // the start
+  EXPECT_DOUBLE_EQ(w.Sample(1'000'000, 0.5), 0.5);    // since the start: 0.5 s of 1 s
+  EXPECT_DOUBLE_EQ(w.Sample(5'000'000, 1.0), 0.2);    // since the start: 1 s of 5 s
+  // The newest sample at least 10 s old is t = 1 s: (3 - 0.5) / 11.
+  EXPECT_DOUBLE_EQ(w.Sample(12'000'000, 3.0), 2.5 / 11);
+  // Idle since t = 12 s; reference t = 12 s (the newest >= 10 s old): 0.
+  EXPECT_DOUBLE_EQ(w.Sample(30'000'000, 3.0), 0.0);
+  // Busy the whole 20 s since t = 30 s (slow scrapes: since the previous one).
+  EXPECT_DOUBLE_EQ(w.Sample(50'000'000, 23.0), 1.0);
+  // Clamped: a batch counted when it ends may cover time before the window.
+  EXPECT_DOUBLE_EQ(w.Sample(51'000'000, 30.0), 1.0);
+  EXPECT_EQ(w.Sample(51'000'000, 30.0), w.Sample(51'000'000, 30.0));  // same instant: same answer
+}
+
+TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
+  ServingMetricsOptions o;
+  o.node = "node-a";
+  o.version = "9.9.9";
+  ServingMetrics m(o);
+  m.Model("lstm");
+  m.Device("cpu:0");
+  m.BatchSize("cpu:0", "head");
+  Series s(m);
+  for (const char* code : kCodes) EXPECT_EQ(s("cellserve_requests_total", {{"model", "lstm"}, {"code", code}}), 0);
+  for (const char* code : kCodes) {
+    if (std::string(code) == "OK") {
+      EXPECT_FALSE(s.Has("cellserve_rpc_errors_total", {{"code", code}}));
+    } else {
+      EXPECT_EQ(s("cellserve_rpc_errors_total", {{"code", code}}), 0);
+    }
+  }
+  for (const char* h : {"cellserve_request_duration_seconds", "cellserve_queue_wait_seconds"}) {
+    EXPECT_EQ(s(std::string(h) + "_count", {{"model", "lstm"}}), 0);
+    EXPECT_EQ(s(std::string(h) + "_bucket", {{"model", "lstm"}, {"le", "0.0001"}}), 0);
+    EXPECT_EQ(s(std::string(h) + "_bucket", {{"model", "lstm"}, {"le", "10"}}), 0);
+    EXPECT_EQ(s(std::string(h) + "_bucket", {{"model", "lstm"}, {"le", "+Inf"}}), 0);
+  }
+  EXPECT_EQ(s.Values("cellserve_request_duration_seconds_bucket", "le").size(), LatencyBuckets().size() + 1);
+  EXPECT_EQ(s("cellserve_batch_size_bucket", {{"device", "cpu:0"}, {"cell_type", "head"}, {"le", "512"}}), 0);
+  EXPECT_EQ(s.Values("cellserve_batch_size_bucket", "le").size(), BatchSizeBuckets().size() + 1);
+  for (const char* name : {"cellserve_cells_total", "cellserve_batches_total", "cellserve_padding_rows_total",
+                           "cellserve_device_busy_seconds_total", "cellserve_device_busy_ratio",
+                           "cellserve_state_slots_in_use", "cellserve_state_slots", "cellserve_rounds_in_flight",
+                           "cellserve_placements_total"})
+    EXPECT_EQ(s(name, {{"device", "cpu:0"}}), 0) << name;
+  for (const char* name : {"cellserve_requests_in_flight", "cellserve_rpc_connections", "cellserve_rpc_calls_in_flight"})
+    EXPECT_EQ(s(name), 0) << name;
+  EXPECT_EQ(s("cellserve_node_up", {{"node", "node-a"}}), 1);
+  EXPECT_EQ(s("cellserve_build_info", {{"version", "9.9.9"}}), 1);
+  // Registration is idempotent: the same handles.
+  EXPECT_EQ(m.Model("lstm"), m.Model("lstm"));
+  EXPECT_EQ(m.Device("cpu:0"), m.Device("cpu:0"));
+  EXPECT_EQ(m.BatchSize("cpu:0", "head"), m.BatchSize("cpu:0", "head"));
+}
+
+TEST(ServingMetrics, HelpersCountWhatTheContractSays) {
+  FakeClock clock(0);
+  ServingMetricsOptions o;
+  o.clock = &clock;
+  ServingMetrics m(o);
+  ModelMetrics* model = m.Model("lstm");
+  DeviceMetrics* dev = m.Device("cpu:0");
+  prometheus::Histogram* head = m.BatchSize("cpu:0", "head");
+
+  m.OnArrived();
+  m.OnArrived();
+  m.OnAnswered(model, StatusCode::kOk, 1500);  // 1.5 ms
+  m.OnRefused(nullptr, StatusCode::kNotFound, 10);
+  ServingMetrics::OnRound(*dev, head, 5, 3);
+  ServingMetrics::OnRound(*dev, head, 1, 0);
+  ServingMetrics::OnQueueWait(*model, 300);
+  ServingMetrics::OnDeviceBusy(*dev, 2'000'000);
+  m.OnRpcError(StatusCode::kOk);  // not an error: ignored
+  m.OnRpcError(StatusCode::kResourceExhausted);
+  clock.AdvanceMicros(4'000'000);
+
+  Series s(m);
+  EXPECT_EQ(s("cellserve_requests_in_flight"), 1);
+  EXPECT_EQ(s("cellserve_requests_total", {{"model", "lstm"}, {"code", "OK"}}), 1);
+  EXPECT_EQ(s("cellserve_requests_total", {{"model", kUnknownModel}, {"code", "NOT_FOUND"}}), 1);
+  EXPECT_EQ(s("cellserve_request_duration_seconds_count", {{"model", "lstm"}}), 1);
+  EXPECT_DOUBLE_EQ(s("cellserve_request_duration_seconds_sum", {{"model", "lstm"}}), 0.0015);
+  EXPECT_EQ(s("cellserve_request_duration_seconds_bucket", {{"model", "lstm"}, {"le", "0.001"}}), 0);
+  EXPECT_EQ(s("cellserve_request_duration_seconds_bucket", {{"model", "lstm"}, {"le", "0.0025"}}), 1);
+  EXPECT_EQ(s("cellserve_request_duration_seconds_count", {{"model", kUnknownModel}}), 1);
+  EXPECT_EQ(s("cellserve_queue_wait_seconds_bucket", {{"model", "lstm"}, {"le", "0.00025"}}), 0);
+  EXPECT_EQ(s("cellserve_queue_wait_seconds_bucket", {{"model", "lstm"}, {"le", "0.0005"}}), 1);
+  EXPECT_EQ(s("cellserve_cells_total", {{"device", "cpu:0"}}), 6);
+  EXPECT_EQ(s("cellserve_batches_total", {{"device", "cpu:0"}}), 2);
+  EXPECT_EQ(s("cellserve_padding_rows_total", {{"device", "cpu:0"}}), 3);
+  EXPECT_EQ(s("cellserve_batch_size_count", {{"device", "cpu:0"}, {"cell_type", "head"}}), 2);
+  EXPECT_EQ(s("cellserve_batch_size_sum", {{"device", "cpu:0"}, {"cell_type", "head"}}), 6);
+  EXPECT_EQ(s("cellserve_batch_size_bucket", {{"device", "cpu:0"}, {"cell_type", "head"}, {"le", "4"}}), 1);
+  EXPECT_EQ(s("cellserve_batch_size_bucket", {{"device", "cpu:0"}, {"cell_type", "head"}, {"le", "8"}}), 2);
+  EXPECT_EQ(s("cellserve_device_busy_seconds_total", {{"device", "cpu:0"}}), 2);
+  EXPECT_DOUBLE_EQ(s("cellserve_device_busy_ratio", {{"device", "cpu:0"}}), 0.5);  // 2 s of 4 s
+  EXPECT_EQ(s("cellserve_rpc_errors_total", {{"code", "RESOURCE_EXHAUSTED"}}), 1);
+  EXPECT_EQ(s.Sum("cellserve_rpc_errors_total"), 1);
+}
+
+TEST(MetricsServer, ServesTheExpositionOverHttp) {
+  ServingMetrics m;
+  m.Model("lstm")->requests[0]->Increment(3);
+  auto server = MetricsServer::Start(&m, "127.0.0.1:0");
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  ASSERT_GT((*server)->port(), 0);
+  // A minimal HTTP GET over a socket (no client library in the tree).
+  const std::string cmd = "python3 -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("
+                          "'http://127.0.0.1:" + std::to_string((*server)->port()) +
+                          "/metrics', timeout=10).read().decode())\"";
+  std::FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string body;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) body.append(buf, n);
+  ASSERT_EQ(pclose(p), 0);
+  EXPECT_NE(body.find("cellserve_requests_total{code=\"OK\",model=\"lstm\"} 3"), std::string::npos) << body;
+  // A second server on the same port cannot bind.
+  auto again = MetricsServer::Start(&m, "127.0.0.1:" + std::to_string((*server)->port()));
+  EXPECT_EQ(again.status().code(), StatusCode::kUnavailable);
+}
+
+// A temp repository with one small lstm (2 layers, so 2n + 1 cells for n tokens).
+class Repo {
+ public:
+  Repo() {
+    dir_ = fs::temp_directory_path() / ("cellserve_monitoring_test_" + std::to_string(getpid()));
+    ModelSpec spec;
+    spec.name = "lstm";
+    spec.kind = ModelKind::kLstm;
+    spec.vocab_size = 500;
+    spec.embed_dim = 24;
+    spec.hidden = 32;
+    spec.layers = 2;
+    spec.classes = 3;
+    spec.max_input_tokens = 64;
+    spec.max_batch = 8;
+    auto w = RandomWeights(spec, 11, 0.3f);
+    if (!w.ok() || !WriteModel(dir_.string(), spec, *w).ok()) throw std::runtime_error("cannot write model");
+  }
+  ~Repo() {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string dir() const { return dir_.string(); }
+
+ private:
+  fs::path dir_;
+};
+
+RequestInput Tokens(int n, int32_t first = 4) {
+  RequestInput in;
+  for (int i = 0; i < n; ++i) in.tokens.push_back(first + (i * 37) % 400);
+  return in;
+}
+
+// Counts answers by code; waits (bounded) for a total.
+class Answers {
+ public:
+  InferCallback Callback() {
+    return [this](StatusOr<RequestResult> r) {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++by_code_[r.ok() ? "OK" : StatusCodeName(r.status().code())];
+      ++total_;
+      cv_.notify_all();
+    };
+  }
+  bool Wait(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(120), [&] { return total_ >= n; });
+  }
+  int Count(const std::string& code) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return by_code_[code];
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, int> by_code_;
+  int total_ = 0;
+};
+
+TEST(MonitoringCluster, CountsEveryAnswerAndEveryRoundExactly) {
+  Repo repo;
+  ServingMetrics metrics;
+  LocalClusterOptions options;
+  options.model_repo = repo.dir();
+  options.devices = 2;
+  options.scheduler.state_slots = 4096;
+  options.metrics = &metrics;
+  auto started = LocalCluster::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  std::unique_ptr<LocalCluster> cluster = std::move(started).value();
+
+  constexpr int kOk = 60, kInvalid = 7, kNotFound = 5;
+  Answers answers;
+  int64_t cells = 0;
+  for (int i = 0; i < kOk; ++i) {
+    const int n = 1 + i % 40;
+    cells += 2 * n + 1;
+    cluster->Infer("lstm", Tokens(n, 4 + i), 0, answers.Callback());
+  }
+  for (int i = 0; i < kInvalid; ++i) {
+    RequestInput bad = Tokens(3);
+    if (i % 2) bad.tokens[1] = 500;  // outside the vocabulary
+    else bad.tokens.clear();         // empty
+    cluster->Infer("lstm", bad, 0, answers.Callback());
+  }
+  for (int i = 0; i < kNotFound; ++i) cluster->Infer("no-such-model", Tokens(3), 0, answers.Callback());
+  ASSERT_TRUE(answers.Wait(kOk + kInvalid + kNotFound));
+  ASSERT_EQ(answers.Count("OK"), kOk);
+  ASSERT_EQ(answers.Count("INVALID_ARGUMENT"), kInvalid);
+  ASSERT_EQ(answers.Count("NOT_FOUND"), kNotFound);
+  cluster->Stop();  // the workers' last gauge updates are in once their actors are gone
+  const ClusterReport report = cluster->Report();
+
+  Series s(metrics);
+  // Requests: every answer once, by model and code; the duration histogram counts them all.
+  for (const char* code : kCodes) {
+    const double want = std::string(code) == "OK" ? kOk : std::string(code) == "INVALID_ARGUMENT" ? kInvalid : 0;
+    EXPECT_EQ(s("cellserve_requests_total", {{"model", "lstm"}, {"code", code}}), want) << code;
+  }
+  EXPECT_EQ(s("cellserve_requests_total", {{"model", kUnknownModel}, {"code", "NOT_FOUND"}}), kNotFound);
+  EXPECT_EQ(s.Sum("cellserve_requests_total"), kOk + kInvalid + kNotFound);
+  EXPECT_EQ(s("cellserve_request_duration_seconds_count", {{"model", "lstm"}}), kOk + kInvalid);
+  EXPECT_EQ(s("cellserve_request_duration_seconds_bucket", {{"model", "lstm"}, {"le", "+Inf"}}), kOk + kInvalid);
+  EXPECT_EQ(s("cellserve_request_duration_seconds_count", {{"model", kUnknownModel}}), kNotFound);
+  EXPECT_GT(s("cellserve_request_duration_seconds_sum", {{"model", "lstm"}}), 0);
+  // Queue wait: once per request that ran (the invalid ones never reached a scheduler).
+  EXPECT_EQ(s("cellserve_queue_wait_seconds_count", {{"model", "lstm"}}), kOk);
+  EXPECT_EQ(s.Sum("cellserve_queue_wait_seconds_count"), kOk);
+  EXPECT_EQ(s("cellserve_requests_in_flight"), 0);
+  // Placements: every request for a served model, valid or not (the node places, the request
+  // actor validates).
+  EXPECT_EQ(s.Sum("cellserve_placements_total"), kOk + kInvalid);
+
+  // Devices: the same figures as the cluster's own report, and the cells the requests need.
+  ASSERT_EQ(report.devices.size(), 2u);
+  int64_t rounds = 0;
+  for (const DeviceReport& d : report.devices) {
+    const Labels dev = {{"device", d.name}};
+    EXPECT_EQ(s("cellserve_cells_total", dev), d.cells) << d.name;
+    EXPECT_EQ(s("cellserve_batches_total", dev), d.rounds) << d.name;
+    EXPECT_EQ(s("cellserve_padding_rows_total", dev), 0) << d.name;
+    EXPECT_NEAR(s("cellserve_device_busy_seconds_total", dev), d.busy_us * 1e-6, 1e-9) << d.name;
+    EXPECT_EQ(s.Sum("cellserve_batch_size_count", dev), d.rounds) << d.name;
+    EXPECT_EQ(s.Sum("cellserve_batch_size_sum", dev), d.cells) << d.name;
+    EXPECT_EQ(s("cellserve_state_slots", dev), 4096) << d.name;
+    EXPECT_EQ(s("cellserve_state_slots_in_use", dev), 0) << d.name;
+    EXPECT_EQ(s("cellserve_rounds_in_flight", dev), 0) << d.name;
+    const double ratio = s("cellserve_device_busy_ratio", dev);
+    EXPECT_GE(ratio, 0);
+    EXPECT_LE(ratio, 1);
+    rounds += d.rounds;
+  }
+  EXPECT_EQ(s.Sum("cellserve_cells_total"), cells);
+  EXPECT_EQ(s.Sum("cellserve_batches_total"), rounds);
+  std::vector<std::string> types = s.Values("cellserve_batch_size_count", "cell_type");
+  std::sort(types.begin(), types.end());
+  EXPECT_EQ(types, (std::vector<std::string>{"head", "lstm.0", "lstm.1"}));
+  // Every OK request's head ran once: kOk head rows.
+  EXPECT_EQ(s.Sum("cellserve_batch_size_sum", {{"cell_type", "head"}}), kOk);
+  EXPECT_EQ(s.Sum("cellserve_node_up"), 1);
+}
+
+TEST(MonitoringRpc, CountsRefusalsErrorsAndConnections) {
+  Repo repo;
+  ServingMetrics metrics;
+  LocalClusterOptions options;
+  options.model_repo = repo.dir();
+  options.metrics = &metrics;
+  auto cluster = LocalCluster::Start(options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  rpc::RpcServerOptions ro;
+  ro.listen = "127.0.0.1:0";
+  ro.limits.max_tokens = 16;
+  ro.metrics = &metrics;
+  auto server = rpc::RpcServer::Start(cluster->get(), ro);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  {
+    auto client = rpc::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
+    ASSERT_TRUE(client.ok()) << client.status().ToString();
+    rpc::InferCall call;
+    call.model = "lstm";
+    call.input = Tokens(5);
+    ASSERT_TRUE((*client)->Infer(call).ok());                      // OK, through the cluster
+    call.input = Tokens(20);                                       // over --max-tokens: refused by the server
+    EXPECT_EQ((*client)->Infer(call).status().code(), StatusCode::kInvalidArgument);
+    call.input = Tokens(5);
+    call.input.tokens[0] = 9999;                                   // outside the vocabulary: the cluster says so
+    EXPECT_EQ((*client)->Infer(call).status().code(), StatusCode::kInvalidArgument);
+    call.model = "nope";                                           // unknown: refused by the server
+    EXPECT_EQ((*client)->Infer(call).status().code(), StatusCode::kNotFound);
+
+    Series s(metrics);
+    EXPECT_EQ(s("cellserve_requests_total", {{"model", "lstm"}, {"code", "OK"}}), 1);
+    EXPECT_EQ(s("cellserve_requests_total", {{"model", "lstm"}, {"code", "INVALID_ARGUMENT"}}), 1);
+    EXPECT_EQ(s("cellserve_requests_total", {{"model", kUnknownModel}, {"code", "INVALID_ARGUMENT"}}), 1);
+    EXPECT_EQ(s("cellserve_requests_total", {{"model", kUnknownModel}, {"code", "NOT_FOUND"}}), 1);
+    EXPECT_EQ(s.Sum("cellserve_requests_total"), 4);
+    EXPECT_EQ(s.Sum("cellserve_request_duration_seconds_count"), 4);
+    EXPECT_EQ(s("cellserve_rpc_errors_total", {{"code", "INVALID_ARGUMENT"}}), 2);
+    EXPECT_EQ(s("cellserve_rpc_errors_total", {{"code", "NOT_FOUND"}}), 1);
+    EXPECT_EQ(s.Sum("cellserve_rpc_errors_total"), 3);
+    EXPECT_EQ(s("cellserve_rpc_connections"), 1);
+    EXPECT_EQ(s("cellserve_rpc_calls_in_flight"), 0);
+  }
+  // The client is gone: the server sees the connection close (bounded wait).
+  double connections = -1;
+  for (int i = 0; i < 500 && connections != 0; ++i) {
+    connections = Series(metrics)("cellserve_rpc_connections");
+    if (connections != 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(connections, 0);
+  (*server)->Stop();
+  (*cluster)->Stop();
+}
+
+}  // namespace
+}  // namespace cellserve::monitoring
