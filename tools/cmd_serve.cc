@@ -11,6 +11,8 @@
 // Text becomes tokens with the model's HashTokenizer; tree models get the balanced bracketing of
 // the tokens (runtime/text.h). Blank lines are skipped (but counted). EOF, SIGTERM or SIGINT stop
 // it: no new requests, every accepted request is answered (Stop drains), then exit 0.
+// --metrics-port PORT (either mode) serves Prometheus metrics (monitoring/metrics.h) at
+// http://HOST:PORT/metrics, HOST = --metrics-host or else --listen's host; 0 (the default) = off.
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
@@ -28,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/local_cluster.h"
+#include "monitoring/metrics.h"
 #include "schema/rpc_server.h"
 #include "runtime/model_repository.h"
 #include "runtime/model_spec.h"
@@ -186,7 +189,9 @@ int ServeCommand(int argc, char** argv) {
               "`cellserve infer`, `cellserve health`). SIGTERM or SIGINT: health turns `draining`, new\n"
               "calls are answered UNAVAILABLE, every request in flight is answered, then it exits 0.\n"
               "With --stdin: no port; reads requests from stdin, one per line: MODEL<TAB>text, and prints\n"
-              "one JSON line per answer (in completion order, each with its line number); EOF also stops.");
+              "one JSON line per answer (in completion order, each with its line number); EOF also stops.\n"
+              "--metrics-port PORT serves Prometheus metrics at http://HOST:PORT/metrics in either mode (names:\n"
+              "monitoring/metrics.h); off by default.");
   flags.Add("model-repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
       .Add("models", "", "comma-separated model names to serve (default: every model in the repository)")
       .Add("devices", "1", "CPU devices (one worker thread each)", false, "CELLSERVE_DEVICES")
@@ -203,6 +208,10 @@ int ServeCommand(int argc, char** argv) {
       .Add("max-calls-per-connection", "1024", "infer calls served at once per connection (beyond: RESOURCE_EXHAUSTED)")
       .Add("max-connections", "1024", "open RPC connections at most (beyond: closed at once)")
       .Add("max-message-bytes", "16777216", "incoming RPC message size at most (beyond: capnp closes the connection)")
+      .Add("metrics-port", "0",
+           "serve Prometheus metrics at http://HOST:PORT/metrics (0: off; 9410 is the conventional port)", false,
+           "CELLSERVE_METRICS_PORT")
+      .Add("metrics-host", "", "address the metrics port binds (default: --listen's host; 0.0.0.0: every interface)")
       .AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
@@ -213,7 +222,7 @@ int ServeCommand(int argc, char** argv) {
   if (!policy.ok()) return Fail(policy.status());
   options.scheduler.policy = *policy;
   for (const char* name : {"devices", "lookahead", "max-requests", "state-slots", "blas-threads", "max-tokens",
-                           "max-calls-per-connection", "max-connections", "max-message-bytes"}) {
+                           "max-calls-per-connection", "max-connections", "max-message-bytes", "metrics-port"}) {
     auto v = flags.GetInt(name);
     if (!v.ok()) return Fail(v.status());
   }
@@ -224,6 +233,8 @@ int ServeCommand(int argc, char** argv) {
   if (slots < 2 || slots > (int64_t{1} << 30)) return Fail(InvalidArgument("--state-slots must be in [2, 2^30]"));
   options.scheduler.state_slots = static_cast<int32_t>(slots);
   options.blas_threads = static_cast<int>(*flags.GetInt("blas-threads"));
+  const int64_t metrics_port = *flags.GetInt("metrics-port");
+  if (metrics_port < 0 || metrics_port > 65535) return Fail(InvalidArgument("--metrics-port must be in [0, 65535]"));
 
   // The specs, for tokenizing: vocabulary size and kind of each served model.
   std::vector<std::string> names = options.models;
@@ -260,6 +271,30 @@ int ServeCommand(int argc, char** argv) {
     close(g_wake[1]);
   };
 
+  // Metrics: made before the cluster and the RPC server, destroyed after them; the exposer stays
+  // up while they drain.
+  std::unique_ptr<monitoring::ServingMetrics> metrics;
+  std::unique_ptr<monitoring::MetricsServer> metrics_server;
+  if (metrics_port > 0) {
+    monitoring::ServingMetricsOptions mo;
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) == 0 && host[0]) mo.node = host;
+    metrics = std::make_unique<monitoring::ServingMetrics>(mo);
+    std::string bind = flags.Get("metrics-host");
+    if (bind.empty()) {
+      const std::string listen = flags.Get("listen");
+      bind = listen.substr(0, listen.rfind(':'));
+    }
+    auto server = monitoring::MetricsServer::Start(metrics.get(), bind + ":" + std::to_string(metrics_port));
+    if (!server.ok()) {
+      close_wake();
+      return Fail(server.status());
+    }
+    metrics_server = std::move(server).value();
+    std::fprintf(stderr, "cellserve serve: metrics on http://%s:%d/metrics\n", bind.c_str(), metrics_server->port());
+    options.metrics = metrics.get();
+  }
+
   auto started = LocalCluster::Start(options);
   if (!started.ok()) {
     close_wake();
@@ -273,6 +308,7 @@ int ServeCommand(int argc, char** argv) {
     rpc_options.max_calls_per_connection = *flags.GetInt("max-calls-per-connection");
     rpc_options.max_connections = *flags.GetInt("max-connections");
     rpc_options.max_message_bytes = *flags.GetInt("max-message-bytes");
+    rpc_options.metrics = metrics.get();
     const int rc = ServeRpc(*cluster, rpc_options, flags.Get("port-file"));
     cluster.reset();
     close_wake();
