@@ -23,8 +23,8 @@ CELLSERVE="$BUILD_DIR/cellserve"
 DEMO_REPO="$BUILD_DIR/demo-models"
 JOBS="$(nproc 2>/dev/null || echo 2)"
 
-# Everything the build, the tests, the goldens (PyTorch), the fuzzers (clang) and the corpus
-# download (npm) need.
+# Everything the build, the tests, the goldens (PyTorch), the fuzzers (clang), the corpus
+# download (npm) and the metrics test (the prometheus server and promtool) need.
 PACKAGES=(
   cmake ninja-build g++ pkg-config
   libcaf-dev libcapnp-dev capnproto prometheus-cpp-dev libopenblas-dev nlohmann-json3-dev
@@ -32,6 +32,7 @@ PACKAGES=(
   python3-torch python3-numpy
   clang libclang-rt-14-dev
   gnuplot-nox npm
+  prometheus
 )
 
 if [[ -t 1 && "${CI:-}" != "true" && -z "${NO_COLOR:-}" ]]; then
