@@ -19,6 +19,7 @@
 #include "actors/node_actor.h"
 #include "actors/worker_actor.h"
 #include "kernels/cpu/cpu_device.h"
+#include "kernels/sim/sim_device.h"
 #include "runtime/clock.h"
 #include "runtime/model_repository.h"
 
@@ -139,9 +140,20 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     impl->models.push_back(std::move(model));
   }
 
+  if (options.backend == "sim") {
+    if (options.sim_profile.empty()) return InvalidArgument("the sim backend needs a profile (--sim-profile FILE)");
+    ASSIGN_OR_RETURN(sim::SimProfile profile, sim::SimProfile::Load(options.sim_profile));
+    auto timer = std::make_shared<sim::SimTimer>();  // one thread for all sim devices
+    for (int i = 0; i < options.devices; ++i) {
+      ASSIGN_OR_RETURN(auto device, sim::SimDevice::Create("sim:" + std::to_string(i), profile, timer));
+      impl->devices.push_back(std::move(device));
+    }
+  } else if (options.backend != "cpu") {
+    return InvalidArgument("unknown backend '" + options.backend + "' (cpu or sim)");
+  }
   // The devices share one copy of the packed weights (they share the machine's memory and cache).
   auto weight_cache = std::make_shared<cpu::PackedWeightCache>();
-  for (int i = 0; i < options.devices; ++i) {
+  for (int i = 0; options.backend == "cpu" && i < options.devices; ++i) {
     cpu::CpuBackendOptions backend;
     backend.blas_threads = options.blas_threads;
     backend.weight_cache = weight_cache;

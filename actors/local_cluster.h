@@ -26,7 +26,11 @@ class ServingMetrics;
 struct LocalClusterOptions {
   std::string model_repo;                  // folder of models (DIR/NAME/spec.json, weights)
   std::vector<std::string> models;         // names to load; empty = every model in the repo
-  int devices = 1;                         // CPU devices, each a thread with its own worker
+  int devices = 1;                         // devices, each with its own worker
+  // "cpu": each device a thread running our CPU kernels. "sim": kernels/sim devices that compute
+  // nothing and take the time `sim_profile` (a JSON file) says; answers are meaningless.
+  std::string backend = "cpu";
+  std::string sim_profile;                 // sim: the profile (required)
   int blas_threads = 1;                    // OpenBLAS threads (process-wide)
   SchedulerOptions scheduler;              // policy, lookahead, bounds (state_slots per device)
   int caf_threads = 0;                     // CAF scheduler threads; 0 = CAF's default

@@ -194,7 +194,10 @@ int ServeCommand(int argc, char** argv) {
               "monitoring/metrics.h); off by default.");
   flags.Add("model-repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
       .Add("models", "", "comma-separated model names to serve (default: every model in the repository)")
-      .Add("devices", "1", "CPU devices (one worker thread each)", false, "CELLSERVE_DEVICES")
+      .Add("devices", "1", "devices (one worker each)", false, "CELLSERVE_DEVICES")
+      .Add("backend", "cpu", "cpu (our CPU kernels, a thread per device) or sim (kernels/sim: computes nothing, "
+           "takes --sim-profile's time; answers are meaningless: for scale tests)", false, "CELLSERVE_BACKEND")
+      .Add("sim-profile", "", "sim: cost profile JSON (kernels/sim/profiles/cpu-lstm512.json, gpu-like.json)")
       .Add("policy", "cellular", "scheduling policy: cellular, padded, bucketed or sequential", false,
            "CELLSERVE_POLICY")
       .Add("lookahead", "5", "rounds in flight per device and model")
@@ -227,6 +230,8 @@ int ServeCommand(int argc, char** argv) {
     if (!v.ok()) return Fail(v.status());
   }
   options.devices = static_cast<int>(*flags.GetInt("devices"));
+  options.backend = flags.Get("backend");
+  options.sim_profile = flags.Get("sim-profile");
   options.scheduler.lookahead = static_cast<int>(*flags.GetInt("lookahead"));
   options.scheduler.max_requests = *flags.GetInt("max-requests");
   const int64_t slots = *flags.GetInt("state-slots");

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -346,6 +347,44 @@ TEST_F(ActorClusterTest, StreamsDecoderTokensInOrderBeforeTheAnswer) {
   }
   (*cluster)->Stop();
   EXPECT_EQ((*cluster)->state(), ClusterState::kStopped);
+}
+
+TEST_F(ActorClusterTest, SimBackendAnswersEveryRequestAtItsProfilesPace) {
+  const std::string profile = repo_->dir() + "/sim_profile.json";
+  {
+    std::ofstream out(profile);
+    out << R"({"name": "test", "default": {"a_us": 2, "c_us": 50}})";
+  }
+  LocalClusterOptions o = Options(4);
+  o.backend = "sim";
+  o.sim_profile = profile;
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  Reference ref(repo_->dir());
+  Answers answers;
+  constexpr int kN = 300;
+  for (int i = 0; i < kN; ++i) {
+    const std::string model = i % 3 == 0 ? "lstm" : i % 3 == 1 ? "seq2seq" : "treelstm";
+    (*cluster)->Infer(model, InputFor(ref.model(model), Tokens(1 + i % 30, i, 500)), 0, answers.For(i));
+  }
+  ASSERT_TRUE(answers.WaitTotal(kN, kWait));
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(answers.Get(i).ok()) << i << ": " << answers.Get(i).status().ToString();
+    // The sim never produces EOS: every seq2seq request decodes to its cap (24).
+    if (i % 3 == 1) {
+      EXPECT_EQ(answers.Get(i)->tokens.size(), 24u);
+    }
+  }
+  ClusterReport r = (*cluster)->Report();
+  ASSERT_EQ(r.devices.size(), 4u);
+  int64_t busy = 0;
+  for (const DeviceReport& d : r.devices) {
+    EXPECT_EQ(d.name.rfind("sim:", 0), 0u) << d.name;
+    busy += d.busy_us;
+  }
+  EXPECT_GT(busy, 0);
+  o.sim_profile = repo_->dir() + "/missing.json";
+  EXPECT_EQ(LocalCluster::Start(o).status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(ActorClusterTest, StopDrainsRequestsInFlight) {
