@@ -6,9 +6,9 @@
 //    the same LocalCluster). Alternating cancels the machine's drift; p50 and p99 of each, and
 //    the difference of the medians is the overhead.
 // 2. Most requests per second through one server: a closed loop of --concurrency calls from one
-//    client thread (InferAsync) on a tiny model (hidden 8: computing is nearly free, so the
-//    front door, the actors and the scheduler are what is measured), against the same closed
-//    loop in process. This stands in for the sim backend until kernels/sim exists.
+//    client thread (InferAsync) on the sim backend (kernels/sim, --sim-profile, default the
+//    GPU-like profile: the devices are nearly free, so the front door, the actors and the
+//    scheduler are what is measured), against the same closed loop in process.
 // Prints a table; --json writes the figures.
 #include <chrono>
 #include <condition_variable>
@@ -46,6 +46,8 @@ struct Args {
   int throughput_requests = 20000;
   int concurrency = 64;
   int devices = 1;
+  int sim_devices = 2;
+  std::string sim_profile = "kernels/sim/profiles/gpu-like.json";
   std::string json;
 };
 
@@ -54,9 +56,10 @@ int Usage(int rc) {
                "usage: bench_rpc [--model-repo DIR (build/demo-models)] [--model NAME (sentiment)]\n"
                "                 [--corpus FILE (the State of the Union sentences)] [--requests N (1000)]\n"
                "                 [--throughput-requests N (20000)] [--concurrency N (64)] [--devices N (1)]\n"
+               "                 [--sim-devices N (2)] [--sim-profile FILE (kernels/sim/profiles/gpu-like.json)]\n"
                "                 [--json FILE]\n"
                "Measures the RPC front door's added latency at low load (same requests, alternately in\n"
-               "process and over loopback RPC) and the most requests/s through one server (tiny model).\n");
+               "process and over loopback RPC) and the most requests/s through one server (sim backend).\n");
   return rc;
 }
 
@@ -149,6 +152,8 @@ int main(int argc, char** argv) {
     else if (k == "--throughput-requests") a.throughput_requests = std::stoi(v);
     else if (k == "--concurrency") a.concurrency = std::stoi(v);
     else if (k == "--devices") a.devices = std::stoi(v);
+    else if (k == "--sim-devices") a.sim_devices = std::stoi(v);
+    else if (k == "--sim-profile") a.sim_profile = v;
     else if (k == "--json") a.json = v;
     else return Usage(2);
   }
@@ -158,37 +163,23 @@ int main(int argc, char** argv) {
     return 1;
   };
 
-  // A tiny model next to the real one, in a temp repository, for the throughput part.
-  namespace fs = std::filesystem;
-  const fs::path tiny_repo = fs::temp_directory_path() / ("cellserve_bench_rpc_" + std::to_string(getpid()));
-  cs::ModelSpec tiny;
-  tiny.name = "tiny";
-  tiny.kind = cs::ModelKind::kLstm;
-  tiny.vocab_size = 32000;
-  tiny.embed_dim = 8;
-  tiny.hidden = 8;
-  tiny.classes = 2;
-  {
-    auto w = cs::RandomWeights(tiny, 7, 0.5f);
-    if (!w.ok()) return fail(w.status());
-    if (auto s = cs::WriteModel(tiny_repo.string(), tiny, *w); !s.ok()) return fail(s);
-  }
   auto model = cs::LoadModel(a.repo, a.model);
   if (!model.ok()) return fail(model.status());
   auto workload = cs::bench::LoadWorkload(a.corpus, cs::bench::WorkloadOptionsFor((*model)->spec()));
   if (!workload.ok()) return fail(workload.status());
-  auto tiny_workload = cs::bench::LoadWorkload(a.corpus, cs::bench::WorkloadOptionsFor(tiny));
-  if (!tiny_workload.ok()) return fail(tiny_workload.status());
   const auto order = cs::bench::SeededShuffle(workload->requests.size(), 1);
 
   nlohmann::ordered_json out;
-  for (const std::string& repo : {a.repo, tiny_repo.string()}) {
-    const bool is_tiny = repo != a.repo;
-    const std::string name = is_tiny ? "tiny" : a.model;
+  for (const bool is_sim : {false, true}) {
+    const std::string name = a.model;
     cs::LocalClusterOptions options;
-    options.model_repo = repo;
+    options.model_repo = a.repo;
     options.models = {name};
-    options.devices = a.devices;
+    options.devices = is_sim ? a.sim_devices : a.devices;
+    if (is_sim) {
+      options.backend = "sim";
+      options.sim_profile = a.sim_profile;
+    }
     auto cluster = cs::LocalCluster::Start(options);
     if (!cluster.ok()) return fail(cluster.status());
     cs::rpc::RpcServerOptions server_options;
@@ -197,9 +188,9 @@ int main(int argc, char** argv) {
     if (!server.ok()) return fail(server.status());
     auto client = cs::rpc::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
     if (!client.ok()) return fail(client.status());
-    const auto& reqs = is_tiny ? tiny_workload->requests : workload->requests;
+    const auto& reqs = workload->requests;
 
-    if (!is_tiny) {
+    if (!is_sim) {
       // The bare round trip of a call the server answers on its own thread (models): back to
       // back, and after 6 ms of idleness (what a request at low load sees: both threads asleep).
       std::vector<double> rtt_ms, rtt_idle_ms;
@@ -274,12 +265,15 @@ int main(int argc, char** argv) {
       (void)RpcClosedLoop(**client, name, reqs, 500, a.concurrency, &errors);  // warm up
       const double local_rps = LocalClosedLoop(**cluster, name, reqs, a.throughput_requests, a.concurrency);
       const double rpc_rps = RpcClosedLoop(**client, name, reqs, a.throughput_requests, a.concurrency, &errors);
-      std::printf("Most requests/s, closed loop of %d, model tiny (lstm, hidden 8), %d requests, %d device(s):\n",
-                  a.concurrency, a.throughput_requests, a.devices);
+      std::printf("Most requests/s, closed loop of %d, model %s on %d sim device(s) (profile %s), %d requests:\n",
+                  a.concurrency, name.c_str(), a.sim_devices, a.sim_profile.c_str(), a.throughput_requests);
       std::printf("  in process: %.0f req/s   RPC (one client connection): %.0f req/s   RPC / in process: %.2fx"
                   "   errors: %d\n",
                   local_rps, rpc_rps, rpc_rps / local_rps, errors);
-      out["throughput"] = {{"concurrency", a.concurrency},
+      out["throughput"] = {{"backend", "sim"},
+                           {"sim_profile", a.sim_profile},
+                           {"sim_devices", a.sim_devices},
+                           {"concurrency", a.concurrency},
                            {"requests", a.throughput_requests},
                            {"local_rps", local_rps},
                            {"rpc_rps", rpc_rps},
@@ -289,8 +283,6 @@ int main(int argc, char** argv) {
     (*server)->Stop();
     (*cluster)->Stop();
   }
-  std::error_code ec;
-  fs::remove_all(tiny_repo, ec);
   if (!a.json.empty()) std::ofstream(a.json) << out.dump(2) << "\n";
   return 0;
 }
