@@ -18,6 +18,11 @@
 //     0.8 x the best baseline's saturation (--keep-going runs them all).
 //   - The floor is measured before and after the sweep; the lower median counts (a busy machine
 //     only ever makes it slower).
+//   - Metrics (--metrics): `on` runs every cluster with Prometheus metrics recorded
+//     (monitoring/metrics.h) and a scraper thread serializing them every second, as a pessimistic
+//     Prometheus would; `compare` measures only each policy's saturation (closed loop, --duration-s
+//     per measurement), --metrics-pairs times with metrics off and on, alternating the order, and
+//     reports throughput with / without (the issue asks for under 2% overhead).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -25,6 +30,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -34,8 +40,11 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "actors/local_cluster.h"
 #include "bench/report.h"
+#include "monitoring/metrics.h"
 #include "bench/workload.h"
 #include "runtime/model_repository.h"
 #include "runtime/model_spec.h"
@@ -105,13 +114,58 @@ struct Config {
   bool keep_going = false;
 };
 
-// Device counters of a cluster summed over its devices.
+// What a Prometheus server scraping every `interval` costs: collect and serialize the metrics on
+// a thread of its own.
+class Scraper {
+ public:
+  Scraper(monitoring::ServingMetrics* metrics, std::chrono::milliseconds interval)
+      : metrics_(metrics), interval_(interval), thread_([this] { Loop(); }) {}
+  ~Scraper() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  int64_t scrapes() const { return scrapes_.load(); }
+  size_t last_bytes() const { return bytes_.load(); }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!cv_.wait_for(lock, interval_, [&] { return stop_; })) {
+      lock.unlock();
+      bytes_ = metrics_->Serialize().size();
+      ++scrapes_;
+      lock.lock();
+    }
+  }
+  monitoring::ServingMetrics* metrics_;
+  std::chrono::milliseconds interval_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // GUARDED_BY(mu_)
+  std::atomic<int64_t> scrapes_{0};
+  std::atomic<size_t> bytes_{0};
+  std::thread thread_;
+};
+
+// Device counters of a cluster summed over its devices, and the CPU time of the whole process.
 struct Counters {
   int64_t busy_us = 0, rounds = 0, cells = 0, padding_rows = 0;
+  double cpu_s = 0;
 };
+
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
 
 Counters Snapshot(const LocalCluster& cluster) {
   Counters c;
+  c.cpu_s = ProcessCpuSeconds();
   for (const auto& d : cluster.Report().devices) {
     c.busy_us += d.busy_us;
     c.rounds += d.rounds;
@@ -194,6 +248,7 @@ struct Saturation {
   double rps = 0.0;
   Row figures;  // device_busy, mean_batch, padding over the measured window
   int64_t errors = 0;
+  double cpu_us_per_request = 0.0;  // process CPU time over the window / requests completed in it
 };
 
 // Closed loop: keeps cfg.inflight requests in flight for `seconds`; counts what completes in the
@@ -276,6 +331,10 @@ StatusOr<Saturation> MeasureSaturation(LocalCluster& cluster, const Config& cfg,
                    static_cast<long long>(issued - st->answers));
   }
   SetDeviceFigures(*before, after, Seconds(st->window_end - st->window_start), cfg.cluster.devices, &sat.figures);
+  {
+    std::lock_guard<std::mutex> lock(st->mu);
+    if (st->in_window > 0) sat.cpu_us_per_request = (after.cpu_s - before->cpu_s) * 1e6 / st->in_window;
+  }
   return sat;
 }
 
@@ -438,6 +497,100 @@ void PrintSummary(const std::vector<Row>& rows, const std::vector<std::string>& 
   }
 }
 
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// --metrics compare: each policy's saturation (closed loop, cfg.duration_s per measurement),
+// `pairs` times without and with metrics, alternating which goes first (off/on, on/off, ...) so a
+// drift of the machine's speed hits both alike. Reports the ratio of the medians.
+int CompareMetrics(Config cfg, const Workload& w, const std::vector<std::string>& policies,
+                   const std::vector<Policy>& values, monitoring::ServingMetrics* metrics, const Scraper& scraper,
+                   int64_t pairs, const std::string& json_path) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  struct Line {
+    std::string policy;
+    double off = 0, on = 0;          // median saturation, req/s
+    double cpu_off = 0, cpu_on = 0;  // median process CPU time per completed request, us
+    std::vector<double> ratios;
+  };
+  std::vector<Line> lines;
+  const size_t total = policies.size() * static_cast<size_t>(pairs) * 2;
+  size_t run = 0;
+  for (size_t p = 0; p < policies.size(); ++p) {
+    std::vector<double> off, on, cpu_off, cpu_on;
+    for (int64_t i = 0; i < pairs; ++i) {
+      for (int k = 0; k < 2; ++k) {
+        const bool with = (k == 0) == (i % 2 == 1);
+        cfg.cluster.metrics = with ? metrics : nullptr;
+        std::fprintf(stderr, "[%zu/%zu] %s, metrics %s: closed loop, %lld in flight, %.0f s\n", ++run, total,
+                     policies[p].c_str(), with ? "on" : "off", static_cast<long long>(cfg.inflight), cfg.duration_s);
+        auto cluster = StartCluster(cfg, values[p], cfg.cluster.devices);
+        if (!cluster.ok()) return Fail(cluster.status());
+        if (Status s = WarmUp(**cluster, cfg, w); !s.ok()) return Fail(s);
+        auto sat = MeasureSaturation(**cluster, cfg, w, cfg.duration_s);
+        (*cluster)->Stop();
+        if (!sat.ok()) return Fail(sat.status());
+        std::fprintf(stderr, "    %.1f req/s, %.0f us CPU per request, device busy %.0f%%, mean batch %.1f%s\n",
+                     sat->rps, sat->cpu_us_per_request, 100 * sat->figures.device_busy, sat->figures.mean_batch,
+                     sat->errors ? (", " + std::to_string(sat->errors) + " errors").c_str() : "");
+        (with ? on : off).push_back(sat->rps);
+        (with ? cpu_on : cpu_off).push_back(sat->cpu_us_per_request);
+      }
+    }
+    Line line;
+    line.policy = policies[p];
+    line.off = Median(off);
+    line.on = Median(on);
+    line.cpu_off = Median(cpu_off);
+    line.cpu_on = Median(cpu_on);
+    for (size_t i = 0; i < off.size() && i < on.size(); ++i) line.ratios.push_back(off[i] > 0 ? on[i] / off[i] : 0.0);
+    out.push_back({{"policy", line.policy},
+                   {"model", cfg.model},
+                   {"devices", cfg.cluster.devices},
+                   {"seconds_per_measurement", cfg.duration_s},
+                   {"saturation_rps_metrics_off", off},
+                   {"saturation_rps_metrics_on", on},
+                   {"median_off_rps", line.off},
+                   {"median_on_rps", line.on},
+                   {"ratio_on_off", line.off > 0 ? line.on / line.off : 0.0},
+                   {"pair_ratios_on_off", line.ratios},
+                   {"cpu_us_per_request_metrics_off", cpu_off},
+                   {"cpu_us_per_request_metrics_on", cpu_on},
+                   {"median_cpu_us_per_request_off", line.cpu_off},
+                   {"median_cpu_us_per_request_on", line.cpu_on}});
+    lines.push_back(std::move(line));
+  }
+  std::printf("\n%s, %d device(s): saturation throughput with and without metrics (%lld pairs, %.0f s each;\n"
+              "metrics on = every cell, round and answer recorded, scraped every 1 s)\n",
+              cfg.model.c_str(), cfg.cluster.devices, static_cast<long long>(pairs), cfg.duration_s);
+  std::printf("%-10s %12s %12s %9s %9s %12s %12s   %s\n", "policy", "off (req/s)", "on (req/s)", "on / off",
+              "overhead", "CPU us off", "CPU us on", "per-pair on/off");
+  for (const Line& l : lines) {
+    std::string pair_text;
+    for (double r : l.ratios) {
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), "%s%.3f", pair_text.empty() ? "" : " ", r);
+      pair_text += buf;
+    }
+    const double ratio = l.off > 0 ? l.on / l.off : 0.0;
+    std::printf("%-10s %12.1f %12.1f %9.3f %8.1f%% %12.1f %12.1f   %s\n", l.policy.c_str(), l.off, l.on, ratio,
+                100 * (1 - ratio), l.cpu_off, l.cpu_on, pair_text.c_str());
+  }
+  std::printf("scrapes: %lld, last exposition %zu bytes\n", static_cast<long long>(scraper.scrapes()),
+              scraper.last_bytes());
+  std::fflush(stdout);
+  std::FILE* f = std::fopen(json_path.c_str(), "w");
+  const std::string text = out.dump(2) + "\n";
+  if (!f || std::fwrite(text.data(), 1, text.size(), f) != text.size() || std::fclose(f) != 0)
+    return Fail(Internal("cannot write " + json_path));
+  std::fprintf(stderr, "wrote %s\n", json_path.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int BenchCommand(int argc, char** argv) {
@@ -468,6 +621,10 @@ int BenchCommand(int argc, char** argv) {
       .Add("floor-runs", "20", "runs of the median sentence alone for the latency floor")
       .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
       .Add("caf-threads", "0", "CAF scheduler threads (0: CAF's default)")
+      .Add("metrics", "off",
+           "Prometheus metrics: off; on (recorded, scraped every 1 s); compare (saturation only, with and "
+           "without, --metrics-pairs times each; JSON: the measurements and ratios)")
+      .Add("metrics-pairs", "3", "--metrics compare: off/on measurement pairs per policy")
       .AddBool("keep-going", "run every rate even after a policy could not keep up");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
@@ -516,6 +673,12 @@ int BenchCommand(int argc, char** argv) {
     if (!v.ok()) return BadUsage(v.status());
     policy_values.push_back(*v);
   }
+  const std::string metrics_mode = flags.Get("metrics");
+  if (metrics_mode != "off" && metrics_mode != "on" && metrics_mode != "compare")
+    return BadUsage(InvalidArgument("--metrics wants off, on or compare, got '" + metrics_mode + "'"));
+  auto metrics_pairs = flags.GetInt("metrics-pairs");
+  if (!metrics_pairs.ok()) return BadUsage(metrics_pairs.status());
+  if (*metrics_pairs < 1) return BadUsage(InvalidArgument("--metrics-pairs must be positive"));
   const bool auto_rates = flags.Get("rates") == "auto";
   std::vector<double> rates;
   if (!auto_rates) {
@@ -549,6 +712,18 @@ int BenchCommand(int argc, char** argv) {
                w.stats.mean_length, static_cast<long long>(w.stats.median_length),
                static_cast<long long>(w.stats.max_length), static_cast<long long>(w.stats.empty),
                static_cast<long long>(w.stats.too_long), static_cast<long long>(spec->max_input_tokens));
+
+  // Metrics: one registry for the whole run (clusters come and go; their series add up), scraped
+  // every second from the start.
+  std::unique_ptr<monitoring::ServingMetrics> metrics;
+  std::unique_ptr<Scraper> scraper;
+  if (metrics_mode != "off") {
+    metrics = std::make_unique<monitoring::ServingMetrics>();
+    scraper = std::make_unique<Scraper>(metrics.get(), std::chrono::milliseconds(1000));
+    if (metrics_mode == "on") cfg.cluster.metrics = metrics.get();
+  }
+  if (metrics_mode == "compare")
+    return CompareMetrics(cfg, w, policies, policy_values, metrics.get(), *scraper, *metrics_pairs, flags.Get("json"));
 
   // The floor.
   std::optional<double> floor_ms;
