@@ -83,12 +83,14 @@ struct RouterPolicy::Impl {
   std::unordered_map<std::string, int32_t> model_of;
   std::unordered_map<RequestId, Record> requests;
 
-  // a is less loaded than b: cells per device, compared exactly without division (the products
-  // can pass 2^63 when max_in_flight requests of 2^40 cells sit on one node).
-  static bool Less(const Node& a, const Node& b) {
-    using Wide = __int128;
-    return Wide{a.reported_cells + a.placed_since_cells} * b.devices <
-           Wide{b.reported_cells + b.placed_since_cells} * a.devices;
+  // Per slot, (reported + placed since) cells per device, kept apart from the nodes so a
+  // least_loaded scan reads 8 bytes per node. A correctly rounded quotient: equal loads compare
+  // equal and the order is exact while the cells stay below 2^53.
+  std::vector<double> load;
+
+  void Refresh(int32_t slot) {
+    const Node& n = nodes[slot];
+    load[slot] = static_cast<double>(n.reported_cells + n.placed_since_cells) / n.devices;
   }
 
   const Node* Find(NodeId id) const {
@@ -154,13 +156,13 @@ struct RouterPolicy::Impl {
       case RoutePolicy::kLeastLoaded: {
         // Scan all takers starting one further along each time; strictly less wins.
         const size_t start = static_cast<size_t>(model.turn++ % n);
-        const Node* best = nullptr;
+        double best = 0;
         auto consider = [&](size_t i) {
           if (i == ex) return;
-          const Node& node = nodes[takers[i]];
-          if (!best || Less(node, *best)) {
-            best = &node;
-            chosen = takers[i];
+          const int32_t slot = takers[i];
+          if (chosen < 0 || load[slot] < best) {
+            best = load[slot];
+            chosen = slot;
           }
         };
         for (size_t i = start; i < n; ++i) consider(i);
@@ -176,7 +178,7 @@ struct RouterPolicy::Impl {
         size_t j = static_cast<size_t>(UniformBelow(gen, eligible - 1));
         if (j >= i) ++j;
         const int32_t a = at(i), b = at(j);
-        chosen = Less(nodes[b], nodes[a]) ? b : a;
+        chosen = load[b] < load[a] ? b : a;
         break;
       }
       case RoutePolicy::kRoundRobin: {
@@ -198,7 +200,10 @@ struct RouterPolicy::Impl {
   void Forget(std::unordered_map<RequestId, Record>::iterator it) {
     const Record& r = it->second;
     Node& node = nodes[r.slot];
-    if (r.epoch == node.epoch) node.placed_since_cells -= r.cells;
+    if (r.epoch == node.epoch) {
+      node.placed_since_cells -= r.cells;
+      Refresh(r.slot);
+    }
     const RequestId last = node.requests.back();
     node.requests[r.pos] = last;
     if (last != it->first) requests[last].pos = r.pos;
@@ -271,6 +276,7 @@ Status RouterPolicy::Register(const NodeRegistration& reg) {
     } else {
       slot = static_cast<int32_t>(s.nodes.size());
       s.nodes.emplace_back();
+      s.load.push_back(0);
     }
     Impl::Node& node = s.nodes[slot];
     node = Impl::Node();
@@ -283,6 +289,7 @@ Status RouterPolicy::Register(const NodeRegistration& reg) {
   Impl::Node& node = s.nodes[slot];
   node.name = reg.name.empty() ? "node-" + std::to_string(reg.id) : reg.name;
   node.devices = reg.devices;
+  s.Refresh(slot);
   node.models.clear();
   for (const std::string& m : names) {
     auto it = s.model_of.find(m);
@@ -319,6 +326,7 @@ Status RouterPolicy::ReportLoad(NodeId id, const NodeLoad& load) {
   ++node.reports;
   node.last_report_us = s.clock->NowMicros();
   if (load.devices > 0) node.devices = load.devices;
+  s.Refresh(it->second);
   return OkStatus();
 }
 
@@ -394,6 +402,7 @@ Status RouterPolicy::OnPlaced(RequestId request, const std::string& model, int64
   r.pos = node.requests.size();
   node.requests.push_back(request);
   node.placed_since_cells += cells;
+  s.Refresh(nit->second);
   s.requests.emplace(request, r);
   return OkStatus();
 }
