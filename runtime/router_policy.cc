@@ -35,6 +35,22 @@ const char* RoutePolicyName(RoutePolicy policy) {
   return "?";
 }
 
+const char* LoadEstimateName(LoadEstimate estimate) {
+  switch (estimate) {
+    case LoadEstimate::kOwn: return "own";
+    case LoadEstimate::kOwnPlusReported: return "own_plus_reported";
+    case LoadEstimate::kReportPlusPlaced: return "report_plus_placed";
+  }
+  return "?";
+}
+
+StatusOr<LoadEstimate> ParseLoadEstimate(const std::string& name) {
+  for (LoadEstimate e :
+       {LoadEstimate::kOwn, LoadEstimate::kOwnPlusReported, LoadEstimate::kReportPlusPlaced})
+    if (name == LoadEstimateName(e)) return e;
+  return InvalidArgument("unknown load estimate '" + name + "' (own, own_plus_reported, report_plus_placed)");
+}
+
 StatusOr<RoutePolicy> ParseRoutePolicy(const std::string& name) {
   for (RoutePolicy p : {RoutePolicy::kAuto, RoutePolicy::kLeastLoaded, RoutePolicy::kP2C,
                         RoutePolicy::kRoundRobin, RoutePolicy::kRandom})
@@ -53,6 +69,8 @@ struct RouterPolicy::Impl {
     bool draining = false;
     int64_t reported_cells = 0;
     int64_t placed_since_cells = 0;  // placed in this epoch and not answered
+    int64_t in_flight_cells = 0;     // cells of the requests in flight there
+    int64_t others_cells = 0;        // at the last report: reported beyond in_flight_cells, >= 0
     int64_t last_report_us = 0;
     int64_t reports = 0;
     uint64_t epoch = 0;                 // reports received; a request placed in an older epoch is in a report
@@ -90,7 +108,13 @@ struct RouterPolicy::Impl {
 
   void Refresh(int32_t slot) {
     const Node& n = nodes[slot];
-    load[slot] = static_cast<double>(n.reported_cells + n.placed_since_cells) / n.devices;
+    int64_t cells = 0;
+    switch (options.estimate) {
+      case LoadEstimate::kOwn: cells = n.in_flight_cells; break;
+      case LoadEstimate::kOwnPlusReported: cells = n.in_flight_cells + n.others_cells; break;
+      case LoadEstimate::kReportPlusPlaced: cells = n.reported_cells + n.placed_since_cells; break;
+    }
+    load[slot] = static_cast<double>(cells) / n.devices;
   }
 
   const Node* Find(NodeId id) const {
@@ -200,10 +224,9 @@ struct RouterPolicy::Impl {
   void Forget(std::unordered_map<RequestId, Record>::iterator it) {
     const Record& r = it->second;
     Node& node = nodes[r.slot];
-    if (r.epoch == node.epoch) {
-      node.placed_since_cells -= r.cells;
-      Refresh(r.slot);
-    }
+    if (r.epoch == node.epoch) node.placed_since_cells -= r.cells;
+    node.in_flight_cells -= r.cells;
+    Refresh(r.slot);
     const RequestId last = node.requests.back();
     node.requests[r.pos] = last;
     if (last != it->first) requests[last].pos = r.pos;
@@ -322,6 +345,7 @@ Status RouterPolicy::ReportLoad(NodeId id, const NodeLoad& load) {
   Impl::Node& node = s.nodes[it->second];
   node.reported_cells = load.outstanding_cells;
   node.placed_since_cells = 0;
+  node.others_cells = std::max<int64_t>(0, load.outstanding_cells - node.in_flight_cells);
   ++node.epoch;
   ++node.reports;
   node.last_report_us = s.clock->NowMicros();
@@ -402,6 +426,7 @@ Status RouterPolicy::OnPlaced(RequestId request, const std::string& model, int64
   r.pos = node.requests.size();
   node.requests.push_back(request);
   node.placed_since_cells += cells;
+  node.in_flight_cells += cells;
   s.Refresh(nit->second);
   s.requests.emplace(request, r);
   return OkStatus();
@@ -440,6 +465,9 @@ std::optional<NodeView> RouterPolicy::node(NodeId id) const {
   v.draining = n->draining;
   v.reported_cells = n->reported_cells;
   v.placed_since_cells = n->placed_since_cells;
+  v.in_flight_cells = n->in_flight_cells;
+  v.others_cells = n->others_cells;
+  v.estimate = impl_->load[impl_->slot_of.at(id)] * n->devices;
   v.last_report_us = n->last_report_us;
   v.in_flight = static_cast<int64_t>(n->requests.size());
   v.reports = n->reports;

@@ -6,16 +6,28 @@
 //
 // The table. A node registers with an id (the router's choice, e.g. the actor id), a name for
 // messages, the models it has loaded and its device count. It then reports its load: outstanding
-// cells summed over its devices. Between reports the router adds the cells of the requests it
-// placed there since the report (and takes them off again if they are answered before the next
-// report), so a burst does not pile onto the node that looked idle at its last report. Requests
-// placed before a report are assumed to be in it. A node may drain (no new placements; its
+// cells summed over its devices (and its device count). A node may drain (no new placements; its
 // requests in flight stay) and goes down (removed, its requests in flight handed back).
 //
+// The load compared (Options::estimate), per device:
+//   own                 the cells of the requests this router placed there and has not seen
+//                       answered: exact and current at every placement and answer. Reports only
+//                       update the device count. A slow node keeps its requests longer, so it
+//                       looks busier: the feedback is built in. The default.
+//   own_plus_reported   own, plus what the last report showed beyond own at that time (the work
+//                       of other routers), which stays as it was until the next report.
+//   report_plus_placed  the last report, plus the cells placed since it (taken off again if
+//                       answered before the next report); requests placed before a report are
+//                       assumed to be in it.
+// Measured (bench/router_sim, docs/BENCHMARKS.md): with one router, own and own_plus_reported
+// place alike; with several, the stale part makes every router favour the same nodes until the
+// next report (a herd), and own does best. report_plus_placed is a little worse even with one
+// router when reports are old compared with a request's life.
+//
 // The decision (Options::policy), among the live, non-draining nodes that serve the model:
-//   least_loaded  the least (reported cells + cells placed since that report) per device; ties go
-//                 to the first in a scan that starts one further along at every decision (so
-//                 equal nodes take turns). O(nodes serving the model).
+//   least_loaded  the least loaded (per device, as estimated above); ties go to the first in a
+//                 scan that starts one further along at every decision (so equal nodes take
+//                 turns). O(nodes serving the model).
 //   p2c           power of two choices: two distinct nodes drawn at random, the less loaded one
 //                 (the first drawn on a tie). O(1).
 //   auto          least_loaded while at most p2c_threshold nodes serve the model, p2c above. The
@@ -32,8 +44,10 @@
 // Only the answer from the node a request is currently placed on counts: a late answer from a
 // node the request was taken away from is NOT_FOUND, so the router can drop it and every request
 // is answered exactly once.
-// Memory: at most max_nodes nodes and max_models model names (kept after their last node leaves,
-// so a request for them is UNAVAILABLE rather than NOT_FOUND); O(1) per request in flight.
+// Time: the clock is read at Register and ReportLoad (the last report time) and in SilentNodes;
+// Pick never reads it. Memory: at most max_nodes nodes and max_models model names (kept after
+// their last node leaves, so a request for them is UNAVAILABLE rather than NOT_FOUND); O(1) per
+// request in flight.
 #pragma once
 
 #include <cstdint>
@@ -54,8 +68,16 @@ enum class RoutePolicy { kAuto, kLeastLoaded, kP2C, kRoundRobin, kRandom };
 const char* RoutePolicyName(RoutePolicy policy);  // "auto", "least_loaded", "p2c", ...
 StatusOr<RoutePolicy> ParseRoutePolicy(const std::string& name);
 
+// What least_loaded and p2c compare (per device), see the header comment.
+enum class LoadEstimate { kOwn, kOwnPlusReported, kReportPlusPlaced };
+// "own", "own_plus_reported", "report_plus_placed"
+const char* LoadEstimateName(LoadEstimate estimate);
+StatusOr<LoadEstimate> ParseLoadEstimate(const std::string& name);
+
 struct RouterPolicyOptions {
   RoutePolicy policy = RoutePolicy::kAuto;
+  // What least_loaded and p2c compare (see the header comment). Default own.
+  LoadEstimate estimate = LoadEstimate::kOwn;
   // auto: least_loaded while at most this many nodes can take the model, p2c above. Must be >= 1.
   // Default 8.
   int p2c_threshold = 8;
@@ -106,6 +128,9 @@ struct NodeView {
   bool draining = false;
   int64_t reported_cells = 0;      // at the last report
   int64_t placed_since_cells = 0;  // placed since that report and not answered yet
+  int64_t in_flight_cells = 0;     // cells of this router's requests in flight there
+  int64_t others_cells = 0;        // the last report beyond in_flight_cells then (>= 0)
+  double estimate = 0;             // the load compared (cells, not per device), per Options
   int64_t last_report_us = 0;      // clock micros of the last report (or the registration)
   int64_t in_flight = 0;           // requests placed there and not answered
   int64_t reports = 0;             // load reports received

@@ -1,6 +1,8 @@
 // The router's placement policy on hand-built node tables: every policy's choice, model
-// awareness, the placed-since-report estimate, node down and retry, drain, bounds and errors,
-// p2c switching in `auto`, and determinism under a seed. A FakeClock drives report times.
+// awareness, the three load estimates, node down and retry, drain, bounds and errors, p2c
+// switching in `auto`, and determinism under a seed. A FakeClock drives report times.
+// Most tables set their loads by load reports, so they use the report_plus_placed estimate
+// (Reported()); the default estimate (own) has its own tests.
 #include <gtest/gtest.h>
 
 #include <iterator>
@@ -13,8 +15,15 @@
 namespace cellserve {
 namespace {
 
-RouterPolicyOptions With(RoutePolicy policy, uint64_t seed = 1) {
+// Options whose loads come from load reports.
+RouterPolicyOptions Reported() {
   RouterPolicyOptions o;
+  o.estimate = LoadEstimate::kReportPlusPlaced;
+  return o;
+}
+
+RouterPolicyOptions With(RoutePolicy policy, uint64_t seed = 1) {
+  RouterPolicyOptions o = Reported();
   o.policy = policy;
   o.seed = seed;
   return o;
@@ -22,7 +31,7 @@ RouterPolicyOptions With(RoutePolicy policy, uint64_t seed = 1) {
 
 class Table {
  public:
-  explicit Table(RouterPolicyOptions options = {}) {
+  explicit Table(RouterPolicyOptions options = Reported()) {
     policy = RouterPolicy::Create(options, &clock).value();
   }
   // Node `id` named n<id>, serving `models`, with `devices` devices and `cells` reported.
@@ -90,6 +99,15 @@ TEST(RouterPolicyTest, PolicyNamesRoundTrip) {
   EXPECT_EQ(ParseRoutePolicy("fastest").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(RouterPolicyOptions().policy, RoutePolicy::kAuto);
   EXPECT_EQ(RouterPolicyOptions().p2c_threshold, 8);
+  EXPECT_EQ(RouterPolicyOptions().estimate, LoadEstimate::kOwn);
+  for (LoadEstimate e :
+       {LoadEstimate::kOwn, LoadEstimate::kOwnPlusReported, LoadEstimate::kReportPlusPlaced}) {
+    auto parsed = ParseLoadEstimate(LoadEstimateName(e));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, e);
+  }
+  EXPECT_EQ(std::string(LoadEstimateName(LoadEstimate::kOwnPlusReported)), "own_plus_reported");
+  EXPECT_EQ(ParseLoadEstimate("fresh").status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(RouterPolicyTest, EmptyTableIsNotFound) {
@@ -175,6 +193,59 @@ TEST(RouterPolicyTest, PlacedSinceReportCountsUntilTheNextReport) {
   EXPECT_EQ(t.policy->node(1)->reports, 2);
 }
 
+TEST(RouterPolicyTest, OwnEstimateCountsThisRoutersCellsInFlightOnly) {
+  RouterPolicyOptions o;  // the default: estimate own
+  o.policy = RoutePolicy::kLeastLoaded;
+  Table t(o);
+  t.Add(1, {"m"}, /*devices=*/2, /*cells=*/100000);  // reports do not count...
+  t.Add(2, {"m"}, 1);
+  ASSERT_TRUE(t.policy->OnPlaced(1, "m", 10, 2).ok());  // 10 per device on node 2
+  EXPECT_EQ(t.Pick("m"), 1u);
+  ASSERT_TRUE(t.policy->OnPlaced(2, "m", 30, 1).ok());  // 15 per device on node 1
+  EXPECT_EQ(t.Pick("m"), 2u);
+  EXPECT_EQ(t.policy->node(1)->in_flight_cells, 30);
+  EXPECT_EQ(t.policy->node(1)->estimate, 30);
+  // ...and answers count at once, whenever they come.
+  ASSERT_TRUE(t.policy->ReportLoad(1, {5, 0}).ok());
+  ASSERT_TRUE(t.policy->OnAnswered(2, 1).ok());
+  EXPECT_EQ(t.policy->node(1)->in_flight_cells, 0);
+  EXPECT_EQ(t.Pick("m"), 1u);
+  // ...but a report's device count does: 16 cells over 2 devices < 10 over 1, > 10 over 4.
+  ASSERT_TRUE(t.policy->OnPlaced(3, "m", 16, 1).ok());
+  EXPECT_EQ(t.Pick("m"), 1u);
+  ASSERT_TRUE(t.policy->ReportLoad(2, {0, 4}).ok());
+  EXPECT_EQ(t.policy->node(2)->estimate, 10);
+  EXPECT_EQ(t.Pick("m"), 2u);
+  ASSERT_TRUE(t.policy->ReportLoad(2, {0, 1}).ok());
+  EXPECT_EQ(t.Pick("m"), 1u);
+}
+
+TEST(RouterPolicyTest, OwnPlusReportedAddsWhatOtherRoutersPlaced) {
+  RouterPolicyOptions o;
+  o.policy = RoutePolicy::kLeastLoaded;
+  o.estimate = LoadEstimate::kOwnPlusReported;
+  Table t(o);
+  t.Add(1, {"m"});
+  t.Add(2, {"m"});
+  ASSERT_TRUE(t.policy->OnPlaced(1, "m", 10, 1).ok());
+  // Node 1 reports 25 with our 10 in flight there: 15 from others. Node 2: 20 from others.
+  ASSERT_TRUE(t.policy->ReportLoad(1, {25, 0}).ok());
+  ASSERT_TRUE(t.policy->ReportLoad(2, {20, 0}).ok());
+  EXPECT_EQ(t.policy->node(1)->others_cells, 15);
+  EXPECT_EQ(t.policy->node(1)->estimate, 25);
+  EXPECT_EQ(t.Pick("m"), 2u);
+  ASSERT_TRUE(t.policy->OnPlaced(2, "m", 10, 2).ok());  // 25 vs 30
+  EXPECT_EQ(t.Pick("m"), 1u);
+  ASSERT_TRUE(t.policy->OnAnswered(1, 1).ok());  // 15 vs 30: our part counts at once
+  EXPECT_EQ(t.policy->node(1)->estimate, 15);
+  // A report below our own cells in flight (it counts cells left, we count whole requests):
+  // others 0, never negative.
+  ASSERT_TRUE(t.policy->ReportLoad(2, {3, 0}).ok());
+  EXPECT_EQ(t.policy->node(2)->others_cells, 0);
+  EXPECT_EQ(t.policy->node(2)->estimate, 10);
+  EXPECT_EQ(t.Pick("m"), 2u);
+}
+
 TEST(RouterPolicyTest, LeastLoadedSpreadsABurstBetweenReports) {
   // Four idle nodes, no reports during a burst of 8 requests of 10 cells: two each.
   Table t(With(RoutePolicy::kLeastLoaded));
@@ -254,7 +325,7 @@ TEST(RouterPolicyTest, P2CTakesTheLessLoadedOfTwo) {
 
 TEST(RouterPolicyTest, AutoSwitchesToP2CAboveTheThreshold) {
   for (int threshold : {4, 8}) {
-    RouterPolicyOptions o;
+    RouterPolicyOptions o = Reported();
     o.p2c_threshold = threshold;
     {
       // threshold nodes: a full scan, always the least loaded (node 1).
@@ -280,7 +351,7 @@ TEST(RouterPolicyTest, AutoSwitchesToP2CAboveTheThreshold) {
 }
 
 TEST(RouterPolicyTest, AutoCountsOnlyTheNodesServingTheModel) {
-  RouterPolicyOptions o;
+  RouterPolicyOptions o = Reported();
   o.p2c_threshold = 3;
   Table t(o);
   t.Add(1, {"m"}, 1, 1);
@@ -490,6 +561,21 @@ TEST(RouterPolicyTest, ReRegisteringUpdatesModelsAndKeepsRequests) {
   EXPECT_EQ(t.policy->Pick("a").status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(t.Pick("b"), 1u);
   EXPECT_TRUE(t.policy->OnAnswered(1, 1).ok());
+}
+
+TEST(RouterPolicyTest, RegistrationSetsTheEstimate) {
+  Table t(With(RoutePolicy::kLeastLoaded));
+  t.Add(1, {"m"}, 1, 10);
+  t.Add(2, {"m"}, 1, 8);
+  EXPECT_EQ(t.Pick("m"), 2u);
+  t.Add(1, {"m"}, 4);  // 10 cells over 4 devices now
+  EXPECT_EQ(t.Pick("m"), 1u);
+  // A node that takes the slot of a busy one that went down starts idle.
+  ASSERT_TRUE(t.policy->ReportLoad(1, {1000, 0}).ok());
+  ASSERT_TRUE(t.policy->NodeDown(1).ok());
+  t.Add(3, {"m"});
+  EXPECT_EQ(t.policy->node(3)->estimate, 0);
+  EXPECT_EQ(t.Pick("m"), 3u);
 }
 
 TEST(RouterPolicyTest, BoundsAndBadInput) {
