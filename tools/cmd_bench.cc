@@ -681,7 +681,10 @@ int BenchCommand(int argc, char** argv) {
                          "${CELLSERVE_CACHE:-~/.cache/cellserve}/sotu_sentences.txt, made by ./cellserve.sh corpus)")
       .Add("rates", "auto", "offered loads in requests/s, R1,R2,..., or auto")
       .Add("duration-s", "10", "seconds of arrivals per run")
-      .Add("devices", "2", "CPU devices (one worker each)")
+      .Add("devices", "2", "devices (one worker each)")
+      .Add("backend", "cpu", "cpu (our CPU kernels) or sim (kernels/sim: no compute, --sim-profile's timing; "
+           "for scale experiments)")
+      .Add("sim-profile", "", "sim: cost profile JSON, e.g. kernels/sim/profiles/gpu-like.json")
       .Add("json", "", "where to write the results (JSON list of rows)", true)
       .Add("csv", "", "also write the rows as CSV here")
       .Add("plot", "", "also draw latency against throughput into this PNG (gnuplot; FILE.gp next to it)")
@@ -735,6 +738,8 @@ int BenchCommand(int argc, char** argv) {
     cfg.floor_runs = *floor_runs;
     cfg.cluster.blas_threads = static_cast<int>(*blas);
     cfg.cluster.caf_threads = static_cast<int>(*caf);
+    cfg.cluster.backend = flags.Get("backend");
+    cfg.cluster.sim_profile = flags.Get("sim-profile");
   }
 
   std::vector<std::string> policies = SplitList(flags.Get("policy"));
