@@ -96,6 +96,14 @@ check "bench writes its rows" 0 '"policy": *"padded"' -- bash -c \
      --rates 20 --duration-s 1 --devices 1 --floor-runs 3 --json '$WORK/bench.json' >/dev/null 2>&1 &&
    cat '$WORK/bench.json'"
 check "bench: rows have the documented keys" 0 "p99_ms" -- cat "$WORK/bench.json"
+PROFILE="$(cd "$(dirname "$0")/../.." && pwd)/kernels/sim/profiles/gpu-like.json"
+check "bench on sim devices" 0 '"policy": *"cellular"' -- bash -c \
+  "'$CELLSERVE' bench --model-repo '$REPO' --model cls --policy cellular --corpus '$WORK/corpus.txt' \
+     --rates 50 --duration-s 1 --devices 4 --floor-runs 3 --backend sim --sim-profile '$PROFILE' \
+     --json '$WORK/sim.json' >/dev/null 2>&1 && cat '$WORK/sim.json'"
+check "bench: sim without a profile is a clear error" 1 "needs a profile" -- \
+  "$CELLSERVE" bench --model-repo "$REPO" --model cls --corpus "$WORK/corpus.txt" --rates 5 --duration-s 1 \
+    --backend sim --json "$WORK/x.json"
 
 echo "$pass passed, $failures failed"
 [[ "$failures" == 0 ]]
