@@ -135,8 +135,7 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& host_port, 
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { impl = std::make_unique<Impl>(host_port); })) {
     return Internal("cannot start a kj event loop on this thread (one Client per thread): " + Describe(*e));
   }
-  const std::string hint = "; is `cellserve serve --listen " + host_port +
-                           "` running? (it opens the port once its models are loaded)";
+  const std::string hint = "; is `cellserve serve --listen " + host_port + "` running?";
   const std::string kj_address =
       (hp.host.find(':') != std::string::npos ? "[" + hp.host + "]" : hp.host) + ":" + std::to_string(hp.port);
   using MaybeStream = kj::Maybe<kj::Own<kj::AsyncIoStream>>;

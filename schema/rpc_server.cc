@@ -10,6 +10,7 @@
 #include <functional>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -118,6 +119,13 @@ struct LoopState {
   }
 };
 
+// Gives the loop its cluster (kj thread): from now on calls go to it and health reports on it.
+void AttachCluster(LoopState& state, LocalCluster* cluster) {
+  state.cluster = cluster;
+  state.models = cluster->Models();
+  state.reporter = std::make_unique<ReportThread>(cluster);
+}
+
 struct ConnectionCalls {
   int64_t in_flight = 0;  // kj thread only
 };
@@ -139,6 +147,13 @@ class Service final : public Cellserve::Server {
   }
 
   kj::Promise<void> health(HealthContext context) override {
+    if (!state_.cluster) {  // still loading models: not ready, nothing to report yet
+      auto h = context.getResults().initHealth();
+      h.setState(ServingState::NOT_READY);
+      h.setProtocolVersion(PROTOCOL_VERSION);
+      h.setConnections(static_cast<uint32_t>(state_.stats->connections.load()));
+      return kj::READY_NOW;
+    }
     const uint64_t id = state_.next_id++;
     auto paf = kj::newPromiseAndFulfiller<ClusterReport>();
     state_.health_waiters.emplace(id, kj::mv(paf.fulfiller));
@@ -195,6 +210,9 @@ class Service final : public Cellserve::Server {
       EncodeError(status, context.getResults().initReply().initError());
       return kj::READY_NOW;
     };
+    if (!state_.cluster)
+      return fail(Unavailable("the server is starting (loading its models); retry when `cellserve health` says "
+                              "serving"));
     if (conn_->in_flight >= state_.options->max_calls_per_connection)
       return fail(ResourceExhausted("this connection has " + std::to_string(conn_->in_flight) +
                                     " calls in flight, the server's limit (--max-calls-per-connection); wait for "
@@ -318,6 +336,10 @@ struct RpcServer::Impl {
   std::mutex stop_mu;
   kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop;  // GUARDED_BY(stop_mu); set while running
   bool stopped = false;                                 // GUARDED_BY(stop_mu)
+  // Into the loop (AttachCluster); the state pointer is only dereferenced by posted functions,
+  // which run on the loop's thread while the state exists.
+  std::optional<KjInbox::Sender> inbox_sender;          // GUARDED_BY(stop_mu)
+  LoopState* loop_state = nullptr;                      // GUARDED_BY(stop_mu)
 
   kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener, kj::TaskSet& connections, LoopState& state) {
     return listener.accept().then([this, &listener, &connections, &state](kj::Own<kj::AsyncIoStream> stream) {
@@ -345,12 +367,15 @@ struct RpcServer::Impl {
     // Check the sockets every 16 events even while answers keep the queue busy.
     io.waitScope.setBusyPollInterval(16);
     LoopState state;
-    state.cluster = cluster;
+    if (cluster) rpc::AttachCluster(state, cluster);
     state.options = &options;
     state.stats = &stats;
-    state.models = cluster->Models();
-    state.reporter = std::make_unique<ReportThread>(cluster);
     kj::Promise<void> inbox = state.inbox.Run().eagerlyEvaluate(nullptr);
+    {
+      std::lock_guard<std::mutex> lock(stop_mu);
+      loop_state = &state;
+      inbox_sender.emplace(state.inbox.sender());
+    }
 
     kj::Own<kj::ConnectionReceiver> listener;
     KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
@@ -390,7 +415,6 @@ RpcServer::RpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 RpcServer::~RpcServer() { Stop(); }
 
 StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(LocalCluster* cluster, RpcServerOptions options) {
-  if (!cluster) return InvalidArgument("the RPC server needs a cluster");
   if (options.max_calls_per_connection < 1 || options.max_connections < 1 || options.max_message_bytes < 1024 ||
       options.limits.max_tokens < 1 || options.stop_grace_ms < 0)
     return InvalidArgument(
@@ -409,6 +433,27 @@ StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(LocalCluster* cluster, Rpc
     return status;
   }
   return std::unique_ptr<RpcServer>(new RpcServer(std::move(impl)));
+}
+
+Status RpcServer::AttachCluster(LocalCluster* cluster) {
+  if (!cluster) return InvalidArgument("AttachCluster needs a cluster");
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> attached = done->get_future();
+  {
+    std::lock_guard<std::mutex> lock(impl_->stop_mu);
+    if (impl_->stopped || !impl_->inbox_sender) return Unavailable("the RPC server is stopped");
+    if (impl_->cluster) return InvalidArgument("the RPC server has a cluster already");
+    impl_->cluster = cluster;
+    LoopState* state = impl_->loop_state;
+    if (!impl_->inbox_sender->Post([state, cluster, done] {
+          rpc::AttachCluster(*state, cluster);
+          done->set_value();
+        }))
+      return Unavailable("the RPC server is stopping");
+  }
+  if (attached.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+    return Internal("the RPC server's loop did not take the cluster within 30 s");
+  return OkStatus();
 }
 
 int RpcServer::port() const { return impl_->port.load(); }

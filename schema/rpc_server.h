@@ -8,8 +8,8 @@
 // (its cells leave the queues, its slots are freed). Limits: the size of an incoming message
 // (capnp traversal limit: beyond it the connection is closed by capnp with an error), tokens per
 // request, concurrent calls per connection (RESOURCE_EXHAUSTED), open connections.
-// Thread-safety: Start, Stop, port and stats may be called from any thread; the cluster must
-// outlive the server.
+// Thread-safety: Start, AttachCluster, Stop, port and stats may be called from any thread; the
+// cluster must outlive the server (or at least its Stop).
 #pragma once
 
 #include <array>
@@ -60,8 +60,13 @@ struct RpcServerStats {
 class RpcServer {
  public:
   // Binds and starts serving; returns once the port is open. UNAVAILABLE if it cannot listen
-  // (address in use, bad host), INVALID_ARGUMENT for bad options.
+  // (address in use, bad host), INVALID_ARGUMENT for bad options. `cluster` may be null: the
+  // port is open while the models load, health says not_ready, models lists none and infer is
+  // UNAVAILABLE ("starting") until AttachCluster.
   static StatusOr<std::unique_ptr<RpcServer>> Start(LocalCluster* cluster, RpcServerOptions options);
+  // Gives a server started without a cluster its cluster (once); returns when calls go to it.
+  // INVALID_ARGUMENT if it has one already, UNAVAILABLE once stopped.
+  Status AttachCluster(LocalCluster* cluster);
   ~RpcServer();  // Stop()
 
   int port() const;  // the port it listens on

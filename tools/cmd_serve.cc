@@ -148,16 +148,16 @@ void OnStopSignal(int) {
 }
 
 // Serves RPC until a signal arrives on the self-pipe, then drains.
-int ServeRpc(LocalCluster& cluster, rpc::RpcServerOptions options, const std::string& port_file) {
-  auto server = rpc::RpcServer::Start(&cluster, options);
-  if (!server.ok()) return Fail(server.status());
-  const std::string host = options.listen.substr(0, options.listen.rfind(':'));
-  std::fprintf(stderr, "cellserve serve: listening on %s:%d (Cap'n Proto RPC; SIGTERM drains and exits)\n",
-               host.c_str(), (*server)->port());
+// The server was started before the models loaded (health said not_ready meanwhile); now it
+// gets the cluster, and --port-file is written once calls are served.
+int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& port_file) {
+  if (Status s = server->AttachCluster(&cluster); !s.ok()) return Fail(s);
+  std::fprintf(stderr, "cellserve serve: serving %zu model(s) on port %d (SIGTERM drains and exits)\n",
+               cluster.Models().size(), server->port());
   if (!port_file.empty()) {
     const std::string tmp = port_file + ".tmp";
     std::FILE* f = std::fopen(tmp.c_str(), "w");
-    if (!f || std::fprintf(f, "%d\n", (*server)->port()) < 0 || std::fclose(f) != 0 ||
+    if (!f || std::fprintf(f, "%d\n", server->port()) < 0 || std::fclose(f) != 0 ||
         std::rename(tmp.c_str(), port_file.c_str()) != 0)
       return Fail(Internal("cannot write --port-file " + port_file + ": " + std::strerror(errno)));
   }
@@ -168,8 +168,8 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServerOptions options, const std::st
   }
   std::fprintf(stderr, "cellserve serve: signal: draining requests in flight\n");
   cluster.Stop();     // new calls are answered UNAVAILABLE; accepted requests finish
-  (*server)->Stop();  // replies go out, then connections close
-  const rpc::RpcServerStats stats = (*server)->stats();
+  server->Stop();  // replies go out, then connections close
+  const rpc::RpcServerStats stats = server->stats();
   const ClusterReport report = cluster.Report();
   std::fprintf(stderr,
                "cellserve serve: %lld call(s) on %lld connection(s): %lld completed, %lld failed, %lld rejected, "
@@ -300,12 +300,9 @@ int ServeCommand(int argc, char** argv) {
     options.metrics = metrics.get();
   }
 
-  auto started = LocalCluster::Start(options);
-  if (!started.ok()) {
-    close_wake();
-    return Fail(started.status());
-  }
-  std::unique_ptr<LocalCluster> cluster = std::move(started).value();
+  // RPC mode: the port opens first, so `cellserve health` (and a Kubernetes startup probe) can
+  // tell "loading" (not_ready) from "not there"; calls before the models are in get UNAVAILABLE.
+  std::unique_ptr<rpc::RpcServer> server;
   if (!flags.GetBool("stdin")) {
     rpc::RpcServerOptions rpc_options;
     rpc_options.listen = flags.Get("listen");
@@ -314,7 +311,26 @@ int ServeCommand(int argc, char** argv) {
     rpc_options.max_connections = *flags.GetInt("max-connections");
     rpc_options.max_message_bytes = *flags.GetInt("max-message-bytes");
     rpc_options.metrics = metrics.get();
-    const int rc = ServeRpc(*cluster, rpc_options, flags.Get("port-file"));
+    auto rpc_server = rpc::RpcServer::Start(nullptr, rpc_options);
+    if (!rpc_server.ok()) {
+      close_wake();
+      return Fail(rpc_server.status());
+    }
+    server = std::move(rpc_server).value();
+    const std::string host = rpc_options.listen.substr(0, rpc_options.listen.rfind(':'));
+    std::fprintf(stderr, "cellserve serve: listening on %s:%d (Cap'n Proto RPC); loading models\n", host.c_str(),
+                 server->port());
+  }
+  auto started = LocalCluster::Start(options);
+  if (!started.ok()) {
+    server.reset();
+    close_wake();
+    return Fail(started.status());
+  }
+  std::unique_ptr<LocalCluster> cluster = std::move(started).value();
+  if (server) {
+    const int rc = ServeRpc(*cluster, server.get(), flags.Get("port-file"));
+    server.reset();  // stopped before the cluster goes
     cluster.reset();
     close_wake();
     return rc;

@@ -210,6 +210,38 @@ TEST_F(RpcServerTest, StopWithCallsInFlightReturnsAndFreesThem) {
   EXPECT_TRUE(ClusterIdle());
 }
 
+TEST_F(RpcServerTest, NotReadyUntilItsClusterIsAttached) {
+  RpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = RpcServer::Start(nullptr, options);  // as serve does while the models load
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto client = Connect(**server);
+  ASSERT_NE(client, nullptr);
+  auto health = client->Health();
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_EQ(health->state, ServingState::NOT_READY);
+  auto models = client->Models();
+  ASSERT_TRUE(models.ok());
+  EXPECT_TRUE(models->empty());
+  InferCall call;
+  call.model = "slow";
+  call.input = Tokens(5);
+  auto early = client->Infer(call);
+  EXPECT_EQ(early.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(early.status().message().find("starting"), std::string::npos) << early.status().message();
+
+  ASSERT_TRUE((*server)->AttachCluster(cluster_.get()).ok());
+  EXPECT_EQ((*server)->AttachCluster(cluster_.get()).code(), StatusCode::kInvalidArgument);
+  health = client->Health();
+  ASSERT_TRUE(health.ok());
+  EXPECT_TRUE(health->serving());
+  ASSERT_TRUE(client->Models().ok());
+  EXPECT_EQ(client->Models()->size(), 1u);
+  EXPECT_TRUE(client->Infer(call).ok()) << "the same connection is served once the cluster is in";
+  (*server)->Stop();
+  EXPECT_EQ((*server)->AttachCluster(cluster_.get()).code(), StatusCode::kUnavailable);
+}
+
 TEST_F(RpcServerTest, ManyConnectionsWithManyCallsEach) {
   auto server = StartServer();
   ASSERT_NE(server, nullptr);
