@@ -60,7 +60,7 @@ SimDevice::SimDevice(std::string name, SimProfile profile, std::shared_ptr<SimTi
 
 SimDevice::~SimDevice() {
   std::unique_lock<std::mutex> lock(mu_);
-  idle_.wait(lock, [this] { return pending_ == 0; });
+  idle_.wait(lock, [this] { return unreported_ == 0; });
 }
 
 Status SimDevice::RegisterModel(const Model& model, int32_t slots) {
@@ -119,12 +119,17 @@ void SimDevice::Submit(uint64_t round_id, CellBatch batch, CompletionCallback do
     completion.end_us = completion.start_us + cost;
     busy_until_us_ = completion.end_us;
     ++pending_;
+    ++unreported_;
   }
   const int64_t due = completion.end_us;
   timer_->Schedule(due, [this, completion = std::move(completion), done = std::move(done)]() mutable {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --pending_;  // completed: pending() no longer counts it when `done` runs (as CpuDevice)
+    }
     if (done) done(std::move(completion));
     std::lock_guard<std::mutex> lock(mu_);
-    if (--pending_ == 0) idle_.notify_all();
+    if (--unreported_ == 0) idle_.notify_all();
   });
 }
 

@@ -76,7 +76,8 @@ class SimDevice final : public Device {
   std::condition_variable idle_;
   std::set<const Model*> models_;  // GUARDED_BY(mu_)
   int64_t busy_until_us_ = 0;      // GUARDED_BY(mu_): when the last submitted batch ends
-  int64_t pending_ = 0;            // GUARDED_BY(mu_)
+  int64_t pending_ = 0;            // GUARDED_BY(mu_): submitted, not completed
+  int64_t unreported_ = 0;         // GUARDED_BY(mu_): submitted, `done` not yet returned
   DeviceStats stats_;              // GUARDED_BY(mu_)
 };
 
