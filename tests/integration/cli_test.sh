@@ -4,26 +4,7 @@
 # Usage: cli_test.sh PATH/TO/cellserve   (ctest passes it). Bounded: small models, a few seconds.
 set -uo pipefail
 CELLSERVE="$1"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-pass=0
-
-check() {  # check NAME EXPECTED_STATUS PATTERN -- COMMAND...
-  local name="$1" want="$2" pattern="$3"
-  shift 4
-  local out status
-  out="$("$@" 2>&1)"
-  status=$?
-  if [[ "$status" != "$want" ]] || ! grep -qE -- "$pattern" <<<"$out"; then
-    echo "FAIL $name: exit $status (want $want), output lacks /$pattern/:"
-    sed 's/^/    /' <<<"$out" | head -20
-    failures=$((failures + 1))
-  else
-    echo "ok   $name"
-    pass=$((pass + 1))
-  fi
-}
+source "$(dirname "$0")/lib.sh"
 
 REPO="$WORK/models"
 check "top-level help" 0 "model" -- "$CELLSERVE" --help

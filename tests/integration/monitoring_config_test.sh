@@ -33,27 +33,7 @@ RULES="$MON/prometheus/alerts.yml"
 RULES_TEST="$MON/prometheus/alerts_test.yml"
 PODMONITOR="$MON/prometheus/podmonitor.yaml"
 CHECK=(python3 "$HERE/monitoring_check.py")
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-failures=0
-ok() { echo "ok   $1"; }
-bad() {
-  echo "FAIL $1"
-  shift
-  [[ $# -gt 0 ]] && sed 's/^/    /' <<<"$*" | head -40
-  failures=$((failures + 1))
-}
-die() {
-  bad "$@"
-  echo "monitoring_config_test: stopped at the failure above"
-  exit 1
-}
+source "$(dirname "$0")/lib.sh"
 # run NAME COMMAND...: ok if it exits 0, else FAIL with its output. The checker's own ok/FAIL lines
 # are printed either way (indented).
 run() {
@@ -116,20 +96,6 @@ run "dashboard: parses, variables, panels (description, unit, datasource, grid)"
 run "promtool parses every dashboard query" promtool check rules "$WORK/dashboard_queries.yml"
 
 # --- a live server's /metrics ------------------------------------------------------------------
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-http_get() {
-  python3 - "$1" <<'EOF'
-import sys, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
-        sys.stdout.write(r.read().decode())
-except Exception as e:
-    sys.stderr.write(f"GET {sys.argv[1]}: {e}\n")
-    sys.exit(1)
-EOF
-}
 "$CELLSERVE" serve --help 2>&1 | grep -q -- "--metrics-port" ||
   die "cellserve serve has no --metrics-port: cannot scrape the metrics the dashboard must match"
 REPO="$WORK/models"

@@ -14,27 +14,7 @@
 # Usage: prometheus_test.sh PATH/TO/cellserve   (ctest passes it). Every wait is bounded.
 set -uo pipefail
 CELLSERVE="$1"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-failures=0
-ok() { echo "ok   $1"; }
-bad() {
-  echo "FAIL $1"
-  shift
-  [[ $# -gt 0 ]] && sed 's/^/    /' <<<"$*" | head -30
-  failures=$((failures + 1))
-}
-die() {
-  bad "$@"
-  echo "prometheus_test: stopped at the first failure above"
-  exit 1
-}
+source "$(dirname "$0")/lib.sh"
 
 for tool in prometheus promtool python3; do
   if ! command -v "$tool" >/dev/null; then
@@ -43,21 +23,6 @@ for tool in prometheus promtool python3; do
   fi
 done
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-# http_get URL: the body on stdout; non-zero exit on any failure.
-http_get() {
-  python3 - "$1" <<'EOF'
-import sys, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
-        sys.stdout.write(r.read().decode())
-except Exception as e:
-    sys.stderr.write(f"GET {sys.argv[1]}: {e}\n")
-    sys.exit(1)
-EOF
-}
 # prom_query EXPR: the value of a one-sample instant query through Prometheus's HTTP API,
 # "none" if the result is empty.
 prom_query() {

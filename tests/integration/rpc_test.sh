@@ -13,36 +13,7 @@
 set -uo pipefail
 CELLSERVE="$1"
 PY=python3
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-failures=0
-pass=0
-
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() {
-  echo "FAIL $1"
-  shift
-  [[ $# -gt 0 ]] && sed 's/^/    /' <<<"$*" | head -20
-  failures=$((failures + 1))
-}
-check() {  # check NAME EXPECTED_STATUS PATTERN -- COMMAND...
-  local name="$1" want="$2" pattern="$3"
-  shift 4
-  local out status
-  out="$("$@" 2>&1)"
-  status=$?
-  if [[ "$status" != "$want" ]] || ! grep -qE -- "$pattern" <<<"$out"; then
-    bad "$name: exit $status (want $want), output lacks /$pattern/:" "$out"
-  else
-    ok "$name"
-  fi
-}
+source "$(dirname "$0")/lib.sh"
 
 # start_server NAME FLAGS...: starts `cellserve serve` on a free port; sets ADDR and SERVER_PID.
 start_server() {

@@ -1,0 +1,61 @@
+# The shared harness of the integration scripts (source it; it sets `set -uo pipefail`):
+#   WORK    a temp folder, removed on exit
+#   PIDS    processes to kill -9 on exit (append the ones you start)
+#   ok / bad / die / check   report a check and count failures (and passes)
+#   free_port, http_get URL  a free TCP port on 127.0.0.1; a body over HTTP (python3, 5 s bound)
+# Scripts end with their own summary from $pass and $failures.
+set -uo pipefail
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+failures=0
+pass=0
+
+ok() { echo "ok   $1"; pass=$((pass + 1)); }
+# bad NAME [OUTPUT...]: a failed check, with its output indented.
+bad() {
+  echo "FAIL $1"
+  shift
+  [[ $# -gt 0 ]] && sed 's/^/    /' <<<"$*" | head -40
+  failures=$((failures + 1))
+}
+# die NAME [OUTPUT...]: a failure after which nothing else can be checked.
+die() {
+  bad "$@"
+  echo "$(basename "$0" .sh): stopped at the failure above"
+  exit 1
+}
+# check NAME EXPECTED_STATUS PATTERN -- COMMAND...: the command's exit status and output.
+check() {
+  local name="$1" want="$2" pattern="$3"
+  shift 4
+  local out status
+  out="$("$@" 2>&1)"
+  status=$?
+  if [[ "$status" != "$want" ]] || ! grep -qE -- "$pattern" <<<"$out"; then
+    bad "$name: exit $status (want $want), output lacks /$pattern/:" "$out"
+  else
+    ok "$name"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+# http_get URL: the body on stdout; non-zero exit on any failure.
+http_get() {
+  python3 - "$1" <<'PYEOF'
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
+        sys.stdout.write(r.read().decode())
+except Exception as e:
+    sys.stderr.write(f"GET {sys.argv[1]}: {e}\n")
+    sys.exit(1)
+PYEOF
+}
