@@ -23,6 +23,7 @@
 #include <gtest/gtest.h>
 
 #include "actors/local_cluster.h"
+#include "../common/temp_model_repo.h"
 #include "runtime/model_repository.h"
 #include "schema/client.h"
 #include "schema/rpc_server.h"
@@ -30,7 +31,6 @@
 namespace cellserve::monitoring {
 namespace {
 
-namespace fs = std::filesystem;
 using Labels = std::map<std::string, std::string>;
 
 // A series' key: name{k1="v1",k2="v2"} with labels sorted by name.
@@ -246,10 +246,10 @@ TEST(MetricsServer, ServesTheExpositionOverHttp) {
 }
 
 // A temp repository with one small lstm (2 layers, so 2n + 1 cells for n tokens).
-class Repo {
+// A repository with one small lstm.
+class Repo : public testutil::TempModelRepo {
  public:
-  Repo() {
-    dir_ = fs::temp_directory_path() / ("cellserve_monitoring_test_" + std::to_string(getpid()));
+  Repo() : TempModelRepo("cellserve_monitoring_test") {
     ModelSpec spec;
     spec.name = "lstm";
     spec.kind = ModelKind::kLstm;
@@ -260,17 +260,8 @@ class Repo {
     spec.classes = 3;
     spec.max_input_tokens = 64;
     spec.max_batch = 8;
-    auto w = RandomWeights(spec, 11, 0.3f);
-    if (!w.ok() || !WriteModel(dir_.string(), spec, *w).ok()) throw std::runtime_error("cannot write model");
+    Write(spec, 11);
   }
-  ~Repo() {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string dir() const { return dir_.string(); }
-
- private:
-  fs::path dir_;
 };
 
 RequestInput Tokens(int n, int32_t first = 4) {

@@ -16,19 +16,18 @@
 
 #include <gtest/gtest.h>
 
+#include "../common/temp_model_repo.h"
 #include "runtime/model_repository.h"
 #include "schema/client.h"
 
 namespace cellserve::rpc {
 namespace {
 
-namespace fs = std::filesystem;
 
 // A repository with one lstm big enough that a 1000-token request takes a while (tens of ms).
-class Repo {
+class Repo : public testutil::TempModelRepo {
  public:
-  Repo() {
-    dir_ = fs::temp_directory_path() / ("cellserve_rpc_server_test_" + std::to_string(getpid()));
+  Repo() : TempModelRepo("cellserve_rpc_server_test") {
     ModelSpec spec;
     spec.name = "slow";
     spec.kind = cellserve::ModelKind::kLstm;
@@ -37,17 +36,8 @@ class Repo {
     spec.hidden = 256;
     spec.classes = 3;
     spec.max_input_tokens = 4096;
-    auto w = RandomWeights(spec, 5, 0.3f);
-    if (!w.ok() || !WriteModel(dir_.string(), spec, *w).ok()) throw std::runtime_error("cannot write model");
+    Write(spec, 5);
   }
-  ~Repo() {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string dir() const { return dir_.string(); }
-
- private:
-  fs::path dir_;
 };
 
 RequestInput Tokens(int n) {
