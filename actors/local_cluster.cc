@@ -5,6 +5,7 @@
 // its queued batches to actors that are gone: the messages are dropped), then the actor system.
 #include "actors/local_cluster.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -209,6 +210,7 @@ const char* ClusterStateName(ClusterState state) {
     case ClusterState::kServing: return "serving";
     case ClusterState::kDraining: return "draining";
     case ClusterState::kStopped: return "stopped";
+    case ClusterState::kStarting: return "starting";
   }
   return "unknown";
 }
@@ -262,6 +264,13 @@ ClusterReport LocalCluster::Report() const {
   r.failed = s.counters->failed.load();
   r.rejected = s.counters->rejected.load();
   return r;
+}
+
+ClusterLoad LocalCluster::Load() const {
+  ClusterLoad load;
+  load.outstanding_cells = std::max<int64_t>(impl_->counters->outstanding_cells.load(), 0);
+  load.unanswered = impl_->counters->Unanswered();
+  return load;
 }
 
 std::vector<ModelSpec> LocalCluster::Models() const {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/serving_backend.h"
 #include "runtime/cell_graph.h"
 #include "runtime/scheduler.h"
 #include "runtime/status.h"
@@ -39,31 +40,13 @@ struct LocalClusterOptions {
   monitoring::ServingMetrics* metrics = nullptr;
 };
 
-struct DeviceReport {
-  std::string name;
-  int64_t rounds = 0, cells = 0, padding_rows = 0;
-  int64_t busy_us = 0;                     // time the device spent running batches
-  // Gauges at the time of the report (DESIGN.md §7: in-flight requests, state-slot use): the
-  // worker's schedulers' requests_in() and slots_in_use(), summed over its models.
-  int64_t requests_in = 0, slots_in_use = 0;
+// One process's load, cheap to read (no actor is asked): what a node reports to routers.
+struct ClusterLoad {
+  int64_t outstanding_cells = 0;  // summed over devices, as of the workers' last load reports
+  int64_t unanswered = 0;         // requests handed in and not answered yet
 };
 
-struct ClusterReport {
-  int64_t accepted = 0, completed = 0, failed = 0, rejected = 0;
-  std::vector<DeviceReport> devices;
-};
-
-using InferCallback = std::function<void(StatusOr<RequestResult>)>;
-// Streaming: each decoder token (seq2seq), in order, before the InferCallback; on an actor thread,
-// must not block.
-using TokenCallback = std::function<void(int32_t token)>;
-
-// kServing: taking requests. kDraining: Stop has begun; new requests are answered UNAVAILABLE,
-// accepted ones finish. kStopped: nothing runs.
-enum class ClusterState { kServing, kDraining, kStopped };
-const char* ClusterStateName(ClusterState state);  // "serving", "draining", "stopped"
-
-class LocalCluster {
+class LocalCluster final : public ServingBackend {
  public:
   // Loads the models, starts the devices and actors. Errors: NOT_FOUND (model or repo),
   // INVALID_ARGUMENT (bad options or weights).
@@ -75,15 +58,16 @@ class LocalCluster {
   // DEADLINE_EXCEEDED, CANCELLED (Cancel or Stop), INTERNAL. deadline_us: absolute
   // SteadyClock micros, 0 = none. Returns an id for Cancel.
   uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done,
-                 TokenCallback on_token = nullptr);
+                 TokenCallback on_token = nullptr) override;
   // Cancels a request (its cells leave the queues, its slots are freed); it is answered CANCELLED
   // unless it already finished.
-  void Cancel(uint64_t id);
+  void Cancel(uint64_t id) override;
 
-  ClusterReport Report() const;
+  ClusterReport Report() const override;
+  ClusterLoad Load() const;
   // The specs of the models it serves (fixed after Start).
-  std::vector<ModelSpec> Models() const;
-  ClusterState state() const;
+  std::vector<ModelSpec> Models() const override;
+  ClusterState state() const override;
   void Stop();
 
  private:

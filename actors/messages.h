@@ -71,6 +71,8 @@ using TokenSink = std::function<void(int32_t token)>;
 //   accepted:  admitted by a worker's scheduler; later answered completed (OK) or failed.
 struct ClusterCounters {
   std::atomic<int64_t> accepted{0}, completed{0}, failed{0}, rejected{0};
+  // Outstanding cells summed over the workers' last load reports (the node actor keeps it).
+  std::atomic<int64_t> outstanding_cells{0};
 
   void AddUnanswered() {
     std::lock_guard<std::mutex> lock(mu);

@@ -10,26 +10,6 @@
 
 namespace cellserve::actors {
 
-int64_t EstimateCells(const Model& model, const RequestInput& input) {
-  const ModelSpec& spec = model.spec();
-  const int64_t layers = std::max<int64_t>(spec.layers, 1);
-  if (input.has_tree) return static_cast<int64_t>(input.tree.nodes.size()) + 1;
-  const int64_t n = static_cast<int64_t>(input.tokens.size());
-  switch (spec.kind) {
-    case ModelKind::kLstm:
-      return n * layers + 1;
-    case ModelKind::kSeq2Seq: {
-      // The decoder's length is unknown until it runs: guess it is as long as the source.
-      int64_t cap = spec.max_decode_len;
-      if (input.max_decode_len > 0) cap = std::min(cap, input.max_decode_len);
-      return n * layers + std::min(n + 1, cap) * (layers + 1);
-    }
-    case ModelKind::kTreeLstm:
-      return 2 * n;
-  }
-  return n;
-}
-
 namespace {
 
 struct NodeState {
@@ -98,7 +78,7 @@ struct NodeState {
     Worker& worker = workers[w];
     if (static_cast<size_t>(w) < options.device_metrics.size() && options.device_metrics[w])
       options.device_metrics[w]->placements->Increment();
-    worker.unreported_cells += EstimateCells(*it->second, m.input);
+    worker.unreported_cells += EstimateCells(it->second->spec(), m.input);
     ++worker.in_flight;
     ++worker.assigned;
     const RequestId id = m.id;
@@ -119,6 +99,7 @@ struct NodeState {
 
   void Load(const LoadReport& r) {
     if (r.worker < 0 || r.worker >= static_cast<int>(workers.size())) return;
+    if (options.counters) options.counters->outstanding_cells += r.outstanding_cells - workers[r.worker].reported_cells;
     workers[r.worker].reported_cells = r.outstanding_cells;
     workers[r.worker].unreported_cells = 0;
   }

@@ -34,7 +34,4 @@ struct NodeOptions {
 // Workers join afterwards: (add_worker_atom, int index, caf::actor worker).
 caf::actor SpawnNode(caf::actor_system& system, NodeOptions options);
 
-// The node's guess of the cells a request will need (for balancing until the next load report).
-int64_t EstimateCells(const Model& model, const RequestInput& input);
-
 }  // namespace cellserve::actors

@@ -181,6 +181,10 @@ void ServingMetrics::OnRound(DeviceMetrics& device, prometheus::Histogram* batch
   if (batch_size) batch_size->Observe(static_cast<double>(rows));
 }
 
+void ServingMetrics::SetNodeUp(const std::string& node, bool up) {
+  node_up_->Add({{"node", node}}).Set(up ? 1 : 0);
+}
+
 void ServingMetrics::OnRpcError(StatusCode code) {
   const size_t c = static_cast<size_t>(code);
   if (c > 0 && c < kStatusCodes) rpc_errors_[c]->Increment();

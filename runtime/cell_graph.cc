@@ -175,4 +175,24 @@ StatusOr<std::unique_ptr<RequestGraph>> BuildRequestGraph(std::shared_ptr<const 
   return std::unique_ptr<RequestGraph>(new Seq2SeqGraph(std::move(model), input.tokens, max_len));
 }
 
+int64_t EstimateCells(const ModelSpec& spec, const RequestInput& input) {
+  const int64_t layers = std::max<int64_t>(spec.layers, 1);
+  if (input.has_tree) return static_cast<int64_t>(input.tree.nodes.size()) + 1;
+  const int64_t n = static_cast<int64_t>(input.tokens.size());
+  switch (spec.kind) {
+    case ModelKind::kLstm:
+      return n * layers + 1;
+    case ModelKind::kSeq2Seq: {
+      // The decoder's length is unknown until it runs: guess it is as long as the source.
+      int64_t cap = spec.max_decode_len;
+      if (input.max_decode_len > 0) cap = std::min(cap, input.max_decode_len);
+      return n * layers + std::min(n + 1, cap) * (layers + 1);
+    }
+    case ModelKind::kTreeLstm:
+      return 2 * n;
+  }
+  return n;
+}
+
+
 }  // namespace cellserve

@@ -87,4 +87,9 @@ class RequestGraph {
 StatusOr<std::unique_ptr<RequestGraph>> BuildRequestGraph(std::shared_ptr<const Model> model,
                                                           const RequestInput& input);
 
+// A guess of the cells a request will need, from its spec and input alone (no graph is built): the
+// node's and the router's balancing currency until the next load report. seq2seq guesses a decoder
+// as long as its source (capped). Pure, cheap (O(1) for tokens).
+int64_t EstimateCells(const ModelSpec& spec, const RequestInput& input);
+
 }  // namespace cellserve

@@ -47,11 +47,11 @@ struct PendingCall {
   uint32_t next_token = 0;
 };
 
-// Runs LocalCluster::Report on its own thread (it waits for the workers) and hands each report
+// Runs ServingBackend::Report on its own thread (it waits for the workers) and hands each report
 // to a callback, which posts it into the kj loop.
 class ReportThread {
  public:
-  explicit ReportThread(LocalCluster* cluster) : cluster_(cluster), thread_([this] { Loop(); }) {}
+  explicit ReportThread(ServingBackend* cluster) : cluster_(cluster), thread_([this] { Loop(); }) {}
   ~ReportThread() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -88,7 +88,7 @@ class ReportThread {
       reply(std::move(report));
     }
   }
-  LocalCluster* cluster_;
+  ServingBackend* cluster_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void(ClusterReport)>> queue_;  // GUARDED_BY(mu_)
@@ -98,7 +98,7 @@ class ReportThread {
 
 // Everything the kj thread's services share.
 struct LoopState {
-  LocalCluster* cluster = nullptr;
+  ServingBackend* cluster = nullptr;
   const RpcServerOptions* options = nullptr;
   AtomicStats* stats = nullptr;
   std::vector<ModelSpec> models;
@@ -120,7 +120,7 @@ struct LoopState {
 };
 
 // Gives the loop its cluster (kj thread): from now on calls go to it and health reports on it.
-void AttachCluster(LoopState& state, LocalCluster* cluster) {
+void AttachCluster(LoopState& state, ServingBackend* cluster) {
   state.cluster = cluster;
   state.models = cluster->Models();
   state.reporter = std::make_unique<ReportThread>(cluster);
@@ -141,6 +141,7 @@ class Service final : public Cellserve::Server {
   }
 
   kj::Promise<void> models(ModelsContext context) override {
+    if (state_.cluster) state_.models = state_.cluster->Models();
     auto list = context.getResults().initModels(static_cast<unsigned>(state_.models.size()));
     for (size_t i = 0; i < state_.models.size(); ++i) EncodeModelInfo(state_.models[i], list[static_cast<unsigned>(i)]);
     return kj::READY_NOW;
@@ -173,7 +174,8 @@ class Service final : public Cellserve::Server {
           switch (state_.cluster->state()) {
             case ClusterState::kServing: h.setState(ServingState::SERVING); break;
             case ClusterState::kDraining: h.setState(ServingState::DRAINING); break;
-            case ClusterState::kStopped: h.setState(ServingState::NOT_READY); break;
+            case ClusterState::kStopped:
+            case ClusterState::kStarting: h.setState(ServingState::NOT_READY); break;
           }
           h.setProtocolVersion(PROTOCOL_VERSION);
           int64_t in = 0, slots = 0;
@@ -220,6 +222,11 @@ class Service final : public Cellserve::Server {
     auto decoded = DecodeInferRequest(context.getParams().getRequest(), state_.options->limits);
     if (!decoded.ok()) return fail(decoded.status());
     auto spec = FindModel(state_.models, decoded->model, decoded->version);
+    if (!spec.ok() && spec.status().code() == StatusCode::kNotFound) {
+      // A router's models grow as nodes join: look again before saying no.
+      state_.models = state_.cluster->Models();
+      spec = FindModel(state_.models, decoded->model, decoded->version);
+    }
     if (!spec.ok()) return fail(spec.status());
 
     const uint64_t id = state_.next_id++;
@@ -328,7 +335,7 @@ class IgnoreErrors final : public kj::TaskSet::ErrorHandler {
 }  // namespace
 
 struct RpcServer::Impl {
-  LocalCluster* cluster = nullptr;
+  ServingBackend* cluster = nullptr;
   RpcServerOptions options;
   AtomicStats stats;
   std::atomic<int> port{0};
@@ -414,7 +421,7 @@ RpcServer::RpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 RpcServer::~RpcServer() { Stop(); }
 
-StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(LocalCluster* cluster, RpcServerOptions options) {
+StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(ServingBackend* cluster, RpcServerOptions options) {
   if (options.max_calls_per_connection < 1 || options.max_connections < 1 || options.max_message_bytes < 1024 ||
       options.limits.max_tokens < 1 || options.stop_grace_ms < 0)
     return InvalidArgument(
@@ -435,7 +442,7 @@ StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(LocalCluster* cluster, Rpc
   return std::unique_ptr<RpcServer>(new RpcServer(std::move(impl)));
 }
 
-Status RpcServer::AttachCluster(LocalCluster* cluster) {
+Status RpcServer::AttachCluster(ServingBackend* cluster) {
   if (!cluster) return InvalidArgument("AttachCluster needs a cluster");
   auto done = std::make_shared<std::promise<void>>();
   std::future<void> attached = done->get_future();

@@ -1,8 +1,8 @@
 // RpcServer: the Cap'n Proto front door of `cellserve serve --listen` (schema/cellserve.capnp). It
 // runs the kj event loop on its own thread and bridges to the CAF actors without blocking either
-// side: calls go out as LocalCluster::Infer (a CAF message); answers and streamed tokens come back
+// side: calls go out as ServingBackend::Infer (LocalCluster: a CAF message; a Router: to a node); answers and streamed tokens come back
 // through a KjInbox (a cross-thread fulfiller wakes the loop). Health reads the cluster's report on
-// a side thread, since LocalCluster::Report waits for the workers.
+// a side thread, since Report may wait for actors.
 // Per call: decode and check (convert.h; bad input is an error reply, never an exception), pick
 // the model, run it, reply once. A dropped call or connection cancels its request in the cluster
 // (its cells leave the queues, its slots are freed). Limits: the size of an incoming message
@@ -18,7 +18,7 @@
 #include <memory>
 #include <string>
 
-#include "actors/local_cluster.h"
+#include "actors/serving_backend.h"
 #include "runtime/status.h"
 #include "schema/convert.h"
 
@@ -63,10 +63,10 @@ class RpcServer {
   // (address in use, bad host), INVALID_ARGUMENT for bad options. `cluster` may be null: the
   // port is open while the models load, health says not_ready, models lists none and infer is
   // UNAVAILABLE ("starting") until AttachCluster.
-  static StatusOr<std::unique_ptr<RpcServer>> Start(LocalCluster* cluster, RpcServerOptions options);
+  static StatusOr<std::unique_ptr<RpcServer>> Start(ServingBackend* cluster, RpcServerOptions options);
   // Gives a server started without a cluster its cluster (once); returns when calls go to it.
   // INVALID_ARGUMENT if it has one already, UNAVAILABLE once stopped.
-  Status AttachCluster(LocalCluster* cluster);
+  Status AttachCluster(ServingBackend* cluster);
   ~RpcServer();  // Stop()
 
   int port() const;  // the port it listens on

@@ -13,6 +13,9 @@
 // it: no new requests, every accepted request is answered (Stop drains), then exit 0.
 // --metrics-port PORT (either mode) serves Prometheus metrics (monitoring/metrics.h) at
 // http://HOST:PORT/metrics, HOST = --metrics-host or else --listen's host; 0 (the default) = off.
+// `cellserve node --join ROUTER[,ROUTER...]` is the same process joined to routers (cluster/
+// node_agent.h): it also runs what they place on it. SIGTERM then first tells the routers to place
+// nothing more here, drains, says goodbye to them and exits 0.
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
@@ -30,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/local_cluster.h"
+#include "cluster/node_agent.h"
 #include "monitoring/metrics.h"
 #include "schema/rpc_server.h"
 #include "runtime/model_repository.h"
@@ -38,12 +42,15 @@
 #include "runtime/text.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/stop_signal.h"
 
 namespace cellserve::tools {
 namespace {
 
+const char* g_name = "serve";  // "serve" or "node", for messages
+
 int Fail(const Status& s) {
-  std::fprintf(stderr, "cellserve serve: %s\n", s.ToString().c_str());
+  std::fprintf(stderr, "cellserve %s: %s\n", g_name, s.ToString().c_str());
   return 1;
 }
 
@@ -138,22 +145,28 @@ class LineReader {
   bool woken_ = false;
 };
 
-int g_wake[2] = {-1, -1};  // the self-pipe: OnStopSignal writes, LineReader polls
-
-void OnStopSignal(int) {
-  const int saved = errno;
-  const char byte = 1;
-  (void)!write(g_wake[1], &byte, 1);
-  errno = saved;
-}
-
 // Serves RPC until a signal arrives on the self-pipe, then drains.
 // The server was started before the models loaded (health said not_ready meanwhile); now it
 // gets the cluster, and --port-file is written once calls are served.
-int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& port_file) {
+// A node (`agent` set) joins its routers once it serves, and leaves them at the end.
+int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& port_file,
+             const cluster::NodeAgentOptions* agent_options, const StopSignals& signals) {
   if (Status s = server->AttachCluster(&cluster); !s.ok()) return Fail(s);
-  std::fprintf(stderr, "cellserve serve: serving %zu model(s) on port %d (SIGTERM drains and exits)\n",
+  std::fprintf(stderr, "cellserve %s: serving %zu model(s) on port %d (SIGTERM drains and exits)\n", g_name,
                cluster.Models().size(), server->port());
+  std::unique_ptr<cluster::NodeAgent> agent;
+  if (agent_options) {
+    auto started = cluster::NodeAgent::Start(&cluster, *agent_options);
+    if (!started.ok()) return Fail(started.status());
+    agent = std::move(started).value();
+    std::fprintf(stderr, "cellserve node: joining router(s) at %s as %s\n",
+                 [&] {
+                   std::string all;
+                   for (const auto& j : agent_options->join) all += (all.empty() ? "" : ",") + j;
+                   return all;
+                 }().c_str(),
+                 agent_options->name.empty() ? "HOSTNAME:PID" : agent_options->name.c_str());
+  }
   if (!port_file.empty()) {
     const std::string tmp = port_file + ".tmp";
     std::FILE* f = std::fopen(tmp.c_str(), "w");
@@ -161,30 +174,38 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
         std::rename(tmp.c_str(), port_file.c_str()) != 0)
       return Fail(Internal("cannot write --port-file " + port_file + ": " + std::strerror(errno)));
   }
-  for (;;) {
-    pollfd fd = {g_wake[0], POLLIN, 0};
-    if (poll(&fd, 1, -1) > 0) break;
-    if (errno != EINTR) return Fail(Internal(std::string("poll: ") + std::strerror(errno)));
+  if (Status s = signals.Wait(); !s.ok()) return Fail(s);
+  std::fprintf(stderr, "cellserve %s: signal: draining requests in flight\n", g_name);
+  if (agent) {  // first no new placements from the routers, so nothing more arrives to be refused
+    const int acked = agent->Drain(5000);
+    std::fprintf(stderr, "cellserve node: %d router(s) stopped placing requests here\n", acked);
   }
-  std::fprintf(stderr, "cellserve serve: signal: draining requests in flight\n");
   cluster.Stop();     // new calls are answered UNAVAILABLE; accepted requests finish
+  if (agent) agent->Leave();  // after the last answer went out
   server->Stop();  // replies go out, then connections close
   const rpc::RpcServerStats stats = server->stats();
   const ClusterReport report = cluster.Report();
   std::fprintf(stderr,
-               "cellserve serve: %lld call(s) on %lld connection(s): %lld completed, %lld failed, %lld rejected, "
-               "%lld cancelled by clients\n",
-               static_cast<long long>(stats.calls_total), static_cast<long long>(stats.connections_total),
+               "cellserve %s: %lld call(s) on %lld connection(s): %lld completed, %lld failed, %lld rejected, "
+               "%lld cancelled by clients%s\n",
+               g_name, static_cast<long long>(stats.calls_total), static_cast<long long>(stats.connections_total),
                static_cast<long long>(report.completed), static_cast<long long>(report.failed),
-               static_cast<long long>(report.rejected), static_cast<long long>(stats.client_cancels));
+               static_cast<long long>(report.rejected), static_cast<long long>(stats.client_cancels),
+               agent ? (", " + std::to_string(agent->stats().runs) + " run(s) for routers").c_str() : "");
   return 0;
 }
 
 }  // namespace
 
-int ServeCommand(int argc, char** argv) {
-  Flags flags("serve",
-              "Serves the models of a repository in this process: one worker per CPU device, cellular\n"
+int ServeOrNode(int argc, char** argv, bool node) {
+  g_name = node ? "node" : "serve";
+  Flags flags(g_name,
+              node ? "Serves the models of a repository as one node of a cluster: joins the routers of --join (cellserve\n"
+                     "router --cluster), registers its models and devices, reports its load and runs what they place\n"
+                     "on it; it also serves its own RPC port (--listen) like `cellserve serve`. A router that is not up\n"
+                     "yet or restarts is reconnected to (the name is resolved again each time). SIGTERM or SIGINT: the\n"
+                     "routers stop placing requests here, requests in flight finish, then it leaves and exits 0."
+                   : "Serves the models of a repository in this process: one worker per CPU device, cellular\n"
               "batching, behind the Cap'n Proto RPC port (--listen; schema/cellserve.capnp; try\n"
               "`cellserve infer`, `cellserve health`). SIGTERM or SIGINT: health turns `draining`, new\n"
               "calls are answered UNAVAILABLE, every request in flight is answered, then it exits 0.\n"
@@ -216,7 +237,13 @@ int ServeCommand(int argc, char** argv) {
            "CELLSERVE_METRICS_PORT")
       .Add("metrics-host", "", "address the metrics port binds (default: --listen's host; 0.0.0.0: every interface)")
       .AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
+  if (node)
+    flags.Add("join", "", "comma-separated HOST:PORT of the routers' cluster ports (cellserve router --cluster)", true,
+              "CELLSERVE_JOIN")
+        .Add("node-name", "", "how routers name this node (default HOSTNAME:PID)", false, "CELLSERVE_NODE_NAME")
+        .Add("report-interval-ms", "200", "load reports to the routers at least this often (they drop silent nodes)");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
+  if (node && flags.GetBool("stdin")) return Fail(InvalidArgument("node serves routers over the network: no --stdin"));
 
   LocalClusterOptions options;
   options.model_repo = flags.Get("model-repo");
@@ -258,23 +285,9 @@ int ServeCommand(int argc, char** argv) {
     specs[name] = *spec;
   }
 
-  // SIGTERM/SIGINT: the handler only writes a byte to a pipe (async-signal-safe), which wakes the
-  // reader; a handler rather than sigwait because threads we do not start (OpenBLAS's pool, made
-  // when the library loads) would otherwise take the signal with its default action.
-  if (pipe(g_wake) != 0) return Fail(Internal(std::string("pipe: ") + std::strerror(errno)));
-  struct sigaction action;
-  std::memset(&action, 0, sizeof(action));
-  action.sa_handler = OnStopSignal;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &action, nullptr);
-  sigaction(SIGINT, &action, nullptr);
-  auto close_wake = [] {
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    close(g_wake[0]);
-    close(g_wake[1]);
-  };
+  // SIGTERM/SIGINT drain and stop (tools/stop_signal.h).
+  StopSignals signals;
+  if (Status st = signals.Install(); !st.ok()) return Fail(st);
 
   // Metrics: made before the cluster and the RPC server, destroyed after them; the exposer stays
   // up while they drain.
@@ -292,11 +305,10 @@ int ServeCommand(int argc, char** argv) {
     }
     auto server = monitoring::MetricsServer::Start(metrics.get(), bind + ":" + std::to_string(metrics_port));
     if (!server.ok()) {
-      close_wake();
       return Fail(server.status());
     }
     metrics_server = std::move(server).value();
-    std::fprintf(stderr, "cellserve serve: metrics on http://%s:%d/metrics\n", bind.c_str(), metrics_server->port());
+    std::fprintf(stderr, "cellserve %s: metrics on http://%s:%d/metrics\n", g_name, bind.c_str(), metrics_server->port());
     options.metrics = metrics.get();
   }
 
@@ -313,33 +325,40 @@ int ServeCommand(int argc, char** argv) {
     rpc_options.metrics = metrics.get();
     auto rpc_server = rpc::RpcServer::Start(nullptr, rpc_options);
     if (!rpc_server.ok()) {
-      close_wake();
       return Fail(rpc_server.status());
     }
     server = std::move(rpc_server).value();
     const std::string host = rpc_options.listen.substr(0, rpc_options.listen.rfind(':'));
-    std::fprintf(stderr, "cellserve serve: listening on %s:%d (Cap'n Proto RPC); loading models\n", host.c_str(),
+    std::fprintf(stderr, "cellserve %s: listening on %s:%d (Cap'n Proto RPC); loading models\n", g_name, host.c_str(),
                  server->port());
   }
   auto started = LocalCluster::Start(options);
   if (!started.ok()) {
     server.reset();
-    close_wake();
     return Fail(started.status());
   }
   std::unique_ptr<LocalCluster> cluster = std::move(started).value();
   if (server) {
-    const int rc = ServeRpc(*cluster, server.get(), flags.Get("port-file"));
+    cluster::NodeAgentOptions agent_options;
+    if (node) {
+      agent_options.join = SplitComma(flags.Get("join"));
+      agent_options.name = flags.Get("node-name");
+      agent_options.devices = options.devices;
+      agent_options.max_tokens = *flags.GetInt("max-tokens");
+      auto interval = flags.GetInt("report-interval-ms");
+      if (!interval.ok()) return Fail(interval.status());
+      agent_options.report_interval_ms = *interval;
+    }
+    const int rc = ServeRpc(*cluster, server.get(), flags.Get("port-file"), node ? &agent_options : nullptr, signals);
     server.reset();  // stopped before the cluster goes
     cluster.reset();
-    close_wake();
     return rc;
   }
   std::fprintf(stderr, "cellserve serve: %zu model(s) on %d device(s), policy %s; reading MODEL<TAB>text from stdin\n",
                specs.size(), options.devices, PolicyName(options.scheduler.policy));
 
   Printer printer;
-  LineReader reader(g_wake[0]);
+  LineReader reader(signals.fd());
   std::map<std::string, HashTokenizer> tokenizers;
   for (const auto& [name, spec] : specs) tokenizers.emplace(name, HashTokenizer(spec.vocab_size));
   int64_t line_no = 0;
@@ -374,11 +393,13 @@ int ServeCommand(int argc, char** argv) {
   cluster->Stop();  // drains: every accepted request is answered (and printed) before it returns
   const ClusterReport report = cluster->Report();
   cluster.reset();
-  close_wake();
   std::fprintf(stderr, "cellserve serve: %lld line(s): %lld completed, %lld failed, %lld rejected\n",
                static_cast<long long>(line_no), static_cast<long long>(report.completed),
                static_cast<long long>(report.failed), static_cast<long long>(report.rejected));
   return 0;
 }
+
+int ServeCommand(int argc, char** argv) { return ServeOrNode(argc, argv, false); }
+int NodeCommand(int argc, char** argv) { return ServeOrNode(argc, argv, true); }
 
 }  // namespace cellserve::tools

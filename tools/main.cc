@@ -18,6 +18,8 @@ const Subcommand kSubcommands[] = {
     {"run", cellserve::tools::RunCommand, "run sentences through a model on the CPU and time them"},
     {"corpus", cellserve::tools::CorpusCommand, "turn text files into one sentence per line"},
     {"serve", cellserve::tools::ServeCommand, "serve a model repository in this process over Cap'n Proto RPC (or --stdin)"},
+    {"router", cellserve::tools::RouterCommand, "run a cluster's router: nodes join it, clients call it over RPC"},
+    {"node", cellserve::tools::NodeCommand, "serve a model repository as one node of a cluster (--join routers)"},
     {"bench", cellserve::tools::BenchCommand, "sweep offered load per scheduling policy and time every request"},
     {"infer", cellserve::tools::InferCommand, "send one request to a server (serve --listen) and print the answer"},
     {"health", cellserve::tools::HealthCommand, "ask a server how it is (exit 0 only when serving: a probe)"},

@@ -482,10 +482,10 @@ TEST(ActorReplySlotTest, AnswersExactlyOnceAndWhenDroppedUnanswered) {
 TEST(ActorEstimateCellsTest, GrowsWithInput) {
   auto lstm = MakeModel(SmallSpec("lstm", ModelKind::kLstm));
   auto tree = MakeModel(SmallSpec("tree", ModelKind::kTreeLstm));
-  EXPECT_EQ(EstimateCells(*lstm, InputFor(*lstm, Tokens(10, 1, 97))), 21);
-  EXPECT_EQ(EstimateCells(*tree, InputFor(*tree, Tokens(10, 1, 97))), 20);
-  EXPECT_LT(EstimateCells(*lstm, InputFor(*lstm, Tokens(3, 1, 97))),
-            EstimateCells(*lstm, InputFor(*lstm, Tokens(30, 1, 97))));
+  EXPECT_EQ(EstimateCells(lstm->spec(), InputFor(*lstm, Tokens(10, 1, 97))), 21);
+  EXPECT_EQ(EstimateCells(tree->spec(), InputFor(*tree, Tokens(10, 1, 97))), 20);
+  EXPECT_LT(EstimateCells(lstm->spec(), InputFor(*lstm, Tokens(3, 1, 97))),
+            EstimateCells(lstm->spec(), InputFor(*lstm, Tokens(30, 1, 97))));
 }
 
 }  // namespace

@@ -272,9 +272,19 @@ TEST_F(ActorClusterTest, BadInputUnknownModelAndBadOptions) {
 }
 
 TEST_F(ActorClusterTest, OverloadIsResourceExhaustedAtOnce) {
+  // The sim backend makes every step take 4 ms, so each long request runs for about a second
+  // however fast (or loaded) the machine is: the CPU kernels finished 256 steps of the test model
+  // before the quick requests arrived on a busy CI machine.
+  const std::string profile = repo_->dir() + "/slow_sim_profile.json";
+  {
+    std::ofstream out(profile);
+    out << R"({"name": "slow", "default": {"a_us": 0, "c_us": 4000}})";
+  }
   LocalClusterOptions o = Options(1);
   o.models = {"lstm"};
   o.scheduler.max_requests = 2;
+  o.backend = "sim";
+  o.sim_profile = profile;
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
   Reference ref(repo_->dir());

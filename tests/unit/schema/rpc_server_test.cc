@@ -2,6 +2,7 @@
 // client drops on a live connection is cancelled in the cluster (its cells and slots freed), the
 // per-connection call limit answers RESOURCE_EXHAUSTED, results equal the in-process path, and
 // Stop with calls in flight returns. Every wait is bounded.
+#include "actors/local_cluster.h"
 #include "schema/rpc_server.h"
 
 #include <unistd.h>

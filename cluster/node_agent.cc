@@ -1,0 +1,381 @@
+// NodeAgent: the agent actor (registration, runs, load reports) and its connector thread.
+#include "cluster/node_agent.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "cluster/wire.h"
+#include "runtime/clock.h"
+
+namespace cellserve::cluster {
+
+// Counts acknowledgements for Drain and Leave (the caller waits on it; the actor counts).
+struct AckWaiter {
+  std::mutex mu;
+  std::condition_variable cv;
+  int expected = -1;  // set by the actor: how many routers it asked
+  int acked = 0, failed = 0;
+
+  void Expect(int n) {
+    std::lock_guard<std::mutex> lock(mu);
+    expected = n;
+    cv.notify_all();
+  }
+  void Count(bool ok) {
+    std::lock_guard<std::mutex> lock(mu);
+    (ok ? acked : failed)++;
+    cv.notify_all();
+  }
+  int Wait(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, timeout, [&] { return expected >= 0 && acked + failed >= expected; });
+    return acked;
+  }
+};
+
+}  // namespace cellserve::cluster
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<cellserve::cluster::AckWaiter>)
+
+namespace cellserve::cluster {
+namespace {
+
+// Local messages (never cross the network).
+using connected_atom = caf::atom_constant<caf::atom("connected")>;
+using done_atom = caf::atom_constant<caf::atom("rundone")>;
+using run_token_atom = caf::atom_constant<caf::atom("runtoken")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using leave_atom = caf::atom_constant<caf::atom("leave")>;
+
+constexpr auto kAckTimeout = std::chrono::seconds(5);
+
+// What the connector thread and the actor share: which routers are connected.
+struct Links {
+  explicit Links(size_t n) : connected(n) {}
+  std::vector<std::atomic<bool>> connected;  // true from a successful connect until its down message
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> routers_registered{0}, runs{0}, aborts{0}, registrations{0};
+};
+
+struct AgentState {
+  static inline const char* name = "cellserve.node_agent";
+
+  struct RouterSlot {
+    std::string address;
+    caf::actor handle;
+    uint64_t node_id = 0;  // 0 = not registered
+  };
+
+  caf::event_based_actor* self = nullptr;
+  LocalCluster* cluster = nullptr;
+  NodeAgentOptions options;
+  std::shared_ptr<Links> links;
+  std::string registration;
+  std::unordered_map<std::string, ModelSpec> specs;
+  std::vector<RouterSlot> routers;
+  std::map<std::pair<int, uint64_t>, uint64_t> runs;  // (router, its request id) -> cluster id
+  SteadyClock clock;
+  int64_t last_cells = -1, last_report_us = 0;
+  bool draining = false, leaving = false;
+
+  int IndexOf(const caf::actor_addr& addr) const {
+    for (size_t i = 0; i < routers.size(); ++i)
+      if (routers[i].handle && routers[i].handle.address() == addr) return static_cast<int>(i);
+    return -1;
+  }
+
+  void CountRegistered() {
+    int64_t n = 0;
+    for (const RouterSlot& r : routers) n += r.node_id != 0;
+    links->routers_registered = n;
+  }
+
+  void Register(int i) {
+    caf::actor router = routers[i].handle;
+    self->request(router, kAckTimeout, register_atom::value, registration)
+        .then(
+            [this, i, router](registered_atom, uint64_t id, const std::string& error) {
+              if (routers[i].handle != router) return;  // reconnected meanwhile
+              if (id == 0) {
+                std::fprintf(stderr, "cellserve node: router %s refused the registration: %s\n",
+                             routers[i].address.c_str(), error.c_str());
+                return;
+              }
+              const bool first = routers[i].node_id == 0;
+              routers[i].node_id = id;
+              ++links->registrations;
+              CountRegistered();
+              if (first)
+                std::fprintf(stderr, "cellserve node: registered with router %s\n", routers[i].address.c_str());
+              if (draining) self->send(router, drain_atom::value, id);
+              last_cells = -1;  // report at the next tick
+            },
+            [this, i](caf::error& e) {
+              std::fprintf(stderr, "cellserve node: registering with %s failed: %s\n", routers[i].address.c_str(),
+                           self->system().render(e).c_str());
+            });
+  }
+
+  void Run(int i, uint64_t request, const std::string& bytes, int64_t timeout_us) {
+    const caf::actor router = routers[i].handle;
+    const uint64_t node_id = routers[i].node_id;
+    StatusOr<RunRequest> run = DecodeRunRequest(bytes, options.max_tokens);
+    if (!run.ok()) {
+      self->send(router, answer_atom::value, node_id, request, EncodeRunAnswer(run.status(), ModelSpec{}));
+      return;
+    }
+    ModelSpec spec;
+    if (auto it = specs.find(run->model); it != specs.end()) spec = it->second;
+    const int64_t deadline_us = timeout_us > 0 ? clock.NowMicros() + timeout_us : 0;
+    caf::actor me = caf::actor_cast<caf::actor>(self);
+    ++links->runs;
+    // The callbacks run on the cluster's threads: they only post to this actor, which forwards in
+    // order (tokens before the answer) to the router the request came from.
+    const uint64_t cluster_id = cluster->Infer(
+        run->model, std::move(run->input), deadline_us,
+        [me, i, request, spec](StatusOr<RequestResult> result) {
+          caf::anon_send(me, done_atom::value, i, request, EncodeRunAnswer(result, spec));
+        },
+        [me, i, request](int32_t token) { caf::anon_send(me, run_token_atom::value, i, request, token); });
+    runs[{i, request}] = cluster_id;
+  }
+
+  void Report() {
+    const int64_t now = clock.NowMicros();
+    const ClusterLoad load = cluster->Load();
+    if (load.outstanding_cells == last_cells && now - last_report_us < options.report_interval_ms * 1000) return;
+    last_cells = load.outstanding_cells;
+    last_report_us = now;
+    for (const RouterSlot& r : routers)
+      if (r.node_id)
+        self->send(r.handle, node_load_atom::value, r.node_id, load.outstanding_cells,
+                   static_cast<int32_t>(options.devices));
+  }
+
+  void Lost(int i) {
+    std::fprintf(stderr, "cellserve node: lost router %s; reconnecting\n", routers[i].address.c_str());
+    routers[i].handle = nullptr;
+    routers[i].node_id = 0;
+    CountRegistered();
+    // Its requests have no one to answer to any more: free their cells and slots.
+    for (auto it = runs.begin(); it != runs.end();) {
+      if (it->first.first == i) {
+        cluster->Cancel(it->second);
+        it = runs.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    links->connected[i] = false;
+  }
+
+  // Asks every registered router `atom` and counts the answers in `waiter`.
+  template <class Atom>
+  void AskAll(Atom atom, const std::shared_ptr<AckWaiter>& waiter) {
+    int n = 0;
+    for (const RouterSlot& r : routers) {
+      if (!r.node_id) continue;
+      ++n;
+      self->request(r.handle, kAckTimeout, atom, r.node_id)
+          .then([waiter](Atom) { waiter->Count(true); }, [waiter](caf::error&) { waiter->Count(false); });
+    }
+    waiter->Expect(n);
+  }
+};
+
+caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cluster, NodeAgentOptions options,
+                         std::shared_ptr<Links> links, std::string registration) {
+  AgentState& s = self->state;
+  s.self = self;
+  s.cluster = cluster;
+  s.options = std::move(options);
+  s.links = std::move(links);
+  s.registration = std::move(registration);
+  for (const ModelSpec& spec : cluster->Models()) s.specs.emplace(spec.name, spec);
+  for (const std::string& address : s.options.join) s.routers.push_back({address, nullptr, 0});
+  self->set_down_handler([self](caf::down_msg& msg) {
+    const int i = self->state.IndexOf(msg.source);
+    if (i >= 0) self->state.Lost(i);
+  });
+  self->delayed_send(self, std::chrono::milliseconds(10), tick_atom::value);
+  return {
+      [self](connected_atom, int i, caf::actor router) {
+        AgentState& st = self->state;
+        if (i < 0 || i >= static_cast<int>(st.routers.size()) || st.leaving) return;
+        st.routers[i].handle = router;
+        st.routers[i].node_id = 0;
+        self->monitor(router);
+        st.Register(i);
+      },
+      [self](reregister_atom) {
+        const int i = self->state.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+        if (i >= 0 && !self->state.leaving) self->state.Register(i);
+      },
+      [self](run_atom, uint64_t request, const std::string& bytes, int64_t timeout_us) {
+        AgentState& st = self->state;
+        const int i = st.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+        if (i < 0 || !st.routers[i].node_id) return;  // not (or no longer) ours: the router will retry
+        st.Run(i, request, bytes, timeout_us);
+      },
+      [self](abort_atom, uint64_t request) {
+        AgentState& st = self->state;
+        const int i = st.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+        auto it = st.runs.find({i, request});
+        if (it == st.runs.end()) return;
+        ++st.links->aborts;
+        st.cluster->Cancel(it->second);
+      },
+      [self](done_atom, int i, uint64_t request, const std::string& bytes) {
+        AgentState& st = self->state;
+        if (st.runs.erase({i, request}) == 0) return;  // its router was lost meanwhile
+        const auto& r = st.routers[i];
+        if (r.node_id) self->send(r.handle, answer_atom::value, r.node_id, request, bytes);
+      },
+      [self](run_token_atom, int i, uint64_t request, int32_t token) {
+        AgentState& st = self->state;
+        if (!st.runs.count({i, request})) return;
+        const auto& r = st.routers[i];
+        if (r.node_id) self->send(r.handle, token_atom::value, r.node_id, request, token);
+      },
+      [self](tick_atom) {
+        if (self->state.leaving) return;
+        self->state.Report();
+        self->delayed_send(self, std::chrono::milliseconds(10), tick_atom::value);
+      },
+      [self](drain_atom, std::shared_ptr<AckWaiter>& waiter) {
+        self->state.draining = true;
+        self->state.AskAll(drain_atom::value, waiter);
+      },
+      [self](leave_atom, std::shared_ptr<AckWaiter>& waiter) {
+        AgentState& st = self->state;
+        st.leaving = true;
+        st.links->stop = true;
+        st.AskAll(bye_atom::value, waiter);
+      },
+  };
+}
+
+std::string DefaultName() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || !host[0]) std::snprintf(host, sizeof(host), "node");
+  return std::string(host) + ":" + std::to_string(getpid());
+}
+
+}  // namespace
+
+struct NodeAgent::Impl {
+  NodeAgentOptions options;
+  std::shared_ptr<Links> links;
+  caf::actor_system_config config;
+  std::unique_ptr<caf::actor_system> system;
+  caf::actor agent;
+  std::thread connector;
+  std::mutex leave_mu;
+  bool left = false;  // GUARDED_BY(leave_mu)
+
+  // Connects to every router that is not connected, again and again, until Leave.
+  void ConnectLoop() {
+    while (!links->stop) {
+      for (size_t i = 0; i < options.join.size() && !links->stop; ++i) {
+        if (links->connected[i]) continue;
+        std::string host;
+        uint16_t port = 0;
+        if (!ParseHostPort(options.join[i], false, host, port).ok()) continue;
+        auto router = system->middleman().remote_actor(host, port);
+        if (!router) continue;
+        links->connected[i] = true;
+        caf::anon_send(agent, connected_atom::value, static_cast<int>(i), *router);
+      }
+      for (int64_t waited = 0; waited < options.reconnect_interval_ms && !links->stop; waited += 10)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+};
+
+NodeAgent::NodeAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+NodeAgent::~NodeAgent() { Leave(); }
+
+StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(LocalCluster* cluster, NodeAgentOptions options) {
+  if (!cluster) return InvalidArgument("NodeAgent needs a cluster");
+  if (options.join.empty()) return InvalidArgument("--join needs at least one router HOST:PORT");
+  for (const std::string& address : options.join) {
+    std::string host;
+    uint16_t port = 0;
+    RETURN_IF_ERROR(ParseHostPort(address, false, host, port));
+  }
+  if (options.devices < 1 || options.report_interval_ms < 10 || options.reconnect_interval_ms < 10 ||
+      options.max_tokens < 1)
+    return InvalidArgument("devices and max_tokens must be >= 1, report and reconnect intervals >= 10 ms");
+  Registration registration;
+  registration.name = options.name.empty() ? DefaultName() : options.name;
+  options.name = registration.name;
+  registration.devices = options.devices;
+  registration.models = cluster->Models();
+  if (registration.models.empty()) return InvalidArgument("the node serves no model");
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->links = std::make_shared<Links>(options.join.size());
+  impl->config.load<caf::io::middleman>();
+  if (options.caf_threads > 0) impl->config.set("scheduler.max-threads", options.caf_threads);
+  impl->config.set("logger.console", caf::atom("none"));
+  impl->system = std::make_unique<caf::actor_system>(impl->config);
+  impl->agent = impl->system->spawn(AgentActor, cluster, options, impl->links, EncodeRegistration(registration));
+  Impl* raw = impl.get();
+  impl->connector = std::thread([raw] { raw->ConnectLoop(); });
+  return std::unique_ptr<NodeAgent>(new NodeAgent(std::move(impl)));
+}
+
+NodeAgentStats NodeAgent::stats() const {
+  NodeAgentStats s;
+  s.routers_connected = impl_->links->routers_registered.load();
+  s.runs = impl_->links->runs.load();
+  s.aborts = impl_->links->aborts.load();
+  s.registrations = impl_->links->registrations.load();
+  return s;
+}
+
+bool NodeAgent::WaitRegistered(int64_t timeout_ms) const {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (impl_->links->routers_registered.load() < static_cast<int64_t>(impl_->options.join.size())) {
+    if (std::chrono::steady_clock::now() >= give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+int NodeAgent::Drain(int64_t timeout_ms) {
+  std::lock_guard<std::mutex> lock(impl_->leave_mu);
+  if (impl_->left) return 0;
+  auto waiter = std::make_shared<AckWaiter>();
+  caf::anon_send(impl_->agent, drain_atom::value, waiter);
+  return waiter->Wait(std::chrono::milliseconds(timeout_ms));
+}
+
+void NodeAgent::Leave() {
+  if (!impl_) return;
+  std::lock_guard<std::mutex> lock(impl_->leave_mu);
+  if (impl_->left) return;
+  impl_->left = true;
+  auto waiter = std::make_shared<AckWaiter>();
+  caf::anon_send(impl_->agent, leave_atom::value, waiter);
+  waiter->Wait(std::chrono::duration_cast<std::chrono::milliseconds>(kAckTimeout));
+  impl_->links->stop = true;
+  impl_->connector.join();
+  caf::anon_send_exit(impl_->agent, caf::exit_reason::user_shutdown);
+  impl_->agent = nullptr;
+  impl_->system.reset();
+}
+
+}  // namespace cellserve::cluster

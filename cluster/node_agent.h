@@ -1,0 +1,64 @@
+// NodeAgent: the cluster half of `cellserve node` (issue 4; DESIGN.md §6). It joins a process's
+// LocalCluster to one or more routers (cluster/router.h) over CAF's middleman: connects to each
+// --join address (and reconnects, re-resolving the name, whenever the connection is lost or the
+// router restarted), registers the node's models and devices, reports its load (outstanding cells,
+// every report_interval_ms and at most every 10 ms on change), runs what routers place on it
+// through LocalCluster::Infer and sends each answer (and each streamed token) back.
+// Drain (SIGTERM): tells every router to place nothing more here and waits for their
+// acknowledgements; the caller then stops the LocalCluster (in-flight requests finish) and calls
+// Leave, which says goodbye after the last answer went out, so no answer is lost on the way.
+// Thread-safety: every method may be called from any thread. The cluster must outlive the agent.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/local_cluster.h"
+#include "runtime/status.h"
+
+namespace cellserve::cluster {
+
+struct NodeAgentOptions {
+  std::vector<std::string> join;        // HOST:PORT of each router; at least one
+  std::string name;                     // how routers name this node; default HOSTNAME:PID
+  int devices = 1;                      // the cluster's devices (registered with routers); >= 1
+  int64_t report_interval_ms = 200;     // heartbeat load reports (routers drop silent nodes)
+  int64_t reconnect_interval_ms = 250;  // between connection attempts to a router
+  int64_t max_tokens = 4096;            // per request, as the RPC server's --max-tokens
+  int caf_threads = 0;                  // of the agent's own actor system; 0 = CAF's default
+};
+
+struct NodeAgentStats {
+  int64_t routers_connected = 0;  // registered with now
+  int64_t runs = 0;               // requests run for routers
+  int64_t aborts = 0;             // of those, cancelled by a router
+  int64_t registrations = 0;      // accepted registrations (reconnects and re-registrations count)
+};
+
+class NodeAgent {
+ public:
+  // Starts connecting in the background (a router that is not up yet is retried). INVALID_ARGUMENT
+  // for a bad address or options; or a cluster that serves no model.
+  static StatusOr<std::unique_ptr<NodeAgent>> Start(LocalCluster* cluster, NodeAgentOptions options);
+  ~NodeAgent();  // Leave()
+
+  NodeAgentStats stats() const;
+  // True once registered with every --join router (for tests and the startup log).
+  bool WaitRegistered(int64_t timeout_ms) const;
+
+  // No new placements: tells every connected router and waits (up to timeout_ms) for each to
+  // acknowledge. Returns how many did. Routers that connect later are not joined again.
+  int Drain(int64_t timeout_ms);
+  // Says goodbye to every router (after every answer sent so far) and closes the connections.
+  // Idempotent.
+  void Leave();
+
+ private:
+  struct Impl;
+  explicit NodeAgent(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cellserve::cluster

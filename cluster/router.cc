@@ -1,0 +1,506 @@
+// Router: the actor (placement, failures, retries) and the thread-safe class around it.
+#include "cluster/router.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+#include <utility>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "actors/messages.h"
+#include "cluster/wire.h"
+#include "monitoring/metrics.h"
+#include "runtime/clock.h"
+
+namespace cellserve::cluster {
+
+// One request on its way through the router (made by Router::Infer, owned by the actor).
+struct RouterCall {
+  uint64_t id = 0;
+  std::string model;
+  std::string bytes;          // EncodeRunRequest: what every attempt sends
+  int64_t cells = 0;          // EstimateCells, for the policy
+  int64_t deadline_us = 0;    // absolute, the router's clock; 0 = none
+  std::shared_ptr<actors::ReplySlot> reply;
+  TokenCallback on_token;
+};
+
+}  // namespace cellserve::cluster
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<cellserve::cluster::RouterCall>)
+
+namespace cellserve::cluster {
+namespace {
+
+// Local messages (Router -> its actor); never cross the network.
+using call_atom = caf::atom_constant<caf::atom("rcall")>;
+using cancel_atom = caf::atom_constant<caf::atom("rcancel")>;
+using stop_atom = caf::atom_constant<caf::atom("rstop")>;
+using fail_all_atom = caf::atom_constant<caf::atom("rfailall")>;
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+
+// What the actor publishes for the thread-safe side (health, Models, stats).
+struct Shared {
+  std::shared_ptr<actors::ClusterCounters> counters = std::make_shared<actors::ClusterCounters>();
+  std::atomic<ClusterState> state{ClusterState::kStarting};
+  std::atomic<int64_t> placed{0}, retried{0}, nodes_lost{0}, nodes_joined{0}, late_answers{0};
+  mutable std::mutex mu;
+  std::vector<ModelSpec> models;      // GUARDED_BY(mu)
+  std::vector<RouterNodeInfo> nodes;  // GUARDED_BY(mu)
+};
+
+struct RouterState {
+  static inline const char* name = "cellserve.router";
+
+  struct Node {
+    caf::actor handle;
+    Registration registration;
+    int64_t placed = 0;
+  };
+  struct Pending {
+    std::shared_ptr<RouterCall> call;
+    int attempt = 0;
+    NodeId node = 0;
+    int64_t tokens_seen = 0;       // from the current attempt
+    int64_t tokens_forwarded = 0;  // to the client, over all attempts
+  };
+
+  caf::stateful_actor<RouterState>* self = nullptr;
+  std::shared_ptr<Shared> shared;
+  RouterOptions options;
+  SteadyClock clock;
+  std::unique_ptr<RouterPolicy> policy;
+  std::unordered_map<NodeId, Node> nodes;
+  std::map<caf::actor_addr, NodeId> by_addr;
+  std::unordered_map<std::string, ModelSpec> specs;  // first registration of each name wins
+  std::unordered_map<uint64_t, Pending> pending;
+  NodeId next_node = 1;
+  bool stopping = false;
+
+  void Publish() {
+    std::vector<RouterNodeInfo> infos;
+    for (NodeId id : policy->nodes()) {
+      auto view = policy->node(id);
+      auto it = nodes.find(id);
+      if (!view || it == nodes.end()) continue;
+      RouterNodeInfo info;
+      info.id = id;
+      info.name = view->name;
+      info.models = view->models;
+      info.devices = view->devices;
+      info.draining = view->draining;
+      info.in_flight = view->in_flight;
+      info.placed = it->second.placed;
+      infos.push_back(std::move(info));
+    }
+    std::vector<ModelSpec> models;
+    for (const auto& [name, spec] : specs) models.push_back(spec);
+    std::sort(models.begin(), models.end(), [](const ModelSpec& a, const ModelSpec& b) { return a.name < b.name; });
+    {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      shared->nodes = std::move(infos);
+      shared->models = std::move(models);
+    }
+    if (!stopping) shared->state = nodes.empty() ? ClusterState::kStarting : ClusterState::kServing;
+  }
+
+  void Answer(uint64_t id, StatusOr<RequestResult> result, actors::AnswerKind kind) {
+    auto it = pending.find(id);
+    if (it == pending.end()) return;
+    std::shared_ptr<RouterCall> call = std::move(it->second.call);
+    pending.erase(it);
+    call->reply->Answer(std::move(result), kind);
+  }
+
+  // Places (or re-places) a pending request; answers it if it cannot be placed.
+  void Place(uint64_t id, NodeId exclude) {
+    Pending& p = pending.at(id);
+    const RouterCall& call = *p.call;
+    const bool retry = p.attempt > 0;
+    const actors::AnswerKind kind = retry ? actors::AnswerKind::kRan : actors::AnswerKind::kRejected;
+    int64_t timeout_us = 0;
+    if (call.deadline_us > 0) {
+      timeout_us = call.deadline_us - clock.NowMicros();
+      if (timeout_us <= 0) return Answer(id, DeadlineExceeded("the deadline passed in the router"), kind);
+    }
+    StatusOr<NodeId> node = retry ? policy->PickExcluding(call.model, exclude) : policy->Pick(call.model);
+    if (!node.ok()) {
+      Status s = node.status();
+      if (retry) s = Unavailable("the node running the request was lost and no other can take it: " + s.message());
+      return Answer(id, s, kind);
+    }
+    if (Status s = policy->OnPlaced(id, call.model, call.cells, *node, p.attempt + 1); !s.ok())
+      return Answer(id, s, kind);
+    ++p.attempt;
+    p.node = *node;
+    p.tokens_seen = 0;
+    Node& n = nodes.at(*node);
+    ++n.placed;
+    ++shared->placed;
+    if (retry) ++shared->retried;
+    self->send(n.handle, run_atom::value, id, call.bytes, timeout_us);
+  }
+
+  void OnCall(std::shared_ptr<RouterCall> call) {
+    const uint64_t id = call->id;
+    if (stopping) {
+      call->reply->Answer(Unavailable("the router is stopping; no new requests"), actors::AnswerKind::kRejected);
+      return;
+    }
+    if (pending.count(id)) {
+      call->reply->Answer(InvalidArgument("request id in flight already"), actors::AnswerKind::kRejected);
+      return;
+    }
+    pending.emplace(id, Pending{std::move(call)});
+    Place(id, 0);
+  }
+
+  void OnAnswer(NodeId node, uint64_t id, const std::string& bytes) {
+    auto it = pending.find(id);
+    if (it == pending.end() || it->second.node != node || !policy->OnAnswered(id, node).ok()) {
+      ++shared->late_answers;
+      return;
+    }
+    StatusOr<RequestResult> result = DecodeRunAnswer(bytes);
+    if (!result.ok() && result.status().code() == StatusCode::kUnavailable && it->second.attempt == 1) {
+      Place(id, node);  // the node began draining as the request arrived: once more elsewhere
+      return;
+    }
+    Answer(id, std::move(result), actors::AnswerKind::kRan);
+  }
+
+  void OnToken(NodeId node, uint64_t id, int32_t token) {
+    auto it = pending.find(id);
+    if (it == pending.end() || it->second.node != node) return;
+    Pending& p = it->second;
+    // A retry replays the tokens the client has already seen (the model is deterministic).
+    if (++p.tokens_seen <= p.tokens_forwarded) return;
+    ++p.tokens_forwarded;
+    if (p.call->on_token) p.call->on_token(token);
+  }
+
+  void OnCancel(uint64_t id) {
+    auto it = pending.find(id);
+    if (it == pending.end()) return;
+    const NodeId node = it->second.node;
+    if (node != 0) {
+      policy->OnAnswered(id, node);
+      auto n = nodes.find(node);
+      if (n != nodes.end()) self->send(n->second.handle, abort_atom::value, id);
+    }
+    Answer(id, Cancelled("cancelled by the client"), actors::AnswerKind::kRan);
+  }
+
+  std::pair<uint64_t, std::string> OnRegister(const std::string& bytes) {
+    auto handle = caf::actor_cast<caf::actor>(self->current_sender());
+    if (!handle) return {0, "register: no sender"};
+    StatusOr<Registration> reg = DecodeRegistration(bytes);
+    if (!reg.ok()) return {0, reg.status().message()};
+    const caf::actor_addr addr = handle.address();
+    NodeId id;
+    auto known = by_addr.find(addr);
+    if (known != by_addr.end()) {
+      id = known->second;
+    } else {
+      id = next_node++;
+    }
+    NodeRegistration nr;
+    nr.id = id;
+    nr.name = reg->name;
+    nr.devices = reg->devices;
+    for (const ModelSpec& spec : reg->models) nr.models.push_back(spec.name);
+    if (Status s = policy->Register(nr); !s.ok()) return {0, s.message()};
+    for (const ModelSpec& spec : reg->models) specs.emplace(spec.name, spec);
+    if (known == by_addr.end()) {
+      by_addr.emplace(addr, id);
+      self->monitor(handle);
+      ++shared->nodes_joined;
+      std::fprintf(stderr, "cellserve router: node %s joined (%d device(s), %zu model(s))\n", reg->name.c_str(),
+                   reg->devices, reg->models.size());
+    }
+    nodes[id] = Node{handle, std::move(reg).value(), nodes.count(id) ? nodes[id].placed : 0};
+    if (options.metrics) options.metrics->SetNodeUp(nodes[id].registration.name, true);
+    Publish();
+    return {id, ""};
+  }
+
+  // The node is gone: its requests in flight go elsewhere once, or are answered UNAVAILABLE.
+  void RemoveNode(NodeId id, const std::string& why, bool lost) {
+    auto it = nodes.find(id);
+    if (it == nodes.end()) return;
+    const std::string name = it->second.registration.name;
+    self->demonitor(it->second.handle);
+    by_addr.erase(it->second.handle.address());
+    nodes.erase(it);
+    StatusOr<std::vector<InFlightRequest>> orphans = policy->NodeDown(id);
+    if (lost) ++shared->nodes_lost;
+    if (options.metrics) options.metrics->SetNodeUp(name, false);
+    const size_t n = orphans.ok() ? orphans->size() : 0;
+    std::fprintf(stderr, "cellserve router: node %s %s; %zu request(s) in flight there go elsewhere\n", name.c_str(),
+                 why.c_str(), n);
+    if (orphans.ok()) {
+      for (const InFlightRequest& r : *orphans) {
+        auto p = pending.find(r.request);
+        if (p == pending.end()) continue;
+        if (p->second.attempt >= 2) {
+          Answer(r.request,
+                 Unavailable("node " + name + " " + why + " while running the request, which had been retried once "
+                             "already"),
+                 actors::AnswerKind::kRan);
+        } else {
+          Place(r.request, id);
+        }
+      }
+    }
+    Publish();
+  }
+
+  std::optional<NodeId> SenderNode(NodeId claimed) {
+    auto it = by_addr.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+    if (it == by_addr.end() || it->second != claimed) return std::nullopt;
+    return it->second;
+  }
+};
+
+caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_ptr<Shared> shared,
+                          RouterOptions options, RouterPolicy* policy_raw) {
+  RouterState& s = self->state;
+  s.self = self;
+  s.shared = std::move(shared);
+  s.options = std::move(options);
+  s.policy.reset(policy_raw);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto it = self->state.by_addr.find(msg.source);
+    if (it == self->state.by_addr.end()) return;
+    self->state.RemoveNode(it->second, "was lost (" + caf::to_string(msg.reason) + ")", true);
+  });
+  const auto sweep_every = std::chrono::milliseconds(std::max<int64_t>(s.options.report_timeout_ms / 4, 25));
+  self->delayed_send(self, sweep_every, sweep_atom::value);
+  return {
+      [self](call_atom, std::shared_ptr<RouterCall>& call) { self->state.OnCall(std::move(call)); },
+      [self](cancel_atom, uint64_t id) { self->state.OnCancel(id); },
+      [self](answer_atom, uint64_t node, uint64_t id, const std::string& bytes) {
+        self->state.OnAnswer(node, id, bytes);
+      },
+      [self](token_atom, uint64_t node, uint64_t id, int32_t token) { self->state.OnToken(node, id, token); },
+      [self](register_atom, const std::string& bytes) {
+        auto [id, error] = self->state.OnRegister(bytes);
+        return caf::make_message(registered_atom::value, id, error);
+      },
+      [self](node_load_atom, uint64_t node, int64_t cells, int32_t devices) {
+        RouterState& st = self->state;
+        if (!st.SenderNode(node) || !st.policy->ReportLoad(node, NodeLoad{std::max<int64_t>(cells, 0), devices}).ok()) {
+          // A node this router does not know (it restarted, or removed the node as silent).
+          if (auto who = caf::actor_cast<caf::actor>(self->current_sender())) self->send(who, reregister_atom::value);
+        }
+      },
+      [self](drain_atom, uint64_t node) {
+        RouterState& st = self->state;
+        if (st.SenderNode(node) && st.policy->Drain(node).ok()) {
+          std::fprintf(stderr, "cellserve router: node %s is draining\n", st.nodes.at(node).registration.name.c_str());
+          st.Publish();
+        }
+        return drain_atom::value;
+      },
+      [self](bye_atom, uint64_t node) {
+        RouterState& st = self->state;
+        if (st.SenderNode(node)) st.RemoveNode(node, "left", false);
+        return bye_atom::value;
+      },
+      [self, sweep_every](sweep_atom) {
+        RouterState& st = self->state;
+        for (NodeId id : st.policy->SilentNodes())
+          st.RemoveNode(id, "went silent (no load report for " + std::to_string(st.options.report_timeout_ms) + " ms)",
+                        true);
+        self->delayed_send(self, sweep_every, sweep_atom::value);
+      },
+      [self](stop_atom) {
+        self->state.stopping = true;
+        self->state.shared->state = ClusterState::kDraining;
+      },
+      [self](fail_all_atom) {
+        RouterState& st = self->state;
+        std::vector<uint64_t> ids;
+        for (const auto& [id, p] : st.pending) ids.push_back(id);
+        for (uint64_t id : ids) {
+          NodeId node = st.pending.at(id).node;
+          if (node) {
+            st.policy->OnAnswered(id, node);
+            auto n = st.nodes.find(node);
+            if (n != st.nodes.end()) self->send(n->second.handle, abort_atom::value, id);
+          }
+          st.Answer(id, Unavailable("the router stopped before the request finished"), actors::AnswerKind::kRan);
+        }
+      },
+  };
+}
+
+}  // namespace
+
+struct Router::Impl {
+  RouterOptions options;
+  SteadyClock clock;
+  std::shared_ptr<Shared> shared = std::make_shared<Shared>();
+  caf::actor_system_config config;
+  std::unique_ptr<caf::actor_system> system;
+  caf::actor actor;
+  int port = 0;
+  std::atomic<uint64_t> next_id{1};
+  std::shared_mutex life_mu;
+  bool running = false;  // GUARDED_BY(life_mu)
+  std::mutex stop_mu;
+  bool stopped = false;  // GUARDED_BY(stop_mu)
+};
+
+Router::Router(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Router::~Router() { Stop(); }
+
+StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
+  if (options.report_timeout_ms < 100) return InvalidArgument("report_timeout_ms must be >= 100");
+  if (options.stop_grace_ms < 0) return InvalidArgument("stop_grace_ms must be >= 0");
+  std::string host;
+  uint16_t port = 0;
+  RETURN_IF_ERROR(ParseHostPort(options.cluster, /*allow_zero=*/true, host, port));
+  auto impl = std::make_unique<Impl>();
+  options.policy.report_timeout_us = options.report_timeout_ms * 1000;
+  ASSIGN_OR_RETURN(std::unique_ptr<RouterPolicy> policy, RouterPolicy::Create(options.policy, &impl->clock));
+  impl->options = options;
+  impl->config.load<caf::io::middleman>();
+  if (options.caf_threads > 0) impl->config.set("scheduler.max-threads", options.caf_threads);
+  impl->config.set("logger.console", caf::atom("none"));
+  impl->system = std::make_unique<caf::actor_system>(impl->config);
+  // The policy's clock is the Impl's; the actor owns the policy from here.
+  impl->actor = impl->system->spawn(RouterActor, impl->shared, options, policy.release());
+  const char* in = host == "*" ? nullptr : host.c_str();
+  auto published = impl->system->middleman().publish(impl->actor, port, in, /*reuse_addr=*/true);
+  if (!published) {
+    caf::anon_send_exit(impl->actor, caf::exit_reason::user_shutdown);
+    return Unavailable("cannot open the cluster port " + options.cluster + ": " +
+                       impl->system->render(published.error()));
+  }
+  impl->port = *published;
+  impl->running = true;
+  return std::unique_ptr<Router>(new Router(std::move(impl)));
+}
+
+int Router::port() const { return impl_->port; }
+
+uint64_t Router::Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done,
+                       TokenCallback on_token) {
+  Impl& s = *impl_;
+  auto call = std::make_shared<RouterCall>();
+  call->id = s.next_id.fetch_add(1);
+  call->model = model;
+  actors::AnswerMetrics metrics;
+  if (s.options.metrics) {
+    metrics.metrics = s.options.metrics;
+    metrics.clock = &s.clock;
+    metrics.arrival_us = s.clock.NowMicros();
+    metrics.model = s.options.metrics->Model(model);
+  }
+  call->reply = std::make_shared<actors::ReplySlot>(call->id, std::move(done), s.shared->counters, metrics);
+  {
+    std::lock_guard<std::mutex> lock(s.shared->mu);
+    for (const ModelSpec& spec : s.shared->models)
+      if (spec.name == model) call->cells = EstimateCells(spec, input);
+  }
+  call->bytes = EncodeRunRequest(model, input);
+  call->deadline_us = deadline_us;
+  call->on_token = std::move(on_token);
+  const uint64_t id = call->id;
+  {
+    std::shared_lock<std::shared_mutex> lock(s.life_mu);
+    if (s.running) {
+      caf::anon_send(s.actor, call_atom::value, std::move(call));
+      return id;
+    }
+  }
+  call->reply->Answer(Unavailable("the router is stopped"), actors::AnswerKind::kRejected);
+  return id;
+}
+
+void Router::Cancel(uint64_t id) {
+  std::shared_lock<std::shared_mutex> lock(impl_->life_mu);
+  if (impl_->running) caf::anon_send(impl_->actor, cancel_atom::value, id);
+}
+
+ClusterReport Router::Report() const {
+  const Shared& sh = *impl_->shared;
+  ClusterReport r;
+  {
+    std::lock_guard<std::mutex> lock(sh.mu);
+    for (const RouterNodeInfo& n : sh.nodes) {
+      for (int32_t d = 0; d < n.devices; ++d) {
+        DeviceReport dev;
+        dev.name = n.name + "/d" + std::to_string(d);
+        r.devices.push_back(std::move(dev));
+      }
+    }
+  }
+  if (r.devices.empty()) r.devices.emplace_back();  // where the requests in flight are reported
+  r.devices.front().requests_in = sh.counters->Unanswered();
+  r.accepted = sh.placed.load();
+  r.completed = sh.counters->completed.load();
+  r.failed = sh.counters->failed.load();
+  r.rejected = sh.counters->rejected.load();
+  return r;
+}
+
+std::vector<ModelSpec> Router::Models() const {
+  std::lock_guard<std::mutex> lock(impl_->shared->mu);
+  return impl_->shared->models;
+}
+
+ClusterState Router::state() const { return impl_->shared->state.load(); }
+
+RouterStats Router::stats() const {
+  const Shared& sh = *impl_->shared;
+  RouterStats st;
+  st.placed = sh.placed.load();
+  st.retried = sh.retried.load();
+  st.nodes_lost = sh.nodes_lost.load();
+  st.nodes_joined = sh.nodes_joined.load();
+  st.late_answers = sh.late_answers.load();
+  std::lock_guard<std::mutex> lock(sh.mu);
+  st.nodes = static_cast<int64_t>(sh.nodes.size());
+  return st;
+}
+
+std::vector<RouterNodeInfo> Router::nodes() const {
+  std::lock_guard<std::mutex> lock(impl_->shared->mu);
+  return impl_->shared->nodes;
+}
+
+void Router::Stop() {
+  if (!impl_) return;
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> stop_lock(s.stop_mu);
+  if (s.stopped) return;
+  s.stopped = true;
+  {
+    std::shared_lock<std::shared_mutex> lock(s.life_mu);
+    if (!s.running) return;
+    caf::anon_send(s.actor, stop_atom::value);
+  }
+  if (!s.shared->counters->WaitAllAnswered(std::chrono::milliseconds(s.options.stop_grace_ms))) {
+    caf::anon_send(s.actor, fail_all_atom::value);
+    s.shared->counters->WaitAllAnswered(std::chrono::seconds(10));
+  }
+  {
+    std::unique_lock<std::shared_mutex> lock(s.life_mu);
+    s.running = false;
+  }
+  s.shared->state = ClusterState::kStopped;
+  s.system->middleman().unpublish(s.actor, static_cast<uint16_t>(s.port));
+  caf::anon_send_exit(s.actor, caf::exit_reason::user_shutdown);
+  s.actor = nullptr;
+  s.system.reset();  // waits for the actors and closes the connections
+}
+
+}  // namespace cellserve::cluster

@@ -1,0 +1,98 @@
+// Router: the front half of `cellserve router` (issue 4; DESIGN.md §6). It publishes a router
+// actor on --cluster with CAF's middleman; nodes (`cellserve node --join`, cluster/node_agent.h)
+// connect, register their models and devices, report load, and run the requests placed on them.
+// It is a ServingBackend, so the RPC server (schema/rpc_server.h) serves clients through it just as
+// it serves a LocalCluster. Routers hold no state that a restart loses: nodes re-register.
+//
+// Placement: runtime/router_policy.h (least outstanding work among the live nodes that serve the
+// model, power of two choices above p2c_threshold nodes; round_robin and random for comparison).
+// Failures: each node is monitored. A node that dies, closes its connection or is silent for
+// longer than report_timeout_ms is removed; its requests in flight are retried once on another
+// node (inference is idempotent; a seq2seq stream resumes after the tokens already sent) or
+// answered UNAVAILABLE. An UNAVAILABLE answer from a node (it began draining as the request
+// arrived) is retried the same way. A draining node gets no new placements.
+// Thread-safety: every public method may be called from any thread. Infer's callbacks run on the
+// router's actor thread and must not block. Stop answers every request (in flight ones finish
+// within stop_grace_ms, then are answered UNAVAILABLE) and closes the cluster port.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/serving_backend.h"
+#include "runtime/router_policy.h"
+#include "runtime/status.h"
+
+namespace cellserve::monitoring {
+class ServingMetrics;
+}
+
+namespace cellserve::cluster {
+
+struct RouterOptions {
+  // HOST:PORT the router actor is published on (nodes --join it). Port 0: any free port (see
+  // Router::port). Default 127.0.0.1:7411.
+  std::string cluster = "127.0.0.1:7411";
+  RouterPolicyOptions policy;
+  // A node with no load report for this long is taken as gone (a cut-off that kept its TCP
+  // connection open). Nodes report every 200 ms. Default 3000. Must be >= 100.
+  int64_t report_timeout_ms = 3000;
+  // Stop: how long requests in flight may take before they are answered UNAVAILABLE. Default 30 s.
+  int64_t stop_grace_ms = 30000;
+  int caf_threads = 0;  // CAF scheduler threads; 0 = CAF's default
+  // Prometheus metrics: each answer (cellserve_requests_total, duration), placements, node up.
+  // Borrowed: must outlive the router. nullptr = none.
+  monitoring::ServingMetrics* metrics = nullptr;
+};
+
+struct RouterStats {
+  int64_t placed = 0;        // placements, retries included
+  int64_t retried = 0;       // requests placed a second time (node lost or draining)
+  int64_t nodes_lost = 0;    // nodes removed because they died, were cut off or went silent
+  int64_t nodes_joined = 0;  // registrations of nodes new to this router (a rejoin counts again)
+  int64_t late_answers = 0;  // answers dropped: the request had moved on (retried or cancelled)
+  int64_t nodes = 0;         // in the table now
+};
+
+// One node as the router sees it (for health, logs and tests).
+struct RouterNodeInfo {
+  uint64_t id = 0;
+  std::string name;
+  std::vector<std::string> models;
+  int32_t devices = 0;
+  bool draining = false;
+  int64_t in_flight = 0;  // this router's requests there now
+  int64_t placed = 0;     // placed there since it registered
+};
+
+class Router final : public ServingBackend {
+ public:
+  // Starts the actor system and publishes the router. UNAVAILABLE if the port cannot be opened;
+  // INVALID_ARGUMENT for bad options.
+  static StatusOr<std::unique_ptr<Router>> Start(RouterOptions options);
+  ~Router() override;  // Stop()
+
+  int port() const;  // the cluster port
+
+  uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done,
+                 TokenCallback on_token = nullptr) override;
+  void Cancel(uint64_t id) override;
+  ClusterReport Report() const override;
+  std::vector<ModelSpec> Models() const override;  // every model a node has registered
+  ClusterState state() const override;             // kStarting until the first node registers
+
+  RouterStats stats() const;
+  std::vector<RouterNodeInfo> nodes() const;
+
+  // See the header comment. Idempotent.
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit Router(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cellserve::cluster

@@ -1,0 +1,57 @@
+#include "tools/stop_signal.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace cellserve::tools {
+namespace {
+
+int g_wake[2] = {-1, -1};  // the self-pipe: OnStopSignal writes, readers poll
+
+void OnStopSignal(int) {
+  const int saved = errno;
+  const char byte = 1;
+  (void)!write(g_wake[1], &byte, 1);
+  errno = saved;
+}
+
+}  // namespace
+
+Status StopSignals::Install() {
+  if (pipe(g_wake) != 0) return Internal(std::string("pipe: ") + std::strerror(errno));
+  struct sigaction action;
+  std::memset(&action, 0, sizeof(action));
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  installed_ = true;
+  return OkStatus();
+}
+
+StopSignals::~StopSignals() {
+  if (!installed_) return;
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGINT, SIG_DFL);
+  close(g_wake[0]);
+  close(g_wake[1]);
+  g_wake[0] = g_wake[1] = -1;
+}
+
+int StopSignals::fd() const { return g_wake[0]; }
+
+Status StopSignals::Wait() const {
+  for (;;) {
+    pollfd fd = {g_wake[0], POLLIN, 0};
+    if (poll(&fd, 1, -1) > 0) return OkStatus();
+    if (errno != EINTR) return Internal(std::string("poll: ") + std::strerror(errno));
+  }
+}
+
+}  // namespace cellserve::tools

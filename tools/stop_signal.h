@@ -1,0 +1,30 @@
+// StopSignals: SIGTERM and SIGINT as a readable file descriptor (a self-pipe), for the long-running
+// commands (serve, node, router). The handler only writes a byte (async-signal-safe); a handler
+// rather than sigwait because threads we do not start (OpenBLAS's pool, made when the library
+// loads) would otherwise take the signal with its default action.
+// One instance per process at a time; construct and destroy it on the main thread. The
+// destructor restores the default actions and closes the pipe.
+#pragma once
+
+#include "runtime/status.h"
+
+namespace cellserve::tools {
+
+class StopSignals {
+ public:
+  StopSignals() = default;
+  ~StopSignals();
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+  // Installs the handlers. INTERNAL if the pipe cannot be made.
+  Status Install();
+  int fd() const;  // readable once a signal arrived
+  // Blocks until a signal arrives. INTERNAL if poll fails.
+  Status Wait() const;
+
+ private:
+  bool installed_ = false;
+};
+
+}  // namespace cellserve::tools
