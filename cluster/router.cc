@@ -107,7 +107,10 @@ struct RouterState {
       shared->nodes = std::move(infos);
       shared->models = std::move(models);
     }
-    if (!stopping) shared->state = nodes.empty() ? ClusterState::kStarting : ClusterState::kServing;
+    // Only between starting and serving: Stop owns draining and stopped.
+    ClusterState current = shared->state.load();
+    if (current == ClusterState::kStarting || current == ClusterState::kServing)
+      shared->state.compare_exchange_strong(current, nodes.empty() ? ClusterState::kStarting : ClusterState::kServing);
   }
 
   void Answer(uint64_t id, StatusOr<RequestResult> result, actors::AnswerKind kind) {
@@ -320,10 +323,7 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
                         true);
         self->delayed_send(self, sweep_every, sweep_atom::value);
       },
-      [self](stop_atom) {
-        self->state.stopping = true;
-        self->state.shared->state = ClusterState::kDraining;
-      },
+      [self](stop_atom) { self->state.stopping = true; },
       [self](fail_all_atom) {
         RouterState& st = self->state;
         std::vector<uint64_t> ids;
@@ -483,6 +483,7 @@ void Router::Stop() {
   std::lock_guard<std::mutex> stop_lock(s.stop_mu);
   if (s.stopped) return;
   s.stopped = true;
+  s.shared->state = ClusterState::kDraining;
   {
     std::shared_lock<std::shared_mutex> lock(s.life_mu);
     if (!s.running) return;

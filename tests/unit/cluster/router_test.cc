@@ -1,0 +1,221 @@
+// cluster/router.h and node_agent.h in one process: a Router and NodeAgents over LocalClusters,
+// talking through CAF's middleman on 127.0.0.1 (each in its own actor system, as in separate
+// processes). Answers equal the LocalCluster's own; a node that leaves hands its work to the
+// other; without nodes the router answers at once. The multi-process behaviour (kill -9, SIGTERM,
+// restarts) is tests/integration/cluster_test.sh.
+#include "cluster/router.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "actors/local_cluster.h"
+#include "cluster/node_agent.h"
+#include "tests/unit/common/temp_model_repo.h"
+
+namespace cellserve::cluster {
+namespace {
+
+class Repo : public testutil::TempModelRepo {
+ public:
+  Repo() : TempModelRepo("cellserve_router_test") {
+    ModelSpec spec;
+    spec.name = "cls";
+    spec.kind = ModelKind::kLstm;
+    spec.vocab_size = 500;
+    spec.embed_dim = 16;
+    spec.hidden = 16;
+    spec.layers = 2;
+    spec.classes = 3;
+    Write(spec, 11);
+  }
+};
+
+RequestInput Tokens(int n, int seed) {
+  RequestInput in;
+  for (int i = 0; i < n; ++i) in.tokens.push_back(4 + (i * 37 + seed * 11) % 490);
+  return in;
+}
+
+// Collects answers from any thread.
+class Answers {
+ public:
+  InferCallback For(int i) {
+    return [this, i](StatusOr<RequestResult> r) {
+      std::lock_guard<std::mutex> lock(mu_);
+      results_.emplace(i, std::move(r));
+      ++counts_[i];
+      cv_.notify_all();
+    };
+  }
+  bool Wait(size_t n, std::chrono::seconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return results_.size() >= n; });
+  }
+  StatusOr<RequestResult> Get(int i) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return results_.at(i);
+  }
+  int Count(int i) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return counts_[i];
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<int, StatusOr<RequestResult>> results_;
+  std::map<int, int> counts_;
+};
+
+bool WaitFor(const std::function<bool()>& done, std::chrono::seconds timeout) {
+  const auto give_up = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+class RouterTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Router> StartRouter() {
+    RouterOptions o;
+    o.cluster = "127.0.0.1:0";
+    o.stop_grace_ms = 5000;
+    auto r = Router::Start(o);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? std::move(r).value() : nullptr;
+  }
+  std::unique_ptr<LocalCluster> StartCluster() {
+    LocalClusterOptions o;
+    o.model_repo = repo_.dir();
+    auto c = LocalCluster::Start(o);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? std::move(c).value() : nullptr;
+  }
+  std::unique_ptr<NodeAgent> Join(LocalCluster* cluster, int port, const std::string& name) {
+    NodeAgentOptions o;
+    o.join = {"127.0.0.1:" + std::to_string(port)};
+    o.name = name;
+    auto a = NodeAgent::Start(cluster, o);
+    EXPECT_TRUE(a.ok()) << a.status().ToString();
+    if (!a.ok()) return nullptr;
+    EXPECT_TRUE((*a)->WaitRegistered(10000));
+    return std::move(a).value();
+  }
+  Repo repo_;
+};
+
+TEST_F(RouterTest, WithoutNodesItAnswersAtOnce) {
+  auto router = StartRouter();
+  ASSERT_TRUE(router);
+  EXPECT_GT(router->port(), 0);
+  EXPECT_EQ(router->state(), ClusterState::kStarting);
+  EXPECT_TRUE(router->Models().empty());
+  Answers answers;
+  router->Infer("cls", Tokens(3, 1), 0, answers.For(0));
+  ASSERT_TRUE(answers.Wait(1, std::chrono::seconds(10)));
+  EXPECT_EQ(answers.Get(0).status().code(), StatusCode::kNotFound) << answers.Get(0).status().ToString();
+  router->Stop();
+  EXPECT_EQ(router->state(), ClusterState::kStopped);
+  router->Infer("cls", Tokens(3, 1), 0, answers.For(1));
+  ASSERT_TRUE(answers.Wait(2, std::chrono::seconds(10)));
+  EXPECT_EQ(answers.Get(1).status().code(), StatusCode::kUnavailable);
+}
+
+TEST_F(RouterTest, BadOptionsAndABusyPort) {
+  RouterOptions bad;
+  bad.cluster = "nonsense";
+  EXPECT_EQ(Router::Start(bad).status().code(), StatusCode::kInvalidArgument);
+  auto first = StartRouter();
+  ASSERT_TRUE(first);
+  RouterOptions same;
+  same.cluster = "127.0.0.1:" + std::to_string(first->port());
+  auto second = Router::Start(same);
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable) << second.status().ToString();
+}
+
+TEST_F(RouterTest, TwoNodesAnswerAsTheLocalClusterDoesAndOneLeaving) {
+  auto router = StartRouter();
+  ASSERT_TRUE(router);
+  auto c1 = StartCluster();
+  auto c2 = StartCluster();
+  ASSERT_TRUE(c1 && c2);
+  auto a1 = Join(c1.get(), router->port(), "n1");
+  auto a2 = Join(c2.get(), router->port(), "n2");
+  ASSERT_TRUE(a1 && a2);
+  ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 2; }, std::chrono::seconds(10)));
+  EXPECT_EQ(router->state(), ClusterState::kServing);
+  ASSERT_EQ(router->Models().size(), 1u);
+  EXPECT_EQ(router->Models()[0].name, "cls");
+
+  constexpr int kN = 60;
+  Answers routed, local;
+  for (int i = 0; i < kN; ++i) {
+    router->Infer("cls", Tokens(1 + i % 20, i), 0, routed.For(i));
+    c1->Infer("cls", Tokens(1 + i % 20, i), 0, local.For(i));
+  }
+  ASSERT_TRUE(routed.Wait(kN, std::chrono::seconds(60)));
+  ASSERT_TRUE(local.Wait(kN, std::chrono::seconds(60)));
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(routed.Get(i).ok()) << i << ": " << routed.Get(i).status().ToString();
+    EXPECT_EQ(routed.Get(i)->label, local.Get(i)->label) << i;
+    EXPECT_EQ(routed.Get(i)->logits, local.Get(i)->logits) << i;  // same kernels, same bits
+    EXPECT_EQ(routed.Count(i), 1);
+  }
+  EXPECT_GT(a1->stats().runs, 0);
+  EXPECT_GT(a2->stats().runs, 0);
+  EXPECT_EQ(a1->stats().runs + a2->stats().runs, kN);
+
+  // n1 drains and leaves: the router stops placing there; everything goes to n2.
+  EXPECT_EQ(a1->Drain(5000), 1);
+  const int64_t n1_runs = a1->stats().runs;
+  Answers after;
+  for (int i = 0; i < 20; ++i) router->Infer("cls", Tokens(5, i), 0, after.For(i));
+  ASSERT_TRUE(after.Wait(20, std::chrono::seconds(60)));
+  for (int i = 0; i < 20; ++i) EXPECT_TRUE(after.Get(i).ok()) << after.Get(i).status().ToString();
+  EXPECT_EQ(a1->stats().runs, n1_runs);
+  a1->Leave();
+  ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 1; }, std::chrono::seconds(10)));
+  EXPECT_EQ(router->stats().nodes_lost, 0);  // it left; it was not lost
+  a2->Leave();
+  router->Stop();
+}
+
+TEST_F(RouterTest, ANodeThatStopsMidRunHasItsNewRequestsRetriedElsewhere) {
+  auto router = StartRouter();
+  ASSERT_TRUE(router);
+  auto c1 = StartCluster();
+  auto c2 = StartCluster();
+  ASSERT_TRUE(c1 && c2);
+  auto a1 = Join(c1.get(), router->port(), "n1");
+  auto a2 = Join(c2.get(), router->port(), "n2");
+  ASSERT_TRUE(a1 && a2);
+  ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 2; }, std::chrono::seconds(10)));
+  constexpr int kN = 200;
+  Answers answers;
+  for (int i = 0; i < kN; ++i) router->Infer("cls", Tokens(200, i), 0, answers.For(i));
+  // n1's cluster stops without telling the router (no drain): what it holds finishes, what
+  // reaches it from now on is answered UNAVAILABLE, and the router runs those again on n2.
+  ASSERT_TRUE(WaitFor([&] { return a1->stats().runs > 0; }, std::chrono::seconds(10)));
+  c1->Stop();
+  for (int i = kN; i < 2 * kN; ++i) router->Infer("cls", Tokens(50, i), 0, answers.For(i));
+  ASSERT_TRUE(answers.Wait(2 * kN, std::chrono::seconds(120)));
+  for (int i = 0; i < 2 * kN; ++i) {
+    EXPECT_EQ(answers.Count(i), 1) << i;
+    EXPECT_TRUE(answers.Get(i).ok()) << i << ": " << answers.Get(i).status().ToString();
+  }
+  EXPECT_GT(router->stats().retried, 0);
+  a1.reset();
+  a2.reset();
+  router->Stop();
+}
+
+}  // namespace
+}  // namespace cellserve::cluster
