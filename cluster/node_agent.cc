@@ -1,8 +1,12 @@
 // NodeAgent: the agent actor (registration, runs, load reports) and its connector thread.
 #include "cluster/node_agent.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -61,10 +65,24 @@ using leave_atom = caf::atom_constant<caf::atom("leave")>;
 
 constexpr auto kAckTimeout = std::chrono::seconds(5);
 
-// What the connector thread and the actor share: which routers are connected.
+// What the connector thread and the actor share: which router slots (one per address a --join
+// name resolved to) are connected: true from a successful connect until its down message.
 struct Links {
-  explicit Links(size_t n) : connected(n) {}
-  std::vector<std::atomic<bool>> connected;  // true from a successful connect until its down message
+  size_t Add() {
+    std::lock_guard<std::mutex> lock(mu);
+    connected.push_back(false);
+    return connected.size() - 1;
+  }
+  bool IsConnected(size_t i) {
+    std::lock_guard<std::mutex> lock(mu);
+    return i < connected.size() && connected[i];
+  }
+  void Set(size_t i, bool value) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (i < connected.size()) connected[i] = value;
+  }
+  std::mutex mu;
+  std::vector<bool> connected;  // GUARDED_BY(mu)
   std::atomic<bool> stop{false};
   std::atomic<int64_t> routers_registered{0}, runs{0}, aborts{0}, registrations{0};
 };
@@ -178,7 +196,7 @@ struct AgentState {
         ++it;
       }
     }
-    links->connected[i] = false;
+    links->Set(static_cast<size_t>(i), false);
   }
 
   // Asks every registered router `atom` and counts the answers in `waiter`.
@@ -204,16 +222,17 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cl
   s.links = std::move(links);
   s.registration = std::move(registration);
   for (const ModelSpec& spec : cluster->Models()) s.specs.emplace(spec.name, spec);
-  for (const std::string& address : s.options.join) s.routers.push_back({address, nullptr, 0});
   self->set_down_handler([self](caf::down_msg& msg) {
     const int i = self->state.IndexOf(msg.source);
     if (i >= 0) self->state.Lost(i);
   });
   self->delayed_send(self, std::chrono::milliseconds(10), tick_atom::value);
   return {
-      [self](connected_atom, int i, caf::actor router) {
+      [self](connected_atom, int i, const std::string& address, caf::actor router) {
         AgentState& st = self->state;
-        if (i < 0 || i >= static_cast<int>(st.routers.size()) || st.leaving) return;
+        if (i < 0 || st.leaving) return;
+        if (i >= static_cast<int>(st.routers.size())) st.routers.resize(static_cast<size_t>(i) + 1);
+        st.routers[i].address = address;
         st.routers[i].handle = router;
         st.routers[i].node_id = 0;
         self->monitor(router);
@@ -285,18 +304,79 @@ struct NodeAgent::Impl {
   std::mutex leave_mu;
   bool left = false;  // GUARDED_BY(leave_mu)
 
-  // Connects to every router that is not connected, again and again, until Leave.
+  // One router slot per address a --join entry resolved to.
+  struct Slot {
+    std::string host;     // what remote_actor connects to (an IP, or the name if it did not resolve)
+    uint16_t port = 0;
+    std::string display;  // for logs: the --join entry, and the IP when it differs
+    size_t entry = 0;     // its --join entry
+    bool current = true;  // in the entry's latest resolution (others are not retried)
+    size_t link = 0;      // its index in Links
+  };
+
+  // Resolves a --join entry to every address its name has (a headless Service gives one per
+  // router), adding slots for new ones.
+  void Resolve(size_t entry, std::vector<Slot>& slots) {
+    std::string host;
+    uint16_t port = 0;
+    if (!ParseHostPort(options.join[entry], false, host, port).ok()) return;
+    std::vector<std::string> ips;
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (getaddrinfo(host.c_str(), nullptr, &hints, &found) == 0) {
+      for (addrinfo* a = found; a; a = a->ai_next) {
+        char text[INET6_ADDRSTRLEN] = {};
+        const void* where = a->ai_family == AF_INET
+                                ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
+                                : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+        if (inet_ntop(a->ai_family, where, text, sizeof(text)) &&
+            std::find(ips.begin(), ips.end(), text) == ips.end())
+          ips.push_back(text);
+      }
+      freeaddrinfo(found);
+    }
+    if (ips.empty()) ips.push_back(host);  // let remote_actor try (and report) the name itself
+    for (Slot& slot : slots)
+      if (slot.entry == entry) slot.current = std::find(ips.begin(), ips.end(), slot.host) != ips.end();
+    for (const std::string& ip : ips) {
+      bool known = false;
+      for (const Slot& slot : slots) known |= slot.entry == entry && slot.host == ip;
+      if (known) continue;
+      Slot slot;
+      slot.host = ip;
+      slot.port = port;
+      slot.display = ip == host ? options.join[entry] : options.join[entry] + " (" + ip + ")";
+      slot.entry = entry;
+      slot.link = links->Add();
+      slots.push_back(slot);
+    }
+  }
+
+  // Connects to every router address that is not connected, again and again, until Leave; each
+  // --join name is resolved again every 30 s, and at every round while none of its addresses is
+  // connected (a router that starts later, or moves, is found).
   void ConnectLoop() {
+    std::vector<Slot> slots;
+    std::vector<std::chrono::steady_clock::time_point> resolved(options.join.size());
     while (!links->stop) {
-      for (size_t i = 0; i < options.join.size() && !links->stop; ++i) {
-        if (links->connected[i]) continue;
-        std::string host;
-        uint16_t port = 0;
-        if (!ParseHostPort(options.join[i], false, host, port).ok()) continue;
-        auto router = system->middleman().remote_actor(host, port);
+      const auto now = std::chrono::steady_clock::now();
+      for (size_t e = 0; e < options.join.size(); ++e) {
+        bool any_connected = false;
+        for (const Slot& slot : slots) any_connected |= slot.entry == e && links->IsConnected(slot.link);
+        if (!any_connected || now - resolved[e] >= std::chrono::seconds(30)) {
+          Resolve(e, slots);
+          resolved[e] = now;
+        }
+      }
+      for (const Slot& slot : slots) {
+        if (links->stop) break;
+        if (!slot.current || links->IsConnected(slot.link)) continue;
+        auto router = system->middleman().remote_actor(slot.host, slot.port);
         if (!router) continue;
-        links->connected[i] = true;
-        caf::anon_send(agent, connected_atom::value, static_cast<int>(i), *router);
+        links->Set(slot.link, true);
+        caf::anon_send(agent, connected_atom::value, static_cast<int>(slot.link), slot.display, *router);
       }
       for (int64_t waited = 0; waited < options.reconnect_interval_ms && !links->stop; waited += 10)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -326,7 +406,7 @@ StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(LocalCluster* cluster, Nod
   if (registration.models.empty()) return InvalidArgument("the node serves no model");
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  impl->links = std::make_shared<Links>(options.join.size());
+  impl->links = std::make_shared<Links>();
   impl->config.load<caf::io::middleman>();
   if (options.caf_threads > 0) impl->config.set("scheduler.max-threads", options.caf_threads);
   impl->config.set("logger.console", caf::atom("none"));

@@ -1,7 +1,8 @@
 // NodeAgent: the cluster half of `cellserve node` (issue 4; DESIGN.md §6). It joins a process's
-// LocalCluster to one or more routers (cluster/router.h) over CAF's middleman: connects to each
-// --join address (and reconnects, re-resolving the name, whenever the connection is lost or the
-// router restarted), registers the node's models and devices, reports its load (outstanding cells,
+// LocalCluster to one or more routers (cluster/router.h) over CAF's middleman: connects to every
+// address each --join name resolves to (a headless Service gives one per router; names are
+// resolved again every 30 s, and until one of their addresses answers), reconnects whenever a
+// connection is lost or a router restarted, registers the node's models and devices, reports its load (outstanding cells,
 // every report_interval_ms and at most every 10 ms on change), runs what routers place on it
 // through LocalCluster::Infer and sends each answer (and each streamed token) back.
 // Drain (SIGTERM): tells every router to place nothing more here and waits for their
@@ -31,7 +32,7 @@ struct NodeAgentOptions {
 };
 
 struct NodeAgentStats {
-  int64_t routers_connected = 0;  // registered with now
+  int64_t routers_connected = 0;  // routers (addresses) registered with now
   int64_t runs = 0;               // requests run for routers
   int64_t aborts = 0;             // of those, cancelled by a router
   int64_t registrations = 0;      // accepted registrations (reconnects and re-registrations count)
@@ -45,7 +46,7 @@ class NodeAgent {
   ~NodeAgent();  // Leave()
 
   NodeAgentStats stats() const;
-  // True once registered with every --join router (for tests and the startup log).
+  // True once registered with at least as many routers as --join has entries (tests, logs).
   bool WaitRegistered(int64_t timeout_ms) const;
 
   // No new placements: tells every connected router and waits (up to timeout_ms) for each to
