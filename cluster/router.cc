@@ -243,7 +243,10 @@ struct RouterState {
     nodes.erase(it);
     StatusOr<std::vector<InFlightRequest>> orphans = policy->NodeDown(id);
     if (lost) ++shared->nodes_lost;
-    if (options.metrics) options.metrics->SetNodeUp(name, false);
+    if (options.metrics) {
+      if (lost) options.metrics->SetNodeUp(name, false);
+      else options.metrics->RemoveNode(name);
+    }
     const size_t n = orphans.ok() ? orphans->size() : 0;
     std::fprintf(stderr, "cellserve router: node %s %s; %zu request(s) in flight there go elsewhere\n", name.c_str(),
                  why.c_str(), n);

@@ -185,6 +185,10 @@ void ServingMetrics::SetNodeUp(const std::string& node, bool up) {
   node_up_->Add({{"node", node}}).Set(up ? 1 : 0);
 }
 
+void ServingMetrics::RemoveNode(const std::string& node) {
+  node_up_->Remove(&node_up_->Add({{"node", node}}));
+}
+
 void ServingMetrics::OnRpcError(StatusCode code) {
   const size_t c = static_cast<size_t>(code);
   if (c > 0 && c < kStatusCodes) rpc_errors_[c]->Increment();

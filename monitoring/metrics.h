@@ -163,8 +163,10 @@ class ServingMetrics {
   static void OnDeviceBusy(DeviceMetrics& device, int64_t busy_us) { device.busy_seconds->Increment(busy_us * 1e-6); }
   // RPC server.
   void OnRpcError(StatusCode code);
-  // A router's view of a node: cellserve_node_up{node=name} 1 while it is registered, 0 once lost.
+  // A router's view of a node: cellserve_node_up{node=name} 1 while it is registered, 0 once lost
+  // (CellserveNodeDown fires); a node that left on purpose (drained) has its series removed.
   void SetNodeUp(const std::string& node, bool up);
+  void RemoveNode(const std::string& node);
   prometheus::Gauge& rpc_connections() { return *rpc_connections_; }
   prometheus::Gauge& rpc_calls_in_flight() { return *rpc_calls_in_flight_; }
   prometheus::Gauge& requests_in_flight() { return *requests_in_flight_; }

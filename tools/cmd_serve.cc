@@ -156,7 +156,13 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
                cluster.Models().size(), server->port());
   std::unique_ptr<cluster::NodeAgent> agent;
   if (agent_options) {
-    auto started = cluster::NodeAgent::Start(&cluster, *agent_options);
+    cluster::NodeAgentOptions o = *agent_options;
+    if (o.name.empty()) {  // HOSTNAME:RPC-PORT: stable across restarts (a StatefulSet pod), unique per machine
+      char host[256] = {};
+      if (gethostname(host, sizeof(host) - 1) != 0 || !host[0]) std::snprintf(host, sizeof(host), "node");
+      o.name = std::string(host) + ":" + std::to_string(server->port());
+    }
+    auto started = cluster::NodeAgent::Start(&cluster, o);
     if (!started.ok()) return Fail(started.status());
     agent = std::move(started).value();
     std::fprintf(stderr, "cellserve node: joining router(s) at %s as %s\n",
@@ -165,7 +171,7 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
                    for (const auto& j : agent_options->join) all += (all.empty() ? "" : ",") + j;
                    return all;
                  }().c_str(),
-                 agent_options->name.empty() ? "HOSTNAME:PID" : agent_options->name.c_str());
+                 o.name.c_str());
   }
   if (!port_file.empty()) {
     const std::string tmp = port_file + ".tmp";
@@ -240,7 +246,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
   if (node)
     flags.Add("join", "", "comma-separated HOST:PORT of the routers' cluster ports (cellserve router --cluster)", true,
               "CELLSERVE_JOIN")
-        .Add("node-name", "", "how routers name this node (default HOSTNAME:PID)", false, "CELLSERVE_NODE_NAME")
+        .Add("node-name", "", "how routers name this node in logs and metrics (default HOSTNAME:RPC-PORT)", false,
+             "CELLSERVE_NODE_NAME")
         .Add("report-interval-ms", "200", "load reports to the routers at least this often (they drop silent nodes)");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
   if (node && flags.GetBool("stdin")) return Fail(InvalidArgument("node serves routers over the network: no --stdin"));

@@ -16,6 +16,7 @@
 
 #include "actors/local_cluster.h"
 #include "cluster/node_agent.h"
+#include "monitoring/metrics.h"
 #include "tests/unit/common/temp_model_repo.h"
 
 namespace cellserve::cluster {
@@ -84,10 +85,11 @@ bool WaitFor(const std::function<bool()>& done, std::chrono::seconds timeout) {
 
 class RouterTest : public ::testing::Test {
  protected:
-  std::unique_ptr<Router> StartRouter() {
+  std::unique_ptr<Router> StartRouter(monitoring::ServingMetrics* metrics = nullptr) {
     RouterOptions o;
     o.cluster = "127.0.0.1:0";
     o.stop_grace_ms = 5000;
+    o.metrics = metrics;
     auto r = Router::Start(o);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? std::move(r).value() : nullptr;
@@ -142,7 +144,8 @@ TEST_F(RouterTest, BadOptionsAndABusyPort) {
 }
 
 TEST_F(RouterTest, TwoNodesAnswerAsTheLocalClusterDoesAndOneLeaving) {
-  auto router = StartRouter();
+  monitoring::ServingMetrics metrics;
+  auto router = StartRouter(&metrics);
   ASSERT_TRUE(router);
   auto c1 = StartCluster();
   auto c2 = StartCluster();
@@ -154,6 +157,7 @@ TEST_F(RouterTest, TwoNodesAnswerAsTheLocalClusterDoesAndOneLeaving) {
   EXPECT_EQ(router->state(), ClusterState::kServing);
   ASSERT_EQ(router->Models().size(), 1u);
   EXPECT_EQ(router->Models()[0].name, "cls");
+  EXPECT_NE(metrics.Serialize().find("cellserve_node_up{node=\"n1\"} 1"), std::string::npos);
 
   constexpr int kN = 60;
   Answers routed, local;
@@ -184,6 +188,10 @@ TEST_F(RouterTest, TwoNodesAnswerAsTheLocalClusterDoesAndOneLeaving) {
   a1->Leave();
   ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 1; }, std::chrono::seconds(10)));
   EXPECT_EQ(router->stats().nodes_lost, 0);  // it left; it was not lost
+  const std::string text = metrics.Serialize();
+  EXPECT_EQ(text.find("node=\"n1\""), std::string::npos) << "a node that left keeps no series";
+  EXPECT_NE(text.find("cellserve_node_up{node=\"n2\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("cellserve_requests_total{code=\"OK\",model=\"cls\"} 80"), std::string::npos) << text;
   a2->Leave();
   router->Stop();
 }
