@@ -225,5 +225,41 @@ TEST_F(RouterTest, ANodeThatStopsMidRunHasItsNewRequestsRetriedElsewhere) {
   router->Stop();
 }
 
+TEST_F(RouterTest, OneNodeServesTwoRoutersAndARouterRestartLosesNoNode) {
+  auto r1 = StartRouter();
+  auto r2 = StartRouter();
+  ASSERT_TRUE(r1 && r2);
+  auto c = StartCluster();
+  ASSERT_TRUE(c);
+  NodeAgentOptions o;
+  o.join = {"127.0.0.1:" + std::to_string(r1->port()), "127.0.0.1:" + std::to_string(r2->port())};
+  o.name = "both";
+  auto agent = NodeAgent::Start(c.get(), o);
+  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  ASSERT_TRUE((*agent)->WaitRegistered(10000));
+  Answers answers;
+  for (int i = 0; i < 10; ++i) (i % 2 ? r1 : r2)->Infer("cls", Tokens(4, i), 0, answers.For(i));
+  ASSERT_TRUE(answers.Wait(10, std::chrono::seconds(30)));
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(answers.Get(i).ok()) << answers.Get(i).status().ToString();
+  EXPECT_EQ((*agent)->stats().runs, 10);
+
+  // Router 2 goes away and a new one opens the same port: the node finds it and registers again.
+  const int port = r2->port();
+  r2->Stop();
+  r2.reset();
+  RouterOptions again;
+  again.cluster = "127.0.0.1:" + std::to_string(port);
+  auto r3 = Router::Start(again);
+  ASSERT_TRUE(r3.ok()) << r3.status().ToString();
+  ASSERT_TRUE(WaitFor([&] { return (*r3)->nodes().size() == 1; }, std::chrono::seconds(20)));
+  (*r3)->Infer("cls", Tokens(4, 99), 0, answers.For(99));
+  ASSERT_TRUE(answers.Wait(11, std::chrono::seconds(30)));
+  EXPECT_TRUE(answers.Get(99).ok()) << answers.Get(99).status().ToString();
+  EXPECT_GE((*agent)->stats().registrations, 3);
+  (*agent)->Leave();
+  (*r3)->Stop();
+  r1->Stop();
+}
+
 }  // namespace
 }  // namespace cellserve::cluster
