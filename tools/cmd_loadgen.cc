@@ -15,12 +15,23 @@
 //     counted and reported as "unanswered" (and cancelled), never dropped silently.
 //   - Latency percentiles are over completed (OK) requests; errors are counted by code.
 //     Throughput = completed / (first scheduled send .. last answer).
+//   - --answers FILE writes one JSON line per request, as its answer arrives (so not in send
+//     order), and one per request still unanswered at the end; every request sent appears exactly
+//     once. "i" is the request's index in send order (0, 1, ...), "line" the 0-based line of the
+//     corpus its sentence came from (empty and too-long lines count), "code" the status code name:
+//       {"i": 0, "line": 12, "code": "OK", "label": 1, "logits": [0.12, -0.40]}   (lstm, treelstm)
+//       {"i": 1, "line": 3, "code": "OK", "tokens": [17, 5, 2]}                   (seq2seq)
+//       {"i": 2, "line": 7, "code": "UNAVAILABLE", "error": "node n1 was lost"}
+//       {"i": 3, "line": 9, "code": "UNANSWERED"}
+//     so the answers can be compared with `cellserve serve --stdin` on the same sentences.
 // Exit status: 0 ran (errors are results), 1 unanswered requests or a broken connection (or no
 // connection at all), 2 bad usage.
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -65,7 +76,8 @@ int Fail(const Status& s) {
 
 // Same default as `cellserve bench`.
 struct Config {
-  std::string addr, model, corpus, json_path;
+  std::string addr, model, corpus, json_path, answers_path;
+  bool seq2seq = false;       // the served model's kind: how answers are written
   double rate = 0.0;          // open loop
   int64_t closed_loop = 0;    // > 0: closed loop with this many outstanding
   double duration_s = 10.0;
@@ -93,8 +105,10 @@ struct Tally {
 // Runs the load on the client's thread; see the file comment.
 class LoadGenerator : private kj::TaskSet::ErrorHandler {
  public:
-  LoadGenerator(rpc::Client& client, const Config& cfg, const bench::Workload& workload)
-      : client_(client), cfg_(cfg), workload_(workload), tasks_(std::make_unique<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this))) {}
+  // `answers`: where --answers lines go (nullptr: none); written on this thread only.
+  LoadGenerator(rpc::Client& client, const Config& cfg, const bench::Workload& workload, std::FILE* answers)
+      : client_(client), cfg_(cfg), workload_(workload), answers_(answers),
+        tasks_(std::make_unique<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this))) {}
 
   Tally Run() {
     start_ = Clock::now();
@@ -114,8 +128,13 @@ class LoadGenerator : private kj::TaskSet::ErrorHandler {
     if (client_.disconnected()) tally_.connection_broken = true;
     tally_.unanswered = in_flight_;
     tasks_.reset();  // cancels the unanswered calls (the server drops their cells)
+    for (const auto& [i, request] : unanswered_) WriteUnanswered(i, request);
+    unanswered_.clear();
     return std::move(tally_);
   }
+
+  // A write to the --answers file failed.
+  bool answers_failed() const { return answers_failed_; }
 
  private:
   void taskFailed(kj::Exception&& e) override {
@@ -128,14 +147,56 @@ class LoadGenerator : private kj::TaskSet::ErrorHandler {
     call.model = cfg_.model;
     call.input = workload_.requests[request].input;
     call.timeout_us = cfg_.timeout_ms * 1000;
+    const int64_t i = tally_.sent;
     if (tally_.sent++ == 0) tally_.first_send = scheduled;
     ++in_flight_;
-    tasks_->add(client_.InferAsync(call).then([this, scheduled](StatusOr<rpc::ReplyValue>&& reply) {
+    if (answers_) unanswered_.emplace(i, request);
+    tasks_->add(client_.InferAsync(call).then([this, scheduled, i, request](StatusOr<rpc::ReplyValue>&& reply) {
       --in_flight_;
       Record(reply.ok() ? OkStatus() : reply.status(), scheduled);
+      if (answers_) {
+        unanswered_.erase(i);
+        WriteAnswer(i, request, reply);
+      }
       if (cfg_.closed_loop > 0 && !sending_done_ && Clock::now() < end_ && !client_.disconnected()) IssueNext();
       if (drained_ && in_flight_ == 0) drained_->fulfill();
     }));
+  }
+
+  // The start of an --answers line: request index, 0-based corpus line.
+  nlohmann::ordered_json AnswerHead(int64_t i, uint32_t request) const {
+    nlohmann::ordered_json j;  // keys in the documented order
+    j["i"] = i;
+    j["line"] = workload_.requests[request].line - 1;  // BenchRequest::line is 1-based
+    return j;
+  }
+
+  void WriteLine(const nlohmann::ordered_json& j) {
+    const std::string text = j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+    if (std::fwrite(text.data(), 1, text.size(), answers_) != text.size()) answers_failed_ = true;
+  }
+
+  void WriteAnswer(int64_t i, uint32_t request, const StatusOr<rpc::ReplyValue>& reply) {
+    nlohmann::ordered_json j = AnswerHead(i, request);
+    if (!reply.ok()) {
+      j["code"] = StatusCodeName(reply.status().code());
+      j["error"] = reply.status().message();
+    } else {
+      j["code"] = StatusCodeName(StatusCode::kOk);
+      if (cfg_.seq2seq) {
+        j["tokens"] = reply->result.tokens;
+      } else {
+        j["label"] = reply->result.label;
+        j["logits"] = reply->result.logits;
+      }
+    }
+    WriteLine(j);
+  }
+
+  void WriteUnanswered(int64_t i, uint32_t request) {
+    nlohmann::ordered_json j = AnswerHead(i, request);
+    j["code"] = "UNANSWERED";
+    WriteLine(j);
   }
 
   void Record(const Status& status, Clock::time_point scheduled) {
@@ -212,6 +273,9 @@ class LoadGenerator : private kj::TaskSet::ErrorHandler {
   rpc::Client& client_;
   const Config& cfg_;
   const bench::Workload& workload_;
+  std::FILE* answers_;                         // --answers, or nullptr
+  bool answers_failed_ = false;                // a write to it failed
+  std::map<int64_t, uint32_t> unanswered_;     // --answers: request index -> workload request, in flight
   Tally tally_;
   std::vector<double> recent_ms_;  // completed since the last progress line
   std::vector<bench::Arrival> schedule_;
@@ -274,6 +338,8 @@ int LoadgenCommand(int argc, char** argv) {
               "Prints progress about once a second on stderr, then a summary; --json FILE writes it as\n"
               "one JSON object: model, addr, mode, offered_rps, duration_s, sent, completed, errors\n"
               "(by code), answered, unanswered, throughput_rps, p50_ms, p90_ms, p99_ms, max_ms (+ extras).\n"
+              "--answers FILE writes every request's answer (or UNANSWERED), one JSON line each, e.g. to\n"
+              "compare with `cellserve serve --stdin` on the same corpus lines.\n"
               "Exit status: 0 ran, 1 a request unanswered after --drain-s or the connection broke,\n"
               "2 bad usage.");
   flags.Add("addr", rpc::kDefaultAddress, "server address HOST:PORT", false, "CELLSERVE_ADDR")
@@ -287,7 +353,10 @@ int LoadgenCommand(int argc, char** argv) {
       .Add("timeout-ms", "0", "per-request deadline, from the server's receipt; 0 = none")
       .Add("seed", "1", "seed of the arrival schedule and the sentence order")
       .Add("connect-timeout-ms", "5000", "give up connecting after this long")
-      .Add("json", "", "write the summary as JSON to this file ('-' = stdout)");
+      .Add("json", "", "write the summary as JSON to this file ('-' = stdout)")
+      .Add("answers", "", "write one JSON line per request to this file, as answers arrive: {\"i\": send index, "
+                          "\"line\": 0-based corpus line, \"code\": \"OK\"|error code|\"UNANSWERED\", then "
+                          "\"label\"+\"logits\" (lstm, treelstm), \"tokens\" (seq2seq) or \"error\": message}");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
   Config cfg;
@@ -295,6 +364,7 @@ int LoadgenCommand(int argc, char** argv) {
   cfg.model = flags.Get("model");
   cfg.corpus = flags.Get("corpus").empty() ? bench::DefaultCorpusPath() : flags.Get("corpus");
   cfg.json_path = flags.Get("json");
+  cfg.answers_path = flags.Get("answers");
   for (const char* name : {"closed-loop", "timeout-ms", "seed", "connect-timeout-ms"}) {
     auto v = flags.GetInt(name);
     if (!v.ok()) return BadUsage(v.status());
@@ -341,11 +411,21 @@ int LoadgenCommand(int argc, char** argv) {
                static_cast<long long>(st.used), static_cast<long long>(st.lines), static_cast<long long>(st.empty),
                static_cast<long long>(st.too_long));
 
-  Tally tally;
-  {
-    LoadGenerator generator(**client, cfg, *workload);
-    tally = generator.Run();
+  cfg.seq2seq = spec->kind == ModelKind::kSeq2Seq;
+  std::FILE* answers = nullptr;
+  if (!cfg.answers_path.empty()) {
+    answers = std::fopen(cfg.answers_path.c_str(), "w");
+    if (!answers) return Fail(Internal("cannot write --answers " + cfg.answers_path + ": " + std::strerror(errno)));
   }
+
+  Tally tally;
+  bool answers_failed = false;
+  {
+    LoadGenerator generator(**client, cfg, *workload, answers);
+    tally = generator.Run();
+    answers_failed = generator.answers_failed();
+  }
+  if (answers && std::fclose(answers) != 0) answers_failed = true;
   const bench::LatencyStats stats = bench::ComputeLatencyStats(tally.latencies_ms);
   const double elapsed_s = tally.sent > 0 ? std::max(Seconds(tally.last_answer - tally.first_send), 0.0) : 0.0;
   const double throughput = elapsed_s > 0 ? tally.completed / elapsed_s : 0.0;
@@ -375,6 +455,7 @@ int LoadgenCommand(int argc, char** argv) {
       if (!out.good()) return Fail(Internal("cannot write " + cfg.json_path));
     }
   }
+  if (answers_failed) return Fail(Internal("cannot write --answers " + cfg.answers_path));
   return tally.unanswered > 0 || tally.connection_broken ? 1 : 0;
 }
 
