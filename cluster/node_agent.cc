@@ -184,6 +184,10 @@ struct AgentState {
 
   void Lost(int i) {
     std::fprintf(stderr, "cellserve node: lost router %s; reconnecting\n", routers[i].address.c_str());
+    std::vector<std::shared_ptr<AckWaiter>> waiting;
+    for (const auto& [waiter, router] : asks)
+      if (router == i) waiting.push_back(waiter);
+    for (const auto& waiter : waiting) Answered(waiter, i, false);
     routers[i].handle = nullptr;
     routers[i].node_id = 0;
     CountRegistered();
@@ -201,16 +205,30 @@ struct AgentState {
 
   // Asks every registered router `atom` and counts the answers in `waiter`.
   template <class Atom>
+  // A router lost meanwhile counts as failed at once (a request to it would wait for its timeout).
   void AskAll(Atom atom, const std::shared_ptr<AckWaiter>& waiter) {
     int n = 0;
-    for (const RouterSlot& r : routers) {
+    for (int i = 0; i < static_cast<int>(routers.size()); ++i) {
+      const RouterSlot& r = routers[i];
       if (!r.node_id) continue;
       ++n;
+      asks.push_back({waiter, i});
       self->request(r.handle, kAckTimeout, atom, r.node_id)
-          .then([waiter](Atom) { waiter->Count(true); }, [waiter](caf::error&) { waiter->Count(false); });
+          .then([this, waiter, i](Atom) { Answered(waiter, i, true); },
+                [this, waiter, i](caf::error&) { Answered(waiter, i, false); });
     }
     waiter->Expect(n);
   }
+  void Answered(const std::shared_ptr<AckWaiter>& waiter, int router, bool ok) {
+    for (auto it = asks.begin(); it != asks.end(); ++it) {
+      if (it->first == waiter && it->second == router) {
+        asks.erase(it);
+        waiter->Count(ok);
+        return;
+      }
+    }
+  }
+  std::vector<std::pair<std::shared_ptr<AckWaiter>, int>> asks;  // drain/bye asks not answered yet
 };
 
 caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cluster, NodeAgentOptions options,
