@@ -16,6 +16,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/caf_config.h"
 #include "actors/messages.h"
 #include "actors/node_actor.h"
 #include "actors/worker_actor.h"
@@ -162,13 +163,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     impl->devices.push_back(std::move(device));
   }
 
-  impl->config.set("logger.file-verbosity", caf::atom("quiet"));
-  impl->config.set("logger.console-verbosity", caf::atom("quiet"));
-  if (options.caf_threads > 0) impl->config.set("scheduler.max-threads", static_cast<size_t>(options.caf_threads));
-  // CAF's work-stealing workers spin before they sleep; on a small machine that spinning takes
-  // the cores the device threads need. Poll less, sleep sooner.
-  impl->config.set("work-stealing.aggressive-poll-attempts", static_cast<size_t>(0));
-  impl->config.set("work-stealing.moderate-poll-attempts", static_cast<size_t>(0));
+  actors::ConfigureActorSystem(impl->config, options.caf_threads);
   impl->system = std::make_unique<caf::actor_system>(impl->config);
 
   actors::NodeOptions node;

@@ -20,6 +20,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "actors/caf_config.h"
 #include "cluster/wire.h"
 #include "runtime/clock.h"
 
@@ -60,7 +61,8 @@ namespace {
 using connected_atom = caf::atom_constant<caf::atom("connected")>;
 using done_atom = caf::atom_constant<caf::atom("rundone")>;
 using run_token_atom = caf::atom_constant<caf::atom("runtoken")>;
-using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+using soon_atom = caf::atom_constant<caf::atom("soon")>;
 using leave_atom = caf::atom_constant<caf::atom("leave")>;
 
 constexpr auto kAckTimeout = std::chrono::seconds(5);
@@ -84,6 +86,19 @@ struct Links {
   std::mutex mu;
   std::vector<bool> connected;  // GUARDED_BY(mu)
   std::atomic<bool> stop{false};
+  std::condition_variable stop_cv;  // with mu: wakes the connector's sleep at Stop
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+    }
+    stop_cv.notify_all();
+  }
+  // Sleeps up to `ms` or until Stop.
+  void SleepUnlessStopped(int64_t ms) {
+    std::unique_lock<std::mutex> lock(mu);
+    stop_cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return stop.load(); });
+  }
   std::atomic<int64_t> routers_registered{0}, runs{0}, aborts{0}, registrations{0};
 };
 
@@ -106,6 +121,7 @@ struct AgentState {
   std::map<std::pair<int, uint64_t>, uint64_t> runs;  // (router, its request id) -> cluster id
   SteadyClock clock;
   int64_t last_cells = -1, last_report_us = 0;
+  bool report_soon = false;  // a soon_atom is on its way
   bool draining = false, leaving = false;
 
   int IndexOf(const caf::actor_addr& addr) const {
@@ -138,7 +154,8 @@ struct AgentState {
               if (first)
                 std::fprintf(stderr, "cellserve node: registered with router %s\n", routers[i].address.c_str());
               if (draining) self->send(router, drain_atom::value, id);
-              last_cells = -1;  // report at the next tick
+              last_cells = -1;
+              ReportSoon();
             },
             [this, i](caf::error& e) {
               std::fprintf(stderr, "cellserve node: registering with %s failed: %s\n", routers[i].address.c_str(),
@@ -168,6 +185,14 @@ struct AgentState {
         },
         [me, i, request](int32_t token) { caf::anon_send(me, run_token_atom::value, i, request, token); });
     runs[{i, request}] = cluster_id;
+    ReportSoon();
+  }
+
+  // The load changed (a request arrived or finished): report within 10 ms, once for many changes.
+  void ReportSoon() {
+    if (report_soon || leaving) return;
+    report_soon = true;
+    self->delayed_send(self, std::chrono::milliseconds(10), soon_atom::value);
   }
 
   void Report() {
@@ -244,7 +269,7 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cl
     const int i = self->state.IndexOf(msg.source);
     if (i >= 0) self->state.Lost(i);
   });
-  self->delayed_send(self, std::chrono::milliseconds(10), tick_atom::value);
+  self->delayed_send(self, std::chrono::milliseconds(s.options.report_interval_ms), heartbeat_atom::value);
   return {
       [self](connected_atom, int i, const std::string& address, caf::actor router) {
         AgentState& st = self->state;
@@ -277,6 +302,7 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cl
       [self](done_atom, int i, uint64_t request, const std::string& bytes) {
         AgentState& st = self->state;
         if (st.runs.erase({i, request}) == 0) return;  // its router was lost meanwhile
+        st.ReportSoon();
         const auto& r = st.routers[i];
         if (r.node_id) self->send(r.handle, answer_atom::value, r.node_id, request, bytes);
       },
@@ -286,10 +312,15 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cl
         const auto& r = st.routers[i];
         if (r.node_id) self->send(r.handle, token_atom::value, r.node_id, request, token);
       },
-      [self](tick_atom) {
+      [self](heartbeat_atom) {
         if (self->state.leaving) return;
         self->state.Report();
-        self->delayed_send(self, std::chrono::milliseconds(10), tick_atom::value);
+        self->delayed_send(self, std::chrono::milliseconds(self->state.options.report_interval_ms),
+                           heartbeat_atom::value);
+      },
+      [self](soon_atom) {
+        self->state.report_soon = false;
+        self->state.Report();
       },
       [self](drain_atom, std::shared_ptr<AckWaiter>& waiter) {
         self->state.draining = true;
@@ -298,7 +329,7 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cl
       [self](leave_atom, std::shared_ptr<AckWaiter>& waiter) {
         AgentState& st = self->state;
         st.leaving = true;
-        st.links->stop = true;
+        st.links->Stop();
         st.AskAll(bye_atom::value, waiter);
       },
   };
@@ -396,8 +427,7 @@ struct NodeAgent::Impl {
         links->Set(slot.link, true);
         caf::anon_send(agent, connected_atom::value, static_cast<int>(slot.link), slot.display, *router);
       }
-      for (int64_t waited = 0; waited < options.reconnect_interval_ms && !links->stop; waited += 10)
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      links->SleepUnlessStopped(options.reconnect_interval_ms);
     }
   }
 };
@@ -426,8 +456,7 @@ StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(LocalCluster* cluster, Nod
   impl->options = options;
   impl->links = std::make_shared<Links>();
   impl->config.load<caf::io::middleman>();
-  if (options.caf_threads > 0) impl->config.set("scheduler.max-threads", options.caf_threads);
-  impl->config.set("logger.console", caf::atom("none"));
+  actors::ConfigureActorSystem(impl->config, options.caf_threads);
   impl->system = std::make_unique<caf::actor_system>(impl->config);
   impl->agent = impl->system->spawn(AgentActor, cluster, options, impl->links, EncodeRegistration(registration));
   Impl* raw = impl.get();
@@ -469,7 +498,7 @@ void NodeAgent::Leave() {
   auto waiter = std::make_shared<AckWaiter>();
   caf::anon_send(impl_->agent, leave_atom::value, waiter);
   waiter->Wait(std::chrono::duration_cast<std::chrono::milliseconds>(kAckTimeout));
-  impl_->links->stop = true;
+  impl_->links->Stop();
   impl_->connector.join();
   caf::anon_send_exit(impl_->agent, caf::exit_reason::user_shutdown);
   impl_->agent = nullptr;

@@ -2,8 +2,9 @@
 // LocalCluster to one or more routers (cluster/router.h) over CAF's middleman: connects to every
 // address each --join name resolves to (a headless Service gives one per router; names are
 // resolved again every 30 s, and until one of their addresses answers), reconnects whenever a
-// connection is lost or a router restarted, registers the node's models and devices, reports its load (outstanding cells,
-// every report_interval_ms and at most every 10 ms on change), runs what routers place on it
+// connection is lost or a router restarted, registers the node's models and devices, reports its
+// load (outstanding cells: every report_interval_ms, and 10 ms after a request arrives or
+// finishes; an idle node wakes only for the heartbeat), runs what routers place on it
 // through LocalCluster::Infer and sends each answer (and each streamed token) back.
 // Drain (SIGTERM): tells every router to place nothing more here and waits for their
 // acknowledgements; the caller then stops the LocalCluster (in-flight requests finish) and calls
@@ -28,7 +29,7 @@ struct NodeAgentOptions {
   int64_t report_interval_ms = 200;     // heartbeat load reports (routers drop silent nodes)
   int64_t reconnect_interval_ms = 250;  // between connection attempts to a router
   int64_t max_tokens = 4096;            // per request, as the RPC server's --max-tokens
-  int caf_threads = 0;                  // of the agent's own actor system; 0 = CAF's default
+  int caf_threads = 1;                  // of the agent's own actor system (one actor); 0 = CAF's default
 };
 
 struct NodeAgentStats {

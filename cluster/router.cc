@@ -14,6 +14,7 @@
 #include <caf/io/all.hpp>
 
 #include "actors/messages.h"
+#include "actors/caf_config.h"
 #include "cluster/wire.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
@@ -375,8 +376,7 @@ StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   ASSIGN_OR_RETURN(std::unique_ptr<RouterPolicy> policy, RouterPolicy::Create(options.policy, &impl->clock));
   impl->options = options;
   impl->config.load<caf::io::middleman>();
-  if (options.caf_threads > 0) impl->config.set("scheduler.max-threads", options.caf_threads);
-  impl->config.set("logger.console", caf::atom("none"));
+  actors::ConfigureActorSystem(impl->config, options.caf_threads);
   impl->system = std::make_unique<caf::actor_system>(impl->config);
   // The policy's clock is the Impl's; the actor owns the policy from here.
   impl->actor = impl->system->spawn(RouterActor, impl->shared, options, policy.release());

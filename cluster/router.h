@@ -41,7 +41,9 @@ struct RouterOptions {
   int64_t report_timeout_ms = 3000;
   // Stop: how long requests in flight may take before they are answered UNAVAILABLE. Default 30 s.
   int64_t stop_grace_ms = 30000;
-  int caf_threads = 0;  // CAF scheduler threads; 0 = CAF's default
+  // CAF scheduler threads. Default 1: the router is one actor (placement is serial); the
+  // middleman's I/O and the RPC port have threads of their own. 0 = CAF's default (one per core).
+  int caf_threads = 1;
   // Prometheus metrics: each answer (cellserve_requests_total, duration), placements, node up.
   // Borrowed: must outlive the router. nullptr = none.
   monitoring::ServingMetrics* metrics = nullptr;
