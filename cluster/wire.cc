@@ -44,7 +44,8 @@ StatusOr<Registration> DecodeRegistration(const std::string& bytes) {
   if (!j.contains("name") || !j["name"].is_string() || j["name"].get<std::string>().empty())
     return InvalidArgument("registration: needs a non-empty \"name\"");
   r.name = j["name"].get<std::string>();
-  if (!j.contains("devices") || !j["devices"].is_number_integer()) return InvalidArgument("registration: needs \"devices\"");
+  if (!j.contains("devices") || !j["devices"].is_number_integer())
+    return InvalidArgument("registration: needs \"devices\"");
   const int64_t devices = j["devices"].get<int64_t>();
   if (devices < 1 || devices > 65536) return InvalidArgument("registration: devices must be in 1..65536");
   r.devices = static_cast<int32_t>(devices);
@@ -89,7 +90,8 @@ std::string EncodeRunAnswer(const StatusOr<RequestResult>& result, const ModelSp
 }
 
 StatusOr<RequestResult> DecodeRunAnswer(const std::string& bytes) {
-  if (bytes.empty() || bytes.size() % sizeof(capnp::word) != 0) return Internal("a node's answer is not a capnp message");
+  if (bytes.empty() || bytes.size() % sizeof(capnp::word) != 0)
+    return Internal("a node's answer is not a capnp message");
   kj::Array<capnp::word> words = ToWords(bytes);
   StatusOr<RequestResult> out = Internal("a node's answer is unreadable");
   kj::Maybe<kj::Exception> e = kj::runCatchingExceptions([&] {

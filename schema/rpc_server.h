@@ -1,8 +1,9 @@
-// RpcServer: the Cap'n Proto front door of `cellserve serve --listen` (schema/cellserve.capnp). It
-// runs the kj event loop on its own thread and bridges to the CAF actors without blocking either
-// side: calls go out as ServingBackend::Infer (LocalCluster: a CAF message; a Router: to a node); answers and streamed tokens come back
-// through a KjInbox (a cross-thread fulfiller wakes the loop). Health reads the cluster's report on
-// a side thread, since Report may wait for actors.
+// RpcServer: the Cap'n Proto front door of `cellserve serve`, `node` and `router` (--listen;
+// schema/cellserve.capnp). It runs the kj event loop on its own thread and bridges to the CAF
+// actors without blocking either side: calls go out as ServingBackend::Infer (a LocalCluster: a
+// CAF message to its node actor; a cluster::Router: to a node process); answers and streamed tokens
+// come back through a KjInbox (a cross-thread fulfiller wakes the loop). Health reads the backend's
+// report on a side thread, since Report may wait for actors.
 // Per call: decode and check (convert.h; bad input is an error reply, never an exception), pick
 // the model, run it, reply once. A dropped call or connection cancels its request in the cluster
 // (its cells leave the queues, its slots are freed). Limits: the size of an incoming message
