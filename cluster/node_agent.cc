@@ -361,6 +361,7 @@ struct NodeAgent::Impl {
     size_t entry = 0;     // its --join entry
     bool current = true;  // in the entry's latest resolution (others are not retried)
     size_t link = 0;      // its index in Links
+    bool warned = false;  // said once that it cannot be reached (until it connects again)
   };
 
   // Resolves a --join entry to every address its name has (a headless Service gives one per
@@ -419,11 +420,19 @@ struct NodeAgent::Impl {
           resolved[e] = now;
         }
       }
-      for (const Slot& slot : slots) {
+      for (Slot& slot : slots) {
         if (links->stop) break;
         if (!slot.current || links->IsConnected(slot.link)) continue;
         auto router = system->middleman().remote_actor(slot.host, slot.port);
-        if (!router) continue;
+        if (!router) {
+          if (!slot.warned)
+            std::fprintf(stderr, "cellserve node: cannot reach router %s yet (%s); retrying every %lld ms\n",
+                         slot.display.c_str(), system->render(router.error()).c_str(),
+                         static_cast<long long>(options.reconnect_interval_ms));
+          slot.warned = true;
+          continue;
+        }
+        slot.warned = false;
         links->Set(slot.link, true);
         caf::anon_send(agent, connected_atom::value, static_cast<int>(slot.link), slot.display, *router);
       }
