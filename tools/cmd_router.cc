@@ -99,6 +99,7 @@ int RouterCommand(int argc, char** argv) {
     char host[256] = {};
     if (gethostname(host, sizeof(host) - 1) == 0 && host[0]) mo.node = std::string(host) + " (router)";
     metrics = std::make_unique<monitoring::ServingMetrics>(mo);
+    metrics->RemoveNode(mo.node);  // a router is no node: cellserve_node_up is its view of the nodes
     std::string bind = flags.Get("metrics-host");
     if (bind.empty()) bind = flags.Get("listen").substr(0, flags.Get("listen").rfind(':'));
     auto server = monitoring::MetricsServer::Start(metrics.get(), bind + ":" + std::to_string(metrics_port));
