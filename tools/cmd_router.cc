@@ -5,18 +5,15 @@
 // re-register. Health says not_ready until a node has joined. SIGTERM or SIGINT: new calls are
 // answered UNAVAILABLE, requests in flight finish, then it exits 0.
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <string>
 
-#include <unistd.h>
-
 #include "cluster/router.h"
-#include "monitoring/metrics.h"
 #include "runtime/router_policy.h"
 #include "schema/rpc_server.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/front_door.h"
 #include "tools/stop_signal.h"
 
 namespace cellserve::tools {
@@ -25,16 +22,6 @@ namespace {
 int Fail(const Status& s) {
   std::fprintf(stderr, "cellserve router: %s\n", s.ToString().c_str());
   return 1;
-}
-
-// Writes `port` to `path` (atomically: a temp file, then rename), for scripts.
-Status WritePortFile(const std::string& path, int port) {
-  if (path.empty()) return OkStatus();
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "w");
-  if (!f || std::fprintf(f, "%d\n", port) < 0 || std::fclose(f) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0)
-    return Internal("cannot write " + path + ": " + std::strerror(errno));
-  return OkStatus();
 }
 
 }  // namespace
@@ -49,9 +36,6 @@ int RouterCommand(int argc, char** argv) {
               "UNAVAILABLE). Health is not_ready until a node joins. SIGTERM or SIGINT: drains and exits 0.");
   flags.Add("cluster", "127.0.0.1:7411", "HOST:PORT nodes join (port 0: any free port; see --cluster-port-file)",
             false, "CELLSERVE_CLUSTER")
-      .Add("listen", "127.0.0.1:7410", "HOST:PORT of the client RPC port (port 0: any free port; see --port-file)",
-           false, "CELLSERVE_LISTEN")
-      .Add("port-file", "", "write the RPC port's number to this file once it listens")
       .Add("cluster-port-file", "", "write the cluster port's number to this file once it listens")
       .Add("policy", "auto", "placement: auto (least_loaded up to --p2c-threshold nodes, p2c above), least_loaded, "
            "p2c, round_robin or random")
@@ -60,17 +44,10 @@ int RouterCommand(int argc, char** argv) {
       .Add("p2c-threshold", "8", "auto: least_loaded while at most this many nodes serve the model")
       .Add("seed", "1", "seed of p2c and random")
       .Add("report-timeout-ms", "3000", "a node silent for this long is removed (nodes report every 200 ms)")
-      .Add("stop-grace-ms", "30000", "SIGTERM: requests in flight may take this long, then are answered UNAVAILABLE")
-      .Add("max-tokens", "4096", "tokens (or tree leaves) per request at most")
-      .Add("max-calls-per-connection", "1024", "infer calls served at once per connection (beyond: RESOURCE_EXHAUSTED)")
-      .Add("max-connections", "1024", "open RPC connections at most (beyond: closed at once)")
-      .Add("max-message-bytes", "16777216", "incoming RPC message size at most")
-      .Add("metrics-port", "0", "serve Prometheus metrics at http://HOST:PORT/metrics (0: off)", false,
-           "CELLSERVE_METRICS_PORT")
-      .Add("metrics-host", "", "address the metrics port binds (default: --listen's host)");
+      .Add("stop-grace-ms", "30000", "SIGTERM: requests in flight may take this long, then are answered UNAVAILABLE");
+  AddFrontDoorFlags(flags);
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
-  for (const char* name : {"p2c-threshold", "seed", "report-timeout-ms", "stop-grace-ms", "max-tokens",
-                           "max-calls-per-connection", "max-connections", "max-message-bytes", "metrics-port"}) {
+  for (const char* name : {"p2c-threshold", "seed", "report-timeout-ms", "stop-grace-ms"}) {
     auto v = flags.GetInt(name);
     if (!v.ok()) return Fail(v.status());
   }
@@ -86,39 +63,18 @@ int RouterCommand(int argc, char** argv) {
   options.policy.seed = static_cast<uint64_t>(*flags.GetInt("seed"));
   options.report_timeout_ms = *flags.GetInt("report-timeout-ms");
   options.stop_grace_ms = *flags.GetInt("stop-grace-ms");
-  const int64_t metrics_port = *flags.GetInt("metrics-port");
-  if (metrics_port < 0 || metrics_port > 65535) return Fail(InvalidArgument("--metrics-port must be in [0, 65535]"));
 
   StopSignals signals;
   if (Status s = signals.Install(); !s.ok()) return Fail(s);
-
-  std::unique_ptr<monitoring::ServingMetrics> metrics;
-  std::unique_ptr<monitoring::MetricsServer> metrics_server;
-  if (metrics_port > 0) {
-    monitoring::ServingMetricsOptions mo;
-    char host[256] = {};
-    if (gethostname(host, sizeof(host) - 1) == 0 && host[0]) mo.node = std::string(host) + " (router)";
-    metrics = std::make_unique<monitoring::ServingMetrics>(mo);
-    metrics->RemoveNode(mo.node);  // a router is no node: cellserve_node_up is its view of the nodes
-    std::string bind = flags.Get("metrics-host");
-    if (bind.empty()) bind = flags.Get("listen").substr(0, flags.Get("listen").rfind(':'));
-    auto server = monitoring::MetricsServer::Start(metrics.get(), bind + ":" + std::to_string(metrics_port));
-    if (!server.ok()) return Fail(server.status());
-    metrics_server = std::move(server).value();
-    std::fprintf(stderr, "cellserve router: metrics on http://%s:%d/metrics\n", bind.c_str(), metrics_server->port());
-    options.metrics = metrics.get();
-  }
+  auto metrics = StartMetricsEndpoint(flags, /*node=*/"", "router");  // the nodes it sees, not itself
+  if (!metrics.ok()) return Fail(metrics.status());
+  options.metrics = metrics->metrics.get();
 
   auto router = cluster::Router::Start(options);
   if (!router.ok()) return Fail(router.status());
-  rpc::RpcServerOptions rpc_options;
-  rpc_options.listen = flags.Get("listen");
-  rpc_options.limits.max_tokens = *flags.GetInt("max-tokens");
-  rpc_options.max_calls_per_connection = *flags.GetInt("max-calls-per-connection");
-  rpc_options.max_connections = *flags.GetInt("max-connections");
-  rpc_options.max_message_bytes = *flags.GetInt("max-message-bytes");
-  rpc_options.metrics = metrics.get();
-  auto server = rpc::RpcServer::Start(router->get(), rpc_options);
+  auto rpc_options = RpcServerOptionsFromFlags(flags, options.metrics);
+  if (!rpc_options.ok()) return Fail(rpc_options.status());
+  auto server = rpc::RpcServer::Start(router->get(), *rpc_options);
   if (!server.ok()) return Fail(server.status());
   std::fprintf(stderr,
                "cellserve router: nodes join on port %d; clients call port %d (policy %s, estimate %s); "

@@ -42,6 +42,7 @@
 #include "runtime/text.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/front_door.h"
 #include "tools/stop_signal.h"
 
 namespace cellserve::tools {
@@ -157,29 +158,16 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
   std::unique_ptr<cluster::NodeAgent> agent;
   if (agent_options) {
     cluster::NodeAgentOptions o = *agent_options;
-    if (o.name.empty()) {  // HOSTNAME:RPC-PORT: stable across restarts (a StatefulSet pod), unique per machine
-      char host[256] = {};
-      if (gethostname(host, sizeof(host) - 1) != 0 || !host[0]) std::snprintf(host, sizeof(host), "node");
-      o.name = std::string(host) + ":" + std::to_string(server->port());
-    }
+    // HOSTNAME:RPC-PORT: stable across restarts (a StatefulSet pod), unique per machine.
+    if (o.name.empty()) o.name = HostName() + ":" + std::to_string(server->port());
     auto started = cluster::NodeAgent::Start(&cluster, o);
     if (!started.ok()) return Fail(started.status());
     agent = std::move(started).value();
-    std::fprintf(stderr, "cellserve node: joining router(s) at %s as %s\n",
-                 [&] {
-                   std::string all;
-                   for (const auto& j : agent_options->join) all += (all.empty() ? "" : ",") + j;
-                   return all;
-                 }().c_str(),
-                 o.name.c_str());
+    std::string routers;
+    for (const std::string& j : o.join) routers += (routers.empty() ? "" : ",") + j;
+    std::fprintf(stderr, "cellserve node: joining router(s) at %s as %s\n", routers.c_str(), o.name.c_str());
   }
-  if (!port_file.empty()) {
-    const std::string tmp = port_file + ".tmp";
-    std::FILE* f = std::fopen(tmp.c_str(), "w");
-    if (!f || std::fprintf(f, "%d\n", server->port()) < 0 || std::fclose(f) != 0 ||
-        std::rename(tmp.c_str(), port_file.c_str()) != 0)
-      return Fail(Internal("cannot write --port-file " + port_file + ": " + std::strerror(errno)));
-  }
+  if (Status s = WritePortFile(port_file, server->port()); !s.ok()) return Fail(s);
   if (Status s = signals.Wait(); !s.ok()) return Fail(s);
   std::fprintf(stderr, "cellserve %s: signal: draining requests in flight\n", g_name);
   if (agent) {  // first no new placements from the routers, so nothing more arrives to be refused
@@ -231,18 +219,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
       .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
-      .Add("listen", "127.0.0.1:7410", "HOST:PORT of the RPC port (port 0: any free port; see --port-file)", false,
-           "CELLSERVE_LISTEN")
-      .Add("port-file", "", "write the RPC port's number to this file once it listens")
-      .Add("max-tokens", "4096", "tokens (or tree leaves) per request at most, on top of each model's own limit")
-      .Add("max-calls-per-connection", "1024", "infer calls served at once per connection (beyond: RESOURCE_EXHAUSTED)")
-      .Add("max-connections", "1024", "open RPC connections at most (beyond: closed at once)")
-      .Add("max-message-bytes", "16777216", "incoming RPC message size at most (beyond: capnp closes the connection)")
-      .Add("metrics-port", "0",
-           "serve Prometheus metrics at http://HOST:PORT/metrics (0: off; 9410 is the conventional port)", false,
-           "CELLSERVE_METRICS_PORT")
-      .Add("metrics-host", "", "address the metrics port binds (default: --listen's host; 0.0.0.0: every interface)")
       .AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
+  AddFrontDoorFlags(flags);
   if (node)
     flags.Add("join", "", "comma-separated HOST:PORT of the routers' cluster ports (cellserve router --cluster)", true,
               "CELLSERVE_JOIN")
@@ -258,8 +236,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto policy = ParsePolicy(flags.Get("policy"));
   if (!policy.ok()) return Fail(policy.status());
   options.scheduler.policy = *policy;
-  for (const char* name : {"devices", "lookahead", "max-requests", "state-slots", "blas-threads", "max-tokens",
-                           "max-calls-per-connection", "max-connections", "max-message-bytes", "metrics-port"}) {
+  for (const char* name : {"devices", "lookahead", "max-requests", "state-slots", "blas-threads"}) {
     auto v = flags.GetInt(name);
     if (!v.ok()) return Fail(v.status());
   }
@@ -272,8 +249,6 @@ int ServeOrNode(int argc, char** argv, bool node) {
   if (slots < 2 || slots > (int64_t{1} << 30)) return Fail(InvalidArgument("--state-slots must be in [2, 2^30]"));
   options.scheduler.state_slots = static_cast<int32_t>(slots);
   options.blas_threads = static_cast<int>(*flags.GetInt("blas-threads"));
-  const int64_t metrics_port = *flags.GetInt("metrics-port");
-  if (metrics_port < 0 || metrics_port > 65535) return Fail(InvalidArgument("--metrics-port must be in [0, 65535]"));
 
   // The specs, for tokenizing: vocabulary size and kind of each served model.
   std::vector<std::string> names = options.models;
@@ -298,44 +273,20 @@ int ServeOrNode(int argc, char** argv, bool node) {
 
   // Metrics: made before the cluster and the RPC server, destroyed after them; the exposer stays
   // up while they drain.
-  std::unique_ptr<monitoring::ServingMetrics> metrics;
-  std::unique_ptr<monitoring::MetricsServer> metrics_server;
-  if (metrics_port > 0) {
-    monitoring::ServingMetricsOptions mo;
-    char host[256] = {};
-    if (gethostname(host, sizeof(host) - 1) == 0 && host[0]) mo.node = host;
-    metrics = std::make_unique<monitoring::ServingMetrics>(mo);
-    std::string bind = flags.Get("metrics-host");
-    if (bind.empty()) {
-      const std::string listen = flags.Get("listen");
-      bind = listen.substr(0, listen.rfind(':'));
-    }
-    auto server = monitoring::MetricsServer::Start(metrics.get(), bind + ":" + std::to_string(metrics_port));
-    if (!server.ok()) {
-      return Fail(server.status());
-    }
-    metrics_server = std::move(server).value();
-    std::fprintf(stderr, "cellserve %s: metrics on http://%s:%d/metrics\n", g_name, bind.c_str(), metrics_server->port());
-    options.metrics = metrics.get();
-  }
+  auto metrics = StartMetricsEndpoint(flags, HostName(), g_name);
+  if (!metrics.ok()) return Fail(metrics.status());
+  options.metrics = metrics->metrics.get();
 
   // RPC mode: the port opens first, so `cellserve health` (and a Kubernetes startup probe) can
   // tell "loading" (not_ready) from "not there"; calls before the models are in get UNAVAILABLE.
   std::unique_ptr<rpc::RpcServer> server;
   if (!flags.GetBool("stdin")) {
-    rpc::RpcServerOptions rpc_options;
-    rpc_options.listen = flags.Get("listen");
-    rpc_options.limits.max_tokens = *flags.GetInt("max-tokens");
-    rpc_options.max_calls_per_connection = *flags.GetInt("max-calls-per-connection");
-    rpc_options.max_connections = *flags.GetInt("max-connections");
-    rpc_options.max_message_bytes = *flags.GetInt("max-message-bytes");
-    rpc_options.metrics = metrics.get();
-    auto rpc_server = rpc::RpcServer::Start(nullptr, rpc_options);
-    if (!rpc_server.ok()) {
-      return Fail(rpc_server.status());
-    }
+    auto rpc_options = RpcServerOptionsFromFlags(flags, options.metrics);
+    if (!rpc_options.ok()) return Fail(rpc_options.status());
+    auto rpc_server = rpc::RpcServer::Start(nullptr, *rpc_options);
+    if (!rpc_server.ok()) return Fail(rpc_server.status());
     server = std::move(rpc_server).value();
-    const std::string host = rpc_options.listen.substr(0, rpc_options.listen.rfind(':'));
+    const std::string host = rpc_options->listen.substr(0, rpc_options->listen.rfind(':'));
     std::fprintf(stderr, "cellserve %s: listening on %s:%d (Cap'n Proto RPC); loading models\n", g_name, host.c_str(),
                  server->port());
   }
@@ -351,7 +302,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
       agent_options.join = SplitComma(flags.Get("join"));
       agent_options.name = flags.Get("node-name");
       agent_options.devices = options.devices;
-      agent_options.max_tokens = *flags.GetInt("max-tokens");
+      agent_options.max_tokens = *flags.GetInt("max-tokens");  // checked by RpcServerOptionsFromFlags
       auto interval = flags.GetInt("report-interval-ms");
       if (!interval.ok()) return Fail(interval.status());
       agent_options.report_interval_ms = *interval;

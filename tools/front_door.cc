@@ -1,0 +1,71 @@
+#include "tools/front_door.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+namespace cellserve::tools {
+
+void AddFrontDoorFlags(Flags& flags) {
+  flags
+      .Add("listen", "127.0.0.1:7410", "HOST:PORT of the client RPC port (port 0: any free port; see --port-file)",
+           false, "CELLSERVE_LISTEN")
+      .Add("port-file", "", "write the RPC port's number to this file once it listens")
+      .Add("max-tokens", "4096", "tokens (or tree leaves) per request at most, on top of each model's own limit")
+      .Add("max-calls-per-connection", "1024", "infer calls served at once per connection (beyond: RESOURCE_EXHAUSTED)")
+      .Add("max-connections", "1024", "open RPC connections at most (beyond: closed at once)")
+      .Add("max-message-bytes", "16777216", "incoming RPC message size at most (beyond: capnp closes the connection)")
+      .Add("metrics-port", "0",
+           "serve Prometheus metrics at http://HOST:PORT/metrics (0: off; 9410 is the conventional port)", false,
+           "CELLSERVE_METRICS_PORT")
+      .Add("metrics-host", "", "address the metrics port binds (default: --listen's host; 0.0.0.0: every interface)");
+}
+
+StatusOr<rpc::RpcServerOptions> RpcServerOptionsFromFlags(const Flags& flags, monitoring::ServingMetrics* metrics) {
+  rpc::RpcServerOptions o;
+  o.listen = flags.Get("listen");
+  ASSIGN_OR_RETURN(o.limits.max_tokens, flags.GetInt("max-tokens"));
+  ASSIGN_OR_RETURN(o.max_calls_per_connection, flags.GetInt("max-calls-per-connection"));
+  ASSIGN_OR_RETURN(o.max_connections, flags.GetInt("max-connections"));
+  ASSIGN_OR_RETURN(o.max_message_bytes, flags.GetInt("max-message-bytes"));
+  o.metrics = metrics;
+  return o;
+}
+
+StatusOr<MetricsEndpoint> StartMetricsEndpoint(const Flags& flags, const std::string& node, const char* command) {
+  ASSIGN_OR_RETURN(const int64_t port, flags.GetInt("metrics-port"));
+  if (port < 0 || port > 65535) return InvalidArgument("--metrics-port must be in [0, 65535]");
+  MetricsEndpoint out;
+  if (port == 0) return out;
+  monitoring::ServingMetricsOptions options;
+  if (!node.empty()) options.node = node;
+  out.metrics = std::make_unique<monitoring::ServingMetrics>(options);
+  if (node.empty()) out.metrics->RemoveNode(options.node);
+  std::string bind = flags.Get("metrics-host");
+  if (bind.empty()) {
+    const std::string listen = flags.Get("listen");
+    bind = listen.substr(0, listen.rfind(':'));
+  }
+  ASSIGN_OR_RETURN(out.server, monitoring::MetricsServer::Start(out.metrics.get(), bind + ":" + std::to_string(port)));
+  std::fprintf(stderr, "cellserve %s: metrics on http://%s:%d/metrics\n", command, bind.c_str(), out.server->port());
+  return out;
+}
+
+Status WritePortFile(const std::string& path, int port) {
+  if (path.empty()) return OkStatus();
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  if (!f || std::fprintf(f, "%d\n", port) < 0 || std::fclose(f) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0)
+    return Internal("cannot write the port file " + path + ": " + std::strerror(errno));
+  return OkStatus();
+}
+
+std::string HostName() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || !host[0]) return "localhost";
+  return host;
+}
+
+}  // namespace cellserve::tools

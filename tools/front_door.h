@@ -1,0 +1,40 @@
+// The start-up pieces every serving command shares (serve, node, router): the RPC port's flags
+// and options, the Prometheus metrics endpoint, port files. One definition, so the three commands
+// take the same flags with the same meaning (deploy/k8s passes them; its test checks them).
+// Main-thread helpers; errors are Statuses the command prints.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "monitoring/metrics.h"
+#include "runtime/status.h"
+#include "schema/rpc_server.h"
+#include "tools/flags.h"
+
+namespace cellserve::tools {
+
+// --listen, --port-file, --max-tokens, --max-calls-per-connection, --max-connections,
+// --max-message-bytes, --metrics-port, --metrics-host.
+void AddFrontDoorFlags(Flags& flags);
+
+// The RPC server's options from those flags. INVALID_ARGUMENT for a value that is not a number.
+StatusOr<rpc::RpcServerOptions> RpcServerOptionsFromFlags(const Flags& flags, monitoring::ServingMetrics* metrics);
+
+// Metrics and their /metrics exposer, both null with --metrics-port 0. Binds --metrics-host, else
+// --listen's host. `node` labels this process's cellserve_node_up; empty: no such series (a
+// router, whose series are the nodes it sees). Prints the URL as "cellserve COMMAND: ...".
+struct MetricsEndpoint {
+  std::unique_ptr<monitoring::ServingMetrics> metrics;
+  std::unique_ptr<monitoring::MetricsServer> server;
+};
+StatusOr<MetricsEndpoint> StartMetricsEndpoint(const Flags& flags, const std::string& node, const char* command);
+
+// Writes `port` and a newline to `path` (a temp file, then rename: readers never see half a
+// number). An empty path does nothing. INTERNAL if it cannot.
+Status WritePortFile(const std::string& path, int port);
+
+// This machine's name ("localhost" if it has none).
+std::string HostName();
+
+}  // namespace cellserve::tools
