@@ -52,7 +52,13 @@ struct Shared {
   std::atomic<ClusterState> state{ClusterState::kStarting};
   std::atomic<int64_t> placed{0}, retried{0}, nodes_lost{0}, nodes_joined{0}, late_answers{0};
   mutable std::mutex mu;
-  std::vector<ModelSpec> models;      // GUARDED_BY(mu)
+  // Every model a node has registered (the first spec of each name), with its metrics handle
+  // (null without metrics): what Infer looks up, once, per request.
+  struct Model {
+    ModelSpec spec;
+    monitoring::ModelMetrics* metrics = nullptr;
+  };
+  std::unordered_map<std::string, Model> models;  // GUARDED_BY(mu)
   std::vector<RouterNodeInfo> nodes;  // GUARDED_BY(mu)
 };
 
@@ -79,7 +85,6 @@ struct RouterState {
   std::unique_ptr<RouterPolicy> policy;
   std::unordered_map<NodeId, Node> nodes;
   std::map<caf::actor_addr, NodeId> by_addr;
-  std::unordered_map<std::string, ModelSpec> specs;  // first registration of each name wins
   std::unordered_map<uint64_t, Pending> pending;
   NodeId next_node = 1;
   bool stopping = false;
@@ -100,13 +105,9 @@ struct RouterState {
       info.placed = it->second.placed;
       infos.push_back(std::move(info));
     }
-    std::vector<ModelSpec> models;
-    for (const auto& [name, spec] : specs) models.push_back(spec);
-    std::sort(models.begin(), models.end(), [](const ModelSpec& a, const ModelSpec& b) { return a.name < b.name; });
     {
       std::lock_guard<std::mutex> lock(shared->mu);
       shared->nodes = std::move(infos);
-      shared->models = std::move(models);
     }
     // Only between starting and serving: Stop owns draining and stopped.
     ClusterState current = shared->state.load();
@@ -220,7 +221,12 @@ struct RouterState {
     nr.devices = reg->devices;
     for (const ModelSpec& spec : reg->models) nr.models.push_back(spec.name);
     if (Status s = policy->Register(nr); !s.ok()) return {0, s.message()};
-    for (const ModelSpec& spec : reg->models) specs.emplace(spec.name, spec);
+    {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      for (const ModelSpec& spec : reg->models)
+        if (!shared->models.count(spec.name))
+          shared->models[spec.name] = {spec, options.metrics ? options.metrics->Model(spec.name) : nullptr};
+    }
     if (known == by_addr.end()) {
       by_addr.emplace(addr, id);
       self->monitor(handle);
@@ -405,14 +411,16 @@ uint64_t Router::Infer(const std::string& model, RequestInput input, int64_t dea
     metrics.metrics = s.options.metrics;
     metrics.clock = &s.clock;
     metrics.arrival_us = s.clock.NowMicros();
-    metrics.model = s.options.metrics->Model(model);
   }
-  call->reply = std::make_shared<actors::ReplySlot>(call->id, std::move(done), s.shared->counters, metrics);
   {
     std::lock_guard<std::mutex> lock(s.shared->mu);
-    for (const ModelSpec& spec : s.shared->models)
-      if (spec.name == model) call->cells = EstimateCells(spec, input);
+    auto it = s.shared->models.find(model);
+    if (it != s.shared->models.end()) {  // unknown: the placement answers NOT_FOUND
+      call->cells = EstimateCells(it->second.spec, input);
+      metrics.model = it->second.metrics;
+    }
   }
+  call->reply = std::make_shared<actors::ReplySlot>(call->id, std::move(done), s.shared->counters, metrics);
   call->bytes = EncodeRunRequest(model, input);
   call->deadline_us = deadline_us;
   call->on_token = std::move(on_token);
@@ -456,8 +464,13 @@ ClusterReport Router::Report() const {
 }
 
 std::vector<ModelSpec> Router::Models() const {
-  std::lock_guard<std::mutex> lock(impl_->shared->mu);
-  return impl_->shared->models;
+  std::vector<ModelSpec> specs;
+  {
+    std::lock_guard<std::mutex> lock(impl_->shared->mu);
+    for (const auto& [name, model] : impl_->shared->models) specs.push_back(model.spec);
+  }
+  std::sort(specs.begin(), specs.end(), [](const ModelSpec& a, const ModelSpec& b) { return a.name < b.name; });
+  return specs;
 }
 
 ClusterState Router::state() const { return impl_->shared->state.load(); }

@@ -111,7 +111,25 @@ class RouterTest : public ::testing::Test {
     EXPECT_TRUE((*a)->WaitRegistered(10000));
     return std::move(a).value();
   }
+  // A router (with metrics_) and two LocalClusters joined to it as nodes n1 and n2.
+  void StartTwoNodes() {
+    router_ = StartRouter(&metrics_);
+    ASSERT_TRUE(router_);
+    c1_ = StartCluster();
+    c2_ = StartCluster();
+    ASSERT_TRUE(c1_ && c2_);
+    a1_ = Join(c1_.get(), router_->port(), "n1");
+    a2_ = Join(c2_.get(), router_->port(), "n2");
+    ASSERT_TRUE(a1_ && a2_);
+    ASSERT_TRUE(WaitFor([&] { return router_->nodes().size() == 2; }, std::chrono::seconds(10)));
+  }
+
   Repo repo_;
+  // Declared in the order they must start (and are destroyed in reverse): the agents leave first.
+  monitoring::ServingMetrics metrics_;
+  std::unique_ptr<Router> router_;
+  std::unique_ptr<LocalCluster> c1_, c2_;
+  std::unique_ptr<NodeAgent> a1_, a2_;
 };
 
 TEST_F(RouterTest, WithoutNodesItAnswersAtOnce) {
@@ -144,16 +162,12 @@ TEST_F(RouterTest, BadOptionsAndABusyPort) {
 }
 
 TEST_F(RouterTest, TwoNodesAnswerAsTheLocalClusterDoesAndOneLeaving) {
-  monitoring::ServingMetrics metrics;
-  auto router = StartRouter(&metrics);
-  ASSERT_TRUE(router);
-  auto c1 = StartCluster();
-  auto c2 = StartCluster();
-  ASSERT_TRUE(c1 && c2);
-  auto a1 = Join(c1.get(), router->port(), "n1");
-  auto a2 = Join(c2.get(), router->port(), "n2");
-  ASSERT_TRUE(a1 && a2);
-  ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 2; }, std::chrono::seconds(10)));
+  ASSERT_NO_FATAL_FAILURE(StartTwoNodes());
+  Router* router = router_.get();
+  LocalCluster* c1 = c1_.get();
+  NodeAgent* a1 = a1_.get();
+  NodeAgent* a2 = a2_.get();
+  monitoring::ServingMetrics& metrics = metrics_;
   EXPECT_EQ(router->state(), ClusterState::kServing);
   ASSERT_EQ(router->Models().size(), 1u);
   EXPECT_EQ(router->Models()[0].name, "cls");
@@ -197,15 +211,10 @@ TEST_F(RouterTest, TwoNodesAnswerAsTheLocalClusterDoesAndOneLeaving) {
 }
 
 TEST_F(RouterTest, ANodeThatStopsMidRunHasItsNewRequestsRetriedElsewhere) {
-  auto router = StartRouter();
-  ASSERT_TRUE(router);
-  auto c1 = StartCluster();
-  auto c2 = StartCluster();
-  ASSERT_TRUE(c1 && c2);
-  auto a1 = Join(c1.get(), router->port(), "n1");
-  auto a2 = Join(c2.get(), router->port(), "n2");
-  ASSERT_TRUE(a1 && a2);
-  ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 2; }, std::chrono::seconds(10)));
+  ASSERT_NO_FATAL_FAILURE(StartTwoNodes());
+  Router* router = router_.get();
+  LocalCluster* c1 = c1_.get();
+  NodeAgent* a1 = a1_.get();
   constexpr int kN = 200;
   Answers answers;
   for (int i = 0; i < kN; ++i) router->Infer("cls", Tokens(200, i), 0, answers.For(i));
@@ -220,8 +229,8 @@ TEST_F(RouterTest, ANodeThatStopsMidRunHasItsNewRequestsRetriedElsewhere) {
     EXPECT_TRUE(answers.Get(i).ok()) << i << ": " << answers.Get(i).status().ToString();
   }
   EXPECT_GT(router->stats().retried, 0);
-  a1.reset();
-  a2.reset();
+  a1_.reset();
+  a2_.reset();
   router->Stop();
 }
 
