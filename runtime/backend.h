@@ -38,6 +38,13 @@ struct BatchOutput {
   std::vector<float> logits;          // kHeadLogits: [rows, outputs]; otherwise empty
 };
 
+// The checks every backend makes before running a batch, with the same messages everywhere:
+// INVALID_ARGUMENT if the batch has no model, its type does not exist, it is empty or larger than
+// the type's max_batch, or a row's token or slot is out of range for `slots` registered slots
+// (required: out_slot of non-heads, x_slot of heads, the token of embedding-fed types; the other
+// slots may be -1 = zeros). Whether the model is registered is the caller's check.
+Status CheckCellBatch(const CellBatch& batch, int32_t slots);
+
 class Backend {
  public:
   virtual ~Backend() = default;

@@ -55,35 +55,12 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   return OkStatus();
 }
 
-Status CpuBackend::CheckBatch(const CellBatch& batch, const ModelState& state) const {
-  const Model& m = *batch.model;
-  if (batch.type < 0 || batch.type >= static_cast<int32_t>(m.cell_types().size()))
-    return InvalidArgument("cell type " + std::to_string(batch.type) + " does not exist");
-  const CellType& t = m.cell_type(batch.type);
-  if (batch.rows.empty()) return InvalidArgument("empty batch");
-  if (static_cast<int64_t>(batch.rows.size()) > t.max_batch)
-    return InvalidArgument("batch of " + std::to_string(batch.rows.size()) + " " + t.name +
-                           " cells exceeds max_batch " + std::to_string(t.max_batch));
-  auto slot_ok = [&](SlotId s, bool required) {
-    return required ? (s >= 0 && s < state.slots) : (s >= -1 && s < state.slots);
-  };
-  const bool head = t.op == CellOp::kHeadLogits || t.op == CellOp::kHeadArgmax;
-  for (const CellRow& r : batch.rows) {
-    bool ok = slot_ok(r.state_slot[0], false) && slot_ok(r.state_slot[1], false) &&
-              slot_ok(r.out_slot, !head);
-    if (t.embedding) ok = ok && r.token >= 0 && r.token < t.embedding->dim(0);
-    else ok = ok && slot_ok(r.x_slot, head);  // an absent x reads as zeros (padding rows)
-    if (!ok) return InvalidArgument("malformed " + t.name + " row (token or slot out of range)");
-  }
-  return OkStatus();
-}
-
 StatusOr<BatchOutput> CpuBackend::Run(const CellBatch& batch) {
   if (!batch.model) return InvalidArgument("batch has no model");
   auto it = models_.find(batch.model);
   if (it == models_.end())
     return InvalidArgument("model '" + batch.model->spec().name + "' is not registered on this backend");
-  RETURN_IF_ERROR(CheckBatch(batch, it->second));
+  RETURN_IF_ERROR(CheckCellBatch(batch, it->second.slots));
   const CellType& type = batch.model->cell_type(batch.type);
   switch (type.op) {
     case CellOp::kLstm: RunLstm(type, batch, it->second); return BatchOutput{};

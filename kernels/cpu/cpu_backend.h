@@ -61,7 +61,6 @@ class CpuBackend final : public Backend {
     std::vector<float> storage;  // [slots, 2H]: h then c
     std::shared_ptr<const PackedWeightCache::Weights> packed;  // per cell type, for GemmPacked
   };
-  Status CheckBatch(const CellBatch& batch, const ModelState& state) const;
   void RunLstm(const CellType& type, const CellBatch& batch, ModelState& state);
   void RunTreeLeaf(const CellType& type, const CellBatch& batch, ModelState& state);
   void RunTreeInternal(const CellType& type, const CellBatch& batch, ModelState& state);
