@@ -1,0 +1,143 @@
+#include "kernels/cuda/cuda_weights.h"
+
+#if CELLSERVE_HAVE_NCCL
+#include <nccl.h>
+#endif
+
+#include <string>
+
+namespace cellserve::cuda {
+
+namespace {
+
+#if CELLSERVE_HAVE_NCCL
+Status NcclStatus(ncclResult_t r, const char* call) {
+  if (r == ncclSuccess) return OkStatus();
+  return Internal(std::string(call) + ": " + ncclGetErrorString(r));
+}
+#define CS_NCCL(call) RETURN_IF_ERROR(NcclStatus((call), #call))
+#endif
+
+// The buffers of one model on one GPU, allocated in a fixed order so that every GPU's copy has
+// the same layout (the broadcast sends buffer i to buffer i).
+StatusOr<std::shared_ptr<ModelWeights>> AllocateModelWeights(const Model& model, int gpu, GemmDtype dtype) {
+  auto w = std::make_shared<ModelWeights>();
+  w->gpu = gpu;
+  w->dtype = dtype;
+  std::map<const Tensor*, const float*> embeddings;  // shared tables are allocated once
+  for (const CellType& t : model.cell_types()) {
+    CellTypeWeights ct;
+    ASSIGN_OR_RETURN(auto weight, DeviceBuffer<char>::Allocate(gpu, t.weight->size() * DtypeBytes(dtype)));
+    ct.weight = weight.get();
+    w->buffers.push_back(std::move(weight));
+    ASSIGN_OR_RETURN(auto bias, DeviceBuffer<char>::Allocate(gpu, t.bias->size() * sizeof(float)));
+    ct.bias = reinterpret_cast<const float*>(bias.get());
+    w->buffers.push_back(std::move(bias));
+    if (t.embedding) {
+      auto it = embeddings.find(t.embedding);
+      if (it == embeddings.end()) {
+        ASSIGN_OR_RETURN(auto emb, DeviceBuffer<char>::Allocate(gpu, t.embedding->size() * sizeof(float)));
+        it = embeddings.emplace(t.embedding, reinterpret_cast<const float*>(emb.get())).first;
+        w->buffers.push_back(std::move(emb));
+      }
+      ct.embedding = it->second;
+    }
+    w->types.push_back(ct);
+  }
+  return w;
+}
+
+}  // namespace
+
+StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& model, int gpu, GemmDtype dtype) {
+  ASSIGN_OR_RETURN(auto w, AllocateModelWeights(model, gpu, dtype));
+  CS_CUDA(cudaSetDevice(gpu));
+  // fp32 weights go to a staging buffer and are converted on the GPU (a no-op copy for fp32).
+  size_t staging_floats = 0;
+  for (const CellType& t : model.cell_types()) staging_floats = std::max<size_t>(staging_floats, t.weight->size());
+  ASSIGN_OR_RETURN(auto staging, DeviceBuffer<float>::Allocate(gpu, staging_floats));
+  std::map<const Tensor*, bool> uploaded;
+  for (size_t i = 0; i < model.cell_types().size(); ++i) {
+    const CellType& t = model.cell_types()[i];
+    const CellTypeWeights& ct = w->types[i];
+    if (dtype == GemmDtype::kF32) {
+      CS_CUDA(cudaMemcpy(const_cast<void*>(ct.weight), t.weight->data(), t.weight->size() * sizeof(float),
+                         cudaMemcpyHostToDevice));
+    } else {
+      CS_CUDA(cudaMemcpy(staging.get(), t.weight->data(), t.weight->size() * sizeof(float), cudaMemcpyHostToDevice));
+      RETURN_IF_ERROR(LaunchConvert(staging.get(), const_cast<void*>(ct.weight), t.weight->size(), dtype, nullptr));
+      CS_CUDA(cudaDeviceSynchronize());  // the staging buffer is reused by the next type
+    }
+    CS_CUDA(cudaMemcpy(const_cast<float*>(ct.bias), t.bias->data(), t.bias->size() * sizeof(float),
+                       cudaMemcpyHostToDevice));
+    if (t.embedding && !uploaded[t.embedding]) {
+      uploaded[t.embedding] = true;
+      CS_CUDA(cudaMemcpy(const_cast<float*>(ct.embedding), t.embedding->data(), t.embedding->size() * sizeof(float),
+                         cudaMemcpyHostToDevice));
+    }
+  }
+  return std::shared_ptr<const ModelWeights>(std::move(w));
+}
+
+Status CudaWeightStore::Prepare(const std::vector<const Model*>& models, const std::vector<int>& gpus) {
+  if (gpus.empty()) return InvalidArgument("no GPU to load weights onto");
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const Model* model : models) {
+    if (weights_.count({model, gpus[0]})) continue;
+    ASSIGN_OR_RETURN(auto first, UploadModelWeights(*model, gpus[0], dtype_));
+    weights_[{model, gpus[0]}] = first;
+    if (gpus.size() == 1) continue;
+#if CELLSERVE_HAVE_NCCL
+    std::vector<std::shared_ptr<ModelWeights>> copies;
+    for (size_t g = 1; g < gpus.size(); ++g) {
+      ASSIGN_OR_RETURN(auto w, AllocateModelWeights(*model, gpus[g], dtype_));
+      copies.push_back(std::move(w));
+    }
+    // One communicator over these GPUs; rank 0 (gpus[0]) is the root of every broadcast, each rank
+    // on a stream of its own GPU.
+    std::vector<ncclComm_t> comms(gpus.size());
+    std::vector<cudaStream_t> streams(gpus.size(), nullptr);
+    CS_NCCL(ncclCommInitAll(comms.data(), static_cast<int>(gpus.size()), gpus.data()));
+    Status result = OkStatus();
+    for (size_t g = 0; g < gpus.size() && result.ok(); ++g) {
+      result = CudaStatus(cudaSetDevice(gpus[g]), "cudaSetDevice");
+      if (result.ok()) result = CudaStatus(cudaStreamCreateWithFlags(&streams[g], cudaStreamNonBlocking), "cudaStreamCreate");
+    }
+    if (result.ok()) {
+      ncclResult_t r = ncclGroupStart();
+      for (size_t b = 0; r == ncclSuccess && b < first->buffers.size(); ++b) {
+        const size_t bytes = first->buffers[b].bytes();
+        for (size_t g = 0; r == ncclSuccess && g < gpus.size(); ++g) {
+          void* dst = g == 0 ? first->buffers[b].get() : copies[g - 1]->buffers[b].get();
+          r = ncclBroadcast(first->buffers[b].get(), dst, bytes, ncclChar, 0, comms[g], streams[g]);
+        }
+      }
+      ncclResult_t end = ncclGroupEnd();
+      result = NcclStatus(r != ncclSuccess ? r : end, "ncclBroadcast");
+    }
+    for (size_t g = 0; g < gpus.size(); ++g) {
+      if (!streams[g]) continue;
+      cudaSetDevice(gpus[g]);
+      if (result.ok()) result = CudaStatus(cudaStreamSynchronize(streams[g]), "cudaStreamSynchronize (ncclBroadcast)");
+      cudaStreamDestroy(streams[g]);
+    }
+    for (ncclComm_t c : comms) ncclCommDestroy(c);
+    RETURN_IF_ERROR(result);
+    for (size_t g = 1; g < gpus.size(); ++g) weights_[{model, gpus[g]}] = std::move(copies[g - 1]);
+#else
+    for (size_t g = 1; g < gpus.size(); ++g) {
+      ASSIGN_OR_RETURN(auto w, UploadModelWeights(*model, gpus[g], dtype_));
+      weights_[{model, gpus[g]}] = std::move(w);
+    }
+#endif
+  }
+  return OkStatus();
+}
+
+std::shared_ptr<const ModelWeights> CudaWeightStore::Get(const Model& model, int gpu) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = weights_.find({&model, gpu});
+  return it == weights_.end() ? nullptr : it->second;
+}
+
+}  // namespace cellserve::cuda
