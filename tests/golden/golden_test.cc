@@ -1,6 +1,8 @@
 // Golden tests: every model kind against PyTorch (nn.LSTM, greedy seq2seq, a reference
 // Tree-LSTM) on the weights and inputs in data/, made by make_goldens.py. Each case runs alone and
 // again batched with all the other cases; both must match PyTorch to a relative error < 1e-5.
+// Built twice: golden_test on the CPU backend, and (with CUDA) golden_cuda_test on the CUDA
+// backend (CELLSERVE_GOLDEN_CUDA; label gpu; skips where no GPU is usable).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/cpu/cpu_backend.h"
+#if CELLSERVE_GOLDEN_CUDA
+#include "kernels/cuda/cuda_device.h"
+#endif
 #include "runtime/model_repository.h"
 #include "runtime/sync_executor.h"
 
@@ -37,6 +42,16 @@ struct GoldenCase {
 };
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {};
+
+// The backend under test; UNAVAILABLE skips (a CUDA build on a machine without a GPU).
+StatusOr<std::unique_ptr<Backend>> MakeBackend() {
+#if CELLSERVE_GOLDEN_CUDA
+  ASSIGN_OR_RETURN(auto gpu, cuda::CudaBackend::Create({}));
+  return std::unique_ptr<Backend>(std::move(gpu));
+#else
+  return std::unique_ptr<Backend>(std::make_unique<cpu::CpuBackend>());
+#endif
+}
 
 void CheckResult(const ModelSpec& spec, const StatusOr<RequestResult>& got, const nlohmann::json& want,
                  const std::string& what) {
@@ -82,7 +97,10 @@ TEST_P(GoldenTest, MatchesPyTorchAloneAndBatched) {
   }
   ASSERT_GE(cases.size(), 5u);
 
-  cpu::CpuBackend backend;
+  auto made = MakeBackend();
+  if (!made.ok() && made.status().code() == StatusCode::kUnavailable) GTEST_SKIP() << made.status().ToString();
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  Backend& backend = **made;
   const int32_t slots = 4096;
   ASSERT_TRUE(backend.RegisterModel(**model, slots).ok());
   // Alone.

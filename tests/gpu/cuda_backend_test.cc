@@ -1,0 +1,347 @@
+// The CUDA backend on a real GPU (ctest label `gpu`; every test skips where no GPU is usable):
+//  - equals the CPU backend on the same random batches (every model kind and cell type, batch 1
+//    to 512, random slots, chains of rounds so states are not zero): 1e-5 relative for fp32,
+//    1e-2 for fp16 and bf16;
+//  - a row's result does not depend on its batch-mates or its bucket (to 1e-6; cuBLAS may pick
+//    another kernel per bucket, so not bitwise);
+//  - the asynchronous device: every submitted round completes exactly once and in order, graphs
+//    are reused, a full set of staging slots makes Submit wait, bad batches are INVALID_ARGUMENT
+//    at once, the destructor reports everything;
+//  - several GPUs (when there are): weights broadcast with NCCL give the same answers on each.
+// Everything host-side (plans, buckets, stream order, the kernels' arithmetic) is tested without
+// a GPU in tests/unit/gpu.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_device.h"
+#include "tests/unit/kernels/test_models.h"
+
+namespace cellserve {
+namespace {
+
+bool HaveGpu(std::string* why) {
+  auto n = cuda::CountGpus();
+  if (n.ok()) return true;
+  *why = n.status().ToString();
+  return false;
+}
+
+#define REQUIRE_GPU()                                       \
+  do {                                                      \
+    std::string why;                                        \
+    if (!HaveGpu(&why)) GTEST_SKIP() << "no GPU: " << why;  \
+  } while (0)
+
+// max |a - b| / max(|b|, floor): error relative to the reference's scale.
+double RelError(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0, scale = 1e-6;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff = std::max(diff, std::fabs(double(got[i]) - want[i]));
+    scale = std::max(scale, std::fabs(double(want[i])));
+  }
+  return diff / scale;
+}
+
+bool IsHead(CellOp op) { return op == CellOp::kHeadLogits || op == CellOp::kHeadArgmax; }
+
+// Random rounds over every cell type of a model, run on both backends, compared as they go.
+class Twin {
+ public:
+  Twin(std::shared_ptr<const Model> model, cuda::Precision precision, int32_t slots, double tol)
+      : model_(std::move(model)), slots_(slots), tol_(tol) {
+    cuda::CudaDeviceOptions o;
+    o.precision = precision;
+    auto gpu = cuda::CudaBackend::Create(o);
+    if (!gpu.ok()) throw std::runtime_error(gpu.status().ToString());
+    gpu_ = std::move(*gpu);
+    EXPECT_TRUE(cpu_.RegisterModel(*model_, slots).ok());
+    EXPECT_TRUE(gpu_->RegisterModel(*model_, slots).ok());
+  }
+
+  // One round of `rows` cells of `type`: inputs from written slots (or absent), outputs to fresh
+  // slots. Compares the head outputs; cell outputs are compared by CompareSlots.
+  void Round(int32_t type, int32_t rows, std::mt19937& rng) {
+    const CellType& t = model_->cell_type(type);
+    CellBatch batch{model_.get(), type, {}};
+    std::set<SlotId> outs;
+    auto any_written = [&]() -> SlotId {
+      if (written_.empty() || rng() % 8 == 0) return -1;
+      return written_[rng() % written_.size()];
+    };
+    for (int32_t r = 0; r < rows; ++r) {
+      CellRow row;
+      if (t.embedding) row.token = static_cast<int32_t>(rng() % t.embedding->dim(0));
+      else row.x_slot = any_written();
+      if (IsHead(t.op) && row.x_slot < 0) row.x_slot = written_.empty() ? 0 : written_[0];
+      if (t.op == CellOp::kLstm || t.op == CellOp::kTreeInternal) row.state_slot[0] = any_written();
+      if (t.op == CellOp::kTreeInternal) row.state_slot[1] = any_written();
+      if (!IsHead(t.op)) {
+        // A slot never written or read before: no row of the batch reads another row's output.
+        ASSERT_LT(next_fresh_, slots_) << "test needs more slots";
+        row.out_slot = next_fresh_++;
+        outs.insert(row.out_slot);
+      }
+      batch.rows.push_back(row);
+    }
+    auto want = cpu_.Run(batch);
+    auto got = gpu_->Run(batch);
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    if (IsHead(t.op)) CompareHead(*got, *want, t, rows);
+    for (SlotId s : outs) written_.push_back(s);
+  }
+
+  void CompareSlots() {
+    std::set<SlotId> seen(written_.begin(), written_.end());
+    for (SlotId s : seen) {
+      auto want = cpu_.ReadSlot(*model_, s);
+      auto got = gpu_->ReadSlot(*model_, s);
+      ASSERT_TRUE(want.ok() && got.ok());
+      ASSERT_LT(RelError(*got, *want), tol_) << "slot " << s;
+    }
+  }
+
+  cuda::CudaBackend& gpu() { return *gpu_; }
+
+ private:
+  void CompareHead(const BatchOutput& got, const BatchOutput& want, const CellType& t, int32_t rows) {
+    ASSERT_EQ(got.argmax.size(), static_cast<size_t>(rows));
+    ASSERT_EQ(got.max_value.size(), static_cast<size_t>(rows));
+    EXPECT_LT(RelError(got.max_value, want.max_value), tol_);
+    if (t.op == CellOp::kHeadLogits) {
+      ASSERT_EQ(got.logits.size(), want.logits.size());
+      EXPECT_LT(RelError(got.logits, want.logits), tol_);
+    }
+    // The argmax must agree wherever the winner is clear by more than the tolerance.
+    for (int32_t r = 0; r < rows; ++r) {
+      if (got.argmax[r] == want.argmax[r]) continue;
+      const float margin = want.max_value[r] - (t.op == CellOp::kHeadLogits ? want.logits[r * t.outputs + got.argmax[r]]
+                                                                             : got.max_value[r]);
+      EXPECT_LE(std::fabs(margin), tol_ * std::max(1.0f, std::fabs(want.max_value[r])))
+          << "row " << r << ": argmax " << got.argmax[r] << " vs " << want.argmax[r];
+    }
+  }
+
+  std::shared_ptr<const Model> model_;
+  int32_t slots_;
+  double tol_;
+  cpu::CpuBackend cpu_;
+  std::unique_ptr<cuda::CudaBackend> gpu_;
+  std::vector<SlotId> written_;
+  SlotId next_fresh_ = 0;
+};
+
+struct Case {
+  ModelKind kind;
+  cuda::Precision precision;
+  double tol;
+};
+
+class CudaMatchesCpu : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CudaMatchesCpu, RandomRoundsEveryTypeBatchOneTo512) {
+  REQUIRE_GPU();
+  const Case c = GetParam();
+  auto model = testing_models::Make(c.kind, /*hidden=*/64, /*layers=*/2, /*seed=*/11, /*max_batch=*/512);
+  Twin twin(model, c.precision, /*slots=*/8192, c.tol);
+  std::mt19937 rng(5);
+  const int32_t sizes[] = {1, 2, 3, 8, 31, 32, 33, 100, 255, 512};
+  // Producers first (token-fed types), so later rounds read non-zero states.
+  for (int pass = 0; pass < 2; ++pass)
+    for (int32_t type = 0; type < static_cast<int32_t>(model->cell_types().size()); ++type)
+      for (int32_t rows : sizes) {
+        if (pass == 0 && !model->cell_type(type).embedding) continue;
+        twin.Round(type, rows, rng);
+        if (HasFatalFailure()) return;
+      }
+  twin.CompareSlots();
+  // Graphs: one per (type, bucket, staging slot) at most, and reused.
+  const auto g = twin.gpu().device().graph_stats();
+  EXPECT_GT(g.launches, 0);
+  EXPECT_LE(g.captures, g.launches);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Kinds, CudaMatchesCpu,
+    ::testing::Values(Case{ModelKind::kLstm, cuda::Precision::kF32, 1e-5},
+                      Case{ModelKind::kSeq2Seq, cuda::Precision::kF32, 1e-5},
+                      Case{ModelKind::kTreeLstm, cuda::Precision::kF32, 1e-5},
+                      Case{ModelKind::kLstm, cuda::Precision::kF16, 1e-2},
+                      Case{ModelKind::kSeq2Seq, cuda::Precision::kF16, 1e-2},
+                      Case{ModelKind::kTreeLstm, cuda::Precision::kBF16, 1e-2}),
+    [](const auto& info) {
+      return std::string(ModelKindName(info.param.kind)) + "_" + cuda::PrecisionName(info.param.precision);
+    });
+
+// The same row alone and at several positions of batches of several buckets.
+TEST(CudaBackendTest, RowDoesNotDependOnBatchMates) {
+  REQUIRE_GPU();
+  auto model = testing_models::Make(ModelKind::kLstm, 128, 1, 3, 512);
+  auto gpu = cuda::CudaBackend::Create({});
+  ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+  ASSERT_TRUE((*gpu)->RegisterModel(*model, 1024).ok());
+  std::vector<float> alone;
+  for (int32_t rows : {1, 5, 64, 200, 512}) {
+    CellBatch b{model.get(), model->layer_type(0), {}};
+    for (int32_t r = 0; r < rows; ++r) {
+      CellRow row;
+      row.token = r == rows / 2 ? 42 : (r * 7) % 100;
+      row.out_slot = r;
+      b.rows.push_back(row);
+    }
+    ASSERT_TRUE((*gpu)->Run(b).ok());
+    auto slot = (*gpu)->ReadSlot(*model, rows / 2);
+    ASSERT_TRUE(slot.ok());
+    if (alone.empty()) alone = *slot;
+    else EXPECT_LT(RelError(*slot, alone), 1e-6) << rows << " rows";
+  }
+}
+
+// Collects completions; waits for a count.
+struct Completions {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<DeviceCompletion> got;
+  CompletionCallback Callback() {
+    return [this](DeviceCompletion c) {
+      std::lock_guard<std::mutex> lock(mu);
+      got.push_back(std::move(c));
+      cv.notify_all();
+    };
+  }
+  void WaitFor(size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return got.size() >= n; }));
+  }
+};
+
+TEST(CudaDeviceTest, EveryRoundCompletesOnceInOrder) {
+  REQUIRE_GPU();
+  auto model = testing_models::Make(ModelKind::kLstm, 256, 1, 3, 64);
+  cuda::CudaDeviceOptions o;
+  o.staging_slots = 8;
+  auto device = cuda::CudaDevice::Create("cuda:test", o);
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  ASSERT_TRUE((*device)->RegisterModel(*model, 4096).ok());
+  Completions done;
+  uint64_t submitted = 0;
+  for (int i = 0; i < 400; ++i) {
+    while ((*device)->pending() >= 8) std::this_thread::yield();  // the scheduler's lookahead bound
+    CellBatch b{model.get(), model->layer_type(0), {}};
+    for (int r = 0; r < 1 + i % 64; ++r) {
+      CellRow row;
+      row.token = r % 100;
+      row.out_slot = (i % 2) * 64 + r;
+      b.rows.push_back(row);
+    }
+    (*device)->Submit(++submitted, std::move(b), done.Callback());
+  }
+  done.WaitFor(400);
+  ASSERT_EQ(done.got.size(), 400u);
+  for (size_t i = 0; i < done.got.size(); ++i) {
+    EXPECT_EQ(done.got[i].round_id, i + 1);
+    EXPECT_TRUE(done.got[i].output.ok()) << done.got[i].output.status().ToString();
+    EXPECT_LE(done.got[i].start_us, done.got[i].end_us);
+  }
+  EXPECT_EQ((*device)->pending(), 0);
+  EXPECT_EQ((*device)->stats().batches, 400);
+  const auto g = (*device)->graph_stats();
+  EXPECT_EQ(g.launches, 400);
+  EXPECT_LT(g.captures, 400) << "graphs were not reused";
+}
+
+TEST(CudaDeviceTest, FullStagingSlotsWaitAndBadBatchesAreAnsweredAtOnce) {
+  REQUIRE_GPU();
+  // H = 1024 and 512 rows: each round takes the GPU far longer than the host takes to submit one.
+  auto model = testing_models::Make(ModelKind::kLstm, 1024, 1, 3, 512);
+  cuda::CudaDeviceOptions o;
+  o.staging_slots = 2;
+  auto device = cuda::CudaDevice::Create("cuda:test", o);
+  ASSERT_TRUE(device.ok());
+  ASSERT_TRUE((*device)->RegisterModel(*model, 1024).ok());
+  Completions done;
+  CellBatch big{model.get(), model->layer_type(0), {}};
+  for (int r = 0; r < 512; ++r) {
+    CellRow row;
+    row.token = r % 100;
+    row.out_slot = r;
+    big.rows.push_back(row);
+  }
+  for (uint64_t i = 1; i <= 50; ++i) {
+    (*device)->Submit(i, big, done.Callback());
+    EXPECT_LE((*device)->pending(), 2);
+  }
+  EXPECT_GT((*device)->graph_stats().host_waits, 0) << "50 rounds of 512 rows never filled 2 staging slots";
+  CellBatch bad{model.get(), model->layer_type(0), {CellRow{}}};
+  bad.rows[0].token = 100000;
+  bad.rows[0].out_slot = 0;
+  (*device)->Submit(99, bad, done.Callback());
+  done.WaitFor(51);
+  for (const auto& c : done.got) {
+    if (c.round_id == 99) EXPECT_EQ(c.output.status().code(), StatusCode::kInvalidArgument);
+    else EXPECT_TRUE(c.output.ok()) << c.output.status().ToString();
+  }
+}
+
+TEST(CudaDeviceTest, DestructorReportsEverySubmittedRound) {
+  REQUIRE_GPU();
+  auto model = testing_models::Make(ModelKind::kLstm, 512, 1, 3, 256);
+  Completions done;
+  {
+    auto device = cuda::CudaDevice::Create("cuda:test", {});
+    ASSERT_TRUE(device.ok());
+    ASSERT_TRUE((*device)->RegisterModel(*model, 1024).ok());
+    for (uint64_t i = 1; i <= 10; ++i) {
+      CellBatch b{model.get(), model->layer_type(0), {}};
+      for (int r = 0; r < 256; ++r) {
+        CellRow row;
+        row.token = r % 100;
+        row.out_slot = r;
+        b.rows.push_back(row);
+      }
+      (*device)->Submit(i, std::move(b), done.Callback());
+    }
+  }
+  EXPECT_EQ(done.got.size(), 10u);
+}
+
+TEST(CudaDeviceTest, EveryGpuAnswersTheSameAfterTheNcclBroadcast) {
+  REQUIRE_GPU();
+  auto n = cuda::CountGpus();
+  if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";
+  auto model = testing_models::Make(ModelKind::kSeq2Seq, 64, 2, 9, 64);
+  auto devices = cuda::CreateCudaDevices(0, {}, {model.get()});
+  ASSERT_TRUE(devices.ok()) << devices.status().ToString();
+  ASSERT_EQ(static_cast<int>(devices->size()), *n);
+  std::vector<std::vector<float>> h;
+  for (auto& d : *devices) {
+    ASSERT_TRUE(d->RegisterModel(*model, 128).ok());
+    Completions done;
+    CellBatch b{model.get(), model->layer_type(0), {}};
+    for (int r = 0; r < 16; ++r) {
+      CellRow row;
+      row.token = r;
+      row.out_slot = r;
+      b.rows.push_back(row);
+    }
+    d->Submit(1, std::move(b), done.Callback());
+    done.WaitFor(1);
+    ASSERT_TRUE(done.got[0].output.ok());
+    auto slot = d->ReadSlot(*model, 7);
+    ASSERT_TRUE(slot.ok());
+    h.push_back(*slot);
+  }
+  for (size_t i = 1; i < h.size(); ++i) EXPECT_EQ(h[i], h[0]) << "GPU " << i;
+}
+
+}  // namespace
+}  // namespace cellserve

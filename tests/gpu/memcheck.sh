@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# compute-sanitizer memcheck over the GPU tests: no invalid access, no leak, no CUDA API error.
+# Usage: memcheck.sh SANITIZER TEST_BINARY. Exit 77 (ctest: skipped) when the sanitizer is not
+# installed or no GPU is usable; otherwise the sanitizer's verdict.
+set -euo pipefail
+sanitizer="$1" binary="$2"
+if [[ -z "$sanitizer" || "$sanitizer" == *NOTFOUND* || ! -x "$sanitizer" ]]; then
+  echo "compute-sanitizer not found (it ships with the CUDA toolkit's sanitizer package): skipped"
+  exit 77
+fi
+# Without a GPU every test skips; running them under the sanitizer would prove nothing.
+if "$binary" --gtest_list_tests >/dev/null 2>&1 && "$binary" --gtest_filter='CudaDeviceTest.Destructor*' 2>&1 |
+    grep -q "no GPU"; then
+  echo "no usable GPU: skipped"
+  exit 77
+fi
+exec "$sanitizer" --tool memcheck --leak-check full --error-exitcode 1 "$binary"
