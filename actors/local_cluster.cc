@@ -20,8 +20,7 @@
 #include "actors/messages.h"
 #include "actors/node_actor.h"
 #include "actors/worker_actor.h"
-#include "kernels/cpu/cpu_device.h"
-#include "kernels/sim/sim_device.h"
+#include "actors/device_factory.h"
 #include "runtime/clock.h"
 #include "runtime/model_repository.h"
 
@@ -45,6 +44,7 @@ struct LocalCluster::Impl {
   // Declared before the actor system: destroyed after it only if Shutdown never ran (then no
   // actor exists either). Shutdown resets them in the right order explicitly.
   std::vector<std::unique_ptr<Device>> devices;
+  size_t device_count = 0;  // devices.size() at start (Stop clears devices)
   caf::actor_system_config config;
   std::unique_ptr<caf::actor_system> system;
   caf::actor node;
@@ -121,8 +121,10 @@ LocalCluster::LocalCluster(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) 
 
 LocalCluster::~LocalCluster() { Stop(); }
 
+int LocalCluster::device_count() const { return static_cast<int>(impl_->device_count); }
+
 StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOptions& options) {
-  if (options.devices < 1) return InvalidArgument("devices must be >= 1");
+  if (options.devices < 0) return InvalidArgument("devices must be >= 1, or 0 for all");
   if (options.blas_threads < 0) return InvalidArgument("blas_threads must be >= 0");
   if (options.caf_threads < 0) return InvalidArgument("caf_threads must be >= 0");
   if (options.model_repo.empty()) return InvalidArgument("model_repo is required");
@@ -142,26 +144,16 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     impl->models.push_back(std::move(model));
   }
 
-  if (options.backend == "sim") {
-    if (options.sim_profile.empty()) return InvalidArgument("the sim backend needs a profile (--sim-profile FILE)");
-    ASSIGN_OR_RETURN(sim::SimProfile profile, sim::SimProfile::Load(options.sim_profile));
-    auto timer = std::make_shared<sim::SimTimer>();  // one thread for all sim devices
-    for (int i = 0; i < options.devices; ++i) {
-      ASSIGN_OR_RETURN(auto device, sim::SimDevice::Create("sim:" + std::to_string(i), profile, timer));
-      impl->devices.push_back(std::move(device));
-    }
-  } else if (options.backend != "cpu") {
-    return InvalidArgument("unknown backend '" + options.backend + "' (cpu or sim)");
-  }
-  // The devices share one copy of the packed weights (they share the machine's memory and cache).
-  auto weight_cache = std::make_shared<cpu::PackedWeightCache>();
-  for (int i = 0; options.backend == "cpu" && i < options.devices; ++i) {
-    cpu::CpuBackendOptions backend;
-    backend.blas_threads = options.blas_threads;
-    backend.weight_cache = weight_cache;
-    ASSIGN_OR_RETURN(auto device, cpu::CpuDevice::Create("cpu:" + std::to_string(i), backend));
-    impl->devices.push_back(std::move(device));
-  }
+  DeviceOptions devices;
+  devices.backend = options.backend;
+  devices.devices = options.devices;
+  devices.blas_threads = options.blas_threads;
+  devices.sim_profile = options.sim_profile;
+  devices.gpu_precision = options.gpu_precision;
+  devices.cuda_graphs = options.cuda_graphs;
+  devices.cpu_fallback = options.cpu_fallback;
+  ASSIGN_OR_RETURN(impl->devices, MakeDevices(devices, impl->models));
+  impl->device_count = impl->devices.size();
 
   actors::ConfigureActorSystem(impl->config, options.caf_threads);
   impl->system = std::make_unique<caf::actor_system>(impl->config);
@@ -175,7 +167,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     for (const auto& d : impl->devices) node.device_metrics.push_back(options.metrics->Device(d->name()));
   }
   impl->node = actors::SpawnNode(*impl->system, std::move(node));
-  for (int i = 0; i < options.devices; ++i) {
+  for (int i = 0; i < static_cast<int>(impl->devices.size()); ++i) {
     actors::WorkerOptions w;
     w.index = i;
     w.device = impl->devices[i].get();

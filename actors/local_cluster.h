@@ -27,12 +27,16 @@ class ServingMetrics;
 struct LocalClusterOptions {
   std::string model_repo;                  // folder of models (DIR/NAME/spec.json, weights)
   std::vector<std::string> models;         // names to load; empty = every model in the repo
-  int devices = 1;                         // devices, each with its own worker
+  int devices = 1;                         // devices, each with its own worker; 0 = all (device_factory.h)
   // "cpu": each device a thread running our CPU kernels. "sim": kernels/sim devices that compute
   // nothing and take the time `sim_profile` (a JSON file) says; answers are meaningless.
+  // "cuda": one device per GPU (kernels/cuda), when this build has CUDA.
   std::string backend = "cpu";
   std::string sim_profile;                 // sim: the profile (required)
   int blas_threads = 1;                    // OpenBLAS threads (process-wide)
+  std::string gpu_precision = "fp32";      // cuda: fp32, fp16 or bf16
+  bool cuda_graphs = true;                 // cuda: CUDA graphs per batch bucket
+  bool cpu_fallback = false;               // cuda: no usable GPU -> CPU devices (said on stderr)
   SchedulerOptions scheduler;              // policy, lookahead, bounds (state_slots per device)
   int caf_threads = 0;                     // CAF scheduler threads; 0 = CAF's default
   // Prometheus metrics (monitoring/metrics.h): every answer, each device's rounds, the node's
@@ -64,6 +68,8 @@ class LocalCluster final : public ServingBackend {
   void Cancel(uint64_t id) override;
 
   ClusterReport Report() const override;
+  // Devices running (options.devices, or what "all" found).
+  int device_count() const;
   ClusterLoad Load() const;
   // The specs of the models it serves (fixed after Start).
   std::vector<ModelSpec> Models() const override;

@@ -682,8 +682,9 @@ int BenchCommand(int argc, char** argv) {
       .Add("rates", "auto", "offered loads in requests/s, R1,R2,..., or auto")
       .Add("duration-s", "10", "seconds of arrivals per run")
       .Add("devices", "2", "devices (one worker each)")
-      .Add("backend", "cpu", "cpu (our CPU kernels) or sim (kernels/sim: no compute, --sim-profile's timing; "
-           "for scale experiments)")
+      .Add("backend", "cpu", "cpu (our CPU kernels), cuda (GPUs; builds with nvcc) or sim (kernels/sim: no "
+           "compute, --sim-profile's timing; for scale experiments)")
+      .Add("gpu-precision", "fp32", "cuda: fp32, or fp16/bf16 weights with fp32 accumulation")
       .Add("sim-profile", "", "sim: cost profile JSON, e.g. kernels/sim/profiles/gpu-like.json")
       .Add("json", "", "where to write the results (JSON list of rows)", true)
       .Add("csv", "", "also write the rows as CSV here")
@@ -740,6 +741,7 @@ int BenchCommand(int argc, char** argv) {
     cfg.cluster.caf_threads = static_cast<int>(*caf);
     cfg.cluster.backend = flags.Get("backend");
     cfg.cluster.sim_profile = flags.Get("sim-profile");
+    cfg.cluster.gpu_precision = flags.Get("gpu-precision");
   }
 
   std::vector<std::string> policies = SplitList(flags.Get("policy"));

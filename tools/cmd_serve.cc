@@ -209,9 +209,14 @@ int ServeOrNode(int argc, char** argv, bool node) {
               "monitoring/metrics.h); off by default.");
   flags.Add("model-repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
       .Add("models", "", "comma-separated model names to serve (default: every model in the repository)")
-      .Add("devices", "1", "devices (one worker each)", false, "CELLSERVE_DEVICES")
-      .Add("backend", "cpu", "cpu (our CPU kernels, a thread per device) or sim (kernels/sim: computes nothing, "
-           "takes --sim-profile's time; answers are meaningless: for scale tests)", false, "CELLSERVE_BACKEND")
+      .Add("devices", "1", "devices (one worker each), or `all` (every GPU with --backend cuda, every core with cpu)",
+           false, "CELLSERVE_DEVICES")
+      .Add("backend", "cpu", "cpu (our CPU kernels, a thread per device), cuda (one device per GPU; builds with nvcc) "
+           "or sim (kernels/sim: computes nothing, takes --sim-profile's time; answers are meaningless: for scale "
+           "tests)", false, "CELLSERVE_BACKEND")
+      .Add("gpu-precision", "fp32", "cuda: GEMM precision, fp32, or fp16/bf16 weights with fp32 accumulation")
+      .AddBool("cpu-fallback", "cuda: when no GPU is usable, serve on the CPU (and say so) instead of failing")
+      .AddBool("no-cuda-graphs", "cuda: plain kernel launches instead of a CUDA graph per batch bucket")
       .Add("sim-profile", "", "sim: cost profile JSON (kernels/sim/profiles/cpu-lstm512.json, gpu-like.json)")
       .Add("policy", "cellular", "scheduling policy: cellular, padded, bucketed or sequential", false,
            "CELLSERVE_POLICY")
@@ -236,12 +241,22 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto policy = ParsePolicy(flags.Get("policy"));
   if (!policy.ok()) return Fail(policy.status());
   options.scheduler.policy = *policy;
-  for (const char* name : {"devices", "lookahead", "max-requests", "state-slots", "blas-threads"}) {
+  for (const char* name : {"lookahead", "max-requests", "state-slots", "blas-threads"}) {
     auto v = flags.GetInt(name);
     if (!v.ok()) return Fail(v.status());
   }
-  options.devices = static_cast<int>(*flags.GetInt("devices"));
+  if (flags.Get("devices") == "all") {
+    options.devices = 0;
+  } else {
+    auto devices = flags.GetInt("devices");
+    if (!devices.ok()) return Fail(devices.status());
+    if (*devices < 1) return Fail(InvalidArgument("--devices must be >= 1 or `all`"));
+    options.devices = static_cast<int>(*devices);
+  }
   options.backend = flags.Get("backend");
+  options.gpu_precision = flags.Get("gpu-precision");
+  options.cpu_fallback = flags.GetBool("cpu-fallback");
+  options.cuda_graphs = !flags.GetBool("no-cuda-graphs");
   options.sim_profile = flags.Get("sim-profile");
   options.scheduler.lookahead = static_cast<int>(*flags.GetInt("lookahead"));
   options.scheduler.max_requests = *flags.GetInt("max-requests");
@@ -301,7 +316,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
     if (node) {
       agent_options.join = SplitComma(flags.Get("join"));
       agent_options.name = flags.Get("node-name");
-      agent_options.devices = options.devices;
+      agent_options.devices = cluster->device_count();
       agent_options.max_tokens = *flags.GetInt("max-tokens");  // checked by RpcServerOptionsFromFlags
       auto interval = flags.GetInt("report-interval-ms");
       if (!interval.ok()) return Fail(interval.status());
@@ -313,7 +328,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
     return rc;
   }
   std::fprintf(stderr, "cellserve serve: %zu model(s) on %d device(s), policy %s; reading MODEL<TAB>text from stdin\n",
-               specs.size(), options.devices, PolicyName(options.scheduler.policy));
+               specs.size(), cluster->device_count(), PolicyName(options.scheduler.policy));
 
   Printer printer;
   LineReader reader(signals.fd());
