@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 #include <fstream>
@@ -25,6 +26,13 @@ namespace cellserve {
 namespace {
 
 constexpr double kMaxRelativeError = 1e-5;
+
+// tests/golden/data, or $CELLSERVE_GOLDEN_DIR (the binary run from a copy elsewhere, e.g. on a GPU
+// machine: tools/gpu_bundle.sh).
+std::string GoldenDir() {
+  const char* env = std::getenv("CELLSERVE_GOLDEN_DIR");
+  return env && *env ? env : CELLSERVE_GOLDEN_DIR;
+}
 
 // max |a - b| / max |b|: the error relative to the reference's scale.
 double RelativeError(const std::vector<float>& ours, const std::vector<double>& ref) {
@@ -72,8 +80,8 @@ void CheckResult(const ModelSpec& spec, const StatusOr<RequestResult>& got, cons
 }
 
 TEST_P(GoldenTest, MatchesPyTorchAloneAndBatched) {
-  const std::string dir = std::string(CELLSERVE_GOLDEN_DIR) + "/" + GetParam();
-  auto model = LoadModel(CELLSERVE_GOLDEN_DIR, GetParam());
+  const std::string dir = GoldenDir() + "/" + GetParam();
+  auto model = LoadModel(GoldenDir(), GetParam());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const ModelSpec& spec = (*model)->spec();
   std::ifstream in(dir + "/cases.json");
@@ -127,7 +135,7 @@ TEST_P(GoldenTest, MatchesPyTorchAloneAndBatched) {
 
 std::vector<std::string> GoldenModels() {
   std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(CELLSERVE_GOLDEN_DIR))
+  for (const auto& e : std::filesystem::directory_iterator(GoldenDir()))
     if (std::filesystem::exists(e.path() / "cases.json")) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   return names;
@@ -140,7 +148,7 @@ INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenTest, ::testing::ValuesIn(GoldenModels()
 TEST(GoldenCoverage, EveryModelKindHasGoldens) {
   std::set<std::string> kinds;
   for (const auto& name : GoldenModels()) {
-    auto spec = ReadModelSpec(std::string(CELLSERVE_GOLDEN_DIR) + "/" + name + "/spec.json");
+    auto spec = ReadModelSpec(GoldenDir() + "/" + name + "/spec.json");
     ASSERT_TRUE(spec.ok()) << spec.status().ToString();
     kinds.insert(ModelKindName(spec->kind));
     kinds.insert(spec->dtype);

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every check of the CUDA backend, in one run that fits a short GPU session (about 8 minutes on
+# an H100), from the bundle tools/gpu/bundle.sh made. Run from the repository root:
+#   bash .gpu-bundle/run.sh OUT_DIR
+# Each step has its own time limit and log in OUT_DIR; a failing step does not stop the others.
+# Steps: GPU tests (CUDA vs CPU, every kind, batch 1-512), goldens on the CUDA backend,
+# compute-sanitizer memcheck on a subset, the kernel benchmark against cuDNN (JSON), and the
+# end-to-end benchmark at H=1024 on one GPU, cellular vs padded (JSON).
+set -uo pipefail
+BUNDLE="$(cd "$(dirname "$0")" && pwd)"
+OUT="${1:?usage: run.sh OUT_DIR}"
+mkdir -p "$OUT"
+# CUDA's libraries from the machine: the toolkit's, and cuDNN/NCCL from Python wheels if that is
+# where they are.
+extra=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [[ -d "$d" ]] && extra+=":$d"; done
+for lib in libcudnn.so.9 libnccl.so.2 libcublasLt.so.13; do
+  found="$(find / -xdev -name "$lib" -not -path '*/proc/*' 2>/dev/null | head -1)"
+  [[ -n "$found" ]] && extra+=":$(dirname "$found")"
+done
+export LD_LIBRARY_PATH="$BUNDLE/lib${extra}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export CELLSERVE_GOLDEN_DIR="$PWD/tests/golden/data"
+status=0
+step() {  # step NAME SECONDS COMMAND...
+  local name="$1" limit="$2"
+  shift 2
+  echo "=== $name (limit ${limit}s)"
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "    rc=$rc in $((SECONDS - t0))s; tail:"
+  tail -5 "$OUT/$name.log" | sed 's/^/    /'
+  ((rc == 0)) || status=1
+}
+nvidia-smi -L || true
+step gpu_tests 180 "$BUNDLE/bin/cuda_backend_test"
+step golden_cuda 60 "$BUNDLE/bin/golden_cuda_test"
+if command -v compute-sanitizer >/dev/null; then
+  step memcheck 240 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 \
+    "$BUNDLE/bin/cuda_backend_test" --gtest_filter='Kinds/CudaMatchesCpu.*fp32*:CudaDeviceTest.*'
+else
+  echo "=== memcheck: compute-sanitizer not on PATH: skipped"
+fi
+step kernel_bench 180 "$BUNDLE/bin/bench_cuda_lstm" --quick --json "$OUT/gpu_kernel_bench.json"
+repo="$(mktemp -d)"
+gunzip -c "$BUNDLE/sotu_sentences.txt.gz" >"$repo/sotu_sentences.txt"
+"$BUNDLE/bin/cellserve" model init --repo "$repo" --name lstm1024 --kind lstm --hidden 1024 --embed 1024 \
+  --layers 1 --vocab 32000 --classes 2 --seed 1 --init-scale 0.25 >/dev/null
+step e2e_bench 300 "$BUNDLE/bin/cellserve" bench --model-repo "$repo" --model lstm1024 --backend cuda --devices 1 \
+  --policy cellular,padded --rates auto --duration-s 5 --corpus "$repo/sotu_sentences.txt" \
+  --json "$OUT/gpu_e2e_bench.json"
+echo "=== done: $( ((status == 0)) && echo 'every step passed' || echo 'some step FAILED' ) (logs in $OUT)"
+exit $status
