@@ -145,6 +145,9 @@ struct Case {
   cuda::Precision precision;
   double tol;
 };
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << ModelKindName(c.kind) << " " << cuda::PrecisionName(c.precision) << " tol " << c.tol;
+}
 
 class CudaMatchesCpu : public ::testing::TestWithParam<Case> {};
 

@@ -261,7 +261,7 @@ TEST_F(ActorClusterTest, BadInputUnknownModelAndBadOptions) {
   LocalClusterOptions bad = Options(1);
   bad.models = {"lstm", "missing"};
   EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kNotFound);
-  bad = Options(0);
+  bad = Options(-1);  // 0 means "all" (device_factory.h)
   EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kInvalidArgument);
   bad = Options(1);
   bad.scheduler.lookahead = 0;
