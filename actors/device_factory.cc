@@ -3,11 +3,15 @@
 #include <cstdio>
 #include <thread>
 
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <mutex>
+
 #include "kernels/cpu/cpu_device.h"
+#include "kernels/cuda/cuda_plugin.h"
 #include "kernels/sim/sim_device.h"
-#if CELLSERVE_HAVE_CUDA
-#include "kernels/cuda/cuda_device.h"
-#endif
 
 namespace cellserve {
 
@@ -42,24 +46,66 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeSimDevices(const DeviceOption
   return devices;
 }
 
+// Where libcellserve_cuda.so may be: $CELLSERVE_CUDA_PLUGIN, next to the running binary, in
+// ../lib/cellserve/ beside it (an installed image), and where this build tree put it.
+std::vector<std::string> PluginCandidates() {
+  std::vector<std::string> paths;
+  if (const char* env = std::getenv("CELLSERVE_CUDA_PLUGIN"); env && *env) return {env};
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n > 0) {
+    std::string dir(exe, static_cast<size_t>(n));
+    dir = dir.substr(0, dir.rfind('/'));
+    paths.push_back(dir + "/libcellserve_cuda.so");
+    paths.push_back(dir + "/../lib/cellserve/libcellserve_cuda.so");
+  }
+#ifdef CELLSERVE_CUDA_PLUGIN_BUILD_PATH
+  paths.push_back(CELLSERVE_CUDA_PLUGIN_BUILD_PATH);
+#endif
+  return paths;
+}
+
+// Loads the plugin once per process (it stays loaded: devices run its code).
+StatusOr<cuda::PluginCreateDevicesFn> LoadCudaPlugin() {
+  static std::mutex mu;
+  static cuda::PluginCreateDevicesFn create = nullptr;
+  std::lock_guard<std::mutex> lock(mu);
+  if (create) return create;
+  std::string tried;
+  for (const std::string& path : PluginCandidates()) {
+    if (access(path.c_str(), F_OK) != 0) {
+      tried += (tried.empty() ? "" : ", ") + path;
+      continue;
+    }
+    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!handle) return Unavailable("cannot load the CUDA backend " + path + ": " + dlerror());
+    auto version = reinterpret_cast<cuda::PluginAbiVersionFn>(dlsym(handle, cuda::kPluginAbiVersionSymbol));
+    auto entry = reinterpret_cast<cuda::PluginCreateDevicesFn>(dlsym(handle, cuda::kPluginCreateDevicesSymbol));
+    if (!version || !entry || version() != cuda::kPluginAbiVersion)
+      return Unavailable("the CUDA backend " + path + " is not this build's (rebuild it with the binary)");
+    create = entry;
+    return create;
+  }
+  return Unavailable(HaveCudaBackend() ? "the CUDA backend plugin libcellserve_cuda.so is missing (looked at " +
+                                             tried + "; set CELLSERVE_CUDA_PLUGIN)"
+                                       : "this cellserve was built without CUDA (nvcc was not found when it was "
+                                         "configured)");
+}
+
 StatusOr<std::vector<std::unique_ptr<Device>>> MakeCudaDevices(
     const DeviceOptions& options, const std::vector<std::shared_ptr<const Model>>& models) {
-#if CELLSERVE_HAVE_CUDA
-  ASSIGN_OR_RETURN(cuda::Precision precision, cuda::ParsePrecision(options.gpu_precision));
-  cuda::CudaDeviceOptions base;
-  base.precision = precision;
-  base.use_graphs = options.cuda_graphs;
-  std::vector<const Model*> raw;
-  for (const auto& m : models) raw.push_back(m.get());
-  ASSIGN_OR_RETURN(auto gpus, cuda::CreateCudaDevices(options.devices, base, raw));
-  std::vector<std::unique_ptr<Device>> devices;
-  for (auto& g : gpus) devices.push_back(std::move(g));
-  return devices;
-#else
-  (void)options;
-  (void)models;
-  return Unavailable("this cellserve was built without CUDA (nvcc was not found when it was configured)");
-#endif
+  if (options.gpu_precision != "fp32" && options.gpu_precision != "fp16" && options.gpu_precision != "bf16")
+    return InvalidArgument("unknown GPU precision '" + options.gpu_precision + "' (fp32, fp16 or bf16)");
+  ASSIGN_OR_RETURN(cuda::PluginCreateDevicesFn create, LoadCudaPlugin());
+  cuda::PluginRequest request;
+  request.count = options.devices;
+  request.precision = options.gpu_precision;
+  request.use_graphs = options.cuda_graphs;
+  for (const auto& m : models) request.models.push_back(m.get());
+  cuda::PluginResult result;
+  create(request, &result);
+  RETURN_IF_ERROR(result.status);
+  return std::move(result.devices);
 }
 
 }  // namespace

@@ -1,0 +1,40 @@
+// The CUDA backend as a plugin: libcellserve_cuda.so, which actors/device_factory.cc loads with
+// dlopen only when `--backend cuda` is asked for. So the cellserve binary links no CUDA library:
+// it starts on machines without CUDA (CPU-only nodes), starts fast, and the metrics server's
+// threads are not broken by cuBLAS's 94 KB of static thread-local storage (linked in, it made
+// every small-stack thread creation fail, and with it prometheus-cpp's HTTP server).
+// The plugin and the binary are built together from one tree (same compiler, same types); the
+// ABI version guards against a stale plugin. No CUDA headers here.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/device.h"
+#include "runtime/model.h"
+#include "runtime/status.h"
+
+namespace cellserve::cuda {
+
+constexpr int kPluginAbiVersion = 1;
+
+struct PluginRequest {
+  int count = 1;                      // GPUs; 0 = all
+  std::string precision = "fp32";     // fp32, fp16, bf16
+  bool use_graphs = true;
+  std::vector<const Model*> models;   // loaded onto the GPUs once (CreateCudaDevices)
+};
+
+struct PluginResult {
+  Status status;
+  std::vector<std::unique_ptr<Device>> devices;
+};
+
+// The plugin's exported entry points (C names, looked up with dlsym).
+using PluginAbiVersionFn = int (*)();
+using PluginCreateDevicesFn = void (*)(const PluginRequest&, PluginResult*);
+constexpr char kPluginAbiVersionSymbol[] = "cellserve_cuda_abi_version";
+constexpr char kPluginCreateDevicesSymbol[] = "cellserve_cuda_create_devices";
+
+}  // namespace cellserve::cuda
