@@ -91,12 +91,14 @@ __global__ void ConvertKernel(const float* __restrict__ src, T* __restrict__ dst
 template <typename T>
 void LaunchGatherAs(const GatherArgs& a, int64_t width, cudaStream_t stream) {
   const int64_t total = static_cast<int64_t>(a.bucket) * width;
+  (void)cudaGetLastError();  // clear an earlier call's error: the check after the launch is this launch's
   GatherKernel<T><<<BlocksFor(total), kThreadsPerBlock, 0, stream>>>(
       a.op, a.index, a.bucket, a.embedding, a.state, a.input_dim, a.hidden, width, static_cast<T*>(a.x));
 }
 
 template <typename T>
 void LaunchConvertAs(const float* src, void* dst, int64_t n, cudaStream_t stream) {
+  (void)cudaGetLastError();
   ConvertKernel<T><<<BlocksFor(n), kThreadsPerBlock, 0, stream>>>(src, static_cast<T*>(dst), n);
 }
 
@@ -129,6 +131,7 @@ Status LaunchCellPointwise(const PointwiseArgs& args, cudaStream_t stream) {
   if (args.bucket < 0 || args.hidden < 0) return InvalidArgument("LaunchCellPointwise: negative size");
   const int64_t total = static_cast<int64_t>(args.bucket) * args.hidden;
   if (total == 0) return OkStatus();
+  (void)cudaGetLastError();
   CellPointwiseKernel<<<BlocksFor(total), kThreadsPerBlock, 0, stream>>>(
       args.op, args.index, args.bucket, args.gates, args.bias, args.state, args.hidden);
   return CudaStatus(cudaGetLastError(), "CellPointwiseKernel");
@@ -140,6 +143,7 @@ Status LaunchHeadArgmax(const HeadArgs& args, cudaStream_t stream) {
   if (args.outputs <= 0 || args.outputs > INT32_MAX)
     return InvalidArgument("LaunchHeadArgmax: outputs must be in [1, 2^31), got " +
                            std::to_string(args.outputs));
+  (void)cudaGetLastError();
   HeadArgmaxKernel<<<static_cast<unsigned>(args.rows), kHeadThreads, 0, stream>>>(
       args.logits, args.bias, args.outputs, args.argmax, args.max_value);
   return CudaStatus(cudaGetLastError(), "HeadArgmaxKernel");

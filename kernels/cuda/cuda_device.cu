@@ -141,20 +141,26 @@ class CudaDevice::Impl {
     std::unique_lock<std::mutex> lock(mu_);
     progress_cv_.wait(lock, [&] { return pending_ == 0; });
     CS_CUDA(cudaSetDevice(options_.gpu));
-    ModelState& m = models_[&model];
+    // Captured graphs hold the pointers of the state and weights this may replace: drop them all.
+    graphs_ = gpu::LruCache<gpu::GraphKey, GraphExec>(options_.graph_cache_size);
+    // Built aside and committed only when everything is allocated: a failure registers nothing.
+    ModelState m;
     m.slots = slots;
     m.hidden = model.spec().hidden;
     ASSIGN_OR_RETURN(m.state, DeviceBuffer<float>::Allocate(options_.gpu, (static_cast<size_t>(slots) + 1) * 2 * m.hidden));
-    CS_CUDA(cudaMemset(m.state.get(), 0, m.state.bytes()));
+    // On compute_, the only stream that touches states (a legacy-stream memset would not be
+    // ordered before the non-blocking streams' rounds).
+    CS_CUDA(cudaMemsetAsync(m.state.get(), 0, m.state.bytes(), compute_));
     m.weights = options_.weights ? options_.weights->Get(model, options_.gpu) : nullptr;
     if (!m.weights) {
       ASSIGN_OR_RETURN(m.weights, UploadModelWeights(model, options_.gpu, dtype_));
     }
+    if (m.weights->dtype != dtype_ || m.weights->types.size() != model.cell_types().size())
+      return InvalidArgument(name_ + ": the weight store holds " + model.spec().name + " in another precision");
     int32_t max_batch = 1;
     for (const CellType& t : model.cell_types()) max_batch = std::max<int32_t>(max_batch, t.max_batch);
     m.buckets = gpu::BucketSizes(max_batch);
-    // Scratch and staging sized for every registered model; graphs hold their pointers, so a
-    // reallocation drops them all.
+    // Scratch and staging sized for every registered model.
     Capacity need = capacity_;
     for (const CellType& t : model.cell_types()) {
       need.rows = std::max<int64_t>(need.rows, t.max_batch);
@@ -163,6 +169,7 @@ class CudaDevice::Impl {
       if (t.op == CellOp::kHeadLogits) need.logits_width = std::max<int64_t>(need.logits_width, t.outputs);
     }
     if (need != capacity_) RETURN_IF_ERROR(Reallocate(need));
+    models_[&model] = std::move(m);
     return OkStatus();
   }
 
@@ -205,9 +212,12 @@ class CudaDevice::Impl {
     f.outputs = type.outputs;
     f.submit_us = now;
     f.done = std::move(done);
-    gpu::RoundPlan round = planner_.Plan(round_id, IsHead(type.op));
+    // The planner counts rounds by this device's own sequence number: callers' round ids may repeat.
+    f.seq = ++seq_;
+    gpu::RoundPlan round = planner_.Plan(f.seq, IsHead(type.op));
     f.staging_slot = round.staging_slot;
     f.status = Enqueue(round, *plan, m->second, batch.model, batch.type);
+    if (!f.status.ok()) JoinStreamsInto(staging_[round.staging_slot]);
     stats_padded_rows_ += bucket - rows;
     ++pending_;
     in_flight_.push_back(std::move(f));
@@ -273,6 +283,7 @@ class CudaDevice::Impl {
   };
   struct InFlight {
     uint64_t round_id = 0;
+    uint64_t seq = 0;  // this device's submission number (the planner's round id)
     int32_t staging_slot = 0;
     int32_t rows = 0;
     CellOp op = CellOp::kLstm;
@@ -287,15 +298,17 @@ class CudaDevice::Impl {
     c.round_id = round_id;
     c.output = std::move(status);
     c.start_us = c.end_us = now;
-    done(std::move(c));
+    if (done) done(std::move(c));
   }
 
+  // Scratch and staging buffers for `need`, allocated aside and swapped in together (a failure
+  // leaves the old ones). Only while nothing is in flight.
   Status Reallocate(const Capacity& need) {
-    graphs_ = gpu::LruCache<gpu::GraphKey, GraphExec>(options_.graph_cache_size);
     const int gpu = options_.gpu;
-    ASSIGN_OR_RETURN(x_, DeviceBuffer<char>::Allocate(gpu, need.rows * need.x_width * 4));  // fp32 at most
-    ASSIGN_OR_RETURN(gates_, DeviceBuffer<float>::Allocate(gpu, need.rows * need.gate_width));
-    for (Staging& s : staging_) {
+    ASSIGN_OR_RETURN(auto x, DeviceBuffer<char>::Allocate(gpu, need.rows * need.x_width * 4));  // fp32 at most
+    ASSIGN_OR_RETURN(auto gates, DeviceBuffer<float>::Allocate(gpu, need.rows * need.gate_width));
+    std::vector<Staging> fresh(staging_.size());
+    for (Staging& s : fresh) {
       const size_t index = static_cast<size_t>(gpu::kPlanArrays * need.rows);
       ASSIGN_OR_RETURN(s.index, PinnedBuffer<int32_t>::Allocate(index));
       ASSIGN_OR_RETURN(s.dev_index, DeviceBuffer<int32_t>::Allocate(gpu, index));
@@ -305,6 +318,20 @@ class CudaDevice::Impl {
       ASSIGN_OR_RETURN(s.argmax, PinnedBuffer<int32_t>::Allocate(need.rows));
       ASSIGN_OR_RETURN(s.max_value, PinnedBuffer<float>::Allocate(need.rows));
       ASSIGN_OR_RETURN(s.logits, PinnedBuffer<float>::Allocate(need.rows * need.logits_width));
+    }
+    x_ = std::move(x);
+    gates_ = std::move(gates);
+    for (size_t i = 0; i < staging_.size(); ++i) {  // the events stay
+      Staging& s = staging_[i];
+      Staging& f = fresh[i];
+      s.index = std::move(f.index);
+      s.dev_index = std::move(f.dev_index);
+      s.dev_argmax = std::move(f.dev_argmax);
+      s.dev_max = std::move(f.dev_max);
+      s.dev_logits = std::move(f.dev_logits);
+      s.argmax = std::move(f.argmax);
+      s.max_value = std::move(f.max_value);
+      s.logits = std::move(f.logits);
     }
     capacity_ = need;
     return OkStatus();
@@ -325,6 +352,17 @@ class CudaDevice::Impl {
       case gpu::EventKind::kDone: break;
     }
     return s.done;
+  }
+
+  // After a failed Enqueue: `done` follows everything enqueued on the three streams so far, so
+  // the slot is not reused while part of the failed round still runs. Best effort (errors here
+  // mean the context is gone, and every later round fails anyway).
+  void JoinStreamsInto(Staging& s) {
+    cudaEventRecord(s.uploaded, upload_);
+    cudaStreamWaitEvent(download_, s.uploaded, 0);
+    cudaEventRecord(s.computed, compute_);
+    cudaStreamWaitEvent(download_, s.computed, 0);
+    cudaEventRecord(s.done, download_);
   }
 
   // Enqueues the round's ops in the planner's order. Under mu_.
@@ -368,8 +406,10 @@ class CudaDevice::Impl {
       Status launched = LaunchKernels(m, model, type, bucket, slot);
       cudaGraph_t graph = nullptr;
       Status ended = CudaStatus(cudaStreamEndCapture(compute_, &graph), "cudaStreamEndCapture");
-      RETURN_IF_ERROR(launched);
-      RETURN_IF_ERROR(ended);
+      if (!launched.ok() || !ended.ok()) {
+        if (graph) cudaGraphDestroy(graph);
+        return !launched.ok() ? launched : ended;
+      }
       cudaGraphExec_t instance = nullptr;
       Status inst = CudaStatus(cudaGraphInstantiate(&instance, graph, 0), "cudaGraphInstantiate");
       cudaGraphDestroy(graph);
@@ -444,7 +484,7 @@ class CudaDevice::Impl {
       Staging& s = staging_[f.staging_slot];
       lock.unlock();
 
-      // Waits even after an enqueue error: whatever was enqueued must finish before the slot is reused.
+      // Waits even after an enqueue error: JoinStreamsInto made `done` follow whatever was enqueued.
       Status synced = CudaStatus(cudaEventSynchronize(s.done), "cudaEventSynchronize");
       DeviceCompletion c;
       c.round_id = f.round_id;
@@ -468,7 +508,7 @@ class CudaDevice::Impl {
       last_end_us = c.end_us;
 
       lock.lock();
-      planner_.Completed(f.round_id);
+      planner_.Completed(f.seq);
       --pending_;
       if (c.output.ok()) {
         ++stats_.batches;
@@ -477,7 +517,7 @@ class CudaDevice::Impl {
       stats_.busy_us += c.end_us - c.start_us;
       lock.unlock();
       progress_cv_.notify_all();
-      f.done(std::move(c));
+      if (f.done) f.done(std::move(c));
     }
   }
 
@@ -502,6 +542,7 @@ class CudaDevice::Impl {
   gpu::LruCache<gpu::GraphKey, GraphExec> graphs_;
   std::deque<InFlight> in_flight_;
   int64_t pending_ = 0;
+  uint64_t seq_ = 0;
   DeviceStats stats_;
   CudaGraphStats graph_stats_;
   int64_t stats_padded_rows_ = 0;

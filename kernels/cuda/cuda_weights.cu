@@ -76,6 +76,9 @@ StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& mo
                          cudaMemcpyHostToDevice));
     }
   }
+  // Pageable cudaMemcpy may return before the copy lands; the device's non-blocking streams
+  // would not wait for it.
+  CS_CUDA(cudaDeviceSynchronize());
   return std::shared_ptr<const ModelWeights>(std::move(w));
 }
 
