@@ -195,7 +195,7 @@ struct RouterState {
     if (it == pending.end()) return;
     const NodeId node = it->second.node;
     if (node != 0) {
-      policy->OnAnswered(id, node);
+      (void)policy->OnAnswered(id, node);  // NOT_FOUND (answered or moved already): nothing to release
       auto n = nodes.find(node);
       if (n != nodes.end()) self->send(n->second.handle, abort_atom::value, id);
     }
@@ -341,7 +341,7 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
         for (uint64_t id : ids) {
           NodeId node = st.pending.at(id).node;
           if (node) {
-            st.policy->OnAnswered(id, node);
+            (void)st.policy->OnAnswered(id, node);  // NOT_FOUND: nothing to release
             auto n = st.nodes.find(node);
             if (n != st.nodes.end()) self->send(n->second.handle, abort_atom::value, id);
           }
