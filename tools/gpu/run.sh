@@ -3,7 +3,8 @@
 # an H100), from the bundle tools/gpu/bundle.sh made. Run from the repository root:
 #   bash .gpu-bundle/run.sh OUT_DIR
 # Each step has its own time limit and log in OUT_DIR; a failing step does not stop the others.
-# Steps: GPU tests (CUDA vs CPU, every kind, batch 1-512), goldens on the CUDA backend,
+# Steps: GPU tests (CUDA vs CPU, every kind, batch 1-512), the serving path on the GPU (LocalCluster
+# --backend cuda vs the CPU), goldens on the CUDA backend,
 # compute-sanitizer memcheck on a subset, the kernel benchmark against cuDNN (JSON), and the
 # end-to-end benchmark at H=1024 on one GPU, cellular vs padded (JSON).
 set -uo pipefail
@@ -34,6 +35,7 @@ step() {  # step NAME SECONDS COMMAND...
 }
 nvidia-smi -L || true
 step gpu_tests 180 "$BUNDLE/bin/cuda_backend_test"
+step gpu_cluster 120 "$BUNDLE/bin/cuda_cluster_test"
 step golden_cuda 60 "$BUNDLE/bin/golden_cuda_test"
 if command -v compute-sanitizer >/dev/null; then
   step memcheck 240 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 \
