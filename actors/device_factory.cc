@@ -1,13 +1,13 @@
 #include "actors/device_factory.h"
 
-#include <cstdio>
-#include <thread>
-
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 
 #include "kernels/cpu/cpu_device.h"
 #include "kernels/cuda/cuda_plugin.h"

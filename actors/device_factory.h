@@ -1,6 +1,7 @@
 // The devices a LocalCluster runs on, made from its options: CPU devices (kernels/cpu), sim
-// devices (kernels/sim) or GPUs (kernels/cuda, when this build has CUDA). One function so that
-// serve, node and bench choose backends the same way.
+// devices (kernels/sim) or GPUs (kernels/cuda, when this build has CUDA: loaded from the plugin
+// libcellserve_cuda.so on first use, kernels/cuda/cuda_plugin.h). One function so that serve,
+// node and bench choose backends the same way.
 // "cuda" with no usable GPU (or a build without CUDA) is UNAVAILABLE with the reason and what to
 // do, unless cpu_fallback is set: then it says so on stderr and makes CPU devices.
 // devices == 0 means "all": every GPU for cuda, one CPU device per core for cpu.
