@@ -44,6 +44,11 @@ cudaDataType_t CudaDataType(GemmDtype d) {
 
 bool IsHead(CellOp op) { return op == CellOp::kHeadLogits || op == CellOp::kHeadArgmax; }
 
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's advice for Hopper
+
+}  // namespace
+
+// Outside the anonymous namespace: CudaDevice::Impl (declared in the header) holds them.
 // An instantiated CUDA graph, destroyed with its owner (the LRU cache evicts by destroying).
 class GraphExec {
  public:
@@ -64,10 +69,6 @@ class GraphExec {
  private:
   cudaGraphExec_t exec_;
 };
-
-constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's advice for Hopper
-
-}  // namespace
 
 StatusOr<Precision> ParsePrecision(const std::string& name) {
   if (name == "fp32") return Precision::kF32;

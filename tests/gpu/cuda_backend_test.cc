@@ -9,7 +9,8 @@
 //    at once, the destructor reports everything;
 //  - several GPUs (when there are): weights broadcast with NCCL give the same answers on each.
 // Everything host-side (plans, buckets, stream order, the kernels' arithmetic) is tested without
-// a GPU in tests/unit/gpu.
+// a GPU in tests/unit/gpu, and this whole file also runs in every build on the fake CUDA runtime
+// (tests/fakecuda: host streams, events, graphs and cuBLAS semantics), label unit.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -27,6 +28,16 @@
 
 namespace cellserve {
 namespace {
+
+// Model sizes of the tests that need the GPU to be slower than the host or busy for a while. The
+// same file also runs on the fake CUDA runtime (tests/fakecuda), whose GEMM is a host loop.
+#if CELLSERVE_FAKE_CUDA
+constexpr int64_t kBigHidden = 128;
+constexpr int64_t kMidHidden = 64;
+#else
+constexpr int64_t kBigHidden = 1024;
+constexpr int64_t kMidHidden = 256;
+#endif
 
 bool HaveGpu(std::string* why) {
   auto n = cuda::CountGpus();
@@ -229,7 +240,7 @@ struct Completions {
 
 TEST(CudaDeviceTest, EveryRoundCompletesOnceInOrder) {
   REQUIRE_GPU();
-  auto model = testing_models::Make(ModelKind::kLstm, 256, 1, 3, 64);
+  auto model = testing_models::Make(ModelKind::kLstm, kMidHidden, 1, 3, 64);
   Completions done;  // before the device: its destructor may still report into it
   cuda::CudaDeviceOptions o;
   o.staging_slots = 8;
@@ -262,10 +273,55 @@ TEST(CudaDeviceTest, EveryRoundCompletesOnceInOrder) {
   EXPECT_LT(g.captures, 400) << "graphs were not reused";
 }
 
+// Head rounds submitted back to back: each round's logits are its own (round n's download must
+// not read what round n+1's compute writes into the shared scratch).
+TEST(CudaDeviceTest, BackToBackHeadRoundsKeepTheirOwnResults) {
+  REQUIRE_GPU();
+  auto model = testing_models::Make(ModelKind::kLstm, kMidHidden, 1, 5, 64);
+  Completions done;  // before the device: its destructor may still report into it
+  auto device = cuda::CudaDevice::Create("cuda:test", {});
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  ASSERT_TRUE((*device)->RegisterModel(*model, 256).ok());
+  cpu::CpuBackend cpu;
+  ASSERT_TRUE(cpu.RegisterModel(*model, 256).ok());
+  CellBatch fill{model.get(), model->layer_type(0), {}};
+  for (int r = 0; r < 64; ++r) {
+    CellRow row;
+    row.token = (r * 13) % 100;
+    row.out_slot = r;
+    fill.rows.push_back(row);
+  }
+  ASSERT_TRUE(cpu.Run(fill).ok());
+  (*device)->Submit(1, fill, done.Callback());
+  std::vector<CellBatch> heads;
+  constexpr int kRounds = 300;
+  for (int i = 0; i < kRounds; ++i) {
+    CellBatch head{model.get(), model->head_type(), {}};
+    for (int r = 0; r < 1 + i % 32; ++r) {
+      CellRow row;
+      row.x_slot = (i * 7 + r) % 64;
+      head.rows.push_back(row);
+    }
+    heads.push_back(head);
+    (*device)->Submit(2 + static_cast<uint64_t>(i), std::move(head), done.Callback());
+  }
+  ASSERT_NO_FATAL_FAILURE(done.WaitFor(kRounds + 1));
+  std::lock_guard<std::mutex> lock(done.mu);
+  for (int i = 0; i < kRounds; ++i) {
+    const DeviceCompletion& c = done.got[static_cast<size_t>(i) + 1];
+    ASSERT_EQ(c.round_id, 2u + static_cast<uint64_t>(i));
+    ASSERT_TRUE(c.output.ok()) << c.output.status().ToString();
+    auto want = cpu.Run(heads[static_cast<size_t>(i)]);
+    ASSERT_TRUE(want.ok());
+    EXPECT_LT(RelError(c.output->logits, want->logits), 1e-5) << "round " << i;
+    EXPECT_LT(RelError(c.output->max_value, want->max_value), 1e-5) << "round " << i;
+  }
+}
+
 TEST(CudaDeviceTest, FullStagingSlotsWaitAndBadBatchesAreAnsweredAtOnce) {
   REQUIRE_GPU();
   // H = 1024 and 512 rows: each round takes the GPU far longer than the host takes to submit one.
-  auto model = testing_models::Make(ModelKind::kLstm, 1024, 1, 3, 512);
+  auto model = testing_models::Make(ModelKind::kLstm, kBigHidden, 1, 3, 512);
   Completions done;  // before the device: its destructor may still report into it
   cuda::CudaDeviceOptions o;
   o.staging_slots = 2;
@@ -297,7 +353,7 @@ TEST(CudaDeviceTest, FullStagingSlotsWaitAndBadBatchesAreAnsweredAtOnce) {
 
 TEST(CudaDeviceTest, DestructorReportsEverySubmittedRound) {
   REQUIRE_GPU();
-  auto model = testing_models::Make(ModelKind::kLstm, 512, 1, 3, 256);
+  auto model = testing_models::Make(ModelKind::kLstm, kBigHidden / 2, 1, 3, 256);
   Completions done;
   {
     auto device = cuda::CudaDevice::Create("cuda:test", {});

@@ -1,0 +1,69 @@
+// The fake cuBLAS (tests/fakecuda/README.md): cublasGemmEx with cuBLAS's documented column-major
+// semantics, C(m x n) = alpha * op(A)(m x k) * op(B)(k x n) + beta * C, element (r, c) of a
+// matrix M with leading dimension ld at M[r + c * ld]; inputs fp32, fp16 or bf16, output fp32,
+// accumulated in double. Enqueued on the handle's stream (captured when the stream captures).
+#include <cstdint>
+#include <cstring>
+
+#include "cublas_v2.h"
+#include "fake_cuda.h"
+#include "runtime/tensor.h"
+
+struct cublasContext {
+  cudaStream_t stream = nullptr;
+};
+
+namespace {
+
+float Load(const void* p, cudaDataType_t type, int64_t i) {
+  switch (type) {
+    case CUDA_R_16F: return cellserve::HalfToFloat(static_cast<const uint16_t*>(p)[i]);
+    case CUDA_R_16BF: return fakecuda::Bf16ToFloat(static_cast<const uint16_t*>(p)[i]);
+    case CUDA_R_32F: break;
+  }
+  return static_cast<const float*>(p)[i];
+}
+
+}  // namespace
+
+cublasStatus_t cublasCreate(cublasHandle_t* handle) {
+  *handle = new cublasContext();
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy(cublasHandle_t handle) {
+  delete handle;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
+  handle->stream = stream;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace(cublasHandle_t, void*, size_t) { return CUBLAS_STATUS_SUCCESS; }
+
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+                            int k, const void* alpha, const void* A, cudaDataType_t Atype, int lda, const void* B,
+                            cudaDataType_t Btype, int ldb, const void* beta, void* C, cudaDataType_t Ctype, int ldc,
+                            cublasComputeType_t, cublasGemmAlgo_t) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (m < 0 || n < 0 || k < 0 || Ctype != CUDA_R_32F || transa == CUBLAS_OP_C || transb == CUBLAS_OP_C)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  // cuBLAS's argument checks: each leading dimension covers its stored rows.
+  if (lda < (transa == CUBLAS_OP_N ? m : k) || ldb < (transb == CUBLAS_OP_N ? k : n) || ldc < m)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);  // host scalars
+  fakecuda::Enqueue(handle->stream, [=] {
+    float* c_out = static_cast<float*>(C);
+    for (int col = 0; col < n; ++col)
+      for (int row = 0; row < m; ++row) {
+        double sum = 0;
+        for (int i = 0; i < k; ++i) {
+          const int64_t ai = transa == CUBLAS_OP_N ? row + int64_t{i} * lda : i + int64_t{row} * lda;
+          const int64_t bi = transb == CUBLAS_OP_N ? i + int64_t{col} * ldb : col + int64_t{i} * ldb;
+          sum += double(Load(A, Atype, ai)) * Load(B, Btype, bi);
+        }
+        float& out = c_out[row + int64_t{col} * ldc];
+        out = static_cast<float>(a * sum + (b == 0.0f ? 0.0 : double(b) * out));
+      }
+  });
+  return CUBLAS_STATUS_SUCCESS;
+}

@@ -1,0 +1,302 @@
+// The fake CUDA runtime (tests/fakecuda/README.md): streams are threads with in-order queues,
+// events count their records and fires (a wait or a synchronize waits for the record made
+// before it, as cudaStreamWaitEvent documents), capture collects a stream's operations into a
+// graph that a launch replays on a stream.
+#include "fake_cuda.h"
+
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+struct CUstream_st {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> queue;  // guarded by mu
+  uint64_t enqueued = 0, done = 0;          // guarded by mu
+  bool stopping = false;                    // guarded by mu
+  bool capturing = false;                   // only the capturing thread touches it and `captured`
+  std::vector<std::function<void()>> captured;
+  std::thread worker;
+
+  void Run() {
+    for (;;) {
+      std::function<void()> op;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return stopping || !queue.empty(); });
+        if (queue.empty()) return;
+        op = std::move(queue.front());
+        queue.pop_front();
+      }
+      op();
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++done;
+      }
+      cv.notify_all();
+    }
+  }
+  void Push(std::function<void()> op) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      queue.push_back(std::move(op));
+      ++enqueued;
+    }
+    cv.notify_all();
+  }
+  void Drain() {
+    std::unique_lock<std::mutex> lock(mu);
+    const uint64_t target = enqueued;
+    cv.wait(lock, [&] { return done >= target; });
+  }
+};
+
+struct CUevent_st {
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t recorded = 0;  // records made (by the host, in call order)
+  uint64_t fired = 0;     // records reached on their streams
+  void WaitFor(uint64_t generation) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return fired >= generation; });
+  }
+};
+
+struct CUgraph_st {
+  std::vector<std::function<void()>> ops;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> ops;
+};
+
+namespace {
+
+std::mutex g_streams_mu;
+std::vector<cudaStream_t> g_streams;  // live streams, for cudaDeviceSynchronize
+
+int DeviceCount() {
+  const char* env = std::getenv("CELLSERVE_FAKE_CUDA_DEVICES");
+  return env && *env ? std::atoi(env) : 1;
+}
+
+thread_local int t_device = 0;
+
+}  // namespace
+
+namespace fakecuda {
+
+cudaError_t Enqueue(cudaStream_t stream, std::function<void()> op) {
+  if (!stream) {
+    op();
+    return cudaSuccess;
+  }
+  if (stream->capturing) {
+    stream->captured.push_back(std::move(op));
+    return cudaSuccess;
+  }
+  stream->Push(std::move(op));
+  return cudaSuccess;
+}
+
+unsigned short FloatToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((bits >> 16) | 0x40);  // NaN
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<unsigned short>(bits >> 16);
+}
+
+float Bf16ToFloat(unsigned short b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+}  // namespace fakecuda
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInitializationError: return "cudaErrorInitializationError";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+  }
+  return "cudaErrorUnknown";
+}
+const char* cudaGetErrorString(cudaError_t error) { return error == cudaSuccess ? "no error" : "fake CUDA error"; }
+cudaError_t cudaGetLastError() { return cudaSuccess; }
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = DeviceCount();
+  return *count > 0 ? cudaSuccess : cudaErrorNoDevice;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device < 0 || device >= DeviceCount()) return cudaErrorInvalidValue;
+  std::memset(prop, 0, sizeof(*prop));
+  std::strncpy(prop->name, "fake CUDA device (host emulation)", sizeof(prop->name) - 1);
+  prop->totalGlobalMem = size_t{16} << 30;
+  prop->major = 9;
+  prop->multiProcessorCount = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= DeviceCount()) return cudaErrorInvalidValue;
+  t_device = device;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = t_device;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() {
+  std::vector<cudaStream_t> streams;
+  {
+    std::lock_guard<std::mutex> lock(g_streams_mu);
+    streams = g_streams;
+  }
+  for (cudaStream_t s : streams) s->Drain();
+  return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFree(void* ptr) {
+  std::free(ptr);
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return cudaMalloc(ptr, bytes); }
+cudaError_t cudaFreeHost(void* ptr) { return cudaFree(ptr); }
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t stream) {
+  return fakecuda::Enqueue(stream, [dst, src, bytes] { std::memcpy(dst, src, bytes); });
+}
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  return fakecuda::Enqueue(stream, [ptr, value, bytes] { std::memset(ptr, value, bytes); });
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
+  auto* s = new CUstream_st();
+  s->worker = std::thread([s] { s->Run(); });
+  std::lock_guard<std::mutex> lock(g_streams_mu);
+  g_streams.push_back(s);
+  *stream = s;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  if (!stream) return cudaErrorInvalidResourceHandle;
+  {
+    std::lock_guard<std::mutex> lock(g_streams_mu);
+    for (size_t i = 0; i < g_streams.size(); ++i)
+      if (g_streams[i] == stream) g_streams.erase(g_streams.begin() + static_cast<long>(i));
+  }
+  {
+    std::lock_guard<std::mutex> lock(stream->mu);
+    stream->stopping = true;  // what is queued still runs (CUDA finishes a destroyed stream's work)
+  }
+  stream->cv.notify_all();
+  stream->worker.join();
+  delete stream;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (stream) stream->Drain();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
+  if (!stream || !event) return cudaErrorInvalidResourceHandle;
+  if (stream->capturing) return cudaErrorStreamCaptureUnsupported;  // not used inside our graphs
+  uint64_t generation;
+  {
+    std::lock_guard<std::mutex> lock(event->mu);
+    generation = event->recorded;
+  }
+  if (generation == 0) return cudaSuccess;  // never recorded: nothing to wait for
+  return fakecuda::Enqueue(stream, [event, generation] { event->WaitFor(generation); });
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
+  *event = new CUevent_st();
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (!event) return cudaErrorInvalidResourceHandle;
+  if (stream && stream->capturing) return cudaErrorStreamCaptureUnsupported;
+  uint64_t generation;
+  {
+    std::lock_guard<std::mutex> lock(event->mu);
+    generation = ++event->recorded;
+  }
+  return fakecuda::Enqueue(stream, [event, generation] {
+    {
+      std::lock_guard<std::mutex> lock(event->mu);
+      if (event->fired < generation) event->fired = generation;
+    }
+    event->cv.notify_all();
+  });
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (!event) return cudaErrorInvalidResourceHandle;
+  uint64_t generation;
+  {
+    std::lock_guard<std::mutex> lock(event->mu);
+    generation = event->recorded;
+  }
+  event->WaitFor(generation);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  if (!stream || stream->capturing) return cudaErrorInvalidValue;
+  stream->capturing = true;
+  stream->captured.clear();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  if (!stream || !stream->capturing) return cudaErrorInvalidValue;
+  stream->capturing = false;
+  *graph = new CUgraph_st{std::move(stream->captured)};
+  stream->captured.clear();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return cudaErrorInvalidValue;
+  *exec = new CUgraphExec_st{graph->ops};
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (!exec) return cudaErrorInvalidValue;
+  // The ops are copied: an evicted graph may be destroyed while its launch is still queued.
+  return fakecuda::Enqueue(stream, [ops = exec->ops] {
+    for (const auto& op : ops) op();
+  });
+}
