@@ -67,10 +67,11 @@ bool IsHead(CellOp op) { return op == CellOp::kHeadLogits || op == CellOp::kHead
 // Random rounds over every cell type of a model, run on both backends, compared as they go.
 class Twin {
  public:
-  Twin(std::shared_ptr<const Model> model, cuda::Precision precision, int32_t slots, double tol)
+  Twin(std::shared_ptr<const Model> model, cuda::Precision precision, bool graphs, int32_t slots, double tol)
       : model_(std::move(model)), slots_(slots), tol_(tol) {
     cuda::CudaDeviceOptions o;
     o.precision = precision;
+    o.use_graphs = graphs;
     auto gpu = cuda::CudaBackend::Create(o);
     if (!gpu.ok()) throw std::runtime_error(gpu.status().ToString());
     gpu_ = std::move(*gpu);
@@ -155,9 +156,11 @@ struct Case {
   ModelKind kind;
   cuda::Precision precision;
   double tol;
+  bool graphs = true;  // false: --no-cuda-graphs (plain launches, unpadded batches)
 };
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << ModelKindName(c.kind) << " " << cuda::PrecisionName(c.precision) << " tol " << c.tol;
+  *os << ModelKindName(c.kind) << " " << cuda::PrecisionName(c.precision) << " tol " << c.tol
+      << (c.graphs ? "" : " no graphs");
 }
 
 class CudaMatchesCpu : public ::testing::TestWithParam<Case> {};
@@ -166,7 +169,7 @@ TEST_P(CudaMatchesCpu, RandomRoundsEveryTypeBatchOneTo512) {
   REQUIRE_GPU();
   const Case c = GetParam();
   auto model = testing_models::Make(c.kind, /*hidden=*/64, /*layers=*/2, /*seed=*/11, /*max_batch=*/512);
-  Twin twin(model, c.precision, /*slots=*/8192, c.tol);
+  Twin twin(model, c.precision, c.graphs, /*slots=*/8192, c.tol);
   std::mt19937 rng(5);
   const int32_t sizes[] = {1, 2, 3, 8, 31, 32, 33, 100, 255, 512};
   // Producers first (token-fed types), so later rounds read non-zero states.
@@ -178,10 +181,15 @@ TEST_P(CudaMatchesCpu, RandomRoundsEveryTypeBatchOneTo512) {
         if (HasFatalFailure()) return;
       }
   twin.CompareSlots();
-  // Graphs: one per (type, bucket, staging slot) at most, and reused.
+  // Graphs: one per (type, bucket, staging slot) at most, and reused; none without graphs.
   const auto g = twin.gpu().device().graph_stats();
-  EXPECT_GT(g.launches, 0);
-  EXPECT_LE(g.captures, g.launches);
+  if (c.graphs) {
+    EXPECT_GT(g.launches, 0);
+    EXPECT_LE(g.captures, g.launches);
+  } else {
+    EXPECT_EQ(g.launches, 0);
+    EXPECT_EQ(g.padded_rows, 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -191,9 +199,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{ModelKind::kTreeLstm, cuda::Precision::kF32, 1e-5},
                       Case{ModelKind::kLstm, cuda::Precision::kF16, 1e-2},
                       Case{ModelKind::kSeq2Seq, cuda::Precision::kF16, 1e-2},
-                      Case{ModelKind::kTreeLstm, cuda::Precision::kBF16, 1e-2}),
+                      Case{ModelKind::kTreeLstm, cuda::Precision::kBF16, 1e-2},
+                      Case{ModelKind::kSeq2Seq, cuda::Precision::kF32, 1e-5, /*graphs=*/false}),
     [](const auto& info) {
-      return std::string(ModelKindName(info.param.kind)) + "_" + cuda::PrecisionName(info.param.precision);
+      return std::string(ModelKindName(info.param.kind)) + "_" + cuda::PrecisionName(info.param.precision) +
+             (info.param.graphs ? "" : "_nographs");
     });
 
 // The same row alone and at several positions of batches of several buckets.
@@ -349,6 +359,33 @@ TEST(CudaDeviceTest, FullStagingSlotsWaitAndBadBatchesAreAnsweredAtOnce) {
     if (c.round_id == 99) EXPECT_EQ(c.output.status().code(), StatusCode::kInvalidArgument);
     else EXPECT_TRUE(c.output.ok()) << c.output.status().ToString();
   }
+}
+
+// Out of GPU memory at registration: RESOURCE_EXHAUSTED naming the call, nothing half-registered,
+// and the device goes on serving.
+TEST(CudaDeviceTest, OutOfMemoryRegistersNothingAndTheDeviceGoesOn) {
+  REQUIRE_GPU();
+  auto huge = testing_models::Make(ModelKind::kLstm, 512, 1, 3, 64);
+  auto small = testing_models::Make(ModelKind::kLstm, 64, 1, 4, 64);
+  Completions done;  // before the device: its destructor may still report into it
+  auto device = cuda::CudaDevice::Create("cuda:test", {});
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  const Status oom = (*device)->RegisterModel(*huge, 1 << 30);  // (2^30 + 1) slots x 2 x 512 floats: 4 TiB
+  EXPECT_EQ(oom.code(), StatusCode::kResourceExhausted) << oom.ToString();
+  EXPECT_NE(oom.message().find("cudaMalloc"), std::string::npos) << oom.message();
+  CellBatch batch{huge.get(), huge->layer_type(0), {CellRow{}}};
+  batch.rows[0].token = 1;
+  batch.rows[0].out_slot = 0;
+  (*device)->Submit(1, batch, done.Callback());  // not registered: answered at once
+  ASSERT_TRUE((*device)->RegisterModel(*small, 64).ok());
+  CellBatch ok{small.get(), small->layer_type(0), {CellRow{}}};
+  ok.rows[0].token = 1;
+  ok.rows[0].out_slot = 0;
+  (*device)->Submit(2, ok, done.Callback());
+  ASSERT_NO_FATAL_FAILURE(done.WaitFor(2));
+  std::lock_guard<std::mutex> lock(done.mu);
+  EXPECT_EQ(done.got[0].output.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(done.got[1].output.ok()) << done.got[1].output.status().ToString();
 }
 
 TEST(CudaDeviceTest, DestructorReportsEverySubmittedRound) {
