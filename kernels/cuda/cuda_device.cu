@@ -270,8 +270,8 @@ class CudaDevice::Impl {
       return rows != o.rows || x_width != o.x_width || gate_width != o.gate_width || logits_width != o.logits_width;
     }
   };
-  // One staging slot: a round's host and device buffers and its three events (stream_plan.h).
-  struct Staging {
+  // One staging slot's host and device buffers (reallocated together when capacity grows).
+  struct StagingBuffers {
     PinnedBuffer<int32_t> index;       // the plan, written by the host
     DeviceBuffer<int32_t> dev_index;   // uploaded copy the round's graph reads
     DeviceBuffer<int32_t> dev_argmax;  // head results, written by the round's graph
@@ -280,6 +280,9 @@ class CudaDevice::Impl {
     PinnedBuffer<int32_t> argmax;      // downloaded results
     PinnedBuffer<float> max_value;
     PinnedBuffer<float> logits;
+  };
+  // One staging slot: its buffers and its three events (stream_plan.h), which live as long as the device.
+  struct Staging : StagingBuffers {
     cudaEvent_t uploaded = nullptr, computed = nullptr, done = nullptr;
   };
   struct InFlight {
@@ -308,8 +311,8 @@ class CudaDevice::Impl {
     const int gpu = options_.gpu;
     ASSIGN_OR_RETURN(auto x, DeviceBuffer<char>::Allocate(gpu, need.rows * need.x_width * 4));  // fp32 at most
     ASSIGN_OR_RETURN(auto gates, DeviceBuffer<float>::Allocate(gpu, need.rows * need.gate_width));
-    std::vector<Staging> fresh(staging_.size());
-    for (Staging& s : fresh) {
+    std::vector<StagingBuffers> fresh(staging_.size());
+    for (StagingBuffers& s : fresh) {
       const size_t index = static_cast<size_t>(gpu::kPlanArrays * need.rows);
       ASSIGN_OR_RETURN(s.index, PinnedBuffer<int32_t>::Allocate(index));
       ASSIGN_OR_RETURN(s.dev_index, DeviceBuffer<int32_t>::Allocate(gpu, index));
@@ -322,18 +325,8 @@ class CudaDevice::Impl {
     }
     x_ = std::move(x);
     gates_ = std::move(gates);
-    for (size_t i = 0; i < staging_.size(); ++i) {  // the events stay
-      Staging& s = staging_[i];
-      Staging& f = fresh[i];
-      s.index = std::move(f.index);
-      s.dev_index = std::move(f.dev_index);
-      s.dev_argmax = std::move(f.dev_argmax);
-      s.dev_max = std::move(f.dev_max);
-      s.dev_logits = std::move(f.dev_logits);
-      s.argmax = std::move(f.argmax);
-      s.max_value = std::move(f.max_value);
-      s.logits = std::move(f.logits);
-    }
+    for (size_t i = 0; i < staging_.size(); ++i)  // the events stay
+      static_cast<StagingBuffers&>(staging_[i]) = std::move(fresh[i]);
     capacity_ = need;
     return OkStatus();
   }
