@@ -11,6 +11,7 @@
 
 #include "kernels/cpu/cpu_device.h"
 #include "kernels/cuda/cuda_plugin.h"
+#include "kernels/gpu/precision.h"
 #include "kernels/sim/sim_device.h"
 
 namespace cellserve {
@@ -94,8 +95,7 @@ StatusOr<cuda::PluginCreateDevicesFn> LoadCudaPlugin() {
 
 StatusOr<std::vector<std::unique_ptr<Device>>> MakeCudaDevices(
     const DeviceOptions& options, const std::vector<std::shared_ptr<const Model>>& models) {
-  if (options.gpu_precision != "fp32" && options.gpu_precision != "fp16" && options.gpu_precision != "bf16")
-    return InvalidArgument("unknown GPU precision '" + options.gpu_precision + "' (fp32, fp16 or bf16)");
+  RETURN_IF_ERROR(gpu::ParsePrecision(options.gpu_precision).status());  // before loading the plugin
   ASSIGN_OR_RETURN(cuda::PluginCreateDevicesFn create, LoadCudaPlugin());
   cuda::PluginRequest request;
   request.count = options.devices;

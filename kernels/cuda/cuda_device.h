@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/gpu/precision.h"
 #include "runtime/backend.h"
 #include "runtime/device.h"
 
@@ -35,10 +36,10 @@ namespace cellserve::cuda {
 
 class CudaWeightStore;
 
-// GEMM precision: fp32 (default), or fp16/bf16 weights and inputs with fp32 accumulation.
-enum class Precision { kF32, kF16, kBF16 };
-StatusOr<Precision> ParsePrecision(const std::string& name);  // "fp32", "fp16", "bf16"
-const char* PrecisionName(Precision p);
+// GEMM precision (kernels/gpu/precision.h): fp32, or fp16/bf16 with fp32 accumulation.
+using gpu::ParsePrecision;
+using gpu::Precision;
+using gpu::PrecisionName;
 
 struct CudaDeviceOptions {
   int gpu = 0;                     // CUDA device index
