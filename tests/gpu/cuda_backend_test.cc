@@ -62,6 +62,19 @@ double RelError(const std::vector<float>& got, const std::vector<float>& want) {
   return diff / scale;
 }
 
+// A round of the first layer: row r reads token (r * token_step) % 100 (the test models' vocabulary)
+// and writes slot out_base + r.
+CellBatch FirstLayerBatch(const std::shared_ptr<const Model>& model, int rows, int token_step, SlotId out_base = 0) {
+  CellBatch b{model.get(), model->layer_type(0), {}};
+  for (int r = 0; r < rows; ++r) {
+    CellRow row;
+    row.token = (r * token_step) % 100;
+    row.out_slot = out_base + r;
+    b.rows.push_back(row);
+  }
+  return b;
+}
+
 bool IsHead(CellOp op) { return op == CellOp::kHeadLogits || op == CellOp::kHeadArgmax; }
 
 // Random rounds over every cell type of a model, run on both backends, compared as they go.
@@ -215,13 +228,8 @@ TEST(CudaBackendTest, RowDoesNotDependOnBatchMates) {
   ASSERT_TRUE((*gpu)->RegisterModel(*model, 1024).ok());
   std::vector<float> alone;
   for (int32_t rows : {1, 5, 64, 200, 512}) {
-    CellBatch b{model.get(), model->layer_type(0), {}};
-    for (int32_t r = 0; r < rows; ++r) {
-      CellRow row;
-      row.token = r == rows / 2 ? 42 : (r * 7) % 100;
-      row.out_slot = r;
-      b.rows.push_back(row);
-    }
+    CellBatch b = FirstLayerBatch(model, rows, 7);
+    b.rows[rows / 2].token = 42;
     ASSERT_TRUE((*gpu)->Run(b).ok());
     auto slot = (*gpu)->ReadSlot(*model, rows / 2);
     ASSERT_TRUE(slot.ok());
@@ -260,14 +268,7 @@ TEST(CudaDeviceTest, EveryRoundCompletesOnceInOrder) {
   uint64_t submitted = 0;
   for (int i = 0; i < 400; ++i) {
     while ((*device)->pending() >= 8) std::this_thread::yield();  // the scheduler's lookahead bound
-    CellBatch b{model.get(), model->layer_type(0), {}};
-    for (int r = 0; r < 1 + i % 64; ++r) {
-      CellRow row;
-      row.token = r % 100;
-      row.out_slot = (i % 2) * 64 + r;
-      b.rows.push_back(row);
-    }
-    (*device)->Submit(++submitted, std::move(b), done.Callback());
+    (*device)->Submit(++submitted, FirstLayerBatch(model, 1 + i % 64, 1, (i % 2) * 64), done.Callback());
   }
   ASSERT_NO_FATAL_FAILURE(done.WaitFor(400));
   ASSERT_EQ(done.got.size(), 400u);
@@ -294,13 +295,7 @@ TEST(CudaDeviceTest, BackToBackHeadRoundsKeepTheirOwnResults) {
   ASSERT_TRUE((*device)->RegisterModel(*model, 256).ok());
   cpu::CpuBackend cpu;
   ASSERT_TRUE(cpu.RegisterModel(*model, 256).ok());
-  CellBatch fill{model.get(), model->layer_type(0), {}};
-  for (int r = 0; r < 64; ++r) {
-    CellRow row;
-    row.token = (r * 13) % 100;
-    row.out_slot = r;
-    fill.rows.push_back(row);
-  }
+  const CellBatch fill = FirstLayerBatch(model, 64, 13);
   ASSERT_TRUE(cpu.Run(fill).ok());
   (*device)->Submit(1, fill, done.Callback());
   std::vector<CellBatch> heads;
@@ -338,21 +333,14 @@ TEST(CudaDeviceTest, FullStagingSlotsWaitAndBadBatchesAreAnsweredAtOnce) {
   auto device = cuda::CudaDevice::Create("cuda:test", o);
   ASSERT_TRUE(device.ok());
   ASSERT_TRUE((*device)->RegisterModel(*model, 1024).ok());
-  CellBatch big{model.get(), model->layer_type(0), {}};
-  for (int r = 0; r < 512; ++r) {
-    CellRow row;
-    row.token = r % 100;
-    row.out_slot = r;
-    big.rows.push_back(row);
-  }
+  const CellBatch big = FirstLayerBatch(model, 512, 1);
   for (uint64_t i = 1; i <= 50; ++i) {
     (*device)->Submit(i, big, done.Callback());
     EXPECT_LE((*device)->pending(), 2);
   }
   EXPECT_GT((*device)->graph_stats().host_waits, 0) << "50 rounds of 512 rows never filled 2 staging slots";
-  CellBatch bad{model.get(), model->layer_type(0), {CellRow{}}};
+  CellBatch bad = FirstLayerBatch(model, 1, 1);
   bad.rows[0].token = 100000;
-  bad.rows[0].out_slot = 0;
   (*device)->Submit(99, bad, done.Callback());
   ASSERT_NO_FATAL_FAILURE(done.WaitFor(51));
   for (const auto& c : done.got) {
@@ -373,15 +361,9 @@ TEST(CudaDeviceTest, OutOfMemoryRegistersNothingAndTheDeviceGoesOn) {
   const Status oom = (*device)->RegisterModel(*huge, 1 << 30);  // (2^30 + 1) slots x 2 x 512 floats: 4 TiB
   EXPECT_EQ(oom.code(), StatusCode::kResourceExhausted) << oom.ToString();
   EXPECT_NE(oom.message().find("cudaMalloc"), std::string::npos) << oom.message();
-  CellBatch batch{huge.get(), huge->layer_type(0), {CellRow{}}};
-  batch.rows[0].token = 1;
-  batch.rows[0].out_slot = 0;
-  (*device)->Submit(1, batch, done.Callback());  // not registered: answered at once
+  (*device)->Submit(1, FirstLayerBatch(huge, 1, 1), done.Callback());  // not registered: answered at once
   ASSERT_TRUE((*device)->RegisterModel(*small, 64).ok());
-  CellBatch ok{small.get(), small->layer_type(0), {CellRow{}}};
-  ok.rows[0].token = 1;
-  ok.rows[0].out_slot = 0;
-  (*device)->Submit(2, ok, done.Callback());
+  (*device)->Submit(2, FirstLayerBatch(small, 1, 1), done.Callback());
   ASSERT_NO_FATAL_FAILURE(done.WaitFor(2));
   std::lock_guard<std::mutex> lock(done.mu);
   EXPECT_EQ(done.got[0].output.status().code(), StatusCode::kInvalidArgument);
@@ -397,14 +379,7 @@ TEST(CudaDeviceTest, DestructorReportsEverySubmittedRound) {
     ASSERT_TRUE(device.ok());
     ASSERT_TRUE((*device)->RegisterModel(*model, 1024).ok());
     for (uint64_t i = 1; i <= 10; ++i) {
-      CellBatch b{model.get(), model->layer_type(0), {}};
-      for (int r = 0; r < 256; ++r) {
-        CellRow row;
-        row.token = r % 100;
-        row.out_slot = r;
-        b.rows.push_back(row);
-      }
-      (*device)->Submit(i, std::move(b), done.Callback());
+      (*device)->Submit(i, FirstLayerBatch(model, 256, 1), done.Callback());
     }
   }
   EXPECT_EQ(done.got.size(), 10u);
@@ -422,14 +397,7 @@ TEST(CudaDeviceTest, EveryGpuAnswersTheSameAfterTheNcclBroadcast) {
   for (auto& d : *devices) {
     ASSERT_TRUE(d->RegisterModel(*model, 128).ok());
     Completions done;
-    CellBatch b{model.get(), model->layer_type(0), {}};
-    for (int r = 0; r < 16; ++r) {
-      CellRow row;
-      row.token = r;
-      row.out_slot = r;
-      b.rows.push_back(row);
-    }
-    d->Submit(1, std::move(b), done.Callback());
+    d->Submit(1, FirstLayerBatch(model, 16, 1), done.Callback());
     ASSERT_NO_FATAL_FAILURE(done.WaitFor(1));
     ASSERT_TRUE(done.got[0].output.ok());
     auto slot = d->ReadSlot(*model, 7);
