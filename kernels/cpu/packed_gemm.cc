@@ -1,7 +1,10 @@
 #include "kernels/cpu/packed_gemm.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
+#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -90,54 +93,99 @@ __attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* xp, 
 #undef CS_STORE
   if (!direct) StoreTile<R>(tile, c, ldc, cols);
 }
+
+// AVX-512: two adjacent full panels (32 columns) at once, 12 zmm accumulators, so each k step is
+// 2 panel loads and R broadcasts for 2R FMAs. Per element it is the same fma chain over k as the
+// 16-column kernels, so every ISA gives the same bits.
+template <int R>
+__attribute__((target("avx512f"))) void MicroAvx512Pair(int64_t kc, const float* xp, const float* w0,
+                                                        const float* w1, float* c, int64_t ldc,
+                                                        bool accumulate) {
+#define CS_DECLARE(i)                                                  \
+  __m512 a##i##0 = _mm512_setzero_ps(), a##i##1 = _mm512_setzero_ps(); \
+  if constexpr (i < R) {                                               \
+    if (accumulate) {                                                  \
+      a##i##0 = _mm512_loadu_ps(c + i * ldc);                          \
+      a##i##1 = _mm512_loadu_ps(c + i * ldc + kP);                     \
+    }                                                                  \
+  }
+  CS_ROWS(CS_DECLARE)
+#undef CS_DECLARE
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 v0 = _mm512_load_ps(w0 + k * kP);
+    const __m512 v1 = _mm512_load_ps(w1 + k * kP);
+#define CS_STEP(i)                                          \
+  if constexpr (i < R) {                                    \
+    const __m512 xv = _mm512_set1_ps(xp[k * kRows + i]);    \
+    a##i##0 = _mm512_fmadd_ps(xv, v0, a##i##0);             \
+    a##i##1 = _mm512_fmadd_ps(xv, v1, a##i##1);             \
+  }
+    CS_ROWS(CS_STEP)
+#undef CS_STEP
+  }
+#define CS_STORE(i)                               \
+  if constexpr (i < R) {                          \
+    _mm512_storeu_ps(c + i * ldc, a##i##0);       \
+    _mm512_storeu_ps(c + i * ldc + kP, a##i##1);  \
+  }
+  CS_ROWS(CS_STORE)
+#undef CS_STORE
+}
 #undef CS_ROWS
 
 bool DetectAvx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+
+bool DetectAvx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f");
+}
 #endif
 
 // (kc, packed X panel [kc][6], packed W panel block [kc][16], C, ldc, valid columns, accumulate)
 using MicroFn = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, bool);
+// (kc, packed X panel, two full W panel blocks, C, ldc, accumulate): 32 columns at once.
+using PairFn = void (*)(int64_t, const float*, const float*, const float*, float*, int64_t, bool);
 
 struct Kernels {
   MicroFn by_rows[kRows + 1];
-  bool avx2;
+  PairFn pair_by_rows[kRows + 1];  // all null unless the ISA has a two-panel kernel
 };
 
-Kernels SelectKernels() {
+Kernels KernelsFor(GemmIsa isa) {
 #ifdef CELLSERVE_X86
-  if (DetectAvx2())
-    return {{nullptr, MicroAvx2<1>, MicroAvx2<2>, MicroAvx2<3>, MicroAvx2<4>, MicroAvx2<5>, MicroAvx2<6>}, true};
+  if (isa == GemmIsa::kAvx512)
+    return {{nullptr, MicroAvx2<1>, MicroAvx2<2>, MicroAvx2<3>, MicroAvx2<4>, MicroAvx2<5>, MicroAvx2<6>},
+            {nullptr, MicroAvx512Pair<1>, MicroAvx512Pair<2>, MicroAvx512Pair<3>, MicroAvx512Pair<4>,
+             MicroAvx512Pair<5>, MicroAvx512Pair<6>}};
+  if (isa == GemmIsa::kAvx2)
+    return {{nullptr, MicroAvx2<1>, MicroAvx2<2>, MicroAvx2<3>, MicroAvx2<4>, MicroAvx2<5>, MicroAvx2<6>},
+            {}};
 #endif
+  (void)isa;
   return {{nullptr, MicroScalar<1>, MicroScalar<2>, MicroScalar<3>, MicroScalar<4>, MicroScalar<5>,
            MicroScalar<6>},
-          false};
+          {}};
 }
 
-const Kernels& Selected() {
-  static const Kernels kernels = SelectKernels();
-  return kernels;
-}
-
-}  // namespace
-
-PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k) : n_(n), k_(k) {
-  data_.assign(static_cast<size_t>(panels() * k * kP), 0.0f);
-  for (int64_t p = 0; p < panels(); ++p) {
-    float* dst = data_.data() + p * k * kP;
-    for (int64_t j = 0; j < kP && p * kP + j < n; ++j) {
-      const float* row = w + (p * kP + j) * k;
-      for (int64_t kk = 0; kk < k; ++kk) dst[kk * kP + j] = row[kk];
-    }
+GemmIsa SelectIsa() {
+  GemmIsa best = GemmIsaSupported(GemmIsa::kAvx512) ? GemmIsa::kAvx512
+                 : GemmIsaSupported(GemmIsa::kAvx2) ? GemmIsa::kAvx2
+                                                    : GemmIsa::kScalar;
+  if (const char* cap = std::getenv("CELLSERVE_GEMM_ISA")) {
+    for (GemmIsa isa : {GemmIsa::kScalar, GemmIsa::kAvx2, GemmIsa::kAvx512})
+      if (std::strcmp(cap, GemmIsaName(isa)) == 0 && isa < best) best = isa;
   }
+  return best;
 }
 
-void GemmPacked(int64_t m, const float* x, int64_t ldx, const PackedMatrix& w, float* c, int64_t ldc) {
-  const Kernels& kernels = Selected();
+void Run(const Kernels& kernels, int64_t m, const float* x, int64_t ldx, const PackedMatrix& w,
+         float* c, int64_t ldc) {
   const int64_t n = w.n(), k = w.k();
   const int64_t blocks = (m + kRows - 1) / kRows;
+  const bool pairs = kernels.pair_by_rows[1] != nullptr;
   // X block packed as [row block][k][6 rows], rows past m zero: one contiguous stream per tile.
   thread_local std::vector<float> xpack;
   for (int64_t k0 = 0; k0 < k; k0 += kBlockK) {
@@ -152,7 +200,19 @@ void GemmPacked(int64_t m, const float* x, int64_t ldx, const PackedMatrix& w, f
         for (int64_t kk = 0; kk < kc; ++kk) dst[kk * kRows + i] = r < m ? src[kk] : 0.0f;
       }
     }
-    for (int64_t p = 0; p < w.panels(); ++p) {
+    int64_t p = 0;
+    // Two full panels at a time where the ISA has a pair kernel; the rest one panel at a time.
+    for (; pairs && (p + 2) * kP <= n; p += 2) {
+      const float* wp0 = w.panel(p) + k0 * kP;
+      const float* wp1 = w.panel(p + 1) + k0 * kP;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t r0 = b * kRows;
+        const int rows = static_cast<int>(m - r0 < kRows ? m - r0 : kRows);
+        kernels.pair_by_rows[rows](kc, xpack.data() + b * kc * kRows, wp0, wp1, c + r0 * ldc + p * kP,
+                                   ldc, accumulate);
+      }
+    }
+    for (; p < w.panels(); ++p) {
       const float* wp = w.panel(p) + k0 * kP;
       const int64_t cols = n - p * kP < kP ? n - p * kP : kP;
       for (int64_t b = 0; b < blocks; ++b) {
@@ -165,6 +225,58 @@ void GemmPacked(int64_t m, const float* x, int64_t ldx, const PackedMatrix& w, f
   }
 }
 
-bool GemmPackedUsesAvx2() { return Selected().avx2; }
+}  // namespace
+
+PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k) : n_(n), k_(k) {
+  // 64-byte aligned so a panel row (16 floats) is one cache line and one aligned zmm load.
+  const size_t count = static_cast<size_t>(panels() * k * kP);
+  const size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
+  float* data = static_cast<float*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64));
+  if (data == nullptr) throw std::bad_alloc();
+  data_ = std::shared_ptr<float>(data, Free());
+  std::memset(data, 0, bytes);
+  for (int64_t p = 0; p < panels(); ++p) {
+    float* dst = data + p * k * kP;
+    for (int64_t j = 0; j < kP && p * kP + j < n; ++j) {
+      const float* row = w + (p * kP + j) * k;
+      for (int64_t kk = 0; kk < k; ++kk) dst[kk * kP + j] = row[kk];
+    }
+  }
+}
+
+const char* GemmIsaName(GemmIsa isa) {
+  switch (isa) {
+    case GemmIsa::kScalar: return "scalar";
+    case GemmIsa::kAvx2: return "avx2";
+    case GemmIsa::kAvx512: return "avx512";
+  }
+  return "unknown";
+}
+
+bool GemmIsaSupported(GemmIsa isa) {
+  switch (isa) {
+    case GemmIsa::kScalar: return true;
+#ifdef CELLSERVE_X86
+    case GemmIsa::kAvx2: return DetectAvx2();
+    case GemmIsa::kAvx512: return DetectAvx2() && DetectAvx512();
+#endif
+    default: return false;
+  }
+}
+
+GemmIsa GemmPackedIsa() {
+  static const GemmIsa isa = SelectIsa();
+  return isa;
+}
+
+void GemmPacked(int64_t m, const float* x, int64_t ldx, const PackedMatrix& w, float* c, int64_t ldc) {
+  static const Kernels kernels = KernelsFor(GemmPackedIsa());
+  Run(kernels, m, x, ldx, w, c, ldc);
+}
+
+void GemmPackedWith(GemmIsa isa, int64_t m, const float* x, int64_t ldx, const PackedMatrix& w,
+                    float* c, int64_t ldc) {
+  Run(KernelsFor(isa), m, x, ldx, w, c, ldc);
+}
 
 }  // namespace cellserve::cpu

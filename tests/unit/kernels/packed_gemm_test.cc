@@ -1,8 +1,11 @@
-// GemmPacked: correct against a double reference for awkward shapes (tails in M, N and K), and
-// bitwise independent of the batch: a row gives the same bits alone, at any position, in any M.
+// GemmPacked: correct against a double reference for awkward shapes (tails in M, N and K),
+// bitwise independent of the batch (a row gives the same bits alone, at any position, in any M),
+// and bitwise independent of the micro-kernel (scalar, AVX2, AVX-512 where the CPU has them).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -57,6 +60,41 @@ TEST(PackedGemm, RowsAreBitwiseBatchInvariant) {
   }
 }
 
+TEST(PackedGemm, EveryIsaGivesTheSameBitsAsScalar) {
+  std::mt19937 rng(3);
+  int compared = 0;
+  for (GemmIsa isa : {GemmIsa::kAvx2, GemmIsa::kAvx512}) {
+    if (!GemmIsaSupported(isa)) {
+      std::printf("[   INFO   ] %s: not on this CPU, not compared\n", GemmIsaName(isa));
+      continue;
+    }
+    // n: one partial panel, an odd number of full panels, pairs plus a partial tail, pairs only.
+    for (int64_t m : {1, 6, 7, 13, 40}) {
+      for (int64_t n : {5, 48, 71, 64}) {
+        for (int64_t k : {1, 256, 530}) {
+          auto x = Random(m * k, rng), w = Random(n * k, rng);
+          PackedMatrix packed(w.data(), n, k);
+          std::vector<float> want(m * n + 1, 42.0f), got(m * n + 1, 42.0f);
+          GemmPackedWith(GemmIsa::kScalar, m, x.data(), k, packed, want.data(), n);
+          GemmPackedWith(isa, m, x.data(), k, packed, got.data(), n);
+          ASSERT_EQ(0, std::memcmp(want.data(), got.data(), got.size() * sizeof(float)))
+              << GemmIsaName(isa) << " m=" << m << " n=" << n << " k=" << k;
+          ++compared;
+        }
+      }
+    }
+  }
+  if (compared == 0) GTEST_SKIP() << "only the scalar kernel runs on this CPU";
+}
+
+TEST(PackedGemm, DefaultIsTheWidestSupportedIsaUnlessCapped) {
+  const GemmIsa used = GemmPackedIsa();
+  EXPECT_TRUE(GemmIsaSupported(used)) << GemmIsaName(used);
+  if (std::getenv("CELLSERVE_GEMM_ISA") == nullptr) {
+    for (GemmIsa wider : {GemmIsa::kAvx2, GemmIsa::kAvx512})
+      if (wider > used) EXPECT_FALSE(GemmIsaSupported(wider)) << GemmIsaName(wider) << " left unused";
+  }
+}
 
 }  // namespace
 }  // namespace cellserve::cpu
