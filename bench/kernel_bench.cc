@@ -1,6 +1,7 @@
 // Kernel micro-benchmark (Google Benchmark): one batched LSTM step of the CPU backend (gather by
 // slot, one sgemm, fused element-wise pass into the output slots) against the bare sgemm of the
-// same shape [B, E+H] x [E+H, 4H]. Arguments: batch size, hidden size (E = H).
+// same shape [B, E+H] x [E+H, 4H], and our packed GEMM alone on the widest micro-kernel the CPU
+// has and on the AVX2 one. Arguments: batch size, hidden size (E = H).
 // Run: build/bench/bench_kernels --benchmark_format=json, or bench/run_kernel_bench.py for the
 // table with PyTorch's nn.LSTMCell beside it.
 #include <benchmark/benchmark.h>
@@ -79,6 +80,22 @@ void BM_PackedGemm(benchmark::State& state) {
   state.counters["batch"] = static_cast<double>(B);
 }
 
+// The same GEMM on the 16-column AVX2 micro-kernel, to show what the widest one adds.
+void BM_PackedGemmAvx2(benchmark::State& state) {
+  const int64_t B = state.range(0), H = state.range(1), K = 2 * H, N = 4 * H;
+  if (!cpu::GemmIsaSupported(cpu::GemmIsa::kAvx2)) {
+    state.SkipWithError("no AVX2 on this CPU");
+    return;
+  }
+  std::vector<float> x(B * K, 0.01f), w(N * K, 0.02f), c(B * N);
+  cpu::PackedMatrix packed(w.data(), N, K);
+  for (auto _ : state) {
+    cpu::GemmPackedWith(cpu::GemmIsa::kAvx2, B, x.data(), K, packed, c.data(), N);
+    benchmark::ClobberMemory();
+  }
+  state.counters["batch"] = static_cast<double>(B);
+}
+
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int64_t batch : {1, 8, 64, 256}) b->Args({batch, 512});
   b->Unit(benchmark::kMicrosecond)->MinTime(0.3)->Repetitions(5)->ReportAggregatesOnly(true);
@@ -86,9 +103,17 @@ void Shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_Sgemm)->Apply(Shapes);
 BENCHMARK(BM_PackedGemm)->Apply(Shapes);
+BENCHMARK(BM_PackedGemmAvx2)->Apply(Shapes);
 BENCHMARK(BM_LstmStep)->Apply(Shapes);
 
 }  // namespace
 }  // namespace cellserve
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("gemm_isa", cellserve::cpu::GemmIsaName(cellserve::cpu::GemmPackedIsa()));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
