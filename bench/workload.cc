@@ -7,6 +7,7 @@
 #include <numeric>
 #include <random>
 
+#include "bench/report.h"
 #include "runtime/text.h"
 
 namespace cellserve::bench {
@@ -70,6 +71,7 @@ Workload MakeWorkload(const std::vector<std::string>& sentences, const WorkloadO
   if (w.stats.used > 0) {
     w.stats.mean_length = static_cast<double>(total) / static_cast<double>(w.stats.used);
     w.stats.median_length = w.requests[MedianRequest(w)].length;
+    w.stats.p99_length = w.requests[RequestAtLengthPercentile(w, 99)].length;
   }
   return w;
 }
@@ -99,18 +101,20 @@ StatusOr<Workload> LoadWorkload(const std::string& path, const WorkloadOptions& 
   return w;
 }
 
-size_t MedianRequest(const Workload& workload) {
+size_t RequestAtLengthPercentile(const Workload& workload, double p) {
   const auto& rs = workload.requests;
-  std::vector<size_t> order(rs.size());
-  std::iota(order.begin(), order.end(), size_t{0});
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return rs[a].length < rs[b].length; });
-  // The lower median's length, then the first request of that length in corpus order.
-  const int64_t median = rs[order[(order.size() - 1) / 2]].length;
+  std::vector<double> lengths;
+  lengths.reserve(rs.size());
+  for (const BenchRequest& r : rs) lengths.push_back(static_cast<double>(r.length));
+  std::sort(lengths.begin(), lengths.end());
+  // The percentile's length, then the first request of that length in corpus order.
+  const auto length = static_cast<int64_t>(NearestRank(lengths, p));
   for (size_t i = 0; i < rs.size(); ++i)
-    if (rs[i].length == median) return i;
+    if (rs[i].length == length) return i;
   return 0;  // unreachable
 }
+
+size_t MedianRequest(const Workload& workload) { return RequestAtLengthPercentile(workload, 50); }
 
 std::vector<uint32_t> SeededShuffle(size_t n, uint64_t seed) {
   std::vector<uint32_t> p(n);

@@ -47,6 +47,7 @@ struct CorpusStats {
   int64_t used = 0;      // requests made
   double mean_length = 0.0;
   int64_t median_length = 0;  // the length of MedianRequest's request
+  int64_t p99_length = 0;     // the length of RequestAtLengthPercentile(w, 99)
   int64_t max_length = 0;
 };
 
@@ -66,8 +67,12 @@ std::string DefaultCorpusPath();
 // NOT_FOUND if the file cannot be opened (the message says how to make the default corpus).
 StatusOr<Workload> LoadWorkload(const std::string& path, const WorkloadOptions& options);
 
-// The index of the request of median length (the lower median; among equal lengths the first in
-// corpus order). Precondition: the workload is not empty.
+// The index of a request whose length is the p-th percentile of the lengths (nearest rank, as
+// the latency percentiles; among equal lengths the first in corpus order), 0 < p <= 100.
+// Precondition: the workload is not empty.
+size_t RequestAtLengthPercentile(const Workload& workload, double p);
+
+// RequestAtLengthPercentile(workload, 50): the lower median.
 size_t MedianRequest(const Workload& workload);
 
 // A permutation of 0..n-1 (Fisher-Yates) from the seed; portable.

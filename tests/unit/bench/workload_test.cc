@@ -139,6 +139,25 @@ TEST(WorkloadTest, MedianRequestIsLowerMedianFirstInCorpusOrder) {
   EXPECT_EQ(made.requests[MedianRequest(made)].line, 3);
 }
 
+TEST(WorkloadTest, RequestAtLengthPercentileIsNearestRankFirstInCorpusOrder) {
+  Workload w;
+  for (int64_t i = 0; i < 200; ++i) {  // lengths 100, 99, ..., 1, then 100, 99, ..., 1 again
+    BenchRequest r;
+    r.length = 100 - i % 100;
+    w.requests.push_back(r);
+  }
+  // Nearest rank over 200: p99 is the 198th smallest = 99, first at index 1; p100 the longest.
+  EXPECT_EQ(w.requests[RequestAtLengthPercentile(w, 99)].length, 99);
+  EXPECT_EQ(RequestAtLengthPercentile(w, 99), 1u);
+  EXPECT_EQ(RequestAtLengthPercentile(w, 100), 0u);
+  EXPECT_EQ(RequestAtLengthPercentile(w, 1), 99u);  // rank 2 of 1, 1, 2, 2, ...: length 1
+  EXPECT_EQ(RequestAtLengthPercentile(w, 50), MedianRequest(w));
+  EXPECT_EQ(w.requests[MedianRequest(w)].length, 50);
+
+  Workload made = MakeWorkload({"a b c d e", "a", "a b c", "a b", "a b c d"}, Lstm());
+  EXPECT_EQ(made.stats.p99_length, 5);
+}
+
 TEST(ShuffleTest, PermutationDeterministicPerSeed) {
   auto a = SeededShuffle(1000, 7), b = SeededShuffle(1000, 7), c = SeededShuffle(1000, 8);
   EXPECT_EQ(a, b);
