@@ -77,6 +77,8 @@ class ReadyQueue {
   }
   const ReadyCell& top() { return items_[head_]; }  // precondition: !empty()
   void pop() { ++head_; }
+  // Queued entries, counting stale ones (cells of requests that have gone) not yet met.
+  size_t size() const { return items_.size() - head_ + incoming_.size(); }
 
  private:
   void Merge() {
@@ -127,6 +129,7 @@ struct Scheduler::Impl {
   std::vector<RequestEvent> events;         // from NextRound, for TakeEvents
   SchedulerStats stats;
   int64_t outstanding = 0;                  // sum of unsubmitted over requests
+  int passed_over = 0;                      // rounds in a row the oldest's type was passed over
 
   Impl(const Model* m, SchedulerOptions o, const Clock* c)
       : model(m), options(std::move(o)), clock(c), pool(options.state_slots),
@@ -281,15 +284,27 @@ struct Scheduler::Impl {
     return false;
   }
 
-  // Cellular type choice: the type whose next cell belongs to the oldest request; on a tie the
-  // deeper type (later in the model), so a request's wavefront moves on and frees its slots.
+  // Type choice (DESIGN.md §4): the type whose next cell belongs to the oldest request; on a tie
+  // the deeper type (later in the model), so a request's wavefront moves on and frees its slots.
+  // But a type with a full max batch of ready cells goes first (the oldest such), for at most
+  // options.fill_first_rounds rounds in a row; then the oldest request's type goes, so it waits at
+  // most that many extra rounds per cell.
   int ChooseType() {
-    int best = -1;
+    int oldest = -1, fill = -1;
     for (int t = 0; t < static_cast<int>(ready.size()); ++t) {
       if (!CleanTop(ready[t])) continue;
-      if (best < 0 || ready[t].top().seq <= ready[best].top().seq) best = t;
+      const uint64_t seq = ready[t].top().seq;
+      if (oldest < 0 || seq <= ready[oldest].top().seq) oldest = t;
+      if (static_cast<int64_t>(ready[t].size()) >= MaxRows(model->cell_type(t)) &&
+          (fill < 0 || seq <= ready[fill].top().seq))
+        fill = t;
     }
-    return best;
+    if (fill >= 0 && fill != oldest && passed_over < options.fill_first_rounds) {
+      ++passed_over;
+      return fill;
+    }
+    passed_over = 0;
+    return oldest;
   }
 
   int64_t MaxRows(const CellType& type) const {
@@ -446,6 +461,7 @@ StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model* model, Sched
                                                        const Clock* clock) {
   if (!model || !clock) return InvalidArgument("scheduler needs a model and a clock");
   if (options.lookahead < 1) return InvalidArgument("lookahead must be >= 1");
+  if (options.fill_first_rounds < 0) return InvalidArgument("fill_first_rounds must be >= 0");
   if (options.state_slots < 2) return InvalidArgument("state_slots must be >= 2");
   if (options.max_requests < 1) return InvalidArgument("max_requests must be >= 1");
   if (options.padded_batch < 1) return InvalidArgument("padded_batch must be >= 1");

@@ -13,8 +13,10 @@
 // request touched by the round should hear (tokens, result or error).
 //
 // Policies (Options::policy):
-//   cellular    the type of the oldest request with a ready cell; within a type, oldest request
-//               first; requests join and leave between rounds.
+//   cellular    the type of the oldest request with a ready cell, except that a type with a full
+//               max batch ready goes first for up to fill_first_rounds rounds in a row; within a
+//               type, oldest request first; requests join and leave between rounds. (The other
+//               policies choose among their active requests' cells the same way.)
 //   sequential  one request at a time (the oldest), batch 1.
 //   padded      a group of up to padded_batch requests (formed when that many wait, or when the
 //               oldest has waited padded_wait_us) runs to completion while newcomers wait; LSTM
@@ -51,6 +53,10 @@ struct SchedulerOptions {
   Policy policy = Policy::kCellular;
   // Rounds submitted and not finished at most. Must be >= 1. Default 5 (the BatchMaker paper).
   int lookahead = 5;
+  // Type choice: a type that can fill its max batch goes before the oldest request's type, for
+  // at most this many rounds in a row (the oldest request's wait bound per cell, in rounds).
+  // 0: the oldest request's type always. Must be >= 0.
+  int fill_first_rounds = 4;
   // State slots on the device for this model (padded and bucketed keep one for padding rows).
   // Must be >= 2.
   int32_t state_slots = 1 << 16;

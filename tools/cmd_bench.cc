@@ -704,6 +704,9 @@ int BenchCommand(int argc, char** argv) {
       .Add("csv", "", "also write the rows as CSV here")
       .Add("plot", "", "also draw latency against throughput into this PNG (gnuplot; FILE.gp next to it)")
       .Add("lookahead", "5", "rounds submitted and unfinished per device at most")
+      .Add("fill-first-rounds", "4",
+           "rounds in a row a cell type with a full max batch ready may go before the oldest request's type "
+           "(0: oldest first always)")
       .Add("padded-batch", "32", "padded, bucketed: requests per group")
       .Add("padded-wait-ms", "10", "padded, bucketed: longest wait for a full group (ms)")
       .Add("seed", "1", "seed of the arrival schedules and request order")
@@ -728,6 +731,7 @@ int BenchCommand(int argc, char** argv) {
     auto drain = flags.GetDouble("drain-s");
     auto devices = flags.GetInt("devices");
     auto lookahead = flags.GetInt("lookahead");
+    auto fill_first = flags.GetInt("fill-first-rounds");
     auto batch = flags.GetInt("padded-batch");
     auto wait_ms = flags.GetDouble("padded-wait-ms");
     auto seed = flags.GetInt("seed");
@@ -735,18 +739,19 @@ int BenchCommand(int argc, char** argv) {
     auto blas = flags.GetInt("blas-threads");
     auto caf = flags.GetInt("caf-threads");
     for (const Status* s : {&duration.status(), &drain.status(), &devices.status(), &lookahead.status(),
-                            &batch.status(), &wait_ms.status(), &seed.status(), &floor_runs.status(),
+                            &fill_first.status(), &batch.status(), &wait_ms.status(), &seed.status(), &floor_runs.status(),
                             &blas.status(), &caf.status()})
       if (!s->ok()) return BadUsage(*s);
     if (!(*duration > 0) || !(*drain >= 0) || *devices < 1 || *lookahead < 1 || *batch < 1 || !(*wait_ms >= 0) ||
-        *floor_runs < 1 || *blas < 1 || *caf < 0)
+        *floor_runs < 1 || *blas < 1 || *caf < 0 || *fill_first < 0)
       return BadUsage(InvalidArgument("--duration-s, --devices, --lookahead, --padded-batch, --floor-runs and "
-                                  "--blas-threads must be positive; --drain-s, --padded-wait-ms and "
-                                  "--caf-threads not negative"));
+                                  "--blas-threads must be positive; --drain-s, --padded-wait-ms, "
+                                  "--fill-first-rounds and --caf-threads not negative"));
     cfg.duration_s = *duration;
     cfg.drain_s = *drain;
     cfg.cluster.devices = static_cast<int>(*devices);
     cfg.cluster.scheduler.lookahead = static_cast<int>(*lookahead);
+    cfg.cluster.scheduler.fill_first_rounds = static_cast<int>(*fill_first);
     cfg.cluster.scheduler.padded_batch = *batch;
     cfg.cluster.scheduler.padded_wait_us = static_cast<int64_t>(*wait_ms * 1000.0);
     cfg.seed = static_cast<uint64_t>(*seed);

@@ -221,6 +221,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
       .Add("policy", "cellular", "scheduling policy: cellular, padded, bucketed or sequential", false,
            "CELLSERVE_POLICY")
       .Add("lookahead", "5", "rounds in flight per device and model")
+      .Add("fill-first-rounds", "4",
+           "rounds in a row a cell type with a full max batch ready may go before the oldest request's type "
+           "(0: oldest first always)")
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
       .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
@@ -241,7 +244,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto policy = ParsePolicy(flags.Get("policy"));
   if (!policy.ok()) return Fail(policy.status());
   options.scheduler.policy = *policy;
-  for (const char* name : {"lookahead", "max-requests", "state-slots", "blas-threads"}) {
+  for (const char* name : {"lookahead", "fill-first-rounds", "max-requests", "state-slots", "blas-threads"}) {
     auto v = flags.GetInt(name);
     if (!v.ok()) return Fail(v.status());
   }
@@ -259,6 +262,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.cuda_graphs = !flags.GetBool("no-cuda-graphs");
   options.sim_profile = flags.Get("sim-profile");
   options.scheduler.lookahead = static_cast<int>(*flags.GetInt("lookahead"));
+  const int64_t fill_first = *flags.GetInt("fill-first-rounds");
+  if (fill_first < 0 || fill_first > 1000000) return Fail(InvalidArgument("--fill-first-rounds must be in [0, 1000000]"));
+  options.scheduler.fill_first_rounds = static_cast<int>(fill_first);
   options.scheduler.max_requests = *flags.GetInt("max-requests");
   const int64_t slots = *flags.GetInt("state-slots");
   if (slots < 2 || slots > (int64_t{1} << 30)) return Fail(InvalidArgument("--state-slots must be in [2, 2^30]"));

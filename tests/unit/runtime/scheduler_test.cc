@@ -174,21 +174,68 @@ TEST(Scheduler, LookaheadBoundsRoundsInFlightAndDependenciesReleaseAtSubmission)
 }
 
 TEST(Scheduler, OldRequestsAreNotStarvedByAStreamOfNewOnes) {
-  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 2, /*max_batch=*/2)), Options(Policy::kCellular, 2));
-  ASSERT_TRUE(h.Admit(1, Tokens(Seq(12))).ok());
-  RequestId next = 2;
-  int rounds = 0;
-  while (!h.outcomes[1].done && rounds < 1000) {
-    ASSERT_TRUE(h.Admit(next++, Tokens(Seq(12))).ok());  // a newcomer every round
-    h.Pump();
-    h.CompleteOne();
-    ++rounds;
+  for (int fill_first : {0, 1, 4}) {
+    SchedulerOptions options = Options(Policy::kCellular, 2);
+    options.fill_first_rounds = fill_first;
+    Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 2, /*max_batch=*/2)), options);
+    ASSERT_TRUE(h.Admit(1, Tokens(Seq(12))).ok());
+    RequestId next = 2;
+    int rounds = 0;
+    while (!h.outcomes[1].done && rounds < 1000) {
+      ASSERT_TRUE(h.Admit(next++, Tokens(Seq(12))).ok());  // a newcomer every round
+      h.Pump();
+      h.CompleteOne();
+      ++rounds;
+    }
+    // 12 steps x 2 layers + head = 25 cells. Oldest first serves one of them every round (plus
+    // the lookahead pipeline), however many newcomers compete for the batch of 2; a full type
+    // may go first at most fill_first rounds in a row, so a cell waits at most that many more.
+    EXPECT_LE(rounds, 25 * (1 + fill_first) + 2) << "the oldest request was starved, fill_first " << fill_first;
+    h.RunToEnd();
+    for (const auto& [id, o] : h.outcomes) EXPECT_TRUE(o.done) << id;
+    EXPECT_EQ(h.fake.Violations(), "");
   }
-  // 12 steps x 2 layers + head = 25 cells; oldest-first serves it in that many rounds (plus the
-  // lookahead pipeline), however many newcomers compete for the batch of 2.
-  EXPECT_LE(rounds, 25 + 2) << "the oldest request was starved";
-  h.RunToEnd();
-  for (const auto& [id, o] : h.outcomes) EXPECT_TRUE(o.done) << id;
+}
+
+TEST(Scheduler, ATypeThatFillsItsMaxBatchGoesFirstForABoundedNumberOfRounds) {
+  RequestInput pair, chain;
+  pair.tree = ParseTreeSexpr("(1 2)").value();
+  pair.has_tree = true;
+  chain.tree = ParseTreeSexpr("(((1 2) 3) 4)").value();  // one internal cell ready at a time
+  chain.has_tree = true;
+  for (int fill_first : {0, 1}) {
+    SchedulerOptions options = Options(Policy::kCellular, /*lookahead=*/4);
+    options.fill_first_rounds = fill_first;
+    Harness h(MakeModel(SmallSpec(ModelKind::kTreeLstm, 1, /*max_batch=*/3)), options);
+    const Model& m = *h.model;
+    ASSERT_TRUE(h.Admit(1, pair).ok());
+    for (RequestId id = 2; id <= 4; ++id) ASSERT_TRUE(h.Admit(id, chain).ok());  // 12 more leaves
+    ASSERT_EQ(h.Pump(), 4);  // the lookahead is full
+    std::vector<int> types;
+    for (const Round& r : h.device) types.push_back(r.batch.type);
+    // First request 1's two leaves and request 2's first (the oldest's type, and full); request
+    // 1's root is ready then, and never full (one or two internal cells are ready at a time).
+    EXPECT_EQ(types[0], m.leaf_type());
+    if (fill_first == 0) {
+      // Oldest first: request 1's root, then its head, then leaves again.
+      EXPECT_EQ(types[1], m.internal_type());
+      EXPECT_EQ(types[2], m.head_type());
+      EXPECT_EQ(types[3], m.leaf_type());
+    } else {
+      // One full round of leaves goes first, then request 1's root: it waited one round, no more.
+      EXPECT_EQ(types[1], m.leaf_type());
+      EXPECT_EQ(h.device[1].batch.rows.size(), 3u);
+      EXPECT_EQ(types[2], m.internal_type());
+      EXPECT_EQ(types[3], m.leaf_type());  // request 1's head is the oldest again: passed over once
+    }
+    h.RunToEnd();
+    for (RequestId id = 1; id <= 4; ++id) {
+      ASSERT_TRUE(h.outcomes[id].done) << id;
+      EXPECT_EQ(DecodeLogits(h.outcomes[id].result.logits), h.ExpectedHead(id)) << id;
+    }
+    EXPECT_EQ(h.fake.Violations(), "");
+    EXPECT_EQ(h.scheduler->slots_in_use(), 0);
+  }
 }
 
 TEST(Scheduler, DeadlinesAndCancellationFreeEverything) {
@@ -400,6 +447,9 @@ TEST(Scheduler, RejectsBadOptions) {
   SchedulerOptions no_lookahead;
   no_lookahead.lookahead = 0;
   EXPECT_EQ(Scheduler::Create(model.get(), no_lookahead, &clock).status().code(), StatusCode::kInvalidArgument);
+  SchedulerOptions negative_fill;
+  negative_fill.fill_first_rounds = -1;
+  EXPECT_EQ(Scheduler::Create(model.get(), negative_fill, &clock).status().code(), StatusCode::kInvalidArgument);
   SchedulerOptions one_slot;
   one_slot.state_slots = 1;
   EXPECT_EQ(Scheduler::Create(model.get(), one_slot, &clock).status().code(), StatusCode::kInvalidArgument);
