@@ -497,12 +497,14 @@ void PrintSummary(const std::vector<Row>& rows, const std::vector<std::string>& 
                     "(%s / cellular = %.2fx)\n",
                     *baseline_point, c->p99_ms, p.c_str(), b->p99_ms, p.c_str(), b->p99_ms / std::max(c->p99_ms, 1e-9));
         // What a 10x ratio would ask of cellular, against the least a p99 can be.
-        if (tail_floor_ms)
+        if (tail_floor_ms) {
+          const double within = b->p99_ms / 10 / std::max(*tail_floor_ms, 1e-9);
           std::printf("  against the tail floor (%.2f ms): cellular p99 %.2fx, %s p99 %.2fx; %s / cellular >= 10 "
-                      "needs cellular's p99 within %.2fx of the tail floor\n",
+                      "needs cellular's p99 within %.2fx of the tail floor%s\n",
                       *tail_floor_ms, c->p99_ms / std::max(*tail_floor_ms, 1e-9), p.c_str(),
-                      b->p99_ms / std::max(*tail_floor_ms, 1e-9), p.c_str(),
-                      b->p99_ms / 10 / std::max(*tail_floor_ms, 1e-9));
+                      b->p99_ms / std::max(*tail_floor_ms, 1e-9), p.c_str(), within,
+                      within < 1.0 ? " (below the floor: out of reach at this load)" : "");
+        }
       } else
         std::printf("at %.1f req/s (0.8 x best baseline saturation): no p99 comparison with %s (not measured)\n",
                     *baseline_point, p.c_str());
