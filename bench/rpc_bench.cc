@@ -9,6 +9,9 @@
 //    client thread (InferAsync) on the sim backend (kernels/sim, --sim-profile, default the
 //    GPU-like profile: the devices are nearly free, so the front door, the actors and the
 //    scheduler are what is measured), against the same closed loop in process.
+// 3. The machine's floor under both: a raw TCP echo on loopback (bench/loopback_rtt.h), back to
+//    back and after 6 ms idle, beside the bare RPC round trip; and the front door's own path warm
+//    and cold (an infer refused at once, alone or right after an in-process request computed).
 // Prints a table; --json writes the figures.
 #include <chrono>
 #include <condition_variable>
@@ -25,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/local_cluster.h"
+#include "bench/loopback_rtt.h"
 #include "bench/report.h"
 #include "bench/workload.h"
 #include "runtime/clock.h"
@@ -210,6 +214,49 @@ int main(int argc, char** argv) {
                            {"p99_us", rtt.p99_ms * 1000},
                            {"after_idle_p50_us", idle.p50_ms * 1000},
                            {"after_idle_p99_us", idle.p99_ms * 1000}};
+      // The machine's floor under any RPC: a raw TCP echo on loopback, no Cap'n Proto.
+      auto tcp = cs::bench::MeasureLoopbackRtt(1000, 300, 6);
+      if (!tcp.ok()) return fail(tcp.status());
+      auto tcp_b2b = cs::bench::ComputeLatencyStats(tcp->back_to_back_us);
+      auto tcp_idle = cs::bench::ComputeLatencyStats(tcp->after_idle_us);
+      std::printf("Raw TCP round trip on loopback (64 bytes to an echo thread, no Cap'n Proto): back to back\n"
+                  "p50 %.0f us (p99 %.0f); after 6 ms idle p50 %.0f us (p99 %.0f). Any front door adds at least\n"
+                  "this to an in-process call: two socket crossings and two more thread wake-ups.\n\n",
+                  tcp_b2b.p50_ms, tcp_b2b.p99_ms, tcp_idle.p50_ms, tcp_idle.p99_ms);
+      out["tcp_rtt"] = {{"p50_us", tcp_b2b.p50_ms},
+                        {"p99_us", tcp_b2b.p99_ms},
+                        {"after_idle_p50_us", tcp_idle.p50_ms},
+                        {"after_idle_p99_us", tcp_idle.p99_ms}};
+      // The front door's own path, warm and cold: an infer the server refuses at once (unknown
+      // model: decoded, looked up, answered on the kj thread, nothing reaches the cluster), each
+      // after 8 ms idle. Warm: only these calls run. Cold: each right after an in-process request
+      // has computed, whose weights (8 MB) have pushed the RPC path's code and data out of the
+      // caches: what a real call meets at low load on a CPU server.
+      std::vector<double> warm_us, cold_us;
+      for (int i = 0; i < 400; ++i) {
+        const bool cold = i >= 200;
+        const cs::RequestInput& in = reqs[order[static_cast<size_t>(i)]].input;
+        if (cold) (void)RunLocal(**cluster, name, in);
+        std::this_thread::sleep_for(std::chrono::milliseconds(8));
+        cs::rpc::InferCall call;
+        call.model = "no-such-model";
+        call.input = in;
+        const double t0 = NowMs();
+        auto refused = (*client)->Infer(call);
+        (cold ? cold_us : warm_us).push_back((NowMs() - t0) * 1000);
+        if (refused.ok() || refused.status().code() != cs::StatusCode::kNotFound)
+          return fail(cs::Internal("expected NOT_FOUND for an unknown model, got " +
+                                   (refused.ok() ? std::string("a result") : refused.status().ToString())));
+      }
+      auto warm = cs::bench::ComputeLatencyStats(warm_us);
+      auto cold = cs::bench::ComputeLatencyStats(cold_us);
+      std::printf("An infer refused at once (unknown model), after 8 ms idle: warm p50 %.0f us (p99 %.0f); right\n"
+                  "after an in-process request computed (caches cold) p50 %.0f us (p99 %.0f).\n\n",
+                  warm.p50_ms, warm.p99_ms, cold.p50_ms, cold.p99_ms);
+      out["refused_call_rtt"] = {{"warm_p50_us", warm.p50_ms},
+                                 {"warm_p99_us", warm.p99_ms},
+                                 {"cold_p50_us", cold.p50_ms},
+                                 {"cold_p99_us", cold.p99_ms}};
       std::vector<double> local_ms, rpc_ms, server_ms, paired_ms;
       for (int i = 0; i < 20; ++i) {  // warm up both paths
         (void)RunLocal(**cluster, name, reqs[order[static_cast<size_t>(i)]].input);
