@@ -1,5 +1,6 @@
 #include "kernels/cpu/packed_gemm.h"
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -150,24 +151,25 @@ using MicroFn = void (*)(int64_t, const float*, const float*, float*, int64_t, i
 using PairFn = void (*)(int64_t, const float*, const float*, const float*, float*, int64_t, bool);
 
 struct Kernels {
-  MicroFn by_rows[kRows + 1];
-  PairFn pair_by_rows[kRows + 1];  // all null unless the ISA has a two-panel kernel
+  std::array<MicroFn, kRows + 1> by_rows;
+  std::array<PairFn, kRows + 1> pair_by_rows;  // all null unless the ISA has a two-panel kernel
 };
 
 Kernels KernelsFor(GemmIsa isa) {
+  Kernels k = {{nullptr, MicroScalar<1>, MicroScalar<2>, MicroScalar<3>, MicroScalar<4>, MicroScalar<5>,
+                MicroScalar<6>},
+               {}};
 #ifdef CELLSERVE_X86
+  // AVX-512 runs the AVX2 kernels for the columns its pair kernel leaves over.
+  if (isa == GemmIsa::kAvx2 || isa == GemmIsa::kAvx512)
+    k.by_rows = {nullptr, MicroAvx2<1>, MicroAvx2<2>, MicroAvx2<3>, MicroAvx2<4>, MicroAvx2<5>, MicroAvx2<6>};
   if (isa == GemmIsa::kAvx512)
-    return {{nullptr, MicroAvx2<1>, MicroAvx2<2>, MicroAvx2<3>, MicroAvx2<4>, MicroAvx2<5>, MicroAvx2<6>},
-            {nullptr, MicroAvx512Pair<1>, MicroAvx512Pair<2>, MicroAvx512Pair<3>, MicroAvx512Pair<4>,
-             MicroAvx512Pair<5>, MicroAvx512Pair<6>}};
-  if (isa == GemmIsa::kAvx2)
-    return {{nullptr, MicroAvx2<1>, MicroAvx2<2>, MicroAvx2<3>, MicroAvx2<4>, MicroAvx2<5>, MicroAvx2<6>},
-            {}};
-#endif
+    k.pair_by_rows = {nullptr,           MicroAvx512Pair<1>, MicroAvx512Pair<2>, MicroAvx512Pair<3>,
+                      MicroAvx512Pair<4>, MicroAvx512Pair<5>, MicroAvx512Pair<6>};
+#else
   (void)isa;
-  return {{nullptr, MicroScalar<1>, MicroScalar<2>, MicroScalar<3>, MicroScalar<4>, MicroScalar<5>,
-           MicroScalar<6>},
-          {}};
+#endif
+  return k;
 }
 
 GemmIsa SelectIsa() {
