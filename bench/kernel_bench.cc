@@ -8,6 +8,7 @@
 #include <cblas.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
@@ -68,33 +69,28 @@ void BM_Sgemm(benchmark::State& state) {
   state.counters["batch"] = static_cast<double>(B);
 }
 
-// Our batch-invariant GEMM alone (weights packed once), same shape as BM_Sgemm.
-void BM_PackedGemm(benchmark::State& state) {
+// Our batch-invariant GEMM alone (weights packed once), same shape as BM_Sgemm, on one
+// micro-kernel.
+void RunPackedGemm(benchmark::State& state, cpu::GemmIsa isa) {
   const int64_t B = state.range(0), H = state.range(1), K = 2 * H, N = 4 * H;
-  std::vector<float> x(B * K, 0.01f), w(N * K, 0.02f), c(B * N);
-  cpu::PackedMatrix packed(w.data(), N, K);
-  for (auto _ : state) {
-    cpu::GemmPacked(B, x.data(), K, packed, c.data(), N);
-    benchmark::ClobberMemory();
-  }
-  state.counters["batch"] = static_cast<double>(B);
-}
-
-// The same GEMM on the 16-column AVX2 micro-kernel, to show what the widest one adds.
-void BM_PackedGemmAvx2(benchmark::State& state) {
-  const int64_t B = state.range(0), H = state.range(1), K = 2 * H, N = 4 * H;
-  if (!cpu::GemmIsaSupported(cpu::GemmIsa::kAvx2)) {
-    state.SkipWithError("no AVX2 on this CPU");
+  if (!cpu::GemmIsaSupported(isa)) {
+    state.SkipWithError((std::string("no ") + cpu::GemmIsaName(isa) + " on this CPU").c_str());
     return;
   }
   std::vector<float> x(B * K, 0.01f), w(N * K, 0.02f), c(B * N);
   cpu::PackedMatrix packed(w.data(), N, K);
   for (auto _ : state) {
-    cpu::GemmPackedWith(cpu::GemmIsa::kAvx2, B, x.data(), K, packed, c.data(), N);
+    cpu::GemmPackedWith(isa, B, x.data(), K, packed, c.data(), N);
     benchmark::ClobberMemory();
   }
   state.counters["batch"] = static_cast<double>(B);
 }
+
+// The micro-kernel the server uses (the widest the CPU has).
+void BM_PackedGemm(benchmark::State& state) { RunPackedGemm(state, cpu::GemmPackedIsa()); }
+
+// The 16-column AVX2 micro-kernel, to show what the widest one adds.
+void BM_PackedGemmAvx2(benchmark::State& state) { RunPackedGemm(state, cpu::GemmIsa::kAvx2); }
 
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int64_t batch : {1, 8, 64, 256}) b->Args({batch, 512});
