@@ -23,6 +23,7 @@
 #include "actors/caf_config.h"
 #include "cluster/wire.h"
 #include "runtime/clock.h"
+#include "runtime/this_thread.h"
 
 namespace cellserve::cluster {
 
@@ -408,6 +409,7 @@ struct NodeAgent::Impl {
   // --join name is resolved again every 30 s, and at every round while none of its addresses is
   // connected (a router that starts later, or moves, is found).
   void ConnectLoop() {
+    NameThisThread("cs-connect");
     std::vector<Slot> slots;
     std::vector<std::chrono::steady_clock::time_point> resolved(options.join.size());
     while (!links->stop) {

@@ -21,6 +21,7 @@
 
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
+#include "runtime/this_thread.h"
 #include "schema/kj_inbox.h"
 
 namespace cellserve::rpc {
@@ -70,6 +71,7 @@ class ReportThread {
 
  private:
   void Loop() {
+    NameThisThread("cs-rpc-report");
     for (;;) {
       std::function<void(ClusterReport)> reply;
       {
@@ -370,6 +372,7 @@ struct RpcServer::Impl {
   }
 
   void Loop(std::promise<Status>* started) {
+    NameThisThread("cs-rpc");
     kj::AsyncIoContext io = kj::setupAsyncIo();
     // Check the sockets every 16 events even while answers keep the queue busy.
     io.waitScope.setBusyPollInterval(16);
