@@ -18,9 +18,15 @@ namespace cellserve {
 
 namespace {
 
+int CpuDeviceCount(const DeviceOptions& options) {
+  return options.devices == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : options.devices;
+}
+
 StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOptions& options) {
-  int count = options.devices;
-  if (count == 0) count = std::max(1u, std::thread::hardware_concurrency());
+  const int count = CpuDeviceCount(options);
+  if (!options.device_cpus.empty() && options.device_cpus.size() < static_cast<size_t>(count))
+    return InvalidArgument(std::to_string(count) + " CPU devices, but CPUs to pin only " +
+                           std::to_string(options.device_cpus.size()) + " of them to");
   // The devices share one copy of the packed weights (they share the machine's memory and cache).
   auto weight_cache = std::make_shared<cpu::PackedWeightCache>();
   std::vector<std::unique_ptr<Device>> devices;
@@ -28,7 +34,8 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOption
     cpu::CpuBackendOptions backend;
     backend.blas_threads = options.blas_threads;
     backend.weight_cache = weight_cache;
-    ASSIGN_OR_RETURN(auto device, cpu::CpuDevice::Create("cpu:" + std::to_string(i), backend));
+    const int cpu = options.device_cpus.empty() ? -1 : options.device_cpus[static_cast<size_t>(i)];
+    ASSIGN_OR_RETURN(auto device, cpu::CpuDevice::Create("cpu:" + std::to_string(i), backend, cpu));
     devices.push_back(std::move(device));
   }
   return devices;
@@ -39,6 +46,7 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeSimDevices(const DeviceOption
   if (options.devices < 1) return InvalidArgument("the sim backend needs --devices N (N >= 1)");
   ASSIGN_OR_RETURN(sim::SimProfile profile, sim::SimProfile::Load(options.sim_profile));
   auto timer = std::make_shared<sim::SimTimer>();  // one thread for all sim devices
+  if (!options.device_cpus.empty()) RETURN_IF_ERROR(timer->Pin(options.device_cpus.front()));
   std::vector<std::unique_ptr<Device>> devices;
   for (int i = 0; i < options.devices; ++i) {
     ASSIGN_OR_RETURN(auto device, sim::SimDevice::Create("sim:" + std::to_string(i), profile, timer));
@@ -101,6 +109,7 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCudaDevices(
   request.count = options.devices;
   request.precision = options.gpu_precision;
   request.use_graphs = options.cuda_graphs;
+  request.completion_cpus = options.device_cpus;
   for (const auto& m : models) request.models.push_back(m.get());
   cuda::PluginResult result;
   create(request, &result);
@@ -112,10 +121,18 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCudaDevices(
 
 bool HaveCudaBackend() { return CELLSERVE_HAVE_CUDA != 0; }
 
+int DeviceThreads(const DeviceOptions& options) {
+  if (options.backend == "cpu") return CpuDeviceCount(options);
+  if (options.backend == "sim") return 1;
+  return options.backend == "cuda" ? 1 : 0;
+}
+
 StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& options,
                                                            const std::vector<std::shared_ptr<const Model>>& models) {
   if (options.devices < 0) return InvalidArgument("devices must be >= 1, or 0 for all");
   if (options.blas_threads < 0) return InvalidArgument("blas_threads must be >= 0");
+  for (int cpu : options.device_cpus)
+    if (cpu < 0) return InvalidArgument("device_cpus: " + std::to_string(cpu) + " is not a CPU number");
   if (options.backend == "cpu") return MakeCpuDevices(options);
   if (options.backend == "sim") return MakeSimDevices(options);
   if (options.backend != "cuda") return InvalidArgument("unknown backend '" + options.backend + "' (cpu, sim or cuda)");
@@ -128,6 +145,10 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& 
                gpus.status().message().c_str());
   DeviceOptions cpu = options;
   cpu.backend = "cpu";
+  if (!cpu.device_cpus.empty() && cpu.device_cpus.size() < static_cast<size_t>(CpuDeviceCount(cpu))) {
+    std::fprintf(stderr, "cellserve: --cpu-fallback: CPU devices not pinned (the plan kept one core for GPU threads)\n");
+    cpu.device_cpus.clear();
+  }
   return MakeCpuDevices(cpu);
 }
 

@@ -27,7 +27,16 @@ struct DeviceOptions {
   std::string gpu_precision = "fp32";  // cuda: fp32, fp16 or bf16 (fp32 accumulation)
   bool cuda_graphs = true;          // cuda: one CUDA graph per (cell type, batch bucket)
   bool cpu_fallback = false;        // cuda: no usable GPU -> CPU devices instead of an error
+  // Where the device threads run (runtime/cpu_plan.h): cpu, device i's thread on device_cpus[i];
+  // sim, the one timer thread, and cuda, every GPU's completion thread, on device_cpus (one CPU,
+  // as planned). Empty: wherever the OS puts them.
+  std::vector<int> device_cpus;
 };
+
+// The CPUs a plan should keep for device threads: cpu, one per device (0 = all: one per core,
+// which leaves none to spare); sim, one (a timer for all devices); cuda, one, shared by the GPUs'
+// completion threads (they sleep on CUDA events).
+int DeviceThreads(const DeviceOptions& options);
 
 // True when this build has the CUDA backend (nvcc was found at configure time).
 bool HaveCudaBackend();

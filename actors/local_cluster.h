@@ -15,6 +15,7 @@
 
 #include "actors/serving_backend.h"
 #include "runtime/cell_graph.h"
+#include "runtime/cpu_plan.h"
 #include "runtime/scheduler.h"
 #include "runtime/status.h"
 
@@ -39,6 +40,9 @@ struct LocalClusterOptions {
   bool cpu_fallback = false;               // cuda: no usable GPU -> CPU devices (said on stderr)
   SchedulerOptions scheduler;              // policy, lookahead, bounds (state_slots per device)
   int caf_threads = 0;                     // CAF scheduler threads; 0 = CAF's default
+  // The CPUs of the device threads (DeviceOptions::device_cpus), from PinCallerApartFromDevices;
+  // empty: wherever the OS puts them.
+  std::vector<int> device_cpus;
   // Prometheus metrics (monitoring/metrics.h): every answer, each device's rounds, the node's
   // placements. Borrowed: must outlive the cluster. nullptr = no metrics (and no cost).
   monitoring::ServingMetrics* metrics = nullptr;
@@ -70,6 +74,13 @@ class LocalCluster final : public ServingBackend {
   ClusterReport Report() const override;
   // Devices running (options.devices, or what "all" found).
   int device_count() const;
+
+  // --pin-threads (runtime/cpu_plan.h): plans a core of its own for each device thread `options`
+  // will make, and pins the calling thread to the other cores, so every thread it starts from now
+  // on (the RPC server's, CAF's) inherits them; threads started before are not moved, so call it
+  // first. Put the plan's device_cpus into options.device_cpus before Start. INVALID_ARGUMENT when
+  // no core is left to spare (DeviceThreads in actors/device_factory.h says how many are kept).
+  static StatusOr<CpuPlan> PinCallerApartFromDevices(const LocalClusterOptions& options);
   ClusterLoad Load() const;
   // The specs of the models it serves (fixed after Start).
   std::vector<ModelSpec> Models() const override;

@@ -227,6 +227,10 @@ int ServeOrNode(int argc, char** argv, bool node) {
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
       .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
+      .AddBool("pin-threads",
+               "each device thread on a core of its own (the last ones this process may use; cuda: one core for "
+               "the GPUs' completion threads), the RPC front door and the actors on the rest, where their caches "
+               "stay warm (needs device threads + 1 cores; docs/OPERATIONS.md says when it pays)")
       .AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   AddFrontDoorFlags(flags);
   if (node)
@@ -270,6 +274,14 @@ int ServeOrNode(int argc, char** argv, bool node) {
   if (slots < 2 || slots > (int64_t{1} << 30)) return Fail(InvalidArgument("--state-slots must be in [2, 2^30]"));
   options.scheduler.state_slots = static_cast<int32_t>(slots);
   options.blas_threads = static_cast<int>(*flags.GetInt("blas-threads"));
+
+  // Pinned first, so that every thread started from here on inherits the front door's cores.
+  if (flags.GetBool("pin-threads")) {
+    auto plan = LocalCluster::PinCallerApartFromDevices(options);
+    if (!plan.ok()) return Fail(plan.status());
+    options.device_cpus = plan->device_cpus;
+    std::fprintf(stderr, "cellserve %s: --pin-threads: %s\n", g_name, DescribeCpuPlan(*plan).c_str());
+  }
 
   // The specs, for tokenizing: vocabulary size and kind of each served model.
   std::vector<std::string> names = options.models;

@@ -4,9 +4,11 @@
 #include <system_error>
 #include <utility>
 
+#include "runtime/this_thread.h"
+
 namespace cellserve::cpu {
 
-StatusOr<std::unique_ptr<CpuDevice>> CpuDevice::Create(std::string name, CpuBackendOptions options) {
+StatusOr<std::unique_ptr<CpuDevice>> CpuDevice::Create(std::string name, CpuBackendOptions options, int cpu) {
   if (name.empty()) return InvalidArgument("a device needs a name");
   if (options.blas_threads < 0)
     return InvalidArgument("blas_threads must be >= 0 (0 leaves OpenBLAS's setting unchanged)");
@@ -16,6 +18,10 @@ StatusOr<std::unique_ptr<CpuDevice>> CpuDevice::Create(std::string name, CpuBack
     device->worker_ = std::thread([d] { d->Loop(); });
   } catch (const std::system_error& e) {
     return Unavailable("cannot start the thread of device '" + device->name_ + "': " + e.what());
+  }
+  if (cpu >= 0) {
+    Status pinned = PinThread(device->worker_, {cpu});
+    if (!pinned.ok()) return Status(pinned.code(), "device '" + device->name_ + "': " + pinned.message());
   }
   return StatusOr<std::unique_ptr<CpuDevice>>(std::move(device));
 }
@@ -89,6 +95,7 @@ DeviceStats CpuDevice::stats() const {
 }
 
 void CpuDevice::Loop() {
+  NameThisThread("cs-" + name_);
   for (;;) {
     Job job;
     {

@@ -37,8 +37,10 @@ class CpuDevice final : public Device {
   static constexpr int64_t kMaxQueued = 1024;
 
   // Starts the worker thread. INVALID_ARGUMENT for an empty name or blas_threads < 0;
-  // UNAVAILABLE if the thread cannot be started.
-  static StatusOr<std::unique_ptr<CpuDevice>> Create(std::string name, CpuBackendOptions options = {});
+  // cpu >= 0: the device's thread runs on that CPU only (runtime/cpu_plan.h). UNAVAILABLE if the
+  // thread cannot be started; the OS's error if it cannot be pinned.
+  static StatusOr<std::unique_ptr<CpuDevice>> Create(std::string name, CpuBackendOptions options = {},
+                                                     int cpu = -1);
   // Finishes and reports every queued batch, then joins the worker. Not from a callback.
   ~CpuDevice() override;
 

@@ -19,6 +19,7 @@
 #include "kernels/gpu/lru_cache.h"
 #include "kernels/gpu/stream_plan.h"
 #include "runtime/clock.h"
+#include "runtime/this_thread.h"
 
 namespace cellserve::cuda {
 
@@ -115,6 +116,7 @@ class CudaDevice::Impl {
       for (cudaEvent_t* e : {&s.uploaded, &s.computed, &s.done})
         CS_CUDA(cudaEventCreateWithFlags(e, cudaEventDisableTiming | cudaEventBlockingSync));
     completer_ = std::thread([this] { CompletionLoop(); });
+    if (!options_.completion_cpus.empty()) RETURN_IF_ERROR(PinThread(completer_, options_.completion_cpus));
     return OkStatus();
   }
 
@@ -451,6 +453,7 @@ class CudaDevice::Impl {
 
   // The completion thread: each round in submission order, once its last event has fired.
   void CompletionLoop() {
+    NameThisThread("cs-cuda-done");
     cudaSetDevice(options_.gpu);
     int64_t last_end_us = 0;
     for (;;) {

@@ -51,6 +51,8 @@ struct CudaDeviceOptions {
   size_t graph_cache_size = 1024;  // captured graphs kept (LRU)
   // Weights loaded once per process (CreateCudaDevices makes one); null: each device uploads.
   std::shared_ptr<CudaWeightStore> weights;
+  // The CPUs the completion thread may run on (runtime/cpu_plan.h); empty: wherever the OS puts it.
+  std::vector<int> completion_cpus;
 };
 
 struct CudaGraphStats {

@@ -18,6 +18,7 @@ extern "C" __attribute__((visibility("default"))) void cellserve_cuda_create_dev
   cuda::CudaDeviceOptions base;
   base.precision = *precision;
   base.use_graphs = request.use_graphs;
+  base.completion_cpus = request.completion_cpus;
   auto gpus = cuda::CreateCudaDevices(request.count, base, request.models);
   if (!gpus.ok()) {
     result->status = gpus.status();

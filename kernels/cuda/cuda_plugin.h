@@ -17,13 +17,14 @@
 
 namespace cellserve::cuda {
 
-constexpr int kPluginAbiVersion = 1;
+constexpr int kPluginAbiVersion = 2;
 
 struct PluginRequest {
   int count = 1;                      // GPUs; 0 = all
   std::string precision = "fp32";     // fp32, fp16, bf16
   bool use_graphs = true;
   std::vector<const Model*> models;   // loaded onto the GPUs once (CreateCudaDevices)
+  std::vector<int> completion_cpus;   // where the GPUs' completion threads run; empty: anywhere
 };
 
 struct PluginResult {

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <utility>
 
+#include "runtime/this_thread.h"
+
 namespace cellserve::sim {
 
 SimTimer::SimTimer() : thread_([this] { Loop(); }) {}
@@ -17,6 +19,8 @@ SimTimer::~SimTimer() {
   thread_.join();
 }
 
+Status SimTimer::Pin(int cpu) { return PinThread(thread_, {cpu}); }
+
 void SimTimer::Schedule(int64_t due_us, std::function<void()> fn) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -26,6 +30,7 @@ void SimTimer::Schedule(int64_t due_us, std::function<void()> fn) {
 }
 
 void SimTimer::Loop() {
+  NameThisThread("cs-sim-timer");
   SteadyClock clock;
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {

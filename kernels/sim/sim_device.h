@@ -33,6 +33,9 @@ class SimTimer {
  public:
   SimTimer();
   ~SimTimer();
+
+  // Runs the timer's thread on `cpu` only (runtime/cpu_plan.h). The OS's error if it refuses.
+  Status Pin(int cpu);
   void Schedule(int64_t due_us, std::function<void()> fn);
 
  private:

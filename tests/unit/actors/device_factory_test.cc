@@ -3,8 +3,16 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
 #include <thread>
 
+#include "runtime/this_thread.h"
 #include "tests/unit/kernels/test_models.h"
 
 namespace cellserve {
@@ -38,6 +46,90 @@ TEST(DeviceFactoryTest, BadOptionsAreInvalidArgument) {
   EXPECT_NE(no_profile.status().message().find("--sim-profile"), std::string::npos);
   o.backend = "cpu";
   o.devices = -1;
+  EXPECT_EQ(MakeDevices(o, {}).status().code(), StatusCode::kInvalidArgument);
+}
+
+// The CPUs a thread of this process named `name` may run on ("1", "0-3"), from /proc; "" if none
+// is named so.
+std::string AllowedCpusNow(const std::string& name) {
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::string comm;
+    std::getline(std::ifstream(task.path() / "comm"), comm);
+    if (comm != name) continue;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("Cpus_allowed_list:", 0) == 0) return line.substr(line.find_first_not_of(" \t", 18));
+  }
+  return "";
+}
+
+// The same, giving a thread that names itself as it starts up to 5 s to do so.
+std::string AllowedCpusOfThread(const std::string& name) {
+  for (int i = 0; i < 500; ++i) {
+    if (std::string cpus = AllowedCpusNow(name); !cpus.empty()) return cpus;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return "";
+}
+
+TEST(DeviceFactoryTest, DeviceThreadsAreNamedAndRunOnTheCpusPlanned) {
+  const std::vector<int> cpus = ThisThreadCpus();
+  ASSERT_FALSE(cpus.empty());
+  const int last = cpus.back();
+  DeviceOptions o;
+  o.backend = "cpu";
+  o.devices = 1;
+  o.device_cpus = {last};
+  auto pinned = MakeDevices(o, {});
+  ASSERT_TRUE(pinned.ok()) << pinned.status().ToString();
+  EXPECT_EQ(AllowedCpusOfThread("cs-cpu:0"), std::to_string(last));
+  pinned->clear();
+  EXPECT_EQ(AllowedCpusNow("cs-cpu:0"), "");  // joined
+
+  // The sim backend's one timer thread for all its devices.
+  const std::string profile = ::testing::TempDir() + "/device_factory_sim_profile.json";
+  std::ofstream(profile) << R"({"name": "t", "default": {"a_us": 0, "c_us": 10}})";
+  o.backend = "sim";
+  o.devices = 2;
+  o.sim_profile = profile;
+  auto sim = MakeDevices(o, {});
+  ASSERT_TRUE(sim.ok()) << sim.status().ToString();
+  EXPECT_EQ(AllowedCpusOfThread("cs-sim-timer"), std::to_string(last));
+  sim->clear();
+  std::remove(profile.c_str());
+
+  // Unpinned, a device thread may go wherever this thread may.
+  o.backend = "cpu";
+  o.devices = 1;
+  o.device_cpus.clear();
+  auto free = MakeDevices(o, {});
+  ASSERT_TRUE(free.ok());
+  EXPECT_NE(AllowedCpusOfThread("cs-cpu:0"), "");
+  if (cpus.size() > 1) EXPECT_NE(AllowedCpusOfThread("cs-cpu:0"), std::to_string(last));
+}
+
+TEST(DeviceFactoryTest, DeviceThreadsAndTooFewCpusForThem) {
+  DeviceOptions o;
+  o.backend = "cpu";
+  o.devices = 3;
+  EXPECT_EQ(DeviceThreads(o), 3);
+  o.devices = 0;
+  EXPECT_EQ(DeviceThreads(o), static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  o.backend = "sim";
+  EXPECT_EQ(DeviceThreads(o), 1);
+  o.backend = "cuda";
+  EXPECT_EQ(DeviceThreads(o), 1);
+  o.backend = "tpu";
+  EXPECT_EQ(DeviceThreads(o), 0);
+
+  o.backend = "cpu";
+  o.devices = 2;
+  o.device_cpus = {0};
+  auto short_list = MakeDevices(o, {});
+  ASSERT_FALSE(short_list.ok());
+  EXPECT_EQ(short_list.status().code(), StatusCode::kInvalidArgument);
+  o.devices = 1;
+  o.device_cpus = {-5};
   EXPECT_EQ(MakeDevices(o, {}).status().code(), StatusCode::kInvalidArgument);
 }
 

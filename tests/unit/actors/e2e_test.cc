@@ -25,6 +25,7 @@
 #include "runtime/clock.h"
 #include "runtime/model_repository.h"
 #include "runtime/sync_executor.h"
+#include "runtime/this_thread.h"
 
 namespace cellserve {
 namespace {
@@ -424,6 +425,50 @@ TEST_F(ActorClusterTest, StopDrainsRequestsInFlight) {
   }
   (*cluster)->Stop();  // idempotent
   cluster->reset();    // and the destructor after Stop is fine
+}
+
+// --pin-threads: the caller (and so every thread it starts: CAF's) on the CPUs the device does
+// not use, the device thread on its own; results as without. Runs on its own thread so that the
+// test's main thread keeps every CPU.
+TEST_F(ActorClusterTest, PinnedThreadsServeTheSameResults) {
+  const std::vector<int> cpus = ThisThreadCpus();
+  if (cpus.size() < 2) GTEST_SKIP() << "pinning needs 2 CPUs, this test may use " << cpus.size();
+  std::thread pinned_caller([&] {
+    LocalClusterOptions o = Options(1);
+    auto too_many = o;
+    too_many.devices = static_cast<int>(cpus.size());
+    auto refused = LocalCluster::PinCallerApartFromDevices(too_many);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(refused.status().message().find("--pin-threads"), std::string::npos) << refused.status().message();
+    EXPECT_EQ(ThisThreadCpus(), cpus) << "a refused plan pins nothing";
+
+    auto plan = LocalCluster::PinCallerApartFromDevices(o);
+    ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+    EXPECT_EQ(plan->device_cpus, std::vector<int>{cpus.back()});
+    EXPECT_EQ(ThisThreadCpus(), std::vector<int>(cpus.begin(), cpus.end() - 1));
+    o.device_cpus = plan->device_cpus;
+    auto cluster = LocalCluster::Start(o);
+    ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+    Reference ref(repo_->dir());
+    Answers answers;
+    const std::vector<std::string> names = {"lstm", "seq2seq", "treelstm"};
+    for (int i = 0; i < 30; ++i) {
+      const std::string& model = names[static_cast<size_t>(i) % 3];
+      (*cluster)->Infer(model, InputFor(ref.model(model), Tokens(1 + i % 20, i, 500)), 0, answers.For(i));
+    }
+    (*cluster)->Stop();
+    for (int i = 0; i < 30; ++i) {
+      const std::string& model = names[static_cast<size_t>(i) % 3];
+      ASSERT_EQ(answers.Count(i), 1);
+      ASSERT_TRUE(answers.Get(i).ok()) << answers.Get(i).status().ToString();
+      auto want = ref.Run(model, InputFor(ref.model(model), Tokens(1 + i % 20, i, 500)));
+      ASSERT_TRUE(want.ok());
+      EXPECT_EQ(answers.Get(i)->logits, want->logits) << model << " request " << i;
+      EXPECT_EQ(answers.Get(i)->tokens, want->tokens) << model << " request " << i;
+    }
+  });
+  pinned_caller.join();
 }
 
 TEST_F(ActorClusterTest, EveryPolicyServesTheSameResults) {
