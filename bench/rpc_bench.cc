@@ -3,15 +3,19 @@
 // 1. Overhead at low load: the same requests, one at a time, alternately in process
 //    (LocalCluster::Infer, answered through a condition variable) and through the RPC server on
 //    loopback (rpc::Client::Infer from this thread to an RpcServer in this process, which calls
-//    the same LocalCluster). Alternating cancels the machine's drift; p50 and p99 of each, and
-//    the difference of the medians is the overhead.
-// 2. Most requests per second through one server: a closed loop of --concurrency calls from one
-//    client thread (InferAsync) on the sim backend (kernels/sim, --sim-profile, default the
-//    GPU-like profile: the devices are nearly free, so the front door, the actors and the
-//    scheduler are what is measured), against the same closed loop in process.
-// 3. The machine's floor under both: a raw TCP echo on loopback (bench/loopback_rtt.h), back to
-//    back and after 6 ms idle, beside the bare RPC round trip; and the front door's own path warm
-//    and cold (an infer refused at once, alone or right after an in-process request computed).
+//    the same LocalCluster). Alternating cancels the machine's drift; p50 and p99 of each, the
+//    difference of the medians, and the median of the per-request differences.
+// 2. That in four setups: CPU devices and sim devices (kernels/sim, --sim-profile, default the
+//    GPU-like profile: the devices compute nothing, as on a GPU node whose CPU only runs the
+//    actors and the front door), each unpinned and with --pin-threads (runtime/cpu_plan.h).
+// 3. Most requests per second through one server: a closed loop of --concurrency calls from one
+//    client thread (InferAsync) on the sim backend (the devices are nearly free, so the front
+//    door, the actors and the scheduler are what is measured), against the same closed loop in
+//    process.
+// 4. The machine's floor under all of it: a raw TCP echo on loopback (bench/loopback_rtt.h), back
+//    to back and after 6 ms idle, beside the bare RPC round trip; and, per setup, the front
+//    door's own path warm and cold (an infer refused at once, alone or right after an
+//    in-process request ran).
 // Prints a table; --json writes the figures.
 #include <chrono>
 #include <condition_variable>
@@ -33,6 +37,7 @@
 #include "bench/workload.h"
 #include "runtime/clock.h"
 #include "runtime/model_repository.h"
+#include "runtime/this_thread.h"
 #include "schema/client.h"
 #include "schema/rpc_server.h"
 
@@ -140,6 +145,91 @@ double RpcClosedLoop(cs::rpc::Client& client, const std::string& model,
   return total / ((NowMs() - t0) / 1000.0);
 }
 
+// The front door's own path, warm and cold: an infer the server refuses at once (unknown model:
+// decoded, looked up, answered on the kj thread, nothing reaches the cluster), each after 8 ms
+// idle. Warm: only these calls run. Cold: each right after an in-process request has run (on a
+// CPU device its weights, 8 MB, have pushed the RPC path's code and data out of the caches).
+// Returns {warm, cold} in microseconds, or the first unexpected answer.
+cs::StatusOr<std::pair<cs::bench::LatencyStats, cs::bench::LatencyStats>> MeasureRefusedCall(
+    cs::LocalCluster& cluster, cs::rpc::Client& client, const std::string& model,
+    const std::vector<cs::bench::BenchRequest>& reqs, const std::vector<uint32_t>& order) {
+  std::vector<double> warm_us, cold_us;
+  for (int i = 0; i < 400; ++i) {
+    const bool cold = i >= 200;
+    const cs::RequestInput& in = reqs[order[static_cast<size_t>(i) % order.size()]].input;
+    if (cold) (void)RunLocal(cluster, model, in);
+    std::this_thread::sleep_for(std::chrono::milliseconds(8));
+    cs::rpc::InferCall call;
+    call.model = "no-such-model";
+    call.input = in;
+    const double t0 = NowMs();
+    auto refused = client.Infer(call);
+    (cold ? cold_us : warm_us).push_back((NowMs() - t0) * 1000);
+    if (refused.ok() || refused.status().code() != cs::StatusCode::kNotFound)
+      return cs::Internal("expected NOT_FOUND for an unknown model, got " +
+                          (refused.ok() ? std::string("a result") : refused.status().ToString()));
+  }
+  return std::make_pair(cs::bench::ComputeLatencyStats(warm_us), cs::bench::ComputeLatencyStats(cold_us));
+}
+
+// Low load: the same requests one at a time, alternately in process and over RPC. Prints the
+// table under `title` and returns its JSON.
+cs::StatusOr<nlohmann::ordered_json> MeasureLowLoad(cs::LocalCluster& cluster, cs::rpc::Client& client,
+                                                    const std::string& name,
+                                                    const std::vector<cs::bench::BenchRequest>& reqs,
+                                                    const std::vector<uint32_t>& order, int requests,
+                                                    const std::string& title) {
+  std::vector<double> local_ms, rpc_ms, server_ms, paired_ms;
+  for (int i = 0; i < 20; ++i) {  // warm up both paths
+    (void)RunLocal(cluster, name, reqs[order[static_cast<size_t>(i) % order.size()]].input);
+    cs::rpc::InferCall call;
+    call.model = name;
+    call.input = reqs[order[static_cast<size_t>(i) % order.size()]].input;
+    (void)client.Infer(call);
+  }
+  for (int i = 0; i < requests; ++i) {
+    const cs::RequestInput& in = reqs[order[static_cast<size_t>(i) % order.size()]].input;
+    double t0 = NowMs();
+    auto r1 = RunLocal(cluster, name, in);
+    local_ms.push_back(NowMs() - t0);
+    cs::rpc::InferCall call;
+    call.model = name;
+    call.input = in;
+    t0 = NowMs();
+    auto r2 = client.Infer(call);
+    rpc_ms.push_back(NowMs() - t0);
+    if (!r1.ok() || !r2.ok()) return !r1.ok() ? r1.status() : r2.status();
+    if (r1->logits != r2->result.logits) return cs::Internal("RPC and in-process results differ");
+    server_ms.push_back(r2->server_micros / 1000.0);
+    paired_ms.push_back(rpc_ms.back() - local_ms.back());
+    if ((i + 1) % 200 == 0) std::fprintf(stderr, "\rlatency: %d/%d requests", i + 1, requests);
+  }
+  std::fprintf(stderr, "\n");
+  auto l = cs::bench::ComputeLatencyStats(local_ms);
+  auto r = cs::bench::ComputeLatencyStats(rpc_ms);
+  auto s = cs::bench::ComputeLatencyStats(server_ms);
+  auto paired = cs::bench::ComputeLatencyStats(paired_ms);
+  std::printf("%s, %d requests each path (alternating):\n", title.c_str(), requests);
+  std::printf("  %-28s %9s %9s %9s\n", "path", "p50 ms", "p99 ms", "mean ms");
+  std::printf("  %-28s %9.3f %9.3f %9.3f\n", "in process (LocalCluster)", l.p50_ms, l.p99_ms, l.mean_ms);
+  std::printf("  %-28s %9.3f %9.3f %9.3f\n", "RPC over loopback", r.p50_ms, r.p99_ms, r.mean_ms);
+  std::printf("  %-28s %9.3f %9.3f %9.3f\n", "  of which inside the server", s.p50_ms, s.p99_ms, s.mean_ms);
+  std::printf("  added by RPC: p50 %+.0f us, p99 %+.0f us, mean %+.0f us; per request (RPC minus the same\n"
+              "  request in process just before): median %+.0f us\n\n",
+              (r.p50_ms - l.p50_ms) * 1000, (r.p99_ms - l.p99_ms) * 1000, (r.mean_ms - l.mean_ms) * 1000,
+              paired.p50_ms * 1000);
+  return nlohmann::ordered_json{{"model", name},
+                                {"requests", requests},
+                                {"local_p50_ms", l.p50_ms},
+                                {"local_p99_ms", l.p99_ms},
+                                {"rpc_p50_ms", r.p50_ms},
+                                {"rpc_p99_ms", r.p99_ms},
+                                {"server_p50_ms", s.p50_ms},
+                                {"added_p50_us", (r.p50_ms - l.p50_ms) * 1000},
+                                {"added_p99_us", (r.p99_ms - l.p99_ms) * 1000},
+                                {"added_paired_median_us", paired.p50_ms * 1000}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -174,161 +264,121 @@ int main(int argc, char** argv) {
   const auto order = cs::bench::SeededShuffle(workload->requests.size(), 1);
 
   nlohmann::ordered_json out;
+  // Four setups: the CPU backend and the sim backend (devices off the CPU, as on a GPU node), each
+  // with the threads where the OS puts them and pinned (runtime/cpu_plan.h: device threads on
+  // cores of their own, the front door, actors and this client on the rest).
+  const std::vector<int> all_cpus = cs::ThisThreadCpus();
   for (const bool is_sim : {false, true}) {
-    const std::string name = a.model;
-    cs::LocalClusterOptions options;
-    options.model_repo = a.repo;
-    options.models = {name};
-    options.devices = is_sim ? a.sim_devices : a.devices;
-    if (is_sim) {
-      options.backend = "sim";
-      options.sim_profile = a.sim_profile;
-    }
-    auto cluster = cs::LocalCluster::Start(options);
-    if (!cluster.ok()) return fail(cluster.status());
-    cs::rpc::RpcServerOptions server_options;
-    server_options.listen = "127.0.0.1:0";
-    auto server = cs::rpc::RpcServer::Start(cluster->get(), server_options);
-    if (!server.ok()) return fail(server.status());
-    auto client = cs::rpc::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
-    if (!client.ok()) return fail(client.status());
-    const auto& reqs = workload->requests;
+    for (const bool pinned : {false, true}) {
+      const std::string name = a.model;
+      cs::LocalClusterOptions options;
+      options.model_repo = a.repo;
+      options.models = {name};
+      options.devices = is_sim ? a.sim_devices : a.devices;
+      if (is_sim) {
+        options.backend = "sim";
+        options.sim_profile = a.sim_profile;
+      }
+      const std::string setup = is_sim ? std::to_string(a.sim_devices) + " sim device(s) (devices off the CPU)"
+                                       : std::to_string(a.devices) + " CPU device(s)";
+      const std::string key = std::string(is_sim ? "sim" : "cpu") + (pinned ? "_pinned" : "");
+      std::string placement = "threads where the OS puts them";
+      if (pinned) {
+        auto plan = cs::LocalCluster::PinCallerApartFromDevices(options);
+        if (!plan.ok()) {
+          std::printf("%s, pinned: skipped (%s)\n\n", setup.c_str(), plan.status().ToString().c_str());
+          continue;
+        }
+        options.device_cpus = plan->device_cpus;
+        placement = "pinned: " + cs::DescribeCpuPlan(*plan);
+      }
+      auto cluster = cs::LocalCluster::Start(options);
+      if (!cluster.ok()) return fail(cluster.status());
+      cs::rpc::RpcServerOptions server_options;
+      server_options.listen = "127.0.0.1:0";
+      auto server = cs::rpc::RpcServer::Start(cluster->get(), server_options);
+      if (!server.ok()) return fail(server.status());
+      auto client = cs::rpc::Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
+      if (!client.ok()) return fail(client.status());
+      const auto& reqs = workload->requests;
 
-    if (!is_sim) {
-      // The bare round trip of a call the server answers on its own thread (models): back to
-      // back, and after 6 ms of idleness (what a request at low load sees: both threads asleep).
-      std::vector<double> rtt_ms, rtt_idle_ms;
-      for (int i = 0; i < 1300; ++i) {
-        if (i >= 1000) std::this_thread::sleep_for(std::chrono::milliseconds(6));
-        const double t0 = NowMs();
-        auto m = (*client)->Models();
-        if (!m.ok()) return fail(m.status());
-        (i < 1000 ? rtt_ms : rtt_idle_ms).push_back(NowMs() - t0);
+      if (!is_sim && !pinned) {
+        // The bare round trip of a call the server answers on its own thread (models): back to
+        // back, and after 6 ms of idleness (what a request at low load sees: both threads asleep).
+        std::vector<double> rtt_ms, rtt_idle_ms;
+        for (int i = 0; i < 1300; ++i) {
+          if (i >= 1000) std::this_thread::sleep_for(std::chrono::milliseconds(6));
+          const double t0 = NowMs();
+          auto m = (*client)->Models();
+          if (!m.ok()) return fail(m.status());
+          (i < 1000 ? rtt_ms : rtt_idle_ms).push_back(NowMs() - t0);
+        }
+        auto rtt = cs::bench::ComputeLatencyStats(rtt_ms);
+        auto idle = cs::bench::ComputeLatencyStats(rtt_idle_ms);
+        std::printf("Round trip of a call answered at once (models): back to back p50 %.0f us (p99 %.0f); "
+                    "after 6 ms idle p50 %.0f us (p99 %.0f)\n\n",
+                    rtt.p50_ms * 1000, rtt.p99_ms * 1000, idle.p50_ms * 1000, idle.p99_ms * 1000);
+        out["models_rtt"] = {{"p50_us", rtt.p50_ms * 1000},
+                             {"p99_us", rtt.p99_ms * 1000},
+                             {"after_idle_p50_us", idle.p50_ms * 1000},
+                             {"after_idle_p99_us", idle.p99_ms * 1000}};
+        // The machine's floor under any RPC: a raw TCP echo on loopback, no Cap'n Proto.
+        auto tcp = cs::bench::MeasureLoopbackRtt(1000, 300, 6);
+        if (!tcp.ok()) return fail(tcp.status());
+        auto tcp_b2b = cs::bench::ComputeLatencyStats(tcp->back_to_back_us);
+        auto tcp_idle = cs::bench::ComputeLatencyStats(tcp->after_idle_us);
+        std::printf("Raw TCP round trip on loopback (64 bytes to an echo thread, no Cap'n Proto): back to back\n"
+                    "p50 %.0f us (p99 %.0f); after 6 ms idle p50 %.0f us (p99 %.0f). Any front door adds at least\n"
+                    "this to an in-process call: two socket crossings and two more thread wake-ups.\n\n",
+                    tcp_b2b.p50_ms, tcp_b2b.p99_ms, tcp_idle.p50_ms, tcp_idle.p99_ms);
+        out["tcp_rtt"] = {{"p50_us", tcp_b2b.p50_ms},
+                          {"p99_us", tcp_b2b.p99_ms},
+                          {"after_idle_p50_us", tcp_idle.p50_ms},
+                          {"after_idle_p99_us", tcp_idle.p99_ms}};
       }
-      auto rtt = cs::bench::ComputeLatencyStats(rtt_ms);
-      auto idle = cs::bench::ComputeLatencyStats(rtt_idle_ms);
-      std::printf("Round trip of a call answered at once (models): back to back p50 %.0f us (p99 %.0f); "
-                  "after 6 ms idle p50 %.0f us (p99 %.0f)\n\n",
-                  rtt.p50_ms * 1000, rtt.p99_ms * 1000, idle.p50_ms * 1000, idle.p99_ms * 1000);
-      out["models_rtt"] = {{"p50_us", rtt.p50_ms * 1000},
-                           {"p99_us", rtt.p99_ms * 1000},
-                           {"after_idle_p50_us", idle.p50_ms * 1000},
-                           {"after_idle_p99_us", idle.p99_ms * 1000}};
-      // The machine's floor under any RPC: a raw TCP echo on loopback, no Cap'n Proto.
-      auto tcp = cs::bench::MeasureLoopbackRtt(1000, 300, 6);
-      if (!tcp.ok()) return fail(tcp.status());
-      auto tcp_b2b = cs::bench::ComputeLatencyStats(tcp->back_to_back_us);
-      auto tcp_idle = cs::bench::ComputeLatencyStats(tcp->after_idle_us);
-      std::printf("Raw TCP round trip on loopback (64 bytes to an echo thread, no Cap'n Proto): back to back\n"
-                  "p50 %.0f us (p99 %.0f); after 6 ms idle p50 %.0f us (p99 %.0f). Any front door adds at least\n"
-                  "this to an in-process call: two socket crossings and two more thread wake-ups.\n\n",
-                  tcp_b2b.p50_ms, tcp_b2b.p99_ms, tcp_idle.p50_ms, tcp_idle.p99_ms);
-      out["tcp_rtt"] = {{"p50_us", tcp_b2b.p50_ms},
-                        {"p99_us", tcp_b2b.p99_ms},
-                        {"after_idle_p50_us", tcp_idle.p50_ms},
-                        {"after_idle_p99_us", tcp_idle.p99_ms}};
-      // The front door's own path, warm and cold: an infer the server refuses at once (unknown
-      // model: decoded, looked up, answered on the kj thread, nothing reaches the cluster), each
-      // after 8 ms idle. Warm: only these calls run. Cold: each right after an in-process request
-      // has computed, whose weights (8 MB) have pushed the RPC path's code and data out of the
-      // caches: what a real call meets at low load on a CPU server.
-      std::vector<double> warm_us, cold_us;
-      for (int i = 0; i < 400; ++i) {
-        const bool cold = i >= 200;
-        const cs::RequestInput& in = reqs[order[static_cast<size_t>(i)]].input;
-        if (cold) (void)RunLocal(**cluster, name, in);
-        std::this_thread::sleep_for(std::chrono::milliseconds(8));
-        cs::rpc::InferCall call;
-        call.model = "no-such-model";
-        call.input = in;
-        const double t0 = NowMs();
-        auto refused = (*client)->Infer(call);
-        (cold ? cold_us : warm_us).push_back((NowMs() - t0) * 1000);
-        if (refused.ok() || refused.status().code() != cs::StatusCode::kNotFound)
-          return fail(cs::Internal("expected NOT_FOUND for an unknown model, got " +
-                                   (refused.ok() ? std::string("a result") : refused.status().ToString())));
+      auto refused = MeasureRefusedCall(**cluster, **client, name, reqs, order);
+      if (!refused.ok()) return fail(refused.status());
+      const auto& [warm, cold] = *refused;
+      std::printf("On %s, %s:\n"
+                  "An infer refused at once (unknown model), after 8 ms idle: warm p50 %.0f us (p99 %.0f); right\n"
+                  "after an in-process request ran (caches cold) p50 %.0f us (p99 %.0f).\n\n",
+                  setup.c_str(), placement.c_str(), warm.p50_ms, warm.p99_ms, cold.p50_ms, cold.p99_ms);
+      out[key]["placement"] = placement;
+      out[key]["refused_call_rtt"] = {{"warm_p50_us", warm.p50_ms},
+                                      {"warm_p99_us", warm.p99_ms},
+                                      {"cold_p50_us", cold.p50_ms},
+                                      {"cold_p99_us", cold.p99_ms}};
+      auto latency = MeasureLowLoad(**cluster, **client, name, reqs, order, a.requests,
+                                    "Low load, one request at a time, model " + name + " on " + setup + ", " +
+                                        (pinned ? "pinned" : "not pinned"));
+      if (!latency.ok()) return fail(latency.status());
+      out[key]["latency"] = *latency;
+      if (is_sim && !pinned) {
+        int errors = 0;
+        (void)RpcClosedLoop(**client, name, reqs, 500, a.concurrency, &errors);  // warm up
+        const double local_rps = LocalClosedLoop(**cluster, name, reqs, a.throughput_requests, a.concurrency);
+        const double rpc_rps = RpcClosedLoop(**client, name, reqs, a.throughput_requests, a.concurrency, &errors);
+        std::printf("Most requests/s, closed loop of %d, model %s on %d sim device(s) (profile %s), %d requests:\n",
+                    a.concurrency, name.c_str(), a.sim_devices, a.sim_profile.c_str(), a.throughput_requests);
+        std::printf("  in process: %.0f req/s   RPC (one client connection): %.0f req/s   RPC / in process: %.2fx"
+                    "   errors: %d\n",
+                    local_rps, rpc_rps, rpc_rps / local_rps, errors);
+        out["throughput"] = {{"backend", "sim"},
+                             {"sim_profile", a.sim_profile},
+                             {"sim_devices", a.sim_devices},
+                             {"concurrency", a.concurrency},
+                             {"requests", a.throughput_requests},
+                             {"local_rps", local_rps},
+                             {"rpc_rps", rpc_rps},
+                             {"errors", errors}};
       }
-      auto warm = cs::bench::ComputeLatencyStats(warm_us);
-      auto cold = cs::bench::ComputeLatencyStats(cold_us);
-      std::printf("An infer refused at once (unknown model), after 8 ms idle: warm p50 %.0f us (p99 %.0f); right\n"
-                  "after an in-process request computed (caches cold) p50 %.0f us (p99 %.0f).\n\n",
-                  warm.p50_ms, warm.p99_ms, cold.p50_ms, cold.p99_ms);
-      out["refused_call_rtt"] = {{"warm_p50_us", warm.p50_ms},
-                                 {"warm_p99_us", warm.p99_ms},
-                                 {"cold_p50_us", cold.p50_ms},
-                                 {"cold_p99_us", cold.p99_ms}};
-      std::vector<double> local_ms, rpc_ms, server_ms, paired_ms;
-      for (int i = 0; i < 20; ++i) {  // warm up both paths
-        (void)RunLocal(**cluster, name, reqs[order[static_cast<size_t>(i)]].input);
-        cs::rpc::InferCall call;
-        call.model = name;
-        call.input = reqs[order[static_cast<size_t>(i)]].input;
-        (void)(*client)->Infer(call);
+      client->reset();
+      (*server)->Stop();
+      (*cluster)->Stop();
+      if (pinned) {
+        if (cs::Status s = cs::PinThisThread(all_cpus); !s.ok()) return fail(s);
       }
-      for (int i = 0; i < a.requests; ++i) {
-        const cs::RequestInput& in = reqs[order[static_cast<size_t>(i) % order.size()]].input;
-        double t0 = NowMs();
-        auto r1 = RunLocal(**cluster, name, in);
-        local_ms.push_back(NowMs() - t0);
-        cs::rpc::InferCall call;
-        call.model = name;
-        call.input = in;
-        t0 = NowMs();
-        auto r2 = (*client)->Infer(call);
-        rpc_ms.push_back(NowMs() - t0);
-        if (!r1.ok() || !r2.ok()) return fail(!r1.ok() ? r1.status() : r2.status());
-        if (r1->logits != r2->result.logits) return fail(cs::Internal("RPC and in-process results differ"));
-        server_ms.push_back(r2->server_micros / 1000.0);
-        paired_ms.push_back(rpc_ms.back() - local_ms.back());
-        if ((i + 1) % 200 == 0) std::fprintf(stderr, "\rlatency: %d/%d requests", i + 1, a.requests);
-      }
-      std::fprintf(stderr, "\n");
-      auto l = cs::bench::ComputeLatencyStats(local_ms);
-      auto r = cs::bench::ComputeLatencyStats(rpc_ms);
-      auto s = cs::bench::ComputeLatencyStats(server_ms);
-      auto paired = cs::bench::ComputeLatencyStats(paired_ms);
-      std::printf("Low load, one request at a time, model %s, %d requests each path (alternating):\n",
-                  name.c_str(), a.requests);
-      std::printf("  %-28s %9s %9s %9s\n", "path", "p50 ms", "p99 ms", "mean ms");
-      std::printf("  %-28s %9.3f %9.3f %9.3f\n", "in process (LocalCluster)", l.p50_ms, l.p99_ms, l.mean_ms);
-      std::printf("  %-28s %9.3f %9.3f %9.3f\n", "RPC over loopback", r.p50_ms, r.p99_ms, r.mean_ms);
-      std::printf("  %-28s %9.3f %9.3f %9.3f\n", "  of which inside the server", s.p50_ms, s.p99_ms, s.mean_ms);
-      std::printf("  added by RPC: p50 %+.0f us, p99 %+.0f us, mean %+.0f us; per request (RPC minus the same\n"
-                  "  request in process just before): median %+.0f us\n\n",
-                  (r.p50_ms - l.p50_ms) * 1000, (r.p99_ms - l.p99_ms) * 1000, (r.mean_ms - l.mean_ms) * 1000,
-                  paired.p50_ms * 1000);
-      out["latency"] = {{"model", name},
-                        {"requests", a.requests},
-                        {"local_p50_ms", l.p50_ms},
-                        {"local_p99_ms", l.p99_ms},
-                        {"rpc_p50_ms", r.p50_ms},
-                        {"rpc_p99_ms", r.p99_ms},
-                        {"server_p50_ms", s.p50_ms},
-                        {"added_p50_us", (r.p50_ms - l.p50_ms) * 1000},
-                        {"added_p99_us", (r.p99_ms - l.p99_ms) * 1000},
-                        {"added_paired_median_us", paired.p50_ms * 1000}};
-    } else {
-      int errors = 0;
-      (void)RpcClosedLoop(**client, name, reqs, 500, a.concurrency, &errors);  // warm up
-      const double local_rps = LocalClosedLoop(**cluster, name, reqs, a.throughput_requests, a.concurrency);
-      const double rpc_rps = RpcClosedLoop(**client, name, reqs, a.throughput_requests, a.concurrency, &errors);
-      std::printf("Most requests/s, closed loop of %d, model %s on %d sim device(s) (profile %s), %d requests:\n",
-                  a.concurrency, name.c_str(), a.sim_devices, a.sim_profile.c_str(), a.throughput_requests);
-      std::printf("  in process: %.0f req/s   RPC (one client connection): %.0f req/s   RPC / in process: %.2fx"
-                  "   errors: %d\n",
-                  local_rps, rpc_rps, rpc_rps / local_rps, errors);
-      out["throughput"] = {{"backend", "sim"},
-                           {"sim_profile", a.sim_profile},
-                           {"sim_devices", a.sim_devices},
-                           {"concurrency", a.concurrency},
-                           {"requests", a.throughput_requests},
-                           {"local_rps", local_rps},
-                           {"rpc_rps", rpc_rps},
-                           {"errors", errors}};
     }
-    client->reset();
-    (*server)->Stop();
-    (*cluster)->Stop();
   }
   if (!a.json.empty()) std::ofstream(a.json) << out.dump(2) << "\n";
   return 0;
