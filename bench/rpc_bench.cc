@@ -5,9 +5,10 @@
 //    loopback (rpc::Client::Infer from this thread to an RpcServer in this process, which calls
 //    the same LocalCluster). Alternating cancels the machine's drift; p50 and p99 of each, the
 //    difference of the medians, and the median of the per-request differences.
-// 2. That in four setups: CPU devices and sim devices (kernels/sim, --sim-profile, default the
-//    GPU-like profile: the devices compute nothing, as on a GPU node whose CPU only runs the
-//    actors and the front door), each unpinned and with --pin-threads (runtime/cpu_plan.h).
+// 2. That in each setup of --setups: CPU devices, sim devices (kernels/sim, --sim-profile,
+//    default the GPU-like profile: the devices compute nothing, as on a GPU node whose CPU only
+//    runs the actors and the front door) and, on a GPU machine, one GPU; each unpinned and with
+//    --pin-threads (runtime/cpu_plan.h).
 // 3. Most requests per second through one server: a closed loop of --concurrency calls from one
 //    client thread (InferAsync) on the sim backend (the devices are nearly free, so the front
 //    door, the actors and the scheduler are what is measured), against the same closed loop in
@@ -17,6 +18,7 @@
 //    door's own path warm and cold (an infer refused at once, alone or right after an
 //    in-process request ran).
 // Prints a table; --json writes the figures.
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -57,6 +59,7 @@ struct Args {
   int devices = 1;
   int sim_devices = 2;
   std::string sim_profile = "kernels/sim/profiles/gpu-like.json";
+  std::vector<std::string> setups = {"cpu", "sim"};
   std::string json;
 };
 
@@ -66,9 +69,10 @@ int Usage(int rc) {
                "                 [--corpus FILE (the State of the Union sentences)] [--requests N (1000)]\n"
                "                 [--throughput-requests N (20000)] [--concurrency N (64)] [--devices N (1)]\n"
                "                 [--sim-devices N (2)] [--sim-profile FILE (kernels/sim/profiles/gpu-like.json)]\n"
-               "                 [--json FILE]\n"
+               "                 [--setups LIST (cpu,sim; also cuda: one GPU)] [--json FILE]\n"
                "Measures the RPC front door's added latency at low load (same requests, alternately in\n"
-               "process and over loopback RPC) and the most requests/s through one server (sim backend).\n");
+               "process and over loopback RPC) on each backend of --setups, unpinned and with --pin-threads,\n"
+               "and the most requests/s through one server (sim backend, when sim is among the setups).\n");
   return rc;
 }
 
@@ -249,6 +253,19 @@ int main(int argc, char** argv) {
     else if (k == "--sim-devices") a.sim_devices = std::stoi(v);
     else if (k == "--sim-profile") a.sim_profile = v;
     else if (k == "--json") a.json = v;
+    else if (k == "--setups") {
+      a.setups.clear();
+      for (size_t start = 0; start <= v.size();) {
+        const size_t comma = std::min(v.find(',', start), v.size());
+        const std::string setup = v.substr(start, comma - start);
+        if (setup != "cpu" && setup != "sim" && setup != "cuda") {
+          std::fprintf(stderr, "bench_rpc: --setups takes cpu, sim and cuda, got '%s'\n", setup.c_str());
+          return 2;
+        }
+        a.setups.push_back(setup);
+        start = comma + 1;
+      }
+    }
     else return Usage(2);
   }
   if (a.corpus.empty()) a.corpus = cs::bench::DefaultCorpusPath();
@@ -264,24 +281,25 @@ int main(int argc, char** argv) {
   const auto order = cs::bench::SeededShuffle(workload->requests.size(), 1);
 
   nlohmann::ordered_json out;
-  // Four setups: the CPU backend and the sim backend (devices off the CPU, as on a GPU node), each
+  // Each backend of --setups (cpu; sim: devices off the CPU, as on a GPU node; cuda: one GPU),
   // with the threads where the OS puts them and pinned (runtime/cpu_plan.h: device threads on
   // cores of their own, the front door, actors and this client on the rest).
   const std::vector<int> all_cpus = cs::ThisThreadCpus();
-  for (const bool is_sim : {false, true}) {
+  bool first = true;
+  for (const std::string& backend : a.setups) {
+    const bool is_sim = backend == "sim";
     for (const bool pinned : {false, true}) {
       const std::string name = a.model;
       cs::LocalClusterOptions options;
       options.model_repo = a.repo;
       options.models = {name};
-      options.devices = is_sim ? a.sim_devices : a.devices;
-      if (is_sim) {
-        options.backend = "sim";
-        options.sim_profile = a.sim_profile;
-      }
+      options.backend = backend;
+      options.devices = is_sim ? a.sim_devices : backend == "cuda" ? 1 : a.devices;
+      if (is_sim) options.sim_profile = a.sim_profile;
       const std::string setup = is_sim ? std::to_string(a.sim_devices) + " sim device(s) (devices off the CPU)"
-                                       : std::to_string(a.devices) + " CPU device(s)";
-      const std::string key = std::string(is_sim ? "sim" : "cpu") + (pinned ? "_pinned" : "");
+                                : backend == "cuda" ? std::string("1 GPU")
+                                                    : std::to_string(a.devices) + " CPU device(s)";
+      const std::string key = backend + (pinned ? "_pinned" : "");
       std::string placement = "threads where the OS puts them";
       if (pinned) {
         auto plan = cs::LocalCluster::PinCallerApartFromDevices(options);
@@ -302,7 +320,8 @@ int main(int argc, char** argv) {
       if (!client.ok()) return fail(client.status());
       const auto& reqs = workload->requests;
 
-      if (!is_sim && !pinned) {
+      if (first) {
+        first = false;
         // The bare round trip of a call the server answers on its own thread (models): back to
         // back, and after 6 ms of idleness (what a request at low load sees: both threads asleep).
         std::vector<double> rtt_ms, rtt_idle_ms;
@@ -363,6 +382,7 @@ int main(int argc, char** argv) {
         std::printf("  in process: %.0f req/s   RPC (one client connection): %.0f req/s   RPC / in process: %.2fx"
                     "   errors: %d\n",
                     local_rps, rpc_rps, rpc_rps / local_rps, errors);
+        std::printf("\n");
         out["throughput"] = {{"backend", "sim"},
                              {"sim_profile", a.sim_profile},
                              {"sim_devices", a.sim_devices},

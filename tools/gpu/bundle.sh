@@ -3,8 +3,8 @@
 # machine that has the NVIDIA driver and CUDA 13 libraries but none of our build dependencies (the
 # device machines lent to some sessions: see docs/ARCHITECTURE.md, "The GPU backend").
 #   tools/gpu/bundle.sh [BUILD_DIR]     (default build; run ./cellserve.sh build first)
-# Bundle: bin/ (cuda_backend_test, cuda_cluster_test, golden_cuda_test, bench_cuda_lstm, cellserve and its CUDA plugin
-# libcellserve_cuda.so), lib/ (their
+# Bundle: bin/ (cuda_backend_test, cuda_cluster_test, golden_cuda_test, bench_cuda_lstm, bench_rpc, cellserve and
+# its CUDA plugin libcellserve_cuda.so), lib/ (their
 # shared libraries except the C/C++ runtime and CUDA's own, which the GPU machine has), the
 # benchmark corpus, and run.sh (tools/gpu/run.sh), which runs every GPU check in one go:
 #   bash .gpu-bundle/run.sh OUT_DIR
@@ -14,7 +14,8 @@ BUILD_DIR="${1:-build}"
 BUNDLE=.gpu-bundle
 bins=("$BUILD_DIR/tests/gpu/cuda_backend_test" "$BUILD_DIR/tests/gpu/cuda_cluster_test"
       "$BUILD_DIR/tests/golden/golden_cuda_test"
-      "$BUILD_DIR/bench/bench_cuda_lstm" "$BUILD_DIR/cellserve" "$BUILD_DIR/libcellserve_cuda.so")
+      "$BUILD_DIR/bench/bench_cuda_lstm" "$BUILD_DIR/bench/bench_rpc" "$BUILD_DIR/cellserve"
+      "$BUILD_DIR/libcellserve_cuda.so")
 for b in "${bins[@]}"; do
   [[ -f "$b" ]] || { echo "gpu bundle: $b is missing: build with CUDA first (./cellserve.sh build)" >&2; exit 1; }
 done

@@ -6,7 +6,8 @@
 # Steps: GPU tests (CUDA vs CPU, every kind, batch 1-512), the serving path on the GPU (LocalCluster
 # --backend cuda vs the CPU), goldens on the CUDA backend,
 # compute-sanitizer memcheck on a subset, the kernel benchmark against cuDNN (JSON), and the
-# end-to-end benchmark at H=1024 on one GPU, cellular vs padded (JSON).
+# end-to-end benchmark at H=1024 on one GPU, cellular vs padded (JSON), and what the RPC front door
+# adds at low load on a GPU node, unpinned and with --pin-threads (issue 5; JSON).
 set -uo pipefail
 BUNDLE="$(cd "$(dirname "$0")" && pwd)"
 OUT="${1:?usage: run.sh OUT_DIR}"
@@ -51,5 +52,8 @@ gunzip -c "$BUNDLE/sotu_sentences.txt.gz" >"$repo/sotu_sentences.txt"
 step e2e_bench 300 "$BUNDLE/bin/cellserve" bench --model-repo "$repo" --model lstm1024 --backend cuda --devices 1 \
   --policy cellular,padded --rates auto --duration-s 5 --corpus "$repo/sotu_sentences.txt" \
   --json "$OUT/gpu_e2e_bench.json"
+# bench_rpc finds the plugin next to itself: the bundle's bin/.
+step rpc_bench 120 "$BUNDLE/bin/bench_rpc" --model-repo "$repo" --model lstm1024 --corpus "$repo/sotu_sentences.txt" \
+  --setups cuda --requests 300 --json "$OUT/gpu_rpc_bench.json"
 echo "=== done: $( ((status == 0)) && echo 'every step passed' || echo 'some step FAILED' ) (logs in $OUT)"
 exit $status
