@@ -124,26 +124,8 @@ LocalCluster::~LocalCluster() { Stop(); }
 
 int LocalCluster::device_count() const { return static_cast<int>(impl_->device_count); }
 
-namespace {
-
-// What Start gives MakeDevices.
-DeviceOptions DeviceOptionsOf(const LocalClusterOptions& options) {
-  DeviceOptions devices;
-  devices.backend = options.backend;
-  devices.devices = options.devices;
-  devices.blas_threads = options.blas_threads;
-  devices.sim_profile = options.sim_profile;
-  devices.gpu_precision = options.gpu_precision;
-  devices.cuda_graphs = options.cuda_graphs;
-  devices.cpu_fallback = options.cpu_fallback;
-  devices.device_cpus = options.device_cpus;
-  return devices;
-}
-
-}  // namespace
-
 StatusOr<CpuPlan> LocalCluster::PinCallerApartFromDevices(const LocalClusterOptions& options) {
-  const int threads = DeviceThreads(DeviceOptionsOf(options));
+  const int threads = DeviceThreads(options);
   if (threads == 0) return InvalidArgument("--pin-threads: unknown backend '" + options.backend + "'");
   return PinThisThreadApartFromDevices(threads);
 }
@@ -169,7 +151,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     impl->models.push_back(std::move(model));
   }
 
-  ASSIGN_OR_RETURN(impl->devices, MakeDevices(DeviceOptionsOf(options), impl->models));
+  ASSIGN_OR_RETURN(impl->devices, MakeDevices(options, impl->models));
   impl->device_count = impl->devices.size();
 
   actors::ConfigureActorSystem(impl->config, options.caf_threads);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/device_factory.h"
 #include "actors/serving_backend.h"
 #include "runtime/cell_graph.h"
 #include "runtime/cpu_plan.h"
@@ -25,24 +26,17 @@ namespace monitoring {
 class ServingMetrics;
 }
 
-struct LocalClusterOptions {
+// The devices (DeviceOptions, actors/device_factory.h: backend, devices, sim_profile,
+// blas_threads, the cuda settings, device_cpus; each device gets its own worker), and the rest.
+// "cpu": each device a thread running our CPU kernels. "sim": kernels/sim devices that compute
+// nothing and take the time `sim_profile` (a JSON file) says; answers are meaningless. "cuda": one
+// device per GPU (kernels/cuda), when this build has CUDA. device_cpus: from
+// PinCallerApartFromDevices, or empty.
+struct LocalClusterOptions : DeviceOptions {
   std::string model_repo;                  // folder of models (DIR/NAME/spec.json, weights)
   std::vector<std::string> models;         // names to load; empty = every model in the repo
-  int devices = 1;                         // devices, each with its own worker; 0 = all (device_factory.h)
-  // "cpu": each device a thread running our CPU kernels. "sim": kernels/sim devices that compute
-  // nothing and take the time `sim_profile` (a JSON file) says; answers are meaningless.
-  // "cuda": one device per GPU (kernels/cuda), when this build has CUDA.
-  std::string backend = "cpu";
-  std::string sim_profile;                 // sim: the profile (required)
-  int blas_threads = 1;                    // OpenBLAS threads (process-wide)
-  std::string gpu_precision = "fp32";      // cuda: fp32, fp16 or bf16
-  bool cuda_graphs = true;                 // cuda: CUDA graphs per batch bucket
-  bool cpu_fallback = false;               // cuda: no usable GPU -> CPU devices (said on stderr)
   SchedulerOptions scheduler;              // policy, lookahead, bounds (state_slots per device)
   int caf_threads = 0;                     // CAF scheduler threads; 0 = CAF's default
-  // The CPUs of the device threads (DeviceOptions::device_cpus), from PinCallerApartFromDevices;
-  // empty: wherever the OS puts them.
-  std::vector<int> device_cpus;
   // Prometheus metrics (monitoring/metrics.h): every answer, each device's rounds, the node's
   // placements. Borrowed: must outlive the cluster. nullptr = no metrics (and no cost).
   monitoring::ServingMetrics* metrics = nullptr;
