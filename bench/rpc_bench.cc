@@ -8,7 +8,8 @@
 // 2. That in each setup of --setups: CPU devices, sim devices (kernels/sim, --sim-profile,
 //    default the GPU-like profile: the devices compute nothing, as on a GPU node whose CPU only
 //    runs the actors and the front door) and, on a GPU machine, one GPU; each unpinned and with
-//    --pin-threads (runtime/cpu_plan.h).
+//    --pin-threads (runtime/cpu_plan.h), the two alternating for --rounds rounds on the same
+//    requests, so the machine's drift falls on both alike; then their ratio.
 // 3. Most requests per second through one server: a closed loop of --concurrency calls from one
 //    client thread (InferAsync) on the sim backend (the devices are nearly free, so the front
 //    door, the actors and the scheduler are what is measured), against the same closed loop in
@@ -60,6 +61,7 @@ struct Args {
   int sim_devices = 2;
   std::string sim_profile = "kernels/sim/profiles/gpu-like.json";
   std::vector<std::string> setups = {"cpu", "sim"};
+  int rounds = 4;
   std::string json;
 };
 
@@ -69,10 +71,11 @@ int Usage(int rc) {
                "                 [--corpus FILE (the State of the Union sentences)] [--requests N (1000)]\n"
                "                 [--throughput-requests N (20000)] [--concurrency N (64)] [--devices N (1)]\n"
                "                 [--sim-devices N (2)] [--sim-profile FILE (kernels/sim/profiles/gpu-like.json)]\n"
-               "                 [--setups LIST (cpu,sim; also cuda: one GPU)] [--json FILE]\n"
+               "                 [--setups LIST (cpu,sim; also cuda: one GPU)] [--rounds N (4)] [--json FILE]\n"
                "Measures the RPC front door's added latency at low load (same requests, alternately in\n"
-               "process and over loopback RPC) on each backend of --setups, unpinned and with --pin-threads,\n"
-               "and the most requests/s through one server (sim backend, when sim is among the setups).\n");
+               "process and over loopback RPC) on each backend of --setups, unpinned and with --pin-threads\n"
+               "(the two alternating for --rounds rounds), and the most requests/s through one server (sim\n"
+               "backend, when sim is among the setups).\n");
   return rc;
 }
 
@@ -149,17 +152,23 @@ double RpcClosedLoop(cs::rpc::Client& client, const std::string& model,
   return total / ((NowMs() - t0) / 1000.0);
 }
 
+// What one setup (a backend, pinned or not) measured, over all its rounds.
+struct SetupSamples {
+  std::string title;      // "1 CPU device(s), pinned"
+  std::string placement;  // "threads where the OS puts them" or the plan
+  std::vector<double> refused_warm_us, refused_cold_us;
+  std::vector<double> local_ms, rpc_ms, server_ms, paired_ms;
+};
+
 // The front door's own path, warm and cold: an infer the server refuses at once (unknown model:
 // decoded, looked up, answered on the kj thread, nothing reaches the cluster), each after 8 ms
-// idle. Warm: only these calls run. Cold: each right after an in-process request has run (on a
-// CPU device its weights, 8 MB, have pushed the RPC path's code and data out of the caches).
-// Returns {warm, cold} in microseconds, or the first unexpected answer.
-cs::StatusOr<std::pair<cs::bench::LatencyStats, cs::bench::LatencyStats>> MeasureRefusedCall(
-    cs::LocalCluster& cluster, cs::rpc::Client& client, const std::string& model,
-    const std::vector<cs::bench::BenchRequest>& reqs, const std::vector<uint32_t>& order) {
-  std::vector<double> warm_us, cold_us;
-  for (int i = 0; i < 400; ++i) {
-    const bool cold = i >= 200;
+// idle. Warm: only these calls run. Cold: each right after an in-process request has run.
+// `calls` of each; the first unexpected answer is an error.
+cs::Status CollectRefusedCalls(cs::LocalCluster& cluster, cs::rpc::Client& client, const std::string& model,
+                               const std::vector<cs::bench::BenchRequest>& reqs, const std::vector<uint32_t>& order,
+                               int calls, SetupSamples* out) {
+  for (int i = 0; i < 2 * calls; ++i) {
+    const bool cold = i >= calls;
     const cs::RequestInput& in = reqs[order[static_cast<size_t>(i) % order.size()]].input;
     if (cold) (void)RunLocal(cluster, model, in);
     std::this_thread::sleep_for(std::chrono::milliseconds(8));
@@ -168,22 +177,19 @@ cs::StatusOr<std::pair<cs::bench::LatencyStats, cs::bench::LatencyStats>> Measur
     call.input = in;
     const double t0 = NowMs();
     auto refused = client.Infer(call);
-    (cold ? cold_us : warm_us).push_back((NowMs() - t0) * 1000);
+    (cold ? out->refused_cold_us : out->refused_warm_us).push_back((NowMs() - t0) * 1000);
     if (refused.ok() || refused.status().code() != cs::StatusCode::kNotFound)
       return cs::Internal("expected NOT_FOUND for an unknown model, got " +
                           (refused.ok() ? std::string("a result") : refused.status().ToString()));
   }
-  return std::make_pair(cs::bench::ComputeLatencyStats(warm_us), cs::bench::ComputeLatencyStats(cold_us));
+  return cs::OkStatus();
 }
 
-// Low load: the same requests one at a time, alternately in process and over RPC. Prints the
-// table under `title` and returns its JSON.
-cs::StatusOr<nlohmann::ordered_json> MeasureLowLoad(cs::LocalCluster& cluster, cs::rpc::Client& client,
-                                                    const std::string& name,
-                                                    const std::vector<cs::bench::BenchRequest>& reqs,
-                                                    const std::vector<uint32_t>& order, int requests,
-                                                    const std::string& title) {
-  std::vector<double> local_ms, rpc_ms, server_ms, paired_ms;
+// Low load: requests [first, first + count) of `order`, one at a time, each in process and then
+// over RPC; results must agree.
+cs::Status CollectLowLoad(cs::LocalCluster& cluster, cs::rpc::Client& client, const std::string& name,
+                          const std::vector<cs::bench::BenchRequest>& reqs, const std::vector<uint32_t>& order,
+                          int first, int count, SetupSamples* out) {
   for (int i = 0; i < 20; ++i) {  // warm up both paths
     (void)RunLocal(cluster, name, reqs[order[static_cast<size_t>(i) % order.size()]].input);
     cs::rpc::InferCall call;
@@ -191,47 +197,62 @@ cs::StatusOr<nlohmann::ordered_json> MeasureLowLoad(cs::LocalCluster& cluster, c
     call.input = reqs[order[static_cast<size_t>(i) % order.size()]].input;
     (void)client.Infer(call);
   }
-  for (int i = 0; i < requests; ++i) {
+  for (int i = first; i < first + count; ++i) {
     const cs::RequestInput& in = reqs[order[static_cast<size_t>(i) % order.size()]].input;
     double t0 = NowMs();
     auto r1 = RunLocal(cluster, name, in);
-    local_ms.push_back(NowMs() - t0);
+    out->local_ms.push_back(NowMs() - t0);
     cs::rpc::InferCall call;
     call.model = name;
     call.input = in;
     t0 = NowMs();
     auto r2 = client.Infer(call);
-    rpc_ms.push_back(NowMs() - t0);
+    out->rpc_ms.push_back(NowMs() - t0);
     if (!r1.ok() || !r2.ok()) return !r1.ok() ? r1.status() : r2.status();
     if (r1->logits != r2->result.logits) return cs::Internal("RPC and in-process results differ");
-    server_ms.push_back(r2->server_micros / 1000.0);
-    paired_ms.push_back(rpc_ms.back() - local_ms.back());
-    if ((i + 1) % 200 == 0) std::fprintf(stderr, "\rlatency: %d/%d requests", i + 1, requests);
+    out->server_ms.push_back(r2->server_micros / 1000.0);
+    out->paired_ms.push_back(out->rpc_ms.back() - out->local_ms.back());
   }
-  std::fprintf(stderr, "\n");
-  auto l = cs::bench::ComputeLatencyStats(local_ms);
-  auto r = cs::bench::ComputeLatencyStats(rpc_ms);
-  auto s = cs::bench::ComputeLatencyStats(server_ms);
-  auto paired = cs::bench::ComputeLatencyStats(paired_ms);
-  std::printf("%s, %d requests each path (alternating):\n", title.c_str(), requests);
-  std::printf("  %-28s %9s %9s %9s\n", "path", "p50 ms", "p99 ms", "mean ms");
-  std::printf("  %-28s %9.3f %9.3f %9.3f\n", "in process (LocalCluster)", l.p50_ms, l.p99_ms, l.mean_ms);
-  std::printf("  %-28s %9.3f %9.3f %9.3f\n", "RPC over loopback", r.p50_ms, r.p99_ms, r.mean_ms);
-  std::printf("  %-28s %9.3f %9.3f %9.3f\n", "  of which inside the server", s.p50_ms, s.p99_ms, s.mean_ms);
-  std::printf("  added by RPC: p50 %+.0f us, p99 %+.0f us, mean %+.0f us; per request (RPC minus the same\n"
-              "  request in process just before): median %+.0f us\n\n",
+  return cs::OkStatus();
+}
+
+// Prints one setup's tables and returns its JSON.
+nlohmann::ordered_json Report(const SetupSamples& m, const std::string& model) {
+  auto warm = cs::bench::ComputeLatencyStats(m.refused_warm_us);
+  auto cold = cs::bench::ComputeLatencyStats(m.refused_cold_us);
+  auto l = cs::bench::ComputeLatencyStats(m.local_ms);
+  auto r = cs::bench::ComputeLatencyStats(m.rpc_ms);
+  auto s = cs::bench::ComputeLatencyStats(m.server_ms);
+  auto paired = cs::bench::ComputeLatencyStats(m.paired_ms);
+  std::printf("On %s (%s):\n", m.title.c_str(), m.placement.c_str());
+  std::printf("  an infer refused at once (unknown model), after 8 ms idle: warm p50 %.0f us (p99 %.0f); right\n"
+              "  after an in-process request ran (caches cold) p50 %.0f us (p99 %.0f).\n",
+              warm.p50_ms, warm.p99_ms, cold.p50_ms, cold.p99_ms);
+  std::printf("  low load, model %s, %zu requests each path (alternating):\n", model.c_str(), m.local_ms.size());
+  std::printf("    %-28s %9s %9s %9s\n", "path", "p50 ms", "p99 ms", "mean ms");
+  std::printf("    %-28s %9.3f %9.3f %9.3f\n", "in process (LocalCluster)", l.p50_ms, l.p99_ms, l.mean_ms);
+  std::printf("    %-28s %9.3f %9.3f %9.3f\n", "RPC over loopback", r.p50_ms, r.p99_ms, r.mean_ms);
+  std::printf("    %-28s %9.3f %9.3f %9.3f\n", "  of which inside the server", s.p50_ms, s.p99_ms, s.mean_ms);
+  std::printf("    added by RPC: p50 %+.0f us, p99 %+.0f us, mean %+.0f us; per request (RPC minus the same\n"
+              "    request in process just before): median %+.0f us\n\n",
               (r.p50_ms - l.p50_ms) * 1000, (r.p99_ms - l.p99_ms) * 1000, (r.mean_ms - l.mean_ms) * 1000,
               paired.p50_ms * 1000);
-  return nlohmann::ordered_json{{"model", name},
-                                {"requests", requests},
-                                {"local_p50_ms", l.p50_ms},
-                                {"local_p99_ms", l.p99_ms},
-                                {"rpc_p50_ms", r.p50_ms},
-                                {"rpc_p99_ms", r.p99_ms},
-                                {"server_p50_ms", s.p50_ms},
-                                {"added_p50_us", (r.p50_ms - l.p50_ms) * 1000},
-                                {"added_p99_us", (r.p99_ms - l.p99_ms) * 1000},
-                                {"added_paired_median_us", paired.p50_ms * 1000}};
+  return nlohmann::ordered_json{{"setup", m.title},
+                                {"placement", m.placement},
+                                {"refused_call_rtt", {{"warm_p50_us", warm.p50_ms},
+                                                      {"warm_p99_us", warm.p99_ms},
+                                                      {"cold_p50_us", cold.p50_ms},
+                                                      {"cold_p99_us", cold.p99_ms}}},
+                                {"latency", {{"model", model},
+                                             {"requests", m.local_ms.size()},
+                                             {"local_p50_ms", l.p50_ms},
+                                             {"local_p99_ms", l.p99_ms},
+                                             {"rpc_p50_ms", r.p50_ms},
+                                             {"rpc_p99_ms", r.p99_ms},
+                                             {"server_p50_ms", s.p50_ms},
+                                             {"added_p50_us", (r.p50_ms - l.p50_ms) * 1000},
+                                             {"added_p99_us", (r.p99_ms - l.p99_ms) * 1000},
+                                             {"added_paired_median_us", paired.p50_ms * 1000}}}};
 }
 
 }  // namespace
@@ -253,6 +274,7 @@ int main(int argc, char** argv) {
     else if (k == "--sim-devices") a.sim_devices = std::stoi(v);
     else if (k == "--sim-profile") a.sim_profile = v;
     else if (k == "--json") a.json = v;
+    else if (k == "--rounds") a.rounds = std::stoi(v);
     else if (k == "--setups") {
       a.setups.clear();
       for (size_t start = 0; start <= v.size();) {
@@ -269,6 +291,10 @@ int main(int argc, char** argv) {
     else return Usage(2);
   }
   if (a.corpus.empty()) a.corpus = cs::bench::DefaultCorpusPath();
+  if (a.rounds < 1 || a.requests < a.rounds) {
+    std::fprintf(stderr, "bench_rpc: --rounds must be at least 1 and at most --requests\n");
+    return 2;
+  }
   auto fail = [](const cs::Status& s) {
     std::fprintf(stderr, "bench_rpc: %s\n", s.ToString().c_str());
     return 1;
@@ -284,11 +310,18 @@ int main(int argc, char** argv) {
   // Each backend of --setups (cpu; sim: devices off the CPU, as on a GPU node; cuda: one GPU),
   // with the threads where the OS puts them and pinned (runtime/cpu_plan.h: device threads on
   // cores of their own, the front door, actors and this client on the rest).
+  // The two alternate for --rounds rounds, each round measuring its share of the requests, so
+  // that the machine's drift falls on both alike (this VM drifts by more than pinning changes).
   const std::vector<int> all_cpus = cs::ThisThreadCpus();
   bool first = true;
   for (const std::string& backend : a.setups) {
     const bool is_sim = backend == "sim";
-    for (const bool pinned : {false, true}) {
+    SetupSamples measured[2];
+    std::string skipped;
+    for (int step = 0; step < 2 * a.rounds; ++step) {  // round 0 unpinned, round 0 pinned, round 1 ...
+      const int round = step / 2;
+      const bool pinned = step % 2 == 1;
+      if (pinned && !skipped.empty()) continue;
       const std::string name = a.model;
       cs::LocalClusterOptions options;
       options.model_repo = a.repo;
@@ -299,16 +332,17 @@ int main(int argc, char** argv) {
       const std::string setup = is_sim ? std::to_string(a.sim_devices) + " sim device(s) (devices off the CPU)"
                                 : backend == "cuda" ? std::string("1 GPU")
                                                     : std::to_string(a.devices) + " CPU device(s)";
-      const std::string key = backend + (pinned ? "_pinned" : "");
-      std::string placement = "threads where the OS puts them";
+      SetupSamples& m = measured[pinned];
+      m.title = setup + (pinned ? ", pinned" : ", not pinned");
+      m.placement = "threads where the OS puts them";
       if (pinned) {
         auto plan = cs::LocalCluster::PinCallerApartFromDevices(options);
         if (!plan.ok()) {
-          std::printf("%s, pinned: skipped (%s)\n\n", setup.c_str(), plan.status().ToString().c_str());
+          skipped = plan.status().ToString();
           continue;
         }
         options.device_cpus = plan->device_cpus;
-        placement = "pinned: " + cs::DescribeCpuPlan(*plan);
+        m.placement = cs::DescribeCpuPlan(*plan);
       }
       auto cluster = cs::LocalCluster::Start(options);
       if (!cluster.ok()) return fail(cluster.status());
@@ -355,24 +389,16 @@ int main(int argc, char** argv) {
                           {"after_idle_p50_us", tcp_idle.p50_ms},
                           {"after_idle_p99_us", tcp_idle.p99_ms}};
       }
-      auto refused = MeasureRefusedCall(**cluster, **client, name, reqs, order);
-      if (!refused.ok()) return fail(refused.status());
-      const auto& [warm, cold] = *refused;
-      std::printf("On %s, %s:\n"
-                  "An infer refused at once (unknown model), after 8 ms idle: warm p50 %.0f us (p99 %.0f); right\n"
-                  "after an in-process request ran (caches cold) p50 %.0f us (p99 %.0f).\n\n",
-                  setup.c_str(), placement.c_str(), warm.p50_ms, warm.p99_ms, cold.p50_ms, cold.p99_ms);
-      out[key]["placement"] = placement;
-      out[key]["refused_call_rtt"] = {{"warm_p50_us", warm.p50_ms},
-                                      {"warm_p99_us", warm.p99_ms},
-                                      {"cold_p50_us", cold.p50_ms},
-                                      {"cold_p99_us", cold.p99_ms}};
-      auto latency = MeasureLowLoad(**cluster, **client, name, reqs, order, a.requests,
-                                    "Low load, one request at a time, model " + name + " on " + setup + ", " +
-                                        (pinned ? "pinned" : "not pinned"));
-      if (!latency.ok()) return fail(latency.status());
-      out[key]["latency"] = *latency;
-      if (is_sim && !pinned) {
+      // Round r measures requests [r * n / rounds, (r + 1) * n / rounds) of the same order in both
+      // setups, so both see the same requests.
+      const int from = a.requests * round / a.rounds, to = a.requests * (round + 1) / a.rounds;
+      if (cs::Status st = CollectRefusedCalls(**cluster, **client, name, reqs, order, 200 / a.rounds, &m); !st.ok())
+        return fail(st);
+      if (cs::Status st = CollectLowLoad(**cluster, **client, name, reqs, order, from, to - from, &m); !st.ok())
+        return fail(st);
+      std::fprintf(stderr, "\r%s: round %d/%d %-10s done ", backend.c_str(), round + 1, a.rounds,
+                   pinned ? "pinned" : "not pinned");
+      if (is_sim && !pinned && round == 0) {
         int errors = 0;
         (void)RpcClosedLoop(**client, name, reqs, 500, a.concurrency, &errors);  // warm up
         const double local_rps = LocalClosedLoop(**cluster, name, reqs, a.throughput_requests, a.concurrency);
@@ -396,8 +422,25 @@ int main(int argc, char** argv) {
       (*server)->Stop();
       (*cluster)->Stop();
       if (pinned) {
-        if (cs::Status s = cs::PinThisThread(all_cpus); !s.ok()) return fail(s);
+        if (cs::Status st = cs::PinThisThread(all_cpus); !st.ok()) return fail(st);
       }
+    }
+    std::fprintf(stderr, "\n");
+    out[backend] = Report(measured[0], a.model);
+    if (skipped.empty()) {
+      out[backend + "_pinned"] = Report(measured[1], a.model);
+      const auto l0 = cs::bench::ComputeLatencyStats(measured[0].local_ms);
+      const auto l1 = cs::bench::ComputeLatencyStats(measured[1].local_ms);
+      const auto r0 = cs::bench::ComputeLatencyStats(measured[0].rpc_ms);
+      const auto r1 = cs::bench::ComputeLatencyStats(measured[1].rpc_ms);
+      std::printf("Pinned / not pinned on %s, p50 (rounds alternated): in process %.3f / %.3f ms (%.3fx), "
+                  "RPC %.3f / %.3f ms (%.3fx)\n\n",
+                  backend.c_str(), l1.p50_ms, l0.p50_ms, l1.p50_ms / l0.p50_ms, r1.p50_ms, r0.p50_ms,
+                  r1.p50_ms / r0.p50_ms);
+      out[backend + "_pinned_over_unpinned"] = {{"local_p50", l1.p50_ms / l0.p50_ms},
+                                               {"rpc_p50", r1.p50_ms / r0.p50_ms}};
+    } else {
+      std::printf("%s, pinned: skipped (%s)\n\n", measured[1].title.c_str(), skipped.c_str());
     }
   }
   if (!a.json.empty()) std::ofstream(a.json) << out.dump(2) << "\n";
