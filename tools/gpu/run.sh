@@ -53,7 +53,7 @@ step e2e_bench 300 "$BUNDLE/bin/cellserve" bench --model-repo "$repo" --model ls
   --policy cellular,padded --rates auto --duration-s 5 --corpus "$repo/sotu_sentences.txt" \
   --json "$OUT/gpu_e2e_bench.json"
 # bench_rpc finds the plugin next to itself: the bundle's bin/.
-step rpc_bench 120 "$BUNDLE/bin/bench_rpc" --model-repo "$repo" --model lstm1024 --corpus "$repo/sotu_sentences.txt" \
-  --setups cuda --requests 300 --rounds 2 --json "$OUT/gpu_rpc_bench.json"
+step rpc_bench 90 "$BUNDLE/bin/bench_rpc" --model-repo "$repo" --model lstm1024 --corpus "$repo/sotu_sentences.txt" \
+  --setups cuda --requests 200 --rounds 2 --json "$OUT/gpu_rpc_bench.json"
 echo "=== done: $( ((status == 0)) && echo 'every step passed' || echo 'some step FAILED' ) (logs in $OUT)"
 exit $status
