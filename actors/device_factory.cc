@@ -13,13 +13,14 @@
 #include "kernels/cuda/cuda_plugin.h"
 #include "kernels/gpu/precision.h"
 #include "kernels/sim/sim_device.h"
+#include "runtime/this_thread.h"
 
 namespace cellserve {
 
 namespace {
 
 int CpuDeviceCount(const DeviceOptions& options) {
-  return options.devices == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : options.devices;
+  return options.devices == 0 ? UsableCpuCount() : options.devices;
 }
 
 StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOptions& options) {

@@ -4,7 +4,8 @@
 // node and bench choose backends the same way.
 // "cuda" with no usable GPU (or a build without CUDA) is UNAVAILABLE with the reason and what to
 // do, unless cpu_fallback is set: then it says so on stderr and makes CPU devices.
-// devices == 0 means "all": every GPU for cuda, one CPU device per core for cpu.
+// devices == 0 means "all": every GPU for cuda, one CPU device per core this process may use for
+// cpu (its affinity: a container's cpuset, not the host's core count).
 // Errors: INVALID_ARGUMENT for bad options (unknown backend, sim without a profile), UNAVAILABLE
 // as above. Thread-compatible; the devices are owned by the caller.
 #pragma once

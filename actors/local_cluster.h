@@ -36,7 +36,7 @@ struct LocalClusterOptions : DeviceOptions {
   std::string model_repo;                  // folder of models (DIR/NAME/spec.json, weights)
   std::vector<std::string> models;         // names to load; empty = every model in the repo
   SchedulerOptions scheduler;              // policy, lookahead, bounds (state_slots per device)
-  int caf_threads = 0;                     // CAF scheduler threads; 0 = CAF's default
+  int caf_threads = 0;                     // CAF scheduler threads; 0 = one per CPU this process may use
   // Prometheus metrics (monitoring/metrics.h): every answer, each device's rounds, the node's
   // placements. Borrowed: must outlive the cluster. nullptr = no metrics (and no cost).
   monitoring::ServingMetrics* metrics = nullptr;

@@ -29,7 +29,7 @@ struct NodeAgentOptions {
   int64_t report_interval_ms = 200;     // heartbeat load reports (routers drop silent nodes)
   int64_t reconnect_interval_ms = 250;  // between connection attempts to a router
   int64_t max_tokens = 4096;            // per request, as the RPC server's --max-tokens
-  int caf_threads = 1;                  // of the agent's own actor system (one actor); 0 = CAF's default
+  int caf_threads = 1;                  // of the agent's own actor system (one actor); 0 = one per usable CPU
 };
 
 struct NodeAgentStats {

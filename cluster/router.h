@@ -42,7 +42,7 @@ struct RouterOptions {
   // Stop: how long requests in flight may take before they are answered UNAVAILABLE. Default 30 s.
   int64_t stop_grace_ms = 30000;
   // CAF scheduler threads. Default 1: the router is one actor (placement is serial); the
-  // middleman's I/O and the RPC port have threads of their own. 0 = CAF's default (one per core).
+  // middleman's I/O and the RPC port have threads of their own. 0 = one per CPU this process may use.
   int caf_threads = 1;
   // Prometheus metrics: each answer (cellserve_requests_total, duration), placements, node up.
   // Borrowed: must outlive the router. nullptr = none.

@@ -83,4 +83,11 @@ std::vector<int> ThisThreadCpus() {
   return cpus;
 }
 
+int UsableCpuCount() {
+  const size_t allowed = ThisThreadCpus().size();
+  if (allowed > 0) return static_cast<int>(allowed);
+  const unsigned machine = std::thread::hardware_concurrency();
+  return machine > 0 ? static_cast<int>(machine) : 1;
+}
+
 }  // namespace cellserve

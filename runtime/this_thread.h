@@ -27,4 +27,8 @@ Status PinThread(std::thread& thread, const std::vector<int>& cpus);
 // The CPUs the calling thread may run on, in increasing order (empty where unknown).
 std::vector<int> ThisThreadCpus();
 
+// How many CPUs the calling thread may use: its affinity (a container's cpuset, taskset), not
+// the machine's count, which std::thread::hardware_concurrency gives. At least 1.
+int UsableCpuCount();
+
 }  // namespace cellserve

@@ -715,7 +715,7 @@ int BenchCommand(int argc, char** argv) {
       .Add("drain-s", "30", "after a run's arrivals, how long to wait for outstanding answers")
       .Add("floor-runs", "20", "runs of the median sentence alone for the latency floor")
       .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
-      .Add("caf-threads", "0", "CAF scheduler threads (0: CAF's default)")
+      .Add("caf-threads", "0", "CAF scheduler threads (0: one per CPU this process may use)")
       .Add("metrics", "off",
            "Prometheus metrics: off; on (recorded, scraped every 1 s); compare (saturation only, with and "
            "without, --metrics-pairs times each; JSON: the measurements and ratios)")

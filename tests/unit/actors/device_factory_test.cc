@@ -30,7 +30,29 @@ TEST(DeviceFactoryTest, CpuDevicesByCountAndAll) {
   o.devices = 0;
   auto all = MakeDevices(o, {});
   ASSERT_TRUE(all.ok());
-  EXPECT_EQ(all->size(), std::max(1u, std::thread::hardware_concurrency()));
+  EXPECT_EQ(all->size(), static_cast<size_t>(UsableCpuCount()));
+}
+
+// "All" counts the CPUs this process may use (a container's cpuset), not the host's cores.
+TEST(DeviceFactoryTest, AllCpuDevicesFollowTheCpusAllowed) {
+  const std::vector<int> cpus = ThisThreadCpus();
+  ASSERT_FALSE(cpus.empty());
+  size_t made = 0;
+  Status status;
+  std::thread in_one_cpu([&] {
+    status = PinThisThread({cpus.front()});
+    if (!status.ok()) return;
+    DeviceOptions o;
+    o.backend = "cpu";
+    o.devices = 0;
+    EXPECT_EQ(DeviceThreads(o), 1);
+    auto all = MakeDevices(o, {});
+    if (all.ok()) made = all->size();
+    else status = all.status();
+  });
+  in_one_cpu.join();
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  EXPECT_EQ(made, 1u);
 }
 
 TEST(DeviceFactoryTest, BadOptionsAreInvalidArgument) {
@@ -114,7 +136,7 @@ TEST(DeviceFactoryTest, DeviceThreadsAndTooFewCpusForThem) {
   o.devices = 3;
   EXPECT_EQ(DeviceThreads(o), 3);
   o.devices = 0;
-  EXPECT_EQ(DeviceThreads(o), static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  EXPECT_EQ(DeviceThreads(o), UsableCpuCount());
   o.backend = "sim";
   EXPECT_EQ(DeviceThreads(o), 1);
   o.backend = "cuda";

@@ -60,6 +60,18 @@ TEST(ThisThreadTest, PinsAnotherThread) {
   EXPECT_EQ(seen, std::vector<int>{all.front()});
 }
 
+TEST(ThisThreadTest, UsableCpusAreTheAffinityNotTheMachine) {
+  const std::vector<int> all = ThisThreadCpus();
+  ASSERT_FALSE(all.empty());
+  EXPECT_EQ(UsableCpuCount(), static_cast<int>(all.size()));
+  int in_one = 0;
+  std::thread t([&] {
+    if (PinThisThread({all.front()}).ok()) in_one = UsableCpuCount();
+  });
+  t.join();
+  EXPECT_EQ(in_one, 1);
+}
+
 TEST(ThisThreadTest, RefusesNoCpusACpuOutOfRangeAndAThreadNotRunning) {
   EXPECT_EQ(PinThisThread({}).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(PinThisThread({-1}).code(), StatusCode::kInvalidArgument);
