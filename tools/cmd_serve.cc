@@ -209,7 +209,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
               "monitoring/metrics.h); off by default.");
   flags.Add("model-repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
       .Add("models", "", "comma-separated model names to serve (default: every model in the repository)")
-      .Add("devices", "1", "devices (one worker each), or `all` (every GPU with --backend cuda, every core with cpu)",
+      .Add("devices", "1", "devices (one worker each), or `all` (every GPU with --backend cuda, with cpu, every core this process may use: its cpuset or taskset)",
            false, "CELLSERVE_DEVICES")
       .Add("backend", "cpu", "cpu (our CPU kernels, a thread per device), cuda (one device per GPU; builds with nvcc) "
            "or sim (kernels/sim: computes nothing, takes --sim-profile's time; answers are meaningless: for scale "
