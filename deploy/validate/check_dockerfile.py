@@ -14,6 +14,8 @@ Checks:
     apt-get installs (with --no-install-recommends, after apt-get update, lists removed);
   - the build stage installs every -dev package of cellserve.sh's PACKAGES (its build
     dependencies) but the fuzzers' clang runtime;
+  - each build stage (build, cuda-build) COPYs every folder the top-level CMakeLists.txt adds
+    with add_subdirectory (a folder added later and not copied fails the configure step);
   - the runtime stages (cpu, cuda) run as a numeric non-root USER, have ENTRYPOINT
     ["cellserve"], EXPOSE 7410 and 9410, a HEALTHCHECK with `cellserve health`, and install
     cellserve-model-repo (the initContainer's command in deploy/k8s);
@@ -102,6 +104,13 @@ def cellserve_sh_packages(root):
         return None
     body = "\n".join(line.split("#")[0] for line in m.group(1).splitlines())
     return body.split()
+
+
+def cmake_top_folders(root):
+    """The first path component of every add_subdirectory(...) in the top-level CMakeLists.txt."""
+    text = open(os.path.join(root, "CMakeLists.txt"), encoding="utf-8").read()
+    text = "\n".join(line.split("#")[0] for line in text.splitlines())
+    return sorted({m.split("/")[0] for m in re.findall(r"add_subdirectory\(\s*([^\s)]+)", text)})
 
 
 def apt_packages(run):
@@ -249,6 +258,16 @@ def main():
             for p in wanted:
                 if p.endswith("-dev") and not p.startswith("libclang-rt") and p not in have:
                     bad(f"stage {stage} does not install {p} (a build dependency in cellserve.sh)")
+
+    needed = cmake_top_folders(root)
+    for stage in ("build", "cuda-build"):
+        copied = set()
+        for _, instr, rest in stages.get(stage, []):
+            if instr == "COPY" and "from" not in split_flags(rest)[0]:
+                copied |= {src.strip("/").split("/")[0] for src in split_flags(rest)[1][:-1]}
+        for folder in needed:
+            if folder not in copied:
+                bad(f"stage {stage} does not COPY {folder}/ (CMakeLists.txt adds it with add_subdirectory)")
 
     for name in RUNTIME_STAGES:
         body = stages.get(name, [])

@@ -219,6 +219,14 @@ if ! python3 "$VALIDATE/check_dockerfile.py" "$WORK/dfroot" >"$WORK/out" 2>&1 &&
 else
   fail "self-test: the Dockerfile check accepted COPY toolz/:"$'\n'"$(cat "$WORK/out")"
 fi
+cp "$ROOT/deploy/Dockerfile" "$WORK/dfroot/deploy/Dockerfile"
+sed -i '/^COPY cluster\/ cluster\//d' "$WORK/dfroot/deploy/Dockerfile"
+if ! python3 "$VALIDATE/check_dockerfile.py" "$WORK/dfroot" >"$WORK/out" 2>&1 &&
+  grep -q "stage build does not COPY cluster/" "$WORK/out"; then
+  pass "self-test: the Dockerfile check rejects a build stage that leaves out a folder CMake adds"
+else
+  fail "self-test: the Dockerfile check accepted a build stage without cluster/:"$'\n'"$(cat "$WORK/out")"
+fi
 
 # ---- 7. the binary against the manifests --------------------------------------------------------
 # Every cellserve command line in the rendered manifests: container args (ENTRYPOINT is cellserve)
