@@ -2,7 +2,8 @@
 // stdout. The input is text (tokenized as `cellserve bench` does: the served model's
 // HashTokenizer, and for treelstm models the balanced bracketing), raw token ids (--tokens, e.g.
 // to send ids outside the vocabulary) or an explicit tree of token ids (--tree "((4 5) 6)").
-// --json prints exactly one JSON object: the result, or {"error": {"code", "message"}}.
+// --json prints exactly one JSON object: the result, or {"error": {"code", "message"}} (bad
+// usage included, which also goes to stderr).
 // Exit status: 0 answered, 1 any error (connection, server, reply), 2 bad usage.
 #include <chrono>
 #include <cstdio>
@@ -28,7 +29,14 @@ struct Output {
   std::vector<int32_t> streamed;
 };
 
-int BadUsage(const Status& s) {
+// A malformed command line: exit status 2. With --json also one error object on stdout, so a
+// script reading it gets JSON whatever went wrong.
+int BadUsage(const Output& out, const Status& s) {
+  if (out.json) {
+    nlohmann::ordered_json j;
+    j["error"] = {{"code", StatusCodeName(s.code())}, {"message", s.message()}};
+    std::printf("%s\n", j.dump().c_str());
+  }
   std::fprintf(stderr, "cellserve infer: %s (cellserve infer --help lists the flags)\n", s.message().c_str());
   return 2;
 }
@@ -139,18 +147,18 @@ int InferCommand(int argc, char** argv) {
   out.stream = flags.GetBool("stream");
   for (const char* name : {"version", "timeout-ms", "max-decode-len", "connect-timeout-ms"}) {
     auto v = flags.GetInt(name);
-    if (!v.ok()) return BadUsage(v.status());
-    if (*v < 0) return BadUsage(InvalidArgument(std::string("--") + name + " must be >= 0"));
+    if (!v.ok()) return BadUsage(out, v.status());
+    if (*v < 0) return BadUsage(out, InvalidArgument(std::string("--") + name + " must be >= 0"));
   }
   const int64_t version = *flags.GetInt("version");
-  if (version > UINT32_MAX) return BadUsage(InvalidArgument("--version is too large"));
+  if (version > UINT32_MAX) return BadUsage(out, InvalidArgument("--version is too large"));
   std::string text;
   for (const auto& word : flags.positional()) text += (text.empty() ? "" : " ") + word;
   const bool has_text = !flags.positional().empty();
   const bool has_tokens = !flags.Get("tokens").empty();
   const bool has_tree = !flags.Get("tree").empty();
   if (has_text + has_tokens + has_tree != 1)
-    return BadUsage(InvalidArgument("give the input as TEXT, --tokens or --tree (exactly one)"));
+    return BadUsage(out, InvalidArgument("give the input as TEXT, --tokens or --tree (exactly one)"));
 
   rpc::InferCall call;
   call.model = flags.Get("model");
@@ -161,12 +169,12 @@ int InferCommand(int argc, char** argv) {
   if (call.timeout_us > 0) call.client_timeout_ms = call.timeout_us / 1000 + 5000;
   if (has_tokens) {
     auto ids = ParseTokenList(flags.Get("tokens"));
-    if (!ids.ok()) return BadUsage(ids.status());
+    if (!ids.ok()) return BadUsage(out, ids.status());
     call.input.tokens = *ids;
   }
   if (has_tree) {
     auto tree = ParseTreeSexpr(flags.Get("tree"));
-    if (!tree.ok()) return BadUsage(tree.status().WithContext("--tree"));
+    if (!tree.ok()) return BadUsage(out, tree.status().WithContext("--tree"));
     call.input.tree = std::move(tree).value();
     call.input.has_tree = true;
   }
@@ -174,7 +182,7 @@ int InferCommand(int argc, char** argv) {
   const std::string addr = flags.Get("addr");
   auto client = rpc::Client::Connect(addr, *flags.GetInt("connect-timeout-ms"));
   if (!client.ok()) {
-    if (client.status().code() == StatusCode::kInvalidArgument) return BadUsage(client.status().WithContext("--addr"));
+    if (client.status().code() == StatusCode::kInvalidArgument) return BadUsage(out, client.status().WithContext("--addr"));
     return Fail(out, client.status());
   }
 
