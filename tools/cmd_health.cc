@@ -9,29 +9,12 @@
 
 #include "runtime/model_spec.h"
 #include "schema/client.h"
+#include "tools/cli_errors.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 
 namespace cellserve::tools {
 namespace {
-
-int BadUsage(const char* command, const Status& s) {
-  std::fprintf(stderr, "cellserve %s: %s (cellserve %s --help lists the flags)\n", command, s.message().c_str(),
-               command);
-  return 2;
-}
-
-// An error on stdout (--json) or stderr; exit status 1.
-int Fail(const char* command, bool json, const Status& s) {
-  if (json) {
-    nlohmann::ordered_json j;
-    j["error"] = {{"code", StatusCodeName(s.code())}, {"message", s.message()}};
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::fprintf(stderr, "cellserve %s: %s\n", command, s.ToString().c_str());
-  }
-  return 1;
-}
 
 void AddCommonFlags(Flags& flags) {
   flags.Add("addr", rpc::kDefaultAddress, "server address HOST:PORT", false, "CELLSERVE_ADDR")
@@ -95,15 +78,15 @@ int HealthCommand(int argc, char** argv) {
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
   const bool json = flags.GetBool("json");
   auto timeout_ms = TimeoutMs(flags);
-  if (!timeout_ms.ok()) return BadUsage("health", timeout_ms.status());
+  if (!timeout_ms.ok()) return CommandMisused("health", json, timeout_ms.status());
 
   const std::string addr = flags.Get("addr");
   auto client = rpc::Client::Connect(addr, *timeout_ms);
   if (!client.ok() && client.status().code() == StatusCode::kInvalidArgument)
-    return BadUsage("health", client.status().WithContext("--addr"));
-  if (!client.ok()) return Fail("health", json, client.status());
+    return CommandMisused("health", json, client.status().WithContext("--addr"));
+  if (!client.ok()) return CommandFailed("health", json, client.status());
   auto h = (*client)->Health(*timeout_ms);
-  if (!h.ok()) return Fail("health", json, h.status());
+  if (!h.ok()) return CommandFailed("health", json, h.status());
 
   if (json) {
     std::printf("%s\n", HealthJson(*h).dump().c_str());
@@ -131,14 +114,14 @@ int ModelsCommand(int argc, char** argv) {
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
   const bool json = flags.GetBool("json");
   auto timeout_ms = TimeoutMs(flags);
-  if (!timeout_ms.ok()) return BadUsage("models", timeout_ms.status());
+  if (!timeout_ms.ok()) return CommandMisused("models", json, timeout_ms.status());
 
   auto client = rpc::Client::Connect(flags.Get("addr"), *timeout_ms);
   if (!client.ok() && client.status().code() == StatusCode::kInvalidArgument)
-    return BadUsage("models", client.status().WithContext("--addr"));
-  if (!client.ok()) return Fail("models", json, client.status());
+    return CommandMisused("models", json, client.status().WithContext("--addr"));
+  if (!client.ok()) return CommandFailed("models", json, client.status());
   auto models = (*client)->Models(*timeout_ms);
-  if (!models.ok()) return Fail("models", json, models.status());
+  if (!models.ok()) return CommandFailed("models", json, models.status());
 
   if (json) {
     nlohmann::ordered_json j;

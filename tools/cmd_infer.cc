@@ -17,6 +17,7 @@
 #include "runtime/text.h"
 #include "runtime/tree.h"
 #include "schema/client.h"
+#include "tools/cli_errors.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 
@@ -29,28 +30,15 @@ struct Output {
   std::vector<int32_t> streamed;
 };
 
-// A malformed command line: exit status 2. With --json also one error object on stdout, so a
-// script reading it gets JSON whatever went wrong.
-int BadUsage(const Output& out, const Status& s) {
-  if (out.json) {
-    nlohmann::ordered_json j;
-    j["error"] = {{"code", StatusCodeName(s.code())}, {"message", s.message()}};
-    std::printf("%s\n", j.dump().c_str());
-  }
-  std::fprintf(stderr, "cellserve infer: %s (cellserve infer --help lists the flags)\n", s.message().c_str());
-  return 2;
-}
+int BadUsage(const Output& out, const Status& s) { return CommandMisused("infer", out.json, s); }
 
-// An error on stdout (--json) or stderr; exit status 1 (2 for a malformed --addr).
+// An error on stdout (--json, with the tokens streamed before it) or stderr; exit status 1.
 int Fail(const Output& out, const Status& s) {
-  if (out.json) {
-    nlohmann::ordered_json j;
-    j["error"] = {{"code", StatusCodeName(s.code())}, {"message", s.message()}};
-    if (out.stream) j["streamed"] = out.streamed;
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::fprintf(stderr, "cellserve infer: %s\n", s.ToString().c_str());
-  }
+  if (!out.json || !out.stream) return CommandFailed("infer", out.json, s);
+  nlohmann::ordered_json j;
+  j["error"] = ErrorJson(s);
+  j["streamed"] = out.streamed;
+  std::printf("%s\n", j.dump().c_str());
   return 1;
 }
 

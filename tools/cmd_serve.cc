@@ -40,6 +40,7 @@
 #include "runtime/model_spec.h"
 #include "runtime/scheduler.h"
 #include "runtime/text.h"
+#include "tools/cli_errors.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/front_door.h"
@@ -70,7 +71,7 @@ class Printer {
     nlohmann::ordered_json j;  // keys in the documented order
     j["line"] = line;
     if (!r.ok()) {
-      j["error"] = {{"code", StatusCodeName(r.status().code())}, {"message", r.status().message()}};
+      j["error"] = ErrorJson(r.status());
     } else {
       j["model"] = model;
       if (seq2seq) {

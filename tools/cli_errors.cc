@@ -1,0 +1,27 @@
+#include "tools/cli_errors.h"
+
+#include <cstdio>
+
+namespace cellserve::tools {
+
+nlohmann::ordered_json ErrorJson(const Status& s) {
+  return {{"code", StatusCodeName(s.code())}, {"message", s.message()}};
+}
+
+int CommandFailed(const char* command, bool json, const Status& s) {
+  if (json) {
+    std::printf("%s\n", nlohmann::ordered_json{{"error", ErrorJson(s)}}.dump().c_str());
+  } else {
+    std::fprintf(stderr, "cellserve %s: %s\n", command, s.ToString().c_str());
+  }
+  return 1;
+}
+
+int CommandMisused(const char* command, bool json, const Status& s) {
+  if (json) std::printf("%s\n", nlohmann::ordered_json{{"error", ErrorJson(s)}}.dump().c_str());
+  std::fprintf(stderr, "cellserve %s: %s (cellserve %s --help lists the flags)\n", command, s.message().c_str(),
+               command);
+  return 2;
+}
+
+}  // namespace cellserve::tools

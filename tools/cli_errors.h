@@ -1,0 +1,25 @@
+// How the RPC client commands (infer, health, models) and `serve --stdin` report an error, in one
+// place. With --json: one object {"error": {"code": "NOT_FOUND", "message": ...}} on stdout (codes
+// as DESIGN.md §7 names them), so a script always gets JSON; without: a line on stderr.
+// Exit statuses: 1 for a failure, 2 for a malformed command line (which always goes to stderr too).
+// Thread-compatible (they print; call from one thread at a time).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/status.h"
+
+namespace cellserve::tools {
+
+// {"code": "...", "message": "..."}: the value of an "error" key.
+nlohmann::ordered_json ErrorJson(const Status& s);
+
+// Prints `s` for `command` (--json: {"error": ...} on stdout; else "cellserve COMMAND: CODE: ..."
+// on stderr) and returns 1.
+int CommandFailed(const char* command, bool json, const Status& s);
+
+// A malformed command line: the message and a pointer to --help on stderr, and with --json also
+// {"error": ...} on stdout. Returns 2.
+int CommandMisused(const char* command, bool json, const Status& s);
+
+}  // namespace cellserve::tools
