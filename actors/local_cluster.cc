@@ -20,7 +20,6 @@
 #include "actors/messages.h"
 #include "actors/node_actor.h"
 #include "actors/worker_actor.h"
-#include "actors/device_factory.h"
 #include "runtime/clock.h"
 #include "runtime/cpu_plan.h"
 #include "runtime/model_repository.h"

@@ -18,8 +18,6 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <random>
 #include <set>
@@ -29,6 +27,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_device.h"
 #include "runtime/this_thread.h"
+#include "tests/unit/common/thread_probe.h"
 #include "tests/unit/kernels/test_models.h"
 
 namespace cellserve {
@@ -298,19 +297,7 @@ TEST(CudaDeviceTest, CompletionThreadRunsOnTheCpusGiven) {
   o.completion_cpus = {cpus.back()};
   auto device = cuda::CudaDevice::Create("cuda:test", o);
   ASSERT_TRUE(device.ok()) << device.status().ToString();
-  std::string allowed;
-  for (int i = 0; i < 500 && allowed.empty(); ++i) {  // it names itself as it starts
-    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-      std::string comm;
-      std::getline(std::ifstream(task.path() / "comm"), comm);
-      if (comm != "cs-cuda-done") continue;
-      std::ifstream status(task.path() / "status");
-      for (std::string line; std::getline(status, line);)
-        if (line.rfind("Cpus_allowed_list:", 0) == 0) allowed = line.substr(line.find_first_not_of(" \t", 18));
-    }
-    if (allowed.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(allowed, std::to_string(cpus.back()));
+  EXPECT_EQ(testing_threads::AllowedCpusOfThread("cs-cuda-done"), std::to_string(cpus.back()));
   o.completion_cpus = {-1};
   EXPECT_FALSE(cuda::CudaDevice::Create("cuda:test", o).ok());
 }

@@ -3,16 +3,13 @@
 
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
-#include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
 
 #include "runtime/this_thread.h"
+#include "tests/unit/common/thread_probe.h"
 #include "tests/unit/kernels/test_models.h"
 
 namespace cellserve {
@@ -71,28 +68,8 @@ TEST(DeviceFactoryTest, BadOptionsAreInvalidArgument) {
   EXPECT_EQ(MakeDevices(o, {}).status().code(), StatusCode::kInvalidArgument);
 }
 
-// The CPUs a thread of this process named `name` may run on ("1", "0-3"), from /proc; "" if none
-// is named so.
-std::string AllowedCpusNow(const std::string& name) {
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::string comm;
-    std::getline(std::ifstream(task.path() / "comm"), comm);
-    if (comm != name) continue;
-    std::ifstream status(task.path() / "status");
-    for (std::string line; std::getline(status, line);)
-      if (line.rfind("Cpus_allowed_list:", 0) == 0) return line.substr(line.find_first_not_of(" \t", 18));
-  }
-  return "";
-}
-
-// The same, giving a thread that names itself as it starts up to 5 s to do so.
-std::string AllowedCpusOfThread(const std::string& name) {
-  for (int i = 0; i < 500; ++i) {
-    if (std::string cpus = AllowedCpusNow(name); !cpus.empty()) return cpus;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return "";
-}
+using testing_threads::AllowedCpusNow;
+using testing_threads::AllowedCpusOfThread;
 
 TEST(DeviceFactoryTest, DeviceThreadsAreNamedAndRunOnTheCpusPlanned) {
   const std::vector<int> cpus = ThisThreadCpus();

@@ -1,0 +1,35 @@
+// Where this process's named threads may run, as the OS reports it (/proc/self/task/*/status),
+// for tests of thread naming and pinning (runtime/this_thread.h). Linux only.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+namespace cellserve::testing_threads {
+
+// The CPUs a thread of this process named `name` may run on ("1", "0-3"); "" if none is named so.
+inline std::string AllowedCpusNow(const std::string& name) {
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::string comm;
+    std::getline(std::ifstream(task.path() / "comm"), comm);
+    if (comm != name) continue;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("Cpus_allowed_list:", 0) == 0) return line.substr(line.find_first_not_of(" \t", 18));
+  }
+  return "";
+}
+
+// The same, giving a thread that names itself as it starts up to 5 s to do so.
+inline std::string AllowedCpusOfThread(const std::string& name) {
+  for (int i = 0; i < 500; ++i) {
+    if (std::string cpus = AllowedCpusNow(name); !cpus.empty()) return cpus;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return "";
+}
+
+}  // namespace cellserve::testing_threads
