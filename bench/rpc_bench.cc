@@ -429,16 +429,14 @@ int main(int argc, char** argv) {
     out[backend] = Report(measured[0], a.model);
     if (skipped.empty()) {
       out[backend + "_pinned"] = Report(measured[1], a.model);
-      const auto l0 = cs::bench::ComputeLatencyStats(measured[0].local_ms);
-      const auto l1 = cs::bench::ComputeLatencyStats(measured[1].local_ms);
-      const auto r0 = cs::bench::ComputeLatencyStats(measured[0].rpc_ms);
-      const auto r1 = cs::bench::ComputeLatencyStats(measured[1].rpc_ms);
+      // The p50s Report just computed for each.
+      const auto& u = out[backend]["latency"];
+      const auto& p = out[backend + "_pinned"]["latency"];
+      const double l0 = u["local_p50_ms"], l1 = p["local_p50_ms"], r0 = u["rpc_p50_ms"], r1 = p["rpc_p50_ms"];
       std::printf("Pinned / not pinned on %s, p50 (rounds alternated): in process %.3f / %.3f ms (%.3fx), "
                   "RPC %.3f / %.3f ms (%.3fx)\n\n",
-                  backend.c_str(), l1.p50_ms, l0.p50_ms, l1.p50_ms / l0.p50_ms, r1.p50_ms, r0.p50_ms,
-                  r1.p50_ms / r0.p50_ms);
-      out[backend + "_pinned_over_unpinned"] = {{"local_p50", l1.p50_ms / l0.p50_ms},
-                                               {"rpc_p50", r1.p50_ms / r0.p50_ms}};
+                  backend.c_str(), l1, l0, l1 / l0, r1, r0, r1 / r0);
+      out[backend + "_pinned_over_unpinned"] = {{"local_p50", l1 / l0}, {"rpc_p50", r1 / r0}};
     } else {
       std::printf("%s, pinned: skipped (%s)\n\n", measured[1].title.c_str(), skipped.c_str());
     }
