@@ -56,9 +56,12 @@ uint64_t KjInbox::posted() const {
 kj::Promise<void> KjInbox::Run() { return Drain(shared_); }
 
 // Static over the shared state, so a Run() promise that outlives the inbox only finds it closed.
+// The cross-thread promise is made only when the queue is empty and the loop is about to wait:
+// one made and dropped unfulfilled on every busy turn would be rejected through the loop's event
+// port, an eventfd write and a spurious wake-up of this thread for every answer delivered.
 kj::Promise<void> KjInbox::Drain(std::shared_ptr<Shared> shared) {
   std::deque<Task> batch;
-  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+  kj::Maybe<kj::Promise<void>> woken;
   {
     std::lock_guard<std::mutex> lock(shared->mu);
     if (shared->closed) return kj::NEVER_DONE;
@@ -68,11 +71,17 @@ kj::Promise<void> KjInbox::Drain(std::shared_ptr<Shared> shared) {
       batch.push_back(std::move(shared->queue.front()));
       shared->queue.pop_front();
     }
-    if (batch.empty()) shared->wake = std::move(paf.fulfiller);
+    if (batch.empty()) {
+      auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+      shared->wake = std::move(paf.fulfiller);
+      woken = std::move(paf.promise);
+    }
   }
   for (Task& task : batch) task();
-  if (!batch.empty()) return kj::evalLater([shared] { return Drain(shared); });
-  return paf.promise.then([shared] { return Drain(shared); });
+  KJ_IF_MAYBE(promise, woken) {
+    return promise->then([shared] { return Drain(shared); });
+  }
+  return kj::evalLater([shared] { return Drain(shared); });
 }
 
 }  // namespace cellserve::rpc
