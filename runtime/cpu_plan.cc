@@ -23,10 +23,8 @@ StatusOr<CpuPlan> PlanCpus(std::vector<int> allowed, int device_threads) {
   return plan;
 }
 
-namespace {
-
-// "CPU 3", "CPUs 0-2", "CPUs 0, 2, 5" (sorted input).
-std::string CpuList(const std::vector<int>& cpus) {
+std::string DescribeCpus(const std::vector<int>& cpus) {
+  if (cpus.empty()) return "no CPUs";
   if (cpus.size() == 1) return "CPU " + std::to_string(cpus[0]);
   const bool range = cpus.back() - cpus.front() + 1 == static_cast<int>(cpus.size());
   if (range && cpus.size() > 2) return "CPUs " + std::to_string(cpus.front()) + "-" + std::to_string(cpus.back());
@@ -35,11 +33,9 @@ std::string CpuList(const std::vector<int>& cpus) {
   return out;
 }
 
-}  // namespace
-
 std::string DescribeCpuPlan(const CpuPlan& plan) {
   if (plan.device_cpus.empty() || plan.other_cpus.empty()) return "not pinned";
-  return "device threads on " + CpuList(plan.device_cpus) + "; everything else on " + CpuList(plan.other_cpus);
+  return "device threads on " + DescribeCpus(plan.device_cpus) + "; everything else on " + DescribeCpus(plan.other_cpus);
 }
 
 StatusOr<CpuPlan> PinThisThreadApartFromDevices(int device_threads) {

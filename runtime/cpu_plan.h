@@ -23,6 +23,9 @@ struct CpuPlan {
 // device_threads < 1 or there are not at least device_threads + 1 CPUs (say how many there are).
 StatusOr<CpuPlan> PlanCpus(std::vector<int> allowed, int device_threads);
 
+// "CPU 3", "CPUs 0-2", "CPUs 0, 2, 5" (for a sorted list); "no CPUs" for none.
+std::string DescribeCpus(const std::vector<int>& cpus);
+
 // "device threads on CPUs 3, 4; everything else on CPUs 0-2", or "not pinned" for an empty plan.
 std::string DescribeCpuPlan(const CpuPlan& plan);
 

@@ -42,6 +42,10 @@ TEST(DescribeCpuPlanTest, NamesSingleCpusRangesAndLists) {
             "device threads on CPUs 4, 5; everything else on CPUs 0-3");
   EXPECT_EQ(DescribeCpuPlan(*PlanCpus({0, 2, 5, 9}, 1)), "device threads on CPU 9; everything else on CPUs 0, 2, 5");
   EXPECT_EQ(DescribeCpuPlan(CpuPlan{}), "not pinned");
+  EXPECT_EQ(DescribeCpus({}), "no CPUs");
+  EXPECT_EQ(DescribeCpus({4}), "CPU 4");
+  EXPECT_EQ(DescribeCpus({0, 1}), "CPUs 0, 1");
+  EXPECT_EQ(DescribeCpus({2, 3, 4, 5}), "CPUs 2-5");
 }
 
 }  // namespace
