@@ -17,12 +17,14 @@
 #include <caf/all.hpp>
 
 #include "actors/caf_config.h"
+#include "actors/idle_poller.h"
 #include "actors/messages.h"
 #include "actors/node_actor.h"
 #include "actors/worker_actor.h"
 #include "runtime/clock.h"
 #include "runtime/cpu_plan.h"
 #include "runtime/model_repository.h"
+#include "runtime/this_thread.h"
 
 namespace cellserve {
 
@@ -40,6 +42,8 @@ struct LocalCluster::Impl {
   LocalClusterOptions options;
   SteadyClock clock;
   std::vector<std::shared_ptr<const Model>> models;
+  // Declared first, so destroyed last if Start fails; Stop resets it after the actors are gone.
+  std::unique_ptr<IdlePoller> idle_poller;
   std::shared_ptr<actors::ClusterCounters> counters = std::make_shared<actors::ClusterCounters>();
   // Declared before the actor system: destroyed after it only if Shutdown never ran (then no
   // actor exists either). Shutdown resets them in the right order explicitly.
@@ -123,6 +127,10 @@ LocalCluster::~LocalCluster() { Stop(); }
 
 int LocalCluster::device_count() const { return static_cast<int>(impl_->device_count); }
 
+std::vector<int> LocalCluster::idle_poll_cpus() const {
+  return impl_->idle_poller ? impl_->idle_poller->cpus() : std::vector<int>{};
+}
+
 StatusOr<CpuPlan> LocalCluster::PinCallerApartFromDevices(const LocalClusterOptions& options) {
   const int threads = DeviceThreads(options);
   if (threads == 0) return InvalidArgument("--pin-threads: unknown backend '" + options.backend + "'");
@@ -150,6 +158,9 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     impl->models.push_back(std::move(model));
   }
 
+  if (options.idle_poll) {
+    ASSIGN_OR_RETURN(impl->idle_poller, IdlePoller::Start(ThisThreadCpus()));
+  }
   ASSIGN_OR_RETURN(impl->devices, MakeDevices(options, impl->models));
   impl->device_count = impl->devices.size();
 
@@ -299,6 +310,7 @@ void LocalCluster::Stop() {
   }
   // 3. Actors, devices, actor system, in that order.
   s.Shutdown();
+  s.idle_poller.reset();
   s.state = ClusterState::kStopped;
 }
 

@@ -40,6 +40,10 @@ struct LocalClusterOptions : DeviceOptions {
   // Prometheus metrics (monitoring/metrics.h): every answer, each device's rounds, the node's
   // placements. Borrowed: must outlive the cluster. nullptr = no metrics (and no cost).
   monitoring::ServingMetrics* metrics = nullptr;
+  // --idle-poll (actors/idle_poller.h): while the cluster runs, keep the CPUs of the thread that
+  // calls Start out of the idle loop. With --pin-threads those are the front door's and actors'
+  // cores (PinCallerApartFromDevices pinned the caller to them); else every core it may use.
+  bool idle_poll = false;
 };
 
 // One process's load, cheap to read (no actor is asked): what a node reports to routers.
@@ -68,6 +72,8 @@ class LocalCluster final : public ServingBackend {
   ClusterReport Report() const override;
   // Devices running (options.devices, or what "all" found).
   int device_count() const;
+  // The CPUs kept awake by options.idle_poll; empty without it.
+  std::vector<int> idle_poll_cpus() const;
 
   // --pin-threads (runtime/cpu_plan.h): plans a core of its own for each device thread `options`
   // will make, and pins the calling thread to the other cores, so every thread it starts from now

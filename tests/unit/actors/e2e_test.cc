@@ -26,6 +26,7 @@
 #include "runtime/model_repository.h"
 #include "runtime/sync_executor.h"
 #include "runtime/this_thread.h"
+#include "tests/unit/common/thread_probe.h"
 
 namespace cellserve {
 namespace {
@@ -448,8 +449,14 @@ TEST_F(ActorClusterTest, PinnedThreadsServeTheSameResults) {
     EXPECT_EQ(plan->device_cpus, std::vector<int>{cpus.back()});
     EXPECT_EQ(ThisThreadCpus(), std::vector<int>(cpus.begin(), cpus.end() - 1));
     o.device_cpus = plan->device_cpus;
+    o.idle_poll = true;  // --idle-poll: the caller's cores, the front door's, kept awake
     auto cluster = LocalCluster::Start(o);
     ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+    EXPECT_EQ((*cluster)->idle_poll_cpus(), ThisThreadCpus());
+    for (int cpu : ThisThreadCpus())
+      EXPECT_EQ(testing_threads::AllowedCpusOfThread("cs-idle-poll:" + std::to_string(cpu)), std::to_string(cpu));
+    EXPECT_TRUE(testing_threads::TaskNamed("cs-idle-poll:" + std::to_string(cpus.back())).empty())
+        << "the device's core is not polled";
     Reference ref(repo_->dir());
     Answers answers;
     const std::vector<std::string> names = {"lstm", "seq2seq", "treelstm"};
@@ -458,6 +465,8 @@ TEST_F(ActorClusterTest, PinnedThreadsServeTheSameResults) {
       (*cluster)->Infer(model, InputFor(ref.model(model), Tokens(1 + i % 20, i, 500)), 0, answers.For(i));
     }
     (*cluster)->Stop();
+    EXPECT_TRUE(testing_threads::TaskNamed("cs-idle-poll:" + std::to_string(cpus.front())).empty())
+        << "Stop stops the idle poll";
     for (int i = 0; i < 30; ++i) {
       const std::string& model = names[static_cast<size_t>(i) % 3];
       ASSERT_EQ(answers.Count(i), 1);

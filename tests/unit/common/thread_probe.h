@@ -10,13 +10,21 @@
 
 namespace cellserve::testing_threads {
 
-// The CPUs a thread of this process named `name` may run on ("1", "0-3"); "" if none is named so.
-inline std::string AllowedCpusNow(const std::string& name) {
+// The /proc/self/task/TID folder of the thread of this process named `name`; empty if none.
+inline std::filesystem::path TaskNamed(const std::string& name) {
   for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
     std::string comm;
     std::getline(std::ifstream(task.path() / "comm"), comm);
-    if (comm != name) continue;
-    std::ifstream status(task.path() / "status");
+    if (comm == name) return task.path();
+  }
+  return {};
+}
+
+// The CPUs a thread of this process named `name` may run on ("1", "0-3"); "" if none is named so.
+inline std::string AllowedCpusNow(const std::string& name) {
+  const std::filesystem::path task = TaskNamed(name);
+  if (!task.empty()) {
+    std::ifstream status(task / "status");
     for (std::string line; std::getline(status, line);)
       if (line.rfind("Cpus_allowed_list:", 0) == 0) return line.substr(line.find_first_not_of(" \t", 18));
   }

@@ -1,0 +1,78 @@
+#include "actors/idle_poller.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <future>
+#include <string>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "runtime/this_thread.h"
+
+namespace cellserve {
+
+namespace {
+
+// Tells the core this is a spin-wait: less power, and on SMT the sibling gets the core's units.
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// The calling thread into SCHED_IDLE: it runs only when nothing else on its CPU wants to.
+Status EnterIdleClass() {
+#if defined(__linux__)
+  sched_param param{};
+  param.sched_priority = 0;
+  if (sched_setscheduler(0, SCHED_IDLE, &param) != 0)
+    return Unavailable(std::string("cannot put an idle-poll thread in the SCHED_IDLE class: ") + std::strerror(errno));
+  return OkStatus();
+#else
+  return Unavailable("--idle-poll needs Linux (SCHED_IDLE)");
+#endif
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<IdlePoller>> IdlePoller::Start(const std::vector<int>& cpus) {
+  if (cpus.empty()) return InvalidArgument("idle poll: no CPUs given");
+  std::vector<int> sorted = cpus;
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    return InvalidArgument("idle poll: a CPU is given twice");
+  std::unique_ptr<IdlePoller> poller(new IdlePoller());
+  poller->cpus_ = cpus;
+  for (int cpu : cpus) {
+    std::promise<Status> ready;
+    std::future<Status> started = ready.get_future();
+    IdlePoller* self = poller.get();
+    poller->threads_.emplace_back([self, cpu, &ready] {
+      NameThisThread("cs-idle-poll:" + std::to_string(cpu));
+      Status status = PinThisThread({cpu});
+      if (status.ok()) status = EnterIdleClass();
+      const bool ok = status.ok();
+      ready.set_value(std::move(status));  // `ready` is gone after this
+      if (!ok) return;
+      while (!self->stop_.load(std::memory_order_relaxed)) CpuRelax();
+    });
+    Status status = started.get();
+    if (!status.ok()) return status;  // the destructor stops and joins the threads started so far
+  }
+  return poller;
+}
+
+IdlePoller::~IdlePoller() {
+  stop_.store(true, std::memory_order_relaxed);
+  for (std::thread& t : threads_) t.join();
+}
+
+}  // namespace cellserve

@@ -1,0 +1,41 @@
+// IdlePoller (--idle-poll): keeps CPUs out of the kernel's idle loop, as booting with idle=poll
+// would, but for this process's cores only and only while it runs. On each CPU it runs one thread
+// in the SCHED_IDLE class that spins on the pause instruction and never sleeps: any other thread
+// woken there preempts it at once, so it takes no time from real work, but the CPU never halts.
+// Why: a halted CPU takes long to wake, most of all a virtual one (the hypervisor deschedules a
+// vCPU that halts; guests often have halt polling off), and at low load every request waits for
+// several such wake-ups (its call, each round's completion, its answer). Measured in
+// docs/BENCHMARKS.md (RPC section): what RPC adds at p50 falls from about +100-180 µs to +60 µs.
+// The cost: each polled CPU shows 100% busy in top (threads named cs-idle-poll:N), burns power,
+// and on an SMT core slows its sibling a little. Off by default; docs/OPERATIONS.md says when.
+// Threads: Start starts one thread per CPU; the destructor stops and joins them. Not copyable.
+// Errors: INVALID_ARGUMENT for no CPUs or a repeated one; the OS's error when a thread cannot be
+// pinned or put in SCHED_IDLE (no thread is left running then).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "runtime/status.h"
+
+namespace cellserve {
+
+class IdlePoller {
+ public:
+  static StatusOr<std::unique_ptr<IdlePoller>> Start(const std::vector<int>& cpus);
+  ~IdlePoller();
+  IdlePoller(const IdlePoller&) = delete;
+  IdlePoller& operator=(const IdlePoller&) = delete;
+
+  const std::vector<int>& cpus() const { return cpus_; }
+
+ private:
+  IdlePoller() = default;
+  std::vector<int> cpus_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace cellserve

@@ -1,0 +1,76 @@
+// IdlePoller (--idle-poll): one thread per CPU, named, pinned there, in the SCHED_IDLE class,
+// spinning; all gone when the poller is; bad CPU lists refused with no thread left behind.
+#include "actors/idle_poller.h"
+
+#include <sched.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "runtime/this_thread.h"
+#include "tests/unit/common/thread_probe.h"
+
+namespace cellserve {
+namespace {
+
+using testing_threads::AllowedCpusOfThread;
+using testing_threads::TaskNamed;
+
+std::string PollerName(int cpu) { return "cs-idle-poll:" + std::to_string(cpu); }
+
+// Nanoseconds the thread has run (/proc/.../schedstat), or -1.
+long long RunTimeNs(const std::filesystem::path& task) {
+  long long ns = -1;
+  std::ifstream(task / "schedstat") >> ns;
+  return ns;
+}
+
+TEST(IdlePollerTest, SpinsOnEachCpuInTheIdleClassUntilDestroyed) {
+  const std::vector<int> cpus = ThisThreadCpus();
+  ASSERT_FALSE(cpus.empty());
+  {
+    auto poller = IdlePoller::Start(cpus);
+    ASSERT_TRUE(poller.ok()) << poller.status().ToString();
+    EXPECT_EQ((*poller)->cpus(), cpus);
+    for (int cpu : cpus) {
+      EXPECT_EQ(AllowedCpusOfThread(PollerName(cpu)), std::to_string(cpu));
+      const auto task = TaskNamed(PollerName(cpu));
+      ASSERT_FALSE(task.empty());
+      const pid_t tid = static_cast<pid_t>(std::stol(task.filename().string()));
+      EXPECT_EQ(sched_getscheduler(tid), SCHED_IDLE) << PollerName(cpu);
+      // It runs without ever sleeping: its CPU time grows (given time, on a busy machine too).
+      const long long before = RunTimeNs(task);
+      long long after = before;
+      for (int i = 0; i < 500 && after <= before; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        after = RunTimeNs(task);
+      }
+      EXPECT_GT(after, before) << PollerName(cpu) << " did not run";
+    }
+  }
+  for (int cpu : cpus) EXPECT_TRUE(TaskNamed(PollerName(cpu)).empty()) << PollerName(cpu) << " outlived its poller";
+}
+
+TEST(IdlePollerTest, RefusesBadCpuListsAndLeavesNoThread) {
+  auto none = IdlePoller::Start({});
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), StatusCode::kInvalidArgument);
+
+  const int cpu = ThisThreadCpus().front();
+  auto twice = IdlePoller::Start({cpu, cpu});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(twice.status().message().find("twice"), std::string::npos) << twice.status().message();
+
+  // The first thread starts, the second cannot be pinned: the first is stopped and joined.
+  auto out_of_range = IdlePoller::Start({cpu, 1 << 20});
+  ASSERT_FALSE(out_of_range.ok());
+  EXPECT_TRUE(TaskNamed(PollerName(cpu)).empty());
+}
+
+}  // namespace
+}  // namespace cellserve
