@@ -52,6 +52,7 @@
 #include "runtime/scheduler.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/thread_placement.h"
 
 namespace cellserve::tools {
 
@@ -720,10 +721,8 @@ int BenchCommand(int argc, char** argv) {
            "Prometheus metrics: off; on (recorded, scraped every 1 s); compare (saturation only, with and "
            "without, --metrics-pairs times each; JSON: the measurements and ratios)")
       .Add("metrics-pairs", "3", "--metrics compare: off/on measurement pairs per policy")
-      .AddBool("pin-threads",
-               "each device thread on a core of its own (cuda: one for the GPUs' completion threads), everything "
-               "else (actors, load generator) on the rest (needs device threads + 1 cores)")
       .AddBool("keep-going", "run every rate even after a policy could not keep up");
+  AddThreadPlacementFlags(flags, "the load generator");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
   Config cfg;
@@ -767,12 +766,8 @@ int BenchCommand(int argc, char** argv) {
     cfg.cluster.sim_profile = flags.Get("sim-profile");
     cfg.cluster.gpu_precision = flags.Get("gpu-precision");
   }
-  if (flags.GetBool("pin-threads")) {  // before any thread starts: they all inherit the caller's CPUs
-    auto plan = LocalCluster::PinCallerApartFromDevices(cfg.cluster);
-    if (!plan.ok()) return BadUsage(plan.status());
-    cfg.cluster.device_cpus = plan->device_cpus;
-    std::fprintf(stderr, "cellserve bench: --pin-threads: %s\n", DescribeCpuPlan(plan.value()).c_str());
-  }
+  // Before any thread starts: they all inherit the caller's CPUs.
+  if (Status placed = ApplyThreadPlacement(flags, cfg.cluster, "bench"); !placed.ok()) return BadUsage(placed);
 
   std::vector<std::string> policies = SplitList(flags.Get("policy"));
   if (policies.empty()) return BadUsage(InvalidArgument("--policy names no policy"));

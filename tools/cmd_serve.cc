@@ -44,6 +44,7 @@
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/front_door.h"
+#include "tools/thread_placement.h"
 #include "tools/stop_signal.h"
 
 namespace cellserve::tools {
@@ -228,11 +229,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
       .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
-      .AddBool("pin-threads",
-               "each device thread on a core of its own (the last ones this process may use; cuda: one core for "
-               "the GPUs' completion threads), the RPC front door and the actors on the rest, where their caches "
-               "stay warm (needs device threads + 1 cores; docs/OPERATIONS.md says when it pays)")
       .AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
+  AddThreadPlacementFlags(flags, "the RPC front door");
   AddFrontDoorFlags(flags);
   if (node)
     flags.Add("join", "", "comma-separated HOST:PORT of the routers' cluster ports (cellserve router --cluster)", true,
@@ -277,12 +275,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.blas_threads = static_cast<int>(*flags.GetInt("blas-threads"));
 
   // Pinned first, so that every thread started from here on inherits the front door's cores.
-  if (flags.GetBool("pin-threads")) {
-    auto plan = LocalCluster::PinCallerApartFromDevices(options);
-    if (!plan.ok()) return Fail(plan.status());
-    options.device_cpus = plan->device_cpus;
-    std::fprintf(stderr, "cellserve %s: --pin-threads: %s\n", g_name, DescribeCpuPlan(*plan).c_str());
-  }
+  if (Status placed = ApplyThreadPlacement(flags, options, g_name); !placed.ok()) return Fail(placed);
 
   // The specs, for tokenizing: vocabulary size and kind of each served model.
   std::vector<std::string> names = options.models;

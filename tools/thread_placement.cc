@@ -1,0 +1,38 @@
+#include "tools/thread_placement.h"
+
+#include <cstdio>
+#include <string>
+
+#include "runtime/cpu_plan.h"
+#include "runtime/this_thread.h"
+
+namespace cellserve::tools {
+
+void AddThreadPlacementFlags(Flags& flags, const char* others) {
+  flags
+      .AddBool("pin-threads", std::string("each device thread on a core of its own (the last ones this process may "
+                                          "use; cuda: one core for the GPUs' completion threads), the actors and ") +
+                                  others +
+                                  " on the rest, where their caches stay warm (needs device threads + 1 cores; "
+                                  "docs/OPERATIONS.md says when it pays)")
+      .AddBool("idle-poll",
+               "keep the actors' cores (with --pin-threads; else every core this process may use) out of the idle "
+               "loop: a lowest-priority thread spins on each, so a request at low load does not wait for halted "
+               "cores to wake (tens of microseconds each on a VM); those cores show as busy in top "
+               "(docs/OPERATIONS.md)");
+}
+
+Status ApplyThreadPlacement(const Flags& flags, LocalClusterOptions& options, const char* command) {
+  if (flags.GetBool("pin-threads")) {
+    ASSIGN_OR_RETURN(CpuPlan plan, LocalCluster::PinCallerApartFromDevices(options));
+    options.device_cpus = plan.device_cpus;
+    std::fprintf(stderr, "cellserve %s: --pin-threads: %s\n", command, DescribeCpuPlan(plan).c_str());
+  }
+  options.idle_poll = flags.GetBool("idle-poll");
+  if (options.idle_poll)  // the cluster polls the CPUs of the thread that starts it: this one's
+    std::fprintf(stderr, "cellserve %s: --idle-poll: %s kept out of the idle loop (threads cs-idle-poll:N)\n",
+                 command, DescribeCpus(ThisThreadCpus()).c_str());
+  return OkStatus();
+}
+
+}  // namespace cellserve::tools

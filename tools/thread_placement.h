@@ -1,0 +1,23 @@
+// --pin-threads and --idle-poll, which serve, node and bench share: one definition of the flags
+// and of what they do to a LocalCluster's options, so each command means the same by them.
+// Main-thread helpers. Call ApplyThreadPlacement before any thread is started: pinning moves only
+// the caller, and the threads it starts later (CAF's, the RPC server's) inherit its cores.
+#pragma once
+
+#include "actors/local_cluster.h"
+#include "runtime/status.h"
+#include "tools/flags.h"
+
+namespace cellserve::tools {
+
+// Adds --pin-threads and --idle-poll. `others` says what shares the cores left to the actors
+// ("the RPC front door", "the load generator").
+void AddThreadPlacementFlags(Flags& flags, const char* others);
+
+// With --pin-threads: pins this thread apart from the device threads (LocalCluster::
+// PinCallerApartFromDevices) and puts the plan's device CPUs into `options`. With --idle-poll:
+// sets options.idle_poll (the cluster keeps this thread's CPUs awake). Prints what it did on stderr
+// as "cellserve COMMAND: --pin-threads: ...". Errors: the plan's (e.g. too few cores), unchanged.
+Status ApplyThreadPlacement(const Flags& flags, LocalClusterOptions& options, const char* command);
+
+}  // namespace cellserve::tools
