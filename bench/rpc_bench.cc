@@ -7,13 +7,14 @@
 //    difference of the medians, and the median of the per-request differences.
 // 2. That in each setup of --setups: CPU devices, sim devices (kernels/sim, --sim-profile,
 //    default the GPU-like profile: the devices compute nothing, as on a GPU node whose CPU only
-//    runs the actors and the front door) and, on a GPU machine, one GPU; each unpinned and with
-//    --pin-threads (runtime/cpu_plan.h), the two alternating for --rounds rounds on the same
-//    requests, so the machine's drift falls on both alike; then their ratio.
+//    runs the actors and the front door) and, on a GPU machine, one GPU; each unpinned, with
+//    --pin-threads (runtime/cpu_plan.h) and with --pin-threads --idle-poll (actors/idle_poller.h),
+//    the three taking turns for --rounds rounds on the same requests, so the machine's drift falls
+//    on all alike; then their ratios.
 // 3. Most requests per second through one server: a closed loop of --concurrency calls from one
 //    client thread (InferAsync) on the sim backend (the devices are nearly free, so the front
 //    door, the actors and the scheduler are what is measured), against the same closed loop in
-//    process.
+//    process; in each placement (with idle poll: what the spinning threads cost when busy).
 // 4. The machine's floor under all of it: a raw TCP echo on loopback (bench/loopback_rtt.h), back
 //    to back and after 6 ms idle, beside the bare RPC round trip; and, per setup, the front
 //    door's own path warm and cold (an infer refused at once, alone or right after an
@@ -73,9 +74,9 @@ int Usage(int rc) {
                "                 [--sim-devices N (2)] [--sim-profile FILE (kernels/sim/profiles/gpu-like.json)]\n"
                "                 [--setups LIST (cpu,sim; also cuda: one GPU)] [--rounds N (4)] [--json FILE]\n"
                "Measures the RPC front door's added latency at low load (same requests, alternately in\n"
-               "process and over loopback RPC) on each backend of --setups, unpinned and with --pin-threads\n"
-               "(the two alternating for --rounds rounds), and the most requests/s through one server (sim\n"
-               "backend, when sim is among the setups).\n");
+               "process and over loopback RPC) on each backend of --setups: not pinned, with --pin-threads,\n"
+               "and with --pin-threads --idle-poll (taking turns for --rounds rounds); and the most\n"
+               "requests/s through one server (sim backend, when sim is among the setups).\n");
   return rc;
 }
 
@@ -307,21 +308,34 @@ int main(int argc, char** argv) {
   const auto order = cs::bench::SeededShuffle(workload->requests.size(), 1);
 
   nlohmann::ordered_json out;
-  // Each backend of --setups (cpu; sim: devices off the CPU, as on a GPU node; cuda: one GPU),
-  // with the threads where the OS puts them and pinned (runtime/cpu_plan.h: device threads on
-  // cores of their own, the front door, actors and this client on the rest).
-  // The two alternate for --rounds rounds, each round measuring its share of the requests, so
-  // that the machine's drift falls on both alike (this VM drifts by more than pinning changes).
+  // Each backend of --setups (cpu; sim: devices off the CPU, as on a GPU node; cuda: one GPU) in
+  // three placements: the threads where the OS puts them; pinned (runtime/cpu_plan.h: device
+  // threads on cores of their own, the front door, actors and this client on the rest); pinned
+  // with --idle-poll (actors/idle_poller.h: the rest kept out of the idle loop).
+  // They take turns for --rounds rounds, each round measuring its share of the requests, so that
+  // the machine's drift falls on all alike (this VM drifts by more than placement changes).
   const std::vector<int> all_cpus = cs::ThisThreadCpus();
+  struct Placement {
+    const char* title;  // after the setup's name
+    const char* key;    // after the backend's name in the JSON
+    bool pinned, idle_poll;
+  };
+  const Placement placements[] = {{"not pinned", "", false, false},
+                                  {"pinned", "_pinned", true, false},
+                                  {"pinned, idle poll", "_pinned_idle_poll", true, true}};
+  constexpr int kPlacements = 3;
   bool first = true;
   for (const std::string& backend : a.setups) {
     const bool is_sim = backend == "sim";
-    SetupSamples measured[2];
-    std::string skipped;
-    for (int step = 0; step < 2 * a.rounds; ++step) {  // round 0 unpinned, round 0 pinned, round 1 ...
-      const int round = step / 2;
-      const bool pinned = step % 2 == 1;
-      if (pinned && !skipped.empty()) continue;
+    SetupSamples measured[kPlacements];
+    double throughput_rps[kPlacements][2] = {};  // sim: in process, RPC (each placement's round 0)
+    int throughput_errors = 0;
+    std::string skipped;  // why the pinned placements cannot run here
+    for (int step = 0; step < kPlacements * a.rounds; ++step) {  // round 0 of each placement, round 1 ...
+      const int round = step / kPlacements;
+      const int which = step % kPlacements;
+      const Placement& place = placements[which];
+      if (place.pinned && !skipped.empty()) continue;
       const std::string name = a.model;
       cs::LocalClusterOptions options;
       options.model_repo = a.repo;
@@ -329,13 +343,14 @@ int main(int argc, char** argv) {
       options.backend = backend;
       options.devices = is_sim ? a.sim_devices : backend == "cuda" ? 1 : a.devices;
       if (is_sim) options.sim_profile = a.sim_profile;
+      options.idle_poll = place.idle_poll;
       const std::string setup = is_sim ? std::to_string(a.sim_devices) + " sim device(s) (devices off the CPU)"
                                 : backend == "cuda" ? std::string("1 GPU")
                                                     : std::to_string(a.devices) + " CPU device(s)";
-      SetupSamples& m = measured[pinned];
-      m.title = setup + (pinned ? ", pinned" : ", not pinned");
+      SetupSamples& m = measured[which];
+      m.title = setup + ", " + place.title;
       m.placement = "threads where the OS puts them";
-      if (pinned) {
+      if (place.pinned) {
         auto plan = cs::LocalCluster::PinCallerApartFromDevices(options);
         if (!plan.ok()) {
           skipped = plan.status().ToString();
@@ -343,6 +358,7 @@ int main(int argc, char** argv) {
         }
         options.device_cpus = plan->device_cpus;
         m.placement = cs::DescribeCpuPlan(*plan);
+        if (place.idle_poll) m.placement += "; " + cs::DescribeCpus(plan->other_cpus) + " kept out of the idle loop";
       }
       auto cluster = cs::LocalCluster::Start(options);
       if (!cluster.ok()) return fail(cluster.status());
@@ -396,50 +412,63 @@ int main(int argc, char** argv) {
         return fail(st);
       if (cs::Status st = CollectLowLoad(**cluster, **client, name, reqs, order, from, to - from, &m); !st.ok())
         return fail(st);
-      std::fprintf(stderr, "\r%s: round %d/%d %-10s done ", backend.c_str(), round + 1, a.rounds,
-                   pinned ? "pinned" : "not pinned");
-      if (is_sim && !pinned && round == 0) {
-        int errors = 0;
-        (void)RpcClosedLoop(**client, name, reqs, 500, a.concurrency, &errors);  // warm up
-        const double local_rps = LocalClosedLoop(**cluster, name, reqs, a.throughput_requests, a.concurrency);
-        const double rpc_rps = RpcClosedLoop(**client, name, reqs, a.throughput_requests, a.concurrency, &errors);
-        std::printf("Most requests/s, closed loop of %d, model %s on %d sim device(s) (profile %s), %d requests:\n",
-                    a.concurrency, name.c_str(), a.sim_devices, a.sim_profile.c_str(), a.throughput_requests);
-        std::printf("  in process: %.0f req/s   RPC (one client connection): %.0f req/s   RPC / in process: %.2fx"
-                    "   errors: %d\n",
-                    local_rps, rpc_rps, rpc_rps / local_rps, errors);
-        std::printf("\n");
-        out["throughput"] = {{"backend", "sim"},
-                             {"sim_profile", a.sim_profile},
-                             {"sim_devices", a.sim_devices},
-                             {"concurrency", a.concurrency},
-                             {"requests", a.throughput_requests},
-                             {"local_rps", local_rps},
-                             {"rpc_rps", rpc_rps},
-                             {"errors", errors}};
+      std::fprintf(stderr, "\r%s: round %d/%d %-18s done ", backend.c_str(), round + 1, a.rounds, place.title);
+      // Throughput on sim, in each placement: pinned, everything but the device threads shares
+      // one core; idle poll, what the spinning threads cost when that core is busy.
+      if (is_sim && round == 0) {
+        (void)RpcClosedLoop(**client, name, reqs, 500, a.concurrency, &throughput_errors);  // warm up
+        throughput_rps[which][0] = LocalClosedLoop(**cluster, name, reqs, a.throughput_requests, a.concurrency);
+        throughput_rps[which][1] =
+            RpcClosedLoop(**client, name, reqs, a.throughput_requests, a.concurrency, &throughput_errors);
       }
       client->reset();
       (*server)->Stop();
       (*cluster)->Stop();
-      if (pinned) {
+      if (place.pinned) {
         if (cs::Status st = cs::PinThisThread(all_cpus); !st.ok()) return fail(st);
       }
     }
     std::fprintf(stderr, "\n");
-    out[backend] = Report(measured[0], a.model);
-    if (skipped.empty()) {
-      out[backend + "_pinned"] = Report(measured[1], a.model);
-      // The p50s Report just computed for each.
-      const auto& u = out[backend]["latency"];
-      const auto& p = out[backend + "_pinned"]["latency"];
-      const double l0 = u["local_p50_ms"], l1 = p["local_p50_ms"], r0 = u["rpc_p50_ms"], r1 = p["rpc_p50_ms"];
-      std::printf("Pinned / not pinned on %s, p50 (rounds alternated): in process %.3f / %.3f ms (%.3fx), "
-                  "RPC %.3f / %.3f ms (%.3fx)\n\n",
-                  backend.c_str(), l1, l0, l1 / l0, r1, r0, r1 / r0);
-      out[backend + "_pinned_over_unpinned"] = {{"local_p50", l1 / l0}, {"rpc_p50", r1 / r0}};
-    } else {
-      std::printf("%s, pinned: skipped (%s)\n\n", measured[1].title.c_str(), skipped.c_str());
+    if (is_sim) {
+      std::printf("Most requests/s, closed loop of %d, model %s on %d sim device(s) (profile %s), %d requests:\n",
+                  a.concurrency, a.model.c_str(), a.sim_devices, a.sim_profile.c_str(), a.throughput_requests);
+      for (int which = 0; which < kPlacements; ++which) {
+        if (placements[which].pinned && !skipped.empty()) continue;
+        const double local_rps = throughput_rps[which][0], rpc_rps = throughput_rps[which][1];
+        std::printf("  %-18s in process: %.0f req/s   RPC (one client connection): %.0f req/s   RPC / in "
+                    "process: %.2fx\n",
+                    (std::string(placements[which].title) + ":").c_str(), local_rps, rpc_rps, rpc_rps / local_rps);
+        out[std::string("throughput") + placements[which].key] = {{"backend", "sim"},
+                                                                  {"sim_profile", a.sim_profile},
+                                                                  {"sim_devices", a.sim_devices},
+                                                                  {"concurrency", a.concurrency},
+                                                                  {"requests", a.throughput_requests},
+                                                                  {"local_rps", local_rps},
+                                                                  {"rpc_rps", rpc_rps}};
+      }
+      std::printf("  errors: %d\n\n", throughput_errors);
+      out["throughput_errors"] = throughput_errors;
     }
+    out[backend] = Report(measured[0], a.model);
+    if (!skipped.empty()) {
+      std::printf("%s: skipped, and pinned with idle poll too (%s)\n\n", measured[1].title.c_str(), skipped.c_str());
+      continue;
+    }
+    for (int which = 1; which < kPlacements; ++which)
+      out[backend + placements[which].key] = Report(measured[which], a.model);
+    // Against not pinned, from the p50s Report just computed for each.
+    const auto& u = out[backend]["latency"];
+    const double l0 = u["local_p50_ms"], r0 = u["rpc_p50_ms"];
+    for (int which = 1; which < kPlacements; ++which) {
+      const auto& p = out[backend + placements[which].key]["latency"];
+      const double l1 = p["local_p50_ms"], r1 = p["rpc_p50_ms"];
+      std::printf("%s / not pinned on %s, p50 (rounds alternated): in process %.3f / %.3f ms (%.3fx), RPC %.3f / "
+                  "%.3f ms (%.3fx); RPC adds %+.0f us (paired median)\n",
+                  placements[which].title, backend.c_str(), l1, l0, l1 / l0, r1, r0, r1 / r0,
+                  static_cast<double>(p["added_paired_median_us"]));
+      out[backend + placements[which].key + "_over_unpinned"] = {{"local_p50", l1 / l0}, {"rpc_p50", r1 / r0}};
+    }
+    std::printf("\n");
   }
   if (!a.json.empty()) std::ofstream(a.json) << out.dump(2) << "\n";
   return 0;
