@@ -23,6 +23,7 @@
 #include "actors/worker_actor.h"
 #include "runtime/clock.h"
 #include "runtime/cpu_plan.h"
+#include "runtime/cpu_quota.h"
 #include "runtime/model_repository.h"
 #include "runtime/this_thread.h"
 
@@ -137,6 +138,12 @@ StatusOr<CpuPlan> LocalCluster::PinCallerApartFromDevices(const LocalClusterOpti
   return PinThisThreadApartFromDevices(threads);
 }
 
+Status LocalCluster::CheckIdlePollQuota(const LocalClusterOptions& options) {
+  const int awake = static_cast<int>(ThisThreadCpus().size());
+  return CheckQuotaAllowsIdlePoll(awake + static_cast<int>(options.device_cpus.size()), awake,
+                                  CpuQuotaOfThisProcess());
+}
+
 StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOptions& options) {
   if (options.devices < 0) return InvalidArgument("devices must be >= 1, or 0 for all");
   if (options.blas_threads < 0) return InvalidArgument("blas_threads must be >= 0");
@@ -158,7 +165,8 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     impl->models.push_back(std::move(model));
   }
 
-  if (options.idle_poll) {
+  if (options.idle_poll) {  // the caller's cores: with --pin-threads, all but the devices'
+    RETURN_IF_ERROR(CheckIdlePollQuota(options));
     ASSIGN_OR_RETURN(impl->idle_poller, IdlePoller::Start(ThisThreadCpus()));
   }
   ASSIGN_OR_RETURN(impl->devices, MakeDevices(options, impl->models));

@@ -81,6 +81,10 @@ class LocalCluster final : public ServingBackend {
   // first. Put the plan's device_cpus into options.device_cpus before Start. INVALID_ARGUMENT when
   // no core is left to spare (DeviceThreads in actors/device_factory.h says how many are kept).
   static StatusOr<CpuPlan> PinCallerApartFromDevices(const LocalClusterOptions& options);
+  // --idle-poll's check, which Start also makes: the CPU quota of this process's cgroup must cover
+  // every CPU it may use (runtime/cpu_quota.h), since the spinning keeps the caller's cores busy.
+  // Call after pinning. INVALID_ARGUMENT saying what to do when it does not.
+  static Status CheckIdlePollQuota(const LocalClusterOptions& options);
   ClusterLoad Load() const;
   // The specs of the models it serves (fixed after Start).
   std::vector<ModelSpec> Models() const override;

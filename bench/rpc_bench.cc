@@ -330,12 +330,11 @@ int main(int argc, char** argv) {
     SetupSamples measured[kPlacements];
     double throughput_rps[kPlacements][2] = {};  // sim: in process, RPC (each placement's round 0)
     int throughput_errors = 0;
-    std::string skipped;  // why the pinned placements cannot run here
+    std::string skipped[kPlacements];  // why a placement cannot run here ("" = it runs)
     for (int step = 0; step < kPlacements * a.rounds; ++step) {  // round 0 of each placement, round 1 ...
       const int round = step / kPlacements;
       const int which = step % kPlacements;
       const Placement& place = placements[which];
-      if (place.pinned && !skipped.empty()) continue;
       const std::string name = a.model;
       cs::LocalClusterOptions options;
       options.model_repo = a.repo;
@@ -349,16 +348,25 @@ int main(int argc, char** argv) {
                                                     : std::to_string(a.devices) + " CPU device(s)";
       SetupSamples& m = measured[which];
       m.title = setup + ", " + place.title;
+      if (!skipped[which].empty()) continue;
       m.placement = "threads where the OS puts them";
       if (place.pinned) {
         auto plan = cs::LocalCluster::PinCallerApartFromDevices(options);
         if (!plan.ok()) {
-          skipped = plan.status().ToString();
+          for (int other = 1; other < kPlacements; ++other)  // every pinned placement
+            skipped[other] = plan.status().ToString();
           continue;
         }
         options.device_cpus = plan->device_cpus;
         m.placement = cs::DescribeCpuPlan(*plan);
         if (place.idle_poll) m.placement += "; " + cs::DescribeCpus(plan->other_cpus) + " kept out of the idle loop";
+      }
+      if (place.idle_poll) {
+        if (cs::Status quota = cs::LocalCluster::CheckIdlePollQuota(options); !quota.ok()) {
+          skipped[which] = quota.ToString();
+          if (cs::Status st = cs::PinThisThread(all_cpus); !st.ok()) return fail(st);
+          continue;
+        }
       }
       auto cluster = cs::LocalCluster::Start(options);
       if (!cluster.ok()) return fail(cluster.status());
@@ -433,7 +441,7 @@ int main(int argc, char** argv) {
       std::printf("Most requests/s, closed loop of %d, model %s on %d sim device(s) (profile %s), %d requests:\n",
                   a.concurrency, a.model.c_str(), a.sim_devices, a.sim_profile.c_str(), a.throughput_requests);
       for (int which = 0; which < kPlacements; ++which) {
-        if (placements[which].pinned && !skipped.empty()) continue;
+        if (!skipped[which].empty()) continue;
         const double local_rps = throughput_rps[which][0], rpc_rps = throughput_rps[which][1];
         std::printf("  %-18s in process: %.0f req/s   RPC (one client connection): %.0f req/s   RPC / in "
                     "process: %.2fx\n",
@@ -450,16 +458,17 @@ int main(int argc, char** argv) {
       out["throughput_errors"] = throughput_errors;
     }
     out[backend] = Report(measured[0], a.model);
-    if (!skipped.empty()) {
-      std::printf("%s: skipped, and pinned with idle poll too (%s)\n\n", measured[1].title.c_str(), skipped.c_str());
-      continue;
+    for (int which = 1; which < kPlacements; ++which) {
+      if (skipped[which].empty())
+        out[backend + placements[which].key] = Report(measured[which], a.model);
+      else
+        std::printf("%s: skipped (%s)\n\n", measured[which].title.c_str(), skipped[which].c_str());
     }
-    for (int which = 1; which < kPlacements; ++which)
-      out[backend + placements[which].key] = Report(measured[which], a.model);
     // Against not pinned, from the p50s Report just computed for each.
     const auto& u = out[backend]["latency"];
     const double l0 = u["local_p50_ms"], r0 = u["rpc_p50_ms"];
     for (int which = 1; which < kPlacements; ++which) {
+      if (!skipped[which].empty()) continue;
       const auto& p = out[backend + placements[which].key]["latency"];
       const double l1 = p["local_p50_ms"], r1 = p["rpc_p50_ms"];
       std::printf("%s / not pinned on %s, p50 (rounds alternated): in process %.3f / %.3f ms (%.3fx), RPC %.3f / "

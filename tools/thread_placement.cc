@@ -29,9 +29,11 @@ Status ApplyThreadPlacement(const Flags& flags, LocalClusterOptions& options, co
     std::fprintf(stderr, "cellserve %s: --pin-threads: %s\n", command, DescribeCpuPlan(plan).c_str());
   }
   options.idle_poll = flags.GetBool("idle-poll");
-  if (options.idle_poll)  // the cluster polls the CPUs of the thread that starts it: this one's
+  if (options.idle_poll) {  // the cluster polls the CPUs of the thread that starts it: this one's
+    RETURN_IF_ERROR(LocalCluster::CheckIdlePollQuota(options));
     std::fprintf(stderr, "cellserve %s: --idle-poll: %s kept out of the idle loop (threads cs-idle-poll:N)\n",
                  command, DescribeCpus(ThisThreadCpus()).c_str());
+  }
   return OkStatus();
 }
 

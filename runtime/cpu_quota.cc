@@ -1,0 +1,116 @@
+#include "runtime/cpu_quota.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <vector>
+
+namespace cellserve {
+
+namespace {
+
+constexpr double kUnlimited = std::numeric_limits<double>::infinity();
+
+// A whole positive or -1 number of microseconds, the whole text (spaces around allowed).
+bool ParseMicros(const std::string& text, long long* out) {
+  std::istringstream in(text);
+  long long v = 0;
+  std::string rest;
+  if (!(in >> v) || (in >> rest)) return false;
+  *out = v;
+  return true;
+}
+
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+}  // namespace
+
+StatusOr<double> ParseCgroupCpuMax(const std::string& text) {
+  std::istringstream in(text);
+  std::string quota, period, rest;
+  if (!(in >> quota >> period) || (in >> rest))
+    return InvalidArgument("cpu.max should be \"max PERIOD\" or \"QUOTA PERIOD\", got \"" + text + "\"");
+  long long p = 0, q = 0;
+  if (!ParseMicros(period, &p) || p <= 0) return InvalidArgument("cpu.max period is not a positive number: " + text);
+  if (quota == "max") return kUnlimited;
+  if (!ParseMicros(quota, &q) || q <= 0) return InvalidArgument("cpu.max quota is not a positive number: " + text);
+  return static_cast<double>(q) / static_cast<double>(p);
+}
+
+StatusOr<double> ParseCfsQuota(const std::string& quota_text, const std::string& period_text) {
+  long long q = 0, p = 0;
+  if (!ParseMicros(quota_text, &q) || !ParseMicros(period_text, &p) || p <= 0 || (q <= 0 && q != -1))
+    return InvalidArgument("cpu.cfs_quota_us / cpu.cfs_period_us should be numbers (quota -1: none), got \"" +
+                           quota_text + "\" / \"" + period_text + "\"");
+  if (q == -1) return kUnlimited;
+  return static_cast<double>(q) / static_cast<double>(p);
+}
+
+std::vector<std::string> CgroupAndAncestors(const std::string& path) {
+  std::vector<std::string> out;
+  std::string p = path.empty() ? "/" : path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  for (;;) {
+    out.push_back(p);
+    if (p == "/") break;
+    const size_t slash = p.rfind('/');
+    p = slash == 0 || slash == std::string::npos ? "/" : p.substr(0, slash);
+  }
+  return out;
+}
+
+Status CheckQuotaAllowsIdlePoll(int process_cpus, int polled_cpus, double quota) {
+  if (quota >= static_cast<double>(process_cpus)) return OkStatus();
+  std::ostringstream q;
+  q << quota;
+  return InvalidArgument("--idle-poll spins on " + std::to_string(polled_cpus) +
+                         " CPU(s), the device threads may use the rest: this process may keep all " +
+                         std::to_string(process_cpus) + " CPU(s) it may run on busy, but its CPU quota (its cgroup's "
+                         "cpu.max or cpu.cfs_quota_us: a Kubernetes CPU limit) is " + q.str() +
+                         " CPU(s): the spinning would use it up and the kernel would throttle the whole server. "
+                         "Give it whole CPUs as a cpuset with a quota to match (a Guaranteed pod under the static "
+                         "CPU manager policy), raise the limit to " + std::to_string(process_cpus) +
+                         ", or run without --idle-poll");
+}
+
+double CpuQuotaOfThisProcess() {
+  double quota = kUnlimited;
+  std::ifstream cgroups("/proc/self/cgroup");
+  // Lines "ID:CONTROLLERS:PATH": "0::/a/b" (v2), "4:cpu,cpuacct:/a/b" (v1).
+  for (std::string line; std::getline(cgroups, line);) {
+    const size_t c1 = line.find(':'), c2 = line.find(':', c1 + 1);
+    if (c1 == std::string::npos || c2 == std::string::npos) continue;
+    const std::string controllers = line.substr(c1 + 1, c2 - c1 - 1), path = line.substr(c2 + 1);
+    std::vector<std::string> names;
+    std::stringstream list(controllers);
+    for (std::string n; std::getline(list, n, ',');) names.push_back(n);
+    const bool v2 = line.rfind("0::", 0) == 0;
+    const bool v1_cpu = std::find(names.begin(), names.end(), "cpu") != names.end();
+    if (!v2 && !v1_cpu) continue;
+    for (const std::string& level : CgroupAndAncestors(path)) {
+      const std::string dir = level == "/" ? "" : level;
+      StatusOr<double> q = kUnlimited;
+      if (v2) {
+        const std::string max = ReadFirstLine("/sys/fs/cgroup" + dir + "/cpu.max");
+        if (max.empty()) continue;
+        q = ParseCgroupCpuMax(max);
+      } else {
+        const std::string base = "/sys/fs/cgroup/" + controllers + dir;
+        const std::string quota_text = ReadFirstLine(base + "/cpu.cfs_quota_us");
+        if (quota_text.empty()) continue;
+        q = ParseCfsQuota(quota_text, ReadFirstLine(base + "/cpu.cfs_period_us"));
+      }
+      if (q.ok()) quota = std::min(quota, *q);
+    }
+  }
+  return quota;
+}
+
+}  // namespace cellserve
