@@ -5,7 +5,8 @@
 // Why: a halted CPU takes long to wake, most of all a virtual one (the hypervisor deschedules a
 // vCPU that halts; guests often have halt polling off), and at low load every request waits for
 // several such wake-ups (its call, each round's completion, its answer). Measured in
-// docs/BENCHMARKS.md (RPC section): what RPC adds at p50 falls from about +100-180 µs to +60 µs.
+// docs/BENCHMARKS.md (RPC section): with --pin-threads, what RPC adds at p50 fell from +87-196 µs
+// to +54-90 µs on a 2-vCPU VM.
 // The cost: each polled CPU shows 100% busy in top (threads named cs-idle-poll:N), burns power,
 // and on an SMT core slows its sibling a little. Off by default; docs/OPERATIONS.md says when.
 // Threads: Start starts one thread per CPU; the destructor stops and joins them. Not copyable.
