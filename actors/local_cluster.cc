@@ -43,7 +43,8 @@ struct LocalCluster::Impl {
   LocalClusterOptions options;
   SteadyClock clock;
   std::vector<std::shared_ptr<const Model>> models;
-  // Declared first, so destroyed last if Start fails; Stop resets it after the actors are gone.
+  // Declared before the devices and the actor system, so destroyed after them if Start fails;
+  // Stop resets it after the actors are gone.
   std::unique_ptr<IdlePoller> idle_poller;
   std::shared_ptr<actors::ClusterCounters> counters = std::make_shared<actors::ClusterCounters>();
   // Declared before the actor system: destroyed after it only if Shutdown never ran (then no

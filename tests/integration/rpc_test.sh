@@ -172,5 +172,24 @@ if [[ "$(json_get "$WORK/overload.json" 'j["errors"].get("RESOURCE_EXHAUSTED", 0
 else bad "overload" "$(cat "$WORK/overload.json")"; fi
 stop_server "$SERVER_PID" small
 
+# --pin-threads --idle-poll: the same answers; the spinning thread runs on the front door's core.
+# (Under a cgroup CPU limit below the CPUs it may use, the server refuses --idle-poll: a failure here.)
+if (( $(nproc) < 2 )); then
+  ok "pinned, idle poll: skipped (needs 2 CPUs, this test may use $(nproc))"
+elif start_server polled --devices 1 --pin-threads --idle-poll; then
+  "$CELLSERVE" infer --addr "$ADDR" --model cls --json "${SENTENCES[0]}" > "$WORK/polled.json" 2>&1
+  if [[ "$($PY - "$WORK/local_cls.jsonl" "$WORK/polled.json" <<'EOF'
+import json, sys
+want = next(json.loads(l) for l in open(sys.argv[1]) if l.strip() and json.loads(l)["line"] == 1)
+print(json.load(open(sys.argv[2])).get("logits") == want["logits"])
+EOF
+)" == "True" ]]; then ok "pinned, idle poll: the same result as in process"
+  else bad "pinned, idle poll: result" "$(cat "$WORK/polled.json")"; fi
+  if grep -q "cs-idle-poll" /proc/"$SERVER_PID"/task/*/comm && grep -q -- "--idle-poll: CPU" "$WORK/polled.log"; then
+    ok "pinned, idle poll: says which CPUs it keeps awake, and a cs-idle-poll thread runs"
+  else bad "pinned, idle poll: no cs-idle-poll thread or no line saying so" "$(cat "$WORK/polled.log")"; fi
+  stop_server "$SERVER_PID" polled
+fi
+
 echo "$pass passed, $failures failed"
 [[ $failures == 0 ]]
