@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <future>
 #include <string>
@@ -43,7 +44,7 @@ Status EnterIdleClass() {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<IdlePoller>> IdlePoller::Start(const std::vector<int>& cpus) {
+StatusOr<std::unique_ptr<IdlePoller>> IdlePoller::Start(const std::vector<int>& cpus, std::function<bool()> hold) {
   if (cpus.empty()) return InvalidArgument("idle poll: no CPUs given");
   std::vector<int> sorted = cpus;
   std::sort(sorted.begin(), sorted.end());
@@ -51,6 +52,7 @@ StatusOr<std::unique_ptr<IdlePoller>> IdlePoller::Start(const std::vector<int>& 
     return InvalidArgument("idle poll: a CPU is given twice");
   std::unique_ptr<IdlePoller> poller(new IdlePoller());
   poller->cpus_ = cpus;
+  poller->hold_ = std::move(hold);
   for (int cpu : cpus) {
     std::promise<Status> ready;
     std::future<Status> started = ready.get_future();
@@ -62,12 +64,23 @@ StatusOr<std::unique_ptr<IdlePoller>> IdlePoller::Start(const std::vector<int>& 
       const bool ok = status.ok();
       ready.set_value(std::move(status));  // `ready` is gone after this
       if (!ok) return;
-      while (!self->stop_.load(std::memory_order_relaxed)) CpuRelax();
+      self->Poll();
     });
     Status status = started.get();
     if (!status.ok()) return status;  // the destructor stops and joins the threads started so far
   }
   return poller;
+}
+
+void IdlePoller::Poll() {
+  constexpr int kSpinsPerCheck = 1024;  // about 50-150 µs of pause instructions
+  while (!stop_.load(std::memory_order_relaxed)) {
+    if (hold_ && hold_()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    for (int i = 0; i < kSpinsPerCheck; ++i) CpuRelax();
+  }
 }
 
 IdlePoller::~IdlePoller() {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -26,7 +27,12 @@ namespace cellserve {
 
 class IdlePoller {
  public:
-  static StatusOr<std::unique_ptr<IdlePoller>> Start(const std::vector<int>& cpus);
+  // `hold`, when given, is asked about every 100 µs from the polling threads (so it must be
+  // thread-safe and cheap): while it says true they sleep instead, waking each millisecond to ask
+  // again. E.g. "the node is busy": its cores do not idle then, and spinning in the gaps only
+  // takes from the work.
+  static StatusOr<std::unique_ptr<IdlePoller>> Start(const std::vector<int>& cpus,
+                                                     std::function<bool()> hold = nullptr);
   ~IdlePoller();
   IdlePoller(const IdlePoller&) = delete;
   IdlePoller& operator=(const IdlePoller&) = delete;
@@ -35,7 +41,9 @@ class IdlePoller {
 
  private:
   IdlePoller() = default;
+  void Poll();  // a polling thread's loop, until stop_
   std::vector<int> cpus_;
+  std::function<bool()> hold_;
   std::atomic<bool> stop_{false};
   std::vector<std::thread> threads_;
 };

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -149,6 +150,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   if (options.devices < 0) return InvalidArgument("devices must be >= 1, or 0 for all");
   if (options.blas_threads < 0) return InvalidArgument("blas_threads must be >= 0");
   if (options.caf_threads < 0) return InvalidArgument("caf_threads must be >= 0");
+  if (options.idle_poll_below < 0) return InvalidArgument("idle_poll_below must be >= 0");
   if (options.model_repo.empty()) return InvalidArgument("model_repo is required");
   auto impl = std::make_unique<Impl>();
   impl->options = options;
@@ -168,7 +170,10 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
 
   if (options.idle_poll) {  // the caller's cores: with --pin-threads, all but the devices'
     RETURN_IF_ERROR(CheckIdlePollQuota(options));
-    ASSIGN_OR_RETURN(impl->idle_poller, IdlePoller::Start(ThisThreadCpus()));
+    std::function<bool()> busy;  // then the cores do not idle anyway: the pollers sleep
+    if (options.idle_poll_below > 0)
+      busy = [counters = impl->counters, below = options.idle_poll_below] { return counters->Unanswered() >= below; };
+    ASSIGN_OR_RETURN(impl->idle_poller, IdlePoller::Start(ThisThreadCpus(), std::move(busy)));
   }
   ASSIGN_OR_RETURN(impl->devices, MakeDevices(options, impl->models));
   impl->device_count = impl->devices.size();

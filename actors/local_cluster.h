@@ -44,6 +44,10 @@ struct LocalClusterOptions : DeviceOptions {
   // calls Start out of the idle loop. With --pin-threads those are the front door's and actors'
   // cores (PinCallerApartFromDevices pinned the caller to them); else every core it may use.
   bool idle_poll = false;
+  // With idle_poll: the pollers spin only while fewer requests than this are unanswered; from
+  // there on the cores are busy anyway, spinning in their short gaps only takes from the work
+  // (measured: 0.82-0.86x the most requests/s in process), so the pollers sleep. 0: always spin.
+  int64_t idle_poll_below = 8;
 };
 
 // One process's load, cheap to read (no actor is asked): what a node reports to routers.

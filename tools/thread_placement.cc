@@ -19,7 +19,10 @@ void AddThreadPlacementFlags(Flags& flags, const char* others) {
                "keep the actors' cores (with --pin-threads; else every core this process may use) out of the idle "
                "loop: a lowest-priority thread spins on each, so a request at low load does not wait for halted "
                "cores to wake (tens of microseconds each on a VM); those cores show as busy in top "
-               "(docs/OPERATIONS.md)");
+               "(docs/OPERATIONS.md)")
+      .Add("idle-poll-below", "8",
+           "with --idle-poll: spin only while fewer requests than this are unanswered; at higher load the cores "
+           "are busy anyway and the spinning threads sleep (0: spin always)");
 }
 
 Status ApplyThreadPlacement(const Flags& flags, LocalClusterOptions& options, const char* command) {
@@ -29,6 +32,8 @@ Status ApplyThreadPlacement(const Flags& flags, LocalClusterOptions& options, co
     std::fprintf(stderr, "cellserve %s: --pin-threads: %s\n", command, DescribeCpuPlan(plan).c_str());
   }
   options.idle_poll = flags.GetBool("idle-poll");
+  ASSIGN_OR_RETURN(options.idle_poll_below, flags.GetInt("idle-poll-below"));
+  if (options.idle_poll_below < 0) return InvalidArgument("--idle-poll-below must be >= 0");
   if (options.idle_poll) {  // the cluster polls the CPUs of the thread that starts it: this one's
     RETURN_IF_ERROR(LocalCluster::CheckIdlePollQuota(options));
     std::fprintf(stderr, "cellserve %s: --idle-poll: %s kept out of the idle loop (threads cs-idle-poll:N)\n",

@@ -10,13 +10,13 @@
 
 namespace cellserve::tools {
 
-// Adds --pin-threads and --idle-poll. `others` says what shares the cores left to the actors
+// Adds --pin-threads, --idle-poll and --idle-poll-below. `others` says what shares the cores left to the actors
 // ("the RPC front door", "the load generator").
 void AddThreadPlacementFlags(Flags& flags, const char* others);
 
 // With --pin-threads: pins this thread apart from the device threads (LocalCluster::
 // PinCallerApartFromDevices) and puts the plan's device CPUs into `options`. With --idle-poll:
-// sets options.idle_poll (the cluster keeps this thread's CPUs awake). Prints what it did on stderr
+// sets options.idle_poll (the cluster keeps this thread's CPUs awake) and idle_poll_below. Prints what it did on stderr
 // as "cellserve COMMAND: --pin-threads: ...". Errors: the plan's (e.g. too few cores), unchanged.
 Status ApplyThreadPlacement(const Flags& flags, LocalClusterOptions& options, const char* command);
 

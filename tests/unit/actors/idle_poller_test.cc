@@ -4,6 +4,8 @@
 
 #include <sched.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <string>
@@ -53,6 +55,38 @@ TEST(IdlePollerTest, SpinsOnEachCpuInTheIdleClassUntilDestroyed) {
     }
   }
   for (int cpu : cpus) EXPECT_TRUE(TaskNamed(PollerName(cpu)).empty()) << PollerName(cpu) << " outlived its poller";
+}
+
+// While `hold` says true the threads sleep (asking again each millisecond); then they spin again.
+TEST(IdlePollerTest, SleepsWhileHoldSaysSo) {
+  const int cpu = ThisThreadCpus().front();
+  std::atomic<bool> busy{true};
+  std::atomic<int> asked{0};
+  auto poller = IdlePoller::Start({cpu}, [&] {
+    ++asked;
+    return busy.load();
+  });
+  ASSERT_TRUE(poller.ok()) << poller.status().ToString();
+  ASSERT_EQ(AllowedCpusOfThread(PollerName(cpu)), std::to_string(cpu));
+  const auto task = TaskNamed(PollerName(cpu));
+  ASSERT_FALSE(task.empty());
+  const long long held_from = RunTimeNs(task);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const long long held_for = RunTimeNs(task) - held_from;
+  EXPECT_GT(asked.load(), 10) << "hold is asked about every millisecond while it holds";
+  EXPECT_LT(held_for, 60'000'000) << "held, it ran " << held_for / 1000000 << " ms of 300";
+
+  // Released, it spins whenever the CPU is free: its run time grows well past the held rate (on a
+  // busy machine a SCHED_IDLE thread gets little, so the bar is low and the wait long).
+  busy = false;
+  const long long want = std::max<long long>(3 * held_for, 5'000'000);
+  const long long free_from = RunTimeNs(task);
+  long long free_for = 0;
+  for (int i = 0; i < 500 && free_for <= want; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    free_for = RunTimeNs(task) - free_from;
+  }
+  EXPECT_GT(free_for, want) << "released, it should spin";
 }
 
 TEST(IdlePollerTest, RefusesBadCpuListsAndLeavesNoThread) {
