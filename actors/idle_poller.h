@@ -1,15 +1,16 @@
 // IdlePoller (--idle-poll): keeps CPUs out of the kernel's idle loop, as booting with idle=poll
 // would, but for this process's cores only and only while it runs. On each CPU it runs one thread
-// in the SCHED_IDLE class that spins on the pause instruction and never sleeps: any other thread
-// woken there preempts it at once, so it yields to real work, but the CPU never halts.
+// in the SCHED_IDLE class that spins on the pause instruction: any other thread woken there
+// preempts it at once, so it yields to real work, but the CPU never halts. While an optional
+// `hold` says so (LocalCluster: "N or more requests unanswered", --idle-poll-below), the threads
+// sleep instead: busy cores do not halt anyway, and spinning in their short gaps costs throughput.
 // Why: a halted CPU takes long to wake, most of all a virtual one (the hypervisor deschedules a
 // vCPU that halts; guests often have halt polling off), and at low load every request waits for
 // several such wake-ups (its call, each round's completion, its answer). Measured in
 // docs/BENCHMARKS.md (RPC section): with --pin-threads, what RPC adds at p50 fell from +87-196 µs
 // to +54-90 µs on a 2-vCPU VM.
-// The cost: each polled CPU shows 100% busy in top (threads named cs-idle-poll:N), burns power,
-// slows an SMT sibling a little, and on our VM cost some peak throughput all the same (0.86-0.87x
-// in process, BENCHMARKS). Off by default; docs/OPERATIONS.md says when.
+// The cost: each polled CPU shows 100% busy in top at low load (threads named cs-idle-poll:N),
+// burns power and slows an SMT sibling a little. Off by default; docs/OPERATIONS.md says when.
 // Threads: Start starts one thread per CPU; the destructor stops and joins them. Not copyable.
 // Errors: INVALID_ARGUMENT for no CPUs or a repeated one; the OS's error when a thread cannot be
 // pinned or put in SCHED_IDLE (no thread is left running then).
