@@ -96,7 +96,9 @@ run "dashboard: parses, variables, panels (description, unit, datasource, grid)"
 run "promtool parses every dashboard query" promtool check rules "$WORK/dashboard_queries.yml"
 
 # --- a live server's /metrics ------------------------------------------------------------------
-"$CELLSERVE" serve --help 2>&1 | grep -q -- "--metrics-port" ||
+# (The help is read whole first: `grep -q` in a pipe stops reading at its match, and under
+# pipefail the SIGPIPE that gives a longer help then fails the check.)
+grep -q -- "--metrics-port" <<<"$("$CELLSERVE" serve --help 2>&1)" ||
   die "cellserve serve has no --metrics-port: cannot scrape the metrics the dashboard must match"
 REPO="$WORK/models"
 "$CELLSERVE" model init --repo "$REPO" --name cls --kind lstm --hidden 32 --embed 32 --layers 1 \
