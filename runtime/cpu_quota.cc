@@ -1,7 +1,6 @@
 #include "runtime/cpu_quota.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -13,7 +12,7 @@ namespace {
 
 constexpr double kUnlimited = std::numeric_limits<double>::infinity();
 
-// A whole positive or -1 number of microseconds, the whole text (spaces around allowed).
+// A whole number, the whole text (spaces around allowed); callers check its range.
 bool ParseMicros(const std::string& text, long long* out) {
   std::istringstream in(text);
   long long v = 0;
@@ -88,11 +87,8 @@ double CpuQuotaOfThisProcess() {
     const size_t c1 = line.find(':'), c2 = line.find(':', c1 + 1);
     if (c1 == std::string::npos || c2 == std::string::npos) continue;
     const std::string controllers = line.substr(c1 + 1, c2 - c1 - 1), path = line.substr(c2 + 1);
-    std::vector<std::string> names;
-    std::stringstream list(controllers);
-    for (std::string n; std::getline(list, n, ',');) names.push_back(n);
     const bool v2 = line.rfind("0::", 0) == 0;
-    const bool v1_cpu = std::find(names.begin(), names.end(), "cpu") != names.end();
+    const bool v1_cpu = ("," + controllers + ",").find(",cpu,") != std::string::npos;
     if (!v2 && !v1_cpu) continue;
     for (const std::string& level : CgroupAndAncestors(path)) {
       const std::string dir = level == "/" ? "" : level;
