@@ -17,20 +17,21 @@ void CopyOrZero(const float* src, int64_t n, float* dst) {
   else std::memset(dst, 0, static_cast<size_t>(n) * sizeof(float));
 }
 
-std::shared_ptr<const PackedWeightCache::Weights> Pack(const Model& model) {
+std::shared_ptr<const PackedWeightCache::Weights> Prepare(const Model& model,
+                                                         const CellWeightOptions& options) {
   auto weights = std::make_shared<PackedWeightCache::Weights>();
-  for (const CellType& t : model.cell_types())
-    weights->emplace_back(t.weight->data(), t.weight->dim(0), t.weight->dim(1));
+  for (const CellType& t : model.cell_types()) weights->push_back(PrepareCellWeights(t, options));
   return weights;
 }
 
 }  // namespace
 
-std::shared_ptr<const PackedWeightCache::Weights> PackedWeightCache::Get(const Model& model) {
+std::shared_ptr<const PackedWeightCache::Weights> PackedWeightCache::Get(const Model& model,
+                                                                        const CellWeightOptions& options) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::weak_ptr<const Weights>& entry = entries_[&model];
+  std::weak_ptr<const Weights>& entry = entries_[{&model, options.fold_max_bytes}];
   if (auto weights = entry.lock()) return weights;
-  auto weights = Pack(model);  // under the lock: a second device waits rather than packs again
+  auto weights = Prepare(model, options);  // under the lock: a second device waits, not prepares again
   entry = weights;
   ++packs_;
   return weights;
@@ -41,7 +42,8 @@ int64_t PackedWeightCache::packs() const {
   return packs_;
 }
 
-CpuBackend::CpuBackend(CpuBackendOptions options) : weight_cache_(std::move(options.weight_cache)) {
+CpuBackend::CpuBackend(CpuBackendOptions options)
+    : weight_cache_(std::move(options.weight_cache)), cell_weight_options_(options.cell_weights) {
   if (options.blas_threads > 0) openblas_set_num_threads(options.blas_threads);
 }
 
@@ -51,8 +53,16 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   s.slots = slots;
   s.hidden = model.spec().hidden;
   s.storage.assign(static_cast<size_t>(slots) * 2 * s.hidden, 0.0f);
-  s.packed = weight_cache_ ? weight_cache_->Get(model) : Pack(model);
+  s.weights = weight_cache_ ? weight_cache_->Get(model, cell_weight_options_) : Prepare(model, cell_weight_options_);
   return OkStatus();
+}
+
+int64_t CpuBackend::FoldedBytes(const Model& model) const {
+  auto it = models_.find(&model);
+  if (it == models_.end()) return 0;
+  int64_t bytes = 0;
+  for (const CpuCellWeights& w : *it->second.weights) bytes += w.folded_bytes();
+  return bytes;
 }
 
 StatusOr<BatchOutput> CpuBackend::Run(const CellBatch& batch) {
@@ -73,8 +83,10 @@ StatusOr<BatchOutput> CpuBackend::Run(const CellBatch& batch) {
 }
 
 void CpuBackend::RunLstm(const CellType& type, const CellBatch& batch, ModelState& state) {
+  const CpuCellWeights& weights = (*state.weights)[batch.type];
+  const bool folded = weights.is_folded();  // then every row has a token (CheckCellBatch)
   const int64_t B = static_cast<int64_t>(batch.rows.size());
-  const int64_t H = type.hidden, in = type.input_dim, K = in + H, G = 4 * H;
+  const int64_t H = type.hidden, in = folded ? 0 : type.input_dim, K = in + H, G = 4 * H;
   x_.resize(static_cast<size_t>(B * K));
   gates_.resize(static_cast<size_t>(B * G));
   float* slots = state.storage.data();
@@ -82,29 +94,42 @@ void CpuBackend::RunLstm(const CellType& type, const CellBatch& batch, ModelStat
   for (int64_t r = 0; r < B; ++r) {
     const CellRow& row = batch.rows[r];
     float* x = x_.data() + r * K;
-    const float* src = row.token >= 0 ? type.embedding->data() + row.token * in : h_of(row.x_slot);
-    CopyOrZero(src, in, x);
+    if (!folded) {
+      const float* src = row.token >= 0 ? type.embedding->data() + row.token * in : h_of(row.x_slot);
+      CopyOrZero(src, in, x);
+    }
     CopyOrZero(h_of(row.state_slot[0]), H, x + in);
   }
-  GemmPacked(B, x_.data(), K, (*state.packed)[batch.type], gates_.data(), G);
+  GemmPacked(B, x_.data(), K, weights.gemm, gates_.data(), G);
   zeros_.resize(static_cast<size_t>(H), 0.0f);
   for (int64_t r = 0; r < B; ++r) {
     const CellRow& row = batch.rows[r];
     const float* c_prev = row.state_slot[0] >= 0 ? slots + row.state_slot[0] * 2 * H + H : zeros_.data();
+    // Folded: the token's row is W_x x + bias, added where the bias would be.
+    const float* bias = folded ? weights.folded_row(row.token) : type.bias->data();
     float* out = slots + row.out_slot * 2 * H;
-    LstmPointwise(H, gates_.data() + r * G, type.bias->data(), c_prev, out, out + H);
+    LstmPointwise(H, gates_.data() + r * G, bias, c_prev, out, out + H);
   }
 }
 
 void CpuBackend::RunTreeLeaf(const CellType& type, const CellBatch& batch, ModelState& state) {
+  const CpuCellWeights& weights = (*state.weights)[batch.type];
   const int64_t B = static_cast<int64_t>(batch.rows.size());
   const int64_t H = type.hidden, E = type.input_dim, G = 3 * H;
+  float* slots = state.storage.data();
+  if (weights.is_folded()) {  // the token's row is the gates with their bias: no GEMM
+    zeros_.resize(std::max(zeros_.size(), static_cast<size_t>(G)), 0.0f);
+    for (const CellRow& row : batch.rows) {
+      float* out = slots + row.out_slot * 2 * H;
+      LeafPointwise(H, weights.folded_row(row.token), zeros_.data(), out, out + H);
+    }
+    return;
+  }
   x_.resize(static_cast<size_t>(B * E));
   gates_.resize(static_cast<size_t>(B * G));
   for (int64_t r = 0; r < B; ++r)
     std::memcpy(x_.data() + r * E, type.embedding->data() + batch.rows[r].token * E, E * sizeof(float));
-  GemmPacked(B, x_.data(), E, (*state.packed)[batch.type], gates_.data(), G);
-  float* slots = state.storage.data();
+  GemmPacked(B, x_.data(), E, weights.gemm, gates_.data(), G);
   for (int64_t r = 0; r < B; ++r) {
     float* out = slots + batch.rows[r].out_slot * 2 * H;
     LeafPointwise(H, gates_.data() + r * G, type.bias->data(), out, out + H);
@@ -125,7 +150,7 @@ void CpuBackend::RunTreeInternal(const CellType& type, const CellBatch& batch, M
     CopyOrZero(h_of(row.state_slot[0]), H, x_.data() + r * K);
     CopyOrZero(h_of(row.state_slot[1]), H, x_.data() + r * K + H);
   }
-  GemmPacked(B, x_.data(), K, (*state.packed)[batch.type], gates_.data(), G);
+  GemmPacked(B, x_.data(), K, (*state.weights)[batch.type].gemm, gates_.data(), G);
   for (int64_t r = 0; r < B; ++r) {
     const CellRow& row = batch.rows[r];
     float* out = slots + row.out_slot * 2 * H;
@@ -142,7 +167,7 @@ BatchOutput CpuBackend::RunHead(const CellType& type, const CellBatch& batch, co
   const float* slots = state.storage.data();
   for (int64_t r = 0; r < B; ++r)
     std::memcpy(x_.data() + r * H, slots + batch.rows[r].x_slot * 2 * H, H * sizeof(float));
-  GemmPacked(B, x_.data(), H, (*state.packed)[batch.type], gates_.data(), N);
+  GemmPacked(B, x_.data(), H, (*state.weights)[batch.type].gemm, gates_.data(), N);
   BatchOutput out;
   out.argmax.resize(B);
   out.max_value.resize(B);

@@ -229,7 +229,9 @@ void Run(const Kernels& kernels, int64_t m, const float* x, int64_t ldx, const P
 
 }  // namespace
 
-PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k) : n_(n), k_(k) {
+PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k) : PackedMatrix(w, n, k, k) {}
+
+PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw) : n_(n), k_(k) {
   // 64-byte aligned so a panel row (16 floats) is one cache line and one aligned zmm load.
   const size_t count = static_cast<size_t>(panels() * k * kP);
   const size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
@@ -240,7 +242,7 @@ PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k) : n_(n), k_(k) 
   for (int64_t p = 0; p < panels(); ++p) {
     float* dst = data + p * k * kP;
     for (int64_t j = 0; j < kP && p * kP + j < n; ++j) {
-      const float* row = w + (p * kP + j) * k;
+      const float* row = w + (p * kP + j) * ldw;
       for (int64_t kk = 0; kk < k; ++kk) dst[kk * kP + j] = row[kk];
     }
   }

@@ -23,6 +23,8 @@ class PackedMatrix {
   PackedMatrix() = default;
   // Packs W [rows = N, cols = K], row-major. Padding columns are zero.
   PackedMatrix(const float* w, int64_t n, int64_t k);
+  // The same from a block of a wider matrix: row j starts at w + j * ldw (ldw >= k).
+  PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw);
 
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }

@@ -1,6 +1,7 @@
 // Golden tests: every model kind against PyTorch (nn.LSTM, greedy seq2seq, a reference
 // Tree-LSTM) on the weights and inputs in data/, made by make_goldens.py. Each case runs alone and
-// again batched with all the other cases; both must match PyTorch to a relative error < 1e-5.
+// again batched with all the other cases; both must match PyTorch to a relative error < 1e-5. On the
+// CPU backend all of it runs twice: with token inputs folded (the default) and without.
 // Built twice: golden_test on the CPU backend, and (with CUDA) golden_cuda_test on the CUDA
 // backend (CELLSERVE_GOLDEN_CUDA; label gpu; skips where no GPU is usable).
 #include <gtest/gtest.h>
@@ -51,13 +52,27 @@ struct GoldenCase {
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {};
 
-// The backend under test; UNAVAILABLE skips (a CUDA build on a machine without a GPU).
-StatusOr<std::unique_ptr<Backend>> MakeBackend() {
+// The backend settings under test: on the CPU, with token inputs folded (the default) and
+// without (kernels/cpu/cell_weights.h); one setting on the GPU.
+std::vector<bool> FoldSettings() {
 #if CELLSERVE_GOLDEN_CUDA
+  return {false};
+#else
+  return {true, false};
+#endif
+}
+
+// The backend under test; UNAVAILABLE skips (a CUDA build on a machine without a GPU).
+StatusOr<std::unique_ptr<Backend>> MakeBackend(bool fold) {
+#if CELLSERVE_GOLDEN_CUDA
+  (void)fold;
   ASSIGN_OR_RETURN(auto gpu, cuda::CudaBackend::Create({}));
   return std::unique_ptr<Backend>(std::move(gpu));
 #else
-  return std::unique_ptr<Backend>(std::make_unique<cpu::CpuBackend>());
+  cpu::CpuBackendOptions options;
+  if (!fold) options.cell_weights.fold_max_bytes = 0;
+  auto backend = std::make_unique<cpu::CpuBackend>(options);
+  return std::unique_ptr<Backend>(std::move(backend));
 #endif
 }
 
@@ -105,32 +120,35 @@ TEST_P(GoldenTest, MatchesPyTorchAloneAndBatched) {
   }
   ASSERT_GE(cases.size(), 5u);
 
-  auto made = MakeBackend();
-  if (!made.ok() && made.status().code() == StatusCode::kUnavailable) GTEST_SKIP() << made.status().ToString();
-  ASSERT_TRUE(made.ok()) << made.status().ToString();
-  Backend& backend = **made;
-  const int32_t slots = 4096;
-  ASSERT_TRUE(backend.RegisterModel(**model, slots).ok());
-  // Alone.
-  for (size_t i = 0; i < cases.size(); ++i) {
-    auto graph = BuildRequestGraph(*model, cases[i].input);
-    ASSERT_TRUE(graph.ok()) << graph.status().ToString();
-    std::vector<std::unique_ptr<RequestGraph>> one;
-    one.push_back(std::move(*graph));
+  for (bool fold : FoldSettings()) {
+    SCOPED_TRACE(fold ? "token inputs folded" : "token inputs not folded");
+    auto made = MakeBackend(fold);
+    if (!made.ok() && made.status().code() == StatusCode::kUnavailable) GTEST_SKIP() << made.status().ToString();
+    ASSERT_TRUE(made.ok()) << made.status().ToString();
+    Backend& backend = **made;
+    const int32_t slots = 4096;
+    ASSERT_TRUE(backend.RegisterModel(**model, slots).ok());
+    // Alone.
+    for (size_t i = 0; i < cases.size(); ++i) {
+      auto graph = BuildRequestGraph(*model, cases[i].input);
+      ASSERT_TRUE(graph.ok()) << graph.status().ToString();
+      std::vector<std::unique_ptr<RequestGraph>> one;
+      one.push_back(std::move(*graph));
+      SyncExecutor executor(&backend, model->get(), slots);
+      auto results = executor.Run(one);
+      CheckResult(spec, results[0], cases[i].expected, GetParam() + " case " + std::to_string(i) + " alone");
+      EXPECT_EQ(executor.slots_in_use(), 0) << "slots leaked";
+    }
+    // All together.
+    std::vector<std::unique_ptr<RequestGraph>> all;
+    for (const auto& c : cases) all.push_back(BuildRequestGraph(*model, c.input).value());
     SyncExecutor executor(&backend, model->get(), slots);
-    auto results = executor.Run(one);
-    CheckResult(spec, results[0], cases[i].expected, GetParam() + " case " + std::to_string(i) + " alone");
+    auto results = executor.Run(all);
+    for (size_t i = 0; i < cases.size(); ++i)
+      CheckResult(spec, results[i], cases[i].expected, GetParam() + " case " + std::to_string(i) + " batched");
     EXPECT_EQ(executor.slots_in_use(), 0) << "slots leaked";
+    EXPECT_LT(executor.stats().batches, executor.stats().cells) << "cells were never batched together";
   }
-  // All together.
-  std::vector<std::unique_ptr<RequestGraph>> all;
-  for (const auto& c : cases) all.push_back(BuildRequestGraph(*model, c.input).value());
-  SyncExecutor executor(&backend, model->get(), slots);
-  auto results = executor.Run(all);
-  for (size_t i = 0; i < cases.size(); ++i)
-    CheckResult(spec, results[i], cases[i].expected, GetParam() + " case " + std::to_string(i) + " batched");
-  EXPECT_EQ(executor.slots_in_use(), 0) << "slots leaked";
-  EXPECT_LT(executor.stats().batches, executor.stats().cells) << "cells were never batched together";
 }
 
 std::vector<std::string> GoldenModels() {

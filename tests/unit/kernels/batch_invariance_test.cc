@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include "kernels/cpu/cpu_backend.h"
 #include "runtime/sync_executor.h"
@@ -36,12 +37,15 @@ double MaxDiff(const RequestResult& a, const RequestResult& b) {
   return d;
 }
 
-class BatchInvariance : public ::testing::TestWithParam<ModelKind> {};
+// (model kind, token inputs folded: cell_weights.h)
+class BatchInvariance : public ::testing::TestWithParam<std::tuple<ModelKind, bool>> {};
 
 TEST_P(BatchInvariance, AloneEqualsAnyPositionInABatchOf64) {
-  const ModelKind kind = GetParam();
+  const ModelKind kind = std::get<0>(GetParam());
   auto model = testing_models::Make(kind, /*hidden=*/96, /*layers=*/2, /*seed=*/11);
-  cpu::CpuBackend backend;
+  cpu::CpuBackendOptions options;
+  options.cell_weights.fold_max_bytes = std::get<1>(GetParam()) ? int64_t{1} << 30 : 0;
+  cpu::CpuBackend backend(options);
   const int32_t slots = 1 << 16;
   ASSERT_TRUE(backend.RegisterModel(*model, slots).ok());
   std::mt19937 rng(5);
@@ -76,8 +80,13 @@ TEST_P(BatchInvariance, AloneEqualsAnyPositionInABatchOf64) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, BatchInvariance,
-                         ::testing::Values(ModelKind::kLstm, ModelKind::kSeq2Seq, ModelKind::kTreeLstm),
-                         [](const auto& info) { return std::string(ModelKindName(info.param)); });
+                         ::testing::Combine(::testing::Values(ModelKind::kLstm, ModelKind::kSeq2Seq,
+                                                              ModelKind::kTreeLstm),
+                                            ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(ModelKindName(std::get<0>(info.param))) +
+                                  (std::get<1>(info.param) ? "_folded" : "_unfolded");
+                         });
 
 }  // namespace
 }  // namespace cellserve

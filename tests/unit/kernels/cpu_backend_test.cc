@@ -45,10 +45,21 @@ TEST(Activations, MatchLibm) {
   EXPECT_NEAR(cpu::Tanh(-1000.0f), -1.0f, 1e-7);
 }
 
-TEST(CpuBackend, LstmStepMatchesReference) {
+// The reference checks run with token inputs folded (cell_weights.h) and without.
+cpu::CpuBackendOptions FoldOptions(bool fold) {
+  cpu::CpuBackendOptions options;
+  options.cell_weights.fold_max_bytes = fold ? int64_t{1} << 30 : 0;
+  return options;
+}
+
+class CpuBackendCells : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CpuBackendCells, LstmStepMatchesReference) {
   auto model = Make(ModelKind::kLstm, 24, 2);
-  cpu::CpuBackend backend;
+  cpu::CpuBackend backend(FoldOptions(GetParam()));
   ASSERT_TRUE(backend.RegisterModel(*model, 64).ok());
+  // Only layer 0 is token-fed: its [vocab 100, 4H] table is what gets folded.
+  EXPECT_EQ(backend.FoldedBytes(*model), GetParam() ? 100 * 4 * 24 * 4 : 0);
   const int64_t H = 24, E = model->spec().embed_dim;
   // Layer 0, step 0 for 5 tokens (zero state), outputs in slots 10..14.
   CellBatch b0{model.get(), model->layer_type(0), {}};
@@ -121,10 +132,11 @@ TEST(CpuBackend, LstmStepMatchesReference) {
   }
 }
 
-TEST(CpuBackend, TreeCellsAndHeadMatchReference) {
+TEST_P(CpuBackendCells, TreeCellsAndHeadMatchReference) {
   auto model = Make(ModelKind::kTreeLstm, 16, 1);
-  cpu::CpuBackend backend;
+  cpu::CpuBackend backend(FoldOptions(GetParam()));
   ASSERT_TRUE(backend.RegisterModel(*model, 16).ok());
+  EXPECT_EQ(backend.FoldedBytes(*model), GetParam() ? 100 * 3 * 16 * 4 : 0);  // the leaves' table
   const int64_t H = 16, E = model->spec().embed_dim;
   CellBatch leaves{model.get(), model->leaf_type(), {}};
   for (int r = 0; r < 2; ++r) {
@@ -177,6 +189,9 @@ TEST(CpuBackend, TreeCellsAndHeadMatchReference) {
   ExpectNear(out->logits, logits, 1e-6);
   EXPECT_EQ(out->argmax[0], std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
+
+INSTANTIATE_TEST_SUITE_P(Fold, CpuBackendCells, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Folded" : "Unfolded"; });
 
 TEST(CpuBackend, RejectsMalformedBatches) {
   auto model = Make(ModelKind::kLstm, 8, 1, 3, /*max_batch=*/4);

@@ -1,0 +1,66 @@
+#include "kernels/cpu/cell_weights.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "runtime/this_thread.h"
+
+namespace cellserve::cpu {
+
+namespace {
+
+bool TokenFed(const CellType& type) {
+  return type.embedding != nullptr && (type.op == CellOp::kLstm || type.op == CellOp::kTreeLeaf);
+}
+
+// table[v] = w_x * embedding[v] + bias for every v, rows split over `threads` threads.
+std::vector<float> FoldTable(const CellType& type, const PackedMatrix& w_x, int threads) {
+  const int64_t vocab = type.embedding->dim(0), in = type.input_dim, outputs = w_x.n();
+  std::vector<float> table(static_cast<size_t>(vocab * outputs));
+  const float* bias = type.bias->data();
+  auto fold_rows = [&](int64_t first, int64_t end) {
+    if (first >= end) return;
+    float* out = table.data() + first * outputs;
+    GemmPacked(end - first, type.embedding->data() + first * in, in, w_x, out, outputs);
+    for (int64_t v = first; v < end; ++v, out += outputs)
+      for (int64_t j = 0; j < outputs; ++j) out[j] += bias[j];  // the pointwise pass's gates + bias
+  };
+  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, vocab / 256 + 1));
+  std::vector<std::thread> workers;
+  for (int64_t t = 1; t < n; ++t)
+    workers.emplace_back(fold_rows, vocab * t / n, vocab * (t + 1) / n);
+  fold_rows(0, vocab / n);
+  for (std::thread& w : workers) w.join();
+  return table;
+}
+
+}  // namespace
+
+int64_t FoldedTableBytes(const CellType& type) {
+  if (!TokenFed(type)) return 0;
+  return type.embedding->dim(0) * type.weight->dim(0) * static_cast<int64_t>(sizeof(float));
+}
+
+bool WillFold(const CellType& type, const CellWeightOptions& options) {
+  const int64_t bytes = FoldedTableBytes(type);
+  return bytes > 0 && options.fold_max_bytes > 0 && bytes <= options.fold_max_bytes;
+}
+
+CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions& options) {
+  const float* w = type.weight->data();
+  const int64_t outputs = type.weight->dim(0), cols = type.weight->dim(1);
+  CpuCellWeights out;
+  out.outputs = outputs;
+  if (!WillFold(type, options)) {
+    out.gemm = PackedMatrix(w, outputs, cols);
+    return out;
+  }
+  // Columns [0, input_dim) multiply x; an LSTM's remaining columns multiply h.
+  const int64_t in = type.input_dim;
+  const int threads = options.threads > 0 ? options.threads : UsableCpuCount();
+  out.folded = FoldTable(type, PackedMatrix(w, outputs, in, cols), threads);
+  if (cols > in) out.gemm = PackedMatrix(w + in, outputs, cols - in, cols);
+  return out;
+}
+
+}  // namespace cellserve::cpu

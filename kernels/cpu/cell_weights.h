@@ -1,0 +1,57 @@
+// The weights of one cell type as the CPU backend multiplies them, prepared once per model at
+// registration, and the folding of token inputs (docs/ARCHITECTURE.md, "Folded input
+// projections").
+//
+// A token-fed cell (lstm layer 0, seq2seq encoder and decoder layer 0, Tree-LSTM leaves) gathers
+// x = embedding[token], and x's part of the gates, W_x x + b, depends on the token alone. So it
+// can be computed once per vocabulary entry: folded[v] = W_x embedding[v] + b, a [vocab, gates]
+// table. A round then multiplies only the recurrent part (W_h h; nothing at all for a leaf) and
+// adds the token's row, half the weights to stream per LSTM step when E = H. The table costs
+// vocab * gates * 4 bytes, so a cell type is folded only when its table fits the cap.
+// Numerics: each table row is computed by GemmPacked, a fixed order per element, so results stay
+// independent of batch-mates. Leaves get the same bits as unfolded; LSTM gates are summed as
+// (W_h h) + (W_x x + b) instead of one chain over [x, h]: rounding-level differences (PyTorch's
+// own order is W_ih x + b_ih + W_hh h + b_hh).
+// Immutable once prepared; shared read-only by every CPU device of a process. Preparing runs on
+// up to `threads` threads of its own and blocks until done.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/packed_gemm.h"
+#include "runtime/model.h"
+
+namespace cellserve::cpu {
+
+struct CellWeightOptions {
+  // The largest folded table one cell type may get; larger ones are not folded. 0: never fold.
+  int64_t fold_max_bytes = int64_t{512} << 20;
+  // Threads that compute the tables (0: every CPU this thread may use).
+  int threads = 0;
+};
+
+struct CpuCellWeights {
+  // What a round's GEMM multiplies by: [outputs, K]. K is every input column (x then h), or only
+  // the recurrent h columns when folded; a folded leaf has no GEMM (empty matrix, k() == 0).
+  PackedMatrix gemm;
+  // The gates (or a head's outputs) each row produces.
+  int64_t outputs = 0;
+  // Folded: [vocab, outputs] row-major, row v = W_x embedding[v] + bias. Empty when not folded.
+  std::vector<float> folded;
+
+  bool is_folded() const { return !folded.empty(); }
+  int64_t folded_bytes() const { return static_cast<int64_t>(folded.size() * sizeof(float)); }
+  const float* folded_row(int32_t token) const { return folded.data() + int64_t{token} * outputs; }
+};
+
+// The bytes a folded table of `type` would take; 0 for a cell type that is not token-fed.
+int64_t FoldedTableBytes(const CellType& type);
+
+// Whether PrepareCellWeights folds `type`: token-fed, and its table fits options.fold_max_bytes.
+bool WillFold(const CellType& type, const CellWeightOptions& options);
+
+// Prepares `type`'s weights: folded when WillFold says so.
+CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions& options);
+
+}  // namespace cellserve::cpu
