@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "kernels/cpu/cell_weights.h"
 #include "kernels/cpu/cpu_device.h"
 #include "kernels/cuda/cuda_plugin.h"
 #include "kernels/gpu/precision.h"
@@ -23,11 +24,35 @@ int CpuDeviceCount(const DeviceOptions& options) {
   return options.devices == 0 ? UsableCpuCount() : options.devices;
 }
 
-StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOptions& options) {
+// Says on stderr which cell types get folded token inputs (kernels/cpu/cell_weights.h) and the
+// memory they take, once per process: an operator sees where the memory went.
+void ReportFolding(const DeviceOptions& options, const std::vector<std::shared_ptr<const Model>>& models) {
+  cpu::CellWeightOptions fold;
+  fold.fold_max_bytes = options.fold_max_bytes;
+  for (const auto& model : models) {
+    std::string folded, kept;
+    for (const CellType& type : model->cell_types()) {
+      const int64_t bytes = cpu::FoldedTableBytes(type);
+      if (bytes == 0) continue;
+      std::string& list = cpu::WillFold(type, fold) ? folded : kept;
+      list += (list.empty() ? "" : ", ") + type.name + " " + std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB";
+    }
+    if (!folded.empty())
+      std::fprintf(stderr, "cellserve: cpu: %s: token inputs folded (%s; shared by the devices)\n",
+                   model->spec().name.c_str(), folded.c_str());
+    if (!kept.empty())
+      std::fprintf(stderr, "cellserve: cpu: %s: token inputs not folded, over --fold-max-mib %lld (%s)\n",
+                   model->spec().name.c_str(), static_cast<long long>(options.fold_max_bytes >> 20), kept.c_str());
+  }
+}
+
+StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOptions& options,
+                                                              const std::vector<std::shared_ptr<const Model>>& models) {
   const int count = CpuDeviceCount(options);
   if (!options.device_cpus.empty() && options.device_cpus.size() < static_cast<size_t>(count))
     return InvalidArgument(std::to_string(count) + " CPU devices, but CPUs to pin only " +
                            std::to_string(options.device_cpus.size()) + " of them to");
+  ReportFolding(options, models);
   // The devices share one copy of the packed weights (they share the machine's memory and cache).
   auto weight_cache = std::make_shared<cpu::PackedWeightCache>();
   std::vector<std::unique_ptr<Device>> devices;
@@ -35,6 +60,7 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOption
     cpu::CpuBackendOptions backend;
     backend.blas_threads = options.blas_threads;
     backend.weight_cache = weight_cache;
+    backend.cell_weights.fold_max_bytes = options.fold_max_bytes;
     const int cpu = options.device_cpus.empty() ? -1 : options.device_cpus[static_cast<size_t>(i)];
     ASSIGN_OR_RETURN(auto device, cpu::CpuDevice::Create("cpu:" + std::to_string(i), backend, cpu));
     devices.push_back(std::move(device));
@@ -132,9 +158,10 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& 
                                                            const std::vector<std::shared_ptr<const Model>>& models) {
   if (options.devices < 0) return InvalidArgument("devices must be >= 1, or 0 for all");
   if (options.blas_threads < 0) return InvalidArgument("blas_threads must be >= 0");
+  if (options.fold_max_bytes < 0) return InvalidArgument("fold_max_bytes must be >= 0 (0: no folding)");
   for (int cpu : options.device_cpus)
     if (cpu < 0) return InvalidArgument("device_cpus: " + std::to_string(cpu) + " is not a CPU number");
-  if (options.backend == "cpu") return MakeCpuDevices(options);
+  if (options.backend == "cpu") return MakeCpuDevices(options, models);
   if (options.backend == "sim") return MakeSimDevices(options);
   if (options.backend != "cuda") return InvalidArgument("unknown backend '" + options.backend + "' (cpu, sim or cuda)");
   auto gpus = MakeCudaDevices(options, models);
@@ -150,7 +177,7 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& 
     std::fprintf(stderr, "cellserve: --cpu-fallback: CPU devices not pinned (the plan kept one core for GPU threads)\n");
     cpu.device_cpus.clear();
   }
-  return MakeCpuDevices(cpu);
+  return MakeCpuDevices(cpu, models);
 }
 
 }  // namespace cellserve

@@ -52,6 +52,7 @@
 #include "runtime/scheduler.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/fold_flag.h"
 #include "tools/thread_placement.h"
 
 namespace cellserve::tools {
@@ -722,6 +723,7 @@ int BenchCommand(int argc, char** argv) {
            "without, --metrics-pairs times each; JSON: the measurements and ratios)")
       .Add("metrics-pairs", "3", "--metrics compare: off/on measurement pairs per policy")
       .AddBool("keep-going", "run every rate even after a policy could not keep up");
+  AddFoldFlag(flags);
   AddThreadPlacementFlags(flags, "the load generator");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
@@ -765,6 +767,9 @@ int BenchCommand(int argc, char** argv) {
     cfg.cluster.backend = flags.Get("backend");
     cfg.cluster.sim_profile = flags.Get("sim-profile");
     cfg.cluster.gpu_precision = flags.Get("gpu-precision");
+    auto fold_max = FoldMaxBytes(flags);
+    if (!fold_max.ok()) return BadUsage(fold_max.status());
+    cfg.cluster.fold_max_bytes = *fold_max;
   }
   // Before any thread starts: they all inherit the caller's CPUs.
   if (Status placed = ApplyThreadPlacement(flags, cfg.cluster, "bench"); !placed.ok()) return BadUsage(placed);

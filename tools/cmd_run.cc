@@ -17,6 +17,7 @@
 #include "runtime/text.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/fold_flag.h"
 
 namespace cellserve::tools {
 
@@ -82,6 +83,7 @@ int RunCommand(int argc, char** argv) {
       .Add("sentences", "20", "how many sentences to take from the corpus (an even sample)")
       .Add("blas-threads", "1", "OpenBLAS threads")
       .Positional("TEXT...", "sentences to run");
+  AddFoldFlag(flags);
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
   auto t0 = std::chrono::steady_clock::now();
@@ -103,6 +105,8 @@ int RunCommand(int argc, char** argv) {
   }
   auto threads = flags.GetInt("blas-threads");
   if (!threads.ok()) return Fail(threads.status());
+  auto fold_max = FoldMaxBytes(flags);
+  if (!fold_max.ok()) return Fail(fold_max.status());
 
   HashTokenizer tokenizer(spec.vocab_size);
   auto make_graph = [&](const std::string& text) {
@@ -118,6 +122,7 @@ int RunCommand(int argc, char** argv) {
 
   cpu::CpuBackendOptions options;
   options.blas_threads = static_cast<int>(*threads);
+  options.cell_weights.fold_max_bytes = *fold_max;
   cpu::CpuBackend backend(options);
   // Enough slots for every sentence at once: each cell holds one until its readers ran.
   int64_t slots = 0;

@@ -43,6 +43,7 @@
 #include "tools/cli_errors.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/fold_flag.h"
 #include "tools/front_door.h"
 #include "tools/thread_placement.h"
 #include "tools/stop_signal.h"
@@ -230,6 +231,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
       .Add("state-slots", "65536", "state slots per device and model")
       .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
       .AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
+  AddFoldFlag(flags);
   AddThreadPlacementFlags(flags, "the RPC front door");
   AddFrontDoorFlags(flags);
   if (node)
@@ -273,6 +275,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
   if (slots < 2 || slots > (int64_t{1} << 30)) return Fail(InvalidArgument("--state-slots must be in [2, 2^30]"));
   options.scheduler.state_slots = static_cast<int32_t>(slots);
   options.blas_threads = static_cast<int>(*flags.GetInt("blas-threads"));
+  auto fold_max = FoldMaxBytes(flags);
+  if (!fold_max.ok()) return Fail(fold_max.status());
+  options.fold_max_bytes = *fold_max;
 
   // Pinned first, so that every thread started from here on inherits the front door's cores.
   if (Status placed = ApplyThreadPlacement(flags, options, g_name); !placed.ok()) return Fail(placed);

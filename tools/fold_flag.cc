@@ -1,0 +1,25 @@
+#include "tools/fold_flag.h"
+
+#include <string>
+
+#include "kernels/cpu/cell_weights.h"
+
+namespace cellserve::tools {
+
+void AddFoldFlag(Flags& flags) {
+  const int64_t mib = cpu::CellWeightOptions{}.fold_max_bytes >> 20;
+  flags.Add("fold-max-mib", std::to_string(mib),
+            "cpu: token-fed cells (an LSTM's first layer, tree leaves) get their input's part of the gates "
+            "precomputed for every vocabulary entry when that table (vocab x gates floats) takes at most this "
+            "many MiB: half the weights per LSTM step when embed = hidden. 0: never");
+}
+
+StatusOr<int64_t> FoldMaxBytes(const Flags& flags) {
+  auto mib = flags.GetInt("fold-max-mib");
+  if (!mib.ok()) return mib.status();
+  if (*mib < 0 || *mib > (int64_t{1} << 20))
+    return InvalidArgument("--fold-max-mib must be in [0, 1048576] (MiB; 0 turns folding off)");
+  return *mib << 20;
+}
+
+}  // namespace cellserve::tools
