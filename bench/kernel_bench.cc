@@ -1,14 +1,18 @@
 // Kernel micro-benchmark (Google Benchmark): one batched LSTM step of the CPU backend (gather by
 // slot, one sgemm, fused element-wise pass into the output slots) against the bare sgemm of the
 // same shape [B, E+H] x [E+H, 4H], and our packed GEMM alone on the widest micro-kernel the CPU
-// has and on the AVX2 one. Arguments: batch size, hidden size (E = H).
+// has and on the AVX2 one; and a first-layer (token-fed) step with its input folded into a
+// per-token table (kernels/cpu/cell_weights.h) and without. Arguments: batch size, hidden size
+// (E = H).
 // Run: build/bench/bench_kernels --benchmark_format=json, or bench/run_kernel_bench.py for the
 // table with PyTorch's nn.LSTMCell beside it.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
@@ -57,6 +61,55 @@ void BM_LstmStep(benchmark::State& state) {
   state.counters["batch"] = static_cast<double>(B);
 }
 
+// A first-layer step: x = embedding[token], the previous step's state; folded or not. The model
+// has the demo's vocabulary (32,000: a 250 MiB table at H = 512, so rows come from memory, not
+// cache). Made and registered once per (H, fold): folding a table takes about a second.
+void RunTokenLstmStep(benchmark::State& state, bool fold) {
+  const int64_t B = state.range(0), H = state.range(1), kMaxBatch = 256;
+  struct Setup {
+    std::shared_ptr<const Model> model;
+    std::unique_ptr<cpu::CpuBackend> backend;
+  };
+  static std::map<std::pair<int64_t, bool>, Setup> setups;
+  Setup& setup = setups[{H, fold}];
+  if (!setup.model) {
+    ModelSpec spec;
+    spec.name = "bench-token";
+    spec.kind = ModelKind::kLstm;
+    spec.vocab_size = 32000;
+    spec.embed_dim = spec.hidden = H;
+    spec.layers = 1;
+    spec.classes = 2;
+    spec.max_batch = kMaxBatch;
+    setup.model = Model::Create(spec, *RandomWeights(spec, 7, 0.08f)).value();
+    cpu::CpuBackendOptions options;
+    options.blas_threads = 1;
+    options.cell_weights.fold_max_bytes = fold ? int64_t{1} << 30 : 0;
+    setup.backend = std::make_unique<cpu::CpuBackend>(options);
+    if (!setup.backend->RegisterModel(*setup.model, 2 * kMaxBatch).ok()) state.SkipWithError("register failed");
+  }
+  if ((setup.backend->FoldedBytes(*setup.model) > 0) != fold) state.SkipWithError("folding not as asked");
+  if (B > kMaxBatch) state.SkipWithError("batch over 256");
+  CellBatch batch;
+  batch.model = setup.model.get();
+  batch.type = setup.model->layer_type(0);
+  for (int64_t r = 0; r < B; ++r) {
+    CellRow row;
+    row.token = static_cast<int32_t>((r * 7919 + 13) % 32000);  // spread over the table
+    row.state_slot[0] = static_cast<SlotId>(r);
+    row.out_slot = static_cast<SlotId>(kMaxBatch + r);
+    batch.rows.push_back(row);
+  }
+  for (auto _ : state) {
+    auto out = setup.backend->Run(batch);
+    benchmark::DoNotOptimize(out);
+  }
+  state.counters["batch"] = static_cast<double>(B);
+}
+
+void BM_TokenLstmStep(benchmark::State& state) { RunTokenLstmStep(state, false); }
+void BM_TokenLstmStepFolded(benchmark::State& state) { RunTokenLstmStep(state, true); }
+
 void BM_Sgemm(benchmark::State& state) {
   const int64_t B = state.range(0), H = state.range(1), K = 2 * H, N = 4 * H;
   openblas_set_num_threads(1);
@@ -101,6 +154,8 @@ BENCHMARK(BM_Sgemm)->Apply(Shapes);
 BENCHMARK(BM_PackedGemm)->Apply(Shapes);
 BENCHMARK(BM_PackedGemmAvx2)->Apply(Shapes);
 BENCHMARK(BM_LstmStep)->Apply(Shapes);
+BENCHMARK(BM_TokenLstmStep)->Apply(Shapes);
+BENCHMARK(BM_TokenLstmStepFolded)->Apply(Shapes);
 
 }  // namespace
 }  // namespace cellserve
