@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "kernels/cpu/cell_weights.h"
 #include "runtime/model_repository.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
@@ -94,10 +95,16 @@ int ModelShow(int argc, char** argv) {
   if (!model.ok()) return Fail(model.status());
   std::printf("%s", ModelSpecToJson((*model)->spec()).c_str());
   std::printf("cell types:\n");
-  for (const auto& t : (*model)->cell_types())
-    std::printf("  %-14s input %lld, hidden %lld, outputs %lld\n", t.name.c_str(),
+  for (const auto& t : (*model)->cell_types()) {
+    std::printf("  %-14s input %lld, hidden %lld, outputs %lld", t.name.c_str(),
                 static_cast<long long>(t.input_dim), static_cast<long long>(t.hidden),
                 static_cast<long long>(t.outputs));
+    // Token-fed: what folding its input takes on CPU devices (kernels/cpu/cell_weights.h).
+    if (const int64_t table = cpu::FoldedTableBytes(t); table > 0)
+      std::printf("; token-fed, folded table %.1f MiB on CPU devices (--fold-max-mib)",
+                  static_cast<double>(table) / (1 << 20));
+    std::printf("\n");
+  }
   return 0;
 }
 

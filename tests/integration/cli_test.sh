@@ -30,6 +30,11 @@ check "init needs --name" 2 "missing required flag --name" -- "$CELLSERVE" model
 check "init rejects unknown flags" 2 "unknown flag --hiden" -- "$CELLSERVE" model init --repo "$REPO" --name x --hiden 3
 check "list" 0 "^cls$" -- "$CELLSERVE" model list --repo "$REPO"
 check "show" 0 "decoder.1" -- "$CELLSERVE" model show --repo "$REPO" --name mt
+# vocab 5000 x 4 gates x hidden 64 floats = 4.9 MiB; only the first layer is token-fed.
+check "show: the first layer's folded table" 0 "lstm.0 .*token-fed, folded table 4.9 MiB" -- \
+  "$CELLSERVE" model show --repo "$REPO" --name cls
+check "show: no table for a layer fed by a layer" 1 "token-fed" -- bash -c \
+  "'$CELLSERVE' model show --repo '$REPO' --name cls | grep -E '^ +(lstm.1|head) ' | grep token-fed || { echo 'no token-fed'; exit 1; }"
 
 SENTENCES=("The state of the Union is strong." "We hold these truths to be self-evident." "Peace." \
   "It is in the midst of this that an irredeemable and depreciated currency has been accepted by the people.")
@@ -40,6 +45,19 @@ done
 check "run from a corpus file" 0 "batched results equal alone: +yes" -- bash -c \
   "printf '%s\n' 'One sentence here.' 'And another one, longer than the first.' > '$WORK/c.txt' &&
    '$CELLSERVE' run --model-repo '$REPO' --model cls --corpus '$WORK/c.txt' --sentences 2"
+# Folded (the default) and not: the same classes, logits and translations, to the printed digits.
+run_columns() {
+  "$CELLSERVE" run --model-repo "$REPO" --model "$1" "${SENTENCES[@]}" "${@:2}" |
+    grep -E '^ +[0-9]+ ' | sed -E 's/ [0-9]+\.[0-9]+ +[A-Z].*$//'
+}
+for m in cls mt tree; do
+  folded="$(run_columns "$m")"
+  plain="$(run_columns "$m" --fold-max-mib 0)"
+  check "run $m: --fold-max-mib 0 answers as folded" 0 "^same$" -- bash -c \
+    '[[ -n "$1" && "$1" == "$2" ]] && echo same || printf "folded:\n%s\nnot folded:\n%s\n" "$1" "$2"' _ "$folded" "$plain"
+done
+check "run: a negative --fold-max-mib is refused" 1 "fold-max-mib must be in" -- \
+  "$CELLSERVE" run --model-repo "$REPO" --model cls --fold-max-mib -1 "hello"
 check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, mt, tree" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model nope "hello"
 check "run: missing repository" 1 "NOT_FOUND.*does not exist" -- \

@@ -73,6 +73,9 @@ start_server main --devices 2 --max-tokens 64 || exit 1
 MAIN_PID=$SERVER_PID
 check "health: serving" 0 "serving" -- "$CELLSERVE" health --addr "$ADDR"
 check "models lists every model" 0 "cls.*|mt.*|tree" -- "$CELLSERVE" models --addr "$ADDR"
+# The operator is told what folding took: cls's first layer, 5000 x 4 x 64 floats.
+check "serve says which token inputs it folded" 0 "cpu: cls: token inputs folded \(lstm.0 5 MiB" -- \
+  cat "$WORK/main.log"
 
 # Every kind through RPC equals the in-process path on the same text.
 SENTENCES=("The state of the Union is strong." "We will build a future worthy of our children, and we will do it together."
