@@ -2,7 +2,8 @@
 // For each cell kind of the model it times CpuBackend::Run at batch sizes 1 .. max (medians of
 // --reps runs, one thread), fits cost = a_us * rows + c_us by least squares on relative error
 // (so batch 1 counts as much as batch 256), prints the table and the fit's worst error, and
-// writes the profile JSON. The lstm cost is measured on the model's first layer type.
+// writes the profile JSON. The lstm cost is measured on the model's first layer type, with its
+// token input folded (kernels/cpu/cell_weights.h) unless --fold-max-mib 0 says not to.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,7 +26,7 @@ namespace {
 int Usage(int rc) {
   std::fprintf(rc ? stderr : stdout,
                "usage: bench_sim_profile --model-repo DIR --model NAME --out FILE [--name NAME] [--reps N (7)]\n"
-               "                         [--max-batch N (256)]\n"
+               "                         [--max-batch N (256)] [--fold-max-mib N (512; 0: measure unfolded)]\n"
                "Times our CPU kernels per cell kind and batch size and writes a sim profile (a*rows + c us).\n");
   return rc;
 }
@@ -70,6 +71,7 @@ cs::sim::SimCost Fit(const std::vector<double>& x, const std::vector<double>& y)
 int main(int argc, char** argv) {
   std::string repo, model_name, out, name;
   int reps = 7, max_batch = 256;
+  int64_t fold_max_mib = cs::cpu::CellWeightOptions{}.fold_max_bytes >> 20;
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     if (k == "--help" || k == "-h") return Usage(0);
@@ -81,6 +83,7 @@ int main(int argc, char** argv) {
     else if (k == "--name") name = v;
     else if (k == "--reps") reps = std::stoi(v);
     else if (k == "--max-batch") max_batch = std::stoi(v);
+    else if (k == "--fold-max-mib") fold_max_mib = std::stoll(v);
     else return Usage(2);
   }
   if (repo.empty() || model_name.empty() || out.empty()) return Usage(2);
@@ -92,6 +95,7 @@ int main(int argc, char** argv) {
   const cs::Model& m = **model;
   cs::cpu::CpuBackendOptions options;
   options.blas_threads = 1;
+  options.cell_weights.fold_max_bytes = fold_max_mib << 20;
   cs::cpu::CpuBackend backend(options);
   const int32_t slots = 2 * max_batch + 2;
   if (!backend.RegisterModel(m, slots).ok()) return 1;
