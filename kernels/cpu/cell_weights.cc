@@ -1,6 +1,7 @@
 #include "kernels/cpu/cell_weights.h"
 
 #include <algorithm>
+#include <system_error>
 #include <thread>
 
 #include "runtime/this_thread.h"
@@ -27,8 +28,13 @@ std::vector<float> FoldTable(const CellType& type, const PackedMatrix& w_x, int 
   };
   const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, vocab / 256 + 1));
   std::vector<std::thread> workers;
-  for (int64_t t = 1; t < n; ++t)
-    workers.emplace_back(fold_rows, vocab * t / n, vocab * (t + 1) / n);
+  for (int64_t t = 1; t < n; ++t) {
+    try {
+      workers.emplace_back(fold_rows, vocab * t / n, vocab * (t + 1) / n);
+    } catch (const std::system_error&) {  // no thread to be had: this one does the share
+      fold_rows(vocab * t / n, vocab * (t + 1) / n);
+    }
+  }
   fold_rows(0, vocab / n);
   for (std::thread& w : workers) w.join();
   return table;

@@ -1,6 +1,5 @@
 // The weights of one cell type as the CPU backend multiplies them, prepared once per model at
-// registration, and the folding of token inputs (docs/ARCHITECTURE.md, "Folded input
-// projections").
+// registration, and the folding of token inputs (docs/ARCHITECTURE.md, "Token inputs are folded").
 //
 // A token-fed cell (lstm layer 0, seq2seq encoder and decoder layer 0, Tree-LSTM leaves) gathers
 // x = embedding[token], and x's part of the gates, W_x x + b, depends on the token alone. So it
@@ -13,7 +12,7 @@
 // (W_h h) + (W_x x + b) instead of one chain over [x, h]: rounding-level differences (PyTorch's
 // own order is W_ih x + b_ih + W_hh h + b_hh).
 // Immutable once prepared; shared read-only by every CPU device of a process. Preparing runs on
-// up to `threads` threads of its own and blocks until done.
+// up to `threads` threads of its own (fewer if the OS refuses one) and blocks until done.
 #pragma once
 
 #include <cstdint>

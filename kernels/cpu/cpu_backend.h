@@ -40,7 +40,7 @@ class PackedWeightCache {
  private:
   mutable std::mutex mu_;
   std::map<std::pair<const Model*, int64_t>, std::weak_ptr<const Weights>> entries_;  // guarded by mu_
-  int64_t packs_ = 0;                                             // guarded by mu_
+  int64_t packs_ = 0;  // guarded by mu_
 };
 
 struct CpuBackendOptions {
