@@ -143,7 +143,9 @@ TEST_P(FoldedRequests, AnswerAsUnfolded) {
       EXPECT_NEAR(a.scores[j], b.scores[j], 1e-5 * std::max(1.0f, std::fabs(b.scores[j])));
   }
   // Leaves are folded bit for bit, and a tree's internal cells and head are not folded at all.
-  if (kind == ModelKind::kTreeLstm) EXPECT_EQ(worst, 0.0);
+  if (kind == ModelKind::kTreeLstm) {
+    EXPECT_EQ(worst, 0.0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, FoldedRequests,
