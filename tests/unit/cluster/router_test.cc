@@ -222,6 +222,16 @@ TEST_F(RouterTest, ANodeThatStopsMidRunHasItsNewRequestsRetriedElsewhere) {
   // reaches it from now on is answered UNAVAILABLE, and the router runs those again on n2.
   ASSERT_TRUE(WaitFor([&] { return a1->stats().runs > 0; }, std::chrono::seconds(10)));
   c1->Stop();
+  // Stop drained n1; once the router has its answers too, n1 looks idle (placement counts the
+  // router's own unanswered cells), so the next requests go there. Without this wait they all
+  // went to n2 whenever n1's answers were still on the way (seen 1 run in 8 under load).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const auto& n : router->nodes())
+          if (n.name == "n1") return n.in_flight == 0;
+        return false;
+      },
+      std::chrono::seconds(10)));
   for (int i = kN; i < 2 * kN; ++i) router->Infer("cls", Tokens(50, i), 0, answers.For(i));
   ASSERT_TRUE(answers.Wait(2 * kN, std::chrono::seconds(120)));
   for (int i = 0; i < 2 * kN; ++i) {
