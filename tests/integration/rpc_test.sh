@@ -61,7 +61,11 @@ REPO="$WORK/models"
   "$CELLSERVE" model init --repo "$REPO" --name mt --kind seq2seq --hidden 48 --layers 2 --vocab 5000 \
     --target-vocab 300 --max-decode-len 40 --seed 5 --init-scale 0.3 >/dev/null &&
   "$CELLSERVE" model init --repo "$REPO" --name tree --kind treelstm --hidden 32 --vocab 5000 \
-    --classes 5 --seed 6 --init-scale 0.3 >/dev/null || { echo "FAIL model init"; exit 1; }
+    --classes 5 --seed 6 --init-scale 0.3 >/dev/null &&
+  # For the deadline: tens of ms per request, far past a 1 ms deadline even when the deadline's
+  # timer runs late on a loaded machine (mt took 1.7 ms and answered OK once: a flaky check).
+  "$CELLSERVE" model init --repo "$REPO" --name slow --kind lstm --hidden 384 --layers 2 --vocab 5000 \
+    --classes 2 --seed 7 --init-scale 0.3 >/dev/null || { echo "FAIL model init"; exit 1; }
 
 for sub in infer health models loadgen; do
   check "$sub --help" 0 "usage: cellserve $sub" -- "$CELLSERVE" $sub --help
@@ -129,7 +133,7 @@ LONG=$(seq -s, 10 80)  # 71 tokens > --max-tokens 64
 check "too many tokens: INVALID_ARGUMENT" 1 '"code": *"INVALID_ARGUMENT".*64' -- \
   "$CELLSERVE" infer --addr "$ADDR" --model cls --json --tokens "$LONG"
 check "deadline: DEADLINE_EXCEEDED" 1 '"code": *"DEADLINE_EXCEEDED"' -- \
-  "$CELLSERVE" infer --addr "$ADDR" --model mt --json --timeout-ms 1 --tokens "$(seq -s, 10 70)"
+  "$CELLSERVE" infer --addr "$ADDR" --model slow --json --timeout-ms 1 --tokens "$(seq -s, 10 70)"
 check "the server lives on after bad requests" 0 "serving" -- "$CELLSERVE" health --addr "$ADDR"
 
 # A client killed mid-call leaves nothing behind: loadgen keeps 32 long calls in flight; kill -9.
