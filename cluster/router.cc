@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
@@ -13,11 +14,14 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
-#include "actors/messages.h"
 #include "actors/caf_config.h"
+#include "actors/idle_poller.h"
+#include "actors/messages.h"
 #include "cluster/wire.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
+#include "runtime/cpu_quota.h"
+#include "runtime/this_thread.h"
 
 namespace cellserve::cluster {
 
@@ -366,6 +370,7 @@ struct Router::Impl {
   bool running = false;  // GUARDED_BY(life_mu)
   std::mutex stop_mu;
   bool stopped = false;  // GUARDED_BY(stop_mu)
+  std::unique_ptr<IdlePoller> idle_poller;  // options.idle_poll; reset by Stop
 };
 
 Router::Router(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -374,6 +379,11 @@ Router::~Router() { Stop(); }
 StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   if (options.report_timeout_ms < 100) return InvalidArgument("report_timeout_ms must be >= 100");
   if (options.stop_grace_ms < 0) return InvalidArgument("stop_grace_ms must be >= 0");
+  if (options.idle_poll_below < 0) return InvalidArgument("idle_poll_below must be >= 0");
+  if (options.idle_poll) {
+    const int awake = static_cast<int>(ThisThreadCpus().size());
+    RETURN_IF_ERROR(CheckQuotaAllowsIdlePoll(awake, awake, CpuQuotaOfThisProcess()));
+  }
   std::string host;
   uint16_t port = 0;
   RETURN_IF_ERROR(ParseHostPort(options.cluster, /*allow_zero=*/true, host, port));
@@ -395,7 +405,16 @@ StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   }
   impl->port = *published;
   impl->running = true;
-  return std::unique_ptr<Router>(new Router(std::move(impl)));
+  auto router = std::unique_ptr<Router>(new Router(std::move(impl)));
+  if (options.idle_poll) {  // as LocalCluster does: the caller's cores, held while busy
+    std::function<bool()> busy;
+    if (options.idle_poll_below > 0)
+      busy = [counters = router->impl_->shared->counters, below = options.idle_poll_below] {
+        return counters->Unanswered() >= below;
+      };
+    ASSIGN_OR_RETURN(router->impl_->idle_poller, IdlePoller::Start(ThisThreadCpus(), std::move(busy)));
+  }
+  return router;
 }
 
 int Router::port() const { return impl_->port; }
@@ -488,6 +507,11 @@ RouterStats Router::stats() const {
   return st;
 }
 
+std::vector<int> Router::idle_poll_cpus() const {
+  std::lock_guard<std::mutex> lock(impl_->stop_mu);
+  return impl_->idle_poller ? impl_->idle_poller->cpus() : std::vector<int>{};
+}
+
 std::vector<RouterNodeInfo> Router::nodes() const {
   std::lock_guard<std::mutex> lock(impl_->shared->mu);
   return impl_->shared->nodes;
@@ -499,6 +523,7 @@ void Router::Stop() {
   std::lock_guard<std::mutex> stop_lock(s.stop_mu);
   if (s.stopped) return;
   s.stopped = true;
+  s.idle_poller.reset();  // first, so that no early return below leaves it spinning
   s.shared->state = ClusterState::kDraining;
   {
     std::shared_lock<std::shared_mutex> lock(s.life_mu);

@@ -47,6 +47,12 @@ struct RouterOptions {
   // Prometheus metrics: each answer (cellserve_requests_total, duration), placements, node up.
   // Borrowed: must outlive the router. nullptr = none.
   monitoring::ServingMetrics* metrics = nullptr;
+  // --idle-poll (actors/idle_poller.h): while the router runs, keep the CPUs of the thread that
+  // calls Start out of the idle loop, as a node does; the pollers sleep while idle_poll_below or
+  // more requests are unanswered (0: spin always). Start refuses it when the process's CPU quota
+  // does not cover those CPUs (runtime/cpu_quota.h).
+  bool idle_poll = false;
+  int64_t idle_poll_below = 8;
 };
 
 struct RouterStats {
@@ -87,6 +93,8 @@ class Router final : public ServingBackend {
 
   RouterStats stats() const;
   std::vector<RouterNodeInfo> nodes() const;
+  // The CPUs kept awake by options.idle_poll; empty without it (and after Stop).
+  std::vector<int> idle_poll_cpus() const;
 
   // See the header comment. Idempotent.
   void Stop();

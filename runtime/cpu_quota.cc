@@ -69,8 +69,9 @@ Status CheckQuotaAllowsIdlePoll(int process_cpus, int polled_cpus, double quota)
   if (quota >= static_cast<double>(process_cpus)) return OkStatus();
   std::ostringstream q;
   q << quota;
-  return InvalidArgument("--idle-poll spins on " + std::to_string(polled_cpus) +
-                         " CPU(s), the device threads may use the rest: this process may keep all " +
+  const std::string rest = polled_cpus < process_cpus ? ", the device threads may use the rest" : "";
+  return InvalidArgument("--idle-poll spins on " + std::to_string(polled_cpus) + " CPU(s)" + rest +
+                         ": this process may keep all " +
                          std::to_string(process_cpus) + " CPU(s) it may run on busy, but its CPU quota (its cgroup's "
                          "cpu.max or cpu.cfs_quota_us: a Kubernetes CPU limit) is " + q.str() +
                          " CPU(s): the spinning would use it up and the kernel would throttle the whole server. "

@@ -9,12 +9,14 @@
 #include <string>
 
 #include "cluster/router.h"
+#include "runtime/cpu_plan.h"
 #include "runtime/router_policy.h"
 #include "schema/rpc_server.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/front_door.h"
 #include "tools/stop_signal.h"
+#include "tools/thread_placement.h"
 
 namespace cellserve::tools {
 namespace {
@@ -46,6 +48,7 @@ int RouterCommand(int argc, char** argv) {
       .Add("report-timeout-ms", "3000", "a node silent for this long is removed (nodes report every 200 ms)")
       .Add("stop-grace-ms", "30000", "SIGTERM: requests in flight may take this long, then are answered UNAVAILABLE");
   AddFrontDoorFlags(flags);
+  AddIdlePollFlags(flags, "every core this process may use (its cpuset or taskset)");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
   for (const char* name : {"p2c-threshold", "seed", "report-timeout-ms", "stop-grace-ms"}) {
     auto v = flags.GetInt(name);
@@ -63,6 +66,10 @@ int RouterCommand(int argc, char** argv) {
   options.policy.seed = static_cast<uint64_t>(*flags.GetInt("seed"));
   options.report_timeout_ms = *flags.GetInt("report-timeout-ms");
   options.stop_grace_ms = *flags.GetInt("stop-grace-ms");
+  auto idle = ReadIdlePollFlags(flags);
+  if (!idle.ok()) return Fail(idle.status());
+  options.idle_poll = idle->on;
+  options.idle_poll_below = idle->below;
 
   StopSignals signals;
   if (Status s = signals.Install(); !s.ok()) return Fail(s);
@@ -72,6 +79,9 @@ int RouterCommand(int argc, char** argv) {
 
   auto router = cluster::Router::Start(options);
   if (!router.ok()) return Fail(router.status());
+  if (options.idle_poll)
+    std::fprintf(stderr, "cellserve router: --idle-poll: %s kept out of the idle loop (threads cs-idle-poll:N)\n",
+                 DescribeCpus((*router)->idle_poll_cpus()).c_str());
   auto rpc_options = RpcServerOptionsFromFlags(flags, options.metrics);
   if (!rpc_options.ok()) return Fail(rpc_options.status());
   auto server = rpc::RpcServer::Start(router->get(), *rpc_options);

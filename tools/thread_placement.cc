@@ -14,15 +14,28 @@ void AddThreadPlacementFlags(Flags& flags, const char* others) {
                                           "use; cuda: one core for the GPUs' completion threads), the actors and ") +
                                   others +
                                   " on the rest, where their caches stay warm (needs device threads + 1 cores; "
-                                  "docs/OPERATIONS.md says when it pays)")
+                                  "docs/OPERATIONS.md says when it pays)");
+  AddIdlePollFlags(flags, "the actors' cores (with --pin-threads; else every core this process may use)");
+}
+
+void AddIdlePollFlags(Flags& flags, const char* cores) {
+  flags
       .AddBool("idle-poll",
-               "keep the actors' cores (with --pin-threads; else every core this process may use) out of the idle "
-               "loop: a lowest-priority thread spins on each, so a request at low load does not wait for halted "
-               "cores to wake (tens of microseconds each on a VM); those cores show as busy in top "
-               "(docs/OPERATIONS.md)")
+               std::string("keep ") + cores +
+                   " out of the idle loop: a lowest-priority thread spins on each, so a request at low load does "
+                   "not wait for halted cores to wake (tens of microseconds each on a VM); those cores show as "
+                   "busy in top (docs/OPERATIONS.md)")
       .Add("idle-poll-below", "8",
            "with --idle-poll: spin only while fewer requests than this are unanswered; at higher load the cores "
            "are busy anyway and the spinning threads sleep (0: spin always)");
+}
+
+StatusOr<IdlePollSettings> ReadIdlePollFlags(const Flags& flags) {
+  IdlePollSettings settings;
+  settings.on = flags.GetBool("idle-poll");
+  ASSIGN_OR_RETURN(settings.below, flags.GetInt("idle-poll-below"));
+  if (settings.below < 0) return InvalidArgument("--idle-poll-below must be >= 0");
+  return settings;
 }
 
 Status ApplyThreadPlacement(const Flags& flags, LocalClusterOptions& options, const char* command) {
@@ -31,9 +44,9 @@ Status ApplyThreadPlacement(const Flags& flags, LocalClusterOptions& options, co
     options.device_cpus = plan.device_cpus;
     std::fprintf(stderr, "cellserve %s: --pin-threads: %s\n", command, DescribeCpuPlan(plan).c_str());
   }
-  options.idle_poll = flags.GetBool("idle-poll");
-  ASSIGN_OR_RETURN(options.idle_poll_below, flags.GetInt("idle-poll-below"));
-  if (options.idle_poll_below < 0) return InvalidArgument("--idle-poll-below must be >= 0");
+  ASSIGN_OR_RETURN(IdlePollSettings idle, ReadIdlePollFlags(flags));
+  options.idle_poll = idle.on;
+  options.idle_poll_below = idle.below;
   if (options.idle_poll) {  // the cluster polls the CPUs of the thread that starts it: this one's
     RETURN_IF_ERROR(LocalCluster::CheckIdlePollQuota(options));
     std::fprintf(stderr, "cellserve %s: --idle-poll: %s kept out of the idle loop (threads cs-idle-poll:N)\n",

@@ -55,12 +55,12 @@ has_line() { grep -qE -- "$2" "$1" 2>/dev/null; }
 # registered_times NAME N: node NAME's log says "registered with router $CADDR" at least N times.
 registered_times() { (($(grep -c "registered with router $CADDR" "$WORK/$1.log" 2>/dev/null) >= $2)); }
 
-# start_router NAME CLUSTER_ADDR LISTEN_ADDR: sets ROUTER_PID, RADDR (clients), CADDR (nodes).
+# start_router NAME CLUSTER_ADDR LISTEN_ADDR [FLAGS...]: sets ROUTER_PID, RADDR (clients), CADDR (nodes).
 start_router() {
   local name="$1"
   rm -f "$WORK/$name.port" "$WORK/$name.cport"
   "$CELLSERVE" router --cluster "$2" --listen "$3" --port-file "$WORK/$name.port" \
-    --cluster-port-file "$WORK/$name.cport" 2>"$WORK/$name.log" &
+    --cluster-port-file "$WORK/$name.cport" "${@:4}" 2>"$WORK/$name.log" &
   ROUTER_PID=$!
   PIDS+=("$ROUTER_PID")
   if ! wait_for 30 test -s "$WORK/$name.port"; then
@@ -283,7 +283,11 @@ RPORT="${RADDR##*:}"
 CPORT="${CADDR##*:}"
 kill -9 "$ROUTER_PID"
 wait_exit "$ROUTER_PID" 10
-start_router r2 "127.0.0.1:$CPORT" "127.0.0.1:$RPORT"
+# The new router keeps its cores awake (--idle-poll; a cgroup CPU limit below them would refuse it).
+start_router r2 "127.0.0.1:$CPORT" "127.0.0.1:$RPORT" --idle-poll
+if grep -q "cs-idle-poll" /proc/"$ROUTER_PID"/task/*/comm && grep -q -- "--idle-poll: CPU" "$WORK/r2.log"; then
+  ok "e: the new router says which CPUs it keeps awake, and a cs-idle-poll thread runs"
+else bad "e: router --idle-poll: no cs-idle-poll thread or no line saying so" "$(cat "$WORK/r2.log")"; fi
 wait_registered n2 "$WORK/r2.log" 2
 wait_registered n4 "$WORK/r2.log" 2
 if wait_for 15 "$CELLSERVE" health --addr "$RADDR" >/dev/null 2>&1; then

@@ -17,7 +17,9 @@
 #include "actors/local_cluster.h"
 #include "cluster/node_agent.h"
 #include "monitoring/metrics.h"
+#include "runtime/this_thread.h"
 #include "tests/unit/common/temp_model_repo.h"
+#include "tests/unit/common/thread_probe.h"
 
 namespace cellserve::cluster {
 namespace {
@@ -242,6 +244,36 @@ TEST_F(RouterTest, ANodeThatStopsMidRunHasItsNewRequestsRetriedElsewhere) {
   a1_.reset();
   a2_.reset();
   router->Stop();
+}
+
+TEST_F(RouterTest, IdlePollKeepsTheCallersCoresAwakeUntilStop) {
+  RouterOptions o;
+  o.cluster = "127.0.0.1:0";
+  o.idle_poll = true;
+  auto r = Router::Start(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  Router* router = r->get();
+  const std::vector<int> cpus = ThisThreadCpus();
+  EXPECT_EQ(router->idle_poll_cpus(), cpus);
+  for (int cpu : cpus)
+    EXPECT_EQ(testing_threads::AllowedCpusOfThread("cs-idle-poll:" + std::to_string(cpu)), std::to_string(cpu));
+  auto c = StartCluster();
+  ASSERT_TRUE(c);
+  auto agent = Join(c.get(), router->port(), "n");
+  ASSERT_TRUE(agent);
+  ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 1; }, std::chrono::seconds(10)));
+  Answers answers;
+  for (int i = 0; i < 20; ++i) router->Infer("cls", Tokens(1 + i, i), 0, answers.For(i));
+  ASSERT_TRUE(answers.Wait(20, std::chrono::seconds(30)));
+  for (int i = 0; i < 20; ++i) EXPECT_TRUE(answers.Get(i).ok()) << answers.Get(i).status().ToString();
+  agent.reset();
+  router->Stop();
+  EXPECT_TRUE(router->idle_poll_cpus().empty());
+  for (int cpu : cpus)
+    EXPECT_TRUE(testing_threads::TaskNamed("cs-idle-poll:" + std::to_string(cpu)).empty()) << "Stop stops it";
+  RouterOptions bad = o;
+  bad.idle_poll_below = -1;
+  EXPECT_EQ(Router::Start(bad).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(RouterTest, OneNodeServesTwoRoutersAndARouterRestartLosesNoNode) {

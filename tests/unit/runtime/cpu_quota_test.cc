@@ -43,6 +43,12 @@ TEST(CpuQuotaTest, IdlePollNeedsAQuotaForEveryCpu) {
   EXPECT_EQ(short_quota.code(), StatusCode::kInvalidArgument);
   for (const char* part : {"--idle-poll spins on 3 CPU(s)", "all 4 CPU(s)", "2.5 CPU(s)", "throttle", "raise the limit to 4"})
     EXPECT_NE(short_quota.message().find(part), std::string::npos) << part << " in: " << short_quota.message();
+  EXPECT_NE(short_quota.message().find("device threads"), std::string::npos);
+  // A router polls every CPU it may use: no device threads to speak of.
+  const Status router = CheckQuotaAllowsIdlePoll(2, 2, 1.5);
+  ASSERT_FALSE(router.ok());
+  EXPECT_EQ(router.message().find("device threads"), std::string::npos) << router.message();
+  EXPECT_NE(router.message().find("--idle-poll spins on 2 CPU(s): this process"), std::string::npos) << router.message();
 }
 
 TEST(CpuQuotaTest, ThisProcessHasAQuotaOrNone) {
