@@ -2,11 +2,26 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <set>
 
 namespace cellserve::tools {
 
+namespace {
+
+std::string Trim(const std::string& s) {
+  const size_t first = s.find_first_not_of(" \t\r");
+  if (first == std::string::npos) return "";
+  return s.substr(first, s.find_last_not_of(" \t\r") - first + 1);
+}
+
+}  // namespace
+
 Flags::Flags(std::string command, std::string summary)
-    : command_(std::move(command)), summary_(std::move(summary)) {}
+    : command_(std::move(command)), summary_(std::move(summary)) {
+  Add("config", "", "read flags from this file, one `name = value` per line ('#' comments); the command line "
+      "and environment variables win over it", false, "CELLSERVE_CONFIG");
+}
 
 Flags& Flags::Add(const std::string& name, const std::string& default_value,
                   const std::string& help, bool required, const std::string& env) {
@@ -60,6 +75,7 @@ Status Flags::Parse(int argc, char** argv) {
     if (values_.count(name) || spec.env.empty()) continue;
     if (const char* v = std::getenv(spec.env.c_str()); v && *v) values_[name] = v;
   }
+  if (const std::string config = Get("config"); !config.empty()) RETURN_IF_ERROR(ApplyConfigFile(config));
   for (const auto& [name, spec] : specs_) {
     if (spec.required && !values_.count(name)) return InvalidArgument("missing required flag --" + name);
   }
@@ -68,6 +84,36 @@ Status Flags::Parse(int argc, char** argv) {
                         positional_specs_.back().first.compare(positional_specs_.back().first.size() - 3, 3, "...") == 0;
   if (!variadic && positional_values_.size() > positional_specs_.size())
     return InvalidArgument("unexpected argument '" + positional_values_[positional_specs_.size()] + "'");
+  return OkStatus();
+}
+
+Status Flags::ApplyConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot read the config file " + path + " (--config or CELLSERVE_CONFIG)");
+  std::map<std::string, std::string> file_values;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    const std::string where = path + ":" + std::to_string(number) + ": ";
+    line = Trim(line);
+    if (line.empty() || line[0] == '#') continue;
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos) return InvalidArgument(where + "expected `name = value`, got '" + line + "'");
+    std::string name = Trim(line.substr(0, eq)), value = Trim(line.substr(eq + 1));
+    if (name.rfind("--", 0) == 0) name = name.substr(2);
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
+    auto spec = specs_.find(name);
+    if (spec == specs_.end() || name == "config")
+      return InvalidArgument(where + "unknown flag '" + name + "' for cellserve " + command_ +
+                             " (`cellserve " + command_ + " --help` lists them)");
+    if (spec->second.is_bool) {
+      static const std::set<std::string> kTrue = {"true", "yes", "1"}, kFalse = {"false", "no", "0"};
+      if (!kTrue.count(value) && !kFalse.count(value))
+        return InvalidArgument(where + "'" + name + "' is a boolean flag: true or false, got '" + value + "'");
+      value = kTrue.count(value) ? "true" : "false";
+    }
+    if (!file_values.emplace(name, value).second) return InvalidArgument(where + "'" + name + "' is set twice");
+  }
+  for (auto& [name, value] : file_values) values_.emplace(name, std::move(value));  // keeps what is set
   return OkStatus();
 }
 
@@ -80,7 +126,11 @@ std::string Flags::Usage() const {
     for (const auto& [name, help] : positional_specs_) s += "  " + name + "\n      " + help + "\n";
   }
   s += "\nflags:\n";
-  for (const auto& name : order_) {
+  std::vector<std::string> names;  // the command's own first, --config (every command's) last
+  for (const auto& name : order_)
+    if (name != "config") names.push_back(name);
+  names.push_back("config");
+  for (const auto& name : names) {
     const Spec& spec = specs_.at(name);
     s += "  --" + name + (spec.is_bool ? "" : " VALUE") + "\n      " + spec.help;
     if (spec.required) s += " (required)";

@@ -2,7 +2,14 @@
 // boolean "--name", and positional arguments. Each subcommand declares its flags with a help line
 // and a default, so `--help` is generated and unknown flags are a clear error.
 // Environment variables: a flag declared with env "CELLSERVE_X" takes that variable's value when
-// the flag is not given. Single-threaded use.
+// the flag is not given.
+// Config file: every command also takes --config FILE (or CELLSERVE_CONFIG): one flag per line,
+// `name = value` (the flag's name without "--"; a boolean flag takes true/false, yes/no or 1/0),
+// blank lines and lines starting with '#' ignored, a value may be in double quotes. A value there
+// is used only when neither the command line nor the flag's environment variable gives one:
+// command line, then environment, then config file, then default. A name the command does not
+// know, a line without '=', a flag set twice or a bad boolean is INVALID_ARGUMENT with FILE:LINE;
+// an unreadable file NOT_FOUND. Single-threaded use.
 #pragma once
 
 #include <map>
@@ -44,6 +51,9 @@ class Flags {
   std::string command_, summary_;
   std::vector<std::string> order_;
   std::map<std::string, Spec> specs_;
+  // Reads --config's file into values_ for the flags still unset (see the header comment).
+  Status ApplyConfigFile(const std::string& path);
+
   std::map<std::string, std::string> values_;
   std::vector<std::pair<std::string, std::string>> positional_specs_;
   std::vector<std::string> positional_values_;

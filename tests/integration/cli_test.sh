@@ -56,6 +56,18 @@ for m in cls mt tree; do
   check "run $m: --fold-max-mib 0 answers as folded" 0 "^same$" -- bash -c \
     '[[ -n "$1" && "$1" == "$2" ]] && echo same || printf "folded:\n%s\nnot folded:\n%s\n" "$1" "$2"' _ "$folded" "$plain"
 done
+# A config file (--config, or CELLSERVE_CONFIG) gives flags; the command line wins over it.
+printf '# run the small classifier\nmodel-repo = %s\nmodel = "mt"\nfold-max-mib = 0\n' "$REPO" > "$WORK/run.conf"
+check "run --config: the file's flags" 0 "loaded model 'mt'" -- "$CELLSERVE" run --config "$WORK/run.conf" "Peace."
+check "run --config: the command line wins" 0 "loaded model 'cls'" -- \
+  "$CELLSERVE" run --config "$WORK/run.conf" --model cls "Peace."
+check "run: CELLSERVE_CONFIG names the file" 0 "loaded model 'mt'" -- \
+  env CELLSERVE_CONFIG="$WORK/run.conf" "$CELLSERVE" run "Peace."
+printf 'model-repo = %s\nmodle = cls\n' "$REPO" > "$WORK/bad.conf"
+check "run --config: a misspelt flag names the file and line" 2 "bad.conf:2: unknown flag 'modle' for cellserve run" -- \
+  "$CELLSERVE" run --config "$WORK/bad.conf" "Peace."
+check "run --config: a missing file is a clear error" 2 "cannot read the config file" -- \
+  "$CELLSERVE" run --config "$WORK/none.conf" "Peace."
 check "run: a negative --fold-max-mib is refused" 1 "fold-max-mib must be in" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls --fold-max-mib -1 "hello"
 check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, mt, tree" -- \

@@ -1,0 +1,168 @@
+// The subcommands' flag parser (tools/flags.h): the command line, environment variables and the
+// --config file, in that order of precedence, and the errors a user can make in each.
+#include "tools/flags.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "../common/temp_model_repo.h"
+
+namespace cellserve::tools {
+namespace {
+
+// argv for Flags::Parse (argv[0] is the subcommand's name).
+class Argv {
+ public:
+  Argv(std::initializer_list<std::string> args) : strings_{"test"} {
+    strings_.insert(strings_.end(), args.begin(), args.end());
+    for (auto& s : strings_) pointers_.push_back(s.data());
+  }
+  int argc() { return static_cast<int>(pointers_.size()); }
+  char** argv() { return pointers_.data(); }
+
+ private:
+  std::vector<std::string> strings_;
+  std::vector<char*> pointers_;
+};
+
+Flags MakeFlags() {
+  Flags flags("test", "A command for tests.");
+  flags.Add("repo", "", "a folder", /*required=*/true, "CELLSERVE_TEST_REPO")
+      .Add("devices", "1", "devices", false, "CELLSERVE_TEST_DEVICES")
+      .Add("rate", "10.5", "a rate")
+      .AddBool("pin", "a switch")
+      .Positional("TEXT...", "words");
+  return flags;
+}
+
+class FlagsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* v : {"CELLSERVE_TEST_REPO", "CELLSERVE_TEST_DEVICES", "CELLSERVE_CONFIG"}) unsetenv(v);
+  }
+  void TearDown() override { SetUp(); }
+  // Writes `text` to a file in a fresh folder; returns its path.
+  std::string WriteConfig(const std::string& text) {
+    const std::string path = dir_.dir() + "/test.conf";
+    std::ofstream(path) << text;
+    return path;
+  }
+  Status Parse(Flags& flags, std::initializer_list<std::string> args) {
+    Argv a(args);
+    return flags.Parse(a.argc(), a.argv());
+  }
+  testutil::TempModelRepo dir_{"cellserve_flags_test"};
+};
+
+TEST_F(FlagsTest, CommandLineForms) {
+  Flags flags = MakeFlags();
+  ASSERT_TRUE(Parse(flags, {"--repo", "r", "--devices=3", "--pin", "one", "two"}).ok());
+  EXPECT_EQ(flags.Get("repo"), "r");
+  EXPECT_EQ(*flags.GetInt("devices"), 3);
+  EXPECT_DOUBLE_EQ(*flags.GetDouble("rate"), 10.5);  // the default
+  EXPECT_TRUE(flags.GetBool("pin"));
+  EXPECT_EQ(flags.positional(), (std::vector<std::string>{"one", "two"}));
+
+  Flags unknown = MakeFlags();
+  Status s = Parse(unknown, {"--repo", "r", "--pinn"});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("unknown flag --pinn"), std::string::npos) << s.message();
+  Flags missing = MakeFlags();
+  EXPECT_NE(Parse(missing, {"--devices", "2"}).message().find("missing required flag --repo"), std::string::npos);
+  Flags no_value = MakeFlags();
+  EXPECT_NE(Parse(no_value, {"--repo"}).message().find("--repo needs a value"), std::string::npos);
+  Flags not_a_number = MakeFlags();
+  ASSERT_TRUE(Parse(not_a_number, {"--repo", "r", "--devices", "two"}).ok());
+  EXPECT_EQ(not_a_number.GetInt("devices").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(FlagsTest, EnvironmentWhenNotOnTheCommandLine) {
+  setenv("CELLSERVE_TEST_REPO", "from-env", 1);
+  setenv("CELLSERVE_TEST_DEVICES", "4", 1);
+  Flags flags = MakeFlags();
+  ASSERT_TRUE(Parse(flags, {"--devices", "2"}).ok());
+  EXPECT_EQ(flags.Get("repo"), "from-env");  // satisfies the required flag
+  EXPECT_EQ(*flags.GetInt("devices"), 2);    // the command line wins
+}
+
+TEST_F(FlagsTest, ConfigFileFillsWhatIsNotGivenElsewhere) {
+  const std::string path = WriteConfig(
+      "# a comment, then a blank line\n"
+      "\n"
+      "repo = \"/models with spaces\"\n"
+      "  devices=8  \n"
+      "--rate = 2.5\n"
+      "pin = yes\n");
+  Flags flags = MakeFlags();
+  ASSERT_TRUE(Parse(flags, {"--config", path}).ok());
+  EXPECT_EQ(flags.Get("repo"), "/models with spaces");  // quotes taken off; required flag satisfied
+  EXPECT_EQ(*flags.GetInt("devices"), 8);
+  EXPECT_DOUBLE_EQ(*flags.GetDouble("rate"), 2.5);
+  EXPECT_TRUE(flags.GetBool("pin"));
+
+  // Command line, then environment, then the file.
+  setenv("CELLSERVE_TEST_DEVICES", "5", 1);
+  Flags env_wins = MakeFlags();
+  ASSERT_TRUE(Parse(env_wins, {"--config=" + path}).ok());
+  EXPECT_EQ(*env_wins.GetInt("devices"), 5);
+  Flags line_wins = MakeFlags();
+  ASSERT_TRUE(Parse(line_wins, {"--devices", "6", "--config", path, "--rate", "1"}).ok());
+  EXPECT_EQ(*line_wins.GetInt("devices"), 6);
+  EXPECT_DOUBLE_EQ(*line_wins.GetDouble("rate"), 1.0);
+  EXPECT_EQ(line_wins.Get("repo"), "/models with spaces");
+
+  // CELLSERVE_CONFIG names the file too.
+  unsetenv("CELLSERVE_TEST_DEVICES");
+  setenv("CELLSERVE_CONFIG", path.c_str(), 1);
+  Flags from_env = MakeFlags();
+  ASSERT_TRUE(Parse(from_env, {}).ok());
+  EXPECT_EQ(*from_env.GetInt("devices"), 8);
+}
+
+TEST_F(FlagsTest, ConfigFileBooleanFalseTurnsASwitchOff) {
+  Flags flags = MakeFlags();
+  ASSERT_TRUE(Parse(flags, {"--repo", "r", "--config", WriteConfig("pin = false\n")}).ok());
+  EXPECT_FALSE(flags.GetBool("pin"));
+  Flags on_the_line = MakeFlags();  // the command line's --pin wins over the file's false
+  ASSERT_TRUE(Parse(on_the_line, {"--repo", "r", "--pin", "--config", WriteConfig("pin = 0\n")}).ok());
+  EXPECT_TRUE(on_the_line.GetBool("pin"));
+}
+
+TEST_F(FlagsTest, ConfigFileErrorsNameTheFileAndLine) {
+  struct Case {
+    std::string text, want;
+  };
+  const std::vector<Case> cases = {
+      {"repo = r\nfrobnicate = 1\n", ":2: unknown flag 'frobnicate' for cellserve test"},
+      {"repo r\n", ":1: expected `name = value`"},
+      {"# fine\nrepo = a\nrepo = b\n", ":3: 'repo' is set twice"},
+      {"pin = maybe\n", ":1: 'pin' is a boolean flag"},
+      {"config = other.conf\n", ":1: unknown flag 'config'"},
+  };
+  for (const Case& c : cases) {
+    const std::string path = WriteConfig(c.text);
+    Flags flags = MakeFlags();
+    Status s = Parse(flags, {"--repo", "x", "--config", path});
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << c.text;
+    EXPECT_NE(s.message().find(path + c.want), std::string::npos) << s.message();
+  }
+  Flags flags = MakeFlags();
+  Status missing = Parse(flags, {"--repo", "x", "--config", dir_.dir() + "/nope.conf"});
+  EXPECT_EQ(missing.code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.message().find("nope.conf"), std::string::npos) << missing.message();
+}
+
+TEST_F(FlagsTest, UsageListsConfigLast) {
+  const std::string usage = MakeFlags().Usage();
+  const size_t config = usage.find("--config");
+  ASSERT_NE(config, std::string::npos);
+  EXPECT_GT(config, usage.find("--pin"));
+  EXPECT_NE(usage.find("[env CELLSERVE_CONFIG]"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cellserve::tools
