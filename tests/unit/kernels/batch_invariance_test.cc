@@ -15,17 +15,7 @@
 namespace cellserve {
 namespace {
 
-RequestInput RandomInput(ModelKind kind, int length, std::mt19937& rng) {
-  std::uniform_int_distribution<int32_t> token(0, 99);
-  RequestInput in;
-  for (int i = 0; i < length; ++i) in.tokens.push_back(token(rng));
-  if (kind == ModelKind::kTreeLstm) {
-    in.tree = BracketBalanced(in.tokens);
-    in.has_tree = true;
-    in.tokens.clear();
-  }
-  return in;
-}
+using testing_models::RandomInput;
 
 double MaxDiff(const RequestResult& a, const RequestResult& b) {
   if (a.tokens != b.tokens || a.label != b.label || a.logits.size() != b.logits.size() ||

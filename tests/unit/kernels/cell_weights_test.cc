@@ -15,6 +15,7 @@ namespace cellserve {
 namespace {
 
 using testing_models::Make;
+using testing_models::RandomInput;
 
 constexpr int64_t kVocab = 100;  // test_models' vocabulary
 
@@ -84,18 +85,6 @@ TEST(CellWeights, TableRowIsTheTokensGatesWithBiasOnAnyThreadCount) {
     auto many = cpu::PrepareCellWeights(type, Cap(int64_t{1} << 30, threads));
     EXPECT_EQ(many.folded, one.folded) << threads << " threads";
   }
-}
-
-RequestInput RandomInput(ModelKind kind, int length, std::mt19937& rng) {
-  std::uniform_int_distribution<int32_t> token(0, kVocab - 1);
-  RequestInput in;
-  for (int i = 0; i < length; ++i) in.tokens.push_back(token(rng));
-  if (kind == ModelKind::kTreeLstm) {
-    in.tree = BracketBalanced(in.tokens);
-    in.has_tree = true;
-    in.tokens.clear();
-  }
-  return in;
 }
 
 std::vector<RequestResult> RunAll(const std::shared_ptr<const Model>& model, bool fold,

@@ -2,7 +2,10 @@
 #pragma once
 
 #include <memory>
+#include <random>
 
+#include "runtime/cell_graph.h"
+#include "runtime/text.h"
 #include "tests/unit/common/random_model.h"
 
 namespace cellserve::testing_models {
@@ -22,6 +25,20 @@ inline std::shared_ptr<const Model> Make(ModelKind kind, int64_t hidden = 32, in
   spec.max_input_tokens = 200;
   spec.max_batch = max_batch;
   return testutil::RandomModel(spec, seed);
+}
+
+// A request of `length` random tokens from Make's vocabulary (a balanced tree of them for a
+// treelstm).
+inline RequestInput RandomInput(ModelKind kind, int length, std::mt19937& rng) {
+  std::uniform_int_distribution<int32_t> token(0, 99);
+  RequestInput in;
+  for (int i = 0; i < length; ++i) in.tokens.push_back(token(rng));
+  if (kind == ModelKind::kTreeLstm) {
+    in.tree = BracketBalanced(in.tokens);
+    in.has_tree = true;
+    in.tokens.clear();
+  }
+  return in;
 }
 
 }  // namespace cellserve::testing_models
