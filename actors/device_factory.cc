@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "kernels/cpu/cell_weights.h"
@@ -25,11 +26,16 @@ int CpuDeviceCount(const DeviceOptions& options) {
 }
 
 // Says on stderr which cell types get folded token inputs (kernels/cpu/cell_weights.h) and the
-// memory they take, once per process: an operator sees where the memory went.
+// memory they take: an operator sees where the memory went. Once per model name and cap in a
+// process (bench starts a cluster per run).
 void ReportFolding(const DeviceOptions& options, const std::vector<std::shared_ptr<const Model>>& models) {
+  static std::mutex mu;
+  static std::set<std::pair<std::string, int64_t>> reported;
+  std::lock_guard<std::mutex> lock(mu);
   cpu::CellWeightOptions fold;
   fold.fold_max_bytes = options.fold_max_bytes;
   for (const auto& model : models) {
+    if (!reported.emplace(model->spec().name, options.fold_max_bytes).second) continue;
     std::string folded, kept;
     for (const CellType& type : model->cell_types()) {
       const int64_t bytes = cpu::FoldedTableBytes(type);
