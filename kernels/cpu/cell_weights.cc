@@ -19,12 +19,17 @@ std::vector<float> FoldTable(const CellType& type, const PackedMatrix& w_x, int 
   const int64_t vocab = type.embedding->dim(0), in = type.input_dim, outputs = w_x.n();
   std::vector<float> table(static_cast<size_t>(vocab * outputs));
   const float* bias = type.bias->data();
+  // In chunks of 256 rows, so a chunk's output stays in cache between the GEMM's K blocks and the
+  // bias pass (one GemmPacked over all 32,000 rows of the demo model was 1.4x slower).
+  constexpr int64_t kChunk = 256;
   auto fold_rows = [&](int64_t first, int64_t end) {
-    if (first >= end) return;
-    float* out = table.data() + first * outputs;
-    GemmPacked(end - first, type.embedding->data() + first * in, in, w_x, out, outputs);
-    for (int64_t v = first; v < end; ++v, out += outputs)
-      for (int64_t j = 0; j < outputs; ++j) out[j] += bias[j];  // the pointwise pass's gates + bias
+    for (int64_t lo = first; lo < end; lo += kChunk) {
+      const int64_t hi = std::min(end, lo + kChunk);
+      float* out = table.data() + lo * outputs;
+      GemmPacked(hi - lo, type.embedding->data() + lo * in, in, w_x, out, outputs);
+      for (int64_t v = lo; v < hi; ++v, out += outputs)
+        for (int64_t j = 0; j < outputs; ++j) out[j] += bias[j];  // the pointwise pass's gates + bias
+    }
   };
   const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, vocab / 256 + 1));
   std::vector<std::thread> workers;
