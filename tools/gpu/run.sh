@@ -4,11 +4,17 @@
 #   bash .gpu-bundle/run.sh OUT_DIR
 # Each step has its own time limit and log in OUT_DIR; a failing step does not stop the others.
 # Steps: GPU tests (CUDA vs CPU, every kind, batch 1-512), the serving path on the GPU (LocalCluster
-# --backend cuda vs the CPU), goldens on the CUDA backend,
-# compute-sanitizer memcheck on a subset, the kernel benchmark against cuDNN (JSON), and the
-# end-to-end benchmark at H=1024 on one GPU, cellular vs padded (JSON), and what the RPC front door
-# adds at low load on a GPU node, unpinned and with --pin-threads (issue 5; JSON).
+# --backend cuda vs the CPU), goldens on the CUDA backend, the kernel benchmark against cuDNN
+# (JSON), the end-to-end benchmark at H=1024 on one GPU, cellular vs padded (JSON), what the RPC
+# front door adds at low load on a GPU node in three placements (issue 5; JSON), and
+# compute-sanitizer memcheck on a subset.
+# The whole run keeps within RUN_BUDGET_S seconds (default 560, under a device call's 600 s): each
+# step gets the smaller of its own limit and what is left, and a step with under 10 s left is
+# skipped and says so, so the logs of the steps that ran always come back. The steps run in order
+# of what a short session most needs: correctness, then the benchmarks, then memcheck (the
+# slowest).
 set -uo pipefail
+BUDGET="${RUN_BUDGET_S:-560}"
 BUNDLE="$(cd "$(dirname "$0")" && pwd)"
 OUT="${1:?usage: run.sh OUT_DIR}"
 mkdir -p "$OUT"
@@ -26,6 +32,13 @@ status=0
 step() {  # step NAME SECONDS COMMAND...
   local name="$1" limit="$2"
   shift 2
+  local left=$((BUDGET - SECONDS))
+  if ((left < 10)); then
+    echo "=== $name: skipped, ${left}s of the ${BUDGET}s budget left" | tee "$OUT/$name.log"
+    status=1
+    return
+  fi
+  ((limit > left)) && limit=$left
   echo "=== $name (limit ${limit}s)"
   local t0=$SECONDS
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
@@ -38,12 +51,6 @@ nvidia-smi -L || true
 step gpu_tests 180 "$BUNDLE/bin/cuda_backend_test"
 step gpu_cluster 120 "$BUNDLE/bin/cuda_cluster_test"
 step golden_cuda 60 "$BUNDLE/bin/golden_cuda_test"
-if command -v compute-sanitizer >/dev/null; then
-  step memcheck 240 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 \
-    "$BUNDLE/bin/cuda_backend_test" --gtest_filter='Kinds/CudaMatchesCpu.*fp32*:CudaDeviceTest.*-*Nccl*'
-else
-  echo "=== memcheck: compute-sanitizer not on PATH: skipped"
-fi
 step kernel_bench 180 "$BUNDLE/bin/bench_cuda_lstm" --quick --json "$OUT/gpu_kernel_bench.json"
 repo="$(mktemp -d)"
 gunzip -c "$BUNDLE/sotu_sentences.txt.gz" >"$repo/sotu_sentences.txt"
@@ -55,5 +62,11 @@ step e2e_bench 300 "$BUNDLE/bin/cellserve" bench --model-repo "$repo" --model ls
 # bench_rpc finds the plugin next to itself: the bundle's bin/.
 step rpc_bench 90 "$BUNDLE/bin/bench_rpc" --model-repo "$repo" --model lstm1024 --corpus "$repo/sotu_sentences.txt" \
   --setups cuda --requests 200 --rounds 2 --json "$OUT/gpu_rpc_bench.json"
+if command -v compute-sanitizer >/dev/null; then
+  step memcheck 240 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 \
+    "$BUNDLE/bin/cuda_backend_test" --gtest_filter='Kinds/CudaMatchesCpu.*fp32*:CudaDeviceTest.*-*Nccl*'
+else
+  echo "=== memcheck: compute-sanitizer not on PATH: skipped"
+fi
 echo "=== done: $( ((status == 0)) && echo 'every step passed' || echo 'some step FAILED' ) (logs in $OUT)"
 exit $status
