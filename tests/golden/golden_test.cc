@@ -29,7 +29,7 @@ namespace {
 constexpr double kMaxRelativeError = 1e-5;
 
 // tests/golden/data, or $CELLSERVE_GOLDEN_DIR (the binary run from a copy elsewhere, e.g. on a GPU
-// machine: tools/gpu_bundle.sh).
+// machine: tools/gpu/bundle.sh).
 std::string GoldenDir() {
   const char* env = std::getenv("CELLSERVE_GOLDEN_DIR");
   return env && *env ? env : CELLSERVE_GOLDEN_DIR;
