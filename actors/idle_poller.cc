@@ -14,6 +14,8 @@
 #include <immintrin.h>
 #endif
 
+#include "actors/messages.h"
+#include "runtime/cpu_quota.h"
 #include "runtime/this_thread.h"
 
 namespace cellserve {
@@ -86,6 +88,20 @@ void IdlePoller::Poll() {
 IdlePoller::~IdlePoller() {
   stop_.store(true, std::memory_order_relaxed);
   for (std::thread& t : threads_) t.join();
+}
+
+Status CheckIdlePollQuota(int other_cpus) {
+  const int polled = static_cast<int>(ThisThreadCpus().size());
+  return CheckQuotaAllowsIdlePoll(polled + other_cpus, polled, CpuQuotaOfThisProcess());
+}
+
+StatusOr<std::unique_ptr<IdlePoller>> StartServingIdlePoller(std::shared_ptr<actors::ClusterCounters> counters,
+                                                             int64_t below, int other_cpus) {
+  if (below < 0) return InvalidArgument("idle_poll_below must be >= 0");
+  RETURN_IF_ERROR(CheckIdlePollQuota(other_cpus));
+  std::function<bool()> busy;
+  if (below > 0) busy = [counters = std::move(counters), below] { return counters->Unanswered() >= below; };
+  return IdlePoller::Start(ThisThreadCpus(), std::move(busy));
 }
 
 }  // namespace cellserve

@@ -26,6 +26,10 @@
 
 namespace cellserve {
 
+namespace actors {
+struct ClusterCounters;
+}
+
 class IdlePoller {
  public:
   // `hold`, when given, is asked about every 100 µs from the polling threads (so it must be
@@ -48,5 +52,16 @@ class IdlePoller {
   std::atomic<bool> stop_{false};
   std::vector<std::thread> threads_;
 };
+
+// --idle-poll's quota check (runtime/cpu_quota.h): this process may keep the calling thread's CPUs
+// busy spinning, plus `other_cpus` more (device threads pinned apart from it); its cgroup's CPU
+// quota must cover them all. INVALID_ARGUMENT saying what to do when it does not.
+Status CheckIdlePollQuota(int other_cpus);
+
+// --idle-poll in a serving process (LocalCluster, cluster::Router): the quota check above, then
+// an IdlePoller on the calling thread's CPUs, held while `below` or more of `counters`' requests
+// are unanswered (0: never held; the cores are busy anyway then).
+StatusOr<std::unique_ptr<IdlePoller>> StartServingIdlePoller(std::shared_ptr<actors::ClusterCounters> counters,
+                                                             int64_t below, int other_cpus);
 
 }  // namespace cellserve

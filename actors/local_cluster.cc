@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <functional>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -24,9 +23,7 @@
 #include "actors/worker_actor.h"
 #include "runtime/clock.h"
 #include "runtime/cpu_plan.h"
-#include "runtime/cpu_quota.h"
 #include "runtime/model_repository.h"
-#include "runtime/this_thread.h"
 
 namespace cellserve {
 
@@ -141,9 +138,7 @@ StatusOr<CpuPlan> LocalCluster::PinCallerApartFromDevices(const LocalClusterOpti
 }
 
 Status LocalCluster::CheckIdlePollQuota(const LocalClusterOptions& options) {
-  const int awake = static_cast<int>(ThisThreadCpus().size());
-  return CheckQuotaAllowsIdlePoll(awake + static_cast<int>(options.device_cpus.size()), awake,
-                                  CpuQuotaOfThisProcess());
+  return ::cellserve::CheckIdlePollQuota(static_cast<int>(options.device_cpus.size()));
 }
 
 StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOptions& options) {
@@ -169,11 +164,8 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   }
 
   if (options.idle_poll) {  // the caller's cores: with --pin-threads, all but the devices'
-    RETURN_IF_ERROR(CheckIdlePollQuota(options));
-    std::function<bool()> busy;  // then the cores do not idle anyway: the pollers sleep
-    if (options.idle_poll_below > 0)
-      busy = [counters = impl->counters, below = options.idle_poll_below] { return counters->Unanswered() >= below; };
-    ASSIGN_OR_RETURN(impl->idle_poller, IdlePoller::Start(ThisThreadCpus(), std::move(busy)));
+    ASSIGN_OR_RETURN(impl->idle_poller, StartServingIdlePoller(impl->counters, options.idle_poll_below,
+                                                               static_cast<int>(options.device_cpus.size())));
   }
   ASSIGN_OR_RETURN(impl->devices, MakeDevices(options, impl->models));
   impl->device_count = impl->devices.size();

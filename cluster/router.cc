@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <functional>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
@@ -20,8 +19,6 @@
 #include "cluster/wire.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
-#include "runtime/cpu_quota.h"
-#include "runtime/this_thread.h"
 
 namespace cellserve::cluster {
 
@@ -380,10 +377,6 @@ StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   if (options.report_timeout_ms < 100) return InvalidArgument("report_timeout_ms must be >= 100");
   if (options.stop_grace_ms < 0) return InvalidArgument("stop_grace_ms must be >= 0");
   if (options.idle_poll_below < 0) return InvalidArgument("idle_poll_below must be >= 0");
-  if (options.idle_poll) {
-    const int awake = static_cast<int>(ThisThreadCpus().size());
-    RETURN_IF_ERROR(CheckQuotaAllowsIdlePoll(awake, awake, CpuQuotaOfThisProcess()));
-  }
   std::string host;
   uint16_t port = 0;
   RETURN_IF_ERROR(ParseHostPort(options.cluster, /*allow_zero=*/true, host, port));
@@ -407,12 +400,8 @@ StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   impl->running = true;
   auto router = std::unique_ptr<Router>(new Router(std::move(impl)));
   if (options.idle_poll) {  // as LocalCluster does: the caller's cores, held while busy
-    std::function<bool()> busy;
-    if (options.idle_poll_below > 0)
-      busy = [counters = router->impl_->shared->counters, below = options.idle_poll_below] {
-        return counters->Unanswered() >= below;
-      };
-    ASSIGN_OR_RETURN(router->impl_->idle_poller, IdlePoller::Start(ThisThreadCpus(), std::move(busy)));
+    ASSIGN_OR_RETURN(router->impl_->idle_poller,
+                     StartServingIdlePoller(router->impl_->shared->counters, options.idle_poll_below, 0));
   }
   return router;
 }
