@@ -22,14 +22,16 @@
 namespace cellserve {
 namespace {
 
-std::shared_ptr<const Model> MakeModel(int64_t hidden, int64_t max_batch) {
+// An lstm with E = H and random weights. By default two layers: layer 1 takes x from a slot, as
+// most cells in a deep model do.
+std::shared_ptr<const Model> MakeModel(int64_t hidden, int64_t max_batch, int64_t vocab = 1000, int64_t layers = 2) {
   ModelSpec spec;
   spec.name = "bench";
   spec.kind = ModelKind::kLstm;
-  spec.vocab_size = 1000;
+  spec.vocab_size = vocab;
   spec.embed_dim = hidden;
   spec.hidden = hidden;
-  spec.layers = 2;  // layer 1 takes x from a slot, as most cells in a deep model do
+  spec.layers = layers;
   spec.classes = 2;
   spec.max_batch = max_batch;
   auto weights = RandomWeights(spec, 7, 0.08f);
@@ -73,15 +75,7 @@ void RunTokenLstmStep(benchmark::State& state, bool fold) {
   static std::map<std::pair<int64_t, bool>, Setup> setups;
   Setup& setup = setups[{H, fold}];
   if (!setup.model) {
-    ModelSpec spec;
-    spec.name = "bench-token";
-    spec.kind = ModelKind::kLstm;
-    spec.vocab_size = 32000;
-    spec.embed_dim = spec.hidden = H;
-    spec.layers = 1;
-    spec.classes = 2;
-    spec.max_batch = kMaxBatch;
-    setup.model = Model::Create(spec, *RandomWeights(spec, 7, 0.08f)).value();
+    setup.model = MakeModel(H, kMaxBatch, /*vocab=*/32000, /*layers=*/1);
     cpu::CpuBackendOptions options;
     options.blas_threads = 1;
     options.cell_weights.fold_max_bytes = fold ? int64_t{1} << 30 : 0;
