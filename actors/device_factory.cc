@@ -9,6 +9,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "kernels/cpu/cell_weights.h"
 #include "kernels/cpu/cpu_device.h"
@@ -25,30 +26,29 @@ int CpuDeviceCount(const DeviceOptions& options) {
   return options.devices == 0 ? UsableCpuCount() : options.devices;
 }
 
-// Says on stderr which cell types get folded token inputs (kernels/cpu/cell_weights.h) and the
-// memory they take: an operator sees where the memory went. Once per model name and cap in a
-// process (bench starts a cluster per run).
-void ReportFolding(const DeviceOptions& options, const std::vector<std::shared_ptr<const Model>>& models) {
+// Says on stderr which cell types get folded token inputs (runtime/token_fold.h) and the memory
+// they take: an operator sees where the memory went. Once per backend, model name and cap in a
+// process (bench starts a cluster per run). `where` says whose memory holds the tables.
+void ReportFolding(const char* backend, const char* where, int64_t fold_max_bytes,
+                   const std::vector<std::shared_ptr<const Model>>& models) {
   static std::mutex mu;
-  static std::set<std::pair<std::string, int64_t>> reported;
+  static std::set<std::tuple<std::string, std::string, int64_t>> reported;
   std::lock_guard<std::mutex> lock(mu);
-  cpu::CellWeightOptions fold;
-  fold.fold_max_bytes = options.fold_max_bytes;
   for (const auto& model : models) {
-    if (!reported.emplace(model->spec().name, options.fold_max_bytes).second) continue;
+    if (!reported.emplace(backend, model->spec().name, fold_max_bytes).second) continue;
     std::string folded, kept;
     for (const CellType& type : model->cell_types()) {
-      const int64_t bytes = cpu::FoldedTableBytes(type);
+      const int64_t bytes = FoldedTableBytes(type);
       if (bytes == 0) continue;
-      std::string& list = cpu::WillFold(type, fold) ? folded : kept;
+      std::string& list = WillFold(type, fold_max_bytes) ? folded : kept;
       list += (list.empty() ? "" : ", ") + type.name + " " + std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB";
     }
     if (!folded.empty())
-      std::fprintf(stderr, "cellserve: cpu: %s: token inputs folded (%s; shared by the devices)\n",
-                   model->spec().name.c_str(), folded.c_str());
+      std::fprintf(stderr, "cellserve: %s: %s: token inputs folded (%s; %s)\n", backend, model->spec().name.c_str(),
+                   folded.c_str(), where);
     if (!kept.empty())
-      std::fprintf(stderr, "cellserve: cpu: %s: token inputs not folded, over --fold-max-mib %lld (%s)\n",
-                   model->spec().name.c_str(), static_cast<long long>(options.fold_max_bytes >> 20), kept.c_str());
+      std::fprintf(stderr, "cellserve: %s: %s: token inputs not folded, over --fold-max-mib %lld (%s)\n", backend,
+                   model->spec().name.c_str(), static_cast<long long>(fold_max_bytes >> 20), kept.c_str());
   }
 }
 
@@ -58,7 +58,7 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOption
   if (!options.device_cpus.empty() && options.device_cpus.size() < static_cast<size_t>(count))
     return InvalidArgument(std::to_string(count) + " CPU devices, but CPUs to pin only " +
                            std::to_string(options.device_cpus.size()) + " of them to");
-  ReportFolding(options, models);
+  ReportFolding("cpu", "shared by the devices", options.fold_max_bytes, models);
   // The devices share one copy of the packed weights (they share the machine's memory and cache).
   auto weight_cache = std::make_shared<cpu::PackedWeightCache>();
   std::vector<std::unique_ptr<Device>> devices;
@@ -143,10 +143,12 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCudaDevices(
   request.precision = options.gpu_precision;
   request.use_graphs = options.cuda_graphs;
   request.completion_cpus = options.device_cpus;
+  request.fold_max_bytes = options.fold_max_bytes;
   for (const auto& m : models) request.models.push_back(m.get());
   cuda::PluginResult result;
   create(request, &result);
   RETURN_IF_ERROR(result.status);
+  ReportFolding("cuda", "in each GPU's memory", options.fold_max_bytes, models);
   return std::move(result.devices);
 }
 

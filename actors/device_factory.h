@@ -17,6 +17,7 @@
 #include "runtime/device.h"
 #include "runtime/model.h"
 #include "runtime/status.h"
+#include "runtime/token_fold.h"
 
 namespace cellserve {
 
@@ -24,8 +25,8 @@ struct DeviceOptions {
   std::string backend = "cpu";      // cpu, sim or cuda
   int devices = 1;                  // 0 = all
   int blas_threads = 1;             // cpu: OpenBLAS threads (process-wide)
-  // cpu: the largest folded token-input table per cell type (kernels/cpu/cell_weights.h); 0: none.
-  int64_t fold_max_bytes = int64_t{512} << 20;
+  // cpu and cuda: the largest folded token-input table per cell type (runtime/token_fold.h); 0: none.
+  int64_t fold_max_bytes = kDefaultFoldMaxBytes;
   std::string sim_profile;          // sim: the profile (required)
   std::string gpu_precision = "fp32";  // cuda: fp32, fp16 or bf16 (fp32 accumulation)
   bool cuda_graphs = true;          // cuda: one CUDA graph per (cell type, batch bucket)

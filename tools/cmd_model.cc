@@ -4,8 +4,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "kernels/cpu/cell_weights.h"
 #include "runtime/model_repository.h"
+#include "runtime/token_fold.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 
@@ -99,9 +99,10 @@ int ModelShow(int argc, char** argv) {
     std::printf("  %-14s input %lld, hidden %lld, outputs %lld", t.name.c_str(),
                 static_cast<long long>(t.input_dim), static_cast<long long>(t.hidden),
                 static_cast<long long>(t.outputs));
-    // Token-fed: what folding its input takes on CPU devices (kernels/cpu/cell_weights.h).
-    if (const int64_t table = cpu::FoldedTableBytes(t); table > 0)
-      std::printf("; token-fed, folded table %.1f MiB on CPU devices (--fold-max-mib)",
+    // Token-fed: what folding its input takes (runtime/token_fold.h): once per process on CPU
+    // devices, once per GPU on CUDA devices.
+    if (const int64_t table = FoldedTableBytes(t); table > 0)
+      std::printf("; token-fed, folded table %.1f MiB (once per process on CPU, per GPU on CUDA; --fold-max-mib)",
                   static_cast<double>(table) / (1 << 20));
     std::printf("\n");
   }

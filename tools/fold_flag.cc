@@ -2,16 +2,17 @@
 
 #include <string>
 
-#include "kernels/cpu/cell_weights.h"
+#include "runtime/token_fold.h"
 
 namespace cellserve::tools {
 
 void AddFoldFlag(Flags& flags) {
-  const int64_t mib = cpu::CellWeightOptions{}.fold_max_bytes >> 20;
+  const int64_t mib = kDefaultFoldMaxBytes >> 20;
   flags.Add("fold-max-mib", std::to_string(mib),
-            "cpu: token-fed cells (an LSTM's first layer, tree leaves) get their input's part of the gates "
+            "token-fed cells (an LSTM's first layer, tree leaves) get their input's part of the gates "
             "precomputed for every vocabulary entry when that table (vocab x gates floats) takes at most this "
-            "many MiB: half the weights per LSTM step when embed = hidden. 0: never");
+            "many MiB: half the weights per LSTM step when embed = hidden. cpu: one table per process; cuda: one "
+            "in each GPU's memory. 0: never");
 }
 
 StatusOr<int64_t> FoldMaxBytes(const Flags& flags) {

@@ -1,6 +1,6 @@
 // --fold-max-mib, which serve, node, bench and run share: how large a table of folded token
-// inputs (kernels/cpu/cell_weights.h) a cell type may get on the CPU backend. One definition of
-// the flag, its default and its check. Pure; no threads.
+// inputs (runtime/token_fold.h) a cell type may get, on the CPU and the CUDA backends. One
+// definition of the flag, its default and its check. Pure; no threads.
 #pragma once
 
 #include <cstdint>
@@ -10,7 +10,7 @@
 
 namespace cellserve::tools {
 
-// Adds --fold-max-mib (default 512, as CellWeightOptions).
+// Adds --fold-max-mib (default kDefaultFoldMaxBytes: 512).
 void AddFoldFlag(Flags& flags);
 
 // The flag in bytes. INVALID_ARGUMENT, naming the flag, for a non-number, a negative or one

@@ -10,10 +10,6 @@ namespace cellserve::cpu {
 
 namespace {
 
-bool TokenFed(const CellType& type) {
-  return type.embedding != nullptr && (type.op == CellOp::kLstm || type.op == CellOp::kTreeLeaf);
-}
-
 // table[v] = w_x * embedding[v] + bias for every v, rows split over `threads` threads.
 std::vector<float> FoldTable(const CellType& type, const PackedMatrix& w_x, int threads) {
   const int64_t vocab = type.embedding->dim(0), in = type.input_dim, outputs = w_x.n();
@@ -47,22 +43,12 @@ std::vector<float> FoldTable(const CellType& type, const PackedMatrix& w_x, int 
 
 }  // namespace
 
-int64_t FoldedTableBytes(const CellType& type) {
-  if (!TokenFed(type)) return 0;
-  return type.embedding->dim(0) * type.weight->dim(0) * static_cast<int64_t>(sizeof(float));
-}
-
-bool WillFold(const CellType& type, const CellWeightOptions& options) {
-  const int64_t bytes = FoldedTableBytes(type);
-  return bytes > 0 && options.fold_max_bytes > 0 && bytes <= options.fold_max_bytes;
-}
-
 CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions& options) {
   const float* w = type.weight->data();
   const int64_t outputs = type.weight->dim(0), cols = type.weight->dim(1);
   CpuCellWeights out;
   out.outputs = outputs;
-  if (!WillFold(type, options)) {
+  if (!WillFold(type, options.fold_max_bytes)) {
     out.gemm = PackedMatrix(w, outputs, cols);
     return out;
   }

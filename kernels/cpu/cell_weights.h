@@ -20,12 +20,13 @@
 
 #include "kernels/cpu/packed_gemm.h"
 #include "runtime/model.h"
+#include "runtime/token_fold.h"
 
 namespace cellserve::cpu {
 
 struct CellWeightOptions {
   // The largest folded table one cell type may get; larger ones are not folded. 0: never fold.
-  int64_t fold_max_bytes = int64_t{512} << 20;
+  int64_t fold_max_bytes = kDefaultFoldMaxBytes;
   // Threads that compute the tables (0: every CPU this thread may use).
   int threads = 0;
 };
@@ -44,13 +45,8 @@ struct CpuCellWeights {
   const float* folded_row(int32_t token) const { return folded.data() + int64_t{token} * outputs; }
 };
 
-// The bytes a folded table of `type` would take; 0 for a cell type that is not token-fed.
-int64_t FoldedTableBytes(const CellType& type);
-
-// Whether PrepareCellWeights folds `type`: token-fed, and its table fits options.fold_max_bytes.
-bool WillFold(const CellType& type, const CellWeightOptions& options);
-
-// Prepares `type`'s weights: folded when WillFold says so.
+// Prepares `type`'s weights: folded when WillFold(type, options.fold_max_bytes) says so
+// (runtime/token_fold.h, the rule the CUDA backend shares).
 CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions& options);
 
 }  // namespace cellserve::cpu

@@ -53,13 +53,18 @@ __global__ void GatherKernel(CellOp op, const int32_t* __restrict__ index, int32
 // One thread per (row, j < H). Not __restrict__ on state: a row's out slot may be its own h_src.
 __global__ void CellPointwiseKernel(CellOp op, const int32_t* __restrict__ index, int32_t bucket,
                                     const float* __restrict__ gates, const float* __restrict__ bias,
-                                    float* state, int64_t hidden) {
+                                    const float* __restrict__ folded, float* state, int64_t hidden) {
   const int64_t total = static_cast<int64_t>(bucket) * hidden;
   for (int64_t i = GridStrideStart(); i < total; i += GridStride()) {
     const int32_t row = static_cast<int32_t>(i / hidden);
     const int64_t j = i - static_cast<int64_t>(row) * hidden;
-    gpu::CellPointwiseElement(op, index, bucket, row, j, gates, bias, state, hidden);
+    gpu::CellPointwiseElement(op, index, bucket, row, j, gates, bias, folded, state, hidden);
   }
+}
+
+__global__ void AddBiasKernel(float* __restrict__ table, const float* __restrict__ bias, int64_t width,
+                              int64_t total) {
+  for (int64_t i = GridStrideStart(); i < total; i += GridStride()) gpu::AddBiasElement(table, bias, width, i);
 }
 
 // One block of kHeadThreads per row: each thread adds the bias to its strided columns and keeps
@@ -133,7 +138,7 @@ Status LaunchCellPointwise(const PointwiseArgs& args, cudaStream_t stream) {
   if (total == 0) return OkStatus();
   (void)cudaGetLastError();
   CellPointwiseKernel<<<BlocksFor(total), kThreadsPerBlock, 0, stream>>>(
-      args.op, args.index, args.bucket, args.gates, args.bias, args.state, args.hidden);
+      args.op, args.index, args.bucket, args.gates, args.bias, args.folded, args.state, args.hidden);
   return CudaStatus(cudaGetLastError(), "CellPointwiseKernel");
 }
 
@@ -147,6 +152,15 @@ Status LaunchHeadArgmax(const HeadArgs& args, cudaStream_t stream) {
   HeadArgmaxKernel<<<static_cast<unsigned>(args.rows), kHeadThreads, 0, stream>>>(
       args.logits, args.bias, args.outputs, args.argmax, args.max_value);
   return CudaStatus(cudaGetLastError(), "HeadArgmaxKernel");
+}
+
+Status LaunchAddBias(float* table, const float* bias, int64_t rows, int64_t width, cudaStream_t stream) {
+  if (rows < 0 || width < 0) return InvalidArgument("LaunchAddBias: negative size");
+  const int64_t total = rows * width;
+  if (total == 0) return OkStatus();
+  (void)cudaGetLastError();
+  AddBiasKernel<<<BlocksFor(total), kThreadsPerBlock, 0, stream>>>(table, bias, width, total);
+  return CudaStatus(cudaGetLastError(), "AddBiasKernel");
 }
 
 Status LaunchConvert(const float* src, void* dst, int64_t n, GemmDtype dtype, cudaStream_t stream) {

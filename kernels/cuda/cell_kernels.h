@@ -5,6 +5,9 @@
 //   2. (the caller) one cuBLAS GEMM for all gates: G[bucket, gates*H] = X · Wᵀ, fp32 output.
 //   3. LaunchCellPointwise (bias + sigmoid/tanh + c/h update, straight into the out slots) or
 //      LaunchHeadArgmax (bias, logits in place, argmax and its value per row).
+// Folded token inputs (runtime/token_fold.h, made at registration by kernels/cuda/cuda_weights.h):
+// a folded type gathers only h (pass input_dim 0 and no embedding: an lstm's K is H, a leaf has
+// nothing to gather and no GEMM), and the pointwise pass adds the token's table row for the bias.
 // The per-element arithmetic lives in kernels/gpu/cell_math.h, shared with host tests.
 // State storage: fp32 [slots + 1, 2H] per model (h then c; the last slot is the padding scratch).
 // Launches are asynchronous; errors (bad launch configuration) are reported by the returned
@@ -44,8 +47,9 @@ struct PointwiseArgs {
   CellOp op = CellOp::kLstm;        // kLstm, kTreeLeaf or kTreeInternal
   const int32_t* index = nullptr;   // device: BatchPlan::index
   int32_t bucket = 0;
-  const float* gates = nullptr;     // device [bucket, gates*H] fp32, before bias
+  const float* gates = nullptr;     // device [bucket, gates*H] fp32, before bias; null: none (folded leaf)
   const float* bias = nullptr;      // device [gates*H]
+  const float* folded = nullptr;    // device [vocab, gates*H]: the folded table (rows with a token), or null
   float* state = nullptr;           // device [slots + 1, 2H]: reads c of h_src/h2_src, writes out
   int64_t hidden = 0;
 };
@@ -60,6 +64,9 @@ struct HeadArgs {
   float* max_value = nullptr;       // device [rows]
 };
 Status LaunchHeadArgmax(const HeadArgs& args, cudaStream_t stream);
+
+// table[r, j] += bias[j] over a row-major [rows, width] table (a folded table at registration).
+Status LaunchAddBias(float* table, const float* bias, int64_t rows, int64_t width, cudaStream_t stream);
 
 // dst[i] = src[i] converted to `dtype` (weights at registration; kF32 is a plain copy).
 Status LaunchConvert(const float* src, void* dst, int64_t n, GemmDtype dtype, cudaStream_t stream);

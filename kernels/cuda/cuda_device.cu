@@ -134,16 +134,15 @@ class CudaDevice::Impl {
     ModelState m;
     m.slots = slots;
     m.hidden = model.spec().hidden;
-    ASSIGN_OR_RETURN(m.state, DeviceBuffer<float>::Allocate(options_.gpu, (static_cast<size_t>(slots) + 1) * 2 * m.hidden));
-    // On compute_, the only stream that touches states (a legacy-stream memset would not be
-    // ordered before the non-blocking streams' rounds).
-    CS_CUDA(cudaMemsetAsync(m.state.get(), 0, m.state.bytes(), compute_));
     m.weights = options_.weights ? options_.weights->Get(model, options_.gpu) : nullptr;
     if (!m.weights) {
-      ASSIGN_OR_RETURN(m.weights, UploadModelWeights(model, options_.gpu, dtype_));
+      ASSIGN_OR_RETURN(m.weights, UploadModelWeights(model, options_.gpu, dtype_, options_.fold_max_bytes));
     }
     if (m.weights->dtype != dtype_ || m.weights->types.size() != model.cell_types().size())
       return InvalidArgument(name_ + ": the weight store holds " + model.spec().name + " in another precision");
+    if (m.weights->fold_max_bytes != options_.fold_max_bytes)
+      return InvalidArgument(name_ + ": the weight store folded " + model.spec().name + " under another cap");
+    ASSIGN_OR_RETURN(m.state, DeviceBuffer<float>::Allocate(options_.gpu, (static_cast<size_t>(slots) + 1) * 2 * m.hidden));
     int32_t max_batch = 1;
     for (const CellType& t : model.cell_types()) max_batch = std::max<int32_t>(max_batch, t.max_batch);
     m.buckets = gpu::BucketSizes(max_batch);
@@ -156,6 +155,10 @@ class CudaDevice::Impl {
       if (t.op == CellOp::kHeadLogits) need.logits_width = std::max<int64_t>(need.logits_width, t.outputs);
     }
     if (need != capacity_) RETURN_IF_ERROR(Reallocate(need));
+    // Last, when nothing can fail any more: a queued memset must not outlive a buffer freed by a
+    // failed registration. On compute_, the only stream that touches states (a legacy-stream
+    // memset would not be ordered before the non-blocking streams' rounds).
+    CS_CUDA(cudaMemsetAsync(m.state.get(), 0, m.state.bytes(), compute_));
     models_[&model] = std::move(m);
     return OkStatus();
   }
@@ -403,36 +406,47 @@ class CudaDevice::Impl {
   }
 
   // gather -> one GEMM for all gates -> fused element-wise (or head argmax), on compute_.
+  // Folded token-fed types: gather h only, multiply W's recurrent columns, add the table row in
+  // the element-wise pass; a folded leaf skips gather and GEMM.
   Status LaunchKernels(ModelState& m, const Model* model, int32_t type, int32_t bucket, int32_t slot) {
     const CellType& t = model->cell_type(type);
     const CellTypeWeights& w = m.weights->types[type];
     Staging& s = staging_[slot];
-    const int64_t K = GatherWidth(t.op, t.input_dim, t.hidden);
-    const int64_t N = t.weight->dim(0);
-    GatherArgs g;
-    g.op = t.op;
-    g.index = s.dev_index.get();
-    g.bucket = bucket;
-    g.embedding = t.embedding ? w.embedding : nullptr;
-    g.state = m.state.get();
-    g.input_dim = t.input_dim;
-    g.hidden = t.hidden;
-    g.x = x_.get();
-    g.dtype = dtype_;
-    RETURN_IF_ERROR(LaunchGather(g, compute_));
-    // G[bucket, N] (row-major) = X[bucket, K] · W[N, K]ᵀ, i.e. column-major Gᵀ = op_T(W) · X.
-    const float one = 1.0f, zero = 0.0f;
-    const cudaDataType_t in_type = CudaDataType(dtype_);
-    CS_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), bucket, static_cast<int>(K), &one,
-                           w.weight, in_type, static_cast<int>(K), x_.get(), in_type, static_cast<int>(K), &zero,
-                           gates_.get(), CUDA_R_32F, static_cast<int>(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    const bool folded = w.folded != nullptr;
+    const int64_t x_cols = folded ? 0 : t.input_dim;          // x's columns in X: none when folded
+    const int64_t first_w_col = folded ? t.input_dim : 0;    // W's columns [first_w_col, ldw) are multiplied
+    const int64_t K = GatherWidth(t.op, x_cols, t.hidden);
+    const int64_t N = t.weight->dim(0), ldw = t.weight->dim(1);
+    if (K > 0) {
+      GatherArgs g;
+      g.op = t.op;
+      g.index = s.dev_index.get();
+      g.bucket = bucket;
+      g.embedding = t.embedding && !folded ? w.embedding : nullptr;
+      g.state = m.state.get();
+      g.input_dim = x_cols;
+      g.hidden = t.hidden;
+      g.x = x_.get();
+      g.dtype = dtype_;
+      RETURN_IF_ERROR(LaunchGather(g, compute_));
+      // G[bucket, N] (row-major) = X[bucket, K] · W[N, first_w_col:]ᵀ, i.e. column-major
+      // Gᵀ = op_T(W) · X, W read with its full row length as leading dimension.
+      const float one = 1.0f, zero = 0.0f;
+      const cudaDataType_t in_type = CudaDataType(dtype_);
+      const void* w_cols = static_cast<const char*>(w.weight) + first_w_col * DtypeBytes(dtype_);
+      CS_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), bucket, static_cast<int>(K),
+                             &one, w_cols, in_type, static_cast<int>(ldw), x_.get(), in_type, static_cast<int>(K),
+                             &zero, gates_.get(), CUDA_R_32F, static_cast<int>(N), CUBLAS_COMPUTE_32F,
+                             CUBLAS_GEMM_DEFAULT));
+    }
     if (!IsHead(t.op)) {
       PointwiseArgs p;
       p.op = t.op;
       p.index = s.dev_index.get();
       p.bucket = bucket;
-      p.gates = gates_.get();
+      p.gates = K > 0 ? gates_.get() : nullptr;
       p.bias = w.bias;
+      p.folded = w.folded;
       p.state = m.state.get();
       p.hidden = t.hidden;
       return LaunchCellPointwise(p, compute_);
@@ -587,7 +601,7 @@ StatusOr<std::vector<std::unique_ptr<CudaDevice>>> CreateCudaDevices(int count, 
                            std::to_string(available));
   std::vector<int> gpus;
   for (int i = 0; i < count; ++i) gpus.push_back(i);
-  base.weights = std::make_shared<CudaWeightStore>(ToGemmDtype(base.precision));
+  base.weights = std::make_shared<CudaWeightStore>(ToGemmDtype(base.precision), base.fold_max_bytes);
   RETURN_IF_ERROR(base.weights->Prepare(models, gpus));
   std::vector<std::unique_ptr<CudaDevice>> devices;
   for (int gpu : gpus) {

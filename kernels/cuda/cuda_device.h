@@ -11,7 +11,8 @@
 // State storage: fp32 [slots + 1, 2H] per registered model in GPU memory (the last slot is the
 // padding rows' scratch), zeroed at registration. Weights: from the CudaWeightStore when the
 // options give one (loaded once per process, broadcast to the other GPUs with NCCL), else
-// uploaded by RegisterModel.
+// uploaded by RegisterModel. A token-fed type with a folded table (runtime/token_fold.h) gathers
+// only h and multiplies only the recurrent weights; a folded leaf runs no GEMM.
 // Threads: Submit, RegisterModel and ReadSlot from one thread at a time (also from inside a
 // callback, except RegisterModel); pending(), stats() and name() from any thread. Callbacks run on
 // the completion thread in submission order; they must not block or destroy the device.
@@ -31,6 +32,7 @@
 #include "kernels/gpu/precision.h"
 #include "runtime/backend.h"
 #include "runtime/device.h"
+#include "runtime/token_fold.h"
 
 namespace cellserve::cuda {
 
@@ -49,6 +51,9 @@ struct CudaDeviceOptions {
   // compute stream busy when copies and compute cost alike (kernels/gpu/stream_plan.h).
   int32_t staging_slots = 8;
   size_t graph_cache_size = 1024;  // captured graphs kept (LRU)
+  // Token-fed cell types whose folded table (runtime/token_fold.h) takes at most this many bytes
+  // get one in GPU memory; 0: none. A weight store must have been made with the same cap.
+  int64_t fold_max_bytes = kDefaultFoldMaxBytes;
   // Weights loaded once per process (CreateCudaDevices makes one); null: each device uploads.
   std::shared_ptr<CudaWeightStore> weights;
   // The CPUs the completion thread may run on (runtime/cpu_plan.h); empty: wherever the OS puts it.

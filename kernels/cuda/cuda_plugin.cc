@@ -19,6 +19,7 @@ extern "C" __attribute__((visibility("default"))) void cellserve_cuda_create_dev
   base.precision = *precision;
   base.use_graphs = request.use_graphs;
   base.completion_cpus = request.completion_cpus;
+  base.fold_max_bytes = request.fold_max_bytes;
   auto gpus = cuda::CreateCudaDevices(request.count, base, request.models);
   if (!gpus.ok()) {
     result->status = gpus.status();

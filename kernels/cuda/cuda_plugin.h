@@ -7,6 +7,7 @@
 // ABI version guards against a stale plugin. No CUDA headers here.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,7 +18,7 @@
 
 namespace cellserve::cuda {
 
-constexpr int kPluginAbiVersion = 2;
+constexpr int kPluginAbiVersion = 3;
 
 struct PluginRequest {
   int count = 1;                      // GPUs; 0 = all
@@ -25,6 +26,7 @@ struct PluginRequest {
   bool use_graphs = true;
   std::vector<const Model*> models;   // loaded onto the GPUs once (CreateCudaDevices)
   std::vector<int> completion_cpus;   // where the GPUs' completion threads run; empty: anywhere
+  int64_t fold_max_bytes = 0;         // the largest folded token-input table per cell type; 0: none
 };
 
 struct PluginResult {

@@ -4,6 +4,8 @@
 #include <nccl.h>
 #endif
 
+#include <cublas_v2.h>
+
 #include <string>
 
 namespace cellserve::cuda {
@@ -20,10 +22,12 @@ Status NcclStatus(ncclResult_t r, const char* call) {
 
 // The buffers of one model on one GPU, allocated in a fixed order so that every GPU's copy has
 // the same layout (the broadcast sends buffer i to buffer i).
-StatusOr<std::shared_ptr<ModelWeights>> AllocateModelWeights(const Model& model, int gpu, GemmDtype dtype) {
+StatusOr<std::shared_ptr<ModelWeights>> AllocateModelWeights(const Model& model, int gpu, GemmDtype dtype,
+                                                             int64_t fold_max_bytes) {
   auto w = std::make_shared<ModelWeights>();
   w->gpu = gpu;
   w->dtype = dtype;
+  w->fold_max_bytes = fold_max_bytes;
   std::map<const Tensor*, const float*> embeddings;  // shared tables are allocated once
   for (const CellType& t : model.cell_types()) {
     CellTypeWeights ct;
@@ -42,39 +46,81 @@ StatusOr<std::shared_ptr<ModelWeights>> AllocateModelWeights(const Model& model,
       }
       ct.embedding = it->second;
     }
+    if (WillFold(t, fold_max_bytes)) {
+      ASSIGN_OR_RETURN(auto table, DeviceBuffer<char>::Allocate(gpu, FoldedTableBytes(t)));
+      ct.folded = reinterpret_cast<const float*>(table.get());
+      w->buffers.push_back(std::move(table));
+    }
     w->types.push_back(ct);
   }
   return w;
 }
 
+// A cuBLAS handle for the upload's folds (on the legacy default stream, like the upload's copies).
+class CublasHandle {
+ public:
+  CublasHandle() = default;
+  ~CublasHandle() {
+    if (handle_) cublasDestroy(handle_);
+  }
+  CublasHandle(const CublasHandle&) = delete;
+  CublasHandle& operator=(const CublasHandle&) = delete;
+  StatusOr<cublasHandle_t> Get() {
+    if (!handle_) CS_CUBLAS(cublasCreate(&handle_));
+    return handle_;
+  }
+
+ private:
+  cublasHandle_t handle_ = nullptr;
+};
+
+// folded[vocab, N] = embedding[vocab, E] · W_xᵀ + bias, where W_x is the first E columns of the
+// fp32 weight w32 [N, K] (row-major): column-major, foldedᵀ = op_T(W_x) · embeddingᵀ, so W_x is
+// read with leading dimension K. fp32 throughout, on the default stream.
+Status Fold(cublasHandle_t cublas, const CellType& t, const float* w32, const float* embedding, const float* bias,
+            float* folded) {
+  const int64_t vocab = t.embedding->dim(0), E = t.input_dim, N = t.weight->dim(0), K = t.weight->dim(1);
+  const float one = 1.0f, zero = 0.0f;
+  CS_CUBLAS(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(vocab),
+                         static_cast<int>(E), &one, w32, CUDA_R_32F, static_cast<int>(K), embedding, CUDA_R_32F,
+                         static_cast<int>(E), &zero, folded, CUDA_R_32F, static_cast<int>(N), CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT));
+  return LaunchAddBias(folded, bias, vocab, N, nullptr);
+}
+
 }  // namespace
 
-StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& model, int gpu, GemmDtype dtype) {
-  ASSIGN_OR_RETURN(auto w, AllocateModelWeights(model, gpu, dtype));
+StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& model, int gpu, GemmDtype dtype,
+                                                                 int64_t fold_max_bytes) {
+  ASSIGN_OR_RETURN(auto w, AllocateModelWeights(model, gpu, dtype, fold_max_bytes));
   CS_CUDA(cudaSetDevice(gpu));
   // fp32 weights go to a staging buffer and are converted on the GPU (a no-op copy for fp32).
   size_t staging_floats = 0;
   for (const CellType& t : model.cell_types()) staging_floats = std::max<size_t>(staging_floats, t.weight->size());
   ASSIGN_OR_RETURN(auto staging, DeviceBuffer<float>::Allocate(gpu, staging_floats));
   std::map<const Tensor*, bool> uploaded;
+  CublasHandle cublas;  // made on the first fold
   for (size_t i = 0; i < model.cell_types().size(); ++i) {
     const CellType& t = model.cell_types()[i];
     const CellTypeWeights& ct = w->types[i];
-    if (dtype == GemmDtype::kF32) {
-      CS_CUDA(cudaMemcpy(const_cast<void*>(ct.weight), t.weight->data(), t.weight->size() * sizeof(float),
-                         cudaMemcpyHostToDevice));
-    } else {
-      CS_CUDA(cudaMemcpy(staging.get(), t.weight->data(), t.weight->size() * sizeof(float), cudaMemcpyHostToDevice));
-      RETURN_IF_ERROR(LaunchConvert(staging.get(), const_cast<void*>(ct.weight), t.weight->size(), dtype, nullptr));
-      CS_CUDA(cudaDeviceSynchronize());  // the staging buffer is reused by the next type
-    }
-    CS_CUDA(cudaMemcpy(const_cast<float*>(ct.bias), t.bias->data(), t.bias->size() * sizeof(float),
-                       cudaMemcpyHostToDevice));
     if (t.embedding && !uploaded[t.embedding]) {
       uploaded[t.embedding] = true;
       CS_CUDA(cudaMemcpy(const_cast<float*>(ct.embedding), t.embedding->data(), t.embedding->size() * sizeof(float),
                          cudaMemcpyHostToDevice));
     }
+    CS_CUDA(cudaMemcpy(const_cast<float*>(ct.bias), t.bias->data(), t.bias->size() * sizeof(float),
+                       cudaMemcpyHostToDevice));
+    // The fp32 weight: in place for fp32, else in the staging buffer until converted.
+    float* w32 = dtype == GemmDtype::kF32 ? static_cast<float*>(const_cast<void*>(ct.weight)) : staging.get();
+    CS_CUDA(cudaMemcpy(w32, t.weight->data(), t.weight->size() * sizeof(float), cudaMemcpyHostToDevice));
+    if (ct.folded) {  // on the default stream, after the copies above
+      ASSIGN_OR_RETURN(cublasHandle_t handle, cublas.Get());
+      RETURN_IF_ERROR(Fold(handle, t, w32, ct.embedding, ct.bias, const_cast<float*>(ct.folded)));
+    }
+    if (dtype != GemmDtype::kF32) {
+      RETURN_IF_ERROR(LaunchConvert(staging.get(), const_cast<void*>(ct.weight), t.weight->size(), dtype, nullptr));
+    }
+    CS_CUDA(cudaDeviceSynchronize());  // the staging buffer is reused by the next type
   }
   // Pageable cudaMemcpy may return before the copy lands; the device's non-blocking streams
   // would not wait for it.
@@ -87,13 +133,13 @@ Status CudaWeightStore::Prepare(const std::vector<const Model*>& models, const s
   std::lock_guard<std::mutex> lock(mu_);
   for (const Model* model : models) {
     if (weights_.count({model, gpus[0]})) continue;
-    ASSIGN_OR_RETURN(auto first, UploadModelWeights(*model, gpus[0], dtype_));
+    ASSIGN_OR_RETURN(auto first, UploadModelWeights(*model, gpus[0], dtype_, fold_max_bytes_));
     weights_[{model, gpus[0]}] = first;
     if (gpus.size() == 1) continue;
 #if CELLSERVE_HAVE_NCCL
     std::vector<std::shared_ptr<ModelWeights>> copies;
     for (size_t g = 1; g < gpus.size(); ++g) {
-      ASSIGN_OR_RETURN(auto w, AllocateModelWeights(*model, gpus[g], dtype_));
+      ASSIGN_OR_RETURN(auto w, AllocateModelWeights(*model, gpus[g], dtype_, fold_max_bytes_));
       copies.push_back(std::move(w));
     }
     // One communicator over these GPUs; rank 0 (gpus[0]) is the root of every broadcast, each rank
@@ -129,7 +175,7 @@ Status CudaWeightStore::Prepare(const std::vector<const Model*>& models, const s
     for (size_t g = 1; g < gpus.size(); ++g) weights_[{model, gpus[g]}] = std::move(copies[g - 1]);
 #else
     for (size_t g = 1; g < gpus.size(); ++g) {
-      ASSIGN_OR_RETURN(auto w, UploadModelWeights(*model, gpus[g], dtype_));
+      ASSIGN_OR_RETURN(auto w, UploadModelWeights(*model, gpus[g], dtype_, fold_max_bytes_));
       weights_[{model, gpus[g]}] = std::move(w);
     }
 #endif

@@ -3,7 +3,9 @@
 // "weights loaded once and broadcast").
 // Per cell type: the gate (or head) weight [rows, K] in the GEMM dtype (fp32, or fp16/bf16
 // converted on the GPU), the bias in fp32, and the embedding table in fp32 when the type is fed by
-// tokens (an embedding shared by several types is uploaded once).
+// tokens (an embedding shared by several types is uploaded once). A token-fed type whose table fits
+// the cap (runtime/token_fold.h) also gets its folded table, [vocab, rows] fp32, made on the GPU at
+// upload from the fp32 weights (one cuBLAS GEMM, then the bias), whatever the GEMM dtype.
 // Ownership: ModelWeights are shared (std::shared_ptr) by the CudaDevices that use them and freed
 // on their GPU when the last one lets go; the Model must outlive them. Threads: CudaWeightStore is
 // thread-safe; Prepare blocks until the weights are on every GPU.
@@ -19,6 +21,7 @@
 #include "kernels/cuda/cell_kernels.h"
 #include "kernels/cuda/device_buffer.h"
 #include "runtime/model.h"
+#include "runtime/token_fold.h"
 
 namespace cellserve::cuda {
 
@@ -26,30 +29,38 @@ struct CellTypeWeights {
   const void* weight = nullptr;      // [rows, K] of the store's dtype
   const float* bias = nullptr;       // [rows]
   const float* embedding = nullptr;  // [vocab, input_dim] or null
+  // Folded: [vocab, rows], row v = W_x embedding[v] + bias; a round then multiplies only weight's
+  // columns [input_dim, K) (none for a leaf). Null when not folded.
+  const float* folded = nullptr;
 };
 
 struct ModelWeights {
   int gpu = 0;
   GemmDtype dtype = GemmDtype::kF32;
+  int64_t fold_max_bytes = 0;  // the cap the tables were made under
   std::vector<CellTypeWeights> types;  // in Model::cell_types() order
   std::vector<DeviceBuffer<char>> buffers;  // owns what `types` points into
 };
 
-// Copies (and converts) every tensor of `model` to GPU `gpu`. Synchronous.
-StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& model, int gpu, GemmDtype dtype);
+// Copies (and converts) every tensor of `model` to GPU `gpu` and makes the folded tables that fit
+// `fold_max_bytes` (0: none). Synchronous.
+StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& model, int gpu, GemmDtype dtype,
+                                                                 int64_t fold_max_bytes);
 
 class CudaWeightStore {
  public:
-  explicit CudaWeightStore(GemmDtype dtype) : dtype_(dtype) {}
+  CudaWeightStore(GemmDtype dtype, int64_t fold_max_bytes) : dtype_(dtype), fold_max_bytes_(fold_max_bytes) {}
   // Loads each model onto gpus[0] from the host and broadcasts it to gpus[1..] with NCCL (one
   // communicator for these GPUs). Models already prepared are skipped.
   Status Prepare(const std::vector<const Model*>& models, const std::vector<int>& gpus);
   // The weights of `model` on `gpu`, or null if Prepare did not put them there.
   std::shared_ptr<const ModelWeights> Get(const Model& model, int gpu) const;
   GemmDtype dtype() const { return dtype_; }
+  int64_t fold_max_bytes() const { return fold_max_bytes_; }
 
  private:
   const GemmDtype dtype_;
+  const int64_t fold_max_bytes_;
   mutable std::mutex mu_;
   std::map<std::pair<const Model*, int>, std::shared_ptr<const ModelWeights>> weights_;  // guarded by mu_
 };

@@ -108,40 +108,48 @@ CS_HD inline float CellTanh(float x) { return ::tanhf(x); }
 // bias) + bias, activations, c/h update into the row's out slot. kLstm reads c_prev of h_src,
 // kTreeInternal c of h_src (left) and h2_src (right); absent inputs are zeros. A row with out -1
 // writes nothing; heads are no-ops.
+// Folded token inputs (runtime/token_fold.h): `folded` is then the cell type's table
+// [vocab, GateCount(op) * H], and a row with a token (x_src >= 0) adds its token's row instead of
+// `bias`; `gates` holds only the recurrent part (W_h h), or is null when there is none (a leaf).
+// `folded` null: not folded. The sum is gates + table row, the CPU backend's order.
 CS_HD inline void CellPointwiseElement(CellOp op, const int32_t* index, int32_t bucket, int32_t row,
-                                       int64_t j, const float* gates, const float* bias, float* state,
-                                       int64_t hidden) {
+                                       int64_t j, const float* gates, const float* bias, const float* folded,
+                                       float* state, int64_t hidden) {
   const int32_t out = PlanEntry(index, bucket, kOut, row);
   if (out < 0) return;
   const int64_t H = hidden;
-  const float* g = gates + static_cast<int64_t>(row) * GateCount(op) * H;
-  const float* b = bias;
+  const int64_t width = GateCount(op) * H;
+  const float* g = gates == nullptr ? nullptr : gates + static_cast<int64_t>(row) * width;
+  const int32_t token = PlanEntry(index, bucket, kXSrc, row);
+  const float* b = folded != nullptr && token >= 0 ? folded + static_cast<int64_t>(token) * width : bias;
+  // Gate block k's pre-activation at column j.
+  auto pre = [&](int64_t k) { return (g == nullptr ? 0.0f : g[k * H + j]) + b[k * H + j]; };
   const int32_t first = PlanEntry(index, bucket, kHSrc, row);
   float c_new = 0.0f;
   float o = 0.0f;
   switch (op) {
     case CellOp::kLstm: {
-      const float i = CellSigmoid(g[j] + b[j]);
-      const float f = CellSigmoid(g[H + j] + b[H + j]);
-      const float u = CellTanh(g[2 * H + j] + b[2 * H + j]);
-      o = CellSigmoid(g[3 * H + j] + b[3 * H + j]);
+      const float i = CellSigmoid(pre(0));
+      const float f = CellSigmoid(pre(1));
+      const float u = CellTanh(pre(2));
+      o = CellSigmoid(pre(3));
       c_new = f * SlotC(state, first, H, j) + i * u;
       break;
     }
     case CellOp::kTreeLeaf: {
-      const float i = CellSigmoid(g[j] + b[j]);
-      o = CellSigmoid(g[H + j] + b[H + j]);
-      const float u = CellTanh(g[2 * H + j] + b[2 * H + j]);
+      const float i = CellSigmoid(pre(0));
+      o = CellSigmoid(pre(1));
+      const float u = CellTanh(pre(2));
       c_new = i * u;
       break;
     }
     case CellOp::kTreeInternal: {
       const int32_t second = PlanEntry(index, bucket, kH2Src, row);
-      const float i = CellSigmoid(g[j] + b[j]);
-      const float fl = CellSigmoid(g[H + j] + b[H + j]);
-      const float fr = CellSigmoid(g[2 * H + j] + b[2 * H + j]);
-      o = CellSigmoid(g[3 * H + j] + b[3 * H + j]);
-      const float u = CellTanh(g[4 * H + j] + b[4 * H + j]);
+      const float i = CellSigmoid(pre(0));
+      const float fl = CellSigmoid(pre(1));
+      const float fr = CellSigmoid(pre(2));
+      o = CellSigmoid(pre(3));
+      const float u = CellTanh(pre(4));
       c_new = i * u + fl * SlotC(state, first, H, j) + fr * SlotC(state, second, H, j);
       break;
     }
@@ -152,6 +160,12 @@ CS_HD inline void CellPointwiseElement(CellOp op, const int32_t* index, int32_t 
   float* out_h = state + static_cast<int64_t>(out) * 2 * H;
   out_h[H + j] = c_new;
   out_h[j] = o * CellTanh(c_new);
+}
+
+// One element of a folded table's bias pass (registration): row r, column j of table [rows, width]
+// gets bias[j] added, completing W_x embedding[r] + b.
+CS_HD inline void AddBiasElement(float* table, const float* bias, int64_t width, int64_t i) {
+  table[i] += bias[i % width];
 }
 
 // A candidate of the head's argmax: a logit and its column.

@@ -56,7 +56,7 @@ Status LaunchCellPointwise(const PointwiseArgs& a, cudaStream_t stream) {
                                       for (int32_t row = 0; row < a.bucket; ++row)
                                         for (int64_t j = 0; j < a.hidden; ++j)
                                           gpu::CellPointwiseElement(a.op, a.index, a.bucket, row, j, a.gates,
-                                                                    a.bias, a.state, a.hidden);
+                                                                    a.bias, a.folded, a.state, a.hidden);
                                     }),
                   "CellPointwiseKernel");
 }
@@ -82,6 +82,17 @@ Status LaunchHeadArgmax(const HeadArgs& a, cudaStream_t stream) {
                                       }
                                     }),
                   "HeadArgmaxKernel");
+}
+
+Status LaunchAddBias(float* table, const float* bias, int64_t rows, int64_t width, cudaStream_t stream) {
+  if (rows < 0 || width < 0) return InvalidArgument("LaunchAddBias: negative size");
+  const int64_t total = rows * width;
+  return Enqueued(fakecuda::Enqueue(stream,
+                                    [table, bias, width, total] {
+                                      for (int64_t i = 0; i < total; ++i)
+                                        gpu::AddBiasElement(table, bias, width, i);
+                                    }),
+                  "AddBiasKernel");
 }
 
 Status LaunchConvert(const float* src, void* dst, int64_t n, GemmDtype dtype, cudaStream_t stream) {

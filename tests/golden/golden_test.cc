@@ -1,7 +1,7 @@
 // Golden tests: every model kind against PyTorch (nn.LSTM, greedy seq2seq, a reference
 // Tree-LSTM) on the weights and inputs in data/, made by make_goldens.py. Each case runs alone and
-// again batched with all the other cases; both must match PyTorch to a relative error < 1e-5. On the
-// CPU backend all of it runs twice: with token inputs folded (the default) and without.
+// again batched with all the other cases; both must match PyTorch to a relative error < 1e-5. All
+// of it runs twice: with token inputs folded (the default, runtime/token_fold.h) and without.
 // Built twice: golden_test on the CPU backend, and (with CUDA) golden_cuda_test on the CUDA
 // backend (CELLSERVE_GOLDEN_CUDA; label gpu; skips where no GPU is usable).
 #include <gtest/gtest.h>
@@ -52,21 +52,15 @@ struct GoldenCase {
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {};
 
-// The backend settings under test: on the CPU, with token inputs folded (the default) and
-// without (kernels/cpu/cell_weights.h); one setting on the GPU.
-std::vector<bool> FoldSettings() {
-#if CELLSERVE_GOLDEN_CUDA
-  return {false};
-#else
-  return {true, false};
-#endif
-}
+// The backend settings under test: token inputs folded (the default) and not.
+std::vector<bool> FoldSettings() { return {true, false}; }
 
 // The backend under test; UNAVAILABLE skips (a CUDA build on a machine without a GPU).
 StatusOr<std::unique_ptr<Backend>> MakeBackend(bool fold) {
 #if CELLSERVE_GOLDEN_CUDA
-  (void)fold;
-  ASSIGN_OR_RETURN(auto gpu, cuda::CudaBackend::Create({}));
+  cuda::CudaDeviceOptions options;
+  if (!fold) options.fold_max_bytes = 0;
+  ASSIGN_OR_RETURN(auto gpu, cuda::CudaBackend::Create(options));
   return std::unique_ptr<Backend>(std::move(gpu));
 #else
   cpu::CpuBackendOptions options;

@@ -1,7 +1,8 @@
 // The CUDA backend on a real GPU (ctest label `gpu`; every test skips where no GPU is usable):
 //  - equals the CPU backend on the same random batches (every model kind and cell type, batch 1
 //    to 512, random slots, chains of rounds so states are not zero): 1e-5 relative for fp32,
-//    1e-2 for fp16 and bf16;
+//    1e-2 for fp16 and bf16; token inputs folded (the default) and not;
+//  - folded tables (runtime/token_fold.h) exist for the token-fed types under the cap, only those;
 //  - a row's result does not depend on its batch-mates or its bucket (to 1e-5; cuBLAS may pick
 //    another kernel per bucket, so not bitwise);
 //  - the asynchronous device: every submitted round completes exactly once and in order, graphs
@@ -26,6 +27,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_device.h"
+#include "kernels/cuda/cuda_weights.h"
 #include "runtime/this_thread.h"
 #include "tests/unit/common/thread_probe.h"
 #include "tests/unit/kernels/test_models.h"
@@ -84,11 +86,13 @@ bool IsHead(CellOp op) { return op == CellOp::kHeadLogits || op == CellOp::kHead
 // Random rounds over every cell type of a model, run on both backends, compared as they go.
 class Twin {
  public:
-  Twin(std::shared_ptr<const Model> model, cuda::Precision precision, bool graphs, int32_t slots, double tol)
-      : model_(std::move(model)), slots_(slots), tol_(tol) {
+  Twin(std::shared_ptr<const Model> model, cuda::Precision precision, bool graphs, bool fold, int32_t slots,
+       double tol)
+      : model_(std::move(model)), slots_(slots), tol_(tol), cpu_(CpuOptions(fold)) {
     cuda::CudaDeviceOptions o;
     o.precision = precision;
     o.use_graphs = graphs;
+    o.fold_max_bytes = fold ? int64_t{1} << 30 : 0;
     auto gpu = cuda::CudaBackend::Create(o);
     if (!gpu.ok()) throw std::runtime_error(gpu.status().ToString());
     gpu_ = std::move(*gpu);
@@ -142,6 +146,12 @@ class Twin {
   cuda::CudaBackend& gpu() { return *gpu_; }
 
  private:
+  static cpu::CpuBackendOptions CpuOptions(bool fold) {
+    cpu::CpuBackendOptions options;
+    options.cell_weights.fold_max_bytes = fold ? int64_t{1} << 30 : 0;
+    return options;
+  }
+
   void CompareHead(const BatchOutput& got, const BatchOutput& want, const CellType& t, int32_t rows) {
     ASSERT_EQ(got.argmax.size(), static_cast<size_t>(rows));
     ASSERT_EQ(got.max_value.size(), static_cast<size_t>(rows));
@@ -174,10 +184,11 @@ struct Case {
   cuda::Precision precision;
   double tol;
   bool graphs = true;  // false: --no-cuda-graphs (plain launches, unpadded batches)
+  bool fold = true;    // false: --fold-max-mib 0 (token inputs gathered and multiplied every round)
 };
 void PrintTo(const Case& c, std::ostream* os) {
   *os << ModelKindName(c.kind) << " " << cuda::PrecisionName(c.precision) << " tol " << c.tol
-      << (c.graphs ? "" : " no graphs");
+      << (c.graphs ? "" : " no graphs") << (c.fold ? "" : " unfolded");
 }
 
 class CudaMatchesCpu : public ::testing::TestWithParam<Case> {};
@@ -186,7 +197,7 @@ TEST_P(CudaMatchesCpu, RandomRoundsEveryTypeBatchOneTo512) {
   REQUIRE_GPU();
   const Case c = GetParam();
   auto model = testing_models::Make(c.kind, /*hidden=*/64, /*layers=*/2, /*seed=*/11, /*max_batch=*/512);
-  Twin twin(model, c.precision, c.graphs, /*slots=*/8192, c.tol);
+  Twin twin(model, c.precision, c.graphs, c.fold, /*slots=*/8192, c.tol);
   std::mt19937 rng(5);
   const int32_t sizes[] = {1, 2, 3, 8, 31, 32, 33, 100, 255, 512};
   // Producers first (token-fed types), so later rounds read non-zero states.
@@ -217,11 +228,57 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{ModelKind::kLstm, cuda::Precision::kF16, 1e-2},
                       Case{ModelKind::kSeq2Seq, cuda::Precision::kF16, 1e-2},
                       Case{ModelKind::kTreeLstm, cuda::Precision::kBF16, 1e-2},
-                      Case{ModelKind::kSeq2Seq, cuda::Precision::kF32, 1e-5, /*graphs=*/false}),
+                      Case{ModelKind::kSeq2Seq, cuda::Precision::kF32, 1e-5, /*graphs=*/false},
+                      Case{ModelKind::kLstm, cuda::Precision::kF32, 1e-5, true, /*fold=*/false},
+                      Case{ModelKind::kSeq2Seq, cuda::Precision::kF32, 1e-5, true, /*fold=*/false},
+                      Case{ModelKind::kTreeLstm, cuda::Precision::kF32, 1e-5, true, /*fold=*/false},
+                      Case{ModelKind::kLstm, cuda::Precision::kF16, 1e-2, true, /*fold=*/false}),
     [](const auto& info) {
       return std::string(ModelKindName(info.param.kind)) + "_" + cuda::PrecisionName(info.param.precision) +
-             (info.param.graphs ? "" : "_nographs");
+             (info.param.graphs ? "" : "_nographs") + (info.param.fold ? "" : "_unfolded");
     });
+
+// Tables for the token-fed types whose table fits the cap, none for the others; a table row is
+// W_x embedding[v] + bias. The device refuses a store made under another cap.
+TEST(CudaBackendTest, FoldedTablesForTokenFedTypesUnderTheCap) {
+  REQUIRE_GPU();
+  auto model = testing_models::Make(ModelKind::kSeq2Seq, 32, 2, 4, 64);
+  const CellType& enc0 = model->cell_type(model->layer_type(0));
+  const int64_t enc_bytes = FoldedTableBytes(enc0);
+  const int64_t dec_bytes = FoldedTableBytes(model->cell_type(model->decoder_layer_type(0)));
+  ASSERT_LT(dec_bytes, enc_bytes);  // the target vocabulary is the smaller
+  for (int64_t cap : {int64_t{0}, dec_bytes, enc_bytes}) {
+    auto w = cuda::UploadModelWeights(*model, 0, cuda::GemmDtype::kF32, cap);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    for (size_t i = 0; i < model->cell_types().size(); ++i) {
+      const CellType& t = model->cell_types()[i];
+      EXPECT_EQ((*w)->types[i].folded != nullptr, WillFold(t, cap)) << t.name << " cap " << cap;
+    }
+  }
+  auto w = cuda::UploadModelWeights(*model, 0, cuda::GemmDtype::kF16, enc_bytes);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const int64_t G = enc0.weight->dim(0), E = enc0.input_dim, K = enc0.weight->dim(1);
+  const int32_t token = 37;
+  std::vector<float> row(static_cast<size_t>(G));
+  ASSERT_EQ(cudaMemcpy(row.data(), (*w)->types[model->layer_type(0)].folded + token * G, G * sizeof(float),
+                       cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  for (int64_t j = 0; j < G; ++j) {
+    double want = enc0.bias->data()[j];
+    for (int64_t k = 0; k < E; ++k)
+      want += double(enc0.weight->data()[j * K + k]) * enc0.embedding->data()[token * E + k];
+    EXPECT_NEAR(row[j], want, 1e-5) << "gate " << j << ": made from the fp32 weights, not the fp16 ones";
+  }
+
+  cuda::CudaDeviceOptions o;
+  o.fold_max_bytes = 0;
+  o.weights = std::make_shared<cuda::CudaWeightStore>(cuda::GemmDtype::kF32, enc_bytes);
+  ASSERT_TRUE(o.weights->Prepare({model.get()}, {0}).ok());
+  auto device = cuda::CudaDevice::Create("cuda:0", o);
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  Status registered = (*device)->RegisterModel(*model, 16);
+  EXPECT_EQ(registered.code(), StatusCode::kInvalidArgument) << registered.ToString();
+}
 
 // The same row alone and at several positions of batches of several buckets.
 TEST(CudaBackendTest, RowDoesNotDependOnBatchMates) {

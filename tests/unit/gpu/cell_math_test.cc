@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -16,6 +17,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/gpu/cell_math.h"
 #include "runtime/model_repository.h"
+#include "runtime/token_fold.h"
 #include "tests/unit/kernels/test_models.h"
 
 namespace cellserve {
@@ -50,35 +52,58 @@ std::vector<int32_t> MakeIndex(const CellBatch& batch, int32_t slots, int32_t bu
 
 // The gather kernel (one value per element of X [bucket, K]) then the GEMM G = X · Wᵀ, in double
 // and rounded to float as cuBLAS's fp32 output is. Returns G [bucket, rows of W].
+// `folded`: the type's token input is folded (runtime/token_fold.h), so the round gathers only h,
+// as the CUDA device does (input_dim 0, no embedding), and multiplies W's recurrent columns; a
+// folded leaf has nothing to gather and returns an empty G.
 std::vector<float> GatherAndGemm(const CellType& type, const std::vector<int32_t>& index,
-                                 int32_t bucket, const std::vector<float>& state) {
-  const int64_t K = gpu::GatherWidthOf(type.op, type.input_dim, type.hidden);
-  EXPECT_EQ(K, type.weight->dim(1)) << type.name;
-  const float* embedding = type.embedding ? type.embedding->data() : nullptr;
+                                 int32_t bucket, const std::vector<float>& state, bool folded = false) {
+  const int64_t x_cols = folded ? 0 : type.input_dim;  // W's first column multiplied here
+  const int64_t K = gpu::GatherWidthOf(type.op, x_cols, type.hidden);
+  const int64_t ldw = type.weight->dim(1);
+  EXPECT_EQ(K + (folded ? type.input_dim : 0), ldw) << type.name;
+  if (K == 0) return {};
+  const float* embedding = type.embedding && !folded ? type.embedding->data() : nullptr;
   std::vector<float> x(static_cast<size_t>(bucket * K));
   for (int32_t r = 0; r < bucket; ++r)
     for (int64_t col = 0; col < K; ++col)
       x[r * K + col] = gpu::GatherValue(type.op, index.data(), bucket, r, col, embedding, state.data(),
-                                        type.input_dim, type.hidden);
+                                        x_cols, type.hidden);
   const int64_t N = type.weight->dim(0);
-  const float* w = type.weight->data();
+  const float* w = type.weight->data() + (folded ? type.input_dim : 0);
   std::vector<float> g(static_cast<size_t>(bucket * N));
   for (int32_t r = 0; r < bucket; ++r)
     for (int64_t n = 0; n < N; ++n) {
       double sum = 0.0;
-      for (int64_t k = 0; k < K; ++k) sum += double(x[r * K + k]) * double(w[n * K + k]);
+      for (int64_t k = 0; k < K; ++k) sum += double(x[r * K + k]) * double(w[n * ldw + k]);
       g[r * N + n] = static_cast<float>(sum);
     }
   return g;
 }
 
-// The pointwise kernel: one call per (row, j).
+// A folded table as the CUDA weight upload makes it: one GEMM embedding · W_xᵀ (double here,
+// rounded to float) then AddBiasElement over every element.
+std::vector<float> FoldedTable(const CellType& type) {
+  const int64_t vocab = type.embedding->dim(0), E = type.input_dim, N = type.weight->dim(0);
+  const int64_t ldw = type.weight->dim(1);
+  std::vector<float> table(static_cast<size_t>(vocab * N));
+  for (int64_t v = 0; v < vocab; ++v)
+    for (int64_t n = 0; n < N; ++n) {
+      double sum = 0.0;
+      for (int64_t k = 0; k < E; ++k)
+        sum += double(type.embedding->data()[v * E + k]) * double(type.weight->data()[n * ldw + k]);
+      table[v * N + n] = static_cast<float>(sum);
+    }
+  for (int64_t i = 0; i < vocab * N; ++i) gpu::AddBiasElement(table.data(), type.bias->data(), N, i);
+  return table;
+}
+
+// The pointwise kernel: one call per (row, j). `folded`: the type's table, else null.
 void Pointwise(const CellType& type, const std::vector<int32_t>& index, int32_t bucket,
-               const std::vector<float>& gates, std::vector<float>& state) {
+               const std::vector<float>& gates, std::vector<float>& state, const float* folded = nullptr) {
   for (int32_t r = 0; r < bucket; ++r)
     for (int64_t j = 0; j < type.hidden; ++j)
-      gpu::CellPointwiseElement(type.op, index.data(), bucket, r, j, gates.data(), type.bias->data(),
-                                state.data(), type.hidden);
+      gpu::CellPointwiseElement(type.op, index.data(), bucket, r, j, gates.empty() ? nullptr : gates.data(),
+                                type.bias->data(), folded, state.data(), type.hidden);
 }
 
 // The head kernel's block for one row: lane l runs PartialArgMax over columns l, l + lanes, ...;
@@ -135,11 +160,16 @@ bool SameValue(float a, float b) { return (std::isnan(a) && std::isnan(b)) || Sa
 }
 
 // A CPU backend holding one model, and the host emulation of a GPU round over a copy of its state.
+// `folded`: token-fed types run folded on both sides (runtime/token_fold.h); else on neither.
 class RoundHarness {
  public:
-  RoundHarness(std::shared_ptr<const Model> model, int32_t slots)
-      : model_(std::move(model)), slots_(slots), hidden_(model_->spec().hidden) {
+  RoundHarness(std::shared_ptr<const Model> model, int32_t slots, bool folded = false)
+      : model_(std::move(model)), slots_(slots), hidden_(model_->spec().hidden),
+        backend_(BackendOptions(folded)) {
     EXPECT_TRUE(backend_.RegisterModel(*model_, slots_).ok());
+    if (folded)
+      for (const CellType& t : model_->cell_types())
+        if (IsTokenFed(t)) tables_[&t] = FoldedTable(t);
   }
 
   const Model& model() const { return *model_; }
@@ -165,9 +195,12 @@ class RoundHarness {
     const std::vector<float> before = DeviceState();
     std::vector<float> emulated = before;
     const std::vector<int32_t> index = MakeIndex(batch, slots_, bucket);
-    const std::vector<float> gates = GatherAndGemm(type, index, bucket, emulated);
-    EXPECT_EQ(static_cast<int64_t>(gates.size()), bucket * gpu::GateCount(type.op) * H);
-    Pointwise(type, index, bucket, gates, emulated);
+    auto table = tables_.find(&type);
+    const bool folded = table != tables_.end();
+    const std::vector<float> gates = GatherAndGemm(type, index, bucket, emulated, folded);
+    const bool folded_leaf = folded && type.op == CellOp::kTreeLeaf;  // no GEMM at all
+    EXPECT_EQ(static_cast<int64_t>(gates.size()), folded_leaf ? 0 : bucket * gpu::GateCount(type.op) * H);
+    Pointwise(type, index, bucket, gates, emulated, folded ? table->second.data() : nullptr);
     EXPECT_TRUE(backend_.Run(batch).ok());
 
     std::set<SlotId> outputs;
@@ -239,10 +272,17 @@ class RoundHarness {
   }
 
  private:
+  static cpu::CpuBackendOptions BackendOptions(bool folded) {
+    cpu::CpuBackendOptions options;
+    options.cell_weights.fold_max_bytes = folded ? int64_t{1} << 30 : 0;
+    return options;
+  }
+
   std::shared_ptr<const Model> model_;
   int32_t slots_;
   int64_t hidden_;
   cpu::CpuBackend backend_;
+  std::map<const CellType*, std::vector<float>> tables_;  // folded token-fed types
 };
 
 CellRow Row(int32_t token, SlotId x_slot, SlotId h_src, SlotId h2_src, SlotId out) {
@@ -297,8 +337,14 @@ TEST(CellMath, GatherValueFollowsThePlanLayout) {
             21.0f);
 }
 
-TEST(CellMath, LstmLayer0TokenFedMatchesCpuBackend) {
-  RoundHarness harness(testing_models::Make(ModelKind::kLstm, 36, 2, 11), 48);
+// The token-fed rounds, unfolded and folded (runtime/token_fold.h: the table's row replaces the
+// bias, the GEMM covers only h, a leaf has no GEMM).
+class CellMathFolded : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Inputs, CellMathFolded, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "folded" : "unfolded"; });
+
+TEST_P(CellMathFolded, LstmLayer0TokenFedMatchesCpuBackend) {
+  RoundHarness harness(testing_models::Make(ModelKind::kLstm, 36, 2, 11), 48, GetParam());
   const Model& m = harness.model();
   // Step 0 of ten sequences (h_src -1: zeros), padded from 10 to 16 rows.
   CellBatch step0{&m, m.layer_type(0), {}};
@@ -337,10 +383,10 @@ TEST(CellMath, LstmLayer1SlotFedMatchesCpuBackend) {
                           slot_floats, "scratch vs the all-absent row"));
 }
 
-TEST(CellMath, Seq2SeqDecoderAndProjectionMatchCpuBackend) {
+TEST_P(CellMathFolded, Seq2SeqDecoderAndProjectionMatchCpuBackend) {
   ModelSpec spec = testing_models::Make(ModelKind::kSeq2Seq, 28, 2, 13)->spec();
   spec.target_vocab_size = 700;  // several columns per lane even at 256 lanes
-  RoundHarness harness(testutil::RandomModel(spec, 13), 32);
+  RoundHarness harness(testutil::RandomModel(spec, 13), 32, GetParam());
   const Model& m = harness.model();
   CellBatch encoder{&m, m.layer_type(0), {}};
   for (int r = 0; r < 5; ++r) encoder.rows.push_back(Row(r * 17 + 2, -1, -1, -1, r));
@@ -361,8 +407,8 @@ TEST(CellMath, Seq2SeqDecoderAndProjectionMatchCpuBackend) {
   EXPECT_EQ(out.argmax[5], out.argmax[0]);
 }
 
-TEST(CellMath, TreeLeafInternalAndHeadMatchCpuBackend) {
-  RoundHarness harness(testing_models::Make(ModelKind::kTreeLstm, 20, 1, 14), 24);
+TEST_P(CellMathFolded, TreeLeafInternalAndHeadMatchCpuBackend) {
+  RoundHarness harness(testing_models::Make(ModelKind::kTreeLstm, 20, 1, 14), 24, GetParam());
   const Model& m = harness.model();
   CellBatch leaves{&m, m.leaf_type(), {}};
   for (int r = 0; r < 6; ++r) leaves.rows.push_back(Row(r * 13 + 4, -1, -1, -1, r));
@@ -498,8 +544,8 @@ TEST(CellMath, PointwiseSaturatesCleanlyOnExtremeGates) {
   const std::vector<float> bias(4 * H, 0.0f);
   std::vector<float> state = {0, 0, 0, 2.0f, -3.0f, 0.25f, 9, 9, 9, 9, 9, 9};
   for (int64_t j = 0; j < H; ++j)
-    gpu::CellPointwiseElement(CellOp::kLstm, index.data(), 1, 0, j, gates.data(), bias.data(), state.data(),
-                              H);
+    gpu::CellPointwiseElement(CellOp::kLstm, index.data(), 1, 0, j, gates.data(), bias.data(), nullptr,
+                              state.data(), H);
   const double sig[4][3] = {{1, 0, 0.5}, {0, 1, 1 / (1 + std::exp(-0.5))}, {1, -1, 0}, {1, 1, 0}};
   for (int64_t j = 0; j < H; ++j) {
     // i = sig[0], f = sig[1], u = tanh row, o = sigmoid of gates[9..11].

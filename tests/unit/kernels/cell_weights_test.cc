@@ -29,26 +29,32 @@ cpu::CellWeightOptions Cap(int64_t bytes, int threads = 1) {
 TEST(CellWeights, OnlyTokenFedCellTypesHaveATable) {
   const int64_t H = 16;
   auto lstm = Make(ModelKind::kLstm, H, 2);
-  EXPECT_EQ(cpu::FoldedTableBytes(lstm->cell_type(lstm->layer_type(0))), kVocab * 4 * H * 4);
-  EXPECT_EQ(cpu::FoldedTableBytes(lstm->cell_type(lstm->layer_type(1))), 0);
-  EXPECT_EQ(cpu::FoldedTableBytes(lstm->cell_type(lstm->head_type())), 0);
+  EXPECT_EQ(FoldedTableBytes(lstm->cell_type(lstm->layer_type(0))), kVocab * 4 * H * 4);
+  EXPECT_EQ(FoldedTableBytes(lstm->cell_type(lstm->layer_type(1))), 0);
+  EXPECT_EQ(FoldedTableBytes(lstm->cell_type(lstm->head_type())), 0);
   auto s2s = Make(ModelKind::kSeq2Seq, H, 2);
-  EXPECT_EQ(cpu::FoldedTableBytes(s2s->cell_type(s2s->layer_type(0))), kVocab * 4 * H * 4);
-  EXPECT_EQ(cpu::FoldedTableBytes(s2s->cell_type(s2s->layer_type(1))), 0);
+  EXPECT_EQ(FoldedTableBytes(s2s->cell_type(s2s->layer_type(0))), kVocab * 4 * H * 4);
+  EXPECT_EQ(FoldedTableBytes(s2s->cell_type(s2s->layer_type(1))), 0);
   // The decoder is fed the target vocabulary (60 in test_models).
-  EXPECT_EQ(cpu::FoldedTableBytes(s2s->cell_type(s2s->decoder_layer_type(0))), 60 * 4 * H * 4);
-  EXPECT_EQ(cpu::FoldedTableBytes(s2s->cell_type(s2s->decoder_layer_type(1))), 0);
-  EXPECT_EQ(cpu::FoldedTableBytes(s2s->cell_type(s2s->head_type())), 0);
+  EXPECT_EQ(FoldedTableBytes(s2s->cell_type(s2s->decoder_layer_type(0))), 60 * 4 * H * 4);
+  EXPECT_EQ(FoldedTableBytes(s2s->cell_type(s2s->decoder_layer_type(1))), 0);
+  EXPECT_EQ(FoldedTableBytes(s2s->cell_type(s2s->head_type())), 0);
   auto tree = Make(ModelKind::kTreeLstm, H, 1);
-  EXPECT_EQ(cpu::FoldedTableBytes(tree->cell_type(tree->leaf_type())), kVocab * 3 * H * 4);
-  EXPECT_EQ(cpu::FoldedTableBytes(tree->cell_type(tree->internal_type())), 0);
+  EXPECT_EQ(FoldedTableBytes(tree->cell_type(tree->leaf_type())), kVocab * 3 * H * 4);
+  EXPECT_EQ(FoldedTableBytes(tree->cell_type(tree->internal_type())), 0);
 }
 
 TEST(CellWeights, FoldsOnlyWhatFitsTheCap) {
   auto model = Make(ModelKind::kLstm, 16, 1);
   const CellType& layer0 = model->cell_type(model->layer_type(0));
-  const int64_t bytes = cpu::FoldedTableBytes(layer0);
+  const int64_t bytes = FoldedTableBytes(layer0);
   const int64_t K = layer0.weight->dim(1), H = 16;
+
+  // The rule both backends share (runtime/token_fold.h), then what the CPU backend makes of it.
+  EXPECT_TRUE(WillFold(layer0, bytes));
+  EXPECT_FALSE(WillFold(layer0, bytes - 1));
+  EXPECT_FALSE(WillFold(layer0, 0));
+  EXPECT_FALSE(WillFold(model->cell_type(model->head_type()), int64_t{1} << 30));
 
   auto at_cap = cpu::PrepareCellWeights(layer0, Cap(bytes));
   EXPECT_TRUE(at_cap.is_folded());
