@@ -2,8 +2,9 @@
 // slot, one sgemm, fused element-wise pass into the output slots) against the bare sgemm of the
 // same shape [B, E+H] x [E+H, 4H], and our packed GEMM alone on the widest micro-kernel the CPU
 // has and on the AVX2 one; and a first-layer (token-fed) step with its input folded into a
-// per-token table (kernels/cpu/cell_weights.h) and without. Arguments: batch size, hidden size
-// (E = H).
+// per-token table (kernels/cpu/cell_weights.h) and without; and the LSTM step and GEMM of a model
+// stored as BF16 / F16, whose packed weights keep 16 bits each (kernels/cpu/packed_gemm.h, same
+// results). Arguments: batch size, hidden size (E = H).
 // Run: build/bench/bench_kernels --benchmark_format=json, or bench/run_kernel_bench.py for the
 // table with PyTorch's nn.LSTMCell beside it.
 #include <benchmark/benchmark.h>
@@ -24,8 +25,10 @@ namespace {
 
 // An lstm with E = H and random weights. By default two layers: layer 1 takes x from a slot, as
 // most cells in a deep model do.
-std::shared_ptr<const Model> MakeModel(int64_t hidden, int64_t max_batch, int64_t vocab = 1000, int64_t layers = 2) {
+std::shared_ptr<const Model> MakeModel(int64_t hidden, int64_t max_batch, int64_t vocab = 1000, int64_t layers = 2,
+                                       const std::string& dtype = "F32") {
   ModelSpec spec;
+  spec.dtype = dtype;
   spec.name = "bench";
   spec.kind = ModelKind::kLstm;
   spec.vocab_size = vocab;
@@ -38,9 +41,9 @@ std::shared_ptr<const Model> MakeModel(int64_t hidden, int64_t max_batch, int64_
   return Model::Create(spec, *weights).value();
 }
 
-void BM_LstmStep(benchmark::State& state) {
+void RunLstmStep(benchmark::State& state, const std::string& dtype) {
   const int64_t B = state.range(0), H = state.range(1);
-  auto model = MakeModel(H, B);
+  auto model = MakeModel(H, B, 1000, 2, dtype);
   cpu::CpuBackendOptions options;
   options.blas_threads = 1;
   cpu::CpuBackend backend(options);
@@ -62,6 +65,10 @@ void BM_LstmStep(benchmark::State& state) {
   }
   state.counters["batch"] = static_cast<double>(B);
 }
+
+void BM_LstmStep(benchmark::State& state) { RunLstmStep(state, "F32"); }
+// Weights stored as BF16: 16-bit panels, half the bytes per step.
+void BM_LstmStepBf16(benchmark::State& state) { RunLstmStep(state, "BF16"); }
 
 // A first-layer step: x = embedding[token], the previous step's state; folded or not. The model
 // has the demo's vocabulary (32,000: a 250 MiB table at H = 512, so rows come from memory, not
@@ -117,15 +124,16 @@ void BM_Sgemm(benchmark::State& state) {
 }
 
 // Our batch-invariant GEMM alone (weights packed once), same shape as BM_Sgemm, on one
-// micro-kernel.
-void RunPackedGemm(benchmark::State& state, cpu::GemmIsa isa) {
+// micro-kernel; `format`: the 16-bit panels it also gets (the weights, 0.0625, are exact in every
+// format), which products of up to kNarrowMaxRows rows use.
+void RunPackedGemm(benchmark::State& state, cpu::GemmIsa isa, cpu::PanelFormat format = cpu::PanelFormat::kF32) {
   const int64_t B = state.range(0), H = state.range(1), K = 2 * H, N = 4 * H;
   if (!cpu::GemmIsaSupported(isa)) {
     state.SkipWithError((std::string("no ") + cpu::GemmIsaName(isa) + " on this CPU").c_str());
     return;
   }
-  std::vector<float> x(B * K, 0.01f), w(N * K, 0.02f), c(B * N);
-  cpu::PackedMatrix packed(w.data(), N, K);
+  std::vector<float> x(B * K, 0.01f), w(N * K, 0.0625f), c(B * N);
+  cpu::PackedMatrix packed(w.data(), N, K, K, format);
   for (auto _ : state) {
     cpu::GemmPackedWith(isa, B, x.data(), K, packed, c.data(), N);
     benchmark::ClobberMemory();
@@ -139,6 +147,14 @@ void BM_PackedGemm(benchmark::State& state) { RunPackedGemm(state, cpu::GemmPack
 // The 16-column AVX2 micro-kernel, to show what the widest one adds.
 void BM_PackedGemmAvx2(benchmark::State& state) { RunPackedGemm(state, cpu::GemmIsa::kAvx2); }
 
+// With 16-bit panels, on the server's micro-kernel.
+void BM_PackedGemmBf16(benchmark::State& state) {
+  RunPackedGemm(state, cpu::GemmPackedIsa(), cpu::PanelFormat::kBF16);
+}
+void BM_PackedGemmF16(benchmark::State& state) {
+  RunPackedGemm(state, cpu::GemmPackedIsa(), cpu::PanelFormat::kF16);
+}
+
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int64_t batch : {1, 8, 64, 256}) b->Args({batch, 512});
   b->Unit(benchmark::kMicrosecond)->MinTime(0.3)->Repetitions(5)->ReportAggregatesOnly(true);
@@ -147,7 +163,10 @@ void Shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_Sgemm)->Apply(Shapes);
 BENCHMARK(BM_PackedGemm)->Apply(Shapes);
 BENCHMARK(BM_PackedGemmAvx2)->Apply(Shapes);
+BENCHMARK(BM_PackedGemmBf16)->Apply(Shapes);
+BENCHMARK(BM_PackedGemmF16)->Apply(Shapes);
 BENCHMARK(BM_LstmStep)->Apply(Shapes);
+BENCHMARK(BM_LstmStepBf16)->Apply(Shapes);
 BENCHMARK(BM_TokenLstmStep)->Apply(Shapes);
 BENCHMARK(BM_TokenLstmStepFolded)->Apply(Shapes);
 

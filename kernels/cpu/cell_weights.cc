@@ -55,7 +55,8 @@ CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions&
   // Columns [0, input_dim) multiply x; an LSTM's remaining columns multiply h.
   const int64_t in = type.input_dim;
   const int threads = options.threads > 0 ? options.threads : UsableCpuCount();
-  out.folded = FoldTable(type, PackedMatrix(w, outputs, in, cols), threads);
+  // fp32 panels only: the table's products are 256 rows, beyond what 16-bit panels serve.
+  out.folded = FoldTable(type, PackedMatrix(w, outputs, in, cols, PanelFormat::kF32), threads);
   if (cols > in) out.gemm = PackedMatrix(w + in, outputs, cols - in, cols);
   return out;
 }

@@ -7,6 +7,8 @@
 #include <new>
 #include <vector>
 
+#include "runtime/tensor.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define CELLSERVE_X86 1
@@ -33,14 +35,23 @@ void StoreTile(const float tile[R][kP], float* c, int64_t ldc, int64_t cols) {
   for (int r = 0; r < R; ++r) std::memcpy(c + r * ldc, tile[r], static_cast<size_t>(cols) * sizeof(float));
 }
 
+// Weight i of a panel block stored in format F, widened to fp32 (exactly).
+template <PanelFormat F>
+float WeightAt(const void* w, int64_t i) {
+  if constexpr (F == PanelFormat::kF32) return static_cast<const float*>(w)[i];
+  if constexpr (F == PanelFormat::kBF16) return BFloat16ToFloat(static_cast<const uint16_t*>(w)[i]);
+  return HalfToFloat(static_cast<const uint16_t*>(w)[i]);
+}
+
 // Portable micro-kernel: acc = fma(x, w, acc) for k in order, per element.
-template <int R>
-void MicroScalar(int64_t kc, const float* xp, const float* w, float* c, int64_t ldc, int64_t cols,
+template <int R, PanelFormat F>
+void MicroScalar(int64_t kc, const float* xp, const void* w, float* c, int64_t ldc, int64_t cols,
                  bool accumulate) {
   float acc[R][kP];
   LoadTile<R>(accumulate, c, ldc, cols, acc);
   for (int64_t k = 0; k < kc; ++k) {
-    const float* wk = w + k * kP;
+    float wk[kP];
+    for (int64_t j = 0; j < kP; ++j) wk[j] = WeightAt<F>(w, k * kP + j);
     for (int r = 0; r < R; ++r) {
       const float xr = xp[k * kRows + r];
       for (int64_t j = 0; j < kP; ++j) acc[r][j] = std::fma(xr, wk[j], acc[r][j]);
@@ -53,10 +64,19 @@ void MicroScalar(int64_t kc, const float* xp, const float* w, float* c, int64_t 
 // The accumulators are named variables, not arrays: GCC keeps arrays of __m256 in memory and
 // stores them back every iteration, which halves the speed.
 #define CS_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
-template <int R>
-__attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* xp, const float* w,
-                                                   float* c, int64_t ldc, int64_t cols,
-                                                   bool accumulate) {
+// Weights i..i+7 of a panel block in format F as 8 floats (16-bit ones widened exactly).
+template <PanelFormat F>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 Load8(const void* w, int64_t i) {
+  if constexpr (F == PanelFormat::kF32) return _mm256_loadu_ps(static_cast<const float*>(w) + i);
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
+  if constexpr (F == PanelFormat::kBF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  return _mm256_cvtph_ps(h);
+}
+
+template <int R, PanelFormat F>
+__attribute__((target("avx2,fma,f16c"))) void MicroAvx2(int64_t kc, const float* xp, const void* w,
+                                                        float* c, int64_t ldc, int64_t cols,
+                                                        bool accumulate) {
   alignas(32) float tile[kRows][kP];
   const bool direct = cols == kP;
   if (!direct) LoadTile<R>(accumulate, c, ldc, cols, tile);
@@ -73,8 +93,8 @@ __attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* xp, 
   CS_ROWS(CS_DECLARE)
 #undef CS_DECLARE
   for (int64_t k = 0; k < kc; ++k) {
-    const __m256 w0 = _mm256_loadu_ps(w + k * kP);
-    const __m256 w1 = _mm256_loadu_ps(w + k * kP + 8);
+    const __m256 w0 = Load8<F>(w, k * kP);
+    const __m256 w1 = Load8<F>(w, k * kP + 8);
 #define CS_STEP(i)                                          \
   if constexpr (i < R) {                                    \
     const __m256 xv = _mm256_broadcast_ss(xp + k * kRows + i); \
@@ -98,9 +118,21 @@ __attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* xp, 
 // AVX-512: two adjacent full panels (32 columns) at once, 12 zmm accumulators, so each k step is
 // 2 panel loads and R broadcasts for 2R FMAs. Per element it is the same fma chain over k as the
 // 16-column kernels, so every ISA gives the same bits.
-template <int R>
-__attribute__((target("avx512f"))) void MicroAvx512Pair(int64_t kc, const float* xp, const float* w0,
-                                                        const float* w1, float* c, int64_t ldc,
+// Weights i..i+15 of a panel block in format F as 16 floats (16-bit ones widened exactly).
+// GCC 12 warns that the intrinsics' own _mm512_undefined_epi32() "may be used uninitialized".
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+template <PanelFormat F>
+__attribute__((target("avx512f"), always_inline)) inline __m512 Load16(const void* w, int64_t i) {
+  if constexpr (F == PanelFormat::kF32) return _mm512_loadu_ps(static_cast<const float*>(w) + i);
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i));
+  if constexpr (F == PanelFormat::kBF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return _mm512_cvtph_ps(h);
+}
+
+template <int R, PanelFormat F>
+__attribute__((target("avx512f"))) void MicroAvx512Pair(int64_t kc, const float* xp, const void* w0,
+                                                        const void* w1, float* c, int64_t ldc,
                                                         bool accumulate) {
 #define CS_DECLARE(i)                                                  \
   __m512 a##i##0 = _mm512_setzero_ps(), a##i##1 = _mm512_setzero_ps(); \
@@ -113,8 +145,8 @@ __attribute__((target("avx512f"))) void MicroAvx512Pair(int64_t kc, const float*
   CS_ROWS(CS_DECLARE)
 #undef CS_DECLARE
   for (int64_t k = 0; k < kc; ++k) {
-    const __m512 v0 = _mm512_load_ps(w0 + k * kP);
-    const __m512 v1 = _mm512_load_ps(w1 + k * kP);
+    const __m512 v0 = Load16<F>(w0, k * kP);
+    const __m512 v1 = Load16<F>(w1, k * kP);
 #define CS_STEP(i)                                          \
   if constexpr (i < R) {                                    \
     const __m512 xv = _mm512_set1_ps(xp[k * kRows + i]);    \
@@ -132,11 +164,13 @@ __attribute__((target("avx512f"))) void MicroAvx512Pair(int64_t kc, const float*
   CS_ROWS(CS_STORE)
 #undef CS_STORE
 }
+#pragma GCC diagnostic pop
 #undef CS_ROWS
 
 bool DetectAvx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // F16C (fp16 panels) came with AVX2 on every x86 that has it; checked all the same.
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
 bool DetectAvx512() {
@@ -146,31 +180,49 @@ bool DetectAvx512() {
 #endif
 
 // (kc, packed X panel [kc][6], packed W panel block [kc][16], C, ldc, valid columns, accumulate)
-using MicroFn = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, bool);
+using MicroFn = void (*)(int64_t, const float*, const void*, float*, int64_t, int64_t, bool);
 // (kc, packed X panel, two full W panel blocks, C, ldc, accumulate): 32 columns at once.
-using PairFn = void (*)(int64_t, const float*, const float*, const float*, float*, int64_t, bool);
+using PairFn = void (*)(int64_t, const float*, const void*, const void*, float*, int64_t, bool);
 
 struct Kernels {
   std::array<MicroFn, kRows + 1> by_rows;
   std::array<PairFn, kRows + 1> pair_by_rows;  // all null unless the ISA has a two-panel kernel
 };
 
-Kernels KernelsFor(GemmIsa isa) {
-  Kernels k = {{nullptr, MicroScalar<1>, MicroScalar<2>, MicroScalar<3>, MicroScalar<4>, MicroScalar<5>,
-                MicroScalar<6>},
+template <PanelFormat F>
+Kernels KernelsOf(GemmIsa isa) {
+  Kernels k = {{nullptr, MicroScalar<1, F>, MicroScalar<2, F>, MicroScalar<3, F>, MicroScalar<4, F>,
+                MicroScalar<5, F>, MicroScalar<6, F>},
                {}};
 #ifdef CELLSERVE_X86
   // AVX-512 runs the AVX2 kernels for the columns its pair kernel leaves over.
   if (isa == GemmIsa::kAvx2 || isa == GemmIsa::kAvx512)
-    k.by_rows = {nullptr, MicroAvx2<1>, MicroAvx2<2>, MicroAvx2<3>, MicroAvx2<4>, MicroAvx2<5>, MicroAvx2<6>};
+    k.by_rows = {nullptr,         MicroAvx2<1, F>, MicroAvx2<2, F>, MicroAvx2<3, F>,
+                 MicroAvx2<4, F>, MicroAvx2<5, F>, MicroAvx2<6, F>};
   if (isa == GemmIsa::kAvx512)
-    k.pair_by_rows = {nullptr,           MicroAvx512Pair<1>, MicroAvx512Pair<2>, MicroAvx512Pair<3>,
-                      MicroAvx512Pair<4>, MicroAvx512Pair<5>, MicroAvx512Pair<6>};
+    k.pair_by_rows = {nullptr,               MicroAvx512Pair<1, F>, MicroAvx512Pair<2, F>, MicroAvx512Pair<3, F>,
+                      MicroAvx512Pair<4, F>, MicroAvx512Pair<5, F>, MicroAvx512Pair<6, F>};
 #else
   (void)isa;
 #endif
   return k;
 }
+
+// The micro-kernels of `isa`, one set per panel format.
+struct KernelSet {
+  Kernels f32, bf16, f16;
+  explicit KernelSet(GemmIsa isa)
+      : f32(KernelsOf<PanelFormat::kF32>(isa)), bf16(KernelsOf<PanelFormat::kBF16>(isa)),
+        f16(KernelsOf<PanelFormat::kF16>(isa)) {}
+  const Kernels& For(PanelFormat format) const {
+    switch (format) {
+      case PanelFormat::kBF16: return bf16;
+      case PanelFormat::kF16: return f16;
+      case PanelFormat::kF32: break;
+    }
+    return f32;
+  }
+};
 
 GemmIsa SelectIsa() {
   GemmIsa best = GemmIsaSupported(GemmIsa::kAvx512) ? GemmIsa::kAvx512
@@ -183,8 +235,14 @@ GemmIsa SelectIsa() {
   return best;
 }
 
-void Run(const Kernels& kernels, int64_t m, const float* x, int64_t ldx, const PackedMatrix& w,
+void Run(const KernelSet& set, int64_t m, const float* x, int64_t ldx, const PackedMatrix& w,
          float* c, int64_t ldc) {
+  // Few rows: the step is memory-bound, so the 16-bit panels (half the bytes) when there are.
+  const bool narrow = w.narrow_format() != PanelFormat::kF32 && m <= kNarrowMaxRows;
+  const Kernels& kernels = set.For(narrow ? w.narrow_format() : PanelFormat::kF32);
+  auto panel = [&](int64_t p, int64_t k0) -> const void* {
+    return narrow ? static_cast<const void*>(w.narrow_panel(p) + k0 * kP) : w.panel(p) + k0 * kP;
+  };
   const int64_t n = w.n(), k = w.k();
   const int64_t blocks = (m + kRows - 1) / kRows;
   const bool pairs = kernels.pair_by_rows[1] != nullptr;
@@ -205,8 +263,8 @@ void Run(const Kernels& kernels, int64_t m, const float* x, int64_t ldx, const P
     int64_t p = 0;
     // Two full panels at a time where the ISA has a pair kernel; the rest one panel at a time.
     for (; pairs && (p + 2) * kP <= n; p += 2) {
-      const float* wp0 = w.panel(p) + k0 * kP;
-      const float* wp1 = w.panel(p + 1) + k0 * kP;
+      const void* wp0 = panel(p, k0);
+      const void* wp1 = panel(p + 1, k0);
       for (int64_t b = 0; b < blocks; ++b) {
         const int64_t r0 = b * kRows;
         const int rows = static_cast<int>(m - r0 < kRows ? m - r0 : kRows);
@@ -215,7 +273,7 @@ void Run(const Kernels& kernels, int64_t m, const float* x, int64_t ldx, const P
       }
     }
     for (; p < w.panels(); ++p) {
-      const float* wp = w.panel(p) + k0 * kP;
+      const void* wp = panel(p, k0);
       const int64_t cols = n - p * kP < kP ? n - p * kP : kP;
       for (int64_t b = 0; b < blocks; ++b) {
         const int64_t r0 = b * kRows;
@@ -227,17 +285,52 @@ void Run(const Kernels& kernels, int64_t m, const float* x, int64_t ldx, const P
   }
 }
 
+bool IsBFloat16(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  return (bits & 0xffffu) == 0;
+}
+
+bool IsHalf(float v) {
+  const float back = HalfToFloat(FloatToHalf(v));
+  return std::memcmp(&back, &v, sizeof(v)) == 0;
+}
+
 }  // namespace
+
+const char* PanelFormatName(PanelFormat format) {
+  switch (format) {
+    case PanelFormat::kF32: return "f32";
+    case PanelFormat::kBF16: return "bf16";
+    case PanelFormat::kF16: return "f16";
+  }
+  return "unknown";
+}
+
+PanelFormat ExactPanelFormat(const float* w, int64_t n, int64_t k, int64_t ldw) {
+  bool bf16 = true, f16 = true;
+  for (int64_t j = 0; j < n && (bf16 || f16); ++j)
+    for (int64_t kk = 0; kk < k && (bf16 || f16); ++kk) {
+      const float v = w[j * ldw + kk];
+      bf16 = bf16 && IsBFloat16(v);
+      f16 = f16 && IsHalf(v);
+    }
+  return bf16 ? PanelFormat::kBF16 : f16 ? PanelFormat::kF16 : PanelFormat::kF32;
+}
 
 PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k) : PackedMatrix(w, n, k, k) {}
 
-PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw) : n_(n), k_(k) {
-  // 64-byte aligned so a panel row (16 floats) is one cache line and one aligned zmm load.
+PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw)
+    : PackedMatrix(w, n, k, ldw, ExactPanelFormat(w, n, k, ldw)) {}
+
+PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, PanelFormat narrow)
+    : n_(n), k_(k), narrow_format_(narrow) {
+  // 64-byte aligned so a panel row (16 floats) is one cache line.
   const size_t count = static_cast<size_t>(panels() * k * kP);
   const size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
   float* data = static_cast<float*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64));
   if (data == nullptr) throw std::bad_alloc();
-  data_ = std::shared_ptr<float>(data, Free());
+  data_ = std::shared_ptr<float>(data, Free<float>());
   std::memset(data, 0, bytes);
   for (int64_t p = 0; p < panels(); ++p) {
     float* dst = data + p * k * kP;
@@ -246,6 +339,20 @@ PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw) : 
       for (int64_t kk = 0; kk < k; ++kk) dst[kk * kP + j] = row[kk];
     }
   }
+  if (narrow == PanelFormat::kF32) return;
+  // The same layout, 2 bytes a weight; zero padding is zero in both 16-bit formats.
+  const size_t narrow_bytes = (count * sizeof(uint16_t) + 63) / 64 * 64;
+  uint16_t* half = static_cast<uint16_t*>(std::aligned_alloc(64, narrow_bytes > 0 ? narrow_bytes : 64));
+  if (half == nullptr) throw std::bad_alloc();
+  narrow_ = std::shared_ptr<uint16_t>(half, Free<uint16_t>());
+  for (size_t i = 0; i < count; ++i)
+    half[i] = narrow == PanelFormat::kBF16 ? FloatToBFloat16(data[i]) : FloatToHalf(data[i]);
+}
+
+int64_t PackedMatrix::bytes() const {
+  const int64_t count = panels() * k_ * kPanel;
+  return count * static_cast<int64_t>(sizeof(float)) +
+         (narrow_format_ == PanelFormat::kF32 ? 0 : count * static_cast<int64_t>(sizeof(uint16_t)));
 }
 
 const char* GemmIsaName(GemmIsa isa) {
@@ -274,13 +381,13 @@ GemmIsa GemmPackedIsa() {
 }
 
 void GemmPacked(int64_t m, const float* x, int64_t ldx, const PackedMatrix& w, float* c, int64_t ldc) {
-  static const Kernels kernels = KernelsFor(GemmPackedIsa());
+  static const KernelSet kernels(GemmPackedIsa());
   Run(kernels, m, x, ldx, w, c, ldc);
 }
 
 void GemmPackedWith(GemmIsa isa, int64_t m, const float* x, int64_t ldx, const PackedMatrix& w,
                     float* c, int64_t ldc) {
-  Run(KernelsFor(isa), m, x, ldx, w, c, ldc);
+  Run(KernelSet(isa), m, x, ldx, w, c, ldc);
 }
 
 }  // namespace cellserve::cpu

@@ -1,10 +1,13 @@
 // Batch invariance (DESIGN.md §5): a request's result must not depend on who it was batched with.
 // A request computed alone and the same request placed at any position among 64 other requests of
-// mixed lengths agree to 1e-6, for every model kind (in fact bitwise: see packed_gemm.h).
+// mixed lengths agree to 1e-6, for every model kind (in fact bitwise: see packed_gemm.h), with
+// token inputs folded or not, and with weights stored as BF16 (alone, a request's GEMMs run on the
+// 16-bit panels; in a batch of 64, on the fp32 ones).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <tuple>
 
 #include "kernels/cpu/cpu_backend.h"
@@ -27,12 +30,12 @@ double MaxDiff(const RequestResult& a, const RequestResult& b) {
   return d;
 }
 
-// (model kind, token inputs folded: cell_weights.h)
-class BatchInvariance : public ::testing::TestWithParam<std::tuple<ModelKind, bool>> {};
+// (model kind, token inputs folded: cell_weights.h, weight storage dtype)
+class BatchInvariance : public ::testing::TestWithParam<std::tuple<ModelKind, bool, std::string>> {};
 
 TEST_P(BatchInvariance, AloneEqualsAnyPositionInABatchOf64) {
   const ModelKind kind = std::get<0>(GetParam());
-  auto model = testing_models::Make(kind, /*hidden=*/96, /*layers=*/2, /*seed=*/11);
+  auto model = testing_models::Make(kind, /*hidden=*/96, /*layers=*/2, /*seed=*/11, 256, std::get<2>(GetParam()));
   cpu::CpuBackendOptions options;
   options.cell_weights.fold_max_bytes = std::get<1>(GetParam()) ? int64_t{1} << 30 : 0;
   cpu::CpuBackend backend(options);
@@ -72,10 +75,11 @@ TEST_P(BatchInvariance, AloneEqualsAnyPositionInABatchOf64) {
 INSTANTIATE_TEST_SUITE_P(AllKinds, BatchInvariance,
                          ::testing::Combine(::testing::Values(ModelKind::kLstm, ModelKind::kSeq2Seq,
                                                               ModelKind::kTreeLstm),
-                                            ::testing::Bool()),
+                                            ::testing::Bool(), ::testing::Values("F32", "BF16")),
                          [](const auto& info) {
                            return std::string(ModelKindName(std::get<0>(info.param))) +
-                                  (std::get<1>(info.param) ? "_folded" : "_unfolded");
+                                  (std::get<1>(info.param) ? "_folded" : "_unfolded") + "_" +
+                                  std::get<2>(info.param);
                          });
 
 }  // namespace

@@ -1,6 +1,8 @@
 // GemmPacked: correct against a double reference for awkward shapes (tails in M, N and K),
 // bitwise independent of the batch (a row gives the same bits alone, at any position, in any M),
-// and bitwise independent of the micro-kernel (scalar, AVX2, AVX-512 where the CPU has them).
+// and bitwise independent of the micro-kernel (scalar, AVX2, AVX-512 where the CPU has them);
+// 16-bit panels (weights that are exactly bf16 or fp16 values; used up to kNarrowMaxRows rows) give
+// the same bits as fp32 panels.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +12,7 @@
 #include <random>
 
 #include "kernels/cpu/packed_gemm.h"
+#include "runtime/tensor.h"
 
 namespace cellserve::cpu {
 namespace {
@@ -87,12 +90,73 @@ TEST(PackedGemm, EveryIsaGivesTheSameBitsAsScalar) {
   if (compared == 0) GTEST_SKIP() << "only the scalar kernel runs on this CPU";
 }
 
+// Random weights rounded to bf16 or fp16 values (the weights of a model stored as BF16 / F16).
+std::vector<float> RoundedTo(PanelFormat format, std::vector<float> w) {
+  for (float& v : w) v = format == PanelFormat::kBF16 ? BFloat16ToFloat(FloatToBFloat16(v)) : HalfToFloat(FloatToHalf(v));
+  return w;
+}
+
+TEST(PackedGemm, PanelsAreSixteenBitOnlyWhenEveryWeightIsExact) {
+  std::mt19937 rng(4);
+  const int64_t n = 20, k = 30;
+  auto w = Random(n * k, rng);
+  EXPECT_EQ(ExactPanelFormat(w.data(), n, k, k), PanelFormat::kF32);
+  EXPECT_EQ(ExactPanelFormat(RoundedTo(PanelFormat::kBF16, w).data(), n, k, k), PanelFormat::kBF16);
+  // fp16 values in [-1, 1] have more mantissa bits than bf16: not bf16, but fp16.
+  EXPECT_EQ(ExactPanelFormat(RoundedTo(PanelFormat::kF16, w).data(), n, k, k), PanelFormat::kF16);
+  std::vector<float> zeros(n * k, 0.0f);
+  EXPECT_EQ(ExactPanelFormat(zeros.data(), n, k, k), PanelFormat::kBF16);
+  // One inexact weight anywhere keeps the whole matrix in fp32; a block of a wider matrix looks
+  // only at its own columns.
+  auto mixed = RoundedTo(PanelFormat::kBF16, w);
+  mixed[n * k - 1] = w[n * k - 1];
+  EXPECT_EQ(ExactPanelFormat(mixed.data(), n, k, k), PanelFormat::kF32);
+  EXPECT_EQ(ExactPanelFormat(mixed.data(), n, k - 1, k), PanelFormat::kBF16);
+
+  const PackedMatrix f32(w.data(), n, k);
+  const PackedMatrix bf16(RoundedTo(PanelFormat::kBF16, w).data(), n, k);
+  EXPECT_EQ(f32.narrow_format(), PanelFormat::kF32);
+  EXPECT_EQ(bf16.narrow_format(), PanelFormat::kBF16);
+  EXPECT_EQ(bf16.bytes() * 2, f32.bytes() * 3);  // the 16-bit copy beside the fp32 panels
+}
+
+TEST(PackedGemm, SixteenBitPanelsGiveTheBitsOfFp32PanelsOnEveryIsa) {
+  std::mt19937 rng(5);
+  int compared = 0;
+  for (PanelFormat format : {PanelFormat::kBF16, PanelFormat::kF16}) {
+    for (GemmIsa isa : {GemmIsa::kScalar, GemmIsa::kAvx2, GemmIsa::kAvx512}) {
+      if (!GemmIsaSupported(isa)) continue;
+      // Up to kNarrowMaxRows rows run on the 16-bit panels, more on the fp32 ones.
+      for (int64_t m : {int64_t{1}, int64_t{7}, int64_t{13}, kNarrowMaxRows, kNarrowMaxRows + 1}) {
+        for (int64_t n : {5, 48, 71}) {
+          for (int64_t k : {1, 256, 530}) {
+            auto x = Random(m * k, rng);
+            auto w = RoundedTo(format, Random(n * k, rng));
+            const PackedMatrix narrow(w.data(), n, k);
+            ASSERT_EQ(narrow.narrow_format(), format) << PanelFormatName(format);
+            const PackedMatrix wide(w.data(), n, k, k, PanelFormat::kF32);
+            std::vector<float> want(m * n + 1, 42.0f), got(m * n + 1, 42.0f);
+            GemmPackedWith(GemmIsa::kScalar, m, x.data(), k, wide, want.data(), n);
+            GemmPackedWith(isa, m, x.data(), k, narrow, got.data(), n);
+            ASSERT_EQ(0, std::memcmp(want.data(), got.data(), got.size() * sizeof(float)))
+                << PanelFormatName(format) << " on " << GemmIsaName(isa) << " m=" << m << " n=" << n << " k=" << k;
+            ++compared;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(compared, 0);
+}
+
 TEST(PackedGemm, DefaultIsTheWidestSupportedIsaUnlessCapped) {
   const GemmIsa used = GemmPackedIsa();
   EXPECT_TRUE(GemmIsaSupported(used)) << GemmIsaName(used);
   if (std::getenv("CELLSERVE_GEMM_ISA") == nullptr) {
     for (GemmIsa wider : {GemmIsa::kAvx2, GemmIsa::kAvx512})
-      if (wider > used) EXPECT_FALSE(GemmIsaSupported(wider)) << GemmIsaName(wider) << " left unused";
+      if (wider > used) {
+        EXPECT_FALSE(GemmIsaSupported(wider)) << GemmIsaName(wider) << " left unused";
+      }
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <random>
+#include <string>
 
 #include "runtime/cell_graph.h"
 #include "runtime/text.h"
@@ -10,9 +11,12 @@
 
 namespace cellserve::testing_models {
 
+// dtype: how the weights are stored ("F32", "F16", "BF16"); computed in fp32 either way.
 inline std::shared_ptr<const Model> Make(ModelKind kind, int64_t hidden = 32, int64_t layers = 2,
-                                         uint64_t seed = 3, int64_t max_batch = 256) {
+                                         uint64_t seed = 3, int64_t max_batch = 256,
+                                         const std::string& dtype = "F32") {
   ModelSpec spec;
+  spec.dtype = dtype;
   spec.name = "test";
   spec.kind = kind;
   spec.vocab_size = 100;
