@@ -10,6 +10,7 @@
 #include "runtime/tensor.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define CELLSERVE_X86 1
 #endif
@@ -120,8 +121,10 @@ __attribute__((target("avx2,fma,f16c"))) void MicroAvx2(int64_t kc, const float*
 // 16-column kernels, so every ISA gives the same bits.
 // Weights i..i+15 of a panel block in format F as 16 floats (16-bit ones widened exactly).
 // GCC 12 warns that the intrinsics' own _mm512_undefined_epi32() "may be used uninitialized".
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 template <PanelFormat F>
 __attribute__((target("avx512f"), always_inline)) inline __m512 Load16(const void* w, int64_t i) {
   if constexpr (F == PanelFormat::kF32) return _mm512_loadu_ps(static_cast<const float*>(w) + i);
@@ -164,13 +167,18 @@ __attribute__((target("avx512f"))) void MicroAvx512Pair(int64_t kc, const float*
   CS_ROWS(CS_STORE)
 #undef CS_STORE
 }
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 #undef CS_ROWS
 
 bool DetectAvx2() {
   __builtin_cpu_init();
-  // F16C (fp16 panels) came with AVX2 on every x86 that has it; checked all the same.
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  // F16C (fp16 panels) came with AVX2 on every x86 that has it; checked all the same (CPUID.1:ECX
+  // bit 29; clang's __builtin_cpu_supports does not know "f16c").
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 bool DetectAvx512() {
