@@ -1,6 +1,7 @@
 #include "runtime/model_repository.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -75,6 +76,36 @@ StatusOr<SafetensorsFile> RandomWeights(const ModelSpec& spec, uint64_t seed, fl
     }
     file.tensors[name] = RawTensor::FromFloat(t, dtype);
   }
+  return file;
+}
+
+StatusOr<SafetensorsFile> ConvertWeights(const Model& model, const std::string& dtype_name,
+                                         WeightConversion* report) {
+  ASSIGN_OR_RETURN(DType dtype, ParseDType(dtype_name));
+  WeightConversion r;
+  SafetensorsFile file;
+  file.metadata["format"] = "cellserve";
+  file.metadata["converted"] = "from " + model.spec().dtype + " to " + std::string(DTypeName(dtype));
+  for (const auto& [name, shape] : Model::RequiredTensors(model.spec())) {
+    const Tensor& t = model.tensor(name);
+    RawTensor raw = RawTensor::FromFloat(t, dtype);
+    const Tensor back = raw.ToFloat();
+    for (int64_t i = 0; i < t.size(); ++i) {
+      const float old_value = t.data()[i], new_value = back.data()[i];
+      if (std::isfinite(old_value) && !std::isfinite(new_value))
+        return InvalidArgument("tensor '" + name + "': " + std::to_string(old_value) + " does not fit in " +
+                               DTypeName(dtype) + (dtype == DType::kF16 ? " (largest 65504); try BF16" : ""));
+      const double change = std::fabs(double(new_value) - double(old_value));
+      if (change > 0) {
+        ++r.changed;
+        r.max_abs_change = std::max(r.max_abs_change, change);
+        if (old_value != 0.0f) r.max_rel_change = std::max(r.max_rel_change, change / std::fabs(double(old_value)));
+      }
+    }
+    r.weights += t.size();
+    file.tensors[name] = std::move(raw);
+  }
+  if (report) *report = r;
   return file;
 }
 

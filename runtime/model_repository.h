@@ -24,6 +24,20 @@ StatusOr<std::shared_ptr<const Model>> LoadModel(const std::string& repo, const 
 // the weights must make a valid model of the spec.
 Status WriteModel(const std::string& repo, const ModelSpec& spec, const SafetensorsFile& weights);
 
+// What ConvertWeights did to the weights.
+struct WeightConversion {
+  int64_t weights = 0;        // values converted
+  int64_t changed = 0;        // values the new dtype could not hold exactly (rounded)
+  double max_abs_change = 0;  // the largest |new - old|
+  double max_rel_change = 0;  // the largest |new - old| / |old| over nonzero old values
+};
+
+// `model`'s weights stored in `dtype` ("F32", "F16", "BF16"; to F16/BF16 rounding to nearest
+// even), for a copy of the model whose spec says that dtype. Exact to F32 and from a model
+// already stored in `dtype`. INVALID_ARGUMENT for an unknown dtype, or a value that would become
+// infinite (F16 holds magnitudes up to 65504), naming the tensor.
+StatusOr<SafetensorsFile> ConvertWeights(const Model& model, const std::string& dtype, WeightConversion* report);
+
 // Weights for `spec` drawn uniformly from [-scale, scale] by a seeded generator that gives the
 // same values on every platform, stored in spec.dtype.
 StatusOr<SafetensorsFile> RandomWeights(const ModelSpec& spec, uint64_t seed, float scale);

@@ -10,7 +10,7 @@ REPO="$WORK/models"
 check "top-level help" 0 "model" -- "$CELLSERVE" --help
 check "no command is a usage error" 2 "usage" -- "$CELLSERVE"
 check "unknown command" 2 "unknown command" -- "$CELLSERVE" frobnicate
-for sub in "model init" "model show" "model list" "run" "corpus" "serve" "bench"; do
+for sub in "model init" "model show" "model list" "model convert" "run" "corpus" "serve" "bench"; do
   # shellcheck disable=SC2086
   check "$sub --help" 0 "usage: cellserve $sub" -- "$CELLSERVE" $sub --help
 done
@@ -35,10 +35,22 @@ check "show: the first layer's folded table" 0 "lstm.0 .*token-fed, folded table
   "$CELLSERVE" model show --repo "$REPO" --name cls
 check "show: no table for a layer fed by a layer" 1 "token-fed" -- bash -c \
   "'$CELLSERVE' model show --repo '$REPO' --name cls | grep -E '^ +(lstm.1|head) ' | grep token-fed || { echo 'no token-fed'; exit 1; }"
+# model convert: a BF16 copy (rounded, and says how far), F32 back from F16 exactly, and the errors.
+check "convert cls to BF16" 0 "cls, weights F32 -> BF16; [0-9]+ of [0-9]+ weights rounded, largest change" -- \
+  "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype BF16 --to cls-bf16
+check "show the BF16 copy" 0 '"dtype": "BF16"' -- "$CELLSERVE" model show --repo "$REPO" --name cls-bf16
+check "convert F16 to F32 is exact" 0 "weights F16 -> F32; 0 of [0-9]+ weights rounded" -- \
+  "$CELLSERVE" model convert --repo "$REPO" --name tree --dtype F32 --to tree-f32
+check "convert refuses to overwrite" 1 "already exists.*--force" -- \
+  "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype BF16 --to cls-bf16
+check "convert refuses to replace the model itself" 1 "already exists; pick another --to" -- \
+  "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype BF16 --to cls --force
+check "convert rejects a bad dtype" 1 "F8" -- "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype F8 --to x
+check "convert names a missing model" 1 "cls-bf16" -- "$CELLSERVE" model convert --repo "$REPO" --name nope --dtype BF16 --to y
 
 SENTENCES=("The state of the Union is strong." "We hold these truths to be self-evident." "Peace." \
   "It is in the midst of this that an irredeemable and depreciated currency has been accepted by the people.")
-for m in cls mt tree; do
+for m in cls mt tree cls-bf16 tree-f32; do
   check "run $m: batched equals alone" 0 "batched results equal alone: +yes" -- \
     "$CELLSERVE" run --model-repo "$REPO" --model "$m" "${SENTENCES[@]}"
 done
@@ -56,6 +68,11 @@ for m in cls mt tree; do
   check "run $m: --fold-max-mib 0 answers as folded" 0 "^same$" -- bash -c \
     '[[ -n "$1" && "$1" == "$2" ]] && echo same || printf "folded:\n%s\nnot folded:\n%s\n" "$1" "$2"' _ "$folded" "$plain"
 done
+# An F16 model and its exact F32 copy: the same answers, to the printed digits.
+f16="$(run_columns tree)"
+f32="$(run_columns tree-f32)"
+check "run tree-f32: answers as the F16 original" 0 "^same$" -- bash -c \
+  '[[ -n "$1" && "$1" == "$2" ]] && echo same || printf "F16:\n%s\nF32 copy:\n%s\n" "$1" "$2"' _ "$f16" "$f32"
 # A config file (--config, or CELLSERVE_CONFIG) gives flags; the command line wins over it.
 printf '# run the small classifier\nmodel-repo = %s\nmodel = "mt"\nfold-max-mib = 0\n' "$REPO" > "$WORK/run.conf"
 check "run --config: the file's flags" 0 "loaded model 'mt'" -- "$CELLSERVE" run --config "$WORK/run.conf" "Peace."
@@ -70,7 +87,7 @@ check "run --config: a missing file is a clear error" 2 "cannot read the config 
   "$CELLSERVE" run --config "$WORK/none.conf" "Peace."
 check "run: a negative --fold-max-mib is refused" 1 "fold-max-mib must be in" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls --fold-max-mib -1 "hello"
-check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, mt, tree" -- \
+check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, cls-bf16, mt, tree, tree-f32" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model nope "hello"
 check "run: missing repository" 1 "NOT_FOUND.*does not exist" -- \
   "$CELLSERVE" run --model-repo "$WORK/none" --model cls "hello"
