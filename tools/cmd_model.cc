@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "kernels/cpu/packed_gemm.h"
 #include "runtime/model_repository.h"
 #include "runtime/token_fold.h"
 #include "tools/commands.h"
@@ -106,6 +107,17 @@ int ModelShow(int argc, char** argv) {
                   static_cast<double>(table) / (1 << 20));
     std::printf("\n");
   }
+  // Whether CPU devices can stream 16-bit weights (kernels/cpu/packed_gemm.h): every weight of
+  // every cell type exactly a bf16 / fp16 value, as a model stored as BF16 / F16 has.
+  cpu::PanelFormat narrow = cpu::PanelFormat::kBF16;
+  for (const auto& t : (*model)->cell_types()) {
+    const cpu::PanelFormat f = cpu::ExactPanelFormat(t.weight->data(), t.weight->dim(0), t.weight->dim(1), t.weight->dim(1));
+    if (f == cpu::PanelFormat::kF32 || (f == cpu::PanelFormat::kF16 && narrow == cpu::PanelFormat::kBF16)) narrow = f;
+  }
+  if (narrow != cpu::PanelFormat::kF32)
+    std::printf("CPU devices: weights also packed as %s, streamed as 16 bits in products of up to %lld rows "
+                "(same results, half the bytes to read)\n",
+                cpu::PanelFormatName(narrow), static_cast<long long>(cpu::kNarrowMaxRows));
   return 0;
 }
 
