@@ -2,7 +2,10 @@
 # Every check of the CUDA backend, in one run that fits a short GPU session (about 8 minutes on
 # an H100), from the bundle tools/gpu/bundle.sh made. Run from the repository root:
 #   bash .gpu-bundle/run.sh OUT_DIR
-# Each step has its own time limit and log in OUT_DIR; a failing step does not stop the others.
+# Each step has its own time limit and log; a failing step does not stop the others. OUT_DIR gets
+# few files, as a device call brings back at most 8: the benchmarks' three JSON files, and
+# gpu-logs.tar.gz with every step's log, packed again after each step (so a run cut short still
+# brings back the logs of the steps that ended).
 # Steps: GPU tests (CUDA vs CPU, every kind, batch 1-512), the serving path on the GPU (LocalCluster
 # --backend cuda vs the CPU), goldens on the CUDA backend, the kernel benchmark against cuDNN
 # (JSON), the end-to-end benchmark at H=1024 on one GPU, cellular vs padded (JSON), what the RPC
@@ -18,6 +21,10 @@ BUDGET="${RUN_BUDGET_S:-560}"
 BUNDLE="$(cd "$(dirname "$0")" && pwd)"
 OUT="${1:?usage: run.sh OUT_DIR}"
 mkdir -p "$OUT"
+LOGS="$(mktemp -d)"  # the steps' logs, packed into $OUT/gpu-logs.tar.gz
+pack_logs() {
+  tar -czf "$OUT/.gpu-logs.tmp" -C "$LOGS" . && mv "$OUT/.gpu-logs.tmp" "$OUT/gpu-logs.tar.gz"
+}
 # CUDA's libraries from the machine: the toolkit's, and cuDNN/NCCL from Python wheels if that is
 # where they are.
 extra=""
@@ -34,18 +41,20 @@ step() {  # step NAME SECONDS COMMAND...
   shift 2
   local left=$((BUDGET - SECONDS))
   if ((left < 10)); then
-    echo "=== $name: skipped, ${left}s of the ${BUDGET}s budget left" | tee "$OUT/$name.log"
+    echo "=== $name: skipped, ${left}s of the ${BUDGET}s budget left" | tee "$LOGS/$name.log"
     status=1
+    pack_logs
     return
   fi
   ((limit > left)) && limit=$left
   echo "=== $name (limit ${limit}s)"
   local t0=$SECONDS
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
   echo "    rc=$rc in $((SECONDS - t0))s; tail:"
-  tail -5 "$OUT/$name.log" | sed 's/^/    /'
+  tail -5 "$LOGS/$name.log" | sed 's/^/    /'
   ((rc == 0)) || status=1
+  pack_logs
 }
 nvidia-smi -L || true
 step gpu_tests 180 "$BUNDLE/bin/cuda_backend_test"
@@ -68,5 +77,6 @@ if command -v compute-sanitizer >/dev/null; then
 else
   echo "=== memcheck: compute-sanitizer not on PATH: skipped"
 fi
-echo "=== done: $( ((status == 0)) && echo 'every step passed' || echo 'some step FAILED' ) (logs in $OUT)"
+pack_logs
+echo "=== done: $( ((status == 0)) && echo 'every step passed' || echo 'some step FAILED' ) (logs in $OUT/gpu-logs.tar.gz)"
 exit $status
