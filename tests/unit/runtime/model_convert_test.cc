@@ -7,21 +7,13 @@
 
 #include "runtime/model_repository.h"
 #include "tests/unit/common/random_model.h"
+#include "tests/unit/kernels/test_models.h"
 
 namespace cellserve {
 namespace {
 
-ModelSpec SmallSpec(const std::string& dtype) {
-  ModelSpec spec;
-  spec.name = "m";
-  spec.kind = ModelKind::kLstm;
-  spec.vocab_size = 50;
-  spec.embed_dim = 8;
-  spec.hidden = 8;
-  spec.layers = 2;
-  spec.classes = 3;
-  spec.dtype = dtype;
-  return spec;
+std::shared_ptr<const Model> Small(const std::string& dtype, uint64_t seed) {
+  return testing_models::Make(ModelKind::kLstm, /*hidden=*/8, /*layers=*/2, seed, 256, dtype);
 }
 
 // The model the converted weights make, under a spec that says their dtype.
@@ -32,7 +24,7 @@ std::shared_ptr<const Model> Reload(const Model& from, const SafetensorsFile& we
 }
 
 TEST(ConvertWeights, RoundsToTheDtypeAndSaysHowFar) {
-  auto f32 = testutil::RandomModel(SmallSpec("F32"), 3);
+  auto f32 = Small("F32", 3);
   WeightConversion report;
   auto bf16 = ConvertWeights(*f32, "BF16", &report);
   ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();
@@ -56,7 +48,7 @@ TEST(ConvertWeights, RoundsToTheDtypeAndSaysHowFar) {
 }
 
 TEST(ConvertWeights, ExactBackToF32AndFromTheSameDtype) {
-  auto f16 = testutil::RandomModel(SmallSpec("F16"), 4);
+  auto f16 = Small("F16", 4);
   for (const char* dtype : {"F32", "F16"}) {
     WeightConversion report;
     auto weights = ConvertWeights(*f16, dtype, &report);
@@ -73,7 +65,7 @@ TEST(ConvertWeights, ExactBackToF32AndFromTheSameDtype) {
 
 TEST(ConvertWeights, RefusesWhatTheDtypeCannotHold) {
   // Weights up to 1e5: beyond F16's largest finite value (65504), fine in BF16.
-  auto big = testutil::RandomModel(SmallSpec("F32"), 5, 1e5f);
+  auto big = testutil::RandomModel(Small("F32", 5)->spec(), 5, 1e5f);
   auto f16 = ConvertWeights(*big, "F16", nullptr);
   ASSERT_FALSE(f16.ok());
   EXPECT_EQ(f16.status().code(), StatusCode::kInvalidArgument);
