@@ -126,7 +126,7 @@ void BM_Sgemm(benchmark::State& state) {
 // Our batch-invariant GEMM alone (weights packed once), same shape as BM_Sgemm, on one
 // micro-kernel; `format`: the 16-bit panels it also gets (the weights, 0.0625, are exact in every
 // format), which products of up to kNarrowMaxRows rows use.
-void RunPackedGemm(benchmark::State& state, cpu::GemmIsa isa, cpu::PanelFormat format = cpu::PanelFormat::kF32) {
+void RunPackedGemm(benchmark::State& state, cpu::GemmIsa isa, DType format = DType::kF32) {
   const int64_t B = state.range(0), H = state.range(1), K = 2 * H, N = 4 * H;
   if (!cpu::GemmIsaSupported(isa)) {
     state.SkipWithError((std::string("no ") + cpu::GemmIsaName(isa) + " on this CPU").c_str());
@@ -149,10 +149,10 @@ void BM_PackedGemmAvx2(benchmark::State& state) { RunPackedGemm(state, cpu::Gemm
 
 // With 16-bit panels, on the server's micro-kernel.
 void BM_PackedGemmBf16(benchmark::State& state) {
-  RunPackedGemm(state, cpu::GemmPackedIsa(), cpu::PanelFormat::kBF16);
+  RunPackedGemm(state, cpu::GemmPackedIsa(), DType::kBF16);
 }
 void BM_PackedGemmF16(benchmark::State& state) {
-  RunPackedGemm(state, cpu::GemmPackedIsa(), cpu::PanelFormat::kF16);
+  RunPackedGemm(state, cpu::GemmPackedIsa(), DType::kF16);
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {

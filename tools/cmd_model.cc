@@ -109,15 +109,15 @@ int ModelShow(int argc, char** argv) {
   }
   // Whether CPU devices can stream 16-bit weights (kernels/cpu/packed_gemm.h): every weight of
   // every cell type exactly a bf16 / fp16 value, as a model stored as BF16 / F16 has.
-  cpu::PanelFormat narrow = cpu::PanelFormat::kBF16;
+  DType narrow = DType::kBF16;
   for (const auto& t : (*model)->cell_types()) {
-    const cpu::PanelFormat f = cpu::ExactPanelFormat(t.weight->data(), t.weight->dim(0), t.weight->dim(1), t.weight->dim(1));
-    if (f == cpu::PanelFormat::kF32 || (f == cpu::PanelFormat::kF16 && narrow == cpu::PanelFormat::kBF16)) narrow = f;
+    const DType f = cpu::ExactDType(t.weight->data(), t.weight->dim(0), t.weight->dim(1), t.weight->dim(1));
+    if (f == DType::kF32 || (f == DType::kF16 && narrow == DType::kBF16)) narrow = f;
   }
-  if (narrow != cpu::PanelFormat::kF32)
+  if (narrow != DType::kF32)
     std::printf("CPU devices: weights also packed as %s, streamed as 16 bits in products of up to %lld rows "
                 "(same results, half the bytes to read)\n",
-                cpu::PanelFormatName(narrow), static_cast<long long>(cpu::kNarrowMaxRows));
+                DTypeName(narrow), static_cast<long long>(cpu::kNarrowMaxRows));
   return 0;
 }
 

@@ -56,7 +56,7 @@ CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions&
   const int64_t in = type.input_dim;
   const int threads = options.threads > 0 ? options.threads : UsableCpuCount();
   // fp32 panels only: the table's products are 256 rows, beyond what 16-bit panels serve.
-  out.folded = FoldTable(type, PackedMatrix(w, outputs, in, cols, PanelFormat::kF32), threads);
+  out.folded = FoldTable(type, PackedMatrix(w, outputs, in, cols, DType::kF32), threads);
   if (cols > in) out.gemm = PackedMatrix(w + in, outputs, cols - in, cols);
   return out;
 }

@@ -37,15 +37,15 @@ void StoreTile(const float tile[R][kP], float* c, int64_t ldc, int64_t cols) {
 }
 
 // Weight i of a panel block stored in format F, widened to fp32 (exactly).
-template <PanelFormat F>
+template <DType F>
 float WeightAt(const void* w, int64_t i) {
-  if constexpr (F == PanelFormat::kF32) return static_cast<const float*>(w)[i];
-  if constexpr (F == PanelFormat::kBF16) return BFloat16ToFloat(static_cast<const uint16_t*>(w)[i]);
+  if constexpr (F == DType::kF32) return static_cast<const float*>(w)[i];
+  if constexpr (F == DType::kBF16) return BFloat16ToFloat(static_cast<const uint16_t*>(w)[i]);
   return HalfToFloat(static_cast<const uint16_t*>(w)[i]);
 }
 
 // Portable micro-kernel: acc = fma(x, w, acc) for k in order, per element.
-template <int R, PanelFormat F>
+template <int R, DType F>
 void MicroScalar(int64_t kc, const float* xp, const void* w, float* c, int64_t ldc, int64_t cols,
                  bool accumulate) {
   float acc[R][kP];
@@ -66,15 +66,15 @@ void MicroScalar(int64_t kc, const float* xp, const void* w, float* c, int64_t l
 // stores them back every iteration, which halves the speed.
 #define CS_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 // Weights i..i+7 of a panel block in format F as 8 floats (16-bit ones widened exactly).
-template <PanelFormat F>
+template <DType F>
 __attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 Load8(const void* w, int64_t i) {
-  if constexpr (F == PanelFormat::kF32) return _mm256_loadu_ps(static_cast<const float*>(w) + i);
+  if constexpr (F == DType::kF32) return _mm256_loadu_ps(static_cast<const float*>(w) + i);
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
-  if constexpr (F == PanelFormat::kBF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  if constexpr (F == DType::kBF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   return _mm256_cvtph_ps(h);
 }
 
-template <int R, PanelFormat F>
+template <int R, DType F>
 __attribute__((target("avx2,fma,f16c"))) void MicroAvx2(int64_t kc, const float* xp, const void* w,
                                                         float* c, int64_t ldc, int64_t cols,
                                                         bool accumulate) {
@@ -125,15 +125,15 @@ __attribute__((target("avx2,fma,f16c"))) void MicroAvx2(int64_t kc, const float*
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-template <PanelFormat F>
+template <DType F>
 __attribute__((target("avx512f"), always_inline)) inline __m512 Load16(const void* w, int64_t i) {
-  if constexpr (F == PanelFormat::kF32) return _mm512_loadu_ps(static_cast<const float*>(w) + i);
+  if constexpr (F == DType::kF32) return _mm512_loadu_ps(static_cast<const float*>(w) + i);
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i));
-  if constexpr (F == PanelFormat::kBF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  if constexpr (F == DType::kBF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   return _mm512_cvtph_ps(h);
 }
 
-template <int R, PanelFormat F>
+template <int R, DType F>
 __attribute__((target("avx512f"))) void MicroAvx512Pair(int64_t kc, const float* xp, const void* w0,
                                                         const void* w1, float* c, int64_t ldc,
                                                         bool accumulate) {
@@ -197,7 +197,7 @@ struct Kernels {
   std::array<PairFn, kRows + 1> pair_by_rows;  // all null unless the ISA has a two-panel kernel
 };
 
-template <PanelFormat F>
+template <DType F>
 Kernels KernelsOf(GemmIsa isa) {
   Kernels k = {{nullptr, MicroScalar<1, F>, MicroScalar<2, F>, MicroScalar<3, F>, MicroScalar<4, F>,
                 MicroScalar<5, F>, MicroScalar<6, F>},
@@ -220,13 +220,13 @@ Kernels KernelsOf(GemmIsa isa) {
 struct KernelSet {
   Kernels f32, bf16, f16;
   explicit KernelSet(GemmIsa isa)
-      : f32(KernelsOf<PanelFormat::kF32>(isa)), bf16(KernelsOf<PanelFormat::kBF16>(isa)),
-        f16(KernelsOf<PanelFormat::kF16>(isa)) {}
-  const Kernels& For(PanelFormat format) const {
+      : f32(KernelsOf<DType::kF32>(isa)), bf16(KernelsOf<DType::kBF16>(isa)),
+        f16(KernelsOf<DType::kF16>(isa)) {}
+  const Kernels& For(DType format) const {
     switch (format) {
-      case PanelFormat::kBF16: return bf16;
-      case PanelFormat::kF16: return f16;
-      case PanelFormat::kF32: break;
+      case DType::kBF16: return bf16;
+      case DType::kF16: return f16;
+      case DType::kF32: break;
     }
     return f32;
   }
@@ -246,8 +246,8 @@ GemmIsa SelectIsa() {
 void Run(const KernelSet& set, int64_t m, const float* x, int64_t ldx, const PackedMatrix& w,
          float* c, int64_t ldc) {
   // Few rows: the step is memory-bound, so the 16-bit panels (half the bytes) when there are.
-  const bool narrow = w.narrow_format() != PanelFormat::kF32 && m <= kNarrowMaxRows;
-  const Kernels& kernels = set.For(narrow ? w.narrow_format() : PanelFormat::kF32);
+  const bool narrow = w.narrow_dtype() != DType::kF32 && m <= kNarrowMaxRows;
+  const Kernels& kernels = set.For(narrow ? w.narrow_dtype() : DType::kF32);
   auto panel = [&](int64_t p, int64_t k0) -> const void* {
     return narrow ? static_cast<const void*>(w.narrow_panel(p) + k0 * kP) : w.panel(p) + k0 * kP;
   };
@@ -306,16 +306,7 @@ bool IsHalf(float v) {
 
 }  // namespace
 
-const char* PanelFormatName(PanelFormat format) {
-  switch (format) {
-    case PanelFormat::kF32: return "f32";
-    case PanelFormat::kBF16: return "bf16";
-    case PanelFormat::kF16: return "f16";
-  }
-  return "unknown";
-}
-
-PanelFormat ExactPanelFormat(const float* w, int64_t n, int64_t k, int64_t ldw) {
+DType ExactDType(const float* w, int64_t n, int64_t k, int64_t ldw) {
   bool bf16 = true, f16 = true;
   for (int64_t j = 0; j < n && (bf16 || f16); ++j)
     for (int64_t kk = 0; kk < k && (bf16 || f16); ++kk) {
@@ -323,16 +314,16 @@ PanelFormat ExactPanelFormat(const float* w, int64_t n, int64_t k, int64_t ldw) 
       bf16 = bf16 && IsBFloat16(v);
       f16 = f16 && IsHalf(v);
     }
-  return bf16 ? PanelFormat::kBF16 : f16 ? PanelFormat::kF16 : PanelFormat::kF32;
+  return bf16 ? DType::kBF16 : f16 ? DType::kF16 : DType::kF32;
 }
 
 PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k) : PackedMatrix(w, n, k, k) {}
 
 PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw)
-    : PackedMatrix(w, n, k, ldw, ExactPanelFormat(w, n, k, ldw)) {}
+    : PackedMatrix(w, n, k, ldw, ExactDType(w, n, k, ldw)) {}
 
-PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, PanelFormat narrow)
-    : n_(n), k_(k), narrow_format_(narrow) {
+PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, DType narrow)
+    : n_(n), k_(k), narrow_dtype_(narrow) {
   // 64-byte aligned so a panel row (16 floats) is one cache line.
   const size_t count = static_cast<size_t>(panels() * k * kP);
   const size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
@@ -347,20 +338,20 @@ PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, Pa
       for (int64_t kk = 0; kk < k; ++kk) dst[kk * kP + j] = row[kk];
     }
   }
-  if (narrow == PanelFormat::kF32) return;
+  if (narrow == DType::kF32) return;
   // The same layout, 2 bytes a weight; zero padding is zero in both 16-bit formats.
   const size_t narrow_bytes = (count * sizeof(uint16_t) + 63) / 64 * 64;
   uint16_t* half = static_cast<uint16_t*>(std::aligned_alloc(64, narrow_bytes > 0 ? narrow_bytes : 64));
   if (half == nullptr) throw std::bad_alloc();
   narrow_ = std::shared_ptr<uint16_t>(half, Free<uint16_t>());
   for (size_t i = 0; i < count; ++i)
-    half[i] = narrow == PanelFormat::kBF16 ? FloatToBFloat16(data[i]) : FloatToHalf(data[i]);
+    half[i] = narrow == DType::kBF16 ? FloatToBFloat16(data[i]) : FloatToHalf(data[i]);
 }
 
 int64_t PackedMatrix::bytes() const {
   const int64_t count = panels() * k_ * kPanel;
   return count * static_cast<int64_t>(sizeof(float)) +
-         (narrow_format_ == PanelFormat::kF32 ? 0 : count * static_cast<int64_t>(sizeof(uint16_t)));
+         (narrow_dtype_ == DType::kF32 ? 0 : count * static_cast<int64_t>(sizeof(uint16_t)));
 }
 
 const char* GemmIsaName(GemmIsa isa) {

@@ -23,15 +23,13 @@
 #include <cstdlib>
 #include <memory>
 
+#include "runtime/tensor.h"
+
 namespace cellserve::cpu {
 
-// How panels store the weights: fp32, or 16 bits when every weight is exactly representable.
-enum class PanelFormat { kF32, kBF16, kF16 };
-const char* PanelFormatName(PanelFormat format);
-
-// The narrowest format that holds every weight of W [n, k] (row stride ldw) exactly: kBF16 if all
-// are bf16 values, else kF16 if all are fp16 values, else kF32.
-PanelFormat ExactPanelFormat(const float* w, int64_t n, int64_t k, int64_t ldw);
+// The narrowest dtype (runtime/tensor.h) that holds every weight of W [n, k] (row stride ldw)
+// exactly: kBF16 if all are bf16 values, else kF16 if all are fp16 values, else kF32.
+DType ExactDType(const float* w, int64_t n, int64_t k, int64_t ldw);
 
 // Products of at most this many rows use a matrix's 16-bit panels when it has them.
 inline constexpr int64_t kNarrowMaxRows = 24;
@@ -39,13 +37,13 @@ inline constexpr int64_t kNarrowMaxRows = 24;
 class PackedMatrix {
  public:
   PackedMatrix() = default;
-  // Packs W [rows = N, cols = K], row-major; adds 16-bit panels in ExactPanelFormat when that is
+  // Packs W [rows = N, cols = K], row-major; adds 16-bit panels in ExactDType when that is
   // not kF32. Padding columns are zero.
   PackedMatrix(const float* w, int64_t n, int64_t k);
   // The same from a block of a wider matrix: row j starts at w + j * ldw (ldw >= k).
   PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw);
   // The same with 16-bit panels in `narrow` (kF32: none), which must hold every weight exactly.
-  PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, PanelFormat narrow);
+  PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, DType narrow);
 
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
@@ -53,7 +51,7 @@ class PackedMatrix {
   // Panel p: k() rows of kPanel floats: W[p*16 + j][kk] at panel(p)[kk * 16 + j].
   const float* panel(int64_t p) const { return data_.get() + p * k_ * kPanel; }
   // The 16-bit panels' format, kF32 when there are none; panel p laid out as panel(p), 2 bytes a weight.
-  PanelFormat narrow_format() const { return narrow_format_; }
+  DType narrow_dtype() const { return narrow_dtype_; }
   const uint16_t* narrow_panel(int64_t p) const { return narrow_.get() + p * k_ * kPanel; }
   // Bytes of every panel kept (fp32 and 16-bit).
   int64_t bytes() const;
@@ -67,8 +65,8 @@ class PackedMatrix {
   };
   int64_t n_ = 0, k_ = 0;
   std::shared_ptr<float> data_;  // immutable once packed, so copies share it
-  PanelFormat narrow_format_ = PanelFormat::kF32;
-  std::shared_ptr<uint16_t> narrow_;  // null unless narrow_format_ != kF32
+  DType narrow_dtype_ = DType::kF32;
+  std::shared_ptr<uint16_t> narrow_;  // null unless narrow_dtype_ != kF32
 };
 
 enum class GemmIsa { kScalar, kAvx2, kAvx512 };

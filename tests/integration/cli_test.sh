@@ -39,7 +39,7 @@ check "show: no table for a layer fed by a layer" 1 "token-fed" -- bash -c \
 check "convert cls to BF16" 0 "cls, weights F32 -> BF16; [0-9]+ of [0-9]+ weights rounded, largest change" -- \
   "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype BF16 --to cls-bf16
 check "show the BF16 copy" 0 '"dtype": "BF16"' -- "$CELLSERVE" model show --repo "$REPO" --name cls-bf16
-check "show: a BF16 model's weights are streamed as 16 bits" 0 "weights also packed as bf16" -- \
+check "show: a BF16 model's weights are streamed as 16 bits" 0 "weights also packed as BF16" -- \
   "$CELLSERVE" model show --repo "$REPO" --name cls-bf16
 check "show: an F32 model's are not" 1 "16 bits" -- bash -c \
   "'$CELLSERVE' model show --repo '$REPO' --name cls | grep '16 bits' || { echo 'no 16 bits'; exit 1; }"

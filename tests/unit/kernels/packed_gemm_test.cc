@@ -91,8 +91,8 @@ TEST(PackedGemm, EveryIsaGivesTheSameBitsAsScalar) {
 }
 
 // Random weights rounded to bf16 or fp16 values (the weights of a model stored as BF16 / F16).
-std::vector<float> RoundedTo(PanelFormat format, std::vector<float> w) {
-  for (float& v : w) v = format == PanelFormat::kBF16 ? BFloat16ToFloat(FloatToBFloat16(v)) : HalfToFloat(FloatToHalf(v));
+std::vector<float> RoundedTo(DType format, std::vector<float> w) {
+  for (float& v : w) v = format == DType::kBF16 ? BFloat16ToFloat(FloatToBFloat16(v)) : HalfToFloat(FloatToHalf(v));
   return w;
 }
 
@@ -100,30 +100,30 @@ TEST(PackedGemm, PanelsAreSixteenBitOnlyWhenEveryWeightIsExact) {
   std::mt19937 rng(4);
   const int64_t n = 20, k = 30;
   auto w = Random(n * k, rng);
-  EXPECT_EQ(ExactPanelFormat(w.data(), n, k, k), PanelFormat::kF32);
-  EXPECT_EQ(ExactPanelFormat(RoundedTo(PanelFormat::kBF16, w).data(), n, k, k), PanelFormat::kBF16);
+  EXPECT_EQ(ExactDType(w.data(), n, k, k), DType::kF32);
+  EXPECT_EQ(ExactDType(RoundedTo(DType::kBF16, w).data(), n, k, k), DType::kBF16);
   // fp16 values in [-1, 1] have more mantissa bits than bf16: not bf16, but fp16.
-  EXPECT_EQ(ExactPanelFormat(RoundedTo(PanelFormat::kF16, w).data(), n, k, k), PanelFormat::kF16);
+  EXPECT_EQ(ExactDType(RoundedTo(DType::kF16, w).data(), n, k, k), DType::kF16);
   std::vector<float> zeros(n * k, 0.0f);
-  EXPECT_EQ(ExactPanelFormat(zeros.data(), n, k, k), PanelFormat::kBF16);
+  EXPECT_EQ(ExactDType(zeros.data(), n, k, k), DType::kBF16);
   // One inexact weight anywhere keeps the whole matrix in fp32; a block of a wider matrix looks
   // only at its own columns.
-  auto mixed = RoundedTo(PanelFormat::kBF16, w);
+  auto mixed = RoundedTo(DType::kBF16, w);
   mixed[n * k - 1] = w[n * k - 1];
-  EXPECT_EQ(ExactPanelFormat(mixed.data(), n, k, k), PanelFormat::kF32);
-  EXPECT_EQ(ExactPanelFormat(mixed.data(), n, k - 1, k), PanelFormat::kBF16);
+  EXPECT_EQ(ExactDType(mixed.data(), n, k, k), DType::kF32);
+  EXPECT_EQ(ExactDType(mixed.data(), n, k - 1, k), DType::kBF16);
 
   const PackedMatrix f32(w.data(), n, k);
-  const PackedMatrix bf16(RoundedTo(PanelFormat::kBF16, w).data(), n, k);
-  EXPECT_EQ(f32.narrow_format(), PanelFormat::kF32);
-  EXPECT_EQ(bf16.narrow_format(), PanelFormat::kBF16);
+  const PackedMatrix bf16(RoundedTo(DType::kBF16, w).data(), n, k);
+  EXPECT_EQ(f32.narrow_dtype(), DType::kF32);
+  EXPECT_EQ(bf16.narrow_dtype(), DType::kBF16);
   EXPECT_EQ(bf16.bytes() * 2, f32.bytes() * 3);  // the 16-bit copy beside the fp32 panels
 }
 
 TEST(PackedGemm, SixteenBitPanelsGiveTheBitsOfFp32PanelsOnEveryIsa) {
   std::mt19937 rng(5);
   int compared = 0;
-  for (PanelFormat format : {PanelFormat::kBF16, PanelFormat::kF16}) {
+  for (DType format : {DType::kBF16, DType::kF16}) {
     for (GemmIsa isa : {GemmIsa::kScalar, GemmIsa::kAvx2, GemmIsa::kAvx512}) {
       if (!GemmIsaSupported(isa)) continue;
       // Up to kNarrowMaxRows rows run on the 16-bit panels, more on the fp32 ones.
@@ -133,13 +133,13 @@ TEST(PackedGemm, SixteenBitPanelsGiveTheBitsOfFp32PanelsOnEveryIsa) {
             auto x = Random(m * k, rng);
             auto w = RoundedTo(format, Random(n * k, rng));
             const PackedMatrix narrow(w.data(), n, k);
-            ASSERT_EQ(narrow.narrow_format(), format) << PanelFormatName(format);
-            const PackedMatrix wide(w.data(), n, k, k, PanelFormat::kF32);
+            ASSERT_EQ(narrow.narrow_dtype(), format) << DTypeName(format);
+            const PackedMatrix wide(w.data(), n, k, k, DType::kF32);
             std::vector<float> want(m * n + 1, 42.0f), got(m * n + 1, 42.0f);
             GemmPackedWith(GemmIsa::kScalar, m, x.data(), k, wide, want.data(), n);
             GemmPackedWith(isa, m, x.data(), k, narrow, got.data(), n);
             ASSERT_EQ(0, std::memcmp(want.data(), got.data(), got.size() * sizeof(float)))
-                << PanelFormatName(format) << " on " << GemmIsaName(isa) << " m=" << m << " n=" << n << " k=" << k;
+                << DTypeName(format) << " on " << GemmIsaName(isa) << " m=" << m << " n=" << n << " k=" << k;
             ++compared;
           }
         }
