@@ -20,10 +20,25 @@ Status NcclStatus(ncclResult_t r, const char* call) {
 #define CS_NCCL(call) RETURN_IF_ERROR(NcclStatus((call), #call))
 #endif
 
+// Whether some consumer of `embedding` gathers from it; an embedding all of whose consumers fold
+// is read only to make their tables, at upload.
+bool EmbeddingGathered(const Model& model, const Tensor* embedding, int64_t fold_max_bytes) {
+  for (const CellType& t : model.cell_types())
+    if (t.embedding == embedding && !WillFold(t, fold_max_bytes)) return true;
+  return false;
+}
+
+// Embeddings needed only while the tables are made, on the GPU being uploaded to.
+struct FoldInputs {
+  std::map<const Tensor*, const float*> embeddings;
+  std::vector<DeviceBuffer<char>> buffers;
+};
+
 // The buffers of one model on one GPU, allocated in a fixed order so that every GPU's copy has
-// the same layout (the broadcast sends buffer i to buffer i).
+// the same layout (the broadcast sends buffer i to buffer i). An embedding no round gathers from
+// is not one of them: with `fold_inputs` (the upload's GPU) it goes there, else nowhere.
 StatusOr<std::shared_ptr<ModelWeights>> AllocateModelWeights(const Model& model, int gpu, GemmDtype dtype,
-                                                             int64_t fold_max_bytes) {
+                                                             int64_t fold_max_bytes, FoldInputs* fold_inputs) {
   auto w = std::make_shared<ModelWeights>();
   w->gpu = gpu;
   w->dtype = dtype;
@@ -37,7 +52,7 @@ StatusOr<std::shared_ptr<ModelWeights>> AllocateModelWeights(const Model& model,
     ASSIGN_OR_RETURN(auto bias, DeviceBuffer<char>::Allocate(gpu, t.bias->size() * sizeof(float)));
     ct.bias = reinterpret_cast<const float*>(bias.get());
     w->buffers.push_back(std::move(bias));
-    if (t.embedding) {
+    if (t.embedding && EmbeddingGathered(model, t.embedding, fold_max_bytes)) {
       auto it = embeddings.find(t.embedding);
       if (it == embeddings.end()) {
         ASSIGN_OR_RETURN(auto emb, DeviceBuffer<char>::Allocate(gpu, t.embedding->size() * sizeof(float)));
@@ -45,6 +60,10 @@ StatusOr<std::shared_ptr<ModelWeights>> AllocateModelWeights(const Model& model,
         w->buffers.push_back(std::move(emb));
       }
       ct.embedding = it->second;
+    } else if (t.embedding && fold_inputs && !fold_inputs->embeddings.count(t.embedding)) {
+      ASSIGN_OR_RETURN(auto emb, DeviceBuffer<char>::Allocate(gpu, t.embedding->size() * sizeof(float)));
+      fold_inputs->embeddings.emplace(t.embedding, reinterpret_cast<const float*>(emb.get()));
+      fold_inputs->buffers.push_back(std::move(emb));
     }
     if (WillFold(t, fold_max_bytes)) {
       ASSIGN_OR_RETURN(auto table, DeviceBuffer<char>::Allocate(gpu, FoldedTableBytes(t)));
@@ -92,7 +111,8 @@ Status Fold(cublasHandle_t cublas, const CellType& t, const float* w32, const fl
 
 StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& model, int gpu, GemmDtype dtype,
                                                                  int64_t fold_max_bytes) {
-  ASSIGN_OR_RETURN(auto w, AllocateModelWeights(model, gpu, dtype, fold_max_bytes));
+  FoldInputs fold_inputs;  // freed when the tables are made
+  ASSIGN_OR_RETURN(auto w, AllocateModelWeights(model, gpu, dtype, fold_max_bytes, &fold_inputs));
   CS_CUDA(cudaSetDevice(gpu));
   // fp32 weights go to a staging buffer and are converted on the GPU (a no-op copy for fp32).
   size_t staging_floats = 0;
@@ -103,9 +123,12 @@ StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& mo
   for (size_t i = 0; i < model.cell_types().size(); ++i) {
     const CellType& t = model.cell_types()[i];
     const CellTypeWeights& ct = w->types[i];
+    // The embedding: kept for the rounds' gathers, or only for the fold below.
+    const float* embedding = ct.embedding;
+    if (t.embedding && !embedding) embedding = fold_inputs.embeddings.at(t.embedding);
     if (t.embedding && !uploaded[t.embedding]) {
       uploaded[t.embedding] = true;
-      CS_CUDA(cudaMemcpy(const_cast<float*>(ct.embedding), t.embedding->data(), t.embedding->size() * sizeof(float),
+      CS_CUDA(cudaMemcpy(const_cast<float*>(embedding), t.embedding->data(), t.embedding->size() * sizeof(float),
                          cudaMemcpyHostToDevice));
     }
     CS_CUDA(cudaMemcpy(const_cast<float*>(ct.bias), t.bias->data(), t.bias->size() * sizeof(float),
@@ -115,7 +138,7 @@ StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& mo
     CS_CUDA(cudaMemcpy(w32, t.weight->data(), t.weight->size() * sizeof(float), cudaMemcpyHostToDevice));
     if (ct.folded) {  // on the default stream, after the copies above
       ASSIGN_OR_RETURN(cublasHandle_t handle, cublas.Get());
-      RETURN_IF_ERROR(Fold(handle, t, w32, ct.embedding, ct.bias, const_cast<float*>(ct.folded)));
+      RETURN_IF_ERROR(Fold(handle, t, w32, embedding, ct.bias, const_cast<float*>(ct.folded)));
     }
     if (dtype != GemmDtype::kF32) {
       RETURN_IF_ERROR(LaunchConvert(staging.get(), const_cast<void*>(ct.weight), t.weight->size(), dtype, nullptr));
@@ -139,7 +162,7 @@ Status CudaWeightStore::Prepare(const std::vector<const Model*>& models, const s
 #if CELLSERVE_HAVE_NCCL
     std::vector<std::shared_ptr<ModelWeights>> copies;
     for (size_t g = 1; g < gpus.size(); ++g) {
-      ASSIGN_OR_RETURN(auto w, AllocateModelWeights(*model, gpus[g], dtype_, fold_max_bytes_));
+      ASSIGN_OR_RETURN(auto w, AllocateModelWeights(*model, gpus[g], dtype_, fold_max_bytes_, nullptr));
       copies.push_back(std::move(w));
     }
     // One communicator over these GPUs; rank 0 (gpus[0]) is the root of every broadcast, each rank

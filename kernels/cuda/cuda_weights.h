@@ -5,7 +5,9 @@
 // converted on the GPU), the bias in fp32, and the embedding table in fp32 when the type is fed by
 // tokens (an embedding shared by several types is uploaded once). A token-fed type whose table fits
 // the cap (runtime/token_fold.h) also gets its folded table, [vocab, rows] fp32, made on the GPU at
-// upload from the fp32 weights (one cuBLAS GEMM, then the bias), whatever the GEMM dtype.
+// upload from the fp32 weights (one cuBLAS GEMM, then the bias), whatever the GEMM dtype. An
+// embedding whose consumers all fold is on the GPU only while their tables are made: rounds never
+// read it, so ModelWeights does not keep it (its `embedding` is null).
 // Ownership: ModelWeights are shared (std::shared_ptr) by the CudaDevices that use them and freed
 // on their GPU when the last one lets go; the Model must outlive them. Threads: CudaWeightStore is
 // thread-safe; Prepare blocks until the weights are on every GPU.
@@ -28,7 +30,7 @@ namespace cellserve::cuda {
 struct CellTypeWeights {
   const void* weight = nullptr;      // [rows, K] of the store's dtype
   const float* bias = nullptr;       // [rows]
-  const float* embedding = nullptr;  // [vocab, input_dim] or null
+  const float* embedding = nullptr;  // [vocab, input_dim]; null when not token-fed or folded
   // Folded: [vocab, rows], row v = W_x embedding[v] + bias; a round then multiplies only weight's
   // columns [input_dim, K) (none for a leaf). Null when not folded.
   const float* folded = nullptr;

@@ -253,7 +253,17 @@ TEST(CudaBackendTest, FoldedTablesForTokenFedTypesUnderTheCap) {
     for (size_t i = 0; i < model->cell_types().size(); ++i) {
       const CellType& t = model->cell_types()[i];
       EXPECT_EQ((*w)->types[i].folded != nullptr, WillFold(t, cap)) << t.name << " cap " << cap;
+      // No round reads a folded type's embedding (this model shares none), so none is kept.
+      EXPECT_EQ((*w)->types[i].embedding != nullptr, t.embedding && !WillFold(t, cap)) << t.name << " cap " << cap;
     }
+    int64_t kept = 0, want = 0;
+    for (const auto& b : (*w)->buffers) kept += static_cast<int64_t>(b.bytes());
+    for (const CellType& t : model->cell_types()) {
+      want += t.weight->size() * 4 + t.bias->size() * 4;
+      if (WillFold(t, cap)) want += FoldedTableBytes(t);
+      else if (t.embedding) want += t.embedding->size() * 4;
+    }
+    EXPECT_EQ(kept, want) << "cap " << cap;
   }
   auto w = cuda::UploadModelWeights(*model, 0, cuda::GemmDtype::kF16, enc_bytes);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
