@@ -7,7 +7,9 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
+#include <tuple>
 
 #include "kernels/cuda/cell_kernels.h"
 #include "kernels/cuda/cuda_check.h"
@@ -75,7 +77,7 @@ class CudaDevice::Impl {
  public:
   Impl(std::string name, CudaDeviceOptions options)
       : name_(std::move(name)), options_(std::move(options)), dtype_(ToGemmDtype(options_.precision)),
-        planner_(options_.staging_slots), graphs_(options_.graph_cache_size) {}
+        planner_(options_.staging_slots), graphs_(1) {}
 
   ~Impl() {
     {
@@ -96,7 +98,6 @@ class CudaDevice::Impl {
 
   Status Init() {
     if (options_.staging_slots < 1) return InvalidArgument("staging_slots must be >= 1");
-    if (options_.graph_cache_size < 1) return InvalidArgument("graph_cache_size must be >= 1");
     int count = 0;
     CS_CUDA(cudaGetDeviceCount(&count));
     if (options_.gpu < 0 || options_.gpu >= count)
@@ -128,8 +129,10 @@ class CudaDevice::Impl {
     std::unique_lock<std::mutex> lock(mu_);
     progress_cv_.wait(lock, [&] { return pending_ == 0; });
     CS_CUDA(cudaSetDevice(options_.gpu));
-    // Captured graphs hold the pointers of the state and weights this may replace: drop them all.
-    graphs_ = gpu::LruCache<gpu::GraphKey, GraphExec>(options_.graph_cache_size);
+    // Captured graphs hold the pointers of the state and weights this may replace: drop them all,
+    // and make room for every graph of the models registered with this one.
+    graphs_ = gpu::LruCache<gpu::GraphKey, GraphExec>(GraphCacheCapacity(model));
+    warmed_.clear();
     // Built aside and committed only when everything is allocated: a failure registers nothing.
     ModelState m;
     m.slots = slots;
@@ -227,6 +230,7 @@ class CudaDevice::Impl {
     std::lock_guard<std::mutex> lock(mu_);
     CudaGraphStats g = graph_stats_;
     g.evictions = static_cast<int64_t>(graphs_.evictions());
+    g.cache_capacity = static_cast<int64_t>(graphs_.capacity());
     g.padded_rows = stats_padded_rows_;
     return g;
   }
@@ -379,11 +383,34 @@ class CudaDevice::Impl {
     return OkStatus();
   }
 
-  // The round's compute on the compute stream: its graph (captured on first use) or plain launches.
+  // The graph cache's capacity once `adding` is registered (graph_cache_size caps it when set).
+  size_t GraphCacheCapacity(const Model& adding) const {
+    int64_t graphs = 0;
+    auto count = [&](const Model& model) {
+      int32_t max_batch = 1;
+      for (const CellType& t : model.cell_types()) max_batch = std::max<int32_t>(max_batch, t.max_batch);
+      graphs += gpu::GraphsOfModel(static_cast<int32_t>(model.cell_types().size()), max_batch,
+                                   options_.staging_slots);
+    };
+    count(adding);
+    for (const auto& [model, state] : models_)
+      if (model != &adding) count(*model);
+    const size_t all = static_cast<size_t>(std::max<int64_t>(graphs, 1));
+    return options_.graph_cache_size > 0 ? std::min(all, options_.graph_cache_size) : all;
+  }
+
+  // The round's compute on the compute stream: its graph, or plain launches. The first round of a
+  // (model, type, bucket) runs plain, so that cuBLAS picks and loads its kernel for that shape
+  // (and ours load) outside a stream capture; later rounds capture a graph per staging slot once
+  // and launch it.
   Status Compute(ModelState& m, const Model* model, int32_t type, int32_t bucket, int32_t slot) {
     if (!options_.use_graphs) return LaunchKernels(m, model, type, bucket, slot);
     const gpu::GraphKey key{model, type, bucket, slot};
     GraphExec* exec = graphs_.Find(key);
+    if (!exec && warmed_.insert({model, type, bucket}).second) {
+      ++graph_stats_.warmups;
+      return LaunchKernels(m, model, type, bucket, slot);
+    }
     if (!exec) {
       CS_CUDA(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
       Status launched = LaunchKernels(m, model, type, bucket, slot);
@@ -535,6 +562,7 @@ class CudaDevice::Impl {
   std::vector<Staging> staging_;
   gpu::StreamPlanner planner_;
   gpu::LruCache<gpu::GraphKey, GraphExec> graphs_;
+  std::set<std::tuple<const Model*, int32_t, int32_t>> warmed_;  // (model, type, bucket) run plain once
   std::deque<InFlight> in_flight_;
   int64_t pending_ = 0;
   uint64_t seq_ = 0;

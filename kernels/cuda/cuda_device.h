@@ -50,7 +50,9 @@ struct CudaDeviceOptions {
   // Rounds in flight at most (pinned buffers, events; graphs are captured per slot). 3 keep the
   // compute stream busy when copies and compute cost alike (kernels/gpu/stream_plan.h).
   int32_t staging_slots = 8;
-  size_t graph_cache_size = 1024;  // captured graphs kept (LRU)
+  // Captured graphs kept (LRU). 0: every graph the registered models can use
+  // (gpu::GraphsOfModel summed), so a mix of models evicts none; a number caps it below that.
+  size_t graph_cache_size = 0;
   // Token-fed cell types whose folded table (runtime/token_fold.h) takes at most this many bytes
   // get one in GPU memory; 0: none. A weight store must have been made with the same cap.
   int64_t fold_max_bytes = kDefaultFoldMaxBytes;
@@ -63,7 +65,11 @@ struct CudaDeviceOptions {
 struct CudaGraphStats {
   int64_t captures = 0;   // graphs captured (a new (model, type, bucket, staging slot))
   int64_t launches = 0;   // rounds run from a captured graph
+  // Rounds run with plain launches before any capture of their (model, type, bucket): the first
+  // of each, so that cuBLAS and the kernels load outside a stream capture.
+  int64_t warmups = 0;
   int64_t evictions = 0;  // graphs dropped by the LRU bound
+  int64_t cache_capacity = 0;  // graphs the LRU may hold (CudaDeviceOptions::graph_cache_size)
   int64_t padded_rows = 0;  // padding rows computed (bucket - rows, summed)
   int64_t host_waits = 0;   // Submits that waited for a free staging slot
 };

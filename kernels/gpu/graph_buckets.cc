@@ -33,4 +33,9 @@ int32_t BucketFor(const std::vector<int32_t>& buckets, int32_t rows) {
   return it == buckets.end() ? -1 : *it;
 }
 
+int64_t GraphsOfModel(int32_t cell_types, int32_t max_batch, int32_t staging_slots) {
+  if (cell_types < 1 || staging_slots < 1) return 0;
+  return int64_t{cell_types} * static_cast<int64_t>(BucketSizes(max_batch).size()) * staging_slots;
+}
+
 }  // namespace cellserve::gpu

@@ -25,6 +25,11 @@ std::vector<int32_t> BucketSizes(int32_t max_batch);
 // `buckets` ascending, as BucketSizes returns them.
 int32_t BucketFor(const std::vector<int32_t>& buckets, int32_t rows);
 
+// The graphs a device may capture for one model: one per (cell type, bucket of max_batch, staging
+// slot), as GraphKey counts them. The CUDA backend keeps at least the sum over its models, so
+// that a mix of models never evicts a graph it will launch again.
+int64_t GraphsOfModel(int32_t cell_types, int32_t max_batch, int32_t staging_slots);
+
 // Which captured graph: the graph of one cell type of one model at one bucket size, reading its
 // indices from one staging slot's device index buffer (stream_plan.h), since a graph bakes in its
 // pointers. `model` is the Model's address, only compared, never dereferenced.

@@ -28,6 +28,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/cuda_weights.h"
+#include "kernels/gpu/graph_buckets.h"
 #include "runtime/this_thread.h"
 #include "tests/unit/common/thread_probe.h"
 #include "tests/unit/kernels/test_models.h"
@@ -351,8 +352,75 @@ TEST(CudaDeviceTest, EveryRoundCompletesOnceInOrder) {
   EXPECT_EQ((*device)->pending(), 0);
   EXPECT_EQ((*device)->stats().batches, 400);
   const auto g = (*device)->graph_stats();
-  EXPECT_EQ(g.launches, 400);
+  EXPECT_EQ(g.launches + g.warmups, 400);
+  EXPECT_EQ(g.warmups, 8) << "one plain round per bucket of 1..64 rows (1, 2, 4, .., 48, 64)";
   EXPECT_LT(g.captures, 400) << "graphs were not reused";
+}
+
+// A round of `rows` cells of any type, each row its own token or no input, writing slot r (a head
+// reads slot r).
+CellBatch AnyTypeBatch(const Model& model, int32_t type, int32_t rows) {
+  const CellType& t = model.cell_type(type);
+  CellBatch b{&model, type, {}};
+  for (int32_t r = 0; r < rows; ++r) {
+    CellRow row;
+    if (t.embedding) row.token = r % static_cast<int32_t>(t.embedding->dim(0));
+    if (IsHead(t.op)) row.x_slot = r;
+    else row.out_slot = r;
+    b.rows.push_back(row);
+  }
+  return b;
+}
+
+// The graph cache holds every graph of the registered models (one per type, bucket and staging
+// slot): rounds over all of them evict nothing. The first round of each (model, type, bucket)
+// runs plain, before any capture of it. An explicit smaller cap evicts.
+TEST(CudaDeviceTest, GraphCacheHoldsEveryGraphOfItsModels) {
+  REQUIRE_GPU();
+  auto lstm = testing_models::Make(ModelKind::kLstm, 16, 2, 3, 32);
+  auto s2s = testing_models::Make(ModelKind::kSeq2Seq, 16, 2, 4, 32);
+  const int32_t slots = 3;
+  const int64_t all = gpu::GraphsOfModel(static_cast<int32_t>(lstm->cell_types().size()), 32, slots) +
+                      gpu::GraphsOfModel(static_cast<int32_t>(s2s->cell_types().size()), 32, slots);
+  const std::vector<int32_t> buckets = gpu::BucketSizes(32);
+  const int64_t shapes =
+      static_cast<int64_t>((lstm->cell_types().size() + s2s->cell_types().size()) * buckets.size());
+  for (size_t cap : {size_t{0}, size_t{20}}) {
+    SCOPED_TRACE("graph_cache_size " + std::to_string(cap));
+    cuda::CudaDeviceOptions o;
+    o.staging_slots = slots;
+    o.graph_cache_size = cap;
+    auto backend = cuda::CudaBackend::Create(o);
+    ASSERT_TRUE(backend.ok()) << backend.status().ToString();
+    for (const auto* model : {lstm.get(), s2s.get()}) ASSERT_TRUE((*backend)->RegisterModel(*model, 64).ok());
+    EXPECT_EQ((*backend)->device().graph_stats().cache_capacity, cap ? static_cast<int64_t>(cap) : all);
+    int64_t rounds = 0;
+    auto run = [&](const Model& model, int32_t type, int32_t rows) {
+      auto out = (*backend)->Run(AnyTypeBatch(model, type, rows));
+      ASSERT_TRUE(out.ok()) << out.status().ToString();
+      ++rounds;
+    };
+    for (int rep = 0; rep < 2 * slots + 1; ++rep) {
+      for (const auto* model : {lstm.get(), s2s.get()})
+        for (int32_t type = 0; type < static_cast<int32_t>(model->cell_types().size()); ++type)
+          for (int32_t rows : buckets) {
+            // Odd repetitions fill the same buckets with fewer rows.
+            ASSERT_NO_FATAL_FAILURE(run(*model, type, rep % 2 && rows > 1 ? rows - 1 : rows));
+          }
+      // Staging slots go round-robin: one more round, so each shape's next round takes another slot.
+      ASSERT_NO_FATAL_FAILURE(run(*lstm, 0, 1));
+    }
+    const auto g = (*backend)->device().graph_stats();
+    EXPECT_EQ(g.warmups, shapes);
+    EXPECT_EQ(g.launches + g.warmups, rounds);
+    if (cap == 0) {
+      EXPECT_EQ(g.evictions, 0);
+      EXPECT_LE(g.captures, all);
+      EXPECT_GT(g.captures, shapes) << "rounds of one shape should reach more than one staging slot";
+    } else {
+      EXPECT_GT(g.evictions, 0);
+    }
+  }
 }
 
 // --pin-threads on a GPU node: the completion thread names itself and runs where it is told.

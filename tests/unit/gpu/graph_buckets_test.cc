@@ -25,6 +25,17 @@ TEST(BucketSizes, ListsPowersOfTwoThenHalfSteps) {
   EXPECT_EQ(BucketSizes(100), (V{1, 2, 4, 8, 16, 32, 48, 64, 96, 100}));
 }
 
+// One graph per (type, bucket, slot): a seq2seq model of 4 + 4 layers and a head (9 types) at
+// max batch 512 (14 buckets) on 8 staging slots can use 1,008.
+TEST(GraphsOfModel, CountsTypesBucketsAndSlots) {
+  EXPECT_EQ(GraphsOfModel(9, 512, 8), 9 * 14 * 8);
+  EXPECT_EQ(GraphsOfModel(3, 7, 2), 3 * 4 * 2);
+  EXPECT_EQ(GraphsOfModel(1, 1, 1), 1);
+  EXPECT_EQ(GraphsOfModel(0, 512, 8), 0);
+  EXPECT_EQ(GraphsOfModel(3, 0, 8), 0);
+  EXPECT_EQ(GraphsOfModel(3, 512, 0), 0);
+}
+
 TEST(BucketSizes, EmptyForNoBatch) {
   EXPECT_TRUE(BucketSizes(0).empty());
   EXPECT_TRUE(BucketSizes(-5).empty());
