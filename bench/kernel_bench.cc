@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/packed_gemm.h"
 #include "runtime/model_repository.h"
@@ -155,6 +156,23 @@ void BM_PackedGemmF16(benchmark::State& state) {
   RunPackedGemm(state, cpu::GemmPackedIsa(), DType::kF16);
 }
 
+// --cpu-precision bf16: the same shape on AMX tiles (kernels/cpu/amx_gemm.h), X rounded to bf16 per call.
+void BM_AmxGemm(benchmark::State& state) {
+  const int64_t B = state.range(0), H = state.range(1), K = 2 * H, N = 4 * H;
+  std::string why;
+  if (!cpu::AmxBf16Support(&why)) {
+    state.SkipWithError(why.c_str());
+    return;
+  }
+  std::vector<float> x(B * K, 0.01f), w(N * K, 0.0625f), c(B * N);
+  cpu::AmxPanels packed(w.data(), N, K, K);
+  for (auto _ : state) {
+    cpu::GemmAmx(B, x.data(), K, packed, c.data(), N);
+    benchmark::ClobberMemory();
+  }
+  state.counters["batch"] = static_cast<double>(B);
+}
+
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int64_t batch : {1, 8, 64, 256}) b->Args({batch, 512});
   b->Unit(benchmark::kMicrosecond)->MinTime(0.3)->Repetitions(5)->ReportAggregatesOnly(true);
@@ -165,6 +183,7 @@ BENCHMARK(BM_PackedGemm)->Apply(Shapes);
 BENCHMARK(BM_PackedGemmAvx2)->Apply(Shapes);
 BENCHMARK(BM_PackedGemmBf16)->Apply(Shapes);
 BENCHMARK(BM_PackedGemmF16)->Apply(Shapes);
+BENCHMARK(BM_AmxGemm)->Apply(Shapes);
 BENCHMARK(BM_LstmStep)->Apply(Shapes);
 BENCHMARK(BM_LstmStepBf16)->Apply(Shapes);
 BENCHMARK(BM_TokenLstmStep)->Apply(Shapes);

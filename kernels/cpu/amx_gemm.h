@@ -1,0 +1,51 @@
+// The CPU backend's bf16 compute (--cpu-precision bf16): C[M, N] = X[M, K] * W[N, K]^T with W
+// and X rounded to bf16 (nearest even) and fp32 accumulation, on Intel AMX tiles (Sapphire Rapids
+// and later). An opt-in trade of accuracy for speed, like the CUDA backend's --gpu-precision:
+// results differ from fp32 by about 1e-2 relative at worst; they still do not depend on
+// batch-mates, since every product of every size runs the same tile kernel, and a row's results
+// in a tile do not depend on the tile's other rows (tested: a row alone and at any position of a
+// batch give the same bits).
+// Layout: W is packed once into 32-column blocks of 16 x 16 bf16-pair tiles (VNNI: a tile row is
+// 16 columns x 2 consecutive k), K padded to 32 and N to 32 with zeros.
+// Threads: AmxPanels is immutable once packed (shareable). GemmAmx keeps its scratch and the
+// tile configuration per thread; the first call on a thread loads the configuration.
+// Errors: AmxBf16Support says why AMX cannot be used (CPU, OS or kernel permission); GemmAmx
+// must only be called once it said yes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace cellserve::cpu {
+
+// Whether this CPU and kernel run AMX-BF16 tiles for this process (asks the kernel for the tile
+// state once: arch_prctl(ARCH_REQ_XCOMP_PERM)). False with the reason in *why.
+bool AmxBf16Support(std::string* why);
+
+class AmxPanels {
+ public:
+  AmxPanels() = default;
+  // Packs W [n, k] (row j at w + j * ldw), each weight rounded to bf16.
+  AmxPanels(const float* w, int64_t n, int64_t k, int64_t ldw);
+
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
+  int64_t padded_k() const { return kp_; }
+  int64_t blocks() const { return (n_ + kBlockCols - 1) / kBlockCols; }
+  // Column block b: padded_k() / 32 chunks, each two 1 KiB tiles (columns b*32 .. +15, +16 .. +31).
+  const uint16_t* block(int64_t b) const { return data_.get() + b * kp_ * kBlockCols; }
+  int64_t bytes() const { return blocks() * kp_ * kBlockCols * 2; }
+
+  static constexpr int64_t kBlockCols = 32;  // two 16-column tiles
+  static constexpr int64_t kChunkK = 32;     // bf16 values per tile row (64 bytes)
+
+ private:
+  int64_t n_ = 0, k_ = 0, kp_ = 0;
+  std::shared_ptr<uint16_t> data_;  // immutable once packed, so copies share it
+};
+
+// C[M, N] = bf16(X)[M, K] * bf16(W)^T, fp32 accumulation. ldx, ldc: row strides in floats. M may be 0.
+void GemmAmx(int64_t m, const float* x, int64_t ldx, const AmxPanels& w, float* c, int64_t ldc);
+
+}  // namespace cellserve::cpu
