@@ -11,6 +11,7 @@
 #include <thread>
 #include <tuple>
 
+#include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/cell_weights.h"
 #include "kernels/cpu/cpu_device.h"
 #include "kernels/cuda/cuda_plugin.h"
@@ -58,6 +59,12 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOption
   if (!options.device_cpus.empty() && options.device_cpus.size() < static_cast<size_t>(count))
     return InvalidArgument(std::to_string(count) + " CPU devices, but CPUs to pin only " +
                            std::to_string(options.device_cpus.size()) + " of them to");
+  if (options.cpu_bf16) {
+    std::string why;
+    if (!cpu::AmxBf16Support(&why)) return Unavailable("--cpu-precision bf16: " + why + "; use --cpu-precision fp32");
+    std::fprintf(stderr, "cellserve: cpu: bf16 compute on AMX tiles (--cpu-precision bf16): inputs rounded to bf16, "
+                         "answers within about 1e-2 of fp32\n");
+  }
   ReportFolding("cpu", "shared by the devices", options.fold_max_bytes, models);
   // The devices share one copy of the packed weights (they share the machine's memory and cache).
   auto weight_cache = std::make_shared<cpu::PackedWeightCache>();
@@ -67,6 +74,7 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOption
     backend.blas_threads = options.blas_threads;
     backend.weight_cache = weight_cache;
     backend.cell_weights.fold_max_bytes = options.fold_max_bytes;
+    backend.cell_weights.bf16_compute = options.cpu_bf16;
     const int cpu = options.device_cpus.empty() ? -1 : options.device_cpus[static_cast<size_t>(i)];
     ASSIGN_OR_RETURN(auto device, cpu::CpuDevice::Create("cpu:" + std::to_string(i), backend, cpu));
     devices.push_back(std::move(device));

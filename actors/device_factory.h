@@ -27,6 +27,9 @@ struct DeviceOptions {
   int blas_threads = 1;             // cpu: OpenBLAS threads (process-wide)
   // cpu and cuda: the largest folded token-input table per cell type (runtime/token_fold.h); 0: none.
   int64_t fold_max_bytes = kDefaultFoldMaxBytes;
+  // cpu: --cpu-precision bf16, every GEMM on AMX tiles (kernels/cpu/amx_gemm.h); UNAVAILABLE
+  // where AMX-BF16 is not.
+  bool cpu_bf16 = false;
   std::string sim_profile;          // sim: the profile (required)
   std::string gpu_precision = "fp32";  // cuda: fp32, fp16 or bf16 (fp32 accumulation)
   bool cuda_graphs = true;          // cuda: one CUDA graph per (cell type, batch bucket)

@@ -50,6 +50,7 @@
 #include "tools/bench_metrics.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/cpu_precision_flag.h"
 #include "tools/fold_flag.h"
 #include "tools/thread_placement.h"
 
@@ -205,6 +206,7 @@ int BenchCommand(int argc, char** argv) {
       .Add("metrics-pairs", "3", "--metrics compare: off/on measurement pairs per policy")
       .AddBool("keep-going", "run every rate even after a policy could not keep up");
   AddFoldFlag(flags);
+  AddCpuPrecisionFlag(flags);
   AddThreadPlacementFlags(flags, "the load generator");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
@@ -251,6 +253,9 @@ int BenchCommand(int argc, char** argv) {
     auto fold_max = FoldMaxBytes(flags);
     if (!fold_max.ok()) return BadUsage(fold_max.status());
     cfg.cluster.fold_max_bytes = *fold_max;
+    auto bf16 = CpuBf16Compute(flags);
+    if (!bf16.ok()) return BadUsage(bf16.status());
+    cfg.cluster.cpu_bf16 = *bf16;
   }
   // Before any thread starts: they all inherit the caller's CPUs.
   if (Status placed = ApplyThreadPlacement(flags, cfg.cluster, "bench"); !placed.ok()) return BadUsage(placed);

@@ -17,6 +17,7 @@
 #include "runtime/text.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/cpu_precision_flag.h"
 #include "tools/fold_flag.h"
 
 namespace cellserve::tools {
@@ -84,6 +85,7 @@ int RunCommand(int argc, char** argv) {
       .Add("blas-threads", "1", "OpenBLAS threads")
       .Positional("TEXT...", "sentences to run");
   AddFoldFlag(flags);
+  AddCpuPrecisionFlag(flags);
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
   auto t0 = std::chrono::steady_clock::now();
@@ -107,6 +109,8 @@ int RunCommand(int argc, char** argv) {
   if (!threads.ok()) return Fail(threads.status());
   auto fold_max = FoldMaxBytes(flags);
   if (!fold_max.ok()) return Fail(fold_max.status());
+  auto bf16 = CpuBf16Compute(flags);
+  if (!bf16.ok()) return Fail(bf16.status());
 
   HashTokenizer tokenizer(spec.vocab_size);
   auto make_graph = [&](const std::string& text) {
@@ -123,6 +127,7 @@ int RunCommand(int argc, char** argv) {
   cpu::CpuBackendOptions options;
   options.blas_threads = static_cast<int>(*threads);
   options.cell_weights.fold_max_bytes = *fold_max;
+  options.cell_weights.bf16_compute = *bf16;
   cpu::CpuBackend backend(options);
   // Enough slots for every sentence at once: each cell holds one until its readers ran.
   int64_t slots = 0;

@@ -43,6 +43,7 @@
 #include "tools/cli_errors.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/cpu_precision_flag.h"
 #include "tools/fold_flag.h"
 #include "tools/front_door.h"
 #include "tools/thread_placement.h"
@@ -232,6 +233,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
       .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
       .AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   AddFoldFlag(flags);
+  AddCpuPrecisionFlag(flags);
   AddThreadPlacementFlags(flags, "the RPC front door");
   AddFrontDoorFlags(flags);
   if (node)
@@ -278,6 +280,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto fold_max = FoldMaxBytes(flags);
   if (!fold_max.ok()) return Fail(fold_max.status());
   options.fold_max_bytes = *fold_max;
+  auto bf16 = CpuBf16Compute(flags);
+  if (!bf16.ok()) return Fail(bf16.status());
+  options.cpu_bf16 = *bf16;
 
   // Pinned first, so that every thread started from here on inherits the front door's cores.
   if (Status placed = ApplyThreadPlacement(flags, options, g_name); !placed.ok()) return Fail(placed);

@@ -46,18 +46,24 @@ std::vector<float> FoldTable(const CellType& type, const PackedMatrix& w_x, int 
 CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions& options) {
   const float* w = type.weight->data();
   const int64_t outputs = type.weight->dim(0), cols = type.weight->dim(1);
+  // The rounds' GEMM: fp32 panels, or AMX tiles under bf16 compute.
+  auto pack = [&](const float* from, int64_t k) {
+    return options.bf16_compute ? PackedMatrix::Bf16Compute(from, outputs, k, cols)
+                                : PackedMatrix(from, outputs, k, cols);
+  };
   CpuCellWeights out;
   out.outputs = outputs;
   if (!WillFold(type, options.fold_max_bytes)) {
-    out.gemm = PackedMatrix(w, outputs, cols);
+    out.gemm = pack(w, cols);
     return out;
   }
   // Columns [0, input_dim) multiply x; an LSTM's remaining columns multiply h.
   const int64_t in = type.input_dim;
   const int threads = options.threads > 0 ? options.threads : UsableCpuCount();
-  // fp32 panels only: the table's products are 256 rows, beyond what 16-bit panels serve.
+  // fp32 panels only: the table's products are 256 rows, beyond what 16-bit panels serve; and
+  // the table is fp32 under bf16 compute too (made once, so made exactly).
   out.folded = FoldTable(type, PackedMatrix(w, outputs, in, cols, DType::kF32), threads);
-  if (cols > in) out.gemm = PackedMatrix(w + in, outputs, cols - in, cols);
+  if (cols > in) out.gemm = pack(w + in, cols - in);
   return out;
 }
 

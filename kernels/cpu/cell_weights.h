@@ -29,6 +29,9 @@ struct CellWeightOptions {
   int64_t fold_max_bytes = kDefaultFoldMaxBytes;
   // Threads that compute the tables (0: every CPU this thread may use).
   int threads = 0;
+  // --cpu-precision bf16: the rounds' GEMMs on AMX tiles, inputs rounded to bf16, fp32
+  // accumulation (amx_gemm.h); folded tables stay fp32. Only where AmxBf16Support says yes.
+  bool bf16_compute = false;
 };
 
 struct CpuCellWeights {

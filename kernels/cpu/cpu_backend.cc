@@ -29,7 +29,7 @@ std::shared_ptr<const PackedWeightCache::Weights> Prepare(const Model& model,
 std::shared_ptr<const PackedWeightCache::Weights> PackedWeightCache::Get(const Model& model,
                                                                         const CellWeightOptions& options) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::weak_ptr<const Weights>& entry = entries_[{&model, options.fold_max_bytes}];
+  std::weak_ptr<const Weights>& entry = entries_[{&model, options.fold_max_bytes, options.bf16_compute}];
   if (auto weights = entry.lock()) return weights;
   auto weights = Prepare(model, options);  // under the lock: a second device waits, not prepares again
   entry = weights;

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -29,7 +30,8 @@ namespace cellserve::cpu {
 // The prepared gate/head weights of each model, shared by the backends that hold the cache.
 // Thread-safe. An entry lives while some backend holds it (the cache keeps weak references).
 // Keyed by the Model's address, which is stable while the model is registered anywhere (the
-// Backend contract: a registered model outlives its registration), and the fold cap.
+// Backend contract: a registered model outlives its registration), the fold cap and the compute
+// precision.
 class PackedWeightCache {
  public:
   using Weights = std::vector<CpuCellWeights>;  // one per cell type, in Model::cell_types() order
@@ -39,7 +41,7 @@ class PackedWeightCache {
 
  private:
   mutable std::mutex mu_;
-  std::map<std::pair<const Model*, int64_t>, std::weak_ptr<const Weights>> entries_;  // guarded by mu_
+  std::map<std::tuple<const Model*, int64_t, bool>, std::weak_ptr<const Weights>> entries_;  // guarded by mu_
   int64_t packs_ = 0;  // guarded by mu_
 };
 

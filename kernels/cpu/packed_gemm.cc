@@ -348,7 +348,16 @@ PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, DT
     half[i] = narrow == DType::kBF16 ? FloatToBFloat16(data[i]) : FloatToHalf(data[i]);
 }
 
+PackedMatrix PackedMatrix::Bf16Compute(const float* w, int64_t n, int64_t k, int64_t ldw) {
+  PackedMatrix m;
+  m.n_ = n;
+  m.k_ = k;
+  m.amx_ = std::make_shared<const AmxPanels>(w, n, k, ldw);
+  return m;
+}
+
 int64_t PackedMatrix::bytes() const {
+  if (amx_) return amx_->bytes();
   const int64_t count = panels() * k_ * kPanel;
   return count * static_cast<int64_t>(sizeof(float)) +
          (narrow_dtype_ == DType::kF32 ? 0 : count * static_cast<int64_t>(sizeof(uint16_t)));
@@ -380,12 +389,14 @@ GemmIsa GemmPackedIsa() {
 }
 
 void GemmPacked(int64_t m, const float* x, int64_t ldx, const PackedMatrix& w, float* c, int64_t ldc) {
+  if (w.amx()) return GemmAmx(m, x, ldx, *w.amx(), c, ldc);
   static const KernelSet kernels(GemmPackedIsa());
   Run(kernels, m, x, ldx, w, c, ldc);
 }
 
 void GemmPackedWith(GemmIsa isa, int64_t m, const float* x, int64_t ldx, const PackedMatrix& w,
                     float* c, int64_t ldc) {
+  if (w.amx()) return GemmAmx(m, x, ldx, *w.amx(), c, ldc);
   Run(KernelSet(isa), m, x, ldx, w, c, ldc);
 }
 

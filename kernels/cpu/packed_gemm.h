@@ -17,12 +17,16 @@
 // same bits as the fp32 panels. Larger products use the fp32 panels: there the step is
 // compute-bound, and widening cost up to 1.2x (measured at batch 256). The price is the 16-bit
 // copy: 1.5x the packed bytes, for those matrices only.
+// bf16 compute (--cpu-precision bf16, amx_gemm.h): a matrix made by PackedMatrix::Bf16Compute holds
+// AMX tiles instead of panels, and GemmPacked runs every product of it on them (X rounded to bf16,
+// fp32 accumulation): not the fp32 results, still independent of batch-mates.
 #pragma once
 
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
 
+#include "kernels/cpu/amx_gemm.h"
 #include "runtime/tensor.h"
 
 namespace cellserve::cpu {
@@ -45,7 +49,13 @@ class PackedMatrix {
   // The same with 16-bit panels in `narrow` (kF32: none), which must hold every weight exactly.
   PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, DType narrow);
 
+  // W [n, k] (row stride ldw) for bf16 compute: AMX tiles only, no panels. Only where
+  // AmxBf16Support says yes.
+  static PackedMatrix Bf16Compute(const float* w, int64_t n, int64_t k, int64_t ldw);
+
   int64_t n() const { return n_; }
+  // The AMX tiles of a Bf16Compute matrix, else null (then the panels below exist).
+  const AmxPanels* amx() const { return amx_.get(); }
   int64_t k() const { return k_; }
   int64_t panels() const { return (n_ + kPanel - 1) / kPanel; }
   // Panel p: k() rows of kPanel floats: W[p*16 + j][kk] at panel(p)[kk * 16 + j].
@@ -67,6 +77,7 @@ class PackedMatrix {
   std::shared_ptr<float> data_;  // immutable once packed, so copies share it
   DType narrow_dtype_ = DType::kF32;
   std::shared_ptr<uint16_t> narrow_;  // null unless narrow_dtype_ != kF32
+  std::shared_ptr<const AmxPanels> amx_;  // Bf16Compute: the tiles, and no panels
 };
 
 enum class GemmIsa { kScalar, kAvx2, kAvx512 };
@@ -74,7 +85,8 @@ const char* GemmIsaName(GemmIsa isa);
 // Whether this CPU can run `isa`.
 bool GemmIsaSupported(GemmIsa isa);
 
-// C[M, N] = X[M, K] * W^T. ldx, ldc: row strides of X and C in floats. M may be 0.
+// C[M, N] = X[M, K] * W^T. ldx, ldc: row strides of X and C in floats. M may be 0. A Bf16Compute
+// matrix runs on its AMX tiles (GemmPackedWith too, whatever `isa`).
 void GemmPacked(int64_t m, const float* x, int64_t ldx, const PackedMatrix& w, float* c, int64_t ldc);
 
 // The same with a given micro-kernel (tests and benchmarks); `isa` must be supported.

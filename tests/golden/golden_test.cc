@@ -1,7 +1,8 @@
 // Golden tests: every model kind against PyTorch (nn.LSTM, greedy seq2seq, a reference
 // Tree-LSTM) on the weights and inputs in data/, made by make_goldens.py. Each case runs alone and
 // again batched with all the other cases; both must match PyTorch to a relative error < 1e-5. All
-// of it runs twice: with token inputs folded (the default, runtime/token_fold.h) and without.
+// of it runs twice: with token inputs folded (the default, runtime/token_fold.h) and without; on a
+// CPU with AMX-BF16 a third time with bf16 compute (--cpu-precision bf16) to a relative error < 2e-2.
 // Built twice: golden_test on the CPU backend, and (with CUDA) golden_cuda_test on the CUDA
 // backend (CELLSERVE_GOLDEN_CUDA; label gpu; skips where no GPU is usable).
 #include <gtest/gtest.h>
@@ -16,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/cpu_backend.h"
 #if CELLSERVE_GOLDEN_CUDA
 #include "kernels/cuda/cuda_device.h"
@@ -27,6 +29,8 @@ namespace cellserve {
 namespace {
 
 constexpr double kMaxRelativeError = 1e-5;
+// bf16 compute rounds every GEMM input to 8 significant bits: about 2^-9 relative per product.
+constexpr double kBf16RelativeError = 2e-2;
 
 // tests/golden/data, or $CELLSERVE_GOLDEN_DIR (the binary run from a copy elsewhere, e.g. on a GPU
 // machine: tools/gpu/bundle.sh).
@@ -52,37 +56,52 @@ struct GoldenCase {
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {};
 
-// The backend settings under test: token inputs folded (the default) and not.
-std::vector<bool> FoldSettings() { return {true, false}; }
+// The backend settings under test: token inputs folded (the default) and not; on the CPU also bf16
+// compute (--cpu-precision bf16, AMX tiles), held to a looser bound, where the CPU has AMX-BF16.
+struct Setting {
+  bool fold = true;
+  bool bf16_compute = false;
+  double max_relative_error = kMaxRelativeError;
+  std::string name;
+};
+std::vector<Setting> Settings() {
+  std::vector<Setting> settings = {{true, false, kMaxRelativeError, "token inputs folded"},
+                                   {false, false, kMaxRelativeError, "token inputs not folded"}};
+#if !CELLSERVE_GOLDEN_CUDA
+  if (cpu::AmxBf16Support(nullptr)) settings.push_back({true, true, kBf16RelativeError, "bf16 compute, folded"});
+#endif
+  return settings;
+}
 
 // The backend under test; UNAVAILABLE skips (a CUDA build on a machine without a GPU).
-StatusOr<std::unique_ptr<Backend>> MakeBackend(bool fold) {
+StatusOr<std::unique_ptr<Backend>> MakeBackend(const Setting& setting) {
 #if CELLSERVE_GOLDEN_CUDA
   cuda::CudaDeviceOptions options;
-  if (!fold) options.fold_max_bytes = 0;
+  if (!setting.fold) options.fold_max_bytes = 0;
   ASSIGN_OR_RETURN(auto gpu, cuda::CudaBackend::Create(options));
   return std::unique_ptr<Backend>(std::move(gpu));
 #else
   cpu::CpuBackendOptions options;
-  if (!fold) options.cell_weights.fold_max_bytes = 0;
+  if (!setting.fold) options.cell_weights.fold_max_bytes = 0;
+  options.cell_weights.bf16_compute = setting.bf16_compute;
   auto backend = std::make_unique<cpu::CpuBackend>(options);
   return std::unique_ptr<Backend>(std::move(backend));
 #endif
 }
 
 void CheckResult(const ModelSpec& spec, const StatusOr<RequestResult>& got, const nlohmann::json& want,
-                 const std::string& what) {
+                 double max_relative_error, const std::string& what) {
   ASSERT_TRUE(got.ok()) << what << ": " << got.status().ToString();
   if (spec.kind == ModelKind::kSeq2Seq) {
     auto tokens = want.at("output_tokens").get<std::vector<int32_t>>();
     auto scores = want.at("step_scores").get<std::vector<double>>();
     EXPECT_EQ(got->tokens, tokens) << what;
     ASSERT_EQ(got->scores.size(), scores.size()) << what;
-    EXPECT_LT(RelativeError(got->scores, scores), kMaxRelativeError) << what;
+    EXPECT_LT(RelativeError(got->scores, scores), max_relative_error) << what;
   } else {
     auto logits = want.at("logits").get<std::vector<double>>();
     ASSERT_EQ(got->logits.size(), logits.size()) << what;
-    EXPECT_LT(RelativeError(got->logits, logits), kMaxRelativeError) << what;
+    EXPECT_LT(RelativeError(got->logits, logits), max_relative_error) << what;
     const auto best = std::max_element(logits.begin(), logits.end()) - logits.begin();
     EXPECT_EQ(got->label, best) << what;
   }
@@ -114,9 +133,9 @@ TEST_P(GoldenTest, MatchesPyTorchAloneAndBatched) {
   }
   ASSERT_GE(cases.size(), 5u);
 
-  for (bool fold : FoldSettings()) {
-    SCOPED_TRACE(fold ? "token inputs folded" : "token inputs not folded");
-    auto made = MakeBackend(fold);
+  for (const Setting& setting : Settings()) {
+    SCOPED_TRACE(setting.name);
+    auto made = MakeBackend(setting);
     if (!made.ok() && made.status().code() == StatusCode::kUnavailable) GTEST_SKIP() << made.status().ToString();
     ASSERT_TRUE(made.ok()) << made.status().ToString();
     Backend& backend = **made;
@@ -130,7 +149,8 @@ TEST_P(GoldenTest, MatchesPyTorchAloneAndBatched) {
       one.push_back(std::move(*graph));
       SyncExecutor executor(&backend, model->get(), slots);
       auto results = executor.Run(one);
-      CheckResult(spec, results[0], cases[i].expected, GetParam() + " case " + std::to_string(i) + " alone");
+      CheckResult(spec, results[0], cases[i].expected, setting.max_relative_error,
+                  GetParam() + " case " + std::to_string(i) + " alone");
       EXPECT_EQ(executor.slots_in_use(), 0) << "slots leaked";
     }
     // All together.
@@ -139,7 +159,8 @@ TEST_P(GoldenTest, MatchesPyTorchAloneAndBatched) {
     SyncExecutor executor(&backend, model->get(), slots);
     auto results = executor.Run(all);
     for (size_t i = 0; i < cases.size(); ++i)
-      CheckResult(spec, results[i], cases[i].expected, GetParam() + " case " + std::to_string(i) + " batched");
+      CheckResult(spec, results[i], cases[i].expected, setting.max_relative_error,
+                  GetParam() + " case " + std::to_string(i) + " batched");
     EXPECT_EQ(executor.slots_in_use(), 0) << "slots leaked";
     EXPECT_LT(executor.stats().batches, executor.stats().cells) << "cells were never batched together";
   }

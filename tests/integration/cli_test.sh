@@ -91,6 +91,22 @@ check "run --config: a missing file is a clear error" 2 "cannot read the config 
   "$CELLSERVE" run --config "$WORK/none.conf" "Peace."
 check "run: a negative --fold-max-mib is refused" 1 "fold-max-mib must be in" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls --fold-max-mib -1 "hello"
+check "run: an unknown --cpu-precision is refused" 1 "cpu-precision must be fp32 or bf16, not 'fp16'" -- \
+  "$CELLSERVE" run --model-repo "$REPO" --model cls --cpu-precision fp16 "hello"
+check "serve: an unknown --cpu-precision is refused" 1 "cpu-precision must be fp32 or bf16" -- \
+  "$CELLSERVE" serve --model-repo "$REPO" --stdin --cpu-precision tf32
+# bf16 compute (AMX tiles) where this CPU has AMX-BF16; else the refusal says why and what to do.
+if grep -qw amx_bf16 /proc/cpuinfo; then
+  for m in cls mt tree; do
+    check "run $m --cpu-precision bf16: batched equal alone" 0 "batched results equal alone: +yes" -- \
+      "$CELLSERVE" run --model-repo "$REPO" --model "$m" --cpu-precision bf16 "We the people." "In order to form a more perfect union, establish justice."
+  done
+  check "serve --cpu-precision bf16 says so" 0 "bf16 compute on AMX tiles" -- bash -c \
+    'printf "cls\tPeace.\n" | "$1" serve --model-repo "$2" --stdin --cpu-precision bf16 2>&1' _ "$CELLSERVE" "$REPO"
+else
+  check "run --cpu-precision bf16 without AMX: a clear refusal" 1 "no AMX-BF16.*use --cpu-precision fp32" -- \
+    "$CELLSERVE" run --model-repo "$REPO" --model cls --cpu-precision bf16 "hello"
+fi
 check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, cls-bf16, mt, tree, tree-f32" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model nope "hello"
 check "run: missing repository" 1 "NOT_FOUND.*does not exist" -- \

@@ -2,7 +2,8 @@
 // A request computed alone and the same request placed at any position among 64 other requests of
 // mixed lengths agree to 1e-6, for every model kind (in fact bitwise: see packed_gemm.h), with
 // token inputs folded or not, and with weights stored as BF16 (alone, a request's GEMMs run on the
-// 16-bit panels; in a batch of 64, on the fp32 ones).
+// 16-bit panels; in a batch of 64, on the fp32 ones), and with bf16 compute (--cpu-precision
+// bf16: AMX tiles at every batch size).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -30,14 +31,12 @@ double MaxDiff(const RequestResult& a, const RequestResult& b) {
   return d;
 }
 
-// (model kind, token inputs folded: cell_weights.h, weight storage dtype)
-class BatchInvariance : public ::testing::TestWithParam<std::tuple<ModelKind, bool, std::string>> {};
-
-TEST_P(BatchInvariance, AloneEqualsAnyPositionInABatchOf64) {
-  const ModelKind kind = std::get<0>(GetParam());
-  auto model = testing_models::Make(kind, /*hidden=*/96, /*layers=*/2, /*seed=*/11, 256, std::get<2>(GetParam()));
+// A model of `kind` (weights stored as `dtype`) on a backend with these weight options: each
+// target request alone, then at several positions among 64 others.
+void CheckAloneEqualsBatched(ModelKind kind, const std::string& dtype, const cpu::CellWeightOptions& weights) {
+  auto model = testing_models::Make(kind, /*hidden=*/96, /*layers=*/2, /*seed=*/11, 256, dtype);
   cpu::CpuBackendOptions options;
-  options.cell_weights.fold_max_bytes = std::get<1>(GetParam()) ? int64_t{1} << 30 : 0;
+  options.cell_weights = weights;
   cpu::CpuBackend backend(options);
   const int32_t slots = 1 << 16;
   ASSERT_TRUE(backend.RegisterModel(*model, slots).ok());
@@ -72,6 +71,28 @@ TEST_P(BatchInvariance, AloneEqualsAnyPositionInABatchOf64) {
   }
 }
 
+// (model kind, token inputs folded: cell_weights.h, weight storage dtype)
+class BatchInvariance : public ::testing::TestWithParam<std::tuple<ModelKind, bool, std::string>> {};
+
+TEST_P(BatchInvariance, AloneEqualsAnyPositionInABatchOf64) {
+  cpu::CellWeightOptions weights;
+  weights.fold_max_bytes = std::get<1>(GetParam()) ? int64_t{1} << 30 : 0;
+  CheckAloneEqualsBatched(std::get<0>(GetParam()), std::get<2>(GetParam()), weights);
+}
+
+// --cpu-precision bf16 (amx_gemm.h): every product on AMX tiles, alone as in a batch. (model kind,
+// token inputs folded)
+class BatchInvarianceBf16Compute : public ::testing::TestWithParam<std::tuple<ModelKind, bool>> {};
+
+TEST_P(BatchInvarianceBf16Compute, AloneEqualsAnyPositionInABatchOf64) {
+  std::string why;
+  if (!cpu::AmxBf16Support(&why)) GTEST_SKIP() << "no AMX-BF16: " << why;
+  cpu::CellWeightOptions weights;
+  weights.fold_max_bytes = std::get<1>(GetParam()) ? int64_t{1} << 30 : 0;
+  weights.bf16_compute = true;
+  CheckAloneEqualsBatched(std::get<0>(GetParam()), "F32", weights);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllKinds, BatchInvariance,
                          ::testing::Combine(::testing::Values(ModelKind::kLstm, ModelKind::kSeq2Seq,
                                                               ModelKind::kTreeLstm),
@@ -80,6 +101,15 @@ INSTANTIATE_TEST_SUITE_P(AllKinds, BatchInvariance,
                            return std::string(ModelKindName(std::get<0>(info.param))) +
                                   (std::get<1>(info.param) ? "_folded" : "_unfolded") + "_" +
                                   std::get<2>(info.param);
+                         });
+
+INSTANTIATE_TEST_SUITE_P(AllKinds, BatchInvarianceBf16Compute,
+                         ::testing::Combine(::testing::Values(ModelKind::kLstm, ModelKind::kSeq2Seq,
+                                                              ModelKind::kTreeLstm),
+                                            ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(ModelKindName(std::get<0>(info.param))) +
+                                  (std::get<1>(info.param) ? "_folded" : "_unfolded");
                          });
 
 }  // namespace
