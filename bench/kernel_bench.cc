@@ -4,7 +4,8 @@
 // has and on the AVX2 one; and a first-layer (token-fed) step with its input folded into a
 // per-token table (kernels/cpu/cell_weights.h) and without; and the LSTM step and GEMM of a model
 // stored as BF16 / F16, whose packed weights keep 16 bits each (kernels/cpu/packed_gemm.h, same
-// results). Arguments: batch size, hidden size (E = H).
+// results); and, with --cpu-precision bf16, the GEMM and steps on AMX tiles (kernels/cpu/amx_gemm.h).
+// Arguments: batch size, hidden size (E = H).
 // Run: build/bench/bench_kernels --benchmark_format=json, or bench/run_kernel_bench.py for the
 // table with PyTorch's nn.LSTMCell beside it.
 #include <benchmark/benchmark.h>
@@ -13,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -42,11 +44,21 @@ std::shared_ptr<const Model> MakeModel(int64_t hidden, int64_t max_batch, int64_
   return Model::Create(spec, *weights).value();
 }
 
-void RunLstmStep(benchmark::State& state, const std::string& dtype) {
+// Skips the benchmark where --cpu-precision bf16 cannot run; true if it can.
+bool AmxOrSkip(benchmark::State& state) {
+  std::string why;
+  if (cpu::AmxBf16Support(&why)) return true;
+  state.SkipWithError(why.c_str());
+  return false;
+}
+
+void RunLstmStep(benchmark::State& state, const std::string& dtype, bool bf16_compute = false) {
   const int64_t B = state.range(0), H = state.range(1);
+  if (bf16_compute && !AmxOrSkip(state)) return;
   auto model = MakeModel(H, B, 1000, 2, dtype);
   cpu::CpuBackendOptions options;
   options.blas_threads = 1;
+  options.cell_weights.bf16_compute = bf16_compute;
   cpu::CpuBackend backend(options);
   const int32_t slots = static_cast<int32_t>(4 * B);
   if (!backend.RegisterModel(*model, slots).ok()) state.SkipWithError("register failed");
@@ -70,23 +82,27 @@ void RunLstmStep(benchmark::State& state, const std::string& dtype) {
 void BM_LstmStep(benchmark::State& state) { RunLstmStep(state, "F32"); }
 // Weights stored as BF16: 16-bit panels, half the bytes per step.
 void BM_LstmStepBf16(benchmark::State& state) { RunLstmStep(state, "BF16"); }
+// --cpu-precision bf16: the GEMM on AMX tiles.
+void BM_LstmStepBf16Compute(benchmark::State& state) { RunLstmStep(state, "F32", true); }
 
 // A first-layer step: x = embedding[token], the previous step's state; folded or not. The model
 // has the demo's vocabulary (32,000: a 250 MiB table at H = 512, so rows come from memory, not
 // cache). Made and registered once per (H, fold): folding a table takes about a second.
-void RunTokenLstmStep(benchmark::State& state, bool fold) {
+void RunTokenLstmStep(benchmark::State& state, bool fold, bool bf16_compute = false) {
   const int64_t B = state.range(0), H = state.range(1), kMaxBatch = 256;
+  if (bf16_compute && !AmxOrSkip(state)) return;
   struct Setup {
     std::shared_ptr<const Model> model;
     std::unique_ptr<cpu::CpuBackend> backend;
   };
-  static std::map<std::pair<int64_t, bool>, Setup> setups;
-  Setup& setup = setups[{H, fold}];
+  static std::map<std::tuple<int64_t, bool, bool>, Setup> setups;
+  Setup& setup = setups[{H, fold, bf16_compute}];
   if (!setup.model) {
     setup.model = MakeModel(H, kMaxBatch, /*vocab=*/32000, /*layers=*/1);
     cpu::CpuBackendOptions options;
     options.blas_threads = 1;
     options.cell_weights.fold_max_bytes = fold ? int64_t{1} << 30 : 0;
+    options.cell_weights.bf16_compute = bf16_compute;
     setup.backend = std::make_unique<cpu::CpuBackend>(options);
     if (!setup.backend->RegisterModel(*setup.model, 2 * kMaxBatch).ok()) state.SkipWithError("register failed");
   }
@@ -111,6 +127,7 @@ void RunTokenLstmStep(benchmark::State& state, bool fold) {
 
 void BM_TokenLstmStep(benchmark::State& state) { RunTokenLstmStep(state, false); }
 void BM_TokenLstmStepFolded(benchmark::State& state) { RunTokenLstmStep(state, true); }
+void BM_TokenLstmStepFoldedBf16Compute(benchmark::State& state) { RunTokenLstmStep(state, true, true); }
 
 void BM_Sgemm(benchmark::State& state) {
   const int64_t B = state.range(0), H = state.range(1), K = 2 * H, N = 4 * H;
@@ -188,6 +205,8 @@ BENCHMARK(BM_LstmStep)->Apply(Shapes);
 BENCHMARK(BM_LstmStepBf16)->Apply(Shapes);
 BENCHMARK(BM_TokenLstmStep)->Apply(Shapes);
 BENCHMARK(BM_TokenLstmStepFolded)->Apply(Shapes);
+BENCHMARK(BM_LstmStepBf16Compute)->Apply(Shapes);
+BENCHMARK(BM_TokenLstmStepFoldedBf16Compute)->Apply(Shapes);
 
 }  // namespace
 }  // namespace cellserve

@@ -126,6 +126,20 @@ def main():
     narrow_table = "\n".join(narrow_lines)
     print("\n" + narrow_table + "\n")
 
+    # --cpu-precision bf16: the GEMM and the steps on AMX tiles (skipped where the CPU has no AMX).
+    amx_lines = ["| batch | our GEMM (us) | AMX bf16 GEMM (us) | speed-up | our LSTM step (us) | bf16 compute (us) "
+                 "| speed-up | first-layer step, folded (us) | bf16 compute (us) | speed-up |",
+                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for b in batches:
+        r = ours[b]
+        if all(k in r for k in ("AmxGemm", "LstmStepBf16Compute", "TokenLstmStepFoldedBf16Compute")):
+            g, s, t = r["AmxGemm"], r["LstmStepBf16Compute"], r["TokenLstmStepFoldedBf16Compute"]
+            amx_lines.append(f"| {b} | {r['PackedGemm']:.0f} | {g:.0f} | {r['PackedGemm'] / g:.2f}x "
+                             f"| {r['LstmStep']:.0f} | {s:.0f} | {r['LstmStep'] / s:.2f}x "
+                             f"| {r['TokenLstmStepFolded']:.0f} | {t:.0f} | {r['TokenLstmStepFolded'] / t:.2f}x |")
+    amx_table = "\n".join(amx_lines) if len(amx_lines) > 2 else "(not measured: this CPU has no AMX-BF16)"
+    print("\n" + amx_table + "\n")
+
     if args.doc:
         when = time.strftime("%Y-%m-%d")
         section = f"""{BEGIN}
@@ -173,6 +187,15 @@ products keep the fp32 panels, because there the step is compute-bound and widen
 the 16-bit copy: 1.5x the packed bytes for such models.
 
 {narrow_table}
+
+**bf16 compute on AMX tiles** (`--cpu-precision bf16`, kernels/cpu/amx_gemm.h; off by default):
+every GEMM's inputs are rounded to bf16 and multiplied on the CPU's AMX tiles with fp32
+accumulation; the folded tables, the fused pass and the states stay fp32. Not the fp32 results
+(about 2^-9 relative per product; docs/ARCHITECTURE.md), still independent of batch-mates.
+A step gains less than its GEMM: the gather and the fused pass are the same fp32 code as before,
+and at large batches they become a third or more of a bf16 step.
+
+{amx_table}
 
 Machine: {machine()}. Command: `/usr/bin/python3 bench/run_kernel_bench.py` (after `./cellserve.sh build`).
 The machine is small and shared; ratios from one run are what to compare, not absolute times.
