@@ -1,6 +1,7 @@
 #include "kernels/cpu/pointwise.h"
 
 #include "kernels/cpu/activations.h"
+#include "kernels/cpu/packed_gemm.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -120,37 +121,50 @@ CS_AVX2 void InternalAvx2(int64_t H, const float* g, const float* b, const float
   for (; j < H; ++j) ScalarOps::Internal(H, j, g, b, cl, cr, h, c);
 }
 
-bool HaveAvx2() {
-  static const bool have = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
-  }();
-  return have;
-}
 #endif
+
+// AVX2 where the CPU has it (an AVX-512 version measured no faster: 2026-12-06), unless
+// CELLSERVE_GEMM_ISA=scalar caps the GEMM's choice.
+GemmIsa PointwiseIsa() {
+  static const GemmIsa isa = GemmPackedIsa() == GemmIsa::kScalar ? GemmIsa::kScalar : GemmIsa::kAvx2;
+  return isa;
+}
 
 }  // namespace
 
-void LstmPointwise(int64_t H, const float* g, const float* b, const float* cp, float* h, float* c) {
+void LstmPointwiseWith(GemmIsa isa, int64_t H, const float* g, const float* b, const float* cp, float* h, float* c) {
 #ifdef CELLSERVE_X86
-  if (HaveAvx2()) return LstmAvx2(H, g, b, cp, h, c);
+  if (isa != GemmIsa::kScalar) return LstmAvx2(H, g, b, cp, h, c);
 #endif
   for (int64_t j = 0; j < H; ++j) ScalarOps::Lstm(H, j, g, b, cp, h, c);
 }
 
-void LeafPointwise(int64_t H, const float* g, const float* b, float* h, float* c) {
+void LeafPointwiseWith(GemmIsa isa, int64_t H, const float* g, const float* b, float* h, float* c) {
 #ifdef CELLSERVE_X86
-  if (HaveAvx2()) return LeafAvx2(H, g, b, h, c);
+  if (isa != GemmIsa::kScalar) return LeafAvx2(H, g, b, h, c);
 #endif
   for (int64_t j = 0; j < H; ++j) ScalarOps::Leaf(H, j, g, b, h, c);
 }
 
-void InternalPointwise(int64_t H, const float* g, const float* b, const float* cl, const float* cr,
-                       float* h, float* c) {
+void InternalPointwiseWith(GemmIsa isa, int64_t H, const float* g, const float* b, const float* cl,
+                           const float* cr, float* h, float* c) {
 #ifdef CELLSERVE_X86
-  if (HaveAvx2()) return InternalAvx2(H, g, b, cl, cr, h, c);
+  if (isa != GemmIsa::kScalar) return InternalAvx2(H, g, b, cl, cr, h, c);
 #endif
   for (int64_t j = 0; j < H; ++j) ScalarOps::Internal(H, j, g, b, cl, cr, h, c);
+}
+
+void LstmPointwise(int64_t H, const float* g, const float* b, const float* cp, float* h, float* c) {
+  LstmPointwiseWith(PointwiseIsa(), H, g, b, cp, h, c);
+}
+
+void LeafPointwise(int64_t H, const float* g, const float* b, float* h, float* c) {
+  LeafPointwiseWith(PointwiseIsa(), H, g, b, h, c);
+}
+
+void InternalPointwise(int64_t H, const float* g, const float* b, const float* cl, const float* cr,
+                       float* h, float* c) {
+  InternalPointwiseWith(PointwiseIsa(), H, g, b, cl, cr, h, c);
 }
 
 }  // namespace cellserve::cpu
