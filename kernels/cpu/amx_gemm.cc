@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "runtime/tensor.h"

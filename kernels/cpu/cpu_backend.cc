@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "kernels/cpu/pointwise.h"
 #include "kernels/cpu/packed_gemm.h"
@@ -49,6 +50,9 @@ CpuBackend::CpuBackend(CpuBackendOptions options)
 
 Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   if (slots <= 0) return InvalidArgument("a model needs at least one state slot");
+  std::string why;
+  if (cell_weight_options_.bf16_compute && !AmxBf16Support(&why))
+    return Unavailable("bf16 compute (--cpu-precision bf16): " + why);
   ModelState& s = models_[&model];
   s.slots = slots;
   s.hidden = model.spec().hidden;

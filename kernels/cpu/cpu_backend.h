@@ -60,6 +60,8 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(CpuBackendOptions options = {});
 
+  // UNAVAILABLE, registering nothing, when options asked for bf16 compute where AmxBf16Support
+  // says no.
   Status RegisterModel(const Model& model, int32_t slots) override;
   StatusOr<BatchOutput> Run(const CellBatch& batch) override;
   StatusOr<std::vector<float>> ReadSlot(const Model& model, SlotId slot) override;
