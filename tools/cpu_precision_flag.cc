@@ -9,8 +9,9 @@ namespace cellserve::tools {
 void AddCpuPrecisionFlag(Flags& flags) {
   flags.Add("cpu-precision", "fp32",
             "cpu: fp32, or bf16: every GEMM on AMX tiles (Intel Xeon 4th generation or later) with its inputs "
-            "rounded to bf16 and fp32 accumulation, several times faster on large batches; answers differ from "
-            "fp32 by about 1e-2 relative, and still do not depend on batch-mates");
+            "rounded to bf16 and fp32 accumulation: about 2x faster alone and several times on large batches, but "
+            "answers differ from fp32's (more on long inputs: compare on your data first); they still do not "
+            "depend on batch-mates");
 }
 
 StatusOr<bool> CpuBf16Compute(const Flags& flags) {

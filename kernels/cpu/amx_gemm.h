@@ -1,14 +1,15 @@
 // The CPU backend's bf16 compute (--cpu-precision bf16): C[M, N] = X[M, K] * W[N, K]^T with W
 // and X rounded to bf16 (nearest even) and fp32 accumulation, on Intel AMX tiles (Sapphire Rapids
 // and later). An opt-in trade of accuracy for speed, like the CUDA backend's --gpu-precision:
-// results differ from fp32 by about 1e-2 relative at worst; they still do not depend on
+// each product errs by up to about 2^-9 relative, and a recurrence carries that forward, so
+// answers differ from fp32's (docs/ARCHITECTURE.md has how far); they still do not depend on
 // batch-mates, since every product of every size runs the same tile kernel, and a row's results
 // in a tile do not depend on the tile's other rows (tested: a row alone and at any position of a
 // batch give the same bits).
 // Layout: W is packed once into 32-column blocks of 16 x 16 bf16-pair tiles (VNNI: a tile row is
 // 16 columns x 2 consecutive k), K padded to 32 and N to 32 with zeros.
 // Threads: AmxPanels is immutable once packed (shareable). GemmAmx keeps its scratch and the
-// tile configuration per thread; the first call on a thread loads the configuration.
+// tile state per thread: each call loads the tile configuration and releases the tiles at its end.
 // Errors: AmxBf16Support says why AMX cannot be used (CPU, OS or kernel permission); GemmAmx
 // must only be called once it said yes.
 #pragma once
