@@ -49,7 +49,8 @@ usage() {
 usage: ./cellserve.sh COMMAND
 
   demo [FLAGS]  build, fetch the corpus, create a demo LSTM model in $DEMO_REPO and run
-                20 sentences through it; FLAGS go to 'cellserve run' (e.g. --corpus FILE)
+                20 sentences through it; FLAGS go to 'cellserve run' (e.g. --corpus FILE;
+                --cpu-precision goes to the benchmark too)
   test          build, run the unit, golden and integration tests, then the fuzzers (clang)
   build         install missing packages, configure $BUILD_DIR/ (once) and build
   corpus        make $CORPUS_FILE
@@ -175,15 +176,25 @@ cmd_corpus() {
 cmd_demo() {
   cmd_build
   # The State of the Union corpus, unless the caller brings a --corpus of their own.
+  # --cpu-precision goes to the benchmark too, so that both parts compute the same way.
   local run_args=(--corpus "$CORPUS_FILE") arg corpus="$CORPUS_FILE" next_is_corpus=0
+  local bench_args=() next_is_precision=0
   for arg in "$@"; do
     if ((next_is_corpus)); then
       corpus="$arg"
       next_is_corpus=0
     fi
+    if ((next_is_precision)); then
+      bench_args+=("$arg")
+      next_is_precision=0
+    fi
     if [[ "$arg" == --corpus || "$arg" == --corpus=* ]]; then
       run_args=()
       if [[ "$arg" == --corpus=* ]]; then corpus="${arg#--corpus=}"; else next_is_corpus=1; fi
+    fi
+    if [[ "$arg" == --cpu-precision || "$arg" == --cpu-precision=* ]]; then
+      bench_args+=("$arg")
+      [[ "$arg" == --cpu-precision ]] && next_is_precision=1
     fi
   done
   if ((${#run_args[@]} > 0)); then
@@ -203,7 +214,7 @@ cmd_demo() {
   section "benchmark: cellular vs padded batching, 2 devices, open-loop Poisson load (about a minute)"
   rm -f "$BUILD_DIR/demo-bench.png"
   "$CELLSERVE" bench --model-repo "$DEMO_REPO" --model sentiment --corpus "$corpus" \
-    --policy cellular,padded --rates auto --duration-s 3 --devices 2 \
+    --policy cellular,padded --rates auto --duration-s 3 --devices 2 "${bench_args[@]}" \
     --json "$BUILD_DIR/demo-bench.json" --plot "$BUILD_DIR/demo-bench.png"
   echo "results: $BUILD_DIR/demo-bench.json"
   if [[ -f "$BUILD_DIR/demo-bench.png" ]]; then

@@ -62,8 +62,11 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOption
   if (options.cpu_bf16) {
     std::string why;
     if (!cpu::AmxBf16Support(&why)) return Unavailable("--cpu-precision bf16: " + why + "; use --cpu-precision fp32");
-    std::fprintf(stderr, "cellserve: cpu: bf16 compute on AMX tiles (--cpu-precision bf16): GEMM inputs rounded to "
-                         "bf16, so answers differ from fp32's (docs/OPERATIONS.md)\n");
+    static std::once_flag said;  // once per process, like ReportFolding (bench starts a cluster per run)
+    std::call_once(said, [] {
+      std::fprintf(stderr, "cellserve: cpu: bf16 compute on AMX tiles (--cpu-precision bf16): GEMM inputs rounded to "
+                           "bf16, so answers differ from fp32's (docs/OPERATIONS.md)\n");
+    });
   }
   ReportFolding("cpu", "shared by the devices", options.fold_max_bytes, models);
   // The devices share one copy of the packed weights (they share the machine's memory and cache).
