@@ -1,16 +1,21 @@
 // `cellserve run`: runs sentences through a model on the CPU backend with the synchronous
 // executor, first each sentence alone (its latency on an idle device), then all of them batched
 // cell type by cell type, and prints a table: output and time per sentence, the batched
-// throughput, and whether every batched result equals the one computed alone.
+// throughput, and whether every batched result equals the one computed alone. With
+// --compare-precision, also all of them batched under the other --cpu-precision, and how many
+// answers that changed, by sentence length (runtime/answer_diff.h).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "runtime/answer_diff.h"
 #include "runtime/cell_graph.h"
 #include "runtime/model_repository.h"
 #include "runtime/sync_executor.h"
@@ -72,6 +77,59 @@ StatusOr<std::vector<std::string>> ReadSentences(const std::string& path, int64_
   return picked;
 }
 
+const char* PrecisionName(bool bf16) { return bf16 ? "bf16" : "fp32"; }
+
+// Runs every sentence batched on a backend like `options` but under the other precision, and
+// prints how its answers differ from `answers` (this run's, batched), by sentence length.
+template <typename MakeGraph>
+Status ComparePrecision(const Model& model, cpu::CpuBackendOptions options, bool other_bf16, const MakeGraph& make_graph,
+                        int64_t slots, const std::vector<int64_t>& words,
+                        const std::vector<StatusOr<RequestResult>>& answers, double answers_ms) {
+  options.cell_weights.bf16_compute = other_bf16;
+  cpu::CpuBackend backend(options);
+  RETURN_IF_ERROR(backend.RegisterModel(model, static_cast<int32_t>(slots)));
+  const auto start = std::chrono::steady_clock::now();  // as this run's batched time: graphs made, then run
+  std::vector<std::unique_ptr<RequestGraph>> graphs;
+  std::vector<size_t> index;  // graphs[i] is sentence index[i]
+  for (size_t i = 0; i < words.size(); ++i) {
+    auto graph = make_graph(i);
+    if (graph.ok()) {
+      graphs.push_back(std::move(*graph));
+      index.push_back(i);
+    }
+  }
+  SyncExecutor executor(&backend, &model, static_cast<int32_t>(slots));
+  auto results = executor.Run(graphs);
+  const double other_ms = Ms(std::chrono::steady_clock::now() - start);
+  std::vector<StatusOr<RequestResult>> other(words.size(), StatusOr<RequestResult>(Internal("not run")));
+  for (size_t i = 0; i < index.size(); ++i) other[index[i]] = std::move(results[i]);
+  std::vector<AnswerDiff> diffs;
+  int64_t changed = 0;
+  for (size_t i = 0; i < words.size(); ++i) {
+    diffs.push_back(DiffAnswers(answers[i], other[i]));
+    changed += diffs.back().changed ? 1 : 0;
+  }
+  const char* self = PrecisionName(!other_bf16);
+  const char* them = PrecisionName(other_bf16);
+  std::printf("\n%s against %s compute, all %zu sentences batched (--compare-precision):\n", self, them, words.size());
+  std::printf("  %-18s %.1f ms %s, %.1f ms %s (%s is %.2fx faster)\n", "time:", answers_ms, self, other_ms, them,
+              answers_ms > other_ms ? them : self, std::max(answers_ms, other_ms) / std::max(std::min(answers_ms, other_ms), 1e-9));
+  std::printf("  %-18s %lld of %zu (%.1f%%): %s\n", "answers changed:", (long long)changed, words.size(),
+              100.0 * changed / std::max<size_t>(words.size(), 1),
+              model.spec().kind == ModelKind::kSeq2Seq ? "output tokens" : "class");
+  std::printf("  %-10s %10s %8s %12s %12s\n", "words", "sentences", "changed", "mean |d|", "max |d|");
+  for (const AnswerDiffBucket& b : SummarizeByLength(words, diffs, {20, 40, 80})) {
+    const std::string range = b.max_words == std::numeric_limits<int64_t>::max()
+                                  ? std::to_string(b.min_words) + "+"
+                                  : std::to_string(b.min_words) + "-" + std::to_string(b.max_words);
+    std::printf("  %-10s %10lld %8lld %12.4g %12.4g\n", range.c_str(), (long long)b.answers, (long long)b.changed,
+                b.mean_abs, b.max_abs);
+  }
+  std::printf("  (|d|: the largest difference of an answer's %s)\n",
+              model.spec().kind == ModelKind::kSeq2Seq ? "step scores" : "logits");
+  return OkStatus();
+}
+
 }  // namespace
 
 int RunCommand(int argc, char** argv) {
@@ -83,6 +141,9 @@ int RunCommand(int argc, char** argv) {
       .Add("corpus", "", "text file, one sentence per line (used when no TEXT is given)")
       .Add("sentences", "20", "how many sentences to take from the corpus (an even sample)")
       .Add("blas-threads", "1", "OpenBLAS threads")
+      .AddBool("compare-precision",
+               "also run the sentences batched under the other --cpu-precision (fp32 or bf16; needs AMX-BF16) and "
+               "report how many answers changed and how far the logits or scores moved, by sentence length")
       .Positional("TEXT...", "sentences to run");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);
@@ -111,6 +172,9 @@ int RunCommand(int argc, char** argv) {
   if (!fold_max.ok()) return Fail(fold_max.status());
   auto bf16 = CpuBf16Compute(flags);
   if (!bf16.ok()) return Fail(bf16.status());
+  const bool compare = flags.GetBool("compare-precision");
+  if (std::string why; compare && !cpu::AmxBf16Support(&why))
+    return Fail(Unavailable("--compare-precision runs bf16 compute: " + why));
 
   HashTokenizer tokenizer(spec.vocab_size);
   auto make_graph = [&](const std::string& text) {
@@ -195,6 +259,13 @@ int RunCommand(int argc, char** argv) {
               (long long)st.batches, st.batches ? double(st.cells) / st.batches : 0.0);
   std::printf("%-34s %s (max |difference| %.2g)\n", "batched results equal alone:",
               max_diff <= 1e-6 ? "yes" : "NO", max_diff);
+  if (compare) {
+    std::vector<int64_t> words;
+    for (const auto& text : sentences) words.push_back(static_cast<int64_t>(tokenizer.Words(text).size()));
+    auto graph_of = [&](size_t i) { return make_graph(sentences[i]); };
+    if (Status s = ComparePrecision(**model, options, !*bf16, graph_of, slots, words, batched, batched_ms); !s.ok())
+      return Fail(s);
+  }
   return max_diff <= 1e-6 ? 0 : 1;
 }
 

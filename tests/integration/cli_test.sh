@@ -101,11 +101,17 @@ if grep -qw amx_bf16 /proc/cpuinfo; then
     check "run $m --cpu-precision bf16: batched equal alone" 0 "batched results equal alone: +yes" -- \
       "$CELLSERVE" run --model-repo "$REPO" --model "$m" --cpu-precision bf16 "We the people." "In order to form a more perfect union, establish justice."
   done
+  check "run --compare-precision: how many answers changed, by length" 0 "answers changed: +[0-9]+ of 2 .*class" -- \
+    "$CELLSERVE" run --model-repo "$REPO" --model cls --compare-precision "We the people." "In order to form a more perfect union."
+  check "run --compare-precision on seq2seq compares tokens" 0 "answers changed: +[0-9]+ of 1 .*output tokens" -- \
+    "$CELLSERVE" run --model-repo "$REPO" --model mt --cpu-precision bf16 --compare-precision "We the people."
   check "serve --cpu-precision bf16 says so" 0 "bf16 compute on AMX tiles" -- bash -c \
     'printf "cls\tPeace.\n" | "$1" serve --model-repo "$2" --stdin --cpu-precision bf16 2>&1' _ "$CELLSERVE" "$REPO"
 else
   check "run --cpu-precision bf16 without AMX: a clear refusal" 1 "no AMX-BF16.*use --cpu-precision fp32" -- \
     "$CELLSERVE" run --model-repo "$REPO" --model cls --cpu-precision bf16 "hello"
+  check "run --compare-precision without AMX: a clear refusal" 1 "compare-precision runs bf16 compute: .*no AMX-BF16" -- \
+    "$CELLSERVE" run --model-repo "$REPO" --model cls --compare-precision "hello"
 fi
 check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, cls-bf16, mt, tree, tree-f32" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model nope "hello"
