@@ -51,18 +51,6 @@ std::string Describe(const ModelSpec& spec, const StatusOr<RequestResult>& r) {
   return s;
 }
 
-// Largest absolute difference between two results of the same request (inf if they differ in kind).
-double MaxDiff(const StatusOr<RequestResult>& a, const StatusOr<RequestResult>& b) {
-  if (a.ok() != b.ok()) return INFINITY;
-  if (!a.ok()) return 0.0;
-  if (a->tokens != b->tokens || a->label != b->label || a->logits.size() != b->logits.size())
-    return INFINITY;
-  double d = 0.0;
-  for (size_t i = 0; i < a->logits.size(); ++i) d = std::max(d, double(std::fabs(a->logits[i] - b->logits[i])));
-  for (size_t i = 0; i < a->scores.size(); ++i) d = std::max(d, double(std::fabs(a->scores[i] - b->scores[i])));
-  return d;
-}
-
 StatusOr<std::vector<std::string>> ReadSentences(const std::string& path, int64_t count) {
   std::ifstream in(path);
   if (!in) return NotFound("cannot open corpus " + path + " (one sentence per line; ./cellserve.sh corpus makes one)");
@@ -79,34 +67,53 @@ StatusOr<std::vector<std::string>> ReadSentences(const std::string& path, int64_
 
 const char* PrecisionName(bool bf16) { return bf16 ? "bf16" : "fp32"; }
 
+// Every sentence batched cell type by cell type on `backend`: results[i] is sentence i's answer
+// (the error of its graph if it has none); ms counts making the graphs and running them.
+struct BatchedRun {
+  std::vector<StatusOr<RequestResult>> results;
+  double ms = 0.0;
+  SyncExecutorStats stats;
+};
+
+template <typename GraphOf>
+BatchedRun RunBatched(Backend& backend, const Model& model, int64_t slots, size_t count, const GraphOf& graph_of) {
+  BatchedRun run;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::unique_ptr<RequestGraph>> graphs;
+  std::vector<size_t> index;  // graphs[i] is sentence index[i]
+  run.results.assign(count, StatusOr<RequestResult>(Internal("not run")));
+  for (size_t i = 0; i < count; ++i) {
+    auto graph = graph_of(i);
+    if (!graph.ok()) {
+      run.results[i] = graph.status();
+      continue;
+    }
+    graphs.push_back(std::move(*graph));
+    index.push_back(i);
+  }
+  SyncExecutor executor(&backend, &model, static_cast<int32_t>(slots));
+  auto results = executor.Run(graphs);
+  run.ms = Ms(std::chrono::steady_clock::now() - start);
+  run.stats = executor.stats();
+  for (size_t i = 0; i < index.size(); ++i) run.results[index[i]] = std::move(results[i]);
+  return run;
+}
+
 // Runs every sentence batched on a backend like `options` but under the other precision, and
 // prints how its answers differ from `answers` (this run's, batched), by sentence length.
-template <typename MakeGraph>
-Status ComparePrecision(const Model& model, cpu::CpuBackendOptions options, bool other_bf16, const MakeGraph& make_graph,
+template <typename GraphOf>
+Status ComparePrecision(const Model& model, cpu::CpuBackendOptions options, bool other_bf16, const GraphOf& graph_of,
                         int64_t slots, const std::vector<int64_t>& words,
                         const std::vector<StatusOr<RequestResult>>& answers, double answers_ms) {
   options.cell_weights.bf16_compute = other_bf16;
   cpu::CpuBackend backend(options);
   RETURN_IF_ERROR(backend.RegisterModel(model, static_cast<int32_t>(slots)));
-  const auto start = std::chrono::steady_clock::now();  // as this run's batched time: graphs made, then run
-  std::vector<std::unique_ptr<RequestGraph>> graphs;
-  std::vector<size_t> index;  // graphs[i] is sentence index[i]
-  for (size_t i = 0; i < words.size(); ++i) {
-    auto graph = make_graph(i);
-    if (graph.ok()) {
-      graphs.push_back(std::move(*graph));
-      index.push_back(i);
-    }
-  }
-  SyncExecutor executor(&backend, &model, static_cast<int32_t>(slots));
-  auto results = executor.Run(graphs);
-  const double other_ms = Ms(std::chrono::steady_clock::now() - start);
-  std::vector<StatusOr<RequestResult>> other(words.size(), StatusOr<RequestResult>(Internal("not run")));
-  for (size_t i = 0; i < index.size(); ++i) other[index[i]] = std::move(results[i]);
+  const BatchedRun other = RunBatched(backend, model, slots, words.size(), graph_of);
+  const double other_ms = other.ms;
   std::vector<AnswerDiff> diffs;
   int64_t changed = 0;
   for (size_t i = 0; i < words.size(); ++i) {
-    diffs.push_back(DiffAnswers(answers[i], other[i]));
+    diffs.push_back(DiffAnswers(answers[i], other.results[i]));
     changed += diffs.back().changed ? 1 : 0;
   }
   const char* self = PrecisionName(!other_bf16);
@@ -173,8 +180,8 @@ int RunCommand(int argc, char** argv) {
   auto bf16 = CpuBf16Compute(flags);
   if (!bf16.ok()) return Fail(bf16.status());
   const bool compare = flags.GetBool("compare-precision");
-  if (std::string why; compare && !cpu::AmxBf16Support(&why))
-    return Fail(Unavailable("--compare-precision runs bf16 compute: " + why));
+  if (Status amx = compare ? cpu::AmxBf16Available() : OkStatus(); !amx.ok())
+    return Fail(amx.WithContext("--compare-precision"));
 
   HashTokenizer tokenizer(spec.vocab_size);
   auto make_graph = [&](const std::string& text) {
@@ -223,22 +230,8 @@ int RunCommand(int argc, char** argv) {
   }
 
   // All sentences batched together, cell type by cell type.
-  auto start = std::chrono::steady_clock::now();
-  std::vector<std::unique_ptr<RequestGraph>> graphs;
-  std::vector<int> index;  // graphs[i] is sentence index[i]
-  for (size_t i = 0; i < sentences.size(); ++i) {
-    auto graph = make_graph(sentences[i]);
-    if (graph.ok()) {
-      graphs.push_back(std::move(*graph));
-      index.push_back(static_cast<int>(i));
-    }
-  }
-  SyncExecutor executor(&backend, model->get(), static_cast<int32_t>(slots));
-  auto batched_results = executor.Run(graphs);
-  const double batched_ms = Ms(std::chrono::steady_clock::now() - start);
-
-  std::vector<StatusOr<RequestResult>> batched(sentences.size(), StatusOr<RequestResult>(Internal("not run")));
-  for (size_t i = 0; i < index.size(); ++i) batched[index[i]] = std::move(batched_results[i]);
+  auto graph_of = [&](size_t i) { return make_graph(sentences[i]); };
+  const BatchedRun batched = RunBatched(backend, **model, slots, sentences.size(), graph_of);
 
   std::printf("\n%3s  %5s  %-24s  %9s  %s\n", "#", "words", "output", "alone ms", "sentence");
   double total_alone_ms = 0.0, max_diff = 0.0;
@@ -248,13 +241,14 @@ int RunCommand(int argc, char** argv) {
                 Describe(spec, alone[i]).c_str(), alone_ms[i], text.c_str());
     if (!alone[i].ok()) std::printf("       %s\n", alone[i].status().ToString().c_str());
     total_alone_ms += alone_ms[i];
-    max_diff = std::max(max_diff, MaxDiff(alone[i], batched[i]));
+    const AnswerDiff d = DiffAnswers(alone[i], batched.results[i]);  // any change is a difference
+    max_diff = std::max(max_diff, d.changed ? INFINITY : d.max_abs);
   }
-  const auto& st = executor.stats();
+  const SyncExecutorStats& st = batched.stats;
   std::printf("\n%-34s %10.1f ms  (%.1f sentences/s)\n", "one at a time, total:", total_alone_ms,
               1000.0 * sentences.size() / std::max(total_alone_ms, 1e-9));
-  std::printf("%-34s %10.1f ms  (%.1f sentences/s, %.2fx)\n", "batched cell by cell, total:", batched_ms,
-              1000.0 * sentences.size() / std::max(batched_ms, 1e-9), total_alone_ms / std::max(batched_ms, 1e-9));
+  std::printf("%-34s %10.1f ms  (%.1f sentences/s, %.2fx)\n", "batched cell by cell, total:", batched.ms,
+              1000.0 * sentences.size() / std::max(batched.ms, 1e-9), total_alone_ms / std::max(batched.ms, 1e-9));
   std::printf("%-34s %lld cells in %lld batches (mean batch %.1f)\n", "batched work:", (long long)st.cells,
               (long long)st.batches, st.batches ? double(st.cells) / st.batches : 0.0);
   std::printf("%-34s %s (max |difference| %.2g)\n", "batched results equal alone:",
@@ -262,8 +256,8 @@ int RunCommand(int argc, char** argv) {
   if (compare) {
     std::vector<int64_t> words;
     for (const auto& text : sentences) words.push_back(static_cast<int64_t>(tokenizer.Words(text).size()));
-    auto graph_of = [&](size_t i) { return make_graph(sentences[i]); };
-    if (Status s = ComparePrecision(**model, options, !*bf16, graph_of, slots, words, batched, batched_ms); !s.ok())
+    if (Status s = ComparePrecision(**model, options, !*bf16, graph_of, slots, words, batched.results, batched.ms);
+        !s.ok())
       return Fail(s);
   }
   return max_diff <= 1e-6 ? 0 : 1;
