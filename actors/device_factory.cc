@@ -60,8 +60,7 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOption
     return InvalidArgument(std::to_string(count) + " CPU devices, but CPUs to pin only " +
                            std::to_string(options.device_cpus.size()) + " of them to");
   if (options.cpu_bf16) {
-    std::string why;
-    if (!cpu::AmxBf16Support(&why)) return Unavailable("--cpu-precision bf16: " + why + "; use --cpu-precision fp32");
+    RETURN_IF_ERROR(cpu::AmxBf16Available());
     static std::once_flag said;  // once per process, like ReportFolding (bench starts a cluster per run)
     std::call_once(said, [] {
       std::fprintf(stderr, "cellserve: cpu: bf16 compute on AMX tiles (--cpu-precision bf16): GEMM inputs rounded to "

@@ -176,11 +176,7 @@ void BM_PackedGemmF16(benchmark::State& state) {
 // --cpu-precision bf16: the same shape on AMX tiles (kernels/cpu/amx_gemm.h), X rounded to bf16 per call.
 void BM_AmxGemm(benchmark::State& state) {
   const int64_t B = state.range(0), H = state.range(1), K = 2 * H, N = 4 * H;
-  std::string why;
-  if (!cpu::AmxBf16Support(&why)) {
-    state.SkipWithError(why.c_str());
-    return;
-  }
+  if (!AmxOrSkip(state)) return;
   std::vector<float> x(B * K, 0.01f), w(N * K, 0.0625f), c(B * N);
   cpu::AmxPanels packed(w.data(), N, K, K);
   for (auto _ : state) {

@@ -18,8 +18,7 @@ StatusOr<bool> CpuBf16Compute(const Flags& flags) {
   const std::string v = flags.Get("cpu-precision");
   if (v == "fp32") return false;
   if (v != "bf16") return InvalidArgument("--cpu-precision must be fp32 or bf16, not '" + v + "'");
-  std::string why;
-  if (!cpu::AmxBf16Support(&why)) return Unavailable("--cpu-precision bf16: " + why + "; use --cpu-precision fp32");
+  RETURN_IF_ERROR(cpu::AmxBf16Available());  // before the model loads
   return true;
 }
 

@@ -28,13 +28,6 @@ constexpr int64_t kTileU16 = kTileRows * kChunkK;  // one 16 x 64-byte tile, in 
 
 int64_t RoundUp(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
-// Float bits to bf16, nearest even (what FloatToBFloat16 does for every finite value).
-inline uint16_t Bf16Bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
 #ifdef CELLSERVE_AMX
 constexpr int kArchReqXcompPerm = 0x1023;
 constexpr int kXfeatureXtileData = 18;
@@ -78,7 +71,7 @@ __attribute__((target("avx512f,avx512bw"))) void ConvertRows(int64_t m, const fl
       const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(v, _mm512_add_epi32(half, lsb)), 16);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), _mm512_cvtepi32_epi16(r));
     }
-    for (; j < k; ++j) out[j] = Bf16Bits(row[j]);
+    for (; j < k; ++j) out[j] = FloatToBFloat16(row[j]);  // the lanes' rounding, for every finite value
     std::memset(out + k, 0, static_cast<size_t>(kp - k) * sizeof(uint16_t));
   }
   std::memset(xb + m * kp, 0, static_cast<size_t>((mp - m) * kp) * sizeof(uint16_t));
@@ -146,6 +139,12 @@ bool AmxBf16Support(std::string* why) {
 #endif
   if (!reason.empty() && why) *why = reason;
   return reason.empty();
+}
+
+Status AmxBf16Available() {
+  std::string why;
+  if (AmxBf16Support(&why)) return OkStatus();
+  return Unavailable("bf16 compute (--cpu-precision bf16): " + why + "; use --cpu-precision fp32");
 }
 
 AmxPanels::AmxPanels(const float* w, int64_t n, int64_t k, int64_t ldw)

@@ -18,11 +18,17 @@
 #include <memory>
 #include <string>
 
+#include "runtime/status.h"
+
 namespace cellserve::cpu {
 
 // Whether this CPU and kernel run AMX-BF16 tiles for this process (asks the kernel for the tile
 // state once: arch_prctl(ARCH_REQ_XCOMP_PERM)). False with the reason in *why.
 bool AmxBf16Support(std::string* why);
+
+// OK where AmxBf16Support says yes, else UNAVAILABLE with its reason and what to use instead:
+// the one error every caller of bf16 compute returns (flag, device factory, backend).
+Status AmxBf16Available();
 
 class AmxPanels {
  public:

@@ -50,9 +50,7 @@ CpuBackend::CpuBackend(CpuBackendOptions options)
 
 Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   if (slots <= 0) return InvalidArgument("a model needs at least one state slot");
-  std::string why;
-  if (cell_weight_options_.bf16_compute && !AmxBf16Support(&why))
-    return Unavailable("bf16 compute (--cpu-precision bf16): " + why);
+  if (cell_weight_options_.bf16_compute) RETURN_IF_ERROR(AmxBf16Available());
   ModelState& s = models_[&model];
   s.slots = slots;
   s.hidden = model.spec().hidden;
