@@ -47,6 +47,9 @@ cudaDataType_t CudaDataType(GemmDtype d) {
 
 bool IsHead(CellOp op) { return op == CellOp::kHeadLogits || op == CellOp::kHeadArgmax; }
 
+// The largest round of any of the model's cell types (every type takes the spec's max_batch).
+int32_t MaxBatch(const Model& model) { return static_cast<int32_t>(std::max<int64_t>(1, model.spec().max_batch)); }
+
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's advice for Hopper
 
 }  // namespace
@@ -146,9 +149,7 @@ class CudaDevice::Impl {
     if (m.weights->fold_max_bytes != options_.fold_max_bytes)
       return InvalidArgument(name_ + ": the weight store folded " + model.spec().name + " under another cap");
     ASSIGN_OR_RETURN(m.state, DeviceBuffer<float>::Allocate(options_.gpu, (static_cast<size_t>(slots) + 1) * 2 * m.hidden));
-    int32_t max_batch = 1;
-    for (const CellType& t : model.cell_types()) max_batch = std::max<int32_t>(max_batch, t.max_batch);
-    m.buckets = gpu::BucketSizes(max_batch);
+    m.buckets = gpu::BucketSizes(MaxBatch(model));
     // Scratch and staging sized for every registered model.
     Capacity need = capacity_;
     for (const CellType& t : model.cell_types()) {
@@ -387,9 +388,7 @@ class CudaDevice::Impl {
   size_t GraphCacheCapacity(const Model& adding) const {
     int64_t graphs = 0;
     auto count = [&](const Model& model) {
-      int32_t max_batch = 1;
-      for (const CellType& t : model.cell_types()) max_batch = std::max<int32_t>(max_batch, t.max_batch);
-      graphs += gpu::GraphsOfModel(static_cast<int32_t>(model.cell_types().size()), max_batch,
+      graphs += gpu::GraphsOfModel(static_cast<int32_t>(model.cell_types().size()), MaxBatch(model),
                                    options_.staging_slots);
     };
     count(adding);
