@@ -71,6 +71,23 @@ def run_torch(batches, threads, min_time, repeats):
     return {row["batch"]: row["us_per_step"] for row in data}
 
 
+def md_table(ours, batches, columns):
+    """A markdown table with a row per batch that has every benchmark it names. columns: (header,
+    NAME) for that benchmark's time in us, or (header, (A, B)) for the speed-up A / B."""
+    names = {n for _, c in columns for n in (c if isinstance(c, tuple) else (c,))}
+    lines = ["| batch | " + " | ".join(h for h, _ in columns) + " |", "|---:|" + "---:|" * len(columns)]
+    for b in batches:
+        r = ours[b]
+        if names <= r.keys():
+            cells = [f"{r[c[0]] / r[c[1]]:.2f}x" if isinstance(c, tuple) else f"{r[c]:.0f}" for _, c in columns]
+            lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table_rows(text):
+    return len(text.splitlines()) - 2
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="build folder (default build/)")
@@ -104,40 +121,28 @@ def main():
     print("targets (step <= 1.2x sgemm, faster than nn.LSTMCell):", "met" if ok else "NOT met")
 
     # A first layer's step (x = embedding[token]), its input folded into a per-token table or not.
-    folded_lines = ["| batch | first-layer step (us) | the same, input folded (us) | speed-up |",
-                    "|---:|---:|---:|---:|"]
-    for b in batches:
-        r = ours[b]
-        if "TokenLstmStep" in r and "TokenLstmStepFolded" in r:
-            plain, folded = r["TokenLstmStep"], r["TokenLstmStepFolded"]
-            folded_lines.append(f"| {b} | {plain:.0f} | {folded:.0f} | {plain / folded:.2f}x |")
-    folded_table = "\n".join(folded_lines)
+    folded_table = md_table(ours, batches, [("first-layer step (us)", "TokenLstmStep"),
+                                         ("the same, input folded (us)", "TokenLstmStepFolded"),
+                                         ("speed-up", ("TokenLstmStep", "TokenLstmStepFolded"))])
     print("\n" + folded_table + "\n")
 
     # Weights stored as BF16 (F16): the same step and GEMM with 16-bit panels beside the fp32 ones.
-    narrow_lines = ["| batch | our GEMM (us) | with bf16 panels (us) | with f16 panels (us) "
-                    "| our LSTM step (us) | the same, BF16 model (us) | step speed-up |",
-                    "|---:|---:|---:|---:|---:|---:|---:|"]
-    for b in batches:
-        r = ours[b]
-        if all(k in r for k in ("PackedGemmBf16", "PackedGemmF16", "LstmStepBf16")):
-            narrow_lines.append(f"| {b} | {r['PackedGemm']:.0f} | {r['PackedGemmBf16']:.0f} | {r['PackedGemmF16']:.0f} "
-                                f"| {r['LstmStep']:.0f} | {r['LstmStepBf16']:.0f} | {r['LstmStep'] / r['LstmStepBf16']:.2f}x |")
-    narrow_table = "\n".join(narrow_lines)
+    narrow_table = md_table(ours, batches, [("our GEMM (us)", "PackedGemm"), ("with bf16 panels (us)", "PackedGemmBf16"),
+                                         ("with f16 panels (us)", "PackedGemmF16"), ("our LSTM step (us)", "LstmStep"),
+                                         ("the same, BF16 model (us)", "LstmStepBf16"),
+                                         ("step speed-up", ("LstmStep", "LstmStepBf16"))])
     print("\n" + narrow_table + "\n")
 
     # --cpu-precision bf16: the GEMM and the steps on AMX tiles (skipped where the CPU has no AMX).
-    amx_lines = ["| batch | our GEMM (us) | AMX bf16 GEMM (us) | speed-up | our LSTM step (us) | bf16 compute (us) "
-                 "| speed-up | first-layer step, folded (us) | bf16 compute (us) | speed-up |",
-                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for b in batches:
-        r = ours[b]
-        if all(k in r for k in ("AmxGemm", "LstmStepBf16Compute", "TokenLstmStepFoldedBf16Compute")):
-            g, s, t = r["AmxGemm"], r["LstmStepBf16Compute"], r["TokenLstmStepFoldedBf16Compute"]
-            amx_lines.append(f"| {b} | {r['PackedGemm']:.0f} | {g:.0f} | {r['PackedGemm'] / g:.2f}x "
-                             f"| {r['LstmStep']:.0f} | {s:.0f} | {r['LstmStep'] / s:.2f}x "
-                             f"| {r['TokenLstmStepFolded']:.0f} | {t:.0f} | {r['TokenLstmStepFolded'] / t:.2f}x |")
-    amx_table = "\n".join(amx_lines) if len(amx_lines) > 2 else "(not measured: this CPU has no AMX-BF16)"
+    amx_table = md_table(ours, batches, [("our GEMM (us)", "PackedGemm"), ("AMX bf16 GEMM (us)", "AmxGemm"),
+                                      ("speed-up", ("PackedGemm", "AmxGemm")), ("our LSTM step (us)", "LstmStep"),
+                                      ("bf16 compute (us)", "LstmStepBf16Compute"),
+                                      ("speed-up", ("LstmStep", "LstmStepBf16Compute")),
+                                      ("first-layer step, folded (us)", "TokenLstmStepFolded"),
+                                      ("bf16 compute (us)", "TokenLstmStepFoldedBf16Compute"),
+                                      ("speed-up", ("TokenLstmStepFolded", "TokenLstmStepFoldedBf16Compute"))])
+    if table_rows(amx_table) == 0:
+        amx_table = "(not measured: this CPU has no AMX-BF16)"
     print("\n" + amx_table + "\n")
 
     if args.doc:
