@@ -169,15 +169,7 @@ def main():
 def write_section(body):
     """Replaces this benchmark's section of docs/BENCHMARKS.md (up to the next '## '), or appends it."""
     path = os.path.join(cs.ROOT, "docs", "BENCHMARKS.md")
-    text = cs.read(path)
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
-    with open(path, "w") as f:
-        f.write(text)
+    cs.write_docs(path, body, SECTION)
     log("wrote the section to " + path)
 
 

@@ -729,24 +729,23 @@ def section_text(result, args):
     return "\n".join(lines) + "\n"
 
 
-def write_docs(path, text):
+def write_docs(path, text, section=SECTION):
+    """Replaces `section` of the markdown file at `path` (its heading line up to the next '## ')
+    with `text`, or appends `text` when the file has no such section."""
     with open(path) as f:
         doc = f.read()
-    start = doc.find("\n" + SECTION + "\n")
-    if start < 0 and doc.startswith(SECTION + "\n"):
-        start = -1
+    if doc.startswith(section + "\n"):
         begin = 0
-    elif start >= 0:
-        begin = start + 1
     else:
-        begin = None
+        start = doc.find("\n" + section + "\n")
+        begin = start + 1 if start >= 0 else None
     if begin is None:
-        new = doc.rstrip("\n") + "\n\n" + text
+        new = doc.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
     else:
-        nxt = re.search(r"^## ", doc[begin + len(SECTION):], re.M)
-        end = begin + len(SECTION) + nxt.start() if nxt else len(doc)
+        nxt = re.search(r"^## ", doc[begin + len(section):], re.M)
+        end = begin + len(section) + nxt.start() if nxt else len(doc)
         rest = doc[end:]
-        new = doc[:begin] + text + ("\n" + rest if rest else "")
+        new = doc[:begin] + text.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
     with open(path, "w") as f:
         f.write(new)
 
