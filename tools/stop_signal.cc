@@ -50,7 +50,12 @@ Status StopSignals::Wait() const {
   for (;;) {
     pollfd fd = {g_wake[0], POLLIN, 0};
     if (poll(&fd, 1, -1) > 0) return OkStatus();
-    if (errno != EINTR) return Internal(std::string("poll: ") + std::strerror(errno));
+    // Only a broken pipe ends the wait. Anything else is waited out: EINTR, ENOMEM, and the
+    // kernel's internal restart code (errno 516) that leaks out when a debugger attaches and fails
+    // to restore the thread's registers (seen with gdb on a CPU with AMX state): a process serving
+    // traffic must not exit because someone looked at it.
+    if (errno == EBADF || errno == EFAULT || errno == EINVAL) return Internal(std::string("poll: ") + std::strerror(errno));
+    if (errno != EINTR) usleep(10000);
   }
 }
 

@@ -20,7 +20,8 @@ class StopSignals {
   // Installs the handlers. INTERNAL if the pipe cannot be made.
   Status Install();
   int fd() const;  // readable once a signal arrived
-  // Blocks until a signal arrives. INTERNAL if poll fails.
+  // Blocks until a signal arrives. INTERNAL if the pipe is broken (EBADF, EFAULT, EINVAL); other
+  // poll errors are waited out.
   Status Wait() const;
 
  private:
