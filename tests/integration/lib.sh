@@ -3,6 +3,7 @@
 #   PIDS    processes to kill -9 on exit (append the ones you start)
 #   ok / bad / die / check   report a check and count failures (and passes)
 #   free_port, http_get URL  a free TCP port on 127.0.0.1; a body over HTTP (python3, 5 s bound)
+#   init_models REPO         the small models the RPC-level tests share (needs $CELLSERVE)
 # Scripts end with their own summary from $pass and $failures.
 set -uo pipefail
 WORK="$(mktemp -d)"
@@ -58,4 +59,15 @@ except Exception as e:
     sys.stderr.write(f"GET {sys.argv[1]}: {e}\n")
     sys.exit(1)
 PYEOF
+}
+
+# init_models REPO: cls (lstm, 3 classes), mt (seq2seq, up to 40 tokens out) and tree (treelstm,
+# 5 classes), small and fixed-seed, into the model repository REPO. Non-zero exit if one fails.
+init_models() {
+  "$CELLSERVE" model init --repo "$1" --name cls --kind lstm --hidden 64 --layers 2 --vocab 5000 \
+    --classes 3 --seed 4 --init-scale 0.3 >/dev/null &&
+    "$CELLSERVE" model init --repo "$1" --name mt --kind seq2seq --hidden 48 --layers 2 --vocab 5000 \
+      --target-vocab 300 --max-decode-len 40 --seed 5 --init-scale 0.3 >/dev/null &&
+    "$CELLSERVE" model init --repo "$1" --name tree --kind treelstm --hidden 32 --vocab 5000 \
+      --classes 5 --seed 6 --init-scale 0.3 >/dev/null
 }

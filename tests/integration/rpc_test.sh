@@ -56,12 +56,7 @@ stop_server() {
 json_get() { $PY -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
 REPO="$WORK/models"
-"$CELLSERVE" model init --repo "$REPO" --name cls --kind lstm --hidden 64 --layers 2 --vocab 5000 \
-  --classes 3 --seed 4 --init-scale 0.3 >/dev/null &&
-  "$CELLSERVE" model init --repo "$REPO" --name mt --kind seq2seq --hidden 48 --layers 2 --vocab 5000 \
-    --target-vocab 300 --max-decode-len 40 --seed 5 --init-scale 0.3 >/dev/null &&
-  "$CELLSERVE" model init --repo "$REPO" --name tree --kind treelstm --hidden 32 --vocab 5000 \
-    --classes 5 --seed 6 --init-scale 0.3 >/dev/null &&
+init_models "$REPO" &&
   # For the deadline: tens of ms per request, far past a 1 ms deadline even when the deadline's
   # timer runs late on a loaded machine (mt took 1.7 ms and answered OK once: a flaky check).
   "$CELLSERVE" model init --repo "$REPO" --name slow --kind lstm --hidden 384 --layers 2 --vocab 5000 \

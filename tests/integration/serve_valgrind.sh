@@ -22,12 +22,7 @@ if ! command -v valgrind >/dev/null; then
 fi
 
 REPO="$WORK/models"
-"$CELLSERVE" model init --repo "$REPO" --name cls --kind lstm --hidden 32 --layers 2 --vocab 2000 \
-  --classes 3 --seed 4 --init-scale 0.3 >/dev/null &&
-  "$CELLSERVE" model init --repo "$REPO" --name mt --kind seq2seq --hidden 32 --layers 1 --vocab 2000 \
-    --target-vocab 200 --max-decode-len 12 --seed 5 --init-scale 0.3 >/dev/null &&
-  "$CELLSERVE" model init --repo "$REPO" --name tree --kind treelstm --hidden 32 --vocab 2000 \
-    --classes 5 --seed 6 --init-scale 0.3 >/dev/null || die "model init"
+init_models "$REPO" || die "model init"
 cat > "$WORK/corpus.txt" <<'EOF'
 The state of the Union is strong.
 We will build a future worthy of our children, and we will do it together.
