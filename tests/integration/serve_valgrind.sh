@@ -11,7 +11,7 @@
 #     model;
 #   - the SIGTERM drain.
 # bench/soak.py runs the same mix for many minutes and watches RSS; this is its short, exact
-# counterpart. About a minute; exit 77 (skipped) without valgrind.
+# counterpart. About 15 s; exit 77 (skipped) without valgrind.
 # Usage: serve_valgrind.sh PATH/TO/cellserve   (ctest passes it).
 set -uo pipefail
 CELLSERVE="$1"
