@@ -28,6 +28,12 @@
 //   cellserve_rpc_errors_total{code}                 counter    error replies of the RPC server, by code
 //   cellserve_rpc_connections                        gauge      open RPC connections
 //   cellserve_rpc_calls_in_flight                    gauge      infer calls being served
+//   cellserve_rpc_client_cancels_total               counter    infer calls the client dropped (cancelled,
+//                                                               timed out on its side, or disconnected)
+//                                                               while the server was still on them; the
+//                                                               request is cancelled in the cluster. Not
+//                                                               all are CANCELLED in requests_total: an
+//                                                               answer already on its way counts as sent
 //   cellserve_build_info{version}                    gauge      1
 // Every answered request is counted once in cellserve_requests_total and observed once in
 // cellserve_request_duration_seconds, so sum(cellserve_requests_total) equals
@@ -163,6 +169,7 @@ class ServingMetrics {
   static void OnDeviceBusy(DeviceMetrics& device, int64_t busy_us) { device.busy_seconds->Increment(busy_us * 1e-6); }
   // RPC server.
   void OnRpcError(StatusCode code);
+  void OnRpcClientCancel() { rpc_client_cancels_->Increment(); }
   // A router's view of a node: cellserve_node_up{node=name} 1 while it is registered, 0 once lost
   // (CellserveNodeDown fires); a node that left on purpose (drained) has its series removed.
   void SetNodeUp(const std::string& node, bool up);
@@ -207,6 +214,7 @@ class ServingMetrics {
   prometheus::Gauge* requests_in_flight_;
   prometheus::Gauge* rpc_connections_;
   prometheus::Gauge* rpc_calls_in_flight_;
+  prometheus::Counter* rpc_client_cancels_;
   std::array<prometheus::Counter*, kStatusCodes> rpc_errors_{};
 
   std::mutex mu_;  // registration and the busy windows

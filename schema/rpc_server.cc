@@ -46,6 +46,7 @@ struct PendingCall {
   kj::Maybe<TokenSink::Client> sink;
   kj::Promise<void> tokens_sent = kj::READY_NOW;
   uint32_t next_token = 0;
+  uint64_t cluster_id = 0;  // the request's id in the cluster, for Cancel
 };
 
 // Runs ServingBackend::Report on its own thread (it waits for the workers) and hands each report
@@ -108,6 +109,7 @@ struct LoopState {
   std::unordered_map<uint64_t, PendingCall> calls;                               // by local id
   std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<ClusterReport>>> health_waiters;
   uint64_t next_id = 1;
+  bool closing = false;  // Stop's grace is over: calls dropped now are the server's doing, not the client's
   std::unique_ptr<ReportThread> reporter;
   SteadyClock clock;
 
@@ -273,6 +275,7 @@ class Service final : public Cellserve::Server {
     const int64_t deadline_us = decoded->timeout_us > 0 ? received_us + decoded->timeout_us : 0;
     const uint64_t cluster_id = state_.cluster->Infer(spec->name, std::move(decoded->input), deadline_us,
                                                       std::move(done), std::move(on_token));
+    call.cluster_id = cluster_id;  // `call` is still there: answers come through the inbox, later
     std::shared_ptr<ConnectionCalls> conn = conn_;
     ModelSpec served = *spec;
     return paf.promise
@@ -296,7 +299,10 @@ class Service final : public Cellserve::Server {
           auto it = st->calls.find(id);
           if (it != st->calls.end()) {  // dropped before the answer: the client cancelled or left
             st->calls.erase(it);
-            ++st->stats->client_cancels;
+            if (!st->closing) {
+              ++st->stats->client_cancels;
+              if (st->options->metrics) st->options->metrics->OnRpcClientCancel();
+            }
             st->cluster->Cancel(cluster_id);
           }
         }));
@@ -412,7 +418,12 @@ struct RpcServer::Impl {
     listener = nullptr;  // no new connections
     WaitIdle(io.provider->getTimer(), options.stop_grace_ms).wait(io.waitScope);
     io.provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io.waitScope);  // let replies go out
-    connections = nullptr;  // closes every connection; unanswered calls cancel their requests
+    // Calls still unanswered: cancel their requests in the cluster (their answers, posted into the
+    // inbox, are dropped), then close every connection (their clients see the close).
+    state.closing = true;
+    if (state.cluster)
+      for (const auto& [id, call] : state.calls) state.cluster->Cancel(call.cluster_id);
+    connections = nullptr;
     state.inbox.Close();
     state.reporter.reset();
     state.health_waiters.clear();

@@ -43,8 +43,9 @@ struct RpcServerOptions {
   // Stop: how long calls in flight may take to be answered before connections close. Default 5 s.
   int64_t stop_grace_ms = 5000;
   // Prometheus metrics (monitoring/metrics.h): error replies by code, open connections, calls in
-  // flight, and the requests it answers itself, before the cluster (cellserve_requests_total with
-  // model "(unknown)"). Borrowed: must outlive the server. nullptr = none.
+  // flight, calls the client dropped, and the requests it answers itself, before the cluster
+  // (cellserve_requests_total with model "(unknown)"). Borrowed: must outlive the server.
+  // nullptr = none.
   monitoring::ServingMetrics* metrics = nullptr;
 };
 
@@ -54,7 +55,7 @@ struct RpcServerStats {
   int64_t connections_refused = 0;  // over max_connections
   int64_t calls_in_flight = 0;      // infer calls being served now
   int64_t calls_total = 0;          // infer calls received
-  int64_t client_cancels = 0;       // calls dropped by the client before the answer
+  int64_t client_cancels = 0;       // calls dropped by the client before the answer (not by Stop)
   std::array<int64_t, 8> errors_by_code{};  // error replies, indexed by StatusCode
 };
 

@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "../common/temp_model_repo.h"
+#include "monitoring/metrics.h"
 #include "runtime/model_repository.h"
 #include "schema/client.h"
 
@@ -125,7 +126,10 @@ TEST_F(RpcServerTest, ResultsEqualTheInProcessPath) {
 }
 
 TEST_F(RpcServerTest, ACallDroppedOnALiveConnectionIsCancelledInTheCluster) {
-  auto server = StartServer();
+  monitoring::ServingMetrics metrics;
+  RpcServerOptions options;
+  options.metrics = &metrics;
+  auto server = StartServer(options);
   ASSERT_NE(server, nullptr);
   auto client = Connect(*server);
   ASSERT_NE(client, nullptr);
@@ -142,6 +146,9 @@ TEST_F(RpcServerTest, ACallDroppedOnALiveConnectionIsCancelledInTheCluster) {
   EXPECT_TRUE(ClusterIdle()) << "the dropped request still holds cells or slots";
   EXPECT_EQ(server->stats().client_cancels, 1);
   EXPECT_EQ(server->stats().calls_in_flight, 0);
+  const std::string text = metrics.Serialize();
+  EXPECT_NE(text.find("\ncellserve_rpc_client_cancels_total 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\ncellserve_rpc_calls_in_flight 0\n"), std::string::npos) << text;
   ClusterReport r = cluster_->Report();
   EXPECT_EQ(r.failed, 1) << "answered CANCELLED inside the cluster";
   EXPECT_EQ(r.completed, 0) << "it was not run to the end";
@@ -202,6 +209,10 @@ TEST_F(RpcServerTest, StopWithCallsInFlightReturnsAndFreesThem) {
   auto r = pending.wait(client->wait_scope());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
   EXPECT_TRUE(ClusterIdle());
+  EXPECT_EQ(server->stats().client_cancels, 0) << "the server dropped it, not the client";
+  ClusterReport report = cluster_->Report();
+  EXPECT_EQ(report.failed, 1) << "cancelled in the cluster when the server stopped";
+  EXPECT_EQ(report.completed, 0) << "it was not run to the end";
 }
 
 TEST_F(RpcServerTest, NotReadyUntilItsClusterIsAttached) {
