@@ -65,8 +65,13 @@ using run_token_atom = caf::atom_constant<caf::atom("runtoken")>;
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using soon_atom = caf::atom_constant<caf::atom("soon")>;
 using leave_atom = caf::atom_constant<caf::atom("leave")>;
+using retry_register_atom = caf::atom_constant<caf::atom("reregtry")>;
 
 constexpr auto kAckTimeout = std::chrono::seconds(5);
+// A refused or unanswered registration is tried again after reconnect_interval_ms, doubling up to
+// this: a router whose node table was full, or that was too busy to answer, gets the node once it
+// can take it, while a node a router will never take logs a line every few seconds, not a flood.
+constexpr int64_t kMaxRegisterRetryMs = 5000;
 
 // What the connector thread and the actor share: which router slots (one per address a --join
 // name resolved to) are connected: true from a successful connect until its down message.
@@ -109,7 +114,8 @@ struct AgentState {
   struct RouterSlot {
     std::string address;
     caf::actor handle;
-    uint64_t node_id = 0;  // 0 = not registered
+    uint64_t node_id = 0;         // 0 = not registered
+    int register_failures = 0;    // in a row, on this connection: the retry backs off
   };
 
   caf::event_based_actor* self = nullptr;
@@ -144,12 +150,12 @@ struct AgentState {
             [this, i, router](registered_atom, uint64_t id, const std::string& error) {
               if (routers[i].handle != router) return;  // reconnected meanwhile
               if (id == 0) {
-                std::fprintf(stderr, "cellserve node: router %s refused the registration: %s\n",
-                             routers[i].address.c_str(), error.c_str());
+                RegisterLater(i, "refused the registration: " + error);
                 return;
               }
               const bool first = routers[i].node_id == 0;
               routers[i].node_id = id;
+              routers[i].register_failures = 0;
               ++links->registrations;
               CountRegistered();
               if (first)
@@ -158,10 +164,23 @@ struct AgentState {
               last_cells = -1;
               ReportSoon();
             },
-            [this, i](caf::error& e) {
-              std::fprintf(stderr, "cellserve node: registering with %s failed: %s\n", routers[i].address.c_str(),
-                           self->system().render(e).c_str());
+            [this, i, router](caf::error& e) {
+              // A timeout (the router was too busy) or a lost link (the down message follows).
+              if (routers[i].handle != router) return;
+              RegisterLater(i, "did not answer the registration: " + self->system().render(e));
             });
+  }
+
+  // Registration with router `i` failed (`why`): try again later on the same connection, unless it
+  // is lost (a reconnect registers afresh), registered meanwhile, or the node is leaving.
+  void RegisterLater(int i, const std::string& why) {
+    RouterSlot& r = routers[i];
+    const int64_t delay_ms = std::min<int64_t>(
+        std::max<int64_t>(options.reconnect_interval_ms, 1) << std::min(r.register_failures, 16), kMaxRegisterRetryMs);
+    ++r.register_failures;
+    std::fprintf(stderr, "cellserve node: router %s %s; trying again in %lld ms\n", r.address.c_str(), why.c_str(),
+                 static_cast<long long>(delay_ms));
+    self->delayed_send(self, std::chrono::milliseconds(delay_ms), retry_register_atom::value, i, r.handle);
   }
 
   void Run(int i, uint64_t request, const std::string& bytes, int64_t timeout_us) {
@@ -279,7 +298,14 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cl
         st.routers[i].address = address;
         st.routers[i].handle = router;
         st.routers[i].node_id = 0;
+        st.routers[i].register_failures = 0;
         self->monitor(router);
+        st.Register(i);
+      },
+      [self](retry_register_atom, int i, caf::actor router) {
+        AgentState& st = self->state;
+        if (st.leaving || i < 0 || i >= static_cast<int>(st.routers.size())) return;
+        if (st.routers[i].handle != router || st.routers[i].node_id != 0) return;  // lost, or registered
         st.Register(i);
       },
       [self](reregister_atom) {

@@ -2,7 +2,8 @@
 // LocalCluster to one or more routers (cluster/router.h) over CAF's middleman: connects to every
 // address each --join name resolves to (a headless Service gives one per router; names are
 // resolved again every 30 s, and until one of their addresses answers), reconnects whenever a
-// connection is lost or a router restarted, registers the node's models and devices, reports its
+// connection is lost or a router restarted, registers the node's models and devices (a refused or
+// unanswered registration is tried again, backing off from reconnect_interval_ms to 5 s), reports its
 // load (outstanding cells: every report_interval_ms, and 10 ms after a request arrives or
 // finishes; an idle node wakes only for the heartbeat), runs what routers place on it
 // through LocalCluster::Infer and sends each answer (and each streamed token) back.

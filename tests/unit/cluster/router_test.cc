@@ -312,5 +312,39 @@ TEST_F(RouterTest, OneNodeServesTwoRoutersAndARouterRestartLosesNoNode) {
   r1->Stop();
 }
 
+TEST_F(RouterTest, ANodeRefusedForAFullTableJoinsOnceThereIsRoom) {
+  RouterOptions o;
+  o.cluster = "127.0.0.1:0";
+  o.policy.max_nodes = 1;
+  auto router = Router::Start(o);
+  ASSERT_TRUE(router.ok()) << router.status().ToString();
+  auto c1 = StartCluster();
+  auto c2 = StartCluster();
+  ASSERT_TRUE(c1 && c2);
+  auto first = Join(c1.get(), (*router)->port(), "first");
+  ASSERT_TRUE(first);
+  NodeAgentOptions late;
+  late.join = {"127.0.0.1:" + std::to_string((*router)->port())};
+  late.name = "late";
+  late.reconnect_interval_ms = 50;
+  auto second = NodeAgent::Start(c2.get(), late);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_FALSE((*second)->WaitRegistered(500)) << "the table has room for one node";
+  ASSERT_EQ((*router)->nodes().size(), 1u);
+
+  // The first node leaves: the refused one, still connected, is taken on its next try.
+  first->Leave();
+  ASSERT_TRUE((*second)->WaitRegistered(10000)) << "a refused node never tried again";
+  ASSERT_TRUE(WaitFor([&] { return (*router)->nodes().size() == 1 && (*router)->nodes()[0].name == "late"; },
+                      std::chrono::seconds(10)));
+  Answers answers;
+  (*router)->Infer("cls", Tokens(4, 1), 0, answers.For(0));
+  ASSERT_TRUE(answers.Wait(1, std::chrono::seconds(30)));
+  EXPECT_TRUE(answers.Get(0).ok()) << answers.Get(0).status().ToString();
+  EXPECT_EQ((*second)->stats().runs, 1);
+  (*second)->Leave();
+  (*router)->Stop();
+}
+
 }  // namespace
 }  // namespace cellserve::cluster
