@@ -108,6 +108,8 @@ struct LoopState {
   KjInbox inbox;
   std::unordered_map<uint64_t, PendingCall> calls;                               // by local id
   std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<ClusterReport>>> health_waiters;
+  std::vector<uint64_t> health_next;  // health calls the next report answers (they came after the running one began)
+  bool report_running = false;
   uint64_t next_id = 1;
   bool closing = false;  // Stop's grace is over: calls dropped now are the server's doing, not the client's
   std::unique_ptr<ReportThread> reporter;
@@ -130,8 +132,30 @@ void AttachCluster(LoopState& state, ServingBackend* cluster) {
   state.reporter = std::make_unique<ReportThread>(cluster);
 }
 
+// One cluster report at a time, and it answers every health call that was waiting when it began:
+// a flood of health calls costs one report per report's duration, not one report each (kj thread).
+void AskReport(LoopState* st) {
+  if (st->report_running || st->health_next.empty() || !st->reporter) return;
+  st->report_running = true;
+  std::vector<uint64_t> ids;
+  ids.swap(st->health_next);
+  KjInbox::Sender inbox = st->inbox.sender();
+  st->reporter->Ask([inbox, st, ids = std::move(ids)](ClusterReport report) {
+    inbox.Post([st, ids, report = std::move(report)] {
+      st->report_running = false;
+      for (uint64_t id : ids) {
+        auto it = st->health_waiters.find(id);
+        if (it == st->health_waiters.end()) continue;  // the client dropped it
+        it->second->fulfill(ClusterReport(report));
+        st->health_waiters.erase(it);
+      }
+      AskReport(st);
+    });
+  });
+}
+
 struct ConnectionCalls {
-  int64_t in_flight = 0;  // kj thread only
+  int64_t in_flight = 0;  // infer and health calls of this connection (kj thread only)
 };
 
 class Service final : public Cellserve::Server {
@@ -159,19 +183,22 @@ class Service final : public Cellserve::Server {
       h.setConnections(static_cast<uint32_t>(state_.stats->connections.load()));
       return kj::READY_NOW;
     }
+    // Health calls count toward the connection's limit too, so a client that never waits for
+    // their answers holds a bounded number of them.
+    if (conn_->in_flight >= state_.options->max_calls_per_connection)
+      return kj::Exception(kj::Exception::Type::OVERLOADED, __FILE__, __LINE__,
+                           kj::str("this connection has ", conn_->in_flight,
+                                   " calls in flight, the server's limit (--max-calls-per-connection); wait for "
+                                   "answers or open another connection"));
+    context.allowCancellation();
     const uint64_t id = state_.next_id++;
     auto paf = kj::newPromiseAndFulfiller<ClusterReport>();
     state_.health_waiters.emplace(id, kj::mv(paf.fulfiller));
+    state_.health_next.push_back(id);
+    ++conn_->in_flight;
     LoopState* st = &state_;
-    KjInbox::Sender inbox = state_.inbox.sender();
-    state_.reporter->Ask([inbox, st, id](ClusterReport report) {
-      inbox.Post([st, id, report = std::move(report)]() mutable {
-        auto it = st->health_waiters.find(id);
-        if (it == st->health_waiters.end()) return;
-        it->second->fulfill(std::move(report));
-        st->health_waiters.erase(it);
-      });
-    });
+    AskReport(st);
+    std::shared_ptr<ConnectionCalls> conn = conn_;
     return paf.promise
         .then([this, context](ClusterReport report) mutable {
           auto h = context.getResults().initHealth();
@@ -197,7 +224,10 @@ class Service final : public Cellserve::Server {
           h.setConnections(static_cast<uint32_t>(state_.stats->connections.load()));
           h.setCallsInFlight(static_cast<uint32_t>(state_.stats->calls_in_flight.load()));
         })
-        .attach(kj::defer([st, id] { st->health_waiters.erase(id); }));
+        .attach(kj::defer([st, conn, id] {
+          --conn->in_flight;
+          st->health_waiters.erase(id);
+        }));
   }
 
  private:

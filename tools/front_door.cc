@@ -14,7 +14,8 @@ void AddFrontDoorFlags(Flags& flags) {
            false, "CELLSERVE_LISTEN")
       .Add("port-file", "", "write the RPC port's number to this file once it listens")
       .Add("max-tokens", "4096", "tokens (or tree leaves) per request at most, on top of each model's own limit")
-      .Add("max-calls-per-connection", "1024", "infer calls served at once per connection (beyond: RESOURCE_EXHAUSTED)")
+      .Add("max-calls-per-connection", "1024",
+           "infer and health calls served at once per connection (beyond: RESOURCE_EXHAUSTED)")
       .Add("max-connections", "1024", "open RPC connections at most (beyond: closed at once)")
       .Add("max-message-bytes", "16777216", "incoming RPC message size at most (beyond: capnp closes the connection)")
       .Add("metrics-port", "0",

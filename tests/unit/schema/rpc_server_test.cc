@@ -51,6 +51,28 @@ RequestInput Tokens(int n) {
   return in;
 }
 
+// A backend whose reports are slow (as a router's can be, asking every node) and counted.
+class SlowReports : public ServingBackend {
+ public:
+  explicit SlowReports(ServingBackend* inner) : inner_(inner) {}
+  uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done,
+                 TokenCallback on_token) override {
+    return inner_->Infer(model, std::move(input), deadline_us, std::move(done), std::move(on_token));
+  }
+  void Cancel(uint64_t id) override { inner_->Cancel(id); }
+  ClusterReport Report() const override {
+    ++reports;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return inner_->Report();
+  }
+  std::vector<ModelSpec> Models() const override { return inner_->Models(); }
+  ClusterState state() const override { return inner_->state(); }
+  mutable std::atomic<int> reports{0};
+
+ private:
+  ServingBackend* inner_;
+};
+
 StatusOr<RequestResult> RunLocal(LocalCluster& cluster, const RequestInput& in) {
   std::mutex mu;
   std::condition_variable cv;
@@ -213,6 +235,55 @@ TEST_F(RpcServerTest, StopWithCallsInFlightReturnsAndFreesThem) {
   ClusterReport report = cluster_->Report();
   EXPECT_EQ(report.failed, 1) << "cancelled in the cluster when the server stopped";
   EXPECT_EQ(report.completed, 0) << "it was not run to the end";
+}
+
+TEST_F(RpcServerTest, AFloodOfHealthCallsIsBoundedAndSharesReports) {
+  SlowReports slow(cluster_.get());
+  RpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.max_calls_per_connection = 64;
+  auto server = RpcServer::Start(&slow, options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto flooder = Connect(**server);
+  ASSERT_TRUE(flooder);
+  // 2,000 health calls at once on one connection, none awaited before the next is sent.
+  constexpr int kFlood = 2000;
+  std::vector<kj::Promise<StatusOr<HealthInfo>>> flood;
+  for (int i = 0; i < kFlood; ++i) flood.push_back(flooder->HealthAsync());
+  flooder->timer().afterDelay(50 * kj::MILLISECONDS).wait(flooder->wait_scope());  // they reach the server
+  // Another client's probe (its own thread: one Client per thread) is answered in a few reports'
+  // time, not after one report per call of the flood.
+  std::optional<StatusOr<HealthInfo>> probe;
+  int64_t probe_ms = -1;
+  std::thread([&] {
+    auto other = Connect(**server);
+    if (!other) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    probe = other->Health(10000);
+    probe_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  }).join();
+  ASSERT_TRUE(probe.has_value());
+  ASSERT_TRUE(probe->ok()) << probe->status().ToString();
+  EXPECT_TRUE((*probe)->serving());
+  EXPECT_LT(probe_ms, 2000) << "queued behind the flood's reports";
+  int ok = 0, refused = 0;
+  for (auto& p : flood) {
+    auto r = p.wait(flooder->wait_scope());
+    if (r.ok()) {
+      ++ok;
+    } else {
+      ++refused;
+      EXPECT_NE(r.status().message().find("--max-calls-per-connection"), std::string::npos) << r.status().ToString();
+    }
+  }
+  EXPECT_EQ(ok + refused, kFlood);
+  EXPECT_GE(ok, 64) << "the connection's limit is served";
+  EXPECT_GT(refused, 0) << "beyond the connection's limit: refused";
+  // Every answered call shared a report with others: far fewer reports than answers.
+  EXPECT_LE(slow.reports.load(), ok / 8) << ok << " answered";
+  // The connection is usable again once its calls are answered.
+  EXPECT_TRUE(flooder->Health(10000).ok());
+  (*server)->Stop();
 }
 
 TEST_F(RpcServerTest, NotReadyUntilItsClusterIsAttached) {
