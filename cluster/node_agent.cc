@@ -116,6 +116,7 @@ struct AgentState {
     caf::actor handle;
     uint64_t node_id = 0;         // 0 = not registered
     int register_failures = 0;    // in a row, on this connection: the retry backs off
+    uint64_t link = 0;            // this connection's number (0 = none); a reconnect gets a new one
   };
 
   caf::event_based_actor* self = nullptr;
@@ -125,7 +126,11 @@ struct AgentState {
   std::string registration;
   std::unordered_map<std::string, ModelSpec> specs;
   std::vector<RouterSlot> routers;
-  std::map<std::pair<int, uint64_t>, uint64_t> runs;  // (router, its request id) -> cluster id
+  // (link, the router's request id) -> cluster id. Keyed by the connection, not the slot: a router
+  // restarted at the same address numbers its requests from 1 again, and a late answer for the
+  // old router's request must not take the new one's entry.
+  std::map<std::pair<uint64_t, uint64_t>, uint64_t> runs;
+  uint64_t next_link = 1;
   SteadyClock clock;
   int64_t last_cells = -1, last_report_us = 0;
   bool report_soon = false;  // a soon_atom is on its way
@@ -195,16 +200,19 @@ struct AgentState {
     if (auto it = specs.find(run->model); it != specs.end()) spec = it->second;
     const int64_t deadline_us = timeout_us > 0 ? clock.NowMicros() + timeout_us : 0;
     caf::actor me = caf::actor_cast<caf::actor>(self);
+    const uint64_t link = routers[i].link;
     ++links->runs;
     // The callbacks run on the cluster's threads: they only post to this actor, which forwards in
     // order (tokens before the answer) to the router the request came from.
     const uint64_t cluster_id = cluster->Infer(
         run->model, std::move(run->input), deadline_us,
-        [me, i, request, spec](StatusOr<RequestResult> result) {
-          caf::anon_send(me, done_atom::value, i, request, EncodeRunAnswer(result, spec));
+        [me, i, link, request, spec](StatusOr<RequestResult> result) {
+          caf::anon_send(me, done_atom::value, i, link, request, EncodeRunAnswer(result, spec));
         },
-        [me, i, request](int32_t token) { caf::anon_send(me, run_token_atom::value, i, request, token); });
-    runs[{i, request}] = cluster_id;
+        [me, i, link, request](int32_t token) {
+          caf::anon_send(me, run_token_atom::value, i, link, request, token);
+        });
+    runs[{link, request}] = cluster_id;
     ReportSoon();
   }
 
@@ -233,12 +241,14 @@ struct AgentState {
     for (const auto& [waiter, router] : asks)
       if (router == i) waiting.push_back(waiter);
     for (const auto& waiter : waiting) Answered(waiter, i, false);
+    const uint64_t link = routers[i].link;
     routers[i].handle = nullptr;
     routers[i].node_id = 0;
+    routers[i].link = 0;
     CountRegistered();
     // Its requests have no one to answer to any more: free their cells and slots.
     for (auto it = runs.begin(); it != runs.end();) {
-      if (it->first.first == i) {
+      if (it->first.first == link) {
         cluster->Cancel(it->second);
         it = runs.erase(it);
       } else {
@@ -299,6 +309,7 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cl
         st.routers[i].handle = router;
         st.routers[i].node_id = 0;
         st.routers[i].register_failures = 0;
+        st.routers[i].link = st.next_link++;
         self->monitor(router);
         st.Register(i);
       },
@@ -321,23 +332,24 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cl
       [self](abort_atom, uint64_t request) {
         AgentState& st = self->state;
         const int i = st.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
-        auto it = st.runs.find({i, request});
+        if (i < 0) return;
+        auto it = st.runs.find({st.routers[i].link, request});
         if (it == st.runs.end()) return;
         ++st.links->aborts;
         st.cluster->Cancel(it->second);
       },
-      [self](done_atom, int i, uint64_t request, const std::string& bytes) {
+      [self](done_atom, int i, uint64_t link, uint64_t request, const std::string& bytes) {
         AgentState& st = self->state;
-        if (st.runs.erase({i, request}) == 0) return;  // its router was lost meanwhile
+        if (st.runs.erase({link, request}) == 0) return;  // its router was lost meanwhile
         st.ReportSoon();
         const auto& r = st.routers[i];
-        if (r.node_id) self->send(r.handle, answer_atom::value, r.node_id, request, bytes);
+        if (r.link == link && r.node_id) self->send(r.handle, answer_atom::value, r.node_id, request, bytes);
       },
-      [self](run_token_atom, int i, uint64_t request, int32_t token) {
+      [self](run_token_atom, int i, uint64_t link, uint64_t request, int32_t token) {
         AgentState& st = self->state;
-        if (!st.runs.count({i, request})) return;
+        if (!st.runs.count({link, request})) return;
         const auto& r = st.routers[i];
-        if (r.node_id) self->send(r.handle, token_atom::value, r.node_id, request, token);
+        if (r.link == link && r.node_id) self->send(r.handle, token_atom::value, r.node_id, request, token);
       },
       [self](heartbeat_atom) {
         if (self->state.leaving) return;
