@@ -230,8 +230,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
            "(0: oldest first always)")
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
-      .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
-      .AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
+      .Add("blas-threads", "1", "OpenBLAS threads (process-wide)");
+  if (!node) flags.AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);
   AddThreadPlacementFlags(flags, "the RPC front door");
@@ -243,7 +243,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
              "CELLSERVE_NODE_NAME")
         .Add("report-interval-ms", "200", "load reports to the routers at least this often (they drop silent nodes)");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
-  if (node && flags.GetBool("stdin")) return Fail(InvalidArgument("node serves routers over the network: no --stdin"));
+  const bool from_stdin = !node && flags.GetBool("stdin");  // a node serves routers over the network
 
   LocalClusterOptions options;
   options.model_repo = flags.Get("model-repo");
@@ -317,7 +317,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   // RPC mode: the port opens first, so `cellserve health` (and a Kubernetes startup probe) can
   // tell "loading" (not_ready) from "not there"; calls before the models are in get UNAVAILABLE.
   std::unique_ptr<rpc::RpcServer> server;
-  if (!flags.GetBool("stdin")) {
+  if (!from_stdin) {
     auto rpc_options = RpcServerOptionsFromFlags(flags, options.metrics);
     if (!rpc_options.ok()) return Fail(rpc_options.status());
     auto rpc_server = rpc::RpcServer::Start(nullptr, *rpc_options);
