@@ -1,9 +1,12 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #include <cblas.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "kernels/cpu/pointwise.h"
@@ -23,6 +26,12 @@ std::shared_ptr<const PackedWeightCache::Weights> Prepare(const Model& model,
   auto weights = std::make_shared<PackedWeightCache::Weights>();
   for (const CellType& t : model.cell_types()) weights->push_back(PrepareCellWeights(t, options));
   return weights;
+}
+
+// This machine's memory in bytes (0 if unknown).
+double PhysicalMemoryBytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
 }
 
 }  // namespace
@@ -51,11 +60,28 @@ CpuBackend::CpuBackend(CpuBackendOptions options)
 Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   if (slots <= 0) return InvalidArgument("a model needs at least one state slot");
   if (cell_weight_options_.bf16_compute) RETURN_IF_ERROR(AmxBf16Available());
-  ModelState& s = models_[&model];
-  s.slots = slots;
-  s.hidden = model.spec().hidden;
-  s.storage.assign(static_cast<size_t>(slots) * 2 * s.hidden, 0.0f);
-  s.weights = weight_cache_ ? weight_cache_->Get(model, cell_weight_options_) : Prepare(model, cell_weight_options_);
+  const int64_t hidden = model.spec().hidden;
+  const double state_bytes = static_cast<double>(slots) * 2.0 * static_cast<double>(hidden) * sizeof(float);
+  char mib[32];
+  std::snprintf(mib, sizeof(mib), "%.0f", state_bytes / (1 << 20));
+  const std::string what =
+      std::to_string(slots) + " state slots (h and c, " + std::to_string(hidden) + " floats each: " + mib + " MiB)";
+  // Zero-filling storage larger than the machine would not fail: the OOM killer would end the
+  // process. Say so first.
+  const double memory = PhysicalMemoryBytes();
+  if (memory > 0 && state_bytes > memory)
+    return ResourceExhausted(what + " are more than this machine's memory; lower --state-slots");
+  ModelState s;
+  try {
+    s.slots = slots;
+    s.hidden = hidden;
+    s.storage.assign(static_cast<size_t>(slots) * 2 * static_cast<size_t>(hidden), 0.0f);
+    s.weights = weight_cache_ ? weight_cache_->Get(model, cell_weight_options_) : Prepare(model, cell_weight_options_);
+  } catch (const std::bad_alloc&) {  // thrown on the device's thread, it would end the process
+    return ResourceExhausted(what + " and the model's weights do not fit in the memory this process may use; lower "
+                                    "--state-slots (or --fold-max-mib)");
+  }
+  models_[&model] = std::move(s);
   return OkStatus();
 }
 

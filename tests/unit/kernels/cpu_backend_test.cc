@@ -1,7 +1,10 @@
 // CpuBackend against a plain double-precision reference of each cell op, and its input checks.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <random>
 
 #include "kernels/cpu/activations.h"
@@ -192,6 +195,38 @@ TEST_P(CpuBackendCells, TreeCellsAndHeadMatchReference) {
 
 INSTANTIATE_TEST_SUITE_P(Fold, CpuBackendCells, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "Folded" : "Unfolded"; });
+
+TEST(CpuBackend, StateSlotsBeyondMemoryAreAnErrorNotACrash) {
+  auto model = Make(ModelKind::kLstm, 512, 1);
+  cpu::CpuBackend backend;
+  // 2^30 slots of 2 x 512 floats: 4 TiB, more than any machine this runs on.
+  Status s = backend.RegisterModel(*model, 1 << 30);
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s.ToString();
+  EXPECT_NE(s.message().find("--state-slots"), std::string::npos) << s.ToString();
+  EXPECT_TRUE(backend.RegisterModel(*model, 4).ok()) << "nothing was left half-registered";
+}
+
+TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
+  // Under a 1 GiB address-space limit (in a child process), 2 GiB of state slots cannot be
+  // allocated: RegisterModel says so instead of letting std::bad_alloc end the process.
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
+#endif
+#endif
+  auto model = Make(ModelKind::kLstm, 512, 1);
+  auto child = [&model] {
+    rlimit limit{};
+    limit.rlim_cur = limit.rlim_max = rlim_t{1} << 30;
+    if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(3);
+    cpu::CpuBackend backend;
+    Status s = backend.RegisterModel(*model, 1 << 19);  // 2^19 x 2 x 512 x 4 bytes = 2 GiB
+    std::_Exit(s.code() == StatusCode::kResourceExhausted ? 0 : 1);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
 
 TEST(CpuBackend, RejectsMalformedBatches) {
   auto model = Make(ModelKind::kLstm, 8, 1, 3, /*max_batch=*/4);
