@@ -11,6 +11,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <new>
 #include <set>
 #include <utility>
 #include <vector>
@@ -254,6 +255,8 @@ StatusOr<SafetensorsFile> ParseSafetensors(const uint8_t* data, size_t size) {
   try {
     static const uint8_t kEmpty[1] = {0};
     return ParseUnguarded(data ? data : kEmpty, size);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhausted("the tensors of this file do not fit in the memory this process may use");
   } catch (const std::exception& e) {
     return InvalidArgument(std::string("malformed safetensors file: ") + e.what());
   } catch (...) {
@@ -270,18 +273,24 @@ StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     return InvalidArgument(path + ": not a regular file");
   }
   std::vector<uint8_t> bytes;
-  bytes.reserve(static_cast<size_t>(st.st_size));
-  uint8_t chunk[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(fd, chunk, sizeof(chunk));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return Internal("reading " + path + ": " + ErrnoText(err));
+  try {  // a file larger than the memory this process may use (or a sparse one) is an error, not a crash
+    bytes.reserve(static_cast<size_t>(st.st_size));
+    uint8_t chunk[1 << 16];
+    for (;;) {
+      ssize_t n = ::read(fd, chunk, sizeof(chunk));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        ::close(fd);
+        return Internal("reading " + path + ": " + ErrnoText(err));
+      }
+      if (n == 0) break;
+      bytes.insert(bytes.end(), chunk, chunk + n);
     }
-    if (n == 0) break;
-    bytes.insert(bytes.end(), chunk, chunk + n);
+  } catch (const std::bad_alloc&) {
+    ::close(fd);
+    return ResourceExhausted(path + ": " + std::to_string(st.st_size) +
+                             " bytes do not fit in the memory this process may use");
   }
   ::close(fd);
   StatusOr<SafetensorsFile> parsed = ParseSafetensors(bytes.data(), bytes.size());

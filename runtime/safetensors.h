@@ -2,7 +2,8 @@
 // header length N, N bytes of JSON header {name: {dtype, shape, data_offsets: [begin, end]},
 // "__metadata__": {str: str}}, then the data. Supports F32, F16, BF16. The parser trusts nothing:
 // header length, JSON, dtypes, shapes, offsets (in range, matching shape*dtype, no overlap) are all
-// checked and a bad file is an INVALID_ARGUMENT naming the problem. Pure functions; thread-safe.
+// checked and a bad file is an INVALID_ARGUMENT naming the problem; a file or tensors that do not
+// fit in memory are RESOURCE_EXHAUSTED (never an exception). Pure functions; thread-safe.
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,6 @@
 #include "runtime/safetensors.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -248,6 +249,30 @@ TEST(SafetensorsTest, WriteIntoMissingDirectoryFails) {
 }
 
 // ---- bad input ----
+
+TEST(SafetensorsDeathTest, AFileLargerThanMemoryIsAnErrorNotACrash) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
+#endif
+#endif
+  // A valid file made sparse to 64 GiB (a copy gone wrong), read with 1 GiB of address space.
+  const std::string path = TempPath("sparse");
+  ASSERT_TRUE(WriteSafetensors(path, SampleFile()).ok());
+  ASSERT_EQ(::truncate(path.c_str(), off_t{64} << 30), 0) << "the file system has no sparse files";
+  auto child = [&path] {
+    rlimit limit{};
+    limit.rlim_cur = limit.rlim_max = rlim_t{1} << 30;
+    if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(3);
+    StatusOr<SafetensorsFile> r = ReadSafetensors(path);
+    const bool named = !r.ok() && r.status().message().find(path) != std::string::npos;
+    std::_Exit(!r.ok() && r.status().code() == StatusCode::kResourceExhausted && named ? 0 : 1);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+  std::remove(path.c_str());
+}
 
 TEST(SafetensorsTest, MissingFileIsNotFound) {
   const std::string path = "/nonexistent_dir_cellserve/weights.safetensors";
