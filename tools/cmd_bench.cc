@@ -218,15 +218,15 @@ int BenchCommand(int argc, char** argv) {
   {
     auto duration = flags.GetDouble("duration-s");
     auto drain = flags.GetDouble("drain-s");
-    auto devices = flags.GetInt("devices");
-    auto lookahead = flags.GetInt("lookahead");
-    auto fill_first = flags.GetInt("fill-first-rounds");
+    auto devices = flags.GetIntIn("devices", 1, kMaxDevices);
+    auto lookahead = flags.GetIntIn("lookahead", 1, kMaxLookahead);
+    auto fill_first = flags.GetIntIn("fill-first-rounds", 0, 1000000);
     auto batch = flags.GetInt("padded-batch");
     auto wait_ms = flags.GetDouble("padded-wait-ms");
     auto seed = flags.GetInt("seed");
     auto floor_runs = flags.GetInt("floor-runs");
-    auto blas = flags.GetInt("blas-threads");
-    auto caf = flags.GetInt("caf-threads");
+    auto blas = flags.GetIntIn("blas-threads", 1, kMaxThreads);
+    auto caf = flags.GetIntIn("caf-threads", 0, kMaxThreads);
     for (const Status* s : {&duration.status(), &drain.status(), &devices.status(), &lookahead.status(),
                             &fill_first.status(), &batch.status(), &wait_ms.status(), &seed.status(), &floor_runs.status(),
                             &blas.status(), &caf.status()})

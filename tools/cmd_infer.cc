@@ -138,6 +138,8 @@ int InferCommand(int argc, char** argv) {
     if (!v.ok()) return BadUsage(out, v.status());
     if (*v < 0) return BadUsage(out, InvalidArgument(std::string("--") + name + " must be >= 0"));
   }
+  // The wire carries the deadline in 32-bit milliseconds (about 49 days).
+  if (auto t = flags.GetIntIn("timeout-ms", 0, UINT32_MAX); !t.ok()) return BadUsage(out, t.status());
   const int64_t version = *flags.GetInt("version");
   if (version > UINT32_MAX) return BadUsage(out, InvalidArgument("--version is too large"));
   std::string text;

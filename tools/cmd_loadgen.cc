@@ -375,6 +375,8 @@ int LoadgenCommand(int argc, char** argv) {
     if (!v.ok()) return BadUsage(v.status());
     if (!std::isfinite(*v) || *v < 0) return BadUsage(InvalidArgument(std::string("--") + name + " must be >= 0"));
   }
+  // The wire carries the deadline in 32-bit milliseconds (about 49 days).
+  if (auto t = flags.GetIntIn("timeout-ms", 0, UINT32_MAX); !t.ok()) return BadUsage(t.status());
   cfg.closed_loop = *flags.GetInt("closed-loop");
   cfg.timeout_ms = *flags.GetInt("timeout-ms");
   cfg.seed = static_cast<uint64_t>(*flags.GetInt("seed"));

@@ -50,10 +50,12 @@ int RouterCommand(int argc, char** argv) {
   AddFrontDoorFlags(flags);
   AddIdlePollFlags(flags, "every core this process may use (its cpuset or taskset)");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
-  for (const char* name : {"p2c-threshold", "seed", "report-timeout-ms", "stop-grace-ms"}) {
+  for (const char* name : {"seed", "report-timeout-ms", "stop-grace-ms"}) {
     auto v = flags.GetInt(name);
     if (!v.ok()) return Fail(v.status());
   }
+  auto p2c_threshold = flags.GetIntIn("p2c-threshold", 1, 1 << 20);
+  if (!p2c_threshold.ok()) return Fail(p2c_threshold.status());
   cluster::RouterOptions options;
   options.cluster = flags.Get("cluster");
   auto policy = ParseRoutePolicy(flags.Get("policy"));
@@ -62,7 +64,7 @@ int RouterCommand(int argc, char** argv) {
   auto estimate = ParseLoadEstimate(flags.Get("estimate"));
   if (!estimate.ok()) return Fail(estimate.status());
   options.policy.estimate = *estimate;
-  options.policy.p2c_threshold = static_cast<int>(*flags.GetInt("p2c-threshold"));
+  options.policy.p2c_threshold = static_cast<int>(*p2c_threshold);
   options.policy.seed = static_cast<uint64_t>(*flags.GetInt("seed"));
   options.report_timeout_ms = *flags.GetInt("report-timeout-ms");
   options.stop_grace_ms = *flags.GetInt("stop-grace-ms");

@@ -173,7 +173,7 @@ int RunCommand(int argc, char** argv) {
     if (!read.ok()) return Fail(read.status());
     sentences = std::move(*read);
   }
-  auto threads = flags.GetInt("blas-threads");
+  auto threads = flags.GetIntIn("blas-threads", 0, kMaxThreads);
   if (!threads.ok()) return Fail(threads.status());
   auto fold_max = FoldMaxBytes(flags);
   if (!fold_max.ok()) return Fail(fold_max.status());

@@ -251,16 +251,19 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto policy = ParsePolicy(flags.Get("policy"));
   if (!policy.ok()) return Fail(policy.status());
   options.scheduler.policy = *policy;
-  for (const char* name : {"lookahead", "fill-first-rounds", "max-requests", "state-slots", "blas-threads"}) {
+  for (const char* name : {"fill-first-rounds", "max-requests", "state-slots"}) {
     auto v = flags.GetInt(name);
     if (!v.ok()) return Fail(v.status());
   }
+  auto lookahead = flags.GetIntIn("lookahead", 1, kMaxLookahead);
+  if (!lookahead.ok()) return Fail(lookahead.status());
+  auto blas_threads = flags.GetIntIn("blas-threads", 0, kMaxThreads);
+  if (!blas_threads.ok()) return Fail(blas_threads.status());
   if (flags.Get("devices") == "all") {
     options.devices = 0;
   } else {
-    auto devices = flags.GetInt("devices");
-    if (!devices.ok()) return Fail(devices.status());
-    if (*devices < 1) return Fail(InvalidArgument("--devices must be >= 1 or `all`"));
+    auto devices = flags.GetIntIn("devices", 1, kMaxDevices);
+    if (!devices.ok()) return Fail(devices.status().WithContext("--devices takes a number or `all`"));
     options.devices = static_cast<int>(*devices);
   }
   options.backend = flags.Get("backend");
@@ -268,7 +271,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.cpu_fallback = flags.GetBool("cpu-fallback");
   options.cuda_graphs = !flags.GetBool("no-cuda-graphs");
   options.sim_profile = flags.Get("sim-profile");
-  options.scheduler.lookahead = static_cast<int>(*flags.GetInt("lookahead"));
+  options.scheduler.lookahead = static_cast<int>(*lookahead);
   const int64_t fill_first = *flags.GetInt("fill-first-rounds");
   if (fill_first < 0 || fill_first > 1000000) return Fail(InvalidArgument("--fill-first-rounds must be in [0, 1000000]"));
   options.scheduler.fill_first_rounds = static_cast<int>(fill_first);
@@ -276,7 +279,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   const int64_t slots = *flags.GetInt("state-slots");
   if (slots < 2 || slots > (int64_t{1} << 30)) return Fail(InvalidArgument("--state-slots must be in [2, 2^30]"));
   options.scheduler.state_slots = static_cast<int32_t>(slots);
-  options.blas_threads = static_cast<int>(*flags.GetInt("blas-threads"));
+  options.blas_threads = static_cast<int>(*blas_threads);
   auto fold_max = FoldMaxBytes(flags);
   if (!fold_max.ok()) return Fail(fold_max.status());
   options.fold_max_bytes = *fold_max;

@@ -1,5 +1,7 @@
 #include "tools/flags.h"
 
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -62,6 +64,13 @@ Status Flags::Parse(int argc, char** argv) {
     auto it = specs_.find(name);
     if (it == specs_.end()) return InvalidArgument("unknown flag --" + name);
     if (it->second.is_bool) {
+      if (has_value) {
+        static const std::set<std::string> kTrue = {"true", "yes", "1"}, kFalse = {"false", "no", "0"};
+        if (!kTrue.count(value) && !kFalse.count(value))
+          return InvalidArgument("--" + name + " is a boolean flag: --" + name + ", --" + name + "=true or --" + name +
+                                 "=false, got '" + value + "'");
+        value = kTrue.count(value) ? "true" : "false";
+      }
       values_[name] = has_value ? value : "true";
       continue;
     }
@@ -155,9 +164,19 @@ bool Flags::GetBool(const std::string& name) const {
 StatusOr<int64_t> Flags::GetInt(const std::string& name) const {
   std::string v = Get(name);
   char* end = nullptr;
+  errno = 0;
   long long x = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end) return InvalidArgument("--" + name + " wants an integer, got '" + v + "'");
+  if (errno == ERANGE) return InvalidArgument("--" + name + " is out of range: '" + v + "'");
   return static_cast<int64_t>(x);
+}
+
+StatusOr<int64_t> Flags::GetIntIn(const std::string& name, int64_t lo, int64_t hi) const {
+  ASSIGN_OR_RETURN(const int64_t x, GetInt(name));
+  if (x < lo || x > hi)
+    return InvalidArgument("--" + name + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                           std::to_string(x));
+  return x;
 }
 
 StatusOr<double> Flags::GetDouble(const std::string& name) const {
@@ -165,6 +184,7 @@ StatusOr<double> Flags::GetDouble(const std::string& name) const {
   char* end = nullptr;
   double x = std::strtod(v.c_str(), &end);
   if (v.empty() || *end) return InvalidArgument("--" + name + " wants a number, got '" + v + "'");
+  if (!std::isfinite(x)) return InvalidArgument("--" + name + " wants a finite number, got '" + v + "'");
   return x;
 }
 

@@ -12,6 +12,7 @@
 // an unreadable file NOT_FOUND. Single-threaded use.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -19,6 +20,11 @@
 #include "runtime/status.h"
 
 namespace cellserve::tools {
+
+// Upper bounds of flags narrowed to int: generous, and far below where int would wrap.
+constexpr int64_t kMaxDevices = 4096;      // --devices
+constexpr int64_t kMaxThreads = 4096;      // --blas-threads, --caf-threads
+constexpr int64_t kMaxLookahead = 1 << 20; // --lookahead
 
 class Flags {
  public:
@@ -39,7 +45,12 @@ class Flags {
 
   std::string Get(const std::string& name) const;
   bool GetBool(const std::string& name) const;
+  // INVALID_ARGUMENT, naming the flag, for a value that is not an integer or outside int64.
   StatusOr<int64_t> GetInt(const std::string& name) const;
+  // GetInt, and INVALID_ARGUMENT unless lo <= value <= hi (for values narrowed to int, or sent on
+  // a wire with fewer bits).
+  StatusOr<int64_t> GetIntIn(const std::string& name, int64_t lo, int64_t hi) const;
+  // INVALID_ARGUMENT for a value that is not a finite number (inf and nan are refused).
   StatusOr<double> GetDouble(const std::string& name) const;
   const std::vector<std::string>& positional() const { return positional_values_; }
 

@@ -80,6 +80,51 @@ TEST_F(FlagsTest, CommandLineForms) {
   EXPECT_EQ(not_a_number.GetInt("devices").status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST_F(FlagsTest, ASwitchGivenAValueTakesOnlyABoolean) {
+  for (const char* on : {"--pin=true", "--pin=yes", "--pin=1"}) {
+    Flags flags = MakeFlags();
+    ASSERT_TRUE(Parse(flags, {"--repo", "r", on}).ok()) << on;
+    EXPECT_TRUE(flags.GetBool("pin")) << on;
+  }
+  for (const char* off : {"--pin=false", "--pin=no", "--pin=0"}) {
+    Flags flags = MakeFlags();
+    ASSERT_TRUE(Parse(flags, {"--repo", "r", off}).ok()) << off;
+    EXPECT_FALSE(flags.GetBool("pin")) << off;
+  }
+  // Anything else was read as "off" without a word: now it is an error that says what to write.
+  Flags bad = MakeFlags();
+  Status s = Parse(bad, {"--repo", "r", "--pin=on"});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("--pin is a boolean flag"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("'on'"), std::string::npos) << s.message();
+}
+
+TEST_F(FlagsTest, NumbersOutOfRangeOrNotFiniteAreErrors) {
+  Flags flags = MakeFlags();
+  ASSERT_TRUE(Parse(flags, {"--repo", "r", "--devices", "99999999999999999999", "--rate", "inf"}).ok());
+  Status big = flags.GetInt("devices").status();
+  EXPECT_EQ(big.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(big.message().find("out of range"), std::string::npos) << big.message();
+  Status inf = flags.GetDouble("rate").status();
+  EXPECT_EQ(inf.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(inf.message().find("finite"), std::string::npos) << inf.message();
+  Flags nan = MakeFlags();
+  ASSERT_TRUE(Parse(nan, {"--repo", "r", "--rate", "nan"}).ok());
+  EXPECT_EQ(nan.GetDouble("rate").status().code(), StatusCode::kInvalidArgument);
+
+  // 2^32 + 1 devices would wrap to 1 once narrowed to int: a ranged read refuses it.
+  Flags wide = MakeFlags();
+  ASSERT_TRUE(Parse(wide, {"--repo", "r", "--devices", "4294967297"}).ok());
+  EXPECT_EQ(*wide.GetInt("devices"), 4294967297);
+  Status ranged = wide.GetIntIn("devices", 1, 4096).status();
+  EXPECT_EQ(ranged.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(ranged.message().find("--devices must be in [1, 4096], got 4294967297"), std::string::npos)
+      << ranged.message();
+  Flags fine = MakeFlags();
+  ASSERT_TRUE(Parse(fine, {"--repo", "r", "--devices", "4096"}).ok());
+  EXPECT_EQ(*fine.GetIntIn("devices", 1, 4096), 4096);
+}
+
 TEST_F(FlagsTest, EnvironmentWhenNotOnTheCommandLine) {
   setenv("CELLSERVE_TEST_REPO", "from-env", 1);
   setenv("CELLSERVE_TEST_DEVICES", "4", 1);
