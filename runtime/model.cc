@@ -1,5 +1,7 @@
 #include "runtime/model.h"
 
+#include <cmath>
+
 namespace cellserve {
 
 namespace {
@@ -65,7 +67,16 @@ StatusOr<std::shared_ptr<const Model>> Model::Create(ModelSpec spec, const Safet
     if (it->second.dtype != dtype)
       return InvalidArgument("tensor '" + name + "' is " + DTypeName(it->second.dtype) +
                              " but the spec says dtype " + s.dtype);
-    m->tensors_.emplace(name, it->second.ToFloat());
+    Tensor t = it->second.ToFloat();
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < t.size(); ++i)
+      if (!std::isfinite(t.data()[i]) && bad++ == 0) first = i;
+    if (bad > 0)
+      return InvalidArgument("tensor '" + name + "' has " + std::to_string(bad) +
+                             " values that are not finite (NaN or infinity), the first at index " +
+                             std::to_string(first) + ": every answer would be NaN; the weights are corrupt or "
+                             "overflowed their dtype");
+    m->tensors_.emplace(name, std::move(t));
   }
   const int64_t E = s.embed_dim, H = s.hidden;
   auto add = [&](std::string name, CellOp op, const char* emb, const std::string& w, int64_t in,

@@ -43,7 +43,7 @@ struct CellType {
 
 class Model {
  public:
-  // Validates the spec and the weights and builds the cell types.
+  // Validates the spec and the weights (shapes, dtype, every value finite) and builds the cell types.
   static StatusOr<std::shared_ptr<const Model>> Create(ModelSpec spec, const SafetensorsFile& weights);
   // Loads DIR/spec.json and DIR/weights.safetensors.
   static StatusOr<std::shared_ptr<const Model>> Load(const std::string& dir);

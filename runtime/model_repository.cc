@@ -57,6 +57,10 @@ Status WriteModel(const std::string& repo, const ModelSpec& spec, const Safetens
 StatusOr<SafetensorsFile> RandomWeights(const ModelSpec& spec, uint64_t seed, float scale) {
   RETURN_IF_ERROR(spec.Validate());
   ASSIGN_OR_RETURN(DType dtype, ParseDType(spec.dtype));
+  if (!(scale > 0) || !std::isfinite(scale))
+    return InvalidArgument("the init scale must be a positive finite number, got " + std::to_string(scale));
+  if (dtype == DType::kF16 && scale > 65504.0f)
+    return InvalidArgument("an init scale of " + std::to_string(scale) + " does not fit in F16 (largest 65504); try BF16");
   SafetensorsFile file;
   file.metadata["format"] = "cellserve";
   file.metadata["init"] = "uniform(-" + std::to_string(scale) + ", " + std::to_string(scale) +

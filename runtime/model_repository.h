@@ -39,7 +39,8 @@ struct WeightConversion {
 StatusOr<SafetensorsFile> ConvertWeights(const Model& model, const std::string& dtype, WeightConversion* report);
 
 // Weights for `spec` drawn uniformly from [-scale, scale] by a seeded generator that gives the
-// same values on every platform, stored in spec.dtype.
+// same values on every platform, stored in spec.dtype. INVALID_ARGUMENT unless scale is positive,
+// finite and representable in the dtype.
 StatusOr<SafetensorsFile> RandomWeights(const ModelSpec& spec, uint64_t seed, float scale);
 
 }  // namespace cellserve

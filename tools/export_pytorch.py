@@ -434,12 +434,12 @@ def validate_spec(spec: Mapping[str, object]) -> None:
         raise ExportError(f"spec 'kind' must be one of {KINDS}, got {kind!r}")
     if spec.get("dtype", "F32") not in DTYPES:
         raise ExportError(f"spec 'dtype' must be one of {DTYPES}, got {spec.get('dtype')!r}")
-    limits = {"version": 1 << 40, "vocab_size": 1 << 62, "embed_dim": 1 << 16, "hidden": 1 << 16,
+    limits = {"version": 1 << 40, "vocab_size": 1 << 24, "embed_dim": 1 << 16, "hidden": 1 << 16,
               "layers": 64, "max_input_tokens": 1 << 20, "max_batch": 1 << 16}
     if kind == "seq2seq":
-        limits.update(target_vocab_size=1 << 62, max_decode_len=1 << 16)
+        limits.update(target_vocab_size=1 << 24, max_decode_len=1 << 16)
     else:
-        limits["classes"] = 1 << 62
+        limits["classes"] = 1 << 24
     for field, hi in limits.items():
         v = spec.get(field)
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
@@ -447,7 +447,7 @@ def validate_spec(spec: Mapping[str, object]) -> None:
     if kind == "seq2seq":
         for field in ("bos_id", "eos_id"):
             v = spec.get(field)
-            if not isinstance(v, int) or not 0 <= v < spec["target_vocab_size"]:
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < spec["target_vocab_size"]:
                 raise ExportError(f"spec field '{field}' must be in 0..{spec['target_vocab_size'] - 1}, "
                                   f"got {v!r}")
 

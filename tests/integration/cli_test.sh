@@ -159,5 +159,21 @@ check "bench: sim without a profile is a clear error" 1 "needs a profile" -- \
   "$CELLSERVE" bench --model-repo "$REPO" --model cls --corpus "$WORK/corpus.txt" --rates 5 --duration-s 1 \
     --backend sim --json "$WORK/x.json"
 
+check "bench: an infinite duration is a usage error" 2 "duration-s wants a finite number" -- \
+  "$CELLSERVE" bench --model-repo "$REPO" --model cls --corpus "$WORK/corpus.txt" --rates 5 --duration-s inf \
+    --json "$WORK/x.json"
+
+# Values that used to be read as something else without a word.
+check "a switch given a non-boolean value is a usage error" 2 "--stdin is a boolean flag" -- \
+  "$CELLSERVE" serve --model-repo "$REPO" --stdin=on
+check "serve: --devices beyond int is refused, not wrapped" 1 "devices must be in \\[1, 4096\\]" -- \
+  "$CELLSERVE" serve --model-repo "$REPO" --stdin --devices 4294967297
+check "model init: a NaN init scale is refused" 1 "init-scale wants a finite number" -- \
+  "$CELLSERVE" model init --repo "$REPO" --name nan --kind lstm --init-scale nan
+check "model init: an F16 init scale beyond 65504 is refused" 1 "does not fit in F16" -- \
+  "$CELLSERVE" model init --repo "$REPO" --name big --kind lstm --dtype F16 --init-scale 1e6
+check "infer: a timeout beyond the wire's 32 bits is a usage error" 2 "timeout-ms must be in" -- \
+  "$CELLSERVE" infer --addr 127.0.0.1:1 --model cls --timeout-ms 10000000000000000 hello
+
 echo "$pass passed, $failures failed"
 [[ "$failures" == 0 ]]

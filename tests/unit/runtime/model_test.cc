@@ -3,8 +3,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -210,6 +212,21 @@ TEST(ModelCreateTest, F16WeightsConvertToFloat) {
   }
 }
 
+TEST(ModelCreateTest, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  const ModelSpec spec = Spec(ModelKind::kLstm);
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    SafetensorsFile w = Weights(spec);
+    Tensor t = w.tensors.at("lstm.1.weight").ToFloat();
+    t.values()[5] = bad;
+    t.values()[9] = bad;
+    w.tensors["lstm.1.weight"] = RawTensor::FromFloat(t, DType::kF32);
+    StatusOr<std::shared_ptr<const Model>> r = Model::Create(spec, w);
+    ASSERT_FALSE(r.ok()) << "created with " << bad;
+    ExpectInvalidNaming(r.status(), "'lstm.1.weight' has 2 values that are not finite");
+    ExpectInvalidNaming(r.status(), "index 5");
+  }
+}
+
 TEST(ModelCreateTest, MissingTensorNamesIt) {
   for (ModelKind kind : {ModelKind::kLstm, ModelKind::kSeq2Seq, ModelKind::kTreeLstm}) {
     const ModelSpec spec = Spec(kind);
@@ -321,6 +338,17 @@ TEST(RandomWeightsTest, WithinScaleAndSpread) {
     EXPECT_GT(hi, 0.9f * scale);
     EXPECT_LT(std::abs(sum / n), 0.1 * scale);  // centred
   }
+}
+
+TEST(RandomWeightsTest, ScaleMustBeFinitePositiveAndFitTheDtype) {
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  for (float scale : {0.0f, -1.0f, std::nanf(""), std::numeric_limits<float>::infinity()})
+    ExpectInvalidNaming(RandomWeights(spec, 1, scale).status(), "init scale");
+  spec.dtype = "F16";
+  ExpectInvalidNaming(RandomWeights(spec, 1, 1e6f).status(), "F16");
+  EXPECT_TRUE(RandomWeights(spec, 1, 60000.0f).ok());
+  spec.dtype = "BF16";
+  EXPECT_TRUE(RandomWeights(spec, 1, 1e6f).ok());
 }
 
 TEST(RandomWeightsTest, InvalidSpecRejected) {
