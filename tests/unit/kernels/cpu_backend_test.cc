@@ -216,6 +216,7 @@ TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
   GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
 #endif
 #endif
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // the process may have BLAS or actor threads
   auto model = Make(ModelKind::kLstm, 512, 1);
   auto child = [&model] {
     rlimit limit{};

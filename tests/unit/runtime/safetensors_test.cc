@@ -258,6 +258,7 @@ TEST(SafetensorsDeathTest, AFileLargerThanMemoryIsAnErrorNotACrash) {
   GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
 #endif
 #endif
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // the process may have BLAS or actor threads
   // A valid file made sparse to 64 GiB (a copy gone wrong), read with 1 GiB of address space.
   const std::string path = TempPath("sparse");
   ASSERT_TRUE(WriteSafetensors(path, SampleFile()).ok());
