@@ -60,6 +60,10 @@ int ModelInit(int argc, char** argv) {
     auto tv = flags.Get("target-vocab").empty() ? StatusOr<int64_t>(spec.vocab_size) : flags.GetInt("target-vocab");
     if (!tv.ok()) return Fail(tv.status());
     spec.target_vocab_size = *tv;
+    if (spec.target_vocab_size < 3)
+      return Fail(InvalidArgument("--target-vocab must be at least 3: the decoder starts from id " +
+                                  std::to_string(spec.bos_id) + " (BOS) and stops after id " +
+                                  std::to_string(spec.eos_id) + " (EOS)"));
     spec.classes = 0;
   }
   spec.dtype = flags.Get("dtype");

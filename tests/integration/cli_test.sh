@@ -168,6 +168,8 @@ check "a switch given a non-boolean value is a usage error" 2 "--stdin is a bool
   "$CELLSERVE" serve --model-repo "$REPO" --stdin=on
 check "serve: --devices beyond int is refused, not wrapped" 1 "devices must be in \\[1, 4096\\]" -- \
   "$CELLSERVE" serve --model-repo "$REPO" --stdin --devices 4294967297
+check "model init: a seq2seq target vocabulary too small for BOS and EOS names the flag" 1 "target-vocab must be at least 3" -- \
+  "$CELLSERVE" model init --repo "$REPO" --name tiny-mt --kind seq2seq --target-vocab 2
 check "model init: a NaN init scale is refused" 1 "init-scale wants a finite number" -- \
   "$CELLSERVE" model init --repo "$REPO" --name nan --kind lstm --init-scale nan
 check "model init: an F16 init scale beyond 65504 is refused" 1 "does not fit in F16" -- \
