@@ -171,6 +171,11 @@ StatusOr<Saturation> MeasureSaturation(LocalCluster& cluster, const BenchConfig&
   }
   after = Snapshot(cluster);
   if (!before) before = after;
+  if (static_cast<size_t>(issued) >= capacity)
+    std::fprintf(stderr,
+                 "cellserve bench: the saturation run issued its cap of %zu requests before its %.1f s were up; "
+                 "its throughput is a lower bound (a shorter --duration-s measures it in full)\n",
+                 capacity, seconds);
 
   Saturation sat;
   {
