@@ -12,7 +12,8 @@
 //   request -> worker         (admit_atom, AdmitMsg)           its whole graph, in ONE message
 //                             (cancel_atom, CancelMsg)         client cancel or its own deadline
 //   worker -> request         (update_atom, RequestUpdate)     one per request per round touched
-//   request -> node           (finished_atom, RequestId, int worker)   answered; forget me
+//   request -> node           (finished_atom, RequestId, int worker, bool ran)   answered; forget
+//                             me (ran = false: rejected before its worker admitted it)
 //   worker -> node            (load_atom, LoadReport)          rate-limited load reports
 //   device thread -> worker   (round_done_atom, DeviceCompletion)
 //   worker -> itself          (wakeup_atom, int64_t at_us) deadlines / padded groups;

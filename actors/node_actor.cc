@@ -19,12 +19,15 @@ struct NodeState {
     caf::actor actor;
     int64_t reported_cells = 0;    // its last load report
     int64_t unreported_cells = 0;  // estimates of the requests sent since that report
+    int64_t reports = 0;           // load reports heard from it
     int64_t in_flight = 0;         // request actors bound to it, alive
     int64_t assigned = 0;          // requests sent to it so far
   };
   struct Pending {
     caf::actor request;
     int worker = 0;
+    int64_t estimate = 0;  // its cells, added to the worker's unreported_cells
+    int64_t epoch = 0;     // the worker's reports when it was placed
   };
 
   caf::stateful_actor<NodeState>* self = nullptr;
@@ -78,7 +81,8 @@ struct NodeState {
     Worker& worker = workers[w];
     if (static_cast<size_t>(w) < options.device_metrics.size() && options.device_metrics[w])
       options.device_metrics[w]->placements->Increment();
-    worker.unreported_cells += EstimateCells(it->second->spec(), m.input);
+    const int64_t estimate = EstimateCells(it->second->spec(), m.input);
+    worker.unreported_cells += estimate;
     ++worker.in_flight;
     ++worker.assigned;
     const RequestId id = m.id;
@@ -89,12 +93,22 @@ struct NodeState {
     setup.worker_index = w;
     setup.node = caf::actor_cast<caf::actor>(self);
     setup.clock = options.clock;
-    requests.emplace(id, Pending{SpawnRequest(self->system(), std::move(setup)), w});
+    requests.emplace(id, Pending{SpawnRequest(self->system(), std::move(setup)), w, estimate, worker.reports});
   }
 
-  void Finished(RequestId id, int w) {
-    if (requests.erase(id) == 0) return;
-    if (w >= 0 && w < static_cast<int>(workers.size())) --workers[w].in_flight;
+  void Finished(RequestId id, int w, bool ran) {
+    auto it = requests.find(id);
+    if (it == requests.end()) return;
+    const Pending p = it->second;
+    requests.erase(it);
+    if (w < 0 || w >= static_cast<int>(workers.size())) return;
+    Worker& worker = workers[w];
+    --worker.in_flight;
+    // Rejected before its worker admitted it: the worker's load never changed, so no report will
+    // take the estimate back; without this, a burst of bad requests left a worker looking busy
+    // and the node sent everything to the others.
+    if (!ran && worker.reports == p.epoch)
+      worker.unreported_cells = std::max<int64_t>(0, worker.unreported_cells - p.estimate);
   }
 
   void Load(const LoadReport& r) {
@@ -102,6 +116,7 @@ struct NodeState {
     if (options.counters) options.counters->outstanding_cells += r.outstanding_cells - workers[r.worker].reported_cells;
     workers[r.worker].reported_cells = r.outstanding_cells;
     workers[r.worker].unreported_cells = 0;
+    ++workers[r.worker].reports;
   }
 
   NodeReport Report() const {
@@ -138,7 +153,7 @@ caf::behavior NodeActor(caf::stateful_actor<NodeState>* self, std::shared_ptr<No
         auto it = self->state.requests.find(id);
         if (it != self->state.requests.end()) self->send(it->second.request, cancel_atom::value);
       },
-      [self](finished_atom, RequestId id, int worker) { self->state.Finished(id, worker); },
+      [self](finished_atom, RequestId id, int worker, bool ran) { self->state.Finished(id, worker, ran); },
       [self](load_atom, const LoadReport& r) { self->state.Load(r); },
       [self](add_worker_atom, int index, caf::actor worker) {
         if (index < 0) return;

@@ -31,7 +31,7 @@ struct RequestState {
     if (finished) return;
     finished = true;
     reply->Answer(std::move(result), kind);
-    if (node) self->send(node, finished_atom::value, id, worker_index);
+    if (node) self->send(node, finished_atom::value, id, worker_index, kind != AnswerKind::kRejected);
     self->quit();
   }
 

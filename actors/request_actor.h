@@ -29,7 +29,7 @@ struct RequestSetup {
   std::shared_ptr<const Model> model;
   caf::actor worker;
   int worker_index = 0;
-  caf::actor node;                       // hears (finished_atom, id, worker_index); may be invalid
+  caf::actor node;                       // hears (finished_atom, id, worker_index, ran); may be invalid
   const Clock* clock = nullptr;          // required; borrowed
 };
 

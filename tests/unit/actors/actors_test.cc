@@ -369,13 +369,38 @@ TEST_F(ActorTest, NodeSpreadsRequestsByOutstandingWork) {
   ExpectIdle(workers_[1]);
 }
 
+TEST_F(ActorTest, ARejectedRequestLeavesNoEstimateBehindOnItsWorker) {
+  StartNode({lstm_});
+  StartWorker({lstm_});
+  StartWorker({lstm_});
+  // A long request with a token outside the vocabulary: placed on worker 0, refused before it
+  // reaches the worker, so worker 0's load never changes and it sends no report.
+  std::vector<int32_t> bad = Tokens(40, 1, 97);
+  bad.back() = 97 + 5;
+  const uint64_t refused = Infer("lstm", InputFor(*lstm_, bad));
+  Run();
+  ASSERT_EQ(answers_.Code(refused), StatusCode::kInvalidArgument);
+  // Requests one at a time: worker 0 takes its share, not none (it looked 40 cells busy forever).
+  for (int i = 0; i < 6; ++i) {
+    Infer("lstm", InputFor(*lstm_, Tokens(4, 10 + i, 97)));
+    DrainAll();
+    Advance(3000);  // the last (idle) load reports go out
+  }
+  EXPECT_EQ(answers_.Total(), 7);
+  NodeReport r = NodeReportOf();
+  ASSERT_EQ(r.assigned.size(), 2u);
+  EXPECT_GT(r.assigned[0], 1) << "worker 0 got nothing after the refused request";
+  ExpectIdle(workers_[0]);
+  ExpectIdle(workers_[1]);
+}
+
 TEST_F(ActorTest, LoadReportsAreRateLimitedAndTheLastOneIsFlushed) {
   // A stand-in node that records load reports.
   auto loads = std::make_shared<std::vector<LoadReport>>();
   caf::actor probe = system_->spawn(
       [](caf::event_based_actor*, std::shared_ptr<std::vector<LoadReport>> out) -> caf::behavior {
         return {[out](load_atom, const LoadReport& r) { out->push_back(r); },
-                [](finished_atom, RequestId, int) {}};
+                [](finished_atom, RequestId, int, bool) {}};
       },
       loads);
   others_.push_back(probe);
