@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <utility>
@@ -53,12 +54,17 @@ class TokenSinkImpl final : public TokenSink::Server {
   std::shared_ptr<bool> open_;
 };
 
+// A kj Duration counts nanoseconds in int64: past about 9.2e12 ms (292 years) `ms * MILLISECONDS`
+// wraps negative and the timeout fires at once. A huge timeout (someone's "no limit") saturates
+// at 2^40 ms (35 years).
+kj::Duration Millis(int64_t ms) { return std::min<int64_t>(ms, int64_t{1} << 40) * kj::MILLISECONDS; }
+
 // `promise`, or DEADLINE_EXCEEDED after `ms` (which cancels it). ms <= 0: `promise` as is.
 template <typename T>
 kj::Promise<StatusOr<T>> Bounded(kj::Timer& timer, kj::Promise<StatusOr<T>> promise, int64_t ms,
                                  std::string what) {
   if (ms <= 0) return promise;
-  return promise.exclusiveJoin(timer.afterDelay(ms * kj::MILLISECONDS).then([ms, what]() -> StatusOr<T> {
+  return promise.exclusiveJoin(timer.afterDelay(Millis(ms)).then([ms, what]() -> StatusOr<T> {
     return DeadlineExceeded("no answer to " + what + " within " + std::to_string(ms) + " ms");
   }));
 }
@@ -150,7 +156,7 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& host_port, 
                        })
                        .then([](kj::Own<kj::AsyncIoStream> s) -> MaybeStream { return kj::mv(s); });
     auto give_up = io.provider->getTimer()
-                       .afterDelay(std::max<int64_t>(connect_timeout_ms, 1) * kj::MILLISECONDS)
+                       .afterDelay(Millis(std::max<int64_t>(connect_timeout_ms, 1)))
                        .then([]() -> MaybeStream { return nullptr; });
     stream = connect.exclusiveJoin(kj::mv(give_up)).wait(io.waitScope);
   })) {

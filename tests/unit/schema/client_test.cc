@@ -10,10 +10,12 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <limits>
 #include <mutex>
 #include <thread>
 
 #include <capnp/ez-rpc.h>
+
 #include <gtest/gtest.h>
 
 #include "schema/cellserve.capnp.h"
@@ -277,6 +279,18 @@ TEST(ClientTest, ModelsAndHealth) {
   EXPECT_EQ(h->accepted, 100);
   EXPECT_EQ(h->rejected, 2);
   EXPECT_EQ(h->devices, 4u);
+}
+
+TEST(ClientTest, AHugeTimeoutMeansNoLimitNotAnImmediateTimeout) {
+  // 1e13 ms in kj's nanosecond Durations wrapped negative: the timeout fired at once.
+  FakeServer server;
+  constexpr int64_t kHuge = 10'000'000'000'000;
+  auto c = Client::Connect(server.address(), kHuge);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  auto h = (*c)->Health(kHuge);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  auto models = (*c)->Models(std::numeric_limits<int64_t>::max());
+  ASSERT_TRUE(models.ok()) << models.status().ToString();
 }
 
 TEST(ClientTest, InferSendsTokensOptionsAndTrees) {
