@@ -1,5 +1,6 @@
 #include "kernels/sim/sim_profile.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -10,6 +11,12 @@ namespace cellserve::sim {
 
 namespace {
 
+// A cost per row or per batch above this (10 s) is not a device anyone models; it also keeps
+// a batch's time far from int64 and the timer's nanosecond waits.
+constexpr double kMaxCostUs = 1e7;
+// A batch's time at most (rows up to 2^16 at kMaxCostUs each stay below it).
+constexpr double kMaxBatchUs = 1e12;
+
 StatusOr<SimCost> ParseCost(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) return InvalidArgument(where + " must be an object {\"a_us\": ..., \"c_us\": ...}");
   SimCost cost;
@@ -17,7 +24,8 @@ StatusOr<SimCost> ParseCost(const nlohmann::json& j, const std::string& where) {
     if (!j.contains(key) || !j[key].is_number())
       return InvalidArgument(where + "." + key + " must be a number (microseconds)");
     const double v = j[key].get<double>();
-    if (!std::isfinite(v) || v < 0) return InvalidArgument(where + "." + key + " must be finite and >= 0");
+    if (!std::isfinite(v) || v < 0 || v > kMaxCostUs)
+      return InvalidArgument(where + "." + key + " must be in [0, 1e7] microseconds (10 s), got " + j[key].dump());
     (std::string(key) == "a_us" ? cost.a_us : cost.c_us) = v;
   }
   return cost;
@@ -39,7 +47,7 @@ const char* SimKindName(CellOp op) {
 int64_t SimProfile::CostMicros(CellOp op, int64_t rows) const {
   auto it = costs.find(SimKindName(op));
   const SimCost& c = it == costs.end() ? fallback : it->second;
-  const double us = c.a_us * static_cast<double>(rows) + c.c_us;
+  const double us = std::min(c.a_us * static_cast<double>(std::max<int64_t>(rows, 0)) + c.c_us, kMaxBatchUs);
   return std::max<int64_t>(1, static_cast<int64_t>(std::llround(us)));
 }
 

@@ -32,8 +32,8 @@ struct SimProfile {
   // Microseconds for a batch of `rows` cells of kind `op` (rounded, at least 1).
   int64_t CostMicros(CellOp op, int64_t rows) const;
 
-  // INVALID_ARGUMENT naming the problem: not JSON, no "default", a negative or non-number cost,
-  // an unknown cell kind.
+  // INVALID_ARGUMENT naming the problem: not JSON, no "default", a cost that is not a number in
+  // [0, 1e7] microseconds, an unknown cell kind.
   static StatusOr<SimProfile> Parse(const std::string& json_text);
   // NOT_FOUND if the file cannot be read; Parse's errors, with the path.
   static StatusOr<SimProfile> Load(const std::string& path);

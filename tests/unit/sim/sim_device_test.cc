@@ -53,7 +53,14 @@ TEST(SimProfile, BadProfilesAreClearErrors) {
   auto code = [](const char* text) { return SimProfile::Parse(text).status(); };
   EXPECT_NE(code("nope").message().find("JSON object"), std::string::npos);
   EXPECT_NE(code(R"({"costs": {}})").message().find("default"), std::string::npos);
-  EXPECT_NE(code(R"({"default": {"a_us": -1, "c_us": 0}})").message().find(">= 0"), std::string::npos);
+  EXPECT_NE(code(R"({"default": {"a_us": -1, "c_us": 0}})").message().find("[0, 1e7]"), std::string::npos);
+  // Huge costs overflowed int64 (1e300 became 1 us) or the timer's nanosecond waits.
+  EXPECT_NE(code(R"({"default": {"a_us": 1e300, "c_us": 0}})").message().find("[0, 1e7]"), std::string::npos);
+  EXPECT_NE(code(R"({"default": {"a_us": 1, "c_us": 1e8}})").message().find("c_us"), std::string::npos);
+  auto slowest = SimProfile::Parse(R"({"default": {"a_us": 1e7, "c_us": 1e7}})");
+  ASSERT_TRUE(slowest.ok()) << slowest.status().ToString();
+  EXPECT_EQ(slowest->CostMicros(CellOp::kLstm, 1), 20000000);
+  EXPECT_EQ(slowest->CostMicros(CellOp::kLstm, int64_t{1} << 40), 1000000000000) << "saturates, never wraps";
   EXPECT_NE(code(R"({"default": {"a_us": 1}})").message().find("c_us"), std::string::npos);
   EXPECT_NE(code(R"({"default": {"a_us": 1, "c_us": 1}, "costs": {"gru": {"a_us": 1, "c_us": 1}}})")
                 .message()
