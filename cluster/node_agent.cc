@@ -105,7 +105,7 @@ struct Links {
     std::unique_lock<std::mutex> lock(mu);
     stop_cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return stop.load(); });
   }
-  std::atomic<int64_t> routers_registered{0}, runs{0}, aborts{0}, registrations{0};
+  std::atomic<int64_t> routers_registered{0}, runs{0}, aborts{0}, registrations{0}, registration_failures{0};
 };
 
 struct AgentState {
@@ -155,7 +155,15 @@ struct AgentState {
             [this, i, router](registered_atom, uint64_t id, const std::string& error) {
               if (routers[i].handle != router) return;  // reconnected meanwhile
               if (id == 0) {
+                // A refused re-registration (the router had dropped this node): not registered
+                // there any more, so no load reports go out and the retry below is not skipped.
+                routers[i].node_id = 0;
+                CountRegistered();
                 RegisterLater(i, "refused the registration: " + error);
+                return;
+              }
+              if (leaving) {  // accepted while saying goodbye: take it back, or the router counts a loss
+                self->request(router, kAckTimeout, bye_atom::value, id).then([](bye_atom) {}, [](caf::error&) {});
                 return;
               }
               const bool first = routers[i].node_id == 0;
@@ -179,6 +187,7 @@ struct AgentState {
   // Registration with router `i` failed (`why`): try again later on the same connection, unless it
   // is lost (a reconnect registers afresh), registered meanwhile, or the node is leaving.
   void RegisterLater(int i, const std::string& why) {
+    ++links->registration_failures;
     RouterSlot& r = routers[i];
     const int64_t delay_ms = std::min<int64_t>(
         std::max<int64_t>(options.reconnect_interval_ms, 1) << std::min(r.register_failures, 16), kMaxRegisterRetryMs);
@@ -519,6 +528,7 @@ NodeAgentStats NodeAgent::stats() const {
   s.runs = impl_->links->runs.load();
   s.aborts = impl_->links->aborts.load();
   s.registrations = impl_->links->registrations.load();
+  s.registration_failures = impl_->links->registration_failures.load();
   return s;
 }
 

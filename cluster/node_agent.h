@@ -38,6 +38,7 @@ struct NodeAgentStats {
   int64_t runs = 0;               // requests run for routers
   int64_t aborts = 0;             // of those, cancelled by a router
   int64_t registrations = 0;      // accepted registrations (reconnects and re-registrations count)
+  int64_t registration_failures = 0;  // refused or unanswered ones (each is tried again)
 };
 
 class NodeAgent {

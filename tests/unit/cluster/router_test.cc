@@ -329,7 +329,9 @@ TEST_F(RouterTest, ANodeRefusedForAFullTableJoinsOnceThereIsRoom) {
   late.reconnect_interval_ms = 50;
   auto second = NodeAgent::Start(c2.get(), late);
   ASSERT_TRUE(second.ok()) << second.status().ToString();
-  EXPECT_FALSE((*second)->WaitRegistered(500)) << "the table has room for one node";
+  // Refused at least once (a slow start could otherwise make the test pass without a retry).
+  ASSERT_TRUE(WaitFor([&] { return (*second)->stats().registration_failures >= 2; }, std::chrono::seconds(10)));
+  EXPECT_FALSE((*second)->WaitRegistered(0)) << "the table has room for one node";
   ASSERT_EQ((*router)->nodes().size(), 1u);
 
   // The first node leaves: the refused one, still connected, is taken on its next try.
