@@ -127,6 +127,8 @@ struct Client::Impl {
       return Unavailable("connection to " + address + " lost: " + Describe(e) + "; is " + address +
                          " a cellserve server, and still running?");
     }
+    if (e.getType() == kj::Exception::Type::OVERLOADED)  // a server limit, e.g. calls per connection
+      return ResourceExhausted(address + " is over a limit: " + Describe(e));
     return Unavailable("call to " + address + " failed: " + Describe(e));
   }
 };

@@ -5,6 +5,7 @@
 // the atomic stats.
 #include "schema/rpc_server.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -185,11 +186,13 @@ class Service final : public Cellserve::Server {
     }
     // Health calls count toward the connection's limit too, so a client that never waits for
     // their answers holds a bounded number of them.
-    if (conn_->in_flight >= state_.options->max_calls_per_connection)
+    if (conn_->in_flight >= state_.options->max_calls_per_connection) {
+      state_.CountError(StatusCode::kResourceExhausted);  // the client reads OVERLOADED as that
       return kj::Exception(kj::Exception::Type::OVERLOADED, __FILE__, __LINE__,
                            kj::str("this connection has ", conn_->in_flight,
                                    " calls in flight, the server's limit (--max-calls-per-connection); wait for "
                                    "answers or open another connection"));
+    }
     context.allowCancellation();
     const uint64_t id = state_.next_id++;
     auto paf = kj::newPromiseAndFulfiller<ClusterReport>();
@@ -226,7 +229,10 @@ class Service final : public Cellserve::Server {
         })
         .attach(kj::defer([st, conn, id] {
           --conn->in_flight;
-          st->health_waiters.erase(id);
+          if (st->health_waiters.erase(id) == 0) return;  // answered
+          // Dropped before its report: forget it there too (a stuck report must not collect them).
+          auto& next = st->health_next;
+          next.erase(std::remove(next.begin(), next.end(), id), next.end());
         }));
   }
 

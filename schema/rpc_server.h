@@ -36,7 +36,8 @@ struct RpcServerOptions {
   // Incoming message size at most, in bytes (capnp's traversal limit). Default 16 MiB.
   int64_t max_message_bytes = 16 << 20;
   // infer/inferStream and health calls being served at once per connection; more are
-  // RESOURCE_EXHAUSTED (health: a capnp OVERLOADED exception). Default 1024. Must be >= 1.
+  // RESOURCE_EXHAUSTED (health: a capnp OVERLOADED exception, which rpc::Client reads as
+  // RESOURCE_EXHAUSTED; counted as that). Default 1024. Must be >= 1.
   int64_t max_calls_per_connection = 1024;
   // Open connections at most; further ones are closed at once. Default 1024. Must be >= 1.
   int64_t max_connections = 1024;

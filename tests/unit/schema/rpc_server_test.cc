@@ -11,6 +11,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -51,10 +52,12 @@ RequestInput Tokens(int n) {
   return in;
 }
 
-// A backend whose reports are slow (as a router's can be, asking every node) and counted.
+// A backend whose reports are slow (as a router's can be, asking every node) and counted; they
+// wait, too, until Release.
 class SlowReports : public ServingBackend {
  public:
-  explicit SlowReports(ServingBackend* inner) : inner_(inner) {}
+  explicit SlowReports(ServingBackend* inner) : inner_(inner), released_(release_.get_future().share()) {}
+  void Release() { release_.set_value(); }
   uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done,
                  TokenCallback on_token) override {
     return inner_->Infer(model, std::move(input), deadline_us, std::move(done), std::move(on_token));
@@ -62,6 +65,7 @@ class SlowReports : public ServingBackend {
   void Cancel(uint64_t id) override { inner_->Cancel(id); }
   ClusterReport Report() const override {
     ++reports;
+    released_.wait();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     return inner_->Report();
   }
@@ -71,6 +75,8 @@ class SlowReports : public ServingBackend {
 
  private:
   ServingBackend* inner_;
+  std::promise<void> release_;
+  std::shared_future<void> released_;
 };
 
 StatusOr<RequestResult> RunLocal(LocalCluster& cluster, const RequestInput& in) {
@@ -238,7 +244,7 @@ TEST_F(RpcServerTest, StopWithCallsInFlightReturnsAndFreesThem) {
 }
 
 TEST_F(RpcServerTest, AFloodOfHealthCallsIsBoundedAndSharesReports) {
-  SlowReports slow(cluster_.get());
+  SlowReports slow(cluster_.get());  // no ASSERT may return between the first health call and Release
   RpcServerOptions options;
   options.listen = "127.0.0.1:0";
   options.max_calls_per_connection = 64;
@@ -250,7 +256,13 @@ TEST_F(RpcServerTest, AFloodOfHealthCallsIsBoundedAndSharesReports) {
   constexpr int kFlood = 2000;
   std::vector<kj::Promise<StatusOr<HealthInfo>>> flood;
   for (int i = 0; i < kFlood; ++i) flood.push_back(flooder->HealthAsync());
-  flooder->timer().afterDelay(50 * kj::MILLISECONDS).wait(flooder->wait_scope());  // they reach the server
+  // They reach the server while the first report is held: 64 wait for it, the rest are refused.
+  auto refused_so_far = [&] {
+    return (*server)->stats().errors_by_code[static_cast<size_t>(StatusCode::kResourceExhausted)];
+  };
+  for (int i = 0; i < 1000 && refused_so_far() < kFlood - 64; ++i)
+    flooder->timer().afterDelay(10 * kj::MILLISECONDS).wait(flooder->wait_scope());
+  slow.Release();
   // Another client's probe (its own thread: one Client per thread) is answered in a few reports'
   // time, not after one report per call of the flood.
   std::optional<StatusOr<HealthInfo>> probe;
@@ -273,12 +285,14 @@ TEST_F(RpcServerTest, AFloodOfHealthCallsIsBoundedAndSharesReports) {
       ++ok;
     } else {
       ++refused;
+      EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
       EXPECT_NE(r.status().message().find("--max-calls-per-connection"), std::string::npos) << r.status().ToString();
     }
   }
   EXPECT_EQ(ok + refused, kFlood);
-  EXPECT_GE(ok, 64) << "the connection's limit is served";
-  EXPECT_GT(refused, 0) << "beyond the connection's limit: refused";
+  EXPECT_EQ(ok, 64) << "the connection's limit is served, and no more while the report is held";
+  EXPECT_EQ(refused, kFlood - 64) << "beyond the connection's limit: refused";
+  EXPECT_EQ((*server)->stats().errors_by_code[static_cast<size_t>(StatusCode::kResourceExhausted)], kFlood - 64);
   // Every answered call shared a report with others: far fewer reports than answers.
   EXPECT_LE(slow.reports.load(), ok / 8) << ok << " answered";
   // The connection is usable again once its calls are answered.
