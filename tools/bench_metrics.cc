@@ -164,8 +164,9 @@ Status CompareMetrics(BenchConfig cfg, const Workload& w, const std::vector<std:
   std::fflush(stdout);
   std::FILE* f = std::fopen(json_path.c_str(), "w");
   const std::string text = out.dump(2) + "\n";
-  if (!f || std::fwrite(text.data(), 1, text.size(), f) != text.size() || std::fclose(f) != 0)
-    return Internal("cannot write " + json_path);
+  if (!f) return Internal("cannot write " + json_path);
+  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !written) return Internal("cannot write " + json_path);
   std::fprintf(stderr, "wrote %s\n", json_path.c_str());
   return OkStatus();
 }

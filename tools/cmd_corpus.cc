@@ -24,20 +24,24 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The input files: `path` itself, or the *.txt files directly inside it, sorted by name.
-StatusOr<std::vector<fs::path>> ListInputs(const std::string& path) {
+// The input files: `path` itself, or the *.txt files directly inside it, sorted by name, without
+// `out_path` (a rerun writing into the input directory must not read its own earlier output).
+StatusOr<std::vector<fs::path>> ListInputs(const std::string& path, const std::string& out_path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (ec || !fs::exists(st)) return NotFound("no such file or directory: " + path);
   if (fs::is_regular_file(st)) return std::vector<fs::path>{fs::path(path)};
   if (!fs::is_directory(st)) return InvalidArgument("not a file or directory: " + path);
   std::vector<fs::path> files;
+  const fs::path out = fs::weakly_canonical(out_path, ec);
   fs::directory_iterator it(path, ec);
   if (ec) return NotFound("cannot read directory " + path + ": " + ec.message());
   for (; it != fs::directory_iterator(); it.increment(ec)) {
     if (ec) return Internal("cannot read directory " + path + ": " + ec.message());
     std::error_code fec;
-    if (it->path().extension() == ".txt" && it->is_regular_file(fec)) files.push_back(it->path());
+    if (it->path().extension() != ".txt" || !it->is_regular_file(fec)) continue;
+    if (fs::weakly_canonical(it->path(), fec) == out) continue;
+    files.push_back(it->path());
   }
   if (files.empty()) return NotFound("no .txt files in directory " + path);
   std::sort(files.begin(), files.end());
@@ -87,7 +91,7 @@ Status WriteCorpus(const std::vector<fs::path>& inputs, int64_t min_words, int64
 // half-written corpus.
 Status Run(const std::string& input, const std::string& out_path, int64_t min_words,
            int64_t max_words, Summary& summary) {
-  ASSIGN_OR_RETURN(std::vector<fs::path> inputs, ListInputs(input));
+  ASSIGN_OR_RETURN(std::vector<fs::path> inputs, ListInputs(input, out_path));
   const std::string tmp = out_path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

@@ -454,7 +454,8 @@ int LoadgenCommand(int argc, char** argv) {
     } else {
       std::ofstream out(cfg.json_path);
       out << text;
-      if (!out.good()) return Fail(Internal("cannot write " + cfg.json_path));
+      out.close();  // a full disk shows on the final flush
+      if (out.fail()) return Fail(Internal("cannot write " + cfg.json_path));
     }
   }
   if (answers_failed) return Fail(Internal("cannot write --answers " + cfg.answers_path));

@@ -131,6 +131,9 @@ check "run: truncated weights are a clear error" 1 "INVALID_ARGUMENT.*weights.sa
 check "corpus from a folder" 0 "2 sentences" -- bash -c \
   "mkdir -p '$WORK/txt' && echo 'First sentence. Second one!' > '$WORK/txt/a.txt' &&
    '$CELLSERVE' corpus --input '$WORK/txt' --out '$WORK/s.txt'"
+check "corpus written into its input folder, twice, does not read itself" 0 "2 sentences" -- bash -c \
+  "'$CELLSERVE' corpus --input '$WORK/txt' --out '$WORK/txt/out.txt' >/dev/null &&
+   '$CELLSERVE' corpus --input '$WORK/txt' --out '$WORK/txt/out.txt'"
 
 # serve: requests on stdin, one JSON answer per line, errors as typed codes, drain at EOF.
 check "serve answers every line" 0 '"line":1,"model":"cls","label"' -- bash -c \
