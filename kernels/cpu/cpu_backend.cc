@@ -1,7 +1,6 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #include <cblas.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -11,6 +10,7 @@
 
 #include "kernels/cpu/pointwise.h"
 #include "kernels/cpu/packed_gemm.h"
+#include "runtime/memory_limit.h"
 
 namespace cellserve::cpu {
 
@@ -26,12 +26,6 @@ std::shared_ptr<const PackedWeightCache::Weights> Prepare(const Model& model,
   auto weights = std::make_shared<PackedWeightCache::Weights>();
   for (const CellType& t : model.cell_types()) weights->push_back(PrepareCellWeights(t, options));
   return weights;
-}
-
-// This machine's memory in bytes (0 if unknown).
-double PhysicalMemoryBytes() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
 }
 
 }  // namespace
@@ -66,11 +60,16 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   std::snprintf(mib, sizeof(mib), "%.0f", state_bytes / (1 << 20));
   const std::string what =
       std::to_string(slots) + " state slots (h and c, " + std::to_string(hidden) + " floats each: " + mib + " MiB)";
-  // Zero-filling storage larger than the machine would not fail: the OOM killer would end the
-  // process. Say so first.
-  const double memory = PhysicalMemoryBytes();
-  if (memory > 0 && state_bytes > memory)
-    return ResourceExhausted(what + " are more than this machine's memory; lower --state-slots");
+  // Zero-filling storage beyond the memory this process may use would not fail: the OOM killer
+  // would end the process (in a container, at its memory limit). Say so first.
+  const double memory = MemoryLimitOfThisProcess();
+  if (state_bytes > memory) {
+    char limit[32];
+    std::snprintf(limit, sizeof(limit), "%.0f", memory / (1 << 20));
+    return ResourceExhausted(what + " are more than the memory this process may use (" + limit +
+                             " MiB: the machine's, its cgroup's limit or its address-space limit, the least); "
+                             "lower --state-slots");
+  }
   ModelState s;
   try {
     s.slots = slots;

@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <random>
+#include <string>
 
 #include "kernels/cpu/activations.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -206,9 +208,15 @@ TEST(CpuBackend, StateSlotsBeyondMemoryAreAnErrorNotACrash) {
   EXPECT_TRUE(backend.RegisterModel(*model, 4).ok()) << "nothing was left half-registered";
 }
 
+// The address space this process has mapped now (VmSize), in bytes; 0 if unknown.
+int64_t MappedBytes() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmSize:", 0) == 0) return std::atoll(line.c_str() + 7) * 1024;  // "VmSize:  123 kB"
+  return 0;
+}
+
 TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
-  // Under a 1 GiB address-space limit (in a child process), 2 GiB of state slots cannot be
-  // allocated: RegisterModel says so instead of letting std::bad_alloc end the process.
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
 #elif defined(__has_feature)
@@ -217,16 +225,36 @@ TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
 #endif
 #endif
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // the process may have BLAS or actor threads
+  // In a child: an address-space limit 64 MiB above what it has mapped, and state slots just
+  // under that limit. The up-front check passes (they are less than the limit), the allocation
+  // cannot: RegisterModel says so instead of letting std::bad_alloc end the process.
   auto model = Make(ModelKind::kLstm, 512, 1);
   auto child = [&model] {
+    const int64_t mapped = MappedBytes();
+    if (mapped <= 0) std::_Exit(3);
+    const int64_t limit_bytes = mapped + (int64_t{64} << 20);
     rlimit limit{};
-    limit.rlim_cur = limit.rlim_max = rlim_t{1} << 30;
-    if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(3);
+    limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(limit_bytes);
+    if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(4);
+    const int64_t slot_bytes = 2 * 512 * sizeof(float);
+    const auto slots = static_cast<int32_t>((limit_bytes - (int64_t{1} << 20)) / slot_bytes);
     cpu::CpuBackend backend;
-    Status s = backend.RegisterModel(*model, 1 << 19);  // 2^19 x 2 x 512 x 4 bytes = 2 GiB
-    std::_Exit(s.code() == StatusCode::kResourceExhausted ? 0 : 1);
+    Status s = backend.RegisterModel(*model, slots);
+    const bool allocation_failed = s.message().find("do not fit") != std::string::npos;
+    std::_Exit(s.code() == StatusCode::kResourceExhausted && allocation_failed ? 0 : 1);
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+  // Slots beyond the limit (1 GiB against 64 MiB to spare) are refused before any allocation.
+  auto beyond = [&model] {
+    rlimit limit{};
+    limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(MappedBytes() + (int64_t{64} << 20));
+    if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(4);
+    cpu::CpuBackend backend;
+    Status s = backend.RegisterModel(*model, 1 << 18);  // 2^18 x 2 x 512 x 4 bytes = 1 GiB
+    const bool checked = s.message().find("more than the memory this process may use") != std::string::npos;
+    std::_Exit(s.code() == StatusCode::kResourceExhausted && checked ? 0 : 1);
+  };
+  EXPECT_EXIT(beyond(), ::testing::ExitedWithCode(0), "");
 }
 
 TEST(CpuBackend, RejectsMalformedBatches) {

@@ -1,0 +1,74 @@
+#include "runtime/memory_limit.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+
+#include "runtime/cpu_quota.h"
+
+namespace cellserve {
+
+namespace {
+
+constexpr double kUnlimited = std::numeric_limits<double>::infinity();
+
+std::string FirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+StatusOr<double> ParseBytes(const std::string& text, const char* what) {
+  if (text.empty() || !std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); }))
+    return InvalidArgument(std::string(what) + ": not a byte count: '" + text + "'");
+  return std::strtod(text.c_str(), nullptr);
+}
+
+}  // namespace
+
+StatusOr<double> ParseCgroupMemoryMax(const std::string& text) {
+  if (text == "max") return kUnlimited;
+  return ParseBytes(text, "memory.max");
+}
+
+StatusOr<double> ParseCgroupV1MemoryLimit(const std::string& text) {
+  ASSIGN_OR_RETURN(const double bytes, ParseBytes(text, "memory.limit_in_bytes"));
+  // No limit reads as LONG_MAX rounded down to a page (9223372036854771712).
+  return bytes >= 0x1p62 ? kUnlimited : bytes;
+}
+
+double MemoryLimitOfThisProcess() {
+  double limit = kUnlimited;
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  if (pages > 0 && page > 0) limit = static_cast<double>(pages) * static_cast<double>(page);
+  rlimit as{};
+  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)
+    limit = std::min(limit, static_cast<double>(as.rlim_cur));
+  std::ifstream cgroups("/proc/self/cgroup");
+  // Lines "ID:CONTROLLERS:PATH": "0::/a/b" (v2), "5:memory:/a/b" (v1).
+  for (std::string line; std::getline(cgroups, line);) {
+    const size_t c1 = line.find(':'), c2 = line.find(':', c1 + 1);
+    if (c1 == std::string::npos || c2 == std::string::npos) continue;
+    const std::string controllers = line.substr(c1 + 1, c2 - c1 - 1), path = line.substr(c2 + 1);
+    const bool v2 = line.rfind("0::", 0) == 0;
+    const bool v1_memory = ("," + controllers + ",").find(",memory,") != std::string::npos;
+    if (!v2 && !v1_memory) continue;
+    for (const std::string& level : CgroupAndAncestors(path)) {
+      const std::string dir = level == "/" ? "" : level;
+      const std::string text = v2 ? FirstLine("/sys/fs/cgroup" + dir + "/memory.max")
+                                  : FirstLine("/sys/fs/cgroup/memory" + dir + "/memory.limit_in_bytes");
+      if (text.empty()) continue;
+      StatusOr<double> l = v2 ? ParseCgroupMemoryMax(text) : ParseCgroupV1MemoryLimit(text);
+      if (l.ok()) limit = std::min(limit, *l);
+    }
+  }
+  return limit;
+}
+
+}  // namespace cellserve
