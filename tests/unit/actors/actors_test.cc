@@ -404,7 +404,7 @@ TEST_F(ActorTest, LoadReportsAreRateLimitedAndTheLastOneIsFlushed) {
       },
       loads);
   others_.push_back(probe);
-  node_ = SpawnNode(*system_, NodeOptions{{lstm_}, &clock_, counters_});
+  node_ = SpawnNode(*system_, NodeOptions{{lstm_}, &clock_, counters_, {}});
   FakeDevice& dev = StartWorker({lstm_}, probe);
   for (int i = 0; i < 8; ++i) Infer("lstm", InputFor(*lstm_, Tokens(12, i, 97)));
   const int rounds = Drain(dev);  // the clock does not move: only the round count lets reports out
