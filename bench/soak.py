@@ -21,7 +21,9 @@ Cycles run back to back until --minutes have passed; each one (times from its st
   10 s  a client killed mid-call: a loadgen keeps 64 calls in flight and is killed with SIGKILL
         after 2 s (its calls are cancelled: CANCELLED; a call whose answer was already on its way
         when the front door saw the connection close counts as OK, so a cycle on a busy machine
-        may show fewer than 64, even none: the check is that the run has some);
+        may show fewer than 64, even none: the check is that the run has some; the front door's
+        cellserve_rpc_client_cancels_total counts the same calls, in the column "dropped by
+        clients", with the same caveat);
   15 s  a flood: a loadgen with 3,000 calls outstanding for 2 s on one connection, beyond the
         front door's --max-calls-per-connection 1,024 and the nodes' --max-requests 512
         (RESOURCE_EXHAUSTED);
@@ -63,6 +65,7 @@ from run_kernel_bench import machine  # noqa: E402
 
 SECTIONS = {"serve": "## Soak: one server under mixed load", "router": "## Soak: a router and two nodes, one killed each cycle"}
 GAUGES = ("cellserve_requests_in_flight", "cellserve_rpc_calls_in_flight", "cellserve_state_slots_in_use")
+DROPPED = "dropped by clients"  # not a code: cellserve_rpc_client_cancels_total
 ERROR_CODES = ["DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED", "INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE"]
 MAX_TOKENS = 512   # the front door's --max-tokens: the over-long bad input sends one more
 MAX_REQUESTS = 512  # --max-requests of the serving processes: the flood goes beyond it
@@ -88,13 +91,16 @@ def proc_status(pid):
 
 
 def codes_by_name(port):
-    """cellserve_requests_total by code (summed over models), from http://127.0.0.1:PORT/metrics."""
+    """cellserve_requests_total by code (summed over models), from http://127.0.0.1:PORT/metrics,
+    and cellserve_rpc_client_cancels_total under the key DROPPED."""
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
         text = r.read().decode("utf-8", "replace")
     out = {}
     for m in re.finditer(r'^cellserve_requests_total\{([^}]*)\}\s+(\S+)$', text, re.M):
         code = re.search(r'code="([^"]*)"', m.group(1)).group(1)
         out[code] = out.get(code, 0) + int(float(m.group(2)))
+    dropped = re.search(r'^cellserve_rpc_client_cancels_total\s+(\S+)$', text, re.M)
+    out[DROPPED] = int(float(dropped.group(1))) if dropped else 0
     return out
 
 
@@ -315,6 +321,7 @@ def run_cycle(args, index, procs, target, bad, cdir):
         failures.append("cycle %d: 30 s after the load, still in flight (by metrics port): %s" % (index, gauges))
     after = codes_by_name(target.front_port)
     delta = {c: after.get(c, 0) - before.get(c, 0) for c in after}
+    dropped = delta.pop(DROPPED, 0)
     for code in ("DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "INVALID_ARGUMENT", "NOT_FOUND"):
         if delta.get(code, 0) <= 0:
             failures.append("cycle %d: the front door answered no %s this cycle" % (index, code))
@@ -322,9 +329,9 @@ def run_cycle(args, index, procs, target, bad, cdir):
     main = summaries.get("main", {})
     row = {"cycle": index, "answered": sum(delta.values()), "codes": delta, "main_sent": main.get("sent", 0),
            "main_completed": main.get("completed", 0), "main_p50_ms": main.get("p50_ms") or 0,
-           "main_p99_ms": main.get("p99_ms") or 0, "idle": idle, "zero_after": zero, "rejoin_s": rejoin_s}
-    log("cycle %d: %d requests answered (%s); main p50 %.1f ms p99 %.1f ms; %s%s%s" % (
-        index, row["answered"], ", ".join("%s %d" % (c, n) for c, n in sorted(delta.items()) if n),
+           "main_p99_ms": main.get("p99_ms") or 0, "idle": idle, "zero_after": zero, "rejoin_s": rejoin_s, "dropped": dropped}
+    log("cycle %d: %d requests answered (%s; %d dropped by clients); main p50 %.1f ms p99 %.1f ms; %s%s%s" % (
+        index, row["answered"], ", ".join("%s %d" % (c, n) for c, n in sorted(delta.items()) if n), dropped,
         row["main_p50_ms"], row["main_p99_ms"],
         "; ".join("%s: RSS %.1f MiB, %d threads, %d fds" % (label, *v) for label, v in idle.items()),
         "" if rejoin_s is None else "; node b back in %.1f s" % rejoin_s,
@@ -359,19 +366,23 @@ def verdict(rows, failures, args):
         checks.append("only %d cycle(s) ran; the leak checks need 3" % len(rows))
     if rows and sum(r["codes"].get("CANCELLED", 0) for r in rows) == 0:
         checks.append("no call of a killed client was cancelled in any cycle")
+    if rows and "dropped" in rows[0] and sum(r["dropped"] for r in rows) == 0:
+        checks.append("the front door counted no call dropped by its client (cellserve_rpc_client_cancels_total)")
     return checks
 
 
 def table(rows, args):
     codes = ["OK"] + [c for c in ERROR_CODES if c != "UNAVAILABLE" or args.target == "router"]
     labels = list(rows[0]["idle"])
-    head = ["cycle", "answered"] + codes + ["main p50 / p99 (ms)"]
+    dropped = "dropped" in rows[0]  # not in runs recorded before the counter existed
+    head = ["cycle", "answered"] + codes + ([DROPPED] if dropped else []) + ["main p50 / p99 (ms)"]
     head += ["%s: idle RSS (MiB), threads, fds" % label for label in labels]
     if args.target == "router":
         head.append("node b back (s)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in rows:
         cells = [str(r["cycle"]), str(r["answered"])] + [str(r["codes"].get(c, 0)) for c in codes]
+        cells += [str(r["dropped"])] if dropped else []
         cells.append("%.1f / %.1f" % (r["main_p50_ms"], r["main_p99_ms"]))
         cells += ["%.1f, %d, %d" % tuple(r["idle"][label]) for label in labels]
         if args.target == "router":

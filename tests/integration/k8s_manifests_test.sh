@@ -40,6 +40,8 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM  # a signal runs no EXIT trap: make it an exit
+trap 'exit 130' INT
 
 passed=0
 failed=0
@@ -69,13 +71,15 @@ done
 # ---- 1. npm packages ----------------------------------------------------------------------------
 if ! cmp -s "$VALIDATE/package-lock.json" "$NPM_DIR/package-lock.json" ||
    [[ ! -f "$NPM_DIR/node_modules/kubernetes-models/package.json" || ! -f "$NPM_DIR/node_modules/js-yaml/package.json" ]]; then
-  echo "installing kubernetes-models and js-yaml into $NPM_DIR"
+  # From npm's cache only: a test never downloads (./cellserve.sh deps installs them, online if
+  # the cache lacks them).
+  echo "installing kubernetes-models and js-yaml into $NPM_DIR from npm's cache"
   mkdir -p "$NPM_DIR"
   cp "$VALIDATE/package.json" "$VALIDATE/package-lock.json" "$NPM_DIR/"
-  if ! timeout 300 npm ci --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error >"$WORK/npm.log" 2>&1; then
+  if ! timeout 300 npm ci --prefix "$NPM_DIR" --offline --no-audit --no-fund --loglevel=error >"$WORK/npm.log" 2>&1; then
     grep -v EBADENGINE "$WORK/npm.log" | tail -n 20
     rm -f "$NPM_DIR/package-lock.json"  # retried next time
-    fail "npm ci kubernetes-models/js-yaml (offline?)"
+    fail "kubernetes-models/js-yaml are neither installed in $NPM_DIR nor in npm's cache: run ./cellserve.sh deps"
     finish
   fi
 fi

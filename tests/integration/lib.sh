@@ -14,6 +14,11 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# bash runs no EXIT trap when a signal kills it: turn them into exits, so a cancelled run or a
+# `timeout` still kills the servers it started and removes $WORK.
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
 failures=0
 pass=0
 

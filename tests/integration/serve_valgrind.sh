@@ -95,6 +95,10 @@ else bad "left in flight after the load" "$(cat "$WORK/health.json")"; fi
 
 kill -TERM "$SERVER"
 for _ in $(seq 1200); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$SERVER" 2>/dev/null; then
+  bad "SIGTERM: still running 120 s later" "$(tail -5 "$WORK/serve.log")"
+  kill -9 "$SERVER" 2>/dev/null
+fi
 wait "$SERVER"
 status=$?
 if grep -qE "[1-9][0-9]* cancelled by clients" "$WORK/serve.log"; then ok "the killed client's calls were cancelled in the server"

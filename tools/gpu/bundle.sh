@@ -28,7 +28,9 @@ for b in "${bins[@]}"; do ldd "$b"; done | awk '/=> \// {print $3}' | sort -u |
   grep -Ev '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' |
   grep -v '^/usr/local/cuda' | while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
 corpus="${CELLSERVE_CACHE:-$HOME/.cache/cellserve}/sotu_sentences.txt"
-if [[ -f "$corpus" ]]; then gzip -c "$corpus" >"$BUNDLE/sotu_sentences.txt.gz"; else echo "gpu bundle: no corpus ($corpus): ./cellserve.sh corpus" >&2; fi
+# The end-to-end steps need it; without it they would fail on the GPU machine, where time is scarce.
+[[ -f "$corpus" ]] || { echo "gpu bundle: no corpus ($corpus): run ./cellserve.sh corpus first" >&2; exit 1; }
+gzip -c "$corpus" >"$BUNDLE/sotu_sentences.txt.gz"
 cp tools/gpu/run.sh "$BUNDLE/run.sh"
 du -sh "$BUNDLE"
 echo "gpu bundle: $BUNDLE ready; on the GPU machine, from the repository root: bash $BUNDLE/run.sh OUT_DIR"
