@@ -105,6 +105,11 @@ ServingMetrics::ServingMetrics(ServingMetricsOptions options, std::shared_ptr<pr
       &BuildGauge().Name("cellserve_rpc_connections").Help("Open RPC connections").Register(r).Add({});
   rpc_calls_in_flight_ =
       &BuildGauge().Name("cellserve_rpc_calls_in_flight").Help("Infer calls the RPC server is serving").Register(r).Add({});
+  rpc_connections_refused_ = &BuildCounter()
+                                  .Name("cellserve_rpc_connections_refused_total")
+                                  .Help("RPC connections closed at once, over --max-connections")
+                                  .Register(r)
+                                  .Add({});
   rpc_client_cancels_ = &BuildCounter()
                              .Name("cellserve_rpc_client_cancels_total")
                              .Help("Infer calls the client dropped (cancel, its own timeout, disconnect) before the answer")

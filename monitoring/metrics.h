@@ -28,6 +28,9 @@
 //   cellserve_rpc_errors_total{code}                 counter    error replies of the RPC server, by code
 //   cellserve_rpc_connections                        gauge      open RPC connections
 //   cellserve_rpc_calls_in_flight                    gauge      infer calls being served
+//   cellserve_rpc_connections_refused_total          counter    connections closed at once: over
+//                                                               --max-connections (no answer is sent,
+//                                                               so cellserve_rpc_errors_total misses them)
 //   cellserve_rpc_client_cancels_total               counter    infer calls the client dropped (cancelled,
 //                                                               timed out on its side, or disconnected)
 //                                                               while the server was still on them; the
@@ -170,6 +173,7 @@ class ServingMetrics {
   // RPC server.
   void OnRpcError(StatusCode code);
   void OnRpcClientCancel() { rpc_client_cancels_->Increment(); }
+  void OnRpcConnectionRefused() { rpc_connections_refused_->Increment(); }
   // A router's view of a node: cellserve_node_up{node=name} 1 while it is registered, 0 once lost
   // (CellserveNodeDown fires); a node that left on purpose (drained) has its series removed.
   void SetNodeUp(const std::string& node, bool up);
@@ -215,6 +219,7 @@ class ServingMetrics {
   prometheus::Gauge* rpc_connections_;
   prometheus::Gauge* rpc_calls_in_flight_;
   prometheus::Counter* rpc_client_cancels_;
+  prometheus::Counter* rpc_connections_refused_;
   std::array<prometheus::Counter*, kStatusCodes> rpc_errors_{};
 
   std::mutex mu_;  // registration and the busy windows

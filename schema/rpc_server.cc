@@ -396,6 +396,7 @@ struct RpcServer::Impl {
     return listener.accept().then([this, &listener, &connections, &state](kj::Own<kj::AsyncIoStream> stream) {
       if (stats.connections.load() >= options.max_connections) {
         ++stats.connections_refused;  // dropping the stream closes it
+        if (options.metrics) options.metrics->OnRpcConnectionRefused();
       } else {
         capnp::ReaderOptions reader;
         reader.traversalLimitInWords = static_cast<uint64_t>(options.max_message_bytes) / 8;

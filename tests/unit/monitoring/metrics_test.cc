@@ -155,6 +155,7 @@ TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
     }
   }
   EXPECT_EQ(s("cellserve_rpc_client_cancels_total"), 0);
+  EXPECT_EQ(s("cellserve_rpc_connections_refused_total"), 0);
   for (const char* h : {"cellserve_request_duration_seconds", "cellserve_queue_wait_seconds"}) {
     EXPECT_EQ(s(std::string(h) + "_count", {{"model", "lstm"}}), 0);
     EXPECT_EQ(s(std::string(h) + "_bucket", {{"model", "lstm"}, {"le", "0.0001"}}), 0);

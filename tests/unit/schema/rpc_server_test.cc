@@ -182,6 +182,39 @@ TEST_F(RpcServerTest, ACallDroppedOnALiveConnectionIsCancelledInTheCluster) {
   EXPECT_EQ(r.completed, 0) << "it was not run to the end";
 }
 
+TEST_F(RpcServerTest, ConnectionsOverTheLimitAreClosedAndCounted) {
+  monitoring::ServingMetrics metrics;
+  RpcServerOptions options;
+  options.max_connections = 1;
+  options.metrics = &metrics;
+  auto server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  auto first = Connect(*server);
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(first->Health().ok());
+  // A second connection (its own thread: one Client per thread) is closed at once.
+  auto try_another = [&] {
+    StatusOr<HealthInfo> health = Internal("did not run");
+    std::thread([&] {
+      auto c = Client::Connect("127.0.0.1:" + std::to_string(server->port()));
+      health = c.ok() ? (*c)->Health(10000) : StatusOr<HealthInfo>(c.status());
+    }).join();
+    return health;
+  };
+  StatusOr<HealthInfo> refused = try_another();
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable) << refused.status().ToString();
+  EXPECT_EQ(server->stats().connections_refused, 1);
+  EXPECT_NE(metrics.Serialize().find("\ncellserve_rpc_connections_refused_total 1\n"), std::string::npos);
+  EXPECT_TRUE(first->Health().ok()) << "the first connection is untouched";
+  // Once the first one has gone, another is served.
+  first.reset();
+  for (int i = 0; i < 500 && server->stats().connections != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  StatusOr<HealthInfo> later = try_another();
+  EXPECT_TRUE(later.ok()) << later.status().ToString();
+  EXPECT_EQ(server->stats().connections_refused, 1);
+}
+
 TEST_F(RpcServerTest, PerConnectionCallLimitIsResourceExhausted) {
   RpcServerOptions options;
   options.max_calls_per_connection = 2;
