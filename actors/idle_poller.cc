@@ -75,7 +75,7 @@ StatusOr<std::unique_ptr<IdlePoller>> IdlePoller::Start(const std::vector<int>& 
 }
 
 void IdlePoller::Poll() {
-  constexpr int kSpinsPerCheck = 1024;  // about 50-150 µs of pause instructions
+  constexpr int kSpinsPerCheck = 1024;  // 10 µs (Sapphire Rapids, measured) to 150 µs of pauses
   while (!stop_.load(std::memory_order_relaxed)) {
     if (hold_ && hold_()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
