@@ -3,6 +3,7 @@
 #   PIDS    processes to kill -9 on exit (append the ones you start)
 #   ok / bad / die / check   report a check and count failures (and passes)
 #   free_port, http_get URL  a free TCP port on 127.0.0.1; a body over HTTP (python3, 5 s bound)
+#   json_get FILE EXPR       a Python expression over the JSON object `j` read from FILE
 #   init_models REPO         the small models the RPC-level tests share (needs $CELLSERVE)
 # Scripts end with their own summary from $pass and $failures.
 set -uo pipefail
@@ -76,3 +77,6 @@ init_models() {
     "$CELLSERVE" model init --repo "$1" --name tree --kind treelstm --hidden 32 --vocab 5000 \
       --classes 5 --seed 6 --init-scale 0.3 >/dev/null
 }
+
+# json_get FILE EXPR: evaluates a Python expression over the JSON object `j` read from FILE.
+json_get() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }

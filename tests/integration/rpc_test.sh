@@ -52,8 +52,6 @@ stop_server() {
   else bad "$name: exit $status after SIGTERM" "$(cat "$WORK/$name.log")"; fi
 }
 
-# json_get FILE EXPR: evaluates a Python expression over the JSON object `j` read from FILE.
-json_get() { $PY -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
 REPO="$WORK/models"
 init_models "$REPO" &&
@@ -137,8 +135,13 @@ printf '%s\n' "${SENTENCES[@]}" > "$WORK/corpus.txt"
   --json "$WORK/killed.json" >/dev/null 2>&1 &
 LG=$!
 PIDS+=("$LG")
-sleep 2
-"$CELLSERVE" health --addr "$ADDR" --json > "$WORK/busy.json" 2>&1
+# Kill it once its calls are in flight (polled, bounded: a loaded machine starts it slowly).
+for _ in $(seq 200); do
+  "$CELLSERVE" health --addr "$ADDR" --json > "$WORK/busy.json" 2>&1
+  [[ "$(json_get "$WORK/busy.json" 'j["calls_in_flight"] >= 8')" == "True" ]] && break
+  kill -0 "$LG" 2>/dev/null || break
+  sleep 0.1
+done
 kill -9 "$LG" 2>/dev/null
 { wait "$LG"; } 2>/dev/null
 clean=0

@@ -45,7 +45,7 @@ done
 grep -q "serving" "$WORK/serve.log" || die "the server under valgrind did not start within 120 s" \
   "$(cat "$WORK/serve.log")" "$(tail -30 "$WORK/valgrind.log")"
 ADDR="127.0.0.1:$(cat "$WORK/port")"
-LG=("$CELLSERVE" loadgen --addr "$ADDR" --corpus "$WORK/corpus.txt")
+LG=("$CELLSERVE" loadgen --addr "$ADDR" --corpus "$WORK/corpus.txt" --drain-s 120)  # valgrind is slow
 
 "${LG[@]}" --model cls --rate 20 --duration-s 8 --json "$WORK/cls.json" >/dev/null 2>&1 &
 CLS=$!
@@ -57,7 +57,14 @@ check "treelstm through infer" 0 "label" -- "$CELLSERVE" infer --addr "$ADDR" --
 "${LG[@]}" --model mt --closed-loop 8 --duration-s 60 >/dev/null 2>&1 &
 KILLED=$!
 PIDS+=("$KILLED")
-sleep 3
+# Kill it once its calls are in flight: at least 3 s, and until the server holds 8 calls (polled,
+# bounded: valgrind on a loaded machine starts it slowly).
+for i in $(seq 300); do
+  "$CELLSERVE" health --addr "$ADDR" --json > "$WORK/busy.json" 2>/dev/null
+  ((i >= 30)) && [[ "$(json_get "$WORK/busy.json" 'j["calls_in_flight"] >= 8')" == "True" ]] && break
+  kill -0 "$KILLED" 2>/dev/null || break
+  sleep 0.1
+done
 kill -9 "$KILLED" 2>/dev/null
 { wait "$KILLED"; } 2>/dev/null
 "${LG[@]}" --model cls --closed-loop 64 --duration-s 2 --json "$WORK/flood.json" >/dev/null 2>&1

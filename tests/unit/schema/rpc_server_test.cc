@@ -224,7 +224,7 @@ TEST_F(RpcServerTest, PerConnectionCallLimitIsResourceExhausted) {
   ASSERT_NE(client, nullptr);
   InferCall call;
   call.model = "slow";
-  call.input = Tokens(400);
+  call.input = Tokens(4000);  // hundreds of ms: the first two are still running when the third arrives
   std::vector<kj::Promise<StatusOr<ReplyValue>>> calls;
   for (int i = 0; i < 5; ++i) calls.push_back(client->InferAsync(call));
   int ok = 0, exhausted = 0;
@@ -262,8 +262,10 @@ TEST_F(RpcServerTest, StopWithCallsInFlightReturnsAndFreesThem) {
   call.model = "slow";
   call.input = Tokens(4000);
   auto pending = client->InferAsync(call);
-  // Let the call reach the server.
-  client->timer().afterDelay(50 * kj::MILLISECONDS).wait(client->wait_scope());
+  // Let the call reach the server (polled, bounded).
+  for (int i = 0; i < 1000 && server->stats().calls_in_flight == 0; ++i)
+    client->timer().afterDelay(10 * kj::MILLISECONDS).wait(client->wait_scope());
+  ASSERT_EQ(server->stats().calls_in_flight, 1);
   const auto t0 = std::chrono::steady_clock::now();
   server->Stop();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
