@@ -104,7 +104,9 @@ TEST(DeviceFactoryTest, DeviceThreadsAreNamedAndRunOnTheCpusPlanned) {
   auto free = MakeDevices(o, {});
   ASSERT_TRUE(free.ok());
   EXPECT_NE(AllowedCpusOfThread("cs-cpu:0"), "");
-  if (cpus.size() > 1) EXPECT_NE(AllowedCpusOfThread("cs-cpu:0"), std::to_string(last));
+  if (cpus.size() > 1) {
+    EXPECT_NE(AllowedCpusOfThread("cs-cpu:0"), std::to_string(last));
+  }
 }
 
 TEST(DeviceFactoryTest, DeviceThreadsAndTooFewCpusForThem) {
