@@ -78,7 +78,8 @@ pkg_installed() {
 
 # The manifest test's validators (npm kubernetes-models and js-yaml, pinned by
 # deploy/validate/package-lock.json) go into the cache here, from npm's cache when they are in it,
-# so that the test itself never downloads. A failure only warns: the demo does not need them.
+# so that the test itself never downloads (`deps` and `test` only: the demo does not need them).
+# A failure only warns; the manifest test then says what is missing.
 NPM_VALIDATE_DIR="$CACHE_DIR/npm-k8s-validate"
 install_validators() {
   command -v npm >/dev/null || return 0
@@ -128,7 +129,7 @@ cmd_deps() {
 }
 
 cmd_build() {
-  cmd_deps
+  install_packages
   section "building"
   if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
     cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
@@ -138,6 +139,7 @@ cmd_build() {
 
 cmd_test() {
   cmd_build
+  install_validators
   local failed=()
 
   section "unit, golden and integration tests"

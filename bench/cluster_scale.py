@@ -764,7 +764,7 @@ def parse_layouts(text):
 
 
 def default_corpus():
-    cache = os.environ.get("CELLSERVE_CACHE") or os.path.join(os.environ.get("HOME") or ".", ".cache", "cellserve")
+    cache = os.environ.get("CELLSERVE_CACHE") or os.path.join(os.environ.get("HOME") or "/tmp", ".cache", "cellserve")
     return os.path.join(cache, "sotu_sentences.txt")
 
 

@@ -157,7 +157,7 @@ std::string DefaultCorpusPath() {
   const char* cache = std::getenv("CELLSERVE_CACHE");
   if (cache && *cache) return std::string(cache) + "/sotu_sentences.txt";
   const char* home = std::getenv("HOME");
-  return std::string(home && *home ? home : ".") + "/.cache/cellserve/sotu_sentences.txt";
+  return std::string(home && *home ? home : "/tmp") + "/.cache/cellserve/sotu_sentences.txt";  // as cellserve.sh
 }
 
 }  // namespace cellserve::bench

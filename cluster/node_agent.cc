@@ -117,6 +117,8 @@ struct AgentState {
     uint64_t node_id = 0;         // 0 = not registered
     int register_failures = 0;    // in a row, on this connection: the retry backs off
     uint64_t link = 0;            // this connection's number (0 = none); a reconnect gets a new one
+    int registering = 0;          // registration requests in flight on this slot
+    int leave_pending = 0;        // of those, the ones Leave's waiter counts (see leave_atom)
   };
 
   caf::event_based_actor* self = nullptr;
@@ -150,20 +152,25 @@ struct AgentState {
 
   void Register(int i) {
     caf::actor router = routers[i].handle;
+    ++routers[i].registering;
     self->request(router, kAckTimeout, register_atom::value, registration)
         .then(
             [this, i, router](registered_atom, uint64_t id, const std::string& error) {
-              if (routers[i].handle != router) return;  // reconnected meanwhile
+              --routers[i].registering;
+              if (LeaveCounts(i)) {  // accepted while saying goodbye: take it back, or the router counts a loss
+                if (id == 0) return leave_waiter->Count(false);
+                std::shared_ptr<AckWaiter> waiter = leave_waiter;
+                self->request(router, kAckTimeout, bye_atom::value, id)
+                    .then([waiter](bye_atom) { waiter->Count(true); }, [waiter](caf::error&) { waiter->Count(false); });
+                return;
+              }
+              if (routers[i].handle != router || leaving) return;  // reconnected meanwhile, or leaving
               if (id == 0) {
                 // A refused re-registration (the router had dropped this node): not registered
                 // there any more, so no load reports go out and the retry below is not skipped.
                 routers[i].node_id = 0;
                 CountRegistered();
                 RegisterLater(i, "refused the registration: " + error);
-                return;
-              }
-              if (leaving) {  // accepted while saying goodbye: take it back, or the router counts a loss
-                self->request(router, kAckTimeout, bye_atom::value, id).then([](bye_atom) {}, [](caf::error&) {});
                 return;
               }
               const bool first = routers[i].node_id == 0;
@@ -178,10 +185,20 @@ struct AgentState {
               ReportSoon();
             },
             [this, i, router](caf::error& e) {
+              --routers[i].registering;
+              if (LeaveCounts(i)) return leave_waiter->Count(false);
               // A timeout (the router was too busy) or a lost link (the down message follows).
-              if (routers[i].handle != router) return;
+              if (routers[i].handle != router || leaving) return;
               RegisterLater(i, "did not answer the registration: " + self->system().render(e));
             });
+  }
+
+  // A registration reply on slot `i` that Leave's waiter counts (it was in flight when Leave began,
+  // for a router this node was not registered with); takes it off the slot's count.
+  bool LeaveCounts(int i) {
+    if (!leaving || routers[i].leave_pending == 0 || !leave_waiter) return false;
+    --routers[i].leave_pending;
+    return true;
   }
 
   // Registration with router `i` failed (`why`): try again later on the same connection, unless it
@@ -270,7 +287,8 @@ struct AgentState {
   // Asks every registered router `atom` and counts the answers in `waiter`.
   template <class Atom>
   // A router lost meanwhile counts as failed at once (a request to it would wait for its timeout).
-  void AskAll(Atom atom, const std::shared_ptr<AckWaiter>& waiter) {
+  // `extra`: further answers the waiter is to count (Leave: registrations in flight).
+  void AskAll(Atom atom, const std::shared_ptr<AckWaiter>& waiter, int extra = 0) {
     int n = 0;
     for (int i = 0; i < static_cast<int>(routers.size()); ++i) {
       const RouterSlot& r = routers[i];
@@ -281,7 +299,7 @@ struct AgentState {
           .then([this, waiter, i](Atom) { Answered(waiter, i, true); },
                 [this, waiter, i](caf::error&) { Answered(waiter, i, false); });
     }
-    waiter->Expect(n);
+    waiter->Expect(n + extra);
   }
   void Answered(const std::shared_ptr<AckWaiter>& waiter, int router, bool ok) {
     for (auto it = asks.begin(); it != asks.end(); ++it) {
@@ -293,6 +311,7 @@ struct AgentState {
     }
   }
   std::vector<std::pair<std::shared_ptr<AckWaiter>, int>> asks;  // drain/bye asks not answered yet
+  std::shared_ptr<AckWaiter> leave_waiter;                        // set by leave_atom
 };
 
 caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cluster, NodeAgentOptions options,
@@ -378,7 +397,16 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cl
         AgentState& st = self->state;
         st.leaving = true;
         st.links->Stop();
-        st.AskAll(bye_atom::value, waiter);
+        // A registration in flight with a router this node is not registered with yet would
+        // register it after the goodbyes: the waiter also waits for each such reply (and the bye
+        // that takes an acceptance back), so the router never counts the node as lost.
+        int in_flight = 0;
+        for (AgentState::RouterSlot& r : st.routers) {
+          r.leave_pending = r.node_id == 0 ? r.registering : 0;
+          in_flight += r.leave_pending;
+        }
+        st.leave_waiter = waiter;
+        st.AskAll(bye_atom::value, waiter, in_flight);
       },
   };
 }

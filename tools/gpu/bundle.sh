@@ -27,7 +27,7 @@ strip "$BUNDLE"/bin/*  # the bundle travels under a 64 MiB limit
 for b in "${bins[@]}"; do ldd "$b"; done | awk '/=> \// {print $3}' | sort -u |
   grep -Ev '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' |
   grep -v '^/usr/local/cuda' | while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
-corpus="${CELLSERVE_CACHE:-$HOME/.cache/cellserve}/sotu_sentences.txt"
+corpus="${CELLSERVE_CACHE:-${HOME:-/tmp}/.cache/cellserve}/sotu_sentences.txt"  # as cellserve.sh
 # The end-to-end steps need it; without it they would fail on the GPU machine, where time is scarce.
 [[ -f "$corpus" ]] || { echo "gpu bundle: no corpus ($corpus): run ./cellserve.sh corpus first" >&2; exit 1; }
 gzip -c "$corpus" >"$BUNDLE/sotu_sentences.txt.gz"

@@ -3,6 +3,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -244,13 +245,15 @@ TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
     std::_Exit(s.code() == StatusCode::kResourceExhausted && allocation_failed ? 0 : 1);
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
-  // Slots beyond the limit (1 GiB against 64 MiB to spare) are refused before any allocation.
+  // Slots beyond the limit (twice it) are refused before any allocation.
   auto beyond = [&model] {
+    const int64_t limit_bytes = MappedBytes() + (int64_t{64} << 20);
     rlimit limit{};
-    limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(MappedBytes() + (int64_t{64} << 20));
+    limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(limit_bytes);
     if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(4);
+    const int64_t slot_bytes = 2 * 512 * sizeof(float);
     cpu::CpuBackend backend;
-    Status s = backend.RegisterModel(*model, 1 << 18);  // 2^18 x 2 x 512 x 4 bytes = 1 GiB
+    Status s = backend.RegisterModel(*model, static_cast<int32_t>(std::min<int64_t>(2 * limit_bytes / slot_bytes, INT32_MAX)));
     const bool checked = s.message().find("more than the memory this process may use") != std::string::npos;
     std::_Exit(s.code() == StatusCode::kResourceExhausted && checked ? 0 : 1);
   };
