@@ -22,12 +22,6 @@ bool ParseMicros(const std::string& text, long long* out) {
   return true;
 }
 
-std::string ReadFirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
 
 }  // namespace
 
@@ -80,8 +74,15 @@ Status CheckQuotaAllowsIdlePoll(int process_cpus, int polled_cpus, double quota)
                          ", or run without --idle-poll");
 }
 
-double CpuQuotaOfThisProcess() {
-  double quota = kUnlimited;
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+std::vector<CgroupFolder> CgroupFoldersOfThisProcess(const std::string& v1_controller) {
+  std::vector<CgroupFolder> out;
   std::ifstream cgroups("/proc/self/cgroup");
   // Lines "ID:CONTROLLERS:PATH": "0::/a/b" (v2), "4:cpu,cpuacct:/a/b" (v1).
   for (std::string line; std::getline(cgroups, line);) {
@@ -89,23 +90,30 @@ double CpuQuotaOfThisProcess() {
     if (c1 == std::string::npos || c2 == std::string::npos) continue;
     const std::string controllers = line.substr(c1 + 1, c2 - c1 - 1), path = line.substr(c2 + 1);
     const bool v2 = line.rfind("0::", 0) == 0;
-    const bool v1_cpu = ("," + controllers + ",").find(",cpu,") != std::string::npos;
-    if (!v2 && !v1_cpu) continue;
+    const bool v1 = ("," + controllers + ",").find("," + v1_controller + ",") != std::string::npos;
+    if (!v2 && !v1) continue;
     for (const std::string& level : CgroupAndAncestors(path)) {
       const std::string dir = level == "/" ? "" : level;
-      StatusOr<double> q = kUnlimited;
-      if (v2) {
-        const std::string max = ReadFirstLine("/sys/fs/cgroup" + dir + "/cpu.max");
-        if (max.empty()) continue;
-        q = ParseCgroupCpuMax(max);
-      } else {
-        const std::string base = "/sys/fs/cgroup/" + controllers + dir;
-        const std::string quota_text = ReadFirstLine(base + "/cpu.cfs_quota_us");
-        if (quota_text.empty()) continue;
-        q = ParseCfsQuota(quota_text, ReadFirstLine(base + "/cpu.cfs_period_us"));
-      }
-      if (q.ok()) quota = std::min(quota, *q);
+      out.push_back({v2, v2 ? "/sys/fs/cgroup" + dir : "/sys/fs/cgroup/" + controllers + dir});
     }
+  }
+  return out;
+}
+
+double CpuQuotaOfThisProcess() {
+  double quota = kUnlimited;
+  for (const CgroupFolder& folder : CgroupFoldersOfThisProcess("cpu")) {
+    StatusOr<double> q = kUnlimited;
+    if (folder.v2) {
+      const std::string max = ReadFirstLine(folder.path + "/cpu.max");
+      if (max.empty()) continue;
+      q = ParseCgroupCpuMax(max);
+    } else {
+      const std::string quota_text = ReadFirstLine(folder.path + "/cpu.cfs_quota_us");
+      if (quota_text.empty()) continue;
+      q = ParseCfsQuota(quota_text, ReadFirstLine(folder.path + "/cpu.cfs_period_us"));
+    }
+    if (q.ok()) quota = std::min(quota, *q);
   }
   return quota;
 }

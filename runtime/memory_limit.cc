@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
-#include <fstream>
 #include <limits>
 
 #include "runtime/cpu_quota.h"
@@ -16,13 +15,6 @@ namespace cellserve {
 namespace {
 
 constexpr double kUnlimited = std::numeric_limits<double>::infinity();
-
-std::string FirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
 
 StatusOr<double> ParseBytes(const std::string& text, const char* what) {
   if (text.empty() || !std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); }))
@@ -50,23 +42,11 @@ double MemoryLimitOfThisProcess() {
   rlimit as{};
   if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)
     limit = std::min(limit, static_cast<double>(as.rlim_cur));
-  std::ifstream cgroups("/proc/self/cgroup");
-  // Lines "ID:CONTROLLERS:PATH": "0::/a/b" (v2), "5:memory:/a/b" (v1).
-  for (std::string line; std::getline(cgroups, line);) {
-    const size_t c1 = line.find(':'), c2 = line.find(':', c1 + 1);
-    if (c1 == std::string::npos || c2 == std::string::npos) continue;
-    const std::string controllers = line.substr(c1 + 1, c2 - c1 - 1), path = line.substr(c2 + 1);
-    const bool v2 = line.rfind("0::", 0) == 0;
-    const bool v1_memory = ("," + controllers + ",").find(",memory,") != std::string::npos;
-    if (!v2 && !v1_memory) continue;
-    for (const std::string& level : CgroupAndAncestors(path)) {
-      const std::string dir = level == "/" ? "" : level;
-      const std::string text = v2 ? FirstLine("/sys/fs/cgroup" + dir + "/memory.max")
-                                  : FirstLine("/sys/fs/cgroup/memory" + dir + "/memory.limit_in_bytes");
-      if (text.empty()) continue;
-      StatusOr<double> l = v2 ? ParseCgroupMemoryMax(text) : ParseCgroupV1MemoryLimit(text);
-      if (l.ok()) limit = std::min(limit, *l);
-    }
+  for (const CgroupFolder& folder : CgroupFoldersOfThisProcess("memory")) {
+    const std::string text = ReadFirstLine(folder.path + (folder.v2 ? "/memory.max" : "/memory.limit_in_bytes"));
+    if (text.empty()) continue;
+    StatusOr<double> l = folder.v2 ? ParseCgroupMemoryMax(text) : ParseCgroupV1MemoryLimit(text);
+    if (l.ok()) limit = std::min(limit, *l);
   }
   return limit;
 }

@@ -4,6 +4,8 @@
 #   ok / bad / die / check   report a check and count failures (and passes)
 #   free_port, http_get URL  a free TCP port on 127.0.0.1; a body over HTTP (python3, 5 s bound)
 #   json_get FILE EXPR       a Python expression over the JSON object `j` read from FILE
+#   wait_calls ADDR N PID OUT  until the server at ADDR holds N calls (health to OUT), PID exits or
+#                              30 s pass (needs $CELLSERVE)
 #   init_models REPO         the small models the RPC-level tests share (needs $CELLSERVE)
 # Scripts end with their own summary from $pass and $failures.
 set -uo pipefail
@@ -80,3 +82,15 @@ init_models() {
 
 # json_get FILE EXPR: evaluates a Python expression over the JSON object `j` read from FILE.
 json_get() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+# wait_calls ADDR N PID OUT: polls `health --json` (into OUT) until the server holds N calls in
+# flight, the client PID has exited, or 30 s have passed: a client to be killed mid-call is killed
+# once its calls are there, however slowly a loaded machine started it.
+wait_calls() {
+  for _ in $(seq 300); do
+    "$CELLSERVE" health --addr "$1" --json > "$4" 2>/dev/null
+    [[ "$(json_get "$4" "j[\"calls_in_flight\"] >= $2")" == "True" ]] && return 0
+    kill -0 "$3" 2>/dev/null || return 0
+    sleep 0.1
+  done
+}

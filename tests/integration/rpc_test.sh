@@ -135,13 +135,7 @@ printf '%s\n' "${SENTENCES[@]}" > "$WORK/corpus.txt"
   --json "$WORK/killed.json" >/dev/null 2>&1 &
 LG=$!
 PIDS+=("$LG")
-# Kill it once its calls are in flight (polled, bounded: a loaded machine starts it slowly).
-for _ in $(seq 200); do
-  "$CELLSERVE" health --addr "$ADDR" --json > "$WORK/busy.json" 2>&1
-  [[ "$(json_get "$WORK/busy.json" 'j["calls_in_flight"] >= 8')" == "True" ]] && break
-  kill -0 "$LG" 2>/dev/null || break
-  sleep 0.1
-done
+wait_calls "$ADDR" 8 "$LG" "$WORK/busy.json"
 kill -9 "$LG" 2>/dev/null
 { wait "$LG"; } 2>/dev/null
 clean=0

@@ -66,14 +66,7 @@ wait "$CLS" "$MT"
 "${LG[@]}" --model mt --closed-loop 8 --duration-s 60 >/dev/null 2>&1 &
 KILLED=$!
 PIDS+=("$KILLED")
-# Kill it once its 8 calls are in flight (the other clients are done, so they are its own; polled,
-# bounded: valgrind on a loaded machine starts it slowly).
-for _ in $(seq 300); do
-  "$CELLSERVE" health --addr "$ADDR" --json > "$WORK/busy.json" 2>/dev/null
-  [[ "$(json_get "$WORK/busy.json" 'j["calls_in_flight"] >= 8')" == "True" ]] && break
-  kill -0 "$KILLED" 2>/dev/null || break
-  sleep 0.1
-done
+wait_calls "$ADDR" 8 "$KILLED" "$WORK/busy.json"  # the other clients are done: the 8 are its own
 kill -9 "$KILLED" 2>/dev/null
 { wait "$KILLED"; } 2>/dev/null
 

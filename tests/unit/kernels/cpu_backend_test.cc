@@ -13,6 +13,7 @@
 #include "kernels/cpu/activations.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "test_models.h"
+#include "tests/unit/common/sanitizers.h"
 
 namespace cellserve {
 namespace {
@@ -218,13 +219,7 @@ int64_t MappedBytes() {
 }
 
 TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
-#if defined(__SANITIZE_ADDRESS__)
-  GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-  GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
-#endif
-#endif
+  CELLSERVE_SKIP_UNDER_ASAN("it limits the address space");
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // the process may have BLAS or actor threads
   // In a child: an address-space limit 64 MiB above what it has mapped, and state slots just
   // under that limit. The up-front check passes (they are less than the limit), the allocation

@@ -16,6 +16,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/common/sanitizers.h"
+
 namespace cellserve {
 namespace {
 
@@ -251,13 +253,7 @@ TEST(SafetensorsTest, WriteIntoMissingDirectoryFails) {
 // ---- bad input ----
 
 TEST(SafetensorsDeathTest, AFileLargerThanMemoryIsAnErrorNotACrash) {
-#if defined(__SANITIZE_ADDRESS__)
-  GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-  GTEST_SKIP() << "ASan reserves terabytes of shadow memory: an address-space limit breaks it";
-#endif
-#endif
+  CELLSERVE_SKIP_UNDER_ASAN("it limits the address space");
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // the process may have BLAS or actor threads
   // A valid file made sparse to 64 GiB (a copy gone wrong), read with 1 GiB of address space.
   const std::string path = TempPath("sparse");
