@@ -133,8 +133,15 @@ StatusOr<cuda::PluginCreateDevicesFn> LoadCudaPlugin() {
     if (!handle) return Unavailable("cannot load the CUDA backend " + path + ": " + dlerror());
     auto version = reinterpret_cast<cuda::PluginAbiVersionFn>(dlsym(handle, cuda::kPluginAbiVersionSymbol));
     auto entry = reinterpret_cast<cuda::PluginCreateDevicesFn>(dlsym(handle, cuda::kPluginCreateDevicesSymbol));
-    if (!version || !entry || version() != cuda::kPluginAbiVersion)
-      return Unavailable("the CUDA backend " + path + " is not this build's (rebuild it with the binary)");
+    std::string why;
+    if (!version || !entry)
+      why = std::string("it lacks the symbol ") + (!version ? cuda::kPluginAbiVersionSymbol : cuda::kPluginCreateDevicesSymbol);
+    else if (version() != cuda::kPluginAbiVersion)
+      why = "its ABI version is " + std::to_string(version()) + ", this binary's " + std::to_string(cuda::kPluginAbiVersion);
+    if (!why.empty()) {
+      dlclose(handle);
+      return Unavailable("the CUDA backend " + path + " is not this build's (" + why + "): rebuild it with the binary");
+    }
     create = entry;
     return create;
   }

@@ -18,7 +18,10 @@ namespace cellserve::cuda {
 inline Status CudaStatus(cudaError_t err, const char* call) {
   if (err == cudaSuccess) return OkStatus();
   std::string msg = std::string(call) + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")";
-  if (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver || err == cudaErrorInitializationError)
+  // The GPU cannot be used here (none, no driver, or held by another process in exclusive mode):
+  // UNAVAILABLE, so that --cpu-fallback applies.
+  if (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver || err == cudaErrorInitializationError ||
+      err == cudaErrorDevicesUnavailable)
     return Unavailable(std::move(msg));
   if (err == cudaErrorMemoryAllocation) return ResourceExhausted(std::move(msg));
   return Internal(std::move(msg));

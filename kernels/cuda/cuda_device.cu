@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <tuple>
 
@@ -119,7 +120,11 @@ class CudaDevice::Impl {
     for (Staging& s : staging_)
       for (cudaEvent_t* e : {&s.uploaded, &s.computed, &s.done})
         CS_CUDA(cudaEventCreateWithFlags(e, cudaEventDisableTiming | cudaEventBlockingSync));
-    completer_ = std::thread([this] { CompletionLoop(); });
+    try {
+      completer_ = std::thread([this] { CompletionLoop(); });
+    } catch (const std::system_error& e) {  // out of threads: an error, not std::terminate
+      return Unavailable("cannot start the completion thread: " + std::string(e.what()));
+    }
     if (!options_.completion_cpus.empty()) RETURN_IF_ERROR(PinThread(completer_, options_.completion_cpus));
     return OkStatus();
   }
@@ -577,8 +582,9 @@ CudaDevice::~CudaDevice() = default;
 
 StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::Create(std::string name, CudaDeviceOptions options) {
   if (name.empty()) return InvalidArgument("a device needs a name");
+  const std::string context = name + " (GPU " + std::to_string(options.gpu) + ")";
   auto impl = std::make_unique<Impl>(std::move(name), std::move(options));
-  RETURN_IF_ERROR(impl->Init());
+  RETURN_IF_ERROR(impl->Init().WithContext(context));
   return std::unique_ptr<CudaDevice>(new CudaDevice(std::move(impl)));
 }
 

@@ -6,6 +6,7 @@
 
 #include <cublas_v2.h>
 
+#include <cstdio>
 #include <string>
 
 namespace cellserve::cuda {
@@ -114,9 +115,11 @@ StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& mo
   FoldInputs fold_inputs;  // freed when the tables are made
   ASSIGN_OR_RETURN(auto w, AllocateModelWeights(model, gpu, dtype, fold_max_bytes, &fold_inputs));
   CS_CUDA(cudaSetDevice(gpu));
-  // fp32 weights go to a staging buffer and are converted on the GPU (a no-op copy for fp32).
+  // fp16/bf16: the fp32 weights go to a staging buffer and are converted on the GPU. fp32 needs
+  // none (a head of 32k x 1024 would be 128 MiB more at upload).
   size_t staging_floats = 0;
-  for (const CellType& t : model.cell_types()) staging_floats = std::max<size_t>(staging_floats, t.weight->size());
+  if (dtype != GemmDtype::kF32)
+    for (const CellType& t : model.cell_types()) staging_floats = std::max<size_t>(staging_floats, t.weight->size());
   ASSIGN_OR_RETURN(auto staging, DeviceBuffer<float>::Allocate(gpu, staging_floats));
   std::map<const Tensor*, bool> uploaded;
   CublasHandle cublas;  // made on the first fold
@@ -157,14 +160,39 @@ Status CudaWeightStore::Prepare(const std::vector<const Model*>& models, const s
   for (const Model* model : models) {
     if (weights_.count({model, gpus[0]})) continue;
     ASSIGN_OR_RETURN(auto first, UploadModelWeights(*model, gpus[0], dtype_, fold_max_bytes_));
-    weights_[{model, gpus[0]}] = first;
-    if (gpus.size() == 1) continue;
-#if CELLSERVE_HAVE_NCCL
-    std::vector<std::shared_ptr<ModelWeights>> copies;
-    for (size_t g = 1; g < gpus.size(); ++g) {
-      ASSIGN_OR_RETURN(auto w, AllocateModelWeights(*model, gpus[g], dtype_, fold_max_bytes_, nullptr));
-      copies.push_back(std::move(w));
+    // Recorded only once every GPU has its copy: a Prepare that failed half-way is tried afresh.
+    if (gpus.size() == 1) {
+      weights_[{model, gpus[0]}] = first;
+      continue;
     }
+    std::vector<std::shared_ptr<const ModelWeights>> others;
+#if CELLSERVE_HAVE_NCCL
+    Status broadcast = Broadcast(*model, first, gpus, &others);
+    if (!broadcast.ok()) {  // no P2P, a mismatched NCCL: slower, but every GPU still gets its weights
+      std::fprintf(stderr, "cellserve: cuda: NCCL broadcast of model '%s' failed (%s); uploading to each GPU\n",
+                   model->spec().name.c_str(), broadcast.ToString().c_str());
+      others.clear();
+    }
+#endif
+    for (size_t g = others.size() + 1; g < gpus.size(); ++g) {
+      ASSIGN_OR_RETURN(auto w, UploadModelWeights(*model, gpus[g], dtype_, fold_max_bytes_));
+      others.push_back(std::move(w));
+    }
+    weights_[{model, gpus[0]}] = first;
+    for (size_t g = 1; g < gpus.size(); ++g) weights_[{model, gpus[g]}] = others[g - 1];
+  }
+  return OkStatus();
+}
+
+#if CELLSERVE_HAVE_NCCL
+Status CudaWeightStore::Broadcast(const Model& model, const std::shared_ptr<const ModelWeights>& first,
+                                  const std::vector<int>& gpus, std::vector<std::shared_ptr<const ModelWeights>>* out) {
+  std::vector<std::shared_ptr<ModelWeights>> copies;
+  for (size_t g = 1; g < gpus.size(); ++g) {
+    ASSIGN_OR_RETURN(auto w, AllocateModelWeights(model, gpus[g], dtype_, fold_max_bytes_, nullptr));
+    copies.push_back(std::move(w));
+  }
+  {
     // One communicator over these GPUs; rank 0 (gpus[0]) is the root of every broadcast, each rank
     // on a stream of its own GPU.
     std::vector<ncclComm_t> comms(gpus.size());
@@ -177,15 +205,18 @@ Status CudaWeightStore::Prepare(const std::vector<const Model*>& models, const s
     }
     if (result.ok()) {
       ncclResult_t r = ncclGroupStart();
-      for (size_t b = 0; r == ncclSuccess && b < first->buffers.size(); ++b) {
-        const size_t bytes = first->buffers[b].bytes();
-        for (size_t g = 0; r == ncclSuccess && g < gpus.size(); ++g) {
-          void* dst = g == 0 ? first->buffers[b].get() : copies[g - 1]->buffers[b].get();
-          r = ncclBroadcast(first->buffers[b].get(), dst, bytes, ncclChar, 0, comms[g], streams[g]);
+      if (r == ncclSuccess) {  // a group that did not start is not ended
+        for (size_t b = 0; r == ncclSuccess && b < first->buffers.size(); ++b) {
+          const size_t bytes = first->buffers[b].bytes();
+          for (size_t g = 0; r == ncclSuccess && g < gpus.size(); ++g) {
+            void* dst = g == 0 ? first->buffers[b].get() : copies[g - 1]->buffers[b].get();
+            r = ncclBroadcast(first->buffers[b].get(), dst, bytes, ncclChar, 0, comms[g], streams[g]);
+          }
         }
+        const ncclResult_t end = ncclGroupEnd();
+        if (r == ncclSuccess) r = end;
       }
-      ncclResult_t end = ncclGroupEnd();
-      result = NcclStatus(r != ncclSuccess ? r : end, "ncclBroadcast");
+      result = NcclStatus(r, "ncclBroadcast");
     }
     for (size_t g = 0; g < gpus.size(); ++g) {
       if (!streams[g]) continue;
@@ -195,16 +226,11 @@ Status CudaWeightStore::Prepare(const std::vector<const Model*>& models, const s
     }
     for (ncclComm_t c : comms) ncclCommDestroy(c);
     RETURN_IF_ERROR(result);
-    for (size_t g = 1; g < gpus.size(); ++g) weights_[{model, gpus[g]}] = std::move(copies[g - 1]);
-#else
-    for (size_t g = 1; g < gpus.size(); ++g) {
-      ASSIGN_OR_RETURN(auto w, UploadModelWeights(*model, gpus[g], dtype_, fold_max_bytes_));
-      weights_[{model, gpus[g]}] = std::move(w);
-    }
-#endif
   }
+  for (auto& c : copies) out->push_back(std::move(c));
   return OkStatus();
 }
+#endif
 
 std::shared_ptr<const ModelWeights> CudaWeightStore::Get(const Model& model, int gpu) const {
   std::lock_guard<std::mutex> lock(mu_);

@@ -53,7 +53,9 @@ class CudaWeightStore {
  public:
   CudaWeightStore(GemmDtype dtype, int64_t fold_max_bytes) : dtype_(dtype), fold_max_bytes_(fold_max_bytes) {}
   // Loads each model onto gpus[0] from the host and broadcasts it to gpus[1..] with NCCL (one
-  // communicator for these GPUs). Models already prepared are skipped.
+  // communicator for these GPUs); if the broadcast fails (no P2P, a mismatched NCCL), uploads to
+  // each GPU from the host instead, and says so on stderr. A model counts as prepared only once
+  // every GPU has it; models already prepared are skipped.
   Status Prepare(const std::vector<const Model*>& models, const std::vector<int>& gpus);
   // The weights of `model` on `gpu`, or null if Prepare did not put them there.
   std::shared_ptr<const ModelWeights> Get(const Model& model, int gpu) const;
@@ -61,6 +63,10 @@ class CudaWeightStore {
   int64_t fold_max_bytes() const { return fold_max_bytes_; }
 
  private:
+  // Copies `first` (on gpus[0]) to gpus[1..] with NCCL; appends their weights to `out`. Defined
+  // only in builds with NCCL.
+  Status Broadcast(const Model& model, const std::shared_ptr<const ModelWeights>& first, const std::vector<int>& gpus,
+                   std::vector<std::shared_ptr<const ModelWeights>>* out);
   const GemmDtype dtype_;
   const int64_t fold_max_bytes_;
   mutable std::mutex mu_;

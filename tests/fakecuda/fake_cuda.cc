@@ -128,6 +128,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInitializationError: return "cudaErrorInitializationError";
+    case cudaErrorDevicesUnavailable: return "cudaErrorDevicesUnavailable";
     case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
@@ -249,10 +250,9 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     generation = ++event->recorded;
   }
   return fakecuda::Enqueue(stream, [event, generation] {
-    {
-      std::lock_guard<std::mutex> lock(event->mu);
-      if (event->fired < generation) event->fired = generation;
-    }
+    // Notified under the lock: a waiter that sees `fired` may destroy the event at once.
+    std::lock_guard<std::mutex> lock(event->mu);
+    if (event->fired < generation) event->fired = generation;
     event->cv.notify_all();
   });
 }

@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/cuda_weights.h"
 #include "kernels/gpu/graph_buckets.h"
@@ -241,6 +242,20 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Tables for the token-fed types whose table fits the cap, none for the others; a table row is
 // W_x embedding[v] + bias. The device refuses a store made under another cap.
+// Every CUDA error becomes a Status naming the call and the error; the ones that mean "no GPU can
+// be used here" are UNAVAILABLE, so that --cpu-fallback applies (a GPU another process holds in
+// exclusive mode among them). Needs no GPU.
+TEST(CudaStatusTest, NamesTheCallAndMapsTheCode) {
+  EXPECT_TRUE(cuda::CudaStatus(cudaSuccess, "cudaFree(p)").ok());
+  for (cudaError_t unusable : {cudaErrorNoDevice, cudaErrorInsufficientDriver, cudaErrorInitializationError,
+                               cudaErrorDevicesUnavailable})
+    EXPECT_EQ(cuda::CudaStatus(unusable, "cudaMalloc(&p, n)").code(), StatusCode::kUnavailable) << unusable;
+  const Status oom = cuda::CudaStatus(cudaErrorMemoryAllocation, "cudaMalloc(&p, n)");
+  EXPECT_EQ(oom.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(oom.message().find("cudaMalloc(&p, n): cudaErrorMemoryAllocation"), std::string::npos) << oom.message();
+  EXPECT_EQ(cuda::CudaStatus(cudaErrorInvalidValue, "cudaMemcpy").code(), StatusCode::kInternal);
+}
+
 TEST(CudaBackendTest, FoldedTablesForTokenFedTypesUnderTheCap) {
   REQUIRE_GPU();
   auto model = testing_models::Make(ModelKind::kSeq2Seq, 32, 2, 4, 64);

@@ -1,12 +1,17 @@
-// MakeDevices: backends by name, "all", and what a machine without a GPU says for --backend cuda.
+// MakeDevices: backends by name, "all", and what a machine without a GPU says for --backend cuda
+// (and a CUDA plugin that is not this build's).
 #include "actors/device_factory.h"
 
-#include <gtest/gtest.h>
+#include <dlfcn.h>
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "runtime/this_thread.h"
 #include "tests/unit/common/thread_probe.h"
@@ -156,6 +161,26 @@ TEST(DeviceFactoryTest, CudaWithoutGpuSaysWhatToDoOrFallsBack) {
   ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
   ASSERT_EQ(cpu->size(), 1u);
   EXPECT_EQ((*cpu)[0]->name(), "cpu:0");
+}
+
+TEST(DeviceFactoryDeathTest, APluginThatIsNotThisBuildsSaysWhy) {
+  if (!HaveCudaBackend()) GTEST_SKIP() << "built without CUDA";
+  // In a child (the plugin is loaded once per process): a shared library that is no plugin.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  Dl_info libm{};  // the C math library: a shared library at a path this machine has
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(static_cast<double (*)(double)>(&std::cos)), &libm), 0);
+  ASSERT_NE(libm.dli_fname, nullptr);
+  const std::string path = libm.dli_fname;
+  auto child = [&path] {
+    setenv("CELLSERVE_CUDA_PLUGIN", path.c_str(), 1);
+    DeviceOptions o;
+    o.backend = "cuda";
+    auto r = MakeDevices(o, {testing_models::Make(ModelKind::kLstm)});
+    const bool says_why = !r.ok() && r.status().message().find("lacks the symbol cellserve_cuda_abi_version") !=
+                                         std::string::npos;
+    std::_Exit(says_why ? 0 : 1);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
 }
 
 TEST(DeviceFactoryTest, CudaPrecisionIsChecked) {
