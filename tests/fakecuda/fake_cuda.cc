@@ -171,7 +171,31 @@ cudaError_t cudaDeviceSynchronize() {
   return cudaSuccess;
 }
 
+namespace {
+std::mutex g_fail_mu;
+std::string g_fail_name;  // GUARDED_BY(g_fail_mu)
+int g_fail_in = 0;        // GUARDED_BY(g_fail_mu): calls of g_fail_name until the one that fails
+
+// True when this call of `name` is the one FailNthCall chose.
+bool Injected(const char* name) {
+  std::lock_guard<std::mutex> lock(g_fail_mu);
+  if (g_fail_in <= 0 || g_fail_name != name || --g_fail_in > 0) return false;
+  g_fail_name.clear();
+  return true;
+}
+}  // namespace
+
+namespace fakecuda {
+void FailNthCall(const std::string& name, int n) {
+  std::lock_guard<std::mutex> lock(g_fail_mu);
+  g_fail_name = n > 0 ? name : "";
+  g_fail_in = n;
+}
+}  // namespace fakecuda
+
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  *ptr = nullptr;
+  if (Injected("cudaMalloc")) return cudaErrorInvalidValue;
   *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
 }
@@ -194,6 +218,7 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t str
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
+  if (Injected("cudaStreamCreateWithFlags")) return cudaErrorInvalidValue;
   auto* s = new CUstream_st();
   s->worker = std::thread([s] { s->Run(); });
   std::lock_guard<std::mutex> lock(g_streams_mu);
@@ -234,6 +259,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
+  if (Injected("cudaEventCreateWithFlags")) return cudaErrorInvalidValue;
   *event = new CUevent_st();
   return cudaSuccess;
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include "cuda_runtime.h"
 
@@ -12,6 +13,11 @@ namespace fakecuda {
 // Runs `op` on `stream` after everything enqueued on it before (nullptr: the legacy stream, here
 // at once on the calling thread). While the stream captures, `op` joins the graph instead.
 cudaError_t Enqueue(cudaStream_t stream, std::function<void()> op);
+
+// Fault injection, for the error paths: the `n`th call from now (1 = the next) of the runtime
+// function `name` fails with cudaErrorInvalidValue, once. Names: "cudaMalloc" (cudaMallocHost
+// goes through it), "cudaStreamCreateWithFlags", "cudaEventCreateWithFlags". n = 0 clears it.
+void FailNthCall(const std::string& name, int n);
 
 // fp16 / bf16 bits from a float (round to nearest even) and back.
 unsigned short FloatToBf16(float f);

@@ -9,4 +9,4 @@ if ! command -v valgrind >/dev/null; then
   exit 77
 fi
 exec valgrind --error-exitcode=9 --leak-check=no -q "$1" \
-  --gtest_filter='Kinds/CudaMatchesCpu.*lstm_fp32:Kinds/CudaMatchesCpu.*treelstm_bf16:*BackToBack*:*OutOfMemory*:*Destructor*:*FoldedTables*'
+  --gtest_filter='Kinds/CudaMatchesCpu.*lstm_fp32:Kinds/CudaMatchesCpu.*treelstm_bf16:*BackToBack*:*OutOfMemory*:*Destructor*:*FoldedTables*:CudaDeviceFaultTest.*'

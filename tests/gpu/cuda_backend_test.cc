@@ -33,6 +33,9 @@
 #include "runtime/this_thread.h"
 #include "tests/unit/common/thread_probe.h"
 #include "tests/unit/kernels/test_models.h"
+#if CELLSERVE_FAKE_CUDA
+#include "tests/fakecuda/fake_cuda.h"
+#endif
 
 namespace cellserve {
 namespace {
@@ -537,6 +540,56 @@ TEST(CudaDeviceTest, OutOfMemoryRegistersNothingAndTheDeviceGoesOn) {
   EXPECT_EQ(done.got[0].output.status().code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(done.got[1].output.ok()) << done.got[1].output.status().ToString();
 }
+
+#if CELLSERVE_FAKE_CUDA
+// Error paths no real GPU shows on demand: the fake fails one chosen call. Each failure is a
+// Status naming the call and the device, and leaves nothing half-made: a device made afterwards
+// (or the same device, for a registration) serves as before.
+TEST(CudaDeviceFaultTest, ACallFailingHalfWayThroughCreateIsAnErrorNamingIt) {
+  struct Case {
+    const char* call;
+    int n;
+  };
+  for (const Case c : {Case{"cudaStreamCreateWithFlags", 1}, Case{"cudaStreamCreateWithFlags", 3},
+                       Case{"cudaEventCreateWithFlags", 1}, Case{"cudaEventCreateWithFlags", 5},
+                       Case{"cudaMalloc", 1}}) {
+    fakecuda::FailNthCall(c.call, c.n);
+    auto device = cuda::CudaDevice::Create("cuda:test", {});
+    fakecuda::FailNthCall("", 0);
+    ASSERT_FALSE(device.ok()) << c.call << " #" << c.n << " was not reached";
+    EXPECT_NE(device.status().message().find(c.call), std::string::npos) << device.status().ToString();
+    EXPECT_NE(device.status().message().find("cuda:test (GPU 0)"), std::string::npos) << device.status().ToString();
+  }
+  auto small = testing_models::Make(ModelKind::kLstm, 64, 1, 4, 64);
+  Completions done;
+  auto device = cuda::CudaDevice::Create("cuda:test", {});
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  ASSERT_TRUE((*device)->RegisterModel(*small, 64).ok());
+  (*device)->Submit(1, FirstLayerBatch(small, 1, 1), done.Callback());
+  ASSERT_NO_FATAL_FAILURE(done.WaitFor(1));
+  std::lock_guard<std::mutex> lock(done.mu);
+  EXPECT_TRUE(done.got[0].output.ok()) << done.got[0].output.status().ToString();
+}
+
+TEST(CudaDeviceFaultTest, ARegistrationFailingHalfWayLeavesTheDeviceServing) {
+  auto small = testing_models::Make(ModelKind::kLstm, 64, 1, 4, 64);
+  Completions done;
+  auto device = cuda::CudaDevice::Create("cuda:test", {});
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  fakecuda::FailNthCall("cudaMalloc", 2);
+  const Status failed = (*device)->RegisterModel(*small, 64);
+  fakecuda::FailNthCall("", 0);
+  ASSERT_FALSE(failed.ok()) << "the second cudaMalloc of a registration was not reached";
+  EXPECT_NE(failed.message().find("cudaMalloc"), std::string::npos) << failed.ToString();
+  (*device)->Submit(1, FirstLayerBatch(small, 1, 1), done.Callback());  // not registered: answered at once
+  ASSERT_TRUE((*device)->RegisterModel(*small, 64).ok());
+  (*device)->Submit(2, FirstLayerBatch(small, 1, 1), done.Callback());
+  ASSERT_NO_FATAL_FAILURE(done.WaitFor(2));
+  std::lock_guard<std::mutex> lock(done.mu);
+  EXPECT_EQ(done.got[0].output.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(done.got[1].output.ok()) << done.got[1].output.status().ToString();
+}
+#endif
 
 TEST(CudaDeviceTest, DestructorReportsEverySubmittedRound) {
   REQUIRE_GPU();
