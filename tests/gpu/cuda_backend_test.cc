@@ -520,25 +520,32 @@ TEST(CudaDeviceTest, FullStagingSlotsWaitAndBadBatchesAreAnsweredAtOnce) {
   }
 }
 
+// After a registration of `failed` failed: a round of it is answered at once (INVALID_ARGUMENT:
+// not registered), and `small` registers and runs. Every round is answered before it returns.
+void ExpectServingAfterAFailedRegistration(cuda::CudaDevice& device, const std::shared_ptr<const Model>& failed,
+                                           const std::shared_ptr<const Model>& small) {
+  Completions done;
+  device.Submit(1, FirstLayerBatch(failed, 1, 1), done.Callback());
+  ASSERT_TRUE(device.RegisterModel(*small, 64).ok());
+  device.Submit(2, FirstLayerBatch(small, 1, 1), done.Callback());
+  ASSERT_NO_FATAL_FAILURE(done.WaitFor(2));
+  std::lock_guard<std::mutex> lock(done.mu);
+  EXPECT_EQ(done.got[0].output.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(done.got[1].output.ok()) << done.got[1].output.status().ToString();
+}
+
 // Out of GPU memory at registration: RESOURCE_EXHAUSTED naming the call, nothing half-registered,
 // and the device goes on serving.
 TEST(CudaDeviceTest, OutOfMemoryRegistersNothingAndTheDeviceGoesOn) {
   REQUIRE_GPU();
   auto huge = testing_models::Make(ModelKind::kLstm, 512, 1, 3, 64);
   auto small = testing_models::Make(ModelKind::kLstm, 64, 1, 4, 64);
-  Completions done;  // before the device: its destructor may still report into it
   auto device = cuda::CudaDevice::Create("cuda:test", {});
   ASSERT_TRUE(device.ok()) << device.status().ToString();
   const Status oom = (*device)->RegisterModel(*huge, 1 << 30);  // (2^30 + 1) slots x 2 x 512 floats: 4 TiB
   EXPECT_EQ(oom.code(), StatusCode::kResourceExhausted) << oom.ToString();
   EXPECT_NE(oom.message().find("cudaMalloc"), std::string::npos) << oom.message();
-  (*device)->Submit(1, FirstLayerBatch(huge, 1, 1), done.Callback());  // not registered: answered at once
-  ASSERT_TRUE((*device)->RegisterModel(*small, 64).ok());
-  (*device)->Submit(2, FirstLayerBatch(small, 1, 1), done.Callback());
-  ASSERT_NO_FATAL_FAILURE(done.WaitFor(2));
-  std::lock_guard<std::mutex> lock(done.mu);
-  EXPECT_EQ(done.got[0].output.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_TRUE(done.got[1].output.ok()) << done.got[1].output.status().ToString();
+  ExpectServingAfterAFailedRegistration(**device, huge, small);
 }
 
 #if CELLSERVE_FAKE_CUDA
@@ -573,7 +580,6 @@ TEST(CudaDeviceFaultTest, ACallFailingHalfWayThroughCreateIsAnErrorNamingIt) {
 
 TEST(CudaDeviceFaultTest, ARegistrationFailingHalfWayLeavesTheDeviceServing) {
   auto small = testing_models::Make(ModelKind::kLstm, 64, 1, 4, 64);
-  Completions done;
   auto device = cuda::CudaDevice::Create("cuda:test", {});
   ASSERT_TRUE(device.ok()) << device.status().ToString();
   fakecuda::FailNthCall("cudaMalloc", 2);
@@ -581,13 +587,7 @@ TEST(CudaDeviceFaultTest, ARegistrationFailingHalfWayLeavesTheDeviceServing) {
   fakecuda::FailNthCall("", 0);
   ASSERT_FALSE(failed.ok()) << "the second cudaMalloc of a registration was not reached";
   EXPECT_NE(failed.message().find("cudaMalloc"), std::string::npos) << failed.ToString();
-  (*device)->Submit(1, FirstLayerBatch(small, 1, 1), done.Callback());  // not registered: answered at once
-  ASSERT_TRUE((*device)->RegisterModel(*small, 64).ok());
-  (*device)->Submit(2, FirstLayerBatch(small, 1, 1), done.Callback());
-  ASSERT_NO_FATAL_FAILURE(done.WaitFor(2));
-  std::lock_guard<std::mutex> lock(done.mu);
-  EXPECT_EQ(done.got[0].output.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_TRUE(done.got[1].output.ok()) << done.got[1].output.status().ToString();
+  ExpectServingAfterAFailedRegistration(**device, small, small);
 }
 #endif
 
