@@ -6,9 +6,11 @@
 // usage included, which also goes to stderr).
 // Exit status: 0 answered, 1 any error (connection, server, reply), 2 bad usage.
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -133,15 +135,11 @@ int InferCommand(int argc, char** argv) {
   Output out;
   out.json = flags.GetBool("json");
   out.stream = flags.GetBool("stream");
-  for (const char* name : {"version", "timeout-ms", "max-decode-len", "connect-timeout-ms"}) {
-    auto v = flags.GetInt(name);
-    if (!v.ok()) return BadUsage(out, v.status());
-    if (*v < 0) return BadUsage(out, InvalidArgument(std::string("--") + name + " must be >= 0"));
-  }
-  // The wire carries the deadline in 32-bit milliseconds (about 49 days).
-  if (auto t = flags.GetIntIn("timeout-ms", 0, UINT32_MAX); !t.ok()) return BadUsage(out, t.status());
+  // --version and --timeout-ms go on the wire in 32 bits (the deadline in milliseconds: about 49 days).
+  for (const auto& [name, hi] : {std::pair<const char*, int64_t>{"version", UINT32_MAX}, {"timeout-ms", UINT32_MAX},
+                                 {"max-decode-len", INT64_MAX}, {"connect-timeout-ms", INT64_MAX}})
+    if (auto v = flags.GetIntIn(name, 0, hi); !v.ok()) return BadUsage(out, v.status());
   const int64_t version = *flags.GetInt("version");
-  if (version > UINT32_MAX) return BadUsage(out, InvalidArgument("--version is too large"));
   std::string text;
   for (const auto& word : flags.positional()) text += (text.empty() ? "" : " ") + word;
   const bool has_text = !flags.positional().empty();

@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <cstdlib>
@@ -38,6 +39,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <kj/async.h>
@@ -365,18 +367,15 @@ int LoadgenCommand(int argc, char** argv) {
   cfg.corpus = flags.Get("corpus").empty() ? bench::DefaultCorpusPath() : flags.Get("corpus");
   cfg.json_path = flags.Get("json");
   cfg.answers_path = flags.Get("answers");
-  for (const char* name : {"closed-loop", "timeout-ms", "seed", "connect-timeout-ms"}) {
-    auto v = flags.GetInt(name);
+  // --timeout-ms: the wire carries the deadline in 32-bit milliseconds (about 49 days).
+  for (const auto& [name, hi] : {std::pair<const char*, int64_t>{"closed-loop", INT64_MAX}, {"timeout-ms", UINT32_MAX},
+                                 {"seed", INT64_MAX}, {"connect-timeout-ms", INT64_MAX}})
+    if (auto v = flags.GetIntIn(name, 0, hi); !v.ok()) return BadUsage(v.status());
+  for (const char* name : {"duration-s", "drain-s"}) {
+    auto v = flags.GetDouble(name);  // finite, or an error
     if (!v.ok()) return BadUsage(v.status());
     if (*v < 0) return BadUsage(InvalidArgument(std::string("--") + name + " must be >= 0"));
   }
-  for (const char* name : {"duration-s", "drain-s"}) {
-    auto v = flags.GetDouble(name);
-    if (!v.ok()) return BadUsage(v.status());
-    if (!std::isfinite(*v) || *v < 0) return BadUsage(InvalidArgument(std::string("--") + name + " must be >= 0"));
-  }
-  // The wire carries the deadline in 32-bit milliseconds (about 49 days).
-  if (auto t = flags.GetIntIn("timeout-ms", 0, UINT32_MAX); !t.ok()) return BadUsage(t.status());
   cfg.closed_loop = *flags.GetInt("closed-loop");
   cfg.timeout_ms = *flags.GetInt("timeout-ms");
   cfg.seed = static_cast<uint64_t>(*flags.GetInt("seed"));
@@ -389,7 +388,7 @@ int LoadgenCommand(int argc, char** argv) {
     if (!has_rate) return BadUsage(InvalidArgument("give --rate R (open loop) or --closed-loop N"));
     auto rate = flags.GetDouble("rate");
     if (!rate.ok()) return BadUsage(rate.status());
-    if (!std::isfinite(*rate) || *rate <= 0) return BadUsage(InvalidArgument("--rate must be > 0"));
+    if (*rate <= 0) return BadUsage(InvalidArgument("--rate must be > 0"));
     cfg.rate = *rate;
   }
 

@@ -251,14 +251,14 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto policy = ParsePolicy(flags.Get("policy"));
   if (!policy.ok()) return Fail(policy.status());
   options.scheduler.policy = *policy;
-  for (const char* name : {"fill-first-rounds", "max-requests", "state-slots"}) {
-    auto v = flags.GetInt(name);
-    if (!v.ok()) return Fail(v.status());
-  }
+  auto max_requests = flags.GetInt("max-requests");
   auto lookahead = flags.GetIntIn("lookahead", 1, kMaxLookahead);
-  if (!lookahead.ok()) return Fail(lookahead.status());
+  auto fill_first = flags.GetIntIn("fill-first-rounds", 0, 1000000);
+  auto slots = flags.GetIntIn("state-slots", 2, int64_t{1} << 30);
   auto blas_threads = flags.GetIntIn("blas-threads", 0, kMaxThreads);
-  if (!blas_threads.ok()) return Fail(blas_threads.status());
+  for (const Status* s : {&max_requests.status(), &lookahead.status(), &fill_first.status(), &slots.status(),
+                          &blas_threads.status()})
+    if (!s->ok()) return Fail(*s);
   if (flags.Get("devices") == "all") {
     options.devices = 0;
   } else {
@@ -272,13 +272,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.cuda_graphs = !flags.GetBool("no-cuda-graphs");
   options.sim_profile = flags.Get("sim-profile");
   options.scheduler.lookahead = static_cast<int>(*lookahead);
-  const int64_t fill_first = *flags.GetInt("fill-first-rounds");
-  if (fill_first < 0 || fill_first > 1000000) return Fail(InvalidArgument("--fill-first-rounds must be in [0, 1000000]"));
-  options.scheduler.fill_first_rounds = static_cast<int>(fill_first);
-  options.scheduler.max_requests = *flags.GetInt("max-requests");
-  const int64_t slots = *flags.GetInt("state-slots");
-  if (slots < 2 || slots > (int64_t{1} << 30)) return Fail(InvalidArgument("--state-slots must be in [2, 2^30]"));
-  options.scheduler.state_slots = static_cast<int32_t>(slots);
+  options.scheduler.fill_first_rounds = static_cast<int>(*fill_first);
+  options.scheduler.max_requests = *max_requests;
+  options.scheduler.state_slots = static_cast<int32_t>(*slots);
   options.blas_threads = static_cast<int>(*blas_threads);
   auto fold_max = FoldMaxBytes(flags);
   if (!fold_max.ok()) return Fail(fold_max.status());

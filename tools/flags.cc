@@ -174,8 +174,10 @@ StatusOr<int64_t> Flags::GetInt(const std::string& name) const {
 StatusOr<int64_t> Flags::GetIntIn(const std::string& name, int64_t lo, int64_t hi) const {
   ASSIGN_OR_RETURN(const int64_t x, GetInt(name));
   if (x < lo || x > hi)
-    return InvalidArgument("--" + name + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-                           std::to_string(x));
+    return InvalidArgument("--" + name + " must be " +
+                           (hi == INT64_MAX ? ">= " + std::to_string(lo)
+                                            : "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]") +
+                           ", got " + std::to_string(x));
   return x;
 }
 

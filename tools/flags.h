@@ -47,8 +47,7 @@ class Flags {
   bool GetBool(const std::string& name) const;
   // INVALID_ARGUMENT, naming the flag, for a value that is not an integer or outside int64.
   StatusOr<int64_t> GetInt(const std::string& name) const;
-  // GetInt, and INVALID_ARGUMENT unless lo <= value <= hi (for values narrowed to int, or sent on
-  // a wire with fewer bits).
+  // GetInt, and INVALID_ARGUMENT unless lo <= value <= hi (hi = INT64_MAX: no upper bound).
   StatusOr<int64_t> GetIntIn(const std::string& name, int64_t lo, int64_t hi) const;
   // INVALID_ARGUMENT for a value that is not a finite number (inf and nan are refused).
   StatusOr<double> GetDouble(const std::string& name) const;
