@@ -29,7 +29,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cerrno>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
