@@ -99,7 +99,7 @@ struct NodeState {
   void Finished(RequestId id, int w, bool ran) {
     auto it = requests.find(id);
     if (it == requests.end()) return;
-    const Pending p = it->second;
+    const int64_t estimate = it->second.estimate, epoch = it->second.epoch;
     requests.erase(it);
     if (w < 0 || w >= static_cast<int>(workers.size())) return;
     Worker& worker = workers[w];
@@ -107,8 +107,8 @@ struct NodeState {
     // Rejected before its worker admitted it: the worker's load never changed, so no report will
     // take the estimate back; without this, a burst of bad requests left a worker looking busy
     // and the node sent everything to the others.
-    if (!ran && worker.reports == p.epoch)
-      worker.unreported_cells = std::max<int64_t>(0, worker.unreported_cells - p.estimate);
+    if (!ran && worker.reports == epoch)
+      worker.unreported_cells = std::max<int64_t>(0, worker.unreported_cells - estimate);
   }
 
   void Load(const LoadReport& r) {
