@@ -65,7 +65,6 @@ from run_kernel_bench import machine  # noqa: E402
 
 SECTIONS = {"serve": "## Soak: one server under mixed load", "router": "## Soak: a router and two nodes, one killed each cycle"}
 GAUGES = ("cellserve_requests_in_flight", "cellserve_rpc_calls_in_flight", "cellserve_state_slots_in_use")
-DROPPED = "dropped by clients"  # not a code: cellserve_rpc_client_cancels_total
 ERROR_CODES = ["DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED", "INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE"]
 MAX_TOKENS = 512   # the front door's --max-tokens: the over-long bad input sends one more
 MAX_REQUESTS = 512  # --max-requests of the serving processes: the flood goes beyond it
@@ -90,9 +89,9 @@ def proc_status(pid):
         return None
 
 
-def codes_by_name(port):
-    """cellserve_requests_total by code (summed over models), from http://127.0.0.1:PORT/metrics,
-    and cellserve_rpc_client_cancels_total under the key DROPPED."""
+def front_counts(port):
+    """From http://127.0.0.1:PORT/metrics: cellserve_requests_total by code (summed over models),
+    and cellserve_rpc_client_cancels_total (calls dropped by clients)."""
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
         text = r.read().decode("utf-8", "replace")
     out = {}
@@ -100,8 +99,7 @@ def codes_by_name(port):
         code = re.search(r'code="([^"]*)"', m.group(1)).group(1)
         out[code] = out.get(code, 0) + int(float(m.group(2)))
     dropped = re.search(r'^cellserve_rpc_client_cancels_total\s+(\S+)$', text, re.M)
-    out[DROPPED] = int(float(dropped.group(1))) if dropped else 0
-    return out
+    return out, int(float(dropped.group(1))) if dropped else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +263,7 @@ def run_cycle(args, index, procs, target, bad, cdir):
     os.makedirs(cdir)
     failures = []
     addr = target.addr
-    before = codes_by_name(target.front_port)
+    before, dropped_before = front_counts(target.front_port)
     t0 = time.monotonic()
 
     def at(seconds):
@@ -319,9 +317,9 @@ def run_cycle(args, index, procs, target, bad, cdir):
     gauges, zero = wait_zero(target.metrics_ports(), 30.0)
     if not zero:
         failures.append("cycle %d: 30 s after the load, still in flight (by metrics port): %s" % (index, gauges))
-    after = codes_by_name(target.front_port)
+    after, dropped_after = front_counts(target.front_port)
     delta = {c: after.get(c, 0) - before.get(c, 0) for c in after}
-    dropped = delta.pop(DROPPED, 0)
+    dropped = dropped_after - dropped_before
     for code in ("DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "INVALID_ARGUMENT", "NOT_FOUND"):
         if delta.get(code, 0) <= 0:
             failures.append("cycle %d: the front door answered no %s this cycle" % (index, code))
@@ -375,7 +373,7 @@ def table(rows, args):
     codes = ["OK"] + [c for c in ERROR_CODES if c != "UNAVAILABLE" or args.target == "router"]
     labels = list(rows[0]["idle"])
     dropped = "dropped" in rows[0]  # not in runs recorded before the counter existed
-    head = ["cycle", "answered"] + codes + ([DROPPED] if dropped else []) + ["main p50 / p99 (ms)"]
+    head = ["cycle", "answered"] + codes + (["dropped by clients"] if dropped else []) + ["main p50 / p99 (ms)"]
     head += ["%s: idle RSS (MiB), threads, fds" % label for label in labels]
     if args.target == "router":
         head.append("node b back (s)")
