@@ -83,18 +83,8 @@ pkg_installed() {
 NPM_VALIDATE_DIR="$CACHE_DIR/npm-k8s-validate"
 install_validators() {
   command -v npm >/dev/null || return 0
-  if cmp -s deploy/validate/package-lock.json "$NPM_VALIDATE_DIR/package-lock.json" &&
-     [[ -f "$NPM_VALIDATE_DIR/node_modules/kubernetes-models/package.json" &&
-        -f "$NPM_VALIDATE_DIR/node_modules/js-yaml/package.json" ]]; then
-    return 0
-  fi
-  section "installing the manifest validators (npm kubernetes-models, js-yaml) into $NPM_VALIDATE_DIR"
-  mkdir -p "$NPM_VALIDATE_DIR"
-  cp deploy/validate/package.json deploy/validate/package-lock.json "$NPM_VALIDATE_DIR/"
-  if ! timeout 300 npm ci --prefix "$NPM_VALIDATE_DIR" --prefer-offline --no-audit --no-fund --loglevel=error; then
-    rm -f "$NPM_VALIDATE_DIR/package-lock.json"  # tried again next time
+  deploy/validate/install.sh "$NPM_VALIDATE_DIR" --prefer-offline ||
     echo "cellserve.sh: could not install them (offline, and not in npm's cache?); the k8s_manifests test will fail" >&2
-  fi
 }
 
 install_packages() {

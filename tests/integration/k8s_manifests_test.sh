@@ -69,19 +69,11 @@ for py in python3 /usr/bin/python3; do
 done
 
 # ---- 1. npm packages ----------------------------------------------------------------------------
-if ! cmp -s "$VALIDATE/package-lock.json" "$NPM_DIR/package-lock.json" ||
-   [[ ! -f "$NPM_DIR/node_modules/kubernetes-models/package.json" || ! -f "$NPM_DIR/node_modules/js-yaml/package.json" ]]; then
-  # From npm's cache only: a test never downloads (./cellserve.sh deps installs them, online if
-  # the cache lacks them).
-  echo "installing kubernetes-models and js-yaml into $NPM_DIR from npm's cache"
-  mkdir -p "$NPM_DIR"
-  cp "$VALIDATE/package.json" "$VALIDATE/package-lock.json" "$NPM_DIR/"
-  if ! timeout 300 npm ci --prefix "$NPM_DIR" --offline --no-audit --no-fund --loglevel=error >"$WORK/npm.log" 2>&1; then
-    grep -v EBADENGINE "$WORK/npm.log" | tail -n 20
-    rm -f "$NPM_DIR/package-lock.json"  # retried next time
-    fail "kubernetes-models/js-yaml are neither installed in $NPM_DIR nor in npm's cache: run ./cellserve.sh deps"
-    finish
-  fi
+# From npm's cache only: a test never downloads (./cellserve.sh deps installs them, online if the
+# cache lacks them).
+if ! "$VALIDATE/install.sh" "$NPM_DIR" --offline; then
+  fail "kubernetes-models/js-yaml are neither installed in $NPM_DIR nor in npm's cache: run ./cellserve.sh deps"
+  finish
 fi
 export CELLSERVE_NODE_MODULES="$NPM_DIR/node_modules"
 pass "npm: kubernetes-models $(node -p "require('$NPM_DIR/node_modules/kubernetes-models/package.json').version")"
