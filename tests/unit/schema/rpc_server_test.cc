@@ -130,6 +130,18 @@ class RpcServerTest : public ::testing::Test {
     return false;
   }
 
+  // Waits (bounded) until the cluster has answered `n` requests, and returns its report. A worker
+  // lets go of a cancelled request before the request actor hears it and counts the answer, so
+  // ClusterIdle() can be true a moment before the count moves.
+  ClusterReport WaitForAnswers(int64_t n) {
+    ClusterReport r = cluster_->Report();
+    for (int i = 0; i < 600 && r.completed + r.failed + r.rejected < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      r = cluster_->Report();
+    }
+    return r;
+  }
+
   Repo repo_;
   std::unique_ptr<LocalCluster> cluster_;
 };
@@ -177,7 +189,7 @@ TEST_F(RpcServerTest, ACallDroppedOnALiveConnectionIsCancelledInTheCluster) {
   const std::string text = metrics.Serialize();
   EXPECT_NE(text.find("\ncellserve_rpc_client_cancels_total 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("\ncellserve_rpc_calls_in_flight 0\n"), std::string::npos) << text;
-  ClusterReport r = cluster_->Report();
+  ClusterReport r = WaitForAnswers(1);
   EXPECT_EQ(r.failed, 1) << "answered CANCELLED inside the cluster";
   EXPECT_EQ(r.completed, 0) << "it was not run to the end";
 }
@@ -273,7 +285,7 @@ TEST_F(RpcServerTest, StopWithCallsInFlightReturnsAndFreesThem) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
   EXPECT_TRUE(ClusterIdle());
   EXPECT_EQ(server->stats().client_cancels, 0) << "the server dropped it, not the client";
-  ClusterReport report = cluster_->Report();
+  ClusterReport report = WaitForAnswers(1);
   EXPECT_EQ(report.failed, 1) << "cancelled in the cluster when the server stopped";
   EXPECT_EQ(report.completed, 0) << "it was not run to the end";
 }
