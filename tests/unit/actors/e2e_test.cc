@@ -465,7 +465,7 @@ TEST_F(ActorClusterTest, PinnedThreadsServeTheSameResults) {
       (*cluster)->Infer(model, InputFor(ref.model(model), Tokens(1 + i % 20, i, 500)), 0, answers.For(i));
     }
     (*cluster)->Stop();
-    EXPECT_TRUE(testing_threads::TaskNamed("cs-idle-poll:" + std::to_string(cpus.front())).empty())
+    EXPECT_TRUE(testing_threads::ThreadGone("cs-idle-poll:" + std::to_string(cpus.front())))
         << "Stop stops the idle poll";
     for (int i = 0; i < 30; ++i) {
       const std::string& model = names[static_cast<size_t>(i) % 3];

@@ -23,6 +23,7 @@ namespace {
 
 using testing_threads::AllowedCpusOfThread;
 using testing_threads::TaskNamed;
+using testing_threads::ThreadGone;
 
 std::string PollerName(int cpu) { return "cs-idle-poll:" + std::to_string(cpu); }
 
@@ -64,7 +65,7 @@ TEST(IdlePollerTest, SpinsOnEachCpuInTheIdleClassUntilDestroyed) {
       EXPECT_GT(after, before) << PollerName(cpu) << " did not run";
     }
   }
-  for (int cpu : cpus) EXPECT_TRUE(TaskNamed(PollerName(cpu)).empty()) << PollerName(cpu) << " outlived its poller";
+  for (int cpu : cpus) EXPECT_TRUE(ThreadGone(PollerName(cpu))) << PollerName(cpu) << " outlived its poller";
 }
 
 // While `hold` says true the threads sleep (asking again each millisecond); then they spin again.
@@ -130,7 +131,7 @@ TEST(IdlePollerTest, RefusesBadCpuListsAndLeavesNoThread) {
   // The first thread starts, the second cannot be pinned: the first is stopped and joined.
   auto out_of_range = IdlePoller::Start({cpu, 1 << 20});
   ASSERT_FALSE(out_of_range.ok());
-  EXPECT_TRUE(TaskNamed(PollerName(cpu)).empty());
+  EXPECT_TRUE(ThreadGone(PollerName(cpu)));
 }
 
 }  // namespace

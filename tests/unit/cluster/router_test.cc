@@ -270,7 +270,7 @@ TEST_F(RouterTest, IdlePollKeepsTheCallersCoresAwakeUntilStop) {
   router->Stop();
   EXPECT_TRUE(router->idle_poll_cpus().empty());
   for (int cpu : cpus)
-    EXPECT_TRUE(testing_threads::TaskNamed("cs-idle-poll:" + std::to_string(cpu)).empty()) << "Stop stops it";
+    EXPECT_TRUE(testing_threads::ThreadGone("cs-idle-poll:" + std::to_string(cpu))) << "Stop stops it";
   RouterOptions bad = o;
   bad.idle_poll_below = -1;
   EXPECT_EQ(Router::Start(bad).status().code(), StatusCode::kInvalidArgument);

@@ -40,4 +40,15 @@ inline std::string AllowedCpusOfThread(const std::string& name) {
   return "";
 }
 
+// Whether the thread named `name` is gone from /proc, giving it up to 5 s. A joined thread can
+// still be listed there for a while: join returns when the thread clears its id, and the kernel
+// removes its task only later, which a preempted (say SCHED_IDLE) thread may take long to reach.
+inline bool ThreadGone(const std::string& name) {
+  for (int i = 0; i < 500; ++i) {
+    if (TaskNamed(name).empty()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return TaskNamed(name).empty();
+}
+
 }  // namespace cellserve::testing_threads
