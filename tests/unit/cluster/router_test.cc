@@ -20,9 +20,12 @@
 #include "runtime/this_thread.h"
 #include "tests/unit/common/temp_model_repo.h"
 #include "tests/unit/common/thread_probe.h"
+#include "tests/unit/common/wait_for.h"
 
 namespace cellserve::cluster {
 namespace {
+
+using testutil::WaitFor;
 
 class Repo : public testutil::TempModelRepo {
  public:
@@ -75,15 +78,6 @@ class Answers {
   std::map<int, StatusOr<RequestResult>> results_;
   std::map<int, int> counts_;
 };
-
-bool WaitFor(const std::function<bool()>& done, std::chrono::seconds timeout) {
-  const auto give_up = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
 
 class RouterTest : public ::testing::Test {
  protected:
