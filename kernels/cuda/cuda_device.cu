@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <future>
@@ -141,6 +142,7 @@ class CudaDevice::Impl {
     // and make room for every graph of the models registered with this one.
     graphs_ = gpu::LruCache<gpu::GraphKey, GraphExec>(GraphCacheCapacity(model));
     warmed_.clear();
+    ungraphable_.clear();
     // Built aside and committed only when everything is allocated: a failure registers nothing.
     ModelState m;
     m.slots = slots;
@@ -406,34 +408,58 @@ class CudaDevice::Impl {
   // The round's compute on the compute stream: its graph, or plain launches. The first round of a
   // (model, type, bucket) runs plain, so that cuBLAS picks and loads its kernel for that shape
   // (and ours load) outside a stream capture; later rounds capture a graph per staging slot once
-  // and launch it.
+  // and launch it. A shape whose graph cannot be made (a library call that capture does not
+  // support, no memory for the instance) runs plain from then on, this round included: nothing
+  // captured has run, and serving without a graph beats failing every round of that shape.
   Status Compute(ModelState& m, const Model* model, int32_t type, int32_t bucket, int32_t slot) {
     if (!options_.use_graphs) return LaunchKernels(m, model, type, bucket, slot);
     const gpu::GraphKey key{model, type, bucket, slot};
     GraphExec* exec = graphs_.Find(key);
-    if (!exec && warmed_.insert({model, type, bucket}).second) {
-      ++graph_stats_.warmups;
-      return LaunchKernels(m, model, type, bucket, slot);
-    }
     if (!exec) {
-      CS_CUDA(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
-      Status launched = LaunchKernels(m, model, type, bucket, slot);
-      cudaGraph_t graph = nullptr;
-      Status ended = CudaStatus(cudaStreamEndCapture(compute_, &graph), "cudaStreamEndCapture");
-      if (!launched.ok() || !ended.ok()) {
-        if (graph) cudaGraphDestroy(graph);
-        return !launched.ok() ? launched : ended;
+      const Shape shape{model, type, bucket};
+      if (warmed_.insert(shape).second) {
+        ++graph_stats_.warmups;
+        return LaunchKernels(m, model, type, bucket, slot);
       }
-      cudaGraphExec_t instance = nullptr;
-      Status inst = CudaStatus(cudaGraphInstantiate(&instance, graph, 0), "cudaGraphInstantiate");
-      cudaGraphDestroy(graph);
-      RETURN_IF_ERROR(inst);
-      exec = &graphs_.Insert(key, GraphExec(instance));
+      if (ungraphable_.count(shape)) {
+        ++graph_stats_.plain_rounds;
+        return LaunchKernels(m, model, type, bucket, slot);
+      }
+      StatusOr<cudaGraphExec_t> captured = Capture(m, model, type, bucket, slot);
+      if (!captured.ok()) {
+        ungraphable_.insert(shape);
+        ++graph_stats_.capture_failures;
+        ++graph_stats_.plain_rounds;
+        std::fprintf(stderr,
+                     "cellserve: %s: cannot make a CUDA graph for model '%s', cell type %d, %d rows (%s); that shape "
+                     "runs without graphs from now on\n",
+                     name_.c_str(), model->spec().name.c_str(), type, bucket, captured.status().ToString().c_str());
+        return LaunchKernels(m, model, type, bucket, slot);
+      }
+      exec = &graphs_.Insert(key, GraphExec(*captured));
       ++graph_stats_.captures;
     }
     CS_CUDA(cudaGraphLaunch(exec->get(), compute_));
     ++graph_stats_.launches;
     return OkStatus();
+  }
+
+  // Captures the round's launches into a graph and instantiates it. On an error the stream has
+  // left capture mode (cudaStreamEndCapture ran) and nothing is left allocated.
+  StatusOr<cudaGraphExec_t> Capture(ModelState& m, const Model* model, int32_t type, int32_t bucket, int32_t slot) {
+    CS_CUDA(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
+    Status launched = LaunchKernels(m, model, type, bucket, slot);
+    cudaGraph_t graph = nullptr;
+    Status ended = CudaStatus(cudaStreamEndCapture(compute_, &graph), "cudaStreamEndCapture");
+    if (!launched.ok() || !ended.ok()) {
+      if (graph) cudaGraphDestroy(graph);
+      return !launched.ok() ? launched : ended;
+    }
+    cudaGraphExec_t instance = nullptr;
+    Status inst = CudaStatus(cudaGraphInstantiate(&instance, graph, 0), "cudaGraphInstantiate");
+    cudaGraphDestroy(graph);
+    RETURN_IF_ERROR(inst);
+    return instance;
   }
 
   // gather -> one GEMM for all gates -> fused element-wise (or head argmax), on compute_.
@@ -566,7 +592,9 @@ class CudaDevice::Impl {
   std::vector<Staging> staging_;
   gpu::StreamPlanner planner_;
   gpu::LruCache<gpu::GraphKey, GraphExec> graphs_;
-  std::set<std::tuple<const Model*, int32_t, int32_t>> warmed_;  // (model, type, bucket) run plain once
+  using Shape = std::tuple<const Model*, int32_t, int32_t>;  // (model, cell type, bucket)
+  std::set<Shape> warmed_;       // run plain once (before their first capture)
+  std::set<Shape> ungraphable_;  // their capture failed: plain launches only
   std::deque<InFlight> in_flight_;
   int64_t pending_ = 0;
   uint64_t seq_ = 0;

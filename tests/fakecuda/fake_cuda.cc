@@ -133,6 +133,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
   }
   return "cudaErrorUnknown";
 }
@@ -295,19 +296,29 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
   if (!stream || stream->capturing) return cudaErrorInvalidValue;
+  if (Injected("cudaStreamBeginCapture")) return cudaErrorInvalidValue;
   stream->capturing = true;
   stream->captured.clear();
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  *graph = nullptr;
   if (!stream || !stream->capturing) return cudaErrorInvalidValue;
   stream->capturing = false;
+  // As CUDA does for a capture that something invalidated: no graph, and the stream is no longer
+  // capturing (what was captured never runs).
+  if (Injected("cudaStreamEndCapture")) {
+    stream->captured.clear();
+    return cudaErrorStreamCaptureInvalidated;
+  }
   *graph = new CUgraph_st{std::move(stream->captured)};
   stream->captured.clear();
   return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  *exec = nullptr;
   if (!graph) return cudaErrorInvalidValue;
+  if (Injected("cudaGraphInstantiate")) return cudaErrorMemoryAllocation;
   *exec = new CUgraphExec_st{graph->ops};
   return cudaSuccess;
 }

@@ -15,8 +15,11 @@ namespace fakecuda {
 cudaError_t Enqueue(cudaStream_t stream, std::function<void()> op);
 
 // Fault injection, for the error paths: the `n`th call from now (1 = the next) of the runtime
-// function `name` fails with cudaErrorInvalidValue, once. Names: "cudaMalloc" (cudaMallocHost
-// goes through it), "cudaStreamCreateWithFlags", "cudaEventCreateWithFlags". n = 0 clears it.
+// function `name` fails, once. Names: "cudaMalloc" (cudaMallocHost goes through it),
+// "cudaStreamCreateWithFlags", "cudaEventCreateWithFlags", "cudaStreamBeginCapture" (all
+// cudaErrorInvalidValue); "cudaStreamEndCapture" (cudaErrorStreamCaptureInvalidated: no graph,
+// the stream leaves capture mode, the captured work never runs); "cudaGraphInstantiate"
+// (cudaErrorMemoryAllocation). n = 0 clears it.
 void FailNthCall(const std::string& name, int n);
 
 // fp16 / bf16 bits from a float (round to nearest even) and back.

@@ -589,6 +589,34 @@ TEST(CudaDeviceFaultTest, ARegistrationFailingHalfWayLeavesTheDeviceServing) {
   EXPECT_NE(failed.message().find("cudaMalloc"), std::string::npos) << failed.ToString();
   ExpectServingAfterAFailedRegistration(**device, small, small);
 }
+
+// A graph that cannot be made (the capture refused or invalidated, no memory for the instance):
+// that round runs with plain launches and answers as the CPU does, the shape is not captured
+// again (no failure per round), and other shapes still get their graphs.
+TEST(CudaDeviceFaultTest, AShapeWhoseGraphCannotBeMadeRunsWithoutGraphs) {
+  auto model = testing_models::Make(ModelKind::kLstm, 64, 1, 11, 64);
+  for (const char* call : {"cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate"}) {
+    SCOPED_TRACE(call);
+    Twin twin(model, cuda::Precision::kF32, /*graphs=*/true, /*fold=*/true, /*slots=*/256, 1e-5);
+    std::mt19937 rng(5);
+    const int32_t type = model->layer_type(0);
+    twin.Round(type, 8, rng);  // the shape's first round: plain, before any capture
+    fakecuda::FailNthCall(call, 1);
+    twin.Round(type, 8, rng);  // its capture fails: run plain
+    fakecuda::FailNthCall("", 0);
+    twin.Round(type, 8, rng);  // plain again, no capture tried
+    twin.Round(type, 20, rng);  // another bucket: plain first, then captured
+    twin.Round(type, 20, rng);
+    if (HasFatalFailure()) return;
+    twin.CompareSlots();
+    const auto g = twin.gpu().device().graph_stats();
+    EXPECT_EQ(g.capture_failures, 1);
+    EXPECT_EQ(g.plain_rounds, 2);
+    EXPECT_EQ(g.warmups, 2);
+    EXPECT_EQ(g.captures, 1);
+    EXPECT_EQ(g.launches, 1);
+  }
+}
 #endif
 
 TEST(CudaDeviceTest, DestructorReportsEverySubmittedRound) {
