@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -18,6 +19,8 @@
 #include "kernels/gpu/precision.h"
 #include "kernels/sim/sim_device.h"
 #include "runtime/this_thread.h"
+
+#include "cellserve_plugin_abi_tag.h"  // generated at build time (cmake/plugin_abi_tag.cmake)
 
 namespace cellserve {
 
@@ -131,13 +134,13 @@ StatusOr<cuda::PluginCreateDevicesFn> LoadCudaPlugin() {
     }
     void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!handle) return Unavailable("cannot load the CUDA backend " + path + ": " + dlerror());
-    auto version = reinterpret_cast<cuda::PluginAbiVersionFn>(dlsym(handle, cuda::kPluginAbiVersionSymbol));
+    auto tag = reinterpret_cast<cuda::PluginAbiTagFn>(dlsym(handle, cuda::kPluginAbiTagSymbol));
     auto entry = reinterpret_cast<cuda::PluginCreateDevicesFn>(dlsym(handle, cuda::kPluginCreateDevicesSymbol));
     std::string why;
-    if (!version || !entry)
-      why = std::string("it lacks the symbol ") + (!version ? cuda::kPluginAbiVersionSymbol : cuda::kPluginCreateDevicesSymbol);
-    else if (version() != cuda::kPluginAbiVersion)
-      why = "its ABI version is " + std::to_string(version()) + ", this binary's " + std::to_string(cuda::kPluginAbiVersion);
+    if (!tag || !entry)
+      why = std::string("it lacks the symbol ") + (!tag ? cuda::kPluginAbiTagSymbol : cuda::kPluginCreateDevicesSymbol);
+    else if (std::strcmp(tag(), cuda::kPluginAbiTag) != 0)
+      why = std::string("its ABI tag is ") + tag() + ", this binary's " + cuda::kPluginAbiTag;
     if (!why.empty()) {
       dlclose(handle);
       return Unavailable("the CUDA backend " + path + " is not this build's (" + why + "): rebuild it with the binary");

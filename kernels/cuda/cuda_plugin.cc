@@ -1,10 +1,11 @@
 // The plugin's entry points (cuda_plugin.h): CUDA devices for actors/device_factory.cc.
 #include "kernels/cuda/cuda_plugin.h"
 
+#include "cellserve_plugin_abi_tag.h"  // generated (cmake/plugin_abi_tag.cmake)
 #include "kernels/cuda/cuda_device.h"
 
-extern "C" __attribute__((visibility("default"))) int cellserve_cuda_abi_version() {
-  return cellserve::cuda::kPluginAbiVersion;
+extern "C" __attribute__((visibility("default"))) const char* cellserve_cuda_abi_tag() {
+  return cellserve::cuda::kPluginAbiTag;
 }
 
 extern "C" __attribute__((visibility("default"))) void cellserve_cuda_create_devices(

@@ -3,8 +3,11 @@
 // it starts on machines without CUDA (CPU-only nodes), starts fast, and the metrics server's
 // threads are not broken by cuBLAS's 94 KB of static thread-local storage (linked in, it made
 // every small-stack thread creation fail, and with it prometheus-cpp's HTTP server).
-// The plugin and the binary are built together from one tree (same compiler, same types); the
-// ABI version guards against a stale plugin. No CUDA headers here.
+// The plugin and the binary are built together from one tree (same compiler, same types). A
+// stale plugin is refused by its ABI tag: both sides include the generated
+// cellserve_plugin_abi_tag.h (cmake/plugin_abi_tag.cmake), a hash of the headers whose types
+// cross this boundary (runtime/*.h, this file, kernels/gpu/precision.h) and of the compiler, so
+// no one has to remember to bump a number. No CUDA headers here.
 #pragma once
 
 #include <cstdint>
@@ -17,8 +20,6 @@
 #include "runtime/status.h"
 
 namespace cellserve::cuda {
-
-constexpr int kPluginAbiVersion = 3;
 
 struct PluginRequest {
   int count = 1;                      // GPUs; 0 = all
@@ -35,9 +36,9 @@ struct PluginResult {
 };
 
 // The plugin's exported entry points (C names, looked up with dlsym).
-using PluginAbiVersionFn = int (*)();
+using PluginAbiTagFn = const char* (*)();  // kPluginAbiTag, as the plugin was built
 using PluginCreateDevicesFn = void (*)(const PluginRequest&, PluginResult*);
-constexpr char kPluginAbiVersionSymbol[] = "cellserve_cuda_abi_version";
+constexpr char kPluginAbiTagSymbol[] = "cellserve_cuda_abi_tag";
 constexpr char kPluginCreateDevicesSymbol[] = "cellserve_cuda_create_devices";
 
 }  // namespace cellserve::cuda

@@ -175,8 +175,27 @@ TEST(DeviceFactoryDeathTest, APluginThatIsNotThisBuildsSaysWhy) {
     DeviceOptions o;
     o.backend = "cuda";
     auto r = MakeDevices(o, {testing_models::Make(ModelKind::kLstm)});
-    const bool says_why = !r.ok() && r.status().message().find("lacks the symbol cellserve_cuda_abi_version") !=
+    const bool says_why = !r.ok() && r.status().message().find("lacks the symbol cellserve_cuda_abi_tag") !=
                                          std::string::npos;
+    std::_Exit(says_why ? 0 : 1);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
+
+// A plugin built from other sources (or by another compiler) has another ABI tag: refused by it,
+// naming both tags, and never called (the stand-in aborts if it is).
+TEST(DeviceFactoryDeathTest, APluginFromAnotherBuildIsRefusedByItsTag) {
+  if (!HaveCudaBackend()) GTEST_SKIP() << "built without CUDA";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto child = [] {
+    setenv("CELLSERVE_CUDA_PLUGIN", STALE_CUDA_PLUGIN_PATH, 1);
+    DeviceOptions o;
+    o.backend = "cuda";
+    auto r = MakeDevices(o, {testing_models::Make(ModelKind::kLstm)});
+    const std::string message = r.ok() ? "" : r.status().message();
+    const bool says_why = message.find("its ABI tag is stale-build, this binary's ") != std::string::npos &&
+                          message.find("rebuild it with the binary") != std::string::npos;
+    if (!says_why) std::fprintf(stderr, "got: %s\n", message.c_str());
     std::_Exit(says_why ? 0 : 1);
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
