@@ -15,7 +15,8 @@ Checks:
   - the build stage installs every -dev package of cellserve.sh's PACKAGES (its build
     dependencies) but the fuzzers' clang runtime;
   - each build stage (build, cuda-build) COPYs every folder the top-level CMakeLists.txt adds
-    with add_subdirectory (a folder added later and not copied fails the configure step);
+    with add_subdirectory or names as ${PROJECT_SOURCE_DIR}/FOLDER/ (a folder added later and not
+    copied fails the configure or the build step);
   - the runtime stages (cpu, cuda) run as a numeric non-root USER, have ENTRYPOINT
     ["cellserve"], EXPOSE 7410 and 9410, a HEALTHCHECK with `cellserve health`, and install
     cellserve-model-repo (the initContainer's command in deploy/k8s);
@@ -107,10 +108,13 @@ def cellserve_sh_packages(root):
 
 
 def cmake_top_folders(root):
-    """The first path component of every add_subdirectory(...) in the top-level CMakeLists.txt."""
+    """The first path component of every add_subdirectory(...) in the top-level CMakeLists.txt, and
+    of every ${PROJECT_SOURCE_DIR}/FOLDER/ it names (a script or header list the build reads)."""
     text = open(os.path.join(root, "CMakeLists.txt"), encoding="utf-8").read()
     text = "\n".join(line.split("#")[0] for line in text.splitlines())
-    return sorted({m.split("/")[0] for m in re.findall(r"add_subdirectory\(\s*([^\s)]+)", text)})
+    folders = {m.split("/")[0] for m in re.findall(r"add_subdirectory\(\s*([^\s)]+)", text)}
+    folders |= set(re.findall(r"\$\{PROJECT_SOURCE_DIR\}/([A-Za-z0-9_.-]+)/", text))
+    return sorted(folders)
 
 
 def apt_packages(run):
@@ -267,7 +271,7 @@ def main():
                 copied |= {src.strip("/").split("/")[0] for src in split_flags(rest)[1][:-1]}
         for folder in needed:
             if folder not in copied:
-                bad(f"stage {stage} does not COPY {folder}/ (CMakeLists.txt adds it with add_subdirectory)")
+                bad(f"stage {stage} does not COPY {folder}/ (CMakeLists.txt adds or reads it)")
 
     for name in RUNTIME_STAGES:
         body = stages.get(name, [])
