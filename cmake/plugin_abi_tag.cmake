@@ -1,13 +1,13 @@
 # Writes OUT: kPluginAbiTag, a hash of the compiler and of every header whose types cross the
-# CUDA plugin's boundary (INPUTS_FILE lists them, one path per line, under ROOT), so that a
-# plugin and a binary built from different sources or by different compilers refuse each other
-# (kernels/cuda/cuda_plugin.h) without anyone remembering to bump a number. Run at every build;
-# OUT is rewritten only when the tag changes, so an unchanged tag rebuilds nothing.
-file(STRINGS "${INPUTS_FILE}" inputs)
+# CUDA plugin's boundary (INPUTS_FILE lists them, one path per line, relative to ROOT), so that a
+# plugin and a binary whose boundary headers or compiler differ refuse each other
+# (kernels/cuda/cuda_plugin.h) without anyone remembering to bump a number. It does not see
+# changes to .cc files or compile flags: the two are still meant to come from one build. Run at
+# every build; OUT is rewritten only when the tag changes, so an unchanged tag rebuilds nothing.
+file(STRINGS "${INPUTS_FILE}" inputs ENCODING UTF-8)
 set(all "${COMPILER}\n")
-foreach(path IN LISTS inputs)
-  file(READ "${path}" text)
-  file(RELATIVE_PATH name "${ROOT}" "${path}")  # not the checkout's location: two clones agree
+foreach(name IN LISTS inputs)  # relative names: two clones of one tree agree
+  file(READ "${ROOT}/${name}" text)
   string(APPEND all "== ${name}\n${text}\n")
 endforeach()
 string(SHA256 hash "${all}")

@@ -4,10 +4,11 @@
 // threads are not broken by cuBLAS's 94 KB of static thread-local storage (linked in, it made
 // every small-stack thread creation fail, and with it prometheus-cpp's HTTP server).
 // The plugin and the binary are built together from one tree (same compiler, same types). A
-// stale plugin is refused by its ABI tag: both sides include the generated
-// cellserve_plugin_abi_tag.h (cmake/plugin_abi_tag.cmake), a hash of the headers whose types
-// cross this boundary (runtime/*.h, this file, kernels/gpu/precision.h) and of the compiler, so
-// no one has to remember to bump a number. No CUDA headers here.
+// stale plugin whose boundary types differ is refused by its ABI tag: both sides include the
+// generated cellserve_plugin_abi_tag.h (cmake/plugin_abi_tag.cmake), a hash of the headers whose
+// types cross this boundary (runtime/*.h, this file, kernels/gpu/precision.h) and of the
+// compiler, so no one has to remember to bump a number. (Changes to .cc files or to compile
+// flags do not change the tag.) No CUDA headers here.
 #pragma once
 
 #include <cstdint>
