@@ -408,9 +408,10 @@ class CudaDevice::Impl {
   // The round's compute on the compute stream: its graph, or plain launches. The first round of a
   // (model, type, bucket) runs plain, so that cuBLAS picks and loads its kernel for that shape
   // (and ours load) outside a stream capture; later rounds capture a graph per staging slot once
-  // and launch it. A shape whose graph cannot be made (a library call that capture does not
-  // support, no memory for the instance) runs plain from then on, this round included: nothing
-  // captured has run, and serving without a graph beats failing every round of that shape.
+  // and launch it. When the graph cannot be made, nothing captured has run, so the round runs
+  // plain instead: a capture that CUDA refuses or invalidates (a library call capture does not
+  // support) makes the shape plain from then on, rather than failing every round of it; an
+  // instantiation out of memory only this round. Any other error is the round's.
   Status Compute(ModelState& m, const Model* model, int32_t type, int32_t bucket, int32_t slot) {
     if (!options_.use_graphs) return LaunchKernels(m, model, type, bucket, slot);
     const gpu::GraphKey key{model, type, bucket, slot};
@@ -425,18 +426,21 @@ class CudaDevice::Impl {
         ++graph_stats_.plain_rounds;
         return LaunchKernels(m, model, type, bucket, slot);
       }
-      StatusOr<cudaGraphExec_t> captured = Capture(m, model, type, bucket, slot);
-      if (!captured.ok()) {
-        ungraphable_.insert(shape);
+      Captured captured = Capture(m, model, type, bucket, slot);
+      if (captured.outcome == CaptureOutcome::kError) return captured.status;
+      if (captured.outcome != CaptureOutcome::kOk) {
         ++graph_stats_.capture_failures;
         ++graph_stats_.plain_rounds;
-        std::fprintf(stderr,
-                     "cellserve: %s: cannot make a CUDA graph for model '%s', cell type %d, %d rows (%s); that shape "
-                     "runs without graphs from now on\n",
-                     name_.c_str(), model->spec().name.c_str(), type, bucket, captured.status().ToString().c_str());
+        if (captured.outcome == CaptureOutcome::kUnsupported) {
+          ungraphable_.insert(shape);
+          std::fprintf(stderr,
+                       "cellserve: %s: cannot capture a CUDA graph for model '%s', cell type %d, %d rows (%s); "
+                       "that shape runs without graphs from now on\n",
+                       name_.c_str(), model->spec().name.c_str(), type, bucket, captured.status.ToString().c_str());
+        }
         return LaunchKernels(m, model, type, bucket, slot);
       }
-      exec = &graphs_.Insert(key, GraphExec(*captured));
+      exec = &graphs_.Insert(key, GraphExec(captured.exec));
       ++graph_stats_.captures;
     }
     CS_CUDA(cudaGraphLaunch(exec->get(), compute_));
@@ -444,22 +448,49 @@ class CudaDevice::Impl {
     return OkStatus();
   }
 
-  // Captures the round's launches into a graph and instantiates it. On an error the stream has
-  // left capture mode (cudaStreamEndCapture ran) and nothing is left allocated.
-  StatusOr<cudaGraphExec_t> Capture(ModelState& m, const Model* model, int32_t type, int32_t bucket, int32_t slot) {
-    CS_CUDA(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
+  // The stream-capture errors (900-908): CUDA refused or invalidated the capture itself; the
+  // stream and the context are fine, only this graph cannot be made.
+  static bool IsCaptureError(cudaError_t e) {
+    return e >= cudaErrorStreamCaptureUnsupported && e <= cudaErrorStreamCaptureWrongThread;
+  }
+  enum class CaptureOutcome { kOk, kUnsupported, kOutOfMemory, kError };
+  struct Captured {
+    CaptureOutcome outcome = CaptureOutcome::kOk;
+    cudaGraphExec_t exec = nullptr;  // kOk
+    Status status;                   // otherwise
+  };
+
+  // Captures the round's launches into a graph and instantiates it. After a successful
+  // cudaStreamBeginCapture, cudaStreamEndCapture runs on every path, so the stream always leaves
+  // capture mode; nothing is left allocated on an error.
+  Captured Capture(ModelState& m, const Model* model, int32_t type, int32_t bucket, int32_t slot) {
+    Captured out;
+    const cudaError_t began = cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal);
+    if (began != cudaSuccess) {
+      out.outcome = IsCaptureError(began) ? CaptureOutcome::kUnsupported : CaptureOutcome::kError;
+      out.status = CudaStatus(began, "cudaStreamBeginCapture");
+      return out;
+    }
     Status launched = LaunchKernels(m, model, type, bucket, slot);
     cudaGraph_t graph = nullptr;
-    Status ended = CudaStatus(cudaStreamEndCapture(compute_, &graph), "cudaStreamEndCapture");
-    if (!launched.ok() || !ended.ok()) {
+    const cudaError_t ended = cudaStreamEndCapture(compute_, &graph);
+    if (!launched.ok() || ended != cudaSuccess) {
       if (graph) cudaGraphDestroy(graph);
-      return !launched.ok() ? launched : ended;
+      // A launch the capture did not allow shows as an invalidated capture at its end.
+      out.outcome = IsCaptureError(ended) ? CaptureOutcome::kUnsupported : CaptureOutcome::kError;
+      out.status = ended != cudaSuccess && (launched.ok() || IsCaptureError(ended))
+                       ? CudaStatus(ended, "cudaStreamEndCapture")
+                       : launched;
+      return out;
     }
-    cudaGraphExec_t instance = nullptr;
-    Status inst = CudaStatus(cudaGraphInstantiate(&instance, graph, 0), "cudaGraphInstantiate");
+    const cudaError_t made = cudaGraphInstantiate(&out.exec, graph, 0);
     cudaGraphDestroy(graph);
-    RETURN_IF_ERROR(inst);
-    return instance;
+    if (made != cudaSuccess) {
+      out.exec = nullptr;
+      out.outcome = made == cudaErrorMemoryAllocation ? CaptureOutcome::kOutOfMemory : CaptureOutcome::kUnsupported;
+      out.status = CudaStatus(made, "cudaGraphInstantiate");
+    }
+    return out;
   }
 
   // gather -> one GEMM for all gates -> fused element-wise (or head argmax), on compute_.

@@ -20,9 +20,10 @@
 // (counted in CudaGraphStats::host_waits; the scheduler's lookahead keeps below it), except from
 // inside a callback, where it completes at once, on the calling thread, with RESOURCE_EXHAUSTED.
 // Errors: every CUDA, cuBLAS and NCCL call is checked; a failure is the round's Status naming the
-// call and the error (cuda_check.h), except a graph that cannot be captured or instantiated: that
-// shape then runs with plain launches (logged once, counted in CudaGraphStats). The destructor
-// reports every submitted round, then joins.
+// call and the error (cuda_check.h), except a graph that cannot be made (capture refused or
+// invalidated, instantiation out of memory): that round, and for a refused capture that shape from
+// then on, runs with plain launches (CudaGraphStats counts them). The destructor reports every
+// submitted round, then joins.
 // This header has no CUDA includes, so g++-built code (actors/, tools/) can create devices.
 #pragma once
 
@@ -70,8 +71,9 @@ struct CudaGraphStats {
   // Rounds run with plain launches before any capture of their (model, type, bucket): the first
   // of each, so that cuBLAS and the kernels load outside a stream capture.
   int64_t warmups = 0;
-  // Shapes whose capture or instantiation failed (each logged once); they run with plain
-  // launches from then on, counted in plain_rounds (the failed round included).
+  // Graphs that could not be made: the capture refused or invalidated (the shape then runs with
+  // plain launches from then on, logged once) or the instantiation out of memory (that round
+  // only). plain_rounds counts the rounds run plain for either reason.
   int64_t capture_failures = 0;
   int64_t plain_rounds = 0;
   int64_t evictions = 0;  // graphs dropped by the LRU bound

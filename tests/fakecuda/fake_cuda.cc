@@ -134,6 +134,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
   }
   return "cudaErrorUnknown";
 }
@@ -174,29 +175,31 @@ cudaError_t cudaDeviceSynchronize() {
 
 namespace {
 std::mutex g_fail_mu;
-std::string g_fail_name;  // GUARDED_BY(g_fail_mu)
-int g_fail_in = 0;        // GUARDED_BY(g_fail_mu): calls of g_fail_name until the one that fails
+std::string g_fail_name;                      // GUARDED_BY(g_fail_mu)
+int g_fail_in = 0;                            // GUARDED_BY(g_fail_mu): calls of g_fail_name until the one that fails
+cudaError_t g_fail_error = cudaSuccess;       // GUARDED_BY(g_fail_mu): what it fails with; cudaSuccess: the call's default
 
-// True when this call of `name` is the one FailNthCall chose.
-bool Injected(const char* name) {
+// The error this call of `name` is to fail with (FailNthCall chose it), or cudaSuccess.
+cudaError_t Injected(const char* name, cudaError_t by_default) {
   std::lock_guard<std::mutex> lock(g_fail_mu);
-  if (g_fail_in <= 0 || g_fail_name != name || --g_fail_in > 0) return false;
+  if (g_fail_in <= 0 || g_fail_name != name || --g_fail_in > 0) return cudaSuccess;
   g_fail_name.clear();
-  return true;
+  return g_fail_error != cudaSuccess ? g_fail_error : by_default;
 }
 }  // namespace
 
 namespace fakecuda {
-void FailNthCall(const std::string& name, int n) {
+void FailNthCall(const std::string& name, int n, cudaError_t error) {
   std::lock_guard<std::mutex> lock(g_fail_mu);
   g_fail_name = n > 0 ? name : "";
   g_fail_in = n;
+  g_fail_error = error;
 }
 }  // namespace fakecuda
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   *ptr = nullptr;
-  if (Injected("cudaMalloc")) return cudaErrorInvalidValue;
+  if (cudaError_t e = Injected("cudaMalloc", cudaErrorInvalidValue)) return e;
   *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
 }
@@ -219,7 +222,7 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t str
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
-  if (Injected("cudaStreamCreateWithFlags")) return cudaErrorInvalidValue;
+  if (cudaError_t e = Injected("cudaStreamCreateWithFlags", cudaErrorInvalidValue)) return e;
   auto* s = new CUstream_st();
   s->worker = std::thread([s] { s->Run(); });
   std::lock_guard<std::mutex> lock(g_streams_mu);
@@ -260,7 +263,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
-  if (Injected("cudaEventCreateWithFlags")) return cudaErrorInvalidValue;
+  if (cudaError_t e = Injected("cudaEventCreateWithFlags", cudaErrorInvalidValue)) return e;
   *event = new CUevent_st();
   return cudaSuccess;
 }
@@ -296,7 +299,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
   if (!stream || stream->capturing) return cudaErrorInvalidValue;
-  if (Injected("cudaStreamBeginCapture")) return cudaErrorInvalidValue;
+  if (cudaError_t e = Injected("cudaStreamBeginCapture", cudaErrorStreamCaptureUnsupported)) return e;
   stream->capturing = true;
   stream->captured.clear();
   return cudaSuccess;
@@ -307,9 +310,9 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   stream->capturing = false;
   // As CUDA does for a capture that something invalidated: no graph, and the stream is no longer
   // capturing (what was captured never runs).
-  if (Injected("cudaStreamEndCapture")) {
+  if (cudaError_t e = Injected("cudaStreamEndCapture", cudaErrorStreamCaptureInvalidated)) {
     stream->captured.clear();
-    return cudaErrorStreamCaptureInvalidated;
+    return e;
   }
   *graph = new CUgraph_st{std::move(stream->captured)};
   stream->captured.clear();
@@ -318,7 +321,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
   *exec = nullptr;
   if (!graph) return cudaErrorInvalidValue;
-  if (Injected("cudaGraphInstantiate")) return cudaErrorMemoryAllocation;
+  if (cudaError_t e = Injected("cudaGraphInstantiate", cudaErrorMemoryAllocation)) return e;
   *exec = new CUgraphExec_st{graph->ops};
   return cudaSuccess;
 }

@@ -15,12 +15,13 @@ namespace fakecuda {
 cudaError_t Enqueue(cudaStream_t stream, std::function<void()> op);
 
 // Fault injection, for the error paths: the `n`th call from now (1 = the next) of the runtime
-// function `name` fails, once. Names: "cudaMalloc" (cudaMallocHost goes through it),
-// "cudaStreamCreateWithFlags", "cudaEventCreateWithFlags", "cudaStreamBeginCapture" (all
-// cudaErrorInvalidValue); "cudaStreamEndCapture" (cudaErrorStreamCaptureInvalidated: no graph,
-// the stream leaves capture mode, the captured work never runs); "cudaGraphInstantiate"
-// (cudaErrorMemoryAllocation). n = 0 clears it.
-void FailNthCall(const std::string& name, int n);
+// function `name` fails, once, with `error`, or by default with: "cudaMalloc" (cudaMallocHost
+// goes through it), "cudaStreamCreateWithFlags", "cudaEventCreateWithFlags":
+// cudaErrorInvalidValue; "cudaStreamBeginCapture": cudaErrorStreamCaptureUnsupported;
+// "cudaStreamEndCapture": cudaErrorStreamCaptureInvalidated (no graph, the stream leaves capture
+// mode, the captured work never runs); "cudaGraphInstantiate": cudaErrorMemoryAllocation.
+// n = 0 clears it.
+void FailNthCall(const std::string& name, int n, cudaError_t error = cudaSuccess);
 
 // fp16 / bf16 bits from a float (round to nearest even) and back.
 unsigned short FloatToBf16(float f);

@@ -18,6 +18,7 @@ enum cudaError_t {
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureWrongThread = 908,  // the last of the stream-capture errors (900-908)
 };
 using cudaError = cudaError_t;
 

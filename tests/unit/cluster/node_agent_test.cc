@@ -163,7 +163,6 @@ TEST_F(NodeAgentTest, ARegistrationAcceptedWhileLeavingIsTakenBackBeforeLeaveRet
 TEST_F(NodeAgentTest, ARegistrationRefusedWhileLeavingNeedsNoGoodbye) {
   EXPECT_TRUE(LeaveWhileTheRouterAnswersLater(0, "the node table is full"));
   EXPECT_TRUE(router_.byes().empty());
-  EXPECT_EQ(router_.registrations(), 1) << "a node that is leaving does not register again";
 }
 
 // Registered, then leaving: one goodbye with the id the router gave, and no wait for anything else.
