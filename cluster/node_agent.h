@@ -12,8 +12,9 @@
 // Leave, which says goodbye after the last answer went out, so no answer is lost on the way.
 // Thread-safety: every method may be called from any thread, except that Leave (and so the
 // destructor) is to run on the thread that called Start: from a second thread, CAF 0.17 was seen
-// to hang (11 minutes, until killed) destroying the agent's actor system (tests/unit/cluster/node_agent_test.cc;
-// `cellserve node` starts and leaves on its main thread). The cluster must outlive the agent.
+// to hang destroying the agent's actor system (11 minutes, until killed; in a variant of
+// tests/unit/cluster/node_agent_test.cc). `cellserve node` starts and leaves on its main thread.
+// The cluster must outlive the agent.
 #pragma once
 
 #include <cstdint>
