@@ -69,6 +69,11 @@ struct LocalCluster::Impl {
   std::vector<DeviceReport> final_devices;  // GUARDED_BY(report_mu): the last report, after Stop
 
   std::vector<DeviceReport> CollectDevices() const {  // requires life_mu (shared) and running
+    std::vector<DeviceReport> out = CollectDevicesWithScopedActor();
+    actors::ReleaseThisThreadsCafLogger();  // the caller's thread may outlive the system
+    return out;
+  }
+  std::vector<DeviceReport> CollectDevicesWithScopedActor() const {
     std::vector<DeviceReport> out;
     caf::scoped_actor self{*system};
     for (size_t i = 0; i < workers.size(); ++i) {
@@ -204,6 +209,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     std::unique_lock<std::shared_mutex> lock(impl->life_mu);
     impl->running = true;
   }
+  actors::ReleaseThisThreadsCafLogger();  // the cluster may be stopped from another thread
   return std::unique_ptr<LocalCluster>(new LocalCluster(std::move(impl)));
 }
 

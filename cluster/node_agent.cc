@@ -547,6 +547,7 @@ StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(LocalCluster* cluster, Nod
   impl->agent = impl->system->spawn(AgentActor, cluster, options, impl->links, EncodeRegistration(registration));
   Impl* raw = impl.get();
   impl->connector = std::thread([raw] { raw->ConnectLoop(); });
+  actors::ReleaseThisThreadsCafLogger();  // Leave may come from another thread
   return std::unique_ptr<NodeAgent>(new NodeAgent(std::move(impl)));
 }
 

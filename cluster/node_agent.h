@@ -10,11 +10,9 @@
 // Drain (SIGTERM): tells every router to place nothing more here and waits for their
 // acknowledgements; the caller then stops the LocalCluster (in-flight requests finish) and calls
 // Leave, which says goodbye after the last answer went out, so no answer is lost on the way.
-// Thread-safety: every method may be called from any thread, except that Leave (and so the
-// destructor) is to run on the thread that called Start: from a second thread, CAF 0.17 was seen
-// to hang destroying the agent's actor system (11 minutes, until killed; in a variant of
-// tests/unit/cluster/node_agent_test.cc). `cellserve node` starts and leaves on its main thread.
-// The cluster must outlive the agent.
+// Thread-safety: every method may be called from any thread (Leave and the destructor too: Start
+// lets go of CAF's thread-local hold on the agent's actor system, actors/caf_config.h). The
+// cluster must outlive the agent.
 #pragma once
 
 #include <cstdint>

@@ -398,6 +398,7 @@ StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   }
   impl->port = *published;
   impl->running = true;
+  actors::ReleaseThisThreadsCafLogger();  // the router may be stopped from another thread
   auto router = std::unique_ptr<Router>(new Router(std::move(impl)));
   if (options.idle_poll) {  // as LocalCluster does: the caller's cores, held while busy
     ASSIGN_OR_RETURN(router->impl_->idle_poller,

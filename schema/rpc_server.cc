@@ -83,13 +83,11 @@ class ReportThread {
         reply = std::move(queue_.front());
         queue_.pop_front();
       }
-      // Report uses a CAF scoped_actor, which (CAF 0.17.6) leaves state behind on its thread
-      // until that thread exits, and the actor system's destructor waits for it: measured here,
-      // `serve` hung at SIGTERM after one health call made from this long-lived thread. So each
-      // report runs on a thread of its own; one at a time, so a flood of health calls stays cheap.
-      ClusterReport report;
-      std::thread([&] { report = cluster_->Report(); }).join();
-      reply(std::move(report));
+      // One at a time, so a flood of health calls stays cheap. (A LocalCluster's report uses a CAF
+      // scoped_actor; it lets go of CAF's thread-local state before it returns, so this
+      // long-lived thread does not keep the cluster's actor system from stopping:
+      // actors/caf_config.h.)
+      reply(cluster_->Report());
     }
   }
   ServingBackend* cluster_;

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -397,6 +398,40 @@ TEST_F(ActorClusterTest, SimBackendAnswersEveryRequestAtItsProfilesPace) {
   EXPECT_GT(busy, 0);
   o.sim_profile = repo_->dir() + "/missing.json";
   EXPECT_EQ(LocalCluster::Start(o).status().code(), StatusCode::kNotFound);
+}
+
+// Threads made and used elsewhere: a cluster started on one thread, which lives on, and reported
+// on by another that lives on too, still stops (and is destroyed) from a third. CAF 0.17 pins
+// every such thread to the system's logger, and the system's destructor waits for the pins; here
+// nothing may be waiting on the two threads (they are released only after the stop is judged).
+TEST_F(ActorClusterTest, StopsFromAnyThreadWhileTheThreadsThatStartedAndAskedItLiveOn) {
+  std::promise<std::unique_ptr<LocalCluster>> started;
+  std::promise<void> reported, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::thread starter([&] {
+    auto cluster = LocalCluster::Start(Options(1));
+    started.set_value(cluster.ok() ? std::move(cluster).value() : nullptr);
+    released.wait();
+  });
+  std::unique_ptr<LocalCluster> cluster = started.get_future().get();
+  if (!cluster) {
+    release.set_value();
+    starter.join();
+    FAIL() << "the cluster did not start";
+  }
+  std::thread reporter([&] {
+    cluster->Report();
+    reported.set_value();
+    released.wait();
+  });
+  reported.get_future().wait();
+  auto stopped = std::async(std::launch::async, [&] { cluster.reset(); });
+  const bool in_time = stopped.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  release.set_value();  // a pinned system lets go once the threads end: the test ends either way
+  stopped.wait();
+  starter.join();
+  reporter.join();
+  EXPECT_TRUE(in_time) << "destroying the cluster waited for the threads that started it and asked it";
 }
 
 TEST_F(ActorClusterTest, StopDrainsRequestsInFlight) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -128,8 +129,7 @@ class NodeAgentTest : public ::testing::Test {
   }
 
   // Calls Leave() here while another thread answers the held registration 300 ms later (node id
-  // `id`, 0 = refused). Returns whether Leave was still waiting when the answer went out. Leave
-  // runs on this thread, the one that started the agent (see node_agent.h).
+  // `id`, 0 = refused). Returns whether Leave was still waiting when the answer went out.
   bool LeaveWhileTheRouterAnswersLater(uint64_t id, const std::string& error = "") {
     std::atomic<bool> left{false}, waiting_at_answer{false};
     std::thread answer([&] {
@@ -173,6 +173,18 @@ TEST_F(NodeAgentTest, ARegisteredNodeSaysGoodbyeWithItsId) {
   const auto t0 = std::chrono::steady_clock::now();
   agent_->Leave();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4)) << "Leave waited for its timeout";
+  EXPECT_EQ(router_.byes(), std::vector<uint64_t>{42});
+}
+
+// Leave from a thread other than the one that started the agent, which lives on (the test's
+// own). CAF 0.17 pins the starting thread to the agent's actor system; Start lets go of it, or
+// destroying the system here would wait for good (it did: 11 minutes, until killed).
+TEST_F(NodeAgentTest, LeavesFromAnotherThread) {
+  router_.Release(42);
+  ASSERT_TRUE(agent_->WaitRegistered(10000));
+  auto left = std::async(std::launch::async, [this] { agent_->Leave(); });
+  EXPECT_EQ(left.wait_for(std::chrono::seconds(20)), std::future_status::ready)
+      << "Leave from a second thread did not return (if it never does, ctest's timeout ends this test)";
   EXPECT_EQ(router_.byes(), std::vector<uint64_t>{42});
 }
 
