@@ -4,11 +4,9 @@
 // device threads need, and a timer every few ms keeps them spinning forever (measured: an idle
 // node process burned 0.3 cores). So: no spinning, sleep at once; logging quiet.
 // `threads` > 0 sets the scheduler's worker threads; 0: one per CPU the calling thread may use.
-// MakeActorSystem: the system from that config, destroyable from any thread (see below).
 #pragma once
 
 #include <cstddef>
-#include <memory>
 
 #include <caf/all.hpp>
 
@@ -27,25 +25,16 @@ inline void ConfigureActorSystem(caf::actor_system_config& config, int threads) 
   config.set("work-stealing.moderate-poll-attempts", static_cast<size_t>(0));
 }
 
-// CAF 0.17's actor_system constructor makes its logger the calling thread's current one (a
-// thread-local reference), and its destructor waits until that logger is destroyed. So a system
-// destroyed on any other thread than the one that made it waited for that thread's reference for
-// good (seen: a NodeAgent left from a second thread hung 11 minutes, until killed). The reference
-// is let go here; we log nothing through CAF, so the calling thread loses nothing.
-inline std::unique_ptr<caf::actor_system> MakeActorSystem(caf::actor_system_config& config) {
-  auto system = std::make_unique<caf::actor_system>(config);
-  caf::logger::set_current_actor_system(nullptr);
-  return system;
-}
-
 // CAF 0.17 keeps a strong reference to an actor system's logger in a thread-local of every thread
 // that made the system, spawned an actor in it or made a scoped_actor there, and the system's
 // destructor waits until that logger is gone. So a system destroyed while such a thread lives on
 // waits for good: `serve` hung at SIGTERM after one health call had run a report (a scoped_actor)
 // on a long-lived thread, and a NodeAgent left from a thread other than the one that started it
 // hung 11 minutes, until killed. Every function of ours that does one of those on a caller's
-// thread calls this before it returns. We log nothing through CAF (quiet, above), so the thread
-// loses nothing.
+// thread calls this before it returns, unless it destroys the system itself on that thread (the
+// destructor lets go of its own thread's reference) or the thread is joined before the system
+// goes (NodeAgent's connector). We log nothing through CAF (quiet, above), so the thread loses
+// nothing.
 inline void ReleaseThisThreadsCafLogger() { caf::logger::set_current_actor_system(nullptr); }
 
 }  // namespace cellserve::actors

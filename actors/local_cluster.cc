@@ -69,9 +69,10 @@ struct LocalCluster::Impl {
   std::vector<DeviceReport> final_devices;  // GUARDED_BY(report_mu): the last report, after Stop
 
   std::vector<DeviceReport> CollectDevices() const {  // requires life_mu (shared) and running
-    std::vector<DeviceReport> out = CollectDevicesWithScopedActor();
-    actors::ReleaseThisThreadsCafLogger();  // the caller's thread may outlive the system
-    return out;
+    struct Release {  // the caller's thread may outlive the system; also if the report throws
+      ~Release() { actors::ReleaseThisThreadsCafLogger(); }
+    } release;
+    return CollectDevicesWithScopedActor();
   }
   std::vector<DeviceReport> CollectDevicesWithScopedActor() const {
     std::vector<DeviceReport> out;
