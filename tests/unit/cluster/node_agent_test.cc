@@ -20,7 +20,7 @@
 
 #include "actors/local_cluster.h"
 #include "cluster/wire.h"
-#include "tests/unit/common/temp_model_repo.h"
+#include "tests/unit/cluster/cls_model_repo.h"
 #include "tests/unit/common/wait_for.h"
 
 namespace cellserve::cluster {
@@ -104,15 +104,6 @@ class ScriptedRouter {
 class NodeAgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ModelSpec spec;
-    spec.name = "cls";
-    spec.kind = ModelKind::kLstm;
-    spec.vocab_size = 50;
-    spec.embed_dim = 8;
-    spec.hidden = 8;
-    spec.layers = 1;
-    spec.classes = 2;
-    repo_.Write(spec, 3);
     LocalClusterOptions o;
     o.model_repo = repo_.dir();
     auto cluster = LocalCluster::Start(o);
@@ -145,7 +136,7 @@ class NodeAgentTest : public ::testing::Test {
 
   // Destroyed in reverse: the agent leaves before the router and the cluster go.
   ScriptedRouter router_;
-  testutil::TempModelRepo repo_{"cellserve_node_agent_test"};
+  testutil::ClsModelRepo repo_{"cellserve_node_agent_test"};
   std::unique_ptr<LocalCluster> cluster_;
   std::unique_ptr<NodeAgent> agent_;
 };

@@ -18,7 +18,7 @@
 #include "cluster/node_agent.h"
 #include "monitoring/metrics.h"
 #include "runtime/this_thread.h"
-#include "tests/unit/common/temp_model_repo.h"
+#include "tests/unit/cluster/cls_model_repo.h"
 #include "tests/unit/common/thread_probe.h"
 #include "tests/unit/common/wait_for.h"
 
@@ -26,21 +26,6 @@ namespace cellserve::cluster {
 namespace {
 
 using testutil::WaitFor;
-
-class Repo : public testutil::TempModelRepo {
- public:
-  Repo() : TempModelRepo("cellserve_router_test") {
-    ModelSpec spec;
-    spec.name = "cls";
-    spec.kind = ModelKind::kLstm;
-    spec.vocab_size = 500;
-    spec.embed_dim = 16;
-    spec.hidden = 16;
-    spec.layers = 2;
-    spec.classes = 3;
-    Write(spec, 11);
-  }
-};
 
 RequestInput Tokens(int n, int seed) {
   RequestInput in;
@@ -120,7 +105,7 @@ class RouterTest : public ::testing::Test {
     ASSERT_TRUE(WaitFor([&] { return router_->nodes().size() == 2; }, std::chrono::seconds(10)));
   }
 
-  Repo repo_;
+  testutil::ClsModelRepo repo_{"cellserve_router_test"};
   // Declared in the order they must start (and are destroyed in reverse): the agents leave first.
   monitoring::ServingMetrics metrics_;
   std::unique_ptr<Router> router_;
