@@ -69,12 +69,10 @@ struct LocalCluster::Impl {
   std::vector<DeviceReport> final_devices;  // GUARDED_BY(report_mu): the last report, after Stop
 
   std::vector<DeviceReport> CollectDevices() const {  // requires life_mu (shared) and running
-    struct Release {  // the caller's thread may outlive the system; also if the report throws
+    // Destroyed last (after `self`), even on a throw: the caller's thread may outlive the system.
+    struct Release {
       ~Release() { actors::ReleaseThisThreadsCafLogger(); }
     } release;
-    return CollectDevicesWithScopedActor();
-  }
-  std::vector<DeviceReport> CollectDevicesWithScopedActor() const {
     std::vector<DeviceReport> out;
     caf::scoped_actor self{*system};
     for (size_t i = 0; i < workers.size(); ++i) {

@@ -231,11 +231,10 @@ int BenchCommand(int argc, char** argv) {
                             &fill_first.status(), &batch.status(), &wait_ms.status(), &seed.status(), &floor_runs.status(),
                             &blas.status(), &caf.status()})
       if (!s->ok()) return BadUsage(*s);
-    if (!(*duration > 0) || !(*drain >= 0) || *devices < 1 || *lookahead < 1 || *batch < 1 || !(*wait_ms >= 0) ||
-        *floor_runs < 1 || *blas < 1 || *caf < 0 || *fill_first < 0)
-      return BadUsage(InvalidArgument("--duration-s, --devices, --lookahead, --padded-batch, --floor-runs and "
-                                  "--blas-threads must be positive; --drain-s, --padded-wait-ms, "
-                                  "--fill-first-rounds and --caf-threads not negative"));
+    // The GetIntIn flags above are range-checked already.
+    if (!(*duration > 0) || !(*drain >= 0) || *batch < 1 || !(*wait_ms >= 0) || *floor_runs < 1)
+      return BadUsage(InvalidArgument("--duration-s, --padded-batch and --floor-runs must be positive; "
+                                      "--drain-s and --padded-wait-ms not negative"));
     cfg.duration_s = *duration;
     cfg.drain_s = *drain;
     cfg.cluster.devices = static_cast<int>(*devices);
