@@ -410,8 +410,9 @@ class CudaDevice::Impl {
   // (and ours load) outside a stream capture; later rounds capture a graph per staging slot once
   // and launch it. When the graph cannot be made, nothing captured has run, so the round runs
   // plain instead: a capture that CUDA refuses or invalidates (a library call capture does not
-  // support) makes the shape plain from then on, rather than failing every round of it; an
-  // instantiation out of memory only this round. Any other error is the round's.
+  // support), or an instantiation it refuses, makes the shape plain from then on, rather than
+  // failing every round of it; an instantiation out of memory only this round. Any other error
+  // (outside capture and instantiation) is the round's.
   Status Compute(ModelState& m, const Model* model, int32_t type, int32_t bucket, int32_t slot) {
     if (!options_.use_graphs) return LaunchKernels(m, model, type, bucket, slot);
     const gpu::GraphKey key{model, type, bucket, slot};

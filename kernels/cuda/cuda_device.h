@@ -21,8 +21,8 @@
 // inside a callback, where it completes at once, on the calling thread, with RESOURCE_EXHAUSTED.
 // Errors: every CUDA, cuBLAS and NCCL call is checked; a failure is the round's Status naming the
 // call and the error (cuda_check.h), except a graph that cannot be made (capture refused or
-// invalidated, instantiation out of memory): that round, and for a refused capture that shape from
-// then on, runs with plain launches (CudaGraphStats counts them). The destructor reports every
+// invalidated, instantiation refused or out of memory): that round, and unless it was only out of
+// memory that shape from then on, runs with plain launches (CudaGraphStats counts them). The destructor reports every
 // submitted round, then joins.
 // This header has no CUDA includes, so g++-built code (actors/, tools/) can create devices.
 #pragma once
@@ -71,9 +71,9 @@ struct CudaGraphStats {
   // Rounds run with plain launches before any capture of their (model, type, bucket): the first
   // of each, so that cuBLAS and the kernels load outside a stream capture.
   int64_t warmups = 0;
-  // Graphs that could not be made: the capture refused or invalidated (the shape then runs with
-  // plain launches from then on, logged once) or the instantiation out of memory (that round
-  // only). plain_rounds counts the rounds run plain for either reason.
+  // Graphs that could not be made: the capture refused or invalidated, or the instantiation
+  // refused (the shape then runs with plain launches from then on, logged once), or the
+  // instantiation out of memory (that round only). plain_rounds counts the rounds run plain for either reason.
   int64_t capture_failures = 0;
   int64_t plain_rounds = 0;
   int64_t evictions = 0;  // graphs dropped by the LRU bound

@@ -23,6 +23,16 @@ cudaError_t Enqueue(cudaStream_t stream, std::function<void()> op);
 // n = 0 clears it.
 void FailNthCall(const std::string& name, int n, cudaError_t error = cudaSuccess);
 
+// FailNthCall for a scope: cleared when it goes, so that an injection a failed assertion left
+// unreached does not stay armed for the tests after it.
+class ScopedFailure {
+ public:
+  ScopedFailure(const std::string& name, int n, cudaError_t error = cudaSuccess) { FailNthCall(name, n, error); }
+  ~ScopedFailure() { FailNthCall("", 0); }
+  ScopedFailure(const ScopedFailure&) = delete;
+  ScopedFailure& operator=(const ScopedFailure&) = delete;
+};
+
 // fp16 / bf16 bits from a float (round to nearest even) and back.
 unsigned short FloatToBf16(float f);
 float Bf16ToFloat(unsigned short b);

@@ -243,8 +243,6 @@ INSTANTIATE_TEST_SUITE_P(
              (info.param.graphs ? "" : "_nographs") + (info.param.fold ? "" : "_unfolded");
     });
 
-// Tables for the token-fed types whose table fits the cap, none for the others; a table row is
-// W_x embedding[v] + bias. The device refuses a store made under another cap.
 // Every CUDA error becomes a Status naming the call and the error; the ones that mean "no GPU can
 // be used here" are UNAVAILABLE, so that --cpu-fallback applies (a GPU another process holds in
 // exclusive mode among them). Needs no GPU.
@@ -259,6 +257,8 @@ TEST(CudaStatusTest, NamesTheCallAndMapsTheCode) {
   EXPECT_EQ(cuda::CudaStatus(cudaErrorInvalidValue, "cudaMemcpy").code(), StatusCode::kInternal);
 }
 
+// Tables for the token-fed types whose table fits the cap, none for the others; a table row is
+// W_x embedding[v] + bias. The device refuses a store made under another cap.
 TEST(CudaBackendTest, FoldedTablesForTokenFedTypesUnderTheCap) {
   REQUIRE_GPU();
   auto model = testing_models::Make(ModelKind::kSeq2Seq, 32, 2, 4, 64);
@@ -521,10 +521,11 @@ TEST(CudaDeviceTest, FullStagingSlotsWaitAndBadBatchesAreAnsweredAtOnce) {
 }
 
 // After a registration of `failed` failed: a round of it is answered at once (INVALID_ARGUMENT:
-// not registered), and `small` registers and runs. Every round is answered before it returns.
-void ExpectServingAfterAFailedRegistration(cuda::CudaDevice& device, const std::shared_ptr<const Model>& failed,
+// not registered), and `small` registers and runs. `done` is the caller's, made before the device:
+// the device's destructor may still report into it if an assertion here returns early.
+void ExpectServingAfterAFailedRegistration(cuda::CudaDevice& device, Completions& done,
+                                           const std::shared_ptr<const Model>& failed,
                                            const std::shared_ptr<const Model>& small) {
-  Completions done;
   device.Submit(1, FirstLayerBatch(failed, 1, 1), done.Callback());
   ASSERT_TRUE(device.RegisterModel(*small, 64).ok());
   device.Submit(2, FirstLayerBatch(small, 1, 1), done.Callback());
@@ -540,12 +541,13 @@ TEST(CudaDeviceTest, OutOfMemoryRegistersNothingAndTheDeviceGoesOn) {
   REQUIRE_GPU();
   auto huge = testing_models::Make(ModelKind::kLstm, 512, 1, 3, 64);
   auto small = testing_models::Make(ModelKind::kLstm, 64, 1, 4, 64);
+  Completions done;
   auto device = cuda::CudaDevice::Create("cuda:test", {});
   ASSERT_TRUE(device.ok()) << device.status().ToString();
   const Status oom = (*device)->RegisterModel(*huge, 1 << 30);  // (2^30 + 1) slots x 2 x 512 floats: 4 TiB
   EXPECT_EQ(oom.code(), StatusCode::kResourceExhausted) << oom.ToString();
   EXPECT_NE(oom.message().find("cudaMalloc"), std::string::npos) << oom.message();
-  ExpectServingAfterAFailedRegistration(**device, huge, small);
+  ExpectServingAfterAFailedRegistration(**device, done, huge, small);
 }
 
 #if CELLSERVE_FAKE_CUDA
@@ -560,9 +562,11 @@ TEST(CudaDeviceFaultTest, ACallFailingHalfWayThroughCreateIsAnErrorNamingIt) {
   for (const Case c : {Case{"cudaStreamCreateWithFlags", 1}, Case{"cudaStreamCreateWithFlags", 3},
                        Case{"cudaEventCreateWithFlags", 1}, Case{"cudaEventCreateWithFlags", 5},
                        Case{"cudaMalloc", 1}}) {
-    fakecuda::FailNthCall(c.call, c.n);
-    auto device = cuda::CudaDevice::Create("cuda:test", {});
-    fakecuda::FailNthCall("", 0);
+    StatusOr<std::unique_ptr<cuda::CudaDevice>> device = InvalidArgument("not made");
+    {
+      fakecuda::ScopedFailure failure(c.call, c.n);
+      device = cuda::CudaDevice::Create("cuda:test", {});
+    }
     ASSERT_FALSE(device.ok()) << c.call << " #" << c.n << " was not reached";
     EXPECT_NE(device.status().message().find(c.call), std::string::npos) << device.status().ToString();
     EXPECT_NE(device.status().message().find("cuda:test (GPU 0)"), std::string::npos) << device.status().ToString();
@@ -580,19 +584,23 @@ TEST(CudaDeviceFaultTest, ACallFailingHalfWayThroughCreateIsAnErrorNamingIt) {
 
 TEST(CudaDeviceFaultTest, ARegistrationFailingHalfWayLeavesTheDeviceServing) {
   auto small = testing_models::Make(ModelKind::kLstm, 64, 1, 4, 64);
+  Completions done;
   auto device = cuda::CudaDevice::Create("cuda:test", {});
   ASSERT_TRUE(device.ok()) << device.status().ToString();
-  fakecuda::FailNthCall("cudaMalloc", 2);
-  const Status failed = (*device)->RegisterModel(*small, 64);
-  fakecuda::FailNthCall("", 0);
+  Status failed;
+  {
+    fakecuda::ScopedFailure second_malloc("cudaMalloc", 2);
+    failed = (*device)->RegisterModel(*small, 64);
+  }
   ASSERT_FALSE(failed.ok()) << "the second cudaMalloc of a registration was not reached";
   EXPECT_NE(failed.message().find("cudaMalloc"), std::string::npos) << failed.ToString();
-  ExpectServingAfterAFailedRegistration(**device, small, small);
+  ExpectServingAfterAFailedRegistration(**device, done, small, small);
 }
 
 // A graph that cannot be made: the round runs with plain launches and answers as the CPU does.
-// A capture CUDA refuses or invalidates makes the shape plain from then on (no failure per round);
-// an instantiation out of memory only that round; any other error is the round's. Other shapes
+// A capture CUDA refuses or invalidates, or an instantiation it refuses, makes the shape plain from
+// then on (no failure per round); an instantiation out of memory only that round; any other error
+// at capture is the round's. Other shapes
 // get their graphs either way.
 TEST(CudaDeviceFaultTest, ARoundWhoseGraphCannotBeMadeRunsWithoutIt) {
   struct Case {
@@ -605,21 +613,23 @@ TEST(CudaDeviceFaultTest, ARoundWhoseGraphCannotBeMadeRunsWithoutIt) {
   for (const Case c : {Case{"cudaStreamEndCapture", cudaErrorStreamCaptureInvalidated, false, 1, 2, 1},
                        Case{"cudaStreamBeginCapture", cudaErrorStreamCaptureUnsupported, false, 1, 2, 1},
                        Case{"cudaGraphInstantiate", cudaErrorMemoryAllocation, false, 1, 1, 2},
+                       Case{"cudaGraphInstantiate", cudaErrorInvalidValue, false, 1, 2, 1},
                        Case{"cudaStreamBeginCapture", cudaErrorInvalidValue, true, 0, 0, 2}}) {
     SCOPED_TRACE(std::string(c.call) + " " + cudaGetErrorName(c.error));
     Twin twin(model, cuda::Precision::kF32, /*graphs=*/true, /*fold=*/true, /*slots=*/256, 1e-5);
     std::mt19937 rng(5);
     const int32_t type = model->layer_type(0);
     twin.Round(type, 8, rng);  // the shape's first round: plain, before any capture
-    fakecuda::FailNthCall(c.call, 1, c.error);
-    if (c.round_fails) {  // run on the GPU only, into slots the twin does not compare
-      auto failed = twin.gpu().Run(FirstLayerBatch(model, 8, 3, /*out_base=*/200));
-      ASSERT_FALSE(failed.ok());
-      EXPECT_NE(failed.status().message().find(c.call), std::string::npos) << failed.status().ToString();
-    } else {
-      twin.Round(type, 8, rng);  // its graph cannot be made: run plain
+    {
+      fakecuda::ScopedFailure failure(c.call, 1, c.error);
+      if (c.round_fails) {  // run on the GPU only, into slots the twin does not compare
+        auto failed = twin.gpu().Run(FirstLayerBatch(model, 8, 3, /*out_base=*/200));
+        ASSERT_FALSE(failed.ok());
+        EXPECT_NE(failed.status().message().find(c.call), std::string::npos) << failed.status().ToString();
+      } else {
+        twin.Round(type, 8, rng);  // its graph cannot be made: run plain
+      }
     }
-    fakecuda::FailNthCall("", 0);
     twin.Round(type, 8, rng);   // refused: plain again, no capture tried; otherwise captured
     twin.Round(type, 20, rng);  // another bucket: plain first, then captured
     twin.Round(type, 20, rng);
