@@ -2,8 +2,8 @@
 # k8s_manifests_test.sh CELLSERVE_BINARY: offline checks of deploy/ (no cluster, no Docker engine).
 #
 #  1. npm: kubernetes-models and js-yaml, pinned by deploy/validate/package-lock.json, installed
-#     into ${CELLSERVE_CACHE:-~/.cache/cellserve}/npm-k8s-validate when missing (never into the
-#     repository).
+#     into ${CELLSERVE_CACHE:-~/.cache/cellserve}/npm-k8s-validate when missing, from npm's cache
+#     only (--offline; `./cellserve.sh deps` fills that cache), never into the repository.
 #  2. YAML: every file under deploy/k8s parses with js-yaml and, where python3 has a yaml module,
 #     with PyYAML to the same values (YAML 1.1 vs 1.2 surprises such as `on`, `0755`, `1e3`).
 #  3. Render deploy/k8s/base, overlays/gpu and single with deploy/validate/render.mjs (the subset

@@ -4,7 +4,6 @@
 
 #include <sched.h>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -17,6 +16,7 @@
 
 #include "runtime/this_thread.h"
 #include "tests/unit/common/thread_probe.h"
+#include "tests/unit/common/wait_for.h"
 
 namespace cellserve {
 namespace {
@@ -91,10 +91,7 @@ TEST(IdlePollerTest, SleepsWhileHoldSaysSo) {
   });
   ASSERT_TRUE(poller.ok()) << poller.status().ToString();
   ASSERT_EQ(AllowedCpusOfThread(PollerName(cpu)), std::to_string(cpu));
-  auto wait_for = [](const std::function<bool()>& done) {  // bounded: 30 s
-    for (int i = 0; i < 3000 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    return done();
-  };
+  auto wait_for = [](const std::function<bool()>& done) { return testutil::WaitFor(done, std::chrono::seconds(30)); };
   // Held: 50 asks, never two within a millisecond (0.9 ms allows for the clock's grain).
   ASSERT_TRUE(wait_for([&] { return asked.load() >= 5; }));
   shortest_gap_ns = INT64_MAX;

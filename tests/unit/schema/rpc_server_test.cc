@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "../common/temp_model_repo.h"
+#include "../common/wait_for.h"
 #include "monitoring/metrics.h"
 #include "runtime/model_repository.h"
 #include "schema/client.h"
@@ -134,11 +135,13 @@ class RpcServerTest : public ::testing::Test {
   // lets go of a cancelled request before the request actor hears it and counts the answer, so
   // ClusterIdle() can be true a moment before the count moves.
   ClusterReport WaitForAnswers(int64_t n) {
-    ClusterReport r = cluster_->Report();
-    for (int i = 0; i < 600 && r.completed + r.failed + r.rejected < n; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      r = cluster_->Report();
-    }
+    ClusterReport r;
+    testutil::WaitFor(
+        [&] {
+          r = cluster_->Report();
+          return r.completed + r.failed + r.rejected >= n;
+        },
+        std::chrono::seconds(6));
     return r;
   }
 
