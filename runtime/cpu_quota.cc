@@ -1,10 +1,10 @@
 #include "runtime/cpu_quota.h"
 
 #include <algorithm>
-#include <fstream>
 #include <limits>
 #include <sstream>
-#include <vector>
+
+#include "runtime/cgroup.h"
 
 namespace cellserve {
 
@@ -21,7 +21,6 @@ bool ParseMicros(const std::string& text, long long* out) {
   *out = v;
   return true;
 }
-
 
 }  // namespace
 
@@ -46,19 +45,6 @@ StatusOr<double> ParseCfsQuota(const std::string& quota_text, const std::string&
   return static_cast<double>(q) / static_cast<double>(p);
 }
 
-std::vector<std::string> CgroupAndAncestors(const std::string& path) {
-  std::vector<std::string> out;
-  std::string p = path.empty() ? "/" : path;
-  while (p.size() > 1 && p.back() == '/') p.pop_back();
-  for (;;) {
-    out.push_back(p);
-    if (p == "/") break;
-    const size_t slash = p.rfind('/');
-    p = slash == 0 || slash == std::string::npos ? "/" : p.substr(0, slash);
-  }
-  return out;
-}
-
 Status CheckQuotaAllowsIdlePoll(int process_cpus, int polled_cpus, double quota) {
   if (quota >= static_cast<double>(process_cpus)) return OkStatus();
   std::ostringstream q;
@@ -72,32 +58,6 @@ Status CheckQuotaAllowsIdlePoll(int process_cpus, int polled_cpus, double quota)
                          "Give it whole CPUs as a cpuset with a quota to match (a Guaranteed pod under the static "
                          "CPU manager policy), raise the limit to " + std::to_string(process_cpus) +
                          ", or run without --idle-poll");
-}
-
-std::string ReadFirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
-std::vector<CgroupFolder> CgroupFoldersOfThisProcess(const std::string& v1_controller) {
-  std::vector<CgroupFolder> out;
-  std::ifstream cgroups("/proc/self/cgroup");
-  // Lines "ID:CONTROLLERS:PATH": "0::/a/b" (v2), "4:cpu,cpuacct:/a/b" (v1).
-  for (std::string line; std::getline(cgroups, line);) {
-    const size_t c1 = line.find(':'), c2 = line.find(':', c1 + 1);
-    if (c1 == std::string::npos || c2 == std::string::npos) continue;
-    const std::string controllers = line.substr(c1 + 1, c2 - c1 - 1), path = line.substr(c2 + 1);
-    const bool v2 = line.rfind("0::", 0) == 0;
-    const bool v1 = ("," + controllers + ",").find("," + v1_controller + ",") != std::string::npos;
-    if (!v2 && !v1) continue;
-    for (const std::string& level : CgroupAndAncestors(path)) {
-      const std::string dir = level == "/" ? "" : level;
-      out.push_back({v2, v2 ? "/sys/fs/cgroup" + dir : "/sys/fs/cgroup/" + controllers + dir});
-    }
-  }
-  return out;
 }
 
 double CpuQuotaOfThisProcess() {

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <string>
-#include <vector>
 
 #include "runtime/status.h"
 
@@ -18,20 +17,6 @@ StatusOr<double> ParseCgroupCpuMax(const std::string& text);
 
 // cgroup v1: cpu.cfs_quota_us ("-1": no limit) and cpu.cfs_period_us.
 StatusOr<double> ParseCfsQuota(const std::string& quota_text, const std::string& period_text);
-
-// The cgroup folder of each level from `path` ("/a/b") up to the root: "/a/b", "/a", "/".
-std::vector<std::string> CgroupAndAncestors(const std::string& path);
-
-// The folders under /sys/fs/cgroup of this process's cgroup and its ancestors that hold
-// `v1_controller`'s files: for v2 ("0::/a/b") /sys/fs/cgroup/a/b, /sys/fs/cgroup/a, ...; for v1
-// ("4:cpu,cpuacct:/a/b") /sys/fs/cgroup/cpu,cpuacct/a/b, ... . `v2` says which layout a folder has.
-struct CgroupFolder {
-  bool v2 = false;
-  std::string path;
-};
-std::vector<CgroupFolder> CgroupFoldersOfThisProcess(const std::string& v1_controller);
-// The first line of a file ("" if it cannot be read).
-std::string ReadFirstLine(const std::string& path);
 
 // --idle-poll's check: spinning on `polled_cpus` of the `process_cpus` this process may use can
 // keep all of them busy, so the quota must cover every one. INVALID_ARGUMENT saying so, with the

@@ -1,14 +1,17 @@
 #include "runtime/memory_limit.h"
 
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <limits>
+#include <sstream>
 
-#include "runtime/cpu_quota.h"
+#include "runtime/cgroup.h"
 
 namespace cellserve {
 
@@ -16,13 +19,29 @@ namespace {
 
 constexpr double kUnlimited = std::numeric_limits<double>::infinity();
 
+bool AllDigits(const std::string& text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
 StatusOr<double> ParseBytes(const std::string& text, const char* what) {
-  if (text.empty() || !std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); }))
-    return InvalidArgument(std::string(what) + ": not a byte count: '" + text + "'");
+  if (!AllDigits(text)) return InvalidArgument(std::string(what) + ": not a byte count: '" + text + "'");
   return std::strtod(text.c_str(), nullptr);
 }
 
+double Or(const StatusOr<double>& value, double otherwise) { return value.ok() ? *value : otherwise; }
+
+std::string ReadWhole(const char* path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 }  // namespace
+
+const char kMemoryHeadroomMeaning[] =
+    "the least of the machine's available memory, its cgroup's limit less what this process holds, and its "
+    "address-space limit less what it has mapped";
 
 StatusOr<double> ParseCgroupMemoryMax(const std::string& text) {
   if (text == "max") return kUnlimited;
@@ -35,20 +54,51 @@ StatusOr<double> ParseCgroupV1MemoryLimit(const std::string& text) {
   return bytes >= 0x1p62 ? kUnlimited : bytes;
 }
 
-double MemoryLimitOfThisProcess() {
-  double limit = kUnlimited;
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  if (pages > 0 && page > 0) limit = static_cast<double>(pages) * static_cast<double>(page);
+StatusOr<double> ParseProcKbField(const std::string& text, const std::string& name) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name + ":", 0) != 0) continue;
+    std::istringstream fields(line.substr(name.size() + 1));
+    std::string value, unit, rest;
+    if (!(fields >> value >> unit) || (fields >> rest) || unit != "kB" || !AllDigits(value))
+      return InvalidArgument(name + ": not a kB count: '" + line + "'");
+    return std::strtod(value.c_str(), nullptr) * 1024.0;
+  }
+  return InvalidArgument("no " + name + " line");
+}
+
+MemoryReadings ReadMemoryOfThisProcess() {
+  MemoryReadings r;
+  r.machine_available = Or(ParseProcKbField(ReadWhole("/proc/meminfo"), "MemAvailable"), kUnlimited);
+  const std::string status = ReadWhole("/proc/self/status");
+  r.anon_resident = Or(ParseProcKbField(status, "RssAnon"), 0);
+  r.address_space = Or(ParseProcKbField(status, "VmSize"), 0);
   rlimit as{};
-  if (::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)
-    limit = std::min(limit, static_cast<double>(as.rlim_cur));
+  r.address_space_limit = ::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY
+                              ? static_cast<double>(as.rlim_cur)
+                              : kUnlimited;
   for (const CgroupFolder& folder : CgroupFoldersOfThisProcess("memory")) {
     const std::string text = ReadFirstLine(folder.path + (folder.v2 ? "/memory.max" : "/memory.limit_in_bytes"));
     if (text.empty()) continue;
     StatusOr<double> l = folder.v2 ? ParseCgroupMemoryMax(text) : ParseCgroupV1MemoryLimit(text);
-    if (l.ok()) limit = std::min(limit, *l);
+    if (l.ok()) r.cgroup_limit = std::min(r.cgroup_limit, *l);
   }
-  return limit;
+  return r;
+}
+
+double MemoryHeadroom(const MemoryReadings& r) {
+  const double headroom = std::min({r.machine_available, r.cgroup_limit - r.anon_resident,
+                                    r.address_space_limit - r.address_space});
+  return std::max(headroom, 0.0);
+}
+
+double MemoryHeadroomOfThisProcess() { return MemoryHeadroom(ReadMemoryOfThisProcess()); }
+
+std::string MiBText(double bytes) {
+  if (std::isinf(bytes)) return "unlimited";
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.0f", bytes / (1 << 20));
+  return text;
 }
 
 }  // namespace cellserve

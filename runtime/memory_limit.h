@@ -1,11 +1,18 @@
-// How much memory this process may use: the least of the machine's memory, its cgroup's limit
-// and those of their ancestors (cgroup v2 memory.max; v1 memory.limit_in_bytes), and its
-// address-space limit (RLIMIT_AS). A Kubernetes memory limit is such a cgroup limit. Used to
-// refuse, with a clear error, allocations that could only end in the OOM killer (--state-slots).
-// The parsers are pure; MemoryLimitOfThisProcess reads /proc/self/cgroup and /sys/fs/cgroup.
-// Errors: INVALID_ARGUMENT for text that is not a limit. Unlimited is +infinity.
+// How much more memory this process may take before an allocation fails or the OOM killer ends
+// it: its headroom. Used to refuse, with a clear error, allocations that could only end in the
+// OOM killer: state slots (--state-slots) and weights files. Memory taken and touched counts, so
+// CPU devices that register one after another are checked against what the earlier ones took.
+// The headroom is the least of: the machine's available memory (/proc/meminfo MemAvailable); each
+// cgroup limit of this process's cgroup and its ancestors (v2 memory.max, v1
+// memory.limit_in_bytes: a Kubernetes memory limit) less the anonymous memory this process holds
+// (RssAnon: the process is taken to be its container's main user, and the page cache it has read
+// is reclaimed before anything is killed); its address-space limit (RLIMIT_AS) less what it has
+// mapped (VmSize).
+// The parsers and MemoryHeadroom are pure; the ...OfThisProcess functions read /proc and
+// /sys/fs/cgroup. Errors: INVALID_ARGUMENT for text that is not a limit. Unlimited is +infinity.
 #pragma once
 
+#include <limits>
 #include <string>
 
 #include "runtime/status.h"
@@ -18,8 +25,29 @@ StatusOr<double> ParseCgroupMemoryMax(const std::string& text);
 // cgroup v1 memory.limit_in_bytes: a byte count; the kernel's "no limit" is a value near 2^63.
 StatusOr<double> ParseCgroupV1MemoryLimit(const std::string& text);
 
-// This process's limit in bytes (the machine's memory at most); +infinity only where nothing at
-// all can be read.
-double MemoryLimitOfThisProcess();
+// A "Name:   123 kB" line's value in bytes, from /proc/meminfo or /proc/self/status text.
+// INVALID_ARGUMENT when the text has no such line or its value is not a kB count.
+StatusOr<double> ParseProcKbField(const std::string& text, const std::string& name);
+
+// What the headroom is computed from, in bytes (+infinity: no such limit).
+struct MemoryReadings {
+  static constexpr double kNone = std::numeric_limits<double>::infinity();
+  double machine_available = kNone;  // MemAvailable
+  double cgroup_limit = kNone;       // the least limit along the cgroup's path
+  double anon_resident = 0;          // RssAnon
+  double address_space_limit = kNone;  // RLIMIT_AS
+  double address_space = 0;            // VmSize
+};
+MemoryReadings ReadMemoryOfThisProcess();
+
+// The least of the three (never below 0).
+double MemoryHeadroom(const MemoryReadings& readings);
+double MemoryHeadroomOfThisProcess();
+
+// "123" (MiB, rounded) for messages.
+std::string MiBText(double bytes);
+
+// What the headroom is, in words, for error messages.
+extern const char kMemoryHeadroomMeaning[];
 
 }  // namespace cellserve

@@ -18,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/memory_limit.h"
+
 namespace cellserve {
 namespace {
 
@@ -272,8 +274,18 @@ StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     ::close(fd);
     return InvalidArgument(path + ": not a regular file");
   }
+  // Reading holds the file's bytes and the tensors copied out of them: twice its size at the peak.
+  // More than this process may take would end in the OOM killer (under a cgroup limit allocations
+  // do not fail), so it is an error before anything is read (a sparse file, a copy gone wrong).
+  const double headroom = MemoryHeadroomOfThisProcess();
+  if (2.0 * static_cast<double>(st.st_size) > headroom) {
+    ::close(fd);
+    return ResourceExhausted(path + ": reading this " + MiBText(static_cast<double>(st.st_size)) +
+                             " MiB file takes twice that, more than the memory this process may still take (" +
+                             MiBText(headroom) + " MiB: " + kMemoryHeadroomMeaning + ")");
+  }
   std::vector<uint8_t> bytes;
-  try {  // a file larger than the memory this process may use (or a sparse one) is an error, not a crash
+  try {  // the last guard: an allocation that fails all the same is an error, not a crash
     bytes.reserve(static_cast<size_t>(st.st_size));
     uint8_t chunk[1 << 16];
     for (;;) {

@@ -3,7 +3,6 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <new>
 #include <string>
@@ -56,19 +55,15 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   if (cell_weight_options_.bf16_compute) RETURN_IF_ERROR(AmxBf16Available());
   const int64_t hidden = model.spec().hidden;
   const double state_bytes = static_cast<double>(slots) * 2.0 * static_cast<double>(hidden) * sizeof(float);
-  char mib[32];
-  std::snprintf(mib, sizeof(mib), "%.0f", state_bytes / (1 << 20));
-  const std::string what =
-      std::to_string(slots) + " state slots (h and c, " + std::to_string(hidden) + " floats each: " + mib + " MiB)";
-  // Zero-filling storage beyond the memory this process may use would not fail: the OOM killer
-  // would end the process (in a container, at its memory limit). Say so first.
-  const double memory = MemoryLimitOfThisProcess();
-  if (state_bytes > memory) {
-    char limit[32];
-    std::snprintf(limit, sizeof(limit), "%.0f", memory / (1 << 20));
-    return ResourceExhausted(what + " are more than the memory this process may use (" + limit +
-                             " MiB: the machine's, its cgroup's limit or its address-space limit, the least); "
-                             "lower --state-slots");
+  const std::string what = std::to_string(slots) + " state slots (h and c, " + std::to_string(hidden) +
+                           " floats each: " + MiBText(state_bytes) + " MiB)";
+  // Zero-filling storage beyond the memory this process may take would not fail: the OOM killer
+  // would end the process (in a container, at its memory limit). Say so first. What earlier
+  // registrations (other devices, other models) took is resident, so it counts.
+  const double headroom = MemoryHeadroomOfThisProcess();
+  if (state_bytes > headroom) {
+    return ResourceExhausted(what + " are more than the memory this process may still take (" + MiBText(headroom) +
+                             " MiB: " + kMemoryHeadroomMeaning + "); lower --state-slots (it is per device and model)");
   }
   ModelState s;
   try {

@@ -62,8 +62,8 @@ class CpuBackend final : public Backend {
 
   // UNAVAILABLE, registering nothing, when options asked for bf16 compute where AmxBf16Support
   // says no; RESOURCE_EXHAUSTED, registering nothing, when the state slots are more than the
-  // memory this process may use (runtime/memory_limit.h) or they or the weights cannot be
-  // allocated (never an exception).
+  // memory this process may still take (its headroom, runtime/memory_limit.h: what other
+  // registrations took counts) or they or the weights cannot be allocated (never an exception).
   Status RegisterModel(const Model& model, int32_t slots) override;
   StatusOr<BatchOutput> Run(const CellBatch& batch) override;
   StatusOr<std::vector<float>> ReadSlot(const Model& model, SlotId slot) override;

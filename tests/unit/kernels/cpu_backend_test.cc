@@ -6,12 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
 #include <random>
 #include <string>
 
 #include "kernels/cpu/activations.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "runtime/memory_limit.h"
 #include "test_models.h"
 #include "tests/unit/common/sanitizers.h"
 
@@ -210,49 +210,75 @@ TEST(CpuBackend, StateSlotsBeyondMemoryAreAnErrorNotACrash) {
   EXPECT_TRUE(backend.RegisterModel(*model, 4).ok()) << "nothing was left half-registered";
 }
 
-// The address space this process has mapped now (VmSize), in bytes; 0 if unknown.
-int64_t MappedBytes() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmSize:", 0) == 0) return std::atoll(line.c_str() + 7) * 1024;  // "VmSize:  123 kB"
-  return 0;
+// Limits this process's address space to what it has mapped now and `more` bytes (in a death
+// test's child). False if it could not.
+bool LimitAddressSpaceTo(int64_t more) {
+  const double mapped = ReadMemoryOfThisProcess().address_space;
+  if (mapped <= 0) return false;
+  rlimit limit{};
+  limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(mapped + static_cast<double>(more));
+  return setrlimit(RLIMIT_AS, &limit) == 0;
 }
 
 TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
   CELLSERVE_SKIP_UNDER_ASAN("it limits the address space");
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // the process may have BLAS or actor threads
   // In a child: an address-space limit 64 MiB above what it has mapped, and state slots just
-  // under that limit. The up-front check passes (they are less than the limit), the allocation
-  // cannot: RegisterModel says so instead of letting std::bad_alloc end the process.
+  // under the headroom that leaves. The up-front check passes (they are less than the headroom),
+  // the weights' allocation cannot: RegisterModel says so instead of letting std::bad_alloc end
+  // the process.
   auto model = Make(ModelKind::kLstm, 512, 1);
-  auto child = [&model] {
-    const int64_t mapped = MappedBytes();
-    if (mapped <= 0) std::_Exit(3);
-    const int64_t limit_bytes = mapped + (int64_t{64} << 20);
-    rlimit limit{};
-    limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(limit_bytes);
-    if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(4);
-    const int64_t slot_bytes = 2 * 512 * sizeof(float);
-    const auto slots = static_cast<int32_t>((limit_bytes - (int64_t{1} << 20)) / slot_bytes);
+  const int64_t slot_bytes = 2 * 512 * sizeof(float);
+  auto child = [&model, slot_bytes] {
+    if (!LimitAddressSpaceTo(int64_t{64} << 20)) std::_Exit(3);
+    const auto slots = static_cast<int32_t>((MemoryHeadroomOfThisProcess() - (1 << 20)) / slot_bytes);
     cpu::CpuBackend backend;
     Status s = backend.RegisterModel(*model, slots);
     const bool allocation_failed = s.message().find("do not fit") != std::string::npos;
     std::_Exit(s.code() == StatusCode::kResourceExhausted && allocation_failed ? 0 : 1);
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
-  // Slots beyond the limit (twice it) are refused before any allocation.
-  auto beyond = [&model] {
-    const int64_t limit_bytes = MappedBytes() + (int64_t{64} << 20);
-    rlimit limit{};
-    limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(limit_bytes);
-    if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(4);
-    const int64_t slot_bytes = 2 * 512 * sizeof(float);
+  // Slots beyond the headroom (twice it) are refused before any allocation.
+  auto beyond = [&model, slot_bytes] {
+    if (!LimitAddressSpaceTo(int64_t{64} << 20)) std::_Exit(3);
     cpu::CpuBackend backend;
-    Status s = backend.RegisterModel(*model, static_cast<int32_t>(std::min<int64_t>(2 * limit_bytes / slot_bytes, INT32_MAX)));
-    const bool checked = s.message().find("more than the memory this process may use") != std::string::npos;
+    const double slots = 2 * MemoryHeadroomOfThisProcess() / slot_bytes;
+    Status s = backend.RegisterModel(*model, static_cast<int32_t>(std::min<double>(slots, INT32_MAX)));
+    const bool checked = s.message().find("more than the memory this process may still take") != std::string::npos;
     std::_Exit(s.code() == StatusCode::kResourceExhausted && checked ? 0 : 1);
   };
   EXPECT_EXIT(beyond(), ::testing::ExitedWithCode(0), "");
+}
+
+TEST(CpuBackendDeathTest, EachRegistrationIsCheckedAgainstWhatTheEarlierOnesTook) {
+  CELLSERVE_SKIP_UNDER_ASAN("it limits the address space");
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // The CPU devices of a process register one after another, each its own state slots: three
+  // devices whose slots each fit the headroom but together do not. The third is refused up front,
+  // not left to an allocation (under a cgroup limit it would not fail: the OOM killer would come).
+  auto model = Make(ModelKind::kLstm, 512, 1);
+  auto child = [&model] {
+    if (!LimitAddressSpaceTo(int64_t{512} << 20)) std::_Exit(3);
+    const int64_t slot_bytes = 2 * 512 * sizeof(float);
+    const auto slots = static_cast<int32_t>(0.4 * MemoryHeadroomOfThisProcess() / slot_bytes);
+    cpu::CpuBackend a, b, c;
+    if (!a.RegisterModel(*model, slots).ok() || !b.RegisterModel(*model, slots).ok()) std::_Exit(4);
+    Status s = c.RegisterModel(*model, slots);
+    const bool checked = s.message().find("more than the memory this process may still take") != std::string::npos;
+    std::_Exit(s.code() == StatusCode::kResourceExhausted && checked ? 0 : 1);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
+
+TEST(CpuBackend, RegisteredStateIsHeldMemory) {
+  // What the check of a later registration subtracts under a cgroup limit (RssAnon): the state
+  // slots are written (zeros) when registered, not merely reserved.
+  auto model = Make(ModelKind::kLstm, 512, 1);
+  const double before = ReadMemoryOfThisProcess().anon_resident;
+  cpu::CpuBackend backend;
+  ASSERT_TRUE(backend.RegisterModel(*model, 16384).ok());  // 2 x 512 floats each: 64 MiB
+  const double after = ReadMemoryOfThisProcess().anon_resident;
+  EXPECT_GE(after - before, 60.0 * (1 << 20)) << "RssAnon grew " << (after - before) / (1 << 20) << " MiB";
 }
 
 TEST(CpuBackend, RejectsMalformedBatches) {

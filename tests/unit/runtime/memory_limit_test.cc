@@ -1,14 +1,23 @@
-// The memory-limit parsers, and this process's limit read from the real machine.
+// The memory-limit parsers, the headroom computed from readings, and this process's readings taken
+// from the real machine.
 #include "runtime/memory_limit.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/common/sanitizers.h"
+
 namespace cellserve {
 namespace {
+
+constexpr double kMiB = 1 << 20;
 
 TEST(MemoryLimit, ParsesCgroupV2MemoryMax) {
   EXPECT_TRUE(std::isinf(*ParseCgroupMemoryMax("max")));
@@ -23,11 +32,72 @@ TEST(MemoryLimit, ParsesCgroupV1LimitWithItsNoLimitValue) {
   EXPECT_EQ(ParseCgroupV1MemoryLimit("-1").status().code(), StatusCode::kInvalidArgument);
 }
 
-TEST(MemoryLimit, ThisProcessHasOneAndItIsAtMostTheMachines) {
-  const double limit = MemoryLimitOfThisProcess();
+TEST(MemoryLimit, ParsesProcKbFields) {
+  const std::string meminfo = "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   2048 kB\n";
+  EXPECT_EQ(*ParseProcKbField(meminfo, "MemAvailable"), 2048.0 * 1024);
+  EXPECT_EQ(*ParseProcKbField(meminfo, "MemTotal"), 24000000.0 * 1024);
+  EXPECT_EQ(ParseProcKbField(meminfo, "Mem").status().code(), StatusCode::kInvalidArgument);  // a prefix is no name
+  EXPECT_EQ(ParseProcKbField(meminfo, "SwapTotal").status().code(), StatusCode::kInvalidArgument);
+  for (const char* bad : {"RssAnon:\t-5 kB", "RssAnon: 5 MB", "RssAnon: 5", "RssAnon: 5 kB x", "RssAnon: five kB"})
+    EXPECT_EQ(ParseProcKbField(bad, "RssAnon").status().code(), StatusCode::kInvalidArgument) << bad;
+  EXPECT_EQ(*ParseProcKbField("Name:\tx\nRssAnon:\t    7 kB\n", "RssAnon"), 7.0 * 1024);
+}
+
+TEST(MemoryLimit, HeadroomIsTheLeastOfWhatEachLimitLeaves) {
+  MemoryReadings r;
+  EXPECT_TRUE(std::isinf(MemoryHeadroom(r))) << "nothing read: nothing known to limit it";
+  r.machine_available = 1000 * kMiB;
+  EXPECT_EQ(MemoryHeadroom(r), 1000 * kMiB);
+  r.cgroup_limit = 800 * kMiB;  // a container's limit, less what this process holds
+  r.anon_resident = 300 * kMiB;
+  EXPECT_EQ(MemoryHeadroom(r), 500 * kMiB);
+  r.address_space_limit = 2000 * kMiB;  // an address-space limit, less what is mapped
+  r.address_space = 1700 * kMiB;
+  EXPECT_EQ(MemoryHeadroom(r), 300 * kMiB);
+  r.anon_resident = 900 * kMiB;  // over the limit already (e.g. a limit lowered while running)
+  EXPECT_EQ(MemoryHeadroom(r), 0);
+}
+
+TEST(MemoryLimit, ThisProcessHasSomeAndAtMostTheMachinesMemory) {
+  const MemoryReadings r = ReadMemoryOfThisProcess();
   const double machine = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
-  EXPECT_GT(limit, 0);
-  EXPECT_LE(limit, machine);
+  EXPECT_GT(r.machine_available, 0);
+  EXPECT_LE(r.machine_available, machine);
+  EXPECT_GT(r.anon_resident, 0);
+  EXPECT_GT(r.address_space, r.anon_resident);
+  const double headroom = MemoryHeadroomOfThisProcess();
+  EXPECT_GT(headroom, 0);
+  EXPECT_LE(headroom, machine);
+}
+
+TEST(MemoryLimit, MemoryTouchedCountsAsHeld) {
+  // What the cgroup term subtracts: anonymous memory written to (not merely reserved).
+  const double before = ReadMemoryOfThisProcess().anon_resident;
+  const size_t bytes = size_t{64} << 20;
+  std::unique_ptr<char[]> block(new char[bytes]);
+  std::memset(block.get(), 1, bytes);
+  const double after = ReadMemoryOfThisProcess().anon_resident;
+  EXPECT_GE(after - before, 60 * kMiB) << "RssAnon " << before / kMiB << " -> " << after / kMiB << " MiB";
+  EXPECT_EQ(block[bytes - 1], 1);
+}
+
+TEST(MemoryLimitDeathTest, AnAddressSpaceLimitLeavesItLessWhatIsMapped) {
+  CELLSERVE_SKIP_UNDER_ASAN("it limits the address space");
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto child = [] {
+    const double mapped = ReadMemoryOfThisProcess().address_space;
+    rlimit limit{};
+    limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(mapped + 256 * kMiB);
+    if (setrlimit(RLIMIT_AS, &limit) != 0) std::_Exit(3);
+    const double headroom = MemoryHeadroomOfThisProcess();
+    if (headroom > 256 * kMiB || headroom < 200 * kMiB) std::_Exit(4);
+    const size_t bytes = size_t{100} << 20;  // mapped, written only at its ends
+    std::unique_ptr<char[]> block(new char[bytes]);
+    block[0] = block[bytes - 1] = 1;
+    const double less = MemoryHeadroomOfThisProcess();
+    std::_Exit(headroom - less >= 100 * kMiB && block[0] + block[bytes - 1] == 2 ? 0 : 5);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

@@ -272,6 +272,22 @@ TEST(SafetensorsDeathTest, AFileLargerThanMemoryIsAnErrorNotACrash) {
   std::remove(path.c_str());
 }
 
+TEST(SafetensorsTest, AFileBeyondTheHeadroomIsRefusedBeforeItIsRead) {
+  // Under a cgroup limit an allocation does not fail, the OOM killer comes: the size is checked
+  // against what this process may still take before anything is allocated. A sparse file four
+  // times the machine's memory (allocating for it would fail here, with another message).
+  const std::string path = TempPath("huge");
+  ASSERT_TRUE(WriteSafetensors(path, SampleFile()).ok());
+  const double machine = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(4 * machine)), 0) << "the file system has no sparse files";
+  StatusOr<SafetensorsFile> r = ReadSafetensors(path);
+  std::remove(path.c_str());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
+  for (const std::string& part : {path, std::string("more than the memory this process may still take"), std::string("cgroup")})
+    EXPECT_NE(r.status().message().find(part), std::string::npos) << part << " in: " << r.status().message();
+}
+
 TEST(SafetensorsTest, MissingFileIsNotFound) {
   const std::string path = "/nonexistent_dir_cellserve/weights.safetensors";
   StatusOr<SafetensorsFile> r = ReadSafetensors(path);
