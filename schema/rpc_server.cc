@@ -110,7 +110,6 @@ struct LoopState {
   std::vector<uint64_t> health_next;  // health calls the next report answers (they came after the running one began)
   bool report_running = false;
   uint64_t next_id = 1;
-  bool closing = false;  // Stop's grace is over: calls dropped now are the server's doing, not the client's
   std::unique_ptr<ReportThread> reporter;
   SteadyClock clock;
 
@@ -157,6 +156,14 @@ struct ConnectionCalls {
   int64_t in_flight = 0;  // infer and health calls of this connection (kj thread only)
 };
 
+// Why a call over the connection's limit is refused (an infer call's RESOURCE_EXHAUSTED, a health
+// call's OVERLOADED).
+std::string CallLimitText(int64_t in_flight) {
+  return "this connection has " + std::to_string(in_flight) +
+         " calls in flight, the server's limit (--max-calls-per-connection); wait for answers or open another "
+         "connection";
+}
+
 class Service final : public Cellserve::Server {
  public:
   Service(LoopState& state, std::shared_ptr<ConnectionCalls> calls) : state_(state), conn_(std::move(calls)) {}
@@ -187,9 +194,7 @@ class Service final : public Cellserve::Server {
     if (conn_->in_flight >= state_.options->max_calls_per_connection) {
       state_.CountError(StatusCode::kResourceExhausted);  // the client reads OVERLOADED as that
       return kj::Exception(kj::Exception::Type::OVERLOADED, __FILE__, __LINE__,
-                           kj::str("this connection has ", conn_->in_flight,
-                                   " calls in flight, the server's limit (--max-calls-per-connection); wait for "
-                                   "answers or open another connection"));
+                           kj::str(CallLimitText(conn_->in_flight).c_str()));
     }
     context.allowCancellation();
     const uint64_t id = state_.next_id++;
@@ -254,9 +259,7 @@ class Service final : public Cellserve::Server {
       return fail(Unavailable("the server is starting (loading its models); retry when `cellserve health` says "
                               "serving"));
     if (conn_->in_flight >= state_.options->max_calls_per_connection)
-      return fail(ResourceExhausted("this connection has " + std::to_string(conn_->in_flight) +
-                                    " calls in flight, the server's limit (--max-calls-per-connection); wait for "
-                                    "answers or open another connection"));
+      return fail(ResourceExhausted(CallLimitText(conn_->in_flight)));
     auto decoded = DecodeInferRequest(context.getParams().getRequest(), state_.options->limits);
     if (!decoded.ok()) return fail(decoded.status());
     auto spec = FindModel(state_.models, decoded->model, decoded->version);
@@ -333,10 +336,8 @@ class Service final : public Cellserve::Server {
           auto it = st->calls.find(id);
           if (it != st->calls.end()) {  // dropped before the answer: the client cancelled or left
             st->calls.erase(it);
-            if (!st->closing) {
-              ++st->stats->client_cancels;
-              if (st->options->metrics) st->options->metrics->OnRpcClientCancel();
-            }
+            ++st->stats->client_cancels;
+            if (st->options->metrics) st->options->metrics->OnRpcClientCancel();
             st->cluster->Cancel(cluster_id);
           }
         }));
@@ -453,16 +454,18 @@ struct RpcServer::Impl {
     listener = nullptr;  // no new connections
     WaitIdle(io.provider->getTimer(), options.stop_grace_ms).wait(io.waitScope);
     io.provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io.waitScope);  // let replies go out
-    // Calls still unanswered: cancel their requests in the cluster (their answers, posted into the
-    // inbox, are dropped), then close every connection (their clients see the close).
-    state.closing = true;
+    // Calls still unanswered: out of the table first, so that closing their connections below is
+    // not taken for their clients' doing (it counts a cancel and cancels only what is in it). Their
+    // requests are cancelled in the cluster (answers posted into the inbox are dropped), then every
+    // connection closes (their clients see the close).
+    std::unordered_map<uint64_t, PendingCall> unanswered;
+    unanswered.swap(state.calls);
     if (state.cluster)
-      for (const auto& [id, call] : state.calls) state.cluster->Cancel(call.cluster_id);
+      for (const auto& [id, call] : unanswered) state.cluster->Cancel(call.cluster_id);
     connections = nullptr;
     state.inbox.Close();
     state.reporter.reset();
     state.health_waiters.clear();
-    state.calls.clear();
   }
 };
 
