@@ -9,6 +9,12 @@ namespace cellserve {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+const std::string kF16Hint = " (largest " + std::to_string(static_cast<int>(kF16Max)) + "); try BF16";
+
+}  // namespace
+
 StatusOr<std::vector<std::string>> ListModels(const std::string& repo) {
   std::error_code ec;
   if (!fs::is_directory(repo, ec))
@@ -59,8 +65,8 @@ StatusOr<SafetensorsFile> RandomWeights(const ModelSpec& spec, uint64_t seed, fl
   ASSIGN_OR_RETURN(DType dtype, ParseDType(spec.dtype));
   if (!(scale > 0) || !std::isfinite(scale))
     return InvalidArgument("the init scale must be a positive finite number, got " + std::to_string(scale));
-  if (dtype == DType::kF16 && scale > 65504.0f)
-    return InvalidArgument("an init scale of " + std::to_string(scale) + " does not fit in F16 (largest 65504); try BF16");
+  if (dtype == DType::kF16 && scale > kF16Max)
+    return InvalidArgument("an init scale of " + std::to_string(scale) + " does not fit in F16" + kF16Hint);
   SafetensorsFile file;
   file.metadata["format"] = "cellserve";
   file.metadata["init"] = "uniform(-" + std::to_string(scale) + ", " + std::to_string(scale) +
@@ -98,7 +104,7 @@ StatusOr<SafetensorsFile> ConvertWeights(const Model& model, const std::string& 
       const float old_value = t.data()[i], new_value = back.data()[i];
       if (std::isfinite(old_value) && !std::isfinite(new_value))
         return InvalidArgument("tensor '" + name + "': " + std::to_string(old_value) + " does not fit in " +
-                               DTypeName(dtype) + (dtype == DType::kF16 ? " (largest 65504); try BF16" : ""));
+                               DTypeName(dtype) + (dtype == DType::kF16 ? kF16Hint : ""));
       const double change = std::fabs(double(new_value) - double(old_value));
       if (change > 0) {
         ++r.changed;

@@ -12,6 +12,7 @@
 namespace cellserve {
 
 enum class DType { kF32, kF16, kBF16 };
+constexpr float kF16Max = 65504.0f;  // F16's largest finite value
 
 const char* DTypeName(DType dtype);           // "F32", "F16", "BF16" (safetensors spelling)
 StatusOr<DType> ParseDType(const std::string& name);

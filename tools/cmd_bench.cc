@@ -220,7 +220,7 @@ int BenchCommand(int argc, char** argv) {
     auto drain = flags.GetDouble("drain-s");
     auto devices = flags.GetIntIn("devices", 1, kMaxDevices);
     auto lookahead = flags.GetIntIn("lookahead", 1, kMaxLookahead);
-    auto fill_first = flags.GetIntIn("fill-first-rounds", 0, 1000000);
+    auto fill_first = flags.GetIntIn("fill-first-rounds", 0, kMaxFillFirstRounds);
     auto batch = flags.GetInt("padded-batch");
     auto wait_ms = flags.GetDouble("padded-wait-ms");
     auto seed = flags.GetInt("seed");

@@ -136,12 +136,10 @@ int CorpusCommand(int argc, char** argv) {
       .Add("max-words", "0", "drop sentences with more words; 0 means no limit");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
-  StatusOr<int64_t> min_words = flags.GetInt("min-words");
-  StatusOr<int64_t> max_words = flags.GetInt("max-words");
+  StatusOr<int64_t> min_words = flags.GetIntIn("min-words", 0, INT64_MAX);
+  StatusOr<int64_t> max_words = flags.GetIntIn("max-words", 0, INT64_MAX);
   Status bad = !min_words.ok()   ? min_words.status()
                : !max_words.ok() ? max_words.status()
-               : *min_words < 0  ? InvalidArgument("--min-words must be >= 0")
-               : *max_words < 0  ? InvalidArgument("--max-words must be >= 0 (0: no limit)")
                : (*max_words > 0 && *max_words < *min_words)
                    ? InvalidArgument("--max-words must be 0 or >= --min-words")
                    : OkStatus();

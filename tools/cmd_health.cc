@@ -23,9 +23,7 @@ void AddCommonFlags(Flags& flags) {
 }
 
 StatusOr<int64_t> TimeoutMs(const Flags& flags) {
-  auto ms = flags.GetInt("timeout-ms");
-  if (ms.ok() && *ms <= 0) return InvalidArgument("--timeout-ms must be > 0");
-  return ms;
+  return flags.GetIntIn("timeout-ms", 1, INT64_MAX);
 }
 
 nlohmann::ordered_json HealthJson(const rpc::HealthInfo& h) {

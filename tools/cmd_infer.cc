@@ -136,10 +136,12 @@ int InferCommand(int argc, char** argv) {
   out.json = flags.GetBool("json");
   out.stream = flags.GetBool("stream");
   // --version and --timeout-ms go on the wire in 32 bits (the deadline in milliseconds: about 49 days).
-  for (const auto& [name, hi] : {std::pair<const char*, int64_t>{"version", UINT32_MAX}, {"timeout-ms", UINT32_MAX},
-                                 {"max-decode-len", INT64_MAX}, {"connect-timeout-ms", INT64_MAX}})
-    if (auto v = flags.GetIntIn(name, 0, hi); !v.ok()) return BadUsage(out, v.status());
-  const int64_t version = *flags.GetInt("version");
+  const StatusOr<int64_t> version = flags.GetIntIn("version", 0, UINT32_MAX),
+                          timeout_ms = flags.GetIntIn("timeout-ms", 0, UINT32_MAX),
+                          max_decode_len = flags.GetIntIn("max-decode-len", 0, INT64_MAX),
+                          connect_timeout_ms = flags.GetIntIn("connect-timeout-ms", 0, INT64_MAX);
+  for (const StatusOr<int64_t>* v : {&version, &timeout_ms, &max_decode_len, &connect_timeout_ms})
+    if (!v->ok()) return BadUsage(out, v->status());
   std::string text;
   for (const auto& word : flags.positional()) text += (text.empty() ? "" : " ") + word;
   const bool has_text = !flags.positional().empty();
@@ -150,9 +152,9 @@ int InferCommand(int argc, char** argv) {
 
   rpc::InferCall call;
   call.model = flags.Get("model");
-  call.version = static_cast<uint32_t>(version);
-  call.timeout_us = *flags.GetInt("timeout-ms") * 1000;
-  call.max_decode_len = *flags.GetInt("max-decode-len");
+  call.version = static_cast<uint32_t>(*version);
+  call.timeout_us = *timeout_ms * 1000;
+  call.max_decode_len = *max_decode_len;
   // Past the server's deadline, allow it a while to say so before giving up on our side.
   if (call.timeout_us > 0) call.client_timeout_ms = call.timeout_us / 1000 + 5000;
   if (has_tokens) {
@@ -168,7 +170,7 @@ int InferCommand(int argc, char** argv) {
   }
 
   const std::string addr = flags.Get("addr");
-  auto client = rpc::Client::Connect(addr, *flags.GetInt("connect-timeout-ms"));
+  auto client = rpc::Client::Connect(addr, *connect_timeout_ms);
   if (!client.ok()) {
     if (client.status().code() == StatusCode::kInvalidArgument) return BadUsage(out, client.status().WithContext("--addr"));
     return Fail(out, client.status());

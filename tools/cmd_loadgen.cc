@@ -367,20 +367,22 @@ int LoadgenCommand(int argc, char** argv) {
   cfg.json_path = flags.Get("json");
   cfg.answers_path = flags.Get("answers");
   // --timeout-ms: the wire carries the deadline in 32-bit milliseconds (about 49 days).
-  for (const auto& [name, hi] : {std::pair<const char*, int64_t>{"closed-loop", INT64_MAX}, {"timeout-ms", UINT32_MAX},
-                                 {"seed", INT64_MAX}, {"connect-timeout-ms", INT64_MAX}})
-    if (auto v = flags.GetIntIn(name, 0, hi); !v.ok()) return BadUsage(v.status());
-  for (const char* name : {"duration-s", "drain-s"}) {
-    auto v = flags.GetDouble(name);  // finite, or an error
-    if (!v.ok()) return BadUsage(v.status());
-    if (*v < 0) return BadUsage(InvalidArgument(std::string("--") + name + " must be >= 0"));
-  }
-  cfg.closed_loop = *flags.GetInt("closed-loop");
-  cfg.timeout_ms = *flags.GetInt("timeout-ms");
-  cfg.seed = static_cast<uint64_t>(*flags.GetInt("seed"));
-  cfg.duration_s = *flags.GetDouble("duration-s");
-  cfg.drain_s = *flags.GetDouble("drain-s");
-  if (!(cfg.duration_s > 0)) return BadUsage(InvalidArgument("--duration-s must be > 0"));
+  const StatusOr<int64_t> closed_loop = flags.GetIntIn("closed-loop", 0, INT64_MAX),
+                          timeout_ms = flags.GetIntIn("timeout-ms", 0, UINT32_MAX),
+                          seed = flags.GetIntIn("seed", 0, INT64_MAX),
+                          connect_timeout_ms = flags.GetIntIn("connect-timeout-ms", 0, INT64_MAX);
+  for (const StatusOr<int64_t>* v : {&closed_loop, &timeout_ms, &seed, &connect_timeout_ms})
+    if (!v->ok()) return BadUsage(v->status());
+  const StatusOr<double> duration_s = flags.GetDouble("duration-s"), drain_s = flags.GetDouble("drain-s");
+  for (const StatusOr<double>* v : {&duration_s, &drain_s})  // finite, or an error
+    if (!v->ok()) return BadUsage(v->status());
+  if (!(*duration_s > 0)) return BadUsage(InvalidArgument("--duration-s must be > 0"));
+  if (*drain_s < 0) return BadUsage(InvalidArgument("--drain-s must be >= 0"));
+  cfg.closed_loop = *closed_loop;
+  cfg.timeout_ms = *timeout_ms;
+  cfg.seed = static_cast<uint64_t>(*seed);
+  cfg.duration_s = *duration_s;
+  cfg.drain_s = *drain_s;
   const bool has_rate = !flags.Get("rate").empty();
   if (cfg.closed_loop > 0 && has_rate) return BadUsage(InvalidArgument("give --rate or --closed-loop, not both"));
   if (cfg.closed_loop == 0) {
@@ -391,7 +393,7 @@ int LoadgenCommand(int argc, char** argv) {
     cfg.rate = *rate;
   }
 
-  auto client = rpc::Client::Connect(cfg.addr, *flags.GetInt("connect-timeout-ms"));
+  auto client = rpc::Client::Connect(cfg.addr, *connect_timeout_ms);
   if (!client.ok() && client.status().code() == StatusCode::kInvalidArgument)
     return BadUsage(client.status().WithContext("--addr"));
   if (!client.ok()) return Fail(client.status());

@@ -253,7 +253,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.scheduler.policy = *policy;
   auto max_requests = flags.GetInt("max-requests");
   auto lookahead = flags.GetIntIn("lookahead", 1, kMaxLookahead);
-  auto fill_first = flags.GetIntIn("fill-first-rounds", 0, 1000000);
+  auto fill_first = flags.GetIntIn("fill-first-rounds", 0, kMaxFillFirstRounds);
   auto slots = flags.GetIntIn("state-slots", 2, int64_t{1} << 30);
   auto blas_threads = flags.GetIntIn("blas-threads", 0, kMaxThreads);
   for (const Status* s : {&max_requests.status(), &lookahead.status(), &fill_first.status(), &slots.status(),

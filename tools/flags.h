@@ -25,6 +25,7 @@ namespace cellserve::tools {
 constexpr int64_t kMaxDevices = 4096;      // --devices
 constexpr int64_t kMaxThreads = 4096;      // --blas-threads, --caf-threads
 constexpr int64_t kMaxLookahead = 1 << 20; // --lookahead
+constexpr int64_t kMaxFillFirstRounds = 1000000;  // --fill-first-rounds
 
 class Flags {
  public:

@@ -16,11 +16,8 @@ void AddFoldFlag(Flags& flags) {
 }
 
 StatusOr<int64_t> FoldMaxBytes(const Flags& flags) {
-  auto mib = flags.GetInt("fold-max-mib");
-  if (!mib.ok()) return mib.status();
-  if (*mib < 0 || *mib > (int64_t{1} << 20))
-    return InvalidArgument("--fold-max-mib must be in [0, 1048576] (MiB; 0 turns folding off)");
-  return *mib << 20;
+  ASSIGN_OR_RETURN(const int64_t mib, flags.GetIntIn("fold-max-mib", 0, int64_t{1} << 20));
+  return mib << 20;
 }
 
 }  // namespace cellserve::tools

@@ -27,17 +27,16 @@ void AddFrontDoorFlags(Flags& flags) {
 StatusOr<rpc::RpcServerOptions> RpcServerOptionsFromFlags(const Flags& flags, monitoring::ServingMetrics* metrics) {
   rpc::RpcServerOptions o;
   o.listen = flags.Get("listen");
-  ASSIGN_OR_RETURN(o.limits.max_tokens, flags.GetInt("max-tokens"));
-  ASSIGN_OR_RETURN(o.max_calls_per_connection, flags.GetInt("max-calls-per-connection"));
-  ASSIGN_OR_RETURN(o.max_connections, flags.GetInt("max-connections"));
-  ASSIGN_OR_RETURN(o.max_message_bytes, flags.GetInt("max-message-bytes"));
+  ASSIGN_OR_RETURN(o.limits.max_tokens, flags.GetIntIn("max-tokens", 1, INT64_MAX));
+  ASSIGN_OR_RETURN(o.max_calls_per_connection, flags.GetIntIn("max-calls-per-connection", 1, INT64_MAX));
+  ASSIGN_OR_RETURN(o.max_connections, flags.GetIntIn("max-connections", 1, INT64_MAX));
+  ASSIGN_OR_RETURN(o.max_message_bytes, flags.GetIntIn("max-message-bytes", 1024, INT64_MAX));
   o.metrics = metrics;
   return o;
 }
 
 StatusOr<MetricsEndpoint> StartMetricsEndpoint(const Flags& flags, const std::string& node, const char* command) {
-  ASSIGN_OR_RETURN(const int64_t port, flags.GetInt("metrics-port"));
-  if (port < 0 || port > 65535) return InvalidArgument("--metrics-port must be in [0, 65535]");
+  ASSIGN_OR_RETURN(const int64_t port, flags.GetIntIn("metrics-port", 0, 65535));
   MetricsEndpoint out;
   if (port == 0) return out;
   monitoring::ServingMetricsOptions options;

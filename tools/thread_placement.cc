@@ -33,8 +33,7 @@ void AddIdlePollFlags(Flags& flags, const char* cores) {
 StatusOr<IdlePollSettings> ReadIdlePollFlags(const Flags& flags) {
   IdlePollSettings settings;
   settings.on = flags.GetBool("idle-poll");
-  ASSIGN_OR_RETURN(settings.below, flags.GetInt("idle-poll-below"));
-  if (settings.below < 0) return InvalidArgument("--idle-poll-below must be >= 0");
+  ASSIGN_OR_RETURN(settings.below, flags.GetIntIn("idle-poll-below", 0, INT64_MAX));
   return settings;
 }
 
