@@ -1,8 +1,6 @@
 // CpuBackend against a plain double-precision reference of each cell op, and its input checks.
 #include <gtest/gtest.h>
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -13,6 +11,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "runtime/memory_limit.h"
 #include "test_models.h"
+#include "tests/unit/common/address_space.h"
 #include "tests/unit/common/sanitizers.h"
 
 namespace cellserve {
@@ -210,16 +209,6 @@ TEST(CpuBackend, StateSlotsBeyondMemoryAreAnErrorNotACrash) {
   EXPECT_TRUE(backend.RegisterModel(*model, 4).ok()) << "nothing was left half-registered";
 }
 
-// Limits this process's address space to what it has mapped now and `more` bytes (in a death
-// test's child). False if it could not.
-bool LimitAddressSpaceTo(int64_t more) {
-  const double mapped = ReadMemoryOfThisProcess().address_space;
-  if (mapped <= 0) return false;
-  rlimit limit{};
-  limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(mapped + static_cast<double>(more));
-  return setrlimit(RLIMIT_AS, &limit) == 0;
-}
-
 TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
   CELLSERVE_SKIP_UNDER_ASAN("it limits the address space");
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // the process may have BLAS or actor threads
@@ -230,7 +219,7 @@ TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
   auto model = Make(ModelKind::kLstm, 512, 1);
   const int64_t slot_bytes = 2 * 512 * sizeof(float);
   auto child = [&model, slot_bytes] {
-    if (!LimitAddressSpaceTo(int64_t{64} << 20)) std::_Exit(3);
+    if (!testutil::LimitAddressSpaceTo(int64_t{64} << 20)) std::_Exit(3);
     const auto slots = static_cast<int32_t>((MemoryHeadroomOfThisProcess() - (1 << 20)) / slot_bytes);
     cpu::CpuBackend backend;
     Status s = backend.RegisterModel(*model, slots);
@@ -240,7 +229,7 @@ TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
   // Slots beyond the headroom (twice it) are refused before any allocation.
   auto beyond = [&model, slot_bytes] {
-    if (!LimitAddressSpaceTo(int64_t{64} << 20)) std::_Exit(3);
+    if (!testutil::LimitAddressSpaceTo(int64_t{64} << 20)) std::_Exit(3);
     cpu::CpuBackend backend;
     const double slots = 2 * MemoryHeadroomOfThisProcess() / slot_bytes;
     Status s = backend.RegisterModel(*model, static_cast<int32_t>(std::min<double>(slots, INT32_MAX)));
@@ -258,7 +247,7 @@ TEST(CpuBackendDeathTest, EachRegistrationIsCheckedAgainstWhatTheEarlierOnesTook
   // not left to an allocation (under a cgroup limit it would not fail: the OOM killer would come).
   auto model = Make(ModelKind::kLstm, 512, 1);
   auto child = [&model] {
-    if (!LimitAddressSpaceTo(int64_t{512} << 20)) std::_Exit(3);
+    if (!testutil::LimitAddressSpaceTo(int64_t{512} << 20)) std::_Exit(3);
     const int64_t slot_bytes = 2 * 512 * sizeof(float);
     const auto slots = static_cast<int32_t>(0.4 * MemoryHeadroomOfThisProcess() / slot_bytes);
     cpu::CpuBackend a, b, c;
