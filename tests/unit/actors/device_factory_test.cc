@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -164,41 +165,38 @@ TEST(DeviceFactoryTest, CudaWithoutGpuSaysWhatToDoOrFallsBack) {
 
 // These two run in every build: CELLSERVE_CUDA_PLUGIN is honoured whether or not this build has
 // CUDA (fakecuda.serving_path loads the fake runtime's plugin that way).
+// In a death test's child (the plugin is loaded once per process): asks for cuda devices with
+// CELLSERVE_CUDA_PLUGIN at `plugin`, and exits 0 when the error names each of `parts` (else says
+// what it got and exits 1).
+void ExitZeroIfPluginRefusedSaying(const std::string& plugin, const std::vector<std::string>& parts) {
+  setenv("CELLSERVE_CUDA_PLUGIN", plugin.c_str(), 1);
+  DeviceOptions o;
+  o.backend = "cuda";
+  auto r = MakeDevices(o, {testing_models::Make(ModelKind::kLstm)});
+  const std::string message = r.ok() ? "" : r.status().message();
+  bool says_why = !r.ok();
+  for (const std::string& part : parts) says_why = says_why && message.find(part) != std::string::npos;
+  if (!says_why) std::fprintf(stderr, "got: %s\n", r.ok() ? "devices" : message.c_str());
+  std::_Exit(says_why ? 0 : 1);
+}
+
 TEST(DeviceFactoryDeathTest, APluginThatIsNotThisBuildsSaysWhy) {
-  // In a child (the plugin is loaded once per process): a shared library that is no plugin.
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  Dl_info libm{};  // the C math library: a shared library at a path this machine has
+  Dl_info libm{};  // the C math library: a shared library at a path this machine has, and no plugin
   ASSERT_NE(dladdr(reinterpret_cast<void*>(static_cast<double (*)(double)>(&std::cos)), &libm), 0);
   ASSERT_NE(libm.dli_fname, nullptr);
   const std::string path = libm.dli_fname;
-  auto child = [&path] {
-    setenv("CELLSERVE_CUDA_PLUGIN", path.c_str(), 1);
-    DeviceOptions o;
-    o.backend = "cuda";
-    auto r = MakeDevices(o, {testing_models::Make(ModelKind::kLstm)});
-    const bool says_why = !r.ok() && r.status().message().find("lacks the symbol cellserve_cuda_abi_tag") !=
-                                         std::string::npos;
-    std::_Exit(says_why ? 0 : 1);
-  };
-  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(ExitZeroIfPluginRefusedSaying(path, {"lacks the symbol cellserve_cuda_abi_tag"}),
+              ::testing::ExitedWithCode(0), "");
 }
 
 // A plugin built from other boundary headers (or by another compiler) has another ABI tag:
 // refused by it, naming both tags, and never called (the stand-in aborts if it is).
 TEST(DeviceFactoryDeathTest, APluginFromAnotherBuildIsRefusedByItsTag) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  auto child = [] {
-    setenv("CELLSERVE_CUDA_PLUGIN", STALE_CUDA_PLUGIN_PATH, 1);
-    DeviceOptions o;
-    o.backend = "cuda";
-    auto r = MakeDevices(o, {testing_models::Make(ModelKind::kLstm)});
-    const std::string message = r.ok() ? "" : r.status().message();
-    const bool says_why = message.find("its ABI tag is stale-build, this binary's ") != std::string::npos &&
-                          message.find("rebuild it with the binary") != std::string::npos;
-    if (!says_why) std::fprintf(stderr, "got: %s\n", message.c_str());
-    std::_Exit(says_why ? 0 : 1);
-  };
-  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(ExitZeroIfPluginRefusedSaying(STALE_CUDA_PLUGIN_PATH, {"its ABI tag is stale-build, this binary's ",
+                                                                     "rebuild it with the binary"}),
+              ::testing::ExitedWithCode(0), "");
 }
 
 TEST(DeviceFactoryTest, CudaPrecisionIsChecked) {
