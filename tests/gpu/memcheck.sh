@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # compute-sanitizer memcheck over the GPU tests: no invalid access, no leak, no CUDA API error.
-# Usage: memcheck.sh SANITIZER TEST_BINARY. Exit 77 (ctest: skipped) when the sanitizer is not
+# Usage: memcheck.sh SANITIZER TEST_BINARY [GTEST_FILTER] (default: every test; tools/gpu/run.sh
+# gives a subset to fit a short GPU session). Exit 77 (ctest: skipped) when the sanitizer is not
 # installed or no GPU is usable; otherwise the sanitizer's verdict.
 set -euo pipefail
-sanitizer="$1" binary="$2"
+sanitizer="$1" binary="$2" only="${3:-}"
 if [[ -z "$sanitizer" || "$sanitizer" == *NOTFOUND* || ! -x "$sanitizer" ]]; then
   echo "compute-sanitizer not found (it ships with the CUDA toolkit's sanitizer package): skipped"
   exit 77
@@ -20,4 +21,4 @@ fi
 # and the out-of-memory test (it asks cudaMalloc for 4 TiB on purpose; the sanitizer reports every
 # failed API call as an error).
 exec "$sanitizer" --tool memcheck --leak-check full --error-exitcode 1 "$binary" \
-  --gtest_filter='-*Nccl*:*OutOfMemory*'
+  --gtest_filter="$only-*Nccl*:*OutOfMemory*"

@@ -72,8 +72,8 @@ step e2e_bench 300 "$BUNDLE/bin/cellserve" bench --model-repo "$repo" --model ls
 step rpc_bench 90 "$BUNDLE/bin/bench_rpc" --model-repo "$repo" --model lstm1024 --corpus "$repo/sotu_sentences.txt" \
   --setups cuda --requests 200 --rounds 2 --json "$OUT/gpu_rpc_bench.json"
 if command -v compute-sanitizer >/dev/null; then
-  step memcheck 240 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 \
-    "$BUNDLE/bin/cuda_backend_test" --gtest_filter='Kinds/CudaMatchesCpu.*fp32*:CudaDeviceTest.*-*Nccl*:*OutOfMemory*'
+  step memcheck 240 bash tests/gpu/memcheck.sh "$(command -v compute-sanitizer)" "$BUNDLE/bin/cuda_backend_test" \
+    'Kinds/CudaMatchesCpu.*fp32*:CudaDeviceTest.*'
 else
   echo "=== memcheck: compute-sanitizer not on PATH: skipped"
 fi
