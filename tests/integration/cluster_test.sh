@@ -23,34 +23,6 @@ source "$(dirname "$0")/lib.sh"
 CHECK=(/usr/bin/python3 "$(dirname "$0")/cluster_check.py")
 T0=$SECONDS
 
-# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds; status 1 on timeout.
-wait_for() {
-  local limit=$(($1 * 10))
-  shift
-  for _ in $(seq "$limit"); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  "$@"
-}
-# wait_exit PID SECONDS: waits for PID (a child) to exit; sets EXIT to its status, or to "timeout"
-# (then kills it with -9 and reaps it). Status 0 when it exited by itself.
-wait_exit() {
-  local pid="$1" limit=$(($2 * 10))
-  for _ in $(seq "$limit"); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -9 "$pid" 2>/dev/null
-    { wait "$pid"; } 2>/dev/null
-    EXIT=timeout
-    return 1
-  fi
-  { wait "$pid"; } 2>/dev/null  # no "Killed" line from the shell for the ones killed on purpose
-  EXIT=$?
-  return 0
-}
 has_line() { grep -qE -- "$2" "$1" 2>/dev/null; }
 # registered_times NAME N: node NAME's log says "registered with router $CADDR" at least N times.
 registered_times() { (($(grep -c "registered with router $CADDR" "$WORK/$1.log" 2>/dev/null) >= $2)); }
@@ -259,8 +231,7 @@ D1=$LG_PID
 loadgen d_mt 80 4
 D2=$LG_PID
 sleep 1.5
-kill -TERM "$N3"
-if wait_exit "$N3" 20 && [[ "$EXIT" == 0 ]]; then ok "d: n3 exited 0 within 20 s of SIGTERM"
+if stop_and_wait "$N3" 20 && [[ "$EXIT" == 0 ]]; then ok "d: n3 exited 0 within 20 s of SIGTERM"
 else bad "d: n3 after SIGTERM: exit $EXIT" "$(cat "$WORK/n3.log")"; fi
 finish_loadgen d_cls "$D1" 0
 finish_loadgen d_mt "$D2" 0
@@ -325,8 +296,7 @@ for n in n2 n4; do
   if wait_exit "$pid" 20 && [[ "$EXIT" == 0 ]]; then ok "$n: SIGTERM, exit 0 ($(runs_at_exit $n) run(s) for routers)"
   else bad "$n after SIGTERM: exit $EXIT" "$(tail -5 "$WORK/$n.log")"; fi
 done
-kill -TERM "$ROUTER_PID"
-if wait_exit "$ROUTER_PID" 20 && [[ "$EXIT" == 0 ]]; then ok "router r2: SIGTERM, exit 0"
+if stop_and_wait "$ROUTER_PID" 20 && [[ "$EXIT" == 0 ]]; then ok "router r2: SIGTERM, exit 0"
 else bad "router r2 after SIGTERM: exit $EXIT" "$(tail -5 "$WORK/r2.log")"; fi
 alive=()
 for pid in "${PIDS[@]}"; do

@@ -4,6 +4,10 @@
 #   ok / bad / die / check   report a check and count failures (and passes)
 #   free_port, http_get URL  a free TCP port on 127.0.0.1; a body over HTTP (python3, 5 s bound)
 #   json_get FILE EXPR       a Python expression over the JSON object `j` read from FILE
+#   wait_for SECONDS COMMAND...  polls COMMAND until it succeeds (status 1 on timeout)
+#   exited PID / or_exited PID COMMAND...  predicates for wait_for: PID has exited / or COMMAND succeeds
+#   wait_exit PID SECONDS    waits (bounded) for a child to exit: its status in EXIT, or "timeout"
+#   stop_and_wait PID SECONDS  SIGTERM, then wait_exit
 #   wait_calls ADDR N PID OUT  until the server at ADDR holds N calls (health to OUT), PID exits or
 #                              30 s pass (needs $CELLSERVE)
 #   init_models REPO         the small models the RPC-level tests share (needs $CELLSERVE)
@@ -83,14 +87,52 @@ init_models() {
 # json_get FILE EXPR: evaluates a Python expression over the JSON object `j` read from FILE.
 json_get() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-# wait_calls ADDR N PID OUT: polls `health --json` (into OUT) until the server holds N calls in
-# flight, the client PID has exited, or 30 s have passed: a client to be killed mid-call is killed
-# once its calls are there, however slowly a loaded machine started it.
-wait_calls() {
-  for _ in $(seq 300); do
-    "$CELLSERVE" health --addr "$1" --json > "$4" 2>/dev/null
-    [[ "$(json_get "$4" "j[\"calls_in_flight\"] >= $2")" == "True" ]] && return 0
-    kill -0 "$3" 2>/dev/null || return 0
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds; status 1 on timeout.
+wait_for() {
+  local limit=$(($1 * 10))
+  shift
+  for _ in $(seq "$limit"); do
+    "$@" && return 0
     sleep 0.1
   done
+  "$@"
 }
+# exited PID: the process PID is no longer running.
+exited() { ! kill -0 "$1" 2>/dev/null; }
+# or_exited PID COMMAND...: COMMAND succeeds or PID has exited (for wait_for: stop early when the
+# process waited on died; check the condition again after).
+or_exited() {
+  local pid="$1"
+  shift
+  "$@" || exited "$pid"
+}
+# wait_exit PID SECONDS: waits for PID (a child) to exit; sets EXIT to its status, or to "timeout"
+# (then kills it with -9 and reaps it). Status 0 when it exited by itself.
+wait_exit() {
+  local pid="$1"
+  if ! wait_for "$2" exited "$pid"; then
+    kill -9 "$pid" 2>/dev/null
+    { wait "$pid"; } 2>/dev/null
+    EXIT=timeout
+    return 1
+  fi
+  { wait "$pid"; } 2>/dev/null  # no "Killed" line from the shell for the ones killed on purpose
+  EXIT=$?
+  return 0
+}
+# stop_and_wait PID SECONDS: SIGTERM to PID (a child), then wait_exit PID SECONDS: EXIT is its exit
+# status, or "timeout" (killed with -9). Status 0 when it exited within SECONDS.
+stop_and_wait() {
+  kill -TERM "$1" 2>/dev/null
+  wait_exit "$1" "$2"
+}
+
+# calls_at_least ADDR N OUT: the server at ADDR holds N calls in flight (its `health --json` into OUT).
+calls_at_least() {
+  "$CELLSERVE" health --addr "$1" --json > "$3" 2>/dev/null
+  [[ "$(json_get "$3" "j[\"calls_in_flight\"] >= $2")" == "True" ]]
+}
+# wait_calls ADDR N PID OUT: polls `health --json` (into OUT) until the server holds N calls in
+# flight, the client PID has exited, or 30 s have passed (status 1; callers go on): a client to be
+# killed mid-call is killed once its calls are there, however slowly a loaded machine started it.
+wait_calls() { wait_for 30 or_exited "$3" calls_at_least "$1" "$2" "$4"; }

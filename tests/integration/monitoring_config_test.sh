@@ -223,9 +223,7 @@ fi
 # Stop what runs (SIGTERM: Prometheus shuts down, serve drains); cleanup kills what is left.
 for pid in "${PROM_PID:-}" "$LOADGEN_PID" "$SERVE_PID"; do
   [[ -n "$pid" ]] || continue
-  kill -TERM "$pid" 2>/dev/null
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  { wait "$pid"; } 2>/dev/null
+  stop_and_wait "$pid" 10  # bounded: one that does not stop is killed
 done
 if [[ $failures -gt 0 ]]; then
   echo "monitoring_config_test: $failures failure(s)"

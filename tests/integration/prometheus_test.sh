@@ -60,11 +60,7 @@ for attempt in 1 2 3; do
     --metrics-port "$METRICS_PORT" --max-tokens 16 2>"$WORK/serve.log" &
   SERVE_PID=$!
   PIDS+=("$SERVE_PID")
-  for _ in $(seq 600); do
-    [[ -s "$WORK/rpc.port" ]] && break
-    kill -0 "$SERVE_PID" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_for 60 or_exited "$SERVE_PID" test -s "$WORK/rpc.port"
   [[ -s "$WORK/rpc.port" ]] && break
   grep -q "cannot serve metrics" "$WORK/serve.log" || break
 done
@@ -92,6 +88,8 @@ if out="$(promtool check metrics <"$WORK/scrape.txt" 2>&1)"; then ok "promtool c
 else bad "promtool check metrics" "$out"; fi
 
 # --- a real Prometheus scraping it every second ---
+# prom_ready: Prometheus at $PROM_URL says it is ready (then sets ready=1).
+prom_ready() { http_get "$PROM_URL/-/ready" >/dev/null 2>&1 && ready=1; }
 PROM_PID=""
 for attempt in 1 2 3; do
   PROM_PORT="$(free_port)"
@@ -116,11 +114,7 @@ EOF
   PROM_PID=$!
   PIDS+=("$PROM_PID")
   ready=0
-  for _ in $(seq 300); do
-    if http_get "$PROM_URL/-/ready" >/dev/null 2>&1; then ready=1; break; fi
-    kill -0 "$PROM_PID" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_for 30 or_exited "$PROM_PID" prom_ready
   [[ $ready == 1 ]] && break
   kill -9 "$PROM_PID" 2>/dev/null
 done
@@ -188,12 +182,8 @@ check_query 'sum(cellserve_node_up)' 1
 
 # --- shut down: SIGTERM, both exit within 30 s ---
 stop() {  # stop PID NAME
-  kill -TERM "$1" 2>/dev/null
-  for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$1" 2>/dev/null; then bad "$2: still running 30 s after SIGTERM"; return; fi
-  wait "$1"
-  local status=$?
-  [[ $status == 0 ]] && ok "$2 exits 0 on SIGTERM" || bad "$2 exited $status on SIGTERM"
+  if ! stop_and_wait "$1" 30; then bad "$2: still running 30 s after SIGTERM"; return; fi
+  [[ $EXIT == 0 ]] && ok "$2 exits 0 on SIGTERM" || bad "$2 exited $EXIT on SIGTERM"
 }
 stop "$SERVE_PID" "cellserve serve"
 stop "$PROM_PID" "prometheus"

@@ -24,11 +24,7 @@ start_server() {
     2>"$WORK/$name.log" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
-  for _ in $(seq 600); do
-    [[ -s "$WORK/$name.port" ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_for 60 or_exited "$SERVER_PID" test -s "$WORK/$name.port"
   if [[ ! -s "$WORK/$name.port" ]]; then
     bad "server $name did not start" "$(cat "$WORK/$name.log")"
     return 1
@@ -39,17 +35,12 @@ start_server() {
 # stop_server PID NAME: SIGTERM, expect exit 0 within 60 s.
 stop_server() {
   local pid="$1" name="$2"
-  kill -TERM "$pid"
-  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
+  if ! stop_and_wait "$pid" 60; then
     bad "$name: still running 60 s after SIGTERM" "$(cat "$WORK/$name.log")"
-    kill -9 "$pid"
     return
   fi
-  wait "$pid"
-  local status=$?
-  if [[ $status == 0 ]] && grep -q "draining" "$WORK/$name.log"; then ok "$name: SIGTERM drains and exits 0"
-  else bad "$name: exit $status after SIGTERM" "$(cat "$WORK/$name.log")"; fi
+  if [[ $EXIT == 0 ]] && grep -q "draining" "$WORK/$name.log"; then ok "$name: SIGTERM drains and exits 0"
+  else bad "$name: exit $EXIT after SIGTERM" "$(cat "$WORK/$name.log")"; fi
 }
 
 
@@ -142,16 +133,12 @@ kill -9 "$LG" 2>/dev/null
 # `failed` moves after the workers let go (the request actors count the answers), so it is
 # waited for with the rest, from its count before the kill.
 failed_before=$(json_get "$WORK/busy.json" 'j["failed"]')
-clean=0
-for _ in $(seq 100); do
+# cleaned_up: nothing in flight and `failed` past its count before the kill (health into after.json).
+cleaned_up() {
   "$CELLSERVE" health --addr "$ADDR" --json > "$WORK/after.json" 2>&1
-  if [[ "$(json_get "$WORK/after.json" "j['requests_in_flight'] == 0 and j['slots_in_use'] == 0 and j['calls_in_flight'] == 0 and j['failed'] > ${failed_before:-0}")" == "True" ]]; then
-    clean=1
-    break
-  fi
-  sleep 0.1
-done
-if [[ $clean == 1 ]] && [[ "$(json_get "$WORK/busy.json" 'j["calls_in_flight"] > 0')" == "True" ]]; then
+  [[ "$(json_get "$WORK/after.json" "j['requests_in_flight'] == 0 and j['slots_in_use'] == 0 and j['calls_in_flight'] == 0 and j['failed'] > ${failed_before:-0}")" == "True" ]]
+}
+if wait_for 10 cleaned_up && [[ "$(json_get "$WORK/busy.json" 'j["calls_in_flight"] > 0')" == "True" ]]; then
   ok "client killed mid-call: its calls are cancelled; no requests, slots or calls left behind"
 else bad "client killed mid-call" "busy: $(cat "$WORK/busy.json")" "after: $(cat "$WORK/after.json")"; fi
 

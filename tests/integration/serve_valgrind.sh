@@ -37,11 +37,7 @@ valgrind --error-exitcode=9 --leak-check=full --show-leak-kinds=definite,indirec
   --max-requests 16 --max-tokens 64 2>"$WORK/serve.log" &
 SERVER=$!
 PIDS+=("$SERVER")
-for _ in $(seq 1200); do
-  grep -q "serving" "$WORK/serve.log" 2>/dev/null && break
-  kill -0 "$SERVER" 2>/dev/null || break
-  sleep 0.1
-done
+wait_for 120 or_exited "$SERVER" grep -q "serving" "$WORK/serve.log" 2>/dev/null
 grep -q "serving" "$WORK/serve.log" || die "the server under valgrind did not start within 120 s" \
   "$(cat "$WORK/serve.log")" "$(tail -30 "$WORK/valgrind.log")"
 ADDR="127.0.0.1:$(cat "$WORK/port")"
@@ -81,26 +77,16 @@ else bad "deadlines" "$(cat "$WORK/deadline.json" 2>&1)"; fi
 if json_ok "$WORK/flood.json" 'j["errors"].get("RESOURCE_EXHAUSTED", 0) > 0 and j["unanswered"] == 0'; then
   ok "flood beyond --max-requests: RESOURCE_EXHAUSTED"
 else bad "flood" "$(cat "$WORK/flood.json" 2>&1)"; fi
-idle=0
-for _ in $(seq 300); do
+# nothing_in_flight: no request, slot or call in flight (health into health.json).
+nothing_in_flight() {
   "$CELLSERVE" health --addr "$ADDR" --json > "$WORK/health.json" 2>&1
-  if json_ok "$WORK/health.json" 'j["requests_in_flight"] == 0 and j["slots_in_use"] == 0 and j["calls_in_flight"] == 0'; then
-    idle=1
-    break
-  fi
-  sleep 0.1
-done
-if [[ $idle == 1 ]]; then ok "after the load (a client killed mid-call among it): no request, slot or call left"
+  json_ok "$WORK/health.json" 'j["requests_in_flight"] == 0 and j["slots_in_use"] == 0 and j["calls_in_flight"] == 0'
+}
+if wait_for 30 nothing_in_flight; then ok "after the load (a client killed mid-call among it): no request, slot or call left"
 else bad "left in flight after the load" "$(cat "$WORK/health.json")"; fi
 
-kill -TERM "$SERVER"
-for _ in $(seq 1200); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$SERVER" 2>/dev/null; then
-  bad "SIGTERM: still running 120 s later" "$(tail -5 "$WORK/serve.log")"
-  kill -9 "$SERVER" 2>/dev/null
-fi
-wait "$SERVER"
-status=$?
+stop_and_wait "$SERVER" 120 || bad "SIGTERM: still running 120 s later" "$(tail -5 "$WORK/serve.log")"
+status=$EXIT
 if grep -qE "[1-9][0-9]* cancelled by clients" "$WORK/serve.log"; then ok "the killed client's calls were cancelled in the server"
 else bad "no call cancelled by the killed client" "$(tail -3 "$WORK/serve.log")"; fi
 if [[ $status == 0 ]]; then ok "SIGTERM: drained and exited 0 under valgrind"
