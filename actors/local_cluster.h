@@ -50,13 +50,7 @@ struct LocalClusterOptions : DeviceOptions {
   int64_t idle_poll_below = 8;
 };
 
-// One process's load, cheap to read (no actor is asked): what a node reports to routers.
-struct ClusterLoad {
-  int64_t outstanding_cells = 0;  // summed over devices, as of the workers' last load reports
-  int64_t unanswered = 0;         // requests handed in and not answered yet
-};
-
-class LocalCluster final : public ServingBackend {
+class LocalCluster final : public NodeBackend {
  public:
   // Loads the models, starts the devices and actors. Errors: NOT_FOUND (model or repo),
   // INVALID_ARGUMENT (bad options or weights).
@@ -89,7 +83,7 @@ class LocalCluster final : public ServingBackend {
   // every CPU it may use (runtime/cpu_quota.h), since the spinning keeps the caller's cores busy.
   // Call after pinning. INVALID_ARGUMENT saying what to do when it does not.
   static Status CheckIdlePollQuota(const LocalClusterOptions& options);
-  ClusterLoad Load() const;
+  ClusterLoad Load() const override;
   // The specs of the models it serves (fixed after Start).
   std::vector<ModelSpec> Models() const override;
   ClusterState state() const override;

@@ -122,7 +122,7 @@ struct AgentState {
   };
 
   caf::event_based_actor* self = nullptr;
-  LocalCluster* cluster = nullptr;
+  NodeBackend* cluster = nullptr;
   NodeAgentOptions options;
   std::shared_ptr<Links> links;
   std::string registration;
@@ -314,7 +314,7 @@ struct AgentState {
   std::shared_ptr<AckWaiter> leave_waiter;                        // set by leave_atom
 };
 
-caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, LocalCluster* cluster, NodeAgentOptions options,
+caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* cluster, NodeAgentOptions options,
                          std::shared_ptr<Links> links, std::string registration) {
   AgentState& s = self->state;
   s.self = self;
@@ -521,7 +521,7 @@ struct NodeAgent::Impl {
 NodeAgent::NodeAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 NodeAgent::~NodeAgent() { Leave(); }
 
-StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(LocalCluster* cluster, NodeAgentOptions options) {
+StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(NodeBackend* cluster, NodeAgentOptions options) {
   if (!cluster) return InvalidArgument("NodeAgent needs a cluster");
   if (options.join.empty()) return InvalidArgument("--join needs at least one router HOST:PORT");
   for (const std::string& address : options.join) {

@@ -12,7 +12,8 @@
 // Leave, which says goodbye after the last answer went out, so no answer is lost on the way.
 // Thread-safety: every method may be called from any thread (Leave and the destructor too: Start
 // lets go of CAF's thread-local hold on the agent's actor system, actors/caf_config.h). The
-// cluster must outlive the agent.
+// cluster must outlive the agent. It is a NodeBackend (actors/serving_backend.h): the process's
+// LocalCluster, or in tests a stand-in that answers when the test says.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/local_cluster.h"
+#include "actors/serving_backend.h"
 #include "runtime/status.h"
 
 namespace cellserve::cluster {
@@ -47,7 +48,7 @@ class NodeAgent {
  public:
   // Starts connecting in the background (a router that is not up yet is retried). INVALID_ARGUMENT
   // for a bad address or options; or a cluster that serves no model.
-  static StatusOr<std::unique_ptr<NodeAgent>> Start(LocalCluster* cluster, NodeAgentOptions options);
+  static StatusOr<std::unique_ptr<NodeAgent>> Start(NodeBackend* cluster, NodeAgentOptions options);
   ~NodeAgent();  // Leave()
 
   NodeAgentStats stats() const;

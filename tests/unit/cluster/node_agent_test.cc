@@ -1,7 +1,9 @@
 // cluster/node_agent.h against a scripted router: a stand-in published on 127.0.0.1 (in its own
 // actor system, as a separate process would be) that holds every registration reply until the
-// test releases it. The real router answers at once, so the races around a node's goodbye cannot
-// be staged with it; here they are staged exactly, with no sleep deciding the order.
+// test releases it, and places requests when the test says. The real router answers at once, so
+// the races around a node's goodbye cannot be staged with it; here they are staged exactly, with
+// no sleep deciding the order. The same goes for a router that restarts while the node still runs
+// its requests: a stand-in backend answers them only when the test says.
 #include "cluster/node_agent.h"
 
 #include <gtest/gtest.h>
@@ -29,17 +31,26 @@ namespace {
 using testutil::WaitFor;
 
 using release_atom = caf::atom_constant<caf::atom("release")>;
+using place_atom = caf::atom_constant<caf::atom("place")>;
+
+// An answer the scripted router got from the node.
+struct SeenAnswer {
+  uint64_t node = 0, request = 0;
+  StatusOr<RequestResult> result = Internal("not decoded");
+};
 
 // What the scripted router was told; read from the test thread.
 struct Seen {
   std::mutex mu;
   int registrations = 0;
   std::vector<uint64_t> byes;  // node ids, in order
+  std::vector<SeenAnswer> answers;
 };
 
 struct ScriptedRouterState {
   static inline const char* name = "scripted_router";
   std::vector<caf::response_promise> held;  // registration replies not given yet
+  caf::actor node;                          // the last node agent that registered
 };
 
 caf::behavior ScriptedRouterActor(caf::stateful_actor<ScriptedRouterState>* self, std::shared_ptr<Seen> seen) {
@@ -49,9 +60,19 @@ caf::behavior ScriptedRouterActor(caf::stateful_actor<ScriptedRouterState>* self
           std::lock_guard<std::mutex> lock(seen->mu);
           ++seen->registrations;
         }
+        self->state.node = caf::actor_cast<caf::actor>(self->current_sender());
         self->state.held.push_back(self->make_response_promise());
         return self->state.held.back();
       },
+      // Places request number `request` on the node (no deadline).
+      [self](place_atom, uint64_t request, const std::string& bytes) {
+        self->send(self->state.node, run_atom::value, request, bytes, int64_t{0});
+      },
+      [seen](answer_atom, uint64_t node, uint64_t request, const std::string& bytes) {
+        std::lock_guard<std::mutex> lock(seen->mu);
+        seen->answers.push_back({node, request, DecodeRunAnswer(bytes)});
+      },
+      [](token_atom, uint64_t, uint64_t, int32_t) {},
       // Answers every held registration: node id `id` (0 = refused, with `error`).
       [self](release_atom, uint64_t id, const std::string& error) {
         for (caf::response_promise& rp : self->state.held) rp.deliver(registered_atom::value, id, error);
@@ -69,12 +90,13 @@ caf::behavior ScriptedRouterActor(caf::stateful_actor<ScriptedRouterState>* self
 
 class ScriptedRouter {
  public:
-  ScriptedRouter() {
+  // Listens on `port` (0: any free one; another: a router restarted at the same address).
+  explicit ScriptedRouter(uint16_t port = 0) {
     config_.load<caf::io::middleman>();
     system_ = std::make_unique<caf::actor_system>(config_);
     actor_ = system_->spawn(ScriptedRouterActor, seen_);
-    auto port = system_->middleman().publish(actor_, 0, "127.0.0.1", true);
-    if (port) port_ = *port;
+    auto published = system_->middleman().publish(actor_, port, "127.0.0.1", true);
+    if (published) port_ = *published;
   }
   ~ScriptedRouter() {
     if (port_) system_->middleman().unpublish(actor_, port_);
@@ -91,6 +113,13 @@ class ScriptedRouter {
   }
   void Release(uint64_t id, const std::string& error = "") {
     caf::anon_send(actor_, release_atom::value, id, error);
+  }
+  void Place(uint64_t request, const std::string& model, const RequestInput& input) {
+    caf::anon_send(actor_, place_atom::value, request, EncodeRunRequest(model, input));
+  }
+  std::vector<SeenAnswer> answers() {
+    std::lock_guard<std::mutex> lock(seen_->mu);
+    return seen_->answers;
   }
 
  private:
@@ -181,6 +210,106 @@ TEST_F(NodeAgentTest, LeavesFromAnotherThread) {
   left.wait();
   EXPECT_TRUE(in_time) << "Leave from a second thread waited for the thread that started the agent";
   EXPECT_EQ(router_.byes(), std::vector<uint64_t>{42});
+}
+
+// A node backend that answers a request only when the test says, and whose Cancel answers
+// nothing: a request's answer can come as late as the test likes (a real cluster's CANCELLED
+// comes within milliseconds). Serves one model, "cls".
+class HeldBackend final : public NodeBackend {
+ public:
+  uint64_t Infer(const std::string&, RequestInput, int64_t, InferCallback done, TokenCallback) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    held_.push_back(std::move(done));
+    return held_.size();  // ids from 1
+  }
+  void Cancel(uint64_t id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_.push_back(id);
+  }
+  ClusterReport Report() const override { return {}; }
+  std::vector<ModelSpec> Models() const override {
+    ModelSpec spec;
+    spec.name = "cls";
+    spec.kind = ModelKind::kLstm;
+    spec.vocab_size = 500;
+    spec.embed_dim = spec.hidden = 16;
+    spec.classes = 3;
+    return {spec};
+  }
+  ClusterState state() const override { return ClusterState::kServing; }
+  ClusterLoad Load() const override { return {}; }
+
+  size_t infers() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return held_.size();
+  }
+  std::vector<uint64_t> cancelled() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cancelled_;
+  }
+  // Answers request `id` (from Infer) with label `label` (on the caller's thread, as a cluster's
+  // thread would).
+  void Answer(uint64_t id, int32_t label) {
+    InferCallback done;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done = held_.at(id - 1);
+    }
+    RequestResult result;
+    result.label = label;
+    result.logits = {0, 0, 0};
+    result.logits[static_cast<size_t>(label)] = 1;
+    done(result);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<InferCallback> held_;
+  std::vector<uint64_t> cancelled_;
+};
+
+// A router restarted at the same address numbers its requests from 1 again. The old router's
+// request 1 is still running on the node when the new one places its own request 1; the old
+// one's answer, coming first, must not be taken for the new one's (and must not use up its
+// entry, so that the new one's answer would be dropped).
+TEST(NodeAgentRestartTest, AnOldRoutersLateAnswerIsNotTakenForTheRestartedRoutersRequest) {
+  HeldBackend backend;
+  auto first = std::make_unique<ScriptedRouter>();
+  const uint16_t port = first->port();
+  ASSERT_GT(port, 0) << "the scripted router could not listen";
+  NodeAgentOptions a;
+  a.join = {"127.0.0.1:" + std::to_string(port)};
+  a.name = "n";
+  auto agent = NodeAgent::Start(&backend, a);
+  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  ASSERT_TRUE(WaitFor([&] { return first->registrations() == 1; }, std::chrono::seconds(10)));
+  first->Release(7);
+  ASSERT_TRUE((*agent)->WaitRegistered(10000));
+  RequestInput input;
+  input.tokens = {1, 2, 3};
+  first->Place(1, "cls", input);
+  ASSERT_TRUE(WaitFor([&] { return backend.infers() == 1; }, std::chrono::seconds(10)));
+
+  first.reset();  // the router goes; the node cancels what it ran for it (answered later, here)
+  ASSERT_TRUE(WaitFor([&] { return backend.cancelled() == std::vector<uint64_t>{1}; }, std::chrono::seconds(10)));
+  ScriptedRouter second(port);
+  ASSERT_EQ(second.port(), port) << "could not listen at the same address again";
+  ASSERT_TRUE(WaitFor([&] { return second.registrations() == 1; }, std::chrono::seconds(10)));
+  second.Release(8);
+  ASSERT_TRUE(WaitFor([&] { return (*agent)->stats().registrations == 2; }, std::chrono::seconds(10)));
+  second.Place(1, "cls", input);
+  ASSERT_TRUE(WaitFor([&] { return backend.infers() == 2; }, std::chrono::seconds(10)));
+
+  backend.Answer(1, 0);  // the old router's request, late: to be dropped
+  backend.Answer(2, 2);  // the restarted router's: its answer (the agent handles them in this order)
+  ASSERT_TRUE(WaitFor([&] { return !second.answers().empty(); }, std::chrono::seconds(10)));
+  const std::vector<SeenAnswer> answers = second.answers();
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].node, 8u);
+  EXPECT_EQ(answers[0].request, 1u);
+  ASSERT_TRUE(answers[0].result.ok()) << answers[0].result.status().ToString();
+  EXPECT_EQ(answers[0].result->label, 2) << "the old router's answer was taken for the new one's request";
+  (*agent)->Leave();
 }
 
 }  // namespace
