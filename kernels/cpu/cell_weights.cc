@@ -67,4 +67,14 @@ CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions&
   return out;
 }
 
+int64_t PreparedWeightBytes(const Model& model, const CellWeightOptions& options, int64_t* folded) {
+  int64_t panels = 0, tables = 0;
+  for (const CellType& type : model.cell_types()) {
+    panels += type.weight->size() * static_cast<int64_t>(sizeof(float));
+    if (WillFold(type, options.fold_max_bytes)) tables += FoldedTableBytes(type);
+  }
+  if (folded) *folded = tables;
+  return panels + tables;
+}
+
 }  // namespace cellserve::cpu

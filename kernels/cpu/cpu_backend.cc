@@ -40,6 +40,12 @@ std::shared_ptr<const PackedWeightCache::Weights> PackedWeightCache::Get(const M
   return weights;
 }
 
+bool PackedWeightCache::Holds(const Model& model, const CellWeightOptions& options) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find({&model, options.fold_max_bytes, options.bf16_compute});
+  return it != entries_.end() && !it->second.expired();
+}
+
 int64_t PackedWeightCache::packs() const {
   std::lock_guard<std::mutex> lock(mu_);
   return packs_;
@@ -55,15 +61,24 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   if (cell_weight_options_.bf16_compute) RETURN_IF_ERROR(AmxBf16Available());
   const int64_t hidden = model.spec().hidden;
   const double state_bytes = static_cast<double>(slots) * 2.0 * static_cast<double>(hidden) * sizeof(float);
-  const std::string what = std::to_string(slots) + " state slots (h and c, " + std::to_string(hidden) +
-                           " floats each: " + MiBText(state_bytes) + " MiB)";
-  // Zero-filling storage beyond the memory this process may take would not fail: the OOM killer
-  // would end the process (in a container, at its memory limit). Say so first. What earlier
-  // registrations (other devices, other models) took is resident, so it counts.
+  std::string what = std::to_string(slots) + " state slots (h and c, " + std::to_string(hidden) +
+                     " floats each: " + MiBText(state_bytes) + " MiB)";
+  // The weights, unless another device prepared them already (it shares them).
+  int64_t folded = 0;
+  const bool prepared = weight_cache_ && weight_cache_->Holds(model, cell_weight_options_);
+  const double weight_bytes =
+      prepared ? 0.0 : static_cast<double>(PreparedWeightBytes(model, cell_weight_options_, &folded));
+  if (weight_bytes > 0)
+    what += " and the model's prepared weights (" + MiBText(weight_bytes) + " MiB" +
+            (folded > 0 ? ", " + MiBText(static_cast<double>(folded)) + " MiB of it folded token tables" : "") + ")";
+  // Filling memory beyond what this process may take would not fail: the OOM killer would end
+  // the process (in a container, at its memory limit). Say so first. What earlier registrations
+  // (other devices, other models) took is resident, so it counts.
   const double headroom = MemoryHeadroomOfThisProcess();
-  if (state_bytes > headroom) {
+  if (state_bytes + weight_bytes > headroom) {
     return ResourceExhausted(what + " are more than the memory this process may still take (" + MiBText(headroom) +
-                             " MiB: " + kMemoryHeadroomMeaning + "); lower --state-slots (it is per device and model)");
+                             " MiB: " + kMemoryHeadroomMeaning + "); lower --state-slots (it is per device and model)" +
+                             (folded > 0 ? " or --fold-max-mib (tables over it are not folded)" : ""));
   }
   ModelState s;
   try {
@@ -72,8 +87,8 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
     s.storage.assign(static_cast<size_t>(slots) * 2 * static_cast<size_t>(hidden), 0.0f);
     s.weights = weight_cache_ ? weight_cache_->Get(model, cell_weight_options_) : Prepare(model, cell_weight_options_);
   } catch (const std::bad_alloc&) {  // thrown on the device's thread, it would end the process
-    return ResourceExhausted(what + " and the model's weights do not fit in the memory this process may use; lower "
-                                    "--state-slots (or --fold-max-mib)");
+    return ResourceExhausted(what + (weight_bytes > 0 ? "" : " and the model's weights") +
+                             " do not fit in the memory this process may use; lower --state-slots (or --fold-max-mib)");
   }
   models_[&model] = std::move(s);
   return OkStatus();

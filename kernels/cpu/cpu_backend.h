@@ -36,6 +36,8 @@ class PackedWeightCache {
  public:
   using Weights = std::vector<CpuCellWeights>;  // one per cell type, in Model::cell_types() order
   std::shared_ptr<const Weights> Get(const Model& model, const CellWeightOptions& options);
+  // Whether Get would find them prepared already (some backend holds them).
+  bool Holds(const Model& model, const CellWeightOptions& options) const;
   // Models packed so far (for tests: shared devices pack once).
   int64_t packs() const;
 

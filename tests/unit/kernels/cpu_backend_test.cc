@@ -1,9 +1,14 @@
 // CpuBackend against a plain double-precision reference of each cell op, and its input checks.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 
@@ -212,18 +217,23 @@ TEST(CpuBackend, StateSlotsBeyondMemoryAreAnErrorNotACrash) {
 TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
   CELLSERVE_SKIP_UNDER_ASAN("it limits the address space");
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // the process may have BLAS or actor threads
-  // In a child: an address-space limit 64 MiB above what it has mapped, and state slots just
-  // under the headroom that leaves. The up-front check passes (they are less than the headroom),
-  // the weights' allocation cannot: RegisterModel says so instead of letting std::bad_alloc end
-  // the process.
+  // In a child: a data-segment limit (RLIMIT_DATA, which the headroom does not read: it stands
+  // in for any allocation that fails all the same) 32 MiB above what it has, and 64 MiB of state
+  // slots. The up-front check passes, the allocation cannot: RegisterModel says so instead of
+  // letting std::bad_alloc end the process.
   auto model = Make(ModelKind::kLstm, 512, 1);
   const int64_t slot_bytes = 2 * 512 * sizeof(float);
   auto child = [&model, slot_bytes] {
-    if (!testutil::LimitAddressSpaceTo(int64_t{64} << 20)) std::_Exit(3);
-    const auto slots = static_cast<int32_t>((MemoryHeadroomOfThisProcess() - (1 << 20)) / slot_bytes);
+    std::ifstream status("/proc/self/status");
+    std::string text((std::istreambuf_iterator<char>(status)), std::istreambuf_iterator<char>());
+    const StatusOr<double> data = ParseProcKbField(text, "VmData");
+    rlimit limit{};
+    limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>((data.ok() ? *data : 0) + (32 << 20));
+    if (!data.ok() || setrlimit(RLIMIT_DATA, &limit) != 0) std::_Exit(3);
     cpu::CpuBackend backend;
-    Status s = backend.RegisterModel(*model, slots);
+    Status s = backend.RegisterModel(*model, static_cast<int32_t>((int64_t{64} << 20) / slot_bytes));
     const bool allocation_failed = s.message().find("do not fit") != std::string::npos;
+    if (!allocation_failed) std::fprintf(stderr, "got: %s\n", s.ToString().c_str());
     std::_Exit(s.code() == StatusCode::kResourceExhausted && allocation_failed ? 0 : 1);
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
@@ -257,6 +267,43 @@ TEST(CpuBackendDeathTest, EachRegistrationIsCheckedAgainstWhatTheEarlierOnesTook
     std::_Exit(s.code() == StatusCode::kResourceExhausted && checked ? 0 : 1);
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
+
+TEST(CpuBackendDeathTest, WeightsBeyondTheHeadroomAreRefusedBeforePreparing) {
+  CELLSERVE_SKIP_UNDER_ASAN("it limits the address space");
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // A folded token table of 32 MiB (vocabulary 8192 x 4 x 256 gates x 4 bytes) with 24 MiB left:
+  // refused up front, naming --fold-max-mib, instead of left to the allocation (under a cgroup
+  // limit it would not fail: the OOM killer would come).
+  ModelSpec spec;
+  spec.name = "big_vocab";
+  spec.kind = ModelKind::kLstm;
+  spec.vocab_size = 8192;
+  spec.embed_dim = 16;
+  spec.hidden = 256;
+  spec.layers = 1;
+  spec.classes = 2;
+  auto model = testutil::RandomModel(spec, 5);
+  auto child = [&model] {
+    if (!testutil::LimitAddressSpaceTo(int64_t{24} << 20)) std::_Exit(3);
+    cpu::CpuBackend backend;
+    Status s = backend.RegisterModel(*model, 2);
+    const bool checked = s.message().find("more than the memory this process may still take") != std::string::npos &&
+                         s.message().find("--fold-max-mib") != std::string::npos;
+    if (!checked) std::fprintf(stderr, "got: %s\n", s.ToString().c_str());
+    std::_Exit(s.code() == StatusCode::kResourceExhausted && checked ? 0 : 1);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+  // Unfolded they take far less; once prepared, a backend sharing the cache finds them held (and
+  // does not count them again).
+  cpu::CpuBackendOptions unfolded;
+  unfolded.cell_weights.fold_max_bytes = 0;
+  EXPECT_LT(cpu::PreparedWeightBytes(*model, unfolded.cell_weights), int64_t{2} << 20);
+  unfolded.weight_cache = std::make_shared<cpu::PackedWeightCache>();
+  cpu::CpuBackend a(unfolded);
+  EXPECT_FALSE(unfolded.weight_cache->Holds(*model, unfolded.cell_weights));
+  ASSERT_TRUE(a.RegisterModel(*model, 2).ok());
+  EXPECT_TRUE(unfolded.weight_cache->Holds(*model, unfolded.cell_weights));
 }
 
 TEST(CpuBackend, RegisteredStateIsHeldMemory) {
