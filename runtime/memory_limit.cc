@@ -40,8 +40,8 @@ std::string ReadWhole(const char* path) {
 }  // namespace
 
 const char kMemoryHeadroomMeaning[] =
-    "the least of the machine's available memory, its cgroup's limit less what this process holds, and its "
-    "address-space limit less what it has mapped";
+    "the machine's memory or its cgroup's limit, the less, less what this process holds; or its address-space "
+    "limit less what it has mapped, if that is less";
 
 StatusOr<double> ParseCgroupMemoryMax(const std::string& text) {
   if (text == "max") return kUnlimited;
@@ -69,7 +69,7 @@ StatusOr<double> ParseProcKbField(const std::string& text, const std::string& na
 
 MemoryReadings ReadMemoryOfThisProcess() {
   MemoryReadings r;
-  r.machine_available = Or(ParseProcKbField(ReadWhole("/proc/meminfo"), "MemAvailable"), kUnlimited);
+  r.machine_total = Or(ParseProcKbField(ReadWhole("/proc/meminfo"), "MemTotal"), kUnlimited);
   const std::string status = ReadWhole("/proc/self/status");
   r.anon_resident = Or(ParseProcKbField(status, "RssAnon"), 0);
   r.address_space = Or(ParseProcKbField(status, "VmSize"), 0);
@@ -87,8 +87,8 @@ MemoryReadings ReadMemoryOfThisProcess() {
 }
 
 double MemoryHeadroom(const MemoryReadings& r) {
-  const double headroom = std::min({r.machine_available, r.cgroup_limit - r.anon_resident,
-                                    r.address_space_limit - r.address_space});
+  const double headroom = std::min(std::min(r.machine_total, r.cgroup_limit) - r.anon_resident,
+                                   r.address_space_limit - r.address_space);
   return std::max(headroom, 0.0);
 }
 

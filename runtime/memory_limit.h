@@ -1,13 +1,16 @@
 // How much more memory this process may take before an allocation fails or the OOM killer ends
 // it: its headroom. Used to refuse, with a clear error, allocations that could only end in the
-// OOM killer: state slots (--state-slots) and weights files. Memory taken and touched counts, so
-// CPU devices that register one after another are checked against what the earlier ones took.
-// The headroom is the least of: the machine's available memory (/proc/meminfo MemAvailable); each
-// cgroup limit of this process's cgroup and its ancestors (v2 memory.max, v1
-// memory.limit_in_bytes: a Kubernetes memory limit) less the anonymous memory this process holds
-// (RssAnon: the process is taken to be its container's main user, and the page cache it has read
-// is reclaimed before anything is killed); its address-space limit (RLIMIT_AS) less what it has
-// mapped (VmSize).
+// OOM killer: a CPU device's state slots and prepared weights (--state-slots, --fold-max-mib), a
+// weights file and the model made from it. Memory taken and touched counts, so CPU devices that
+// register one after another are checked against what the earlier ones took.
+// The headroom is the least of: the machine's memory (MemTotal) and each cgroup limit of this
+// process's cgroup and its ancestors (v2 memory.max, v1 memory.limit_in_bytes: a Kubernetes
+// memory limit), less the anonymous memory this process holds (RssAnon: the process is taken to be
+// its container's main user, and the page cache it has read is reclaimed before anything is
+// killed); and its address-space limit (RLIMIT_AS) less what it has mapped (VmSize). Other
+// processes' memory is not subtracted (not even MemAvailable's view of it): the kernel, swap or
+// the kubelet may take it back, and refusing a start that would have worked is worse than
+// allowing one that might not.
 // The parsers and MemoryHeadroom are pure; the ...OfThisProcess functions read /proc and
 // /sys/fs/cgroup. Errors: INVALID_ARGUMENT for text that is not a limit. Unlimited is +infinity.
 #pragma once
@@ -32,7 +35,7 @@ StatusOr<double> ParseProcKbField(const std::string& text, const std::string& na
 // What the headroom is computed from, in bytes (+infinity: no such limit).
 struct MemoryReadings {
   static constexpr double kNone = std::numeric_limits<double>::infinity();
-  double machine_available = kNone;  // MemAvailable
+  double machine_total = kNone;      // MemTotal
   double cgroup_limit = kNone;       // the least limit along the cgroup's path
   double anon_resident = 0;          // RssAnon
   double address_space_limit = kNone;  // RLIMIT_AS
@@ -40,7 +43,8 @@ struct MemoryReadings {
 };
 MemoryReadings ReadMemoryOfThisProcess();
 
-// The least of the three (never below 0).
+// min(machine_total, cgroup_limit) - anon_resident, or address_space_limit - address_space if
+// less (never below 0).
 double MemoryHeadroom(const MemoryReadings& readings);
 double MemoryHeadroomOfThisProcess();
 

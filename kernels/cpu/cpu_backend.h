@@ -63,9 +63,11 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(CpuBackendOptions options = {});
 
   // UNAVAILABLE, registering nothing, when options asked for bf16 compute where AmxBf16Support
-  // says no; RESOURCE_EXHAUSTED, registering nothing, when the state slots are more than the
-  // memory this process may still take (its headroom, runtime/memory_limit.h: what other
-  // registrations took counts) or they or the weights cannot be allocated (never an exception).
+  // says no; RESOURCE_EXHAUSTED, registering nothing, when the state slots and the prepared
+  // weights (folded tables included; not counted when a device sharing the cache holds them
+  // already) are more than the memory this process may still take (its headroom,
+  // runtime/memory_limit.h: what other registrations took counts), or when they cannot be
+  // allocated all the same (never an exception).
   Status RegisterModel(const Model& model, int32_t slots) override;
   StatusOr<BatchOutput> Run(const CellBatch& batch) override;
   StatusOr<std::vector<float>> ReadSlot(const Model& model, SlotId slot) override;

@@ -1,14 +1,10 @@
 // CpuBackend against a plain double-precision reference of each cell op, and its input checks.
 #include <gtest/gtest.h>
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <random>
 #include <string>
 
@@ -222,14 +218,10 @@ TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
   // slots. The up-front check passes, the allocation cannot: RegisterModel says so instead of
   // letting std::bad_alloc end the process.
   auto model = Make(ModelKind::kLstm, 512, 1);
-  const int64_t slot_bytes = 2 * 512 * sizeof(float);
-  auto child = [&model, slot_bytes] {
-    std::ifstream status("/proc/self/status");
-    std::string text((std::istreambuf_iterator<char>(status)), std::istreambuf_iterator<char>());
-    const StatusOr<double> data = ParseProcKbField(text, "VmData");
-    rlimit limit{};
-    limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>((data.ok() ? *data : 0) + (32 << 20));
-    if (!data.ok() || setrlimit(RLIMIT_DATA, &limit) != 0) std::_Exit(3);
+  constexpr int64_t slot_bytes = 2 * 512 * sizeof(float);
+  if (!testutil::DataLimitIsEnforced()) GTEST_SKIP() << "this kernel does not enforce RLIMIT_DATA";
+  auto child = [&model] {
+    if (!testutil::LimitDataTo(int64_t{32} << 20)) std::_Exit(3);
     cpu::CpuBackend backend;
     Status s = backend.RegisterModel(*model, static_cast<int32_t>((int64_t{64} << 20) / slot_bytes));
     const bool allocation_failed = s.message().find("do not fit") != std::string::npos;
@@ -238,7 +230,7 @@ TEST(CpuBackendDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
   // Slots beyond the headroom (twice it) are refused before any allocation.
-  auto beyond = [&model, slot_bytes] {
+  auto beyond = [&model] {
     if (!testutil::LimitAddressSpaceTo(int64_t{64} << 20)) std::_Exit(3);
     cpu::CpuBackend backend;
     const double slots = 2 * MemoryHeadroomOfThisProcess() / slot_bytes;
@@ -307,14 +299,15 @@ TEST(CpuBackendDeathTest, WeightsBeyondTheHeadroomAreRefusedBeforePreparing) {
 }
 
 TEST(CpuBackend, RegisteredStateIsHeldMemory) {
-  // What the check of a later registration subtracts under a cgroup limit (RssAnon): the state
-  // slots are written (zeros) when registered, not merely reserved.
+  // What the check of a later registration subtracts (RssAnon): the state slots are written
+  // (zeros) when registered, not merely reserved. Half of them at least: the kernel's count may
+  // lag a little per CPU.
   auto model = Make(ModelKind::kLstm, 512, 1);
   const double before = ReadMemoryOfThisProcess().anon_resident;
   cpu::CpuBackend backend;
-  ASSERT_TRUE(backend.RegisterModel(*model, 16384).ok());  // 2 x 512 floats each: 64 MiB
+  ASSERT_TRUE(backend.RegisterModel(*model, 65536).ok());  // 2 x 512 floats each: 256 MiB
   const double after = ReadMemoryOfThisProcess().anon_resident;
-  EXPECT_GE(after - before, 60.0 * (1 << 20)) << "RssAnon grew " << (after - before) / (1 << 20) << " MiB";
+  EXPECT_GE(after - before, 128.0 * (1 << 20)) << "RssAnon grew " << (after - before) / (1 << 20) << " MiB";
 }
 
 TEST(CpuBackend, RejectsMalformedBatches) {

@@ -46,10 +46,10 @@ TEST(MemoryLimit, ParsesProcKbFields) {
 TEST(MemoryLimit, HeadroomIsTheLeastOfWhatEachLimitLeaves) {
   MemoryReadings r;
   EXPECT_TRUE(std::isinf(MemoryHeadroom(r))) << "nothing read: nothing known to limit it";
-  r.machine_available = 1000 * kMiB;
-  EXPECT_EQ(MemoryHeadroom(r), 1000 * kMiB);
-  r.cgroup_limit = 800 * kMiB;  // a container's limit, less what this process holds
+  r.machine_total = 1000 * kMiB;  // the machine, less what this process holds
   r.anon_resident = 300 * kMiB;
+  EXPECT_EQ(MemoryHeadroom(r), 700 * kMiB);
+  r.cgroup_limit = 800 * kMiB;  // a container's limit, less the same
   EXPECT_EQ(MemoryHeadroom(r), 500 * kMiB);
   r.address_space_limit = 2000 * kMiB;  // an address-space limit, less what is mapped
   r.address_space = 1700 * kMiB;
@@ -61,8 +61,8 @@ TEST(MemoryLimit, HeadroomIsTheLeastOfWhatEachLimitLeaves) {
 TEST(MemoryLimit, ThisProcessHasSomeAndAtMostTheMachinesMemory) {
   const MemoryReadings r = ReadMemoryOfThisProcess();
   const double machine = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
-  EXPECT_GT(r.machine_available, 0);
-  EXPECT_LE(r.machine_available, machine);
+  EXPECT_GT(r.machine_total, 0.9 * machine);
+  EXPECT_LE(r.machine_total, machine);
   EXPECT_GT(r.anon_resident, 0);
   EXPECT_GT(r.address_space, r.anon_resident);
   const double headroom = MemoryHeadroomOfThisProcess();
@@ -71,14 +71,15 @@ TEST(MemoryLimit, ThisProcessHasSomeAndAtMostTheMachinesMemory) {
 }
 
 TEST(MemoryLimit, MemoryTouchedCountsAsHeld) {
-  // What the cgroup term subtracts: anonymous memory written to (not merely reserved).
+  // What the cgroup term subtracts: anonymous memory written to (not merely reserved). Half of
+  // it at least: the kernel's count may lag a little per CPU (it is summed lazily since 6.2).
   const double before = ReadMemoryOfThisProcess().anon_resident;
-  const size_t bytes = size_t{64} << 20;
+  const size_t bytes = size_t{256} << 20;
   std::unique_ptr<char[]> block(new char[bytes]);
   char* volatile escaped = block.get();  // so the compiler cannot leave the allocation out
   std::memset(escaped, 1, bytes);
   const double after = ReadMemoryOfThisProcess().anon_resident;
-  EXPECT_GE(after - before, 60 * kMiB) << "RssAnon " << before / kMiB << " -> " << after / kMiB << " MiB";
+  EXPECT_GE(after - before, 128 * kMiB) << "RssAnon " << before / kMiB << " -> " << after / kMiB << " MiB";
   EXPECT_EQ(block[bytes - 1], 1);
 }
 
@@ -87,12 +88,18 @@ TEST(MemoryLimitDeathTest, AnAddressSpaceLimitLeavesItLessWhatIsMapped) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   auto child = [] {
     if (!testutil::LimitAddressSpaceTo(int64_t{256} << 20)) std::_Exit(3);
-    const double headroom = MemoryHeadroomOfThisProcess();
-    if (headroom > 256 * kMiB || headroom < 200 * kMiB) std::_Exit(4);
+    // The address-space term alone (the machine's or a cgroup's may be less on a busy machine).
+    auto left = [] {
+      const MemoryReadings r = ReadMemoryOfThisProcess();
+      return r.address_space_limit - r.address_space;
+    };
+    const double before = left();
+    if (before > 256 * kMiB || before < 200 * kMiB) std::_Exit(4);
     std::unique_ptr<char[]> block(new char[size_t{100} << 20]);  // mapped, not written
     char* volatile escaped = block.get();  // so the compiler cannot leave the allocation out
-    const double less = MemoryHeadroomOfThisProcess();
-    std::_Exit(headroom - less >= 100 * kMiB && escaped ? 0 : 5);
+    const double after = left();
+    const bool counted = before - after >= 100 * kMiB && MemoryHeadroomOfThisProcess() <= after;
+    std::_Exit(counted && escaped ? 0 : 5);
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
 }
