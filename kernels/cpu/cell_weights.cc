@@ -68,9 +68,15 @@ CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions&
 }
 
 int64_t PreparedWeightBytes(const Model& model, const CellWeightOptions& options, int64_t* folded) {
+  // fp32 panels of every column, rows padded to whole panels (when folded, the x columns' are the
+  // table's temporary); the 16-bit copy PackedMatrix keeps of weights that are exactly 16-bit
+  // values, as a 16-bit model's are; and the folded tables.
+  const int64_t bytes_per_weight = model.spec().dtype == "F32" ? 4 : 6;
+  constexpr int64_t kP = PackedMatrix::kPanel;
   int64_t panels = 0, tables = 0;
   for (const CellType& type : model.cell_types()) {
-    panels += type.weight->size() * static_cast<int64_t>(sizeof(float));
+    const int64_t rows = (type.weight->dim(0) + kP - 1) / kP * kP;
+    panels += rows * type.weight->dim(1) * bytes_per_weight;
     if (WillFold(type, options.fold_max_bytes)) tables += FoldedTableBytes(type);
   }
   if (folded) *folded = tables;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 
 #include "kernels/cpu/cell_weights.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -159,6 +160,33 @@ TEST(CellWeights, CacheKeepsOneEntryPerModelAndCap) {
   EXPECT_GT(a.FoldedBytes(*model), 0);
   EXPECT_EQ(b.FoldedBytes(*model), a.FoldedBytes(*model));
   EXPECT_EQ(c.FoldedBytes(*model), 0);
+}
+
+// The up-front memory check's estimate is never under what preparing takes: every kind, fp32
+// and 16-bit weights (which get a 16-bit copy of their panels), folded and not, odd sizes (rows
+// padded to whole panels).
+TEST(CellWeights, PreparedWeightBytesIsAtLeastWhatPreparingTakes) {
+  for (ModelKind kind : {ModelKind::kLstm, ModelKind::kSeq2Seq, ModelKind::kTreeLstm})
+    for (const char* dtype : {"F32", "BF16", "F16"})
+      for (int64_t fold_max : {int64_t{0}, kDefaultFoldMaxBytes})
+        for (int64_t hidden : {16, 37}) {
+          auto model = Make(kind, hidden, 2, 3, 256, dtype);
+          cpu::CellWeightOptions options;
+          options.fold_max_bytes = fold_max;
+          int64_t taken = 0, folded_taken = 0;
+          for (const CellType& type : model->cell_types()) {
+            const cpu::CpuCellWeights w = cpu::PrepareCellWeights(type, options);
+            taken += w.gemm.bytes() + w.folded_bytes();
+            folded_taken += w.folded_bytes();
+          }
+          int64_t folded = -1;
+          const int64_t estimate = cpu::PreparedWeightBytes(*model, options, &folded);
+          const std::string what = std::string(ModelKindName(kind)) + " " + dtype + " H=" + std::to_string(hidden) +
+                                   " fold " + std::to_string(fold_max);
+          EXPECT_GE(estimate, taken) << what;
+          EXPECT_LE(estimate, 2 * taken + 4096) << what << ": far over";
+          EXPECT_EQ(folded, folded_taken) << what;
+        }
 }
 
 }  // namespace
