@@ -1,6 +1,9 @@
 #include "runtime/model.h"
 
 #include <cmath>
+#include <new>
+
+#include "runtime/memory_limit.h"
 
 namespace cellserve {
 
@@ -124,10 +127,26 @@ StatusOr<std::shared_ptr<const Model>> Model::Create(ModelSpec spec, const Safet
 
 StatusOr<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
   ASSIGN_OR_RETURN(ModelSpec spec, ReadModelSpec(dir + "/spec.json"));
-  ASSIGN_OR_RETURN(SafetensorsFile weights, ReadSafetensors(dir + "/weights.safetensors"));
-  auto model = Create(std::move(spec), weights);
-  if (!model.ok()) return model.status().WithContext(dir + "/weights.safetensors");
-  return model;
+  const std::string path = dir + "/weights.safetensors";
+  ASSIGN_OR_RETURN(SafetensorsFile weights, ReadSafetensors(path));
+  // The model holds its weights as floats, made while the file's tensors are still held (twice
+  // their size for 16-bit weights): more than this process may take would end in the OOM killer.
+  double float_bytes = 0;
+  for (const auto& [name, raw] : weights.tensors)
+    float_bytes += static_cast<double>(ShapeNumElements(raw.shape)) * sizeof(float);
+  const double headroom = MemoryHeadroomOfThisProcess();
+  if (float_bytes > headroom)
+    return ResourceExhausted(path + ": its weights as floats take " + MiBText(float_bytes) +
+                             " MiB, more than the memory this process may still take (" + MiBText(headroom) +
+                             " MiB: " + kMemoryHeadroomMeaning + ")");
+  try {  // the last guard: an allocation that fails all the same is an error, not a crash
+    auto model = Create(std::move(spec), weights);
+    if (!model.ok()) return model.status().WithContext(path);
+    return model;
+  } catch (const std::bad_alloc&) {
+    return ResourceExhausted(path + ": its weights as floats (" + MiBText(float_bytes) +
+                             " MiB) do not fit in the memory this process may use");
+  }
 }
 
 }  // namespace cellserve

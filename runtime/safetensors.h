@@ -3,7 +3,9 @@
 // "__metadata__": {str: str}}, then the data. Supports F32, F16, BF16. The parser trusts nothing:
 // header length, JSON, dtypes, shapes, offsets (in range, matching shape*dtype, no overlap) are all
 // checked and a bad file is an INVALID_ARGUMENT naming the problem; a file or tensors that do not
-// fit in memory are RESOURCE_EXHAUSTED (never an exception). Pure functions; thread-safe.
+// fit in memory are RESOURCE_EXHAUSTED (never an exception): ReadSafetensors refuses, before
+// reading, a file that twice over is more than this process may still take (runtime/memory_limit.h).
+// Pure functions (ReadSafetensors reads the file and /proc); thread-safe.
 #pragma once
 
 #include <cstddef>

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -15,6 +17,8 @@
 
 #include "runtime/model_repository.h"
 #include "runtime/safetensors.h"
+#include "tests/unit/common/address_space.h"
+#include "tests/unit/common/sanitizers.h"
 #include "tests/unit/runtime/fake_backend.h"
 
 namespace cellserve {
@@ -407,6 +411,33 @@ TEST_F(RepositoryTest, WriteLoadRoundTrip) {
   EXPECT_EQ((*m2)->spec().kind, ModelKind::kTreeLstm);
   EXPECT_EQ((*m2)->tensor("tree.internal.weight").values(),
             wb.tensors.at("tree.internal.weight").ToFloat().values());
+}
+
+// A 16-bit model whose weights as floats do not fit what is left once its file is read: refused
+// up front (under a cgroup limit the conversion would not fail, the OOM killer would come).
+TEST_F(RepositoryTest, WeightsThatDoNotFitAsFloatsAreRefusedBeforeConverting) {
+  CELLSERVE_SKIP_UNDER_ASAN("it limits the address space");
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  spec.name = "wide";
+  spec.dtype = "F16";
+  spec.vocab_size = 20000;  // the embedding: 20000 x 1000 x 2 bytes, 38 MiB of the file
+  spec.embed_dim = 1000;
+  ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec, 1)).ok());
+  const std::string dir = repo_ + "/wide";
+  // In a child: 100 MiB to spare. Reading passes its check (twice the file), but then the file's
+  // tensors are held and floats twice their size do not fit beside them.
+  auto child = [&dir] {
+    if (!testutil::LimitAddressSpaceTo(int64_t{100} << 20)) std::_Exit(3);
+    StatusOr<std::shared_ptr<const Model>> m = Model::Load(dir);
+    const std::string message = m.ok() ? "loaded" : m.status().message();
+    const bool checked = message.find("its weights as floats take") != std::string::npos &&
+                         message.find("may still take") != std::string::npos;
+    if (!checked) std::fprintf(stderr, "got: %s\n", message.c_str());
+    std::_Exit(!m.ok() && m.status().code() == StatusCode::kResourceExhausted && checked ? 0 : 1);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+  EXPECT_TRUE(Model::Load(dir).ok()) << "it loads where there is room";
 }
 
 TEST_F(RepositoryTest, WriteOverwritesAModel) {
