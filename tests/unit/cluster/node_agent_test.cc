@@ -247,13 +247,19 @@ class HeldBackend final : public NodeBackend {
     std::lock_guard<std::mutex> lock(mu_);
     return cancelled_;
   }
+  // Lets go of every request unanswered (their callbacks hold the agent's handle, which must not
+  // outlive the agent's actor system).
+  void DropAll() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (InferCallback& done : held_) done = nullptr;
+  }
   // Answers request `id` (from Infer) with label `label` (on the caller's thread, as a cluster's
   // thread would).
   void Answer(uint64_t id, int32_t label) {
     InferCallback done;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      done = held_.at(id - 1);
+      done = std::move(held_.at(id - 1));  // let go of the agent's handle once answered
     }
     RequestResult result;
     result.label = label;
@@ -282,6 +288,10 @@ TEST(NodeAgentRestartTest, AnOldRoutersLateAnswerIsNotTakenForTheRestartedRouter
   a.name = "n";
   auto agent = NodeAgent::Start(&backend, a);
   ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  struct DropUnanswered {  // however the test ends, before the agent goes
+    HeldBackend& backend;
+    ~DropUnanswered() { backend.DropAll(); }
+  } drop_unanswered{backend};
   ASSERT_TRUE(WaitFor([&] { return first->registrations() == 1; }, std::chrono::seconds(10)));
   first->Release(7);
   ASSERT_TRUE((*agent)->WaitRegistered(10000));
@@ -292,8 +302,15 @@ TEST(NodeAgentRestartTest, AnOldRoutersLateAnswerIsNotTakenForTheRestartedRouter
 
   first.reset();  // the router goes; the node cancels what it ran for it (answered later, here)
   ASSERT_TRUE(WaitFor([&] { return backend.cancelled() == std::vector<uint64_t>{1}; }, std::chrono::seconds(10)));
-  ScriptedRouter second(port);
-  ASSERT_EQ(second.port(), port) << "could not listen at the same address again";
+  // The same address again (another process's connection could take the port meanwhile: then
+  // this cannot be staged here).
+  std::unique_ptr<ScriptedRouter> restarted;
+  for (int attempt = 0; attempt < 20 && (!restarted || restarted->port() != port); ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    restarted = std::make_unique<ScriptedRouter>(port);
+  }
+  if (restarted->port() != port) GTEST_SKIP() << "port " << port << " was taken before the router could restart there";
+  ScriptedRouter& second = *restarted;
   ASSERT_TRUE(WaitFor([&] { return second.registrations() == 1; }, std::chrono::seconds(10)));
   second.Release(8);
   ASSERT_TRUE(WaitFor([&] { return (*agent)->stats().registrations == 2; }, std::chrono::seconds(10)));
