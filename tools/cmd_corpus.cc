@@ -137,7 +137,7 @@ int CorpusCommand(int argc, char** argv) {
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
   StatusOr<int64_t> min_words = flags.GetIntIn("min-words", 0, INT64_MAX);
-  StatusOr<int64_t> max_words = flags.GetIntIn("max-words", 0, INT64_MAX);
+  StatusOr<int64_t> max_words = flags.GetIntIn("max-words", 0, INT64_MAX, "0: no limit");
   Status bad = !min_words.ok()   ? min_words.status()
                : !max_words.ok() ? max_words.status()
                : (*max_words > 0 && *max_words < *min_words)

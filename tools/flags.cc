@@ -171,13 +171,13 @@ StatusOr<int64_t> Flags::GetInt(const std::string& name) const {
   return static_cast<int64_t>(x);
 }
 
-StatusOr<int64_t> Flags::GetIntIn(const std::string& name, int64_t lo, int64_t hi) const {
+StatusOr<int64_t> Flags::GetIntIn(const std::string& name, int64_t lo, int64_t hi, const std::string& hint) const {
   ASSIGN_OR_RETURN(const int64_t x, GetInt(name));
   if (x < lo || x > hi)
     return InvalidArgument("--" + name + " must be " +
                            (hi == INT64_MAX ? ">= " + std::to_string(lo)
                                             : "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]") +
-                           ", got " + std::to_string(x));
+                           ", got " + std::to_string(x) + (hint.empty() ? "" : " (" + hint + ")"));
   return x;
 }
 

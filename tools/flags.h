@@ -48,8 +48,9 @@ class Flags {
   bool GetBool(const std::string& name) const;
   // INVALID_ARGUMENT, naming the flag, for a value that is not an integer or outside int64.
   StatusOr<int64_t> GetInt(const std::string& name) const;
-  // GetInt, and INVALID_ARGUMENT unless lo <= value <= hi (hi = INT64_MAX: no upper bound).
-  StatusOr<int64_t> GetIntIn(const std::string& name, int64_t lo, int64_t hi) const;
+  // GetInt, and INVALID_ARGUMENT unless lo <= value <= hi (hi = INT64_MAX: no upper bound);
+  // `hint`, when given, ends the message in brackets ("MiB; 0 turns folding off").
+  StatusOr<int64_t> GetIntIn(const std::string& name, int64_t lo, int64_t hi, const std::string& hint = "") const;
   // INVALID_ARGUMENT for a value that is not a finite number (inf and nan are refused).
   StatusOr<double> GetDouble(const std::string& name) const;
   const std::vector<std::string>& positional() const { return positional_values_; }

@@ -16,7 +16,7 @@ void AddFoldFlag(Flags& flags) {
 }
 
 StatusOr<int64_t> FoldMaxBytes(const Flags& flags) {
-  ASSIGN_OR_RETURN(const int64_t mib, flags.GetIntIn("fold-max-mib", 0, int64_t{1} << 20));
+  ASSIGN_OR_RETURN(const int64_t mib, flags.GetIntIn("fold-max-mib", 0, int64_t{1} << 20, "MiB; 0 turns folding off"));
   return mib << 20;
 }
 

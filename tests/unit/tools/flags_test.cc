@@ -123,6 +123,9 @@ TEST_F(FlagsTest, NumbersOutOfRangeOrNotFiniteAreErrors) {
   Flags fine = MakeFlags();
   ASSERT_TRUE(Parse(fine, {"--repo", "r", "--devices", "4096"}).ok());
   EXPECT_EQ(*fine.GetIntIn("devices", 1, 4096), 4096);
+  // A hint, when given, says what the numbers mean.
+  EXPECT_NE(wide.GetIntIn("devices", 1, 4096, "0: all").status().message().find("got 4294967297 (0: all)"),
+            std::string::npos);
 }
 
 TEST_F(FlagsTest, EnvironmentWhenNotOnTheCommandLine) {
