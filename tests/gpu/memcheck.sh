@@ -5,6 +5,10 @@
 # installed or no GPU is usable; otherwise the sanitizer's verdict.
 set -euo pipefail
 sanitizer="$1" binary="$2" only="${3:-}"
+if [[ "$only" == *-* ]]; then  # its negative part would swallow the exclusions below
+  echo "memcheck.sh: GTEST_FILTER takes positive patterns only, got '$only'" >&2
+  exit 2
+fi
 if [[ -z "$sanitizer" || "$sanitizer" == *NOTFOUND* || ! -x "$sanitizer" ]]; then
   echo "compute-sanitizer not found (it ships with the CUDA toolkit's sanitizer package): skipped"
   exit 77

@@ -87,11 +87,12 @@ init_models() {
 # json_get FILE EXPR: evaluates a Python expression over the JSON object `j` read from FILE.
 json_get() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds; status 1 on timeout.
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds, for SECONDS of wall
+# time however long COMMAND takes; status 1 on timeout (after a last try).
 wait_for() {
-  local limit=$(($1 * 10))
+  local deadline=$((SECONDS + $1))
   shift
-  for _ in $(seq "$limit"); do
+  while ((SECONDS < deadline)); do
     "$@" && return 0
     sleep 0.1
   done
@@ -113,12 +114,21 @@ wait_exit() {
   if ! wait_for "$2" exited "$pid"; then
     kill -9 "$pid" 2>/dev/null
     { wait "$pid"; } 2>/dev/null
+    forget_pid "$pid"
     EXIT=timeout
     return 1
   fi
   { wait "$pid"; } 2>/dev/null  # no "Killed" line from the shell for the ones killed on purpose
   EXIT=$?
+  forget_pid "$pid"
   return 0
+}
+# forget_pid PID: takes a reaped PID off PIDS, so cleanup's kill -9 cannot hit a process that
+# has taken its number since.
+forget_pid() {
+  local kept=() p
+  for p in "${PIDS[@]}"; do [[ "$p" == "$1" ]] || kept+=("$p"); done
+  PIDS=("${kept[@]}")
 }
 # stop_and_wait PID SECONDS: SIGTERM to PID (a child), then wait_exit PID SECONDS: EXIT is its exit
 # status, or "timeout" (killed with -9). Status 0 when it exited within SECONDS.
