@@ -68,16 +68,24 @@ CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions&
 }
 
 int64_t PreparedWeightBytes(const Model& model, const CellWeightOptions& options, int64_t* folded) {
-  // fp32 panels of every column, rows padded to whole panels (when folded, the x columns' are the
-  // table's temporary); the 16-bit copy PackedMatrix keeps of weights that are exactly 16-bit
-  // values, as a 16-bit model's are; and the folded tables.
-  const int64_t bytes_per_weight = model.spec().dtype == "F32" ? 4 : 6;
-  constexpr int64_t kP = PackedMatrix::kPanel;
+  // As PrepareCellWeights packs: the GEMM's matrix (fp32 panels, with 16-bit ones where every
+  // weight is exactly 16-bit, whatever the spec's dtype; or AMX tiles under bf16 compute), and
+  // when folded the table and the x columns' fp32 panels it is made from (freed after, counted).
   int64_t panels = 0, tables = 0;
   for (const CellType& type : model.cell_types()) {
-    const int64_t rows = (type.weight->dim(0) + kP - 1) / kP * kP;
-    panels += rows * type.weight->dim(1) * bytes_per_weight;
-    if (WillFold(type, options.fold_max_bytes)) tables += FoldedTableBytes(type);
+    const float* w = type.weight->data();
+    const int64_t outputs = type.weight->dim(0), cols = type.weight->dim(1);
+    auto gemm = [&](const float* from, int64_t k) {
+      const bool narrow = !options.bf16_compute && ExactDType(from, outputs, k, cols) != DType::kF32;
+      return PackedMatrix::BytesFor(outputs, k, narrow, options.bf16_compute);
+    };
+    if (!WillFold(type, options.fold_max_bytes)) {
+      panels += gemm(w, cols);
+      continue;
+    }
+    const int64_t in = type.input_dim;
+    panels += PackedMatrix::BytesFor(outputs, in, false) + (cols > in ? gemm(w + in, cols - in) : 0);
+    tables += FoldedTableBytes(type);
   }
   if (folded) *folded = tables;
   return panels + tables;

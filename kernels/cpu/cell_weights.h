@@ -52,10 +52,10 @@ struct CpuCellWeights {
 // (runtime/token_fold.h, the rule the CUDA backend shares).
 CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions& options);
 
-// The memory PrepareCellWeights takes for every cell type of `model` at its peak, a little over
-// rather than under (every column's panels, padded, with the 16-bit copy a 16-bit model's weights
-// get, and the folded tables): checked against the headroom before preparing. `folded`: of that,
-// the folded tables (what --fold-max-mib bounds).
+// The memory PrepareCellWeights takes for every cell type of `model`, computed as it packs
+// (without packing): the GEMM matrices as packed (16-bit copies included, or AMX tiles), the
+// folded tables, and each table's temporary (so a little over what stays). Checked against the
+// headroom before preparing. `folded`: of that, the folded tables (--fold-max-mib caps each).
 int64_t PreparedWeightBytes(const Model& model, const CellWeightOptions& options, int64_t* folded = nullptr);
 
 }  // namespace cellserve::cpu

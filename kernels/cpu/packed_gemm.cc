@@ -1,5 +1,6 @@
 #include "kernels/cpu/packed_gemm.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
@@ -361,6 +362,15 @@ int64_t PackedMatrix::bytes() const {
   const int64_t count = panels() * k_ * kPanel;
   return count * static_cast<int64_t>(sizeof(float)) +
          (narrow_dtype_ == DType::kF32 ? 0 : count * static_cast<int64_t>(sizeof(uint16_t)));
+}
+
+int64_t PackedMatrix::BytesFor(int64_t n, int64_t k, bool narrow, bool bf16_compute) {
+  if (bf16_compute) {  // as AmxPanels: 32-column blocks, k padded to whole 32-value chunks
+    constexpr int64_t kCols = AmxPanels::kBlockCols, kChunk = AmxPanels::kChunkK;
+    return (n + kCols - 1) / kCols * kCols * ((std::max<int64_t>(k, 1) + kChunk - 1) / kChunk * kChunk) * 2;
+  }
+  const int64_t count = (n + kPanel - 1) / kPanel * kPanel * k;
+  return count * static_cast<int64_t>(sizeof(float)) + (narrow ? count * static_cast<int64_t>(sizeof(uint16_t)) : 0);
 }
 
 const char* GemmIsaName(GemmIsa isa) {

@@ -65,6 +65,9 @@ class PackedMatrix {
   const uint16_t* narrow_panel(int64_t p) const { return narrow_.get() + p * k_ * kPanel; }
   // Bytes of every panel kept (fp32 and 16-bit).
   int64_t bytes() const;
+  // What bytes() will be, before packing: W [n, k] with 16-bit panels when `narrow`, or as
+  // Bf16Compute's tiles when `bf16_compute`.
+  static int64_t BytesFor(int64_t n, int64_t k, bool narrow, bool bf16_compute = false);
 
   static constexpr int64_t kPanel = 16;
 

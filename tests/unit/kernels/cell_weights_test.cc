@@ -162,31 +162,44 @@ TEST(CellWeights, CacheKeepsOneEntryPerModelAndCap) {
   EXPECT_EQ(c.FoldedBytes(*model), 0);
 }
 
-// The up-front memory check's estimate is never under what preparing takes: every kind, fp32
-// and 16-bit weights (which get a 16-bit copy of their panels), folded and not, odd sizes (rows
-// padded to whole panels).
-TEST(CellWeights, PreparedWeightBytesIsAtLeastWhatPreparingTakes) {
+// The up-front memory check's estimate is what preparing keeps, plus each folded table's
+// temporary (the x columns' fp32 panels): every kind, F32/BF16/F16 weights (16-bit values get a
+// 16-bit copy of their panels) and an F32 model whose values are all bf16 (so do its), fp32 or
+// bf16 compute (AMX tiles: packing them needs no AMX), folded or not, odd sizes.
+TEST(CellWeights, PreparedWeightBytesIsWhatPreparingTakes) {
+  auto f32_holding_bf16 = [](ModelKind kind, int64_t hidden) {
+    auto bf16 = Make(kind, hidden, 2, 3, 256, "BF16");
+    SafetensorsFile file;
+    for (const auto& [name, shape] : Model::RequiredTensors(bf16->spec()))
+      file.tensors[name] = RawTensor::FromFloat(bf16->tensor(name), DType::kF32);
+    ModelSpec spec = bf16->spec();
+    spec.dtype = "F32";
+    return Model::Create(spec, file).value();
+  };
   for (ModelKind kind : {ModelKind::kLstm, ModelKind::kSeq2Seq, ModelKind::kTreeLstm})
-    for (const char* dtype : {"F32", "BF16", "F16"})
-      for (int64_t fold_max : {int64_t{0}, kDefaultFoldMaxBytes})
-        for (int64_t hidden : {16, 37}) {
-          auto model = Make(kind, hidden, 2, 3, 256, dtype);
-          cpu::CellWeightOptions options;
-          options.fold_max_bytes = fold_max;
-          int64_t taken = 0, folded_taken = 0;
-          for (const CellType& type : model->cell_types()) {
-            const cpu::CpuCellWeights w = cpu::PrepareCellWeights(type, options);
-            taken += w.gemm.bytes() + w.folded_bytes();
-            folded_taken += w.folded_bytes();
+    for (const char* dtype : {"F32", "BF16", "F16", "F32 holding BF16"})
+      for (bool bf16_compute : {false, true})
+        for (int64_t fold_max : {int64_t{0}, kDefaultFoldMaxBytes})
+          for (int64_t hidden : {8, 37}) {
+            auto model = std::string(dtype) == "F32 holding BF16" ? f32_holding_bf16(kind, hidden)
+                                                                   : Make(kind, hidden, 2, 3, 256, dtype);
+            cpu::CellWeightOptions options;
+            options.fold_max_bytes = fold_max;
+            options.bf16_compute = bf16_compute;
+            int64_t kept = 0, temporaries = 0, tables = 0;
+            for (const CellType& type : model->cell_types()) {
+              const cpu::CpuCellWeights w = cpu::PrepareCellWeights(type, options);
+              kept += w.gemm.bytes() + w.folded_bytes();
+              tables += w.folded_bytes();
+              if (w.is_folded()) temporaries += (w.outputs + 15) / 16 * 16 * type.input_dim * 4;
+            }
+            int64_t folded = -1;
+            const int64_t estimate = cpu::PreparedWeightBytes(*model, options, &folded);
+            const std::string what = std::string(ModelKindName(kind)) + " " + dtype + " H=" + std::to_string(hidden) +
+                                     (bf16_compute ? " bf16 compute" : "") + " fold " + std::to_string(fold_max);
+            EXPECT_EQ(estimate, kept + temporaries) << what;
+            EXPECT_EQ(folded, tables) << what;
           }
-          int64_t folded = -1;
-          const int64_t estimate = cpu::PreparedWeightBytes(*model, options, &folded);
-          const std::string what = std::string(ModelKindName(kind)) + " " + dtype + " H=" + std::to_string(hidden) +
-                                   " fold " + std::to_string(fold_max);
-          EXPECT_GE(estimate, taken) << what;
-          EXPECT_LE(estimate, 2 * taken + 4096) << what << ": far over";
-          EXPECT_EQ(folded, folded_taken) << what;
-        }
 }
 
 }  // namespace
