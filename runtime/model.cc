@@ -131,9 +131,9 @@ StatusOr<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
   ASSIGN_OR_RETURN(SafetensorsFile weights, ReadSafetensors(path));
   // The model holds its weights as floats, made while the file's tensors are still held (twice
   // their size for 16-bit weights): more than this process may take would end in the OOM killer.
-  double float_bytes = 0;
-  for (const auto& [name, raw] : weights.tensors)
-    float_bytes += static_cast<double>(ShapeNumElements(raw.shape)) * sizeof(float);
+  double float_bytes = 0;  // of the tensors the model keeps (a file may hold more)
+  for (const auto& [name, shape] : RequiredTensors(spec))
+    float_bytes += static_cast<double>(ShapeNumElements(shape)) * sizeof(float);
   const double headroom = MemoryHeadroomOfThisProcess();
   if (float_bytes > headroom)
     return ResourceExhausted(path + ": its weights as floats take " + MiBText(float_bytes) +

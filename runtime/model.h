@@ -46,7 +46,7 @@ class Model {
   // Validates the spec and the weights (shapes, dtype, every value finite) and builds the cell types.
   static StatusOr<std::shared_ptr<const Model>> Create(ModelSpec spec, const SafetensorsFile& weights);
   // Loads DIR/spec.json and DIR/weights.safetensors. RESOURCE_EXHAUSTED (never an exception) when
-  // the file, or its weights as floats, are more than this process may still take
+  // twice the file, or its weights as floats beside it, are more than this process may still take
   // (runtime/memory_limit.h).
   static StatusOr<std::shared_ptr<const Model>> Load(const std::string& dir);
 

@@ -298,11 +298,11 @@ for n in n2 n4; do
 done
 if stop_and_wait "$ROUTER_PID" 20 && [[ "$EXIT" == 0 ]]; then ok "router r2: SIGTERM, exit 0"
 else bad "router r2 after SIGTERM: exit $EXIT" "$(tail -5 "$WORK/r2.log")"; fi
-alive=()
+alive=()  # PIDS holds those not reaped by wait_exit yet (a zombie answers kill -0 too)
 for pid in "${PIDS[@]}"; do
   kill -0 "$pid" 2>/dev/null && alive+=("$pid $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)")
 done
-if ((${#alive[@]} == 0)); then ok "every process started here (${#PIDS[@]}) has exited and been reaped"
+if ((${#alive[@]} == 0)); then ok "every process started here has exited and been reaped"
 else bad "processes still alive (or not reaped)" "${alive[@]}"; fi
 
 echo "$pass passed, $failures failed ($((SECONDS - T0)) s)"

@@ -4,7 +4,7 @@
 #   ok / bad / die / check   report a check and count failures (and passes)
 #   free_port, http_get URL  a free TCP port on 127.0.0.1; a body over HTTP (python3, 5 s bound)
 #   json_get FILE EXPR       a Python expression over the JSON object `j` read from FILE
-#   wait_for SECONDS COMMAND...  polls COMMAND until it succeeds (status 1 on timeout)
+#   wait_for SECONDS COMMAND...  polls COMMAND until it succeeds (on timeout: the last try's status)
 #   exited PID / or_exited PID COMMAND...  predicates for wait_for: PID has exited / or COMMAND succeeds
 #   wait_exit PID SECONDS    waits (bounded) for a child to exit: its status in EXIT, or "timeout"
 #   stop_and_wait PID SECONDS  SIGTERM, then wait_exit
@@ -87,10 +87,11 @@ init_models() {
 # json_get FILE EXPR: evaluates a Python expression over the JSON object `j` read from FILE.
 json_get() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds, for SECONDS of wall
-# time however long COMMAND takes; status 1 on timeout (after a last try).
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds, for SECONDS (to SECONDS
+# + 1: $SECONDS counts whole seconds) of wall time however long COMMAND takes; on timeout, the
+# status of a last try.
 wait_for() {
-  local deadline=$((SECONDS + $1))
+  local deadline=$((SECONDS + $1 + 1))
   shift
   while ((SECONDS < deadline)); do
     "$@" && return 0

@@ -61,8 +61,8 @@ TEST(MemoryLimit, HeadroomIsTheLeastOfWhatEachLimitLeaves) {
 TEST(MemoryLimit, ThisProcessHasSomeAndAtMostTheMachinesMemory) {
   const MemoryReadings r = ReadMemoryOfThisProcess();
   const double machine = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
-  EXPECT_GT(r.machine_total, 0.9 * machine);
-  EXPECT_LE(r.machine_total, machine);
+  EXPECT_GT(r.machine_total, 0);
+  EXPECT_LE(r.machine_total, machine);  // less in a container whose /proc shows its limit (LXCFS)
   EXPECT_GT(r.anon_resident, 0);
   EXPECT_GT(r.address_space, r.anon_resident);
   const double headroom = MemoryHeadroomOfThisProcess();
