@@ -5,6 +5,8 @@
 #   - 8 devices (each fits alone, not all together): it refuses at start, exit 1, with
 #     RESOURCE_EXHAUSTED naming the device and --state-slots; the cgroup's OOM killer never ran.
 #     (Before the check counted what earlier devices took, it did: killed at start, exit 137.)
+#   - a model whose folded token table (800 MiB) does not fit: refused naming --fold-max-mib,
+#     not killed.
 # Skipped (77) where no memory cgroup can be made here: not root, no writable cgroup v1 memory
 # hierarchy, or a v2 cgroup whose parent holds processes (v2 lets only leaves hold them).
 # Usage: memory_cgroup_test.sh PATH/TO/cellserve   (ctest passes it). Every wait is bounded.
@@ -38,19 +40,26 @@ REPO="$WORK/models"
 "$CELLSERVE" model init --repo "$REPO" --name wide --kind lstm --hidden 512 --embed 64 --layers 1 \
   --vocab 1000 --classes 2 --seed 1 >"$WORK/model.log" 2>&1 || die "model init" "$(cat "$WORK/model.log")"
 
-# serve_in_cgroup NAME DEVICES: starts serve in the cgroup, in the background (PID in $SERVE_PID).
+# A vocabulary of 100000: a folded table of 100000 x 2048 gates x 4 bytes, 800 MiB.
+"$CELLSERVE" model init --repo "$WORK/big_vocab" --name big --kind lstm --hidden 512 --embed 64 --layers 1 \
+  --vocab 100000 --classes 2 --seed 1 >"$WORK/model.log" 2>&1 || die "model init (big)" "$(cat "$WORK/model.log")"
+
+# serve_in_cgroup NAME REPO DEVICES [FLAGS...]: starts serve in the cgroup, in the background
+# (PID in $SERVE_PID).
 serve_in_cgroup() {
-  rm -f "$WORK/$1.port"
+  local name="$1" repo="$2" devices="$3"
+  shift 3
+  rm -f "$WORK/$name.port"
   sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$CG" \
-    "$CELLSERVE" serve --model-repo "$REPO" --devices "$2" --state-slots 32768 --listen 127.0.0.1:0 \
-    --port-file "$WORK/$1.port" 2>"$WORK/$1.log" &
+    "$CELLSERVE" serve --model-repo "$repo" --devices "$devices" --state-slots 32768 --listen 127.0.0.1:0 \
+    --port-file "$WORK/$name.port" "$@" 2>"$WORK/$name.log" &
   SERVE_PID=$!
   PIDS+=("$SERVE_PID")
 }
 
 # --- 2 devices: 256 MiB of state, the weights and the rest fit in 768 MiB ---
 kills_before="$(oom_kills)"
-serve_in_cgroup fits 2
+serve_in_cgroup fits "$REPO" 2
 if wait_for 60 or_exited "$SERVE_PID" test -s "$WORK/fits.port" && ! exited "$SERVE_PID"; then
   ADDR="127.0.0.1:$(cat "$WORK/fits.port")"
   check "2 devices in 768 MiB: serving" 0 "serving" -- "$CELLSERVE" health --addr "$ADDR"
@@ -63,7 +72,7 @@ else
 fi
 
 # --- 8 devices: 1 GiB of state, each device's 128 MiB fitting alone ---
-serve_in_cgroup too_many 8
+serve_in_cgroup too_many "$REPO" 8
 if wait_exit "$SERVE_PID" 60; then
   out="$(cat "$WORK/too_many.log")"
   if [[ "$EXIT" == 1 && "$out" == *RESOURCE_EXHAUSTED*"device cpu:"*"may still take"*"--state-slots"* ]]; then
@@ -73,6 +82,17 @@ if wait_exit "$SERVE_PID" 60; then
   fi
 else
   bad "8 devices in 768 MiB: still running after 60 s" "$(tail -5 "$WORK/too_many.log")"
+fi
+# --- one device, a folded table larger than the limit (--fold-max-mib raised to allow it) ---
+serve_in_cgroup big_table "$WORK/big_vocab" 1 --fold-max-mib 1024
+if wait_exit "$SERVE_PID" 60; then
+  if [[ "$EXIT" == 1 && "$(cat "$WORK/big_table.log")" == *"folded token tables"*"--fold-max-mib"* ]]; then
+    ok "an 800 MiB folded table in 768 MiB: refused at start, naming --fold-max-mib"
+  else
+    bad "an 800 MiB folded table in 768 MiB: exit $EXIT, not the refusal expected" "$(tail -5 "$WORK/big_table.log")"
+  fi
+else
+  bad "an 800 MiB folded table in 768 MiB: still running after 60 s" "$(tail -5 "$WORK/big_table.log")"
 fi
 kills="$(oom_kills)"
 if [[ "$kills" == "$kills_before" ]]; then ok "the cgroup's OOM killer never ran"
