@@ -7,6 +7,9 @@
 #include <prometheus/exposer.h>
 #include <prometheus/text_serializer.h>
 
+#include "runtime/memory_limit.h"
+#include "runtime/process_stats.h"
+
 #ifndef CELLSERVE_VERSION
 #define CELLSERVE_VERSION "unknown"
 #endif
@@ -121,6 +124,28 @@ ServingMetrics::ServingMetrics(ServingMetricsOptions options, std::shared_ptr<pr
       .Register(r)
       .Add({{"version", options_.version.empty() ? CELLSERVE_VERSION : options_.version}})
       .Set(1);
+  memory_headroom_ = &BuildGauge()
+                          .Name("cellserve_memory_headroom_bytes")
+                          .Help("Memory the process may still take before an allocation fails or the OOM killer comes")
+                          .Register(r)
+                          .Add({});
+  resident_bytes_ =
+      &BuildGauge().Name("process_resident_memory_bytes").Help("Resident memory size in bytes").Register(r).Add({});
+  virtual_bytes_ =
+      &BuildGauge().Name("process_virtual_memory_bytes").Help("Virtual memory size in bytes").Register(r).Add({});
+  cpu_seconds_ = &BuildCounter()
+                      .Name("process_cpu_seconds_total")
+                      .Help("Total user and system CPU time spent in seconds")
+                      .Register(r)
+                      .Add({});
+  open_fds_ = &BuildGauge().Name("process_open_fds").Help("Number of open file descriptors").Register(r).Add({});
+  max_fds_ = &BuildGauge().Name("process_max_fds").Help("Maximum number of open file descriptors").Register(r).Add({});
+  start_time_ = &BuildGauge()
+                     .Name("process_start_time_seconds")
+                     .Help("Start time of the process since the Unix epoch in seconds")
+                     .Register(r)
+                     .Add({});
+  RefreshProcess();
   node_up_->Add({{"node", options_.node}}).Set(1);
   for (size_t c = 1; c < kStatusCodes; ++c)  // every error code, at 0
     rpc_errors_[c] = &rpc_errors_total_->Add({{"code", StatusCodeName(static_cast<StatusCode>(c))}});
@@ -211,8 +236,21 @@ void ServingMetrics::RefreshBusy() {
     entry.metrics->busy_ratio->Set(entry.window.Sample(now, entry.metrics->busy_seconds->Value()));
 }
 
+void ServingMetrics::RefreshProcess() {
+  const ProcessStats p = ReadProcessStats();
+  std::lock_guard<std::mutex> lock(mu_);  // two scrapes at once must not both add the CPU time
+  memory_headroom_->Set(MemoryHeadroomOfThisProcess());
+  resident_bytes_->Set(p.resident_bytes);
+  virtual_bytes_->Set(p.virtual_bytes);
+  if (p.cpu_seconds > cpu_seconds_->Value()) cpu_seconds_->Increment(p.cpu_seconds - cpu_seconds_->Value());
+  open_fds_->Set(static_cast<double>(p.open_fds));
+  max_fds_->Set(static_cast<double>(p.max_fds));
+  start_time_->Set(p.start_time_seconds);
+}
+
 std::vector<prometheus::MetricFamily> ServingMetrics::Collect() {
   RefreshBusy();
+  RefreshProcess();
   return registry_->Collect();
 }
 

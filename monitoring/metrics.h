@@ -38,6 +38,16 @@
 //                                                               all are CANCELLED in requests_total: an
 //                                                               answer already on its way counts as sent
 //   cellserve_build_info{version}                    gauge      1
+//   cellserve_memory_headroom_bytes                  gauge      what the process may still take before an
+//                                                               allocation fails or the OOM killer comes
+//                                                               (runtime/memory_limit.h: the machine's
+//                                                               memory or its cgroup limit, the less, less
+//                                                               its anonymous memory; or its address-space
+//                                                               limit less what it has mapped)
+// and Prometheus's standard process metrics (runtime/process_stats.h), as its client libraries
+// export them: process_resident_memory_bytes, process_virtual_memory_bytes (gauges),
+// process_cpu_seconds_total (counter), process_open_fds, process_max_fds,
+// process_start_time_seconds (gauges). These and the busy ratios are read at scrape time.
 // Every answered request is counted once in cellserve_requests_total and observed once in
 // cellserve_request_duration_seconds, so sum(cellserve_requests_total) equals
 // sum(cellserve_request_duration_seconds_count): answered by the cluster (from its arrival there),
@@ -183,7 +193,8 @@ class ServingMetrics {
   prometheus::Gauge& requests_in_flight() { return *requests_in_flight_; }
 
   // ---- collection ----
-  // Refreshes what is computed at scrape time (the busy ratios), then collects the registry.
+  // Refreshes what is computed at scrape time (the busy ratios, the process's memory, CPU time and
+  // descriptors), then collects the registry.
   std::vector<prometheus::MetricFamily> Collect();
   // The text exposition format (what /metrics serves).
   std::string Serialize();
@@ -193,6 +204,7 @@ class ServingMetrics {
 
  private:
   void RefreshBusy();
+  void RefreshProcess();
 
   ServingMetricsOptions options_;
   SteadyClock steady_;
@@ -221,6 +233,13 @@ class ServingMetrics {
   prometheus::Counter* rpc_client_cancels_;
   prometheus::Counter* rpc_connections_refused_;
   std::array<prometheus::Counter*, kStatusCodes> rpc_errors_{};
+  prometheus::Gauge* memory_headroom_;
+  prometheus::Gauge* resident_bytes_;
+  prometheus::Gauge* virtual_bytes_;
+  prometheus::Counter* cpu_seconds_;
+  prometheus::Gauge* open_fds_;
+  prometheus::Gauge* max_fds_;
+  prometheus::Gauge* start_time_;
 
   std::mutex mu_;  // registration and the busy windows
   std::map<std::string, std::unique_ptr<ModelMetrics>> models_;           // GUARDED_BY(mu_)

@@ -174,6 +174,13 @@ TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
     EXPECT_EQ(s(name), 0) << name;
   EXPECT_EQ(s("cellserve_node_up", {{"node", "node-a"}}), 1);
   EXPECT_EQ(s("cellserve_build_info", {{"version", "9.9.9"}}), 1);
+  // Read at scrape time from this process (runtime/process_stats.h, memory_limit.h).
+  for (const char* name : {"cellserve_memory_headroom_bytes", "process_resident_memory_bytes",
+                           "process_virtual_memory_bytes", "process_open_fds", "process_max_fds",
+                           "process_start_time_seconds"})
+    EXPECT_GT(s(name), 0) << name;
+  EXPECT_GE(s("process_virtual_memory_bytes"), s("process_resident_memory_bytes"));
+  EXPECT_TRUE(s.Has("process_cpu_seconds_total"));
   // Registration is idempotent: the same handles.
   EXPECT_EQ(m.Model("lstm"), m.Model("lstm"));
   EXPECT_EQ(m.Device("cpu:0"), m.Device("cpu:0"));
@@ -223,6 +230,23 @@ TEST(ServingMetrics, HelpersCountWhatTheContractSays) {
   EXPECT_DOUBLE_EQ(s("cellserve_device_busy_ratio", {{"device", "cpu:0"}}), 0.5);  // 2 s of 4 s
   EXPECT_EQ(s("cellserve_rpc_errors_total", {{"code", "RESOURCE_EXHAUSTED"}}), 1);
   EXPECT_EQ(s.Sum("cellserve_rpc_errors_total"), 1);
+}
+
+TEST(ServingMetrics, ProcessMetricsFollowTheProcessAtEachScrape) {
+  ServingMetrics m;
+  const double resident = Series(m)("process_resident_memory_bytes");
+  const double cpu = Series(m)("process_cpu_seconds_total");
+  // 64 MiB written, and CPU time spent writing it several times over.
+  std::vector<char> block(size_t{64} << 20);
+  volatile int sink = 0;  // each pass read back, so none can be left out
+  for (int pass = 0; pass < 20; ++pass) {
+    std::fill(block.begin(), block.end(), static_cast<char>(pass + 1));
+    sink = sink + block[static_cast<size_t>(pass) * 4096];
+  }
+  const Series after(m);
+  EXPECT_GE(after("process_resident_memory_bytes") - resident, 32.0 * (1 << 20)) << "half at least: counted lazily";
+  EXPECT_GT(after("process_cpu_seconds_total"), cpu);
+  EXPECT_EQ(block[block.size() - 1], 20);
 }
 
 TEST(MetricsServer, ServesTheExpositionOverHttp) {

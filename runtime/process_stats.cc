@@ -1,0 +1,88 @@
+#include "runtime/process_stats.h"
+
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "runtime/memory_limit.h"
+
+namespace cellserve {
+
+namespace {
+
+std::string ReadWhole(const char* path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+int64_t CountOpenFds() {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) return 0;
+  int64_t n = 0;
+  while (const dirent* entry = ::readdir(dir))
+    if (entry->d_name[0] != '.') ++n;
+  ::closedir(dir);
+  return n > 0 ? n - 1 : 0;  // less the descriptor reading the folder
+}
+
+}  // namespace
+
+StatusOr<ProcStatTimes> ParseProcStat(const std::string& text, double ticks_per_second) {
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos || ticks_per_second <= 0)
+    return InvalidArgument("not a /proc/PID/stat line: '" + text.substr(0, 80) + "'");
+  // After "PID (COMM) ": field 3 (state) onwards.
+  std::istringstream in(text.substr(close + 1));
+  std::vector<std::string> fields;
+  for (std::string f; in >> f;) fields.push_back(f);
+  if (fields.size() < 20) return InvalidArgument("a /proc/PID/stat line with too few fields");
+  auto number = [&](size_t field) -> StatusOr<double> {  // field numbers as proc(5) counts them
+    const std::string& f = fields[field - 3];
+    char* end = nullptr;
+    const double v = std::strtod(f.c_str(), &end);
+    if (f.empty() || *end || v < 0) return InvalidArgument("/proc/PID/stat field " + std::to_string(field) + ": '" + f + "'");
+    return v;
+  };
+  ASSIGN_OR_RETURN(const double utime, number(14));
+  ASSIGN_OR_RETURN(const double stime, number(15));
+  ASSIGN_OR_RETURN(const double start, number(22));
+  return ProcStatTimes{(utime + stime) / ticks_per_second, start / ticks_per_second};
+}
+
+StatusOr<double> ParseBootTime(const std::string& text) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("btime ", 0) != 0) continue;
+    char* end = nullptr;
+    const double v = std::strtod(line.c_str() + 6, &end);
+    if (end == line.c_str() + 6 || *end || v <= 0) return InvalidArgument("/proc/stat: '" + line + "'");
+    return v;
+  }
+  return InvalidArgument("/proc/stat has no btime line");
+}
+
+ProcessStats ReadProcessStats() {
+  ProcessStats s;
+  const std::string status = ReadWhole("/proc/self/status");
+  if (auto rss = ParseProcKbField(status, "VmRSS"); rss.ok()) s.resident_bytes = *rss;
+  if (auto size = ParseProcKbField(status, "VmSize"); size.ok()) s.virtual_bytes = *size;
+  const long ticks = ::sysconf(_SC_CLK_TCK);
+  if (auto times = ParseProcStat(ReadWhole("/proc/self/stat"), static_cast<double>(ticks)); times.ok()) {
+    s.cpu_seconds = times->cpu_seconds;
+    if (auto boot = ParseBootTime(ReadWhole("/proc/stat")); boot.ok())
+      s.start_time_seconds = *boot + times->start_since_boot_seconds;
+  }
+  s.open_fds = CountOpenFds();
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0)
+    s.max_fds = files.rlim_cur == RLIM_INFINITY ? INT64_MAX : static_cast<int64_t>(files.rlim_cur);
+  return s;
+}
+
+}  // namespace cellserve
