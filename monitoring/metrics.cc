@@ -1,6 +1,7 @@
 #include "monitoring/metrics.h"
 
 #include <algorithm>
+#include <cmath>
 #include <exception>
 #include <utility>
 
@@ -129,6 +130,11 @@ ServingMetrics::ServingMetrics(ServingMetricsOptions options, std::shared_ptr<pr
                           .Help("Memory the process may still take before an allocation fails or the OOM killer comes")
                           .Register(r)
                           .Add({});
+  memory_limit_ = &BuildGauge()
+                       .Name("cellserve_memory_limit_bytes")
+                       .Help("The memory limit cellserve_memory_headroom_bytes is measured against")
+                       .Register(r)
+                       .Add({});
   resident_bytes_ =
       &BuildGauge().Name("process_resident_memory_bytes").Help("Resident memory size in bytes").Register(r).Add({});
   virtual_bytes_ =
@@ -238,14 +244,21 @@ void ServingMetrics::RefreshBusy() {
 
 void ServingMetrics::RefreshProcess() {
   const ProcessStats p = ReadProcessStats();
+  const MemoryReadings memory = ReadMemoryOfThisProcess();
+  const double headroom = MemoryHeadroom(memory), limit = MemoryLimit(memory);
+  // What could not be read keeps its last value (a file that cannot be opened is no reading).
+  auto set = [](prometheus::Gauge* g, double v) {
+    if (v >= 0 && std::isfinite(v)) g->Set(v);
+  };
   std::lock_guard<std::mutex> lock(mu_);  // two scrapes at once must not both add the CPU time
-  memory_headroom_->Set(MemoryHeadroomOfThisProcess());
-  resident_bytes_->Set(p.resident_bytes);
-  virtual_bytes_->Set(p.virtual_bytes);
+  set(memory_headroom_, headroom);
+  set(memory_limit_, limit);
+  set(resident_bytes_, p.resident_bytes);
+  set(virtual_bytes_, p.virtual_bytes);
   if (p.cpu_seconds > cpu_seconds_->Value()) cpu_seconds_->Increment(p.cpu_seconds - cpu_seconds_->Value());
-  open_fds_->Set(static_cast<double>(p.open_fds));
-  max_fds_->Set(static_cast<double>(p.max_fds));
-  start_time_->Set(p.start_time_seconds);
+  set(open_fds_, p.open_fds);
+  set(max_fds_, p.max_fds);
+  set(start_time_, p.start_time_seconds);
 }
 
 std::vector<prometheus::MetricFamily> ServingMetrics::Collect() {

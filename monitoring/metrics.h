@@ -43,7 +43,12 @@
 //                                                               (runtime/memory_limit.h: the machine's
 //                                                               memory or its cgroup limit, the less, less
 //                                                               its anonymous memory; or its address-space
-//                                                               limit less what it has mapped)
+//                                                               limit less what it has mapped). It falls
+//                                                               as this process's own memory grows, not
+//                                                               other processes' (those are not counted)
+//   cellserve_memory_limit_bytes                     gauge      the limit that headroom is measured against
+//                                                               (the machine's memory or the cgroup's
+//                                                               limit, or the address-space limit)
 // and Prometheus's standard process metrics (runtime/process_stats.h), as its client libraries
 // export them: process_resident_memory_bytes, process_virtual_memory_bytes (gauges),
 // process_cpu_seconds_total (counter), process_open_fds, process_max_fds,
@@ -234,6 +239,7 @@ class ServingMetrics {
   prometheus::Counter* rpc_connections_refused_;
   std::array<prometheus::Counter*, kStatusCodes> rpc_errors_{};
   prometheus::Gauge* memory_headroom_;
+  prometheus::Gauge* memory_limit_;
   prometheus::Gauge* resident_bytes_;
   prometheus::Gauge* virtual_bytes_;
   prometheus::Counter* cpu_seconds_;

@@ -94,6 +94,11 @@ double MemoryHeadroom(const MemoryReadings& r) {
 
 double MemoryHeadroomOfThisProcess() { return MemoryHeadroom(ReadMemoryOfThisProcess()); }
 
+double MemoryLimit(const MemoryReadings& r) {
+  const double memory = std::min(r.machine_total, r.cgroup_limit);
+  return r.address_space_limit - r.address_space < memory - r.anon_resident ? r.address_space_limit : memory;
+}
+
 std::string MiBText(double bytes) {
   if (std::isinf(bytes)) return "unlimited";
   char text[32];

@@ -48,6 +48,10 @@ MemoryReadings ReadMemoryOfThisProcess();
 double MemoryHeadroom(const MemoryReadings& readings);
 double MemoryHeadroomOfThisProcess();
 
+// The limit that headroom is measured against: min(machine_total, cgroup_limit), or
+// address_space_limit where that term leaves less. +infinity where nothing was read.
+double MemoryLimit(const MemoryReadings& readings);
+
 // "123" (MiB, rounded) for messages.
 std::string MiBText(double bytes);
 

@@ -21,14 +21,14 @@ std::string ReadWhole(const char* path) {
   return text.str();
 }
 
-int64_t CountOpenFds() {
+double CountOpenFds() {
   DIR* dir = ::opendir("/proc/self/fd");
-  if (!dir) return 0;
+  if (!dir) return ProcessStats::kUnread;  // e.g. out of descriptors
   int64_t n = 0;
   while (const dirent* entry = ::readdir(dir))
     if (entry->d_name[0] != '.') ++n;
   ::closedir(dir);
-  return n > 0 ? n - 1 : 0;  // less the descriptor reading the folder
+  return static_cast<double>(n - 1);  // less the descriptor reading the folder
 }
 
 }  // namespace
@@ -81,7 +81,7 @@ ProcessStats ReadProcessStats() {
   s.open_fds = CountOpenFds();
   rlimit files{};
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0)
-    s.max_fds = files.rlim_cur == RLIM_INFINITY ? INT64_MAX : static_cast<int64_t>(files.rlim_cur);
+    s.max_fds = files.rlim_cur == RLIM_INFINITY ? 0x1p63 : static_cast<double>(files.rlim_cur);
   return s;
 }
 

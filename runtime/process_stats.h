@@ -1,7 +1,8 @@
 // What this process uses, as Prometheus's standard process metrics report it (process_* in
 // monitoring/metrics.h): resident and virtual memory, CPU time, open and allowed file
 // descriptors, start time. The parsers are pure; ReadProcessStats reads /proc/self and /proc/stat.
-// Nothing here fails: what cannot be read stays 0.
+// Nothing here fails: what cannot be read is -1 (kUnread), so a caller can keep the last value
+// (out of file descriptors, /proc cannot be opened: 0 open descriptors would be a lie).
 #pragma once
 
 #include <cstdint>
@@ -12,12 +13,13 @@
 namespace cellserve {
 
 struct ProcessStats {
-  double resident_bytes = 0;      // VmRSS
-  double virtual_bytes = 0;       // VmSize
-  double cpu_seconds = 0;         // user + system
-  double start_time_seconds = 0;  // since the Unix epoch
-  int64_t open_fds = 0;
-  int64_t max_fds = 0;            // RLIMIT_NOFILE's soft limit
+  static constexpr double kUnread = -1;
+  double resident_bytes = kUnread;      // VmRSS
+  double virtual_bytes = kUnread;       // VmSize
+  double cpu_seconds = kUnread;         // user + system
+  double start_time_seconds = kUnread;  // since the Unix epoch
+  double open_fds = kUnread;
+  double max_fds = kUnread;             // RLIMIT_NOFILE's soft limit
 };
 
 // /proc/self/stat: utime + stime (fields 14 and 15) in seconds and starttime (field 22) in seconds

@@ -73,7 +73,8 @@ def finish():
 # PromQL text helpers
 
 STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-NAME_RE = re.compile(r"(?<![A-Za-z0-9_:])(cellserve[A-Za-z0-9_:]*)")
+# Ours, and Prometheus's standard process metrics (every cellserve process exports them too).
+NAME_RE = re.compile(r"(?<![A-Za-z0-9_:])(cellserve[A-Za-z0-9_:]*|process_[A-Za-z0-9_]+)")
 BUCKET_SELECTOR_RE = re.compile(r"(cellserve_[A-Za-z0-9_]*_bucket)\s*\{([^}]*)\}")
 LE_RE = re.compile(r'\ble\s*=\s*"([^"]*)"')
 EXACT_NAME_RE = re.compile(r'__name__\s*=\s*"([^"]*)"')
@@ -83,7 +84,7 @@ def metric_names(expr):
     """Metric names in a PromQL expression (or a Grafana label_values() query)."""
     names = set(EXACT_NAME_RE.findall(expr))
     names |= set(NAME_RE.findall(STRING_RE.sub('""', expr)))
-    return {n for n in names if n.startswith("cellserve")}
+    return {n for n in names if n.startswith(("cellserve", "process_"))}
 
 
 def substitute(expr, job=".*"):
@@ -297,12 +298,12 @@ def yaml_values(text, key):
 def cmd_names(args):
     with open(args.exposition) as f:
         families, buckets = parse_exposition(f.read())
-    cellserve_families = {n: t for n, t in families.items() if n.startswith("cellserve_")}
+    cellserve_families = {n: t for n, t in families.items() if n.startswith(("cellserve_", "process_"))}
     if not cellserve_families:
         fail(f"{args.exposition}: no # TYPE line of any cellserve_ metric: not a cellserve /metrics scrape")
         finish()
     allowed = series_names(cellserve_families)
-    ok(f"the live exposition has {len(cellserve_families)} cellserve_ families: "
+    ok(f"the live exposition has {len(cellserve_families)} cellserve_ and process_ families: "
        + ", ".join(f"{n} ({t})" for n, t in sorted(cellserve_families.items())))
 
     records = set()

@@ -175,11 +175,12 @@ TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
   EXPECT_EQ(s("cellserve_node_up", {{"node", "node-a"}}), 1);
   EXPECT_EQ(s("cellserve_build_info", {{"version", "9.9.9"}}), 1);
   // Read at scrape time from this process (runtime/process_stats.h, memory_limit.h).
-  for (const char* name : {"cellserve_memory_headroom_bytes", "process_resident_memory_bytes",
+  for (const char* name : {"cellserve_memory_headroom_bytes", "cellserve_memory_limit_bytes", "process_resident_memory_bytes",
                            "process_virtual_memory_bytes", "process_open_fds", "process_max_fds",
                            "process_start_time_seconds"})
     EXPECT_GT(s(name), 0) << name;
   EXPECT_GE(s("process_virtual_memory_bytes"), s("process_resident_memory_bytes"));
+  EXPECT_LT(s("cellserve_memory_headroom_bytes"), s("cellserve_memory_limit_bytes"));
   EXPECT_TRUE(s.Has("process_cpu_seconds_total"));
   // Registration is idempotent: the same handles.
   EXPECT_EQ(m.Model("lstm"), m.Model("lstm"));

@@ -58,6 +58,21 @@ TEST(MemoryLimit, HeadroomIsTheLeastOfWhatEachLimitLeaves) {
   EXPECT_EQ(MemoryHeadroom(r), 0);
 }
 
+TEST(MemoryLimit, TheLimitIsTheOneTheHeadroomIsMeasuredAgainst) {
+  MemoryReadings r;
+  EXPECT_TRUE(std::isinf(MemoryLimit(r)));
+  r.machine_total = 1000 * kMiB;
+  r.anon_resident = 300 * kMiB;
+  EXPECT_EQ(MemoryLimit(r), 1000 * kMiB);
+  r.cgroup_limit = 800 * kMiB;
+  EXPECT_EQ(MemoryLimit(r), 800 * kMiB);
+  r.address_space_limit = 2000 * kMiB;  // leaves 300 MiB, less than the cgroup's 500
+  r.address_space = 1700 * kMiB;
+  EXPECT_EQ(MemoryLimit(r), 2000 * kMiB);
+  r.address_space = 1000 * kMiB;  // leaves 1000 MiB: the cgroup binds again
+  EXPECT_EQ(MemoryLimit(r), 800 * kMiB);
+}
+
 TEST(MemoryLimit, ThisProcessHasSomeAndAtMostTheMachinesMemory) {
   const MemoryReadings r = ReadMemoryOfThisProcess();
   const double machine = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));

@@ -55,6 +55,7 @@ TEST(ProcessStats, ThisProcessReadsSensibly) {
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   EXPECT_LE(before.start_time_seconds, now + 1);
   EXPECT_GT(before.start_time_seconds, now - 24 * 3600) << "a test process started within the day";
+  EXPECT_GT(before.open_fds, 0);
   EXPECT_GE(before.max_fds, before.open_fds);
   // One more descriptor open is counted.
   const int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
