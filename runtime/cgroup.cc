@@ -1,6 +1,7 @@
 #include "runtime/cgroup.h"
 
 #include <fstream>
+#include <sstream>
 
 namespace cellserve {
 
@@ -34,6 +35,13 @@ std::vector<CgroupFolder> CgroupFoldersOfThisProcess(const std::string& v1_contr
     }
   }
   return out;
+}
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 std::string ReadFirstLine(const std::string& path) {

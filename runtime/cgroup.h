@@ -1,6 +1,6 @@
 // Where this process's cgroup files are: the folders under /sys/fs/cgroup of its cgroup and its
-// ancestors (v2, or a v1 controller's hierarchy), and a one-line reader for their files. Used by
-// cpu_quota.h (a Kubernetes CPU limit) and memory_limit.h (a memory limit).
+// ancestors (v2, or a v1 controller's hierarchy), and readers for such files. Used by cpu_quota.h
+// (a Kubernetes CPU limit), memory_limit.h (a memory limit) and process_stats.h.
 // CgroupAndAncestors is pure; the others read /proc/self/cgroup and the files named. Nothing here
 // fails: what cannot be read is left out (an empty list, an empty line).
 #pragma once
@@ -22,7 +22,8 @@ struct CgroupFolder {
 };
 std::vector<CgroupFolder> CgroupFoldersOfThisProcess(const std::string& v1_controller);
 
-// The first line of a file ("" if it cannot be read).
+// The first line of a file, or all of it ("" if it cannot be read): for /proc and /sys files.
 std::string ReadFirstLine(const std::string& path);
+std::string ReadWholeFile(const std::string& path);
 
 }  // namespace cellserve

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <limits>
 #include <sstream>
 
@@ -29,13 +28,6 @@ StatusOr<double> ParseBytes(const std::string& text, const char* what) {
 }
 
 double Or(const StatusOr<double>& value, double otherwise) { return value.ok() ? *value : otherwise; }
-
-std::string ReadWhole(const char* path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 }  // namespace
 
@@ -69,8 +61,8 @@ StatusOr<double> ParseProcKbField(const std::string& text, const std::string& na
 
 MemoryReadings ReadMemoryOfThisProcess() {
   MemoryReadings r;
-  r.machine_total = Or(ParseProcKbField(ReadWhole("/proc/meminfo"), "MemTotal"), kUnlimited);
-  const std::string status = ReadWhole("/proc/self/status");
+  r.machine_total = Or(ParseProcKbField(ReadWholeFile("/proc/meminfo"), "MemTotal"), kUnlimited);
+  const std::string status = ReadWholeFile("/proc/self/status");
   r.anon_resident = Or(ParseProcKbField(status, "RssAnon"), 0);
   r.address_space = Or(ParseProcKbField(status, "VmSize"), 0);
   rlimit as{};

@@ -4,22 +4,15 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <sstream>
 #include <vector>
 
+#include "runtime/cgroup.h"
 #include "runtime/memory_limit.h"
 
 namespace cellserve {
 
 namespace {
-
-std::string ReadWhole(const char* path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 double CountOpenFds() {
   DIR* dir = ::opendir("/proc/self/fd");
@@ -69,13 +62,13 @@ StatusOr<double> ParseBootTime(const std::string& text) {
 
 ProcessStats ReadProcessStats() {
   ProcessStats s;
-  const std::string status = ReadWhole("/proc/self/status");
+  const std::string status = ReadWholeFile("/proc/self/status");
   if (auto rss = ParseProcKbField(status, "VmRSS"); rss.ok()) s.resident_bytes = *rss;
   if (auto size = ParseProcKbField(status, "VmSize"); size.ok()) s.virtual_bytes = *size;
   const long ticks = ::sysconf(_SC_CLK_TCK);
-  if (auto times = ParseProcStat(ReadWhole("/proc/self/stat"), static_cast<double>(ticks)); times.ok()) {
+  if (auto times = ParseProcStat(ReadWholeFile("/proc/self/stat"), static_cast<double>(ticks)); times.ok()) {
     s.cpu_seconds = times->cpu_seconds;
-    if (auto boot = ParseBootTime(ReadWhole("/proc/stat")); boot.ok())
+    if (auto boot = ParseBootTime(ReadWholeFile("/proc/stat")); boot.ok())
       s.start_time_seconds = *boot + times->start_since_boot_seconds;
   }
   s.open_fds = CountOpenFds();
