@@ -86,6 +86,15 @@ double MemoryHeadroom(const MemoryReadings& r) {
 
 double MemoryHeadroomOfThisProcess() { return MemoryHeadroom(ReadMemoryOfThisProcess()); }
 
+std::string MemorySummary(const MemoryReadings& r, double resident_bytes) {
+  const double limit = MemoryLimit(r);
+  const char* whose = limit == r.address_space_limit ? "the address-space limit"
+                      : limit == r.cgroup_limit      ? "the cgroup's"
+                                                     : "the machine's";
+  return MiBText(resident_bytes) + " MiB resident; " + MiBText(MemoryHeadroom(r)) + " MiB more may be taken, of a " +
+         MiBText(limit) + " MiB limit (" + whose + ")";
+}
+
 double MemoryLimit(const MemoryReadings& r) {
   const double memory = std::min(r.machine_total, r.cgroup_limit);
   return r.address_space_limit - r.address_space < memory - r.anon_resident ? r.address_space_limit : memory;

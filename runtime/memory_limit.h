@@ -55,6 +55,11 @@ double MemoryLimit(const MemoryReadings& readings);
 // "123" (MiB, rounded) for messages.
 std::string MiBText(double bytes);
 
+// One line for a start-up log: "M MiB resident; H MiB more may be taken, of a L MiB limit (the
+// cgroup's)", where the limit is the machine's memory, its cgroup's limit or the address-space
+// limit, whichever MemoryLimit says binds.
+std::string MemorySummary(const MemoryReadings& readings, double resident_bytes);
+
 // What the headroom is, in words, for error messages.
 extern const char kMemoryHeadroomMeaning[];
 

@@ -94,6 +94,9 @@ if wait_for 60 or_exited "$SERVE_PID" test -s "$WORK/fits.port" && ! exited "$SE
   check "2 devices in 768 MiB: serving" 0 "serving" -- "$CELLSERVE" health --addr "$ADDR" --timeout-ms 10000
   check "2 devices in 768 MiB: an answer" 0 "label" -- "$CELLSERVE" infer --addr "$ADDR" --model wide \
     --timeout-ms 10000 1 2 3
+  if grep -q "more may be taken, of a 768 MiB limit (the cgroup's)" "$WORK/fits.log"; then
+    ok "2 devices in 768 MiB: the start-up memory line names the cgroup's limit"
+  else bad "2 devices in 768 MiB: no memory line naming the cgroup's limit" "$(cat "$WORK/fits.log")"; fi
   if stop_and_wait "$SERVE_PID" 30 && [[ "$EXIT" == 0 ]]; then ok "2 devices in 768 MiB: SIGTERM, exit 0"
   else bad "2 devices in 768 MiB: exit $EXIT after SIGTERM" "$(tail -5 "$WORK/fits.log")"; fi
 else

@@ -58,6 +58,19 @@ TEST(MemoryLimit, HeadroomIsTheLeastOfWhatEachLimitLeaves) {
   EXPECT_EQ(MemoryHeadroom(r), 0);
 }
 
+TEST(MemoryLimit, SummarySaysWhichLimitBinds) {
+  MemoryReadings r;
+  r.machine_total = 8000 * kMiB;
+  r.anon_resident = 300 * kMiB;
+  EXPECT_EQ(MemorySummary(r, 320 * kMiB), "320 MiB resident; 7700 MiB more may be taken, of a 8000 MiB limit (the machine's)");
+  r.cgroup_limit = 4096 * kMiB;
+  EXPECT_EQ(MemorySummary(r, 320 * kMiB), "320 MiB resident; 3796 MiB more may be taken, of a 4096 MiB limit (the cgroup's)");
+  r.address_space_limit = 2000 * kMiB;
+  r.address_space = 1500 * kMiB;
+  EXPECT_EQ(MemorySummary(r, 320 * kMiB),
+            "320 MiB resident; 500 MiB more may be taken, of a 2000 MiB limit (the address-space limit)");
+}
+
 TEST(MemoryLimit, TheLimitIsTheOneTheHeadroomIsMeasuredAgainst) {
   MemoryReadings r;
   EXPECT_TRUE(std::isinf(MemoryLimit(r)));
