@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
@@ -50,7 +51,10 @@ inline bool DataLimitIsEnforced() {
     _exit(p == nullptr ? 0 : 1);
   }
   int status = 0;
-  return waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  pid_t waited;
+  do waited = waitpid(child, &status, 0);
+  while (waited < 0 && errno == EINTR);
+  return waited == child && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 }  // namespace cellserve::testutil
