@@ -253,8 +253,8 @@ void ServingMetrics::RefreshProcess() {
   std::lock_guard<std::mutex> lock(mu_);  // two scrapes at once must not both add the CPU time
   set(memory_headroom_, headroom);
   set(memory_limit_, limit);
-  set(resident_bytes_, p.resident_bytes);
-  set(virtual_bytes_, p.virtual_bytes);
+  set(resident_bytes_, memory.resident);
+  if (memory.address_space > 0) set(virtual_bytes_, memory.address_space);
   if (p.cpu_seconds > cpu_seconds_->Value()) cpu_seconds_->Increment(p.cpu_seconds - cpu_seconds_->Value());
   set(open_fds_, p.open_fds);
   set(max_fds_, p.max_fds);

@@ -64,6 +64,7 @@ MemoryReadings ReadMemoryOfThisProcess() {
   r.machine_total = Or(ParseProcKbField(ReadWholeFile("/proc/meminfo"), "MemTotal"), kUnlimited);
   const std::string status = ReadWholeFile("/proc/self/status");
   r.anon_resident = Or(ParseProcKbField(status, "RssAnon"), 0);
+  r.resident = Or(ParseProcKbField(status, "VmRSS"), MemoryReadings::kUnread);
   r.address_space = Or(ParseProcKbField(status, "VmSize"), 0);
   rlimit as{};
   r.address_space_limit = ::getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY
@@ -78,26 +79,35 @@ MemoryReadings ReadMemoryOfThisProcess() {
   return r;
 }
 
-double MemoryHeadroom(const MemoryReadings& r) {
-  const double headroom = std::min(std::min(r.machine_total, r.cgroup_limit) - r.anon_resident,
-                                   r.address_space_limit - r.address_space);
-  return std::max(headroom, 0.0);
+namespace {
+
+// The limit that leaves the less, and what it leaves: the machine's memory or the cgroup's limit,
+// less the anonymous memory held; or the address-space limit, less what is mapped.
+struct Binding {
+  double limit, left;
+};
+Binding BindingLimit(const MemoryReadings& r) {
+  const double memory = std::min(r.machine_total, r.cgroup_limit);
+  const Binding by_memory{memory, memory - r.anon_resident};
+  const Binding by_address_space{r.address_space_limit, r.address_space_limit - r.address_space};
+  return by_address_space.left < by_memory.left ? by_address_space : by_memory;
 }
+
+}  // namespace
+
+double MemoryHeadroom(const MemoryReadings& r) { return std::max(BindingLimit(r).left, 0.0); }
+
+double MemoryLimit(const MemoryReadings& r) { return BindingLimit(r).limit; }
 
 double MemoryHeadroomOfThisProcess() { return MemoryHeadroom(ReadMemoryOfThisProcess()); }
 
-std::string MemorySummary(const MemoryReadings& r, double resident_bytes) {
+std::string MemorySummary(const MemoryReadings& r) {
   const double limit = MemoryLimit(r);
   const char* whose = limit == r.address_space_limit ? "the address-space limit"
                       : limit == r.cgroup_limit      ? "the cgroup's"
                                                      : "the machine's";
-  return MiBText(resident_bytes) + " MiB resident; " + MiBText(MemoryHeadroom(r)) + " MiB more may be taken, of a " +
+  return MiBText(r.resident) + " MiB resident; " + MiBText(MemoryHeadroom(r)) + " MiB more may be taken, of a " +
          MiBText(limit) + " MiB limit (" + whose + ")";
-}
-
-double MemoryLimit(const MemoryReadings& r) {
-  const double memory = std::min(r.machine_total, r.cgroup_limit);
-  return r.address_space_limit - r.address_space < memory - r.anon_resident ? r.address_space_limit : memory;
 }
 
 std::string MiBText(double bytes) {

@@ -32,14 +32,17 @@ StatusOr<double> ParseCgroupV1MemoryLimit(const std::string& text);
 // INVALID_ARGUMENT when the text has no such line or its value is not a kB count.
 StatusOr<double> ParseProcKbField(const std::string& text, const std::string& name);
 
-// What the headroom is computed from, in bytes (+infinity: no such limit).
+// What the headroom is computed from, in bytes (kNone, +infinity: no such limit), and the
+// resident memory beside it (what the process metrics and the start-up line report).
 struct MemoryReadings {
   static constexpr double kNone = std::numeric_limits<double>::infinity();
-  double machine_total = kNone;      // MemTotal
-  double cgroup_limit = kNone;       // the least limit along the cgroup's path
-  double anon_resident = 0;          // RssAnon
+  static constexpr double kUnread = -1;  // resident when /proc could not be read
+  double machine_total = kNone;        // MemTotal
+  double cgroup_limit = kNone;         // the least limit along the cgroup's path
+  double anon_resident = 0;            // RssAnon
   double address_space_limit = kNone;  // RLIMIT_AS
   double address_space = 0;            // VmSize
+  double resident = 0;                 // VmRSS
 };
 MemoryReadings ReadMemoryOfThisProcess();
 
@@ -58,7 +61,7 @@ std::string MiBText(double bytes);
 // One line for a start-up log: "M MiB resident; H MiB more may be taken, of a L MiB limit (the
 // cgroup's)", where the limit is the machine's memory, its cgroup's limit or the address-space
 // limit, whichever MemoryLimit says binds.
-std::string MemorySummary(const MemoryReadings& readings, double resident_bytes);
+std::string MemorySummary(const MemoryReadings& readings);
 
 // What the headroom is, in words, for error messages.
 extern const char kMemoryHeadroomMeaning[];

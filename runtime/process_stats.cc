@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "runtime/cgroup.h"
-#include "runtime/memory_limit.h"
 
 namespace cellserve {
 
@@ -62,9 +61,6 @@ StatusOr<double> ParseBootTime(const std::string& text) {
 
 ProcessStats ReadProcessStats() {
   ProcessStats s;
-  const std::string status = ReadWholeFile("/proc/self/status");
-  if (auto rss = ParseProcKbField(status, "VmRSS"); rss.ok()) s.resident_bytes = *rss;
-  if (auto size = ParseProcKbField(status, "VmSize"); size.ok()) s.virtual_bytes = *size;
   const long ticks = ::sysconf(_SC_CLK_TCK);
   if (auto times = ParseProcStat(ReadWholeFile("/proc/self/stat"), static_cast<double>(ticks)); times.ok()) {
     s.cpu_seconds = times->cpu_seconds;

@@ -1,6 +1,6 @@
 // What this process uses, as Prometheus's standard process metrics report it (process_* in
-// monitoring/metrics.h): resident and virtual memory, CPU time, open and allowed file
-// descriptors, start time. The parsers are pure; ReadProcessStats reads /proc/self and /proc/stat.
+// monitoring/metrics.h): CPU time, open and allowed file descriptors, start time. Its resident
+// and virtual memory come with the memory readings (runtime/memory_limit.h: VmRSS, VmSize). The parsers are pure; ReadProcessStats reads /proc/self and /proc/stat.
 // Nothing here fails: what cannot be read is -1 (kUnread), so a caller can keep the last value
 // (out of file descriptors, /proc cannot be opened: 0 open descriptors would be a lie).
 #pragma once
@@ -14,8 +14,6 @@ namespace cellserve {
 
 struct ProcessStats {
   static constexpr double kUnread = -1;
-  double resident_bytes = kUnread;      // VmRSS
-  double virtual_bytes = kUnread;       // VmSize
   double cpu_seconds = kUnread;         // user + system
   double start_time_seconds = kUnread;  // since the Unix epoch
   double open_fds = kUnread;

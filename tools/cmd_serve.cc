@@ -39,7 +39,6 @@
 #include "runtime/memory_limit.h"
 #include "runtime/model_repository.h"
 #include "runtime/model_spec.h"
-#include "runtime/process_stats.h"
 #include "runtime/scheduler.h"
 #include "runtime/text.h"
 #include "tools/cli_errors.h"
@@ -162,7 +161,7 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
   std::fprintf(stderr, "cellserve %s: serving %zu model(s) on port %d (SIGTERM drains and exits)\n", g_name,
                cluster.Models().size(), server->port());
   std::fprintf(stderr, "cellserve %s: memory: %s\n", g_name,
-               MemorySummary(ReadMemoryOfThisProcess(), ReadProcessStats().resident_bytes).c_str());
+               MemorySummary(ReadMemoryOfThisProcess()).c_str());
   std::unique_ptr<cluster::NodeAgent> agent;
   if (agent_options) {
     cluster::NodeAgentOptions o = *agent_options;

@@ -60,14 +60,15 @@ TEST(MemoryLimit, HeadroomIsTheLeastOfWhatEachLimitLeaves) {
 
 TEST(MemoryLimit, SummarySaysWhichLimitBinds) {
   MemoryReadings r;
+  r.resident = 320 * kMiB;
   r.machine_total = 8000 * kMiB;
   r.anon_resident = 300 * kMiB;
-  EXPECT_EQ(MemorySummary(r, 320 * kMiB), "320 MiB resident; 7700 MiB more may be taken, of a 8000 MiB limit (the machine's)");
+  EXPECT_EQ(MemorySummary(r), "320 MiB resident; 7700 MiB more may be taken, of a 8000 MiB limit (the machine's)");
   r.cgroup_limit = 4096 * kMiB;
-  EXPECT_EQ(MemorySummary(r, 320 * kMiB), "320 MiB resident; 3796 MiB more may be taken, of a 4096 MiB limit (the cgroup's)");
+  EXPECT_EQ(MemorySummary(r), "320 MiB resident; 3796 MiB more may be taken, of a 4096 MiB limit (the cgroup's)");
   r.address_space_limit = 2000 * kMiB;
   r.address_space = 1500 * kMiB;
-  EXPECT_EQ(MemorySummary(r, 320 * kMiB),
+  EXPECT_EQ(MemorySummary(r),
             "320 MiB resident; 500 MiB more may be taken, of a 2000 MiB limit (the address-space limit)");
 }
 
@@ -92,7 +93,8 @@ TEST(MemoryLimit, ThisProcessHasSomeAndAtMostTheMachinesMemory) {
   EXPECT_GT(r.machine_total, 0);
   EXPECT_LE(r.machine_total, machine);  // less in a container whose /proc shows its limit (LXCFS)
   EXPECT_GT(r.anon_resident, 0);
-  EXPECT_GT(r.address_space, r.anon_resident);
+  EXPECT_GE(r.resident, r.anon_resident);
+  EXPECT_GT(r.address_space, r.resident);
   const double headroom = MemoryHeadroomOfThisProcess();
   EXPECT_GT(headroom, 0);
   EXPECT_LE(headroom, machine);

@@ -48,8 +48,6 @@ TEST(ProcessStats, ParsesBootTime) {
 
 TEST(ProcessStats, ThisProcessReadsSensibly) {
   const ProcessStats before = ReadProcessStats();
-  EXPECT_GT(before.resident_bytes, 0);
-  EXPECT_GE(before.virtual_bytes, before.resident_bytes);
   EXPECT_GE(before.cpu_seconds, 0);
   const double now =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
