@@ -9,19 +9,22 @@
 
 namespace cellserve::testutil {
 
+// The model's spec (also what a stand-in backend serves).
+inline ModelSpec ClsModelSpec() {
+  ModelSpec spec;
+  spec.name = "cls";
+  spec.kind = ModelKind::kLstm;
+  spec.vocab_size = 500;
+  spec.embed_dim = 16;
+  spec.hidden = 16;
+  spec.layers = 2;
+  spec.classes = 3;
+  return spec;
+}
+
 class ClsModelRepo : public TempModelRepo {
  public:
-  explicit ClsModelRepo(const std::string& prefix) : TempModelRepo(prefix) {
-    ModelSpec spec;
-    spec.name = "cls";
-    spec.kind = ModelKind::kLstm;
-    spec.vocab_size = 500;
-    spec.embed_dim = 16;
-    spec.hidden = 16;
-    spec.layers = 2;
-    spec.classes = 3;
-    Write(spec, 11);
-  }
+  explicit ClsModelRepo(const std::string& prefix) : TempModelRepo(prefix) { Write(ClsModelSpec(), 11); }
 };
 
 }  // namespace cellserve::testutil

@@ -227,15 +227,7 @@ class HeldBackend final : public NodeBackend {
     cancelled_.push_back(id);
   }
   ClusterReport Report() const override { return {}; }
-  std::vector<ModelSpec> Models() const override {
-    ModelSpec spec;
-    spec.name = "cls";
-    spec.kind = ModelKind::kLstm;
-    spec.vocab_size = 500;
-    spec.embed_dim = spec.hidden = 16;
-    spec.classes = 3;
-    return {spec};
-  }
+  std::vector<ModelSpec> Models() const override { return {testutil::ClsModelSpec()}; }
   ClusterState state() const override { return ClusterState::kServing; }
   ClusterLoad Load() const override { return {}; }
 

@@ -16,10 +16,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
-#include <string>
-
+#include "runtime/cgroup.h"
 #include "runtime/memory_limit.h"
 
 namespace cellserve::testutil {
@@ -33,9 +30,7 @@ inline bool LimitAddressSpaceTo(int64_t more) {
 }
 
 inline bool LimitDataTo(int64_t more) {
-  std::ifstream status("/proc/self/status");
-  const std::string text((std::istreambuf_iterator<char>(status)), std::istreambuf_iterator<char>());
-  const StatusOr<double> data = ParseProcKbField(text, "VmData");
+  const StatusOr<double> data = ParseProcKbField(ReadWholeFile("/proc/self/status"), "VmData");
   if (!data.ok()) return false;
   rlimit limit{};
   limit.rlim_cur = limit.rlim_max = static_cast<rlim_t>(*data + static_cast<double>(more));
