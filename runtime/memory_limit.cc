@@ -31,9 +31,13 @@ double Or(const StatusOr<double>& value, double otherwise) { return value.ok() ?
 
 }  // namespace
 
-const char kMemoryHeadroomMeaning[] =
-    "the machine's memory or its cgroup's limit, the less, less what this process holds; or its address-space "
-    "limit less what it has mapped, if that is less";
+Status CheckHeadroom(double bytes, double headroom, const std::string& what, const std::string& what_to_do) {
+  if (bytes <= headroom) return OkStatus();
+  return ResourceExhausted(what + ", more than the memory this process may still take (" + MiBText(headroom) +
+                           " MiB: the machine's memory or its cgroup's limit, the less, less what this process "
+                           "holds; or its address-space limit less what it has mapped, if that is less)" +
+                           (what_to_do.empty() ? "" : "; " + what_to_do));
+}
 
 StatusOr<double> ParseCgroupMemoryMax(const std::string& text) {
   if (text == "max") return kUnlimited;

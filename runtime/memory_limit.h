@@ -63,7 +63,9 @@ std::string MiBText(double bytes);
 // limit, whichever MemoryLimit says binds.
 std::string MemorySummary(const MemoryReadings& readings);
 
-// What the headroom is, in words, for error messages.
-extern const char kMemoryHeadroomMeaning[];
+// The up-front check before a large allocation: OK when `bytes` are at most `headroom`; else
+// RESOURCE_EXHAUSTED "`what`, more than the memory this process may still take (H MiB: what the
+// headroom is)", then "; `what_to_do`" when given.
+Status CheckHeadroom(double bytes, double headroom, const std::string& what, const std::string& what_to_do = "");
 
 }  // namespace cellserve

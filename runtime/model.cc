@@ -134,11 +134,8 @@ StatusOr<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
   double float_bytes = 0;  // of the tensors the model keeps (a file may hold more)
   for (const auto& [name, shape] : RequiredTensors(spec))
     float_bytes += static_cast<double>(ShapeNumElements(shape)) * sizeof(float);
-  const double headroom = MemoryHeadroomOfThisProcess();
-  if (float_bytes > headroom)
-    return ResourceExhausted(path + ": its weights as floats take " + MiBText(float_bytes) +
-                             " MiB, more than the memory this process may still take (" + MiBText(headroom) +
-                             " MiB: " + kMemoryHeadroomMeaning + ")");
+  RETURN_IF_ERROR(CheckHeadroom(float_bytes, MemoryHeadroomOfThisProcess(),
+                                path + ": its weights as floats take " + MiBText(float_bytes) + " MiB"));
   try {  // the last guard: an allocation that fails all the same is an error, not a crash
     auto model = Create(std::move(spec), weights);
     if (!model.ok()) return model.status().WithContext(path);

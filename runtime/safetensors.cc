@@ -277,12 +277,12 @@ StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   // Reading holds the file's bytes and the tensors copied out of them: twice its size at the peak.
   // More than this process may take would end in the OOM killer (under a cgroup limit allocations
   // do not fail), so it is an error before anything is read (a sparse file, a copy gone wrong).
-  const double headroom = MemoryHeadroomOfThisProcess();
-  if (2.0 * static_cast<double>(st.st_size) > headroom) {
+  if (Status fits = CheckHeadroom(2.0 * static_cast<double>(st.st_size), MemoryHeadroomOfThisProcess(),
+                                  path + ": reading this " + MiBText(static_cast<double>(st.st_size)) +
+                                      " MiB file takes twice that");
+      !fits.ok()) {
     ::close(fd);
-    return ResourceExhausted(path + ": reading this " + MiBText(static_cast<double>(st.st_size)) +
-                             " MiB file takes twice that, more than the memory this process may still take (" +
-                             MiBText(headroom) + " MiB: " + kMemoryHeadroomMeaning + ")");
+    return fits;
   }
   std::vector<uint8_t> bytes;
   try {  // the last guard: an allocation that fails all the same is an error, not a crash

@@ -74,12 +74,10 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   // Filling memory beyond what this process may take would not fail: the OOM killer would end
   // the process (in a container, at its memory limit). Say so first. What earlier registrations
   // (other devices, other models) took is resident, so it counts.
-  const double headroom = MemoryHeadroomOfThisProcess();
-  if (state_bytes + weight_bytes > headroom) {
-    return ResourceExhausted(what + " are more than the memory this process may still take (" + MiBText(headroom) +
-                             " MiB: " + kMemoryHeadroomMeaning + "); lower --state-slots (it is per device and model)" +
-                             (folded > 0 ? " or --fold-max-mib (tables over it are not folded)" : ""));
-  }
+  RETURN_IF_ERROR(CheckHeadroom(state_bytes + weight_bytes, MemoryHeadroomOfThisProcess(),
+                                what + " take " + MiBText(state_bytes + weight_bytes) + " MiB",
+                                std::string("lower --state-slots (it is per device and model)") +
+                                    (folded > 0 ? " or --fold-max-mib (tables over it are not folded)" : "")));
   ModelState s;
   try {
     s.slots = slots;

@@ -58,6 +58,17 @@ TEST(MemoryLimit, HeadroomIsTheLeastOfWhatEachLimitLeaves) {
   EXPECT_EQ(MemoryHeadroom(r), 0);
 }
 
+TEST(MemoryLimit, CheckHeadroomSaysWhatDoesNotFitAndWhatToDo) {
+  EXPECT_TRUE(CheckHeadroom(100 * kMiB, 100 * kMiB, "x").ok());
+  const Status over = CheckHeadroom(101 * kMiB, 100 * kMiB, "a file of 101 MiB", "lower --thing");
+  EXPECT_EQ(over.code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(over.message().rfind("a file of 101 MiB, more than the memory this process may still take (100 MiB: ", 0), 0u)
+      << over.message();
+  EXPECT_NE(over.message().find("cgroup"), std::string::npos) << over.message();
+  EXPECT_EQ(over.message().substr(over.message().size() - 16), "); lower --thing") << over.message();
+  EXPECT_EQ(CheckHeadroom(2, 1, "y").message().back(), ')') << "no advice, no trailing '; '";
+}
+
 TEST(MemoryLimit, SummarySaysWhichLimitBinds) {
   MemoryReadings r;
   r.resident = 320 * kMiB;
