@@ -1,0 +1,233 @@
+#!/usr/bin/python3
+"""Mutation check: plants one small bug at a time in a source file and runs its tests.
+
+A mutant is the file with one change a slip of the hand could make: a comparison that includes
+its bound or not (< and <=), == and !=, && and ||, + and -, an off-by-one (+ 1 dropped),
+true and false, min and max, a negation dropped, one statement deleted. For each mutant the
+script rebuilds the test target and runs it; a failing test "kills" the mutant. A mutant that
+survives is a bug the tests would not see, or a change that does not alter behaviour (an
+equivalent mutant): read each survivor and decide which.
+
+Contract:
+- It edits the files it is given, one mutant at a time, and puts each back (also on Ctrl-C or SIGTERM).
+  Run it in a separate checkout (git worktree add /tmp/mut) so a build you use is not touched.
+- A mutant that does not compile is skipped, not counted. A test run that goes past --timeout-s
+  counts as killed (a planted endless loop).
+- Exit status 0 when it ran (survivors are reported, not failed on); 1 when interrupted; 2 on
+  bad arguments.
+
+Example (about 3 s a mutant for runtime_test on 2 cores):
+  git worktree add --detach /tmp/mut && cd /tmp/mut
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+  /usr/bin/python3 tools/dev/mutants.py --target runtime_test runtime/scheduler.cc
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+# (name, pattern, replacement): applied at each match on the code part of a line, one at a time.
+# Binary operators are matched with the spaces clang-format puts around them, which keeps
+# template brackets (std::vector<int>), ->, << and >> out.
+OPERATORS = [
+    ("rel", r" < ", " <= "),
+    ("rel", r" <= ", " < "),
+    ("rel", r" > ", " >= "),
+    ("rel", r" >= ", " > "),
+    ("eq", r" == ", " != "),
+    ("eq", r" != ", " == "),
+    ("logic", r" && ", " || "),
+    ("logic", r" \|\| ", " && "),
+    ("arith", r" \+ (?!1\b)", " - "),
+    ("arith", r" - (?!1\b)", " + "),
+    ("arith", r" \+= ", " -= "),
+    ("arith", r" -= ", " += "),
+    ("off-by-one", r" \+ 1\b", ""),
+    ("off-by-one", r" - 1\b", ""),
+    ("bool", r"\btrue\b", "false"),
+    ("bool", r"\bfalse\b", "true"),
+    ("minmax", r"\bstd::min\(", "std::max("),
+    ("minmax", r"\bstd::max\(", "std::min("),
+    ("negation", r"!(?=[A-Za-z_(])", ""),
+]
+
+
+def code_part(line):
+    """The line up to a // comment, with string and char literals blanked (same length)."""
+    out, quote, i = [], None, 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == "\\":
+                out.append("__")
+                i += 2
+                continue
+            out.append(ch if ch == quote else "_")
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+            out.append(ch)
+        elif line.startswith("//", i):
+            break
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)[: len(line)]
+
+
+def is_statement_start(lines, index):
+    """True when lines[index] starts a statement (the code line above it ended one)."""
+    for j in range(index - 1, -1, -1):
+        prev = code_part(lines[j]).strip()
+        if prev:
+            return prev.endswith((";", "{", "}")) or (prev.endswith(":") and not prev.endswith("::"))
+    return True
+
+
+def mutants_of(lines):
+    """Every mutant of the file: (line index, operator name, new line)."""
+    found = []
+    in_block_comment = False
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if in_block_comment:
+            in_block_comment = "*/" not in stripped
+            continue
+        if stripped.startswith("/*"):
+            in_block_comment = "*/" not in stripped
+            continue
+        if not stripped or stripped.startswith(("//", "#", "assert(")):  # asserts: off in Release
+            continue
+        code = code_part(line)
+        for name, pattern, replacement in OPERATORS:
+            for match in re.finditer(pattern, code):
+                mutated = line[: match.start()] + replacement + line[match.end():]
+                found.append((index, name, mutated))
+        code_stripped = code.strip()
+        if (code_stripped.endswith(";") and not code_stripped.startswith(("return", "}", "case"))
+                and code_stripped.count("(") == code_stripped.count(")")
+                and is_statement_start(lines, index)):
+            indent = line[: len(line) - len(line.lstrip())]
+            found.append((index, "delete", indent + ";  // mutant: statement deleted\n"))
+    return found
+
+
+def run(cmd, timeout_s):
+    """(return code, seconds); return code None when it ran past timeout_s."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        rc = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        rc = None
+    return rc, time.monotonic() - start
+
+
+def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # --list | head
+
+    def stop(signum, frame):  # SIGTERM too puts the file back
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Read the module docstring (head -30 tools/dev/mutants.py) for the contract.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", help="source files to mutate, relative to the checkout")
+    parser.add_argument("--target", required=True, help="ninja target to rebuild, e.g. runtime_test")
+    parser.add_argument("--build-dir", default="build", help="configured build folder (default build)")
+    parser.add_argument("--test", help="test command (default: BUILD_DIR/tests/unit/TARGET)")
+    parser.add_argument("--timeout-s", type=float, default=120,
+                        help="a test run longer than this counts as killed (default 120)")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="try this many mutants per file, chosen at random (default all)")
+    parser.add_argument("--seed", type=int, default=1, help="seed for --sample (default 1)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    parser.add_argument("--json", help="write every outcome to this file")
+    args = parser.parse_args()
+
+    test_cmd = args.test or os.path.join(args.build_dir, "tests", "unit", args.target)
+    build_cmd = f"cmake --build {args.build_dir} --target {args.target}"
+    for path in args.files:
+        if not os.path.isfile(path):
+            parser.error(f"{path}: no such file (paths are relative to the checkout)")
+    if not args.list:
+        if not os.path.isdir(args.build_dir):
+            parser.error(f"{args.build_dir}: not a build folder; configure one first (see --help)")
+        rc, _ = run(build_cmd, 1800)
+        if rc != 0:
+            parser.error(f"`{build_cmd}` fails before any mutant; fix the build first")
+        rc, _ = run(test_cmd, args.timeout_s)
+        if rc != 0:
+            parser.error(f"`{test_cmd}` fails before any mutant; the tests must pass first")
+
+    outcomes = []
+    rng = random.Random(args.seed)
+    interrupted = False
+    for path in args.files:
+        with open(path) as f:
+            original = f.read()
+        lines = original.splitlines(keepends=True)
+        candidates = mutants_of(lines)
+        if args.sample and len(candidates) > args.sample:
+            candidates = sorted(rng.sample(candidates, args.sample))
+        print(f"{path}: {len(candidates)} mutants", flush=True)
+        try:
+            for number, (index, name, mutated) in enumerate(candidates, 1):
+                where = f"{path}:{index + 1}"
+                if args.list:
+                    print(f"  {where} {name}: {mutated.strip()}")
+                    continue
+                with open(path, "w") as f:
+                    f.write("".join(lines[:index] + [mutated] + lines[index + 1:]))
+                rc, build_s = run(build_cmd, 1800)
+                if rc != 0:
+                    result, test_s = "no-compile", 0.0
+                else:
+                    rc, test_s = run(test_cmd, args.timeout_s)
+                    result = "killed" if rc != 0 else "SURVIVED"
+                    if rc is None:
+                        result = "killed (timeout)"
+                print(f"  [{number}/{len(candidates)}] {where} {name:10} {result:16} "
+                      f"{build_s + test_s:5.1f} s  {mutated.strip()}", flush=True)
+                outcomes.append({"file": path, "line": index + 1, "operator": name,
+                                 "mutated": mutated.strip(), "original": lines[index].strip(),
+                                 "result": result})
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            with open(path, "w") as f:
+                f.write(original)
+        if interrupted:
+            print("interrupted; the file is restored", file=sys.stderr)
+            break
+
+    if args.list:
+        return 0
+    run(build_cmd, 1800)  # leave the build matching the restored sources
+    tried = [o for o in outcomes if o["result"] != "no-compile"]
+    survivors = [o for o in tried if o["result"] == "SURVIVED"]
+    print(f"\n{len(tried)} mutants built and tested, {len(tried) - len(survivors)} killed, "
+          f"{len(survivors)} survived, {len(outcomes) - len(tried)} did not compile")
+    for o in survivors:
+        print(f"  survived {o['file']}:{o['line']} {o['operator']}\n"
+              f"    was: {o['original']}\n    now: {o['mutated']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(outcomes, f, indent=1)
+    return 1 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
