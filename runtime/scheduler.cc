@@ -5,6 +5,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "runtime/ready_queue.h"
 #include "runtime/state_pool.h"
 
 namespace cellserve {
@@ -52,61 +53,6 @@ struct Request {
     if (c.state_from[0] >= 0) f(c.state_from[0]);
     if (c.state_from[1] >= 0) f(c.state_from[1]);
   }
-};
-
-// A ready cell in a type's queue: oldest request first, then the earliest cell. `index` finds the
-// request in the slab without hashing; `seq` (unique per admission) tells whether it is still the
-// same request.
-struct ReadyCell {
-  uint64_t seq;
-  CellId cell;
-  uint32_t index;
-  bool operator<(const ReadyCell& o) const { return seq != o.seq ? seq < o.seq : cell < o.cell; }
-};
-
-// A type's ready cells, oldest first. Pushes collect in `incoming` and are merged in before the
-// next look at the front. The common cases cost no merge: a round's successors are older than
-// everything still queued (they go back in front, where the round made room) and new requests
-// are younger (appended). Amortised O(1) per cell, against a heap's O(log n).
-class ReadyQueue {
- public:
-  void push(const ReadyCell& c) { incoming_.push_back(c); }
-  bool empty() {
-    Merge();
-    return head_ == items_.size();
-  }
-  const ReadyCell& top() { return items_[head_]; }  // precondition: !empty()
-  void pop() { ++head_; }
-  // Queued entries, counting stale ones (cells of requests that have gone) not yet met.
-  size_t size() const { return items_.size() - head_ + incoming_.size(); }
-
- private:
-  void Merge() {
-    if (incoming_.empty()) return;
-    if (!std::is_sorted(incoming_.begin(), incoming_.end())) std::sort(incoming_.begin(), incoming_.end());
-    const size_t n = incoming_.size();
-    if (head_ == items_.size() || items_.back() < incoming_.front()) {
-      items_.insert(items_.end(), incoming_.begin(), incoming_.end());
-    } else if (incoming_.back() < items_[head_] && head_ >= n) {
-      head_ -= n;
-      std::copy(incoming_.begin(), incoming_.end(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
-    } else {
-      merged_.clear();
-      merged_.reserve(items_.size() - head_ + n);
-      std::merge(items_.begin() + static_cast<std::ptrdiff_t>(head_), items_.end(), incoming_.begin(),
-                 incoming_.end(), std::back_inserter(merged_));
-      items_.swap(merged_);
-      head_ = 0;
-    }
-    incoming_.clear();
-    if (head_ > 1024 && head_ * 2 > items_.size()) {  // drop the consumed prefix now and then
-      items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
-      head_ = 0;
-    }
-  }
-
-  std::vector<ReadyCell> items_, incoming_, merged_;
-  size_t head_ = 0;
 };
 
 }  // namespace
