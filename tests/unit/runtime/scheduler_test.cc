@@ -5,6 +5,7 @@
 
 #include <deque>
 #include <map>
+#include <random>
 #include <set>
 
 #include "fake_backend.h"
@@ -36,7 +37,9 @@ class Harness {
   // Admits a request built from `in`; keeps a twin graph to compute the expected result.
   Status Admit(RequestId id, const RequestInput& in, int64_t deadline_us = 0) {
     twins[id] = MustBuild(model, in);
-    return scheduler->Admit(id, MustBuild(model, in), deadline_us);
+    std::shared_ptr<RequestGraph> graph = MustBuild(model, in);
+    handed_over[id] = graph;
+    return scheduler->Admit(id, std::move(graph), deadline_us);
   }
 
   // Submits rounds until the scheduler has none; returns how many.
@@ -105,6 +108,7 @@ class Harness {
   std::unique_ptr<Scheduler> scheduler;
   std::deque<Round> device;
   std::map<RequestId, std::unique_ptr<RequestGraph>> twins;
+  std::map<RequestId, std::weak_ptr<RequestGraph>> handed_over;  // the scheduler's copies
   std::map<RequestId, Outcome> outcomes;
   std::vector<int32_t> completed_rounds;
   size_t max_rows = 0;
@@ -192,7 +196,7 @@ TEST(Scheduler, OldRequestsAreNotStarvedByAStreamOfNewOnes) {
     // may go first at most fill_first rounds in a row, so a cell waits at most that many more.
     EXPECT_LE(rounds, 25 * (1 + fill_first) + 2) << "the oldest request was starved, fill_first " << fill_first;
     h.RunToEnd();
-    for (const auto& [id, o] : h.outcomes) EXPECT_TRUE(o.done) << id;
+    for (const auto& [id, twin] : h.twins) EXPECT_TRUE(h.outcomes[id].done) << id;
     EXPECT_EQ(h.fake.Violations(), "");
   }
 }
@@ -439,6 +443,108 @@ TEST(Scheduler, EachRoundReportsTheQueueWaitOfTheRequestsItStarts) {
   auto second = p.scheduler->NextRound();
   ASSERT_TRUE(second.has_value());
   EXPECT_TRUE(second->first_cell_waits_us.empty());
+}
+
+// Many requests come and go under every policy: admitted while others run, cancelled, timed out,
+// so the scheduler's request entries, slots and queues are reused many times over. Every
+// admitted request must be answered exactly once, with its own result (or the reason it was
+// stopped), and nothing may be left behind.
+TEST(Scheduler, RequestsComingAndGoingAreEachAnsweredOnceWithTheirOwnResult) {
+  struct Case {
+    Policy policy;
+    ModelKind kind;
+  };
+  for (Case c : {Case{Policy::kCellular, ModelKind::kLstm}, Case{Policy::kCellular, ModelKind::kTreeLstm},
+                 Case{Policy::kPadded, ModelKind::kLstm}, Case{Policy::kBucketed, ModelKind::kLstm},
+                 Case{Policy::kSequential, ModelKind::kLstm}}) {
+    for (uint32_t seed = 1; seed <= 4; ++seed) {
+      SCOPED_TRACE(std::string(PolicyName(c.policy)) + " " + ModelKindName(c.kind) + " seed " +
+                   std::to_string(seed));
+      std::mt19937 rng(seed);
+      SchedulerOptions o = Options(c.policy, 1 + static_cast<int>(seed % 3));
+      o.max_requests = 12;
+      o.padded_batch = 3;
+      o.padded_wait_us = 2000;
+      o.bucket_bounds = {4, 8, 16};
+      Harness h(MakeModel(SmallSpec(c.kind, 2, /*max_batch=*/4)), o);
+      RequestId next = 1;
+      std::set<RequestId> cancelled, with_deadline;
+      auto random_input = [&] {
+        const int n = 1 + static_cast<int>(rng() % 14);
+        if (c.kind == ModelKind::kLstm) return Tokens(Seq(n, static_cast<int32_t>(rng() % 9)));
+        std::string sexpr = std::to_string(1 + rng() % 30);
+        for (int i = 1; i < n; ++i)
+          sexpr = rng() % 2 ? "(" + sexpr + " " + std::to_string(1 + rng() % 30) + ")"
+                            : "(" + std::to_string(1 + rng() % 30) + " " + sexpr + ")";
+        RequestInput tree;
+        tree.tree = ParseTreeSexpr(sexpr).value();
+        tree.has_tree = true;
+        return tree;
+      };
+      for (int step = 0; step < 1500; ++step) {
+        switch (rng() % 8) {
+          case 0:
+          case 1:
+          case 2: {  // a new request, now and then with a deadline
+            const bool deadline = rng() % 6 == 0;
+            const int64_t at = deadline ? h.clock.NowMicros() + 500 + rng() % 5000 : 0;
+            const Status admitted = h.Admit(next, random_input(), at);
+            if (admitted.ok()) {
+              if (deadline) with_deadline.insert(next);
+            } else {
+              EXPECT_EQ(admitted.code(), StatusCode::kResourceExhausted);  // max_requests in
+              h.twins.erase(next);
+            }
+            ++next;
+            break;
+          }
+          case 3: {  // a client goes away
+            const RequestId id = 1 + rng() % next;
+            const auto events = h.scheduler->Cancel(id, Cancelled("client went away"));
+            if (!events.empty()) cancelled.insert(id);
+            h.Hear(events);
+            break;
+          }
+          case 4:
+            h.clock.AdvanceMicros(rng() % 1500);
+            h.Hear(h.scheduler->ExpireDeadlines());
+            break;
+          default:
+            h.Pump();
+            h.CompleteOne();
+        }
+      }
+      h.RunToEnd();
+      ASSERT_GT(h.twins.size(), 40u);
+      int64_t done = 0, failed = 0;
+      for (const auto& [id, twin] : h.twins) {
+        SCOPED_TRACE("request " + std::to_string(id));
+        const Outcome& o = h.outcomes[id];
+        EXPECT_EQ(o.answers, 1);
+        EXPECT_TRUE(h.handed_over[id].expired()) << "the scheduler still holds the graph";
+        if (o.done) {
+          ++done;
+          EXPECT_EQ(DecodeLogits(o.result.logits), h.ExpectedHead(id));
+        } else {
+          ++failed;
+          if (cancelled.count(id)) {
+            EXPECT_EQ(o.status.code(), StatusCode::kCancelled);
+          } else {
+            EXPECT_TRUE(with_deadline.count(id)) << o.status.ToString();
+            EXPECT_EQ(o.status.code(), StatusCode::kDeadlineExceeded);
+          }
+        }
+      }
+      EXPECT_GT(done, 20);
+      EXPECT_EQ(h.scheduler->stats().requests_done, done);
+      EXPECT_EQ(h.scheduler->stats().requests_failed, failed);
+      EXPECT_EQ(h.scheduler->requests_in(), 0);
+      EXPECT_EQ(h.scheduler->slots_in_use(), 0);
+      EXPECT_EQ(h.scheduler->outstanding_cells(), 0);
+      EXPECT_EQ(h.scheduler->rounds_in_flight(), 0);
+      EXPECT_EQ(h.fake.Violations(), "");
+    }
+  }
 }
 
 TEST(Scheduler, RejectsBadOptions) {
