@@ -97,6 +97,7 @@ TEST(LstmGraphTest, ShapeOrderAndConsumers) {
       for (size_t i = 0; i < cells.size(); ++i)
         EXPECT_EQ(cells[i].consumers, refs[i]) << "cell " << i;
       EXPECT_EQ(HeadIds(*g), std::vector<int>{T * static_cast<int>(L)});
+      EXPECT_EQ(g->input_length(), T);  // what the bucketed policy buckets by
       EXPECT_FALSE(g->finished());
     }
   }
@@ -144,6 +145,7 @@ void CheckTree(const std::string& sexpr, const std::vector<int32_t>& leaf_tokens
   const auto& cells = g->cells();
   const size_t n = leaf_tokens_in_order.size();
   ASSERT_EQ(cells.size(), 2 * n - 1 + 1);
+  EXPECT_EQ(g->input_length(), static_cast<int64_t>(n));  // a tree's length is its leaves
   ExpectTopological(*g);
   std::vector<int32_t> leaf_tokens;
   size_t internal = 0;
@@ -252,6 +254,7 @@ TEST_F(Seq2SeqGraphTest, InitialGraph) {
   auto g = MustBuild(model_, Tokens(src));
   const auto& cells = g->cells();
   ASSERT_EQ(cells.size(), static_cast<size_t>(T * L + L + 1));
+  EXPECT_EQ(g->input_length(), T);  // the source tokens, whatever is decoded later
   ExpectTopological(*g);
   for (int t = 0; t < T; ++t) {
     for (int l = 0; l < L; ++l) {
@@ -383,6 +386,7 @@ TEST(BuildRequestGraphTest, BadTokens) {
     ExpectInvalid(m, Tokens({1, static_cast<int32_t>(spec.vocab_size)}),
                   std::to_string(spec.vocab_size));
     ExpectInvalid(m, Tokens({1 << 30}), "position 0");
+    ExpectInvalid(m, Tokens({1 << 30}), "(0.." + std::to_string(spec.vocab_size - 1) + ")");
     RequestInput tree;
     tree.has_tree = true;
     tree.tree = *ParseTreeSexpr("(1 2)");

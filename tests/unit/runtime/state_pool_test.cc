@@ -101,6 +101,22 @@ TEST(StatePoolTest, FreeIsImmediateAndIdempotent) {
   EXPECT_EQ(pool.Allocate(1).status().code(), StatusCode::kResourceExhausted);
 }
 
+// Consume of a slot that is already free breaks the contract (the assert says so in a debug
+// build); in a release build it must still leave the pool whole: no second free-list entry, which
+// would hand one slot to two cells and let one request's state leak into another's.
+TEST(StatePoolTest, ConsumeOfAFreeSlotLeavesThePoolWhole) {
+  StatePool pool(2);
+  SlotId a = *pool.Allocate(2);
+  pool.Free(a);
+  EXPECT_DEBUG_DEATH(EXPECT_FALSE(pool.Consume(a)), "readers_");
+  EXPECT_EQ(pool.readers(a), 0);
+  EXPECT_EQ(pool.available(), 2);
+  std::set<SlotId> got;
+  for (int i = 0; i < 2; ++i) got.insert(*pool.Allocate(1));
+  EXPECT_EQ(got, (std::set<SlotId>{0, 1}));
+  EXPECT_EQ(pool.Allocate(1).status().code(), StatusCode::kResourceExhausted);
+}
+
 TEST(StatePoolTest, ReadersBelowOneRejected) {
   StatePool pool(2);
   for (int32_t readers : {0, -1, -100}) {
