@@ -34,6 +34,8 @@ TEST(GraphsOfModel, CountsTypesBucketsAndSlots) {
   EXPECT_EQ(GraphsOfModel(0, 512, 8), 0);
   EXPECT_EQ(GraphsOfModel(3, 0, 8), 0);
   EXPECT_EQ(GraphsOfModel(3, 512, 0), 0);
+  EXPECT_EQ(GraphsOfModel(-2, 512, 8), 0);  // never a negative count
+  EXPECT_EQ(GraphsOfModel(3, 512, -1), 0);
 }
 
 TEST(BucketSizes, EmptyForNoBatch) {

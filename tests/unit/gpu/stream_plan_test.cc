@@ -263,6 +263,23 @@ TEST(SimulateStreams, WaitsSeeTheRecordEnqueuedBeforeThem) {
   EXPECT_DOUBLE_EQ(times[1].done, 108.0);
 }
 
+// The host enqueues rounds in order: a round that need not wait for its slot is still enqueued
+// only after the round before it, which did wait.
+TEST(SimulateStreams, ARoundAfterAWaitingOneIsNotEnqueuedBeforeIt) {
+  StreamPlanner planner(2);
+  std::vector<RoundPlan> plans = {planner.Plan(1, true), planner.Plan(2, true), planner.Plan(3, true)};
+  planner.Completed(2);  // slot 1 is free again: round 4 need not wait
+  plans.push_back(planner.Plan(4, true));
+  ASSERT_TRUE(plans[2].wait_for_slot);
+  ASSERT_FALSE(plans[3].wait_for_slot);
+  const OpCost cost{1, 2, 3};
+  const std::vector<RoundTimes> times = SimulateStreams(plans, {cost, cost, cost, cost}, {0, 0, 0, 0});
+  EXPECT_DOUBLE_EQ(times[2].submit, times[0].done);  // round 3 waited for round 1
+  EXPECT_GT(times[2].submit, 0.0);
+  EXPECT_DOUBLE_EQ(times[3].submit, times[2].submit);  // round 4 queued behind it on the host
+  EXPECT_GE(times[3].upload_start, times[3].submit);
+}
+
 TEST(SimulateStreams, LateSubmissionsAndMissingCosts) {
   StreamPlanner planner(3);
   const std::vector<RoundPlan> plans = {planner.Plan(1, true), planner.Plan(2, true)};
