@@ -292,6 +292,12 @@ TEST(SimulateStreams, LateSubmissionsAndMissingCosts) {
   EXPECT_DOUBLE_EQ(times[1].submit, 100.0);
   EXPECT_DOUBLE_EQ(times[1].upload_start, 100.0);
   EXPECT_DOUBLE_EQ(times[1].done, 100.0);  // no cost given: every op takes 0
+
+  // Fewer submit times than plans: the rest are enqueued as soon as the host may (0 here).
+  const std::vector<RoundTimes> early = SimulateStreams(plans, {OpCost{1, 2, 3}, OpCost{1, 2, 3}}, {5.0});
+  ASSERT_EQ(early.size(), 2u);
+  EXPECT_DOUBLE_EQ(early[1].submit, 5.0);  // not before round 1, which the host enqueued first
+  EXPECT_DOUBLE_EQ(early[1].upload_start, 6.0);  // behind round 1's upload
 }
 
 }  // namespace
