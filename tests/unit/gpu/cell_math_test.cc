@@ -346,9 +346,10 @@ INSTANTIATE_TEST_SUITE_P(Inputs, CellMathFolded, ::testing::Bool(),
 TEST_P(CellMathFolded, LstmLayer0TokenFedMatchesCpuBackend) {
   RoundHarness harness(testing_models::Make(ModelKind::kLstm, 36, 2, 11), 48, GetParam());
   const Model& m = harness.model();
-  // Step 0 of ten sequences (h_src -1: zeros), padded from 10 to 16 rows.
+  // Step 0 of ten sequences (h_src -1: zeros), padded from 10 to 16 rows. Token 0 is among them
+  // (the first row of a folded table), and step 1 has the last token, 99.
   CellBatch step0{&m, m.layer_type(0), {}};
-  for (int r = 0; r < 10; ++r) step0.rows.push_back(Row(r * 9 + 1, -1, -1, -1, r));
+  for (int r = 0; r < 10; ++r) step0.rows.push_back(Row(r * 9, -1, -1, -1, r));
   harness.RunCellRound(step0, 16);
   // Step 1: continuing from slots 0..9, except row 3 which starts a new sequence and row 7 which
   // writes its own h_src (in place). Padded from 10 to 13.
@@ -389,11 +390,11 @@ TEST_P(CellMathFolded, Seq2SeqDecoderAndProjectionMatchCpuBackend) {
   RoundHarness harness(testutil::RandomModel(spec, 13), 32, GetParam());
   const Model& m = harness.model();
   CellBatch encoder{&m, m.layer_type(0), {}};
-  for (int r = 0; r < 5; ++r) encoder.rows.push_back(Row(r * 17 + 2, -1, -1, -1, r));
+  for (int r = 0; r < 5; ++r) encoder.rows.push_back(Row(r * 17, -1, -1, -1, r));  // token 0 too
   harness.RunCellRound(encoder, 8);
   // Decoder layer 0: target-vocabulary tokens, state from the encoder.
   CellBatch decoder{&m, m.decoder_layer_type(0), {}};
-  for (int r = 0; r < 5; ++r) decoder.rows.push_back(Row(699 - r * 100, -1, r, -1, 10 + r));
+  for (int r = 0; r < 5; ++r) decoder.rows.push_back(Row(r == 4 ? 0 : 699 - r * 100, -1, r, -1, 10 + r));
   harness.RunCellRound(decoder, 6);
   CellBatch decoder1{&m, m.decoder_layer_type(1), {}};
   for (int r = 0; r < 5; ++r) decoder1.rows.push_back(Row(-1, 10 + r, -1, -1, 15 + r));
@@ -411,7 +412,7 @@ TEST_P(CellMathFolded, TreeLeafInternalAndHeadMatchCpuBackend) {
   RoundHarness harness(testing_models::Make(ModelKind::kTreeLstm, 20, 1, 14), 24, GetParam());
   const Model& m = harness.model();
   CellBatch leaves{&m, m.leaf_type(), {}};
-  for (int r = 0; r < 6; ++r) leaves.rows.push_back(Row(r * 13 + 4, -1, -1, -1, r));
+  for (int r = 0; r < 6; ++r) leaves.rows.push_back(Row(r * 13, -1, -1, -1, r));  // token 0 too
   harness.RunCellRound(leaves, 8);
   // Internal nodes: both children, right child missing, left child missing, neither.
   CellBatch internal{&m, m.internal_type(), {Row(-1, -1, 0, 1, 6), Row(-1, -1, 2, -1, 7),
@@ -424,6 +425,21 @@ TEST_P(CellMathFolded, TreeLeafInternalAndHeadMatchCpuBackend) {
   CellBatch head{&m, m.head_type(), {}};
   for (SlotId s : {6, 7, 8, 9, 10, 11, 12}) head.rows.push_back(Row(-1, s, -1, -1, -1));
   harness.RunHeadRound(head, 8);
+}
+
+// A row whose out is -1 writes nothing, whatever its op (the state just before slot 0 is watched).
+TEST(CellMath, PointwiseWritesNothingForARowWithoutAnOutput) {
+  const int64_t H = 3;
+  for (CellOp op : {CellOp::kLstm, CellOp::kTreeLeaf, CellOp::kTreeInternal}) {
+    const int64_t width = gpu::GateCount(op) * H;
+    std::vector<float> gates(static_cast<size_t>(width), 0.5f), bias(static_cast<size_t>(width), 0.25f);
+    std::vector<float> buffer(static_cast<size_t>(3 * 2 * H), kScratchSentinel);
+    float* state = buffer.data() + 2 * H;  // slot -1 would be buffer[0 .. 2H)
+    const std::vector<int32_t> index = {-1, 0, 1, -1};  // bucket 1: x_src -1, h 0, h2 1, out -1
+    for (int64_t j = 0; j < H; ++j)
+      gpu::CellPointwiseElement(op, index.data(), 1, 0, j, gates.data(), bias.data(), nullptr, state, H);
+    for (size_t i = 0; i < buffer.size(); ++i) EXPECT_EQ(buffer[i], kScratchSentinel) << static_cast<int>(op) << " " << i;
+  }
 }
 
 TEST(CellMath, LstmLogitsHeadMatchesCpuBackend) {
