@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -194,6 +195,29 @@ TEST(LruCache, InsertOfExistingKeyReplacesWithoutEvicting) {
   EXPECT_EQ(destroyed, (std::vector<int>{1, 2}));
   EXPECT_EQ(cache.Find("a")->id, 3);
   EXPECT_EQ(cache.Find("b"), nullptr);
+}
+
+// The CUDA device resets its cache by move-assigning a new one (to free the graphs before the
+// buffers they use): that frees the old values at once, and a moved cache keeps its order.
+TEST(LruCache, MovesKeepTheOrderAndMoveAssignmentFreesTheOldValues) {
+  int live = 0;
+  std::vector<int> destroyed;
+  LruCache<int, Counted> cache(2);
+  cache.Insert(1, Counted(10, &live, &destroyed));
+  cache.Insert(2, Counted(20, &live, &destroyed));
+  cache.Find(1);  // 2 is now the least recently used
+  LruCache<int, Counted> moved(std::move(cache));
+  moved.Insert(3, Counted(30, &live, &destroyed));  // evicts 2
+  EXPECT_EQ(destroyed, (std::vector<int>{20}));
+  ASSERT_NE(moved.Find(1), nullptr);
+  EXPECT_EQ(moved.Find(1)->id, 10);
+  moved = LruCache<int, Counted>(1);
+  std::vector<int> freed_by_assignment(destroyed.begin() + 1, destroyed.end());
+  std::sort(freed_by_assignment.begin(), freed_by_assignment.end());  // in whatever order
+  EXPECT_EQ(freed_by_assignment, (std::vector<int>{10, 30}));
+  EXPECT_EQ(live, 0);
+  EXPECT_EQ(moved.size(), 0u);
+  EXPECT_EQ(moved.capacity(), 1u);
 }
 
 TEST(LruCache, CapacityOneAndGraphKeys) {
