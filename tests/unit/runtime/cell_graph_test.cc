@@ -371,6 +371,54 @@ TEST_F(Seq2SeqGraphTest, SourceTokensCheckedAgainstSourceVocab) {
 
 // ---- bad input ----
 
+// ---- EstimateCells (what the node and the router balance by) ----
+
+// Runs a seq2seq graph's decoder: `steps` tokens that are not EOS, then EOS (or until the graph
+// stops at its length limit). Returns the cells the graph ran.
+size_t DecodeToEnd(RequestGraph& g, int steps, int32_t eos) {
+  for (int i = 0; !g.finished() && i < 1000; ++i)
+    g.OnHeadOutput(static_cast<CellId>(g.cells().size() - 1), Argmax(i < steps ? 7 : eos));
+  EXPECT_TRUE(g.finished());
+  return g.cells().size();
+}
+
+TEST(EstimateCellsTest, IsTheCellCountOfTheGraph) {
+  for (int64_t L : {1, 2, 3}) {
+    auto lstm = MakeModel(SmallSpec(ModelKind::kLstm, L));
+    for (int T : {1, 2, 7}) {
+      const RequestInput in = Tokens(std::vector<int32_t>(static_cast<size_t>(T), 3));
+      EXPECT_EQ(EstimateCells(lstm->spec(), in), static_cast<int64_t>(MustBuild(lstm, in)->cells().size()))
+          << "lstm L=" << L << " T=" << T;
+    }
+  }
+  auto tree_model = MakeModel(SmallSpec(ModelKind::kTreeLstm, 1));
+  for (const char* sexpr : {"7", "(3 4)", "((1 2) ((3 4) (5 (6 7))))"}) {
+    RequestInput in;
+    in.has_tree = true;
+    in.tree = ParseTreeSexpr(sexpr).value();
+    EXPECT_EQ(EstimateCells(tree_model->spec(), in), static_cast<int64_t>(MustBuild(tree_model, in)->cells().size()))
+        << sexpr;
+  }
+}
+
+// seq2seq: the decoder's length is unknown until it runs, so the estimate guesses one step more
+// than the source is long, within the length limit (the request's, else the model's: 8 here).
+TEST(EstimateCellsTest, Seq2SeqGuessesADecodeAsLongAsTheSourcePlusOne) {
+  const ModelSpec spec = SmallSpec(ModelKind::kSeq2Seq, 2);
+  auto model = MakeModel(spec);
+  const int32_t eos = static_cast<int32_t>(spec.eos_id);
+  // 3 source tokens, no limit of its own: the guess is 4 decoder steps (the 4th emits EOS).
+  RequestInput in = Tokens({5, 6, 9});
+  EXPECT_EQ(EstimateCells(spec, in), static_cast<int64_t>(DecodeToEnd(*MustBuild(model, in), 3, eos)));
+  // The request's limit of 2 steps is shorter than the guess: the graph stops there.
+  in.max_decode_len = 2;
+  EXPECT_EQ(EstimateCells(spec, in), static_cast<int64_t>(DecodeToEnd(*MustBuild(model, in), 100, eos)));
+  // The model's limit (8) binds for a long source.
+  RequestInput long_source = Tokens(std::vector<int32_t>(20, 5));
+  EXPECT_EQ(EstimateCells(spec, long_source),
+            static_cast<int64_t>(DecodeToEnd(*MustBuild(model, long_source), 100, eos)));
+}
+
 TEST(BuildRequestGraphTest, BadTokens) {
   for (ModelKind kind : {ModelKind::kLstm, ModelKind::kSeq2Seq}) {
     SCOPED_TRACE(ModelKindName(kind));
