@@ -171,22 +171,21 @@ struct Scheduler::Impl {
     return std::lower_bound(b.begin(), b.end(), r.graph->input_length()) - b.begin();
   }
 
-  // Non-cellular policies: admit the next request or group when the current one is over.
-  // Returns the clock time at which a waiting group will be formed, or -1.
-  int64_t Admission(int64_t now) {
-    if (options.policy == Policy::kCellular || waiting.empty() || !GroupOver()) return -1;
+  // Non-cellular policies: admit the next request or group when the current one is over and the
+  // next is ready. When a waiting group will be ready is NextWakeupMicros's to say.
+  void Admission(int64_t now) {
+    if (options.policy == Policy::kCellular || waiting.empty() || !GroupOver()) return;
     group.clear();
     if (options.policy == Policy::kSequential) {
       Request* r = waiting.front();
       waiting.pop_front();
       group.push_back(r->id);
       Activate(*r);
-      return -1;
+      return;
     }
     // padded / bucketed: form a group of up to B once B wait, or the oldest waited T.
     const int64_t B = options.padded_batch, T = options.padded_wait_us;
     std::vector<Request*> candidates;
-    int64_t wake = -1;
     if (options.policy == Policy::kPadded) {
       candidates.assign(waiting.begin(), waiting.end());
     } else {
@@ -197,18 +196,13 @@ struct Scheduler::Impl {
       for (const auto& [bucket, members] : buckets) {
         const bool full = static_cast<int64_t>(members.size()) >= B;
         const bool timed_out = now - members.front()->arrival_us >= T;
-        if (full || timed_out) {
-          if (!best || members.front()->seq < best->front()->seq) best = &members;
-        } else {
-          const int64_t at = members.front()->arrival_us + T;
-          wake = wake < 0 ? at : std::min(wake, at);
-        }
+        if ((full || timed_out) && (!best || members.front()->seq < best->front()->seq)) best = &members;
       }
-      if (!best) return wake;
+      if (!best) return;
       candidates = *best;
     }
     const bool full = static_cast<int64_t>(candidates.size()) >= B;
-    if (!full && now - candidates.front()->arrival_us < T) return candidates.front()->arrival_us + T;
+    if (!full && now - candidates.front()->arrival_us < T) return;
     const size_t n = std::min<size_t>(candidates.size(), static_cast<size_t>(B));
     for (size_t i = 0; i < n; ++i) {
       Request* r = candidates[i];
@@ -216,7 +210,6 @@ struct Scheduler::Impl {
       group.push_back(r->id);
       Activate(*r);
     }
-    return -1;
   }
 
   // Drops stale entries at the top of a type's queue; true if a live ready cell is on top.
@@ -486,6 +479,7 @@ int64_t Scheduler::NextWakeupMicros() const {
 int Scheduler::rounds_in_flight() const { return static_cast<int>(impl_->rounds.size()); }
 int64_t Scheduler::requests_in() const { return static_cast<int64_t>(impl_->by_id.size()); }
 int64_t Scheduler::outstanding_cells() const { return impl_->outstanding; }
+int64_t Scheduler::request_entries() const { return static_cast<int64_t>(impl_->slab.size()); }
 int32_t Scheduler::slots_in_use() const { return impl_->pool.used() - (impl_->pad_slot >= 0 ? 1 : 0); }
 SlotId Scheduler::pad_slot() const { return impl_->pad_slot; }
 const SchedulerStats& Scheduler::stats() const { return impl_->stats; }

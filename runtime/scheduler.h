@@ -143,6 +143,9 @@ class Scheduler {
   int64_t requests_in() const;         // admitted, unfinished
   int64_t outstanding_cells() const;   // cells of unfinished requests not yet submitted
   int32_t slots_in_use() const;       // by requests (the padding slot not counted)
+  // Request entries made so far: finished requests' entries are reused, so this stays at the most
+  // requests ever in at once (at most max_requests), however many come and go.
+  int64_t request_entries() const;
   SlotId pad_slot() const;             // the slot padding rows write (padded, bucketed), or -1
   const SchedulerStats& stats() const;
   const SchedulerOptions& options() const;

@@ -48,6 +48,7 @@ class Harness {
     while (auto round = scheduler->NextRound()) {
       EXPECT_LE(scheduler->rounds_in_flight(), scheduler->options().lookahead);
       max_rows = std::max(max_rows, round->batch.rows.size());
+      if (rounds_seen++ == 0) first_round_rows = round->batch.rows.size();
       device.push_back(std::move(*round));
       ++n;
     }
@@ -112,6 +113,7 @@ class Harness {
   std::map<RequestId, Outcome> outcomes;
   std::vector<int32_t> completed_rounds;
   size_t max_rows = 0;
+  size_t rounds_seen = 0, first_round_rows = 0;  // through Pump
 };
 
 SchedulerOptions Options(Policy policy = Policy::kCellular, int lookahead = 5) {
@@ -542,9 +544,79 @@ TEST(Scheduler, RequestsComingAndGoingAreEachAnsweredOnceWithTheirOwnResult) {
       EXPECT_EQ(h.scheduler->slots_in_use(), 0);
       EXPECT_EQ(h.scheduler->outstanding_cells(), 0);
       EXPECT_EQ(h.scheduler->rounds_in_flight(), 0);
+      EXPECT_LE(h.scheduler->request_entries(), o.max_requests);  // entries reused, not leaked
       EXPECT_EQ(h.fake.Violations(), "");
     }
   }
+}
+
+// Sequential: a request starts only when the one before it has been answered.
+TEST(Scheduler, SequentialStartsARequestOnlyAfterThePreviousOneIsAnswered) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 2)), Options(Policy::kSequential, 3));
+  for (RequestId id = 1; id <= 4; ++id) ASSERT_TRUE(h.Admit(id, Tokens(Seq(3))).ok());
+  int started = 0;
+  for (int i = 0; i < 1000 && h.scheduler->requests_in() > 0; ++i) {
+    while (auto r = h.scheduler->NextRound()) {
+      if (!r->first_cell_waits_us.empty()) {
+        ++started;
+        EXPECT_EQ(r->first_cell_waits_us.size(), 1u);
+        int answered = 0;
+        for (const auto& [id, o] : h.outcomes) answered += o.answers;
+        EXPECT_EQ(answered, started - 1) << "request " << started << " started before the one before it ended";
+      }
+      h.device.push_back(std::move(*r));
+    }
+    h.CompleteOne();
+  }
+  EXPECT_EQ(started, 4);
+}
+
+// Padded and bucketed groups form the moment they may: B requests waiting (exactly B), or the
+// oldest one has waited T (exactly T); never a microsecond later, never earlier.
+TEST(Scheduler, GroupsFormExactlyAtBRequestsOrAfterTheWait) {
+  for (Policy policy : {Policy::kPadded, Policy::kBucketed}) {
+    SCOPED_TRACE(PolicyName(policy));
+    SchedulerOptions o = Options(policy);
+    o.padded_batch = 3;
+    o.padded_wait_us = 5000;
+    o.bucket_bounds = {4, 16};
+    {
+      Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
+      ASSERT_TRUE(h.Admit(1, Tokens(Seq(2))).ok());
+      ASSERT_TRUE(h.Admit(2, Tokens(Seq(3))).ok());
+      EXPECT_EQ(h.Pump(), 0);
+      ASSERT_TRUE(h.Admit(3, Tokens(Seq(2))).ok());  // the third of the same bucket
+      EXPECT_GT(h.Pump(), 0) << "a full group waited";
+    }
+    {
+      Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
+      ASSERT_TRUE(h.Admit(1, Tokens(Seq(2))).ok());
+      EXPECT_EQ(h.scheduler->NextWakeupMicros(), 1000 + 5000);
+      h.clock.AdvanceMicros(4999);
+      EXPECT_EQ(h.Pump(), 0) << "formed before the wait was over";
+      h.clock.AdvanceMicros(1);
+      EXPECT_GT(h.Pump(), 0) << "not formed when the wait was over";
+    }
+  }
+}
+
+// Bucketed: of the buckets ready to go, the one whose oldest request is oldest goes first, even
+// when a younger bucket is full.
+TEST(Scheduler, BucketedStartsTheReadyBucketWithTheOldestRequest) {
+  SchedulerOptions o = Options(Policy::kBucketed);
+  o.padded_batch = 2;
+  o.padded_wait_us = 5000;
+  o.bucket_bounds = {4, 16};
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(10))).ok());  // bucket 1, alone
+  h.clock.AdvanceMicros(5000);                      // ...and now timed out
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(2))).ok());   // bucket 0
+  ASSERT_TRUE(h.Admit(3, Tokens(Seq(3))).ok());   // bucket 0: full
+  h.RunToEnd();
+  ASSERT_EQ(h.outcomes.size(), 3u);
+  for (RequestId id = 1; id <= 3; ++id) ASSERT_TRUE(h.outcomes[id].done) << id;
+  EXPECT_EQ(h.first_round_rows, 1u);  // request 1's group (of 1) ran first, not bucket 0's (of 2)
+  EXPECT_EQ(h.scheduler->stats().padding_rows, 1);  // only 2 tokens against 3 in bucket 0
 }
 
 TEST(Scheduler, RejectsBadOptions) {
