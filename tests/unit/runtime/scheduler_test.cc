@@ -244,6 +244,27 @@ TEST(Scheduler, ATypeThatFillsItsMaxBatchGoesFirstForABoundedNumberOfRounds) {
   }
 }
 
+// "Full" means exactly max_batch ready cells: request 2's 4 leaves less the one the first round
+// took leave 3, a full batch of 3, which goes before request 1's root.
+TEST(Scheduler, ExactlyMaxBatchReadyCellsCountAsFull) {
+  RequestInput pair, chain;
+  pair.tree = ParseTreeSexpr("(1 2)").value();
+  pair.has_tree = true;
+  chain.tree = ParseTreeSexpr("(((1 2) 3) 4)").value();
+  chain.has_tree = true;
+  SchedulerOptions options = Options(Policy::kCellular, /*lookahead=*/2);
+  options.fill_first_rounds = 1;
+  Harness h(MakeModel(SmallSpec(ModelKind::kTreeLstm, 1, /*max_batch=*/3)), options);
+  ASSERT_TRUE(h.Admit(1, pair).ok());
+  ASSERT_TRUE(h.Admit(2, chain).ok());
+  ASSERT_EQ(h.Pump(), 2);
+  EXPECT_EQ(h.device[0].batch.rows.size(), 3u);  // request 1's two leaves and request 2's first
+  EXPECT_EQ(h.device[1].batch.type, h.model->leaf_type());
+  EXPECT_EQ(h.device[1].batch.rows.size(), 3u);
+  h.RunToEnd();
+  EXPECT_TRUE(h.outcomes[1].done && h.outcomes[2].done);
+}
+
 TEST(Scheduler, DeadlinesAndCancellationFreeEverything) {
   Harness h(MakeModel(SmallSpec(ModelKind::kTreeLstm, 1)), Options(Policy::kCellular, 3));
   RequestInput tree;
