@@ -131,8 +131,8 @@ class FakeBackend final : public Backend {
   std::vector<BatchRecord> batches;
   std::vector<std::string> violations;
   int32_t registered_slots = -1;
-  // Rows writing this slot are padding (the scheduler's padded policies): not checked, not
-  // recorded, never read by real rows.
+  // Rows writing this slot are padding (the scheduler's padded policies): only their input is
+  // checked; not recorded, never read by real rows.
   SlotId pad_slot = -2;
   int64_t padding_rows = 0;
 
@@ -165,6 +165,10 @@ class FakeBackend final : public Backend {
     CellBatch real;  // the batch without its padding rows
     for (const CellRow& r : batch.rows) {
       if (r.out_slot == pad_slot && !head) {
+        // A padding row is computed like any other: its input must be one the backend can read
+        // (a token in the vocabulary for a token-fed type; absent slots read as zeros).
+        if (type.embedding != nullptr ? r.token < 0 || r.token >= type.embedding->dim(0) : r.token != -1)
+          return bad(type.name + " padding row with token " + std::to_string(r.token));
         ++padding_rows;
         continue;
       }

@@ -49,6 +49,7 @@ class Harness {
       EXPECT_LE(scheduler->rounds_in_flight(), scheduler->options().lookahead);
       max_rows = std::max(max_rows, round->batch.rows.size());
       if (rounds_seen++ == 0) first_round_rows = round->batch.rows.size();
+      real_rows_seen += static_cast<size_t>(round->real_rows);
       device.push_back(std::move(*round));
       ++n;
     }
@@ -113,7 +114,7 @@ class Harness {
   std::map<RequestId, Outcome> outcomes;
   std::vector<int32_t> completed_rounds;
   size_t max_rows = 0;
-  size_t rounds_seen = 0, first_round_rows = 0;  // through Pump
+  size_t rounds_seen = 0, first_round_rows = 0, real_rows_seen = 0;  // through Pump
 };
 
 SchedulerOptions Options(Policy policy = Policy::kCellular, int lookahead = 5) {
@@ -561,6 +562,8 @@ TEST(Scheduler, RequestsComingAndGoingAreEachAnsweredOnceWithTheirOwnResult) {
       EXPECT_GT(done, 20);
       EXPECT_EQ(h.scheduler->stats().requests_done, done);
       EXPECT_EQ(h.scheduler->stats().requests_failed, failed);
+      EXPECT_EQ(h.scheduler->stats().rounds, static_cast<int64_t>(h.rounds_seen));
+      EXPECT_EQ(h.scheduler->stats().cells, static_cast<int64_t>(h.real_rows_seen));
       EXPECT_EQ(h.scheduler->requests_in(), 0);
       EXPECT_EQ(h.scheduler->slots_in_use(), 0);
       EXPECT_EQ(h.scheduler->outstanding_cells(), 0);
@@ -640,21 +643,70 @@ TEST(Scheduler, BucketedStartsTheReadyBucketWithTheOldestRequest) {
   EXPECT_EQ(h.scheduler->stats().padding_rows, 1);  // only 2 tokens against 3 in bucket 0
 }
 
+// A slot is freed as soon as its last reader is submitted: one running lstm request of one layer
+// holds one slot (its latest h and c), whichever slot that is.
+TEST(Scheduler, ASlotIsFreedWhenItsLastReaderIsSubmitted) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), Options(Policy::kCellular, 1));
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(12))).ok());
+  for (int step = 0; step < 12; ++step) {
+    ASSERT_EQ(h.Pump(), 1);
+    EXPECT_EQ(h.scheduler->slots_in_use(), 1) << "step " << step;
+    h.CompleteOne();
+  }
+  h.RunToEnd();
+  EXPECT_TRUE(h.outcomes[1].done);
+  EXPECT_EQ(h.scheduler->slots_in_use(), 0);
+}
+
+// A completion for a round the scheduler does not know (already completed, or never submitted)
+// is ignored: no answer, nothing freed twice.
+TEST(Scheduler, ACompletionOfAnUnknownRoundIsIgnored) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), Options(Policy::kCellular, 2));
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(4))).ok());
+  ASSERT_EQ(h.Pump(), 2);
+  const Round first = h.device.front();
+  h.CompleteOne();
+  EXPECT_TRUE(h.scheduler->OnRoundDone(first.id, h.fake.Run(first.batch)).empty());  // again
+  EXPECT_TRUE(h.scheduler->OnRoundDone(first.id + 1000, BatchOutput{}).empty());
+  EXPECT_EQ(h.scheduler->rounds_in_flight(), 1);
+  h.RunToEnd();
+  EXPECT_EQ(h.outcomes[1].answers, 1);
+  EXPECT_EQ(h.scheduler->slots_in_use(), 0);
+}
+
+// Each option at its smallest allowed value is accepted and one below it refused, with a message
+// that names the option.
 TEST(Scheduler, RejectsBadOptions) {
   auto model = MakeModel(SmallSpec(ModelKind::kLstm, 1));
   FakeClock clock;
-  SchedulerOptions no_lookahead;
-  no_lookahead.lookahead = 0;
-  EXPECT_EQ(Scheduler::Create(model.get(), no_lookahead, &clock).status().code(), StatusCode::kInvalidArgument);
-  SchedulerOptions negative_fill;
-  negative_fill.fill_first_rounds = -1;
-  EXPECT_EQ(Scheduler::Create(model.get(), negative_fill, &clock).status().code(), StatusCode::kInvalidArgument);
-  SchedulerOptions one_slot;
-  one_slot.state_slots = 1;
-  EXPECT_EQ(Scheduler::Create(model.get(), one_slot, &clock).status().code(), StatusCode::kInvalidArgument);
+  struct Bound {
+    const char* name;
+    void (*set)(SchedulerOptions&, int64_t);
+    int64_t lowest;
+  };
+  const Bound bounds[] = {
+      {"lookahead", [](SchedulerOptions& o, int64_t v) { o.lookahead = static_cast<int>(v); }, 1},
+      {"fill_first_rounds", [](SchedulerOptions& o, int64_t v) { o.fill_first_rounds = static_cast<int>(v); }, 0},
+      {"state_slots", [](SchedulerOptions& o, int64_t v) { o.state_slots = static_cast<int32_t>(v); }, 2},
+      {"max_requests", [](SchedulerOptions& o, int64_t v) { o.max_requests = v; }, 1},
+      {"padded_batch", [](SchedulerOptions& o, int64_t v) { o.padded_batch = v; }, 1},
+      {"padded_wait_us", [](SchedulerOptions& o, int64_t v) { o.padded_wait_us = v; }, 0},
+  };
+  for (const Bound& b : bounds) {
+    SCOPED_TRACE(b.name);
+    SchedulerOptions ok, bad;
+    b.set(ok, b.lowest);
+    b.set(bad, b.lowest - 1);
+    EXPECT_TRUE(Scheduler::Create(model.get(), ok, &clock).ok());
+    const Status refused = Scheduler::Create(model.get(), bad, &clock).status();
+    EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(refused.message().find(b.name), std::string::npos) << refused.ToString();
+  }
   SchedulerOptions descending;
   std::reverse(descending.bucket_bounds.begin(), descending.bucket_bounds.end());
   EXPECT_EQ(Scheduler::Create(model.get(), descending, &clock).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Scheduler::Create(nullptr, SchedulerOptions{}, &clock).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Scheduler::Create(model.get(), SchedulerOptions{}, nullptr).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ParsePolicy("fifo").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ParsePolicy("padded").value(), Policy::kPadded);
 }
