@@ -294,6 +294,46 @@ TEST(Scheduler, DeadlinesAndCancellationFreeEverything) {
   EXPECT_EQ(h.fake.Violations(), "");
 }
 
+// A deadline passes at its very microsecond; requests that expire together are answered oldest
+// first, wherever their entries sit (request 4 reuses request 1's entry).
+TEST(Scheduler, DeadlinesExpireAtTheirMicrosecondOldestFirst) {
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), Options(Policy::kCellular, 1));
+  const int64_t at = h.clock.NowMicros() + 100;
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(1))).ok());
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(20)), at).ok());
+  for (int i = 0; i < 100 && !h.outcomes[1].done; ++i) {
+    h.Pump();
+    h.CompleteOne();
+  }
+  ASSERT_TRUE(h.outcomes[1].done);
+  ASSERT_FALSE(h.outcomes[2].done);
+  ASSERT_TRUE(h.Admit(4, Tokens(Seq(20)), at).ok());  // takes request 1's entry, before request 2's
+  EXPECT_EQ(h.scheduler->request_entries(), 2);
+  h.clock.AdvanceMicros(99);
+  EXPECT_TRUE(h.scheduler->ExpireDeadlines().empty());
+  h.clock.AdvanceMicros(1);
+  const std::vector<RequestEvent> expired = h.scheduler->ExpireDeadlines();
+  ASSERT_EQ(expired.size(), 2u);
+  EXPECT_EQ(expired[0].id, 2);
+  EXPECT_EQ(expired[1].id, 4);
+  EXPECT_EQ(expired[1].status.code(), StatusCode::kDeadlineExceeded);
+}
+
+// While a padded group runs, newcomers wait for it to end, not for the clock: no wake-up is due
+// for them until then.
+TEST(Scheduler, NoWakeupForAGroupThatCannotFormYet) {
+  SchedulerOptions o = Options(Policy::kPadded);
+  o.padded_batch = 1;
+  o.padded_wait_us = 5000;
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(6))).ok());
+  ASSERT_GT(h.Pump(), 0);  // a group of 1 at once
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(2))).ok());
+  EXPECT_EQ(h.scheduler->NextWakeupMicros(), -1);
+  h.RunToEnd();
+  EXPECT_TRUE(h.outcomes[1].done && h.outcomes[2].done);
+}
+
 TEST(Scheduler, NextWakeupIsTheEarliestDeadline) {
   Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), Options());
   EXPECT_EQ(h.scheduler->NextWakeupMicros(), -1);
