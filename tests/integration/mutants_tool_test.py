@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """tools/dev/mutants.py end to end on a tiny CMake project made here: the mutants its test kills
-are reported killed, the one it cannot see survives, a mutant that does not compile is skipped,
-and the source file is left exactly as it was. Usage: mutants_tool_test.py (exit 0 = pass)."""
+are reported killed, the ones it cannot see survive, the source file is left exactly as it was,
+and --rerun tries the survivors again after an edit. Usage: mutants_tool_test.py (exit 0 = pass)."""
 
 import json
 import os
@@ -72,6 +72,15 @@ def main():
             return fail(str(e))
         if "3 survived" not in run.stdout:
             return fail("the summary does not count 3 survivors")
+
+        # --rerun tries only the survivors, found by their line's text after an edit above them.
+        with open(os.path.join(root, "clamp.cc"), "w") as f:
+            f.write("// An edit that moves every line down.\n" + CLAMP)
+        rerun = subprocess.run([sys.executable, TOOL, "--target", "tiny_test", "--test", "build/tiny_test",
+                                "--rerun", "out.json", "clamp.cc"], cwd=root, capture_output=True, text=True)
+        print(rerun.stdout)
+        if rerun.returncode != 0 or "clamp.cc: 3 mutants" not in rerun.stdout or "3 survived" not in rerun.stdout:
+            return fail("--rerun did not try exactly the 3 survivors")
     print("PASS")
     return 0
 

@@ -22,7 +22,9 @@ Example (3 to 7 s a mutant for runtime_test on 2 cores; tests/integration/mutant
 runs it on a tiny project):
   git worktree add --detach /tmp/mut && cd /tmp/mut
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
-  /usr/bin/python3 tools/dev/mutants.py --target runtime_test runtime/scheduler.cc
+  /usr/bin/python3 tools/dev/mutants.py --target runtime_test --json run1.json runtime/scheduler.cc
+  # read the survivors, add tests, then try only those again:
+  /usr/bin/python3 tools/dev/mutants.py --target runtime_test --rerun run1.json runtime/scheduler.cc
 """
 
 import argparse
@@ -159,6 +161,9 @@ def main():
     parser.add_argument("--sample", type=int, default=0,
                         help="try this many mutants per file, chosen at random (default all)")
     parser.add_argument("--seed", type=int, default=1, help="seed for --sample (default 1)")
+    parser.add_argument("--rerun", metavar="JSON",
+                        help="try only the mutants that survived in an earlier run's --json (matched by "
+                             "the line's text, so edits elsewhere in the file do not matter)")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     parser.add_argument("--json", help="write every outcome to this file")
     args = parser.parse_args()
@@ -178,6 +183,15 @@ def main():
         if rc != 0:
             parser.error(f"`{test_cmd}` fails before any mutant; the tests must pass first")
 
+    earlier = None
+    if args.rerun:
+        try:
+            with open(args.rerun) as f:
+                earlier = {(o["file"], o["original"], o["mutated"]) for o in json.load(f)
+                           if o["result"] == "SURVIVED"}
+        except (OSError, ValueError, KeyError) as e:
+            parser.error(f"--rerun {args.rerun}: {e}")
+
     outcomes = []
     rng = random.Random(args.seed)
     interrupted = False
@@ -186,6 +200,11 @@ def main():
             original = f.read()
         lines = original.splitlines(keepends=True)
         candidates = mutants_of(lines)
+        if earlier is not None:
+            candidates = [c for c in candidates if (path, lines[c[0]].strip(), c[2].strip()) in earlier]
+            gone = sum(1 for e in earlier if e[0] == path) - len(candidates)
+            if gone > 0:
+                print(f"{path}: {gone} earlier survivors are no longer in the file (their lines changed)")
         if args.sample and len(candidates) > args.sample:
             candidates = sorted(rng.sample(candidates, args.sample))
         print(f"{path}: {len(candidates)} mutants", flush=True)
