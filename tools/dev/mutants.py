@@ -9,7 +9,7 @@ survives is a bug the tests would not see, or a change that does not alter behav
 equivalent mutant): read each survivor and decide which.
 
 Contract:
-- It edits the files it is given, one mutant at a time, and puts each back (also on Ctrl-C or
+- It edits the files it is given, one mutant at a time, and puts each back (also on SIGINT or
   SIGTERM). Run it in a separate checkout (git worktree add /tmp/mut), so that a build you use is
   not touched.
 - Needs a Ninja build: it stops if the build says "no work to do" after an edit (a file system
@@ -144,9 +144,11 @@ def run(cmd, timeout_s, keep_output=False):
 def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # --list | head
 
-    def stop(signum, frame):  # SIGTERM too puts the file back
+    def stop(signum, frame):  # puts the file back (see the finally below)
         raise KeyboardInterrupt
 
+    # SIGINT as well: a shell's background job inherits it ignored, and would not stop on Ctrl-C.
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
