@@ -1,19 +1,23 @@
 #!/usr/bin/python3
 """tools/dev/mutants.py end to end on a tiny CMake project made here: the mutants its test kills
 are reported killed, the ones it cannot see survive, the source file is left exactly as it was,
-and --rerun tries the survivors again after an edit. Usage: mutants_tool_test.py (exit 0 = pass)."""
+--rerun tries the survivors again after an edit, and SIGTERM mid-mutant puts the file back and
+leaves no test running. Usage: mutants_tool_test.py (exit 0 = pass)."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOOL = os.path.join(HERE, "..", "..", "tools", "dev", "mutants.py")
 
 CLAMP = """\
-// Clamp x into [lo, hi].
+// Clamp x into [lo, hi]: x < lo gives lo.
 int Clamp(int x, int lo, int hi) {
   if (x < lo) return lo;
   if (x > hi) return hi;
@@ -70,7 +74,7 @@ def main():
                 raise AssertionError("a comment line was mutated")
         except AssertionError as e:
             return fail(str(e))
-        if "3 survived" not in run.stdout:
+        if not re.search(r"\b3 survived", run.stdout):
             return fail("the summary does not count 3 survivors")
 
         # --rerun tries only the survivors, found by their line's text after an edit above them.
@@ -79,8 +83,46 @@ def main():
         rerun = subprocess.run([sys.executable, TOOL, "--target", "tiny_test", "--test", "build/tiny_test",
                                 "--rerun", "out.json", "clamp.cc"], cwd=root, capture_output=True, text=True)
         print(rerun.stdout)
-        if rerun.returncode != 0 or "clamp.cc: 3 mutants" not in rerun.stdout or "3 survived" not in rerun.stdout:
+        if (rerun.returncode != 0 or "clamp.cc: 3 mutants" not in rerun.stdout
+                or not re.search(r"\b3 survived", rerun.stdout)):
             return fail("--rerun did not try exactly the 3 survivors")
+        with open(os.path.join(root, "clamp.cc")) as f:
+            edited = f.read()
+        if not edited.startswith("// An edit") or edited[edited.index("\n") + 1:] != CLAMP:
+            return fail("clamp.cc was not put back after --rerun")
+
+        # Stopped mid-mutant (SIGTERM while a test runs): the file is put back and the test is gone.
+        with open(os.path.join(root, "clamp.cc"), "w") as f:
+            f.write(CLAMP)
+        with open(os.path.join(root, "clamp.orig"), "w") as f:
+            f.write(CLAMP)
+        slow_test = "cmp -s clamp.cc clamp.orig || exec sleep 61.7"  # slow only on a mutant
+        stopped = subprocess.Popen([sys.executable, TOOL, "--target", "tiny_test", "--test", slow_test,
+                                    "clamp.cc"], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True)
+        for _ in range(300):  # until the first mutant is in place (30 s at most)
+            with open(os.path.join(root, "clamp.cc")) as f:
+                if f.read() != CLAMP:
+                    break
+            time.sleep(0.1)
+        else:
+            stopped.kill()
+            return fail("no mutant was written within 30 s")
+        time.sleep(0.5)  # its build, then the slow test
+        stopped.send_signal(signal.SIGTERM)
+        try:
+            _, err = stopped.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            stopped.kill()
+            return fail("SIGTERM did not stop the tool")
+        with open(os.path.join(root, "clamp.cc")) as f:
+            if f.read() != CLAMP:
+                return fail("clamp.cc was left mutated after SIGTERM")
+        if stopped.returncode != 1 or "interrupted" not in err:
+            return fail(f"after SIGTERM: exit {stopped.returncode}, stderr {err!r}")
+        leftover = subprocess.run(["pgrep", "-f", "sleep 61.7"], capture_output=True, text=True)
+        if leftover.stdout.strip():
+            return fail("the test the tool ran outlived it: " + leftover.stdout.strip())
     print("PASS")
     return 0
 

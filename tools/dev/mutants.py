@@ -28,6 +28,7 @@ runs it on a tiny project):
 """
 
 import argparse
+import collections
 import json
 import os
 import random
@@ -49,12 +50,12 @@ OPERATORS = [
     ("eq", r" != ", " == "),
     ("logic", r" && ", " || "),
     ("logic", r" \|\| ", " && "),
-    ("arith", r" \+ (?!1\b)", " - "),
-    ("arith", r" - (?!1\b)", " + "),
+    ("arith", r" \+ (?!1(?![\w.]))", " - "),
+    ("arith", r" - (?!1(?![\w.]))", " + "),
     ("arith", r" \+= ", " -= "),
     ("arith", r" -= ", " += "),
-    ("off-by-one", r" \+ 1\b", ""),
-    ("off-by-one", r" - 1\b", ""),
+    ("off-by-one", r" \+ 1(?![\w.])", ""),
+    ("off-by-one", r" - 1(?![\w.])", ""),
     ("bool", r"\btrue\b", "false"),
     ("bool", r"\bfalse\b", "true"),
     ("minmax", r"\bstd::min\(", "std::max("),
@@ -63,34 +64,62 @@ OPERATORS = [
 ]
 
 
-def code_part(line):
-    """The line up to a // comment, with string and char literals blanked (same length)."""
-    out, quote, i = [], None, 0
-    while i < len(line):
-        ch = line[i]
-        if quote:
-            if ch == "\\":
-                out.append("__")
+def code_lines(lines):
+    """Each line's code: comments (// and /* */, also across lines) and string and char literals
+    blanked to spaces, same length. Lines mutants must not touch come back blank: preprocessor
+    lines, asserts (off in Release) to their closing ';', and lines with a raw string (R"...")."""
+    out = []
+    in_comment = False
+    in_assert = False
+    for line in lines:
+        text = line.rstrip("\r\n")
+        stripped = text.strip()
+        if stripped.startswith("#") and not in_comment or 'R"' in text:
+            out.append("")
+            continue
+        chars, quote, i = [], None, 0
+        while i < len(text):
+            ch = text[i]
+            if in_comment:
+                if text.startswith("*/", i):
+                    in_comment = False
+                    chars.append("  ")
+                    i += 2
+                    continue
+                chars.append(" ")
+            elif quote:
+                if ch == "\\":
+                    chars.append("  ")
+                    i += 2
+                    continue
+                chars.append(ch if ch == quote else " ")
+                if ch == quote:
+                    quote = None
+            elif text.startswith("//", i):
+                break
+            elif text.startswith("/*", i):
+                in_comment = True
+                chars.append("  ")
                 i += 2
                 continue
-            out.append(ch if ch == quote else "_")
-            if ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-            out.append(ch)
-        elif line.startswith("//", i):
-            break
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out)[: len(line)]
+            elif ch == '"' or (ch == "'" and not (i > 0 and text[i - 1].isalnum())):  # not 1'000
+                quote = ch
+                chars.append(ch)
+            else:
+                chars.append(ch)
+            i += 1
+        code = "".join(chars)[: len(text)]
+        if in_assert or code.strip().startswith("assert("):
+            in_assert = not code.rstrip().endswith(";")
+            code = ""
+        out.append(code)
+    return out
 
 
-def is_statement_start(lines, index):
-    """True when lines[index] starts a statement (the code line above it ended one)."""
+def is_statement_start(codes, index):
+    """True when line `index` starts a statement (the code line above it ended one)."""
     for j in range(index - 1, -1, -1):
-        prev = code_part(lines[j]).strip()
+        prev = codes[j].strip()
         if prev:
             return prev.endswith((";", "{", "}")) or (prev.endswith(":") and not prev.endswith("::"))
     return True
@@ -99,18 +128,10 @@ def is_statement_start(lines, index):
 def mutants_of(lines):
     """Every mutant of the file: (line index, operator name, new line)."""
     found = []
-    in_block_comment = False
-    for index, line in enumerate(lines):
-        stripped = line.strip()
-        if in_block_comment:
-            in_block_comment = "*/" not in stripped
+    codes = code_lines(lines)
+    for index, (line, code) in enumerate(zip(lines, codes)):
+        if not code.strip():
             continue
-        if stripped.startswith("/*"):
-            in_block_comment = "*/" not in stripped
-            continue
-        if not stripped or stripped.startswith(("//", "#", "assert(")):  # asserts: off in Release
-            continue
-        code = code_part(line)
         for name, pattern, replacement in OPERATORS:
             for match in re.finditer(pattern, code):
                 mutated = line[: match.start()] + replacement + line[match.end():]
@@ -118,9 +139,10 @@ def mutants_of(lines):
         code_stripped = code.strip()
         if (code_stripped.endswith(";") and not code_stripped.startswith(("return", "}", "case"))
                 and code_stripped.count("(") == code_stripped.count(")")
-                and is_statement_start(lines, index)):
+                and is_statement_start(codes, index)):
             indent = line[: len(line) - len(line.lstrip())]
-            found.append((index, "delete", indent + ";  // mutant: statement deleted\n"))
+            ending = line[len(line.rstrip("\r\n")):]
+            found.append((index, "delete", indent + ";  // mutant: statement deleted" + ending))
     return found
 
 
@@ -135,21 +157,42 @@ def run(cmd, timeout_s, keep_output=False):
         output, _ = proc.communicate(timeout=timeout_s)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc)
         output, _ = proc.communicate()
         rc = None
+    except BaseException:  # stopped: no build or test may outlive us (or build a mutant later)
+        kill_group(proc)
+        proc.wait()
+        raise
     return rc, time.monotonic() - start, output or ""
 
 
-def main():
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # --list | head
+def kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
+
+def write_file(path, text):
+    """Replaces `path`'s contents at once (a temporary file renamed over it), keeping line ends."""
+    temporary = path + ".mutant-tmp"
+    with open(temporary, "w", newline="") as f:
+        f.write(text)
+    os.replace(temporary, path)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
+
+
+def main():
     def stop(signum, frame):  # puts the file back (see the finally below)
         raise KeyboardInterrupt
 
-    # SIGINT as well: a shell's background job inherits it ignored, and would not stop on Ctrl-C.
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    # SIGINT too: a shell's background job inherits it ignored, and would not stop on Ctrl-C.
+    # SIGPIPE: a closed `| head` or `| tee` stops the run cleanly instead of killing it mid-mutant.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Read the module docstring (head -30 tools/dev/mutants.py) for the contract.",
@@ -169,6 +212,8 @@ def main():
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     parser.add_argument("--json", help="write every outcome to this file")
     args = parser.parse_args()
+    if args.list:  # nothing to put back: a closed pipe may end it at once
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
     test_cmd = args.test or os.path.join(args.build_dir, "tests", "unit", args.target)
     build_cmd = f"cmake --build {args.build_dir} --target {args.target}"
@@ -189,39 +234,48 @@ def main():
     if args.rerun:
         try:
             with open(args.rerun) as f:
-                earlier = {(o["file"], o["original"], o["mutated"]) for o in json.load(f)
-                           if o["result"] == "SURVIVED"}
-        except (OSError, ValueError, KeyError) as e:
+                earlier = collections.Counter((os.path.normpath(o["file"]), o["original"], o["mutated"])
+                                              for o in json.load(f) if o["result"] == "SURVIVED")
+        except (OSError, ValueError, KeyError, TypeError) as e:
             parser.error(f"--rerun {args.rerun}: {e}")
 
     outcomes = []
     rng = random.Random(args.seed)
     interrupted = False
     for path in args.files:
-        with open(path) as f:
+        with open(path, newline="") as f:
             original = f.read()
         lines = original.splitlines(keepends=True)
         candidates = mutants_of(lines)
         if earlier is not None:
-            candidates = [c for c in candidates if (path, lines[c[0]].strip(), c[2].strip()) in earlier]
-            gone = sum(1 for e in earlier if e[0] == path) - len(candidates)
-            if gone > 0:
-                print(f"{path}: {gone} earlier survivors are no longer in the file (their lines changed)")
+            # Each earlier survivor matches one mutant of the same line text (texts can repeat).
+            left = collections.Counter({k: v for k, v in earlier.items() if k[0] == os.path.normpath(path)})
+            asked = sum(left.values())
+            kept = []
+            for c in candidates:
+                key = (os.path.normpath(path), lines[c[0]].strip(), c[2].strip())
+                if left[key] > 0:
+                    left[key] -= 1
+                    kept.append(c)
+            candidates = kept
+            print(f"{path}: {asked} earlier survivors; {asked - len(kept)} of them are no longer in the file")
         if args.sample and len(candidates) > args.sample:
             candidates = sorted(rng.sample(candidates, args.sample))
         print(f"{path}: {len(candidates)} mutants", flush=True)
+        if args.list:
+            for index, name, mutated in candidates:
+                print(f"  {path}:{index + 1} {name}: {mutated.strip()}")
+            continue
         try:
             for number, (index, name, mutated) in enumerate(candidates, 1):
                 where = f"{path}:{index + 1}"
-                if args.list:
-                    print(f"  {where} {name}: {mutated.strip()}")
-                    continue
-                with open(path, "w") as f:
-                    f.write("".join(lines[:index] + [mutated] + lines[index + 1:]))
+                write_file(path, "".join(lines[:index] + [mutated] + lines[index + 1:]))
                 rc, build_s, build_output = run(build_cmd, 1800, keep_output=True)
                 if rc == 0 and "no work to do" in build_output:
-                    raise SystemExit(f"{where}: the build did not see the changed file (does the file "
-                                     f"system keep sub-second times?); stopping, nothing is reliable")
+                    raise SystemExit(f"{where}: the build did not see the changed file: is {path} part "
+                                     f"of {args.target}? (or the file system keeps no sub-second times)")
+                if rc is None:
+                    raise SystemExit(f"{where}: the build ran past 30 minutes; stopping")
                 if rc != 0:
                     result, test_s = "no-compile", 0.0
                 else:
@@ -237,8 +291,11 @@ def main():
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            with open(path, "w") as f:
-                f.write(original)
+            for sig in STOP_SIGNALS:  # a second signal must not cut the restore short
+                signal.signal(sig, signal.SIG_IGN)
+            write_file(path, original)
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, stop)
         if interrupted:
             print("interrupted; the file is restored", file=sys.stderr)
             break
