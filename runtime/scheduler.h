@@ -22,7 +22,9 @@
 //               oldest has waited padded_wait_us) runs to completion while newcomers wait; LSTM
 //               rounds are padded with dummy rows to the group size until the group's longest
 //               member is done (what padded TF/MXNet serving computes).
-//   bucketed    padded, but each group is drawn from one input-length bucket.
+//   bucketed    padded, but each group is drawn from one input-length bucket: of the buckets
+//               ready to go (full, or their oldest has waited), the one whose oldest request is
+//               oldest.
 // Bounds: at most max_requests admitted and unfinished (RESOURCE_EXHAUSTED at once beyond); the
 // state pool is bounded (a cell waits for a slot; if nothing can run, the newest request holding
 // slots fails with RESOURCE_EXHAUSTED). Deadlines and cancellation remove a request's cells from
@@ -120,14 +122,16 @@ class Scheduler {
   std::optional<Round> NextRound();
 
   // The device finished round `round_id` (output: its result, or the device's error, which fails
-  // every request in the round).
+  // every request in the round). A round id it does not know (never submitted, or already
+  // reported) is ignored: nothing happens, nothing is returned.
   std::vector<RequestEvent> OnRoundDone(uint64_t round_id, const StatusOr<BatchOutput>& output);
 
   // Removes the request (its queued cells leave, its slots are freed) and reports `reason` as its
   // failure. Unknown or finished ids: nothing happens, nothing is returned.
   std::vector<RequestEvent> Cancel(RequestId id, const Status& reason);
 
-  // Fails every request whose deadline has passed with DEADLINE_EXCEEDED.
+  // Fails every request whose deadline has passed (now >= deadline) with DEADLINE_EXCEEDED,
+  // oldest request first.
   std::vector<RequestEvent> ExpireDeadlines();
 
   // Events that arose inside NextRound: when the state pool is exhausted and nothing is in

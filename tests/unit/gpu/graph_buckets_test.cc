@@ -212,6 +212,7 @@ TEST(LruCache, MovesKeepTheOrderAndMoveAssignmentFreesTheOldValues) {
   ASSERT_NE(moved.Find(1), nullptr);
   EXPECT_EQ(moved.Find(1)->id, 10);
   moved = LruCache<int, Counted>(1);
+  ASSERT_EQ(destroyed.size(), 3u);
   std::vector<int> freed_by_assignment(destroyed.begin() + 1, destroyed.end());
   std::sort(freed_by_assignment.begin(), freed_by_assignment.end());  // in whatever order
   EXPECT_EQ(freed_by_assignment, (std::vector<int>{10, 30}));

@@ -169,6 +169,9 @@ class FakeBackend final : public Backend {
         // (a token in the vocabulary for a token-fed type; absent slots read as zeros).
         if (type.embedding != nullptr ? r.token < 0 || r.token >= type.embedding->dim(0) : r.token != -1)
           return bad(type.name + " padding row with token " + std::to_string(r.token));
+        for (SlotId in : {r.x_slot, r.state_slot[0], r.state_slot[1]})
+          if (in < -1 || in >= registered_slots)
+            return bad(type.name + " padding row reads slot " + std::to_string(in));
         ++padding_rows;
         continue;
       }

@@ -84,8 +84,12 @@ TEST(ReadyQueueTest, OrderHoldsAcrossDroppingTheConsumedPrefix) {
     taken.push_back(q.top());
     q.pop();
   }
-  for (auto it = taken.rbegin(); it != taken.rend(); ++it) q.push({it->seq, 1, it->index});
+  // A younger cell is appended, and the merge that takes it in drops the 2000 consumed entries
+  // (more than 1024, more than half). Then the taken cells' successors come back, older than all.
   q.push({5000, 0, 0});
+  ASSERT_FALSE(q.empty());
+  EXPECT_EQ(q.top().seq, 2000u);
+  for (auto it = taken.rbegin(); it != taken.rend(); ++it) q.push({it->seq, 1, it->index});
   EXPECT_EQ(q.size(), 3001u);
   for (uint64_t want = 0; want < 3000; ++want) {
     ASSERT_FALSE(q.empty());

@@ -314,8 +314,8 @@ TEST(Scheduler, DeadlinesExpireAtTheirMicrosecondOldestFirst) {
   h.clock.AdvanceMicros(1);
   const std::vector<RequestEvent> expired = h.scheduler->ExpireDeadlines();
   ASSERT_EQ(expired.size(), 2u);
-  EXPECT_EQ(expired[0].id, 2);
-  EXPECT_EQ(expired[1].id, 4);
+  EXPECT_EQ(expired[0].id, 2u);
+  EXPECT_EQ(expired[1].id, 4u);
   EXPECT_EQ(expired[1].status.code(), StatusCode::kDeadlineExceeded);
 }
 
