@@ -666,6 +666,25 @@ TEST(Scheduler, GroupsFormExactlyAtBRequestsOrAfterTheWait) {
 
 // Bucketed: of the buckets ready to go, the one whose oldest request is oldest goes first, even
 // when a younger bucket is full.
+// Bucketed: a full bucket goes at once, though an older request waits (not yet timed out) in
+// another bucket.
+TEST(Scheduler, BucketedStartsAFullBucketWhileAnOlderOneStillWaits) {
+  SchedulerOptions o = Options(Policy::kBucketed);
+  o.padded_batch = 2;
+  o.padded_wait_us = 5000;
+  o.bucket_bounds = {4, 16};
+  Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
+  h.clock.AdvanceMicros(20000);                     // times well past T
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(10))).ok());  // bucket 1, alone, waits until 26000
+  h.clock.AdvanceMicros(100);
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(2))).ok());   // bucket 0
+  ASSERT_TRUE(h.Admit(3, Tokens(Seq(3))).ok());   // bucket 0: full
+  ASSERT_GT(h.Pump(), 0);
+  EXPECT_EQ(h.first_round_rows, 2u);  // requests 2 and 3
+  h.RunToEnd();
+  for (RequestId id = 1; id <= 3; ++id) EXPECT_TRUE(h.outcomes[id].done) << id;
+}
+
 TEST(Scheduler, BucketedStartsTheReadyBucketWithTheOldestRequest) {
   SchedulerOptions o = Options(Policy::kBucketed);
   o.padded_batch = 2;
