@@ -221,6 +221,20 @@ TEST(TreeValidateTest, CycleWithRootElsewhere) {
       << m;
 }
 
+// The first unreachable node (3) hangs below the cycle 4 <-> 5: the message names a node of the
+// cycle, found by walking up from it, not the node the walk started at.
+TEST(TreeValidateTest, CycleNamedWhenTheFirstUnreachableNodeHangsBelowIt) {
+  TreeInput t;
+  t.nodes = {Internal({1, 2}), Leaf(1), Leaf(2), Leaf(3), Internal({5, 6}), Internal({4, 3}), Leaf(4)};
+  StatusOr<int32_t> r = ValidateTree(t, Vocab(10));
+  ASSERT_FALSE(r.ok());
+  const std::string& m = r.status().message();
+  EXPECT_TRUE(m.find("cycle through node 4 ") != std::string::npos ||
+              m.find("cycle through node 5 ") != std::string::npos)
+      << m;
+  EXPECT_NE(m.find("4 nodes unreachable from root 0"), std::string::npos) << m;
+}
+
 TEST(TreeValidateTest, CycleWithoutRoot) {
   // Every node has a parent: 0 -> (1, 2), 1 -> (0, 3)... 2 and 3 are leaves, 0 and 1 form a cycle.
   TreeInput t;
