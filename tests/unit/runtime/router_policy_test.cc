@@ -135,6 +135,20 @@ TEST(RouterPolicyTest, UnknownModelIsNotFoundAndNamesTheLiveNodes) {
   EXPECT_NE(m.find("n2 (sentiment, translate)"), std::string::npos) << m;
 }
 
+// With many nodes the message names the first 16 by id (whatever order they joined in) and
+// counts the rest.
+TEST(RouterPolicyTest, TheNodesInAMessageAreSortedByIdAndTheRestCounted) {
+  Table t;
+  for (NodeId id = 20; id >= 1; --id) t.Add(id, {"sentiment"});
+  auto r = t.policy->Pick("parse");
+  ASSERT_FALSE(r.ok());
+  const std::string& m = r.status().message();
+  const size_t first = m.find("n1 (sentiment), n2 (sentiment), n3 (sentiment)");
+  EXPECT_NE(first, std::string::npos) << m;
+  EXPECT_NE(m.find("n16 (sentiment) and 4 more"), std::string::npos) << m;
+  EXPECT_EQ(m.find("n17 "), std::string::npos) << m;
+}
+
 TEST(RouterPolicyTest, LeastLoadedComparesCellsPerDevice) {
   Table t(With(RoutePolicy::kLeastLoaded));
   t.Add(1, {"m"}, /*devices=*/4, /*cells=*/40);  // 10 per device
