@@ -623,6 +623,8 @@ TEST(RouterPolicyTest, BoundsAndBadInput) {
 
   EXPECT_EQ(t.policy->ReportLoad(9, {1, 1}).code(), StatusCode::kNotFound);
   EXPECT_EQ(t.policy->ReportLoad(1, {-1, 1}).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(t.policy->ReportLoad(1, {int64_t{1} << 40, 1}).ok());  // 0..2^40 (router_policy.h)
+  EXPECT_EQ(t.policy->ReportLoad(1, {(int64_t{1} << 40) + 1, 1}).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(t.policy->ReportLoad(1, {1, -1}).code(), StatusCode::kInvalidArgument);
 
   EXPECT_EQ(t.policy->OnPlaced(1, "a", 1, 9).code(), StatusCode::kNotFound);    // node
