@@ -125,6 +125,16 @@ SchedulerOptions Options(Policy policy = Policy::kCellular, int lookahead = 5) {
   return o;
 }
 
+// Options of a grouping policy (padded, bucketed): groups of up to `batch`, formed when that many
+// wait or the oldest has waited `wait_us`; bucket bounds {4, 16}.
+SchedulerOptions GroupOptions(Policy policy, int64_t batch, int64_t wait_us = 5000) {
+  SchedulerOptions o = Options(policy);
+  o.padded_batch = batch;
+  o.padded_wait_us = wait_us;
+  o.bucket_bounds = {4, 16};
+  return o;
+}
+
 std::vector<int32_t> Seq(int n, int32_t start = 5) {
   std::vector<int32_t> t;
   for (int i = 0; i < n; ++i) t.push_back(start + (i * 7) % 40);
@@ -322,9 +332,7 @@ TEST(Scheduler, DeadlinesExpireAtTheirMicrosecondOldestFirst) {
 // While a padded group runs, newcomers wait for it to end, not for the clock: no wake-up is due
 // for them until then.
 TEST(Scheduler, NoWakeupForAGroupThatCannotFormYet) {
-  SchedulerOptions o = Options(Policy::kPadded);
-  o.padded_batch = 1;
-  o.padded_wait_us = 5000;
+  SchedulerOptions o = GroupOptions(Policy::kPadded, 1);
   Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
   ASSERT_TRUE(h.Admit(1, Tokens(Seq(6))).ok());
   ASSERT_GT(h.Pump(), 0);  // a group of 1 at once
@@ -423,9 +431,7 @@ TEST(Scheduler, SequentialRunsOneRequestAtATimeWithBatchOne) {
 }
 
 TEST(Scheduler, PaddedWaitsForAGroupThenPadsToItsLongestMember) {
-  SchedulerOptions o = Options(Policy::kPadded);
-  o.padded_batch = 3;
-  o.padded_wait_us = 5000;
+  SchedulerOptions o = GroupOptions(Policy::kPadded, 3);
   Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
   ASSERT_TRUE(h.Admit(1, Tokens(Seq(2))).ok());
   ASSERT_TRUE(h.Admit(2, Tokens(Seq(6))).ok());
@@ -446,9 +452,7 @@ TEST(Scheduler, PaddedWaitsForAGroupThenPadsToItsLongestMember) {
 }
 
 TEST(Scheduler, BucketedGroupsRequestsOfSimilarLength) {
-  SchedulerOptions o = Options(Policy::kBucketed);
-  o.padded_batch = 2;
-  o.bucket_bounds = {4, 16};
+  SchedulerOptions o = GroupOptions(Policy::kBucketed, 2);
   Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
   ASSERT_TRUE(h.Admit(1, Tokens(Seq(3))).ok());   // bucket 0
   ASSERT_TRUE(h.Admit(2, Tokens(Seq(12))).ok());  // bucket 1
@@ -494,9 +498,7 @@ TEST(Scheduler, EachRoundReportsTheQueueWaitOfTheRequestsItStarts) {
   EXPECT_GT(waits[2], 50);       // request 3 waited for a free row
 
   // Padded: the wait includes the time the group took to form.
-  SchedulerOptions o = Options(Policy::kPadded);
-  o.padded_batch = 4;
-  o.padded_wait_us = 5000;
+  SchedulerOptions o = GroupOptions(Policy::kPadded, 4);
   Harness p(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
   ASSERT_TRUE(p.Admit(1, Tokens(Seq(2))).ok());
   EXPECT_FALSE(p.scheduler->NextRound().has_value());
@@ -640,10 +642,7 @@ TEST(Scheduler, SequentialStartsARequestOnlyAfterThePreviousOneIsAnswered) {
 TEST(Scheduler, GroupsFormExactlyAtBRequestsOrAfterTheWait) {
   for (Policy policy : {Policy::kPadded, Policy::kBucketed}) {
     SCOPED_TRACE(PolicyName(policy));
-    SchedulerOptions o = Options(policy);
-    o.padded_batch = 3;
-    o.padded_wait_us = 5000;
-    o.bucket_bounds = {4, 16};
+    SchedulerOptions o = GroupOptions(policy, 3);
     {
       Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
       ASSERT_TRUE(h.Admit(1, Tokens(Seq(2))).ok());
@@ -669,10 +668,7 @@ TEST(Scheduler, GroupsFormExactlyAtBRequestsOrAfterTheWait) {
 // Bucketed: a full bucket goes at once, though an older request waits (not yet timed out) in
 // another bucket.
 TEST(Scheduler, BucketedStartsAFullBucketWhileAnOlderOneStillWaits) {
-  SchedulerOptions o = Options(Policy::kBucketed);
-  o.padded_batch = 2;
-  o.padded_wait_us = 5000;
-  o.bucket_bounds = {4, 16};
+  SchedulerOptions o = GroupOptions(Policy::kBucketed, 2);
   Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
   h.clock.AdvanceMicros(20000);                     // times well past T
   ASSERT_TRUE(h.Admit(1, Tokens(Seq(10))).ok());  // bucket 1, alone, waits until 26000
@@ -686,10 +682,7 @@ TEST(Scheduler, BucketedStartsAFullBucketWhileAnOlderOneStillWaits) {
 }
 
 TEST(Scheduler, BucketedStartsTheReadyBucketWithTheOldestRequest) {
-  SchedulerOptions o = Options(Policy::kBucketed);
-  o.padded_batch = 2;
-  o.padded_wait_us = 5000;
-  o.bucket_bounds = {4, 16};
+  SchedulerOptions o = GroupOptions(Policy::kBucketed, 2);
   Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
   ASSERT_TRUE(h.Admit(1, Tokens(Seq(10))).ok());  // bucket 1, alone
   h.clock.AdvanceMicros(5000);                      // ...and now timed out
