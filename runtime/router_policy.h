@@ -123,7 +123,7 @@ struct InFlightRequest {
 struct NodeView {
   NodeId id = 0;
   std::string name;
-  std::vector<std::string> models;
+  std::vector<std::string> models;  // sorted, without duplicates
   int32_t devices = 1;
   bool draining = false;
   int64_t reported_cells = 0;      // at the last report

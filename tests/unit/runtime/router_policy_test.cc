@@ -567,9 +567,9 @@ TEST(RouterPolicyTest, ReRegisteringUpdatesModelsAndKeepsRequests) {
   Table t(With(RoutePolicy::kLeastLoaded));
   t.Add(1, {"a"});
   ASSERT_TRUE(t.policy->OnPlaced(1, "a", 4, 1).ok());
-  t.Add(1, {"b"}, 2);
+  t.Add(1, {"c", "b", "c"}, 2);
   EXPECT_EQ(t.policy->node_count(), 1);
-  EXPECT_EQ(t.policy->node(1)->models, (std::vector<std::string>{"b"}));
+  EXPECT_EQ(t.policy->node(1)->models, (std::vector<std::string>{"b", "c"}));  // sorted, once each
   EXPECT_EQ(t.policy->node(1)->devices, 2);
   EXPECT_EQ(t.policy->node(1)->in_flight, 1);
   EXPECT_EQ(t.policy->Pick("a").status().code(), StatusCode::kUnavailable);
