@@ -567,8 +567,9 @@ TEST(RouterPolicyTest, ReRegisteringUpdatesModelsAndKeepsRequests) {
   Table t(With(RoutePolicy::kLeastLoaded));
   t.Add(1, {"a"});
   ASSERT_TRUE(t.policy->OnPlaced(1, "a", 4, 1).ok());
+  t.Add(2, {"c"});  // "c" is known before "b"
   t.Add(1, {"c", "b", "c"}, 2);
-  EXPECT_EQ(t.policy->node_count(), 1);
+  EXPECT_EQ(t.policy->node_count(), 2);
   EXPECT_EQ(t.policy->node(1)->models, (std::vector<std::string>{"b", "c"}));  // sorted, once each
   EXPECT_EQ(t.policy->node(1)->devices, 2);
   EXPECT_EQ(t.policy->node(1)->in_flight, 1);
