@@ -120,11 +120,19 @@ def main():
                 return fail("clamp.cc was left mutated after SIGTERM")
         if stopped.returncode != 1 or "interrupted" not in err:
             return fail(f"after SIGTERM: exit {stopped.returncode}, stderr {err!r}")
-        leftover = subprocess.run(["pgrep", "-f", "sleep 61.7"], capture_output=True, text=True)
-        if leftover.stdout.strip():
-            return fail("the test the tool ran outlived it: " + leftover.stdout.strip())
+        leftover = [pid for pid in os.listdir("/proc") if pid.isdigit() and b"sleep\x0061.7" in cmdline(pid)]
+        if leftover:
+            return fail("the test the tool ran outlived it: pid " + ", ".join(leftover))
     print("PASS")
     return 0
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def fail(why):
