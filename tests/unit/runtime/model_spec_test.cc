@@ -175,14 +175,14 @@ TEST(ModelSpecTest, MissingRequiredFieldNamesIt) {
   for (const char* f : {"name", "kind", "vocab_size", "embed_dim", "hidden", "classes"}) {
     json j = LstmJson();
     j.erase(f);
-    ExpectInvalid(j, std::string("'") + f + "'");
+    ExpectInvalid(j, std::string("missing field '") + f + "'");  // not a later range check's error
   }
   json t = TreeJson();
   t.erase("classes");
-  ExpectInvalid(t, "'classes'");
+  ExpectInvalid(t, "missing field 'classes'");
   json s = Seq2SeqJson();
   s.erase("target_vocab_size");
-  ExpectInvalid(s, "'target_vocab_size'");
+  ExpectInvalid(s, "missing field 'target_vocab_size'");
   // seq2seq does not need classes.
   json s2 = Seq2SeqJson();
   s2.erase("classes");
