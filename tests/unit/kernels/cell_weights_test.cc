@@ -73,13 +73,17 @@ TEST(CellWeights, FoldsOnlyWhatFitsTheCap) {
   EXPECT_FALSE(head.is_folded());
 }
 
+// A vocabulary of 1,100 rows: five chunks of up to 256 rows, and up to five threads' shares, so
+// rows on both sides of every chunk and share boundary are checked.
 TEST(CellWeights, TableRowIsTheTokensGatesWithBiasOnAnyThreadCount) {
-  auto model = Make(ModelKind::kLstm, 24, 1);
+  ModelSpec spec = Make(ModelKind::kLstm, 24, 1)->spec();
+  spec.vocab_size = 1100;
+  auto model = testutil::RandomModel(spec, 3);
   const CellType& type = model->cell_type(model->layer_type(0));
   const int64_t E = type.input_dim, G = type.weight->dim(0), K = type.weight->dim(1);
   auto one = cpu::PrepareCellWeights(type, Cap(int64_t{1} << 30, 1));
   ASSERT_TRUE(one.is_folded());
-  for (int32_t v : {0, 1, 57, 99}) {
+  for (int32_t v : {0, 1, 255, 256, 257, 439, 440, 511, 512, 700, 880, 1023, 1024, 1099}) {
     for (int64_t j = 0; j < G; ++j) {
       double want = type.bias->data()[j];
       for (int64_t k = 0; k < E; ++k)
@@ -87,7 +91,7 @@ TEST(CellWeights, TableRowIsTheTokensGatesWithBiasOnAnyThreadCount) {
       EXPECT_NEAR(one.folded_row(v)[j], want, 1e-5) << "token " << v << " gate " << j;
     }
   }
-  // Split over threads, each row is computed the same way: the same bits.
+  // Split over threads (2, 3 and 5 shares), each row is computed the same way: the same bits.
   for (int threads : {2, 3, 7}) {
     auto many = cpu::PrepareCellWeights(type, Cap(int64_t{1} << 30, threads));
     EXPECT_EQ(many.folded, one.folded) << threads << " threads";
