@@ -252,10 +252,19 @@ TEST(CpuBackendDeathTest, EachRegistrationIsCheckedAgainstWhatTheEarlierOnesTook
     if (!testutil::LimitAddressSpaceTo(int64_t{512} << 20)) std::_Exit(3);
     const int64_t slot_bytes = 2 * 512 * sizeof(float);
     const auto slots = static_cast<int32_t>(0.4 * MemoryHeadroomOfThisProcess() / slot_bytes);
-    cpu::CpuBackend a, b, c;
+    cpu::CpuBackendOptions unfolded;  // the third folds nothing: no --fold-max-mib hint for it
+    unfolded.cell_weights.fold_max_bytes = 0;
+    cpu::CpuBackend a, b, c(unfolded);
     if (!a.RegisterModel(*model, slots).ok() || !b.RegisterModel(*model, slots).ok()) std::_Exit(4);
     Status s = c.RegisterModel(*model, slots);
-    const bool checked = s.message().find("more than the memory this process may still take") != std::string::npos;
+    const std::string& m = s.message();
+    const double take = static_cast<double>(slots) * slot_bytes +
+                        static_cast<double>(cpu::PreparedWeightBytes(*model, unfolded.cell_weights));
+    const bool checked = m.find("more than the memory this process may still take") != std::string::npos &&
+                         m.find(" take " + MiBText(take) + " MiB") != std::string::npos &&
+                         m.find("--state-slots") != std::string::npos &&
+                         m.find("--fold-max-mib") == std::string::npos;
+    if (!checked) std::fprintf(stderr, "got: %s\n", s.ToString().c_str());
     std::_Exit(s.code() == StatusCode::kResourceExhausted && checked ? 0 : 1);
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
