@@ -69,7 +69,7 @@ struct Scheduler::Impl {
   std::vector<std::unique_ptr<Request>> slab;              // entries are reused, never moved
   std::vector<uint32_t> free_entries;
   std::vector<ReadyQueue> ready;
-  std::deque<Request*> waiting;             // admitted, not active yet (padded/bucketed/sequential)
+  std::deque<Request*> waiting;  // admitted, not active yet (padded/bucketed/sequential); arrival order
   std::vector<RequestId> group;             // the active group (non-cellular policies)
   std::map<uint64_t, std::vector<ReadyCell>> rounds;       // in flight: their members
   std::vector<RequestEvent> events;         // from NextRound, for TakeEvents
@@ -465,13 +465,8 @@ int64_t Scheduler::NextWakeupMicros() const {
   for (const auto& r : s.slab)
     if (r->alive && r->deadline_us > 0) consider(r->deadline_us);
   if (s.options.policy == Policy::kPadded || s.options.policy == Policy::kBucketed) {
-    if (!s.waiting.empty() && s.GroupOver()) {
-      if (s.options.policy == Policy::kPadded) {
-        consider(s.waiting.front()->arrival_us + s.options.padded_wait_us);
-      } else {
-        for (const Request* r : s.waiting) consider(r->arrival_us + s.options.padded_wait_us);
-      }
-    }
+    // `waiting` is in arrival order: its front is the first to have waited T, in any bucket.
+    if (!s.waiting.empty() && s.GroupOver()) consider(s.waiting.front()->arrival_us + s.options.padded_wait_us);
   }
   return wake;
 }
