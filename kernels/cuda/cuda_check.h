@@ -15,8 +15,12 @@
 
 namespace cellserve::cuda {
 
+// A failed call also clears the thread's pending error (cudaGetLastError), as the error is now this
+// Status: otherwise it would stay pending (an allocation that ran out of memory, a refused capture)
+// and a later check of cudaGetLastError, a library's or ours, would take it for its own.
 inline Status CudaStatus(cudaError_t err, const char* call) {
   if (err == cudaSuccess) return OkStatus();
+  (void)cudaGetLastError();
   std::string msg = std::string(call) + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")";
   // The GPU cannot be used here (none, no driver, or held by another process in exclusive mode):
   // UNAVAILABLE, so that --cpu-fallback applies.

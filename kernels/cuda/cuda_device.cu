@@ -479,9 +479,16 @@ class CudaDevice::Impl {
       if (graph) cudaGraphDestroy(graph);
       // A launch the capture did not allow shows as an invalidated capture at its end.
       out.outcome = IsCaptureError(ended) ? CaptureOutcome::kUnsupported : CaptureOutcome::kError;
-      out.status = ended != cudaSuccess && (launched.ok() || IsCaptureError(ended))
-                       ? CudaStatus(ended, "cudaStreamEndCapture")
-                       : launched;
+      // Where a launch failed and so invalidated the capture, the message names both: the launch
+      // says why the shape gets no graph.
+      const Status end_status = CudaStatus(ended, "cudaStreamEndCapture");
+      if (launched.ok()) {
+        out.status = end_status;
+      } else if (end_status.ok() || !IsCaptureError(ended)) {
+        out.status = launched;
+      } else {
+        out.status = end_status.WithContext(launched.message());
+      }
       return out;
     }
     const cudaError_t made = cudaGraphInstantiate(&out.exec, graph, 0);

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 struct CUstream_st {
@@ -87,6 +88,12 @@ int DeviceCount() {
 }
 
 thread_local int t_device = 0;
+// The thread's pending error, as CUDA keeps one: the last failed call's, until cudaGetLastError.
+thread_local cudaError_t t_last_error = cudaSuccess;
+cudaError_t Failed(cudaError_t e) {
+  if (e != cudaSuccess) t_last_error = e;
+  return e;
+}
 
 }  // namespace
 
@@ -139,14 +146,15 @@ const char* cudaGetErrorName(cudaError_t error) {
   return "cudaErrorUnknown";
 }
 const char* cudaGetErrorString(cudaError_t error) { return error == cudaSuccess ? "no error" : "fake CUDA error"; }
-cudaError_t cudaGetLastError() { return cudaSuccess; }
+cudaError_t cudaGetLastError() { return std::exchange(t_last_error, cudaSuccess); }
+cudaError_t cudaPeekAtLastError() { return t_last_error; }
 
 cudaError_t cudaGetDeviceCount(int* count) {
   *count = DeviceCount();
-  return *count > 0 ? cudaSuccess : cudaErrorNoDevice;
+  return *count > 0 ? cudaSuccess : Failed(cudaErrorNoDevice);
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-  if (device < 0 || device >= DeviceCount()) return cudaErrorInvalidValue;
+  if (device < 0 || device >= DeviceCount()) return Failed(cudaErrorInvalidValue);
   std::memset(prop, 0, sizeof(*prop));
   std::strncpy(prop->name, "fake CUDA device (host emulation)", sizeof(prop->name) - 1);
   prop->totalGlobalMem = size_t{16} << 30;
@@ -155,7 +163,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int device) {
-  if (device < 0 || device >= DeviceCount()) return cudaErrorInvalidValue;
+  if (device < 0 || device >= DeviceCount()) return Failed(cudaErrorInvalidValue);
   t_device = device;
   return cudaSuccess;
 }
@@ -184,7 +192,7 @@ cudaError_t Injected(const char* name, cudaError_t by_default) {
   std::lock_guard<std::mutex> lock(g_fail_mu);
   if (g_fail_in <= 0 || g_fail_name != name || --g_fail_in > 0) return cudaSuccess;
   g_fail_name.clear();
-  return g_fail_error != cudaSuccess ? g_fail_error : by_default;
+  return Failed(g_fail_error != cudaSuccess ? g_fail_error : by_default);
 }
 }  // namespace
 
@@ -201,7 +209,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   *ptr = nullptr;
   if (cudaError_t e = Injected("cudaMalloc", cudaErrorInvalidValue)) return e;
   *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
+  return *ptr ? cudaSuccess : Failed(cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFree(void* ptr) {
   std::free(ptr);
@@ -231,7 +239,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  if (!stream) return cudaErrorInvalidResourceHandle;
+  if (!stream) return Failed(cudaErrorInvalidResourceHandle);
   {
     std::lock_guard<std::mutex> lock(g_streams_mu);
     for (size_t i = 0; i < g_streams.size(); ++i)
@@ -251,8 +259,8 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
-  if (!stream || !event) return cudaErrorInvalidResourceHandle;
-  if (stream->capturing) return cudaErrorStreamCaptureUnsupported;  // not used inside our graphs
+  if (!stream || !event) return Failed(cudaErrorInvalidResourceHandle);
+  if (stream->capturing) return Failed(cudaErrorStreamCaptureUnsupported);  // not used inside our graphs
   uint64_t generation;
   {
     std::lock_guard<std::mutex> lock(event->mu);
@@ -272,8 +280,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
-  if (!event) return cudaErrorInvalidResourceHandle;
-  if (stream && stream->capturing) return cudaErrorStreamCaptureUnsupported;
+  if (!event) return Failed(cudaErrorInvalidResourceHandle);
+  if (stream && stream->capturing) return Failed(cudaErrorStreamCaptureUnsupported);
   uint64_t generation;
   {
     std::lock_guard<std::mutex> lock(event->mu);
@@ -287,7 +295,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   });
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  if (!event) return cudaErrorInvalidResourceHandle;
+  if (!event) return Failed(cudaErrorInvalidResourceHandle);
   uint64_t generation;
   {
     std::lock_guard<std::mutex> lock(event->mu);
@@ -298,7 +306,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
-  if (!stream || stream->capturing) return cudaErrorInvalidValue;
+  if (!stream || stream->capturing) return Failed(cudaErrorInvalidValue);
   if (cudaError_t e = Injected("cudaStreamBeginCapture", cudaErrorStreamCaptureUnsupported)) return e;
   stream->capturing = true;
   stream->captured.clear();
@@ -306,7 +314,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   *graph = nullptr;
-  if (!stream || !stream->capturing) return cudaErrorInvalidValue;
+  if (!stream || !stream->capturing) return Failed(cudaErrorInvalidValue);
   stream->capturing = false;
   // As CUDA does for a capture that something invalidated: no graph, and the stream is no longer
   // capturing (what was captured never runs).
@@ -320,7 +328,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
   *exec = nullptr;
-  if (!graph) return cudaErrorInvalidValue;
+  if (!graph) return Failed(cudaErrorInvalidValue);
   if (cudaError_t e = Injected("cudaGraphInstantiate", cudaErrorMemoryAllocation)) return e;
   *exec = new CUgraphExec_st{graph->ops};
   return cudaSuccess;
@@ -334,7 +342,7 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
-  if (!exec) return cudaErrorInvalidValue;
+  if (!exec) return Failed(cudaErrorInvalidValue);
   // The ops are copied: an evicted graph may be destroyed while its launch is still queued.
   return fakecuda::Enqueue(stream, [ops = exec->ops] {
     for (const auto& op : ops) op();

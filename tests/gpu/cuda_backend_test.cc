@@ -28,8 +28,10 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_device.h"
+#include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/cuda_weights.h"
 #include "kernels/gpu/graph_buckets.h"
+#include "tests/gpu/gpu_required.h"
 #include "runtime/this_thread.h"
 #include "tests/unit/common/thread_probe.h"
 #include "tests/unit/kernels/test_models.h"
@@ -57,10 +59,10 @@ bool HaveGpu(std::string* why) {
   return false;
 }
 
-#define REQUIRE_GPU()                                       \
-  do {                                                      \
-    std::string why;                                        \
-    if (!HaveGpu(&why)) GTEST_SKIP() << "no GPU: " << why;  \
+#define REQUIRE_GPU()                                                  \
+  do {                                                                 \
+    std::string why;                                                   \
+    if (!HaveGpu(&why)) SKIP_UNLESS_GPU_REQUIRED("no GPU: " << why);  \
   } while (0)
 
 // max |a - b| / max(|b|, floor): error relative to the reference's scale.
@@ -548,6 +550,22 @@ TEST(CudaDeviceTest, OutOfMemoryRegistersNothingAndTheDeviceGoesOn) {
   EXPECT_EQ(oom.code(), StatusCode::kResourceExhausted) << oom.ToString();
   EXPECT_NE(oom.message().find("cudaMalloc"), std::string::npos) << oom.message();
   ExpectServingAfterAFailedRegistration(**device, done, huge, small);
+}
+
+// A failed call leaves no error pending on the thread: the error became a Status, and a later
+// check of cudaGetLastError (after one of our launches, or inside cuBLAS or NCCL) must not take it
+// for its own. Running out of memory is the failure a serving GPU meets. (Named OutOfMemory so
+// that memcheck.sh leaves it out: the sanitizer reports every failed call.)
+TEST(CudaDeviceTest, OutOfMemoryLeavesNoErrorPending) {
+  REQUIRE_GPU();
+  const size_t four_tib = size_t{1} << 40;  // floats
+  auto on_gpu = cuda::DeviceBuffer<float>::Allocate(0, four_tib);
+  ASSERT_FALSE(on_gpu.ok());
+  EXPECT_EQ(on_gpu.status().code(), StatusCode::kResourceExhausted) << on_gpu.status().ToString();
+  EXPECT_EQ(cudaPeekAtLastError(), cudaSuccess) << cudaGetErrorName(cudaPeekAtLastError());
+  auto pinned = cuda::PinnedBuffer<float>::Allocate(four_tib);
+  ASSERT_FALSE(pinned.ok());
+  EXPECT_EQ(cudaPeekAtLastError(), cudaSuccess) << cudaGetErrorName(cudaPeekAtLastError());
 }
 
 #if CELLSERVE_FAKE_CUDA

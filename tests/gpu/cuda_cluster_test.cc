@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "actors/local_cluster.h"
+#include "tests/gpu/gpu_required.h"
 #include "tests/unit/actors/actor_test_util.h"
 #include "tests/unit/common/temp_model_repo.h"
 
@@ -65,7 +66,7 @@ TEST(CudaClusterTest, BurstAnswersEqualTheCpuCluster) {
   options.backend = "cuda";
   options.devices = 0;  // every GPU
   auto gpu = LocalCluster::Start(options);
-  if (!gpu.ok() && gpu.status().code() == StatusCode::kUnavailable) GTEST_SKIP() << gpu.status().ToString();
+  if (!gpu.ok() && gpu.status().code() == StatusCode::kUnavailable) SKIP_UNLESS_GPU_REQUIRED(gpu.status().ToString());
   ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
   options.backend = "cpu";
   options.devices = 1;

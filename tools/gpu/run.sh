@@ -12,10 +12,14 @@
 # front door adds at low load on a GPU node in three placements (issue 5; JSON), and
 # compute-sanitizer memcheck on a subset.
 # The whole run keeps within RUN_BUDGET_S seconds (default 560, under a device call's 600 s): each
-# step gets the smaller of its own limit and what is left, and a step with under 10 s left is
-# skipped and says so, so the logs of the steps that ran always come back. The steps run in order
-# of what a short session most needs: correctness, then the benchmarks, then memcheck (the
-# slowest).
+# step gets the smaller of its own limit and what is left, and a step with under 10 s left is not
+# run and says so, so the logs of the steps that ran always come back. The steps run in order of
+# what a short session most needs: correctness, then the benchmarks, then memcheck (the slowest).
+# CELLSERVE_REQUIRE_GPU=1 makes a GPU test that finds no usable GPU fail instead of skipping: here
+# a skip would hide a driver mismatch or a plugin that did not load.
+# The last line sums up: the steps that passed, failed, were skipped (exit 77: memcheck where
+# compute-sanitizer cannot use the GPU, or is not installed), or were not run for lack of time.
+# Exit 0 when none failed and every step ran, 1 when a step failed, 3 when the run was cut short.
 set -uo pipefail
 BUDGET="${RUN_BUDGET_S:-560}"
 BUNDLE="$(cd "$(dirname "$0")" && pwd)"
@@ -25,24 +29,25 @@ LOGS="$(mktemp -d)"  # the steps' logs, packed into $OUT/gpu-logs.tar.gz
 pack_logs() {
   tar -czf "$OUT/.gpu-logs.tmp" -C "$LOGS" . && mv "$OUT/.gpu-logs.tmp" "$OUT/gpu-logs.tar.gz"
 }
-# CUDA's libraries from the machine: the toolkit's, and cuDNN/NCCL from Python wheels if that is
-# where they are.
+# CUDA's libraries from the machine: the toolkit's, and the runtime, cuBLAS, cuDNN and NCCL from
+# Python wheels if that is where they are (the first copy found of each; the toolkit's come first).
+CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 extra=""
-for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [[ -d "$d" ]] && extra+=":$d"; done
-for lib in libcudnn.so.9 libnccl.so.2 libcublasLt.so.13; do
-  found="$(find / -xdev -name "$lib" -not -path '*/proc/*' 2>/dev/null | head -1)"
-  [[ -n "$found" ]] && extra+=":$(dirname "$found")"
-done
+for d in "$CUDA_HOME/lib64" "$CUDA_HOME/lib"; do [[ -d "$d" ]] && extra+=":$d"; done
+while read -r dir; do extra+=":$dir"; done < <(
+  find / -xdev -not -path '/proc/*' \( -name libcudart.so.13 -o -name libcublas.so.13 -o -name libcublasLt.so.13 \
+    -o -name libcudnn.so.9 -o -name libnccl.so.2 \) 2>/dev/null | awk -F/ '!seen[$NF]++' | xargs -r -n1 dirname | sort -u)
 export LD_LIBRARY_PATH="$BUNDLE/lib${extra}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CELLSERVE_GOLDEN_DIR="$PWD/tests/golden/data"
-status=0
+export CELLSERVE_REQUIRE_GPU=1
+passed=() failed=() skipped=() not_run=()
 step() {  # step NAME SECONDS COMMAND...
   local name="$1" limit="$2"
   shift 2
   local left=$((BUDGET - SECONDS))
   if ((left < 10)); then
-    echo "=== $name: skipped, ${left}s of the ${BUDGET}s budget left" | tee "$LOGS/$name.log"
-    status=1
+    echo "=== $name: not run, ${left}s of the ${BUDGET}s budget left" | tee "$LOGS/$name.log"
+    not_run+=("$name")
     pack_logs
     return
   fi
@@ -53,7 +58,12 @@ step() {  # step NAME SECONDS COMMAND...
   local rc=$?
   echo "    rc=$rc in $((SECONDS - t0))s; tail:"
   tail -5 "$LOGS/$name.log" | sed 's/^/    /'
-  ((rc == 0)) || status=1
+  case $rc in
+    0) passed+=("$name") ;;
+    77) skipped+=("$name") ;;
+    124 | 137) failed+=("$name (past its ${limit}s limit)") ;;
+    *) failed+=("$name") ;;
+  esac
   pack_logs
 }
 nvidia-smi -L || true
@@ -71,12 +81,27 @@ step e2e_bench 300 "$BUNDLE/bin/cellserve" bench --model-repo "$repo" --model ls
 # bench_rpc finds the plugin next to itself: the bundle's bin/.
 step rpc_bench 90 "$BUNDLE/bin/bench_rpc" --model-repo "$repo" --model lstm1024 --corpus "$repo/sotu_sentences.txt" \
   --setups cuda --requests 200 --rounds 2 --json "$OUT/gpu_rpc_bench.json"
-if command -v compute-sanitizer >/dev/null; then
-  step memcheck 240 bash tests/gpu/memcheck.sh "$(command -v compute-sanitizer)" "$BUNDLE/bin/cuda_backend_test" \
+sanitizer="$(command -v compute-sanitizer || true)"
+for c in "$CUDA_HOME/bin/compute-sanitizer" "$CUDA_HOME/compute-sanitizer/compute-sanitizer"; do
+  [[ -z "$sanitizer" && -x "$c" ]] && sanitizer="$c"
+done
+if [[ -n "$sanitizer" ]]; then
+  step memcheck 240 bash tests/gpu/memcheck.sh "$sanitizer" "$BUNDLE/bin/cuda_backend_test" \
     'Kinds/CudaMatchesCpu.*fp32*:CudaDeviceTest.*'
 else
-  echo "=== memcheck: compute-sanitizer not on PATH: skipped"
+  echo "=== memcheck: compute-sanitizer is neither on PATH nor in $CUDA_HOME: skipped" | tee "$LOGS/memcheck.log"
+  skipped+=("memcheck")
 fi
 pack_logs
-echo "=== done: $( ((status == 0)) && echo 'every step passed' || echo 'some step FAILED' ) (logs in $OUT/gpu-logs.tar.gz)"
-exit $status
+list() {  # list ITEM...: "a, b" or "none"
+  (($#)) || { echo none; return; }
+  local out="$1" item
+  shift
+  for item; do out+=", $item"; done
+  echo "$out"
+}
+echo "=== done: passed: $(list "${passed[@]}"); failed: $(list "${failed[@]}"); skipped: $(list "${skipped[@]}");" \
+  "not run for time: $(list "${not_run[@]}") (logs in $OUT/gpu-logs.tar.gz)"
+((${#failed[@]} == 0)) || exit 1
+((${#not_run[@]} == 0)) || exit 3
+exit 0

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# tools/gpu/run.sh (the one-call GPU check) on a bundle of stand-in programs, so that its own
+# bookkeeping is tested where there is no GPU: a GPU session is short and rare, and a script that
+# reports a pass for tests that never ran, or a failure for a machine's limit, wastes it.
+# Checks: every step runs and its log comes back; the test programs see CELLSERVE_REQUIRE_GPU=1;
+# a failing step fails the run and the others still run; memcheck is skipped, not failed, where
+# compute-sanitizer cannot use the GPU ("Device not supported", as under gVisor) or is not
+# installed; a step past its time is a failure, and the steps the budget leaves no time for are
+# named as not run.
+# Usage: gpu_run_script_test.sh (from anywhere; it runs run.sh from the repository root).
+source "$(dirname "$0")/lib.sh"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+
+# The bundle as tools/gpu/bundle.sh lays it out, with stand-ins in bin/. Each records its name,
+# its arguments and CELLSERVE_REQUIRE_GPU in $WORK/calls; STUB_FAIL=NAME makes NAME exit 1 and
+# STUB_SLEEP=NAME makes it sleep 60 s.
+BUNDLE="$WORK/bundle"
+mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" "$WORK/path"
+cp "$ROOT/tools/gpu/run.sh" "$BUNDLE/run.sh"
+echo "one sentence." | gzip >"$BUNDLE/sotu_sentences.txt.gz"
+for name in cuda_backend_test cuda_cluster_test golden_cuda_test bench_cuda_lstm bench_rpc cellserve; do
+  cat >"$BUNDLE/bin/$name" <<EOF
+#!/usr/bin/env bash
+echo "$name \$* REQUIRE_GPU=\${CELLSERVE_REQUIRE_GPU:-unset}" >>"$WORK/calls"
+[[ "\${STUB_SLEEP:-}" == "$name" ]] && exec sleep 60
+[[ "\${STUB_FAIL:-}" == "$name" ]] && { echo "[  FAILED  ] $name"; exit 1; }
+# The JSON file a benchmark writes (--json FILE).
+while ((\$#)); do [[ "\$1" == --json ]] && echo '{}' >"\$2"; shift; done
+echo "[  PASSED  ] $name"
+EOF
+done
+# compute-sanitizer: runs the program it is given, or refuses the device (STUB_SANITIZER=unsupported).
+cat >"$WORK/path/compute-sanitizer" <<'EOF'
+#!/usr/bin/env bash
+if [[ "${STUB_SANITIZER:-}" == unsupported ]]; then
+  echo "========= Error: Device not supported"
+  echo "========= Program hit cudaErrorUnknown (error 999) due to \"unknown error\" on CUDA API call to cudaMalloc."
+  exit 1
+fi
+while [[ "$1" == --* ]]; do [[ "$1" == --tool || "$1" == --leak-check || "$1" == --error-exitcode ]] && shift; shift; done
+"$@" && echo "========= ERROR SUMMARY: 0 errors"
+EOF
+chmod +x "$BUNDLE"/bin/* "$WORK/path/compute-sanitizer"
+
+# run_gpu NAME [VAR=VALUE...]: run.sh from the repository root into $WORK/NAME.out; its output in
+# $WORK/NAME.log, its status in RC. No CUDA installation is seen (CUDA_HOME points nowhere).
+run_gpu() {
+  local name="$1"
+  shift
+  : >"$WORK/calls"
+  (cd "$ROOT" && env CUDA_HOME="$WORK/no-cuda" PATH="$WORK/path:/usr/bin:/bin" "$@" \
+    bash "$BUNDLE/run.sh" "$WORK/$name.out") >"$WORK/$name.log" 2>&1
+  RC=$?
+}
+summary() { grep '^=== done:' "$WORK/$1.log"; }
+logs_of() { tar -tzf "$WORK/$1.out/gpu-logs.tar.gz" | sed 's|^\./||' | grep . | LC_ALL=C sort | tr '\n' ' '; }
+
+all="gpu_tests, gpu_cluster, golden_cuda, kernel_bench, e2e_bench, rpc_bench, memcheck"
+
+run_gpu pass
+if [[ $RC == 0 ]] && summary pass | grep -qF "passed: $all; failed: none; skipped: none; not run for time: none"; then
+  ok "every step passes: exit 0, each named as passed"
+else
+  bad "every step passes: exit $RC" "$(cat "$WORK/pass.log")"
+fi
+want_logs="e2e_bench.log golden_cuda.log gpu_cluster.log gpu_tests.log kernel_bench.log memcheck.log rpc_bench.log "
+[[ "$(logs_of pass)" == "$want_logs" ]] && ok "every step's log comes back" || bad "logs: $(logs_of pass)"
+for json in gpu_kernel_bench.json gpu_e2e_bench.json gpu_rpc_bench.json; do
+  [[ -f "$WORK/pass.out/$json" ]] || bad "no $json in the output folder"
+done
+tests_seen="$(grep -cE '^(cuda_backend_test|cuda_cluster_test|golden_cuda_test) .*REQUIRE_GPU=1$' "$WORK/calls")"
+unset_seen="$(grep -c 'REQUIRE_GPU=unset' "$WORK/calls")"
+if ((tests_seen >= 5 && unset_seen == 0)); then  # 3 test steps, memcheck's probes and run
+  ok "the GPU tests run with CELLSERVE_REQUIRE_GPU=1 (a skip fails them)"
+else
+  bad "CELLSERVE_REQUIRE_GPU: $tests_seen test runs saw it, $unset_seen calls did not" "$(cat "$WORK/calls")"
+fi
+grep -q "^cuda_backend_test --gtest_filter=Kinds/CudaMatchesCpu.\*fp32\*:CudaDeviceTest.\*-\*Nccl\*:\*OutOfMemory\*" "$WORK/calls" &&
+  ok "memcheck runs the test subset under the sanitizer" || bad "memcheck's run" "$(cat "$WORK/calls")"
+
+run_gpu golden_fails STUB_FAIL=golden_cuda_test
+if [[ $RC == 1 ]] && summary golden_fails | grep -qF "passed: gpu_tests, gpu_cluster, kernel_bench, e2e_bench, rpc_bench, memcheck; failed: golden_cuda;"; then
+  ok "a failing step fails the run (exit 1) and the steps after it still run"
+else
+  bad "a failing step: exit $RC" "$(cat "$WORK/golden_fails.log")"
+fi
+
+run_gpu gvisor STUB_SANITIZER=unsupported
+if [[ $RC == 0 ]] && summary gvisor | grep -qF "failed: none; skipped: memcheck;" &&
+  tar -xzOf "$WORK/gvisor.out/gpu-logs.tar.gz" ./memcheck.log | grep -q "cannot use this GPU"; then
+  ok "memcheck is skipped, not failed, where the sanitizer refuses the device (gVisor)"
+else
+  bad "sanitizer refusing the device: exit $RC" "$(cat "$WORK/gvisor.log")"
+fi
+
+mv "$WORK/path/compute-sanitizer" "$WORK/compute-sanitizer.off"
+run_gpu no_sanitizer
+if [[ $RC == 0 ]] && summary no_sanitizer | grep -qF "skipped: memcheck;" &&
+  grep -q "compute-sanitizer is neither on PATH nor in $WORK/no-cuda" "$WORK/no_sanitizer.log"; then
+  ok "no compute-sanitizer: memcheck skipped and the run says where it looked"
+else
+  bad "no compute-sanitizer: exit $RC" "$(cat "$WORK/no_sanitizer.log")"
+fi
+mkdir -p "$WORK/no-cuda/bin"
+mv "$WORK/compute-sanitizer.off" "$WORK/no-cuda/bin/compute-sanitizer"
+run_gpu sanitizer_in_cuda_home
+if [[ $RC == 0 ]] && summary sanitizer_in_cuda_home | grep -qF "memcheck; failed: none; skipped: none;"; then
+  ok "compute-sanitizer is found in \$CUDA_HOME/bin when it is not on PATH"
+else
+  bad "compute-sanitizer in CUDA_HOME: exit $RC" "$(cat "$WORK/sanitizer_in_cuda_home.log")"
+fi
+
+# A budget of 16 s: the first step hangs and is stopped at what is left of it (under 16 s, as
+# finding CUDA's libraries takes some); nothing after it has 10 s left.
+run_gpu cut RUN_BUDGET_S=16 STUB_SLEEP=cuda_backend_test
+if [[ $RC == 1 ]] && summary cut | grep -qE "passed: none; failed: gpu_tests \(past its [0-9]+s limit\); skipped: none; not run for time: gpu_cluster, golden_cuda, kernel_bench, e2e_bench, rpc_bench, memcheck " &&
+  [[ "$(logs_of cut)" == "$want_logs" ]]; then
+  ok "a step past its limit fails; the steps with no time left are named as not run, with their logs"
+else
+  bad "budget: exit $RC, logs $(logs_of cut)" "$(cat "$WORK/cut.log")"
+fi
+run_gpu cut_only RUN_BUDGET_S=0
+if [[ $RC == 3 ]] && summary cut_only | grep -qF "passed: none; failed: none; skipped: none; not run for time: $all "; then
+  ok "a run cut short with no failure exits 3, not 0"
+else
+  bad "no budget: exit $RC" "$(cat "$WORK/cut_only.log")"
+fi
+
+echo "gpu_run_script: $pass passed, $failures failed"
+((failures == 0))
