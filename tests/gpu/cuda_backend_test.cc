@@ -330,6 +330,28 @@ TEST(CudaBackendTest, RowDoesNotDependOnBatchMates) {
   }
 }
 
+// ReadSlot reads only the model's own slots: one past either end is an error, not a read of the
+// memory beside the state pool (device memory, which nothing on the host would notice).
+TEST(CudaBackendTest, ReadSlotRefusesSlotsOutsideThePoolAndUnknownModels) {
+  REQUIRE_GPU();
+  auto model = testing_models::Make(ModelKind::kLstm, 64, 1, 3, 64);
+  auto other = testing_models::Make(ModelKind::kLstm, 64, 1, 4, 64);
+  auto gpu = cuda::CudaBackend::Create({});
+  ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+  const int32_t slots = 16;
+  ASSERT_TRUE((*gpu)->RegisterModel(*model, slots).ok());
+  EXPECT_TRUE((*gpu)->ReadSlot(*model, 0).ok());
+  EXPECT_TRUE((*gpu)->ReadSlot(*model, slots - 1).ok());
+  for (SlotId bad : {SlotId{-1}, SlotId{slots}}) {
+    auto read = (*gpu)->ReadSlot(*model, bad);
+    ASSERT_FALSE(read.ok()) << "slot " << bad;
+    EXPECT_EQ(read.status().code(), StatusCode::kInvalidArgument) << read.status().ToString();
+  }
+  auto unknown = (*gpu)->ReadSlot(*other, 0);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), StatusCode::kInvalidArgument) << unknown.status().ToString();
+}
+
 // Collects completions; waits for a count.
 struct Completions {
   std::mutex mu;
