@@ -700,6 +700,54 @@ TEST(CudaDeviceTest, DestructorReportsEverySubmittedRound) {
   EXPECT_EQ(done.got.size(), 10u);
 }
 
+// The device's statistics (metrics read them): each round that ran counted once with its rows,
+// and busy time between zero and the time the rounds took.
+TEST(CudaDeviceTest, StatsCountRoundsRowsAndBusyTime) {
+  REQUIRE_GPU();
+  auto model = testing_models::Make(ModelKind::kLstm, 64, 1, 3, 64);
+  Completions done;
+  auto device = cuda::CudaDevice::Create("cuda:test", {});
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  ASSERT_TRUE((*device)->RegisterModel(*model, 256).ok());
+  const auto start = std::chrono::steady_clock::now();
+  for (uint64_t i = 1; i <= 6; ++i) (*device)->Submit(i, FirstLayerBatch(model, 10 * int32_t(i), 1), done.Callback());
+  ASSERT_NO_FATAL_FAILURE(done.WaitFor(6));
+  const int64_t elapsed_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
+  const DeviceStats s = (*device)->stats();
+  EXPECT_EQ(s.batches, 6);
+  EXPECT_EQ(s.cells, 10 + 20 + 30 + 40 + 50 + 60);
+  EXPECT_GT(s.busy_us, 0);
+  EXPECT_LE(s.busy_us, elapsed_us);
+}
+
+// CreateCudaDevices: 0 is every GPU, a count is that many, a negative count or more GPUs than the
+// machine has is refused with the numbers.
+TEST(CudaDeviceTest, CreateCudaDevicesMakesTheCountAskedFor) {
+  REQUIRE_GPU();
+  auto model = testing_models::Make(ModelKind::kLstm, 64, 1, 3, 64);
+  auto n = cuda::CountGpus();
+  ASSERT_TRUE(n.ok());
+  auto every = cuda::CreateCudaDevices(0, {}, {model.get()});
+  ASSERT_TRUE(every.ok()) << every.status().ToString();
+  EXPECT_EQ(static_cast<int>(every->size()), *n);
+  every->clear();
+  auto one = cuda::CreateCudaDevices(1, {}, {model.get()});
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(one->size(), 1u);
+  one->clear();
+  auto negative = cuda::CreateCudaDevices(-1, {}, {model.get()});
+  ASSERT_FALSE(negative.ok());
+  EXPECT_EQ(negative.status().code(), StatusCode::kInvalidArgument) << negative.status().ToString();
+  auto too_many = cuda::CreateCudaDevices(*n + 1, {}, {model.get()});
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(too_many.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(too_many.status().message().find("asked for " + std::to_string(*n + 1) + " GPUs; this machine has " +
+                                             std::to_string(*n)),
+            std::string::npos)
+      << too_many.status().ToString();
+}
+
 TEST(CudaDeviceTest, EveryGpuAnswersTheSameAfterTheNcclBroadcast) {
   REQUIRE_GPU();
   auto n = cuda::CountGpus();
