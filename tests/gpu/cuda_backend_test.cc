@@ -311,6 +311,30 @@ TEST(CudaBackendTest, FoldedTablesForTokenFedTypesUnderTheCap) {
   EXPECT_EQ(registered.code(), StatusCode::kInvalidArgument) << registered.ToString();
 }
 
+// A shared weight store holds one precision; a device of another precision refuses its weights
+// (its GEMMs would read fp16 as fp32) and one of the same precision takes them.
+TEST(CudaBackendTest, DeviceRefusesAWeightStoreOfAnotherPrecision) {
+  REQUIRE_GPU();
+  auto model = testing_models::Make(ModelKind::kLstm, 64, 1, 3, 64);
+  auto store = std::make_shared<cuda::CudaWeightStore>(cuda::GemmDtype::kF16, kDefaultFoldMaxBytes);
+  ASSERT_TRUE(store->Prepare({model.get()}, {0}).ok());
+  for (cuda::Precision precision : {cuda::Precision::kF32, cuda::Precision::kBF16, cuda::Precision::kF16}) {
+    SCOPED_TRACE(cuda::PrecisionName(precision));
+    cuda::CudaDeviceOptions o;
+    o.precision = precision;
+    o.weights = store;
+    auto device = cuda::CudaDevice::Create("cuda:0", o);
+    ASSERT_TRUE(device.ok()) << device.status().ToString();
+    const Status registered = (*device)->RegisterModel(*model, 16);
+    if (precision == cuda::Precision::kF16) {
+      EXPECT_TRUE(registered.ok()) << registered.ToString();
+    } else {
+      EXPECT_EQ(registered.code(), StatusCode::kInvalidArgument) << registered.ToString();
+      EXPECT_NE(registered.message().find("another precision"), std::string::npos) << registered.ToString();
+    }
+  }
+}
+
 // The same row alone and at several positions of batches of several buckets.
 TEST(CudaBackendTest, RowDoesNotDependOnBatchMates) {
   REQUIRE_GPU();
