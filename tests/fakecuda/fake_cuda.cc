@@ -24,6 +24,7 @@ struct CUstream_st {
   bool stopping = false;                    // guarded by mu
   bool capturing = false;                   // only the capturing thread touches it and `captured`
   std::vector<std::function<void()>> captured;
+  int device = 0;  // the device current when it was made
   std::thread worker;
 
   void Run() {
@@ -188,13 +189,20 @@ int g_fail_in = 0;                            // GUARDED_BY(g_fail_mu): calls of
 cudaError_t g_fail_error = cudaSuccess;       // GUARDED_BY(g_fail_mu): what it fails with; cudaSuccess: the call's default
 
 // The error this call of `name` is to fail with (FailNthCall chose it), or cudaSuccess.
-cudaError_t Injected(const char* name, cudaError_t by_default) {
+cudaError_t TakeFailure(const char* name, cudaError_t by_default) {
   std::lock_guard<std::mutex> lock(g_fail_mu);
   if (g_fail_in <= 0 || g_fail_name != name || --g_fail_in > 0) return cudaSuccess;
   g_fail_name.clear();
-  return Failed(g_fail_error != cudaSuccess ? g_fail_error : by_default);
+  return g_fail_error != cudaSuccess ? g_fail_error : by_default;
 }
+// The same for a runtime call: its failure is also the thread's pending error.
+cudaError_t Injected(const char* name, cudaError_t by_default) { return Failed(TakeFailure(name, by_default)); }
 }  // namespace
+
+namespace fakecuda {
+bool InjectedFailure(const char* name) { return TakeFailure(name, cudaErrorInvalidValue) != cudaSuccess; }
+int StreamDevice(cudaStream_t stream) { return stream ? stream->device : -1; }
+}  // namespace fakecuda
 
 namespace fakecuda {
 void FailNthCall(const std::string& name, int n, cudaError_t error) {
@@ -232,6 +240,7 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t str
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
   if (cudaError_t e = Injected("cudaStreamCreateWithFlags", cudaErrorInvalidValue)) return e;
   auto* s = new CUstream_st();
+  s->device = t_device;
   s->worker = std::thread([s] { s->Run(); });
   std::lock_guard<std::mutex> lock(g_streams_mu);
   g_streams.push_back(s);

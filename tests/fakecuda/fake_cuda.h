@@ -23,6 +23,15 @@ cudaError_t Enqueue(cudaStream_t stream, std::function<void()> op);
 // n = 0 clears it.
 void FailNthCall(const std::string& name, int n, cudaError_t error = cudaSuccess);
 
+// For the fake NCCL (fake_nccl.cc): whether this call of `name` is the one FailNthCall chose
+// ("ncclCommInitAll", "ncclGroupEnd"), which then fails with ncclSystemError; and the device a
+// stream was made on (-1 for the legacy stream).
+bool InjectedFailure(const char* name);
+int StreamDevice(cudaStream_t stream);
+
+// The number of ncclBroadcast calls that ran as part of a collective, since the process started.
+long NcclBroadcastsRun();
+
 // FailNthCall for a scope: cleared when it goes, so that an injection a failed assertion left
 // unreached does not stay armed for the tests after it.
 class ScopedFailure {

@@ -394,6 +394,50 @@ struct Completions {
   }
 };
 
+// What each device answers to the same rounds, slot by slot, after registering `model` (two
+// layers at least): two steps of the first layer (the second through its recurrent weights) over
+// tokens from 0 to the vocabulary's last, then the second layer. Every byte of the weights a
+// broadcast copies takes part: a copy cut short shows here.
+std::vector<std::vector<float>> AnswersOfEachDevice(std::vector<std::unique_ptr<cuda::CudaDevice>>& devices,
+                                                    const std::shared_ptr<const Model>& model) {
+  const int32_t rows = 16;
+  const int32_t vocab = static_cast<int32_t>(model->spec().vocab_size);
+  std::vector<CellBatch> rounds(3);
+  for (int32_t r = 0; r < rows; ++r) {
+    CellRow first, second, upper;
+    first.token = r * (vocab - 1) / (rows - 1);
+    first.out_slot = r;
+    second.token = vocab - 1 - first.token;
+    second.state_slot[0] = r;
+    second.out_slot = rows + r;
+    upper.x_slot = rows + r;
+    upper.out_slot = 2 * rows + r;
+    rounds[0].rows.push_back(first);
+    rounds[1].rows.push_back(second);
+    rounds[2].rows.push_back(upper);
+  }
+  for (int i = 0; i < 3; ++i) {
+    rounds[i].model = model.get();
+    rounds[i].type = model->layer_type(i < 2 ? 0 : 1);
+  }
+  std::vector<std::vector<float>> answers;
+  for (auto& d : devices) {
+    EXPECT_TRUE(d->RegisterModel(*model, 4 * rows).ok());
+    Completions done;
+    for (uint64_t i = 0; i < rounds.size(); ++i) d->Submit(i + 1, rounds[i], done.Callback());
+    done.WaitFor(3);
+    std::vector<float> all;
+    for (const auto& c : done.got) EXPECT_TRUE(c.output.ok()) << c.output.status().ToString();
+    for (SlotId slot = 0; slot < 3 * rows; ++slot) {
+      auto h = d->ReadSlot(*model, slot);
+      EXPECT_TRUE(h.ok()) << h.status().ToString();
+      if (h.ok()) all.insert(all.end(), h->begin(), h->end());
+    }
+    answers.push_back(std::move(all));
+  }
+  return answers;
+}
+
 TEST(CudaDeviceTest, EveryRoundCompletesOnceInOrder) {
   REQUIRE_GPU();
   auto model = testing_models::Make(ModelKind::kLstm, kMidHidden, 1, 3, 64);
@@ -666,6 +710,26 @@ TEST(CudaDeviceFaultTest, ARegistrationFailingHalfWayLeavesTheDeviceServing) {
 // then on (no failure per round); an instantiation out of memory only that round; any other error
 // at capture is the round's. Other shapes
 // get their graphs either way.
+// A node's other GPUs get the weights by an NCCL broadcast; where it fails (no peer access, a
+// mismatched NCCL), each GPU uploads them from the host instead, and every GPU still answers the
+// same. Needs two (fake) GPUs or more: fakecuda.three_devices.
+TEST(CudaDeviceFaultTest, AFailedBroadcastFallsBackToUploadsAndEveryGpuAgrees) {
+  auto n = cuda::CountGpus();
+  ASSERT_TRUE(n.ok());
+  if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";
+  auto model = testing_models::Make(ModelKind::kLstm, 64, 2, 12, 64);
+  for (const char* call : {"ncclCommInitAll", "ncclGroupEnd"}) {
+    SCOPED_TRACE(call);
+    fakecuda::ScopedFailure failure(call, 1);
+    const long broadcasts_before = fakecuda::NcclBroadcastsRun();
+    auto devices = cuda::CreateCudaDevices(0, {}, {model.get()});
+    ASSERT_TRUE(devices.ok()) << devices.status().ToString();
+    EXPECT_EQ(fakecuda::NcclBroadcastsRun(), broadcasts_before) << "the failed broadcast still copied";
+    const auto answers = AnswersOfEachDevice(*devices, model);
+    for (size_t i = 1; i < answers.size(); ++i) EXPECT_EQ(answers[i], answers[0]) << "GPU " << i;
+  }
+}
+
 TEST(CudaDeviceFaultTest, ARoundWhoseGraphCannotBeMadeRunsWithoutIt) {
   struct Case {
     const char* call;
@@ -777,21 +841,21 @@ TEST(CudaDeviceTest, EveryGpuAnswersTheSameAfterTheNcclBroadcast) {
   auto n = cuda::CountGpus();
   if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";
   auto model = testing_models::Make(ModelKind::kSeq2Seq, 64, 2, 9, 64);
+#if CELLSERVE_FAKE_CUDA
+  const long broadcasts_before = fakecuda::NcclBroadcastsRun();
+#endif
   auto devices = cuda::CreateCudaDevices(0, {}, {model.get()});
   ASSERT_TRUE(devices.ok()) << devices.status().ToString();
   ASSERT_EQ(static_cast<int>(devices->size()), *n);
-  std::vector<std::vector<float>> h;
-  for (auto& d : *devices) {
-    ASSERT_TRUE(d->RegisterModel(*model, 128).ok());
-    Completions done;
-    d->Submit(1, FirstLayerBatch(model, 16, 1), done.Callback());
-    ASSERT_NO_FATAL_FAILURE(done.WaitFor(1));
-    ASSERT_TRUE(done.got[0].output.ok());
-    auto slot = d->ReadSlot(*model, 7);
-    ASSERT_TRUE(slot.ok());
-    h.push_back(*slot);
-  }
-  for (size_t i = 1; i < h.size(); ++i) EXPECT_EQ(h[i], h[0]) << "GPU " << i;
+#if CELLSERVE_FAKE_CUDA
+  // The weights reached the other GPUs by the broadcast, not by the fallback's uploads: one call
+  // per rank and buffer.
+  EXPECT_GT(fakecuda::NcclBroadcastsRun(), broadcasts_before);
+  EXPECT_EQ((fakecuda::NcclBroadcastsRun() - broadcasts_before) % *n, 0);
+#endif
+  const auto answers = AnswersOfEachDevice(*devices, model);
+  ASSERT_EQ(static_cast<int>(answers.size()), *n);
+  for (size_t i = 1; i < answers.size(); ++i) EXPECT_EQ(answers[i], answers[0]) << "GPU " << i;
 }
 
 }  // namespace

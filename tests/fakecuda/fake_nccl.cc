@@ -1,0 +1,199 @@
+// The fake NCCL (tests/fakecuda/README.md). A collective here is what it is on GPUs: every rank's
+// call enqueues one operation on that rank's stream, and those operations meet: each waits on its
+// stream until every rank's has started, copies the root's buffer into its own, and waits until
+// every rank has copied (so the root's stream does not go on to overwrite the source early).
+// The streams are threads (fake_cuda.cc), so a caller that reads a rank's buffer without
+// synchronizing its stream reads it too early, as on a GPU.
+// What NCCL requires and the fake checks (an error, where NCCL would hang or misbehave):
+// - one thread driving several ranks puts their calls between ncclGroupStart and ncclGroupEnd;
+// - each rank of a communicator clique makes the same calls, in the same order, with the same
+//   size, type and root; the root passes a send buffer;
+// - a rank's stream is one made on that rank's device (the legacy stream is refused: the fake
+//   needs a stream per rank).
+// ncclGroupEnd returns once the operations are enqueued; they run on the streams.
+#include <nccl.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "fake_cuda.h"
+
+namespace {
+
+struct Clique {
+  int ranks = 0;
+};
+
+struct Broadcast {
+  const void* send = nullptr;
+  void* recv = nullptr;
+  size_t bytes = 0;
+  ncclDataType_t type = ncclChar;
+  int root = 0;
+  cudaStream_t stream = nullptr;
+};
+
+// One collective's meeting point, shared by the operations of its ranks.
+struct Meeting {
+  std::mutex mu;
+  std::condition_variable cv;
+  int ranks = 0;
+  int arrived = 0;  // guarded by mu
+  int copied = 0;   // guarded by mu
+  void Wait(int Meeting::*counter) {
+    std::unique_lock<std::mutex> lock(mu);
+    ++(this->*counter);
+    cv.notify_all();
+    cv.wait(lock, [&] { return this->*counter >= ranks; });
+  }
+};
+
+std::atomic<long> g_broadcasts_run{0};
+thread_local int t_group_depth = 0;
+thread_local std::vector<ncclComm_t> t_group_comms;  // the communicators with calls in this group
+
+ncclResult_t RunGroup();
+
+size_t TypeBytes(ncclDataType_t t) {
+  switch (t) {
+    case ncclInt8: case ncclUint8: return 1;
+    case ncclFloat16: case ncclBfloat16: return 2;
+    case ncclInt32: case ncclUint32: case ncclFloat32: return 4;
+    case ncclInt64: case ncclUint64: case ncclFloat64: return 8;
+  }
+  return 0;
+}
+
+}  // namespace
+
+struct ncclComm {
+  std::shared_ptr<Clique> clique;
+  int rank = 0;
+  int device = 0;
+  std::vector<Broadcast> pending;  // this group's calls, in order
+};
+
+namespace fakecuda {
+long NcclBroadcastsRun() { return g_broadcasts_run.load(); }
+}  // namespace fakecuda
+
+ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int* devlist) {
+  if (fakecuda::InjectedFailure("ncclCommInitAll")) return ncclSystemError;
+  int count = 0;
+  if (!comms || ndev < 1 || cudaGetDeviceCount(&count) != cudaSuccess) return ncclInvalidArgument;
+  std::vector<bool> used(static_cast<size_t>(count), false);
+  for (int i = 0; i < ndev; ++i) {
+    const int d = devlist ? devlist[i] : i;
+    if (d < 0 || d >= count || used[static_cast<size_t>(d)]) return ncclInvalidArgument;
+    used[static_cast<size_t>(d)] = true;
+  }
+  auto clique = std::make_shared<Clique>();
+  clique->ranks = ndev;
+  for (int i = 0; i < ndev; ++i) comms[i] = new ncclComm{clique, i, devlist ? devlist[i] : i, {}};
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+  delete comm;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclGroupStart() {
+  ++t_group_depth;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype, int root,
+                           ncclComm_t comm, cudaStream_t stream) {
+  if (!comm || !recvbuff || TypeBytes(datatype) == 0 || root < 0 || root >= comm->clique->ranks) return ncclInvalidArgument;
+  if (comm->rank == root && !sendbuff) return ncclInvalidArgument;
+  if (fakecuda::StreamDevice(stream) != comm->device) return ncclInvalidArgument;
+  // Outside a group, the first rank's call would wait for the others, which this thread never makes.
+  if (t_group_depth == 0 && comm->clique->ranks > 1) return ncclInvalidUsage;
+  if (comm->pending.empty()) t_group_comms.push_back(comm);
+  comm->pending.push_back({sendbuff, recvbuff, count * TypeBytes(datatype), datatype, root, stream});
+  return t_group_depth == 0 ? RunGroup() : ncclSuccess;  // a one-rank clique: at once
+}
+
+namespace {
+
+// Validates and enqueues the calls collected since the outermost ncclGroupStart.
+ncclResult_t RunGroup() {
+  std::vector<ncclComm_t> comms;
+  comms.swap(t_group_comms);
+  auto drop = [&] {
+    for (ncclComm_t c : comms) c->pending.clear();
+  };
+  if (fakecuda::InjectedFailure("ncclGroupEnd")) {
+    drop();
+    return ncclSystemError;
+  }
+  // Every rank of each clique made the same calls: else NCCL would wait forever for the missing.
+  for (ncclComm_t c : comms) {
+    std::vector<ncclComm_t> ranks(static_cast<size_t>(c->clique->ranks), nullptr);
+    for (ncclComm_t o : comms)
+      if (o->clique == c->clique) ranks[static_cast<size_t>(o->rank)] = o;
+    for (ncclComm_t o : ranks) {
+      if (!o || o->pending.size() != c->pending.size()) {
+        drop();
+        return ncclInvalidUsage;
+      }
+      for (size_t k = 0; k < c->pending.size(); ++k) {
+        const Broadcast &a = c->pending[k], &b = o->pending[k];
+        if (a.bytes != b.bytes || a.type != b.type || a.root != b.root) {
+          drop();
+          return ncclInvalidUsage;
+        }
+      }
+    }
+  }
+  // Enqueue, clique by clique, call by call: each rank's operation on its own stream.
+  for (ncclComm_t c : comms) {
+    if (c->rank != 0) continue;  // rank 0 enqueues for its clique
+    std::vector<ncclComm_t> ranks(static_cast<size_t>(c->clique->ranks));
+    for (ncclComm_t o : comms)
+      if (o->clique == c->clique) ranks[static_cast<size_t>(o->rank)] = o;
+    for (size_t k = 0; k < c->pending.size(); ++k) {
+      auto meeting = std::make_shared<Meeting>();
+      meeting->ranks = c->clique->ranks;
+      const Broadcast& at_root = ranks[static_cast<size_t>(c->pending[k].root)]->pending[k];
+      const void* source = at_root.send;
+      for (ncclComm_t o : ranks) {
+        const Broadcast& mine = o->pending[k];
+        fakecuda::Enqueue(mine.stream, [meeting, source, mine] {
+          meeting->Wait(&Meeting::arrived);
+          if (mine.recv != source) std::memcpy(mine.recv, source, mine.bytes);
+          g_broadcasts_run.fetch_add(1);
+          meeting->Wait(&Meeting::copied);
+        });
+      }
+    }
+  }
+  drop();
+  return ncclSuccess;
+}
+
+}  // namespace
+
+ncclResult_t ncclGroupEnd() {
+  if (t_group_depth == 0) return ncclInvalidUsage;
+  return --t_group_depth > 0 ? ncclSuccess : RunGroup();
+}
+
+const char* ncclGetErrorString(ncclResult_t result) {
+  switch (result) {
+    case ncclSuccess: return "no error";
+    case ncclUnhandledCudaError: return "unhandled cuda error";
+    case ncclSystemError: return "unhandled system error (fake NCCL: injected)";
+    case ncclInternalError: return "internal error";
+    case ncclInvalidArgument: return "invalid argument";
+    case ncclInvalidUsage: return "invalid usage";
+    case ncclRemoteError: return "remote process exited or there was a network error";
+    case ncclInProgress: return "NCCL operation in progress";
+  }
+  return "unknown result code";
+}
