@@ -92,6 +92,23 @@ TEST(SplitSentencesTest, Enumerators) {
                        "I. FOREIGN AFFAIRS The year was quiet."}));
 }
 
+// The edges of the rules: a 3-digit enumerator stays, a 4-digit number ends the sentence; roman
+// numerals of more than one letter are enumerators; dotted groups of two letters ("Ph.D.") are
+// abbreviations; a Latin-1 capital (U+00C0..U+00DE but not the sign U+00D7) starts a sentence, and
+// the lower-case U+00DF does not.
+TEST(SplitSentencesTest, EdgesOfTheEnumeratorAbbreviationAndCapitalRules) {
+  EXPECT_EQ(SplitSentences("Listed: 123. The end. Listed: 1234. The end."),
+            (Sentences{"Listed: 123. The end.", "Listed: 1234.", "The end."}));
+  EXPECT_EQ(SplitSentences("As follows: IV. The fourth. As follows: XL. The fortieth."),
+            (Sentences{"As follows: IV. The fourth.", "As follows: XL. The fortieth."}));
+  EXPECT_EQ(SplitSentences("She earned a Ph.D. She taught. It was 5 p.m. Then dinner."),
+            (Sentences{"She earned a Ph.D. She taught.", "It was 5 p.m. Then dinner."}));
+  EXPECT_EQ(SplitSentences("It ended. \xC3\x80 la carte. It ended. \xC3\x9Eorn came. It ended. \xC3\x97 marks. "
+                           "It ended. \xC3\x9F is lower."),
+            (Sentences{"It ended.", "\xC3\x80 la carte.", "It ended.", "\xC3\x9Eorn came.",
+                       "It ended. \xC3\x97 marks.", "It ended. \xC3\x9F is lower."}));
+}
+
 TEST(SplitSentencesTest, Ellipses) {
   EXPECT_EQ(SplitSentences("He paused... Then he spoke. And so ... on. Wait\xE2\x80\xA6 Now. "
                            "Dots . . . Here."),
@@ -201,6 +218,60 @@ TEST(HashTokenizerTest, UnicodeText) {
   // Invalid bytes are word characters, kept as they are.
   EXPECT_EQ(tok.Words(std::string("a\xFF" "b \xC3", 5)),
             (Sentences{"a\xFF" "b", "\xC3"}));
+}
+
+std::string Utf8(char32_t cp) {
+  std::string out;
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return out;
+}
+
+// Each class of characters at both ends of every range text.h documents: what "a<c>b" splits into
+// tells a space (two words), a mark of its own (three pieces) and a word character (one word,
+// lower-cased where c is an ASCII or Latin-1 capital).
+TEST(HashTokenizerTest, CharacterClassesAtTheEdgesOfTheirRanges) {
+  enum Kind { kSpace, kMark, kWord };
+  struct Case {
+    char32_t cp;
+    Kind kind;
+    char32_t lower;  // for kWord: the code point in the word (0: cp itself)
+  };
+  const Case cases[] = {
+      {0x1F, kSpace, 0},   {0x20, kSpace, 0},   {0x21, kMark, 0},    {0x2F, kMark, 0},
+      {0x30, kWord, 0},    {0x39, kWord, 0},    {0x3A, kMark, 0},    {0x40, kMark, 0},
+      {'A', kWord, 'a'},   {'Z', kWord, 'z'},   {0x5B, kMark, 0},    {0x60, kMark, 0},
+      {0x7B, kMark, 0},    {0x7E, kMark, 0},    {0x7F, kSpace, 0},   {0x9F, kWord, 0},
+      {0xA0, kSpace, 0},   {0xA1, kMark, 0},    {0xBF, kMark, 0},    {0xC0, kWord, 0xE0},
+      {0xD6, kWord, 0xF6}, {0xD7, kMark, 0},    {0xD8, kWord, 0xF8}, {0xDE, kWord, 0xFE},
+      {0xDF, kWord, 0},    {0xE0, kWord, 0},    {0xF6, kWord, 0},    {0xF7, kMark, 0},
+      {0xF8, kWord, 0},    {0x1FFF, kWord, 0},  {0x2000, kSpace, 0}, {0x200B, kSpace, 0},
+      {0x200C, kWord, 0},  {0x200F, kWord, 0},  {0x2010, kMark, 0},  {0x2027, kMark, 0},
+      {0x2028, kSpace, 0}, {0x2029, kSpace, 0}, {0x202A, kMark, 0},  {0x202E, kMark, 0},
+      {0x202F, kSpace, 0}, {0x2030, kMark, 0},  {0x205E, kMark, 0},  {0x205F, kSpace, 0},
+      {0x2060, kWord, 0},  {0x2FFF, kWord, 0},  {0x3000, kSpace, 0}, {0x3001, kMark, 0},
+      {0x303F, kMark, 0},  {0x3040, kWord, 0},  {0xFEFE, kWord, 0},  {0xFEFF, kSpace, 0},
+      {0xFF00, kWord, 0},
+  };
+  HashTokenizer tok(32000);
+  for (const Case& c : cases) {
+    const std::string ch = Utf8(c.cp);
+    SCOPED_TRACE(testing::Message() << "U+" << std::hex << static_cast<uint32_t>(c.cp));
+    const Sentences got = tok.Words("a" + ch + "b");
+    switch (c.kind) {
+      case kSpace: EXPECT_EQ(got, (Sentences{"a", "b"})); break;
+      case kMark: EXPECT_EQ(got, (Sentences{"a", ch, "b"})); break;
+      case kWord: EXPECT_EQ(got, (Sentences{"a" + Utf8(c.lower ? c.lower : c.cp) + "b"})); break;
+    }
+  }
 }
 
 TEST(HashTokenizerTest, EncodeIsFnv1aOfLowerCasedWords) {
