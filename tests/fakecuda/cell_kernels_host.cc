@@ -3,6 +3,7 @@
 // per-element body from kernels/gpu/cell_math.h over every element, the same bodies the CUDA
 // kernels run. The argument checks match kernels/cuda/cell_kernels.cu.
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "fake_cuda.h"
@@ -27,6 +28,13 @@ Status Enqueued(cudaError_t e, const char* what) {
   return e == cudaSuccess ? OkStatus() : Internal(std::string(what) + ": " + cudaGetErrorName(e));
 }
 
+// A kernel may use only memory its stream's device can: else the launch fails with the reason (on
+// a GPU it would fault, or read another GPU's memory).
+Status OnItsDevice(const char* what, cudaStream_t stream, std::initializer_list<const void*> pointers) {
+  const std::string why = fakecuda::MemoryNotOn(fakecuda::StreamOrCurrentDevice(stream), pointers);
+  return why.empty() ? OkStatus() : Internal(std::string(what) + ": " + why);
+}
+
 }  // namespace
 
 int64_t GatherWidth(CellOp op, int64_t input_dim, int64_t hidden) {
@@ -36,6 +44,7 @@ int64_t GatherWidth(CellOp op, int64_t input_dim, int64_t hidden) {
 Status LaunchGather(const GatherArgs& a, cudaStream_t stream) {
   if (a.bucket < 0 || a.hidden < 0 || a.input_dim < 0) return InvalidArgument("LaunchGather: negative size");
   const int64_t width = GatherWidth(a.op, a.input_dim, a.hidden);
+  RETURN_IF_ERROR(OnItsDevice("GatherKernel", stream, {a.index, a.embedding, a.state, a.x}));
   return Enqueued(fakecuda::Enqueue(stream,
                                     [a, width] {
                                       for (int32_t row = 0; row < a.bucket; ++row)
@@ -51,6 +60,7 @@ Status LaunchGather(const GatherArgs& a, cudaStream_t stream) {
 Status LaunchCellPointwise(const PointwiseArgs& a, cudaStream_t stream) {
   if (gpu::GateCount(a.op) == 0) return InvalidArgument("LaunchCellPointwise: a head has no element-wise cell pass");
   if (a.bucket < 0 || a.hidden < 0) return InvalidArgument("LaunchCellPointwise: negative size");
+  RETURN_IF_ERROR(OnItsDevice("CellPointwiseKernel", stream, {a.index, a.gates, a.bias, a.folded, a.state}));
   return Enqueued(fakecuda::Enqueue(stream,
                                     [a] {
                                       for (int32_t row = 0; row < a.bucket; ++row)
@@ -65,6 +75,7 @@ Status LaunchHeadArgmax(const HeadArgs& a, cudaStream_t stream) {
   if (a.rows < 0) return InvalidArgument("LaunchHeadArgmax: negative row count");
   if (a.rows == 0) return OkStatus();
   if (a.outputs <= 0 || a.outputs > INT32_MAX) return InvalidArgument("LaunchHeadArgmax: outputs out of range");
+  RETURN_IF_ERROR(OnItsDevice("HeadArgmaxKernel", stream, {a.logits, a.bias, a.argmax, a.max_value}));
   return Enqueued(fakecuda::Enqueue(stream,
                                     [a] {
                                       // 32 lanes combined in a tree, like the kernel's block.
@@ -87,6 +98,7 @@ Status LaunchHeadArgmax(const HeadArgs& a, cudaStream_t stream) {
 Status LaunchAddBias(float* table, const float* bias, int64_t rows, int64_t width, cudaStream_t stream) {
   if (rows < 0 || width < 0) return InvalidArgument("LaunchAddBias: negative size");
   const int64_t total = rows * width;
+  RETURN_IF_ERROR(OnItsDevice("AddBiasKernel", stream, {table, bias}));
   return Enqueued(fakecuda::Enqueue(stream,
                                     [table, bias, width, total] {
                                       for (int64_t i = 0; i < total; ++i)
@@ -97,6 +109,7 @@ Status LaunchAddBias(float* table, const float* bias, int64_t rows, int64_t widt
 
 Status LaunchConvert(const float* src, void* dst, int64_t n, GemmDtype dtype, cudaStream_t stream) {
   if (n < 0) return InvalidArgument("LaunchConvert: negative size");
+  RETURN_IF_ERROR(OnItsDevice("ConvertKernel", stream, {src, dst}));
   return Enqueued(fakecuda::Enqueue(stream,
                                     [src, dst, n, dtype] {
                                       for (int64_t i = 0; i < n; ++i) Store(dst, i, src[i], dtype);

@@ -3,7 +3,9 @@
 // matrix M with leading dimension ld at M[r + c * ld]; inputs fp32, fp16 or bf16, output fp32,
 // accumulated in double. Enqueued on the handle's stream (captured when the stream captures).
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "cublas_v2.h"
 #include "fake_cuda.h"
@@ -11,6 +13,7 @@
 
 struct cublasContext {
   cudaStream_t stream = nullptr;
+  int device = 0;  // current at cublasCreate: the handle's device
 };
 
 namespace {
@@ -28,6 +31,7 @@ float Load(const void* p, cudaDataType_t type, int64_t i) {
 
 cublasStatus_t cublasCreate(cublasHandle_t* handle) {
   *handle = new cublasContext();
+  (*handle)->device = fakecuda::StreamOrCurrentDevice(nullptr);
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasDestroy(cublasHandle_t handle) {
@@ -50,6 +54,17 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   // cuBLAS's argument checks: each leading dimension covers its stored rows.
   if (lda < (transa == CUBLAS_OP_N ? m : k) || ldb < (transb == CUBLAS_OP_N ? k : n) || ldc < m)
     return CUBLAS_STATUS_INVALID_VALUE;
+  // The handle's device runs it: its stream and its matrices must be that device's (on a GPU,
+  // cuBLAS would fail the launch or fault).
+  if (handle->stream && fakecuda::StreamOrCurrentDevice(handle->stream) != handle->device) {
+    std::fprintf(stderr, "fake cuBLAS: cublasGemmEx: the handle's stream is on another device\n");
+    return CUBLAS_STATUS_EXECUTION_FAILED;
+  }
+  const std::string why = fakecuda::MemoryNotOn(handle->device, {A, B, C});
+  if (!why.empty()) {
+    std::fprintf(stderr, "fake cuBLAS: cublasGemmEx: %s\n", why.c_str());
+    return CUBLAS_STATUS_EXECUTION_FAILED;
+  }
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);  // host scalars
   fakecuda::Enqueue(handle->stream, [=] {
     float* c_out = static_cast<float*>(C);

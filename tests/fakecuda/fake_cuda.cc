@@ -9,6 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
+#include <algorithm>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -213,18 +216,56 @@ void FailNthCall(const std::string& name, int n, cudaError_t error) {
 }
 }  // namespace fakecuda
 
-cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+namespace {
+// Which device each allocation belongs to (-1: pinned host memory, reachable from every device).
+struct Allocation {
+  size_t bytes;
+  int device;
+};
+std::mutex g_allocations_mu;
+std::map<uintptr_t, Allocation> g_allocations;  // GUARDED_BY(g_allocations_mu), by start address
+
+cudaError_t Allocate(void** ptr, size_t bytes, int device) {
   *ptr = nullptr;
   if (cudaError_t e = Injected("cudaMalloc", cudaErrorInvalidValue)) return e;
   *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  return *ptr ? cudaSuccess : Failed(cudaErrorMemoryAllocation);
+  if (!*ptr) return Failed(cudaErrorMemoryAllocation);
+  std::lock_guard<std::mutex> lock(g_allocations_mu);
+  g_allocations[reinterpret_cast<uintptr_t>(*ptr)] = {bytes, device};
+  return cudaSuccess;
 }
+}  // namespace
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) { return Allocate(ptr, bytes, t_device); }
 cudaError_t cudaFree(void* ptr) {
+  {
+    std::lock_guard<std::mutex> lock(g_allocations_mu);
+    g_allocations.erase(reinterpret_cast<uintptr_t>(ptr));
+  }
   std::free(ptr);
   return cudaSuccess;
 }
-cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return cudaMalloc(ptr, bytes); }
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return Allocate(ptr, bytes, -1); }
 cudaError_t cudaFreeHost(void* ptr) { return cudaFree(ptr); }
+
+namespace fakecuda {
+int StreamOrCurrentDevice(cudaStream_t stream) { return stream ? stream->device : t_device; }
+
+std::string MemoryNotOn(int device, std::initializer_list<const void*> pointers) {
+  std::lock_guard<std::mutex> lock(g_allocations_mu);
+  for (const void* p : pointers) {
+    if (!p) continue;
+    const auto at = reinterpret_cast<uintptr_t>(p);
+    auto it = g_allocations.upper_bound(at);
+    if (it == g_allocations.begin() || at >= std::prev(it)->first + std::max<size_t>(std::prev(it)->second.bytes, 1))
+      return "it uses memory at " + std::to_string(at) + " that the runtime did not allocate (host memory?)";
+    const int owner = std::prev(it)->second.device;
+    if (owner != -1 && owner != device)
+      return "it runs on device " + std::to_string(device) + " and uses memory of device " + std::to_string(owner);
+  }
+  return "";
+}
+}  // namespace fakecuda
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
   std::memcpy(dst, src, bytes);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <string>
 
 #include "cuda_runtime.h"
@@ -28,6 +29,14 @@ void FailNthCall(const std::string& name, int n, cudaError_t error = cudaSuccess
 // stream was made on (-1 for the legacy stream).
 bool InjectedFailure(const char* name);
 int StreamDevice(cudaStream_t stream);
+
+// Device memory: a kernel or GEMM may only use memory of its own device (cudaMalloc while that
+// device was current) or pinned host memory (cudaMallocHost, reachable from every device as under
+// CUDA's unified addressing). On a GPU anything else faults, or silently crosses to a peer GPU.
+// StreamOrCurrentDevice: the device of `stream`, or the current one for the legacy stream.
+// MemoryNotOn: why one of `pointers` (nulls skipped) may not be used on `device`, or "".
+int StreamOrCurrentDevice(cudaStream_t stream);
+std::string MemoryNotOn(int device, std::initializer_list<const void*> pointers);
 
 // The number of ncclBroadcast calls that ran as part of a collective, since the process started.
 long NcclBroadcastsRun();
