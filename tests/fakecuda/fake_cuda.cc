@@ -4,14 +4,14 @@
 // graph that a launch replays on a stream.
 #include "fake_cuda.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <map>
-#include <algorithm>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -204,7 +204,6 @@ cudaError_t Injected(const char* name, cudaError_t by_default) { return Failed(T
 
 namespace fakecuda {
 bool InjectedFailure(const char* name) { return TakeFailure(name, cudaErrorInvalidValue) != cudaSuccess; }
-int StreamDevice(cudaStream_t stream) { return stream ? stream->device : -1; }
 }  // namespace fakecuda
 
 namespace fakecuda {

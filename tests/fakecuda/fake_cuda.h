@@ -25,10 +25,8 @@ cudaError_t Enqueue(cudaStream_t stream, std::function<void()> op);
 void FailNthCall(const std::string& name, int n, cudaError_t error = cudaSuccess);
 
 // For the fake NCCL (fake_nccl.cc): whether this call of `name` is the one FailNthCall chose
-// ("ncclCommInitAll", "ncclGroupEnd"), which then fails with ncclSystemError; and the device a
-// stream was made on (-1 for the legacy stream).
+// ("ncclCommInitAll", "ncclGroupEnd"), which then fails with ncclSystemError.
 bool InjectedFailure(const char* name);
-int StreamDevice(cudaStream_t stream);
 
 // Device memory: a kernel or GEMM may only use memory of its own device (cudaMalloc while that
 // device was current) or pinned host memory (cudaMallocHost, reachable from every device as under

@@ -111,7 +111,7 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, n
                            ncclComm_t comm, cudaStream_t stream) {
   if (!comm || !recvbuff || TypeBytes(datatype) == 0 || root < 0 || root >= comm->clique->ranks) return ncclInvalidArgument;
   if (comm->rank == root && !sendbuff) return ncclInvalidArgument;
-  if (fakecuda::StreamDevice(stream) != comm->device) return ncclInvalidArgument;
+  if (!stream || fakecuda::StreamOrCurrentDevice(stream) != comm->device) return ncclInvalidArgument;
   // Outside a group, the first rank's call would wait for the others, which this thread never makes.
   if (t_group_depth == 0 && comm->clique->ranks > 1) return ncclInvalidUsage;
   if (comm->pending.empty()) t_group_comms.push_back(comm);
