@@ -32,9 +32,11 @@ float Load(const void* p, cudaDataType_t type, int64_t i) {
 cublasStatus_t cublasCreate(cublasHandle_t* handle) {
   *handle = new cublasContext();
   (*handle)->device = fakecuda::StreamOrCurrentDevice(nullptr);
+  fakecuda::CountCublasHandle(1);
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasDestroy(cublasHandle_t handle) {
+  if (handle) fakecuda::CountCublasHandle(-1);
   delete handle;
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -5,6 +5,7 @@
 #include "fake_cuda.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -92,6 +93,8 @@ int DeviceCount() {
 }
 
 thread_local int t_device = 0;
+// What is alive, for LiveObjects (allocations are counted in g_allocations).
+std::atomic<long> g_live_events{0}, g_live_graphs{0}, g_live_graph_execs{0}, g_live_cublas_handles{0};
 // The thread's pending error, as CUDA keeps one: the last failed call's, until cudaGetLastError.
 thread_local cudaError_t t_last_error = cudaSuccess;
 cudaError_t Failed(cudaError_t e) {
@@ -248,6 +251,24 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return Allocate(ptr, byte
 cudaError_t cudaFreeHost(void* ptr) { return cudaFree(ptr); }
 
 namespace fakecuda {
+void CountCublasHandle(int delta) { g_live_cublas_handles += delta; }
+
+std::string LiveObjects() {
+  size_t allocations = 0, streams = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_allocations_mu);
+    allocations = g_allocations.size();
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_streams_mu);
+    streams = g_streams.size();
+  }
+  return "allocations " + std::to_string(allocations) + ", streams " + std::to_string(streams) + ", events " +
+         std::to_string(g_live_events.load()) + ", graphs " + std::to_string(g_live_graphs.load()) +
+         ", graph execs " + std::to_string(g_live_graph_execs.load()) + ", cuBLAS handles " +
+         std::to_string(g_live_cublas_handles.load());
+}
+
 int StreamOrCurrentDevice(cudaStream_t stream) { return stream ? stream->device : t_device; }
 
 std::string MemoryNotOn(int device, std::initializer_list<const void*> pointers) {
@@ -322,9 +343,11 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
   if (cudaError_t e = Injected("cudaEventCreateWithFlags", cudaErrorInvalidValue)) return e;
   *event = new CUevent_st();
+  ++g_live_events;
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  if (event) --g_live_events;
   delete event;
   return cudaSuccess;
 }
@@ -372,6 +395,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
     return e;
   }
   *graph = new CUgraph_st{std::move(stream->captured)};
+  ++g_live_graphs;
   stream->captured.clear();
   return cudaSuccess;
 }
@@ -380,13 +404,16 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
   if (!graph) return Failed(cudaErrorInvalidValue);
   if (cudaError_t e = Injected("cudaGraphInstantiate", cudaErrorMemoryAllocation)) return e;
   *exec = new CUgraphExec_st{graph->ops};
+  ++g_live_graph_execs;
   return cudaSuccess;
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  if (graph) --g_live_graphs;
   delete graph;
   return cudaSuccess;
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  if (exec) --g_live_graph_execs;
   delete exec;
   return cudaSuccess;
 }

@@ -36,6 +36,11 @@ bool InjectedFailure(const char* name);
 int StreamOrCurrentDevice(cudaStream_t stream);
 std::string MemoryNotOn(int device, std::initializer_list<const void*> pointers);
 
+// What the runtime holds now: allocations, streams, events, graphs, graph execs, cuBLAS handles
+// ("allocations 3, streams 2, ..."). A device destroyed must leave it as it found it.
+std::string LiveObjects();
+void CountCublasHandle(int delta);  // for the fake cuBLAS
+
 // The number of ncclBroadcast calls that ran as part of a collective, since the process started.
 long NcclBroadcastsRun();
 

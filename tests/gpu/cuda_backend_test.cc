@@ -667,6 +667,7 @@ TEST(CudaDeviceFaultTest, ACallFailingHalfWayThroughCreateIsAnErrorNamingIt) {
     const char* call;
     int n;
   };
+  const std::string before = fakecuda::LiveObjects();
   for (const Case c : {Case{"cudaStreamCreateWithFlags", 1}, Case{"cudaStreamCreateWithFlags", 3},
                        Case{"cudaEventCreateWithFlags", 1}, Case{"cudaEventCreateWithFlags", 5},
                        Case{"cudaMalloc", 1}}) {
@@ -678,6 +679,7 @@ TEST(CudaDeviceFaultTest, ACallFailingHalfWayThroughCreateIsAnErrorNamingIt) {
     ASSERT_FALSE(device.ok()) << c.call << " #" << c.n << " was not reached";
     EXPECT_NE(device.status().message().find(c.call), std::string::npos) << device.status().ToString();
     EXPECT_NE(device.status().message().find("cuda:test (GPU 0)"), std::string::npos) << device.status().ToString();
+    EXPECT_EQ(fakecuda::LiveObjects(), before) << c.call << " #" << c.n << ": what was made is not all freed";
   }
   auto small = testing_models::Make(ModelKind::kLstm, 64, 1, 4, 64);
   Completions done;
@@ -696,20 +698,44 @@ TEST(CudaDeviceFaultTest, ARegistrationFailingHalfWayLeavesTheDeviceServing) {
   auto device = cuda::CudaDevice::Create("cuda:test", {});
   ASSERT_TRUE(device.ok()) << device.status().ToString();
   Status failed;
+  const std::string before = fakecuda::LiveObjects();
   {
     fakecuda::ScopedFailure second_malloc("cudaMalloc", 2);
     failed = (*device)->RegisterModel(*small, 64);
   }
   ASSERT_FALSE(failed.ok()) << "the second cudaMalloc of a registration was not reached";
+  EXPECT_EQ(fakecuda::LiveObjects(), before) << "the failed registration left something allocated";
   EXPECT_NE(failed.message().find("cudaMalloc"), std::string::npos) << failed.ToString();
   ExpectServingAfterAFailedRegistration(**device, done, small, small);
 }
 
-// A graph that cannot be made: the round runs with plain launches and answers as the CPU does.
-// A capture CUDA refuses or invalidates, or an instantiation it refuses, makes the shape plain from
-// then on (no failure per round); an instantiation out of memory only that round; any other error
-// at capture is the round's. Other shapes
-// get their graphs either way.
+// Everything a device makes (memory, streams, events, graphs, cuBLAS handles) goes when it goes;
+// on a GPU, a leak of any of them is a server that slowly runs out. The same for the devices of a
+// node and the NCCL broadcast between them, where there are several GPUs (fakecuda.three_devices).
+TEST(CudaDeviceLeakTest, DestroyedDevicesLeaveNothingBehind) {
+  const std::string before = fakecuda::LiveObjects();
+  {
+    auto model = testing_models::Make(ModelKind::kSeq2Seq, 64, 2, 9, 64);
+    Twin twin(model, cuda::Precision::kF16, /*graphs=*/true, /*fold=*/true, /*slots=*/256, 1e-2);
+    std::mt19937 rng(3);
+    for (int32_t rows : {8, 20, 8, 20})
+      for (int32_t type = 0; type < static_cast<int32_t>(model->cell_types().size()); ++type) twin.Round(type, rows, rng);
+    if (HasFatalFailure()) return;
+    EXPECT_GT(twin.gpu().device().graph_stats().captures, 0);
+  }
+  EXPECT_EQ(fakecuda::LiveObjects(), before);
+  auto n = cuda::CountGpus();
+  ASSERT_TRUE(n.ok());
+  if (*n < 2) return;
+  {
+    auto model = testing_models::Make(ModelKind::kSeq2Seq, 64, 2, 10, 64);
+    auto devices = cuda::CreateCudaDevices(0, {}, {model.get()});
+    ASSERT_TRUE(devices.ok()) << devices.status().ToString();
+    AnswersOfEachDevice(*devices, model);
+  }
+  EXPECT_EQ(fakecuda::LiveObjects(), before);
+}
+
 // A node's other GPUs get the weights by an NCCL broadcast; where it fails (no peer access, a
 // mismatched NCCL), each GPU uploads them from the host instead, and every GPU still answers the
 // same. Needs two (fake) GPUs or more: fakecuda.three_devices.
@@ -730,6 +756,11 @@ TEST(CudaDeviceFaultTest, AFailedBroadcastFallsBackToUploadsAndEveryGpuAgrees) {
   }
 }
 
+// A graph that cannot be made: the round runs with plain launches and answers as the CPU does.
+// A capture CUDA refuses or invalidates, or an instantiation it refuses, makes the shape plain from
+// then on (no failure per round); an instantiation out of memory only that round; any other error
+// at capture is the round's. Other shapes
+// get their graphs either way.
 TEST(CudaDeviceFaultTest, ARoundWhoseGraphCannotBeMadeRunsWithoutIt) {
   struct Case {
     const char* call;
