@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -291,6 +292,33 @@ TEST(SafetensorsTest, AFileBeyondTheHeadroomIsRefusedBeforeItIsRead) {
     EXPECT_NE(r.status().message().find(part), std::string::npos) << part << " in: " << r.status().message();
 }
 
+size_t OpenFileCount() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+// A read that is refused closes the file it opened: a server that retries a bad model repository
+// must not run out of file descriptors.
+TEST(SafetensorsTest, EveryRefusedReadClosesItsFile) {
+  const std::string short_file = TempPath("short"), sparse = TempPath("sparse_fd");
+  {
+    std::ofstream out(short_file, std::ios::binary);
+    out << "abc";
+  }
+  ASSERT_TRUE(WriteSafetensors(sparse, SampleFile()).ok());
+  const double machine = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  ASSERT_EQ(::truncate(sparse.c_str(), static_cast<off_t>(4 * machine)), 0) << "the file system has no sparse files";
+  const size_t before = OpenFileCount();
+  for (const std::string& path : {std::string("/tmp"), short_file, sparse}) {
+    StatusOr<SafetensorsFile> r = ReadSafetensors(path);
+    EXPECT_FALSE(r.ok()) << path;
+    EXPECT_EQ(OpenFileCount(), before) << path << ": " << (r.ok() ? "read" : r.status().ToString());
+  }
+  std::remove(short_file.c_str());
+  std::remove(sparse.c_str());
+}
+
 TEST(SafetensorsTest, MissingFileIsNotFound) {
   const std::string path = "/nonexistent_dir_cellserve/weights.safetensors";
   StatusOr<SafetensorsFile> r = ReadSafetensors(path);
@@ -447,7 +475,13 @@ TEST(SafetensorsTest, OverlappingTensors) {
   ExpectInvalid(MakeFile(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},)"
                          R"( "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
                          std::string(12, '\0')),
-                {"'a'", "'b'", "overlap"});
+                {"tensors 'a' [0, 8) and 'b' [4, 12) overlap"});
+  // Listed out of order, the two that overlap are named with their ranges.
+  ExpectInvalid(MakeFile(R"({"c": {"dtype": "F32", "shape": [2], "data_offsets": [16, 24]},)"
+                         R"( "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},)"
+                         R"( "b": {"dtype": "F32", "shape": [3], "data_offsets": [8, 20]}})",
+                         std::string(24, '\0')),
+                {"tensors 'b' [8, 20) and 'c' [16, 24) overlap"});
   // Identical ranges overlap too.
   ExpectInvalid(MakeFile(R"({"a": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]},)"
                          R"( "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})",
