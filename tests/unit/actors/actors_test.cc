@@ -340,6 +340,61 @@ TEST_F(ActorTest, DeviceErrorFailsTheRequestsOfThatRoundOnce) {
   EXPECT_TRUE(answers_.Get(c).ok());
 }
 
+// The state pool runs out with nothing in flight: the scheduler sheds the newest request holding
+// slots, and the worker answers it (RESOURCE_EXHAUSTED, once) while the others run to the end.
+TEST_F(ActorTest, AnExhaustedStatePoolShedsTheNewestRequestAndAnswersIt) {
+  options_.state_slots = 8;  // 7 usable; a 9-leaf tree needs 9 at its first round
+  options_.lookahead = 1;
+  StartNode({tree_});
+  FakeDevice& dev = StartWorker({tree_});
+  const uint64_t small1 = Infer("tree", InputFor(*tree_, Tokens(2, 1, 97)));
+  const uint64_t big = Infer("tree", InputFor(*tree_, Tokens(9, 2, 97)));
+  const uint64_t small2 = Infer("tree", InputFor(*tree_, Tokens(2, 3, 97)));
+  DrainAll();
+  EXPECT_TRUE(answers_.Get(small1).ok()) << answers_.Get(small1).status().ToString();
+  EXPECT_TRUE(answers_.Get(small2).ok()) << answers_.Get(small2).status().ToString();
+  EXPECT_EQ(answers_.Code(big), StatusCode::kResourceExhausted);
+  for (uint64_t id : {small1, big, small2}) EXPECT_EQ(answers_.Count(id), 1);
+  EXPECT_EQ(counters_->Unanswered(), 0);
+  const WorkerReport r = ReportOf(workers_[0]);
+  EXPECT_EQ(r.requests_done, 2);
+  EXPECT_EQ(r.requests_failed, 1);
+  EXPECT_EQ(r.device_batches, dev.stats().batches);
+  EXPECT_GT(r.device_batches, 0);
+  ExpectIdle(workers_[0]);
+}
+
+// A worker told to cancel everything also refuses, with the same reason, an admission that was
+// already on its way (sent by the node before the node stopped).
+TEST_F(ActorTest, AWorkerThatCancelledEverythingRefusesAdmissionsStillOnTheirWay) {
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  caf::anon_send(workers_[0], cancel_all_atom::value, Cancelled("the worker was told to stop"));
+  const uint64_t late = Infer("lstm", InputFor(*lstm_, Tokens(4, 1, 97)));
+  Run();
+  ASSERT_EQ(answers_.Count(late), 1);
+  EXPECT_EQ(answers_.Code(late), StatusCode::kCancelled);
+  EXPECT_NE(answers_.Get(late).status().message().find("the worker was told to stop"), std::string::npos)
+      << answers_.Get(late).status().ToString();
+  EXPECT_EQ(Drain(dev), 0);  // nothing reached the device
+  ExpectIdle(workers_[0]);
+}
+
+// While rounds are on the device the report says so (between 1 and the lookahead), and none after.
+TEST_F(ActorTest, TheReportCountsRoundsInFlight) {
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  for (int i = 0; i < 3; ++i) Infer("lstm", InputFor(*lstm_, Tokens(6, i, 97)));
+  Run();
+  WorkerReport r = ReportOf(workers_[0]);
+  EXPECT_GE(r.rounds_in_flight, 1);
+  EXPECT_LE(r.rounds_in_flight, options_.lookahead);
+  Drain(dev);
+  r = ReportOf(workers_[0]);
+  EXPECT_EQ(r.rounds_in_flight, 0);
+  EXPECT_EQ(r.requests_done, 3);
+}
+
 TEST_F(ActorTest, NodeSpreadsRequestsByOutstandingWork) {
   StartNode({lstm_});
   FakeDevice& d0 = StartWorker({lstm_});
