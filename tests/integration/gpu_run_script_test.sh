@@ -22,6 +22,7 @@ for name in cuda_backend_test cuda_cluster_test golden_cuda_test bench_cuda_lstm
   cat >"$BUNDLE/bin/$name" <<EOF
 #!/usr/bin/env bash
 echo "$name \$* REQUIRE_GPU=\${CELLSERVE_REQUIRE_GPU:-unset}" >>"$WORK/calls"
+echo "LD_LIBRARY_PATH=\$LD_LIBRARY_PATH" >>"$WORK/env"
 [[ "\${STUB_SLEEP:-}" == "$name" ]] && exec sleep 60
 [[ "\${STUB_FAIL:-}" == "$name" ]] && { echo "[  FAILED  ] $name"; exit 1; }
 # The JSON file a benchmark writes (--json FILE).
@@ -43,12 +44,13 @@ EOF
 chmod +x "$BUNDLE"/bin/* "$WORK/path/compute-sanitizer"
 
 # run_gpu NAME [VAR=VALUE...]: run.sh from the repository root into $WORK/NAME.out; its output in
-# $WORK/NAME.log, its status in RC. No CUDA installation is seen (CUDA_HOME points nowhere).
+# $WORK/NAME.log, its status in RC. No CUDA installation is seen (CUDA_HOME and the library search
+# point at a folder of the test's own), so the time budget is the steps' alone.
 run_gpu() {
   local name="$1"
   shift
   : >"$WORK/calls"
-  (cd "$ROOT" && env CUDA_HOME="$WORK/no-cuda" PATH="$WORK/path:/usr/bin:/bin" "$@" \
+  (cd "$ROOT" && env CUDA_HOME="$WORK/no-cuda" CELLSERVE_GPU_LIB_ROOT="$WORK/no-cuda" PATH="$WORK/path:/usr/bin:/bin" "$@" \
     bash "$BUNDLE/run.sh" "$WORK/$name.out") >"$WORK/$name.log" 2>&1
   RC=$?
 }
@@ -57,6 +59,9 @@ logs_of() { tar -tzf "$WORK/$1.out/gpu-logs.tar.gz" | sed 's|^\./||' | grep . | 
 
 all="gpu_tests, gpu_cluster, golden_cuda, kernel_bench, e2e_bench, rpc_bench, memcheck"
 
+# A library where a Python wheel would put it, in a folder with a space in its name.
+mkdir -p "$WORK/no-cuda/site packages/nvidia/cudnn/lib"
+touch "$WORK/no-cuda/site packages/nvidia/cudnn/lib/libcudnn.so.9"
 run_gpu pass
 if [[ $RC == 0 ]] && summary pass | grep -qF "passed: $all; failed: none; skipped: none; not run for time: none"; then
   ok "every step passes: exit 0, each named as passed"
@@ -68,6 +73,11 @@ want_logs="e2e_bench.log golden_cuda.log gpu_cluster.log gpu_tests.log kernel_be
 for json in gpu_kernel_bench.json gpu_e2e_bench.json gpu_rpc_bench.json; do
   [[ -f "$WORK/pass.out/$json" ]] || bad "no $json in the output folder"
 done
+if grep -qF "LD_LIBRARY_PATH=$BUNDLE/lib:$WORK/no-cuda/site packages/nvidia/cudnn/lib" "$WORK/env"; then
+  ok "CUDA libraries found outside the toolkit (a wheel's folder, with a space) are on LD_LIBRARY_PATH"
+else
+  bad "library search" "$(sort -u "$WORK/env")"
+fi
 tests_seen="$(grep -cE '^(cuda_backend_test|cuda_cluster_test|golden_cuda_test) .*REQUIRE_GPU=1$' "$WORK/calls")"
 unset_seen="$(grep -c 'REQUIRE_GPU=unset' "$WORK/calls")"
 if ((tests_seen >= 5 && unset_seen == 0)); then  # 3 test steps, memcheck's probes and run
@@ -110,8 +120,8 @@ else
   bad "compute-sanitizer in CUDA_HOME: exit $RC" "$(cat "$WORK/sanitizer_in_cuda_home.log")"
 fi
 
-# A budget of 16 s: the first step hangs and is stopped at what is left of it (under 16 s, as
-# finding CUDA's libraries takes some); nothing after it has 10 s left.
+# A budget of 16 s: the first step hangs and is stopped at what is left of it; nothing after it
+# has 10 s left.
 run_gpu cut RUN_BUDGET_S=16 STUB_SLEEP=cuda_backend_test
 if [[ $RC == 1 ]] && summary cut | grep -qE "passed: none; failed: gpu_tests \(past its [0-9]+s limit\); skipped: none; not run for time: gpu_cluster, golden_cuda, kernel_bench, e2e_bench, rpc_bench, memcheck " &&
   [[ "$(logs_of cut)" == "$want_logs" ]]; then

@@ -34,9 +34,11 @@ pack_logs() {
 CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 extra=""
 for d in "$CUDA_HOME/lib64" "$CUDA_HOME/lib"; do [[ -d "$d" ]] && extra+=":$d"; done
-while read -r dir; do extra+=":$dir"; done < <(
-  find / -xdev -not -path '/proc/*' \( -name libcudart.so.13 -o -name libcublas.so.13 -o -name libcublasLt.so.13 \
-    -o -name libcudnn.so.9 -o -name libnccl.so.2 \) 2>/dev/null | awk -F/ '!seen[$NF]++' | xargs -r -n1 dirname | sort -u)
+# (CELLSERVE_GPU_LIB_ROOT: where to search, default /; the test of this script points it elsewhere.)
+while IFS= read -r dir; do [[ ":$extra:" == *":$dir:"* ]] || extra+=":$dir"; done < <(
+  find "${CELLSERVE_GPU_LIB_ROOT:-/}" -xdev -not -path '/proc/*' \( -name libcudart.so.13 -o -name libcublas.so.13 \
+    -o -name libcublasLt.so.13 -o -name libcudnn.so.9 -o -name libnccl.so.2 \) -printf '%f\t%h\n' 2>/dev/null |
+    awk -F'\t' '!seen[$1]++ {print $2}')
 export LD_LIBRARY_PATH="$BUNDLE/lib${extra}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CELLSERVE_GOLDEN_DIR="$PWD/tests/golden/data"
 export CELLSERVE_REQUIRE_GPU=1
@@ -54,14 +56,15 @@ step() {  # step NAME SECONDS COMMAND...
   ((limit > left)) && limit=$left
   echo "=== $name (limit ${limit}s)"
   local t0=$SECONDS
-  timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
+  timeout -k 5 "$limit" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
   echo "    rc=$rc in $((SECONDS - t0))s; tail:"
   tail -5 "$LOGS/$name.log" | sed 's/^/    /'
   case $rc in
     0) passed+=("$name") ;;
     77) skipped+=("$name") ;;
-    124 | 137) failed+=("$name (past its ${limit}s limit)") ;;
+    124) failed+=("$name (past its ${limit}s limit)") ;;
+    137) failed+=("$name (killed: past its limit and deaf to SIGTERM, or out of memory)") ;;
     *) failed+=("$name") ;;
   esac
   pack_logs
