@@ -94,7 +94,8 @@ int DeviceCount() {
 
 thread_local int t_device = 0;
 // What is alive, for LiveObjects (allocations are counted in g_allocations).
-std::atomic<long> g_live_events{0}, g_live_graphs{0}, g_live_graph_execs{0}, g_live_cublas_handles{0};
+std::atomic<long> g_live_events{0}, g_live_graphs{0}, g_live_graph_execs{0}, g_live_cublas_handles{0},
+    g_live_nccl_comms{0};
 // The thread's pending error, as CUDA keeps one: the last failed call's, until cudaGetLastError.
 thread_local cudaError_t t_last_error = cudaSuccess;
 cudaError_t Failed(cudaError_t e) {
@@ -239,19 +240,30 @@ cudaError_t Allocate(void** ptr, size_t bytes, int device) {
 }  // namespace
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) { return Allocate(ptr, bytes, t_device); }
-cudaError_t cudaFree(void* ptr) {
+namespace {
+// Frees what Allocate made, of the kind asked for (pinned or not); anything else is
+// cudaErrorInvalidValue, as CUDA says, and is not freed.
+cudaError_t Release(void* ptr, bool pinned) {
+  if (!ptr) return cudaSuccess;
   {
     std::lock_guard<std::mutex> lock(g_allocations_mu);
-    g_allocations.erase(reinterpret_cast<uintptr_t>(ptr));
+    auto it = g_allocations.find(reinterpret_cast<uintptr_t>(ptr));
+    if (it == g_allocations.end() || (it->second.device == -1) != pinned) return Failed(cudaErrorInvalidValue);
+    g_allocations.erase(it);
   }
   std::free(ptr);
   return cudaSuccess;
 }
+}  // namespace
+
+cudaError_t cudaFree(void* ptr) { return Release(ptr, /*pinned=*/false); }
 cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return Allocate(ptr, bytes, -1); }
-cudaError_t cudaFreeHost(void* ptr) { return cudaFree(ptr); }
+cudaError_t cudaFreeHost(void* ptr) { return Release(ptr, /*pinned=*/true); }
 
 namespace fakecuda {
 void CountCublasHandle(int delta) { g_live_cublas_handles += delta; }
+void CountNcclComm(int delta) { g_live_nccl_comms += delta; }
+bool IsCapturing(cudaStream_t stream) { return stream && stream->capturing; }
 
 std::string LiveObjects() {
   size_t allocations = 0, streams = 0;
@@ -266,7 +278,8 @@ std::string LiveObjects() {
   return "allocations " + std::to_string(allocations) + ", streams " + std::to_string(streams) + ", events " +
          std::to_string(g_live_events.load()) + ", graphs " + std::to_string(g_live_graphs.load()) +
          ", graph execs " + std::to_string(g_live_graph_execs.load()) + ", cuBLAS handles " +
-         std::to_string(g_live_cublas_handles.load());
+         std::to_string(g_live_cublas_handles.load()) + ", NCCL communicators " +
+         std::to_string(g_live_nccl_comms.load());
 }
 
 int StreamOrCurrentDevice(cudaStream_t stream) { return stream ? stream->device : t_device; }

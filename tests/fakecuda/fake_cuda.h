@@ -1,6 +1,7 @@
-// The fake CUDA runtime's own hooks (tests/fakecuda/README.md), for the fake cuBLAS and the host
-// versions of our kernels: Enqueue puts work on a stream exactly where a CUDA call would (into
-// the graph when the stream is capturing). Thread-safe.
+// The fake CUDA runtime's own hooks (tests/fakecuda/README.md), for the fake cuBLAS and NCCL, the
+// host versions of our kernels and the tests: Enqueue puts work on a stream exactly where a CUDA
+// call would (into the graph when the stream is capturing); fault injection; what is alive; which
+// device owns which memory. Thread-safe.
 #pragma once
 
 #include <functional>
@@ -40,6 +41,8 @@ std::string MemoryNotOn(int device, std::initializer_list<const void*> pointers)
 // ("allocations 3, streams 2, ..."). A device destroyed must leave it as it found it.
 std::string LiveObjects();
 void CountCublasHandle(int delta);  // for the fake cuBLAS
+void CountNcclComm(int delta);      // for the fake NCCL
+bool IsCapturing(cudaStream_t stream);
 
 // The number of ncclBroadcast calls that ran as part of a collective, since the process started.
 long NcclBroadcastsRun();

@@ -4,15 +4,18 @@
 // every rank has copied (so the root's stream does not go on to overwrite the source early).
 // The streams are threads (fake_cuda.cc), so a caller that reads a rank's buffer without
 // synchronizing its stream reads it too early, as on a GPU.
+// The fake supports one thread driving every rank of a clique (as ncclCommInitAll's users do).
 // What NCCL requires and the fake checks (an error, where NCCL would hang or misbehave):
-// - one thread driving several ranks puts their calls between ncclGroupStart and ncclGroupEnd;
+// - that thread puts the ranks' calls between ncclGroupStart and ncclGroupEnd;
 // - each rank of a communicator clique makes the same calls, in the same order, with the same
 //   size, type and root; the root passes a send buffer;
-// - a rank's stream is one made on that rank's device (the legacy stream is refused: the fake
-//   needs a stream per rank).
+// - a rank's stream is one made on that rank's device, and its buffers that device's memory (the
+//   legacy stream is refused: the fake needs a stream per rank; so is a capturing stream).
+// ncclCommAbort and ncclCommDestroy free the communicator; LiveObjects counts the live ones.
 // ncclGroupEnd returns once the operations are enqueued; they run on the streams.
 #include <nccl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -94,13 +97,25 @@ ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int* devlist) {
   auto clique = std::make_shared<Clique>();
   clique->ranks = ndev;
   for (int i = 0; i < ndev; ++i) comms[i] = new ncclComm{clique, i, devlist ? devlist[i] : i, {}};
+  fakecuda::CountNcclComm(ndev);
   return ncclSuccess;
 }
 
-ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+namespace {
+ncclResult_t Free(ncclComm_t comm) {
+  if (!comm) return ncclInvalidArgument;
+  // Calls of this thread's open group on it are dropped with it.
+  auto& open = t_group_comms;
+  open.erase(std::remove(open.begin(), open.end(), comm), open.end());
   delete comm;
+  fakecuda::CountNcclComm(-1);
   return ncclSuccess;
 }
+}  // namespace
+
+// Operations already enqueued hold no pointer to the communicator: both only free it.
+ncclResult_t ncclCommDestroy(ncclComm_t comm) { return Free(comm); }
+ncclResult_t ncclCommAbort(ncclComm_t comm) { return Free(comm); }
 
 ncclResult_t ncclGroupStart() {
   ++t_group_depth;
@@ -109,9 +124,13 @@ ncclResult_t ncclGroupStart() {
 
 ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype, int root,
                            ncclComm_t comm, cudaStream_t stream) {
-  if (!comm || !recvbuff || TypeBytes(datatype) == 0 || root < 0 || root >= comm->clique->ranks) return ncclInvalidArgument;
-  if (comm->rank == root && !sendbuff) return ncclInvalidArgument;
+  if (!comm || TypeBytes(datatype) == 0 || root < 0 || root >= comm->clique->ranks) return ncclInvalidArgument;
+  if (count > 0 && (!recvbuff || (comm->rank == root && !sendbuff))) return ncclInvalidArgument;
   if (!stream || fakecuda::StreamOrCurrentDevice(stream) != comm->device) return ncclInvalidArgument;
+  if (fakecuda::IsCapturing(stream)) return ncclInvalidUsage;  // the fake's meeting cannot be replayed
+  // The buffers are the rank's device's (the root's send buffer included).
+  if (count > 0 && !fakecuda::MemoryNotOn(comm->device, {comm->rank == root ? sendbuff : nullptr, recvbuff}).empty())
+    return ncclInvalidArgument;
   // Outside a group, the first rank's call would wait for the others, which this thread never makes.
   if (t_group_depth == 0 && comm->clique->ranks > 1) return ncclInvalidUsage;
   if (comm->pending.empty()) t_group_comms.push_back(comm);
@@ -166,7 +185,7 @@ ncclResult_t RunGroup() {
         const Broadcast& mine = o->pending[k];
         fakecuda::Enqueue(mine.stream, [meeting, source, mine] {
           meeting->Wait(&Meeting::arrived);
-          if (mine.recv != source) std::memcpy(mine.recv, source, mine.bytes);
+          if (mine.bytes > 0 && mine.recv != source) std::memcpy(mine.recv, source, mine.bytes);
           g_broadcasts_run.fetch_add(1);
           meeting->Wait(&Meeting::copied);
         });

@@ -648,12 +648,13 @@ TEST(CudaDeviceTest, OutOfMemoryRegistersNothingAndTheDeviceGoesOn) {
 // that memcheck.sh leaves it out: the sanitizer reports every failed call.)
 TEST(CudaDeviceTest, OutOfMemoryLeavesNoErrorPending) {
   REQUIRE_GPU();
-  const size_t four_tib = size_t{1} << 40;  // floats
-  auto on_gpu = cuda::DeviceBuffer<float>::Allocate(0, four_tib);
+  (void)cudaGetLastError();  // none left by an earlier test
+  const size_t too_many = size_t{1} << 46;  // floats: 256 TiB, more than any address space holds
+  auto on_gpu = cuda::DeviceBuffer<float>::Allocate(0, too_many);
   ASSERT_FALSE(on_gpu.ok());
   EXPECT_EQ(on_gpu.status().code(), StatusCode::kResourceExhausted) << on_gpu.status().ToString();
   EXPECT_EQ(cudaPeekAtLastError(), cudaSuccess) << cudaGetErrorName(cudaPeekAtLastError());
-  auto pinned = cuda::PinnedBuffer<float>::Allocate(four_tib);
+  auto pinned = cuda::PinnedBuffer<float>::Allocate(too_many);
   ASSERT_FALSE(pinned.ok());
   EXPECT_EQ(cudaPeekAtLastError(), cudaSuccess) << cudaGetErrorName(cudaPeekAtLastError());
 }

@@ -1,5 +1,6 @@
 // What a GPU test does where no GPU can be used: it skips, so that every build without a GPU
-// stays green; or, when CELLSERVE_REQUIRE_GPU is set in the environment, it fails. tools/gpu/run.sh
+// stays green; or, when CELLSERVE_REQUIRE_GPU is set in the environment (to anything but "" or
+// "0"), it fails. tools/gpu/run.sh
 // sets it: on a GPU machine a skip means something is wrong (a driver that does not match the
 // runtime, a plugin that did not load), and a run whose every test skipped would pass having
 // tested nothing. Header only; for use inside a gtest test body.

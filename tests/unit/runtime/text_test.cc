@@ -235,9 +235,11 @@ std::string Utf8(char32_t cp) {
   return out;
 }
 
-// Each class of characters at both ends of every range text.h documents: what "a<c>b" splits into
-// tells a space (two words), a mark of its own (three pieces) and a word character (one word,
-// lower-cased where c is an ASCII or Latin-1 capital).
+// Each class of characters at both ends of each of its ranges in text.cc (IsSpace, IsPunct; text.h:
+// a word is a run of "other non-punctuation characters (any script)" too, so U+009F, U+200C and
+// U+2060 are word characters): what "a<c>b" splits into tells a space (two words), a mark of its
+// own (three pieces) and a word character (one word, lower-cased where c is an ASCII or Latin-1
+// capital).
 TEST(HashTokenizerTest, CharacterClassesAtTheEdgesOfTheirRanges) {
   enum Kind { kSpace, kMark, kWord };
   struct Case {
