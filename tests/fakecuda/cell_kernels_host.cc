@@ -32,7 +32,9 @@ Status Enqueued(cudaError_t e, const char* what) {
 // a GPU it would fault, or read another GPU's memory).
 Status OnItsDevice(const char* what, cudaStream_t stream, std::initializer_list<const void*> pointers) {
   const std::string why = fakecuda::MemoryNotOn(fakecuda::StreamOrCurrentDevice(stream), pointers);
-  return why.empty() ? OkStatus() : Internal(std::string(what) + ": " + why);
+  if (why.empty()) return OkStatus();
+  fakecuda::LaunchFailed(stream);
+  return Internal(std::string(what) + ": " + why);
 }
 
 }  // namespace

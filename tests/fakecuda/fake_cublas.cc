@@ -51,6 +51,10 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
                             cudaDataType_t Btype, int ldb, const void* beta, void* C, cudaDataType_t Ctype, int ldc,
                             cublasComputeType_t, cublasGemmAlgo_t) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (fakecuda::InjectedFailure("cublasGemmEx")) {
+    fakecuda::LaunchFailed(handle->stream);
+    return CUBLAS_STATUS_EXECUTION_FAILED;
+  }
   if (m < 0 || n < 0 || k < 0 || Ctype != CUDA_R_32F || transa == CUBLAS_OP_C || transb == CUBLAS_OP_C)
     return CUBLAS_STATUS_INVALID_VALUE;
   // cuBLAS's argument checks: each leading dimension covers its stored rows.
@@ -60,11 +64,13 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   // cuBLAS would fail the launch or fault).
   if (handle->stream && fakecuda::StreamOrCurrentDevice(handle->stream) != handle->device) {
     std::fprintf(stderr, "fake cuBLAS: cublasGemmEx: the handle's stream is on another device\n");
+    fakecuda::LaunchFailed(handle->stream);
     return CUBLAS_STATUS_EXECUTION_FAILED;
   }
   const std::string why = fakecuda::MemoryNotOn(handle->device, {A, B, C});
   if (!why.empty()) {
     std::fprintf(stderr, "fake cuBLAS: cublasGemmEx: %s\n", why.c_str());
+    fakecuda::LaunchFailed(handle->stream);
     return CUBLAS_STATUS_EXECUTION_FAILED;
   }
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);  // host scalars

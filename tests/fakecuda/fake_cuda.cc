@@ -27,6 +27,7 @@ struct CUstream_st {
   uint64_t enqueued = 0, done = 0;          // guarded by mu
   bool stopping = false;                    // guarded by mu
   bool capturing = false;                   // only the capturing thread touches it and `captured`
+  bool capture_invalidated = false;         // a launch into the capture failed (same thread)
   std::vector<std::function<void()>> captured;
   int device = 0;  // the device current when it was made
   std::thread worker;
@@ -264,6 +265,9 @@ namespace fakecuda {
 void CountCublasHandle(int delta) { g_live_cublas_handles += delta; }
 void CountNcclComm(int delta) { g_live_nccl_comms += delta; }
 bool IsCapturing(cudaStream_t stream) { return stream && stream->capturing; }
+void LaunchFailed(cudaStream_t stream) {
+  if (stream && stream->capturing) stream->capture_invalidated = true;
+}
 
 std::string LiveObjects() {
   size_t allocations = 0, streams = 0;
@@ -394,6 +398,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
   if (!stream || stream->capturing) return Failed(cudaErrorInvalidValue);
   if (cudaError_t e = Injected("cudaStreamBeginCapture", cudaErrorStreamCaptureUnsupported)) return e;
   stream->capturing = true;
+  stream->capture_invalidated = false;
   stream->captured.clear();
   return cudaSuccess;
 }
@@ -403,7 +408,9 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   stream->capturing = false;
   // As CUDA does for a capture that something invalidated: no graph, and the stream is no longer
   // capturing (what was captured never runs).
-  if (cudaError_t e = Injected("cudaStreamEndCapture", cudaErrorStreamCaptureInvalidated)) {
+  cudaError_t e = Injected("cudaStreamEndCapture", cudaErrorStreamCaptureInvalidated);
+  if (!e && stream->capture_invalidated) e = Failed(cudaErrorStreamCaptureInvalidated);
+  if (e) {
     stream->captured.clear();
     return e;
   }

@@ -19,7 +19,8 @@ cudaError_t Enqueue(cudaStream_t stream, std::function<void()> op);
 // Fault injection, for the error paths: the `n`th call from now (1 = the next) of the runtime
 // function `name` fails, once, with `error`, or by default with: "cudaMalloc" (cudaMallocHost
 // goes through it), "cudaStreamCreateWithFlags", "cudaEventCreateWithFlags":
-// cudaErrorInvalidValue; "cudaStreamBeginCapture": cudaErrorStreamCaptureUnsupported;
+// cudaErrorInvalidValue; "cublasGemmEx": CUBLAS_STATUS_EXECUTION_FAILED (and a capture in
+// progress on its stream is invalidated); "cudaStreamBeginCapture": cudaErrorStreamCaptureUnsupported;
 // "cudaStreamEndCapture": cudaErrorStreamCaptureInvalidated (no graph, the stream leaves capture
 // mode, the captured work never runs); "cudaGraphInstantiate": cudaErrorMemoryAllocation.
 // n = 0 clears it.
@@ -43,6 +44,9 @@ std::string LiveObjects();
 void CountCublasHandle(int delta);  // for the fake cuBLAS
 void CountNcclComm(int delta);      // for the fake NCCL
 bool IsCapturing(cudaStream_t stream);
+// A kernel or cuBLAS launch on `stream` failed: as on a GPU, a capture in progress there is
+// invalidated (its cudaStreamEndCapture returns cudaErrorStreamCaptureInvalidated).
+void LaunchFailed(cudaStream_t stream);
 
 // The number of ncclBroadcast calls that ran as part of a collective, since the process started.
 long NcclBroadcastsRun();

@@ -758,7 +758,8 @@ TEST(CudaDeviceFaultTest, AFailedBroadcastFallsBackToUploadsAndEveryGpuAgrees) {
 }
 
 // A graph that cannot be made: the round runs with plain launches and answers as the CPU does.
-// A capture CUDA refuses or invalidates, or an instantiation it refuses, makes the shape plain from
+// A capture CUDA refuses or invalidates (also by a launch that failed inside it), or an
+// instantiation it refuses, makes the shape plain from
 // then on (no failure per round); an instantiation out of memory only that round; any other error
 // at capture is the round's. Other shapes
 // get their graphs either way.
@@ -774,7 +775,8 @@ TEST(CudaDeviceFaultTest, ARoundWhoseGraphCannotBeMadeRunsWithoutIt) {
                        Case{"cudaStreamBeginCapture", cudaErrorStreamCaptureUnsupported, false, 1, 2, 1},
                        Case{"cudaGraphInstantiate", cudaErrorMemoryAllocation, false, 1, 1, 2},
                        Case{"cudaGraphInstantiate", cudaErrorInvalidValue, false, 1, 2, 1},
-                       Case{"cudaStreamBeginCapture", cudaErrorInvalidValue, true, 0, 0, 2}}) {
+                       Case{"cudaStreamBeginCapture", cudaErrorInvalidValue, true, 0, 0, 2},
+                       Case{"cublasGemmEx", cudaSuccess, false, 1, 2, 1}}) {
     SCOPED_TRACE(std::string(c.call) + " " + cudaGetErrorName(c.error));
     Twin twin(model, cuda::Precision::kF32, /*graphs=*/true, /*fold=*/true, /*slots=*/256, 1e-5);
     std::mt19937 rng(5);
@@ -787,7 +789,14 @@ TEST(CudaDeviceFaultTest, ARoundWhoseGraphCannotBeMadeRunsWithoutIt) {
         ASSERT_FALSE(failed.ok());
         EXPECT_NE(failed.status().message().find(c.call), std::string::npos) << failed.status().ToString();
       } else {
+        testing::internal::CaptureStderr();
         twin.Round(type, 8, rng);  // its graph cannot be made: run plain
+        const std::string said = testing::internal::GetCapturedStderr();
+        // A launch that failed inside the capture invalidated it: the warning names both.
+        if (std::string(c.call) == "cublasGemmEx") {
+          EXPECT_NE(said.find("cublasGemmEx"), std::string::npos) << said;
+          EXPECT_NE(said.find("cudaStreamEndCapture"), std::string::npos) << said;
+        }
       }
     }
     twin.Round(type, 8, rng);   // refused: plain again, no capture tried; otherwise captured
