@@ -17,7 +17,6 @@ struct RequestState {
   caf::actor worker;
   int worker_index = 0;
   caf::actor node;
-  std::vector<int32_t> tokens;           // decoder tokens heard so far
   TokenSink on_token;                    // streams them, if the caller asked
   bool cancel_sent = false;
   bool finished = false;
@@ -46,7 +45,6 @@ struct RequestState {
       if (finished) return;
       switch (e.kind) {
         case RequestEvent::Kind::kToken:
-          tokens.push_back(e.token);
           if (on_token) on_token(e.token);
           break;
         case RequestEvent::Kind::kDone:

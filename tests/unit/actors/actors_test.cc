@@ -304,11 +304,13 @@ TEST_F(ActorTest, DeadlinesExpireWhileTheDeviceIsStuck) {
   const uint64_t later = Infer("lstm", InputFor(*lstm_, Tokens(20, 2, 97)), now + 50000);
   const uint64_t none = Infer("lstm", InputFor(*lstm_, Tokens(20, 3, 97)));
   const uint64_t passed = Infer("lstm", InputFor(*lstm_, Tokens(20, 4, 97)), now - 1);
+  const uint64_t due_now = Infer("lstm", InputFor(*lstm_, Tokens(20, 5, 97)), now);
   Run();
   EXPECT_EQ(answers_.Code(passed), StatusCode::kDeadlineExceeded);  // at once, never admitted
-  EXPECT_EQ(answers_.Total(), 1);
+  EXPECT_EQ(answers_.Code(due_now), StatusCode::kDeadlineExceeded);  // due at its arrival: passed too
+  EXPECT_EQ(answers_.Total(), 2);
   Advance(4000);
-  EXPECT_EQ(answers_.Total(), 1);
+  EXPECT_EQ(answers_.Total(), 2);
   Advance(1500);  // past `soon`'s deadline, with no device completion at all
   EXPECT_EQ(answers_.Code(soon), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(answers_.Count(later), 0);
@@ -316,7 +318,7 @@ TEST_F(ActorTest, DeadlinesExpireWhileTheDeviceIsStuck) {
   Advance(100000);
   EXPECT_TRUE(answers_.Get(later).ok());
   EXPECT_TRUE(answers_.Get(none).ok());
-  for (uint64_t id : {soon, later, none, passed}) EXPECT_EQ(answers_.Count(id), 1);
+  for (uint64_t id : {soon, later, none, passed, due_now}) EXPECT_EQ(answers_.Count(id), 1);
   ExpectIdle(workers_[0]);
 }
 
@@ -393,6 +395,32 @@ TEST_F(ActorTest, TheReportCountsRoundsInFlight) {
   r = ReportOf(workers_[0]);
   EXPECT_EQ(r.rounds_in_flight, 0);
   EXPECT_EQ(r.requests_done, 3);
+}
+
+// A node with no worker yet answers at once, UNAVAILABLE, and keeps nothing.
+TEST_F(ActorTest, ANodeWithoutWorkersAnswersUnavailableAtOnce) {
+  StartNode({lstm_});
+  const uint64_t id = Infer("lstm", InputFor(*lstm_, Tokens(4, 1, 97)));
+  Run();
+  ASSERT_EQ(answers_.Count(id), 1);
+  EXPECT_EQ(answers_.Code(id), StatusCode::kUnavailable);
+  EXPECT_NE(answers_.Get(id).status().message().find("no device worker"), std::string::npos);
+  EXPECT_EQ(NodeReportOf().requests_in_flight, 0);
+}
+
+// Each request's actor goes when its request is answered, whatever the answer: none lingers.
+TEST_F(ActorTest, RequestActorsQuitOnceAnswered) {
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  const size_t running = system_->registry().running();
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(Infer("lstm", InputFor(*lstm_, Tokens(5, i, 97))));
+  ids.push_back(Infer("lstm", InputFor(*lstm_, Tokens(5, 7, 97)), clock_.NowMicros() - 1));  // refused
+  Run();
+  EXPECT_EQ(system_->registry().running(), running + 3);
+  Drain(dev);
+  for (uint64_t id : ids) EXPECT_EQ(answers_.Count(id), 1);
+  EXPECT_EQ(system_->registry().running(), running);
 }
 
 TEST_F(ActorTest, NodeSpreadsRequestsByOutstandingWork) {
