@@ -397,6 +397,26 @@ TEST_F(ActorTest, TheReportCountsRoundsInFlight) {
   EXPECT_EQ(r.requests_done, 3);
 }
 
+// A worker that stops (killed, or an error) while requests are in tells each of them: no one waits
+// for an answer that worker can no longer give.
+TEST_F(ActorTest, AWorkerThatStopsAnswersTheRequestsItHeld) {
+  StartNode({lstm_});
+  StartWorker({lstm_});
+  const uint64_t a = Infer("lstm", InputFor(*lstm_, Tokens(6, 1, 97)));
+  const uint64_t b = Infer("lstm", InputFor(*lstm_, Tokens(6, 2, 97)));
+  Run();
+  ASSERT_EQ(answers_.Total(), 0);
+  caf::anon_send_exit(workers_[0], caf::exit_reason::kill);
+  Run();
+  for (uint64_t id : {a, b}) {
+    ASSERT_EQ(answers_.Count(id), 1);
+    EXPECT_EQ(answers_.Code(id), StatusCode::kCancelled);
+    EXPECT_NE(answers_.Get(id).status().message().find("device worker stopped"), std::string::npos)
+        << answers_.Get(id).status().ToString();
+  }
+  workers_.clear();
+}
+
 // A node with no worker yet answers at once, UNAVAILABLE, and keeps nothing.
 TEST_F(ActorTest, ANodeWithoutWorkersAnswersUnavailableAtOnce) {
   StartNode({lstm_});
