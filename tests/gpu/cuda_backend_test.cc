@@ -778,7 +778,10 @@ TEST(CudaDeviceFaultTest, ARoundWhoseGraphCannotBeMadeRunsWithoutIt) {
                        Case{"cudaStreamBeginCapture", cudaErrorInvalidValue, true, 0, 0, 2},
                        Case{"cublasGemmEx", cudaSuccess, false, 1, 2, 1}}) {
     SCOPED_TRACE(std::string(c.call) + " " + cudaGetErrorName(c.error));
-    Twin twin(model, cuda::Precision::kF32, /*graphs=*/true, /*fold=*/true, /*slots=*/256, 1e-5);
+    const std::string before = fakecuda::LiveObjects();
+    auto twin_ptr = std::make_unique<Twin>(model, cuda::Precision::kF32, /*graphs=*/true, /*fold=*/true,
+                                           /*slots=*/256, 1e-5);
+    Twin& twin = *twin_ptr;
     std::mt19937 rng(5);
     const int32_t type = model->layer_type(0);
     twin.Round(type, 8, rng);  // the shape's first round: plain, before any capture
@@ -810,6 +813,35 @@ TEST(CudaDeviceFaultTest, ARoundWhoseGraphCannotBeMadeRunsWithoutIt) {
     EXPECT_EQ(g.plain_rounds, c.plain_rounds);
     EXPECT_EQ(g.captures, c.captures);
     EXPECT_EQ(g.launches, c.captures);
+    twin_ptr.reset();  // the failed capture's graph included: nothing left
+    EXPECT_EQ(fakecuda::LiveObjects(), before);
+  }
+}
+
+// The weight store holds each GPU's own copy, on that GPU, whether the copies came by the NCCL
+// broadcast or by the uploads it falls back to. Needs two (fake) GPUs or more.
+TEST(CudaDeviceFaultTest, TheWeightStoreHoldsEachGpusOwnCopyAfterABroadcastOrItsFallback) {
+  auto n = cuda::CountGpus();
+  ASSERT_TRUE(n.ok());
+  if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";
+  auto model = testing_models::Make(ModelKind::kLstm, 64, 2, 13, 64);
+  std::vector<int> gpus;
+  for (int g = 0; g < *n; ++g) gpus.push_back(g);
+  for (bool broadcast_fails : {false, true}) {
+    SCOPED_TRACE(broadcast_fails ? "after a failed broadcast" : "by the broadcast");
+    fakecuda::ScopedFailure failure(broadcast_fails ? "ncclGroupEnd" : "", broadcast_fails ? 1 : 0);
+    cuda::CudaWeightStore store(cuda::GemmDtype::kF32, kDefaultFoldMaxBytes);
+    ASSERT_TRUE(store.Prepare({model.get()}, gpus).ok());
+    std::set<const void*> copies;
+    for (int g : gpus) {
+      auto w = store.Get(*model, g);
+      ASSERT_NE(w, nullptr) << "GPU " << g;
+      EXPECT_EQ(w->gpu, g);
+      ASSERT_FALSE(w->types.empty());
+      EXPECT_EQ(fakecuda::MemoryNotOn(g, {w->types[0].weight}), "") << "GPU " << g;
+      copies.insert(w->types[0].weight);
+    }
+    EXPECT_EQ(copies.size(), gpus.size());
   }
 }
 #endif
