@@ -522,6 +522,28 @@ TEST_F(ActorTest, LoadReportsAreRateLimitedAndTheLastOneIsFlushed) {
   EXPECT_EQ(ReportOf(workers_[0]).load_reports, static_cast<int64_t>(loads->size()));
 }
 
+// The node keeps each worker's last reported load, and the cluster's outstanding-cells counter
+// follows the reports: up while work is in, back to 0 once the idle state is reported.
+TEST_F(ActorTest, TheNodeKeepsTheLastLoadEachWorkerReported) {
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  for (int i = 0; i < 8; ++i) Infer("lstm", InputFor(*lstm_, Tokens(12, i, 97)));
+  Run();
+  for (int i = 0; i < 6; ++i) {  // enough rounds for a report, not enough to finish
+    dev.CompleteOne();
+    Run();
+  }
+  NodeReport mid = NodeReportOf();
+  ASSERT_EQ(mid.reported_cells.size(), 1u);
+  EXPECT_GT(mid.reported_cells[0], 0);
+  EXPECT_EQ(counters_->outstanding_cells.load(), mid.reported_cells[0]);
+  Drain(dev);
+  Advance(3000);  // the idle state is reported once the interval has passed
+  NodeReport end = NodeReportOf();
+  EXPECT_EQ(end.reported_cells[0], 0);
+  EXPECT_EQ(counters_->outstanding_cells.load(), 0);
+}
+
 TEST_F(ActorTest, PaddedGroupsFormOnTheWakeupTimer) {
   options_.policy = Policy::kPadded;
   options_.padded_batch = 4;
