@@ -50,9 +50,12 @@ run_gpu() {
   local name="$1"
   shift
   : >"$WORK/calls"
-  (cd "$ROOT" && env CUDA_HOME="$WORK/no-cuda" CELLSERVE_GPU_LIB_ROOT="$WORK/no-cuda" PATH="$WORK/path:/usr/bin:/bin" "$@" \
-    bash "$BUNDLE/run.sh" "$WORK/$name.out") >"$WORK/$name.log" 2>&1
+  rm -rf "$WORK/tmp" && mkdir "$WORK/tmp"
+  (cd "$ROOT" && env CUDA_HOME="$WORK/no-cuda" CELLSERVE_GPU_LIB_ROOT="$WORK/no-cuda" TMPDIR="$WORK/tmp" \
+    PATH="$WORK/path:/usr/bin:/bin" "$@" bash "$BUNDLE/run.sh" "$WORK/$name.out") >"$WORK/$name.log" 2>&1
   RC=$?
+  # run.sh's temporary folders (logs, the benchmark's model repository) go when it ends.
+  [[ -z "$(ls -A "$WORK/tmp")" ]] || bad "$name: run.sh left in TMPDIR: $(ls "$WORK/tmp" | tr '\n' ' ')"
 }
 summary() { grep '^=== done:' "$WORK/$1.log"; }
 logs_of() { tar -tzf "$WORK/$1.out/gpu-logs.tar.gz" | sed 's|^\./||' | grep . | LC_ALL=C sort | tr '\n' ' '; }

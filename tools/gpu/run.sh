@@ -26,6 +26,8 @@ BUNDLE="$(cd "$(dirname "$0")" && pwd)"
 OUT="${1:?usage: run.sh OUT_DIR}"
 mkdir -p "$OUT"
 LOGS="$(mktemp -d)"  # the steps' logs, packed into $OUT/gpu-logs.tar.gz
+repo=""              # the benchmark's model repository (below)
+trap 'rm -rf "$LOGS" ${repo:+"$repo"}' EXIT
 pack_logs() {
   tar -czf "$OUT/.gpu-logs.tmp" -C "$LOGS" . && mv "$OUT/.gpu-logs.tmp" "$OUT/gpu-logs.tar.gz"
 }
