@@ -140,6 +140,14 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, n
 
 namespace {
 
+// The communicators of `clique` among `comms`, by rank (null for a rank that made no call).
+std::vector<ncclComm_t> RanksOf(const Clique* clique, const std::vector<ncclComm_t>& comms) {
+  std::vector<ncclComm_t> ranks(static_cast<size_t>(clique->ranks), nullptr);
+  for (ncclComm_t o : comms)
+    if (o->clique.get() == clique) ranks[static_cast<size_t>(o->rank)] = o;
+  return ranks;
+}
+
 // Validates and enqueues the calls collected since the outermost ncclGroupStart.
 ncclResult_t RunGroup() {
   std::vector<ncclComm_t> comms;
@@ -153,10 +161,7 @@ ncclResult_t RunGroup() {
   }
   // Every rank of each clique made the same calls: else NCCL would wait forever for the missing.
   for (ncclComm_t c : comms) {
-    std::vector<ncclComm_t> ranks(static_cast<size_t>(c->clique->ranks), nullptr);
-    for (ncclComm_t o : comms)
-      if (o->clique == c->clique) ranks[static_cast<size_t>(o->rank)] = o;
-    for (ncclComm_t o : ranks) {
+    for (ncclComm_t o : RanksOf(c->clique.get(), comms)) {
       if (!o || o->pending.size() != c->pending.size()) {
         drop();
         return ncclInvalidUsage;
@@ -173,9 +178,7 @@ ncclResult_t RunGroup() {
   // Enqueue, clique by clique, call by call: each rank's operation on its own stream.
   for (ncclComm_t c : comms) {
     if (c->rank != 0) continue;  // rank 0 enqueues for its clique
-    std::vector<ncclComm_t> ranks(static_cast<size_t>(c->clique->ranks));
-    for (ncclComm_t o : comms)
-      if (o->clique == c->clique) ranks[static_cast<size_t>(o->rank)] = o;
+    const std::vector<ncclComm_t> ranks = RanksOf(c->clique.get(), comms);
     for (size_t k = 0; k < c->pending.size(); ++k) {
       auto meeting = std::make_shared<Meeting>();
       meeting->ranks = c->clique->ranks;
