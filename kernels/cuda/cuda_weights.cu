@@ -218,19 +218,15 @@ Status CudaWeightStore::Broadcast(const Model& model, const std::shared_ptr<cons
       }
       result = NcclStatus(r, "ncclBroadcast");
     }
-    // After a failure some ranks' broadcasts may be on their streams waiting for ranks that never
-    // joined: ncclCommAbort stops them (ncclCommDestroy would wait for them, forever).
-    const bool aborted = !result.ok();
-    if (aborted)
-      for (ncclComm_t c : comms) ncclCommAbort(c);
     for (size_t g = 0; g < gpus.size(); ++g) {
       if (!streams[g]) continue;
       cudaSetDevice(gpus[g]);
       if (result.ok()) result = CudaStatus(cudaStreamSynchronize(streams[g]), "cudaStreamSynchronize (ncclBroadcast)");
-      cudaStreamDestroy(streams[g]);
+      cudaStreamDestroy(streams[g]);  // returns at once; queued work still completes
     }
-    if (!aborted)
-      for (ncclComm_t c : comms) result.ok() ? (void)ncclCommDestroy(c) : (void)ncclCommAbort(c);
+    // After a failure some ranks' broadcasts may be on their streams waiting for ranks that never
+    // joined: ncclCommAbort stops them (ncclCommDestroy would wait for them, forever).
+    for (ncclComm_t c : comms) result.ok() ? (void)ncclCommDestroy(c) : (void)ncclCommAbort(c);
     RETURN_IF_ERROR(result);
   }
   for (auto& c : copies) out->push_back(std::move(c));
