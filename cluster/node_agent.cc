@@ -128,10 +128,16 @@ struct AgentState {
   std::string registration;
   std::unordered_map<std::string, ModelSpec> specs;
   std::vector<RouterSlot> routers;
-  // (link, the router's request id) -> cluster id. Keyed by the connection, not the slot: a router
+  // A request this node runs for a router: the cluster's id for it, and the node id the router
+  // placed it under (what the answer and tokens carry back).
+  struct Running {
+    uint64_t cluster_id = 0;
+    uint64_t node_id = 0;
+  };
+  // (link, the router's request id) -> the run. Keyed by the connection, not the slot: a router
   // restarted at the same address numbers its requests from 1 again, and a late answer for the
   // old router's request must not take the new one's entry.
-  std::map<std::pair<uint64_t, uint64_t>, uint64_t> runs;
+  std::map<std::pair<uint64_t, uint64_t>, Running> runs;
   uint64_t next_link = 1;
   SteadyClock clock;
   int64_t last_cells = -1, last_report_us = 0;
@@ -214,9 +220,11 @@ struct AgentState {
     self->delayed_send(self, std::chrono::milliseconds(delay_ms), retry_register_atom::value, i, r.handle);
   }
 
-  void Run(int i, uint64_t request, const std::string& bytes, int64_t timeout_us) {
+  // Runs a request router `i` placed on this node as `node_id`. The id comes with the request, not
+  // from the slot: a router may place requests before its registration reply arrives (or after
+  // that reply timed out here and before the retry), and each must still be answered.
+  void Run(int i, uint64_t node_id, uint64_t request, const std::string& bytes, int64_t timeout_us) {
     const caf::actor router = routers[i].handle;
-    const uint64_t node_id = routers[i].node_id;
     StatusOr<RunRequest> run = DecodeRunRequest(bytes, options.max_tokens);
     if (!run.ok()) {
       self->send(router, answer_atom::value, node_id, request, EncodeRunAnswer(run.status(), ModelSpec{}));
@@ -238,7 +246,7 @@ struct AgentState {
         [me, i, link, request](int32_t token) {
           caf::anon_send(me, run_token_atom::value, i, link, request, token);
         });
-    runs[{link, request}] = cluster_id;
+    runs[{link, request}] = Running{cluster_id, node_id};
     ReportSoon();
   }
 
@@ -275,7 +283,7 @@ struct AgentState {
     // Its requests have no one to answer to any more: free their cells and slots.
     for (auto it = runs.begin(); it != runs.end();) {
       if (it->first.first == link) {
-        cluster->Cancel(it->second);
+        cluster->Cancel(it->second.cluster_id);
         it = runs.erase(it);
       } else {
         ++it;
@@ -351,11 +359,11 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         const int i = self->state.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
         if (i >= 0 && !self->state.leaving) self->state.Register(i);
       },
-      [self](run_atom, uint64_t request, const std::string& bytes, int64_t timeout_us) {
+      [self](run_atom, uint64_t node, uint64_t request, const std::string& bytes, int64_t timeout_us) {
         AgentState& st = self->state;
         const int i = st.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
-        if (i < 0 || !st.routers[i].node_id) return;  // not (or no longer) ours: the router will retry
-        st.Run(i, request, bytes, timeout_us);
+        if (i < 0) return;  // its connection is gone: the router gets a down message and retries elsewhere
+        st.Run(i, node, request, bytes, timeout_us);
       },
       [self](abort_atom, uint64_t request) {
         AgentState& st = self->state;
@@ -364,20 +372,24 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         auto it = st.runs.find({st.routers[i].link, request});
         if (it == st.runs.end()) return;
         ++st.links->aborts;
-        st.cluster->Cancel(it->second);
+        st.cluster->Cancel(it->second.cluster_id);
       },
       [self](done_atom, int i, uint64_t link, uint64_t request, const std::string& bytes) {
         AgentState& st = self->state;
-        if (st.runs.erase({link, request}) == 0) return;  // its router was lost meanwhile
+        auto it = st.runs.find({link, request});
+        if (it == st.runs.end()) return;  // its router was lost meanwhile
+        const uint64_t node_id = it->second.node_id;
+        st.runs.erase(it);
         st.ReportSoon();
         const auto& r = st.routers[i];
-        if (r.link == link && r.node_id) self->send(r.handle, answer_atom::value, r.node_id, request, bytes);
+        if (r.link == link) self->send(r.handle, answer_atom::value, node_id, request, bytes);
       },
       [self](run_token_atom, int i, uint64_t link, uint64_t request, int32_t token) {
         AgentState& st = self->state;
-        if (!st.runs.count({link, request})) return;
+        auto it = st.runs.find({link, request});
+        if (it == st.runs.end()) return;
         const auto& r = st.routers[i];
-        if (r.link == link && r.node_id) self->send(r.handle, token_atom::value, r.node_id, request, token);
+        if (r.link == link) self->send(r.handle, token_atom::value, it->second.node_id, request, token);
       },
       [self](heartbeat_atom) {
         if (self->state.leaving) return;

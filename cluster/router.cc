@@ -150,7 +150,7 @@ struct RouterState {
     ++n.placed;
     ++shared->placed;
     if (retry) ++shared->retried;
-    self->send(n.handle, run_atom::value, id, call.bytes, timeout_us);
+    self->send(n.handle, run_atom::value, *node, id, call.bytes, timeout_us);
   }
 
   void OnCall(std::shared_ptr<RouterCall> call) {

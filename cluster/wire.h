@@ -13,9 +13,11 @@
 //                   (token_atom, uint64 node, uint64 request, int32 token)      seq2seq streaming
 //                   (drain_atom, uint64 node)                     -> (drain_atom)  no new placements
 //                   (bye_atom, uint64 node)                       -> (bye_atom)    leaving; answers sent
-//   router -> node  (run_atom, uint64 request, string request, int64 timeout_us)   run it, answer
-//                                                   once; timeout: micros left, 0 = none (the
-//                                                   node's clock starts it, so clocks need not agree)
+//   router -> node  (run_atom, uint64 node, uint64 request, string request, int64 timeout_us)
+//                                                   run it, answer once under that node id (it may
+//                                                   come before the registration reply); timeout:
+//                                                   micros left, 0 = none (the node's clock starts
+//                                                   it, so clocks need not agree)
 //                   (abort_atom, uint64 request)                    the client cancelled
 //                   (reregister_atom)                               "I do not know you": register again
 // Both sides monitor each other (CAF monitors over the middleman): a node's death or cut-off gives

@@ -64,9 +64,9 @@ caf::behavior ScriptedRouterActor(caf::stateful_actor<ScriptedRouterState>* self
         self->state.held.push_back(self->make_response_promise());
         return self->state.held.back();
       },
-      // Places request number `request` on the node (no deadline).
-      [self](place_atom, uint64_t request, const std::string& bytes) {
-        self->send(self->state.node, run_atom::value, request, bytes, int64_t{0});
+      // Places request number `request` on the node as node `node` (no deadline).
+      [self](place_atom, uint64_t node, uint64_t request, const std::string& bytes) {
+        self->send(self->state.node, run_atom::value, node, request, bytes, int64_t{0});
       },
       [seen](answer_atom, uint64_t node, uint64_t request, const std::string& bytes) {
         std::lock_guard<std::mutex> lock(seen->mu);
@@ -114,8 +114,8 @@ class ScriptedRouter {
   void Release(uint64_t id, const std::string& error = "") {
     caf::anon_send(actor_, release_atom::value, id, error);
   }
-  void Place(uint64_t request, const std::string& model, const RequestInput& input) {
-    caf::anon_send(actor_, place_atom::value, request, EncodeRunRequest(model, input));
+  void Place(uint64_t node, uint64_t request, const std::string& model, const RequestInput& input) {
+    caf::anon_send(actor_, place_atom::value, node, request, EncodeRunRequest(model, input));
   }
   std::vector<SeenAnswer> answers() {
     std::lock_guard<std::mutex> lock(seen_->mu);
@@ -212,6 +212,27 @@ TEST_F(NodeAgentTest, LeavesFromAnotherThread) {
   EXPECT_EQ(router_.byes(), std::vector<uint64_t>{42});
 }
 
+// A router may place requests on a node before the node has its registration reply: the router
+// counts the node as joined once it has answered, and the reply can be slow, or time out at the
+// node (which then registers again and gets the same id). Such a request must still be run and
+// answered under the id the router placed it with; dropped, it would wait for good, as the router
+// keeps no timer of its own.
+TEST_F(NodeAgentTest, ARequestPlacedBeforeTheRegistrationReplyIsAnswered) {
+  ASSERT_TRUE(WaitFor([&] { return router_.registrations() == 1; }, std::chrono::seconds(10)));
+  RequestInput input;
+  input.tokens = {1, 2, 3};
+  router_.Place(7, 1, "cls", input);  // the reply is still held
+  ASSERT_TRUE(WaitFor([&] { return !router_.answers().empty(); }, std::chrono::seconds(10)))
+      << "the request placed before the registration reply was never answered";
+  const std::vector<SeenAnswer> answers = router_.answers();
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].node, 7u) << "answered under another id than the one it was placed with";
+  EXPECT_EQ(answers[0].request, 1u);
+  EXPECT_TRUE(answers[0].result.ok()) << answers[0].result.status().ToString();
+  router_.Release(7);
+  ASSERT_TRUE(agent_->WaitRegistered(10000));
+}
+
 // A node backend that answers a request only when the test says, and whose Cancel answers
 // nothing: a request's answer can come as late as the test likes (a real cluster's CANCELLED
 // comes within milliseconds). Serves one model, "cls".
@@ -289,7 +310,7 @@ TEST(NodeAgentRestartTest, AnOldRoutersLateAnswerIsNotTakenForTheRestartedRouter
   ASSERT_TRUE((*agent)->WaitRegistered(10000));
   RequestInput input;
   input.tokens = {1, 2, 3};
-  first->Place(1, "cls", input);
+  first->Place(7, 1, "cls", input);
   ASSERT_TRUE(WaitFor([&] { return backend.infers() == 1; }, std::chrono::seconds(10)));
 
   first.reset();  // the router goes; the node cancels what it ran for it (answered later, here)
@@ -306,7 +327,7 @@ TEST(NodeAgentRestartTest, AnOldRoutersLateAnswerIsNotTakenForTheRestartedRouter
   ASSERT_TRUE(WaitFor([&] { return second.registrations() == 1; }, std::chrono::seconds(10)));
   second.Release(8);
   ASSERT_TRUE(WaitFor([&] { return (*agent)->stats().registrations == 2; }, std::chrono::seconds(10)));
-  second.Place(1, "cls", input);
+  second.Place(8, 1, "cls", input);
   ASSERT_TRUE(WaitFor([&] { return backend.infers() == 2; }, std::chrono::seconds(10)));
 
   backend.Answer(1, 0);  // the old router's request, late: to be dropped
