@@ -30,7 +30,7 @@ namespace cellserve::rpc {
 namespace {
 
 struct AtomicStats {
-  std::atomic<int64_t> connections{0}, connections_total{0}, connections_refused{0};
+  std::atomic<int64_t> connections{0}, connections_total{0}, connections_refused{0}, accept_failures{0};
   std::atomic<int64_t> calls_in_flight{0}, calls_total{0}, client_cancels{0};
   std::array<std::atomic<int64_t>, 8> errors_by_code{};
 };
@@ -391,20 +391,49 @@ struct RpcServer::Impl {
   std::optional<KjInbox::Sender> inbox_sender;          // GUARDED_BY(stop_mu)
   LoopState* loop_state = nullptr;                      // GUARDED_BY(stop_mu)
 
-  kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener, kj::TaskSet& connections, LoopState& state) {
-    return listener.accept().then([this, &listener, &connections, &state](kj::Own<kj::AsyncIoStream> stream) {
-      if (stats.connections.load() >= options.max_connections) {
-        ++stats.connections_refused;  // dropping the stream closes it
-        if (options.metrics) options.metrics->OnRpcConnectionRefused();
-      } else {
-        capnp::ReaderOptions reader;
-        reader.traversalLimitInWords = static_cast<uint64_t>(options.max_message_bytes) / 8;
-        auto connection = kj::heap<Connection>(kj::mv(stream), state, reader);
-        auto gone = connection->network.onDisconnect();
-        connections.add(gone.attach(kj::mv(connection)));
-      }
-      return AcceptLoop(listener, connections, state);
-    });
+  int64_t accept_failing = 0;  // failed accepts since the last one that worked (loop thread only)
+
+  kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener, kj::TaskSet& connections, LoopState& state,
+                               kj::Timer& timer) {
+    // evalNow: accept() tries at once and throws there, not through the promise, on a failure.
+    auto accepted = kj::evalNow([&listener] { return listener.accept(); });
+    return accepted.then(
+        [this, &listener, &connections, &state, &timer](kj::Own<kj::AsyncIoStream> stream) {
+          if (accept_failing > 0) {
+            std::fprintf(stderr, "cellserve rpc: accepting connections again (after %lld failed tries)\n",
+                         static_cast<long long>(accept_failing));
+            accept_failing = 0;
+          }
+          Accepted(kj::mv(stream), connections, state);
+          return AcceptLoop(listener, connections, state, timer);
+        },
+        // Out of file descriptors (EMFILE: `ulimit -n` below --max-connections plus what the
+        // process holds), or of memory: the listening socket is fine and the connection waits in
+        // its backlog. Serve the open connections, try again shortly, and say so once.
+        [this, &listener, &connections, &state, &timer](kj::Exception&& e) {
+          ++stats.accept_failures;
+          if (accept_failing++ == 0)
+            std::fprintf(stderr,
+                         "cellserve rpc: cannot accept connections (%s); trying again every 100 ms. Out of file "
+                         "descriptors? Raise `ulimit -n` above --max-connections\n",
+                         e.getDescription().cStr());
+          return timer.afterDelay(100 * kj::MILLISECONDS).then([this, &listener, &connections, &state, &timer] {
+            return AcceptLoop(listener, connections, state, timer);
+          });
+        });
+  }
+
+  void Accepted(kj::Own<kj::AsyncIoStream> stream, kj::TaskSet& connections, LoopState& state) {
+    if (stats.connections.load() >= options.max_connections) {
+      ++stats.connections_refused;  // dropping the stream closes it
+      if (options.metrics) options.metrics->OnRpcConnectionRefused();
+    } else {
+      capnp::ReaderOptions reader;
+      reader.traversalLimitInWords = static_cast<uint64_t>(options.max_message_bytes) / 8;
+      auto connection = kj::heap<Connection>(kj::mv(stream), state, reader);
+      auto gone = connection->network.onDisconnect();
+      connections.add(gone.attach(kj::mv(connection)));
+    }
   }
 
   // Resolves when no call is in flight, or after `ms`.
@@ -448,7 +477,7 @@ struct RpcServer::Impl {
     IgnoreErrors ignore;
     auto connections = kj::heap<kj::TaskSet>(ignore);
     {
-      kj::Promise<void> accepting = AcceptLoop(*listener, *connections, state);
+      kj::Promise<void> accepting = AcceptLoop(*listener, *connections, state, io.provider->getTimer());
       stop_paf.promise.exclusiveJoin(kj::mv(accepting)).wait(io.waitScope);
     }
     listener = nullptr;  // no new connections
@@ -523,6 +552,7 @@ RpcServerStats RpcServer::stats() const {
   s.connections = a.connections.load();
   s.connections_total = a.connections_total.load();
   s.connections_refused = a.connections_refused.load();
+  s.accept_failures = a.accept_failures.load();
   s.calls_in_flight = a.calls_in_flight.load();
   s.calls_total = a.calls_total.load();
   s.client_cancels = a.client_cancels.load();

@@ -54,6 +54,7 @@ struct RpcServerStats {
   int64_t connections = 0;          // open now
   int64_t connections_total = 0;    // accepted since start
   int64_t connections_refused = 0;  // over max_connections
+  int64_t accept_failures = 0;      // accept() failed (out of file descriptors or memory); tried again in 100 ms
   int64_t calls_in_flight = 0;      // infer calls being served now
   int64_t calls_total = 0;          // infer calls received
   int64_t client_cancels = 0;       // calls dropped by the client before the answer (not by Stop)

@@ -5,11 +5,17 @@
 #include "actors/local_cluster.h"
 #include "schema/rpc_server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <mutex>
@@ -441,6 +447,71 @@ TEST_F(RpcServerTest, OversizedRequestsAreErrorsAndOtherClientsLiveOn) {
     other_ok = (*second)->Infer(small).ok();
   }).join();
   EXPECT_TRUE(other_ok.load()) << "a new client is served after the oversized message";
+}
+
+// Runs out of file descriptors with a connection waiting to be accepted, then frees them. Exits 0
+// when the server survived and serves a new connection; on stderr, what happened (the test reads
+// it). In a child process: it lowers this process's descriptor limit.
+[[noreturn]] void ServeThroughDescriptorExhaustion() {
+  RpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = RpcServer::Start(nullptr, options);  // no cluster: health says not ready, which is enough
+  if (!server.ok()) {
+    std::fprintf(stderr, "start: %s\n", server.status().ToString().c_str());
+    std::_Exit(2);
+  }
+  const int port = (*server)->port();
+  int open_now = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++open_now;
+  rlimit old_limit{};
+  getrlimit(RLIMIT_NOFILE, &old_limit);
+  rlimit low = old_limit;
+  low.rlim_cur = static_cast<rlim_t>(open_now + 8);
+  if (setrlimit(RLIMIT_NOFILE, &low) != 0) std::_Exit(2);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  auto connect_one = [&]() -> int {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+      close(fd);
+      return -1;
+    }
+    return fd;
+  };
+  // Fill the table (the server's accepted ends count too), then free one descriptor and take it
+  // for a last connection: the server has none left to accept it with.
+  std::vector<int> fds;
+  for (int fd; static_cast<int>(fds.size()) < 64 && (fd = connect_one()) >= 0;) {
+    fds.push_back(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let the server take it
+  }
+  if (fds.empty()) std::_Exit(2);
+  close(fds.back());
+  fds.pop_back();
+  if (const int fd = connect_one(); fd >= 0) fds.push_back(fd);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the server tries and fails
+  const int64_t failures = (*server)->stats().accept_failures;
+  for (int fd : fds) close(fd);
+  setrlimit(RLIMIT_NOFILE, &old_limit);
+  auto client = Client::Connect("127.0.0.1:" + std::to_string(port));
+  auto health = client.ok() ? (*client)->Health(10000) : StatusOr<HealthInfo>(client.status());
+  std::fprintf(stderr, "accept failures: %lld; health after: %s\n", static_cast<long long>(failures),
+               health.ok() ? "answered" : health.status().ToString().c_str());
+  std::fflush(stderr);
+  std::_Exit(health.ok() && failures > 0 ? 0 : 1);
+}
+
+// Out of file descriptors (EMFILE: `ulimit -n` is often 1024, as is --max-connections), accept()
+// fails. That must not end the process with every call in flight: the server counts the failure,
+// says so once, and accepts again when descriptors are free.
+TEST(RpcServerAcceptTest, RunningOutOfFileDescriptorsDoesNotStopTheServer) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(ServeThroughDescriptorExhaustion(), ::testing::ExitedWithCode(0),
+              "cannot accept connections.*\n(.*\n)*.*accepting connections again(.*\n)*accept failures: [1-9][0-9]*; "
+              "health after: answered");
 }
 
 }  // namespace
