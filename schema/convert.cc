@@ -15,13 +15,31 @@ capnp::Text::Reader AsText(const std::string& s) { return capnp::Text::Reader(s.
 // The reverse: converting a Text::Reader to std::string implicitly also stops at the first NUL.
 std::string FromText(capnp::Text::Reader t) { return std::string(t.begin(), t.size()); }
 
+// `bytes` as printable ASCII: other bytes as \\xNN. For echoing a client's bytes in an error
+// message, which is capnp Text (UTF-8) that other languages' clients decode strictly.
+std::string PrintableBytes(const std::string& bytes) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char ch : bytes) {
+    if (ch >= 0x20 && ch < 0x7f) {
+      out += static_cast<char>(ch);
+    } else {
+      out += "\\x";
+      out += kHex[ch >> 4];
+      out += kHex[ch & 15];
+    }
+  }
+  return out;
+}
+
 uint32_t ClampU32(int64_t v) {
   return static_cast<uint32_t>(std::clamp<int64_t>(v, 0, std::numeric_limits<uint32_t>::max()));
 }
 
 StatusOr<TreeInput> DecodeTree(Tree::Reader tree, const RequestLimits& limits) {
   auto nodes = tree.getNodes();
-  const int64_t max_nodes = 2 * limits.max_tokens - 1;
+  // 2 * max_tokens - 1, without overflowing for a limit meant as "none" (a list holds < 2^29 anyway).
+  const int64_t max_nodes = limits.max_tokens > (int64_t{1} << 40) ? (int64_t{1} << 41) : 2 * limits.max_tokens - 1;
   if (nodes.size() == 0) return InvalidArgument("the tree has no nodes");
   if (static_cast<int64_t>(nodes.size()) > max_nodes)
     return InvalidArgument("the tree has " + std::to_string(nodes.size()) + " nodes; this server takes at most " +
@@ -128,17 +146,26 @@ void EncodeInferRequest(const std::string& model, uint32_t version, const Reques
 }
 
 StatusOr<ModelSpec> FindModel(const std::vector<ModelSpec>& served, const std::string& name, uint32_t version) {
-  std::string names;
+  std::vector<std::string> names;     // of the other models, once each, in order
+  std::vector<std::string> versions;  // of `name`
   for (const ModelSpec& spec : served) {
     if (spec.name == name) {
-      if (version != 0 && static_cast<int64_t>(version) != spec.version)
-        return NotFound("model '" + name + "' version " + std::to_string(version) +
-                        " is not served (this server has version " + std::to_string(spec.version) + ")");
-      return spec;
+      if (version == 0 || static_cast<int64_t>(version) == spec.version) return spec;
+      versions.push_back(std::to_string(spec.version));
+    } else if (std::find(names.begin(), names.end(), spec.name) == names.end()) {
+      names.push_back(spec.name);
     }
-    names += (names.empty() ? "" : ", ") + spec.name;
   }
-  return NotFound("unknown model '" + name + "' (served: " + (names.empty() ? "none" : names) + ")");
+  auto join = [](const std::vector<std::string>& items) {
+    std::string out;
+    for (const std::string& item : items) out += (out.empty() ? "" : ", ") + item;
+    return out;
+  };
+  if (!versions.empty())
+    return NotFound("model '" + name + "' version " + std::to_string(version) + " is not served (this server has " +
+                    (versions.size() == 1 ? "version " : "versions ") + join(versions) + ")");
+  return NotFound("unknown model '" + PrintableBytes(name) + "' (served: " + (names.empty() ? "none" : join(names)) +
+                  ")");
 }
 
 ErrorCode ToErrorCode(StatusCode code) {

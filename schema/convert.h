@@ -43,8 +43,10 @@ StatusOr<DecodedRequest> DecodeInferRequest(InferRequest::Reader request, const 
 void EncodeInferRequest(const std::string& model, uint32_t version, const RequestInput& input,
                         int64_t timeout_us, int64_t max_decode_len, InferRequest::Builder out);
 
-// NOT_FOUND if no served model has `name`, or `version` (non-zero) is not the served version.
-// Returns the served spec.
+// The served spec of `name`: of `version`, or with version 0 the first one `served` lists (a
+// router lists each version its nodes serve). NOT_FOUND if no served model has `name` (the
+// message shows the name's bytes as printable ASCII: it is the client's, and replies are UTF-8),
+// or none of that name has `version`.
 StatusOr<ModelSpec> FindModel(const std::vector<ModelSpec>& served, const std::string& name, uint32_t version);
 
 ErrorCode ToErrorCode(StatusCode code);

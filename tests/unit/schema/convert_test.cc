@@ -7,6 +7,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -219,6 +220,14 @@ TEST(ConvertRequestTest, TooManyTreeNodes) {
   ExpectInvalid(got, "at most 3");
   limits.max_tokens = 3;  // 5 nodes
   EXPECT_TRUE(RoundTrip("m", 1, SmallTree(1, 2, 3), 0, 0, limits).ok());
+}
+
+// A limit meant as "none" (--max-tokens 9223372036854775807) must not overflow into refusing every tree.
+TEST(ConvertRequestTest, TheLargestTokenLimitStillTakesTrees) {
+  RequestLimits limits;
+  limits.max_tokens = std::numeric_limits<int64_t>::max();
+  StatusOr<DecodedRequest> got = RoundTrip("m", 1, SmallTree(1, 2, 3), 0, 0, limits);
+  EXPECT_TRUE(got.ok()) << got.status().ToString();
 }
 
 TEST(ConvertRequestTest, EmptyTree) {
@@ -442,6 +451,37 @@ TEST(ConvertFindModelTest, WrongVersionIsNotFound) {
     EXPECT_NE(got.status().message().find("version " + std::to_string(version)), std::string::npos)
         << got.status().message();
   }
+}
+
+// A router serves every version its nodes have: a version picks its spec, 0 the first listed.
+TEST(ConvertFindModelTest, SeveralVersionsOfOneName) {
+  const std::vector<ModelSpec> served = {Spec(CoreKind::kLstm, "alpha", 1), Spec(CoreKind::kLstm, "beta", 1),
+                                         Spec(CoreKind::kLstm, "alpha", 2)};
+  StatusOr<ModelSpec> second = FindModel(served, "alpha", 2);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->version, 2);
+  StatusOr<ModelSpec> any = FindModel(served, "alpha", 0);
+  ASSERT_TRUE(any.ok()) << any.status().ToString();
+  EXPECT_EQ(any->version, 1);
+  StatusOr<ModelSpec> missing = FindModel(served, "alpha", 3);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("versions 1, 2"), std::string::npos) << missing.status().message();
+  StatusOr<ModelSpec> unknown = FindModel(served, "gamma", 0);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("(served: alpha, beta)"), std::string::npos)
+      << unknown.status().message();
+}
+
+// The name is the client's bytes; the reply's message is capnp Text, which strict UTF-8 decoders
+// (other languages' clients) refuse when it is not UTF-8.
+TEST(ConvertFindModelTest, AnUnknownNameIsEchoedAsPrintableAscii) {
+  const std::vector<ModelSpec> served = {Spec(CoreKind::kLstm, "alpha", 1)};
+  StatusOr<ModelSpec> got = FindModel(served, std::string("\xff\xfe\0x\n", 5), 0);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kNotFound);
+  const std::string& message = got.status().message();
+  EXPECT_NE(message.find("'\\xff\\xfe\\x00x\\x0a'"), std::string::npos) << message;
+  for (unsigned char ch : message) EXPECT_TRUE(ch >= 0x20 && ch < 0x7f) << "byte " << int{ch} << " in: " << message;
 }
 
 // ---------------------------------------------------------------------------------------------
