@@ -68,6 +68,13 @@ struct NodeState {
                       AnswerKind::kRejected);
       return;
     }
+    const int64_t served = it->second->spec().version;
+    if (m.input.model_version != 0 && m.input.model_version != served) {
+      m.reply->Answer(NotFound("model '" + m.model + "' version " + std::to_string(m.input.model_version) +
+                               " is not served (this node has version " + std::to_string(served) + ")"),
+                      AnswerKind::kRejected);
+      return;
+    }
     const int w = PickWorker();
     if (w < 0) {
       m.reply->Answer(Unavailable("no device worker is running"), AnswerKind::kRejected);

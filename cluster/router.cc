@@ -29,6 +29,7 @@ struct RouterCall {
   std::string bytes;          // EncodeRunRequest: what every attempt sends
   int64_t cells = 0;          // EstimateCells, for the policy
   int64_t deadline_us = 0;    // absolute, the router's clock; 0 = none
+  int64_t version = 0;        // the model version asked for; 0 = any
   std::shared_ptr<actors::ReplySlot> reply;
   TokenCallback on_token;
 };
@@ -60,6 +61,9 @@ struct Shared {
     monitoring::ModelMetrics* metrics = nullptr;
   };
   std::unordered_map<std::string, Model> models;  // GUARDED_BY(mu)
+  // What Models() lists: every version of each model the live nodes serve; for a model no live
+  // node serves, the versions last served (its requests are UNAVAILABLE, not NOT_FOUND).
+  std::vector<ModelSpec> specs;       // GUARDED_BY(mu); by name, then version
   std::vector<RouterNodeInfo> nodes;  // GUARDED_BY(mu)
 };
 
@@ -77,6 +81,9 @@ struct RouterState {
     NodeId node = 0;
     int64_t tokens_seen = 0;       // from the current attempt
     int64_t tokens_forwarded = 0;  // to the client, over all attempts
+    // The model version asked for (0 = any), then the one of the node it was first placed on: a
+    // retry runs the same version, so that the tokens already sent stay the answer's.
+    int64_t version = 0;
   };
 
   caf::stateful_actor<RouterState>* self = nullptr;
@@ -90,16 +97,39 @@ struct RouterState {
   NodeId next_node = 1;
   bool stopping = false;
 
+  // The policy's key for `model` at `version` (0: any version). Model names cannot hold '@'.
+  static std::string ModelKey(const std::string& model, int64_t version) {
+    return version == 0 ? model : model + "@" + std::to_string(version);
+  }
+
+  // The version of `model` that node `id` serves (0 if none).
+  int64_t VersionOn(NodeId id, const std::string& model) const {
+    auto it = nodes.find(id);
+    if (it == nodes.end()) return 0;
+    for (const ModelSpec& spec : it->second.registration.models)
+      if (spec.name == model) return spec.version;
+    return 0;
+  }
+
+  // Tells the other threads what the table holds now: the nodes (with their requests in flight,
+  // also refreshed at every sweep) and the models they serve.
   void Publish() {
+    std::map<std::string, std::vector<ModelSpec>> live;  // name -> its versions, once each
     std::vector<RouterNodeInfo> infos;
     for (NodeId id : policy->nodes()) {
       auto view = policy->node(id);
       auto it = nodes.find(id);
       if (!view || it == nodes.end()) continue;
+      for (const ModelSpec& spec : it->second.registration.models) {
+        std::vector<ModelSpec>& versions = live[spec.name];
+        if (std::none_of(versions.begin(), versions.end(),
+                         [&](const ModelSpec& v) { return v.version == spec.version; }))
+          versions.push_back(spec);
+      }
       RouterNodeInfo info;
       info.id = id;
       info.name = view->name;
-      info.models = view->models;
+      for (const ModelSpec& spec : it->second.registration.models) info.models.push_back(spec.name);  // not the keys
       info.devices = view->devices;
       info.draining = view->draining;
       info.in_flight = view->in_flight;
@@ -109,6 +139,20 @@ struct RouterState {
     {
       std::lock_guard<std::mutex> lock(shared->mu);
       shared->nodes = std::move(infos);
+      for (auto& [name, versions] : live) {
+        Shared::Model& model = shared->models[name];
+        model.spec = versions.front();
+        if (!model.metrics && options.metrics) model.metrics = options.metrics->Model(name);
+      }
+      shared->specs.clear();
+      for (const auto& [name, model] : shared->models) {
+        auto it = live.find(name);
+        if (it == live.end()) shared->specs.push_back(model.spec);
+        else shared->specs.insert(shared->specs.end(), it->second.begin(), it->second.end());
+      }
+      std::sort(shared->specs.begin(), shared->specs.end(), [](const ModelSpec& a, const ModelSpec& b) {
+        return a.name != b.name ? a.name < b.name : a.version < b.version;
+      });
     }
     // Only between starting and serving: Stop owns draining and stopped.
     ClusterState current = shared->state.load();
@@ -135,16 +179,18 @@ struct RouterState {
       timeout_us = call.deadline_us - clock.NowMicros();
       if (timeout_us <= 0) return Answer(id, DeadlineExceeded("the deadline passed in the router"), kind);
     }
-    StatusOr<NodeId> node = retry ? policy->PickExcluding(call.model, exclude) : policy->Pick(call.model);
+    const std::string key = ModelKey(call.model, p.version);
+    StatusOr<NodeId> node = retry ? policy->PickExcluding(key, exclude) : policy->Pick(key);
     if (!node.ok()) {
       Status s = node.status();
       if (retry) s = Unavailable("the node running the request was lost and no other can take it: " + s.message());
       return Answer(id, s, kind);
     }
-    if (Status s = policy->OnPlaced(id, call.model, call.cells, *node, p.attempt + 1); !s.ok())
+    if (Status s = policy->OnPlaced(id, key, call.cells, *node, p.attempt + 1); !s.ok())
       return Answer(id, s, kind);
     ++p.attempt;
     p.node = *node;
+    p.version = VersionOn(*node, call.model);
     p.tokens_seen = 0;
     Node& n = nodes.at(*node);
     ++n.placed;
@@ -163,7 +209,8 @@ struct RouterState {
       call->reply->Answer(InvalidArgument("request id in flight already"), actors::AnswerKind::kRejected);
       return;
     }
-    pending.emplace(id, Pending{std::move(call)});
+    const int64_t version = call->version;
+    pending.emplace(id, Pending{std::move(call)}).first->second.version = version;
     Place(id, 0);
   }
 
@@ -178,6 +225,7 @@ struct RouterState {
       Place(id, node);  // the node began draining as the request arrived: once more elsewhere
       return;
     }
+    if (result.ok()) result->model_version = it->second.version;
     Answer(id, std::move(result), actors::AnswerKind::kRan);
   }
 
@@ -220,14 +268,11 @@ struct RouterState {
     nr.id = id;
     nr.name = reg->name;
     nr.devices = reg->devices;
-    for (const ModelSpec& spec : reg->models) nr.models.push_back(spec.name);
-    if (Status s = policy->Register(nr); !s.ok()) return {0, s.message()};
-    {
-      std::lock_guard<std::mutex> lock(shared->mu);
-      for (const ModelSpec& spec : reg->models)
-        if (!shared->models.count(spec.name))
-          shared->models[spec.name] = {spec, options.metrics ? options.metrics->Model(spec.name) : nullptr};
+    for (const ModelSpec& spec : reg->models) {  // placed by name (any version) or name@version
+      nr.models.push_back(spec.name);
+      nr.models.push_back(ModelKey(spec.name, spec.version));
     }
+    if (Status s = policy->Register(nr); !s.ok()) return {0, s.message()};
     if (known == by_addr.end()) {
       by_addr.emplace(addr, id);
       self->monitor(handle);
@@ -332,6 +377,7 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
         for (NodeId id : st.policy->SilentNodes())
           st.RemoveNode(id, "went silent (no load report for " + std::to_string(st.options.report_timeout_ms) + " ms)",
                         true);
+        st.Publish();  // the requests in flight on each node, for nodes()
         self->delayed_send(self, sweep_every, sweep_atom::value);
       },
       [self](stop_atom) { self->state.stopping = true; },
@@ -430,6 +476,7 @@ uint64_t Router::Infer(const std::string& model, RequestInput input, int64_t dea
     }
   }
   call->reply = std::make_shared<actors::ReplySlot>(call->id, std::move(done), s.shared->counters, metrics);
+  call->version = input.model_version;
   call->bytes = EncodeRunRequest(model, input);
   call->deadline_us = deadline_us;
   call->on_token = std::move(on_token);
@@ -473,13 +520,8 @@ ClusterReport Router::Report() const {
 }
 
 std::vector<ModelSpec> Router::Models() const {
-  std::vector<ModelSpec> specs;
-  {
-    std::lock_guard<std::mutex> lock(impl_->shared->mu);
-    for (const auto& [name, model] : impl_->shared->models) specs.push_back(model.spec);
-  }
-  std::sort(specs.begin(), specs.end(), [](const ModelSpec& a, const ModelSpec& b) { return a.name < b.name; });
-  return specs;
+  std::lock_guard<std::mutex> lock(impl_->shared->mu);
+  return impl_->shared->specs;
 }
 
 ClusterState Router::state() const { return impl_->shared->state.load(); }

@@ -11,6 +11,11 @@
 // node (inference is idempotent; a seq2seq stream resumes after the tokens already sent) or
 // answered UNAVAILABLE. An UNAVAILABLE answer from a node (it began draining as the request
 // arrived) is retried the same way. A draining node gets no new placements.
+// Versions: nodes may serve different versions of a model (part way through a rolling upgrade). A
+// request for version V (RequestInput::model_version) goes to a node that serves V, one for 0 to
+// any node that serves the model; its result says which version ran it (model_version), and a
+// retry runs that version again. Each version a node brings stays a policy model name for the
+// router's life (max_models counts a model and each of its versions).
 // Thread-safety: every public method may be called from any thread. Infer's callbacks run on the
 // router's actor thread and must not block. Stop answers every request (in flight ones finish
 // within stop_grace_ms, then are answered UNAVAILABLE) and closes the cluster port.
@@ -71,7 +76,8 @@ struct RouterNodeInfo {
   std::vector<std::string> models;
   int32_t devices = 0;
   bool draining = false;
-  int64_t in_flight = 0;  // this router's requests there now
+  // As of the last change to the node table or the last sweep (report_timeout_ms / 4):
+  int64_t in_flight = 0;  // this router's requests there
   int64_t placed = 0;     // placed there since it registered
 };
 
@@ -88,7 +94,9 @@ class Router final : public ServingBackend {
                  TokenCallback on_token = nullptr) override;
   void Cancel(uint64_t id) override;
   ClusterReport Report() const override;
-  std::vector<ModelSpec> Models() const override;  // every model a node has registered
+  // Every version of each model the live nodes serve, by name then version; a model no live node
+  // serves keeps its last versions listed (its requests are UNAVAILABLE until a node returns).
+  std::vector<ModelSpec> Models() const override;
   ClusterState state() const override;             // kStarting until the first node registers
 
   RouterStats stats() const;

@@ -1,5 +1,7 @@
 #include "cluster/wire.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include <capnp/message.h>
@@ -61,7 +63,8 @@ StatusOr<Registration> DecodeRegistration(const std::string& bytes) {
 
 std::string EncodeRunRequest(const std::string& model, const RequestInput& input) {
   capnp::MallocMessageBuilder message;
-  rpc::EncodeInferRequest(model, 0, input, 0, input.max_decode_len, message.initRoot<rpc::InferRequest>());
+  rpc::EncodeInferRequest(model, static_cast<uint32_t>(std::clamp<int64_t>(input.model_version, 0, UINT32_MAX)), input,
+                          0, input.max_decode_len, message.initRoot<rpc::InferRequest>());
   return ToBytes(message);
 }
 

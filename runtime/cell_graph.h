@@ -34,6 +34,9 @@ struct RequestInput {
   TreeInput tree;
   bool has_tree = false;
   int64_t max_decode_len = 0;  // seq2seq: 0 = the model's max_decode_len; larger is clamped to it
+  // The model version asked for; 0 = any. A node serves one version of each model and answers
+  // NOT_FOUND for another; a router places the request on a node that serves it.
+  int64_t model_version = 0;
 };
 
 struct RequestResult {
@@ -41,6 +44,9 @@ struct RequestResult {
   int32_t label = -1;                  // lstm, treelstm: argmax of the logits
   std::vector<int32_t> tokens;         // seq2seq: decoded tokens (EOS included when produced)
   std::vector<float> scores;           // seq2seq: the winning logit of each step
+  // The version of the model that ran it, where the backend serves several (a router whose nodes
+  // are part way through an upgrade); 0 = the one version the backend lists.
+  int64_t model_version = 0;
 };
 
 // One head cell's output, as the backend reports it.

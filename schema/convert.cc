@@ -78,6 +78,7 @@ StatusOr<DecodedRequest> DecodeInferRequest(InferRequest::Reader request, const 
     }
     out.model.assign(name.begin(), name.end());
     out.version = request.getVersion();
+    out.input.model_version = out.version;
     auto options = request.getOptions();
     out.timeout_us = static_cast<int64_t>(options.getTimeoutMs()) * 1000;
     out.priority = options.getPriority();

@@ -30,7 +30,7 @@ struct RequestLimits {
 struct DecodedRequest {
   std::string model;
   uint32_t version = 0;        // 0 = any
-  RequestInput input;
+  RequestInput input;          // its model_version is `version`
   int64_t timeout_us = 0;      // relative; 0 = none
   int32_t priority = 0;        // reserved (DESIGN.md §10)
 };

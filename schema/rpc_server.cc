@@ -320,6 +320,7 @@ class Service final : public Cellserve::Server {
           return outcome.tokens_sent.then(
               [st, context, served, received_us, result = std::move(outcome.result)]() mutable {
                 if (!result.ok()) st->CountError(result.status().code());
+                if (result.ok() && result->model_version > 0) served.version = result->model_version;  // a router's
                 EncodeReply(result, served, static_cast<uint64_t>(st->clock.NowMicros() - received_us),
                             context.getResults().initReply());
               },

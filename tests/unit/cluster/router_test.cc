@@ -225,6 +225,94 @@ TEST_F(RouterTest, ANodeThatStopsMidRunHasItsNewRequestsRetriedElsewhere) {
   router->Stop();
 }
 
+// The table each node shows (health, logs) follows its requests: what was placed there, and
+// nothing in flight once every answer is in (published at the next sweep, not only when a node
+// joins or leaves).
+TEST_F(RouterTest, NodesShowWhatWasPlacedThereAndWhatIsInFlight) {
+  ASSERT_NO_FATAL_FAILURE(StartTwoNodes());
+  constexpr int kN = 20;
+  Answers answers;
+  for (int i = 0; i < kN; ++i) router_->Infer("cls", Tokens(5, i), 0, answers.For(i));
+  ASSERT_TRUE(answers.Wait(kN, std::chrono::seconds(30)));
+  auto settled = [&] {
+    int64_t placed = 0, in_flight = 0;
+    for (const RouterNodeInfo& n : router_->nodes()) {
+      placed += n.placed;
+      in_flight += n.in_flight;
+    }
+    return placed == kN && in_flight == 0;
+  };
+  EXPECT_TRUE(WaitFor(settled, std::chrono::seconds(10)))
+      << "nodes() still shows what it showed when the nodes joined";
+  a1_->Leave();
+  a2_->Leave();
+  router_->Stop();
+}
+
+// A rolling upgrade: n1 serves cls version 1, n2 version 2 (other weights). A request for a
+// version runs there; one for any version says which one ran it, and its answer is that
+// version's; once n1 has left, only version 2 is listed.
+TEST_F(RouterTest, NodesServingTwoVersionsAnswerByVersionAndSaySo) {
+  testutil::TempModelRepo repo2("cellserve_router_test_v2");
+  ModelSpec v2 = testutil::ClsModelSpec();
+  v2.version = 2;
+  repo2.Write(v2, 12);
+  router_ = StartRouter();
+  ASSERT_TRUE(router_);
+  c1_ = StartCluster();
+  LocalClusterOptions o;
+  o.model_repo = repo2.dir();
+  auto c2 = LocalCluster::Start(o);
+  ASSERT_TRUE(c1_ && c2.ok());
+  c2_ = std::move(c2).value();
+  a1_ = Join(c1_.get(), router_->port(), "n1");
+  a2_ = Join(c2_.get(), router_->port(), "n2");
+  ASSERT_TRUE(a1_ && a2_);
+  ASSERT_TRUE(WaitFor([&] { return router_->Models().size() == 2; }, std::chrono::seconds(10)));
+  EXPECT_EQ(router_->Models()[0].version, 1);
+  EXPECT_EQ(router_->Models()[1].version, 2);
+
+  constexpr int kN = 20;
+  Answers by_version, any, local1, local2;
+  for (int i = 0; i < kN; ++i) {
+    RequestInput in = Tokens(1 + i % 7, i);
+    c1_->Infer("cls", in, 0, local1.For(i));
+    c2_->Infer("cls", in, 0, local2.For(i));
+    router_->Infer("cls", in, 0, any.For(i));
+    in.model_version = 2;
+    router_->Infer("cls", in, 0, by_version.For(i));
+  }
+  ASSERT_TRUE(by_version.Wait(kN, std::chrono::seconds(60)) && any.Wait(kN, std::chrono::seconds(60)));
+  ASSERT_TRUE(local1.Wait(kN, std::chrono::seconds(60)) && local2.Wait(kN, std::chrono::seconds(60)));
+  int ran_v1 = 0;
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(by_version.Get(i).ok()) << by_version.Get(i).status().ToString();
+    EXPECT_EQ(by_version.Get(i)->model_version, 2) << i;
+    EXPECT_EQ(by_version.Get(i)->logits, local2.Get(i)->logits) << i;
+    ASSERT_TRUE(any.Get(i).ok()) << any.Get(i).status().ToString();
+    const int64_t ran = any.Get(i)->model_version;
+    ASSERT_TRUE(ran == 1 || ran == 2) << "request " << i << " says version " << ran;
+    EXPECT_EQ(any.Get(i)->logits, (ran == 1 ? local1 : local2).Get(i)->logits) << i << " is not version " << ran << "'s";
+    ran_v1 += ran == 1;
+  }
+  EXPECT_EQ(ran_v1, a1_->stats().runs) << "n1 serves version 1 only";
+
+  a1_->Leave();
+  ASSERT_TRUE(WaitFor([&] { return router_->Models().size() == 1; }, std::chrono::seconds(10)));
+  EXPECT_EQ(router_->Models()[0].version, 2);
+  RequestInput old = Tokens(3, 1);
+  old.model_version = 1;
+  router_->Infer("cls", old, 0, any.For(kN));
+  c2_->Infer("cls", old, 0, any.For(kN + 1));  // a node asked for a version it does not have
+  ASSERT_TRUE(any.Wait(kN + 2, std::chrono::seconds(30)));
+  EXPECT_EQ(any.Get(kN).status().code(), StatusCode::kUnavailable) << any.Get(kN).status().ToString();
+  EXPECT_EQ(any.Get(kN + 1).status().code(), StatusCode::kNotFound) << any.Get(kN + 1).status().ToString();
+  EXPECT_NE(any.Get(kN + 1).status().message().find("has version 2"), std::string::npos)
+      << any.Get(kN + 1).status().message();
+  a2_->Leave();
+  router_->Stop();
+}
+
 TEST_F(RouterTest, IdlePollKeepsTheCallersCoresAwakeUntilStop) {
   RouterOptions o;
   o.cluster = "127.0.0.1:0";

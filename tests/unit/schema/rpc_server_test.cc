@@ -86,6 +86,42 @@ class SlowReports : public ServingBackend {
   std::shared_future<void> released_;
 };
 
+// A backend that lists two versions of each model (as a router does part way through an
+// upgrade), says version 2 ran every request it was not asked another version for, and keeps the
+// version each request asked for.
+class TwoVersions : public ServingBackend {
+ public:
+  explicit TwoVersions(ServingBackend* inner) : inner_(inner) {}
+  uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done,
+                 TokenCallback on_token) override {
+    const int64_t asked = input.model_version;
+    asked_.push_back(asked);
+    return inner_->Infer(
+        model, std::move(input), deadline_us,
+        [asked, done = std::move(done)](StatusOr<RequestResult> r) {
+          if (r.ok()) r->model_version = asked != 0 ? asked : 2;
+          done(std::move(r));
+        },
+        std::move(on_token));
+  }
+  void Cancel(uint64_t id) override { inner_->Cancel(id); }
+  ClusterReport Report() const override { return inner_->Report(); }
+  std::vector<ModelSpec> Models() const override {
+    std::vector<ModelSpec> out;
+    for (ModelSpec spec : inner_->Models()) {
+      out.push_back(spec);
+      spec.version = 2;
+      out.push_back(spec);
+    }
+    return out;
+  }
+  ClusterState state() const override { return inner_->state(); }
+  std::vector<int64_t> asked_;  // the loop thread's; read after the calls
+
+ private:
+  ServingBackend* inner_;
+};
+
 StatusOr<RequestResult> RunLocal(LocalCluster& cluster, const RequestInput& in) {
   std::mutex mu;
   std::condition_variable cv;
@@ -201,6 +237,34 @@ TEST_F(RpcServerTest, ACallDroppedOnALiveConnectionIsCancelledInTheCluster) {
   ClusterReport r = WaitForAnswers(1);
   EXPECT_EQ(r.failed, 1) << "answered CANCELLED inside the cluster";
   EXPECT_EQ(r.completed, 0) << "it was not run to the end";
+}
+
+// A backend serving several versions (a router) gets the version asked for with the request, and
+// the reply names the version that ran it, not the first one listed.
+TEST_F(RpcServerTest, TheReplyNamesTheVersionThatRanTheRequest) {
+  TwoVersions backend(cluster_.get());
+  RpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = RpcServer::Start(&backend, options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto client = Connect(**server);
+  ASSERT_NE(client, nullptr);
+  InferCall call;
+  call.model = "slow";
+  call.input = Tokens(3);
+  auto any = client->Infer(call);
+  ASSERT_TRUE(any.ok()) << any.status().ToString();
+  EXPECT_EQ(any->version, 2u) << "the backend ran version 2; version 1 is only listed first";
+  call.version = 1;
+  auto first = client->Infer(call);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->version, 1u);
+  call.version = 3;
+  auto missing = client->Infer(call);
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status().ToString();
+  EXPECT_NE(missing.status().message().find("versions 1, 2"), std::string::npos) << missing.status().message();
+  (*server)->Stop();
+  EXPECT_EQ(backend.asked_, (std::vector<int64_t>{0, 1})) << "the version asked for goes with the request";
 }
 
 TEST_F(RpcServerTest, ConnectionsOverTheLimitAreClosedAndCounted) {
