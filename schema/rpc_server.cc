@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 
@@ -168,11 +169,8 @@ class Service final : public Cellserve::Server {
  public:
   Service(LoopState& state, std::shared_ptr<ConnectionCalls> calls) : state_(state), conn_(std::move(calls)) {}
 
-  kj::Promise<void> infer(InferContext context) override { return Run(context, nullptr); }
-
-  kj::Promise<void> inferStream(InferStreamContext context) override {
-    return Run(context, context.getParams().getSink());
-  }
+  kj::Promise<void> infer(InferContext context) override { return Run(context); }
+  kj::Promise<void> inferStream(InferStreamContext context) override { return Run(context); }
 
   kj::Promise<void> models(ModelsContext context) override {
     if (state_.cluster) state_.models = state_.cluster->Models();
@@ -241,7 +239,7 @@ class Service final : public Cellserve::Server {
 
  private:
   template <typename Context>
-  kj::Promise<void> Run(Context context, kj::Maybe<TokenSink::Client> sink) {
+  kj::Promise<void> Run(Context context) {
     const int64_t received_us = state_.clock.NowMicros();
     ++state_.stats->calls_total;
     // capnp 0.9 runs a call to completion even if the client drops it, unless the server allows
@@ -260,7 +258,18 @@ class Service final : public Cellserve::Server {
                               "serving"));
     if (conn_->in_flight >= state_.options->max_calls_per_connection)
       return fail(ResourceExhausted(CallLimitText(conn_->in_flight)));
-    auto decoded = DecodeInferRequest(context.getParams().getRequest(), state_.options->limits);
+    // The parameters themselves may be malformed (a pointer of the wrong kind, from another
+    // language's encoder): capnp throws on reading them, which would reach the client as a failed
+    // call (UNAVAILABLE to rpc::Client, a retry) rather than as the error reply it is.
+    StatusOr<DecodedRequest> decoded = Internal("not decoded");
+    kj::Maybe<TokenSink::Client> sink;
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+      auto params = context.getParams();
+      decoded = DecodeInferRequest(params.getRequest(), state_.options->limits);
+      if constexpr (std::is_same_v<Context, InferStreamContext>) sink = params.getSink();
+    })) {
+      decoded = InvalidArgument(std::string("the call's parameters are malformed: ") + e->getDescription().cStr());
+    }
     if (!decoded.ok()) return fail(decoded.status());
     auto spec = FindModel(state_.models, decoded->model, decoded->version);
     if (!spec.ok() && spec.status().code() == StatusCode::kNotFound) {

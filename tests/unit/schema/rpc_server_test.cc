@@ -22,12 +22,17 @@
 #include <optional>
 #include <thread>
 
+#include <capnp/any.h>
+#include <capnp/message.h>
+#include <capnp/rpc-twoparty.h>
 #include <gtest/gtest.h>
+#include <kj/async-io.h>
 
 #include "../common/temp_model_repo.h"
 #include "../common/wait_for.h"
 #include "monitoring/metrics.h"
 #include "runtime/model_repository.h"
+#include "schema/cellserve.capnp.h"
 #include "schema/client.h"
 
 namespace cellserve::rpc {
@@ -265,6 +270,39 @@ TEST_F(RpcServerTest, TheReplyNamesTheVersionThatRanTheRequest) {
   EXPECT_NE(missing.status().message().find("versions 1, 2"), std::string::npos) << missing.status().message();
   (*server)->Stop();
   EXPECT_EQ(backend.asked_, (std::vector<int64_t>{0, 1})) << "the version asked for goes with the request";
+}
+
+// Call parameters whose request pointer is a list, not a struct (an encoder bug in another
+// language's client): an INVALID_ARGUMENT reply, counted, not a failed call the client would
+// retry; the connection goes on.
+TEST_F(RpcServerTest, MalformedCallParametersAreAnInvalidArgumentReply) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  auto address = io.provider->getNetwork().parseAddress("127.0.0.1", static_cast<unsigned int>(server->port()))
+                     .wait(io.waitScope);
+  auto stream = address->connect().wait(io.waitScope);
+  capnp::TwoPartyClient rpc(*stream);
+  auto cellserve = rpc.bootstrap().castAs<Cellserve>();
+  auto call = cellserve.inferRequest();
+  capnp::AnyStruct::Builder(kj::mv(static_cast<Cellserve::InferParams::Builder&>(call)))
+      .getPointerSection()[0]
+      .initAs<capnp::List<uint8_t>>(3);
+  auto response = call.send().wait(io.waitScope);
+  ASSERT_TRUE(response.getReply().isError());
+  EXPECT_EQ(response.getReply().getError().getCode(), ErrorCode::INVALID_ARGUMENT);
+  EXPECT_NE(std::string(response.getReply().getError().getMessage().cStr()).find("malformed"), std::string::npos)
+      << response.getReply().getError().getMessage().cStr();
+  auto stream_call = cellserve.inferStreamRequest();
+  capnp::AnyStruct::Builder(kj::mv(static_cast<Cellserve::InferStreamParams::Builder&>(stream_call)))
+      .getPointerSection()[0]
+      .initAs<capnp::List<uint8_t>>(3);
+  auto stream_response = stream_call.send().wait(io.waitScope);
+  ASSERT_TRUE(stream_response.getReply().isError());
+  EXPECT_EQ(stream_response.getReply().getError().getCode(), ErrorCode::INVALID_ARGUMENT);
+  EXPECT_EQ(server->stats().errors_by_code[static_cast<size_t>(StatusCode::kInvalidArgument)], 2);
+  auto health = cellserve.healthRequest().send().wait(io.waitScope);
+  EXPECT_EQ(health.getHealth().getState(), ServingState::SERVING) << "the connection goes on";
 }
 
 TEST_F(RpcServerTest, ConnectionsOverTheLimitAreClosedAndCounted) {
