@@ -168,8 +168,10 @@ struct RouterState {
     call->reply->Answer(std::move(result), kind);
   }
 
-  // Places (or re-places) a pending request; answers it if it cannot be placed.
-  void Place(uint64_t id, NodeId exclude) {
+  // Places (or re-places) a pending request; answers it if it cannot be placed. A retry excludes
+  // node `exclude`, and `why` says what happened to the request there (for the answer, if no
+  // other node can take it).
+  void Place(uint64_t id, NodeId exclude = 0, const std::string& why = "") {
     Pending& p = pending.at(id);
     const RouterCall& call = *p.call;
     const bool retry = p.attempt > 0;
@@ -183,7 +185,9 @@ struct RouterState {
     StatusOr<NodeId> node = retry ? policy->PickExcluding(key, exclude) : policy->Pick(key);
     if (!node.ok()) {
       Status s = node.status();
-      if (retry) s = Unavailable("the node running the request was lost and no other can take it: " + s.message());
+      if (retry)
+        s = Unavailable(why + ", and no other node can take the request (" + s.message() +
+                        "); retry later, or start another node that serves '" + call.model + "'");
       return Answer(id, s, kind);
     }
     if (Status s = policy->OnPlaced(id, key, call.cells, *node, p.attempt + 1); !s.ok())
@@ -211,7 +215,7 @@ struct RouterState {
     }
     const int64_t version = call->version;
     pending.emplace(id, Pending{std::move(call)}).first->second.version = version;
-    Place(id, 0);
+    Place(id);
   }
 
   void OnAnswer(NodeId node, uint64_t id, const std::string& bytes) {
@@ -222,7 +226,11 @@ struct RouterState {
     }
     StatusOr<RequestResult> result = DecodeRunAnswer(bytes);
     if (!result.ok() && result.status().code() == StatusCode::kUnavailable && it->second.attempt == 1) {
-      Place(id, node);  // the node began draining as the request arrived: once more elsewhere
+      // The node began draining as the request arrived: once more elsewhere.
+      auto n = nodes.find(node);
+      Place(id, node,
+            "node " + (n != nodes.end() ? n->second.registration.name : std::to_string(node)) +
+                " could not run the request (" + result.status().message() + ")");
       return;
     }
     if (result.ok()) result->model_version = it->second.version;
@@ -313,7 +321,7 @@ struct RouterState {
                              "already"),
                  actors::AnswerKind::kRan);
         } else {
-          Place(r.request, id);
+          Place(r.request, id, "node " + name + " " + why + " while running the request");
         }
       }
     }

@@ -313,6 +313,30 @@ TEST_F(RouterTest, NodesServingTwoVersionsAnswerByVersionAndSaySo) {
   router_->Stop();
 }
 
+// The only node's cluster stops without telling the router: the node answers UNAVAILABLE, the
+// router finds no other node, and the client is told what the node said and what to do (not that
+// a node was lost).
+TEST_F(RouterTest, WhenNoOtherNodeCanTakeARetryTheAnswerSaysWhyAndWhatToDo) {
+  router_ = StartRouter();
+  ASSERT_TRUE(router_);
+  c1_ = StartCluster();
+  ASSERT_TRUE(c1_);
+  a1_ = Join(c1_.get(), router_->port(), "n1");
+  ASSERT_TRUE(a1_);
+  c1_->Stop();
+  Answers answers;
+  router_->Infer("cls", Tokens(3, 1), 0, answers.For(0));
+  ASSERT_TRUE(answers.Wait(1, std::chrono::seconds(30)));
+  const Status status = answers.Get(0).status();
+  EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status.ToString();
+  EXPECT_NE(status.message().find("node n1 could not run the request"), std::string::npos) << status.message();
+  EXPECT_NE(status.message().find("stop"), std::string::npos) << "the node's own reason: " << status.message();
+  EXPECT_NE(status.message().find("start another node that serves 'cls'"), std::string::npos) << status.message();
+  EXPECT_EQ(status.message().find("lost"), std::string::npos) << status.message();
+  a1_->Leave();
+  router_->Stop();
+}
+
 TEST_F(RouterTest, IdlePollKeepsTheCallersCoresAwakeUntilStop) {
   RouterOptions o;
   o.cluster = "127.0.0.1:0";

@@ -305,6 +305,37 @@ TEST_F(RpcServerTest, MalformedCallParametersAreAnInvalidArgumentReply) {
   EXPECT_EQ(health.getHealth().getState(), ServingState::SERVING) << "the connection goes on";
 }
 
+// A backend that is starting and knows no model yet: a router no node has joined.
+class NoNodesYet : public ServingBackend {
+ public:
+  uint64_t Infer(const std::string&, RequestInput, int64_t, InferCallback done, TokenCallback) override {
+    done(Internal("not to be called"));
+    return 1;
+  }
+  void Cancel(uint64_t) override {}
+  ClusterReport Report() const override { return {}; }
+  std::vector<ModelSpec> Models() const override { return {}; }
+  ClusterState state() const override { return ClusterState::kStarting; }
+};
+
+// Just after a router restarts, before its nodes register again, a request is UNAVAILABLE (wait
+// and retry), not NOT_FOUND (which clients take as final).
+TEST(RpcServerNoNodesTest, ARouterWithoutNodesIsUnavailableNotNotFound) {
+  NoNodesYet backend;
+  RpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = RpcServer::Start(&backend, options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto client = Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  InferCall call;
+  call.model = "cls";
+  call.input.tokens = {1, 2};
+  auto reply = (*client)->Infer(call);
+  EXPECT_EQ(reply.status().code(), StatusCode::kUnavailable) << reply.status().ToString();
+  EXPECT_NE(reply.status().message().find("no node has joined"), std::string::npos) << reply.status().message();
+}
+
 TEST_F(RpcServerTest, ConnectionsOverTheLimitAreClosedAndCounted) {
   monitoring::ServingMetrics metrics;
   RpcServerOptions options;
