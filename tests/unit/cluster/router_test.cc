@@ -17,6 +17,7 @@
 #include "actors/local_cluster.h"
 #include "cluster/node_agent.h"
 #include "monitoring/metrics.h"
+#include "runtime/clock.h"
 #include "runtime/this_thread.h"
 #include "tests/unit/cluster/cls_model_repo.h"
 #include "tests/unit/common/thread_probe.h"
@@ -244,6 +245,16 @@ TEST_F(RouterTest, NodesShowWhatWasPlacedThereAndWhatIsInFlight) {
   };
   EXPECT_TRUE(WaitFor(settled, std::chrono::seconds(10)))
       << "nodes() still shows what it showed when the nodes joined";
+  const std::vector<RouterNodeInfo> nodes = router_->nodes();
+  ASSERT_EQ(nodes.size(), 2u);
+  EXPECT_NE(nodes[0].id, 0u);
+  EXPECT_NE(nodes[0].id, nodes[1].id);
+  for (const RouterNodeInfo& n : nodes) {
+    EXPECT_TRUE(n.name == "n1" || n.name == "n2") << n.name;
+    EXPECT_EQ(n.devices, 1);
+    EXPECT_EQ(n.models, std::vector<std::string>{"cls"});
+    EXPECT_FALSE(n.draining);
+  }
   a1_->Leave();
   a2_->Leave();
   router_->Stop();
@@ -333,6 +344,85 @@ TEST_F(RouterTest, WhenNoOtherNodeCanTakeARetryTheAnswerSaysWhyAndWhatToDo) {
   EXPECT_NE(status.message().find("stop"), std::string::npos) << "the node's own reason: " << status.message();
   EXPECT_NE(status.message().find("start another node that serves 'cls'"), std::string::npos) << status.message();
   EXPECT_EQ(status.message().find("lost"), std::string::npos) << status.message();
+  a1_->Leave();
+  router_->Stop();
+}
+
+// A node's own refusal (a token outside the vocabulary) is the answer: only UNAVAILABLE (the node
+// began stopping) is tried on another node.
+TEST_F(RouterTest, ARequestANodeRefusesIsAnsweredNotRetried) {
+  ASSERT_NO_FATAL_FAILURE(StartTwoNodes());
+  Answers answers;
+  RequestInput bad;
+  bad.tokens = {5, 600};  // the vocabulary has 500
+  router_->Infer("cls", bad, 0, answers.For(0));
+  ASSERT_TRUE(answers.Wait(1, std::chrono::seconds(30)));
+  EXPECT_EQ(answers.Get(0).status().code(), StatusCode::kInvalidArgument) << answers.Get(0).status().ToString();
+  EXPECT_EQ(router_->stats().retried, 0);
+  EXPECT_EQ(a1_->stats().runs + a2_->stats().runs, 1);
+  a1_->Leave();
+  a2_->Leave();
+  router_->Stop();
+}
+
+// A deadline travels with the request: one already past is answered by the router, one that
+// passes on the node by the node; a request without one runs.
+TEST_F(RouterTest, TheDeadlineGoesWithTheRequest) {
+  ASSERT_NO_FATAL_FAILURE(StartTwoNodes());
+  Answers answers;
+  SteadyClock clock;  // the router's clock: the same steady time
+  router_->Infer("cls", Tokens(5, 1), clock.NowMicros() - 1000, answers.For(0));
+  router_->Infer("cls", Tokens(5, 1), clock.NowMicros() + 60'000'000, answers.For(1));
+  ASSERT_TRUE(answers.Wait(2, std::chrono::seconds(30)));
+  EXPECT_EQ(answers.Get(0).status().code(), StatusCode::kDeadlineExceeded) << answers.Get(0).status().ToString();
+  EXPECT_NE(answers.Get(0).status().message().find("router"), std::string::npos) << answers.Get(0).status().message();
+  EXPECT_TRUE(answers.Get(1).ok()) << answers.Get(1).status().ToString();
+  EXPECT_EQ(a1_->stats().runs + a2_->stats().runs, 1) << "the late one never went to a node";
+  a1_->Leave();
+  a2_->Leave();
+  router_->Stop();
+}
+
+// A seq2seq request through the router streams its tokens to the caller, in order, each once,
+// and they are the result's tokens and the node's own.
+TEST_F(RouterTest, StreamedTokensComeThroughTheRouterOnceAndInOrder) {
+  testutil::TempModelRepo repo("cellserve_router_test_mt");
+  ModelSpec mt;
+  mt.name = "mt";
+  mt.kind = ModelKind::kSeq2Seq;
+  mt.vocab_size = 200;
+  mt.target_vocab_size = 60;
+  mt.embed_dim = 16;
+  mt.hidden = 16;
+  mt.layers = 1;
+  mt.classes = 0;
+  mt.max_decode_len = 12;
+  repo.Write(mt, 5);
+  router_ = StartRouter();
+  ASSERT_TRUE(router_);
+  LocalClusterOptions o;
+  o.model_repo = repo.dir();
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  c1_ = std::move(cluster).value();
+  a1_ = Join(c1_.get(), router_->port(), "n1");
+  ASSERT_TRUE(a1_);
+  std::mutex mu;
+  std::vector<int32_t> streamed;
+  Answers routed, local;
+  RequestInput in;
+  in.tokens = {3, 17, 42, 9};
+  router_->Infer("mt", in, 0, routed.For(0), [&](int32_t token) {
+    std::lock_guard<std::mutex> lock(mu);
+    streamed.push_back(token);
+  });
+  c1_->Infer("mt", in, 0, local.For(0));
+  ASSERT_TRUE(routed.Wait(1, std::chrono::seconds(30)) && local.Wait(1, std::chrono::seconds(30)));
+  ASSERT_TRUE(routed.Get(0).ok()) << routed.Get(0).status().ToString();
+  ASSERT_FALSE(routed.Get(0)->tokens.empty());
+  EXPECT_EQ(routed.Get(0)->tokens, local.Get(0)->tokens);
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(streamed, routed.Get(0)->tokens) << "every token streamed, once, before the answer";
   a1_->Leave();
   router_->Stop();
 }
