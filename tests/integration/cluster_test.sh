@@ -12,11 +12,14 @@
 #      "left", and the burst sees no error at all (the other node takes the rest);
 #   e. kill -9 of the router, a new one on the same ports: the surviving nodes re-register,
 #      `cellserve infer` through it works again (and is correct), and both nodes get work;
+#   g. SIGSTOP of a node mid-burst (cut off, its connection still open): the router drops it as
+#      silent within --report-timeout-ms, its requests run on the other node, every request is
+#      answered once and OK; after SIGCONT it joins again;
 #   and at the end every process started here has exited and been reaped.
 # Self-tests: the answer checker (cluster_check.py) rejects a corrupted reference (logits off by
 # 1e-4, a wrong token), another model's reference, a missing, a duplicated and a misattributed answer.
 # Usage: cluster_test.sh PATH/TO/cellserve   (ctest passes it). Every wait is bounded; every
-# process is killed on exit. About 30-40 s on 2 cores.
+# process is killed on exit. About 35-45 s on 2 cores.
 set -uo pipefail
 CELLSERVE="$1"
 source "$(dirname "$0")/lib.sh"
@@ -26,6 +29,8 @@ T0=$SECONDS
 has_line() { grep -qE -- "$2" "$1" 2>/dev/null; }
 # registered_times NAME N: node NAME's log says "registered with router $CADDR" at least N times.
 registered_times() { (($(grep -c "registered with router $CADDR" "$WORK/$1.log" 2>/dev/null) >= $2)); }
+# joined_times NAME ROUTER_LOG N: the router says "node NAME joined" at least N times.
+joined_times() { (($(grep -c "node $1 joined" "$2" 2>/dev/null) >= $3)); }
 
 # start_router NAME CLUSTER_ADDR LISTEN_ADDR [FLAGS...]: sets ROUTER_PID, RADDR (clients), CADDR (nodes).
 start_router() {
@@ -256,7 +261,7 @@ CPORT="${CADDR##*:}"
 kill -9 "$ROUTER_PID"
 wait_exit "$ROUTER_PID" 10
 # The new router keeps its cores awake (--idle-poll; a cgroup CPU limit below them would refuse it).
-start_router r2 "127.0.0.1:$CPORT" "127.0.0.1:$RPORT" --idle-poll
+start_router r2 "127.0.0.1:$CPORT" "127.0.0.1:$RPORT" --idle-poll --report-timeout-ms 1500
 if grep -q "cs-idle-poll" /proc/"$ROUTER_PID"/task/*/comm && grep -q -- "--idle-poll: CPU" "$WORK/r2.log"; then
   ok "e: the new router says which CPUs it keeps awake, and a cs-idle-poll thread runs"
 else bad "e: router --idle-poll: no cs-idle-poll thread or no line saying so" "$(cat "$WORK/r2.log")"; fi
@@ -287,6 +292,24 @@ e2="$(completed_on n2)"
 e4="$(completed_on n4)"
 if ((e2 > b2 && e4 > b4)); then ok "e: both nodes run requests from the new router"
 else bad "e: a node got no work from the new router (completed: n2 $b2 -> $e2, n4 $b4 -> $e4)"; fi
+
+# g. SIGSTOP of n4 in the middle of a burst: a node cut off with its connection open. The router
+# drops it as silent (--report-timeout-ms 1500) and runs its requests on n2: all answered, once,
+# OK. After SIGCONT, n4's next load report is answered "register again", and it joins again.
+joined="$(grep -c "node n4 joined" "$WORK/r2.log")"
+loadgen g_cls 60 3
+sleep 0.5
+kill -STOP "$N4"
+if wait_for 10 has_line "$WORK/r2.log" "node n4 went silent"; then
+  line="$(grep -m1 "node n4 went silent" "$WORK/r2.log")"
+  moved="$(grep -oE '[0-9]+ request\(s\) in flight' <<<"$line" | grep -oE '^[0-9]+')"
+  if ((${moved:-0} > 0)); then ok "g: router log: ${line#cellserve router: }"
+  else bad "g: the stopped n4 held no request, so nothing was retried" "$line"; fi
+else bad "g: the router did not drop the stopped n4" "$(tail -5 "$WORK/r2.log")"; fi
+finish_loadgen g_cls "$LG_PID" 0
+kill -CONT "$N4"
+if wait_for 15 joined_times n4 "$WORK/r2.log" $((joined + 1)); then ok "g: n4 joined again after SIGCONT"
+else bad "g: n4 did not join again after SIGCONT" "$(tail -5 "$WORK/r2.log")" "$(tail -5 "$WORK/n4.log")"; fi
 
 # The end: n2, n4 and the router drain and exit 0; nothing started here is left running.
 kill -TERM "$N2" "$N4"
