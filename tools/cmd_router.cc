@@ -86,6 +86,7 @@ int RouterCommand(int argc, char** argv) {
                  DescribeCpus((*router)->idle_poll_cpus()).c_str());
   auto rpc_options = RpcServerOptionsFromFlags(flags, options.metrics);
   if (!rpc_options.ok()) return Fail(rpc_options.status());
+  FitOpenFileLimit(rpc_options->max_connections, "router");
   auto server = rpc::RpcServer::Start(router->get(), *rpc_options);
   if (!server.ok()) return Fail(server.status());
   std::fprintf(stderr,

@@ -322,6 +322,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   if (!from_stdin) {
     auto rpc_options = RpcServerOptionsFromFlags(flags, options.metrics);
     if (!rpc_options.ok()) return Fail(rpc_options.status());
+    FitOpenFileLimit(rpc_options->max_connections, g_name);
     auto rpc_server = rpc::RpcServer::Start(nullptr, *rpc_options);
     if (!rpc_server.ok()) return Fail(rpc_server.status());
     server = std::move(rpc_server).value();

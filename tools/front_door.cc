@@ -1,8 +1,11 @@
 #include "tools/front_door.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
@@ -33,6 +36,26 @@ StatusOr<rpc::RpcServerOptions> RpcServerOptionsFromFlags(const Flags& flags, mo
   ASSIGN_OR_RETURN(o.max_message_bytes, flags.GetIntIn("max-message-bytes", 1024, INT64_MAX));
   o.metrics = metrics;
   return o;
+}
+
+int64_t FitOpenFileLimit(int64_t max_connections, const char* command) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
+  const rlim_t want = static_cast<rlim_t>(std::min<int64_t>(max_connections, INT64_MAX - 128) + 128);
+  auto below = [&](rlim_t n) { return n != RLIM_INFINITY && n < want; };
+  if (below(limit.rlim_cur)) {
+    rlimit raised = limit;
+    raised.rlim_cur = below(limit.rlim_max) ? limit.rlim_max : want;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  if (below(limit.rlim_cur))
+    std::fprintf(stderr,
+                 "cellserve %s: the open-file limit is %llu, below the %llu that --max-connections %lld needs; "
+                 "connections beyond it wait until others close. Raise it (`ulimit -n %llu`, systemd's "
+                 "LimitNOFILE) or lower --max-connections\n",
+                 command, static_cast<unsigned long long>(limit.rlim_cur), static_cast<unsigned long long>(want),
+                 static_cast<long long>(max_connections), static_cast<unsigned long long>(want));
+  return limit.rlim_cur == RLIM_INFINITY ? INT64_MAX : static_cast<int64_t>(limit.rlim_cur);
 }
 
 StatusOr<MetricsEndpoint> StartMetricsEndpoint(const Flags& flags, const std::string& node, const char* command) {

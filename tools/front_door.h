@@ -21,6 +21,13 @@ void AddFrontDoorFlags(Flags& flags);
 // The RPC server's options from those flags. INVALID_ARGUMENT for a value that is not a number.
 StatusOr<rpc::RpcServerOptions> RpcServerOptionsFromFlags(const Flags& flags, monitoring::ServingMetrics* metrics);
 
+// Raises this process's soft open-file limit (RLIMIT_NOFILE) to what `max_connections` needs
+// (plus 128: model files, the metrics port, the cluster's sockets), up to the hard limit, as
+// Go's runtime and many servers do: a shell's soft limit is often 1024, its hard one far higher.
+// Where even the hard limit is too low, prints a warning (as "cellserve COMMAND: ...") that says
+// what to raise. Returns the soft limit now (-1 if it cannot be read).
+int64_t FitOpenFileLimit(int64_t max_connections, const char* command);
+
 // Metrics and their /metrics exposer, both null with --metrics-port 0. Binds --metrics-host, else
 // --listen's host. `node` labels this process's cellserve_node_up; empty: no such series (a
 // router, whose series are the nodes it sees). Prints the URL as "cellserve COMMAND: ...".
