@@ -64,8 +64,9 @@ ProcessStats ReadProcessStats() {
   const long ticks = ::sysconf(_SC_CLK_TCK);
   if (auto times = ParseProcStat(ReadWholeFile("/proc/self/stat"), static_cast<double>(ticks)); times.ok()) {
     s.cpu_seconds = times->cpu_seconds;
-    if (auto boot = ParseBootTime(ReadWholeFile("/proc/stat")); boot.ok())
-      s.start_time_seconds = *boot + times->start_since_boot_seconds;
+    // The boot time does not change: read once (/proc/stat has a line per CPU, read at every scrape).
+    static const StatusOr<double> boot = ParseBootTime(ReadWholeFile("/proc/stat"));
+    if (boot.ok()) s.start_time_seconds = *boot + times->start_since_boot_seconds;
   }
   s.open_fds = CountOpenFds();
   rlimit files{};
