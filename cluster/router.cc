@@ -54,15 +54,15 @@ struct Shared {
   std::atomic<ClusterState> state{ClusterState::kStarting};
   std::atomic<int64_t> placed{0}, retried{0}, nodes_lost{0}, nodes_joined{0}, late_answers{0};
   mutable std::mutex mu;
-  // Every model a node has registered (the first spec of each name), with its metrics handle
-  // (null without metrics): what Infer looks up, once, per request.
+  // Every model a node has registered, by name: the spec of the first live node that serves it
+  // (of the last one, once none does), with its metrics handle (null without metrics).
   struct Model {
     ModelSpec spec;
     monitoring::ModelMetrics* metrics = nullptr;
   };
   std::unordered_map<std::string, Model> models;  // GUARDED_BY(mu)
   // What Models() lists: every version of each model the live nodes serve; for a model no live
-  // node serves, the versions last served (its requests are UNAVAILABLE, not NOT_FOUND).
+  // node serves, the one version `models` keeps (its requests are UNAVAILABLE, not NOT_FOUND).
   std::vector<ModelSpec> specs;       // GUARDED_BY(mu); by name, then version
   std::vector<RouterNodeInfo> nodes;  // GUARDED_BY(mu)
 };
@@ -101,6 +101,7 @@ struct RouterState {
   static std::string ModelKey(const std::string& model, int64_t version) {
     return version == 0 ? model : model + "@" + std::to_string(version);
   }
+  static bool IsVersionKey(const std::string& key) { return key.find('@') != std::string::npos; }
 
   // The version of `model` that node `id` serves (0 if none).
   int64_t VersionOn(NodeId id, const std::string& model) const {
@@ -112,8 +113,10 @@ struct RouterState {
   }
 
   // Tells the other threads what the table holds now: the nodes (with their requests in flight,
-  // also refreshed at every sweep) and the models they serve.
+  // also refreshed at every sweep) and the models they serve. Versions no node serves any more
+  // leave the policy's table here (they would fill max_models over many upgrades).
   void Publish() {
+    policy->Forget(IsVersionKey);
     std::map<std::string, std::vector<ModelSpec>> live;  // name -> its versions, once each
     std::vector<RouterNodeInfo> infos;
     for (NodeId id : policy->nodes()) {
@@ -181,10 +184,16 @@ struct RouterState {
       timeout_us = call.deadline_us - clock.NowMicros();
       if (timeout_us <= 0) return Answer(id, DeadlineExceeded("the deadline passed in the router"), kind);
     }
-    const std::string key = ModelKey(call.model, p.version);
+    // Any version may take a request for version 0, unless it has streamed tokens: its retry
+    // resumes them, so it runs the version that made them.
+    const bool pinned = call.version != 0 || p.tokens_forwarded > 0;
+    const std::string key = ModelKey(call.model, pinned ? p.version : 0);
     StatusOr<NodeId> node = retry ? policy->PickExcluding(key, exclude) : policy->Pick(key);
     if (!node.ok()) {
       Status s = node.status();
+      if (pinned && s.code() == StatusCode::kNotFound)  // the policy forgot the version: no node has it
+        s = (retry ? Unavailable : NotFound)("no node serves model '" + call.model + "' version " +
+                                            std::to_string(p.version) + " now");
       if (retry)
         s = Unavailable(why + ", and no other node can take the request (" + s.message() +
                         "); retry later, or start another node that serves '" + call.model + "'");
@@ -479,7 +488,11 @@ uint64_t Router::Infer(const std::string& model, RequestInput input, int64_t dea
     std::lock_guard<std::mutex> lock(s.shared->mu);
     auto it = s.shared->models.find(model);
     if (it != s.shared->models.end()) {  // unknown: the placement answers NOT_FOUND
-      call->cells = EstimateCells(it->second.spec, input);
+      const ModelSpec* spec = &it->second.spec;
+      for (const ModelSpec& version : s.shared->specs)  // the version asked for, if listed
+        if (input.model_version != 0 && version.name == model && version.version == input.model_version)
+          spec = &version;
+      call->cells = EstimateCells(*spec, input);
       metrics.model = it->second.metrics;
     }
   }

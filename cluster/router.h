@@ -13,9 +13,9 @@
 // arrived) is retried the same way. A draining node gets no new placements.
 // Versions: nodes may serve different versions of a model (part way through a rolling upgrade). A
 // request for version V (RequestInput::model_version) goes to a node that serves V, one for 0 to
-// any node that serves the model; its result says which version ran it (model_version), and a
-// retry runs that version again. Each version a node brings stays a policy model name for the
-// router's life (max_models counts a model and each of its versions).
+// any node that serves the model; its result says which version ran it (model_version). A retry
+// of a request that has streamed tokens runs the same version again. Each version a node brings
+// is a policy model name (max_models counts a model and each of its versions served now).
 // Thread-safety: every public method may be called from any thread. Infer's callbacks run on the
 // router's actor thread and must not block. Stop answers every request (in flight ones finish
 // within stop_grace_ms, then are answered UNAVAILABLE) and closes the cluster port.
@@ -95,9 +95,9 @@ class Router final : public ServingBackend {
   void Cancel(uint64_t id) override;
   ClusterReport Report() const override;
   // Every version of each model the live nodes serve, by name then version; a model no live node
-  // serves keeps its last versions listed (its requests are UNAVAILABLE until a node returns).
+  // serves keeps the one version last listed (its requests are UNAVAILABLE until a node returns).
   std::vector<ModelSpec> Models() const override;
-  ClusterState state() const override;             // kStarting until the first node registers
+  ClusterState state() const override;             // kStarting while no node is registered
 
   RouterStats stats() const;
   std::vector<RouterNodeInfo> nodes() const;

@@ -389,6 +389,39 @@ StatusOr<std::vector<InFlightRequest>> RouterPolicy::NodeDown(NodeId id) {
   return lost;
 }
 
+int RouterPolicy::Forget(const std::function<bool(const std::string& model)>& forgettable) {
+  Impl& s = *impl_;
+  std::vector<bool> keep(s.models.size(), false);
+  for (const Impl::Node& n : s.nodes)
+    if (n.used)
+      for (int32_t m : n.models) keep[m] = true;
+  for (const auto& [id, r] : s.requests) keep[r.model] = true;
+  int forgotten = 0;
+  for (size_t m = 0; m < s.models.size(); ++m) {
+    if (!keep[m] && forgettable(s.models[m].name)) {
+      ++forgotten;
+    } else {
+      keep[m] = true;
+    }
+  }
+  if (forgotten == 0) return 0;
+  // Indices stay in order, so each node's list stays ascending.
+  std::vector<int32_t> index(s.models.size(), -1);
+  std::vector<Impl::Model> kept;
+  for (size_t m = 0; m < s.models.size(); ++m) {
+    if (!keep[m]) continue;
+    index[m] = static_cast<int32_t>(kept.size());
+    kept.push_back(std::move(s.models[m]));
+  }
+  s.models = std::move(kept);
+  s.model_of.clear();
+  for (size_t m = 0; m < s.models.size(); ++m) s.model_of[s.models[m].name] = static_cast<int32_t>(m);
+  for (Impl::Node& n : s.nodes)
+    for (int32_t& m : n.models) m = index[m];
+  for (auto& [id, r] : s.requests) r.model = index[r.model];
+  return forgotten;
+}
+
 StatusOr<NodeId> RouterPolicy::Pick(const std::string& model) { return impl_->Pick(model, -1); }
 
 StatusOr<NodeId> RouterPolicy::PickExcluding(const std::string& model, NodeId excluded) {

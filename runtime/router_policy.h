@@ -46,11 +46,12 @@
 // is answered exactly once.
 // Time: the clock is read at Register and ReportLoad (the last report time) and in SilentNodes;
 // Pick never reads it. Memory: at most max_nodes nodes and max_models model names (kept after
-// their last node leaves, so a request for them is UNAVAILABLE rather than NOT_FOUND); O(1) per
-// request in flight.
+// their last node leaves, so a request for them is UNAVAILABLE rather than NOT_FOUND, until the
+// router has them forgotten: Forget); O(1) per request in flight.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -160,6 +161,12 @@ class RouterPolicy {
   // flight there, ascending by request id; they are no longer in flight. NOT_FOUND for an unknown
   // node.
   StatusOr<std::vector<InFlightRequest>> NodeDown(NodeId node);
+
+  // Forgets the model names that no node in the table serves (draining ones count) and no request
+  // in flight uses, among those `forgettable` says yes to; returns how many. A forgotten name is
+  // NOT_FOUND to Pick again, and no longer counts against max_models (a router forgets the
+  // versions of a model no node serves any more; it keeps the names). O(models + requests).
+  int Forget(const std::function<bool(const std::string& model)>& forgettable);
 
   // Picks a node for a request of `model` (see the header comment). Advances the generator or
   // the turn, nothing else: call OnPlaced once the request is sent.

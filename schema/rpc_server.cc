@@ -276,11 +276,12 @@ class Service final : public Cellserve::Server {
       // A router's models grow as nodes join: look again before saying no.
       state_.models = state_.cluster->Models();
       spec = FindModel(state_.models, decoded->model, decoded->version);
-      // A router that no node has joined yet (it just restarted: its nodes register again within
-      // a second) knows no model: that is a wait, not a NOT_FOUND, which clients take as final.
+      // A router without nodes (just restarted: its nodes register again within a second; or
+      // every node left) cannot tell a model it will serve from a wrong name: that is a wait, not a
+      // NOT_FOUND, which clients take as final.
       if (!spec.ok() && state_.cluster->state() == ClusterState::kStarting)
-        return fail(Unavailable("no node has joined this router yet, so it knows no model; retry when `cellserve "
-                                "health` says serving"));
+        return fail(Unavailable("no node is registered with this router (none has joined yet, or all have left), "
+                                "so it knows no model; retry when `cellserve health` says serving"));
     }
     if (!spec.ok()) return fail(spec.status());
 

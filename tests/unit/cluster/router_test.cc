@@ -308,6 +308,18 @@ TEST_F(RouterTest, NodesServingTwoVersionsAnswerByVersionAndSaySo) {
   }
   EXPECT_EQ(ran_v1, a1_->stats().runs) << "n1 serves version 1 only";
 
+  // n1's cluster stops without telling the router (it answers UNAVAILABLE): a request for any
+  // version that went there runs again on n2, version 2 (nothing was streamed to pin it to 1).
+  c1_->Stop();
+  Answers retried;
+  for (int i = 0; i < kN; ++i) router_->Infer("cls", Tokens(2 + i % 5, i), 0, retried.For(i));
+  ASSERT_TRUE(retried.Wait(kN, std::chrono::seconds(60)));
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(retried.Get(i).ok()) << i << ": " << retried.Get(i).status().ToString();
+    EXPECT_EQ(retried.Get(i)->model_version, 2) << i;
+  }
+  EXPECT_GT(router_->stats().retried, 0) << "none went to n1: nothing shown";
+
   a1_->Leave();
   ASSERT_TRUE(WaitFor([&] { return router_->Models().size() == 1; }, std::chrono::seconds(10)));
   EXPECT_EQ(router_->Models()[0].version, 2);
@@ -316,7 +328,8 @@ TEST_F(RouterTest, NodesServingTwoVersionsAnswerByVersionAndSaySo) {
   router_->Infer("cls", old, 0, any.For(kN));
   c2_->Infer("cls", old, 0, any.For(kN + 1));  // a node asked for a version it does not have
   ASSERT_TRUE(any.Wait(kN + 2, std::chrono::seconds(30)));
-  EXPECT_EQ(any.Get(kN).status().code(), StatusCode::kUnavailable) << any.Get(kN).status().ToString();
+  EXPECT_EQ(any.Get(kN).status().code(), StatusCode::kNotFound) << any.Get(kN).status().ToString();
+  EXPECT_NE(any.Get(kN).status().message().find("version 1"), std::string::npos) << any.Get(kN).status().message();
   EXPECT_EQ(any.Get(kN + 1).status().code(), StatusCode::kNotFound) << any.Get(kN + 1).status().ToString();
   EXPECT_NE(any.Get(kN + 1).status().message().find("has version 2"), std::string::npos)
       << any.Get(kN + 1).status().message();
@@ -424,6 +437,42 @@ TEST_F(RouterTest, StreamedTokensComeThroughTheRouterOnceAndInOrder) {
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_EQ(streamed, routed.Get(0)->tokens) << "every token streamed, once, before the answer";
   a1_->Leave();
+  router_->Stop();
+}
+
+// Each version a node brings is a name in the router's table (max_models): the versions no node
+// serves any more leave it, so upgrade after upgrade fits (this router has room for 2 names: a
+// model and one version of it).
+TEST_F(RouterTest, VersionsNoNodeServesLeaveTheTable) {
+  testutil::TempModelRepo repo2("cellserve_router_test_v2");
+  ModelSpec v2 = testutil::ClsModelSpec();
+  v2.version = 2;
+  repo2.Write(v2, 12);
+  RouterOptions o;
+  o.cluster = "127.0.0.1:0";
+  o.policy.max_models = 2;
+  auto router = Router::Start(o);
+  ASSERT_TRUE(router.ok()) << router.status().ToString();
+  router_ = std::move(router).value();
+  c1_ = StartCluster();
+  ASSERT_TRUE(c1_);
+  a1_ = Join(c1_.get(), router_->port(), "v1");
+  ASSERT_TRUE(a1_);
+  a1_->Leave();
+  ASSERT_TRUE(WaitFor([&] { return router_->nodes().empty(); }, std::chrono::seconds(10)));
+  LocalClusterOptions lo;
+  lo.model_repo = repo2.dir();
+  auto c2 = LocalCluster::Start(lo);
+  ASSERT_TRUE(c2.ok()) << c2.status().ToString();
+  c2_ = std::move(c2).value();
+  a2_ = Join(c2_.get(), router_->port(), "v2");  // refused while cls@1 held the second name
+  ASSERT_TRUE(a2_);
+  Answers answers;
+  router_->Infer("cls", Tokens(3, 1), 0, answers.For(0));
+  ASSERT_TRUE(answers.Wait(1, std::chrono::seconds(30)));
+  ASSERT_TRUE(answers.Get(0).ok()) << answers.Get(0).status().ToString();
+  EXPECT_EQ(answers.Get(0)->model_version, 2);
+  a2_->Leave();
   router_->Stop();
 }
 

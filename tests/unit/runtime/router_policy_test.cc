@@ -593,6 +593,42 @@ TEST(RouterPolicyTest, RegistrationSetsTheEstimate) {
   EXPECT_EQ(t.Pick("m"), 3u);
 }
 
+// Forget drops the names no node serves and no request uses (among those asked), makes room under
+// max_models, and leaves every other name, node and request working.
+TEST(RouterPolicyTest, ForgetDropsOnlyUnservedUnusedNames) {
+  RouterPolicyOptions o;
+  o.max_models = 4;
+  Table t(o);
+  t.Add(1, {"m", "m@1"});
+  t.Add(2, {"m", "m@2", "x"});
+  ASSERT_TRUE(t.policy->NodeDown(1).ok());  // m@1: served by none, used by none
+  auto versions = [](const std::string& name) { return name.find('@') != std::string::npos; };
+  EXPECT_EQ(t.policy->Forget(versions), 1);
+  EXPECT_EQ(t.policy->Pick("m@1").status().code(), StatusCode::kNotFound) << "forgotten";
+  EXPECT_EQ(t.Pick("m@2"), 2u);
+  EXPECT_EQ(t.Pick("x"), 2u);
+  EXPECT_EQ(t.policy->node(2)->models, (std::vector<std::string>{"m", "m@2", "x"}));
+  t.Add(3, {"m", "m@3"});  // the room it made: a fourth name fits again
+
+  // A request in flight keeps its model's name, even when its node no longer lists it.
+  ASSERT_TRUE(t.policy->OnPlaced(7, "m@2", 5, 2).ok());
+  t.Add(2, {"m", "x"});
+  EXPECT_EQ(t.policy->Forget(versions), 0) << "request 7 still uses m@2";
+  EXPECT_EQ(t.policy->in_flight(7)->model, "m@2");
+  ASSERT_TRUE(t.policy->OnAnswered(7, 2).ok());
+  EXPECT_EQ(t.policy->Forget(versions), 1);
+  // A draining node's names count as served; what is not forgettable stays.
+  ASSERT_TRUE(t.policy->Drain(3).ok());
+  ASSERT_TRUE(t.policy->NodeDown(2).ok());
+  EXPECT_EQ(t.policy->Forget(versions), 0) << "m@3 is served by the draining node 3";
+  EXPECT_EQ(t.policy->Forget([](const std::string&) { return true; }), 1) << "x only";
+  EXPECT_EQ(t.policy->Pick("x").status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(t.policy->Register(NodeRegistration{4, "n4", {"m", "m@3"}, 1}).ok());
+  EXPECT_EQ(t.Pick("m@3"), 4u);
+  EXPECT_EQ(t.Pick("m"), 4u);
+  EXPECT_EQ(t.policy->node(3)->models, (std::vector<std::string>{"m", "m@3"}));
+}
+
 TEST(RouterPolicyTest, BoundsAndBadInput) {
   RouterPolicyOptions o;
   o.max_nodes = 2;
