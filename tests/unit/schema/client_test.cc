@@ -228,6 +228,22 @@ TEST(ClientTest, RefusedConnectionIsUnavailableAndSaysWhatToRun) {
   EXPECT_NE(c.status().message().find("cellserve serve --listen"), std::string::npos);
 }
 
+// A name that does not resolve: said as such, with the resolver's own words and nothing of kj's.
+TEST(ClientTest, AnUnknownHostIsNamedWithTheResolversReason) {
+  auto c = Client::Connect("no-such-host.invalid:7410", 5000);
+  ASSERT_FALSE(c.ok());
+  const std::string& m = c.status().message();
+  const std::string want = "unknown host 'no-such-host.invalid' (";
+  const size_t at = m.find(want);
+  ASSERT_NE(at, std::string::npos) << m;
+  const size_t close = m.find(')', at + want.size());
+  ASSERT_NE(close, std::string::npos) << m;
+  const std::string reason = m.substr(at + want.size(), close - at - want.size());
+  EXPECT_FALSE(reason.empty()) << m;
+  EXPECT_EQ(reason.find(';'), std::string::npos) << "kj's text leaked into the reason: " << m;
+  EXPECT_EQ(reason.find("gai_strerror"), std::string::npos) << m;
+}
+
 TEST(ClientTest, BadAddressIsInvalidArgument) {
   auto c = Client::Connect("nowhere");
   ASSERT_FALSE(c.ok());

@@ -476,11 +476,11 @@ TEST(ConvertFindModelTest, SeveralVersionsOfOneName) {
 // (other languages' clients) refuse when it is not UTF-8.
 TEST(ConvertFindModelTest, AnUnknownNameIsEchoedAsPrintableAscii) {
   const std::vector<ModelSpec> served = {Spec(CoreKind::kLstm, "alpha", 1)};
-  StatusOr<ModelSpec> got = FindModel(served, std::string("\xff\xfe\0x\n", 5), 0);
+  StatusOr<ModelSpec> got = FindModel(served, std::string("\xff\xfe\0x y\n~\x7f", 9), 0);
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), StatusCode::kNotFound);
   const std::string& message = got.status().message();
-  EXPECT_NE(message.find("'\\xff\\xfe\\x00x\\x0a'"), std::string::npos) << message;
+  EXPECT_NE(message.find("'\\xff\\xfe\\x00x y\\x0a~\\x7f'"), std::string::npos) << message;
   for (unsigned char ch : message) EXPECT_TRUE(ch >= 0x20 && ch < 0x7f) << "byte " << int{ch} << " in: " << message;
 }
 
