@@ -32,6 +32,7 @@ using testutil::WaitFor;
 
 using release_atom = caf::atom_constant<caf::atom("release")>;
 using place_atom = caf::atom_constant<caf::atom("place")>;
+using ask_again_atom = caf::atom_constant<caf::atom("askagain")>;
 
 // An answer the scripted router got from the node.
 struct SeenAnswer {
@@ -43,7 +44,8 @@ struct SeenAnswer {
 struct Seen {
   std::mutex mu;
   int registrations = 0;
-  std::vector<uint64_t> byes;  // node ids, in order
+  std::vector<uint64_t> byes;    // node ids, in order
+  std::vector<uint64_t> drains;  // node ids, in order
   std::vector<SeenAnswer> answers;
 };
 
@@ -83,7 +85,13 @@ caf::behavior ScriptedRouterActor(caf::stateful_actor<ScriptedRouterState>* self
         seen->byes.push_back(node);
         return bye_atom::value;
       },
-      [](drain_atom, uint64_t) { return drain_atom::value; },
+      [seen](drain_atom, uint64_t node) {
+        std::lock_guard<std::mutex> lock(seen->mu);
+        seen->drains.push_back(node);
+        return drain_atom::value;
+      },
+      // "I do not know you": the node registers again (as after a router restart).
+      [self](ask_again_atom) { self->send(self->state.node, reregister_atom::value); },
       [](node_load_atom, uint64_t, int64_t, int32_t) {},
   };
 }
@@ -111,6 +119,11 @@ class ScriptedRouter {
     std::lock_guard<std::mutex> lock(seen_->mu);
     return seen_->byes;
   }
+  std::vector<uint64_t> drains() {
+    std::lock_guard<std::mutex> lock(seen_->mu);
+    return seen_->drains;
+  }
+  void AskToRegisterAgain() { caf::anon_send(actor_, ask_again_atom::value); }
   void Release(uint64_t id, const std::string& error = "") {
     caf::anon_send(actor_, release_atom::value, id, error);
   }
@@ -210,6 +223,21 @@ TEST_F(NodeAgentTest, LeavesFromAnotherThread) {
   left.wait();
   EXPECT_TRUE(in_time) << "Leave from a second thread waited for the thread that started the agent";
   EXPECT_EQ(router_.byes(), std::vector<uint64_t>{42});
+}
+
+// A draining node that registers again (the router had forgotten it) says again that it drains,
+// or that router would go on placing requests on a node that is leaving.
+TEST_F(NodeAgentTest, ADrainingNodeThatRegistersAgainDrainsThereAgain) {
+  router_.Release(7);
+  ASSERT_TRUE(agent_->WaitRegistered(10000));
+  EXPECT_EQ(agent_->Drain(5000), 1);
+  EXPECT_EQ(router_.drains(), std::vector<uint64_t>{7});
+  router_.AskToRegisterAgain();
+  ASSERT_TRUE(WaitFor([&] { return router_.registrations() == 2; }, std::chrono::seconds(10)));
+  router_.Release(9);
+  EXPECT_TRUE(WaitFor([&] { return router_.drains().size() == 2; }, std::chrono::seconds(10)))
+      << "the second registration was not followed by a drain";
+  EXPECT_EQ(router_.drains(), (std::vector<uint64_t>{7, 9}));
 }
 
 // A router may place requests on a node before the node has its registration reply: the router
