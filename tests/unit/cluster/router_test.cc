@@ -76,9 +76,10 @@ class RouterTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? std::move(r).value() : nullptr;
   }
-  std::unique_ptr<LocalCluster> StartCluster() {
+  // A LocalCluster serving `repo` (default: cls version 1).
+  std::unique_ptr<LocalCluster> StartCluster(const std::string& repo = "") {
     LocalClusterOptions o;
-    o.model_repo = repo_.dir();
+    o.model_repo = repo.empty() ? repo_.dir() : repo;
     auto c = LocalCluster::Start(o);
     EXPECT_TRUE(c.ok()) << c.status().ToString();
     return c.ok() ? std::move(c).value() : nullptr;
@@ -106,7 +107,19 @@ class RouterTest : public ::testing::Test {
     ASSERT_TRUE(WaitFor([&] { return router_->nodes().size() == 2; }, std::chrono::seconds(10)));
   }
 
+  // A LocalCluster serving cls version 2 (other weights).
+  std::unique_ptr<LocalCluster> StartClusterV2() {
+    if (!repo_v2_) {
+      repo_v2_.emplace("cellserve_router_test_v2");
+      ModelSpec v2 = testutil::ClsModelSpec();
+      v2.version = 2;
+      repo_v2_->Write(v2, 12);
+    }
+    return StartCluster(repo_v2_->dir());
+  }
+
   testutil::ClsModelRepo repo_{"cellserve_router_test"};
+  std::optional<testutil::TempModelRepo> repo_v2_;
   // Declared in the order they must start (and are destroyed in reverse): the agents leave first.
   monitoring::ServingMetrics metrics_;
   std::unique_ptr<Router> router_;
@@ -264,18 +277,11 @@ TEST_F(RouterTest, NodesShowWhatWasPlacedThereAndWhatIsInFlight) {
 // version runs there; one for any version says which one ran it, and its answer is that
 // version's; once n1 has left, only version 2 is listed.
 TEST_F(RouterTest, NodesServingTwoVersionsAnswerByVersionAndSaySo) {
-  testutil::TempModelRepo repo2("cellserve_router_test_v2");
-  ModelSpec v2 = testutil::ClsModelSpec();
-  v2.version = 2;
-  repo2.Write(v2, 12);
   router_ = StartRouter();
   ASSERT_TRUE(router_);
   c1_ = StartCluster();
-  LocalClusterOptions o;
-  o.model_repo = repo2.dir();
-  auto c2 = LocalCluster::Start(o);
-  ASSERT_TRUE(c1_ && c2.ok());
-  c2_ = std::move(c2).value();
+  c2_ = StartClusterV2();
+  ASSERT_TRUE(c1_ && c2_);
   a1_ = Join(c1_.get(), router_->port(), "n1");
   a2_ = Join(c2_.get(), router_->port(), "n2");
   ASSERT_TRUE(a1_ && a2_);
@@ -413,11 +419,8 @@ TEST_F(RouterTest, StreamedTokensComeThroughTheRouterOnceAndInOrder) {
   repo.Write(mt, 5);
   router_ = StartRouter();
   ASSERT_TRUE(router_);
-  LocalClusterOptions o;
-  o.model_repo = repo.dir();
-  auto cluster = LocalCluster::Start(o);
-  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
-  c1_ = std::move(cluster).value();
+  c1_ = StartCluster(repo.dir());
+  ASSERT_TRUE(c1_);
   a1_ = Join(c1_.get(), router_->port(), "n1");
   ASSERT_TRUE(a1_);
   std::mutex mu;
@@ -444,10 +447,6 @@ TEST_F(RouterTest, StreamedTokensComeThroughTheRouterOnceAndInOrder) {
 // serves any more leave it, so upgrade after upgrade fits (this router has room for 2 names: a
 // model and one version of it).
 TEST_F(RouterTest, VersionsNoNodeServesLeaveTheTable) {
-  testutil::TempModelRepo repo2("cellserve_router_test_v2");
-  ModelSpec v2 = testutil::ClsModelSpec();
-  v2.version = 2;
-  repo2.Write(v2, 12);
   RouterOptions o;
   o.cluster = "127.0.0.1:0";
   o.policy.max_models = 2;
@@ -460,11 +459,8 @@ TEST_F(RouterTest, VersionsNoNodeServesLeaveTheTable) {
   ASSERT_TRUE(a1_);
   a1_->Leave();
   ASSERT_TRUE(WaitFor([&] { return router_->nodes().empty(); }, std::chrono::seconds(10)));
-  LocalClusterOptions lo;
-  lo.model_repo = repo2.dir();
-  auto c2 = LocalCluster::Start(lo);
-  ASSERT_TRUE(c2.ok()) << c2.status().ToString();
-  c2_ = std::move(c2).value();
+  c2_ = StartClusterV2();
+  ASSERT_TRUE(c2_);
   a2_ = Join(c2_.get(), router_->port(), "v2");  // refused while cls@1 held the second name
   ASSERT_TRUE(a2_);
   Answers answers;
