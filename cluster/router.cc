@@ -113,10 +113,11 @@ struct RouterState {
   }
 
   // Tells the other threads what the table holds now: the nodes (with their requests in flight,
-  // also refreshed at every sweep) and the models they serve. Versions no node serves any more
-  // leave the policy's table here (they would fill max_models over many upgrades).
-  void Publish() {
-    policy->Forget(IsVersionKey);
+  // also refreshed at every sweep) and the models they serve. When the node table changed,
+  // versions no node serves any more leave the policy's table (they would fill max_models over
+  // many upgrades; not at every sweep: it walks every request in flight).
+  void Publish(bool table_changed = true) {
+    if (table_changed) policy->Forget(IsVersionKey);
     std::map<std::string, std::vector<ModelSpec>> live;  // name -> its versions, once each
     std::vector<RouterNodeInfo> infos;
     for (NodeId id : policy->nodes()) {
@@ -394,7 +395,7 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
         for (NodeId id : st.policy->SilentNodes())
           st.RemoveNode(id, "went silent (no load report for " + std::to_string(st.options.report_timeout_ms) + " ms)",
                         true);
-        st.Publish();  // the requests in flight on each node, for nodes()
+        st.Publish(/*table_changed=*/false);  // the requests in flight on each node, for nodes()
         self->delayed_send(self, sweep_every, sweep_atom::value);
       },
       [self](stop_atom) { self->state.stopping = true; },
