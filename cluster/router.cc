@@ -193,8 +193,7 @@ struct RouterState {
     if (!node.ok()) {
       Status s = node.status();
       if (pinned && s.code() == StatusCode::kNotFound)  // the policy forgot the version: no node has it
-        s = (retry ? Unavailable : NotFound)("no node serves model '" + call.model + "' version " +
-                                            std::to_string(p.version) + " now");
+        s = NotFound("no node serves model '" + call.model + "' version " + std::to_string(p.version) + " now");
       if (retry)
         s = Unavailable(why + ", and no other node can take the request (" + s.message() +
                         "); retry later, or start another node that serves '" + call.model + "'");
