@@ -192,11 +192,17 @@ struct RouterState {
     StatusOr<NodeId> node = retry ? policy->PickExcluding(key, exclude) : policy->Pick(key);
     if (!node.ok()) {
       Status s = node.status();
-      if (pinned && s.code() == StatusCode::kNotFound)  // the policy forgot the version: no node has it
-        s = NotFound("no node serves model '" + call.model + "' version " + std::to_string(p.version) + " now");
+      const std::string what = "'" + call.model + "'" + (pinned ? " version " + std::to_string(p.version) : "");
+      if (pinned) {  // the policy's messages name its key ("mt@1"), not what the caller knows
+        if (s.code() == StatusCode::kNotFound) {  // the policy forgot the version: no node has it
+          s = NotFound("no node serves model " + what + " now");
+        } else if (size_t at = s.message().find("'" + key + "'"); at != std::string::npos) {
+          s = Status(s.code(), std::string(s.message()).replace(at, key.size() + 2, what));
+        }
+      }
       if (retry)
         s = Unavailable(why + ", and no other node can take the request (" + s.message() +
-                        "); retry later, or start another node that serves '" + call.model + "'");
+                        "); retry later, or start another node that serves " + what);
       return Answer(id, s, kind);
     }
     if (Status s = policy->OnPlaced(id, key, call.cells, *node, p.attempt + 1); !s.ok())

@@ -7,6 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -16,6 +19,7 @@
 
 #include "actors/local_cluster.h"
 #include "cluster/node_agent.h"
+#include "cluster/wire.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
 #include "runtime/this_thread.h"
@@ -64,6 +68,110 @@ class Answers {
   std::map<int, StatusOr<RequestResult>> results_;
   std::map<int, int> counts_;
 };
+
+// Tokens streamed to a caller, from any thread.
+class Streamed {
+ public:
+  TokenCallback Callback() {
+    return [this](int32_t token) {
+      std::lock_guard<std::mutex> lock(mu_);
+      tokens_.push_back(token);
+    };
+  }
+  std::vector<int32_t> Get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return tokens_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<int32_t> tokens_;
+};
+
+using stream_atom = caf::atom_constant<caf::atom("stream")>;
+using die_atom = caf::atom_constant<caf::atom("die")>;
+
+// What a scripted node was given; read from the test thread.
+struct ScriptedNodeSeen {
+  std::mutex mu;
+  uint64_t id = 0;             // its node id, once registered
+  std::vector<uint64_t> runs;  // the requests placed on it, in order
+};
+
+// A node process reduced to what the test says: it registers, takes runs and answers none; it
+// streams the tokens it is given for its last run, and dies when told (the router gets a down
+// message, as for a node process killed).
+caf::behavior ScriptedNodeActor(caf::event_based_actor* self, caf::actor router, std::string registration,
+                                std::shared_ptr<ScriptedNodeSeen> seen) {
+  self->request(router, std::chrono::seconds(10), register_atom::value, registration)
+      .then([seen](registered_atom, uint64_t id, const std::string&) {
+        std::lock_guard<std::mutex> lock(seen->mu);
+        seen->id = id;
+      });
+  return {
+      [seen](run_atom, uint64_t, uint64_t request, const std::string&, int64_t) {
+        std::lock_guard<std::mutex> lock(seen->mu);
+        seen->runs.push_back(request);
+      },
+      [self, router, seen](stream_atom, int32_t token) {
+        std::lock_guard<std::mutex> lock(seen->mu);
+        if (!seen->runs.empty()) self->send(router, token_atom::value, seen->id, seen->runs.back(), token);
+      },
+      [self](die_atom) { self->quit(caf::exit_reason::user_shutdown); },
+      [](abort_atom, uint64_t) {},
+      [](reregister_atom) {},
+  };
+}
+
+// A scripted node in its own actor system (as in its own process), joined to the router on `port`.
+class ScriptedNode {
+ public:
+  ScriptedNode(uint16_t port, const Registration& registration) {
+    config_.load<caf::io::middleman>();
+    system_ = std::make_unique<caf::actor_system>(config_);
+    auto router = system_->middleman().remote_actor("127.0.0.1", port);
+    if (router) actor_ = system_->spawn(ScriptedNodeActor, *router, EncodeRegistration(registration), seen_);
+  }
+  ~ScriptedNode() {
+    if (actor_) caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown);
+  }
+  bool WaitRegistered() {
+    return WaitFor(
+        [&] {
+          std::lock_guard<std::mutex> lock(seen_->mu);
+          return seen_->id != 0;
+        },
+        std::chrono::seconds(10));
+  }
+  size_t runs() {
+    std::lock_guard<std::mutex> lock(seen_->mu);
+    return seen_->runs.size();
+  }
+  void Stream(int32_t token) { caf::anon_send(actor_, stream_atom::value, token); }
+  void Die() { caf::anon_send(actor_, die_atom::value); }
+
+ private:
+  caf::actor_system_config config_;
+  std::unique_ptr<caf::actor_system> system_;
+  std::shared_ptr<ScriptedNodeSeen> seen_ = std::make_shared<ScriptedNodeSeen>();
+  caf::actor actor_;
+};
+
+// A small seq2seq model ("mt").
+ModelSpec MtSpec(int64_t version) {
+  ModelSpec mt;
+  mt.name = "mt";
+  mt.version = version;
+  mt.kind = ModelKind::kSeq2Seq;
+  mt.vocab_size = 200;
+  mt.target_vocab_size = 60;
+  mt.embed_dim = 16;
+  mt.hidden = 16;
+  mt.layers = 1;
+  mt.classes = 0;
+  mt.max_decode_len = 12;
+  return mt;
+}
 
 class RouterTest : public ::testing::Test {
  protected:
@@ -406,17 +514,7 @@ TEST_F(RouterTest, TheDeadlineGoesWithTheRequest) {
 // and they are the result's tokens and the node's own.
 TEST_F(RouterTest, StreamedTokensComeThroughTheRouterOnceAndInOrder) {
   testutil::TempModelRepo repo("cellserve_router_test_mt");
-  ModelSpec mt;
-  mt.name = "mt";
-  mt.kind = ModelKind::kSeq2Seq;
-  mt.vocab_size = 200;
-  mt.target_vocab_size = 60;
-  mt.embed_dim = 16;
-  mt.hidden = 16;
-  mt.layers = 1;
-  mt.classes = 0;
-  mt.max_decode_len = 12;
-  repo.Write(mt, 5);
+  repo.Write(MtSpec(1), 5);
   router_ = StartRouter();
   ASSERT_TRUE(router_);
   c1_ = StartCluster(repo.dir());
@@ -469,6 +567,95 @@ TEST_F(RouterTest, VersionsNoNodeServesLeaveTheTable) {
   ASSERT_TRUE(answers.Get(0).ok()) << answers.Get(0).status().ToString();
   EXPECT_EQ(answers.Get(0)->model_version, 2);
   a2_->Leave();
+  router_->Stop();
+}
+
+// A seq2seq request whose node is lost after it streamed tokens runs again only on the version
+// that made them: the retry's first tokens are not sent again, and the caller gets each token
+// once. Without a node of that version the answer is UNAVAILABLE, not version 2's tokens after
+// version 1's.
+TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
+  testutil::TempModelRepo repo1("cellserve_router_test_mt1"), repo2("cellserve_router_test_mt2");
+  repo1.Write(MtSpec(1), 5);
+  repo2.Write(MtSpec(2), 6);
+  RouterOptions o;
+  o.cluster = "127.0.0.1:0";
+  o.stop_grace_ms = 5000;
+  o.report_timeout_ms = 600000;  // the scripted nodes send no load reports: never silent here
+  o.metrics = &metrics_;
+  auto router = Router::Start(o);
+  ASSERT_TRUE(router.ok()) << router.status().ToString();
+  router_ = std::move(router).value();
+  c1_ = StartCluster(repo1.dir());
+  c2_ = StartCluster(repo2.dir());
+  ASSERT_TRUE(c1_ && c2_);
+  RequestInput in;
+  in.tokens = {3, 17, 42, 9};
+  Answers local;
+  c1_->Infer("mt", in, 0, local.For(0));
+  c2_->Infer("mt", in, 0, local.For(1));
+  ASSERT_TRUE(local.Wait(2, std::chrono::seconds(30)));
+  ASSERT_TRUE(local.Get(0).ok() && local.Get(1).ok()) << local.Get(0).status().ToString();
+  const std::vector<int32_t> want = local.Get(0)->tokens;
+  ASSERT_GE(want.size(), 3u) << "the test needs a version 1 answer longer than what is streamed";
+  ASSERT_NE(want, local.Get(1)->tokens) << "the two versions must answer differently";
+  Registration reg;
+  reg.models = {MtSpec(1)};
+
+  // s1 (version 1) takes the request, n2 (version 2) joins, s1 streams two tokens and dies.
+  {
+    reg.name = "s1";
+    ScriptedNode s1(router_->port(), reg);
+    ASSERT_TRUE(s1.WaitRegistered());
+    Answers routed;
+    Streamed streamed;
+    router_->Infer("mt", in, 0, routed.For(0), streamed.Callback());
+    ASSERT_TRUE(WaitFor([&] { return s1.runs() == 1; }, std::chrono::seconds(10)));
+    a2_ = Join(c2_.get(), router_->port(), "n2");
+    ASSERT_TRUE(a2_);
+    s1.Stream(want[0]);
+    s1.Stream(want[1]);
+    ASSERT_TRUE(WaitFor([&] { return streamed.Get().size() == 2; }, std::chrono::seconds(10)));
+    s1.Die();
+    ASSERT_TRUE(routed.Wait(1, std::chrono::seconds(30)));
+    const Status status = routed.Get(0).status();
+    EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status.ToString();
+    EXPECT_NE(status.message().find("'mt' version 1"), std::string::npos) << status.message();
+    EXPECT_EQ(streamed.Get(), std::vector<int32_t>(want.begin(), want.begin() + 2));
+    EXPECT_EQ(a2_->stats().runs, 0) << "version 2 ran a request whose first tokens were version 1's";
+  }
+  a2_->Leave();
+  ASSERT_TRUE(WaitFor([&] { return router_->nodes().empty(); }, std::chrono::seconds(10)));
+  // A lost node stays on the dashboard, down (the alert's series); one that left says nothing.
+  const std::string text = metrics_.Serialize();
+  EXPECT_NE(text.find("cellserve_node_up{node=\"s1\"} 0"), std::string::npos) << text;
+  EXPECT_EQ(text.find("node=\"n2\""), std::string::npos) << text;
+
+  // s1b (version 1) takes the request, n1 (version 1) joins, s1b streams two tokens and dies:
+  // n1 runs it again and the caller gets the rest of version 1's tokens.
+  {
+    reg.name = "s1b";
+    ScriptedNode s1b(router_->port(), reg);
+    ASSERT_TRUE(s1b.WaitRegistered());
+    Answers routed;
+    Streamed streamed;
+    router_->Infer("mt", in, 0, routed.For(0), streamed.Callback());
+    ASSERT_TRUE(WaitFor([&] { return s1b.runs() == 1; }, std::chrono::seconds(10)));
+    a1_ = Join(c1_.get(), router_->port(), "n1");
+    ASSERT_TRUE(a1_);
+    s1b.Stream(want[0]);
+    s1b.Stream(want[1]);
+    ASSERT_TRUE(WaitFor([&] { return streamed.Get().size() == 2; }, std::chrono::seconds(10)));
+    s1b.Die();
+    ASSERT_TRUE(routed.Wait(1, std::chrono::seconds(30)));
+    ASSERT_TRUE(routed.Get(0).ok()) << routed.Get(0).status().ToString();
+    EXPECT_EQ(routed.Get(0)->tokens, want);
+    EXPECT_EQ(routed.Get(0)->model_version, 1);
+    EXPECT_EQ(streamed.Get(), want) << "each token once, in order, across the two nodes";
+    EXPECT_EQ(a1_->stats().runs, 1);
+  }
+  EXPECT_EQ(router_->stats().retried, 1) << "the first request had nowhere to go";
+  a1_->Leave();
   router_->Stop();
 }
 
