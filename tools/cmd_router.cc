@@ -36,6 +36,7 @@ int RouterCommand(int argc, char** argv) {
               "--p2c-threshold nodes serve it, the better of two random ones above. A node that dies or goes\n"
               "silent is removed and its requests in flight are retried once elsewhere (or answered\n"
               "UNAVAILABLE). Health is not_ready until a node joins. SIGTERM or SIGINT: drains and exits 0.");
+  flags.ConfigFromEnvironment();
   flags.Add("cluster", "127.0.0.1:7411", "HOST:PORT nodes join (port 0: any free port; see --cluster-port-file)",
             false, "CELLSERVE_CLUSTER")
       .Add("cluster-port-file", "", "write the cluster port's number to this file once it listens")

@@ -214,6 +214,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
               "one JSON line per answer (in completion order, each with its line number); EOF also stops.\n"
               "--metrics-port PORT serves Prometheus metrics at http://HOST:PORT/metrics in either mode (names:\n"
               "monitoring/metrics.h); off by default.");
+  flags.ConfigFromEnvironment();
   flags.Add("model-repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
       .Add("models", "", "comma-separated model names to serve (default: every model in the repository)")
       .Add("devices", "1", "devices (one worker each), or `all` (every GPU with --backend cuda, with cpu, every core this process may use: its cpuset or taskset)",

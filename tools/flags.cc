@@ -22,7 +22,12 @@ std::string Trim(const std::string& s) {
 Flags::Flags(std::string command, std::string summary)
     : command_(std::move(command)), summary_(std::move(summary)) {
   Add("config", "", "read flags from this file, one `name = value` per line ('#' comments); the command line "
-      "and environment variables win over it", false, "CELLSERVE_CONFIG");
+      "and environment variables win over it");
+}
+
+Flags& Flags::ConfigFromEnvironment() {
+  specs_["config"].env = "CELLSERVE_CONFIG";
+  return *this;
 }
 
 Flags& Flags::Add(const std::string& name, const std::string& default_value,
@@ -50,7 +55,11 @@ Status Flags::Parse(int argc, char** argv) {
       help_ = true;
       return OkStatus();
     }
-    if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
+    if (arg == "--") {  // the end of the flags: the rest are arguments, even those that start with --
+      positional_values_.insert(positional_values_.end(), argv + i + 1, argv + argc);
+      break;
+    }
+    if (arg.rfind("--", 0) != 0) {
       positional_values_.push_back(arg);
       continue;
     }
@@ -82,7 +91,10 @@ Status Flags::Parse(int argc, char** argv) {
   }
   for (const auto& [name, spec] : specs_) {
     if (values_.count(name) || spec.env.empty()) continue;
-    if (const char* v = std::getenv(spec.env.c_str()); v && *v) values_[name] = v;
+    if (const char* v = std::getenv(spec.env.c_str()); v && *v) {
+      values_[name] = v;
+      from_env_.insert(name);
+    }
   }
   if (const std::string config = Get("config"); !config.empty()) RETURN_IF_ERROR(ApplyConfigFile(config));
   for (const auto& [name, spec] : specs_) {
@@ -99,7 +111,7 @@ Status Flags::Parse(int argc, char** argv) {
 Status Flags::ApplyConfigFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) return NotFound("cannot read the config file " + path + " (--config or CELLSERVE_CONFIG)");
-  std::map<std::string, std::string> file_values;
+  std::map<std::string, std::pair<std::string, int>> file_values;  // name -> value, line
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {
     const std::string where = path + ":" + std::to_string(number) + ": ";
@@ -120,9 +132,16 @@ Status Flags::ApplyConfigFile(const std::string& path) {
         return InvalidArgument(where + "'" + name + "' is a boolean flag: true or false, got '" + value + "'");
       value = kTrue.count(value) ? "true" : "false";
     }
-    if (!file_values.emplace(name, value).second) return InvalidArgument(where + "'" + name + "' is set twice");
+    if (!file_values.emplace(name, std::make_pair(value, number)).second)
+      return InvalidArgument(where + "'" + name + "' is set twice");
   }
-  for (auto& [name, value] : file_values) values_.emplace(name, std::move(value));  // keeps what is set
+  for (auto& [name, value_line] : file_values) {
+    if (values_.emplace(name, value_line.first).second) continue;
+    // Set already: say so, or a deployment's environment (the image sets some) hides the file's value.
+    const std::string& env = specs_.at(name).env;
+    overridden_.push_back(path + ":" + std::to_string(value_line.second) + ": '" + name + "' is set by " +
+                          (from_env_.count(name) ? env : "the command line") + ", which wins over the file");
+  }
   return OkStatus();
 }
 
@@ -200,6 +219,7 @@ int ParseOrExit(Flags& flags, int argc, char** argv) {
     std::fprintf(stderr, "cellserve: %s\n\n%s", s.message().c_str(), flags.Usage().c_str());
     return 2;
   }
+  for (const std::string& note : flags.overridden()) std::fprintf(stderr, "cellserve: %s\n", note.c_str());
   return -1;
 }
 

@@ -3,17 +3,22 @@
 // and a default, so `--help` is generated and unknown flags are a clear error.
 // Environment variables: a flag declared with env "CELLSERVE_X" takes that variable's value when
 // the flag is not given.
-// Config file: every command also takes --config FILE (or CELLSERVE_CONFIG): one flag per line,
+// "--" ends the flags: what follows is positional, even when it starts with "--".
+// Config file: every command also takes --config FILE (the long-running ones, which call
+// ConfigFromEnvironment, also CELLSERVE_CONFIG; a probe's `cellserve health` in the same container
+// must not read a server's file): one flag per line,
 // `name = value` (the flag's name without "--"; a boolean flag takes true/false, yes/no or 1/0),
 // blank lines and lines starting with '#' ignored, a value may be in double quotes. A value there
 // is used only when neither the command line nor the flag's environment variable gives one:
 // command line, then environment, then config file, then default. A name the command does not
 // know, a line without '=', a flag set twice or a bad boolean is INVALID_ARGUMENT with FILE:LINE;
-// an unreadable file NOT_FOUND. Single-threaded use.
+// an unreadable file NOT_FOUND. A file's value that the command line or the environment hides is
+// listed by overridden(), and ParseOrExit prints it. Single-threaded use.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,6 +42,8 @@ class Flags {
   Flags& AddBool(const std::string& name, const std::string& help);
   // A positional argument; a last one named "NAME..." takes any number of values.
   Flags& Positional(const std::string& name, const std::string& help);
+  // --config also comes from CELLSERVE_CONFIG (serve, node, router).
+  Flags& ConfigFromEnvironment();
 
   // Parses argv (argv[0] is the subcommand). Returns OK, or INVALID_ARGUMENT naming the flag.
   // After `--help`, help_requested() is true and nothing else is checked.
@@ -54,6 +61,8 @@ class Flags {
   // INVALID_ARGUMENT for a value that is not a finite number (inf and nan are refused).
   StatusOr<double> GetDouble(const std::string& name) const;
   const std::vector<std::string>& positional() const { return positional_values_; }
+  // "FILE:LINE: 'name' is set by CELLSERVE_X, which wins over the file", one per hidden value.
+  const std::vector<std::string>& overridden() const { return overridden_; }
 
  private:
   struct Spec {
@@ -69,6 +78,8 @@ class Flags {
   std::map<std::string, std::string> values_;
   std::vector<std::pair<std::string, std::string>> positional_specs_;
   std::vector<std::string> positional_values_;
+  std::set<std::string> from_env_;       // flags whose value came from their environment variable
+  std::vector<std::string> overridden_;  // see overridden()
   bool help_ = false;
 };
 

@@ -77,12 +77,20 @@ f16="$(run_columns tree)"
 f32="$(run_columns tree-f32)"
 check "run tree-f32: answers as the F16 original" 0 "^same$" -- bash -c \
   '[[ -n "$1" && "$1" == "$2" ]] && echo same || printf "F16:\n%s\nF32 copy:\n%s\n" "$1" "$2"' _ "$f16" "$f32"
-# A config file (--config, or CELLSERVE_CONFIG) gives flags; the command line wins over it.
+# A config file (--config; for serve, node and router also CELLSERVE_CONFIG) gives flags; the
+# command line wins over it.
 printf '# run the small classifier\nmodel-repo = %s\nmodel = "mt"\nfold-max-mib = 0\n' "$REPO" > "$WORK/run.conf"
 check "run --config: the file's flags" 0 "loaded model 'mt'" -- "$CELLSERVE" run --config "$WORK/run.conf" "Peace."
 check "run --config: the command line wins" 0 "loaded model 'cls'" -- \
   "$CELLSERVE" run --config "$WORK/run.conf" --model cls "Peace."
-check "run: CELLSERVE_CONFIG names the file" 0 "loaded model 'mt'" -- \
+printf 'model-repo = %s\nmodels = cls\nlisten = 127.0.0.1:1\n' "$REPO" > "$WORK/serve.conf"
+check "serve: CELLSERVE_CONFIG names the file, and says what the environment hides" 0 \
+  "serve.conf:3: 'listen' is set by CELLSERVE_LISTEN, which wins over the file" -- bash -c \
+  'printf "cls\tPeace.\n" | env CELLSERVE_CONFIG="$1" CELLSERVE_LISTEN=127.0.0.1:0 "$2" serve --stdin 2>&1' \
+  _ "$WORK/serve.conf" "$CELLSERVE"
+check "serve: CELLSERVE_CONFIG's models are served" 0 '"line":1,"model":"cls","label"' -- bash -c \
+  'printf "cls\tPeace.\n" | env CELLSERVE_CONFIG="$1" "$2" serve --stdin' _ "$WORK/serve.conf" "$CELLSERVE"
+check "run (like a probe's health) does not read CELLSERVE_CONFIG" 2 "missing required flag --model" -- \
   env CELLSERVE_CONFIG="$WORK/run.conf" "$CELLSERVE" run "Peace."
 printf 'model-repo = %s\nmodle = cls\n' "$REPO" > "$WORK/bad.conf"
 check "run --config: a misspelt flag names the file and line" 2 "bad.conf:2: unknown flag 'modle' for cellserve run" -- \

@@ -163,12 +163,33 @@ TEST_F(FlagsTest, ConfigFileFillsWhatIsNotGivenElsewhere) {
   EXPECT_DOUBLE_EQ(*line_wins.GetDouble("rate"), 1.0);
   EXPECT_EQ(line_wins.Get("repo"), "/models with spaces");
 
-  // CELLSERVE_CONFIG names the file too.
+  // What hides a file's value is said, with the file's line and what won.
+  EXPECT_EQ(env_wins.overridden(),
+            (std::vector<std::string>{path + ":4: 'devices' is set by CELLSERVE_TEST_DEVICES, which wins over the file"}));
+  EXPECT_EQ(line_wins.overridden(),
+            (std::vector<std::string>{path + ":4: 'devices' is set by the command line, which wins over the file",
+                                      path + ":5: 'rate' is set by the command line, which wins over the file"}));
+  EXPECT_TRUE(flags.overridden().empty());
+
+  // CELLSERVE_CONFIG names the file too, for the commands that read it (serve, node, router): a
+  // probe's `cellserve health` in the same container must not read the server's flags.
   unsetenv("CELLSERVE_TEST_DEVICES");
   setenv("CELLSERVE_CONFIG", path.c_str(), 1);
   Flags from_env = MakeFlags();
+  from_env.ConfigFromEnvironment();
   ASSERT_TRUE(Parse(from_env, {}).ok());
   EXPECT_EQ(*from_env.GetInt("devices"), 8);
+  Flags a_probe = MakeFlags();
+  Status probe = Parse(a_probe, {});
+  EXPECT_EQ(probe.code(), StatusCode::kInvalidArgument) << "the file was read: " << probe.ToString();
+  EXPECT_NE(probe.message().find("missing required flag --repo"), std::string::npos) << probe.message();
+}
+
+TEST_F(FlagsTest, DoubleDashEndsTheFlags) {
+  Flags flags = MakeFlags();
+  ASSERT_TRUE(Parse(flags, {"--repo", "r", "one", "--", "--pin", "--", "-x"}).ok());
+  EXPECT_FALSE(flags.GetBool("pin"));
+  EXPECT_EQ(flags.positional(), (std::vector<std::string>{"one", "--pin", "--", "-x"}));
 }
 
 TEST_F(FlagsTest, ConfigFileBooleanFalseTurnsASwitchOff) {
@@ -209,7 +230,10 @@ TEST_F(FlagsTest, UsageListsConfigLast) {
   const size_t config = usage.find("--config");
   ASSERT_NE(config, std::string::npos);
   EXPECT_GT(config, usage.find("--pin"));
-  EXPECT_NE(usage.find("[env CELLSERVE_CONFIG]"), std::string::npos);
+  EXPECT_EQ(usage.find("[env CELLSERVE_CONFIG]"), std::string::npos) << "only where ConfigFromEnvironment says";
+  Flags server = MakeFlags();
+  server.ConfigFromEnvironment();
+  EXPECT_NE(server.Usage().find("[env CELLSERVE_CONFIG]"), std::string::npos);
 }
 
 }  // namespace
