@@ -24,7 +24,9 @@
 //   cellserve_requests_in_flight                     gauge      handed to the cluster, not answered yet
 //   cellserve_rounds_in_flight{device}               gauge      rounds submitted, not completed
 //   cellserve_placements_total{device}               counter    requests the node sent to the device
-//   cellserve_node_up{node}                          gauge      1 for this process's node
+//   cellserve_node_up{node}                          gauge      1 for this process's node (serve: the host
+//                                                               name; node: the name it registers
+//                                                               under); a router's: 1 per node, 0 lost
 //   cellserve_rpc_errors_total{code}                 counter    error replies of the RPC server, by code
 //   cellserve_rpc_connections                        gauge      open RPC connections
 //   cellserve_rpc_calls_in_flight                    gauge      infer calls being served

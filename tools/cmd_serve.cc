@@ -154,9 +154,11 @@ class LineReader {
 // Serves RPC until a signal arrives on the self-pipe, then drains.
 // The server was started before the models loaded (health said not_ready meanwhile); now it
 // gets the cluster, and --port-file is written once calls are served.
-// A node (`agent` set) joins its routers once it serves, and leaves them at the end.
+// A node (`agent` set) joins its routers once it serves, and leaves them at the end; its
+// cellserve_node_up series (in `metrics`, if any) gets the name it joins under.
 int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& port_file,
-             const cluster::NodeAgentOptions* agent_options, const StopSignals& signals) {
+             const cluster::NodeAgentOptions* agent_options, const StopSignals& signals,
+             monitoring::ServingMetrics* metrics) {
   if (Status s = server->AttachCluster(&cluster); !s.ok()) return Fail(s);
   std::fprintf(stderr, "cellserve %s: serving %zu model(s) on port %d (SIGTERM drains and exits)\n", g_name,
                cluster.Models().size(), server->port());
@@ -167,6 +169,7 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
     cluster::NodeAgentOptions o = *agent_options;
     // HOSTNAME:RPC-PORT: stable across restarts (a StatefulSet pod), unique per machine.
     if (o.name.empty()) o.name = HostName() + ":" + std::to_string(server->port());
+    if (metrics) metrics->SetNodeUp(o.name, true);
     auto started = cluster::NodeAgent::Start(&cluster, o);
     if (!started.ok()) return Fail(started.status());
     agent = std::move(started).value();
@@ -313,7 +316,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
 
   // Metrics: made before the cluster and the RPC server, destroyed after them; the exposer stays
   // up while they drain.
-  auto metrics = StartMetricsEndpoint(flags, HostName(), g_name);
+  // A node's own cellserve_node_up carries the name it registers under (known once its port is),
+  // as its routers' series do: one node, one name on the dashboard.
+  auto metrics = StartMetricsEndpoint(flags, node ? "" : HostName(), g_name);
   if (!metrics.ok()) return Fail(metrics.status());
   options.metrics = metrics->metrics.get();
 
@@ -348,7 +353,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
       if (!interval.ok()) return Fail(interval.status());
       agent_options.report_interval_ms = *interval;
     }
-    const int rc = ServeRpc(*cluster, server.get(), flags.Get("port-file"), node ? &agent_options : nullptr, signals);
+    const int rc = ServeRpc(*cluster, server.get(), flags.Get("port-file"), node ? &agent_options : nullptr, signals,
+                            options.metrics);
     server.reset();  // stopped before the cluster goes
     cluster.reset();
     return rc;

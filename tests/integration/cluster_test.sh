@@ -2,6 +2,7 @@
 # A cluster of real processes on 127.0.0.1 (`cellserve router` + `cellserve node`), driven by the
 # real clients (loadgen --answers, infer, health) as a user runs them:
 #   f. the router's health is not_ready (exit != 0) until a node joined, serving (exit 0) after;
+#      a node's own metrics name it as it registered (cellserve_node_up{node="n1"}, nothing else);
 #   a. 1 router + 2 nodes serve an lstm and a seq2seq model: every request answered once, OK, and
 #      equal to the in-process path (`cellserve serve --stdin` on the same corpus lines); both
 #      nodes ran some;
@@ -47,13 +48,13 @@ start_router() {
   CADDR="127.0.0.1:$(cat "$WORK/$name.cport")"
 }
 
-# start_node NAME: a node joining $CADDR (its own RPC port in $WORK/NAME.port); sets NODE_PID.
-# Does not wait for it to register (wait_registered does).
+# start_node NAME [FLAGS...]: a node joining $CADDR (its own RPC port in $WORK/NAME.port); sets
+# NODE_PID. Does not wait for it to register (wait_registered does).
 start_node() {
   local name="$1"
   rm -f "$WORK/$name.port"
   "$CELLSERVE" node --join "$CADDR" --model-repo "$REPO" --listen 127.0.0.1:0 --port-file "$WORK/$name.port" \
-    --node-name "$name" --devices 1 --backend cpu 2>"$WORK/$name.log" &
+    --node-name "$name" --devices 1 --backend cpu "${@:2}" 2>"$WORK/$name.log" &
   NODE_PID=$!
   PIDS+=("$NODE_PID")
 }
@@ -151,12 +152,18 @@ done
 start_router r1 127.0.0.1:0 127.0.0.1:0
 check "router health before any node joined: not_ready, exit != 0" 1 "not_ready" -- \
   "$CELLSERVE" health --addr "$RADDR"
-start_node n1
+N1_METRICS="$(free_port)"
+start_node n1 --metrics-port "$N1_METRICS" --metrics-host 127.0.0.1
 N1=$NODE_PID
 start_node n2
 N2=$NODE_PID
 wait_registered n1 "$WORK/r1.log"
 wait_registered n2 "$WORK/r1.log"
+# A node's own node_up series has the name it registered under (as its router's has), and only it.
+if up="$(http_get "http://127.0.0.1:$N1_METRICS/metrics" 2>&1 | grep '^cellserve_node_up')" &&
+  [[ "$up" == 'cellserve_node_up{node="n1"} 1' ]]; then
+  ok "node n1's own metrics: node_up under its registered name only"
+else bad "node n1's own metrics: want cellserve_node_up{node=\"n1\"} 1 alone" "$up" "$(tail -3 "$WORK/n1.log")"; fi
 if wait_for 10 "$CELLSERVE" health --addr "$RADDR" >/dev/null 2>&1; then
   check "router health once nodes joined: serving, exit 0" 0 "serving" -- "$CELLSERVE" health --addr "$RADDR"
 else bad "router health never became serving" "$("$CELLSERVE" health --addr "$RADDR" 2>&1)"; fi
