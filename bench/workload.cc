@@ -2,6 +2,7 @@
 #include "bench/workload.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <fstream>
 #include <numeric>
@@ -144,6 +145,19 @@ std::vector<Arrival> PoissonSchedule(double rate_per_s, double duration_s, size_
     out.push_back(a);
   }
   return out;
+}
+
+Status CheckScheduleSize(double rate_per_s, double duration_s) {
+  const double expected = rate_per_s * duration_s;
+  if (!(expected <= kMaxScheduledArrivals)) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "--rate %g per s for --duration-s %g would schedule about %.3g requests, more than one run "
+                  "holds (%.0f): lower the rate or shorten the run",
+                  rate_per_s, duration_s, expected, kMaxScheduledArrivals);
+    return InvalidArgument(buf);
+  }
+  return OkStatus();
 }
 
 uint64_t MixSeed(uint64_t seed, uint64_t index) {

@@ -85,9 +85,17 @@ struct Arrival {
 
 // Open-loop Poisson arrivals at `rate_per_s` for `duration_s`, ascending in time, drawing requests
 // from a seeded shuffle of `num_requests` (wrapping around). Empty if rate, duration or
-// num_requests is not positive.
+// num_requests is not positive. Callers check the size with CheckScheduleSize first: the schedule
+// is held in memory whole (16 bytes an arrival).
 std::vector<Arrival> PoissonSchedule(double rate_per_s, double duration_s, size_t num_requests,
                                      uint64_t seed);
+
+// The most arrivals one open-loop run schedules (about 800 MB of schedule; hours at any rate this
+// project has served).
+constexpr double kMaxScheduledArrivals = 5e7;
+// INVALID_ARGUMENT, naming --rate and --duration-s, unless rate_per_s * duration_s is at most
+// kMaxScheduledArrivals.
+Status CheckScheduleSize(double rate_per_s, double duration_s);
 
 // Derives an independent seed for stream `index` of a run seeded `seed` (splitmix64).
 uint64_t MixSeed(uint64_t seed, uint64_t index);

@@ -279,6 +279,8 @@ int BenchCommand(int argc, char** argv) {
     auto r = ParseRates(flags.Get("rates"));
     if (!r.ok()) return BadUsage(r.status());
     rates = *r;
+    for (double rate : rates)
+      if (Status s = bench::CheckScheduleSize(rate, cfg.duration_s); !s.ok()) return BadUsage(s);
   }
 
   auto spec = ReadModelSpec(cfg.cluster.model_repo + "/" + cfg.model + "/spec.json");
@@ -385,6 +387,7 @@ int BenchCommand(int argc, char** argv) {
       }
     }
     std::sort(rates.begin(), rates.end());
+    if (Status s = bench::CheckScheduleSize(rates.back(), cfg.duration_s); !s.ok()) return Fail(s);
   }
 
   // The sweep. Schedules depend on the rate's index only, so every policy sees the same arrivals.

@@ -390,6 +390,7 @@ int LoadgenCommand(int argc, char** argv) {
     auto rate = flags.GetDouble("rate");
     if (!rate.ok()) return BadUsage(rate.status());
     if (*rate <= 0) return BadUsage(InvalidArgument("--rate must be > 0"));
+    if (Status s = bench::CheckScheduleSize(*rate, *duration_s); !s.ok()) return BadUsage(s);
     cfg.rate = *rate;
   }
 

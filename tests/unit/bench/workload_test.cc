@@ -197,6 +197,20 @@ TEST(PoissonTest, MeanRateAndExponentialGaps) {
   EXPECT_NEAR(above / (n - 1), std::exp(-1.0), 0.01);
 }
 
+// A schedule is held whole: a rate and duration past what one run holds are refused up front
+// (they used to end loadgen and bench with bad_alloc), with what to change.
+TEST(PoissonTest, ScheduleSizeIsCheckedBeforeItIsMade) {
+  EXPECT_TRUE(CheckScheduleSize(1000, 3600).ok());
+  EXPECT_TRUE(CheckScheduleSize(kMaxScheduledArrivals, 1).ok());
+  const Status big = CheckScheduleSize(1e9, 1);
+  EXPECT_EQ(big.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(big.message().find("--rate 1e+09 per s for --duration-s 1 would schedule about 1e+09"),
+            std::string::npos) << big.message();
+  EXPECT_NE(big.message().find("lower the rate or shorten the run"), std::string::npos) << big.message();
+  EXPECT_FALSE(CheckScheduleSize(100, 1e9).ok());
+  EXPECT_FALSE(CheckScheduleSize(1e300, 1e300).ok()) << "an infinite product";
+}
+
 TEST(PoissonTest, DeterministicPerSeed) {
   auto a = PoissonSchedule(50, 10, 100, 1), b = PoissonSchedule(50, 10, 100, 1);
   auto c = PoissonSchedule(50, 10, 100, 2);
