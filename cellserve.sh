@@ -198,10 +198,21 @@ cmd_corpus() {
 }
 
 cmd_demo() {
+  local arg
+  for arg in "$@"; do  # help only: no build, no download, no benchmark
+    if [[ "$arg" == --help || "$arg" == -h ]]; then
+      usage
+      if [[ -x "$CELLSERVE" ]]; then
+        printf '\nThe demo'"'"'s FLAGS are these of '"'"'cellserve run'"'"':\n\n'
+        "$CELLSERVE" run --help
+      fi
+      return 0
+    fi
+  done
   cmd_build
   # The State of the Union corpus, unless the caller brings a --corpus of their own.
   # --cpu-precision goes to the benchmark too, so that both parts compute the same way.
-  local run_args=(--corpus "$CORPUS_FILE") arg corpus="$CORPUS_FILE" next_is_corpus=0
+  local run_args=(--corpus "$CORPUS_FILE") corpus="$CORPUS_FILE" next_is_corpus=0
   local bench_args=() next_is_precision=0 user_args=()
   for arg in "$@"; do
     if ((next_is_corpus)); then
