@@ -51,10 +51,10 @@ int RouterCommand(int argc, char** argv) {
   AddFrontDoorFlags(flags);
   AddIdlePollFlags(flags, "every core this process may use (its cpuset or taskset)");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
-  for (const char* name : {"seed", "report-timeout-ms", "stop-grace-ms"}) {
-    auto v = flags.GetInt(name);
-    if (!v.ok()) return Fail(v.status());
-  }
+  const StatusOr<int64_t> seed = flags.GetInt("seed"), report_timeout_ms = flags.GetIntIn("report-timeout-ms", 100, INT64_MAX),
+                          stop_grace_ms = flags.GetIntIn("stop-grace-ms", 0, INT64_MAX);
+  for (const StatusOr<int64_t>* v : {&seed, &report_timeout_ms, &stop_grace_ms})
+    if (!v->ok()) return Fail(v->status());
   auto p2c_threshold = flags.GetIntIn("p2c-threshold", 1, 1 << 20);
   if (!p2c_threshold.ok()) return Fail(p2c_threshold.status());
   cluster::RouterOptions options;
@@ -66,9 +66,9 @@ int RouterCommand(int argc, char** argv) {
   if (!estimate.ok()) return Fail(estimate.status());
   options.policy.estimate = *estimate;
   options.policy.p2c_threshold = static_cast<int>(*p2c_threshold);
-  options.policy.seed = static_cast<uint64_t>(*flags.GetInt("seed"));
-  options.report_timeout_ms = *flags.GetInt("report-timeout-ms");
-  options.stop_grace_ms = *flags.GetInt("stop-grace-ms");
+  options.policy.seed = static_cast<uint64_t>(*seed);
+  options.report_timeout_ms = *report_timeout_ms;
+  options.stop_grace_ms = *stop_grace_ms;
   auto idle = ReadIdlePollFlags(flags);
   if (!idle.ok()) return Fail(idle.status());
   options.idle_poll = idle->on;

@@ -34,6 +34,7 @@
 
 #include "actors/local_cluster.h"
 #include "cluster/node_agent.h"
+#include "cluster/wire.h"
 #include "monitoring/metrics.h"
 #include "schema/rpc_server.h"
 #include "runtime/memory_limit.h"
@@ -248,7 +249,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
               "CELLSERVE_JOIN")
         .Add("node-name", "", "how routers name this node in logs and metrics (default HOSTNAME:RPC-PORT)", false,
              "CELLSERVE_NODE_NAME")
-        .Add("report-interval-ms", "200", "load reports to the routers at least this often (they drop silent nodes)");
+        .Add("report-interval-ms", "200",
+             "load reports to the routers at least this often; keep it well below the routers' --report-timeout-ms "
+             "(3000 by default), after which they drop a silent node");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
   const bool from_stdin = !node && flags.GetBool("stdin");  // a node serves routers over the network
 
@@ -258,7 +261,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto policy = ParsePolicy(flags.Get("policy"));
   if (!policy.ok()) return Fail(policy.status());
   options.scheduler.policy = *policy;
-  auto max_requests = flags.GetInt("max-requests");
+  auto max_requests = flags.GetIntIn("max-requests", 1, INT64_MAX);
   auto lookahead = flags.GetIntIn("lookahead", 1, kMaxLookahead);
   auto fill_first = flags.GetIntIn("fill-first-rounds", 0, kMaxFillFirstRounds);
   auto slots = flags.GetIntIn("state-slots", 2, int64_t{1} << 30);
@@ -266,6 +269,26 @@ int ServeOrNode(int argc, char** argv, bool node) {
   for (const Status* s : {&max_requests.status(), &lookahead.status(), &fill_first.status(), &slots.status(),
                           &blas_threads.status()})
     if (!s->ok()) return Fail(*s);
+  // A node's cluster flags, checked before any model loads (a mistake there costs no wait).
+  cluster::NodeAgentOptions agent_options;
+  if (node) {
+    agent_options.join = SplitComma(flags.Get("join"));
+    for (const std::string& address : agent_options.join) {
+      std::string host;
+      uint16_t port = 0;
+      if (Status s = cluster::ParseHostPort(address, false, host, port); !s.ok()) return Fail(s.WithContext("--join"));
+    }
+    if (agent_options.join.empty()) return Fail(InvalidArgument("--join needs at least one router HOST:PORT"));
+    agent_options.name = flags.Get("node-name");
+    auto interval = flags.GetIntIn("report-interval-ms", 10, 60000);
+    if (!interval.ok()) return Fail(interval.status());
+    agent_options.report_interval_ms = *interval;
+    if (*interval >= 1000)
+      std::fprintf(stderr,
+                   "cellserve node: warning: --report-interval-ms %lld: routers drop a node they have not heard "
+                   "from for their --report-timeout-ms (3000 by default); keep the interval well below it\n",
+                   static_cast<long long>(*interval));
+  }
   if (flags.Get("devices") == "all") {
     options.devices = 0;
   } else {
@@ -343,15 +366,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
   }
   std::unique_ptr<LocalCluster> cluster = std::move(started).value();
   if (server) {
-    cluster::NodeAgentOptions agent_options;
     if (node) {
-      agent_options.join = SplitComma(flags.Get("join"));
-      agent_options.name = flags.Get("node-name");
       agent_options.devices = cluster->device_count();
       agent_options.max_tokens = *flags.GetInt("max-tokens");  // checked by RpcServerOptionsFromFlags
-      auto interval = flags.GetInt("report-interval-ms");
-      if (!interval.ok()) return Fail(interval.status());
-      agent_options.report_interval_ms = *interval;
     }
     const int rc = ServeRpc(*cluster, server.get(), flags.Get("port-file"), node ? &agent_options : nullptr, signals,
                             options.metrics);

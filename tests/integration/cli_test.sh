@@ -153,6 +153,15 @@ check "serve: empty text is INVALID_ARGUMENT" 0 '"line":1,"error":\{"code":"INVA
   "printf 'cls\t\n' | '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls"
 check "serve: bad policy is a clear error" 1 "unknown policy 'fifo'" -- \
   "$CELLSERVE" serve --model-repo "$REPO" --policy fifo
+# A node's and a router's flags are checked before anything loads (the repository here does not exist).
+check "node: a bad --join is named before the models load" 1 "--join: 'bad' is not HOST:PORT" -- \
+  "$CELLSERVE" node --model-repo "$WORK/none" --join bad
+check "node: --report-interval-ms is bounded" 1 "report-interval-ms must be in \[10, 60000\], got 0" -- \
+  "$CELLSERVE" node --model-repo "$WORK/none" --join 127.0.0.1:7411 --report-interval-ms 0
+check "serve: --max-requests 0 is refused before the models load" 1 "max-requests must be >= 1, got 0" -- \
+  "$CELLSERVE" serve --model-repo "$WORK/none" --max-requests 0
+check "router: --report-timeout-ms is named" 1 "report-timeout-ms must be >= 100, got 50" -- \
+  "$CELLSERVE" router --report-timeout-ms 50
 
 # bench: a short open-loop run per policy writes the JSON rows users and scripts rely on.
 printf '%s\n' "${SENTENCES[@]}" "One more sentence for the corpus." "And a last one." > "$WORK/corpus.txt"
