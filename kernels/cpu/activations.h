@@ -1,7 +1,7 @@
 // Branch-free float activations that the compiler vectorizes (the fused element-wise pass runs
 // them on every gate of every cell). ExpApprox is the Cephes expf polynomial with the range
 // reduction done by a rounding constant instead of floor(): max relative error about 2 ulp over
-// [-87, 88], inputs clamped to that range. Sigmoid and Tanh build on it; Tanh's absolute error is
+// [-87, 88], inputs clamped to that range (NaN to -87, as the AVX2 lanes do). Sigmoid and Tanh build on it; Tanh's absolute error is
 // about 1e-7. Header-only, pure functions.
 #pragma once
 
@@ -12,7 +12,9 @@
 namespace cellserve::cpu {
 
 inline float ExpApprox(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
+  // `x > -87 ? x : -87` is what maxps does: a NaN becomes -87 here as in the vector lanes
+  // (std::max would keep it, then cast it to int: undefined, and other bits than the lanes').
+  x = std::min(x > -87.0f ? x : -87.0f, 88.0f);
   // n = round(x / ln 2) via the 1.5 * 2^23 trick (exact for |x / ln 2| < 2^22).
   const float shifter = 12582912.0f;
   float n = (x * 1.44269504088896341f + shifter) - shifter;

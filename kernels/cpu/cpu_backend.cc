@@ -125,12 +125,14 @@ void CpuBackend::RunLstm(const CellType& type, const CellBatch& batch, ModelStat
   x_.resize(static_cast<size_t>(B * K));
   gates_.resize(static_cast<size_t>(B * G));
   float* slots = state.storage.data();
-  auto h_of = [&](SlotId s) -> const float* { return s >= 0 ? slots + s * 2 * H : nullptr; };
+  auto h_of = [&](SlotId s) -> const float* { return s >= 0 ? slots + int64_t{s} * 2 * H : nullptr; };
   for (int64_t r = 0; r < B; ++r) {
     const CellRow& row = batch.rows[r];
     float* x = x_.data() + r * K;
     if (!folded) {
-      const float* src = row.token >= 0 ? type.embedding->data() + row.token * in : h_of(row.x_slot);
+      // By the cell type, as the CUDA plan does: a token on a type without an embedding is ignored
+      // (CheckCellBatch checks tokens only where there is an embedding).
+      const float* src = type.embedding ? type.embedding->data() + int64_t{row.token} * in : h_of(row.x_slot);
       CopyOrZero(src, in, x);
     }
     CopyOrZero(h_of(row.state_slot[0]), H, x + in);
@@ -139,10 +141,10 @@ void CpuBackend::RunLstm(const CellType& type, const CellBatch& batch, ModelStat
   zeros_.resize(static_cast<size_t>(H), 0.0f);
   for (int64_t r = 0; r < B; ++r) {
     const CellRow& row = batch.rows[r];
-    const float* c_prev = row.state_slot[0] >= 0 ? slots + row.state_slot[0] * 2 * H + H : zeros_.data();
+    const float* c_prev = row.state_slot[0] >= 0 ? slots + int64_t{row.state_slot[0]} * 2 * H + H : zeros_.data();
     // Folded: the token's row is W_x x + bias, added where the bias would be.
     const float* bias = folded ? weights.folded_row(row.token) : type.bias->data();
-    float* out = slots + row.out_slot * 2 * H;
+    float* out = slots + int64_t{row.out_slot} * 2 * H;
     LstmPointwise(H, gates_.data() + r * G, bias, c_prev, out, out + H);
   }
 }
@@ -155,7 +157,7 @@ void CpuBackend::RunTreeLeaf(const CellType& type, const CellBatch& batch, Model
   if (weights.is_folded()) {  // the token's row is the gates with their bias: no GEMM
     zeros_.resize(std::max(zeros_.size(), static_cast<size_t>(G)), 0.0f);
     for (const CellRow& row : batch.rows) {
-      float* out = slots + row.out_slot * 2 * H;
+      float* out = slots + int64_t{row.out_slot} * 2 * H;
       LeafPointwise(H, weights.folded_row(row.token), zeros_.data(), out, out + H);
     }
     return;
@@ -166,7 +168,7 @@ void CpuBackend::RunTreeLeaf(const CellType& type, const CellBatch& batch, Model
     std::memcpy(x_.data() + r * E, type.embedding->data() + batch.rows[r].token * E, E * sizeof(float));
   GemmPacked(B, x_.data(), E, weights.gemm, gates_.data(), G);
   for (int64_t r = 0; r < B; ++r) {
-    float* out = slots + batch.rows[r].out_slot * 2 * H;
+    float* out = slots + int64_t{batch.rows[r].out_slot} * 2 * H;
     LeafPointwise(H, gates_.data() + r * G, type.bias->data(), out, out + H);
   }
 }
@@ -178,8 +180,8 @@ void CpuBackend::RunTreeInternal(const CellType& type, const CellBatch& batch, M
   gates_.resize(static_cast<size_t>(B * G));
   zeros_.resize(static_cast<size_t>(H), 0.0f);
   float* slots = state.storage.data();
-  auto h_of = [&](SlotId s) -> const float* { return s >= 0 ? slots + s * 2 * H : nullptr; };
-  auto c_of = [&](SlotId s) -> const float* { return s >= 0 ? slots + s * 2 * H + H : zeros_.data(); };
+  auto h_of = [&](SlotId s) -> const float* { return s >= 0 ? slots + int64_t{s} * 2 * H : nullptr; };
+  auto c_of = [&](SlotId s) -> const float* { return s >= 0 ? slots + int64_t{s} * 2 * H + H : zeros_.data(); };
   for (int64_t r = 0; r < B; ++r) {
     const CellRow& row = batch.rows[r];
     CopyOrZero(h_of(row.state_slot[0]), H, x_.data() + r * K);
@@ -188,7 +190,7 @@ void CpuBackend::RunTreeInternal(const CellType& type, const CellBatch& batch, M
   GemmPacked(B, x_.data(), K, (*state.weights)[batch.type].gemm, gates_.data(), G);
   for (int64_t r = 0; r < B; ++r) {
     const CellRow& row = batch.rows[r];
-    float* out = slots + row.out_slot * 2 * H;
+    float* out = slots + int64_t{row.out_slot} * 2 * H;
     InternalPointwise(H, gates_.data() + r * G, type.bias->data(), c_of(row.state_slot[0]),
                       c_of(row.state_slot[1]), out, out + H);
   }
@@ -201,7 +203,7 @@ BatchOutput CpuBackend::RunHead(const CellType& type, const CellBatch& batch, co
   gates_.resize(static_cast<size_t>(B * N));
   const float* slots = state.storage.data();
   for (int64_t r = 0; r < B; ++r)
-    std::memcpy(x_.data() + r * H, slots + batch.rows[r].x_slot * 2 * H, H * sizeof(float));
+    std::memcpy(x_.data() + r * H, slots + int64_t{batch.rows[r].x_slot} * 2 * H, H * sizeof(float));
   GemmPacked(B, x_.data(), H, (*state.weights)[batch.type].gemm, gates_.data(), N);
   BatchOutput out;
   out.argmax.resize(B);
@@ -232,7 +234,7 @@ StatusOr<std::vector<float>> CpuBackend::ReadSlot(const Model& model, SlotId slo
   if (it == models_.end()) return InvalidArgument("model is not registered on this backend");
   if (slot < 0 || slot >= it->second.slots) return InvalidArgument("slot out of range");
   const int64_t H = it->second.hidden;
-  const float* p = it->second.storage.data() + slot * 2 * H;
+  const float* p = it->second.storage.data() + int64_t{slot} * 2 * H;
   return std::vector<float>(p, p + 2 * H);
 }
 

@@ -347,6 +347,28 @@ TEST(CpuBackend, RejectsMalformedBatches) {
   EXPECT_EQ(backend.ReadSlot(*model, 8).status().code(), StatusCode::kInvalidArgument);
 }
 
+// An upper layer has no embedding: its input is the slot below, whatever token a caller put in
+// the row (the CUDA plan decides the same way). It read embedding[token] through a null pointer.
+TEST(CpuBackend, AnUpperLayerReadsItsInputSlotEvenWithATokenInTheRow) {
+  auto model = Make(ModelKind::kLstm, 8, 2);
+  cpu::CpuBackend backend;
+  ASSERT_TRUE(backend.RegisterModel(*model, 8).ok());
+  CellRow first;
+  first.token = 1;
+  first.out_slot = 0;
+  ASSERT_TRUE(backend.Run({model.get(), model->layer_type(0), {first}}).ok());
+  CellRow upper;
+  upper.x_slot = 0;
+  upper.out_slot = 1;
+  CellRow with_token = upper;
+  with_token.token = 3;
+  with_token.out_slot = 2;
+  ASSERT_TRUE(backend.Run({model.get(), model->layer_type(1), {upper, with_token}}).ok());
+  auto a = backend.ReadSlot(*model, 1), b = backend.ReadSlot(*model, 2);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, *b);
+}
+
 TEST(CpuBackend, DevicesSharingAWeightCachePackOnceAndComputeTheSame) {
   auto model = Make(ModelKind::kLstm, 16, 1);
   auto cache = std::make_shared<cpu::PackedWeightCache>();

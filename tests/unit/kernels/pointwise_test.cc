@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -31,7 +32,13 @@ TEST(Pointwise, Avx2GivesTheScalarBits) {
     for (int64_t H : {1, 7, 8, 15, 16, 17, 33, 96, 100, 512}) {
       for (float scale : {0.5f, 4.0f, 60.0f}) {
         SCOPED_TRACE(std::string(GemmIsaName(isa)) + " H " + std::to_string(H) + " scale " + std::to_string(scale));
-        const auto g = Random(static_cast<size_t>(5 * H), rng, scale), b = Random(static_cast<size_t>(5 * H), rng, 1);
+        auto g = Random(static_cast<size_t>(5 * H), rng, scale);
+        const auto b = Random(static_cast<size_t>(5 * H), rng, 1);
+        if (scale == 60.0f) {  // gates that overflowed: lanes and tail columns still agree
+          const float odd[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                               -std::numeric_limits<float>::infinity()};
+          for (size_t k = 0; k < g.size(); k += 3) g[k] = odd[(k / 3) % 3];
+        }
         const auto cl = Random(static_cast<size_t>(H), rng, 2), cr = Random(static_cast<size_t>(H), rng, 2);
         std::vector<float> h0(H), c0(H), h1(H), c1(H);
         LstmPointwiseWith(GemmIsa::kScalar, H, g.data(), b.data(), cl.data(), h0.data(), c0.data());
