@@ -1,6 +1,7 @@
 #include "kernels/cpu/cell_weights.h"
 
 #include <algorithm>
+#include <exception>
 #include <system_error>
 #include <thread>
 
@@ -28,16 +29,29 @@ std::vector<float> FoldTable(const CellType& type, const PackedMatrix& w_x, int 
     }
   };
   const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, vocab / 256 + 1));
+  // A share that throws (bad_alloc in the GEMM's scratch) is rethrown here once every thread is
+  // joined: thrown on a worker, or past joinable threads, it would end the process.
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  auto share = [&](int64_t t) {
+    try {
+      fold_rows(vocab * t / n, vocab * (t + 1) / n);
+    } catch (...) {
+      errors[static_cast<size_t>(t)] = std::current_exception();
+    }
+  };
   std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(n));  // emplace_back then throws only for want of a thread
   for (int64_t t = 1; t < n; ++t) {
     try {
-      workers.emplace_back(fold_rows, vocab * t / n, vocab * (t + 1) / n);
+      workers.emplace_back(share, t);
     } catch (const std::system_error&) {  // no thread to be had: this one does the share
-      fold_rows(vocab * t / n, vocab * (t + 1) / n);
+      share(t);
     }
   }
-  fold_rows(0, vocab / n);
+  share(0);
   for (std::thread& w : workers) w.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
   return table;
 }
 
