@@ -77,6 +77,7 @@
 // passes it down; nothing here is global.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <deque>
@@ -184,7 +185,9 @@ class ServingMetrics {
   void OnRefused(ModelMetrics* model, StatusCode code, int64_t duration_us);
   // A round was submitted: `rows` real rows and `padding` padding rows, of `batch_size`'s type.
   static void OnRound(DeviceMetrics& device, prometheus::Histogram* batch_size, int64_t rows, int64_t padding);
-  static void OnQueueWait(ModelMetrics& model, int64_t wait_us) { model.queue_wait->Observe(wait_us * 1e-6); }
+  static void OnQueueWait(ModelMetrics& model, int64_t wait_us) {
+    model.queue_wait->Observe(static_cast<double>(std::max<int64_t>(wait_us, 0)) * 1e-6);  // as durations are
+  }
   // The device finished a batch that ran `busy_us`.
   static void OnDeviceBusy(DeviceMetrics& device, int64_t busy_us) { device.busy_seconds->Increment(busy_us * 1e-6); }
   // RPC server.

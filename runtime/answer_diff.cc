@@ -8,9 +8,16 @@ namespace cellserve {
 
 namespace {
 
+// Equal values (infinities, and NaN against NaN) differ by 0; a NaN against a number by infinity
+// (std::max would drop a NaN difference, and the answers would look equal).
 double MaxAbs(const std::vector<float>& a, const std::vector<float>& b) {
   double d = 0.0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) d = std::max(d, std::fabs(double(a[i]) - b[i]));
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    const double x = a[i], y = b[i];
+    if (x == y || (std::isnan(x) && std::isnan(y))) continue;
+    const double e = std::fabs(x - y);
+    d = std::max(d, std::isnan(e) ? std::numeric_limits<double>::infinity() : e);
+  }
   return d;
 }
 

@@ -17,7 +17,7 @@ namespace cellserve {
 struct AnswerDiff {
   bool changed = false;
   // Largest |a - b| over the logits, or over the step scores both answers have (seq2seq); 0 when
-  // both failed.
+  // both failed; infinity where one is NaN and the other is not.
   double max_abs = 0.0;
 };
 

@@ -107,6 +107,7 @@ double MemoryHeadroomOfThisProcess() { return MemoryHeadroom(ReadMemoryOfThisPro
 
 std::string MemorySummary(const MemoryReadings& r) {
   const double limit = MemoryLimit(r);
+  if (std::isinf(limit)) return MiBText(r.resident) + " MiB resident; no memory limit could be read";
   const char* whose = limit == r.address_space_limit ? "the address-space limit"
                       : limit == r.cgroup_limit      ? "the cgroup's"
                                                      : "the machine's";

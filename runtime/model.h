@@ -49,6 +49,9 @@ class Model {
   // twice the file, or its weights as floats beside it, are more than this process may still take
   // (runtime/memory_limit.h).
   static StatusOr<std::shared_ptr<const Model>> Load(const std::string& dir);
+  // Not copied: the cell types point into this model's tensors.
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
 
   const ModelSpec& spec() const { return spec_; }
   const std::vector<CellType>& cell_types() const { return cell_types_; }

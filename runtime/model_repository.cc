@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
+
+#include "runtime/atomic_file.h"
+#include "runtime/tensor.h"
 
 namespace cellserve {
 
@@ -21,12 +23,14 @@ StatusOr<std::vector<std::string>> ListModels(const std::string& repo) {
     return NotFound("model repository '" + repo + "' does not exist (create one with `cellserve model init`)");
   std::vector<std::string> names;
   // error_code overloads throughout: an unreadable entry (a symlink loop, no permission) is not a
-  // model, and must not throw.
-  for (fs::directory_iterator it(repo, ec), end; !ec && it != end; it.increment(ec)) {
+  // model, and must not throw. A repository that cannot be read is an error, not an empty one.
+  fs::directory_iterator it(repo, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
     std::error_code entry_ec;
     if (it->is_directory(entry_ec) && fs::exists(it->path() / "spec.json", entry_ec))
       names.push_back(it->path().filename().string());
   }
+  if (ec) return Unavailable("cannot read the model repository '" + repo + "': " + ec.message());
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -36,10 +40,19 @@ StatusOr<std::shared_ptr<const Model>> LoadModel(const std::string& repo, const 
   if (std::find(names.begin(), names.end(), name) == names.end()) {
     std::string have;
     for (const auto& n : names) have += (have.empty() ? "" : ", ") + n;
+    std::error_code ec;
+    const bool folder = !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+                        fs::is_directory(fs::path(repo) / name, ec);
     return NotFound("model '" + name + "' is not in repository '" + repo + "' (it has: " +
-                    (have.empty() ? "no models" : have) + ")");
+                    (have.empty() ? "no models" : have) + ")" +
+                    (folder ? "; its folder is there but has no spec.json" : ""));
   }
-  return Model::Load(repo + "/" + name);
+  ASSIGN_OR_RETURN(std::shared_ptr<const Model> model, Model::Load(repo + "/" + name));
+  if (model->spec().name != name)  // a copied or renamed folder: two names for one model
+    return InvalidArgument("folder '" + repo + "/" + name + "' holds model '" + model->spec().name +
+                           "' (the name in its spec.json): a model's folder must carry its name; rename the "
+                           "folder to '" + model->spec().name + "', or move it out of the repository");
+  return model;
 }
 
 Status WriteModel(const std::string& repo, const ModelSpec& spec, const SafetensorsFile& weights) {
@@ -49,15 +62,7 @@ Status WriteModel(const std::string& repo, const ModelSpec& spec, const Safetens
   fs::create_directories(dir, ec);
   if (ec) return Unavailable("cannot create " + dir.string() + ": " + ec.message());
   RETURN_IF_ERROR(WriteSafetensors((dir / "weights.safetensors").string(), weights));
-  const std::string tmp = (dir / "spec.json.tmp").string();
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << ModelSpecToJson(spec);
-    if (!out) return Unavailable("cannot write " + tmp);
-  }
-  fs::rename(tmp, dir / "spec.json", ec);
-  if (ec) return Unavailable("cannot write " + (dir / "spec.json").string() + ": " + ec.message());
-  return OkStatus();
+  return WriteFileAtomically((dir / "spec.json").string(), ModelSpecToJson(spec));
 }
 
 StatusOr<SafetensorsFile> RandomWeights(const ModelSpec& spec, uint64_t seed, float scale) {
@@ -67,6 +72,8 @@ StatusOr<SafetensorsFile> RandomWeights(const ModelSpec& spec, uint64_t seed, fl
     return InvalidArgument("the init scale must be a positive finite number, got " + std::to_string(scale));
   if (dtype == DType::kF16 && scale > kF16Max)
     return InvalidArgument("an init scale of " + std::to_string(scale) + " does not fit in F16" + kF16Hint);
+  if (dtype == DType::kBF16 && !std::isfinite(BFloat16ToFloat(FloatToBFloat16(scale))))
+    return InvalidArgument("an init scale of " + std::to_string(scale) + " does not fit in BF16 (it rounds to infinity)");
   SafetensorsFile file;
   file.metadata["format"] = "cellserve";
   file.metadata["init"] = "uniform(-" + std::to_string(scale) + ", " + std::to_string(scale) +

@@ -14,14 +14,19 @@
 
 namespace cellserve {
 
-// Names of the subfolders of `repo` that hold a spec.json, sorted. NOT_FOUND if repo is missing.
+// Names of the subfolders of `repo` that hold a spec.json, sorted. NOT_FOUND if repo is missing,
+// UNAVAILABLE if it cannot be read (no permission).
 StatusOr<std::vector<std::string>> ListModels(const std::string& repo);
 
-// Loads repo/name. NOT_FOUND names the models that are there.
+// Loads repo/name. NOT_FOUND names the models that are there (and says so when the folder exists
+// without a spec.json); INVALID_ARGUMENT when the spec's name is not the folder's (a copied or
+// renamed folder), saying what to rename.
 StatusOr<std::shared_ptr<const Model>> LoadModel(const std::string& repo, const std::string& name);
 
 // Writes repo/<spec.name>/{spec.json, weights.safetensors}, creating folders. Validates first:
-// the weights must make a valid model of the spec.
+// the weights must make a valid model of the spec. Each file is replaced atomically (the weights
+// first), not the pair: processes load their models at start, so write a model no process is
+// starting on at that moment.
 Status WriteModel(const std::string& repo, const ModelSpec& spec, const SafetensorsFile& weights);
 
 // What ConvertWeights did to the weights.

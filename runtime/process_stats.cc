@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <sstream>
 #include <vector>
 
@@ -64,9 +65,12 @@ ProcessStats ReadProcessStats() {
   const long ticks = ::sysconf(_SC_CLK_TCK);
   if (auto times = ParseProcStat(ReadWholeFile("/proc/self/stat"), static_cast<double>(ticks)); times.ok()) {
     s.cpu_seconds = times->cpu_seconds;
-    // The boot time does not change: read once (/proc/stat has a line per CPU, read at every scrape).
-    static const StatusOr<double> boot = ParseBootTime(ReadWholeFile("/proc/stat"));
-    if (boot.ok()) s.start_time_seconds = *boot + times->start_since_boot_seconds;
+    // The boot time does not change: read once it has been read (/proc/stat has a line per CPU);
+    // a failed read (out of descriptors at that scrape) is tried again at the next.
+    static std::atomic<double> boot{0};
+    if (boot.load() == 0)
+      if (StatusOr<double> read = ParseBootTime(ReadWholeFile("/proc/stat")); read.ok()) boot = *read;
+    if (boot.load() > 0) s.start_time_seconds = boot.load() + times->start_since_boot_seconds;
   }
   s.open_fds = CountOpenFds();
   rlimit files{};

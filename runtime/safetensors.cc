@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/atomic_file.h"
 #include "runtime/memory_limit.h"
 
 namespace cellserve {
@@ -365,43 +365,7 @@ StatusOr<std::string> SerializeSafetensors(const SafetensorsFile& file) {
 
 Status WriteSafetensors(const std::string& path, const SafetensorsFile& file) {
   ASSIGN_OR_RETURN(std::string bytes, SerializeSafetensors(file));
-  // Unique temporary name in the same directory, so rename() is atomic and concurrent writers
-  // of the same path do not clobber each other's temporaries.
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
-                          std::to_string(counter.fetch_add(1));
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    int err = errno;
-    std::string msg = "cannot create " + tmp + ": " + ErrnoText(err);
-    return err == ENOENT ? NotFound(msg) : Internal(msg);
-  }
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return Internal("writing " + tmp + ": " + ErrnoText(err));
-    }
-    done += static_cast<size_t>(n);
-  }
-  int sync_rc = ::fsync(fd);
-  int sync_err = errno;
-  int close_rc = ::close(fd);
-  if (sync_rc != 0 || close_rc != 0) {
-    int err = sync_rc != 0 ? sync_err : errno;
-    ::unlink(tmp.c_str());
-    return Internal("flushing " + tmp + ": " + ErrnoText(err));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return Internal("renaming " + tmp + " to " + path + ": " + ErrnoText(err));
-  }
-  return OkStatus();
+  return WriteFileAtomically(path, bytes);
 }
 
 }  // namespace cellserve

@@ -30,6 +30,17 @@ TEST(DiffAnswers, SameClassMovedLogitsIsNotAChange) {
   EXPECT_DOUBLE_EQ(d.max_abs, 0.25);
 }
 
+// A NaN against a number is as far as can be; equal infinities and two NaNs are not apart.
+TEST(DiffAnswers, NaNAgainstANumberIsInfinitelyFar) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(DiffAnswers(Classified(1, {0.25f, nan}), Classified(1, {0.25f, 0.5f})).max_abs,
+            std::numeric_limits<double>::infinity());
+  EXPECT_EQ(DiffAnswers(Classified(1, {nan, 0.5f}), Classified(1, {nan, 0.5f})).max_abs, 0.0);
+  EXPECT_EQ(DiffAnswers(Classified(1, {inf, -inf}), Classified(1, {inf, -inf})).max_abs, 0.0);
+  EXPECT_EQ(DiffAnswers(Classified(1, {inf}), Classified(1, {-inf})).max_abs, std::numeric_limits<double>::infinity());
+  EXPECT_DOUBLE_EQ(DiffAnswers(Decoded({4}, {nan, 1.0f}), Decoded({4}, {nan, 1.5f})).max_abs, 0.5);
+}
+
 TEST(DiffAnswers, AnotherClassIsAChange) {
   const AnswerDiff d = DiffAnswers(Classified(1, {0.25f, 0.5f}), Classified(0, {0.5f, 0.25f}));
   EXPECT_TRUE(d.changed);

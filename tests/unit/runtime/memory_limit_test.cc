@@ -72,6 +72,7 @@ TEST(MemoryLimit, CheckHeadroomSaysWhatDoesNotFitAndWhatToDo) {
 TEST(MemoryLimit, SummarySaysWhichLimitBinds) {
   MemoryReadings r;
   r.resident = 320 * kMiB;
+  EXPECT_EQ(MemorySummary(r), "320 MiB resident; no memory limit could be read");  // not "unlimited MiB"
   r.machine_total = 8000 * kMiB;
   r.anon_resident = 300 * kMiB;
   EXPECT_EQ(MemorySummary(r), "320 MiB resident; 7700 MiB more may be taken, of a 8000 MiB limit (the machine's)");

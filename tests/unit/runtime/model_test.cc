@@ -353,6 +353,8 @@ TEST(RandomWeightsTest, ScaleMustBeFinitePositiveAndFitTheDtype) {
   EXPECT_TRUE(RandomWeights(spec, 1, 60000.0f).ok());
   spec.dtype = "BF16";
   EXPECT_TRUE(RandomWeights(spec, 1, 1e6f).ok());
+  EXPECT_TRUE(RandomWeights(spec, 1, 3.38e38f).ok());
+  ExpectInvalidNaming(RandomWeights(spec, 1, 3.4e38f).status(), "BF16");  // rounds to infinity there
 }
 
 TEST(RandomWeightsTest, InvalidSpecRejected) {
@@ -529,9 +531,47 @@ TEST_F(RepositoryTest, OddEntriesDoNotBreakListing) {
     StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, "real");
     EXPECT_TRUE(m.ok()) << m.status().ToString();
     EXPECT_EQ(LoadModel(repo_, "loop").status().code(), StatusCode::kNotFound);
+    // The alias names the same model 'real': a second name for it is refused, saying why.
+    const Status alias = LoadModel(repo_, "alias").status();
+    EXPECT_EQ(alias.code(), StatusCode::kInvalidArgument) << alias.ToString();
+    EXPECT_NE(alias.message().find("rename the folder to 'real'"), std::string::npos) << alias.message();
   } catch (const std::exception& e) {
     FAIL() << "LoadModel threw: " << e.what();
   }
+}
+
+// A backup copy of a folder (cp -r cls cls-old) holds model 'cls' under another name: loading it
+// says which folder and what to do (LocalCluster used to say "model 'cls' is listed twice"). A
+// folder without spec.json is not a model, and its NOT_FOUND says what is missing.
+TEST_F(RepositoryTest, AFolderMustCarryItsModelsName) {
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  spec.name = "cls";
+  ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec)).ok());
+  fs::copy(repo_ + "/cls", repo_ + "/cls-old", fs::copy_options::recursive);
+  EXPECT_TRUE(LoadModel(repo_, "cls").ok());
+  const Status copy = LoadModel(repo_, "cls-old").status();
+  EXPECT_EQ(copy.code(), StatusCode::kInvalidArgument) << copy.ToString();
+  EXPECT_NE(copy.message().find("folder '" + repo_ + "/cls-old' holds model 'cls'"), std::string::npos)
+      << copy.message();
+  EXPECT_NE(copy.message().find("rename the folder to 'cls', or move it out of the repository"), std::string::npos)
+      << copy.message();
+
+  fs::create_directory(repo_ + "/weights-only");
+  const Status bare = LoadModel(repo_, "weights-only").status();
+  EXPECT_EQ(bare.code(), StatusCode::kNotFound) << bare.ToString();
+  EXPECT_NE(bare.message().find("its folder is there but has no spec.json"), std::string::npos) << bare.message();
+  EXPECT_EQ(LoadModel(repo_, "nope").status().message().find("folder is there"), std::string::npos);
+}
+
+// Each file is written whole under a temporary name and renamed: nothing else is left in the folder.
+TEST_F(RepositoryTest, WritingLeavesOnlyTheModelsFiles) {
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec, i)).ok());  // the second over the first
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(repo_ + "/" + spec.name)) files.push_back(entry.path().filename());
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, (std::vector<std::string>{"spec.json", "weights.safetensors"}));
+  EXPECT_EQ(fs::file_size(repo_ + "/" + spec.name + "/spec.json"), ModelSpecToJson(spec).size());
 }
 
 TEST_F(RepositoryTest, TruncatedWeightsFileIsAClearError) {
