@@ -128,7 +128,8 @@ int InferCommand(int argc, char** argv) {
       .Add("tokens", "", "send these token ids instead of text, e.g. 4,5,6 (treelstm: bracketed like text)")
       .Add("tree", "", "treelstm: send this tree of token ids, e.g. \"((4 5) 6)\"")
       .AddBool("stream", "print each decoder token (seq2seq) as it arrives, then the result")
-      .AddBool("json", "print exactly one JSON object on stdout: the result or {\"error\": {code, message}}")
+      .AddBool("json", "a switch (no file, unlike loadgen's --json FILE): print exactly one JSON object on stdout, the "
+               "result or {\"error\": {code, message}}")
       .Positional("TEXT...", "the sentence; several arguments are joined with spaces");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
 
@@ -139,7 +140,7 @@ int InferCommand(int argc, char** argv) {
   const StatusOr<int64_t> version = flags.GetIntIn("version", 0, UINT32_MAX),
                           timeout_ms = flags.GetIntIn("timeout-ms", 0, UINT32_MAX),
                           max_decode_len = flags.GetIntIn("max-decode-len", 0, INT64_MAX),
-                          connect_timeout_ms = flags.GetIntIn("connect-timeout-ms", 0, INT64_MAX);
+                          connect_timeout_ms = flags.GetIntIn("connect-timeout-ms", 1, INT64_MAX);
   for (const StatusOr<int64_t>* v : {&version, &timeout_ms, &max_decode_len, &connect_timeout_ms})
     if (!v->ok()) return BadUsage(out, v->status());
   std::string text;

@@ -370,7 +370,7 @@ int LoadgenCommand(int argc, char** argv) {
   const StatusOr<int64_t> closed_loop = flags.GetIntIn("closed-loop", 0, INT64_MAX),
                           timeout_ms = flags.GetIntIn("timeout-ms", 0, UINT32_MAX),
                           seed = flags.GetIntIn("seed", 0, INT64_MAX),
-                          connect_timeout_ms = flags.GetIntIn("connect-timeout-ms", 0, INT64_MAX);
+                          connect_timeout_ms = flags.GetIntIn("connect-timeout-ms", 1, INT64_MAX);
   for (const StatusOr<int64_t>* v : {&closed_loop, &timeout_ms, &seed, &connect_timeout_ms})
     if (!v->ok()) return BadUsage(v->status());
   const StatusOr<double> duration_s = flags.GetDouble("duration-s"), drain_s = flags.GetDouble("drain-s");

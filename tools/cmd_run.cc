@@ -147,7 +147,7 @@ int RunCommand(int argc, char** argv) {
       .Add("model", "", "model name in the repository", true)
       .Add("corpus", "", "text file, one sentence per line (used when no TEXT is given)")
       .Add("sentences", "20", "how many sentences to take from the corpus (an even sample)")
-      .Add("blas-threads", "1", "OpenBLAS threads")
+      .Add("blas-threads", "1", "OpenBLAS threads (0: OpenBLAS's own default, every core)")
       .AddBool("compare-precision",
                "also run the sentences batched under the other --cpu-precision (fp32 or bf16; needs AMX-BF16) and "
                "report how many answers changed and how far the logits or scores moved, by sentence length")
@@ -167,9 +167,9 @@ int RunCommand(int argc, char** argv) {
   std::vector<std::string> sentences = flags.positional();
   if (sentences.empty()) {
     if (flags.Get("corpus").empty()) return Fail(InvalidArgument("give TEXT arguments or --corpus FILE"));
-    auto count = flags.GetInt("sentences");
+    auto count = flags.GetIntIn("sentences", 1, INT64_MAX);
     if (!count.ok()) return Fail(count.status());
-    auto read = ReadSentences(flags.Get("corpus"), std::max<int64_t>(1, *count));
+    auto read = ReadSentences(flags.Get("corpus"), *count);
     if (!read.ok()) return Fail(read.status());
     sentences = std::move(*read);
   }

@@ -238,7 +238,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
            "(0: oldest first always)")
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
-      .Add("blas-threads", "1", "OpenBLAS threads (process-wide)");
+      .Add("blas-threads", "1", "OpenBLAS threads (process-wide; 0: OpenBLAS's own default, every core)");
   if (!node) flags.AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);

@@ -72,6 +72,12 @@ TEST(DeviceFactoryTest, BadOptionsAreInvalidArgument) {
   o.backend = "cpu";
   o.devices = -1;
   EXPECT_EQ(MakeDevices(o, {}).status().code(), StatusCode::kInvalidArgument);
+  o.devices = 1;
+  o.gpu_precision = "fp16";  // a GPU flag on the CPU is refused, not ignored
+  const Status gpu_flag = MakeDevices(o, {}).status();
+  EXPECT_EQ(gpu_flag.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(gpu_flag.message().find("--gpu-precision fp16 applies to --backend cuda only"), std::string::npos)
+      << gpu_flag.message();
 }
 
 using testing_threads::AllowedCpusOfThread;
