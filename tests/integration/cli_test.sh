@@ -33,16 +33,27 @@ check "show" 0 "decoder.1" -- "$CELLSERVE" model show --repo "$REPO" --name mt
 # vocab 5000 x 4 gates x hidden 64 floats = 4.9 MiB; only the first layer is token-fed.
 check "show: the first layer's folded table" 0 "lstm.0 .*token-fed, folded table 4.9 MiB" -- \
   "$CELLSERVE" model show --repo "$REPO" --name cls
-check "show: no table for a layer fed by a layer" 1 "token-fed" -- bash -c \
-  "'$CELLSERVE' model show --repo '$REPO' --name cls | grep -E '^ +(lstm.1|head) ' | grep token-fed || { echo 'no token-fed'; exit 1; }"
+# lines_without CELLSERVE REPO MODEL WORD: model show's lstm.1 and head lines are there (2 of them),
+# and neither has WORD (a crash or an empty listing fails: it has no such lines).
+lines_without() {
+  local out lines
+  out="$("$1" model show --repo "$2" --name "$3" 2>&1)" || { echo "model show failed: $out"; return 1; }
+  lines="$(grep -E '^ +(lstm\.1|head) ' <<<"$out")"
+  if [[ "$(grep -c . <<<"$lines")" != 2 ]]; then echo "no lstm.1 and head lines: $out"; return 1; fi
+  if grep -q -- "$4" <<<"$lines"; then echo "$lines"; return 1; fi
+  echo "lstm.1 and head: no $4"
+}
+check "show: no table for a layer fed by a layer" 0 "lstm.1 and head: no token-fed" -- \
+  lines_without "$CELLSERVE" "$REPO" cls token-fed
 # model convert: a BF16 copy (rounded, and says how far), F32 back from F16 exactly, and the errors.
 check "convert cls to BF16" 0 "cls, weights F32 -> BF16; [0-9]+ of [0-9]+ weights rounded, largest change" -- \
   "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype BF16 --to cls-bf16
 check "show the BF16 copy" 0 '"dtype": "BF16"' -- "$CELLSERVE" model show --repo "$REPO" --name cls-bf16
 check "show: a BF16 model's weights are streamed as 16 bits" 0 "weights also packed as BF16" -- \
   "$CELLSERVE" model show --repo "$REPO" --name cls-bf16
-check "show: an F32 model's are not" 1 "16 bits" -- bash -c \
-  "'$CELLSERVE' model show --repo '$REPO' --name cls | grep '16 bits' || { echo 'no 16 bits'; exit 1; }"
+check "show: an F32 model's are not" 0 "listed, no 16 bits" -- bash -c \
+  'out="$("$1" model show --repo "$2" --name cls 2>&1)" && grep -qE "^ +head " <<<"$out" || { echo "no listing: $out"; exit 1; }
+   if grep -q "16 bits" <<<"$out"; then echo "$out"; exit 1; fi; echo "listed, no 16 bits"' _ "$CELLSERVE" "$REPO"
 check "convert F16 to F32 is exact" 0 "weights F16 -> F32; 0 of [0-9]+ weights rounded" -- \
   "$CELLSERVE" model convert --repo "$REPO" --name tree --dtype F32 --to tree-f32
 check "convert refuses to overwrite" 1 "already exists.*--force" -- \
@@ -50,7 +61,8 @@ check "convert refuses to overwrite" 1 "already exists.*--force" -- \
 check "convert refuses to replace the model itself" 1 "already exists; pick another --to" -- \
   "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype BF16 --to cls --force
 check "convert rejects a bad dtype" 1 "F8" -- "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype F8 --to x
-check "convert names a missing model" 1 "cls-bf16" -- "$CELLSERVE" model convert --repo "$REPO" --name nope --dtype BF16 --to y
+check "convert names a missing model, and those there" 1 "'nope'.*cls-bf16" -- \
+  "$CELLSERVE" model convert --repo "$REPO" --name nope --dtype BF16 --to y
 
 SENTENCES=("The state of the Union is strong." "We hold these truths to be self-evident." "Peace." \
   "It is in the midst of this that an irredeemable and depreciated currency has been accepted by the people.")
@@ -144,9 +156,17 @@ check "corpus written into its input folder, twice, does not read itself" 0 "2 s
    '$CELLSERVE' corpus --input '$WORK/txt' --out '$WORK/txt/out.txt'"
 
 # serve: requests on stdin, one JSON answer per line, errors as typed codes, drain at EOF.
-check "serve answers every line" 0 '"line":1,"model":"cls","label"' -- bash -c \
-  "printf 'cls\tThe state of the Union is strong.\nnope\thello\ncls\t\n' |
-   '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls --devices 2"
+# Three lines in, three answers out (in completion order), the first with its label.
+THREE_ANSWERS='
+import json, sys
+a = [json.loads(l) for l in sys.stdin]
+by = {x.get("line"): x for x in a}
+ok = len(a) == 3 and sorted(by) == [1, 2, 3] and by[1].get("model") == "cls" and "label" in by[1]
+print("three answers, line 1 labelled" if ok else a)'
+check "serve answers every line" 0 '^three answers, line 1 labelled$' -- bash -c \
+  'printf "cls\tThe state of the Union is strong.\nnope\thello\ncls\t\n" |
+   "$1" serve --stdin --model-repo "$2" --models cls --devices 2 2>/dev/null | python3 -c "$3"' \
+  _ "$CELLSERVE" "$REPO" "$THREE_ANSWERS"
 check "serve: unknown model is NOT_FOUND" 0 '"line":2,"error":\{"code":"NOT_FOUND"' -- bash -c \
   "printf 'cls\tok\nnope\thello\n' | '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls"
 check "serve: empty text is INVALID_ARGUMENT" 0 '"line":1,"error":\{"code":"INVALID_ARGUMENT"' -- bash -c \
@@ -169,7 +189,13 @@ check "bench writes its rows" 0 '"policy": *"padded"' -- bash -c \
   "'$CELLSERVE' bench --model-repo '$REPO' --model cls --policy cellular,padded --corpus '$WORK/corpus.txt' \
      --rates 20 --duration-s 1 --devices 1 --floor-runs 3 --json '$WORK/bench.json' >/dev/null 2>&1 &&
    cat '$WORK/bench.json'"
-check "bench: rows have the documented keys" 0 "p99_ms" -- cat "$WORK/bench.json"
+check "bench: rows have the documented keys" 0 "^every row has every key$" -- python3 -c '
+import json, sys
+keys = ("policy model offered_rps throughput_rps completed rejected failed p50_ms p90_ms p99_ms max_ms "
+        "device_busy unanswered sent mean_ms duration_s load saturation_rps floor_ms mean_batch padding").split()
+rows = json.load(open(sys.argv[1]))
+missing = [(i, k) for i, r in enumerate(rows) for k in keys if k not in r]
+print("every row has every key" if rows and not missing else f"rows {len(rows)}, missing {missing}")' "$WORK/bench.json"
 PROFILE="$(cd "$(dirname "$0")/../.." && pwd)/kernels/sim/profiles/gpu-like.json"
 check "bench on sim devices" 0 '"policy": *"cellular"' -- bash -c \
   "'$CELLSERVE' bench --model-repo '$REPO' --model cls --policy cellular --corpus '$WORK/corpus.txt' \

@@ -185,8 +185,10 @@ if ((c1 > 0 && c2 > 0)); then ok "a: both nodes ran requests (n1 $c1, n2 $c2)"
 else bad "a: a node got no work (n1 $c1, n2 $c2)"; fi
 
 # Self-tests: the checker catches a wrong reference, a missing, a duplicated and a misattributed answer.
-"${CHECK[@]}" corrupt "$WORK/ref_cls.jsonl" "$WORK/bad_cls.jsonl"
-"${CHECK[@]}" corrupt "$WORK/ref_mt.jsonl" "$WORK/bad_mt.jsonl"
+for m in cls mt; do  # a corrupted reference that was never written would be "rejected" too
+  "${CHECK[@]}" corrupt "$WORK/ref_$m.jsonl" "$WORK/bad_$m.jsonl" && [[ -s "$WORK/bad_$m.jsonl" ]] ||
+    die "self-test setup: cluster_check.py corrupt wrote no $WORK/bad_$m.jsonl"
+done
 if ! "${CHECK[@]}" answers "$WORK/a_cls.ans" "$WORK/bad_cls.jsonl" "$WORK/a_cls.json" >/dev/null 2>&1 &&
   ! "${CHECK[@]}" answers "$WORK/a_mt.ans" "$WORK/bad_mt.jsonl" "$WORK/a_mt.json" >/dev/null 2>&1 &&
   ! "${CHECK[@]}" answers "$WORK/a_mt.ans" "$WORK/ref_cls.jsonl" "$WORK/a_mt.json" >/dev/null 2>&1; then

@@ -243,6 +243,8 @@ for dir in "${DEPLOYS[@]}"; do
       }
     }' "${RENDERED[$dir]}"
 done | sort -u >"$WORK/command-lines"
+# No command line found would check nothing below and pass.
+[[ -s "$WORK/command-lines" ]] || fail "no cellserve command line found in the rendered manifests"
 while IFS= read -r line; do
   sub="$(node -p "JSON.parse(process.argv[1])[0]" "$line")"
   if ! "$BIN" "$sub" --help >"$WORK/help" 2>&1; then
@@ -344,6 +346,8 @@ EOF
     else
       fail "serve with the manifest's args did not become ready:"$'\n'"$(tail -n 20 "$WORK/serve.log")"
     fi
+  else  # the serve, probe and SIGTERM checks would vanish unseen
+    fail "the initContainer made no models/sentiment (the ConfigMap's model renamed?): serve was not checked"
   fi
 fi
 

@@ -137,8 +137,11 @@ run "every metric in the dashboard, alerts.yml and alerts_test.yml is exported b
   "${CHECK[@]}" names --exposition "$WORK/scrape.txt" --dashboard "$DASH" --rules "$RULES" --rules-test "$RULES_TEST"
 
 # --- self-test: the checks can fail ------------------------------------------------------------
-mutate() {  # mutate IN OUT FROM TO: OUT is IN with the first FROM replaced by TO (FROM must be there)
-  python3 - "$@" <<'EOF'
+# mutate IN OUT FROM TO: OUT is IN with the first FROM replaced by TO. FROM must be there: if it is
+# not (the file changed), that is a failure, or the self-test after it would be skipped unseen.
+mutate() {
+  local out
+  out="$(python3 - "$@" 2>&1 <<'EOF'
 import sys
 src, dst, a, b = sys.argv[1:5]
 s = open(src).read()
@@ -146,6 +149,9 @@ if a not in s:
     sys.exit(f"mutate: {a!r} not in {src}")
 open(dst, "w").write(s.replace(a, b, 1))
 EOF
+)" && return 0
+  bad "self-test setup: the text to change is no longer in $(basename "$1")" "$out"
+  return 1
 }
 mutate "$DASH" "$WORK/bogus.json" 'sum by (model, code) (rate(cellserve_requests_total{' \
   'sum by (model, code) (rate(cellserve_bogus_requests_total{' &&

@@ -218,6 +218,10 @@ TEST_F(ActorClusterTest, BurstWithCancellationsAndDeadlines) {
   }
   std::printf("burst: %d requests in %.2f s: %d OK, %d cancelled, %d deadline exceeded\n",
               kThreads * kPerThread, burst_s, ok, cancelled, expired);
+  // The cancellations and deadlines took effect (about 230 and 70 here; a cluster that ignored
+  // both would answer every request OK and pass the checks above).
+  EXPECT_GT(cancelled, 0) << "no cancellation took effect";
+  EXPECT_GT(expired, 0) << "no deadline took effect";
 
   // A moment for the last load/bookkeeping messages; then every worker is empty.
   ClusterReport r = (*cluster)->Report();

@@ -166,6 +166,7 @@ TEST(SimulateStreams, SteadyStateIsComputeBound) {
 
 TEST(SimulateStreams, RoundsWithoutDownloadFinishOnTheComputeStream) {
   const Pipeline run = BackToBack(2, 6, /*download=*/false);
+  ASSERT_EQ(run.times.size(), 6u);
   for (size_t n = 0; n < run.times.size(); ++n) {
     EXPECT_DOUBLE_EQ(run.times[n].done, run.times[n].compute_end) << n;
     EXPECT_DOUBLE_EQ(run.times[n].download_end, 0.0) << n;  // no download op: its times stay 0

@@ -20,6 +20,7 @@ TEST(CgroupTest, ThisProcessesCgroupFoldersAreThere) {
   // its controller's (a v2 one may not exist: hybrid mode mounts v2 elsewhere).
   for (const char* controller : {"cpu", "memory"}) {
     const std::vector<CgroupFolder> folders = CgroupFoldersOfThisProcess(controller);
+    ASSERT_FALSE(folders.empty()) << controller << ": /proc/self/cgroup always has a line for it (v2's 0::)";
     for (size_t i = 0; i < folders.size(); ++i) {
       EXPECT_EQ(folders[i].path.rfind("/sys/fs/cgroup", 0), 0u) << folders[i].path;
       if (!folders[i].v2) {
