@@ -146,24 +146,36 @@ def main():
                 "(profile %s: node \"small\" %d device(s), node \"big\" %d), open-loop Poisson load from one\n"
                 "`cellserve loadgen` at %.0f%% of the cluster's capacity (%d devices x %.0f req/s, the 1-device\n"
                 "saturation of bench/cluster_scale.py) for %.0f s per policy, a fresh cluster per policy, model\n"
-                "`sentiment`, State of the Union sentences. Run on %s, AMD EPYC, 2 cores, shared (load average %s\n"
-                "at the start); one run per row.\n\n"
+                "`sentiment`, State of the Union sentences. Run on %s, %s; one run per row. The\n"
+                "latencies are of the completed requests; the errors column counts the others.\n\n"
                 "    /usr/bin/python3 bench/cluster_policy.py --json build/cluster-policy.json --write-docs\n\n"
                 % (args.profile, args.small_devices, args.big_devices, 100 * args.load,
-                   args.small_devices + args.big_devices, args.device_rps, args.duration_s, when, " ".join(load))
+                   args.small_devices + args.big_devices, args.device_rps, args.duration_s, when,
+                   cs.machine_line(" ".join(load)))
                 + text + "\n\n"
                 "- The small node can take %.0f%% of the work. Policies that ignore load (round_robin, random) send\n"
                 "  it half, more than it can run: its queue grows for the whole run, and so does the latency of\n"
                 "  every request placed there (the p99 and max above). least_loaded and p2c compare outstanding\n"
                 "  cells per device (the router's own requests in flight, runtime/router_policy.h) and send it\n"
-                "  about its share. The errors are RESOURCE_EXHAUSTED from the router's RPC port: the one\n"
-                "  loadgen connection reached its 1,024 calls in flight (--max-calls-per-connection), the bound that\n"
-                "  keeps an overload from queueing without limit.\n"
+                "  about its share. %s\n"
                 "- With 2 nodes p2c always compares both, so it places as least_loaded; its advantage is O(1) cost\n"
                 "  at hundreds of nodes (\"Router placement\" above, where router_sim compares the policies at\n"
-                "  scale).\n" % (100.0 * args.small_devices / (args.small_devices + args.big_devices)))
+                "  scale).\n" % (100.0 * args.small_devices / (args.small_devices + args.big_devices),
+                                  errors_text(results)))
         write_section(body)
     log("done in %.0f s" % (time.time() - started))
+
+
+def errors_text(results):
+    """What the errors of the table were, from the codes loadgen saw (not assumed)."""
+    codes = sorted({code for r in results for code, n in r["errors"].items() if n})
+    if not codes:
+        return "No request failed."
+    text = "The errors were %s (a sample of each is in --json)." % ", ".join(codes)
+    if codes == ["RESOURCE_EXHAUSTED"]:
+        text += ("\n  Here the one loadgen connection reached its calls in flight (--max-calls-per-connection,\n"
+                 "  1,024), the bound that keeps an overload from queueing without limit.")
+    return text
 
 
 def write_section(body):

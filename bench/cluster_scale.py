@@ -651,8 +651,8 @@ def interpret(points, args, serve_idle_cores=None):
         med = routers[len(routers) // 2]
         bullets.append("The router's CPU per request (its RPC thread with Cap'n Proto, the router actor, CAF's "
                        "middleman): %s to %s µs (median %s), so one router core answers about %s req/s at the "
-                       "median and %s at the best; `serve` alone carried 11.6k req/s through one RPC connection "
-                       "(section \"RPC front door\")."
+                       "median and %s at the best (what one RPC connection carries alone: section \"RPC front "
+                       "door\")."
                        % (num(routers[0]), num(routers[-1]), num(med), num(1e6 / med), num(1e6 / routers[0])))
     if ok:
         mp = [p["msgs_per_request"] for p in ok]
