@@ -8,6 +8,7 @@
 #include "runtime/model_repository.h"
 #include "runtime/token_fold.h"
 #include "tools/commands.h"
+#include "tools/cli_errors.h"
 #include "tools/flags.h"
 
 namespace cellserve::tools {
@@ -17,6 +18,11 @@ namespace {
 int Fail(const Status& s) {
   std::fprintf(stderr, "cellserve model: %s\n", s.ToString().c_str());
   return 1;
+}
+
+// A bad flag value is a malformed command line (exit 2, tools/commands.h); other errors exit 1.
+int FailFlag(const Status& s) {
+  return s.code() == StatusCode::kInvalidArgument ? CommandMisused("model", false, s) : Fail(s);
 }
 
 int ModelInit(int argc, char** argv) {
@@ -42,7 +48,7 @@ int ModelInit(int argc, char** argv) {
   ModelSpec spec;
   spec.name = flags.Get("name");
   auto kind = ParseModelKind(flags.Get("kind"));
-  if (!kind.ok()) return Fail(kind.status());
+  if (!kind.ok()) return FailFlag(kind.status());
   spec.kind = *kind;
   struct IntFlag { const char* name; int64_t* field; };
   const IntFlag ints[] = {{"hidden", &spec.hidden}, {"layers", &spec.layers}, {"vocab", &spec.vocab_size},
@@ -50,18 +56,18 @@ int ModelInit(int argc, char** argv) {
                           {"max-input-tokens", &spec.max_input_tokens}, {"max-batch", &spec.max_batch}};
   for (const auto& f : ints) {
     auto v = flags.GetInt(f.name);
-    if (!v.ok()) return Fail(v.status());
+    if (!v.ok()) return FailFlag(v.status());
     *f.field = *v;
   }
   auto embed = flags.Get("embed").empty() ? StatusOr<int64_t>(spec.hidden) : flags.GetInt("embed");
-  if (!embed.ok()) return Fail(embed.status());
+  if (!embed.ok()) return FailFlag(embed.status());
   spec.embed_dim = *embed;
   if (spec.kind == ModelKind::kSeq2Seq) {
     auto tv = flags.Get("target-vocab").empty() ? StatusOr<int64_t>(spec.vocab_size) : flags.GetInt("target-vocab");
-    if (!tv.ok()) return Fail(tv.status());
+    if (!tv.ok()) return FailFlag(tv.status());
     spec.target_vocab_size = *tv;
     if (spec.target_vocab_size < 3)
-      return Fail(InvalidArgument("--target-vocab must be at least 3: the decoder starts from id " +
+      return FailFlag(InvalidArgument("--target-vocab must be at least 3: the decoder starts from id " +
                                   std::to_string(spec.bos_id) + " (BOS) and stops after id " +
                                   std::to_string(spec.eos_id) + " (EOS)"));
     spec.classes = 0;
@@ -69,9 +75,9 @@ int ModelInit(int argc, char** argv) {
   spec.dtype = flags.Get("dtype");
   auto seed = flags.GetInt("seed");
   auto scale = flags.GetDouble("init-scale");
-  if (!seed.ok()) return Fail(seed.status());
-  if (!scale.ok()) return Fail(scale.status());
-  if (auto s = spec.Validate(); !s.ok()) return Fail(s);
+  if (!seed.ok()) return FailFlag(seed.status());
+  if (!scale.ok()) return FailFlag(scale.status());
+  if (auto s = spec.Validate(); !s.ok()) return FailFlag(s);  // a spec made of the flags
 
   const std::string repo = flags.Get("repo");
   const auto dir = std::filesystem::path(repo) / spec.name;
@@ -80,7 +86,7 @@ int ModelInit(int argc, char** argv) {
     return 1;
   }
   auto weights = RandomWeights(spec, static_cast<uint64_t>(*seed), static_cast<float>(*scale));
-  if (!weights.ok()) return Fail(weights.status());
+  if (!weights.ok()) return FailFlag(weights.status());  // the init scale
   if (auto s = WriteModel(repo, spec, *weights); !s.ok()) return Fail(s);
   size_t bytes = 0;
   for (const auto& [name, t] : weights->tensors) bytes += t.bytes.size();

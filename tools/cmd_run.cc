@@ -21,6 +21,7 @@
 #include "runtime/sync_executor.h"
 #include "runtime/text.h"
 #include "tools/commands.h"
+#include "tools/cli_errors.h"
 #include "tools/flags.h"
 #include "tools/cpu_precision_flag.h"
 #include "tools/fold_flag.h"
@@ -32,6 +33,11 @@ namespace {
 int Fail(const Status& s) {
   std::fprintf(stderr, "cellserve run: %s\n", s.ToString().c_str());
   return 1;
+}
+
+// A bad flag value is a malformed command line (exit 2, tools/commands.h); other errors exit 1.
+int FailFlag(const Status& s) {
+  return s.code() == StatusCode::kInvalidArgument ? CommandMisused("run", false, s) : Fail(s);
 }
 
 double Ms(std::chrono::steady_clock::duration d) {
@@ -166,19 +172,19 @@ int RunCommand(int argc, char** argv) {
 
   std::vector<std::string> sentences = flags.positional();
   if (sentences.empty()) {
-    if (flags.Get("corpus").empty()) return Fail(InvalidArgument("give TEXT arguments or --corpus FILE"));
+    if (flags.Get("corpus").empty()) return FailFlag(InvalidArgument("give TEXT arguments or --corpus FILE"));
     auto count = flags.GetIntIn("sentences", 1, INT64_MAX);
-    if (!count.ok()) return Fail(count.status());
+    if (!count.ok()) return FailFlag(count.status());
     auto read = ReadSentences(flags.Get("corpus"), *count);
     if (!read.ok()) return Fail(read.status());
     sentences = std::move(*read);
   }
   auto threads = flags.GetIntIn("blas-threads", 0, kMaxThreads);
-  if (!threads.ok()) return Fail(threads.status());
+  if (!threads.ok()) return FailFlag(threads.status());
   auto fold_max = FoldMaxBytes(flags);
-  if (!fold_max.ok()) return Fail(fold_max.status());
+  if (!fold_max.ok()) return FailFlag(fold_max.status());
   auto bf16 = CpuBf16Compute(flags);
-  if (!bf16.ok()) return Fail(bf16.status());
+  if (!bf16.ok()) return FailFlag(bf16.status());
   const bool compare = flags.GetBool("compare-precision");
   if (Status amx = compare ? cpu::AmxBf16Available() : OkStatus(); !amx.ok())
     return Fail(amx.WithContext("--compare-precision"));

@@ -24,8 +24,8 @@ check "init treelstm (F16 weights)" 0 "treelstm model" -- "$CELLSERVE" model ini
 check "init refuses to overwrite" 1 "already exists.*--force" -- "$CELLSERVE" model init --repo "$REPO" --name cls
 check "init --force overwrites" 0 "wrote" -- "$CELLSERVE" model init --repo "$REPO" --name cls --force \
   --hidden 64 --layers 2 --vocab 5000 --classes 3 --seed 4 --init-scale 0.3
-check "init rejects a bad kind" 1 "unknown model kind 'gru'" -- "$CELLSERVE" model init --repo "$REPO" --name g --kind gru
-check "init rejects a bad size" 1 "hidden" -- "$CELLSERVE" model init --repo "$REPO" --name z --hidden 0
+check "init rejects a bad kind" 2 "unknown model kind 'gru'" -- "$CELLSERVE" model init --repo "$REPO" --name g --kind gru
+check "init rejects a bad size" 2 "hidden" -- "$CELLSERVE" model init --repo "$REPO" --name z --hidden 0
 check "init needs --name" 2 "missing required flag --name" -- "$CELLSERVE" model init --repo "$REPO"
 check "init rejects unknown flags" 2 "unknown flag --hiden" -- "$CELLSERVE" model init --repo "$REPO" --name x --hiden 3
 check "list" 0 "^cls$" -- "$CELLSERVE" model list --repo "$REPO"
@@ -109,11 +109,11 @@ check "run --config: a misspelt flag names the file and line" 2 "bad.conf:2: unk
   "$CELLSERVE" run --config "$WORK/bad.conf" "Peace."
 check "run --config: a missing file is a clear error" 2 "cannot read the config file" -- \
   "$CELLSERVE" run --config "$WORK/none.conf" "Peace."
-check "run: a negative --fold-max-mib is refused" 1 "fold-max-mib must be in" -- \
+check "run: a negative --fold-max-mib is refused" 2 "fold-max-mib must be in" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls --fold-max-mib -1 "hello"
-check "run: an unknown --cpu-precision is refused" 1 "cpu-precision must be fp32 or bf16, not 'fp16'" -- \
+check "run: an unknown --cpu-precision is refused" 2 "cpu-precision must be fp32 or bf16, not 'fp16'" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls --cpu-precision fp16 "hello"
-check "serve: an unknown --cpu-precision is refused" 1 "cpu-precision must be fp32 or bf16" -- \
+check "serve: an unknown --cpu-precision is refused" 2 "cpu-precision must be fp32 or bf16" -- \
   "$CELLSERVE" serve --model-repo "$REPO" --stdin --cpu-precision tf32
 # bf16 compute (AMX tiles) where this CPU has AMX-BF16; else the refusal says why and what to do.
 if grep -qw amx_bf16 /proc/cpuinfo; then
@@ -137,7 +137,7 @@ check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, cls-b
   "$CELLSERVE" run --model-repo "$REPO" --model nope "hello"
 check "run: missing repository" 1 "NOT_FOUND.*does not exist" -- \
   "$CELLSERVE" run --model-repo "$WORK/none" --model cls "hello"
-check "run: nothing to run" 1 "TEXT arguments or --corpus" -- "$CELLSERVE" run --model-repo "$REPO" --model cls
+check "run: nothing to run" 2 "TEXT arguments or --corpus" -- "$CELLSERVE" run --model-repo "$REPO" --model cls
 check "run: empty sentence is a clear per-request error" 0 "INVALID_ARGUMENT: empty input" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls "" "fine words"
 
@@ -171,16 +171,16 @@ check "serve: unknown model is NOT_FOUND" 0 '"line":2,"error":\{"code":"NOT_FOUN
   "printf 'cls\tok\nnope\thello\n' | '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls"
 check "serve: empty text is INVALID_ARGUMENT" 0 '"line":1,"error":\{"code":"INVALID_ARGUMENT"' -- bash -c \
   "printf 'cls\t\n' | '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls"
-check "serve: bad policy is a clear error" 1 "unknown policy 'fifo'" -- \
+check "serve: bad policy is a clear error" 2 "unknown policy 'fifo'" -- \
   "$CELLSERVE" serve --model-repo "$REPO" --policy fifo
 # A node's and a router's flags are checked before anything loads (the repository here does not exist).
-check "node: a bad --join is named before the models load" 1 "--join: 'bad' is not HOST:PORT" -- \
+check "node: a bad --join is named before the models load" 2 "--join: 'bad' is not HOST:PORT" -- \
   "$CELLSERVE" node --model-repo "$WORK/none" --join bad
-check "node: --report-interval-ms is bounded" 1 "report-interval-ms must be in \[10, 60000\], got 0" -- \
+check "node: --report-interval-ms is bounded" 2 "report-interval-ms must be in \[10, 60000\], got 0" -- \
   "$CELLSERVE" node --model-repo "$WORK/none" --join 127.0.0.1:7411 --report-interval-ms 0
-check "serve: --max-requests 0 is refused before the models load" 1 "max-requests must be >= 1, got 0" -- \
+check "serve: --max-requests 0 is refused before the models load" 2 "max-requests must be >= 1, got 0" -- \
   "$CELLSERVE" serve --model-repo "$WORK/none" --max-requests 0
-check "router: --report-timeout-ms is named" 1 "report-timeout-ms must be >= 100, got 50" -- \
+check "router: --report-timeout-ms is named" 2 "report-timeout-ms must be >= 100, got 50" -- \
   "$CELLSERVE" router --report-timeout-ms 50
 
 # bench: a short open-loop run per policy writes the JSON rows users and scripts rely on.
@@ -212,13 +212,13 @@ check "bench: an infinite duration is a usage error" 2 "duration-s wants a finit
 # Values that used to be read as something else without a word.
 check "a switch given a non-boolean value is a usage error" 2 "--stdin is a boolean flag" -- \
   "$CELLSERVE" serve --model-repo "$REPO" --stdin=on
-check "serve: --devices beyond int is refused, not wrapped" 1 "devices must be in \\[1, 4096\\]" -- \
+check "serve: --devices beyond int is refused, not wrapped" 2 "devices must be in \\[1, 4096\\]" -- \
   "$CELLSERVE" serve --model-repo "$REPO" --stdin --devices 4294967297
-check "model init: a seq2seq target vocabulary too small for BOS and EOS names the flag" 1 "target-vocab must be at least 3" -- \
+check "model init: a seq2seq target vocabulary too small for BOS and EOS names the flag" 2 "target-vocab must be at least 3" -- \
   "$CELLSERVE" model init --repo "$REPO" --name tiny-mt --kind seq2seq --target-vocab 2
-check "model init: a NaN init scale is refused" 1 "init-scale wants a finite number" -- \
+check "model init: a NaN init scale is refused" 2 "init-scale wants a finite number" -- \
   "$CELLSERVE" model init --repo "$REPO" --name nan --kind lstm --init-scale nan
-check "model init: an F16 init scale beyond 65504 is refused" 1 "does not fit in F16" -- \
+check "model init: an F16 init scale beyond 65504 is refused" 2 "does not fit in F16" -- \
   "$CELLSERVE" model init --repo "$REPO" --name big --kind lstm --dtype F16 --init-scale 1e6
 check "infer: a timeout beyond the wire's 32 bits is a usage error" 2 "timeout-ms must be in" -- \
   "$CELLSERVE" infer --addr 127.0.0.1:1 --model cls --timeout-ms 10000000000000000 hello
