@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -601,29 +602,36 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
   ASSERT_NE(want, local.Get(1)->tokens) << "the two versions must answer differently";
   Registration reg;
   reg.models = {MtSpec(1)};
-
-  // s1 (version 1) takes the request, n2 (version 2) joins, s1 streams two tokens and dies.
-  {
-    reg.name = "s1";
-    ScriptedNode s1(router_->port(), reg);
-    ASSERT_TRUE(s1.WaitRegistered());
+  // A scripted version-1 node `name` takes the request, `join` starts another node meanwhile, and
+  // the scripted node streams version 1's first two tokens and dies. What the caller got: `answer`
+  // and `streamed`.
+  StatusOr<RequestResult> answer = Internal("not answered");
+  std::vector<int32_t> streamed;
+  auto lose_mid_stream = [&](const std::string& name, const std::function<void()>& join) {
+    reg.name = name;
+    ScriptedNode node(router_->port(), reg);
+    ASSERT_TRUE(node.WaitRegistered());
     Answers routed;
-    Streamed streamed;
-    router_->Infer("mt", in, 0, routed.For(0), streamed.Callback());
-    ASSERT_TRUE(WaitFor([&] { return s1.runs() == 1; }, std::chrono::seconds(10)));
-    a2_ = Join(c2_.get(), router_->port(), "n2");
-    ASSERT_TRUE(a2_);
-    s1.Stream(want[0]);
-    s1.Stream(want[1]);
-    ASSERT_TRUE(WaitFor([&] { return streamed.Get().size() == 2; }, std::chrono::seconds(10)));
-    s1.Die();
+    Streamed tokens;
+    router_->Infer("mt", in, 0, routed.For(0), tokens.Callback());
+    ASSERT_TRUE(WaitFor([&] { return node.runs() == 1; }, std::chrono::seconds(10)));
+    join();
+    node.Stream(want[0]);
+    node.Stream(want[1]);
+    ASSERT_TRUE(WaitFor([&] { return tokens.Get().size() == 2; }, std::chrono::seconds(10)));
+    node.Die();
     ASSERT_TRUE(routed.Wait(1, std::chrono::seconds(30)));
-    const Status status = routed.Get(0).status();
-    EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status.ToString();
-    EXPECT_NE(status.message().find("'mt' version 1"), std::string::npos) << status.message();
-    EXPECT_EQ(streamed.Get(), std::vector<int32_t>(want.begin(), want.begin() + 2));
-    EXPECT_EQ(a2_->stats().runs, 0) << "version 2 ran a request whose first tokens were version 1's";
-  }
+    answer = routed.Get(0);
+    streamed = tokens.Get();
+  };
+
+  // s1 (version 1) takes the request, n2 (version 2) joins, s1 dies: nowhere to go.
+  ASSERT_NO_FATAL_FAILURE(lose_mid_stream("s1", [&] { a2_ = Join(c2_.get(), router_->port(), "n2"); }));
+  ASSERT_TRUE(a2_);
+  EXPECT_EQ(answer.status().code(), StatusCode::kUnavailable) << answer.status().ToString();
+  EXPECT_NE(answer.status().message().find("'mt' version 1"), std::string::npos) << answer.status().message();
+  EXPECT_EQ(streamed, std::vector<int32_t>(want.begin(), want.begin() + 2));
+  EXPECT_EQ(a2_->stats().runs, 0) << "version 2 ran a request whose first tokens were version 1's";
   a2_->Leave();
   ASSERT_TRUE(WaitFor([&] { return router_->nodes().empty(); }, std::chrono::seconds(10)));
   // A lost node stays on the dashboard, down (the alert's series); one that left says nothing.
@@ -631,29 +639,15 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
   EXPECT_NE(text.find("cellserve_node_up{node=\"s1\"} 0"), std::string::npos) << text;
   EXPECT_EQ(text.find("node=\"n2\""), std::string::npos) << text;
 
-  // s1b (version 1) takes the request, n1 (version 1) joins, s1b streams two tokens and dies:
-  // n1 runs it again and the caller gets the rest of version 1's tokens.
-  {
-    reg.name = "s1b";
-    ScriptedNode s1b(router_->port(), reg);
-    ASSERT_TRUE(s1b.WaitRegistered());
-    Answers routed;
-    Streamed streamed;
-    router_->Infer("mt", in, 0, routed.For(0), streamed.Callback());
-    ASSERT_TRUE(WaitFor([&] { return s1b.runs() == 1; }, std::chrono::seconds(10)));
-    a1_ = Join(c1_.get(), router_->port(), "n1");
-    ASSERT_TRUE(a1_);
-    s1b.Stream(want[0]);
-    s1b.Stream(want[1]);
-    ASSERT_TRUE(WaitFor([&] { return streamed.Get().size() == 2; }, std::chrono::seconds(10)));
-    s1b.Die();
-    ASSERT_TRUE(routed.Wait(1, std::chrono::seconds(30)));
-    ASSERT_TRUE(routed.Get(0).ok()) << routed.Get(0).status().ToString();
-    EXPECT_EQ(routed.Get(0)->tokens, want);
-    EXPECT_EQ(routed.Get(0)->model_version, 1);
-    EXPECT_EQ(streamed.Get(), want) << "each token once, in order, across the two nodes";
-    EXPECT_EQ(a1_->stats().runs, 1);
-  }
+  // s1b (version 1) takes the request, n1 (version 1) joins, s1b dies: n1 runs it again and the
+  // caller gets the rest of version 1's tokens.
+  ASSERT_NO_FATAL_FAILURE(lose_mid_stream("s1b", [&] { a1_ = Join(c1_.get(), router_->port(), "n1"); }));
+  ASSERT_TRUE(a1_);
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  EXPECT_EQ(answer->tokens, want);
+  EXPECT_EQ(answer->model_version, 1);
+  EXPECT_EQ(streamed, want) << "each token once, in order, across the two nodes";
+  EXPECT_EQ(a1_->stats().runs, 1);
   EXPECT_EQ(router_->stats().retried, 1) << "the first request had nowhere to go";
   a1_->Leave();
   router_->Stop();
