@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <random>
 #include <string>
 
@@ -43,12 +45,26 @@ TEST(WireRegistrationTest, RefusesWhatARouterCannotUse) {
   r.models = {Lstm("cls")};
   const std::string good = EncodeRegistration(r);
   EXPECT_TRUE(DecodeRegistration(good).ok());
-  EXPECT_EQ(DecodeRegistration("").status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(DecodeRegistration("[1,2]").status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(DecodeRegistration(R"({"name": "", "devices": 1, "models": []})").status().code(),
-            StatusCode::kInvalidArgument);
-  EXPECT_EQ(DecodeRegistration(R"({"name": "n", "devices": 0, "models": []})").status().code(),
-            StatusCode::kInvalidArgument);
+  // Each bad one differs from the good one in one field, and the error names it.
+  auto with = [&](const std::string& key, const nlohmann::json& value) {
+    nlohmann::json j = nlohmann::json::parse(good);
+    j[key] = value;
+    return j.dump();
+  };
+  auto refused = [](const std::string& bytes, const std::string& why) {
+    const Status s = DecodeRegistration(bytes).status();
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bytes;
+    EXPECT_NE(s.message().find(why), std::string::npos) << bytes << ": " << s.message();
+  };
+  refused("", "not a JSON object");
+  refused("[1,2]", "not a JSON object");
+  refused(with("name", ""), "non-empty \"name\"");
+  refused(with("name", 5), "non-empty \"name\"");
+  refused(with("devices", 0), "devices must be in 1..65536");
+  refused(with("devices", 65537), "devices must be in 1..65536");
+  refused(with("devices", "2"), "needs \"devices\"");
+  refused(with("models", nlohmann::json::array()), "at least one model");
+  EXPECT_TRUE(DecodeRegistration(with("devices", 65536)).ok()) << "the largest node";
   r.models.clear();
   EXPECT_EQ(DecodeRegistration(EncodeRegistration(r)).status().code(), StatusCode::kInvalidArgument);
   // A model spec that does not validate.
