@@ -182,6 +182,12 @@ int DeviceThreads(const DeviceOptions& options) {
   return options.backend == "cuda" ? 1 : 0;
 }
 
+Status CheckGpuPrecisionApplies(const std::string& backend, const std::string& gpu_precision) {
+  if (backend == "cuda" || gpu_precision == "fp32") return OkStatus();  // it was silently ignored before
+  return InvalidArgument("--gpu-precision " + gpu_precision + " applies to --backend cuda only (this is --backend " +
+                         backend + "; on the CPU see --cpu-precision)");
+}
+
 StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& options,
                                                            const std::vector<std::shared_ptr<const Model>>& models) {
   if (options.devices < 0) return InvalidArgument("devices must be >= 1, or 0 for all");
@@ -189,9 +195,7 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& 
   if (options.fold_max_bytes < 0) return InvalidArgument("fold_max_bytes must be >= 0 (0: no folding)");
   for (int cpu : options.device_cpus)
     if (cpu < 0) return InvalidArgument("device_cpus: " + std::to_string(cpu) + " is not a CPU number");
-  if (options.backend != "cuda" && options.gpu_precision != "fp32")  // silently ignored before
-    return InvalidArgument("--gpu-precision " + options.gpu_precision + " applies to --backend cuda only (this is --backend " +
-                           options.backend + "; on the CPU see --cpu-precision)");
+  RETURN_IF_ERROR(CheckGpuPrecisionApplies(options.backend, options.gpu_precision));
   if (options.backend == "cpu") return MakeCpuDevices(options, models);
   if (options.backend == "sim") return MakeSimDevices(options);
   if (options.backend != "cuda") return InvalidArgument("unknown backend '" + options.backend + "' (cpu, sim or cuda)");

@@ -48,6 +48,10 @@ int DeviceThreads(const DeviceOptions& options);
 // True when this build has the CUDA backend (nvcc was found at configure time).
 bool HaveCudaBackend();
 
+// INVALID_ARGUMENT when a GPU precision other than fp32 is asked of a backend other than cuda
+// (tools check it before loading models; MakeDevices checks it again).
+Status CheckGpuPrecisionApplies(const std::string& backend, const std::string& gpu_precision);
+
 // Makes the devices; `models` are the ones they will serve (GPUs load their weights once).
 StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& options,
                                                            const std::vector<std::shared_ptr<const Model>>& models);

@@ -249,6 +249,8 @@ int BenchCommand(int argc, char** argv) {
     cfg.cluster.backend = flags.Get("backend");
     cfg.cluster.sim_profile = flags.Get("sim-profile");
     cfg.cluster.gpu_precision = flags.Get("gpu-precision");
+    if (Status s = CheckGpuPrecisionApplies(cfg.cluster.backend, cfg.cluster.gpu_precision); !s.ok())
+      return BadUsage(s);
     auto fold_max = FoldMaxBytes(flags);
     if (!fold_max.ok()) return BadUsage(fold_max.status());
     cfg.cluster.fold_max_bytes = *fold_max;

@@ -22,7 +22,7 @@ int Fail(const Status& s) {
 
 // A bad flag value is a malformed command line (exit 2, tools/commands.h); other errors exit 1.
 int FailFlag(const Status& s) {
-  return s.code() == StatusCode::kInvalidArgument ? CommandMisused("model", false, s) : Fail(s);
+  return s.code() == StatusCode::kInvalidArgument ? CommandMisused("model init", false, s) : Fail(s);
 }
 
 int ModelInit(int argc, char** argv) {

@@ -153,7 +153,7 @@ int RunCommand(int argc, char** argv) {
       .Add("model", "", "model name in the repository", true)
       .Add("corpus", "", "text file, one sentence per line (used when no TEXT is given)")
       .Add("sentences", "20", "how many sentences to take from the corpus (an even sample)")
-      .Add("blas-threads", "1", "OpenBLAS threads (0: OpenBLAS's own default, every core)")
+      .Add("blas-threads", "1", "OpenBLAS threads (0: leave OpenBLAS's setting, OPENBLAS_NUM_THREADS or else every core)")
       .AddBool("compare-precision",
                "also run the sentences batched under the other --cpu-precision (fp32 or bf16; needs AMX-BF16) and "
                "report how many answers changed and how far the logits or scores moved, by sentence length")

@@ -243,7 +243,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
            "(0: oldest first always)")
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
-      .Add("blas-threads", "1", "OpenBLAS threads (process-wide; 0: OpenBLAS's own default, every core)");
+      .Add("blas-threads", "1", "OpenBLAS threads (process-wide; 0: leave OpenBLAS's setting, OPENBLAS_NUM_THREADS or else every core)");
   if (!node) flags.AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);
@@ -303,6 +303,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   }
   options.backend = flags.Get("backend");
   options.gpu_precision = flags.Get("gpu-precision");
+  if (Status s = CheckGpuPrecisionApplies(options.backend, options.gpu_precision); !s.ok()) return FailFlag(s);
   options.cpu_fallback = flags.GetBool("cpu-fallback");
   options.cuda_graphs = !flags.GetBool("no-cuda-graphs");
   options.sim_profile = flags.Get("sim-profile");

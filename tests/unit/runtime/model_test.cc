@@ -387,7 +387,8 @@ TEST_F(RepositoryTest, WriteLoadRoundTrip) {
   ASSERT_TRUE(WriteModel(repo_, b, wb).ok());
   EXPECT_TRUE(fs::is_regular_file(repo_ + "/b-model/spec.json"));
   EXPECT_TRUE(fs::is_regular_file(repo_ + "/b-model/weights.safetensors"));
-  EXPECT_FALSE(fs::exists(repo_ + "/b-model/spec.json.tmp"));
+  for (const auto& entry : fs::directory_iterator(repo_ + "/b-model"))  // no temporary left
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
   // Not models: a folder without spec.json and a plain file.
   fs::create_directories(repo_ + "/empty_dir");
   std::ofstream(repo_ + "/README") << "hi";
