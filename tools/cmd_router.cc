@@ -74,6 +74,11 @@ int RouterCommand(int argc, char** argv) {
   options.policy.p2c_threshold = static_cast<int>(*p2c_threshold);
   options.policy.seed = static_cast<uint64_t>(*seed);
   options.report_timeout_ms = *report_timeout_ms;
+  if (*report_timeout_ms < 1000)
+    std::fprintf(stderr,
+                 "cellserve router: warning: --report-timeout-ms %lld: nodes report every 200 ms by default "
+                 "(--report-interval-ms); a timeout of fewer than about 5 intervals drops nodes that are only slow\n",
+                 static_cast<long long>(*report_timeout_ms));
   options.stop_grace_ms = *stop_grace_ms;
   auto idle = ReadIdlePollFlags(flags);
   if (!idle.ok()) return FailFlag(idle.status());
