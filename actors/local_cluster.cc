@@ -276,7 +276,6 @@ ClusterReport LocalCluster::Report() const {
 ClusterLoad LocalCluster::Load() const {
   ClusterLoad load;
   load.outstanding_cells = std::max<int64_t>(impl_->counters->outstanding_cells.load(), 0);
-  load.unanswered = impl_->counters->Unanswered();
   return load;
 }
 

@@ -69,7 +69,6 @@ class ServingBackend {
 // One process's load, cheap to read (no actor is asked): what a node reports to routers.
 struct ClusterLoad {
   int64_t outstanding_cells = 0;  // summed over devices, as of the workers' last load reports
-  int64_t unanswered = 0;         // requests handed in and not answered yet
 };
 
 // What a node agent (cluster/node_agent.h) serves: the node's LocalCluster, or in tests a

@@ -276,6 +276,13 @@ TEST_F(ActorClusterTest, BadInputUnknownModelAndBadOptions) {
   bad = Options(1);
   bad.model_repo = repo_->dir() + "/does-not-exist";
   EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kNotFound);
+  bad = Options(1);
+  bad.idle_poll_below = -1;
+  EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kInvalidArgument);
+  LocalClusterOptions always_spin = Options(1);  // 0 is valid: the pollers never sleep
+  always_spin.idle_poll_below = 0;
+  auto spinning = LocalCluster::Start(always_spin);
+  EXPECT_TRUE(spinning.ok()) << spinning.status().ToString();
 }
 
 TEST_F(ActorClusterTest, OverloadIsResourceExhaustedAtOnce) {
