@@ -21,8 +21,8 @@ int Fail(const Status& s) {
 }
 
 // A bad flag value is a malformed command line (exit 2, tools/commands.h); other errors exit 1.
-int FailFlag(const Status& s) {
-  return s.code() == StatusCode::kInvalidArgument ? CommandMisused("model init", false, s) : Fail(s);
+int FailFlag(const Status& s, const char* command = "model init") {
+  return s.code() == StatusCode::kInvalidArgument ? CommandMisused(command, false, s) : Fail(s);
 }
 
 int ModelInit(int argc, char** argv) {
@@ -149,7 +149,7 @@ int ModelConvert(int argc, char** argv) {
   ModelSpec spec = (*model)->spec();
   spec.name = to;
   spec.dtype = flags.Get("dtype");
-  if (auto s = spec.Validate(); !s.ok()) return Fail(s);
+  if (auto s = spec.Validate(); !s.ok()) return FailFlag(s, "model convert");  // --dtype or --to
   const auto dir = std::filesystem::path(repo) / to;
   if (to == flags.Get("name") || (std::filesystem::exists(dir / "spec.json") && !flags.GetBool("force"))) {
     std::fprintf(stderr, "cellserve model: %s already exists; pick another --to%s\n", dir.c_str(),

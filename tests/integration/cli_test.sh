@@ -60,7 +60,7 @@ check "convert refuses to overwrite" 1 "already exists.*--force" -- \
   "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype BF16 --to cls-bf16
 check "convert refuses to replace the model itself" 1 "already exists; pick another --to" -- \
   "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype BF16 --to cls --force
-check "convert rejects a bad dtype" 1 "F8" -- "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype F8 --to x
+check "convert rejects a bad dtype" 2 "F8" -- "$CELLSERVE" model convert --repo "$REPO" --name cls --dtype F8 --to x
 check "convert names a missing model, and those there" 1 "'nope'.*cls-bf16" -- \
   "$CELLSERVE" model convert --repo "$REPO" --name nope --dtype BF16 --to y
 
