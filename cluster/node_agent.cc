@@ -533,14 +533,19 @@ struct NodeAgent::Impl {
 NodeAgent::NodeAgent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 NodeAgent::~NodeAgent() { Leave(); }
 
-StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(NodeBackend* cluster, NodeAgentOptions options) {
-  if (!cluster) return InvalidArgument("NodeAgent needs a cluster");
-  if (options.join.empty()) return InvalidArgument("--join needs at least one router HOST:PORT");
-  for (const std::string& address : options.join) {
+Status CheckJoinAddresses(const std::vector<std::string>& join) {
+  if (join.empty()) return InvalidArgument("--join needs at least one router HOST:PORT");
+  for (const std::string& address : join) {
     std::string host;
     uint16_t port = 0;
-    RETURN_IF_ERROR(ParseHostPort(address, false, host, port));
+    if (Status s = ParseHostPort(address, false, host, port); !s.ok()) return s.WithContext("--join");
   }
+  return OkStatus();
+}
+
+StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(NodeBackend* cluster, NodeAgentOptions options) {
+  if (!cluster) return InvalidArgument("NodeAgent needs a cluster");
+  RETURN_IF_ERROR(CheckJoinAddresses(options.join));
   if (options.devices < 1 || options.report_interval_ms < 10 || options.reconnect_interval_ms < 10 ||
       options.max_tokens < 1)
     return InvalidArgument("devices and max_tokens must be >= 1, report and reconnect intervals >= 10 ms");

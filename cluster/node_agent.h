@@ -44,6 +44,10 @@ struct NodeAgentStats {
   int64_t registration_failures = 0;  // refused or unanswered ones (each is tried again)
 };
 
+// INVALID_ARGUMENT, naming --join, unless `join` holds at least one address and each is HOST:PORT
+// (Start checks it; a command checks it before loading models).
+Status CheckJoinAddresses(const std::vector<std::string>& join);
+
 class NodeAgent {
  public:
   // Starts connecting in the background (a router that is not up yet is retried). INVALID_ARGUMENT

@@ -24,4 +24,8 @@ int CommandMisused(const char* command, bool json, const Status& s) {
   return 2;
 }
 
+int FlagValueFailed(const char* command, const Status& s) {
+  return s.code() == StatusCode::kInvalidArgument ? CommandMisused(command, false, s) : CommandFailed(command, false, s);
+}
+
 }  // namespace cellserve::tools

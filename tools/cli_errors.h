@@ -22,4 +22,8 @@ int CommandFailed(const char* command, bool json, const Status& s);
 // {"error": ...} on stdout. Returns 2.
 int CommandMisused(const char* command, bool json, const Status& s);
 
+// A flag's value checked after parsing: INVALID_ARGUMENT is a malformed command line
+// (CommandMisused, 2); anything else, e.g. the machine has no AMX, a failure (CommandFailed, 1).
+int FlagValueFailed(const char* command, const Status& s);
+
 }  // namespace cellserve::tools

@@ -20,10 +20,6 @@ int Fail(const Status& s) {
   return 1;
 }
 
-// A bad flag value is a malformed command line (exit 2, tools/commands.h); other errors exit 1.
-int FailFlag(const Status& s, const char* command = "model init") {
-  return s.code() == StatusCode::kInvalidArgument ? CommandMisused(command, false, s) : Fail(s);
-}
 
 int ModelInit(int argc, char** argv) {
   Flags flags("model init", "Writes REPO/NAME/spec.json and weights.safetensors with seeded random weights.");
@@ -48,7 +44,7 @@ int ModelInit(int argc, char** argv) {
   ModelSpec spec;
   spec.name = flags.Get("name");
   auto kind = ParseModelKind(flags.Get("kind"));
-  if (!kind.ok()) return FailFlag(kind.status());
+  if (!kind.ok()) return FlagValueFailed("model init", kind.status());
   spec.kind = *kind;
   struct IntFlag { const char* name; int64_t* field; };
   const IntFlag ints[] = {{"hidden", &spec.hidden}, {"layers", &spec.layers}, {"vocab", &spec.vocab_size},
@@ -56,18 +52,18 @@ int ModelInit(int argc, char** argv) {
                           {"max-input-tokens", &spec.max_input_tokens}, {"max-batch", &spec.max_batch}};
   for (const auto& f : ints) {
     auto v = flags.GetInt(f.name);
-    if (!v.ok()) return FailFlag(v.status());
+    if (!v.ok()) return FlagValueFailed("model init", v.status());
     *f.field = *v;
   }
   auto embed = flags.Get("embed").empty() ? StatusOr<int64_t>(spec.hidden) : flags.GetInt("embed");
-  if (!embed.ok()) return FailFlag(embed.status());
+  if (!embed.ok()) return FlagValueFailed("model init", embed.status());
   spec.embed_dim = *embed;
   if (spec.kind == ModelKind::kSeq2Seq) {
     auto tv = flags.Get("target-vocab").empty() ? StatusOr<int64_t>(spec.vocab_size) : flags.GetInt("target-vocab");
-    if (!tv.ok()) return FailFlag(tv.status());
+    if (!tv.ok()) return FlagValueFailed("model init", tv.status());
     spec.target_vocab_size = *tv;
     if (spec.target_vocab_size < 3)
-      return FailFlag(InvalidArgument("--target-vocab must be at least 3: the decoder starts from id " +
+      return FlagValueFailed("model init", InvalidArgument("--target-vocab must be at least 3: the decoder starts from id " +
                                   std::to_string(spec.bos_id) + " (BOS) and stops after id " +
                                   std::to_string(spec.eos_id) + " (EOS)"));
     spec.classes = 0;
@@ -75,9 +71,9 @@ int ModelInit(int argc, char** argv) {
   spec.dtype = flags.Get("dtype");
   auto seed = flags.GetInt("seed");
   auto scale = flags.GetDouble("init-scale");
-  if (!seed.ok()) return FailFlag(seed.status());
-  if (!scale.ok()) return FailFlag(scale.status());
-  if (auto s = spec.Validate(); !s.ok()) return FailFlag(s);  // a spec made of the flags
+  if (!seed.ok()) return FlagValueFailed("model init", seed.status());
+  if (!scale.ok()) return FlagValueFailed("model init", scale.status());
+  if (auto s = spec.Validate(); !s.ok()) return FlagValueFailed("model init", s);  // a spec made of the flags
 
   const std::string repo = flags.Get("repo");
   const auto dir = std::filesystem::path(repo) / spec.name;
@@ -86,7 +82,7 @@ int ModelInit(int argc, char** argv) {
     return 1;
   }
   auto weights = RandomWeights(spec, static_cast<uint64_t>(*seed), static_cast<float>(*scale));
-  if (!weights.ok()) return FailFlag(weights.status());  // the init scale
+  if (!weights.ok()) return FlagValueFailed("model init", weights.status());  // the init scale
   if (auto s = WriteModel(repo, spec, *weights); !s.ok()) return Fail(s);
   size_t bytes = 0;
   for (const auto& [name, t] : weights->tensors) bytes += t.bytes.size();
@@ -149,7 +145,7 @@ int ModelConvert(int argc, char** argv) {
   ModelSpec spec = (*model)->spec();
   spec.name = to;
   spec.dtype = flags.Get("dtype");
-  if (auto s = spec.Validate(); !s.ok()) return FailFlag(s, "model convert");  // --dtype or --to
+  if (auto s = spec.Validate(); !s.ok()) return FlagValueFailed("model convert", s);  // --dtype or --to
   const auto dir = std::filesystem::path(repo) / to;
   if (to == flags.Get("name") || (std::filesystem::exists(dir / "spec.json") && !flags.GetBool("force"))) {
     std::fprintf(stderr, "cellserve model: %s already exists; pick another --to%s\n", dir.c_str(),

@@ -27,10 +27,6 @@ int Fail(const Status& s) {
   return 1;
 }
 
-// A bad flag value is a malformed command line (exit 2, tools/commands.h); other errors exit 1.
-int FailFlag(const Status& s) {
-  return s.code() == StatusCode::kInvalidArgument ? CommandMisused("router", false, s) : Fail(s);
-}
 
 }  // namespace
 
@@ -60,16 +56,16 @@ int RouterCommand(int argc, char** argv) {
   const StatusOr<int64_t> seed = flags.GetInt("seed"), report_timeout_ms = flags.GetIntIn("report-timeout-ms", 100, INT64_MAX),
                           stop_grace_ms = flags.GetIntIn("stop-grace-ms", 0, INT64_MAX);
   for (const StatusOr<int64_t>* v : {&seed, &report_timeout_ms, &stop_grace_ms})
-    if (!v->ok()) return FailFlag(v->status());
+    if (!v->ok()) return FlagValueFailed("router", v->status());
   auto p2c_threshold = flags.GetIntIn("p2c-threshold", 1, 1 << 20);
-  if (!p2c_threshold.ok()) return FailFlag(p2c_threshold.status());
+  if (!p2c_threshold.ok()) return FlagValueFailed("router", p2c_threshold.status());
   cluster::RouterOptions options;
   options.cluster = flags.Get("cluster");
   auto policy = ParseRoutePolicy(flags.Get("policy"));
-  if (!policy.ok()) return FailFlag(policy.status());
+  if (!policy.ok()) return FlagValueFailed("router", policy.status());
   options.policy.policy = *policy;
   auto estimate = ParseLoadEstimate(flags.Get("estimate"));
-  if (!estimate.ok()) return FailFlag(estimate.status());
+  if (!estimate.ok()) return FlagValueFailed("router", estimate.status());
   options.policy.estimate = *estimate;
   options.policy.p2c_threshold = static_cast<int>(*p2c_threshold);
   options.policy.seed = static_cast<uint64_t>(*seed);
@@ -81,7 +77,7 @@ int RouterCommand(int argc, char** argv) {
                  static_cast<long long>(*report_timeout_ms));
   options.stop_grace_ms = *stop_grace_ms;
   auto idle = ReadIdlePollFlags(flags);
-  if (!idle.ok()) return FailFlag(idle.status());
+  if (!idle.ok()) return FlagValueFailed("router", idle.status());
   options.idle_poll = idle->on;
   options.idle_poll_below = idle->below;
 

@@ -35,10 +35,6 @@ int Fail(const Status& s) {
   return 1;
 }
 
-// A bad flag value is a malformed command line (exit 2, tools/commands.h); other errors exit 1.
-int FailFlag(const Status& s) {
-  return s.code() == StatusCode::kInvalidArgument ? CommandMisused("run", false, s) : Fail(s);
-}
 
 double Ms(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
@@ -172,19 +168,19 @@ int RunCommand(int argc, char** argv) {
 
   std::vector<std::string> sentences = flags.positional();
   if (sentences.empty()) {
-    if (flags.Get("corpus").empty()) return FailFlag(InvalidArgument("give TEXT arguments or --corpus FILE"));
+    if (flags.Get("corpus").empty()) return FlagValueFailed("run", InvalidArgument("give TEXT arguments or --corpus FILE"));
     auto count = flags.GetIntIn("sentences", 1, INT64_MAX);
-    if (!count.ok()) return FailFlag(count.status());
+    if (!count.ok()) return FlagValueFailed("run", count.status());
     auto read = ReadSentences(flags.Get("corpus"), *count);
     if (!read.ok()) return Fail(read.status());
     sentences = std::move(*read);
   }
   auto threads = flags.GetIntIn("blas-threads", 0, kMaxThreads);
-  if (!threads.ok()) return FailFlag(threads.status());
+  if (!threads.ok()) return FlagValueFailed("run", threads.status());
   auto fold_max = FoldMaxBytes(flags);
-  if (!fold_max.ok()) return FailFlag(fold_max.status());
+  if (!fold_max.ok()) return FlagValueFailed("run", fold_max.status());
   auto bf16 = CpuBf16Compute(flags);
-  if (!bf16.ok()) return FailFlag(bf16.status());
+  if (!bf16.ok()) return FlagValueFailed("run", bf16.status());
   const bool compare = flags.GetBool("compare-precision");
   if (Status amx = compare ? cpu::AmxBf16Available() : OkStatus(); !amx.ok())
     return Fail(amx.WithContext("--compare-precision"));

@@ -34,7 +34,6 @@
 
 #include "actors/local_cluster.h"
 #include "cluster/node_agent.h"
-#include "cluster/wire.h"
 #include "monitoring/metrics.h"
 #include "schema/rpc_server.h"
 #include "runtime/memory_limit.h"
@@ -61,10 +60,6 @@ int Fail(const Status& s) {
   return 1;
 }
 
-// A bad flag value is a malformed command line (exit 2, tools/commands.h); other errors exit 1.
-int FailFlag(const Status& s) {
-  return s.code() == StatusCode::kInvalidArgument ? CommandMisused(g_name, false, s) : Fail(s);
-}
 
 std::vector<std::string> SplitComma(const std::string& s) {
   std::vector<std::string> out;
@@ -264,7 +259,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.model_repo = flags.Get("model-repo");
   options.models = SplitComma(flags.Get("models"));
   auto policy = ParsePolicy(flags.Get("policy"));
-  if (!policy.ok()) return FailFlag(policy.status());
+  if (!policy.ok()) return FlagValueFailed(g_name, policy.status());
   options.scheduler.policy = *policy;
   auto max_requests = flags.GetIntIn("max-requests", 1, INT64_MAX);
   auto lookahead = flags.GetIntIn("lookahead", 1, kMaxLookahead);
@@ -273,20 +268,15 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto blas_threads = flags.GetIntIn("blas-threads", 0, kMaxThreads);
   for (const Status* s : {&max_requests.status(), &lookahead.status(), &fill_first.status(), &slots.status(),
                           &blas_threads.status()})
-    if (!s->ok()) return FailFlag(*s);
+    if (!s->ok()) return FlagValueFailed(g_name, *s);
   // A node's cluster flags, checked before any model loads (a mistake there costs no wait).
   cluster::NodeAgentOptions agent_options;
   if (node) {
     agent_options.join = SplitComma(flags.Get("join"));
-    for (const std::string& address : agent_options.join) {
-      std::string host;
-      uint16_t port = 0;
-      if (Status s = cluster::ParseHostPort(address, false, host, port); !s.ok()) return FailFlag(s.WithContext("--join"));
-    }
-    if (agent_options.join.empty()) return FailFlag(InvalidArgument("--join needs at least one router HOST:PORT"));
+    if (Status s = cluster::CheckJoinAddresses(agent_options.join); !s.ok()) return FlagValueFailed(g_name, s);
     agent_options.name = flags.Get("node-name");
     auto interval = flags.GetIntIn("report-interval-ms", 10, 60000);
-    if (!interval.ok()) return FailFlag(interval.status());
+    if (!interval.ok()) return FlagValueFailed(g_name, interval.status());
     agent_options.report_interval_ms = *interval;
     if (*interval >= 1000)
       std::fprintf(stderr,
@@ -298,12 +288,12 @@ int ServeOrNode(int argc, char** argv, bool node) {
     options.devices = 0;
   } else {
     auto devices = flags.GetIntIn("devices", 1, kMaxDevices);
-    if (!devices.ok()) return FailFlag(devices.status().WithContext("--devices takes a number or `all`"));
+    if (!devices.ok()) return FlagValueFailed(g_name, devices.status().WithContext("--devices takes a number or `all`"));
     options.devices = static_cast<int>(*devices);
   }
   options.backend = flags.Get("backend");
   options.gpu_precision = flags.Get("gpu-precision");
-  if (Status s = CheckGpuPrecisionApplies(options.backend, options.gpu_precision); !s.ok()) return FailFlag(s);
+  if (Status s = CheckGpuPrecisionApplies(options.backend, options.gpu_precision); !s.ok()) return FlagValueFailed(g_name, s);
   options.cpu_fallback = flags.GetBool("cpu-fallback");
   options.cuda_graphs = !flags.GetBool("no-cuda-graphs");
   options.sim_profile = flags.Get("sim-profile");
@@ -313,10 +303,10 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.scheduler.state_slots = static_cast<int32_t>(*slots);
   options.blas_threads = static_cast<int>(*blas_threads);
   auto fold_max = FoldMaxBytes(flags);
-  if (!fold_max.ok()) return FailFlag(fold_max.status());
+  if (!fold_max.ok()) return FlagValueFailed(g_name, fold_max.status());
   options.fold_max_bytes = *fold_max;
   auto bf16 = CpuBf16Compute(flags);
-  if (!bf16.ok()) return FailFlag(bf16.status());
+  if (!bf16.ok()) return FlagValueFailed(g_name, bf16.status());
   options.cpu_bf16 = *bf16;
 
   // Pinned first, so that every thread started from here on inherits the front door's cores.

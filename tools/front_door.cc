@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
+
+#include "runtime/atomic_file.h"
 
 namespace cellserve::tools {
 
@@ -78,11 +78,7 @@ StatusOr<MetricsEndpoint> StartMetricsEndpoint(const Flags& flags, const std::st
 
 Status WritePortFile(const std::string& path, int port) {
   if (path.empty()) return OkStatus();
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "w");
-  if (!f || std::fprintf(f, "%d\n", port) < 0 || std::fclose(f) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0)
-    return Internal("cannot write the port file " + path + ": " + std::strerror(errno));
-  return OkStatus();
+  return WriteFileAtomically(path, std::to_string(port) + "\n").WithContext("the port file");
 }
 
 std::string HostName() {

@@ -176,11 +176,18 @@ ModelSpec MtSpec(int64_t version) {
 
 class RouterTest : public ::testing::Test {
  protected:
-  std::unique_ptr<Router> StartRouter(monitoring::ServingMetrics* metrics = nullptr) {
+  // A router on any free cluster port, with a short stop grace (and `metrics`, if given).
+  static RouterOptions TestOptions(monitoring::ServingMetrics* metrics = nullptr) {
     RouterOptions o;
     o.cluster = "127.0.0.1:0";
     o.stop_grace_ms = 5000;
     o.metrics = metrics;
+    return o;
+  }
+  std::unique_ptr<Router> StartRouter(monitoring::ServingMetrics* metrics = nullptr) {
+    return StartRouter(TestOptions(metrics));
+  }
+  std::unique_ptr<Router> StartRouter(const RouterOptions& o) {
     auto r = Router::Start(o);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? std::move(r).value() : nullptr;
@@ -546,12 +553,10 @@ TEST_F(RouterTest, StreamedTokensComeThroughTheRouterOnceAndInOrder) {
 // serves any more leave it, so upgrade after upgrade fits (this router has room for 2 names: a
 // model and one version of it).
 TEST_F(RouterTest, VersionsNoNodeServesLeaveTheTable) {
-  RouterOptions o;
-  o.cluster = "127.0.0.1:0";
+  RouterOptions o = TestOptions();
   o.policy.max_models = 2;
-  auto router = Router::Start(o);
-  ASSERT_TRUE(router.ok()) << router.status().ToString();
-  router_ = std::move(router).value();
+  router_ = StartRouter(o);
+  ASSERT_TRUE(router_);
   c1_ = StartCluster();
   ASSERT_TRUE(c1_);
   a1_ = Join(c1_.get(), router_->port(), "v1");
@@ -579,14 +584,10 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
   testutil::TempModelRepo repo1("cellserve_router_test_mt1"), repo2("cellserve_router_test_mt2");
   repo1.Write(MtSpec(1), 5);
   repo2.Write(MtSpec(2), 6);
-  RouterOptions o;
-  o.cluster = "127.0.0.1:0";
-  o.stop_grace_ms = 5000;
+  RouterOptions o = TestOptions(&metrics_);
   o.report_timeout_ms = 600000;  // the scripted nodes send no load reports: never silent here
-  o.metrics = &metrics_;
-  auto router = Router::Start(o);
-  ASSERT_TRUE(router.ok()) << router.status().ToString();
-  router_ = std::move(router).value();
+  router_ = StartRouter(o);
+  ASSERT_TRUE(router_);
   c1_ = StartCluster(repo1.dir());
   c2_ = StartCluster(repo2.dir());
   ASSERT_TRUE(c1_ && c2_);
