@@ -99,6 +99,13 @@ double NearestRank(const std::vector<double>& sorted, double p) {
   return sorted[static_cast<size_t>(rank - 1)];
 }
 
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
 LatencyStats ComputeLatencyStats(std::vector<double> latencies_ms) {
   LatencyStats s;
   if (latencies_ms.empty()) return s;

@@ -29,6 +29,9 @@ struct LatencyStats {
 // The nearest-rank percentile (the smallest value with at least p% of the values at or below it)
 // of ascending `sorted`; 0 for an empty vector. p in (0, 100].
 double NearestRank(const std::vector<double>& sorted, double p);
+// The median of `values` (any order): the middle one, or the mean of the middle two for an even
+// count; 0 for none. For a handful of rounds' figures, where nearest rank would pick a side.
+double Median(std::vector<double> values);
 // All of LatencyStats over `latencies_ms` (any order); zeros when empty.
 LatencyStats ComputeLatencyStats(std::vector<double> latencies_ms);
 

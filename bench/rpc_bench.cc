@@ -14,7 +14,8 @@
 // 3. Most requests per second through one server: a closed loop of --concurrency calls from one
 //    client thread (InferAsync) on the sim backend (the devices are nearly free, so the front
 //    door, the actors and the scheduler are what is measured), against the same closed loop in
-//    process; in each placement (with idle poll: what the spinning threads cost when busy).
+//    process; in each placement (with idle poll: what the spinning threads cost when busy), in
+//    every round (its share of the requests, the order of the two alternated), medians reported.
 // 4. The machine's floor under all of it: a raw TCP echo on loopback (bench/loopback_rtt.h), back
 //    to back and after 6 ms idle, beside the bare RPC round trip; and, per setup, the front
 //    door's own path warm and cold (an infer refused at once, alone or right after an
@@ -76,7 +77,8 @@ int Usage(int rc) {
                "Measures the RPC front door's added latency at low load (same requests, alternately in\n"
                "process and over loopback RPC) on each backend of --setups: not pinned, with --pin-threads,\n"
                "and with --pin-threads --idle-poll (taking turns for --rounds rounds); and the most\n"
-               "requests/s through one server (sim backend, when sim is among the setups).\n");
+               "requests/s through one server against in process (sim backend, when sim is among the\n"
+               "setups; each round a share of --throughput-requests both ways, the order alternated).\n");
   return rc;
 }
 
@@ -305,6 +307,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_rpc: %s\n", s.ToString().c_str());
     return 1;
   };
+  if (std::find(a.setups.begin(), a.setups.end(), "sim") != a.setups.end() &&
+      !std::filesystem::exists(a.sim_profile)) {
+    std::fprintf(stderr, "bench_rpc: no sim profile at '%s' (the default is relative to the repository root: run "
+                 "bench_rpc from there, or pass --sim-profile FILE)\n", a.sim_profile.c_str());
+    return 2;
+  }
 
   auto model = cs::LoadModel(a.repo, a.model);
   if (!model.ok()) return fail(model.status());
@@ -333,7 +341,8 @@ int main(int argc, char** argv) {
   for (const std::string& backend : a.setups) {
     const bool is_sim = backend == "sim";
     SetupSamples measured[kPlacements];
-    double throughput_rps[kPlacements][2] = {};  // sim: in process, RPC (each placement's round 0)
+    // sim: per placement, each round's closed loops in process and over RPC (req/s).
+    std::vector<double> local_rps[kPlacements], rpc_rps[kPlacements];
     int throughput_errors = 0;
     std::string skipped[kPlacements];  // why a placement cannot run here ("" = it runs)
     for (int step = 0; step < kPlacements * a.rounds; ++step) {  // round 0 of each placement, round 1 ...
@@ -427,14 +436,21 @@ int main(int argc, char** argv) {
         return fail(st);
       std::fprintf(stderr, "\r%s: round %d/%d %-18s done ", backend.c_str(), round + 1, a.rounds, place.title);
       // Throughput on sim, in each placement: pinned, everything but the device threads shares
-      // one core; idle poll, what the spinning threads cost when that core is busy.
-      if (is_sim && round == 0) {
+      // one core; idle poll, what the spinning threads cost when that core is busy. Every round
+      // measures its share of --throughput-requests both ways, in process first in even rounds and
+      // RPC first in odd ones, so that drift and order fall on both alike.
+      if (is_sim) {
         int warm_up_errors = 0;  // not the measurement's
         (void)RpcClosedLoop(**client, name, reqs, 500, a.concurrency, &warm_up_errors);
-        throughput_rps[which][0] =
-            LocalClosedLoop(**cluster, name, reqs, a.throughput_requests, a.concurrency, &throughput_errors);
-        throughput_rps[which][1] =
-            RpcClosedLoop(**client, name, reqs, a.throughput_requests, a.concurrency, &throughput_errors);
+        const int n = std::max(a.throughput_requests / a.rounds, a.concurrency);
+        auto local = [&] {
+          local_rps[which].push_back(LocalClosedLoop(**cluster, name, reqs, n, a.concurrency, &throughput_errors));
+        };
+        auto rpc = [&] {
+          rpc_rps[which].push_back(RpcClosedLoop(**client, name, reqs, n, a.concurrency, &throughput_errors));
+        };
+        if (round % 2 == 0) local(), rpc();
+        else rpc(), local();
       }
       client->reset();
       (*server)->Stop();
@@ -445,21 +461,31 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "\n");
     if (is_sim) {
-      std::printf("Most requests/s, closed loop of %d, model %s on %d sim device(s) (profile %s), %d requests:\n",
-                  a.concurrency, a.model.c_str(), a.sim_devices, a.sim_profile.c_str(), a.throughput_requests);
+      std::printf("Most requests/s, closed loop of %d, model %s on %d sim device(s) (profile %s), %d requests\n"
+                  "each way in %d rounds (the order alternated), medians of the rounds:\n",
+                  a.concurrency, a.model.c_str(), a.sim_devices, a.sim_profile.c_str(), a.throughput_requests,
+                  a.rounds);
       for (int which = 0; which < kPlacements; ++which) {
-        if (!skipped[which].empty()) continue;
-        const double local_rps = throughput_rps[which][0], rpc_rps = throughput_rps[which][1];
+        if (!skipped[which].empty() || local_rps[which].empty()) continue;
+        std::vector<double> ratios;
+        for (size_t r = 0; r < local_rps[which].size(); ++r) ratios.push_back(rpc_rps[which][r] / local_rps[which][r]);
+        const double local = cs::bench::Median(local_rps[which]), rpc = cs::bench::Median(rpc_rps[which]),
+                     ratio = cs::bench::Median(ratios);
         std::printf("  %-18s in process: %.0f req/s   RPC (one client connection): %.0f req/s   RPC / in "
-                    "process: %.2fx\n",
-                    (std::string(placements[which].title) + ":").c_str(), local_rps, rpc_rps, rpc_rps / local_rps);
+                    "process: %.2fx (rounds %.2f-%.2fx)\n",
+                    (std::string(placements[which].title) + ":").c_str(), local, rpc, ratio,
+                    *std::min_element(ratios.begin(), ratios.end()), *std::max_element(ratios.begin(), ratios.end()));
         out[std::string("throughput") + placements[which].key] = {{"backend", "sim"},
                                                                   {"sim_profile", a.sim_profile},
                                                                   {"sim_devices", a.sim_devices},
                                                                   {"concurrency", a.concurrency},
                                                                   {"requests", a.throughput_requests},
-                                                                  {"local_rps", local_rps},
-                                                                  {"rpc_rps", rpc_rps}};
+                                                                  {"rounds", a.rounds},
+                                                                  {"local_rps", local},
+                                                                  {"rpc_rps", rpc},
+                                                                  {"rpc_over_local", ratio},
+                                                                  {"local_rps_by_round", local_rps[which]},
+                                                                  {"rpc_rps_by_round", rpc_rps[which]}};
       }
       std::printf("  errors: %d\n\n", throughput_errors);
       out["throughput_errors"] = throughput_errors;

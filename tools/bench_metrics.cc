@@ -6,19 +6,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/report.h"
+
 namespace cellserve::tools {
 
 using namespace bench_clock;
+using bench::Median;
 using bench::Workload;
 
 namespace {
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // The metrics' own work, timed in a tight loop on one thread: what the serving path records per
 // request (arrival, placement, queue wait, answer, the worker's gauges after its admission) and

@@ -44,6 +44,14 @@ TEST(PercentileTest, NearestRankOnKnownData) {
   EXPECT_EQ(NearestRank({1, 2, 3}, 99), 3);
 }
 
+TEST(PercentileTest, MedianTakesTheMiddleOrTheMeanOfTheMiddleTwo) {
+  EXPECT_EQ(Median({}), 0);
+  EXPECT_EQ(Median({4}), 4);
+  EXPECT_EQ(Median({9, 1, 5}), 5);          // any order
+  EXPECT_EQ(Median({10, 1, 3, 2}), 2.5);    // even: the mean of 2 and 3, not a side
+  EXPECT_EQ(Median({1, 1, 100, 100}), 50.5);
+}
+
 TEST(PercentileTest, StatsAnyOrderAndEmpty) {
   std::vector<double> v = Range(1, 100);
   std::reverse(v.begin(), v.end());
