@@ -1,5 +1,6 @@
 #include "runtime/model.h"
 
+#include <sys/fsuid.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -486,6 +488,43 @@ TEST_F(RepositoryTest, MissingRepositoryIsNotFound) {
   // A file is not a repository either.
   std::ofstream(repo_ + "/file") << "x";
   EXPECT_EQ(ListModels(repo_ + "/file").status().code(), StatusCode::kNotFound);
+}
+
+// A repository this process may not list is an error, not an empty repository (which would
+// send a server up with no models and a misleading NOT_FOUND per request). Tests run as root,
+// which reads anything: as root, a thread of its own lists it with its filesystem uid set to
+// nobody's (setfsuid is per thread and drops root's permission override with it).
+TEST_F(RepositoryTest, AnUnreadableRepositoryIsAnErrorNotAnEmptyOne) {
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  spec.name = "m";
+  const std::string locked = repo_ + "/locked";
+  ASSERT_TRUE(WriteModel(locked, spec, Weights(spec)).ok());
+  using fs::perms;
+  fs::permissions(repo_, perms::owner_all | perms::group_exec | perms::others_exec);
+  // Searchable, not readable: its entries cannot be listed.
+  fs::permissions(locked, perms::owner_write | perms::owner_exec | perms::group_exec | perms::others_exec);
+  StatusOr<std::vector<std::string>> names = Status(Internal("not run"));
+  bool as_another_user = true;
+  if (geteuid() == 0) {
+    std::thread lister([&] {
+      setfsuid(65534);
+      if (setfsuid(static_cast<uid_t>(-1)) != 65534) {
+        as_another_user = false;
+        return;
+      }
+      names = ListModels(locked);
+    });
+    lister.join();
+  } else {
+    names = ListModels(locked);
+  }
+  fs::permissions(locked, perms::owner_all);  // for TearDown
+  if (!as_another_user) GTEST_SKIP() << "this process cannot set a thread's filesystem uid";
+  ASSERT_FALSE(names.ok()) << "an unreadable repository was listed, with " << names->size() << " models";
+  EXPECT_EQ(names.status().code(), StatusCode::kUnavailable) << names.status().ToString();
+  EXPECT_NE(names.status().message().find("cannot read the model repository '" + locked + "'"), std::string::npos)
+      << names.status().message();
+  EXPECT_NE(names.status().message().find("ermission denied"), std::string::npos) << names.status().message();
 }
 
 TEST_F(RepositoryTest, WriteValidatesFirst) {
