@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -21,6 +22,7 @@
 #include <caf/io/all.hpp>
 
 #include "actors/caf_config.h"
+#include "cluster/tcp_probe.h"
 #include "cluster/wire.h"
 #include "runtime/clock.h"
 #include "runtime/this_thread.h"
@@ -75,6 +77,28 @@ constexpr int64_t kMaxRegisterRetryMs = 5000;
 
 // What the connector thread and the actor share: which router slots (one per address a --join
 // name resolved to) are connected: true from a successful connect until its down message.
+// CAF's remote_actor with a bound on the handshake: the same request to the middleman actor that
+// remote_actor makes, waited for at most timeout_ms (remote_actor waits for good on a peer that
+// accepts the connection and never answers).
+caf::expected<caf::actor> RemoteActorWithin(caf::actor_system& system, const std::string& host, uint16_t port,
+                                            int64_t timeout_ms) {
+  caf::expected<caf::actor> result = caf::sec::request_timeout;
+  caf::scoped_actor self{system};
+  self->request(system.middleman().actor_handle(), std::chrono::milliseconds(timeout_ms),
+                caf::connect_atom::value, host, port)
+      .receive(
+          [&](const caf::node_id&, caf::strong_actor_ptr& remote, const std::set<std::string>& interfaces) {
+            if (!remote)
+              result = caf::make_error(caf::sec::no_actor_published_at_port, port);
+            else if (!system.assignable<caf::actor>(interfaces))
+              result = caf::make_error(caf::sec::unexpected_actor_messaging_interface);
+            else
+              result = caf::actor_cast<caf::actor>(std::move(remote));
+          },
+          [&](caf::error& error) { result = std::move(error); });
+  return result;
+}
+
 struct Links {
   size_t Add() {
     std::lock_guard<std::mutex> lock(mu);
@@ -512,12 +536,26 @@ struct NodeAgent::Impl {
       for (Slot& slot : slots) {
         if (links->stop) break;
         if (!slot.current || links->IsConnected(slot.link)) continue;
-        auto router = system->middleman().remote_actor(slot.host, slot.port);
+        caf::expected<caf::actor> router = caf::sec::request_timeout;
+        std::string why;
+        // First a TCP connect of our own, bounded: CAF's connect has no bound (an address that
+        // drops SYNs held this thread, and Leave behind it, for minutes).
+        if (Status reachable = ProbeTcp(slot.host, slot.port, options.connect_timeout_ms, &links->stop);
+            !reachable.ok()) {
+          if (reachable.code() == StatusCode::kCancelled) break;
+          why = reachable.message();
+        } else {
+          router = RemoteActorWithin(*system, slot.host, slot.port, options.connect_timeout_ms);
+          if (!router && router.error() == caf::sec::request_timeout)
+            why = "it accepts connections but did not answer within " + std::to_string(options.connect_timeout_ms) +
+                  " ms: is it a router's --cluster port?";
+          else if (!router)
+            why = system->render(router.error());
+        }
         if (!router) {
           if (!slot.warned)
             std::fprintf(stderr, "cellserve node: cannot reach router %s yet (%s); retrying every %lld ms\n",
-                         slot.display.c_str(), system->render(router.error()).c_str(),
-                         static_cast<long long>(options.reconnect_interval_ms));
+                         slot.display.c_str(), why.c_str(), static_cast<long long>(options.reconnect_interval_ms));
           slot.warned = true;
           continue;
         }
@@ -547,8 +585,9 @@ StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(NodeBackend* cluster, Node
   if (!cluster) return InvalidArgument("NodeAgent needs a cluster");
   RETURN_IF_ERROR(CheckJoinAddresses(options.join));
   if (options.devices < 1 || options.report_interval_ms < 10 || options.reconnect_interval_ms < 10 ||
-      options.max_tokens < 1)
-    return InvalidArgument("devices and max_tokens must be >= 1, report and reconnect intervals >= 10 ms");
+      options.max_tokens < 1 || options.connect_timeout_ms < 1)
+    return InvalidArgument(
+        "devices, max_tokens and connect_timeout_ms must be >= 1, report and reconnect intervals >= 10 ms");
   Registration registration;
   registration.name = options.name.empty() ? DefaultName() : options.name;
   options.name = registration.name;

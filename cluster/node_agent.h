@@ -32,6 +32,10 @@ struct NodeAgentOptions {
   int devices = 1;                      // the cluster's devices (registered with routers); >= 1
   int64_t report_interval_ms = 200;     // heartbeat load reports (routers drop silent nodes)
   int64_t reconnect_interval_ms = 250;  // between connection attempts to a router
+  // Bounds each attempt twice: the TCP connect (an address that drops SYNs) and then CAF's
+  // handshake (a peer that accepts and never answers, e.g. --join pointed at another service).
+  // Leave and a SIGTERM wait at most about this long for an attempt under way.
+  int64_t connect_timeout_ms = 2000;
   int64_t max_tokens = 4096;            // per request, as the RPC server's --max-tokens
   int caf_threads = 1;                  // of the agent's own actor system (one actor); 0 = one per usable CPU
 };

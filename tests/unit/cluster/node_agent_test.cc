@@ -23,6 +23,7 @@
 #include "actors/local_cluster.h"
 #include "cluster/wire.h"
 #include "tests/unit/cluster/cls_model_repo.h"
+#include "tests/unit/cluster/dead_end_listeners.h"
 #include "tests/unit/common/wait_for.h"
 
 namespace cellserve::cluster {
@@ -368,6 +369,51 @@ TEST(NodeAgentRestartTest, AnOldRoutersLateAnswerIsNotTakenForTheRestartedRouter
   ASSERT_TRUE(answers[0].result.ok()) << answers[0].result.status().ToString();
   EXPECT_EQ(answers[0].result->label, 2) << "the old router's answer was taken for the new one's request";
   (*agent)->Leave();
+}
+
+// --join names a router whose address drops SYNs, a port that accepts and never answers, and a
+// live router. CAF's connect has no bound: it held the connector for the kernel's ~2 minutes on
+// the first (and Leave, so a SIGTERM, behind it), and for good on the second. Each attempt is
+// bounded now: the live router is joined within a few bounds, and Leave returns promptly.
+TEST(NodeAgentDeadEndTest, AnUnansweringRouterAddressDelaysNeitherTheOthersNorLeave) {
+  testutil::DeadEndListener blackhole = testutil::DeadEndListener::Blackhole();
+  testutil::DeadEndListener silent = testutil::DeadEndListener::Silent();
+  ASSERT_GT(blackhole.port(), 0);
+  ASSERT_GT(silent.port(), 0);
+  ScriptedRouter router;
+  ASSERT_GT(router.port(), 0) << "the scripted router could not listen";
+  testutil::ClsModelRepo repo{"cellserve_node_agent_dead_end_test"};
+  LocalClusterOptions o;
+  o.model_repo = repo.dir();
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  NodeAgentOptions a;
+  a.join = {"127.0.0.1:" + std::to_string(blackhole.port()), "127.0.0.1:" + std::to_string(silent.port()),
+            "127.0.0.1:" + std::to_string(router.port())};
+  a.name = "n";
+  a.connect_timeout_ms = 300;
+  auto agent = NodeAgent::Start(cluster->get(), a);
+  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  EXPECT_TRUE(WaitFor([&] { return router.registrations() == 1; }, std::chrono::seconds(10)))
+      << "the live router was not reached past the two dead ends";
+  router.Release(9);
+  EXPECT_TRUE(WaitFor([&] { return (*agent)->stats().registrations == 1; }, std::chrono::seconds(10)));
+  const auto t0 = std::chrono::steady_clock::now();
+  (*agent)->Leave();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3))
+      << "Leave waited on a connect to a dead end";
+  EXPECT_EQ(router.byes(), std::vector<uint64_t>{9});
+}
+
+TEST(NodeAgentDeadEndTest, AConnectTimeoutBelowOneMillisecondIsRefused) {
+  HeldBackend backend;
+  NodeAgentOptions a;
+  a.join = {"127.0.0.1:1"};
+  a.connect_timeout_ms = 0;
+  const auto agent = NodeAgent::Start(&backend, a);
+  ASSERT_FALSE(agent.ok());
+  EXPECT_EQ(agent.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(agent.status().message().find("connect_timeout_ms"), std::string::npos) << agent.status().message();
 }
 
 }  // namespace

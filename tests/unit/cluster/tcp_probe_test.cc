@@ -1,0 +1,73 @@
+// cluster/tcp_probe.h against real sockets on 127.0.0.1: a listener, a closed port, a listener
+// that drops SYNs (its accept queue full) and the stop flag.
+#include "cluster/tcp_probe.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "tests/unit/cluster/dead_end_listeners.h"
+
+namespace cellserve::cluster {
+namespace {
+
+using testutil::DeadEndListener;
+using Clock = std::chrono::steady_clock;
+
+TEST(ProbeTcp, AListenerIsReachable) {
+  DeadEndListener silent = DeadEndListener::Silent();
+  ASSERT_GT(silent.port(), 0);
+  const Status s = ProbeTcp("127.0.0.1", silent.port(), 2000);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+}
+
+TEST(ProbeTcp, AClosedPortIsUnavailableAtOnce) {
+  uint16_t port = 0;
+  {
+    DeadEndListener gone = DeadEndListener::Silent();  // a free port, closed again below
+    port = gone.port();
+  }
+  ASSERT_GT(port, 0);
+  const auto t0 = Clock::now();
+  const Status s = ProbeTcp("127.0.0.1", port, 5000);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("refused"), std::string::npos) << s.message();
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2)) << "a refusal is not a timeout";
+}
+
+TEST(ProbeTcp, DroppedSynsEndAtTheTimeout) {
+  DeadEndListener blackhole = DeadEndListener::Blackhole();
+  ASSERT_GT(blackhole.port(), 0);
+  const auto t0 = Clock::now();
+  const Status s = ProbeTcp("127.0.0.1", blackhole.port(), 300);
+  const auto took = Clock::now() - t0;
+  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.ToString();
+  EXPECT_NE(s.message().find("within 300 ms"), std::string::npos) << s.message();
+  EXPECT_GE(took, std::chrono::milliseconds(290));
+  EXPECT_LT(took, std::chrono::seconds(3)) << "the timeout did not bound the connect";
+}
+
+TEST(ProbeTcp, TheStopFlagEndsTheWait) {
+  DeadEndListener blackhole = DeadEndListener::Blackhole();
+  ASSERT_GT(blackhole.port(), 0);
+  std::atomic<bool> stop{false};
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    stop = true;
+  });
+  const auto t0 = Clock::now();
+  const Status s = ProbeTcp("127.0.0.1", blackhole.port(), 60000, &stop);
+  const auto took = Clock::now() - t0;
+  stopper.join();
+  EXPECT_EQ(s.code(), StatusCode::kCancelled) << s.ToString();
+  EXPECT_LT(took, std::chrono::seconds(5)) << "stop was not seen while connecting";
+}
+
+TEST(ProbeTcp, ATimeoutBelowOneMillisecondIsRefused) {
+  EXPECT_EQ(ProbeTcp("127.0.0.1", 1, 0).code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace cellserve::cluster
