@@ -56,15 +56,17 @@ StatusOr<std::unique_ptr<IdlePoller>> IdlePoller::Start(const std::vector<int>& 
   poller->cpus_ = cpus;
   poller->hold_ = std::move(hold);
   for (int cpu : cpus) {
-    std::promise<Status> ready;
-    std::future<Status> started = ready.get_future();
+    // Shared: this thread may return from get() and end the loop's turn while set_value is
+    // still waking it up inside the promise.
+    auto ready = std::make_shared<std::promise<Status>>();
+    std::future<Status> started = ready->get_future();
     IdlePoller* self = poller.get();
-    poller->threads_.emplace_back([self, cpu, &ready] {
+    poller->threads_.emplace_back([self, cpu, ready] {
       NameThisThread("cs-idle-poll:" + std::to_string(cpu));
       Status status = PinThisThread({cpu});
       if (status.ok()) status = EnterIdleClass();
       const bool ok = status.ok();
-      ready.set_value(std::move(status));  // `ready` is gone after this
+      ready->set_value(std::move(status));
       if (!ok) return;
       self->Poll();
     });

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -101,6 +102,7 @@ struct LocalCluster::Impl {
       std::unique_lock<std::shared_mutex> lock(life_mu);
       running = false;
     }
+    bool timed_out = false;
     if (system) {
       caf::scoped_actor self{*system};
       std::vector<caf::actor> watched = workers;
@@ -111,7 +113,6 @@ struct LocalCluster::Impl {
       }
       for (const auto& w : workers) self->send_exit(w, caf::exit_reason::user_shutdown);
       size_t down = 0;
-      bool timed_out = false;
       while (down < watched.size() && !timed_out) {
         self->receive([&](caf::down_msg&) { ++down; },
                       caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(kActorTimeout)) >>
@@ -120,6 +121,13 @@ struct LocalCluster::Impl {
     }
     node = caf::actor{};
     workers.clear();
+    if (timed_out) {
+      // A worker still running may submit to its device: leave the devices allocated (a leak at
+      // shutdown) rather than let it use one after it is freed.
+      std::fprintf(stderr, "cellserve: an actor did not stop within %lld s; the devices are left allocated\n",
+                   static_cast<long long>(kActorTimeout.count()));
+      for (auto& device : devices) (void)device.release();
+    }
     devices.clear();  // finishes queued batches; their completions go to stopped actors
     system.reset();   // waits for the remaining (request) actors, which were told to stop
   }

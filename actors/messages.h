@@ -77,26 +77,26 @@ struct ClusterCounters {
 
   void AddUnanswered() {
     std::lock_guard<std::mutex> lock(mu);
-    ++unanswered;
+    unanswered.fetch_add(1, std::memory_order_relaxed);
   }
   void OnAnswered() {
     std::lock_guard<std::mutex> lock(mu);
-    if (--unanswered == 0) idle.notify_all();
+    if (unanswered.fetch_sub(1, std::memory_order_relaxed) == 1) idle.notify_all();
   }
-  int64_t Unanswered() {
-    std::lock_guard<std::mutex> lock(mu);
-    return unanswered;
-  }
+  // Lock-free: the idle pollers read it in their SCHED_IDLE threads, which the kernel may park
+  // for a long time at any instruction; one parked holding `mu` would stall every arrival and
+  // answer of the process behind it.
+  int64_t Unanswered() const { return unanswered.load(std::memory_order_relaxed); }
   // True if every request was answered within `timeout`.
   bool WaitAllAnswered(std::chrono::microseconds timeout) {
     std::unique_lock<std::mutex> lock(mu);
-    return idle.wait_for(lock, timeout, [&] { return unanswered == 0; });
+    return idle.wait_for(lock, timeout, [&] { return unanswered.load(std::memory_order_relaxed) == 0; });
   }
 
  private:
-  std::mutex mu;
+  std::mutex mu;  // changes of `unanswered` and the `idle` wake-up (no lost wake-up)
   std::condition_variable idle;
-  int64_t unanswered = 0;  // GUARDED_BY(mu)
+  std::atomic<int64_t> unanswered{0};  // written under mu
 };
 
 // How an answer is counted.

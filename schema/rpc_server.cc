@@ -458,7 +458,9 @@ struct RpcServer::Impl {
     return timer.afterDelay(10 * kj::MILLISECONDS).then([this, &timer, ms] { return WaitIdle(timer, ms - 10); });
   }
 
-  void Loop(std::promise<Status>* started) {
+  // `started` is shared with Start, which may go on (and drop its reference) while set_value
+  // is still waking it up.
+  void Loop(std::shared_ptr<std::promise<Status>> started) {
     NameThisThread("cs-rpc");
     kj::AsyncIoContext io = kj::setupAsyncIo();
     // Check the sockets every 16 events even while answers keep the queue busy.
@@ -488,7 +490,7 @@ struct RpcServer::Impl {
       std::lock_guard<std::mutex> lock(stop_mu);
       stop = kj::mv(stop_paf.fulfiller);
     }
-    started->set_value(OkStatus());  // `started` is gone after this
+    started->set_value(OkStatus());
 
     IgnoreErrors ignore;
     auto connections = kj::heap<kj::TaskSet>(ignore);
@@ -527,10 +529,10 @@ StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(ServingBackend* cluster, R
   auto impl = std::make_unique<Impl>();
   impl->cluster = cluster;
   impl->options = std::move(options);
-  std::promise<Status> started;
-  std::future<Status> ready = started.get_future();
+  auto started = std::make_shared<std::promise<Status>>();
+  std::future<Status> ready = started->get_future();
   Impl* raw = impl.get();
-  impl->thread = std::thread([raw, &started] { raw->Loop(&started); });
+  impl->thread = std::thread([raw, started] { raw->Loop(started); });
   Status status = ready.get();
   if (!status.ok()) {
     impl->thread.join();
@@ -557,6 +559,11 @@ Status RpcServer::AttachCluster(ServingBackend* cluster) {
   }
   if (attached.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
     return Internal("the RPC server's loop did not take the cluster within 30 s");
+  try {
+    attached.get();  // a broken promise: Stop closed the inbox before the task ran
+  } catch (const std::future_error&) {
+    return Unavailable("the RPC server stopped before it took the cluster");
+  }
   return OkStatus();
 }
 

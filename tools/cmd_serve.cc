@@ -178,8 +178,15 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
     for (const std::string& j : o.join) routers += (routers.empty() ? "" : ",") + j;
     std::fprintf(stderr, "cellserve node: joining router(s) at %s as %s\n", routers.c_str(), o.name.c_str());
   }
-  if (Status s = WritePortFile(port_file, server->port()); !s.ok()) return Fail(s);
-  if (Status s = signals.Wait(); !s.ok()) return Fail(s);
+  // Once joined, routers may have placed requests here: a failure stops the cluster (they finish)
+  // before the agent leaves, as the drain below does, and never the other way round.
+  auto fail_serving = [&](const Status& s) {
+    cluster.Stop();
+    if (agent) agent->Leave();
+    return Fail(s);
+  };
+  if (Status s = WritePortFile(port_file, server->port()); !s.ok()) return fail_serving(s);
+  if (Status s = signals.Wait(); !s.ok()) return fail_serving(s);
   std::fprintf(stderr, "cellserve %s: signal: draining requests in flight\n", g_name);
   if (agent) {  // first no new placements from the routers, so nothing more arrives to be refused
     const int acked = agent->Drain(5000);

@@ -1,5 +1,6 @@
 #include "tools/stop_signal.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
@@ -23,7 +24,8 @@ void OnStopSignal(int) {
 }  // namespace
 
 Status StopSignals::Install() {
-  if (pipe(g_wake) != 0) return Internal(std::string("pipe: ") + std::strerror(errno));
+  if (g_wake[0] < 0 && pipe2(g_wake, O_NONBLOCK | O_CLOEXEC) != 0)
+    return Internal(std::string("pipe: ") + std::strerror(errno));
   struct sigaction action;
   std::memset(&action, 0, sizeof(action));
   action.sa_handler = OnStopSignal;
@@ -39,9 +41,6 @@ StopSignals::~StopSignals() {
   if (!installed_) return;
   signal(SIGTERM, SIG_DFL);
   signal(SIGINT, SIG_DFL);
-  close(g_wake[0]);
-  close(g_wake[1]);
-  g_wake[0] = g_wake[1] = -1;
 }
 
 int StopSignals::fd() const { return g_wake[0]; }

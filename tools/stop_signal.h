@@ -2,8 +2,10 @@
 // commands (serve, node, router). The handler only writes a byte (async-signal-safe); a handler
 // rather than sigwait because threads we do not start (OpenBLAS's pool, made when the library
 // loads) would otherwise take the signal with its default action.
-// One instance per process at a time; construct and destroy it on the main thread. The
-// destructor restores the default actions and closes the pipe.
+// One instance per process; construct and destroy it on the main thread. The destructor restores
+// the default actions and leaves the pipe open: a handler still running on another thread at that
+// moment must not write into a descriptor that has been closed and handed out again. The pipe
+// does not block (a flood of signals cannot hang a handler) and is not inherited by children.
 #pragma once
 
 #include "runtime/status.h"
