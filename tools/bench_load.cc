@@ -98,7 +98,7 @@ Status WarmUp(LocalCluster& cluster, const BenchConfig& cfg, const Workload& w) 
 
 StatusOr<double> MeasureFloor(const BenchConfig& cfg, const Workload& w, int64_t idle_ms,
                               double length_percentile) {
-  ASSIGN_OR_RETURN(auto cluster, StartBenchCluster(cfg, Policy::kCellular, 1));
+  ASSIGN_OR_RETURN(auto cluster, StartBenchCluster(cfg, Policy::kCellular, cfg.cluster.devices));
   const RequestInput& input = w.requests[bench::RequestAtLengthPercentile(w, length_percentile)].input;
   for (int i = 0; i < 3; ++i) RETURN_IF_ERROR(RunOne(*cluster, cfg.model, input, 60.0).status());
   std::vector<double> ms;

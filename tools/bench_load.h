@@ -52,10 +52,11 @@ Status WarmUp(LocalCluster& cluster, const BenchConfig& cfg, const bench::Worklo
 
 // The latency floor: the median sentence alone on an idle cluster, median of cfg.floor_runs.
 // Policy cellular, so a lone request's independent cells (Tree-LSTM leaves) still run batched,
-// as they would for any policy but sequential; one device. idle_ms > 0: each run starts after
-// that long with nothing to do, as a lone request at low load does (threads asleep, caches cold);
-// 0: back to back (the floor the targets use). length_percentile: which sentence (50: the median
-// length; 99: the tail floor).
+// as they would for any policy but sequential; on cfg.cluster's devices, the cluster the sweep
+// measures (a lone request runs on one of them while the others idle, as at low load).
+// idle_ms > 0: each run starts after that long with nothing to do, as a lone request at low load
+// does (threads asleep, caches cold); 0: back to back (the floor the targets use).
+// length_percentile: which sentence (50: the median length; 99: the tail floor).
 StatusOr<double> MeasureFloor(const BenchConfig& cfg, const bench::Workload& w, int64_t idle_ms = 0,
                               double length_percentile = 50);
 

@@ -4,7 +4,7 @@
 //
 // The method:
 //   - Workload: a corpus file, one sentence per line (bench/workload.h).
-//   - Latency floor: the median sentence alone on an idle cluster (policy cellular, one device),
+//   - Latency floor: the median sentence alone on an idle cluster (policy cellular, --devices),
 //     the median of --floor-runs runs. The tail floor: the same for the sentence of 99th-percentile
 //     length, the least any policy's p99 can be (the summary puts the p99s beside it).
 //   - Saturation (--rates auto): per policy, a closed loop keeps 4 x max_batch requests in flight
@@ -332,9 +332,10 @@ int BenchCommand(int argc, char** argv) {
     auto f = MeasureFloor(cfg, w);
     if (!f.ok()) return Fail(f.status().WithContext("latency floor"));
     floor_ms = *f;
-    std::fprintf(stderr, "bench: latency floor %.2f ms (median sentence, %lld %s, alone on an idle cluster)\n",
+    std::fprintf(stderr, "bench: latency floor %.2f ms (median sentence, %lld %s, alone on the idle cluster of %d "
+                 "device(s))\n",
                  *floor_ms, static_cast<long long>(w.stats.median_length),
-                 spec->kind == ModelKind::kTreeLstm ? "leaves" : "tokens");
+                 spec->kind == ModelKind::kTreeLstm ? "leaves" : "tokens", cfg.cluster.devices);
   }
   // The same, each run after 50 ms of idleness: what the machine itself adds at low load.
   std::optional<double> idle_floor_ms;
