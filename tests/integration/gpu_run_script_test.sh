@@ -139,5 +139,17 @@ else
   bad "no budget: exit $RC" "$(cat "$WORK/cut_only.log")"
 fi
 
+# The bundle as bundle.sh ships it: bin/ and lib/ packed into payload.tar.gz (a device call
+# carries 64 MiB at most); run.sh unpacks it beside itself and runs every step from it.
+tar -czf "$WORK/payload.tar.gz" -C "$BUNDLE" bin lib && rm -rf "$BUNDLE/bin" "$BUNDLE/lib" &&
+  mv "$WORK/payload.tar.gz" "$BUNDLE/"
+run_gpu packed
+if [[ $RC == 0 ]] && summary packed | grep -qF "passed: $all; failed: none; skipped: none; not run for time: none" &&
+  [[ "$(cut -d' ' -f1 "$WORK/calls" | LC_ALL=C sort -u | tr '\n' ' ')" == "bench_cuda_lstm bench_rpc cellserve cuda_backend_test cuda_cluster_test golden_cuda_test " ]]; then
+  ok "a packed bundle is unpacked beside run.sh and every step runs from it"
+else
+  bad "packed bundle: exit $RC, calls: $(cut -d' ' -f1 "$WORK/calls" | sort -u | tr '\n' ' ')" "$(cat "$WORK/packed.log")"
+fi
+
 echo "gpu_run_script: $pass passed, $failures failed"
 ((failures == 0))

@@ -25,6 +25,10 @@ BUDGET="${RUN_BUDGET_S:-560}"
 BUNDLE="$(cd "$(dirname "$0")" && pwd)"
 OUT="${1:?usage: run.sh OUT_DIR}"
 mkdir -p "$OUT"
+# bundle.sh packs bin/ and lib/ (the 64 MiB a device call carries); unpacked here, beside this script.
+if [[ -f "$BUNDLE/payload.tar.gz" ]]; then
+  tar -xzf "$BUNDLE/payload.tar.gz" -C "$BUNDLE" || { echo "run.sh: cannot unpack $BUNDLE/payload.tar.gz" >&2; exit 1; }
+fi
 LOGS="$(mktemp -d)"  # the steps' logs, packed into $OUT/gpu-logs.tar.gz
 repo=""              # the benchmark's model repository (below)
 trap 'rm -rf "$LOGS" ${repo:+"$repo"}' EXIT
