@@ -25,6 +25,12 @@ done
 
 # prom_query EXPR: the value of a one-sample instant query through Prometheus's HTTP API,
 # "none" if the result is empty.
+# logs_tail: the ends of the server's and Prometheus's logs ($WORK goes when the script ends, so a
+# failure shows them).
+logs_tail() {
+  echo "--- serve.log:"; tail -8 "$WORK/serve.log" 2>/dev/null
+  echo "--- prometheus.log:"; tail -8 "$WORK/prometheus.log" 2>/dev/null
+}
 prom_query() {
   python3 - "$PROM_URL" "$1" <<'EOF'
 import json, sys, urllib.parse, urllib.request
@@ -91,15 +97,16 @@ else bad "promtool check metrics" "$out"; fi
 
 # --- a real Prometheus scraping it every second ---
 # prom_ready: Prometheus at $PROM_URL says it is ready (then sets ready=1).
-prom_ready() { http_get "$PROM_URL/-/ready" >/dev/null 2>&1 && ready=1; }
+# Ours, alive: another test's Prometheus could hold a port ours failed to bind.
+prom_ready() { kill -0 "$PROM_PID" 2>/dev/null && http_get "$PROM_URL/-/ready" >/dev/null 2>&1 && ready=1; }
 PROM_PID=""
 for attempt in 1 2 3; do
   PROM_PORT="$(free_port)"
   PROM_URL="http://127.0.0.1:$PROM_PORT"
   cat >"$WORK/prometheus.yml" <<EOF
 global:
-  scrape_interval: 1s
-  scrape_timeout: 1s  # a timed-out scrape marks every series stale: check_query retries
+  scrape_interval: 2s
+  scrape_timeout: 2s  # a timed-out scrape marks every series stale: check_query retries
   evaluation_interval: 1s
 scrape_configs:
   - job_name: cellserve
@@ -123,14 +130,15 @@ done
 [[ $ready == 1 ]] || die "prometheus did not become ready" "$(tail -20 "$WORK/prometheus.log")"
 ok "prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}') is up on $PROM_URL"
 
-# Prometheus sees the target up before anything is sent (bounded: 30 s).
+# Prometheus sees the target up before anything is sent (bounded: 90 s; the first scrape comes
+# about 5 s after start on an idle machine).
 up=none
-for _ in $(seq 60); do
+for _ in $(seq 180); do
   up="$(prom_query 'up{job="cellserve"}')"
   [[ "$up" == 1 ]] && break
   sleep 0.5
 done
-[[ "$up" == 1 ]] && ok "the cellserve target is up" || die "the cellserve target is not up: $up" "$(tail -20 "$WORK/prometheus.log")"
+[[ "$up" == 1 ]] && ok "the cellserve target is up" || die "the cellserve target is not up: $up" "$(logs_tail)"
 
 # --- a known number of requests ---
 N_OK=6 N_BAD_VOCAB=3 N_BAD_RPC=2
@@ -150,7 +158,7 @@ done
 if [[ $sent_ok == "$N_OK" && $sent_bad == $((N_BAD_VOCAB + N_BAD_RPC)) ]]; then
   ok "sent $N requests: $N_OK answered OK, $((N_BAD_VOCAB + N_BAD_RPC)) INVALID_ARGUMENT"
 else
-  bad "sent $N requests: $sent_ok OK (want $N_OK), $sent_bad errors (want $((N_BAD_VOCAB + N_BAD_RPC)))"
+  bad "sent $N requests: $sent_ok OK (want $N_OK), $sent_bad errors (want $((N_BAD_VOCAB + N_BAD_RPC)))" "$(logs_tail)"
 fi
 
 # --- read back through Prometheus (bounded: 30 s for a scrape that has them all) ---
@@ -162,14 +170,14 @@ for _ in $(seq 60); do
 done
 [[ "$total" == "$N" ]] && ok "Prometheus: sum(cellserve_requests_total) = $N" ||
   bad "Prometheus: sum(cellserve_requests_total) = $total, want $N" "$(http_get "http://127.0.0.1:$METRICS_PORT/metrics" | grep requests_total)"
-check_query() {  # check_query EXPR WANT: retried for 10 s (a scrape that timed out on a loaded machine)
+check_query() {  # check_query EXPR WANT: retried for 30 s (a scrape that timed out on a loaded machine)
   local got
-  for _ in $(seq 20); do
+  for _ in $(seq 60); do
     got="$(prom_query "$1")"
     [[ "$got" == "$2" ]] && break
     sleep 0.5
   done
-  [[ "$got" == "$2" ]] && ok "Prometheus: $1 = $2" || bad "Prometheus: $1 = $got, want $2"
+  [[ "$got" == "$2" ]] && ok "Prometheus: $1 = $2" || bad "Prometheus: $1 = $got, want $2" "$(logs_tail)"
 }
 check_query 'sum(cellserve_request_duration_seconds_count)' "$N"
 check_query 'sum(cellserve_request_duration_seconds_bucket{le="+Inf"})' "$N"
