@@ -128,25 +128,40 @@ check "the server lives on after bad requests" 0 "serving" -- "$CELLSERVE" healt
 
 # A client killed mid-call leaves nothing behind: loadgen keeps 32 long calls in flight; kill -9.
 printf '%s\n' "${SENTENCES[@]}" > "$WORK/corpus.txt"
-"$CELLSERVE" loadgen --addr "$ADDR" --model mt --corpus "$WORK/corpus.txt" --closed-loop 32 --duration-s 30 \
-  --json "$WORK/killed.json" >/dev/null 2>&1 &
-LG=$!
-PIDS+=("$LG")
-wait_calls "$ADDR" 8 "$LG" "$WORK/busy.json"
-kill -9 "$LG" 2>/dev/null
-{ wait "$LG"; } 2>/dev/null
-# Its calls are cancelled (answered CANCELLED inside the server, counted as failed), not run out.
-# `failed` moves after the workers let go (the request actors count the answers), so it is
-# waited for with the rest, from its count before the kill.
-failed_before=$(json_get "$WORK/busy.json" 'j["failed"]')
 # cleaned_up: nothing in flight and `failed` past its count before the kill (health into after.json).
 cleaned_up() {
   "$CELLSERVE" health --addr "$ADDR" --json > "$WORK/after.json" 2>&1
   [[ "$(json_get "$WORK/after.json" "j['requests_in_flight'] == 0 and j['slots_in_use'] == 0 and j['calls_in_flight'] == 0 and j['failed'] > ${failed_before:-0}")" == "True" ]]
 }
-if wait_for 10 cleaned_up && [[ "$(json_get "$WORK/busy.json" 'j["calls_in_flight"] > 0')" == "True" ]]; then
+nothing_left() {
+  [[ "$(json_get "$WORK/after.json" "j['requests_in_flight'] == 0 and j['slots_in_use'] == 0 and j['calls_in_flight'] == 0")" == "True" ]]
+}
+killed_ok=0
+for attempt in 1 2 3; do
+  "$CELLSERVE" loadgen --addr "$ADDR" --model mt --corpus "$WORK/corpus.txt" --closed-loop 32 --duration-s 30 \
+    --json "$WORK/killed.json" >/dev/null 2>&1 &
+  LG=$!
+  PIDS+=("$LG")
+  wait_calls "$ADDR" 8 "$LG" "$WORK/busy.json"
+  kill -9 "$LG" 2>/dev/null
+  { wait "$LG"; } 2>/dev/null
+  forget_pid "$LG"
+  # Its calls are cancelled (answered CANCELLED inside the server, counted as failed), not run out.
+  # `failed` moves after the workers let go (the request actors count the answers), so it is
+  # waited for with the rest, from its count before the kill.
+  failed_before=$(json_get "$WORK/busy.json" 'j["failed"]')
+  if wait_for 10 cleaned_up && [[ "$(json_get "$WORK/busy.json" 'j["calls_in_flight"] > 0')" == "True" ]]; then
+    killed_ok=1
+    break
+  fi
+  # Nothing cancelled but nothing left behind: a loaded machine held loadgen back long enough for
+  # every call in flight to be answered before the kill. Inconclusive: again. Anything left
+  # behind fails at once.
+  nothing_left || break
+done
+if ((killed_ok)); then
   ok "client killed mid-call: its calls are cancelled; no requests, slots or calls left behind"
-else bad "client killed mid-call" "busy: $(cat "$WORK/busy.json")" "after: $(cat "$WORK/after.json")"; fi
+else bad "client killed mid-call (attempt $attempt)" "busy: $(cat "$WORK/busy.json")" "after: $(cat "$WORK/after.json")"; fi
 
 # loadgen: open loop, every request answered.
 check "loadgen: every request answered" 0 "answered" -- "$CELLSERVE" loadgen --addr "$ADDR" --model cls \
