@@ -54,7 +54,6 @@ using load_atom = caf::atom_constant<caf::atom("load")>;
 using round_done_atom = caf::atom_constant<caf::atom("round_done")>;
 using wakeup_atom = caf::atom_constant<caf::atom("wakeup")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
-using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using report_atom = caf::atom_constant<caf::atom("report")>;
 using add_worker_atom = caf::atom_constant<caf::atom("addworker")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;

@@ -1,6 +1,5 @@
 #include "actors/request_actor.h"
 
-#include <chrono>
 #include <utility>
 #include <vector>
 
@@ -80,7 +79,6 @@ caf::behavior RequestActor(caf::stateful_actor<RequestState>* self, std::shared_
       st.Finish(DeadlineExceeded("the deadline had passed when the request arrived"), AnswerKind::kRejected);
       return {};
     }
-    self->delayed_send(self, std::chrono::microseconds(deadline_us - now), deadline_atom::value);
   }
   auto box = std::make_shared<GraphBox>();
   box->graph = std::move(graph).value();
@@ -89,9 +87,6 @@ caf::behavior RequestActor(caf::stateful_actor<RequestState>* self, std::shared_
   return {
       [self](update_atom, RequestUpdate& u) { self->state.OnUpdate(u); },
       [self](cancel_atom) { self->state.AskCancel(Cancelled("cancelled by the client")); },
-      [self](deadline_atom) {
-        self->state.AskCancel(DeadlineExceeded("deadline passed before the request finished"));
-      },
   };
 }
 

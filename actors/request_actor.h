@@ -1,11 +1,13 @@
 // The request actor (DESIGN.md §3 steps 3-6): one per request, spawned by the node for the worker
 // it picked. It builds the request's cell graph (BuildRequestGraph: bad input is answered
-// INVALID_ARGUMENT at once), holds the deadline and the reply, sends the graph (moved) to its
-// worker in ONE admit message, and then listens:
+// INVALID_ARGUMENT at once; a deadline already passed, DEADLINE_EXCEEDED), holds the reply, sends
+// the graph (moved) and the deadline to its worker in ONE admit message, and then listens:
 //   update (from the worker)  tokens are collected and streamed to msg.on_token; kDone/kFailed answer
 //   cancel (from the node)    asks the worker to cancel with CANCELLED
-//   its deadline timer        asks the worker to cancel with DEADLINE_EXCEEDED (the scheduler also
-//                             expires deadlines itself; whichever comes first answers)
+// The deadline is the worker's: its scheduler expires it (refused at admission if passed, failed
+// DEADLINE_EXCEEDED when it passes in the queue or mid-run). The actor has no timer of its own: CAF
+// cannot cancel a delayed message, and one held every answered request's actor (about 1.5 KB) in
+// memory until its deadline, 113 MiB for 78k requests with a 10-minute timeout.
 // It answers exactly once: through its ReplySlot, only on the worker's terminal event (which the
 // worker sends exactly once per admission) or on its own refusal before admission, and, should it
 // be stopped unanswered (shutdown), from its state's destructor. Then it tells the node it is

@@ -18,6 +18,11 @@ constexpr uint64_t kRoundMask = (uint64_t{1} << kModelShift) - 1;
 // A wakeup is never armed closer than this: when the scheduler's next wakeup is already due but
 // nothing can act yet (lookahead full), this bounds the timer rate until a round completes.
 constexpr int64_t kMinWakeupDelayUs = 250;
+// Nor further ahead than this: CAF cannot cancel a delayed message, so each earlier deadline that
+// arrives arms one more timer; capped, the timers pending at once are bounded by the arrivals of
+// one second, not by the longest deadline (a client's timeout may be 49 days). A capped timer that
+// fires early finds nothing due and arms the next.
+constexpr int64_t kMaxWakeupDelayUs = 1'000'000;
 
 struct PerModel {
   std::shared_ptr<const Model> model;
@@ -223,9 +228,10 @@ struct WorkerState {
     }
     if (wake < 0) return;
     if (armed_wakeup_us >= 0 && armed_wakeup_us <= wake) return;  // an earlier timer will fire
-    const int64_t delay = std::max(wake - options.clock->NowMicros(), kMinWakeupDelayUs);
-    armed_wakeup_us = wake;
-    self->delayed_send(self, std::chrono::microseconds(delay), wakeup_atom::value, wake);
+    const int64_t now = options.clock->NowMicros();
+    const int64_t delay = std::clamp(wake - now, kMinWakeupDelayUs, kMaxWakeupDelayUs);
+    armed_wakeup_us = std::min(wake, now + delay);  // when this timer fires (or is due)
+    self->delayed_send(self, std::chrono::microseconds(delay), wakeup_atom::value, armed_wakeup_us);
   }
 
   void MaybeReportLoad(bool force) {

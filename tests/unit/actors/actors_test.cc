@@ -544,6 +544,45 @@ TEST_F(ActorTest, TheNodeKeepsTheLastLoadEachWorkerReported) {
   EXPECT_EQ(counters_->outstanding_cells.load(), 0);
 }
 
+// CAF cannot cancel a delayed message. A deadline timer armed per request held each answered
+// request's actor in memory until its deadline (113 MiB for 78k requests with a 10-minute
+// timeout). Once every request is answered, no timer of theirs is left.
+TEST_F(ActorTest, AnsweredRequestsLeaveNoTimersBehind) {
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  const size_t before = sched_->clock().schedule().size();
+  const int64_t hour = int64_t{3600} * 1000 * 1000;
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 40; ++i)
+    ids.push_back(Infer("lstm", InputFor(*lstm_, Tokens(5, i, 97)), clock_.NowMicros() + hour));
+  Drain(dev);
+  for (uint64_t id : ids) ASSERT_TRUE(answers_.Get(id).ok()) << answers_.Get(id).status().ToString();
+  // The worker's own timers may still be armed (its wakeup at most a second ahead, its load
+  // report); nothing per request.
+  EXPECT_LE(sched_->clock().schedule().size(), before + 2);
+  ExpectIdle(workers_[0]);
+}
+
+// Deadlines that keep falling (each request's earlier than all before it) armed one worker timer
+// apiece, each pending until its own deadline (a day away here). The worker arms none further
+// than a second ahead, and the deadlines still expire on time.
+TEST_F(ActorTest, FallingDeadlinesKeepTheWorkersTimersFewAndStillExpire) {
+  StartNode({lstm_});
+  FakeDevice& dev = StartWorker({lstm_});
+  const size_t before = sched_->clock().schedule().size();
+  const int64_t day = int64_t{24} * 3600 * 1000 * 1000;
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 40; ++i)
+    ids.push_back(Infer("lstm", InputFor(*lstm_, Tokens(5, i, 97)), clock_.NowMicros() + day - i * 1000));
+  Run();  // admitted; the device completes nothing
+  EXPECT_LE(sched_->clock().schedule().size(), before + 2) << "a timer per falling deadline";
+  Advance(day);  // one capped timer after another, then the deadlines
+  Drain(dev);
+  Advance(1000);
+  for (uint64_t id : ids) EXPECT_EQ(answers_.Code(id), StatusCode::kDeadlineExceeded);
+  ExpectIdle(workers_[0]);
+}
+
 TEST_F(ActorTest, PaddedGroupsFormOnTheWakeupTimer) {
   options_.policy = Policy::kPadded;
   options_.padded_batch = 4;
