@@ -303,7 +303,10 @@ struct RouterState {
       std::fprintf(stderr, "cellserve router: node %s joined (%d device(s), %zu model(s))\n", reg->name.c_str(),
                    reg->devices, reg->models.size());
     }
-    nodes[id] = Node{handle, std::move(reg).value(), nodes.count(id) ? nodes[id].placed : 0};
+    const auto previous = nodes.find(id);
+    if (options.metrics && previous != nodes.end() && previous->second.registration.name != reg->name)
+      options.metrics->RemoveNode(previous->second.registration.name);  // registered again, renamed
+    nodes[id] = Node{handle, std::move(reg).value(), previous != nodes.end() ? previous->second.placed : 0};
     if (options.metrics) options.metrics->SetNodeUp(nodes[id].registration.name, true);
     Publish();
     return {id, ""};

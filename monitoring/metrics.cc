@@ -223,11 +223,26 @@ void ServingMetrics::OnRound(DeviceMetrics& device, prometheus::Histogram* batch
 }
 
 void ServingMetrics::SetNodeUp(const std::string& node, bool up) {
+  std::lock_guard<std::mutex> lock(node_up_mu_);
+  lost_nodes_.erase(std::remove(lost_nodes_.begin(), lost_nodes_.end(), node), lost_nodes_.end());
   node_up_->Add({{"node", node}}).Set(up ? 1 : 0);
+  if (up) return;
+  lost_nodes_.push_back(node);
+  while (lost_nodes_.size() > kMaxLostNodeSeries) {
+    node_up_->Remove(&node_up_->Add({{"node", lost_nodes_.front()}}));
+    lost_nodes_.pop_front();
+  }
 }
 
 void ServingMetrics::RemoveNode(const std::string& node) {
+  std::lock_guard<std::mutex> lock(node_up_mu_);
+  lost_nodes_.erase(std::remove(lost_nodes_.begin(), lost_nodes_.end(), node), lost_nodes_.end());
   node_up_->Remove(&node_up_->Add({{"node", node}}));
+}
+
+size_t ServingMetrics::lost_node_series() const {
+  std::lock_guard<std::mutex> lock(node_up_mu_);
+  return lost_nodes_.size();
 }
 
 void ServingMetrics::OnRpcError(StatusCode code) {

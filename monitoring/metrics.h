@@ -195,9 +195,14 @@ class ServingMetrics {
   void OnRpcClientCancel() { rpc_client_cancels_->Increment(); }
   void OnRpcConnectionRefused() { rpc_connections_refused_->Increment(); }
   // A router's view of a node: cellserve_node_up{node=name} 1 while it is registered, 0 once lost
-  // (CellserveNodeDown fires); a node that left on purpose (drained) has its series removed.
+  // (CellserveNodeDown fires); a node that left on purpose (drained) has its series removed. The
+  // series of lost nodes are kept up to kMaxLostNodeSeries, the oldest removed first: nodes whose
+  // names change with every restart (not a StatefulSet's) must not grow the router's series for
+  // good. A name that registers again is up and off that list.
+  static constexpr size_t kMaxLostNodeSeries = 256;
   void SetNodeUp(const std::string& node, bool up);
   void RemoveNode(const std::string& node);
+  size_t lost_node_series() const;
   prometheus::Gauge& rpc_connections() { return *rpc_connections_; }
   prometheus::Gauge& rpc_calls_in_flight() { return *rpc_calls_in_flight_; }
   prometheus::Gauge& requests_in_flight() { return *requests_in_flight_; }
@@ -251,6 +256,9 @@ class ServingMetrics {
   prometheus::Gauge* open_fds_;
   prometheus::Gauge* max_fds_;
   prometheus::Gauge* start_time_;
+
+  mutable std::mutex node_up_mu_;
+  std::deque<std::string> lost_nodes_;  // GUARDED_BY(node_up_mu_): series at 0, oldest first
 
   std::mutex mu_;  // registration and the busy windows
   std::map<std::string, std::unique_ptr<ModelMetrics>> models_;           // GUARDED_BY(mu_)

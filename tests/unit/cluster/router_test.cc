@@ -91,12 +91,14 @@ class Streamed {
 
 using stream_atom = caf::atom_constant<caf::atom("stream")>;
 using die_atom = caf::atom_constant<caf::atom("die")>;
+using register_again_atom = caf::atom_constant<caf::atom("regagain")>;
 
 // What a scripted node was given; read from the test thread.
 struct ScriptedNodeSeen {
   std::mutex mu;
   uint64_t id = 0;             // its node id, once registered
   std::vector<uint64_t> runs;  // the requests placed on it, in order
+  int registrations_again = 0;  // answered RegisterAgain calls
 };
 
 // A node process reduced to what the test says: it registers, takes runs and answers none; it
@@ -119,6 +121,14 @@ caf::behavior ScriptedNodeActor(caf::event_based_actor* self, caf::actor router,
         if (!seen->runs.empty()) self->send(router, token_atom::value, seen->id, seen->runs.back(), token);
       },
       [self](die_atom) { self->quit(caf::exit_reason::user_shutdown); },
+      // Registers again from the same connection (the router keeps its node id), with `again`.
+      [self, router, seen](register_again_atom, const std::string& again) {
+        self->request(router, std::chrono::seconds(10), register_atom::value, again)
+            .then([seen](registered_atom, uint64_t, const std::string&) {
+              std::lock_guard<std::mutex> lock(seen->mu);
+              ++seen->registrations_again;
+            });
+      },
       [](abort_atom, uint64_t) {},
       [](reregister_atom) {},
   };
@@ -150,6 +160,15 @@ class ScriptedNode {
   }
   void Stream(int32_t token) { caf::anon_send(actor_, stream_atom::value, token); }
   void Die() { caf::anon_send(actor_, die_atom::value); }
+  bool RegisterAgain(const Registration& registration) {
+    caf::anon_send(actor_, register_again_atom::value, EncodeRegistration(registration));
+    return WaitFor(
+        [&] {
+          std::lock_guard<std::mutex> lock(seen_->mu);
+          return seen_->registrations_again > 0;
+        },
+        std::chrono::seconds(10));
+  }
 
  private:
   caf::actor_system_config config_;
@@ -580,6 +599,29 @@ TEST_F(RouterTest, VersionsNoNodeServesLeaveTheTable) {
 // that made them: the retry's first tokens are not sent again, and the caller gets each token
 // once. Without a node of that version the answer is UNAVAILABLE, not version 2's tokens after
 // version 1's.
+// A node that registers again from the same connection under another name: the router's
+// node_up series follows the name, and the old name's does not stay at 1 for good.
+TEST_F(RouterTest, ARenamedNodesOldSeriesGoes) {
+  testutil::TempModelRepo repo("cellserve_router_test_rename");
+  repo.Write(MtSpec(1), 5);
+  RouterOptions o = TestOptions(&metrics_);
+  o.report_timeout_ms = 600000;  // the scripted node sends no load reports
+  router_ = StartRouter(o);
+  ASSERT_TRUE(router_);
+  Registration reg;
+  reg.name = "before";
+  reg.devices = 1;
+  reg.models = {MtSpec(1)};
+  ScriptedNode node(router_->port(), reg);
+  ASSERT_TRUE(node.WaitRegistered());
+  EXPECT_NE(metrics_.Serialize().find("cellserve_node_up{node=\"before\"} 1"), std::string::npos);
+  reg.name = "after";
+  ASSERT_TRUE(node.RegisterAgain(reg));
+  const std::string text = metrics_.Serialize();
+  EXPECT_NE(text.find("cellserve_node_up{node=\"after\"} 1"), std::string::npos) << text;
+  EXPECT_EQ(text.find("node=\"before\""), std::string::npos) << text;
+}
+
 TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
   testutil::TempModelRepo repo1("cellserve_router_test_mt1"), repo2("cellserve_router_test_mt2");
   repo1.Write(MtSpec(1), 5);

@@ -233,6 +233,37 @@ TEST(ServingMetrics, HelpersCountWhatTheContractSays) {
   EXPECT_EQ(s.Sum("cellserve_rpc_errors_total"), 1);
 }
 
+// A router keeps cellserve_node_up 0 for each lost node (CellserveNodeDown), but not for good:
+// nodes named anew at each restart would grow its series without end. The oldest lost ones go
+// past kMaxLostNodeSeries; a node that registers again is up and no longer counted as lost; one
+// that left on purpose has no series.
+TEST(ServingMetrics, LostNodeSeriesAreCappedOldestFirst) {
+  ServingMetricsOptions o;
+  o.node = "router";
+  ServingMetrics m(o);
+  const size_t cap = ServingMetrics::kMaxLostNodeSeries;
+  const size_t extra = 10;
+  for (size_t i = 0; i < cap + extra; ++i) {
+    const std::string name = "n" + std::to_string(i);
+    m.SetNodeUp(name, true);
+    m.SetNodeUp(name, false);
+  }
+  m.SetNodeUp("back", false);
+  m.SetNodeUp("back", true);  // lost, then registered again: up, not lost
+  m.SetNodeUp("left", true);
+  m.RemoveNode("left");
+  // "back" pushed n10 out while it was lost, and left the list when it came back.
+  EXPECT_EQ(m.lost_node_series(), cap - 1);
+  Series s(m);
+  for (size_t i = 0; i <= extra; ++i)  // the oldest extra + 1 are gone
+    EXPECT_FALSE(s.Has("cellserve_node_up", {{"node", "n" + std::to_string(i)}})) << i;
+  EXPECT_EQ(s("cellserve_node_up", {{"node", "n" + std::to_string(extra + 1)}}), 0);
+  EXPECT_EQ(s("cellserve_node_up", {{"node", "n" + std::to_string(cap + extra - 1)}}), 0);
+  EXPECT_EQ(s("cellserve_node_up", {{"node", "back"}}), 1);
+  EXPECT_FALSE(s.Has("cellserve_node_up", {{"node", "left"}}));
+  EXPECT_EQ(s.Values("cellserve_node_up", "node").size(), cap + 1);  // cap - 1 lost, "back", "router"
+}
+
 TEST(ServingMetrics, ProcessMetricsFollowTheProcessAtEachScrape) {
   ServingMetrics m;
   const double resident = Series(m)("process_resident_memory_bytes");
