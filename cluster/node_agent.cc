@@ -590,6 +590,7 @@ StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(NodeBackend* cluster, Node
         "devices, max_tokens and connect_timeout_ms must be >= 1, report and reconnect intervals >= 10 ms");
   Registration registration;
   registration.name = options.name.empty() ? DefaultName() : options.name;
+  if (Status s = CheckNodeName(registration.name); !s.ok()) return s;
   options.name = registration.name;
   registration.devices = options.devices;
   registration.models = cluster->Models();

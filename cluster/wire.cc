@@ -30,6 +30,16 @@ kj::Array<capnp::word> ToWords(const std::string& bytes) {
 
 }  // namespace
 
+Status CheckNodeName(const std::string& name) {
+  if (name.empty()) return InvalidArgument("a node name must not be empty");
+  if (name.size() > kMaxNodeNameBytes)
+    return InvalidArgument("a node name has at most " + std::to_string(kMaxNodeNameBytes) + " bytes, this one " +
+                           std::to_string(name.size()));
+  for (unsigned char c : name)
+    if (c < 0x20 || c == 0x7f) return InvalidArgument("a node name must not hold control characters");
+  return OkStatus();
+}
+
 std::string EncodeRegistration(const Registration& registration) {
   nlohmann::json j;
   j["name"] = registration.name;
@@ -46,6 +56,7 @@ StatusOr<Registration> DecodeRegistration(const std::string& bytes) {
   if (!j.contains("name") || !j["name"].is_string() || j["name"].get<std::string>().empty())
     return InvalidArgument("registration: needs a non-empty \"name\"");
   r.name = j["name"].get<std::string>();
+  if (Status s = CheckNodeName(r.name); !s.ok()) return InvalidArgument("registration: " + s.message());
   if (!j.contains("devices") || !j["devices"].is_number_integer())
     return InvalidArgument("registration: needs \"devices\"");
   const int64_t devices = j["devices"].get<int64_t>();

@@ -50,10 +50,15 @@ using bye_atom = caf::atom_constant<caf::atom("bye")>;
 
 // What a node tells a router when it joins.
 struct Registration {
-  std::string name;              // for logs, health and errors; non-empty
+  std::string name;              // for logs, health, errors and a metrics label: CheckNodeName's
   int32_t devices = 1;           // 1..65536
   std::vector<ModelSpec> models; // the models it serves (at least one)
 };
+// A node's name: 1 to kMaxNodeNameBytes bytes, no control characters (it is a log field and a
+// metrics label on every router, so anyone who can reach the cluster port must not be able to
+// make it large or break a line). INVALID_ARGUMENT naming what is wrong.
+constexpr size_t kMaxNodeNameBytes = 256;
+Status CheckNodeName(const std::string& name);
 std::string EncodeRegistration(const Registration& registration);
 // INVALID_ARGUMENT for anything unreadable or out of range.
 StatusOr<Registration> DecodeRegistration(const std::string& bytes);

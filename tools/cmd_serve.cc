@@ -34,6 +34,7 @@
 
 #include "actors/local_cluster.h"
 #include "cluster/node_agent.h"
+#include "cluster/wire.h"
 #include "monitoring/metrics.h"
 #include "schema/rpc_server.h"
 #include "runtime/memory_limit.h"
@@ -282,6 +283,10 @@ int ServeOrNode(int argc, char** argv, bool node) {
     agent_options.join = SplitComma(flags.Get("join"));
     if (Status s = cluster::CheckJoinAddresses(agent_options.join); !s.ok()) return FlagValueFailed(g_name, s);
     agent_options.name = flags.Get("node-name");
+    if (!agent_options.name.empty()) {
+      if (Status s = cluster::CheckNodeName(agent_options.name); !s.ok())
+        return FlagValueFailed(g_name, InvalidArgument("--node-name: " + s.message()));
+    }
     auto interval = flags.GetIntIn("report-interval-ms", 10, 60000);
     if (!interval.ok()) return FlagValueFailed(g_name, interval.status());
     agent_options.report_interval_ms = *interval;

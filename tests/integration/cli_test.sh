@@ -176,6 +176,9 @@ check "serve: bad policy is a clear error" 2 "unknown policy 'fifo'" -- \
 # A node's and a router's flags are checked before anything loads (the repository here does not exist).
 check "node: a bad --join is named before the models load" 2 "--join: 'bad' is not HOST:PORT" -- \
   "$CELLSERVE" node --model-repo "$WORK/none" --join bad
+check "node: a --node-name over 256 bytes is refused before the models load" 2 \
+  "--node-name: a node name has at most 256 bytes, this one 300" -- \
+  "$CELLSERVE" node --model-repo "$WORK/none" --join 127.0.0.1:7411 --node-name "$(printf 'n%.0s' $(seq 300))"
 check "node: --report-interval-ms is bounded" 2 "report-interval-ms must be in \[10, 60000\], got 0" -- \
   "$CELLSERVE" node --model-repo "$WORK/none" --join 127.0.0.1:7411 --report-interval-ms 0
 check "serve: --max-requests 0 is refused before the models load" 2 "max-requests must be >= 1, got 0" -- \

@@ -60,6 +60,12 @@ TEST(WireRegistrationTest, RefusesWhatARouterCannotUse) {
   refused("[1,2]", "not a JSON object");
   refused(with("name", ""), "non-empty \"name\"");
   refused(with("name", 5), "non-empty \"name\"");
+  // A name is a log field and a metrics label on every router: bounded, and no control characters.
+  refused(with("name", std::string(kMaxNodeNameBytes + 1, 'a')), "at most 256 bytes, this one 257");
+  refused(with("name", "n\nfake log line"), "control characters");
+  refused(with("name", std::string("n\x7f")), "control characters");
+  EXPECT_TRUE(DecodeRegistration(with("name", std::string(kMaxNodeNameBytes, 'a'))).ok()) << "the longest name";
+  EXPECT_TRUE(DecodeRegistration(with("name", "pod-7.cellserve-node.svc:7410 \u00e9")).ok()) << "spaces, UTF-8";
   refused(with("devices", 0), "devices must be in 1..65536");
   refused(with("devices", 65537), "devices must be in 1..65536");
   refused(with("devices", "2"), "needs \"devices\"");
