@@ -5,6 +5,8 @@
 // the atomic stats.
 #include "schema/rpc_server.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
@@ -32,7 +34,7 @@ namespace {
 
 struct AtomicStats {
   std::atomic<int64_t> connections{0}, connections_total{0}, connections_refused{0}, accept_failures{0};
-  std::atomic<int64_t> calls_in_flight{0}, calls_total{0}, client_cancels{0};
+  std::atomic<int64_t> calls_in_flight{0}, calls_total{0}, client_cancels{0}, slow_reader_disconnects{0};
   std::array<std::atomic<int64_t>, 8> errors_by_code{};
 };
 
@@ -155,6 +157,11 @@ void AskReport(LoopState* st) {
 
 struct ConnectionCalls {
   int64_t in_flight = 0;  // infer and health calls of this connection (kj thread only)
+  // Set by the Connection while it lives (kj thread only): the bytes of answers queued in memory
+  // because the client does not read them, and how to close the connection.
+  std::function<size_t()> queued_answer_bytes;
+  std::function<void()> close;
+  bool closing = false;
 };
 
 // Why a call over the connection's limit is refused (an infer call's RESOURCE_EXHAUSTED, a health
@@ -169,10 +176,17 @@ class Service final : public Cellserve::Server {
  public:
   Service(LoopState& state, std::shared_ptr<ConnectionCalls> calls) : state_(state), conn_(std::move(calls)) {}
 
-  kj::Promise<void> infer(InferContext context) override { return Run(context); }
-  kj::Promise<void> inferStream(InferStreamContext context) override { return Run(context); }
+  kj::Promise<void> infer(InferContext context) override {
+    if (ClosedForNotReading()) return NotReadingError();
+    return Run(context);
+  }
+  kj::Promise<void> inferStream(InferStreamContext context) override {
+    if (ClosedForNotReading()) return NotReadingError();
+    return Run(context);
+  }
 
   kj::Promise<void> models(ModelsContext context) override {
+    if (ClosedForNotReading()) return NotReadingError();
     if (state_.cluster) state_.models = state_.cluster->Models();
     auto list = context.getResults().initModels(static_cast<unsigned>(state_.models.size()));
     for (size_t i = 0; i < state_.models.size(); ++i) EncodeModelInfo(state_.models[i], list[static_cast<unsigned>(i)]);
@@ -180,6 +194,7 @@ class Service final : public Cellserve::Server {
   }
 
   kj::Promise<void> health(HealthContext context) override {
+    if (ClosedForNotReading()) return NotReadingError();
     if (!state_.cluster) {  // still loading models: not ready, nothing to report yet
       auto h = context.getResults().initHealth();
       h.setState(ServingState::NOT_READY);
@@ -235,6 +250,28 @@ class Service final : public Cellserve::Server {
           auto& next = st->health_next;
           next.erase(std::remove(next.begin(), next.end(), id), next.end());
         }));
+  }
+
+  // Checked as each call arrives: a client that keeps sending calls but does not read their
+  // answers has them queued in this process's memory, without end. Over the limit, the
+  // connection is closed (once, and said once).
+  bool ClosedForNotReading() {
+    if (conn_->closing) return true;
+    if (!conn_->queued_answer_bytes || !conn_->close) return false;
+    const size_t queued = conn_->queued_answer_bytes();
+    if (queued <= static_cast<size_t>(state_.options->max_queued_answer_bytes)) return false;
+    conn_->closing = true;
+    ++state_.stats->slow_reader_disconnects;
+    std::fprintf(stderr,
+                 "cellserve rpc: closing a connection whose client does not read its answers (%zu KiB queued, over "
+                 "the %lld KiB limit, --max-queued-answer-mib)\n",
+                 queued >> 10, static_cast<long long>(state_.options->max_queued_answer_bytes >> 10));
+    conn_->close();
+    return true;
+  }
+  static kj::Exception NotReadingError() {
+    return kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
+                         kj::str("the connection is closed: its client does not read the answers"));
   }
 
  private:
@@ -368,19 +405,29 @@ struct Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, LoopState& state, capnp::ReaderOptions options)
       : stream(kj::mv(s)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, options),
-        rpc(capnp::makeRpcServer(network, kj::heap<Service>(state, std::make_shared<ConnectionCalls>()))),
+        calls(std::make_shared<ConnectionCalls>()),
+        rpc(capnp::makeRpcServer(network, kj::heap<Service>(state, calls))),
         stats(state.stats),
         metrics(state.options->metrics) {
     ++stats->connections;
     ++stats->connections_total;
     if (metrics) metrics->rpc_connections().Increment();
+    calls->queued_answer_bytes = [this] { return network.getCurrentQueueSize(); };
+    // Both directions shut: the network's read ends, so the connection goes (its calls with it).
+    calls->close = [this] {
+      KJ_IF_MAYBE(fd, stream->getFd()) { ::shutdown(*fd, SHUT_RDWR); }
+      else stream->abortRead();
+    };
   }
   ~Connection() {
+    calls->queued_answer_bytes = nullptr;  // the Service may outlive this connection
+    calls->close = nullptr;
     --stats->connections;
     if (metrics) metrics->rpc_connections().Decrement();
   }
   kj::Own<kj::AsyncIoStream> stream;
   capnp::TwoPartyVatNetwork network;
+  std::shared_ptr<ConnectionCalls> calls;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
   AtomicStats* stats;
   monitoring::ServingMetrics* metrics;
@@ -521,6 +568,8 @@ RpcServer::RpcServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 RpcServer::~RpcServer() { Stop(); }
 
 StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(ServingBackend* cluster, RpcServerOptions options) {
+  if (options.max_queued_answer_bytes < (64 << 10))
+    return InvalidArgument("max_queued_answer_bytes must be at least 64 KiB");
   if (options.max_calls_per_connection < 1 || options.max_connections < 1 || options.max_message_bytes < 1024 ||
       options.limits.max_tokens < 1 || options.stop_grace_ms < 0)
     return InvalidArgument(
@@ -579,6 +628,7 @@ RpcServerStats RpcServer::stats() const {
   s.calls_in_flight = a.calls_in_flight.load();
   s.calls_total = a.calls_total.load();
   s.client_cancels = a.client_cancels.load();
+  s.slow_reader_disconnects = a.slow_reader_disconnects.load();
   for (size_t i = 0; i < s.errors_by_code.size(); ++i) s.errors_by_code[i] = a.errors_by_code[i].load();
   return s;
 }

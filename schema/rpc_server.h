@@ -41,6 +41,12 @@ struct RpcServerOptions {
   int64_t max_calls_per_connection = 1024;
   // Open connections at most; further ones are closed at once. Default 1024. Must be >= 1.
   int64_t max_connections = 1024;
+  // Answers queued in memory for a connection whose client does not read them, at most: a call
+  // that finds more waiting closes the connection (its calls in flight are cancelled, as for a
+  // client that went away), so a client that sends without reading cannot grow the server's
+  // memory for good. Counted in RpcServerStats::slow_reader_disconnects. Default 32 MiB; at least
+  // 64 KiB.
+  int64_t max_queued_answer_bytes = 32 << 20;
   // Stop: how long calls in flight may take to be answered before connections close. Default 5 s.
   int64_t stop_grace_ms = 5000;
   // Prometheus metrics (monitoring/metrics.h): error replies by code, open connections, calls in
@@ -58,6 +64,7 @@ struct RpcServerStats {
   int64_t calls_in_flight = 0;      // infer calls being served now
   int64_t calls_total = 0;          // infer calls received
   int64_t client_cancels = 0;       // calls dropped by the client before the answer (not by Stop)
+  int64_t slow_reader_disconnects = 0;  // connections closed: over max_queued_answer_bytes unread
   std::array<int64_t, 8> errors_by_code{};  // error replies, indexed by StatusCode
 };
 

@@ -21,6 +21,9 @@ void AddFrontDoorFlags(Flags& flags) {
            "infer and health calls served at once per connection (beyond: RESOURCE_EXHAUSTED)")
       .Add("max-connections", "1024", "open RPC connections at most (beyond: closed at once)")
       .Add("max-message-bytes", "16777216", "incoming RPC message size at most (beyond: capnp closes the connection)")
+      .Add("max-queued-answer-mib", "32",
+           "answers waiting in memory for a client that does not read them, per connection (beyond: the connection "
+           "is closed and its calls cancelled)")
       .Add("metrics-port", "0",
            "serve Prometheus metrics at http://HOST:PORT/metrics (0: off; 9410 is the conventional port)", false,
            "CELLSERVE_METRICS_PORT")
@@ -34,6 +37,8 @@ StatusOr<rpc::RpcServerOptions> RpcServerOptionsFromFlags(const Flags& flags, mo
   ASSIGN_OR_RETURN(o.max_calls_per_connection, flags.GetIntIn("max-calls-per-connection", 1, INT64_MAX));
   ASSIGN_OR_RETURN(o.max_connections, flags.GetIntIn("max-connections", 1, INT64_MAX));
   ASSIGN_OR_RETURN(o.max_message_bytes, flags.GetIntIn("max-message-bytes", 1024, INT64_MAX));
+  ASSIGN_OR_RETURN(const int64_t queued_mib, flags.GetIntIn("max-queued-answer-mib", 1, int64_t{1} << 20));
+  o.max_queued_answer_bytes = queued_mib << 20;
   o.metrics = metrics;
   return o;
 }
