@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "tests/unit/cluster/dead_end_listeners.h"
@@ -67,6 +68,33 @@ TEST(ProbeTcp, TheStopFlagEndsTheWait) {
 
 TEST(ProbeTcp, ATimeoutBelowOneMillisecondIsRefused) {
   EXPECT_EQ(ProbeTcp("127.0.0.1", 1, 0).code(), StatusCode::kInvalidArgument);
+  DeadEndListener blackhole = DeadEndListener::Blackhole();
+  ASSERT_GT(blackhole.port(), 0);
+  EXPECT_EQ(ProbeTcp("127.0.0.1", blackhole.port(), 1).code(), StatusCode::kDeadlineExceeded) << "1 ms is allowed";
+}
+
+// The node agent probes every 250 ms while a router is away: each probe must close its socket.
+TEST(ProbeTcp, EveryOutcomeClosesItsSocket) {
+  auto open_fds = [] {
+    int n = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+  };
+  DeadEndListener silent = DeadEndListener::Silent();
+  DeadEndListener blackhole = DeadEndListener::Blackhole();
+  uint16_t closed = 0;
+  {
+    DeadEndListener gone = DeadEndListener::Silent();
+    closed = gone.port();
+  }
+  ASSERT_TRUE(silent.port() > 0 && blackhole.port() > 0 && closed > 0);
+  const int before = open_fds();
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(ProbeTcp("127.0.0.1", silent.port(), 2000).ok());
+    EXPECT_EQ(ProbeTcp("127.0.0.1", closed, 2000).code(), StatusCode::kUnavailable);
+    EXPECT_EQ(ProbeTcp("127.0.0.1", blackhole.port(), 20).code(), StatusCode::kDeadlineExceeded);
+  }
+  EXPECT_EQ(open_fds(), before);
 }
 
 }  // namespace
