@@ -157,11 +157,6 @@ void AskReport(LoopState* st) {
 
 struct ConnectionCalls {
   int64_t in_flight = 0;  // infer and health calls of this connection (kj thread only)
-  // Set by the Connection while it lives (kj thread only): the bytes of answers queued in memory
-  // because the client does not read them, and how to close the connection.
-  std::function<size_t()> queued_answer_bytes;
-  std::function<void()> close;
-  bool closing = false;
 };
 
 // Why a call over the connection's limit is refused (an infer call's RESOURCE_EXHAUSTED, a health
@@ -176,17 +171,10 @@ class Service final : public Cellserve::Server {
  public:
   Service(LoopState& state, std::shared_ptr<ConnectionCalls> calls) : state_(state), conn_(std::move(calls)) {}
 
-  kj::Promise<void> infer(InferContext context) override {
-    if (ClosedForNotReading()) return NotReadingError();
-    return Run(context);
-  }
-  kj::Promise<void> inferStream(InferStreamContext context) override {
-    if (ClosedForNotReading()) return NotReadingError();
-    return Run(context);
-  }
+  kj::Promise<void> infer(InferContext context) override { return Run(context); }
+  kj::Promise<void> inferStream(InferStreamContext context) override { return Run(context); }
 
   kj::Promise<void> models(ModelsContext context) override {
-    if (ClosedForNotReading()) return NotReadingError();
     if (state_.cluster) state_.models = state_.cluster->Models();
     auto list = context.getResults().initModels(static_cast<unsigned>(state_.models.size()));
     for (size_t i = 0; i < state_.models.size(); ++i) EncodeModelInfo(state_.models[i], list[static_cast<unsigned>(i)]);
@@ -194,7 +182,6 @@ class Service final : public Cellserve::Server {
   }
 
   kj::Promise<void> health(HealthContext context) override {
-    if (ClosedForNotReading()) return NotReadingError();
     if (!state_.cluster) {  // still loading models: not ready, nothing to report yet
       auto h = context.getResults().initHealth();
       h.setState(ServingState::NOT_READY);
@@ -250,28 +237,6 @@ class Service final : public Cellserve::Server {
           auto& next = st->health_next;
           next.erase(std::remove(next.begin(), next.end(), id), next.end());
         }));
-  }
-
-  // Checked as each call arrives: a client that keeps sending calls but does not read their
-  // answers has them queued in this process's memory, without end. Over the limit, the
-  // connection is closed (once, and said once).
-  bool ClosedForNotReading() {
-    if (conn_->closing) return true;
-    if (!conn_->queued_answer_bytes || !conn_->close) return false;
-    const size_t queued = conn_->queued_answer_bytes();
-    if (queued <= static_cast<size_t>(state_.options->max_queued_answer_bytes)) return false;
-    conn_->closing = true;
-    ++state_.stats->slow_reader_disconnects;
-    std::fprintf(stderr,
-                 "cellserve rpc: closing a connection whose client does not read its answers (%zu KiB queued, over "
-                 "the %lld KiB limit, --max-queued-answer-mib)\n",
-                 queued >> 10, static_cast<long long>(state_.options->max_queued_answer_bytes >> 10));
-    conn_->close();
-    return true;
-  }
-  static kj::Exception NotReadingError() {
-    return kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
-                         kj::str("the connection is closed: its client does not read the answers"));
   }
 
  private:
@@ -400,37 +365,76 @@ class Service final : public Cellserve::Server {
   std::shared_ptr<ConnectionCalls> conn_;
 };
 
+// The connection's stream as its two-party network sees it: before each read, whether the client
+// has left more than `limit` bytes of answers unread (capnp queues each in memory, about 7 KB: a
+// message's first segment). Past it the read fails, which closes the connection and cancels its
+// calls, as for a client that left. Checked below capnp, so every message counts, also those
+// capnp answers without us (unknown methods, bootstraps).
+class ReadGate final : public kj::AsyncIoStream {
+ public:
+  ReadGate(kj::AsyncIoStream& inner, std::function<bool()> over_limit)
+      : inner_(inner), over_limit_(std::move(over_limit)) {}
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    if (over_limit_())
+      return KJ_EXCEPTION(DISCONNECTED, "the connection is closed: its client does not read the answers");
+    return inner_.tryRead(buffer, min_bytes, max_bytes);
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override { return inner_.write(buffer, size); }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_.write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_.whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_.shutdownWrite(); }
+  void abortRead() override { inner_.abortRead(); }
+  kj::Maybe<int> getFd() const override { return inner_.getFd(); }
+
+ private:
+  kj::AsyncIoStream& inner_;
+  std::function<bool()> over_limit_;
+};
+
 // One client connection: its stream, its two-party network and its RPC system.
 struct Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, LoopState& state, capnp::ReaderOptions options)
       : stream(kj::mv(s)),
-        network(*stream, capnp::rpc::twoparty::Side::SERVER, options),
-        calls(std::make_shared<ConnectionCalls>()),
-        rpc(capnp::makeRpcServer(network, kj::heap<Service>(state, calls))),
+        gate(*stream, [this] { return OverQueuedAnswerLimit(); }),
+        network(gate, capnp::rpc::twoparty::Side::SERVER, options),
+        rpc(capnp::makeRpcServer(network, kj::heap<Service>(state, std::make_shared<ConnectionCalls>()))),
         stats(state.stats),
-        metrics(state.options->metrics) {
+        metrics(state.options->metrics),
+        max_queued_answer_bytes(static_cast<size_t>(state.options->max_queued_answer_bytes)) {
     ++stats->connections;
     ++stats->connections_total;
     if (metrics) metrics->rpc_connections().Increment();
-    calls->queued_answer_bytes = [this] { return network.getCurrentQueueSize(); };
-    // Both directions shut: the network's read ends, so the connection goes (its calls with it).
-    calls->close = [this] {
-      KJ_IF_MAYBE(fd, stream->getFd()) { ::shutdown(*fd, SHUT_RDWR); }
-      else stream->abortRead();
-    };
   }
   ~Connection() {
-    calls->queued_answer_bytes = nullptr;  // the Service may outlive this connection
-    calls->close = nullptr;
     --stats->connections;
     if (metrics) metrics->rpc_connections().Decrement();
   }
+  bool OverQueuedAnswerLimit() {
+    const size_t queued = network.getCurrentQueueSize();
+    if (queued <= max_queued_answer_bytes) return false;
+    if (!over_limit) {  // said, counted and shut once
+      over_limit = true;
+      ++stats->slow_reader_disconnects;
+      std::fprintf(stderr,
+                   "cellserve rpc: closing a connection whose client does not read its answers (%zu KiB queued, "
+                   "over the %zu KiB limit, --max-queued-answer-mib)\n",
+                   queued >> 10, max_queued_answer_bytes >> 10);
+      // Both directions: the blocked writes fail and the client sees the connection end (a failed
+      // read alone leaves the socket open until the network goes).
+      KJ_IF_MAYBE(fd, stream->getFd()) { ::shutdown(*fd, SHUT_RDWR); }
+    }
+    return true;
+  }
   kj::Own<kj::AsyncIoStream> stream;
+  ReadGate gate;
   capnp::TwoPartyVatNetwork network;
-  std::shared_ptr<ConnectionCalls> calls;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
   AtomicStats* stats;
   monitoring::ServingMetrics* metrics;
+  size_t max_queued_answer_bytes;
+  bool over_limit = false;
 };
 
 class IgnoreErrors final : public kj::TaskSet::ErrorHandler {
@@ -600,7 +604,9 @@ Status RpcServer::AttachCluster(ServingBackend* cluster) {
     if (impl_->cluster) return InvalidArgument("the RPC server has a cluster already");
     impl_->cluster = cluster;
     LoopState* state = impl_->loop_state;
-    if (!impl_->inbox_sender->Post([state, cluster, done] {
+    // The task holds the only reference to `done`: dropped unrun (Stop closed the inbox first), it
+    // breaks the promise, which the wait below reads.
+    if (!impl_->inbox_sender->Post([state, cluster, done = std::move(done)] {
           rpc::AttachCluster(*state, cluster);
           done->set_value();
         }))

@@ -41,8 +41,8 @@ struct RpcServerOptions {
   int64_t max_calls_per_connection = 1024;
   // Open connections at most; further ones are closed at once. Default 1024. Must be >= 1.
   int64_t max_connections = 1024;
-  // Answers queued in memory for a connection whose client does not read them, at most: a call
-  // that finds more waiting closes the connection (its calls in flight are cancelled, as for a
+  // Answers queued in memory for a connection whose client does not read them, at most: the next
+  // message read past it closes the connection (its calls in flight are cancelled, as for a
   // client that went away), so a client that sends without reading cannot grow the server's
   // memory for good. Counted in RpcServerStats::slow_reader_disconnects. Default 32 MiB; at least
   // 64 KiB.
