@@ -74,9 +74,11 @@ constexpr auto kAckTimeout = std::chrono::seconds(5);
 // this: a router whose node table was full, or that was too busy to answer, gets the node once it
 // can take it, while a node a router will never take logs a line every few seconds, not a flood.
 constexpr int64_t kMaxRegisterRetryMs = 5000;
+// A port that accepts connections but gives no CAF handshake (another service, a hung process) is
+// tried again only this often: CAF keeps each unanswered handshake's waiter for as long as that
+// connection lives, so every attempt would add one.
+constexpr auto kSilentPortRetry = std::chrono::seconds(30);
 
-// What the connector thread and the actor share: which router slots (one per address a --join
-// name resolved to) are connected: true from a successful connect until its down message.
 // CAF's remote_actor with a bound on the handshake: the same request to the middleman actor that
 // remote_actor makes, waited for at most timeout_ms (remote_actor waits for good on a peer that
 // accepts the connection and never answers).
@@ -99,6 +101,8 @@ caf::expected<caf::actor> RemoteActorWithin(caf::actor_system& system, const std
   return result;
 }
 
+// What the connector thread and the actor share: which router slots (one per address a --join
+// name resolved to) are connected: true from a successful connect until its down message.
 struct Links {
   size_t Add() {
     std::lock_guard<std::mutex> lock(mu);
@@ -474,6 +478,7 @@ struct NodeAgent::Impl {
     bool current = true;  // in the entry's latest resolution (others are not retried)
     size_t link = 0;      // its index in Links
     bool warned = false;  // said once that it cannot be reached (until it connects again)
+    std::chrono::steady_clock::time_point not_before{};  // after a handshake timeout: kSilentPortRetry
   };
 
   // Resolves a --join entry to every address its name has (a headless Service gives one per
@@ -536,6 +541,7 @@ struct NodeAgent::Impl {
       for (Slot& slot : slots) {
         if (links->stop) break;
         if (!slot.current || links->IsConnected(slot.link)) continue;
+        if (std::chrono::steady_clock::now() < slot.not_before) continue;
         caf::expected<caf::actor> router = caf::sec::request_timeout;
         std::string why;
         // First a TCP connect of our own, bounded: CAF's connect has no bound (an address that
@@ -546,16 +552,21 @@ struct NodeAgent::Impl {
           why = reachable.message();
         } else {
           router = RemoteActorWithin(*system, slot.host, slot.port, options.connect_timeout_ms);
-          if (!router && router.error() == caf::sec::request_timeout)
+          if (!router && router.error() == caf::sec::request_timeout) {
             why = "it accepts connections but did not answer within " + std::to_string(options.connect_timeout_ms) +
                   " ms: is it a router's --cluster port?";
-          else if (!router)
+            slot.not_before = std::chrono::steady_clock::now() + kSilentPortRetry;
+          } else if (!router) {
             why = system->render(router.error());
+          }
         }
         if (!router) {
+          const long long retry_ms = slot.not_before > std::chrono::steady_clock::now()
+                                         ? std::chrono::milliseconds(kSilentPortRetry).count()
+                                         : static_cast<long long>(options.reconnect_interval_ms);
           if (!slot.warned)
             std::fprintf(stderr, "cellserve node: cannot reach router %s yet (%s); retrying every %lld ms\n",
-                         slot.display.c_str(), why.c_str(), static_cast<long long>(options.reconnect_interval_ms));
+                         slot.display.c_str(), why.c_str(), retry_ms);
           slot.warned = true;
           continue;
         }
