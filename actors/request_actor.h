@@ -4,8 +4,9 @@
 // the graph (moved) and the deadline to its worker in ONE admit message, and then listens:
 //   update (from the worker)  tokens are collected and streamed to msg.on_token; kDone/kFailed answer
 //   cancel (from the node)    asks the worker to cancel with CANCELLED
-// The deadline is the worker's: its scheduler expires it (refused at admission if passed, failed
-// DEADLINE_EXCEEDED when it passes in the queue or mid-run). The actor has no timer of its own: CAF
+// A deadline already passed when the actor starts is refused here; later it is the worker's: its
+// scheduler fails the request DEADLINE_EXCEEDED at its first wakeup after the deadline, whether
+// the request waits or runs. The actor has no timer of its own: CAF
 // cannot cancel a delayed message, and one held every answered request's actor (about 1.5 KB) in
 // memory until its deadline, 113 MiB for 78k requests with a 10-minute timeout.
 // It answers exactly once: through its ReplySlot, only on the worker's terminal event (which the

@@ -82,6 +82,10 @@ int Usage(int rc) {
   return rc;
 }
 
+// Each round's closed loops (each way): its share of --throughput-requests, at least a full
+// window of --concurrency.
+int ThroughputRequestsPerRound(const Args& a) { return std::max(a.throughput_requests / a.rounds, a.concurrency); }
+
 // In-process: one request, waited for.
 cs::StatusOr<cs::RequestResult> RunLocal(cs::LocalCluster& cluster, const std::string& model,
                                          const cs::RequestInput& input) {
@@ -442,7 +446,7 @@ int main(int argc, char** argv) {
       if (is_sim) {
         int warm_up_errors = 0;  // not the measurement's
         (void)RpcClosedLoop(**client, name, reqs, 500, a.concurrency, &warm_up_errors);
-        const int n = std::max(a.throughput_requests / a.rounds, a.concurrency);
+        const int n = ThroughputRequestsPerRound(a);
         auto local = [&] {
           local_rps[which].push_back(LocalClosedLoop(**cluster, name, reqs, n, a.concurrency, &throughput_errors));
         };
@@ -461,10 +465,11 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "\n");
     if (is_sim) {
+      const int per_round = ThroughputRequestsPerRound(a);
       std::printf("Most requests/s, closed loop of %d, model %s on %d sim device(s) (profile %s), %d requests\n"
-                  "each way in %d rounds (the order alternated), medians of the rounds:\n",
-                  a.concurrency, a.model.c_str(), a.sim_devices, a.sim_profile.c_str(), a.throughput_requests,
-                  a.rounds);
+                  "each way in %d rounds of %d (the order alternated), medians of the rounds:\n",
+                  a.concurrency, a.model.c_str(), a.sim_devices, a.sim_profile.c_str(), per_round * a.rounds,
+                  a.rounds, per_round);
       for (int which = 0; which < kPlacements; ++which) {
         if (!skipped[which].empty() || local_rps[which].empty()) continue;
         std::vector<double> ratios;
@@ -479,7 +484,7 @@ int main(int argc, char** argv) {
                                                                   {"sim_profile", a.sim_profile},
                                                                   {"sim_devices", a.sim_devices},
                                                                   {"concurrency", a.concurrency},
-                                                                  {"requests", a.throughput_requests},
+                                                                  {"requests", per_round * a.rounds},
                                                                   {"rounds", a.rounds},
                                                                   {"local_rps", local},
                                                                   {"rpc_rps", rpc},

@@ -595,10 +595,6 @@ TEST_F(RouterTest, VersionsNoNodeServesLeaveTheTable) {
   router_->Stop();
 }
 
-// A seq2seq request whose node is lost after it streamed tokens runs again only on the version
-// that made them: the retry's first tokens are not sent again, and the caller gets each token
-// once. Without a node of that version the answer is UNAVAILABLE, not version 2's tokens after
-// version 1's.
 // A node that registers again from the same connection under another name: the router's
 // node_up series follows the name, and the old name's does not stay at 1 for good.
 TEST_F(RouterTest, ARenamedNodesOldSeriesGoes) {
@@ -622,6 +618,10 @@ TEST_F(RouterTest, ARenamedNodesOldSeriesGoes) {
   EXPECT_EQ(text.find("node=\"before\""), std::string::npos) << text;
 }
 
+// A seq2seq request whose node is lost after it streamed tokens runs again only on the version
+// that made them: the retry's first tokens are not sent again, and the caller gets each token
+// once. Without a node of that version the answer is UNAVAILABLE, not version 2's tokens after
+// version 1's.
 TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
   testutil::TempModelRepo repo1("cellserve_router_test_mt1"), repo2("cellserve_router_test_mt2");
   repo1.Write(MtSpec(1), 5);
