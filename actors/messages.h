@@ -74,13 +74,13 @@ struct ClusterCounters {
   // Outstanding cells summed over the workers' last load reports (the node actor keeps it).
   std::atomic<int64_t> outstanding_cells{0};
 
-  void AddUnanswered() {
-    std::lock_guard<std::mutex> lock(mu);
-    unanswered.fetch_add(1, std::memory_order_relaxed);
-  }
+  void AddUnanswered() { unanswered.fetch_add(1); }
+  // Only the step to zero takes the lock: a waiter either sees zero when it checks, or is waiting
+  // (the lock released) by the time this notifies.
   void OnAnswered() {
+    if (unanswered.fetch_sub(1) != 1) return;
     std::lock_guard<std::mutex> lock(mu);
-    if (unanswered.fetch_sub(1, std::memory_order_relaxed) == 1) idle.notify_all();
+    idle.notify_all();
   }
   // Lock-free: the idle pollers read it in their SCHED_IDLE threads, which the kernel may park
   // for a long time at any instruction; one parked holding `mu` would stall every arrival and
@@ -89,13 +89,13 @@ struct ClusterCounters {
   // True if every request was answered within `timeout`.
   bool WaitAllAnswered(std::chrono::microseconds timeout) {
     std::unique_lock<std::mutex> lock(mu);
-    return idle.wait_for(lock, timeout, [&] { return unanswered.load(std::memory_order_relaxed) == 0; });
+    return idle.wait_for(lock, timeout, [&] { return unanswered.load() == 0; });
   }
 
  private:
-  std::mutex mu;  // changes of `unanswered` and the `idle` wake-up (no lost wake-up)
+  std::mutex mu;  // the `idle` wake-up and its wait (no lost wake-up)
   std::condition_variable idle;
-  std::atomic<int64_t> unanswered{0};  // written under mu
+  std::atomic<int64_t> unanswered{0};
 };
 
 // How an answer is counted.

@@ -544,6 +544,7 @@ struct NodeAgent::Impl {
         if (std::chrono::steady_clock::now() < slot.not_before) continue;
         caf::expected<caf::actor> router = caf::sec::request_timeout;
         std::string why;
+        int64_t retry_ms = options.reconnect_interval_ms;
         // First a TCP connect of our own, bounded: CAF's connect has no bound (an address that
         // drops SYNs held this thread, and Leave behind it, for minutes).
         if (Status reachable = ProbeTcp(slot.host, slot.port, options.connect_timeout_ms, &links->stop);
@@ -556,17 +557,15 @@ struct NodeAgent::Impl {
             why = "it accepts connections but did not answer within " + std::to_string(options.connect_timeout_ms) +
                   " ms: is it a router's --cluster port?";
             slot.not_before = std::chrono::steady_clock::now() + kSilentPortRetry;
+            retry_ms = std::chrono::milliseconds(kSilentPortRetry).count();
           } else if (!router) {
             why = system->render(router.error());
           }
         }
         if (!router) {
-          const long long retry_ms = slot.not_before > std::chrono::steady_clock::now()
-                                         ? std::chrono::milliseconds(kSilentPortRetry).count()
-                                         : static_cast<long long>(options.reconnect_interval_ms);
           if (!slot.warned)
             std::fprintf(stderr, "cellserve node: cannot reach router %s yet (%s); retrying every %lld ms\n",
-                         slot.display.c_str(), why.c_str(), retry_ms);
+                         slot.display.c_str(), why.c_str(), static_cast<long long>(retry_ms));
           slot.warned = true;
           continue;
         }

@@ -56,7 +56,7 @@ StatusOr<Registration> DecodeRegistration(const std::string& bytes) {
   if (!j.contains("name") || !j["name"].is_string() || j["name"].get<std::string>().empty())
     return InvalidArgument("registration: needs a non-empty \"name\"");
   r.name = j["name"].get<std::string>();
-  if (Status s = CheckNodeName(r.name); !s.ok()) return InvalidArgument("registration: " + s.message());
+  if (Status s = CheckNodeName(r.name); !s.ok()) return s.WithContext("registration");
   if (!j.contains("devices") || !j["devices"].is_number_integer())
     return InvalidArgument("registration: needs \"devices\"");
   const int64_t devices = j["devices"].get<int64_t>();

@@ -370,15 +370,11 @@ class Service final : public Cellserve::Server {
 // message's first segment). Past it the read fails, which closes the connection and cancels its
 // calls, as for a client that left. Checked below capnp, so every message counts, also those
 // capnp answers without us (unknown methods, bootstraps).
+struct Connection;
 class ReadGate final : public kj::AsyncIoStream {
  public:
-  ReadGate(kj::AsyncIoStream& inner, std::function<bool()> over_limit)
-      : inner_(inner), over_limit_(std::move(over_limit)) {}
-  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
-    if (over_limit_())
-      return KJ_EXCEPTION(DISCONNECTED, "the connection is closed: its client does not read the answers");
-    return inner_.tryRead(buffer, min_bytes, max_bytes);
-  }
+  ReadGate(kj::AsyncIoStream& inner, Connection& connection) : inner_(inner), connection_(connection) {}
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;  // after Connection
   kj::Promise<void> write(const void* buffer, size_t size) override { return inner_.write(buffer, size); }
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
     return inner_.write(pieces);
@@ -390,14 +386,14 @@ class ReadGate final : public kj::AsyncIoStream {
 
  private:
   kj::AsyncIoStream& inner_;
-  std::function<bool()> over_limit_;
+  Connection& connection_;
 };
 
 // One client connection: its stream, its two-party network and its RPC system.
 struct Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, LoopState& state, capnp::ReaderOptions options)
       : stream(kj::mv(s)),
-        gate(*stream, [this] { return OverQueuedAnswerLimit(); }),
+        gate(*stream, *this),
         network(gate, capnp::rpc::twoparty::Side::SERVER, options),
         rpc(capnp::makeRpcServer(network, kj::heap<Service>(state, std::make_shared<ConnectionCalls>()))),
         stats(state.stats),
@@ -436,6 +432,12 @@ struct Connection {
   size_t max_queued_answer_bytes;
   bool over_limit = false;
 };
+
+kj::Promise<size_t> ReadGate::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
+  if (connection_.OverQueuedAnswerLimit())
+    return KJ_EXCEPTION(DISCONNECTED, "the connection is closed: its client does not read the answers");
+  return inner_.tryRead(buffer, min_bytes, max_bytes);
+}
 
 class IgnoreErrors final : public kj::TaskSet::ErrorHandler {
  public:

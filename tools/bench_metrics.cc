@@ -1,7 +1,6 @@
 // `cellserve bench --metrics compare` (bench_metrics.h).
 #include "tools/bench_metrics.h"
 
-#include <algorithm>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>

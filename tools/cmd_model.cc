@@ -15,11 +15,7 @@ namespace cellserve::tools {
 
 namespace {
 
-int Fail(const Status& s) {
-  std::fprintf(stderr, "cellserve model: %s\n", s.ToString().c_str());
-  return 1;
-}
-
+int Fail(const Status& s) { return CommandFailed("model", false, s); }
 
 int ModelInit(int argc, char** argv) {
   Flags flags("model init", "Writes REPO/NAME/spec.json and weights.safetensors with seeded random weights.");

@@ -22,11 +22,7 @@
 namespace cellserve::tools {
 namespace {
 
-int Fail(const Status& s) {
-  std::fprintf(stderr, "cellserve router: %s\n", s.ToString().c_str());
-  return 1;
-}
-
+int Fail(const Status& s) { return CommandFailed("router", false, s); }
 
 }  // namespace
 

@@ -30,11 +30,7 @@ namespace cellserve::tools {
 
 namespace {
 
-int Fail(const Status& s) {
-  std::fprintf(stderr, "cellserve run: %s\n", s.ToString().c_str());
-  return 1;
-}
-
+int Fail(const Status& s) { return CommandFailed("run", false, s); }
 
 double Ms(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();

@@ -56,11 +56,7 @@ namespace {
 
 const char* g_name = "serve";  // "serve" or "node", for messages
 
-int Fail(const Status& s) {
-  std::fprintf(stderr, "cellserve %s: %s\n", g_name, s.ToString().c_str());
-  return 1;
-}
-
+int Fail(const Status& s) { return CommandFailed(g_name, false, s); }
 
 std::vector<std::string> SplitComma(const std::string& s) {
   std::vector<std::string> out;
@@ -285,7 +281,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
     agent_options.name = flags.Get("node-name");
     if (!agent_options.name.empty()) {
       if (Status s = cluster::CheckNodeName(agent_options.name); !s.ok())
-        return FlagValueFailed(g_name, InvalidArgument("--node-name: " + s.message()));
+        return FlagValueFailed(g_name, s.WithContext("--node-name"));
     }
     auto interval = flags.GetIntIn("report-interval-ms", 10, 60000);
     if (!interval.ok()) return FlagValueFailed(g_name, interval.status());

@@ -715,8 +715,7 @@ TEST(RpcServerSlowReaderTest, ALimitUnder64KiBIsRefused) {
   if (const int fd = connect_one(); fd >= 0) fds.push_back(fd);
   // The server tries and fails: waited for up to 10 s (its loop may be starved on a busy machine).
   int64_t failures = 0;
-  for (int i = 0; i < 1000 && (failures = (*server)->stats().accept_failures) == 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  testutil::WaitFor([&] { return (failures = (*server)->stats().accept_failures) > 0; }, std::chrono::seconds(10));
   for (int fd : fds) close(fd);
   setrlimit(RLIMIT_NOFILE, &old_limit);
   auto client = Client::Connect("127.0.0.1:" + std::to_string(port));
