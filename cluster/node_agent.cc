@@ -1,9 +1,6 @@
 // NodeAgent: the agent actor (registration, runs, load reports) and its connector thread.
 #include "cluster/node_agent.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +19,7 @@
 #include <caf/io/all.hpp>
 
 #include "actors/caf_config.h"
+#include "cluster/join_slots.h"
 #include "cluster/tcp_probe.h"
 #include "cluster/wire.h"
 #include "runtime/clock.h"
@@ -101,21 +99,17 @@ caf::expected<caf::actor> RemoteActorWithin(caf::actor_system& system, const std
   return result;
 }
 
-// What the connector thread and the actor share: which router slots (one per address a --join
-// name resolved to) are connected: true from a successful connect until its down message.
+// What the connector thread and the actor share: which links (router slots, cluster/join_slots.h)
+// are connected: true from a successful connect until its down message.
 struct Links {
-  size_t Add() {
-    std::lock_guard<std::mutex> lock(mu);
-    connected.push_back(false);
-    return connected.size() - 1;
-  }
   bool IsConnected(size_t i) {
     std::lock_guard<std::mutex> lock(mu);
     return i < connected.size() && connected[i];
   }
   void Set(size_t i, bool value) {
     std::lock_guard<std::mutex> lock(mu);
-    if (i < connected.size()) connected[i] = value;
+    if (i >= connected.size()) connected.resize(i + 1, false);
+    connected[i] = value;
   }
   std::mutex mu;
   std::vector<bool> connected;  // GUARDED_BY(mu)
@@ -469,56 +463,23 @@ struct NodeAgent::Impl {
   std::mutex leave_mu;
   bool left = false;  // GUARDED_BY(leave_mu)
 
-  // One router slot per address a --join entry resolved to.
-  struct Slot {
-    std::string host;     // what remote_actor connects to (an IP, or the name if it did not resolve)
-    uint16_t port = 0;
-    std::string display;  // for logs: the --join entry, and the IP when it differs
-    size_t entry = 0;     // its --join entry
-    bool current = true;  // in the entry's latest resolution (others are not retried)
-    size_t link = 0;      // its index in Links
-    bool warned = false;  // said once that it cannot be reached (until it connects again)
-    std::chrono::steady_clock::time_point not_before{};  // after a handshake timeout: kSilentPortRetry
-  };
-
-  // Resolves a --join entry to every address its name has (a headless Service gives one per
-  // router), adding slots for new ones.
-  void Resolve(size_t entry, std::vector<Slot>& slots) {
+  // Looks up --join entry `e` again and updates its slots; a name that does not resolve is said
+  // once (until it resolves again), and its addresses known so far are still tried.
+  void ResolveEntry(size_t e, JoinSlots& table, const JoinSlots::IsConnected& connected, bool& warned) {
     std::string host;
     uint16_t port = 0;
-    if (!ParseHostPort(options.join[entry], false, host, port).ok()) return;
-    std::vector<std::string> ips;
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* found = nullptr;
-    if (getaddrinfo(host.c_str(), nullptr, &hints, &found) == 0) {
-      for (addrinfo* a = found; a; a = a->ai_next) {
-        char text[INET6_ADDRSTRLEN] = {};
-        const void* where = a->ai_family == AF_INET
-                                ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
-                                : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
-        if (inet_ntop(a->ai_family, where, text, sizeof(text)) &&
-            std::find(ips.begin(), ips.end(), text) == ips.end())
-          ips.push_back(text);
-      }
-      freeaddrinfo(found);
+    if (!ParseHostPort(options.join[e], false, host, port).ok()) return;  // Start checked them
+    StatusOr<std::vector<std::string>> ips = ResolveAddresses(host);
+    if (!ips.ok()) {
+      if (!warned)
+        std::fprintf(stderr, "cellserve node: cannot reach router %s yet (%s); retrying every %lld ms\n",
+                     options.join[e].c_str(), ips.status().message().c_str(),
+                     static_cast<long long>(options.reconnect_interval_ms));
+      warned = true;
+      return;
     }
-    if (ips.empty()) ips.push_back(host);  // let remote_actor try (and report) the name itself
-    for (Slot& slot : slots)
-      if (slot.entry == entry) slot.current = std::find(ips.begin(), ips.end(), slot.host) != ips.end();
-    for (const std::string& ip : ips) {
-      bool known = false;
-      for (const Slot& slot : slots) known |= slot.entry == entry && slot.host == ip;
-      if (known) continue;
-      Slot slot;
-      slot.host = ip;
-      slot.port = port;
-      slot.display = ip == host ? options.join[entry] : options.join[entry] + " (" + ip + ")";
-      slot.entry = entry;
-      slot.link = links->Add();
-      slots.push_back(slot);
-    }
+    warned = false;
+    table.Resolved(e, options.join[e], host, port, *ips, connected);
   }
 
   // Connects to every router address that is not connected, again and again, until Leave; each
@@ -526,19 +487,21 @@ struct NodeAgent::Impl {
   // connected (a router that starts later, or moves, is found).
   void ConnectLoop() {
     NameThisThread("cs-connect");
-    std::vector<Slot> slots;
-    std::vector<std::chrono::steady_clock::time_point> resolved(options.join.size());
+    JoinSlots table;
+    const JoinSlots::IsConnected connected = [this](size_t link) { return links->IsConnected(link); };
+    struct Entry {
+      std::chrono::steady_clock::time_point resolved{};
+      bool warned = false;  // said that its name does not resolve
+    };
+    std::vector<Entry> entries(options.join.size());
     while (!links->stop) {
       const auto now = std::chrono::steady_clock::now();
-      for (size_t e = 0; e < options.join.size(); ++e) {
-        bool any_connected = false;
-        for (const Slot& slot : slots) any_connected |= slot.entry == e && links->IsConnected(slot.link);
-        if (!any_connected || now - resolved[e] >= std::chrono::seconds(30)) {
-          Resolve(e, slots);
-          resolved[e] = now;
-        }
+      for (size_t e = 0; e < entries.size() && !links->stop; ++e) {
+        if (table.AnyConnected(e, connected) && now - entries[e].resolved < std::chrono::seconds(30)) continue;
+        entries[e].resolved = now;
+        ResolveEntry(e, table, connected, entries[e].warned);
       }
-      for (Slot& slot : slots) {
+      for (JoinSlot& slot : table.slots()) {
         if (links->stop) break;
         if (!slot.current || links->IsConnected(slot.link)) continue;
         if (std::chrono::steady_clock::now() < slot.not_before) continue;

@@ -1,5 +1,6 @@
 #include "cluster/tcp_probe.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
@@ -23,6 +24,28 @@ struct Fd {
 };
 
 }  // namespace
+
+StatusOr<std::vector<std::string>> ResolveAddresses(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found); rc != 0)
+    return Unavailable("cannot resolve " + host + ": " + gai_strerror(rc));
+  std::vector<std::string> ips;
+  for (addrinfo* a = found; a; a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    const void* where = a->ai_family == AF_INET
+                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
+                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+    if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) && inet_ntop(a->ai_family, where, text, sizeof(text)) &&
+        std::find(ips.begin(), ips.end(), text) == ips.end())
+      ips.push_back(text);
+  }
+  freeaddrinfo(found);
+  if (ips.empty()) return Unavailable("cannot resolve " + host + ": it has no IPv4 or IPv6 address");
+  return ips;
+}
 
 Status ProbeTcp(const std::string& host, uint16_t port, int64_t timeout_ms, const std::atomic<bool>* stop) {
   if (timeout_ms < 1) return InvalidArgument("a connect timeout must be at least 1 ms");

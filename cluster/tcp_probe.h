@@ -1,3 +1,4 @@
+// The node agent's network lookups. ResolveAddresses: every address a router name has (one lookup).
 // ProbeTcp: whether something at HOST:PORT accepts a TCP connection, within a time bound. The node
 // agent asks it before CAF's remote_actor, whose connect blocks with no bound of its own: a router
 // address that drops SYNs (a moved pod, a firewall) held the agent's connector, and a SIGTERM
@@ -9,10 +10,16 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "runtime/status.h"
 
 namespace cellserve::cluster {
+
+// The IPv4 and IPv6 addresses `host` (a name or an address) resolves to, as text, each once, in the
+// resolver's order. UNAVAILABLE, with the resolver's reason, when it resolves to none. Blocks for
+// as long as the system's resolver takes.
+StatusOr<std::vector<std::string>> ResolveAddresses(const std::string& host);
 
 // OK once connected (the connection is closed again). DEADLINE_EXCEEDED when no answer came within
 // timeout_ms (SYNs dropped); UNAVAILABLE when refused, unreachable or the host does not resolve

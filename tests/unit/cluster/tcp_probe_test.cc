@@ -1,13 +1,17 @@
 // cluster/tcp_probe.h against real sockets on 127.0.0.1: a listener, a closed port, a listener
-// that drops SYNs (its accept queue full) and the stop flag.
+// that drops SYNs (its accept queue full) and the stop flag; and name lookups that need no DNS
+// server (addresses, localhost, the reserved .invalid domain).
 #include "cluster/tcp_probe.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/unit/cluster/dead_end_listeners.h"
 
@@ -95,6 +99,32 @@ TEST(ProbeTcp, EveryOutcomeClosesItsSocket) {
     EXPECT_EQ(ProbeTcp("127.0.0.1", blackhole.port(), 20).code(), StatusCode::kDeadlineExceeded);
   }
   EXPECT_EQ(open_fds(), before);
+}
+
+TEST(ResolveAddresses, AnAddressIsItself) {
+  StatusOr<std::vector<std::string>> v4 = ResolveAddresses("127.0.0.1");
+  ASSERT_TRUE(v4.ok()) << v4.status().ToString();
+  EXPECT_EQ(*v4, std::vector<std::string>{"127.0.0.1"});
+  StatusOr<std::vector<std::string>> v6 = ResolveAddresses("::1");
+  ASSERT_TRUE(v6.ok()) << v6.status().ToString();
+  EXPECT_EQ(*v6, std::vector<std::string>{"::1"});
+}
+
+TEST(ResolveAddresses, LocalhostHasALoopbackAddressOnce) {
+  StatusOr<std::vector<std::string>> ips = ResolveAddresses("localhost");
+  ASSERT_TRUE(ips.ok()) << ips.status().ToString();
+  ASSERT_FALSE(ips->empty());
+  for (const std::string& ip : *ips) {
+    EXPECT_TRUE(ip == "::1" || ip.rfind("127.", 0) == 0) << ip;
+    EXPECT_EQ(std::count(ips->begin(), ips->end(), ip), 1) << ip << " twice";
+  }
+}
+
+TEST(ResolveAddresses, ANameThatDoesNotResolveSaysSo) {
+  StatusOr<std::vector<std::string>> ips = ResolveAddresses("no-such-router.invalid");
+  EXPECT_EQ(ips.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(ips.status().message().find("cannot resolve no-such-router.invalid: "), std::string::npos)
+      << ips.status().message();
 }
 
 }  // namespace
