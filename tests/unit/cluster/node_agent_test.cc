@@ -23,7 +23,7 @@
 #include "actors/local_cluster.h"
 #include "cluster/wire.h"
 #include "tests/unit/cluster/cls_model_repo.h"
-#include "tests/unit/cluster/dead_end_listeners.h"
+#include "tests/unit/common/dead_end_listeners.h"
 #include "tests/unit/common/wait_for.h"
 
 namespace cellserve::cluster {

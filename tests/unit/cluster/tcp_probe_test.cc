@@ -8,12 +8,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "tests/unit/cluster/dead_end_listeners.h"
+#include "tests/unit/common/dead_end_listeners.h"
+#include "tests/unit/common/open_fds.h"
 
 namespace cellserve::cluster {
 namespace {
@@ -79,11 +79,6 @@ TEST(ProbeTcp, ATimeoutBelowOneMillisecondIsRefused) {
 
 // The node agent probes every 250 ms while a router is away: each probe must close its socket.
 TEST(ProbeTcp, EveryOutcomeClosesItsSocket) {
-  auto open_fds = [] {
-    int n = 0;
-    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-    return n;
-  };
   DeadEndListener silent = DeadEndListener::Silent();
   DeadEndListener blackhole = DeadEndListener::Blackhole();
   uint16_t closed = 0;
@@ -92,13 +87,13 @@ TEST(ProbeTcp, EveryOutcomeClosesItsSocket) {
     closed = gone.port();
   }
   ASSERT_TRUE(silent.port() > 0 && blackhole.port() > 0 && closed > 0);
-  const int before = open_fds();
+  const size_t before = testutil::OpenFdCount();
   for (int i = 0; i < 5; ++i) {
     EXPECT_TRUE(ProbeTcp("127.0.0.1", silent.port(), 2000).ok());
     EXPECT_EQ(ProbeTcp("127.0.0.1", closed, 2000).code(), StatusCode::kUnavailable);
     EXPECT_EQ(ProbeTcp("127.0.0.1", blackhole.port(), 20).code(), StatusCode::kDeadlineExceeded);
   }
-  EXPECT_EQ(open_fds(), before);
+  EXPECT_EQ(testutil::OpenFdCount(), before);
 }
 
 TEST(ResolveAddresses, AnAddressIsItself) {

@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -17,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/unit/common/address_space.h"
+#include "tests/unit/common/open_fds.h"
 #include "tests/unit/common/sanitizers.h"
 
 namespace cellserve {
@@ -292,12 +292,6 @@ TEST(SafetensorsTest, AFileBeyondTheHeadroomIsRefusedBeforeItIsRead) {
     EXPECT_NE(r.status().message().find(part), std::string::npos) << part << " in: " << r.status().message();
 }
 
-size_t OpenFileCount() {
-  size_t n = 0;
-  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
-
 // A read that is refused closes the file it opened: a server that retries a bad model repository
 // must not run out of file descriptors.
 TEST(SafetensorsTest, EveryRefusedReadClosesItsFile) {
@@ -309,11 +303,11 @@ TEST(SafetensorsTest, EveryRefusedReadClosesItsFile) {
   ASSERT_TRUE(WriteSafetensors(sparse, SampleFile()).ok());
   const double machine = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
   ASSERT_EQ(::truncate(sparse.c_str(), static_cast<off_t>(4 * machine)), 0) << "the file system has no sparse files";
-  const size_t before = OpenFileCount();
+  const size_t before = testutil::OpenFdCount();
   for (const std::string& path : {std::string("/tmp"), short_file, sparse}) {
     StatusOr<SafetensorsFile> r = ReadSafetensors(path);
     EXPECT_FALSE(r.ok()) << path;
-    EXPECT_EQ(OpenFileCount(), before) << path << ": " << (r.ok() ? "read" : r.status().ToString());
+    EXPECT_EQ(testutil::OpenFdCount(), before) << path << ": " << (r.ok() ? "read" : r.status().ToString());
   }
   std::remove(short_file.c_str());
   std::remove(sparse.c_str());

@@ -3,11 +3,6 @@
 // a lost connection.
 #include "schema/client.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <limits>
@@ -19,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "schema/cellserve.capnp.h"
+#include "tests/unit/common/dead_end_listeners.h"
 
 namespace cellserve::rpc {
 namespace {
@@ -157,32 +153,6 @@ class FakeServer {
   kj::Own<const kj::Executor> executor_;
 };
 
-// A listening socket that never accepts: connects succeed, calls get no answer.
-class SilentListener {
- public:
-  SilentListener() {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    listen(fd_, 4);
-    socklen_t len = sizeof(addr);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-  }
-  ~SilentListener() { Close(); }
-  void Close() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-  }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-};
-
 TEST(ParseHostPortTest, AcceptsNamesIpv4AndBracketedIpv6) {
   auto a = ParseHostPort("127.0.0.1:7410");
   ASSERT_TRUE(a.ok()) << a.status().ToString();
@@ -217,7 +187,7 @@ TEST(ParseHostPortTest, NamesTheProblem) {
 TEST(ClientTest, RefusedConnectionIsUnavailableAndSaysWhatToRun) {
   std::string address;
   {
-    SilentListener closed;  // a port that was free a moment ago
+    testutil::DeadEndListener closed = testutil::DeadEndListener::Silent();  // a port free a moment ago
     address = closed.address();
   }
   auto c = Client::Connect(address, 2000);
@@ -251,7 +221,9 @@ TEST(ClientTest, BadAddressIsInvalidArgument) {
 }
 
 TEST(ClientTest, SilentServerHitsTheClientSideBound) {
-  SilentListener silent;
+  // A listener that never accepts: connects succeed, calls get no answer.
+  testutil::DeadEndListener silent = testutil::DeadEndListener::Silent();
+  ASSERT_GT(silent.port(), 0);
   auto c = Client::Connect(silent.address(), 2000);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   auto h = (*c)->Health(200);

@@ -17,7 +17,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -31,6 +30,7 @@
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 
+#include "../common/open_fds.h"
 #include "../common/temp_model_repo.h"
 #include "../common/wait_for.h"
 #include "monitoring/metrics.h"
@@ -680,8 +680,7 @@ TEST(RpcServerSlowReaderTest, ALimitUnder64KiBIsRefused) {
     std::_Exit(2);
   }
   const int port = (*server)->port();
-  int open_now = 0;
-  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++open_now;
+  const size_t open_now = testutil::OpenFdCount();
   rlimit old_limit{};
   getrlimit(RLIMIT_NOFILE, &old_limit);
   rlimit low = old_limit;

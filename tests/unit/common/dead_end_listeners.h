@@ -1,4 +1,5 @@
-// Addresses where no router answers, on 127.0.0.1, for the node agent's connect bounds:
+// Addresses where no server answers, on 127.0.0.1, for connect and call bounds (the node agent's,
+// the RPC client's):
 //   Blackhole(): a listener whose accept queue is full (backlog 0, one connection parked in it);
 //                the kernel drops further SYNs, so a connect waits as for a host that is gone.
 //   Silent():    a listener that never accepts but has room: connects succeed, nothing answers
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <string>
 
 namespace cellserve::testutil {
 
@@ -29,6 +31,7 @@ class DeadEndListener {
     if (listen_fd_ >= 0) close(listen_fd_);
   }
   uint16_t port() const { return port_; }  // 0 if the socket could not be set up
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
  private:
   DeadEndListener(int backlog, bool fill) {
