@@ -1,8 +1,9 @@
 // Golden tests: every model kind against PyTorch (nn.LSTM, greedy seq2seq, a reference
 // Tree-LSTM) on the weights and inputs in data/, made by make_goldens.py. Each case runs alone and
 // again batched with all the other cases; both must match PyTorch to a relative error < 1e-5. All
-// of it runs twice: with token inputs folded (the default, runtime/token_fold.h) and without; on a
-// CPU with AMX-BF16 a third time with bf16 compute (--cpu-precision bf16) to a relative error < 2e-2.
+// of it runs three times: with token inputs folded (the default, runtime/token_fold.h), without,
+// and with an 8 KiB cap that folds one side of a seq2seq model and not the other; on a CPU with
+// AMX-BF16 once more with bf16 compute (--cpu-precision bf16) to a relative error < 2e-2.
 // Built twice: golden_test on the CPU backend, and (with CUDA) golden_cuda_test on the CUDA
 // backend (CELLSERVE_GOLDEN_CUDA; label gpu; skips where no GPU is usable).
 #include <gtest/gtest.h>
@@ -11,8 +12,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <set>
 #include <fstream>
+#include <set>
+#include <utility>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +26,7 @@
 #endif
 #include "runtime/model_repository.h"
 #include "runtime/sync_executor.h"
+#include "runtime/token_fold.h"
 #include "tests/gpu/gpu_required.h"
 
 namespace cellserve {
@@ -57,19 +60,28 @@ struct GoldenCase {
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {};
 
-// The backend settings under test: token inputs folded (the default) and not; on the CPU also bf16
-// compute (--cpu-precision bf16, AMX tiles), held to a looser bound, where the CPU has AMX-BF16.
+// A fold cap between the two token-fed tables of the seq2seq goldens (30 and 40 rows of 64 fp32
+// gates: 7,680 and 10,240 bytes): seq2seq_small folds its decoder only, seq2seq_l1_ids its encoder
+// only (GoldenCoverage checks that they still do).
+constexpr int64_t kPartialFoldBytes = 8192;
+
+// The backend settings under test: token inputs folded (the default), not, and partly; on the CPU
+// also bf16 compute (--cpu-precision bf16, AMX tiles), held to a looser bound, where the CPU has
+// AMX-BF16.
 struct Setting {
-  bool fold = true;
+  int64_t fold_max_bytes = kDefaultFoldMaxBytes;
   bool bf16_compute = false;
   double max_relative_error = kMaxRelativeError;
   std::string name;
 };
 std::vector<Setting> Settings() {
-  std::vector<Setting> settings = {{true, false, kMaxRelativeError, "token inputs folded"},
-                                   {false, false, kMaxRelativeError, "token inputs not folded"}};
+  std::vector<Setting> settings = {
+      {kDefaultFoldMaxBytes, false, kMaxRelativeError, "token inputs folded"},
+      {0, false, kMaxRelativeError, "token inputs not folded"},
+      {kPartialFoldBytes, false, kMaxRelativeError, "token inputs folded up to 8 KiB a table"}};
 #if !CELLSERVE_GOLDEN_CUDA
-  if (cpu::AmxBf16Support(nullptr)) settings.push_back({true, true, kBf16RelativeError, "bf16 compute, folded"});
+  if (cpu::AmxBf16Support(nullptr))
+    settings.push_back({kDefaultFoldMaxBytes, true, kBf16RelativeError, "bf16 compute, folded"});
 #endif
   return settings;
 }
@@ -78,12 +90,12 @@ std::vector<Setting> Settings() {
 StatusOr<std::unique_ptr<Backend>> MakeBackend(const Setting& setting) {
 #if CELLSERVE_GOLDEN_CUDA
   cuda::CudaDeviceOptions options;
-  if (!setting.fold) options.fold_max_bytes = 0;
+  options.fold_max_bytes = setting.fold_max_bytes;
   ASSIGN_OR_RETURN(auto gpu, cuda::CudaBackend::Create(options));
   return std::unique_ptr<Backend>(std::move(gpu));
 #else
   cpu::CpuBackendOptions options;
-  if (!setting.fold) options.cell_weights.fold_max_bytes = 0;
+  options.cell_weights.fold_max_bytes = setting.fold_max_bytes;
   options.cell_weights.bf16_compute = setting.bf16_compute;
   auto backend = std::make_unique<cpu::CpuBackend>(options);
   return std::unique_ptr<Backend>(std::move(backend));
@@ -188,6 +200,41 @@ TEST(GoldenCoverage, EveryModelKindHasGoldens) {
     kinds.insert(spec->dtype);
   }
   for (const char* k : {"lstm", "seq2seq", "treelstm", "F32", "F16", "BF16"}) EXPECT_TRUE(kinds.count(k)) << k;
+}
+
+// The layer counts the goldens cover: 1 (`cellserve model init`'s default), 2 and 3, for the lstm
+// and seq2seq kinds; and seq2seq ids other than the spec's defaults.
+TEST(GoldenCoverage, LayerCountsAndSeq2SeqIds) {
+  std::set<std::pair<std::string, int>> layers;
+  bool other_ids = false;
+  for (const auto& name : GoldenModels()) {
+    auto spec = ReadModelSpec(GoldenDir() + "/" + name + "/spec.json");
+    ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+    layers.insert({ModelKindName(spec->kind), spec->layers});
+    other_ids |= spec->kind == ModelKind::kSeq2Seq && spec->bos_id != ModelSpec{}.bos_id && spec->eos_id != ModelSpec{}.eos_id;
+  }
+  for (const char* kind : {"lstm", "seq2seq"})
+    for (int l : {1, 2, 3}) EXPECT_TRUE(layers.count({kind, l})) << kind << " with " << l << " layer(s)";
+  EXPECT_TRUE(other_ids) << "no seq2seq golden with bos and eos other than the defaults";
+}
+
+// kPartialFoldBytes folds one side of a seq2seq golden and not the other, each way round.
+TEST(GoldenCoverage, ThePartialFoldCapSplitsSeq2SeqModelsBothWays) {
+  bool encoder_only = false, decoder_only = false;
+  for (const auto& name : GoldenModels()) {
+    auto model = LoadModel(GoldenDir(), name);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    if ((*model)->spec().kind != ModelKind::kSeq2Seq) continue;
+    bool encoder = false, decoder = false;
+    for (const CellType& type : (*model)->cell_types()) {
+      if (!WillFold(type, kPartialFoldBytes)) continue;
+      (type.name.rfind("decoder", 0) == 0 ? decoder : encoder) = true;
+    }
+    encoder_only |= encoder && !decoder;
+    decoder_only |= decoder && !encoder;
+  }
+  EXPECT_TRUE(encoder_only) << "no seq2seq golden folds only its encoder at " << kPartialFoldBytes << " bytes";
+  EXPECT_TRUE(decoder_only) << "no seq2seq golden folds only its decoder at " << kPartialFoldBytes << " bytes";
 }
 
 }  // namespace

@@ -330,8 +330,8 @@ def lstm_slots(V: int):
             repeated(12), rand(17), rand(23), rand(30), rand(36), rand(40)]
 
 
-def make_lstm(out: Path, name: str, seed: int, dtype: str) -> dict:
-    V, E, H, L, C = 50, 8, 16, 2, 5
+def make_lstm(out: Path, name: str, seed: int, dtype: str, L: int = 2) -> dict:
+    V, E, H, C = 50, 8, 16, 5
     model = rm.LstmClassifier(V, E, H, L, C)
     init_uniform(model, seed)
     if dtype != "F32":
@@ -361,14 +361,14 @@ def seq2seq_outcome_ok(want: str, r: rm.DecodeResult) -> bool:
             "max": not r.stopped_at_eos}[want]
 
 
-def make_seq2seq(out: Path, name: str, seed: int) -> dict:
-    V, Vt, E, H, L = 40, 30, 8, 16, 2
-    bos, eos, max_len = 1, 2, 12
+def make_seq2seq(out: Path, name: str, seed: int, L: int = 2, V: int = 40, Vt: int = 30,
+                 bos: int = 1, eos: int = 2, eos_bias: float = SEQ2SEQ_EOS_BIAS) -> dict:
+    E, H, max_len = 8, 16, 12
     model = rm.Seq2Seq(V, Vt, E, H, L)
     init_uniform(model, seed, bound=1.0)
     with torch.no_grad():
         model.proj.weight.mul_(2.0)
-        model.proj.bias[eos] += SEQ2SEQ_EOS_BIAS
+        model.proj.bias[eos] += eos_bias
     model64 = copy.deepcopy(model).double()
     tensors, dims = ex.export_seq2seq(model.state_dict())
     spec = ex.make_spec("seq2seq", name, dims, "F32", bos_id=bos, eos_id=eos,
@@ -646,12 +646,16 @@ This folder is a model repository: each model is a folder `<name>/` holding
 | lstm_small_bf16 | lstm     | same, other seed                                          | BF16  |
 | seq2seq_small   | seq2seq  | V=40 Vt=30 E=8 H=16 L=2, bos 1, eos 2, max_decode_len 12  | F32   |
 | treelstm_small  | treelstm | V=50 E=8 H=16 C=4                                         | F32   |
+| lstm_l1         | lstm     | as lstm_small but L=1                                     | F32   |
+| lstm_l3         | lstm     | as lstm_small but L=3                                     | F32   |
+| seq2seq_l1_ids  | seq2seq  | V=30 Vt=40 E=8 H=16 L=1, bos 5, eos 0, max_decode_len 12  | F32   |
+| seq2seq_l3      | seq2seq  | as seq2seq_small but L=3                                  | F32   |
 
 Weights are U(-0.5, 0.5), embeddings U(-1, 1). seq2seq_small uses U(-1, 1) weights and a
 U(-2, 2) proj.weight (so the decoded path depends on the source), plus {eos_bias} on
-proj.bias[eos] (SEQ2SEQ_EOS_BIAS in the script); its inputs were drawn until the cases cover EOS at
-step 1, EOS at later steps and runs that reach max_decode_len without EOS. Input length -> outcome
-per case: {outcomes}.
+proj.bias[eos] (SEQ2SEQ_EOS_BIAS in the script; 1.0 for seq2seq_l1_ids and seq2seq_l3); its inputs were drawn until the cases cover EOS at
+step 1, EOS at later steps and runs that reach max_decode_len without EOS; so were the other
+seq2seq models'. Input length -> outcome per case: {outcomes}.
 
 ## cases.json
 
@@ -696,10 +700,19 @@ def generate(out: Path) -> None:
         make_lstm(out, "lstm_small_bf16", 1003, "BF16"),
         make_seq2seq(out, "seq2seq_small", 2001),
         make_treelstm(out, "treelstm_small", 3001),
+        # Layer counts other than 2 (1 is `cellserve model init`'s default), seq2seq ids other than
+        # the spec's defaults (eos 0, the pad id) and a target vocabulary larger than the source's
+        # (so an 8 KiB fold cap folds the encoder's table and not the decoder's; the reverse of
+        # seq2seq_small).
+        make_lstm(out, "lstm_l1", 1004, "F32", L=1),
+        make_lstm(out, "lstm_l3", 1005, "F32", L=3),
+        # Their seeds and EOS biases were picked so that the draws stop at EOS early, late and not.
+        make_seq2seq(out, "seq2seq_l1_ids", 2004, L=1, V=30, Vt=40, bos=5, eos=0, eos_bias=1.0),
+        make_seq2seq(out, "seq2seq_l3", 2010, L=3, eos_bias=1.0),
     ]
     (out / "README.md").write_text(
         README.format(eos_bias=SEQ2SEQ_EOS_BIAS, margin=MIN_MARGIN, cond_tol=COND_TOL,
-                      outcomes=next(m["outcomes"] for m in made if m["kind"] == "seq2seq")))
+                      outcomes="; ".join(f"{m['name']}: {m['outcomes']}" for m in made if m["kind"] == "seq2seq")))
     for m in made:
         worst = self_check(out, m)
         print(f"self-check {m['name']}: read back from {out.name}/{m['name']}/, recomputed from the "
