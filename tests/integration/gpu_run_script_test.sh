@@ -5,26 +5,28 @@
 # Checks: every step runs and its log comes back; the test programs see CELLSERVE_REQUIRE_GPU=1;
 # a failing step fails the run and the others still run; memcheck is skipped, not failed, where
 # compute-sanitizer cannot use the GPU ("Device not supported", as under gVisor) or is not
-# installed; a step past its time is a failure, and the steps the budget leaves no time for are
-# named as not run.
+# installed; cpu_bf16 is skipped where the CPU's AMX tests skip; a step past its time is a
+# failure, and the steps the budget leaves no time for are named as not run.
 # Usage: gpu_run_script_test.sh (from anywhere; it runs run.sh from the repository root).
 source "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 
 # The bundle as tools/gpu/bundle.sh lays it out, with stand-ins in bin/. Each records its name,
-# its arguments and CELLSERVE_REQUIRE_GPU in $WORK/calls; STUB_FAIL=NAME makes NAME exit 1 and
-# STUB_SLEEP=NAME makes it sleep 60 s.
+# its arguments and CELLSERVE_REQUIRE_GPU in $WORK/calls; STUB_FAIL=NAME makes NAME exit 1,
+# STUB_SLEEP=NAME makes it sleep 60 s and STUB_SKIP=NAME makes it report a skipped test.
 BUNDLE="$WORK/bundle"
 mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" "$WORK/path"
 cp "$ROOT/tools/gpu/run.sh" "$BUNDLE/run.sh"
 echo "one sentence." | gzip >"$BUNDLE/sotu_sentences.txt.gz"
-for name in cuda_backend_test cuda_cluster_test golden_cuda_test bench_cuda_lstm bench_rpc cellserve; do
+for name in cuda_backend_test cuda_cluster_test golden_cuda_test golden_test kernels_test bench_cuda_lstm bench_rpc \
+  cellserve; do
   cat >"$BUNDLE/bin/$name" <<EOF
 #!/usr/bin/env bash
 echo "$name \$* REQUIRE_GPU=\${CELLSERVE_REQUIRE_GPU:-unset}" >>"$WORK/calls"
 echo "LD_LIBRARY_PATH=\$LD_LIBRARY_PATH" >>"$WORK/env"
 [[ "\${STUB_SLEEP:-}" == "$name" ]] && exec sleep 60
 [[ "\${STUB_FAIL:-}" == "$name" ]] && { echo "[  FAILED  ] $name"; exit 1; }
+[[ "\${STUB_SKIP:-}" == "$name" ]] && { echo "[  SKIPPED ] $name.Test"; echo "[  PASSED  ] 0 tests."; exit 0; }
 # The JSON file a benchmark writes (--json FILE).
 while ((\$#)); do [[ "\$1" == --json ]] && echo '{}' >"\$2"; shift; done
 echo "[  PASSED  ] $name"
@@ -60,7 +62,7 @@ run_gpu() {
 summary() { grep '^=== done:' "$WORK/$1.log"; }
 logs_of() { tar -tzf "$WORK/$1.out/gpu-logs.tar.gz" | sed 's|^\./||' | grep . | LC_ALL=C sort | tr '\n' ' '; }
 
-all="gpu_tests, gpu_cluster, golden_cuda, kernel_bench, e2e_bench, rpc_bench, memcheck"
+all="gpu_tests, gpu_cluster, golden_cuda, cpu_bf16, kernel_bench, e2e_bench, rpc_bench, memcheck"
 
 # A library where a Python wheel would put it, in a folder with a space in its name.
 mkdir -p "$WORK/no-cuda/site packages/nvidia/cudnn/lib"
@@ -71,7 +73,7 @@ if [[ $RC == 0 ]] && summary pass | grep -qF "passed: $all; failed: none; skippe
 else
   bad "every step passes: exit $RC" "$(cat "$WORK/pass.log")"
 fi
-want_logs="e2e_bench.log golden_cuda.log gpu_cluster.log gpu_tests.log kernel_bench.log memcheck.log rpc_bench.log "
+want_logs="cpu_bf16.log e2e_bench.log golden_cuda.log gpu_cluster.log gpu_tests.log kernel_bench.log memcheck.log rpc_bench.log "
 [[ "$(logs_of pass)" == "$want_logs" ]] && ok "every step's log comes back" || bad "logs: $(logs_of pass)"
 for json in gpu_kernel_bench.json gpu_e2e_bench.json gpu_rpc_bench.json; do
   [[ -f "$WORK/pass.out/$json" ]] || bad "no $json in the output folder"
@@ -92,10 +94,24 @@ grep -q "^cuda_backend_test --gtest_filter=Kinds/CudaMatchesCpu.\*fp32\*:CudaDev
   ok "memcheck runs the test subset under the sanitizer" || bad "memcheck's run" "$(cat "$WORK/calls")"
 
 run_gpu golden_fails STUB_FAIL=golden_cuda_test
-if [[ $RC == 1 ]] && summary golden_fails | grep -qF "passed: gpu_tests, gpu_cluster, kernel_bench, e2e_bench, rpc_bench, memcheck; failed: golden_cuda;"; then
+if [[ $RC == 1 ]] && summary golden_fails | grep -qF "passed: gpu_tests, gpu_cluster, cpu_bf16, kernel_bench, e2e_bench, rpc_bench, memcheck; failed: golden_cuda;"; then
   ok "a failing step fails the run (exit 1) and the steps after it still run"
 else
   bad "a failing step: exit $RC" "$(cat "$WORK/golden_fails.log")"
+fi
+
+run_gpu no_amx STUB_SKIP=kernels_test
+if [[ $RC == 0 ]] && summary no_amx | grep -qF "failed: none; skipped: cpu_bf16;" &&
+  ! grep -q "^golden_test" "$WORK/calls"; then
+  ok "cpu_bf16 is skipped, not passed, where the AMX tests skip (and the goldens are not run for it)"
+else
+  bad "no AMX: exit $RC" "$(cat "$WORK/no_amx.log")"
+fi
+run_gpu amx_fails STUB_FAIL=golden_test
+if [[ $RC == 1 ]] && summary amx_fails | grep -qF "failed: cpu_bf16;"; then
+  ok "a bf16 golden that fails fails cpu_bf16"
+else
+  bad "bf16 goldens failing: exit $RC" "$(cat "$WORK/amx_fails.log")"
 fi
 
 run_gpu gvisor STUB_SANITIZER=unsupported
@@ -126,7 +142,7 @@ fi
 # A budget of 16 s: the first step hangs and is stopped at what is left of it; nothing after it
 # has 10 s left.
 run_gpu cut RUN_BUDGET_S=16 STUB_SLEEP=cuda_backend_test
-if [[ $RC == 1 ]] && summary cut | grep -qE "passed: none; failed: gpu_tests \(past its [0-9]+s limit\); skipped: none; not run for time: gpu_cluster, golden_cuda, kernel_bench, e2e_bench, rpc_bench, memcheck " &&
+if [[ $RC == 1 ]] && summary cut | grep -qE "passed: none; failed: gpu_tests \(past its [0-9]+s limit\); skipped: none; not run for time: gpu_cluster, golden_cuda, cpu_bf16, kernel_bench, e2e_bench, rpc_bench, memcheck " &&
   [[ "$(logs_of cut)" == "$want_logs" ]]; then
   ok "a step past its limit fails; the steps with no time left are named as not run, with their logs"
 else
@@ -145,7 +161,7 @@ tar -czf "$WORK/payload.tar.gz" -C "$BUNDLE" bin lib && rm -rf "$BUNDLE/bin" "$B
   mv "$WORK/payload.tar.gz" "$BUNDLE/"
 run_gpu packed
 if [[ $RC == 0 ]] && summary packed | grep -qF "passed: $all; failed: none; skipped: none; not run for time: none" &&
-  [[ "$(cut -d' ' -f1 "$WORK/calls" | LC_ALL=C sort -u | tr '\n' ' ')" == "bench_cuda_lstm bench_rpc cellserve cuda_backend_test cuda_cluster_test golden_cuda_test " ]]; then
+  [[ "$(cut -d' ' -f1 "$WORK/calls" | LC_ALL=C sort -u | tr '\n' ' ')" == "bench_cuda_lstm bench_rpc cellserve cuda_backend_test cuda_cluster_test golden_cuda_test golden_test kernels_test " ]]; then
   ok "a packed bundle is unpacked beside run.sh and every step runs from it"
 else
   bad "packed bundle: exit $RC, calls: $(cut -d' ' -f1 "$WORK/calls" | sort -u | tr '\n' ' ')" "$(cat "$WORK/packed.log")"

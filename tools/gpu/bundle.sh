@@ -4,7 +4,8 @@
 # device machines lent to some sessions: see docs/ARCHITECTURE.md, "The GPU backend").
 #   tools/gpu/bundle.sh [BUILD_DIR]     (default build; run ./cellserve.sh build first)
 # Bundle: payload.tar.gz with bin/ (cuda_backend_test, cuda_cluster_test, golden_cuda_test,
-# bench_cuda_lstm, bench_rpc, cellserve and its CUDA plugin libcellserve_cuda.so) and lib/ (their
+# bench_cuda_lstm, bench_rpc, cellserve and its CUDA plugin libcellserve_cuda.so; golden_test and
+# kernels_test for the host CPU's AMX path) and lib/ (their
 # shared libraries except the C/C++ runtime and CUDA's own, which the GPU machine has), the
 # benchmark corpus, and run.sh (tools/gpu/run.sh), which unpacks the payload beside itself and runs
 # every GPU check in one go:
@@ -17,7 +18,8 @@ cd "$(dirname "$0")/../.."
 BUILD_DIR="${1:-build}"
 BUNDLE=.gpu-bundle
 bins=("$BUILD_DIR/tests/gpu/cuda_backend_test" "$BUILD_DIR/tests/gpu/cuda_cluster_test"
-      "$BUILD_DIR/tests/golden/golden_cuda_test"
+      "$BUILD_DIR/tests/golden/golden_cuda_test" "$BUILD_DIR/tests/golden/golden_test"
+      "$BUILD_DIR/tests/unit/kernels_test"
       "$BUILD_DIR/bench/bench_cuda_lstm" "$BUILD_DIR/bench/bench_rpc" "$BUILD_DIR/cellserve"
       "$BUILD_DIR/libcellserve_cuda.so")
 for b in "${bins[@]}"; do

@@ -7,7 +7,8 @@
 # gpu-logs.tar.gz with every step's log, packed again after each step (so a run cut short still
 # brings back the logs of the steps that ended).
 # Steps: GPU tests (CUDA vs CPU, every kind, batch 1-512), the serving path on the GPU (LocalCluster
-# --backend cuda vs the CPU), goldens on the CUDA backend, the kernel benchmark against cuDNN
+# --backend cuda vs the CPU), goldens on the CUDA backend, the CPU's bf16 (AMX) path against the
+# goldens where the host CPU has AMX, the kernel benchmark against cuDNN
 # (JSON), the end-to-end benchmark at H=1024 on one GPU, cellular vs padded (JSON), what the RPC
 # front door adds at low load on a GPU node in three placements (issue 5; JSON), and
 # compute-sanitizer memcheck on a subset.
@@ -18,7 +19,8 @@
 # CELLSERVE_REQUIRE_GPU=1 makes a GPU test that finds no usable GPU fail instead of skipping: here
 # a skip would hide a driver mismatch or a plugin that did not load.
 # The last line sums up: the steps that passed, failed, were skipped (exit 77: memcheck where
-# compute-sanitizer cannot use the GPU, or is not installed), or were not run for lack of time.
+# compute-sanitizer cannot use the GPU, or is not installed; cpu_bf16 on a CPU without AMX), or
+# were not run for lack of time.
 # Exit 0 when none failed and every step ran, 1 when a step failed, 3 when the run was cut short.
 set -uo pipefail
 BUDGET="${RUN_BUDGET_S:-560}"
@@ -79,6 +81,14 @@ nvidia-smi -L || true
 step gpu_tests 180 "$BUNDLE/bin/cuda_backend_test"
 step gpu_cluster 120 "$BUNDLE/bin/cuda_cluster_test"
 step golden_cuda 60 "$BUNDLE/bin/golden_cuda_test"
+# The CPU's AMX-BF16 path (--cpu-precision bf16), which a CPU without AMX never runs: the AMX GEMM
+# against its reference, then the goldens, whose bf16 settings (folded and not) run where those
+# tests did not skip. Skipped (77) where this CPU has no usable AMX-BF16.
+step cpu_bf16 60 bash -c 'out="$("$1/kernels_test" --gtest_filter="GemmAmx.*:AmxPanels.*" 2>&1)"; rc=$?
+  echo "$out"
+  ((rc == 0)) || exit 1
+  if grep -q "^\[  SKIPPED \]" <<<"$out"; then echo "cpu_bf16: skipped: no usable AMX-BF16 on this CPU"; exit 77; fi
+  exec "$1/golden_test"' _ "$BUNDLE/bin"
 step kernel_bench 180 "$BUNDLE/bin/bench_cuda_lstm" --quick --json "$OUT/gpu_kernel_bench.json"
 repo="$(mktemp -d)"
 gunzip -c "$BUNDLE/sotu_sentences.txt.gz" >"$repo/sotu_sentences.txt"
