@@ -6,8 +6,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -364,13 +366,69 @@ TEST_F(ActorClusterTest, StreamsDecoderTokensInOrderBeforeTheAnswer) {
   ASSERT_TRUE(answers.WaitTotal(kN, kWait));
   for (int i = 0; i < kN; ++i) {
     ASSERT_TRUE(answers.Get(i).ok()) << answers.Get(i).status().ToString();
+    auto want = ref.Run("seq2seq", InputFor(ref.model("seq2seq"), Tokens(3 + i, i, 500)));
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
     std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(streamed[i], want->tokens) << "request " << i << ": the stream differs from the SyncExecutor's decoding";
     EXPECT_EQ(streamed[i], answers.Get(i)->tokens) << "request " << i;
     EXPECT_FALSE(answered_before_last_token[i]);
     EXPECT_FALSE(streamed[i].empty());
   }
   (*cluster)->Stop();
   EXPECT_EQ((*cluster)->state(), ClusterState::kStopped);
+}
+
+// A stream cancelled after its first token: what was streamed is a prefix of the request's decoding
+// alone (no token from a batch-mate, none out of order), and nothing is streamed after the answer.
+TEST_F(ActorClusterTest, AStreamCancelledMidwayIsAPrefixOfTheDecoding) {
+  auto cluster = LocalCluster::Start(Options(1));
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  Reference ref(repo_->dir());
+  constexpr int kN = 12;
+  std::mutex mu;
+  std::vector<std::vector<int32_t>> streamed(kN);
+  std::vector<bool> after_answer(kN, false);
+  std::vector<std::atomic<uint64_t>> ids(kN);
+  std::vector<std::atomic<bool>> cancel_sent(kN);
+  Answers answers;
+  for (int i = 0; i < kN; ++i) {
+    ids[i] = 0;
+    cancel_sent[i] = false;
+  }
+  for (int i = 0; i < kN; ++i) {
+    ids[i] = (*cluster)->Infer("seq2seq", InputFor(ref.model("seq2seq"), Tokens(5 + i, 100 + i, 500)), 0,
+                               answers.For(i), [&, i](int32_t token) {
+                                 {
+                                   std::lock_guard<std::mutex> lock(mu);
+                                   if (answers.Count(i) > 0) after_answer[i] = true;
+                                   streamed[i].push_back(token);
+                                 }
+                                 // Cancel at the first token once the id is known (the callback
+                                 // may run before Infer returns it).
+                                 if (ids[i] != 0 && !cancel_sent[i].exchange(true)) (*cluster)->Cancel(ids[i]);
+                               });
+  }
+  ASSERT_TRUE(answers.WaitTotal(kN, kWait));
+  int cancelled = 0;
+  for (int i = 0; i < kN; ++i) {
+    auto want = ref.Run("seq2seq", InputFor(ref.model("seq2seq"), Tokens(5 + i, 100 + i, 500)));
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_FALSE(after_answer[i]) << "request " << i << ": a token after its answer";
+    ASSERT_LE(streamed[i].size(), want->tokens.size()) << "request " << i;
+    EXPECT_TRUE(std::equal(streamed[i].begin(), streamed[i].end(), want->tokens.begin()))
+        << "request " << i << ": the stream is not a prefix of the decoding alone";
+    if (answers.Get(i).ok()) {
+      EXPECT_EQ(answers.Get(i)->tokens, want->tokens) << "request " << i;
+    } else {
+      EXPECT_EQ(answers.Code(i), StatusCode::kCancelled) << answers.Get(i).status().ToString();
+      EXPECT_LT(streamed[i].size(), want->tokens.size()) << "request " << i << ": cancelled after its last token";
+      ++cancelled;
+    }
+  }
+  std::printf("%d of %d streams cancelled midway\n", cancelled, kN);
+  EXPECT_GT(cancelled, 0) << "every request finished before its cancel: the test checks nothing mid-stream";
+  (*cluster)->Stop();
 }
 
 TEST_F(ActorClusterTest, SimBackendAnswersEveryRequestAtItsProfilesPace) {
