@@ -20,6 +20,7 @@
 
 #include "actors/caf_config.h"
 #include "cluster/join_slots.h"
+#include "cluster/peer_guard.h"
 #include "cluster/tcp_probe.h"
 #include "cluster/wire.h"
 #include "runtime/clock.h"
@@ -141,6 +142,7 @@ struct AgentState {
     uint64_t link = 0;            // this connection's number (0 = none); a reconnect gets a new one
     int registering = 0;          // registration requests in flight on this slot
     int leave_pending = 0;        // of those, the ones Leave's waiter counts (see leave_atom)
+    bool said_lost_early = false; // logged a connection lost before registering (once, until one registers)
   };
 
   caf::event_based_actor* self = nullptr;
@@ -203,12 +205,16 @@ struct AgentState {
               }
               const bool first = routers[i].node_id == 0;
               routers[i].node_id = id;
+              routers[i].said_lost_early = false;
               routers[i].register_failures = 0;
               ++links->registrations;
               CountRegistered();
               if (first)
                 std::fprintf(stderr, "cellserve node: registered with router %s\n", routers[i].address.c_str());
-              if (draining) self->send(router, drain_atom::value, id);
+              // A request, as the router answers it (a one-way send got an answer it did not
+              // expect; see cluster/peer_guard.h). Nothing waits for it: a lost router is retried.
+              if (draining)
+                self->request(router, kAckTimeout, drain_atom::value, id).then([](drain_atom) {}, [](caf::error&) {});
               last_cells = -1;
               ReportSoon();
             },
@@ -292,7 +298,17 @@ struct AgentState {
   }
 
   void Lost(int i) {
-    std::fprintf(stderr, "cellserve node: lost router %s; reconnecting\n", routers[i].address.c_str());
+    // A router that drops each connection before it registers the node (a broken router, or
+    // another program on its port) is reconnected to every reconnect interval: said once.
+    if (routers[i].node_id != 0) {
+      std::fprintf(stderr, "cellserve node: lost router %s; reconnecting\n", routers[i].address.c_str());
+    } else if (!routers[i].said_lost_early) {
+      std::fprintf(stderr,
+                   "cellserve node: router %s closed the connection before registering this node; reconnecting "
+                   "(said once until it registers)\n",
+                   routers[i].address.c_str());
+      routers[i].said_lost_early = true;
+    }
     std::vector<std::shared_ptr<AckWaiter>> waiting;
     for (const auto& [waiter, router] : asks)
       if (router == i) waiting.push_back(waiter);
@@ -353,6 +369,7 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
   s.links = std::move(links);
   s.registration = std::move(registration);
   for (const ModelSpec& spec : cluster->Models()) s.specs.emplace(spec.name, spec);
+  GuardFromPeers(self, "node");
   self->set_down_handler([self](caf::down_msg& msg) {
     const int i = self->state.IndexOf(msg.source);
     if (i >= 0) self->state.Lost(i);

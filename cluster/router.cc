@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
+#include <string>
 #include <unordered_map>
 #include <utility>
 
@@ -16,6 +18,7 @@
 #include "actors/caf_config.h"
 #include "actors/idle_poller.h"
 #include "actors/messages.h"
+#include "cluster/peer_guard.h"
 #include "cluster/wire.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
@@ -52,6 +55,7 @@ using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 struct Shared {
   std::shared_ptr<actors::ClusterCounters> counters = std::make_shared<actors::ClusterCounters>();
   std::atomic<ClusterState> state{ClusterState::kStarting};
+  std::atomic<bool> stopping{false};  // Stop began, or the actor ended: whichever first says what happened
   std::atomic<int64_t> placed{0}, retried{0}, nodes_lost{0}, nodes_joined{0}, late_answers{0};
   mutable std::mutex mu;
   // Every model a node has registered, by name: the spec of the first live node that serves it
@@ -360,6 +364,7 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
   s.shared = std::move(shared);
   s.options = std::move(options);
   s.policy.reset(policy_raw);
+  GuardFromPeers(self, "router");
   self->set_down_handler([self](caf::down_msg& msg) {
     auto it = self->state.by_addr.find(msg.source);
     if (it == self->state.by_addr.end()) return;
@@ -461,6 +466,15 @@ StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   impl->system = std::make_unique<caf::actor_system>(impl->config);
   // The policy's clock is the Impl's; the actor owns the policy from here.
   impl->actor = impl->system->spawn(RouterActor, impl->shared, options, policy.release());
+  // An end that Stop did not ask for: nothing would place requests any more while health said
+  // "serving". Say so, and let the owner restart the process.
+  impl->actor->attach_functor([shared = impl->shared, on_failure = options.on_actor_failure](const caf::error& reason) {
+    if (shared->stopping.exchange(true)) return;  // Stop's own exit
+    shared->state = ClusterState::kStopped;
+    const std::string why = "the router's actor ended (" + caf::to_string(reason) + ")";
+    std::fprintf(stderr, "cellserve router: %s: it places no requests any more\n", why.c_str());
+    if (on_failure) on_failure(why);
+  });
   const char* in = host == "*" ? nullptr : host.c_str();
   auto published = impl->system->middleman().publish(impl->actor, port, in, /*reuse_addr=*/true);
   if (!published) {
@@ -513,7 +527,7 @@ uint64_t Router::Infer(const std::string& model, RequestInput input, int64_t dea
   const uint64_t id = call->id;
   {
     std::shared_lock<std::shared_mutex> lock(s.life_mu);
-    if (s.running) {
+    if (s.running && s.shared->state != ClusterState::kStopped) {  // stopped: the actor failed
       caf::anon_send(s.actor, call_atom::value, std::move(call));
       return id;
     }
@@ -586,6 +600,7 @@ void Router::Stop() {
   if (s.stopped) return;
   s.stopped = true;
   s.idle_poller.reset();  // first, so that no early return below leaves it spinning
+  if (s.shared->stopping.exchange(true)) return;  // the actor had failed: state says stopped
   s.shared->state = ClusterState::kDraining;
   {
     std::shared_lock<std::shared_mutex> lock(s.life_mu);

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,10 @@ struct RouterOptions {
   // does not cover those CPUs (runtime/cpu_quota.h).
   bool idle_poll = false;
   int64_t idle_poll_below = 8;
+  // Called once, on a CAF thread, if the router's actor ends other than by Stop (a bug: the actor
+  // also ignores what peers send it, cluster/peer_guard.h). From then on state() is kStopped and
+  // every request is answered at once; `cellserve router` exits 1 so that it is restarted.
+  std::function<void(const std::string& why)> on_actor_failure;
 };
 
 struct RouterStats {
@@ -97,7 +102,7 @@ class Router final : public ServingBackend {
   // Every version of each model the live nodes serve, by name then version; a model no live node
   // serves keeps the one version last listed (its requests are UNAVAILABLE until a node returns).
   std::vector<ModelSpec> Models() const override;
-  ClusterState state() const override;             // kStarting while no node is registered
+  ClusterState state() const override;  // kStarting while no node is registered; kStopped after Stop or a failure
 
   RouterStats stats() const;
   std::vector<RouterNodeInfo> nodes() const;

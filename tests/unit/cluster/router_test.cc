@@ -25,6 +25,7 @@
 #include "runtime/clock.h"
 #include "runtime/this_thread.h"
 #include "tests/unit/cluster/cls_model_repo.h"
+#include "tests/unit/common/dead_end_listeners.h"
 #include "tests/unit/common/thread_probe.h"
 #include "tests/unit/common/wait_for.h"
 
@@ -760,6 +761,88 @@ TEST_F(RouterTest, OneNodeServesTwoRoutersAndARouterRestartLosesNoNode) {
   (*agent)->Leave();
   (*r3)->Stop();
   r1->Stop();
+}
+
+// A node that drains (SIGTERM) before a router comes up, or while a router restarts, registers
+// with it and then says that it drains. That message once went one way while the router answered
+// it: the answer was unexpected at the node, whose error reply stopped the router's actor, and the
+// router, still saying "serving", cancelled every request from then on. The router must keep
+// serving the other nodes.
+TEST_F(RouterTest, ANodeDrainingAsItRegistersLeavesTheRouterServing) {
+  // The draining node first: it joins a port where no router listens yet.
+  const int port = [] {
+    testutil::DeadEndListener free_port = testutil::DeadEndListener::Silent();
+    return static_cast<int>(free_port.port());
+  }();
+  ASSERT_GT(port, 0);
+  auto c1 = StartCluster();
+  auto c2 = StartCluster();
+  ASSERT_TRUE(c1 && c2);
+  NodeAgentOptions o;
+  o.join = {"127.0.0.1:" + std::to_string(port)};
+  o.name = "draining";
+  o.reconnect_interval_ms = 50;
+  auto draining = NodeAgent::Start(c1.get(), o);
+  ASSERT_TRUE(draining.ok()) << draining.status().ToString();
+  EXPECT_EQ((*draining)->Drain(100), 0) << "no router to tell yet";
+  RouterOptions ro = TestOptions();
+  ro.cluster = "127.0.0.1:" + std::to_string(port);
+  auto router = StartRouter(ro);
+  ASSERT_TRUE(router);
+  ASSERT_TRUE((*draining)->WaitRegistered(10000));
+  ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 1 && router->nodes()[0].draining; },
+                      std::chrono::seconds(10)))
+      << "the router never heard that the node drains";
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // what followed the drain, if anything
+  auto serving = Join(c2.get(), port, "serving");
+  ASSERT_TRUE(serving) << "a second node could not join";
+  Answers answers;
+  for (int i = 0; i < 4; ++i) router->Infer("cls", Tokens(4, i), 0, answers.For(i));
+  ASSERT_TRUE(answers.Wait(4, std::chrono::seconds(30)));
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(answers.Get(i).ok()) << answers.Get(i).status().ToString();
+  EXPECT_EQ(serving->stats().runs, 4) << "a draining node got requests";
+  EXPECT_EQ(router->state(), ClusterState::kServing);
+  serving->Leave();
+  (*draining)->Leave();
+  router->Stop();
+}
+
+// The router's actor ending other than by Stop (here a peer on the cluster port kills it; in
+// production it would be a bug): the router says it is stopped, tells its owner once, and answers
+// new requests at once instead of dropping them.
+TEST_F(RouterTest, ARouterWhoseActorEndsSaysSoAndAnswersAtOnce) {
+  std::mutex mu;
+  std::vector<std::string> failures;
+  RouterOptions o = TestOptions();
+  o.on_actor_failure = [&](const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu);
+    failures.push_back(why);
+  };
+  auto router = StartRouter(o);
+  ASSERT_TRUE(router);
+  {
+    caf::actor_system_config config;
+    config.load<caf::io::middleman>();
+    caf::actor_system peer(config);
+    auto remote = peer.middleman().remote_actor("127.0.0.1", static_cast<uint16_t>(router->port()));
+    ASSERT_TRUE(remote) << peer.render(remote.error());
+    caf::anon_send_exit(*remote, caf::exit_reason::kill);
+    ASSERT_TRUE(WaitFor([&] { return router->state() == ClusterState::kStopped; }, std::chrono::seconds(10)))
+        << "the router still says " << ClusterStateName(router->state());
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(failures.size(), 1u);
+    EXPECT_NE(failures[0].find("the router's actor ended"), std::string::npos) << failures[0];
+  }
+  Answers answers;
+  router->Infer("cls", Tokens(3, 1), 0, answers.For(0));
+  ASSERT_TRUE(answers.Wait(1, std::chrono::seconds(1))) << "not answered at once";
+  EXPECT_EQ(answers.Get(0).status().code(), StatusCode::kUnavailable) << answers.Get(0).status().ToString();
+  router->Stop();
+  EXPECT_EQ(router->state(), ClusterState::kStopped);
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(failures.size(), 1u) << "Stop after the failure was taken for a second one";
 }
 
 TEST_F(RouterTest, ANodeRefusedForAFullTableJoinsOnceThereIsRoom) {

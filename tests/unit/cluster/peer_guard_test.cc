@@ -1,0 +1,73 @@
+// cluster/peer_guard.h on local actors (the guard does not care where a message comes from): an
+// error message and unknown messages leave a guarded actor running; an unknown request is answered
+// with an error, an unknown one-way message with nothing. Without the guard CAF's defaults end the
+// actor at the error (the first test shows that, so the others can fail).
+#include "cluster/peer_guard.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+#include <caf/all.hpp>
+
+namespace cellserve::cluster {
+namespace {
+
+using ping_atom = caf::atom_constant<caf::atom("ping")>;
+using pong_atom = caf::atom_constant<caf::atom("pong")>;
+using odd_atom = caf::atom_constant<caf::atom("odd")>;
+
+caf::behavior Pinged(caf::event_based_actor* self, bool guarded) {
+  if (guarded) GuardFromPeers(self, "test");
+  return {[](ping_atom) { return pong_atom::value; }};
+}
+
+// Whether `actor` answers a ping within a second.
+bool Answers(caf::scoped_actor& me, const caf::actor& actor) {
+  bool ok = false;
+  me->request(actor, std::chrono::seconds(1), ping_atom::value)
+      .receive([&](pong_atom) { ok = true; }, [&](caf::error&) { ok = false; });
+  return ok;
+}
+
+class PeerGuardTest : public ::testing::Test {
+ protected:
+  caf::actor_system_config config_;
+  caf::actor_system system_{config_};
+};
+
+TEST_F(PeerGuardTest, WithoutItAnErrorMessageEndsTheActor) {
+  caf::scoped_actor me{system_};
+  caf::actor plain = system_.spawn(Pinged, false);
+  ASSERT_TRUE(Answers(me, plain));
+  me->send(plain, caf::make_error(caf::sec::unexpected_message));
+  EXPECT_FALSE(Answers(me, plain)) << "CAF's default error handler no longer ends an actor: the guard's reason changed";
+}
+
+TEST_F(PeerGuardTest, AnErrorMessageIsLoggedAndTheActorGoesOn) {
+  caf::scoped_actor me{system_};
+  caf::actor guarded = system_.spawn(Pinged, true);
+  for (int i = 0; i < 5; ++i) me->send(guarded, caf::make_error(caf::sec::unexpected_message));
+  EXPECT_TRUE(Answers(me, guarded));
+  caf::anon_send_exit(guarded, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(PeerGuardTest, AnUnknownRequestGetsAnErrorAndAnUnknownOneWayMessageNothing) {
+  caf::scoped_actor me{system_};
+  caf::actor guarded = system_.spawn(Pinged, true);
+  caf::error got;
+  me->request(guarded, std::chrono::seconds(1), odd_atom::value, 42)
+      .receive([](caf::message&) {}, [&](caf::error& e) { got = std::move(e); });
+  EXPECT_EQ(got, caf::sec::unexpected_message) << system_.render(got);
+  me->send(guarded, odd_atom::value, std::string("one way"));
+  bool replied = false;
+  me->receive([&](caf::message&) { replied = true; }, [&](caf::error&) { replied = true; },
+              caf::after(std::chrono::milliseconds(300)) >> [] {});
+  EXPECT_FALSE(replied) << "a one-way message was answered: an error answer ends a peer with CAF's defaults";
+  EXPECT_TRUE(Answers(me, guarded));
+  caf::anon_send_exit(guarded, caf::exit_reason::user_shutdown);
+}
+
+}  // namespace
+}  // namespace cellserve::cluster
