@@ -538,6 +538,11 @@ struct NodeAgent::Impl {
                   " ms: is it a router's --cluster port?";
             slot.not_before = std::chrono::steady_clock::now() + kSilentPortRetry;
             retry_ms = std::chrono::milliseconds(kSilentPortRetry).count();
+          } else if (!router && (router.error() == caf::sec::disconnect_during_handshake ||
+                                 router.error() == caf::sec::malformed_basp_message)) {
+            // What a Cap'n Proto port (a server's or router's --listen) does with CAF's handshake.
+            why = "it closed the connection during CAF's handshake (" + system->render(router.error()) +
+                  "): is it a router's --cluster port, not a --listen port?";
           } else if (!router) {
             why = system->render(router.error());
           }
