@@ -1,7 +1,13 @@
 #include "monitoring/metrics.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <utility>
 
@@ -40,6 +46,35 @@ double BusyWindow::Sample(int64_t now_us, double busy_seconds) {
 }
 
 namespace {
+
+// Why `listen` (HOST:PORT, [v6]:PORT) cannot be bound, found by binding it ourselves: civetweb
+// says only "null context when constructing CivetServer. Possible problem binding to port".
+// Empty when the bind works now (or the address does not parse).
+std::string WhyCannotBind(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return "";
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.empty() ? nullptr : host.c_str(), listen.substr(colon + 1).c_str(), &hints, &found) != 0)
+    return "";
+  std::string why;
+  const int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    const int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));  // as civetweb binds
+    if (bind(fd, found->ai_addr, found->ai_addrlen) != 0)
+      why = errno == EADDRINUSE ? "the port is in use by another process (choose another with --metrics-port)"
+                                : std::strerror(errno);
+    close(fd);
+  }
+  freeaddrinfo(found);
+  return why;
+}
 
 class Collector final : public prometheus::Collectable {
  public:
@@ -292,7 +327,8 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(ServingMetrics* me
   try {
     server->exposer_ = std::make_unique<prometheus::Exposer>(listen, static_cast<size_t>(threads));
   } catch (const std::exception& e) {
-    return Unavailable("cannot serve metrics on " + listen + ": " + e.what());
+    const std::string why = WhyCannotBind(listen);
+    return Unavailable("cannot serve metrics on " + listen + ": " + (why.empty() ? e.what() : why));
   }
   server->exposer_->RegisterCollectable(metrics->collectable(), "/metrics");
   const std::vector<int> ports = server->exposer_->GetListeningPorts();

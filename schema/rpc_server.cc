@@ -534,7 +534,10 @@ struct RpcServer::Impl {
                   auto address = io.provider->getNetwork().parseAddress(options.listen).wait(io.waitScope);
                   listener = address->listen();
                 })) {
-      started->set_value(Unavailable("cannot listen on " + options.listen + ": " + e->getDescription().cStr()));
+      std::string why = e->getDescription().cStr();
+      if (why.find("Address already in use") != std::string::npos)  // kj adds its bind() call and more
+        why = "the port is in use by another process (choose another with --listen; port 0 takes any free one)";
+      started->set_value(Unavailable("cannot listen on " + options.listen + ": " + why));
       return;
     }
     port = static_cast<int>(listener->getPort());
