@@ -90,7 +90,7 @@ int ModelInit(int argc, char** argv) {
 }
 
 int ModelShow(int argc, char** argv) {
-  Flags flags("model show", "Prints a model's spec, cell types and tensors, after loading and checking it.");
+  Flags flags("model show", "Prints a model's spec and cell types (with what the CPU devices prepare for each), after loading and checking it.");
   flags.Add("repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
       .Add("name", "", "model name", true);
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;

@@ -178,8 +178,9 @@ int RunCommand(int argc, char** argv) {
   auto bf16 = CpuBf16Compute(flags);
   if (!bf16.ok()) return FlagValueFailed("run", bf16.status());
   const bool compare = flags.GetBool("compare-precision");
-  if (Status amx = compare ? cpu::AmxBf16Available() : OkStatus(); !amx.ok())
-    return Fail(amx.WithContext("--compare-precision"));
+  if (std::string why; compare && !cpu::AmxBf16Support(&why))
+    return Fail(Unavailable("--compare-precision runs bf16 compute beside fp32, which needs AMX-BF16: " + why +
+                            "; run it on a CPU that has it"));
 
   HashTokenizer tokenizer(spec.vocab_size);
   auto make_graph = [&](const std::string& text) {

@@ -130,7 +130,7 @@ if grep -qw amx_bf16 /proc/cpuinfo; then
 else
   check "run --cpu-precision bf16 without AMX: a clear refusal" 1 "no AMX-BF16.*use --cpu-precision fp32" -- \
     "$CELLSERVE" run --model-repo "$REPO" --model cls --cpu-precision bf16 "hello"
-  check "run --compare-precision without AMX: a clear refusal" 1 "compare-precision: .*no AMX-BF16.*use --cpu-precision fp32" -- \
+  check "run --compare-precision without AMX: a clear refusal" 1 "compare-precision .*needs AMX-BF16: .*no AMX-BF16.*run it on a CPU that has it" -- \
     "$CELLSERVE" run --model-repo "$REPO" --model cls --compare-precision "hello"
 fi
 check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, cls-bf16, mt, tree, tree-f32" -- \
