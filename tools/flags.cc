@@ -216,7 +216,10 @@ int ParseOrExit(Flags& flags, int argc, char** argv) {
     return 0;
   }
   if (!s.ok()) {
-    std::fprintf(stderr, "cellserve: %s\n\n%s", s.message().c_str(), flags.Usage().c_str());
+    // The mistake alone, and where the flags are: the whole usage after it pushed the one line
+    // that matters off the screen.
+    std::fprintf(stderr, "cellserve %s: %s\n(`cellserve %s --help` lists its flags)\n", flags.command().c_str(),
+                 s.message().c_str(), flags.command().c_str());
     return 2;
   }
   for (const std::string& note : flags.overridden()) std::fprintf(stderr, "cellserve: %s\n", note.c_str());

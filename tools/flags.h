@@ -50,6 +50,7 @@ class Flags {
   Status Parse(int argc, char** argv);
   bool help_requested() const { return help_; }
   std::string Usage() const;
+  const std::string& command() const { return command_; }
 
   std::string Get(const std::string& name) const;
   bool GetBool(const std::string& name) const;
@@ -83,8 +84,8 @@ class Flags {
   bool help_ = false;
 };
 
-// Parses the flags; prints usage and returns 0 on --help, prints the error and the usage and
-// returns 2 on a bad flag; returns -1 when the command should go on.
+// Parses the flags; prints usage and returns 0 on --help, prints the error and where the usage is
+// and returns 2 on a bad flag; returns -1 when the command should go on.
 int ParseOrExit(Flags& flags, int argc, char** argv);
 
 }  // namespace cellserve::tools
