@@ -65,6 +65,29 @@ TEST_F(JoinSlotsTest, AGoneAddressNotConnectedIsDroppedAndItsLinkReused) {
   EXPECT_EQ(table_.links_used(), 2u);
 }
 
+// Several dropped links are handed out again, each once.
+TEST_F(JoinSlotsTest, DroppedLinksAreReusedEachOnce) {
+  Resolve(0, {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"});
+  Resolve(0, {"10.0.0.1"});
+  Resolve(0, {"10.0.0.1", "10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8"});
+  EXPECT_EQ(table_.slots().size(), 5u);
+  EXPECT_EQ(Links().size(), 5u) << "two new addresses got the same link";
+  EXPECT_EQ(table_.links_used(), 5u) << "three dropped links, four new addresses: one new number";
+}
+
+// A known address keeps its slot across resolutions, with what the connector noted on it (said
+// that it cannot be reached, not before when): a fresh slot each time would log every round.
+TEST_F(JoinSlotsTest, AKnownAddressKeepsItsSlotAndWhatWasNotedOnIt) {
+  Resolve(0, {"10.0.0.1"});
+  table_.slots()[0].warned = true;
+  const size_t link = table_.slots()[0].link;
+  Resolve(0, {"10.0.0.1", "10.0.0.2"});
+  const JoinSlot* a = Find(0, "10.0.0.1");
+  ASSERT_NE(a, nullptr);
+  EXPECT_TRUE(a->warned);
+  EXPECT_EQ(a->link, link);
+}
+
 TEST_F(JoinSlotsTest, AGoneAddressStillConnectedStaysUntilItDisconnects) {
   Resolve(0, {"10.0.0.1"});
   const size_t link = Find(0, "10.0.0.1")->link;

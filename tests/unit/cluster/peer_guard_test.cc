@@ -45,11 +45,19 @@ TEST_F(PeerGuardTest, WithoutItAnErrorMessageEndsTheActor) {
   EXPECT_FALSE(Answers(me, plain)) << "CAF's default error handler no longer ends an actor: the guard's reason changed";
 }
 
+// Logged as the 1st, 2nd and 4th of five: a peer that floods errors does not flood the log.
 TEST_F(PeerGuardTest, AnErrorMessageIsLoggedAndTheActorGoesOn) {
   caf::scoped_actor me{system_};
   caf::actor guarded = system_.spawn(Pinged, true);
+  testing::internal::CaptureStderr();
   for (int i = 0; i < 5; ++i) me->send(guarded, caf::make_error(caf::sec::unexpected_message));
-  EXPECT_TRUE(Answers(me, guarded));
+  EXPECT_TRUE(Answers(me, guarded));  // the errors came first: their log lines are written
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("cellserve test: a peer sent an error (1 so far), ignored: "), std::string::npos) << log;
+  EXPECT_NE(log.find("(2 so far)"), std::string::npos) << log;
+  EXPECT_NE(log.find("(4 so far)"), std::string::npos) << log;
+  EXPECT_EQ(log.find("(3 so far)"), std::string::npos) << log;
+  EXPECT_EQ(log.find("(5 so far)"), std::string::npos) << log;
   caf::anon_send_exit(guarded, caf::exit_reason::user_shutdown);
 }
 
