@@ -64,6 +64,17 @@ struct LocalCluster::Impl {
   bool running = false;  // GUARDED_BY(life_mu)
 
   std::atomic<ClusterState> state{ClusterState::kServing};
+  std::atomic<bool> stopping{false};  // Stop began: actors ending from here on are expected
+  std::atomic<bool> failed{false};    // an actor ended on its own (Failed)
+
+  // An actor ended other than by Stop: said once, the cluster takes no more requests, the owner
+  // is told. Any thread.
+  void Failed(const std::string& why) {
+    if (stopping || failed.exchange(true)) return;
+    state = ClusterState::kStopped;
+    std::fprintf(stderr, "cellserve: the cluster failed: %s; it takes no more requests\n", why.c_str());
+    if (options.on_actor_failure) options.on_actor_failure(why);
+  }
   std::mutex stop_mu;    // one Stop at a time
   bool stopped = false;  // GUARDED_BY(stop_mu)
   mutable std::mutex report_mu;
@@ -193,7 +204,11 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     for (const auto& m : impl->models) impl->model_metrics[m->spec().name] = options.metrics->Model(m->spec().name);
     for (const auto& d : impl->devices) node.device_metrics.push_back(options.metrics->Device(d->name()));
   }
+  Impl* raw = impl.get();  // the actors end before the Impl does (Shutdown, or Start's failure path)
+  node.on_worker_lost = [raw](int, const std::string& why) { raw->Failed(why); };
   impl->node = actors::SpawnNode(*impl->system, std::move(node));
+  impl->node->attach_functor(
+      [raw](const caf::error& reason) { raw->Failed("the node actor ended (" + caf::to_string(reason) + ")"); });
   for (int i = 0; i < static_cast<int>(impl->devices.size()); ++i) {
     actors::WorkerOptions w;
     w.index = i;
@@ -206,6 +221,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     w.metrics = options.metrics;
     auto worker = actors::SpawnWorker(*impl->system, std::move(w));
     if (!worker.ok()) {
+      impl->stopping = true;
       impl->Shutdown();
       return worker.status();
     }
@@ -243,6 +259,11 @@ uint64_t LocalCluster::Infer(const std::string& model, RequestInput input, int64
     if (it != s.model_metrics.end()) metrics.model = it->second;
   }
   auto reply = std::make_shared<actors::ReplySlot>(id, std::move(done), s.counters, metrics);
+  if (s.failed) {
+    reply->Answer(Unavailable("the cluster failed (see its log) and takes no more requests; restart it"),
+                  actors::AnswerKind::kRejected);
+    return id;
+  }
   {
     std::shared_lock<std::shared_mutex> lock(s.life_mu);
     if (s.running) {
@@ -301,7 +322,8 @@ void LocalCluster::Stop() {
   std::lock_guard<std::mutex> stop_lock(s.stop_mu);
   if (s.stopped) return;
   s.stopped = true;
-  s.state = ClusterState::kDraining;
+  s.stopping = true;
+  if (!s.failed) s.state = ClusterState::kDraining;
   bool running;
   {
     std::shared_lock<std::shared_mutex> lock(s.life_mu);

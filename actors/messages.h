@@ -59,6 +59,7 @@ using add_worker_atom = caf::atom_constant<caf::atom("addworker")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using cancel_all_atom = caf::atom_constant<caf::atom("cancel_all")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using worker_lost_atom = caf::atom_constant<caf::atom("wrk_lost")>;  // node -> request: its worker ended
 
 using InferDone = std::function<void(StatusOr<RequestResult>)>;
 // Called with each decoder token (seq2seq) in order, before the answer; on an actor thread.

@@ -1,6 +1,7 @@
 #include "actors/node_actor.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -137,6 +138,25 @@ struct NodeState {
     return r;
   }
 
+  // A worker ended (a down message). Outside the stop protocol that is a failure: said, and told.
+  // Either way its requests are answered: it may have ended without answering them.
+  void WorkerDown(const caf::actor_addr& who, const caf::error& reason) {
+    int w = 0;
+    while (w < static_cast<int>(workers.size()) && !(workers[w].actor && workers[w].actor.address() == who)) ++w;
+    if (w == static_cast<int>(workers.size())) return;
+    Worker& worker = workers[w];
+    worker.actor = nullptr;
+    if (options.counters) options.counters->outstanding_cells -= worker.reported_cells;
+    worker.reported_cells = worker.unreported_cells = 0;
+    const std::string why = "device worker " + std::to_string(w) + " stopped (" + caf::to_string(reason) + ")";
+    for (auto& [id, p] : requests)
+      if (p.worker == w) self->send(p.request, worker_lost_atom::value, why + " while the request ran");
+    if (stopping) return;
+    std::fprintf(stderr, "cellserve: %s: it takes no more requests; those it had are answered UNAVAILABLE\n",
+                 why.c_str());
+    if (options.on_worker_lost) options.on_worker_lost(w, why);
+  }
+
   void Shutdown() {
     stopping = true;
     // Request actors first: unanswered ones answer CANCELLED as they stop.
@@ -154,6 +174,7 @@ caf::behavior NodeActor(caf::stateful_actor<NodeState>* self, std::shared_ptr<No
   st.self = self;
   st.options = std::move(*options);
   for (const auto& m : st.options.models) st.models.emplace(m->spec().name, m);
+  self->set_down_handler([self](caf::down_msg& msg) { self->state.WorkerDown(msg.source, msg.reason); });
   return {
       [self](infer_atom, InferMsg& m) { self->state.Infer(m); },
       [self](cancel_atom, RequestId id) {
@@ -166,6 +187,7 @@ caf::behavior NodeActor(caf::stateful_actor<NodeState>* self, std::shared_ptr<No
         if (index < 0) return;
         auto& ws = self->state.workers;
         if (static_cast<size_t>(index) >= ws.size()) ws.resize(static_cast<size_t>(index) + 1);
+        self->monitor(worker);
         ws[static_cast<size_t>(index)].actor = std::move(worker);
       },
       [self](stop_atom) { self->state.stopping = true; },

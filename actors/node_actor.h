@@ -7,10 +7,15 @@
 // Stop protocol (LocalCluster drives it): stop_atom -> new requests are answered UNAVAILABLE;
 // cancel_all_atom -> every worker cancels what it holds with CANCELLED; shutdown_atom -> the node
 // stops every request actor and worker it knows, then itself.
+// A worker that ends on its own (an exception in it, a bug) is watched for: it gets no more
+// requests, each request placed on it is answered UNAVAILABLE (its worker may have dropped the
+// request unanswered), and on_worker_lost is called (outside Stop).
 // Ownership: models are shared; the clock is borrowed and must outlive the actor.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -29,6 +34,9 @@ struct NodeOptions {
   // Per worker index: its device's metrics, where each placement is counted
   // (cellserve_placements_total). Borrowed; empty (or a null entry) = not counted.
   std::vector<monitoring::DeviceMetrics*> device_metrics;
+  // Called on the node's thread when a worker ends other than by the stop protocol: its index
+  // and why. Must not block. Empty = not told.
+  std::function<void(int worker, const std::string& why)> on_worker_lost;
 };
 
 // Workers join afterwards: (add_worker_atom, int index, caf::actor worker).

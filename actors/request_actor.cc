@@ -87,6 +87,10 @@ caf::behavior RequestActor(caf::stateful_actor<RequestState>* self, std::shared_
   return {
       [self](update_atom, RequestUpdate& u) { self->state.OnUpdate(u); },
       [self](cancel_atom) { self->state.AskCancel(Cancelled("cancelled by the client")); },
+      // Its worker ended (node_actor.h): no update will come.
+      [self](worker_lost_atom, const std::string& why) {
+        self->state.Finish(Unavailable(why), AnswerKind::kRan);
+      },
   };
 }
 

@@ -62,12 +62,13 @@ struct WorkerState {
 
   ~WorkerState() {
     // Stopped while requests were still in (killed, or an error): tell each request, so no one
-    // waits for an answer this worker can no longer give.
+    // waits for an answer this worker can no longer give. UNAVAILABLE: the request did nothing
+    // wrong and may be tried again (on a restarted server, or another node).
     for (auto& [id, t] : requests) {
       RequestEvent e;
       e.id = id;
       e.kind = RequestEvent::Kind::kFailed;
-      e.status = Cancelled("the device worker stopped before the request finished");
+      e.status = Unavailable("the device worker stopped before the request finished");
       caf::anon_send(t.requester, update_atom::value, RequestUpdate{id, {std::move(e)}, false});
     }
   }

@@ -115,6 +115,7 @@ struct Links {
   std::mutex mu;
   std::vector<bool> connected;  // GUARDED_BY(mu)
   std::atomic<bool> stop{false};
+  std::atomic<bool> leaving{false};  // Leave began: the agent's actor ending is expected
   std::condition_variable stop_cv;  // with mu: wakes the connector's sleep at Stop
   void Stop() {
     {
@@ -597,6 +598,12 @@ StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(NodeBackend* cluster, Node
   actors::ConfigureActorSystem(impl->config, options.caf_threads);
   impl->system = std::make_unique<caf::actor_system>(impl->config);
   impl->agent = impl->system->spawn(AgentActor, cluster, options, impl->links, EncodeRegistration(registration));
+  impl->agent->attach_functor([links = impl->links, on_failure = options.on_actor_failure](const caf::error& reason) {
+    if (links->leaving.exchange(true)) return;  // Leave's own end, or told already
+    const std::string why = "the node agent's actor ended (" + caf::to_string(reason) + ")";
+    std::fprintf(stderr, "cellserve node: %s: this node is in no router's table any more\n", why.c_str());
+    if (on_failure) on_failure(why);
+  });
   Impl* raw = impl.get();
   impl->connector = std::thread([raw] { raw->ConnectLoop(); });
   actors::ReleaseThisThreadsCafLogger();  // Leave may come from another thread
@@ -635,6 +642,7 @@ void NodeAgent::Leave() {
   std::lock_guard<std::mutex> lock(impl_->leave_mu);
   if (impl_->left) return;
   impl_->left = true;
+  impl_->links->leaving = true;
   auto waiter = std::make_shared<AckWaiter>();
   caf::anon_send(impl_->agent, leave_atom::value, waiter);
   waiter->Wait(std::chrono::duration_cast<std::chrono::milliseconds>(kAckTimeout));

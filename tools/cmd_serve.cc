@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -363,6 +364,19 @@ int ServeOrNode(int argc, char** argv, bool node) {
     std::fprintf(stderr, "cellserve %s: listening on %s:%d (Cap'n Proto RPC); loading models\n", g_name, host.c_str(),
                  server->port());
   }
+  // A node actor, device worker or node agent that ends on its own leaves a process that looks
+  // alive and serves less or nothing: stop as at SIGTERM, then exit 1 so that it is restarted.
+  auto failed = std::make_shared<std::atomic<bool>>(false);
+  options.on_actor_failure = [failed](const std::string&) {
+    failed->store(true);
+    kill(getpid(), SIGTERM);  // wakes the wait on the stop signals
+  };
+  agent_options.on_actor_failure = options.on_actor_failure;
+  auto exit_code = [&](int rc) {
+    if (!failed->load()) return rc;
+    std::fprintf(stderr, "cellserve %s: exiting 1: part of it had failed (above); restart it\n", g_name);
+    return 1;
+  };
   auto started = LocalCluster::Start(options);
   if (!started.ok()) {
     server.reset();
@@ -378,7 +392,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
                             options.metrics);
     server.reset();  // stopped before the cluster goes
     cluster.reset();
-    return rc;
+    return exit_code(rc);
   }
   std::fprintf(stderr, "cellserve serve: %zu model(s) on %d device(s), policy %s; reading MODEL<TAB>text from stdin\n",
                specs.size(), cluster->device_count(), PolicyName(options.scheduler.policy));
@@ -422,7 +436,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   std::fprintf(stderr, "cellserve serve: %lld line(s): %lld completed, %lld failed, %lld rejected\n",
                static_cast<long long>(line_no), static_cast<long long>(report.completed),
                static_cast<long long>(report.failed), static_cast<long long>(report.rejected));
-  return 0;
+  return exit_code(0);
 }
 
 int ServeCommand(int argc, char** argv) { return ServeOrNode(argc, argv, false); }

@@ -410,11 +410,57 @@ TEST_F(ActorTest, AWorkerThatStopsAnswersTheRequestsItHeld) {
   Run();
   for (uint64_t id : {a, b}) {
     ASSERT_EQ(answers_.Count(id), 1);
-    EXPECT_EQ(answers_.Code(id), StatusCode::kCancelled);
+    EXPECT_EQ(answers_.Code(id), StatusCode::kUnavailable);
     EXPECT_NE(answers_.Get(id).status().message().find("device worker stopped"), std::string::npos)
         << answers_.Get(id).status().ToString();
   }
   workers_.clear();
+}
+
+// A worker that ends on its own: the node hears of it, answers every request placed there (those
+// the worker held, and one placed on it whose admit it never read), tells its owner once, and sends
+// new requests to the other worker.
+TEST_F(ActorTest, AWorkerThatEndsIsTakenOutAndItsRequestsAnswered) {
+  std::vector<std::string> lost;
+  NodeOptions o;
+  o.models = {lstm_};
+  o.clock = &clock_;
+  o.counters = counters_;
+  o.on_worker_lost = [&](int w, const std::string& why) { lost.push_back(std::to_string(w) + ": " + why); };
+  node_ = SpawnNode(*system_, std::move(o));
+  Run();
+  FakeDevice& d0 = StartWorker({lstm_});
+  FakeDevice& d1 = StartWorker({lstm_});
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(Infer("lstm", InputFor(*lstm_, Tokens(6, i, 97))));
+  Run();
+  const NodeReport before = NodeReportOf();
+  ASSERT_EQ(before.in_flight.size(), 2u);
+  ASSERT_GT(before.in_flight[0], 0) << "nothing was placed on worker 0";
+  // Worker 0 ends without answering (kill: ~WorkerState cannot run its answers through a mailbox
+  // either way), and a request is placed on it before the node hears of it.
+  caf::anon_send_exit(workers_[0], caf::exit_reason::kill);
+  ids.push_back(Infer("lstm", InputFor(*lstm_, Tokens(6, 99, 97))));
+  Run();
+  DrainAll();
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_NE(lost[0].find("0: device worker 0 stopped"), std::string::npos) << lost[0];
+  int unavailable_or_cancelled = 0, ok = 0;
+  for (uint64_t id : ids) {
+    ASSERT_EQ(answers_.Count(id), 1) << "request " << id;
+    if (answers_.Get(id).ok()) ++ok;
+    else ++unavailable_or_cancelled;
+  }
+  EXPECT_EQ(unavailable_or_cancelled, before.in_flight[0] + (NodeReportOf().assigned[0] - before.assigned[0]));
+  EXPECT_EQ(NodeReportOf().requests_in_flight, 0);
+  // New requests go to worker 1 and are answered.
+  const uint64_t after = Infer("lstm", InputFor(*lstm_, Tokens(5, 7, 97)));
+  Drain(d1);
+  ASSERT_EQ(answers_.Count(after), 1);
+  EXPECT_TRUE(answers_.Get(after).ok()) << answers_.Get(after).status().ToString();
+  EXPECT_EQ(lost.size(), 1u);
+  (void)d0;
+  workers_.erase(workers_.begin());
 }
 
 // A node with no worker yet answers at once, UNAVAILABLE, and keeps nothing.
@@ -507,7 +553,11 @@ TEST_F(ActorTest, LoadReportsAreRateLimitedAndTheLastOneIsFlushed) {
       },
       loads);
   others_.push_back(probe);
-  node_ = SpawnNode(*system_, NodeOptions{{lstm_}, &clock_, counters_, {}});
+  NodeOptions no;
+  no.models = {lstm_};
+  no.clock = &clock_;
+  no.counters = counters_;
+  node_ = SpawnNode(*system_, std::move(no));
   FakeDevice& dev = StartWorker({lstm_}, probe);
   for (int i = 0; i < 8; ++i) Infer("lstm", InputFor(*lstm_, Tokens(12, i, 97)));
   const int rounds = Drain(dev);  // the clock does not move: only the round count lets reports out
