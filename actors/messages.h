@@ -143,9 +143,16 @@ class ReplySlot {
     if (metrics_.metrics)  // before the callback: whoever hears the answer sees it counted
       metrics_.metrics->OnAnswered(metrics_.model, result.ok() ? StatusCode::kOk : result.status().code(),
                                    metrics_.clock->NowMicros() - metrics_.arrival_us);
+    // Counted as answered even if the callback throws (which then goes on to its caller): else
+    // Stop would wait its whole grace for an answer that was given, and the idle pollers for good.
+    struct CountOnExit {
+      ClusterCounters* counters;
+      ~CountOnExit() {
+        if (counters) counters->OnAnswered();
+      }
+    } count{counters_.get()};
     InferDone done = std::move(done_);
     if (done) done(std::move(result));
-    if (counters_) counters_->OnAnswered();
     return true;
   }
 

@@ -1,6 +1,7 @@
 #include "schema/kj_inbox.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <utility>
 
 namespace cellserve::rpc {
@@ -77,7 +78,13 @@ kj::Promise<void> KjInbox::Drain(std::shared_ptr<Shared> shared) {
       woken = std::move(paf.promise);
     }
   }
-  for (Task& task : batch) task();
+  // One task that throws must not reject the drain: nothing awaits it, so every later answer and
+  // health report would silently never be delivered. Said, and the loop goes on.
+  for (Task& task : batch) {
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { task(); })) {
+      std::fprintf(stderr, "cellserve: an RPC task failed and was dropped: %s\n", e->getDescription().cStr());
+    }
+  }
   KJ_IF_MAYBE(promise, woken) {
     return promise->then([shared] { return Drain(shared); });
   }

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -716,6 +717,18 @@ TEST(ActorReplySlotTest, AnswersExactlyOnceAndWhenDroppedUnanswered) {
   EXPECT_EQ(counters->failed.load(), 1);
   EXPECT_EQ(counters->Unanswered(), 0);
   EXPECT_TRUE(counters->WaitAllAnswered(std::chrono::microseconds(0)));
+}
+
+// A callback that throws: the exception goes on to the caller, but the answer is counted, or
+// Stop would wait its whole grace for it.
+TEST(ActorReplySlotTest, ACallbackThatThrowsStillCountsAsAnswered) {
+  auto counters = std::make_shared<ClusterCounters>();
+  auto slot = std::make_shared<ReplySlot>(
+      1, [](StatusOr<RequestResult>) { throw std::runtime_error("the caller's bug"); }, counters);
+  EXPECT_THROW(slot->Answer(RequestResult{}, AnswerKind::kRan), std::runtime_error);
+  EXPECT_EQ(counters->Unanswered(), 0);
+  EXPECT_TRUE(counters->WaitAllAnswered(std::chrono::microseconds(0)));
+  EXPECT_FALSE(slot->Answer(Internal("again"), AnswerKind::kRan));
 }
 
 TEST(ActorEstimateCellsTest, GrowsWithInput) {

@@ -9,12 +9,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <kj/async.h>
+#include <kj/debug.h>
 #include <kj/exception.h>
 
 namespace cellserve::rpc {
@@ -228,6 +230,22 @@ TEST(KjInboxTest, PostFromTheLoopThread) {
   EXPECT_FALSE(nested) << "a function posted from a function ran inside it";
   for (int i = 0; i <= kChain; ++i) ASSERT_EQ(order[i], i);
   EXPECT_EQ(loop.inbox().posted(), static_cast<uint64_t>(kChain + 1));
+  loop.ExpectRunHealthy();
+}
+
+// A function that throws is dropped (and said); the ones after it, and later posts, still run.
+TEST(KjInboxTest, AFunctionThatThrowsDoesNotStopTheInbox) {
+  kj::EventLoop event_loop;
+  kj::WaitScope ws(event_loop);
+  Loop loop(ws);
+  std::vector<int> ran;
+  ASSERT_TRUE(loop.inbox().Post([&] { ran.push_back(1); }));
+  ASSERT_TRUE(loop.inbox().Post([] { KJ_FAIL_REQUIRE("a task's bug"); }));
+  ASSERT_TRUE(loop.inbox().Post([] { throw std::runtime_error("another"); }));
+  ASSERT_TRUE(loop.inbox().Post([&] { ran.push_back(2); }));
+  ASSERT_TRUE(PollUntil(ws, [&] { return ran.size() == 2; })) << ran.size() << " of 2 ran";
+  ASSERT_TRUE(loop.inbox().Post([&] { ran.push_back(3); }));
+  ASSERT_TRUE(PollUntil(ws, [&] { return ran.size() == 3; })) << "the inbox stopped after the failures";
   loop.ExpectRunHealthy();
 }
 
