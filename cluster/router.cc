@@ -52,6 +52,9 @@ using fail_all_atom = caf::atom_constant<caf::atom("rfailall")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 
 // What the actor publishes for the thread-safe side (health, Models, stats).
+// How long past its deadline a request may stay unanswered before the router answers it itself.
+constexpr int64_t kOverdueSlackUs = 2'000'000;
+
 struct Shared {
   std::shared_ptr<actors::ClusterCounters> counters = std::make_shared<actors::ClusterCounters>();
   std::atomic<ClusterState> state{ClusterState::kStarting};
@@ -222,6 +225,31 @@ struct RouterState {
     self->send(n.handle, run_atom::value, *node, id, call.bytes, timeout_us);
   }
 
+  // Requests past their deadline by more than kOverdueSlackUs: their node answers DEADLINE_EXCEEDED
+  // itself within about a second, so it dropped them (a node of another version that could not
+  // read the run, which it ignores: cluster/peer_guard.h). Answered here, and the node told to
+  // drop them, or the caller would wait for good: the router keeps no timer per request.
+  void ExpireOverdue() {
+    const int64_t now = clock.NowMicros();
+    std::vector<uint64_t> overdue;
+    for (const auto& [id, p] : pending)
+      if (p.call->deadline_us > 0 && now > p.call->deadline_us + kOverdueSlackUs) overdue.push_back(id);
+    for (uint64_t id : overdue) {
+      const NodeId node = pending.at(id).node;
+      std::string where = "no node answered";
+      if (node) {
+        (void)policy->OnAnswered(id, node);
+        auto n = nodes.find(node);
+        if (n != nodes.end()) {
+          self->send(n->second.handle, abort_atom::value, id);
+          where = "node " + n->second.registration.name + " did not answer";
+        }
+      }
+      Answer(id, DeadlineExceeded("the deadline passed and " + where + " (the router gave up on it)"),
+             actors::AnswerKind::kRan);
+    }
+  }
+
   void OnCall(std::shared_ptr<RouterCall> call) {
     const uint64_t id = call->id;
     if (stopping) {
@@ -370,7 +398,8 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
     if (it == self->state.by_addr.end()) return;
     self->state.RemoveNode(it->second, "was lost (" + caf::to_string(msg.reason) + ")", true);
   });
-  const auto sweep_every = std::chrono::milliseconds(std::max<int64_t>(s.options.report_timeout_ms / 4, 25));
+  // At least every second: the sweep also answers requests their nodes left past the deadline.
+  const auto sweep_every = std::chrono::milliseconds(std::clamp<int64_t>(s.options.report_timeout_ms / 4, 25, 1000));
   self->delayed_send(self, sweep_every, sweep_atom::value);
   return {
       [self](call_atom, std::shared_ptr<RouterCall>& call) { self->state.OnCall(std::move(call)); },
@@ -408,6 +437,7 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
         for (NodeId id : st.policy->SilentNodes())
           st.RemoveNode(id, "went silent (no load report for " + std::to_string(st.options.report_timeout_ms) + " ms)",
                         true);
+        st.ExpireOverdue();
         st.Publish(/*table_changed=*/false);  // the requests in flight on each node, for nodes()
         self->delayed_send(self, sweep_every, sweep_atom::value);
       },

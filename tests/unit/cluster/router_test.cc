@@ -619,6 +619,39 @@ TEST_F(RouterTest, ARenamedNodesOldSeriesGoes) {
   EXPECT_EQ(text.find("node=\"before\""), std::string::npos) << text;
 }
 
+// A node that takes a run and never answers it (one of another version could not read it, and
+// ignores what it does not know): the router answers the request itself, DEADLINE_EXCEEDED, a
+// little after its deadline, and tells the node to drop it. Before, the caller waited for good.
+TEST_F(RouterTest, ARequestItsNodeNeverAnswersEndsAfterItsDeadline) {
+  testutil::TempModelRepo repo("cellserve_router_test_overdue");
+  repo.Write(MtSpec(1), 5);
+  RouterOptions o = TestOptions(&metrics_);
+  o.report_timeout_ms = 600000;  // the scripted node sends no load reports
+  o.stop_grace_ms = 100;         // the request without a deadline is never answered
+  router_ = StartRouter(o);
+  ASSERT_TRUE(router_);
+  Registration reg;
+  reg.name = "mute";
+  reg.devices = 1;
+  reg.models = {MtSpec(1)};
+  ScriptedNode node(router_->port(), reg);
+  ASSERT_TRUE(node.WaitRegistered());
+  ASSERT_TRUE(WaitFor([&] { return router_->nodes().size() == 1; }, std::chrono::seconds(10)));
+  Answers answers;
+  const auto t0 = std::chrono::steady_clock::now();
+  router_->Infer("mt", Tokens(3, 1), SteadyClock().NowMicros() + 200'000, answers.For(0));
+  router_->Infer("mt", Tokens(3, 2), 0, answers.For(1));  // no deadline: waits, as asked
+  ASSERT_TRUE(answers.Wait(1, std::chrono::seconds(10))) << "the overdue request was never answered";
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(answers.Get(0).status().code(), StatusCode::kDeadlineExceeded) << answers.Get(0).status().ToString();
+  EXPECT_NE(answers.Get(0).status().message().find("node mute did not answer"), std::string::npos)
+      << answers.Get(0).status().message();
+  EXPECT_GE(took, std::chrono::milliseconds(2200)) << "answered before its node had time to answer";
+  EXPECT_EQ(answers.Count(1), 0) << "a request without a deadline was ended";
+  EXPECT_EQ(node.runs(), 2u);
+  router_->Stop();
+}
+
 // A seq2seq request whose node is lost after it streamed tokens runs again only on the version
 // that made them: the retry's first tokens are not sent again, and the caller gets each token
 // once. Without a node of that version the answer is UNAVAILABLE, not version 2's tokens after
