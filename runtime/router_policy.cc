@@ -310,6 +310,9 @@ Status RouterPolicy::Register(const NodeRegistration& reg) {
     ++s.node_count;
   }
   Impl::Node& node = s.nodes[slot];
+  // A registration is a sign of life too: a node whose registration reply was slow takes itself
+  // for unregistered and sends no load report until it registers again.
+  node.last_report_us = s.clock->NowMicros();
   node.name = reg.name.empty() ? "node-" + std::to_string(reg.id) : reg.name;
   node.devices = reg.devices;
   s.Refresh(slot);

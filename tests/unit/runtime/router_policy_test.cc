@@ -724,6 +724,10 @@ TEST(RouterPolicyTest, SilentNodesAfterTheReportTimeout) {
   EXPECT_EQ(t.policy->SilentNodes(), (std::vector<NodeId>{2}));
   t.clock.AdvanceMicros(1000);
   EXPECT_EQ(t.policy->SilentNodes(), (std::vector<NodeId>{1, 2}));
+  // Registering again counts as a report (the node took a slow reply for none and reports nothing
+  // until it is registered).
+  t.Add(2, {"m"});
+  EXPECT_EQ(t.policy->SilentNodes(), (std::vector<NodeId>{1}));
   Table off;  // report_timeout_us 0: never silent
   off.Add(1, {"m"});
   off.clock.AdvanceMicros(int64_t{1} << 40);
