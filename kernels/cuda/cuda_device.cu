@@ -92,6 +92,10 @@ class CudaDevice::Impl {
     cv_.notify_all();
     if (completer_.joinable()) completer_.join();
     cudaSetDevice(options_.gpu);
+    // Work may still be queued that no round waited for (a RegisterModel's memset): finish it
+    // before the streams, and then the buffers it writes, go.
+    for (cudaStream_t st : {upload_, compute_, download_})
+      if (st) cudaStreamSynchronize(st);
     graphs_ = gpu::LruCache<gpu::GraphKey, GraphExec>(1);  // destroy the graphs before the buffers
     for (Staging& s : staging_)
       for (cudaEvent_t e : {s.uploaded, s.computed, s.done})
@@ -251,7 +255,7 @@ class CudaDevice::Impl {
     const int64_t H = it->second.hidden;
     std::vector<float> out(static_cast<size_t>(2 * H));
     CS_CUDA(cudaSetDevice(options_.gpu));
-    CS_CUDA(cudaMemcpyAsync(out.data(), it->second.state.get() + slot * 2 * H, out.size() * sizeof(float),
+    CS_CUDA(cudaMemcpyAsync(out.data(), it->second.state.get() + static_cast<int64_t>(slot) * 2 * H, out.size() * sizeof(float),
                             cudaMemcpyDeviceToHost, compute_));
     CS_CUDA(cudaStreamSynchronize(compute_));
     return out;
