@@ -1,7 +1,8 @@
 // The fake cuBLAS (tests/fakecuda/README.md): cublasGemmEx with cuBLAS's documented column-major
 // semantics, C(m x n) = alpha * op(A)(m x k) * op(B)(k x n) + beta * C, element (r, c) of a
 // matrix M with leading dimension ld at M[r + c * ld]; inputs fp32, fp16 or bf16, output fp32,
-// accumulated in double. Enqueued on the handle's stream (captured when the stream captures).
+// accumulated in fp32 (in K chunks by batch size, as a GPU). Enqueued on the handle's stream
+// (captured when the stream captures).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
