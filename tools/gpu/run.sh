@@ -78,6 +78,12 @@ step() {  # step NAME SECONDS COMMAND...
   pack_logs
 }
 nvidia-smi -L || true
+# CUDA 13 (what the bundle was built with) needs driver 580 or newer: with an older one every GPU
+# step fails with cudaErrorInsufficientDriver, so say so first.
+driver="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)"
+if [[ -n "$driver" && "${driver%%.*}" =~ ^[0-9]+$ ]] && ((${driver%%.*} < 580)); then
+  echo "=== warning: NVIDIA driver $driver is older than CUDA 13 needs (580): expect cudaErrorInsufficientDriver"
+fi
 step gpu_tests 180 "$BUNDLE/bin/cuda_backend_test"
 step gpu_cluster 120 "$BUNDLE/bin/cuda_cluster_test"
 step golden_cuda 60 "$BUNDLE/bin/golden_cuda_test"
