@@ -43,7 +43,15 @@ fi
 while [[ "$1" == --* ]]; do [[ "$1" == --tool || "$1" == --leak-check || "$1" == --error-exitcode ]] && shift; shift; done
 "$@" && echo "========= ERROR SUMMARY: 0 errors"
 EOF
-chmod +x "$BUNDLE"/bin/* "$WORK/path/compute-sanitizer"
+# nvidia-smi: one GPU, driver $STUB_DRIVER (default 580.65).
+cat >"$WORK/path/nvidia-smi" <<'END'
+#!/usr/bin/env bash
+case "$*" in
+  -L) echo "GPU 0: stub" ;;
+  *driver_version*) echo "${STUB_DRIVER:-580.65}" ;;
+esac
+END
+chmod +x "$BUNDLE"/bin/* "$WORK/path/compute-sanitizer" "$WORK/path/nvidia-smi"
 
 # run_gpu NAME [VAR=VALUE...]: run.sh from the repository root into $WORK/NAME.out; its output in
 # $WORK/NAME.log, its status in RC. No CUDA installation is seen (CUDA_HOME and the library search
@@ -92,6 +100,14 @@ else
 fi
 grep -q "^cuda_backend_test --gtest_filter=Kinds/CudaMatchesCpu.\*fp32\*:CudaDeviceTest.\*-\*Nccl\*:\*OutOfMemory\*" "$WORK/calls" &&
   ok "memcheck runs the test subset under the sanitizer" || bad "memcheck's run" "$(cat "$WORK/calls")"
+
+grep -q "older than CUDA 13 needs" "$WORK/pass.log" && bad "a driver of 580 was warned about" "$(cat "$WORK/pass.log")"
+run_gpu old_driver STUB_DRIVER=535.104.05
+if grep -q "NVIDIA driver 535.104.05 is older than CUDA 13 needs (580)" "$WORK/old_driver.log"; then
+  ok "a driver older than CUDA 13 needs is said first"
+else
+  bad "old driver not warned about" "$(cat "$WORK/old_driver.log")"
+fi
 
 run_gpu golden_fails STUB_FAIL=golden_cuda_test
 if [[ $RC == 1 ]] && summary golden_fails | grep -qF "passed: gpu_tests, gpu_cluster, cpu_bf16, kernel_bench, e2e_bench, rpc_bench, memcheck; failed: golden_cuda;"; then
