@@ -48,11 +48,11 @@ struct LocalClusterOptions : DeviceOptions {
   // there on the cores are busy anyway, spinning in their short gaps only takes from the work
   // (measured: 0.82-0.86x the most requests/s in process), so the pollers sleep. 0: always spin.
   int64_t idle_poll_below = 8;
-  // Called once, on a CAF thread, if the node actor or a device worker ends other than by Stop
-  // (an exception in it: a bug, or memory running out). From then on state() is kStopped and new
-  // requests are answered UNAVAILABLE at once; the requests on a lost worker are answered
-  // UNAVAILABLE. `cellserve serve` and `node` stop and exit 1 so that they are restarted with
-  // every device. Must not block.
+  // Called once, on a CAF thread (or Start's), if the node actor or a device worker ends other
+  // than by Stop (an exception in it: a bug, or memory running out). From then on state() is
+  // kStopped and new requests are answered UNAVAILABLE at once; the requests on a lost worker are
+  // answered UNAVAILABLE. `cellserve serve` and `node` stop and exit 1 so that they are
+  // restarted with every device. Must not block.
   std::function<void(const std::string& why)> on_actor_failure;
 };
 

@@ -27,6 +27,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -143,16 +145,20 @@ class ReplySlot {
     if (metrics_.metrics)  // before the callback: whoever hears the answer sees it counted
       metrics_.metrics->OnAnswered(metrics_.model, result.ok() ? StatusCode::kOk : result.status().code(),
                                    metrics_.clock->NowMicros() - metrics_.arrival_us);
-    // Counted as answered even if the callback throws (which then goes on to its caller): else
-    // Stop would wait its whole grace for an answer that was given, and the idle pollers for good.
-    struct CountOnExit {
-      ClusterCounters* counters;
-      ~CountOnExit() {
-        if (counters) counters->OnAnswered();
-      }
-    } count{counters_.get()};
+    // A callback that throws (the caller's bug) is said and goes no further: it must not end
+    // the actor that answers (a request actor would never tell the node it finished), and the
+    // answer still counts, or Stop would wait its whole grace for it.
     InferDone done = std::move(done_);
-    if (done) done(std::move(result));
+    try {
+      if (done) done(std::move(result));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "cellserve: the answer callback of request %llu threw: %s\n",
+                   static_cast<unsigned long long>(id_), e.what());
+    } catch (...) {
+      std::fprintf(stderr, "cellserve: the answer callback of request %llu threw\n",
+                   static_cast<unsigned long long>(id_));
+    }
+    if (counters_) counters_->OnAnswered();
     return true;
   }
 

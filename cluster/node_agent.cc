@@ -116,6 +116,7 @@ struct Links {
   std::vector<bool> connected;  // GUARDED_BY(mu)
   std::atomic<bool> stop{false};
   std::atomic<bool> leaving{false};  // Leave began: the agent's actor ending is expected
+  std::atomic<bool> failed{false};   // the agent's actor ended on its own: Drain and Leave wait for nothing
   std::condition_variable stop_cv;  // with mu: wakes the connector's sleep at Stop
   void Stop() {
     {
@@ -385,6 +386,7 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         st.routers[i].handle = router;
         st.routers[i].node_id = 0;
         st.routers[i].register_failures = 0;
+        st.routers[i].said_lost_early = false;  // the link may be a new address's (JoinSlots reuses them)
         st.routers[i].link = st.next_link++;
         self->monitor(router);
         st.Register(i);
@@ -600,6 +602,7 @@ StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(NodeBackend* cluster, Node
   impl->agent = impl->system->spawn(AgentActor, cluster, options, impl->links, EncodeRegistration(registration));
   impl->agent->attach_functor([links = impl->links, on_failure = options.on_actor_failure](const caf::error& reason) {
     if (links->leaving.exchange(true)) return;  // Leave's own end, or told already
+    links->failed = true;
     const std::string why = "the node agent's actor ended (" + caf::to_string(reason) + ")";
     std::fprintf(stderr, "cellserve node: %s: this node is in no router's table any more\n", why.c_str());
     if (on_failure) on_failure(why);
@@ -631,7 +634,7 @@ bool NodeAgent::WaitRegistered(int64_t timeout_ms) const {
 
 int NodeAgent::Drain(int64_t timeout_ms) {
   std::lock_guard<std::mutex> lock(impl_->leave_mu);
-  if (impl_->left) return 0;
+  if (impl_->left || impl_->links->failed) return 0;  // failed: no actor to tell or answer
   auto waiter = std::make_shared<AckWaiter>();
   caf::anon_send(impl_->agent, drain_atom::value, waiter);
   return waiter->Wait(std::chrono::milliseconds(timeout_ms));
@@ -643,9 +646,11 @@ void NodeAgent::Leave() {
   if (impl_->left) return;
   impl_->left = true;
   impl_->links->leaving = true;
-  auto waiter = std::make_shared<AckWaiter>();
-  caf::anon_send(impl_->agent, leave_atom::value, waiter);
-  waiter->Wait(std::chrono::duration_cast<std::chrono::milliseconds>(kAckTimeout));
+  if (!impl_->links->failed) {  // failed: its actor is gone, and no goodbye would be answered
+    auto waiter = std::make_shared<AckWaiter>();
+    caf::anon_send(impl_->agent, leave_atom::value, waiter);
+    waiter->Wait(std::chrono::duration_cast<std::chrono::milliseconds>(kAckTimeout));
+  }
   impl_->links->Stop();
   impl_->connector.join();
   caf::anon_send_exit(impl_->agent, caf::exit_reason::user_shutdown);

@@ -39,9 +39,10 @@ struct NodeAgentOptions {
   int64_t connect_timeout_ms = 2000;
   int64_t max_tokens = 4096;            // per request, as the RPC server's --max-tokens
   int caf_threads = 1;                  // of the agent's own actor system (one actor); 0 = one per usable CPU
-  // Called once, on a CAF thread, if the agent's actor ends other than by Leave (a bug: it ignores
-  // what routers send it, cluster/peer_guard.h): the node is in no router's table any more and
-  // would not rejoin. `cellserve node` then stops and exits 1 so that it is restarted.
+  // Called once, on a CAF thread (or Start's), if the agent's actor ends other than by Leave (a
+  // bug: it ignores what routers send it, cluster/peer_guard.h): the node is in no router's
+  // table any more and would not rejoin; Drain and Leave then wait for nothing. `cellserve node`
+  // then stops and exits 1 so that it is restarted.
   std::function<void(const std::string& why)> on_actor_failure;
 };
 

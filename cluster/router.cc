@@ -508,6 +508,7 @@ StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   const char* in = host == "*" ? nullptr : host.c_str();
   auto published = impl->system->middleman().publish(impl->actor, port, in, /*reuse_addr=*/true);
   if (!published) {
+    impl->shared->stopping = true;  // an end we ask for, not a failure
     caf::anon_send_exit(impl->actor, caf::exit_reason::user_shutdown);
     return Unavailable("cannot open the cluster port " + options.cluster + ": " +
                        impl->system->render(published.error()));

@@ -59,9 +59,9 @@ struct RouterOptions {
   // does not cover those CPUs (runtime/cpu_quota.h).
   bool idle_poll = false;
   int64_t idle_poll_below = 8;
-  // Called once, on a CAF thread, if the router's actor ends other than by Stop (a bug: the actor
-  // also ignores what peers send it, cluster/peer_guard.h). From then on state() is kStopped and
-  // every request is answered at once; `cellserve router` exits 1 so that it is restarted.
+  // Called once, on a CAF thread (or Start's), if the router's actor ends other than by Stop (a
+  // bug: the actor ignores what peers send it, cluster/peer_guard.h). From then on state() is
+  // kStopped and every request is answered at once; `cellserve router` exits 1 so that it is restarted.
   std::function<void(const std::string& why)> on_actor_failure;
 };
 

@@ -5,10 +5,6 @@
 // re-register. Health says not_ready until a node has joined. SIGTERM or SIGINT: new calls are
 // answered UNAVAILABLE, requests in flight finish, then it exits 0. If the router's actor ends on
 // its own (a bug), it stops the same way and exits 1.
-#include <signal.h>
-#include <unistd.h>
-
-#include <atomic>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -90,11 +86,7 @@ int RouterCommand(int argc, char** argv) {
 
   // A router whose actor ended places nothing more: stop as at SIGTERM, then exit 1 so that the
   // process is restarted (its health said "stopped" meanwhile).
-  auto failed = std::make_shared<std::atomic<bool>>(false);
-  options.on_actor_failure = [failed](const std::string&) {
-    failed->store(true);
-    kill(getpid(), SIGTERM);  // wakes signals.Wait() below
-  };
+  options.on_actor_failure = [&signals](const std::string&) { signals.Fail(); };
   auto router = cluster::Router::Start(options);
   if (!router.ok()) return Fail(router.status());
   if (options.idle_poll)
@@ -114,7 +106,7 @@ int RouterCommand(int argc, char** argv) {
   if (Status s = WritePortFile(flags.Get("port-file"), (*server)->port()); !s.ok()) return Fail(s);
 
   if (Status s = signals.Wait(); !s.ok()) return Fail(s);
-  if (!failed->load()) std::fprintf(stderr, "cellserve router: signal: draining requests in flight\n");
+  if (!signals.failed()) std::fprintf(stderr, "cellserve router: signal: draining requests in flight\n");
   (*router)->Stop();  // new calls UNAVAILABLE; those in flight finish
   (*server)->Stop();
   const cluster::RouterStats st = (*router)->stats();
@@ -128,7 +120,7 @@ int RouterCommand(int argc, char** argv) {
                static_cast<long long>(st.nodes_lost));
   server->reset();
   router->reset();
-  if (failed->load()) {
+  if (signals.failed()) {
     std::fprintf(stderr, "cellserve router: exiting 1: its actor had ended (above); restart it\n");
     return 1;
   }

@@ -20,7 +20,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -185,7 +184,7 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
   };
   if (Status s = WritePortFile(port_file, server->port()); !s.ok()) return fail_serving(s);
   if (Status s = signals.Wait(); !s.ok()) return fail_serving(s);
-  std::fprintf(stderr, "cellserve %s: signal: draining requests in flight\n", g_name);
+  if (!signals.failed()) std::fprintf(stderr, "cellserve %s: signal: draining requests in flight\n", g_name);
   if (agent) {  // first no new placements from the routers, so nothing more arrives to be refused
     const int acked = agent->Drain(5000);
     std::fprintf(stderr, "cellserve node: %d router(s) stopped placing requests here\n", acked);
@@ -366,14 +365,10 @@ int ServeOrNode(int argc, char** argv, bool node) {
   }
   // A node actor, device worker or node agent that ends on its own leaves a process that looks
   // alive and serves less or nothing: stop as at SIGTERM, then exit 1 so that it is restarted.
-  auto failed = std::make_shared<std::atomic<bool>>(false);
-  options.on_actor_failure = [failed](const std::string&) {
-    failed->store(true);
-    kill(getpid(), SIGTERM);  // wakes the wait on the stop signals
-  };
+  options.on_actor_failure = [&signals](const std::string&) { signals.Fail(); };
   agent_options.on_actor_failure = options.on_actor_failure;
   auto exit_code = [&](int rc) {
-    if (!failed->load()) return rc;
+    if (!signals.failed()) return rc;
     std::fprintf(stderr, "cellserve %s: exiting 1: part of it had failed (above); restart it\n", g_name);
     return 1;
   };
@@ -429,7 +424,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
                      printer.Answer(line_no, model, seq2seq, r);
                    });
   }
-  if (reader.woken()) std::fprintf(stderr, "cellserve serve: signal: draining requests in flight\n");
+  if (reader.woken() && !signals.failed())
+    std::fprintf(stderr, "cellserve serve: signal: draining requests in flight\n");
   cluster->Stop();  // drains: every accepted request is answered (and printed) before it returns
   const ClusterReport report = cluster->Report();
   cluster.reset();

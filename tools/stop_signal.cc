@@ -45,6 +45,11 @@ StopSignals::~StopSignals() {
 
 int StopSignals::fd() const { return g_wake[0]; }
 
+void StopSignals::Fail() {
+  failed_ = true;
+  OnStopSignal(SIGTERM);
+}
+
 Status StopSignals::Wait() const {
   for (;;) {
     pollfd fd = {g_wake[0], POLLIN, 0};

@@ -8,6 +8,8 @@
 // does not block (a flood of signals cannot hang a handler) and is not inherited by children.
 #pragma once
 
+#include <atomic>
+
 #include "runtime/status.h"
 
 namespace cellserve::tools {
@@ -26,8 +28,15 @@ class StopSignals {
   // poll errors are waited out.
   Status Wait() const;
 
+  // Wakes Wait() (and fd()) as a signal does, and marks that part of the process failed (an
+  // actor that ended on its own): the command stops as at SIGTERM, then exits 1. Any thread;
+  // Install first.
+  void Fail();
+  bool failed() const { return failed_.load(); }
+
  private:
   bool installed_ = false;
+  std::atomic<bool> failed_{false};
 };
 
 }  // namespace cellserve::tools

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <condition_variable>
 #include <cstddef>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
@@ -47,30 +48,37 @@ struct Request {
 // request is cancelled as soon as it is sent and a kDeadline one gets its deadline; without, every
 // request runs plainly (the reference).
 std::vector<StatusOr<RequestResult>> RunAll(LocalCluster& cluster, const std::vector<Request>& requests, bool fates) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<StatusOr<RequestResult>> answers(requests.size(), Internal("no answer"));
-  std::vector<int> answered_times(requests.size(), 0);
-  size_t answered = 0;
+  // Shared with the callbacks: one that comes after the wait below gave up must not write freed
+  // memory (and a late second answer is then still counted, by the next check or the next run).
+  struct Seen {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<StatusOr<RequestResult>> answers;
+    std::vector<int> times;
+    size_t answered = 0;
+  };
+  auto seen = std::make_shared<Seen>();
+  seen->answers.assign(requests.size(), Internal("no answer"));
+  seen->times.assign(requests.size(), 0);
   const SteadyClock clock;
   for (size_t i = 0; i < requests.size(); ++i) {
     const Request& r = requests[i];
     const bool deadline = fates && r.fate == Request::Fate::kDeadline;
     const uint64_t id = cluster.Infer(r.model, r.input, deadline ? clock.NowMicros() + r.deadline_after_us : 0,
-                                      [&, i](StatusOr<RequestResult> result) {
-                                        std::lock_guard<std::mutex> lock(mu);
-                                        answers[i] = std::move(result);
-                                        ++answered_times[i];
-                                        ++answered;
-                                        cv.notify_all();
+                                      [seen, i](StatusOr<RequestResult> result) {
+                                        std::lock_guard<std::mutex> lock(seen->mu);
+                                        seen->answers[i] = std::move(result);
+                                        ++seen->times[i];
+                                        ++seen->answered;
+                                        seen->cv.notify_all();
                                       });
     if (fates && r.fate == Request::Fate::kCancelled) cluster.Cancel(id);
   }
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait_for(lock, std::chrono::seconds(120), [&] { return answered >= requests.size(); });
-  EXPECT_EQ(answered, requests.size());
-  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(answered_times[i], 1) << "request " << i;
-  return answers;
+  std::unique_lock<std::mutex> lock(seen->mu);
+  seen->cv.wait_for(lock, std::chrono::seconds(120), [&] { return seen->answered >= requests.size(); });
+  EXPECT_EQ(seen->answered, requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(seen->times[i], 1) << "request " << i;
+  return seen->answers;
 }
 
 // A seq2seq answer against the CPU's. Greedy decoding may part ways at a near tie (the two
