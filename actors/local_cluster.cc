@@ -67,10 +67,10 @@ struct LocalCluster::Impl {
   std::atomic<bool> stopping{false};  // Stop began: actors ending from here on are expected
   std::atomic<bool> failed{false};    // an actor ended on its own (Failed)
 
-  // An actor ended other than by Stop: said once, the cluster takes no more requests, the owner
-  // is told. Any thread.
+  // An actor ended other than by Stop (the node decides that for its workers): said once, the
+  // cluster takes no more requests, the owner is told. Any thread.
   void Failed(const std::string& why) {
-    if (stopping || failed.exchange(true)) return;
+    if (failed.exchange(true)) return;
     state = ClusterState::kStopped;
     std::fprintf(stderr, "cellserve: the cluster failed: %s; it takes no more requests\n", why.c_str());
     if (options.on_actor_failure) options.on_actor_failure(why);
@@ -207,8 +207,11 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   Impl* raw = impl.get();  // the actors end before the Impl does (Shutdown, or Start's failure path)
   node.on_worker_lost = [raw](int, const std::string& why) { raw->Failed(why); };
   impl->node = actors::SpawnNode(*impl->system, std::move(node));
-  impl->node->attach_functor(
-      [raw](const caf::error& reason) { raw->Failed("the node actor ended (" + caf::to_string(reason) + ")"); });
+  impl->node->attach_functor([raw](const caf::error& reason) {
+    // Stop (and Start's failure path) end it with user_shutdown: anything else is a failure.
+    if (raw->stopping && (reason == caf::exit_reason::user_shutdown || reason == caf::exit_reason::normal)) return;
+    raw->Failed("the node actor ended (" + caf::to_string(reason) + ")");
+  });
   for (int i = 0; i < static_cast<int>(impl->devices.size()); ++i) {
     actors::WorkerOptions w;
     w.index = i;

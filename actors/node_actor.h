@@ -9,7 +9,7 @@
 // stops every request actor and worker it knows, then itself.
 // A worker that ends on its own (an exception in it, a bug) is watched for: it gets no more
 // requests, each request placed on it is answered UNAVAILABLE (its worker may have dropped the
-// request unanswered), and on_worker_lost is called (outside Stop).
+// request unanswered), and on_worker_lost is called (not for the stop protocol's own ends).
 // Ownership: models are shared; the clock is borrowed and must outlive the actor.
 #pragma once
 

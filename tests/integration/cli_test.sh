@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end test of the `cellserve` command line as a user runs it: model init for every kind,
 # run real sentences (alone and batched must agree), inspect, and the errors a user can hit.
-# Usage: cli_test.sh PATH/TO/cellserve   (ctest passes it). Bounded: small models, a few seconds.
+# Usage: cli_test.sh PATH/TO/cellserve [PATH/TO/libthrowing_cuda_plugin.so]   (ctest passes
+# both). Bounded: small models, a few seconds.
 set -uo pipefail
 CELLSERVE="$1"
+THROWING_PLUGIN="${2:-}"
 source "$(dirname "$0")/lib.sh"
 
 REPO="$WORK/models"
@@ -132,6 +134,14 @@ else
     "$CELLSERVE" run --model-repo "$REPO" --model cls --cpu-precision bf16 "hello"
   check "run --compare-precision without AMX: a clear refusal" 1 "compare-precision .*needs AMX-BF16: .*no AMX-BF16.*run it on a CPU that has it" -- \
     "$CELLSERVE" run --model-repo "$REPO" --model cls --compare-precision "hello"
+fi
+# A device whose Submit throws (tests/unit/actors/throwing_cuda_plugin.cc): its worker ends; the
+# request is answered UNAVAILABLE, the failure is said, and the process exits 1 to be restarted.
+if [[ -n "$THROWING_PLUGIN" ]]; then
+  check "serve: a device worker that fails is answered, said, and exits 1" 1 \
+    'the cluster failed: device worker 0 stopped' -- bash -c \
+    'printf "cls\tPeace.\n" | CELLSERVE_CUDA_PLUGIN="$1" "$2" serve --model-repo "$3" --stdin --backend cuda 2>&1' \
+    _ "$THROWING_PLUGIN" "$CELLSERVE" "$REPO"
 fi
 check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, cls-bf16, mt, tree, tree-f32" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model nope "hello"
