@@ -34,7 +34,8 @@ int RouterCommand(int argc, char** argv) {
               "node that serves its model: the least loaded (outstanding cells per device) while at most\n"
               "--p2c-threshold nodes serve it, the better of two random ones above. A node that dies or goes\n"
               "silent is removed and its requests in flight are retried once elsewhere (or answered\n"
-              "UNAVAILABLE). Health is not_ready until a node joins. SIGTERM or SIGINT: drains and exits 0.");
+              "UNAVAILABLE). Health is not_ready until a node joins. SIGTERM or SIGINT: drains and exits 0\n"
+              "(1 if its actor had ended on its own: restart it).");
   flags.ConfigFromEnvironment();
   flags.Add("cluster", "127.0.0.1:7411", "HOST:PORT nodes join (port 0: any free port; see --cluster-port-file)",
             false, "CELLSERVE_CLUSTER")

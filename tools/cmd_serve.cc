@@ -16,6 +16,8 @@
 // `cellserve node --join ROUTER[,ROUTER...]` is the same process joined to routers (cluster/
 // node_agent.h): it also runs what they place on it. SIGTERM then first tells the routers to place
 // nothing more here, drains, says goodbye to them and exits 0.
+// A device worker, the node actor or the node agent that ends on its own (a failure, said in the
+// log) stops it the same way, and it exits 1 so that it is restarted with every device.
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
@@ -213,11 +215,13 @@ int ServeOrNode(int argc, char** argv, bool node) {
                      "router --cluster), registers its models and devices, reports its load and runs what they place\n"
                      "on it; it also serves its own RPC port (--listen) like `cellserve serve`. A router that is not up\n"
                      "yet or restarts is reconnected to (the name is resolved again each time). SIGTERM or SIGINT: the\n"
-                     "routers stop placing requests here, requests in flight finish, then it leaves and exits 0."
+                     "routers stop placing requests here, requests in flight finish, then it leaves and exits 0.\n"
+                     "If part of it fails (a device worker ends on its own), it stops the same way and exits 1."
                    : "Serves the models of a repository in this process: one worker per CPU device, cellular\n"
               "batching, behind the Cap'n Proto RPC port (--listen; schema/cellserve.capnp; try\n"
               "`cellserve infer`, `cellserve health`). SIGTERM or SIGINT: health turns `draining`, new\n"
-              "calls are answered UNAVAILABLE, every request in flight is answered, then it exits 0.\n"
+              "calls are answered UNAVAILABLE, every request in flight is answered, then it exits 0 (1 if\n"
+              "part of it failed, e.g. a device worker that ended on its own: restart it).\n"
               "With --stdin: no port; reads requests from stdin, one per line: MODEL<TAB>text, and prints\n"
               "one JSON line per answer (in completion order, each with its line number); EOF also stops.\n"
               "--metrics-port PORT serves Prometheus metrics at http://HOST:PORT/metrics in either mode (names:\n"
