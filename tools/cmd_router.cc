@@ -86,7 +86,7 @@ int RouterCommand(int argc, char** argv) {
   options.metrics = metrics->metrics.get();
 
   // A router whose actor ended places nothing more: stop as at SIGTERM, then exit 1 so that the
-  // process is restarted (its health said "stopped" meanwhile).
+  // process is restarted (its health said not_ready meanwhile).
   options.on_actor_failure = [&signals](const std::string&) { signals.Fail(); };
   auto router = cluster::Router::Start(options);
   if (!router.ok()) return Fail(router.status());
