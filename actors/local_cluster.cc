@@ -209,7 +209,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   impl->node = actors::SpawnNode(*impl->system, std::move(node));
   impl->node->attach_functor([raw](const caf::error& reason) {
     // Stop (and Start's failure path) end it with user_shutdown: anything else is a failure.
-    if (raw->stopping && (reason == caf::exit_reason::user_shutdown || reason == caf::exit_reason::normal)) return;
+    if (raw->stopping && actors::EndedByStopProtocol(reason)) return;
     raw->Failed("the node actor ended (" + caf::to_string(reason) + ")");
   });
   for (int i = 0; i < static_cast<int>(impl->devices.size()); ++i) {

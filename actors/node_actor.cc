@@ -153,7 +153,7 @@ struct NodeState {
       if (p.worker == w) self->send(p.request, worker_lost_atom::value, why + " while the request ran");
     // The stop protocol ends workers with user_shutdown; anything else (an exception in one while
     // the cluster drains, too) is a failure.
-    if (stopping && (reason == caf::exit_reason::user_shutdown || reason == caf::exit_reason::normal)) return;
+    if (stopping && EndedByStopProtocol(reason)) return;
     std::fprintf(stderr, "cellserve: %s: it takes no more requests; those it had are answered UNAVAILABLE\n",
                  why.c_str());
     if (options.on_worker_lost) options.on_worker_lost(w, why);

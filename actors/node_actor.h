@@ -39,6 +39,12 @@ struct NodeOptions {
   std::function<void(int worker, const std::string& why)> on_worker_lost;
 };
 
+// Whether an actor ended the way the stop protocol ends it (user_shutdown, or a normal quit): any
+// other end is a failure.
+inline bool EndedByStopProtocol(const caf::error& reason) {
+  return reason == caf::exit_reason::user_shutdown || reason == caf::exit_reason::normal;
+}
+
 // Workers join afterwards: (add_worker_atom, int index, caf::actor worker).
 caf::actor SpawnNode(caf::actor_system& system, NodeOptions options);
 

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -23,31 +22,12 @@
 namespace cellserve {
 namespace {
 
-// One answer, waited for with a bound.
-struct OneAnswer {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  Status status = Internal("no answer");
-  InferCallback Callback() {
-    return [this](StatusOr<RequestResult> r) {
-      std::lock_guard<std::mutex> lock(mu);
-      status = r.status();
-      done = true;
-      cv.notify_all();
-    };
-  }
-  bool Wait(std::chrono::milliseconds bound) {
-    std::unique_lock<std::mutex> lock(mu);
-    return cv.wait_for(lock, bound, [&] { return done; });
-  }
-};
-
 // Returns what went wrong, or "" when everything held.
 std::string AFailingWorker() {
   setenv("CELLSERVE_CUDA_PLUGIN", THROWING_CUDA_PLUGIN_PATH, 1);
   testutil::TempModelRepo repo("cellserve_actor_failure");
   repo.Write(actor_testing::SmallSpec("lstm", ModelKind::kLstm), 5);
+  actor_testing::Answers answers;  // outlives the cluster, whose callbacks it holds
   std::mutex mu;
   std::vector<std::string> failures;
   LocalClusterOptions o;
@@ -62,12 +42,11 @@ std::string AFailingWorker() {
   if (!cluster.ok()) return "start: " + cluster.status().ToString();
   RequestInput in;
   in.tokens = {5, 6, 7};
-  OneAnswer first;
-  (*cluster)->Infer("lstm", in, 0, first.Callback());
-  if (!first.Wait(std::chrono::seconds(20))) return "the request on the failed worker was never answered";
-  if (first.status.code() != StatusCode::kUnavailable ||
-      first.status.message().find("device worker") == std::string::npos)
-    return "first answer: " + first.status.ToString();
+  (*cluster)->Infer("lstm", in, 0, answers.For(1));
+  if (!answers.WaitTotal(1, std::chrono::seconds(20))) return "the request on the failed worker was never answered";
+  const Status first = answers.Get(1).status();
+  if (first.code() != StatusCode::kUnavailable || first.message().find("device worker") == std::string::npos)
+    return "first answer: " + first.ToString();
   if (!testutil::WaitFor(
           [&] {
             std::lock_guard<std::mutex> lock(mu);
@@ -77,14 +56,15 @@ std::string AFailingWorker() {
     return "the owner was not told";
   if ((*cluster)->state() != ClusterState::kStopped)
     return std::string("state: ") + ClusterStateName((*cluster)->state());
-  OneAnswer second;
-  (*cluster)->Infer("lstm", in, 0, second.Callback());
-  if (!second.Wait(std::chrono::milliseconds(500))) return "a new request was not answered at once";
-  if (second.status.code() != StatusCode::kUnavailable || second.status.message().find("failed") == std::string::npos)
-    return "second answer: " + second.status.ToString();
+  (*cluster)->Infer("lstm", in, 0, answers.For(2));
+  if (!answers.WaitTotal(2, std::chrono::milliseconds(500))) return "a new request was not answered at once";
+  const Status second = answers.Get(2).status();
+  if (second.code() != StatusCode::kUnavailable || second.message().find("failed") == std::string::npos)
+    return "second answer: " + second.ToString();
   const auto t0 = std::chrono::steady_clock::now();
   (*cluster)->Stop();
   if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(10)) return "Stop took more than 10 s";
+  if (answers.Count(1) != 1 || answers.Count(2) != 1) return "a request was answered more than once";
   std::lock_guard<std::mutex> lock(mu);
   if (failures.size() != 1) return "told " + std::to_string(failures.size()) + " times";
   return "";
