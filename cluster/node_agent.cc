@@ -382,11 +382,13 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         AgentState& st = self->state;
         if (i < 0 || st.leaving) return;
         if (i >= static_cast<int>(st.routers.size())) st.routers.resize(static_cast<size_t>(i) + 1);
+        // A link JoinSlots gave to a new address starts unsaid; the same address reconnecting
+        // keeps it (else a router dropping every connection would be logged every round again).
+        if (st.routers[i].address != address) st.routers[i].said_lost_early = false;
         st.routers[i].address = address;
         st.routers[i].handle = router;
         st.routers[i].node_id = 0;
         st.routers[i].register_failures = 0;
-        st.routers[i].said_lost_early = false;  // the link may be a new address's (JoinSlots reuses them)
         st.routers[i].link = st.next_link++;
         self->monitor(router);
         st.Register(i);
