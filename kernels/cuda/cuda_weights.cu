@@ -6,8 +6,10 @@
 
 #include <cublas_v2.h>
 
+#include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 
 namespace cellserve::cuda {
 
@@ -19,6 +21,51 @@ Status NcclStatus(ncclResult_t r, const char* call) {
   return Internal(std::string(call) + ": " + ncclGetErrorString(r));
 }
 #define CS_NCCL(call) RETURN_IF_ERROR(NcclStatus((call), #call))
+
+using SteadyClock = std::chrono::steady_clock;
+
+// Waits until every stream (null ones skipped) has finished, polling: a synchronize would wait for
+// good on a collective whose ranks never meet. Also asks `comms` for NCCL's asynchronous errors
+// (a peer lost mid-copy). DEADLINE_EXCEEDED past `deadline`.
+Status AwaitStreams(const std::vector<cudaStream_t>& streams, const std::vector<ncclComm_t>& comms,
+                    SteadyClock::time_point deadline) {
+  for (;;) {
+    bool busy = false;
+    for (cudaStream_t s : streams) {
+      if (!s) continue;
+      const cudaError_t e = cudaStreamQuery(s);
+      if (e == cudaErrorNotReady) {
+        busy = true;
+      } else {
+        RETURN_IF_ERROR(CudaStatus(e, "cudaStreamQuery (ncclBroadcast)"));
+      }
+    }
+    for (ncclComm_t c : comms) {
+      ncclResult_t async = ncclSuccess;
+      CS_NCCL(ncclCommGetAsyncError(c, &async));
+      if (async != ncclSuccess && async != ncclInProgress) return NcclStatus(async, "ncclBroadcast (asynchronous)");
+    }
+    if (!busy) return OkStatus();
+    if (SteadyClock::now() >= deadline) return DeadlineExceeded("still running");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+// What an aborted broadcast could not take back: copies and streams an NCCL kernel may still write
+// to or run on. Kept for the life of the process (never freed: freeing them would hand the memory
+// to the next allocation while the kernel writes into it).
+struct Abandoned {
+  std::vector<std::shared_ptr<const ModelWeights>> weights;
+  std::vector<cudaStream_t> streams;
+};
+void Abandon(std::vector<std::shared_ptr<const ModelWeights>> weights, const std::vector<cudaStream_t>& streams) {
+  static std::mutex mu;
+  static auto* abandoned = new Abandoned();  // never deleted, on purpose
+  std::lock_guard<std::mutex> lock(mu);
+  for (auto& w : weights) abandoned->weights.push_back(std::move(w));
+  for (cudaStream_t s : streams)
+    if (s) abandoned->streams.push_back(s);
+}
 #endif
 
 // Whether some consumer of `embedding` gathers from it; an embedding all of whose consumers fold
@@ -167,7 +214,9 @@ Status CudaWeightStore::Prepare(const std::vector<const Model*>& models, const s
     }
     std::vector<std::shared_ptr<const ModelWeights>> others;
 #if CELLSERVE_HAVE_NCCL
-    Status broadcast = Broadcast(*model, first, gpus, &others);
+    bool wedged = false;
+    Status broadcast = Broadcast(*model, first, gpus, &others, &wedged);
+    if (wedged) return broadcast;
     if (!broadcast.ok()) {  // no P2P, a mismatched NCCL: slower, but every GPU still gets its weights
       std::fprintf(stderr, "cellserve: cuda: NCCL broadcast of model '%s' failed (%s); uploading to each GPU\n",
                    model->spec().name.c_str(), broadcast.ToString().c_str());
@@ -186,12 +235,17 @@ Status CudaWeightStore::Prepare(const std::vector<const Model*>& models, const s
 
 #if CELLSERVE_HAVE_NCCL
 Status CudaWeightStore::Broadcast(const Model& model, const std::shared_ptr<const ModelWeights>& first,
-                                  const std::vector<int>& gpus, std::vector<std::shared_ptr<const ModelWeights>>* out) {
+                                  const std::vector<int>& gpus, std::vector<std::shared_ptr<const ModelWeights>>* out,
+                                  bool* wedged) {
   std::vector<std::shared_ptr<ModelWeights>> copies;
   for (size_t g = 1; g < gpus.size(); ++g) {
     ASSIGN_OR_RETURN(auto w, AllocateModelWeights(model, gpus[g], dtype_, fold_max_bytes_, nullptr));
     copies.push_back(std::move(w));
   }
+  size_t bytes = 0;
+  for (const auto& b : first->buffers) bytes += b.bytes();
+  const auto limit = limits_.timeout + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           limits_.per_gib * (static_cast<double>(bytes) / double(1 << 30)));
   {
     // One communicator over these GPUs; rank 0 (gpus[0]) is the root of every broadcast, each rank
     // on a stream of its own GPU.
@@ -207,10 +261,10 @@ Status CudaWeightStore::Broadcast(const Model& model, const std::shared_ptr<cons
       ncclResult_t r = ncclGroupStart();
       if (r == ncclSuccess) {  // a group that did not start is not ended
         for (size_t b = 0; r == ncclSuccess && b < first->buffers.size(); ++b) {
-          const size_t bytes = first->buffers[b].bytes();
+          const size_t n = first->buffers[b].bytes();
           for (size_t g = 0; r == ncclSuccess && g < gpus.size(); ++g) {
             void* dst = g == 0 ? first->buffers[b].get() : copies[g - 1]->buffers[b].get();
-            r = ncclBroadcast(first->buffers[b].get(), dst, bytes, ncclChar, 0, comms[g], streams[g]);
+            r = ncclBroadcast(first->buffers[b].get(), dst, n, ncclChar, 0, comms[g], streams[g]);
           }
         }
         const ncclResult_t end = ncclGroupEnd();
@@ -218,15 +272,32 @@ Status CudaWeightStore::Broadcast(const Model& model, const std::shared_ptr<cons
       }
       result = NcclStatus(r, "ncclBroadcast");
     }
+    if (result.ok()) {
+      result = AwaitStreams(streams, comms, SteadyClock::now() + limit);
+      if (result.code() == StatusCode::kDeadlineExceeded)
+        result = DeadlineExceeded("ncclBroadcast of " + std::to_string(bytes) + " bytes did not finish in " +
+                                  std::to_string(limit.count()) + " ms (a GPU link down?)");
+    }
+    // After a failure some ranks' broadcasts may be on their streams waiting for ranks that never
+    // join: ncclCommAbort stops them (ncclCommDestroy would wait for them, forever).
+    for (ncclComm_t c : comms) result.ok() ? (void)ncclCommDestroy(c) : (void)ncclCommAbort(c);
+    if (!result.ok() && !AwaitStreams(streams, {}, SteadyClock::now() + limits_.after_abort).ok()) {
+      // Its kernels still run: the source and the copies stay allocated for good, and these GPUs
+      // are not used (a device synchronize, as every upload ends with, would wait for them).
+      std::vector<std::shared_ptr<const ModelWeights>> held(copies.begin(), copies.end());
+      held.push_back(first);
+      Abandon(std::move(held), streams);
+      *wedged = true;
+      return Unavailable(result.message() + "; aborted, its NCCL kernels still ran " +
+                         std::to_string(limits_.after_abort.count()) +
+                         " ms later: these GPUs cannot be used until the process restarts (check them with "
+                         "nvidia-smi)");
+    }
     for (size_t g = 0; g < gpus.size(); ++g) {
       if (!streams[g]) continue;
       cudaSetDevice(gpus[g]);
-      if (result.ok()) result = CudaStatus(cudaStreamSynchronize(streams[g]), "cudaStreamSynchronize (ncclBroadcast)");
-      cudaStreamDestroy(streams[g]);  // returns at once; queued work still completes
+      cudaStreamDestroy(streams[g]);  // idle (waited for above)
     }
-    // After a failure some ranks' broadcasts may be on their streams waiting for ranks that never
-    // joined: ncclCommAbort stops them (ncclCommDestroy would wait for them, forever).
-    for (ncclComm_t c : comms) result.ok() ? (void)ncclCommDestroy(c) : (void)ncclCommAbort(c);
     RETURN_IF_ERROR(result);
   }
   for (auto& c : copies) out->push_back(std::move(c));

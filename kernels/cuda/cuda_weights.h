@@ -14,6 +14,7 @@
 // Errors: CUDA/NCCL failures as Status naming the call (cuda_check.h).
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -49,12 +50,27 @@ struct ModelWeights {
 StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& model, int gpu, GemmDtype dtype,
                                                                  int64_t fold_max_bytes);
 
+// How long Prepare waits for an NCCL broadcast. NCCL's kernels wait for every rank, so a GPU link
+// that is down or a rank that never joins would hang them, and the node's start, for good: past
+// `timeout` plus `per_gib` per GiB copied (10 s/GiB is ~0.1 GB/s, far below any GPU link), or at
+// an asynchronous NCCL error, the communicators are aborted and each GPU uploads from the host.
+// The aborted kernels get `after_abort` to stop; a copy still written to after that is never freed
+// (its memory is leaked, and stderr says so).
+struct BroadcastLimits {
+  std::chrono::milliseconds timeout{60000};
+  std::chrono::milliseconds per_gib{10000};
+  std::chrono::milliseconds after_abort{10000};
+};
+
 class CudaWeightStore {
  public:
-  CudaWeightStore(GemmDtype dtype, int64_t fold_max_bytes) : dtype_(dtype), fold_max_bytes_(fold_max_bytes) {}
+  CudaWeightStore(GemmDtype dtype, int64_t fold_max_bytes, BroadcastLimits limits = {})
+      : dtype_(dtype), fold_max_bytes_(fold_max_bytes), limits_(limits) {}
   // Loads each model onto gpus[0] from the host and broadcasts it to gpus[1..] with NCCL (one
   // communicator for these GPUs); if the broadcast fails (no P2P, a mismatched NCCL), uploads to
-  // each GPU from the host instead, and says so on stderr. A model counts as prepared only once
+  // each GPU from the host instead, and says so on stderr (also when it takes longer than
+  // BroadcastLimits allow; UNAVAILABLE if its aborted kernels do not stop). A model counts as
+  // prepared only once
   // every GPU has it; models already prepared are skipped.
   Status Prepare(const std::vector<const Model*>& models, const std::vector<int>& gpus);
   // The weights of `model` on `gpu`, or null if Prepare did not put them there.
@@ -63,12 +79,14 @@ class CudaWeightStore {
   int64_t fold_max_bytes() const { return fold_max_bytes_; }
 
  private:
-  // Copies `first` (on gpus[0]) to gpus[1..] with NCCL; appends their weights to `out`. Defined
-  // only in builds with NCCL.
+  // Copies `first` (on gpus[0]) to gpus[1..] with NCCL; appends their weights to `out`. Sets
+  // `wedged` when an aborted broadcast's kernels did not stop (BroadcastLimits::after_abort): then
+  // the GPUs cannot be used (UNAVAILABLE). Defined only in builds with NCCL.
   Status Broadcast(const Model& model, const std::shared_ptr<const ModelWeights>& first, const std::vector<int>& gpus,
-                   std::vector<std::shared_ptr<const ModelWeights>>* out);
+                   std::vector<std::shared_ptr<const ModelWeights>>* out, bool* wedged);
   const GemmDtype dtype_;
   const int64_t fold_max_bytes_;
+  const BroadcastLimits limits_;
   mutable std::mutex mu_;
   std::map<std::pair<const Model*, int>, std::shared_ptr<const ModelWeights>> weights_;  // guarded by mu_
 };

@@ -148,6 +148,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
@@ -344,6 +345,12 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   if (stream) stream->Drain();
   return cudaSuccess;
+}
+// cudaErrorNotReady is not recorded as the thread's pending error (it is not an error).
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  if (!stream) return cudaSuccess;  // the legacy stream runs its work at once here
+  std::lock_guard<std::mutex> lock(stream->mu);
+  return stream->done >= stream->enqueued ? cudaSuccess : cudaErrorNotReady;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
   if (!stream || !event) return Failed(cudaErrorInvalidResourceHandle);

@@ -4,6 +4,7 @@
 // device owns which memory. Thread-safe.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <initializer_list>
 #include <string>
@@ -50,6 +51,11 @@ void LaunchFailed(cudaStream_t stream);
 
 // The number of ncclBroadcast calls that ran as part of a collective, since the process started.
 long NcclBroadcastsRun();
+
+// The next NCCL group's collectives never meet, as when a GPU link is down or a rank's kernel
+// never starts: each rank's operation waits on its stream until its communicator is aborted, then
+// returns without copying, `abort_takes` after the abort.
+void HangNextNcclGroup(std::chrono::milliseconds abort_takes = std::chrono::milliseconds(0));
 
 // FailNthCall for a scope: cleared when it goes, so that an injection a failed assertion left
 // unreached does not stay armed for the tests after it.

@@ -12,15 +12,21 @@
 // - a rank's stream is one made on that rank's device, and its buffers that device's memory (the
 //   legacy stream is refused: the fake needs a stream per rank; so is a capturing stream).
 // ncclCommAbort and ncclCommDestroy free the communicator; LiveObjects counts the live ones.
-// ncclGroupEnd returns once the operations are enqueued; they run on the streams.
+// ncclCommAbort also stops that rank's operations still waiting for the others (as NCCL's kernels
+// stop): they return without copying. ncclGroupEnd returns once the operations are enqueued; they
+// run on the streams. HangNextNcclGroup makes a group's collectives never meet (a link down), and
+// FailNthCall("ncclCommGetAsyncError") reports an asynchronous ncclRemoteError once.
 #include <nccl.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "fake_cuda.h"
@@ -28,7 +34,11 @@
 namespace {
 
 struct Clique {
-  int ranks = 0;
+  explicit Clique(int n) : ranks(n), aborted(static_cast<size_t>(n), false) {}
+  const int ranks;
+  std::mutex mu;  // for the clique's meetings too
+  std::condition_variable cv;
+  std::vector<bool> aborted;  // by rank; guarded by mu
 };
 
 struct Broadcast {
@@ -42,18 +52,24 @@ struct Broadcast {
 
 // One collective's meeting point, shared by the operations of its ranks.
 struct Meeting {
-  std::mutex mu;
-  std::condition_variable cv;
-  int ranks = 0;
-  int arrived = 0;  // guarded by mu
-  int copied = 0;   // guarded by mu
-  void Wait(int Meeting::*counter) {
-    std::unique_lock<std::mutex> lock(mu);
+  std::shared_ptr<Clique> clique;
+  bool never_met = false;  // HangNextNcclGroup: no rank's wait ends but by an abort
+  int arrived = 0;         // guarded by clique->mu
+  int copied = 0;          // guarded by clique->mu
+  // Counts `rank` in and waits for every rank; false if `rank` was aborted first.
+  bool Wait(int Meeting::*counter, int rank) {
+    std::unique_lock<std::mutex> lock(clique->mu);
     ++(this->*counter);
-    cv.notify_all();
-    cv.wait(lock, [&] { return this->*counter >= ranks; });
+    clique->cv.notify_all();
+    const size_t r = static_cast<size_t>(rank);
+    clique->cv.wait(lock, [&] { return clique->aborted[r] || (!never_met && this->*counter >= clique->ranks); });
+    return !clique->aborted[r];
   }
 };
+
+std::mutex g_hang_mu;
+bool g_hang_next = false;                    // guarded by g_hang_mu
+std::chrono::milliseconds g_hang_abort_takes{0};  // guarded by g_hang_mu
 
 std::atomic<long> g_broadcasts_run{0};
 thread_local int t_group_depth = 0;
@@ -82,6 +98,11 @@ struct ncclComm {
 
 namespace fakecuda {
 long NcclBroadcastsRun() { return g_broadcasts_run.load(); }
+void HangNextNcclGroup(std::chrono::milliseconds abort_takes) {
+  std::lock_guard<std::mutex> lock(g_hang_mu);
+  g_hang_next = true;
+  g_hang_abort_takes = abort_takes;
+}
 }  // namespace fakecuda
 
 ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int* devlist) {
@@ -94,8 +115,7 @@ ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int* devlist) {
     if (d < 0 || d >= count || used[static_cast<size_t>(d)]) return ncclInvalidArgument;
     used[static_cast<size_t>(d)] = true;
   }
-  auto clique = std::make_shared<Clique>();
-  clique->ranks = ndev;
+  auto clique = std::make_shared<Clique>(ndev);
   for (int i = 0; i < ndev; ++i) comms[i] = new ncclComm{clique, i, devlist ? devlist[i] : i, {}};
   fakecuda::CountNcclComm(ndev);
   return ncclSuccess;
@@ -115,7 +135,19 @@ ncclResult_t Free(ncclComm_t comm) {
 
 // Operations already enqueued hold no pointer to the communicator: both only free it.
 ncclResult_t ncclCommDestroy(ncclComm_t comm) { return Free(comm); }
-ncclResult_t ncclCommAbort(ncclComm_t comm) { return Free(comm); }
+ncclResult_t ncclCommAbort(ncclComm_t comm) {
+  if (comm) {
+    std::lock_guard<std::mutex> lock(comm->clique->mu);
+    comm->clique->aborted[static_cast<size_t>(comm->rank)] = true;
+    comm->clique->cv.notify_all();
+  }
+  return Free(comm);
+}
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
+  if (!comm || !async_error) return ncclInvalidArgument;
+  *async_error = fakecuda::InjectedFailure("ncclCommGetAsyncError") ? ncclRemoteError : ncclSuccess;
+  return ncclSuccess;
+}
 
 ncclResult_t ncclGroupStart() {
   ++t_group_depth;
@@ -175,22 +207,34 @@ ncclResult_t RunGroup() {
       }
     }
   }
+  bool never_met = false;
+  std::chrono::milliseconds abort_takes{0};
+  {
+    std::lock_guard<std::mutex> lock(g_hang_mu);
+    never_met = std::exchange(g_hang_next, false);
+    abort_takes = g_hang_abort_takes;
+  }
   // Enqueue, clique by clique, call by call: each rank's operation on its own stream.
   for (ncclComm_t c : comms) {
     if (c->rank != 0) continue;  // rank 0 enqueues for its clique
     const std::vector<ncclComm_t> ranks = RanksOf(c->clique.get(), comms);
     for (size_t k = 0; k < c->pending.size(); ++k) {
       auto meeting = std::make_shared<Meeting>();
-      meeting->ranks = c->clique->ranks;
+      meeting->clique = c->clique;
+      meeting->never_met = never_met;
       const Broadcast& at_root = ranks[static_cast<size_t>(c->pending[k].root)]->pending[k];
       const void* source = at_root.send;
       for (ncclComm_t o : ranks) {
         const Broadcast& mine = o->pending[k];
-        fakecuda::Enqueue(mine.stream, [meeting, source, mine] {
-          meeting->Wait(&Meeting::arrived);
+        const int rank = o->rank;
+        fakecuda::Enqueue(mine.stream, [meeting, source, mine, rank, abort_takes] {
+          if (!meeting->Wait(&Meeting::arrived, rank)) {
+            std::this_thread::sleep_for(abort_takes);  // an aborted kernel's last moments
+            return;
+          }
           if (mine.bytes > 0 && mine.recv != source) std::memcpy(mine.recv, source, mine.bytes);
           g_broadcasts_run.fetch_add(1);
-          meeting->Wait(&Meeting::copied);
+          meeting->Wait(&Meeting::copied, rank);
         });
       }
     }

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <set>
@@ -843,6 +844,121 @@ TEST(CudaDeviceFaultTest, TheWeightStoreHoldsEachGpusOwnCopyAfterABroadcastOrIts
     }
     EXPECT_EQ(copies.size(), gpus.size());
   }
+}
+
+// Every GPU of `gpus` holds its own copy of `model`'s weights in `store`, byte for byte gpus[0]'s.
+void ExpectTheSameWeightsOnEachGpu(const cuda::CudaWeightStore& store, const Model& model,
+                                   const std::vector<int>& gpus) {
+  auto first = store.Get(model, gpus[0]);
+  ASSERT_NE(first, nullptr);
+  for (int g : gpus) {
+    auto w = store.Get(model, g);
+    ASSERT_NE(w, nullptr) << "GPU " << g;
+    EXPECT_EQ(w->gpu, g);
+    ASSERT_EQ(w->buffers.size(), first->buffers.size()) << "GPU " << g;
+    for (size_t b = 0; b < w->buffers.size(); ++b) {
+      ASSERT_EQ(w->buffers[b].bytes(), first->buffers[b].bytes()) << "GPU " << g << " buffer " << b;
+      if (g != gpus[0]) {
+        EXPECT_NE(w->buffers[b].get(), first->buffers[b].get()) << "GPU " << g << " buffer " << b;
+      }
+      EXPECT_EQ(std::memcmp(w->buffers[b].get(), first->buffers[b].get(), w->buffers[b].bytes()), 0)
+          << "GPU " << g << " buffer " << b;
+    }
+  }
+}
+
+std::vector<int> EveryGpu(int n) {
+  std::vector<int> gpus;
+  for (int g = 0; g < n; ++g) gpus.push_back(g);
+  return gpus;
+}
+
+// A broadcast whose ranks never meet (a GPU link down, a rank's kernel that never starts) would
+// hang NCCL's kernels, and the node's start, for good: past its time limit it is aborted, and each
+// GPU uploads from the host instead. Nothing of the broadcast is left behind.
+TEST(CudaDeviceFaultTest, AHungBroadcastIsAbortedAtItsTimeLimitAndEachGpuUploads) {
+  auto n = cuda::CountGpus();
+  ASSERT_TRUE(n.ok());
+  if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";
+  auto model = testing_models::Make(ModelKind::kLstm, 64, 2, 14, 64);
+  const std::vector<int> gpus = EveryGpu(*n);
+  const std::string before = fakecuda::LiveObjects();
+  {
+    cuda::BroadcastLimits limits;
+    limits.timeout = std::chrono::milliseconds(300);
+    limits.per_gib = std::chrono::milliseconds(0);
+    cuda::CudaWeightStore store(cuda::GemmDtype::kF32, kDefaultFoldMaxBytes, limits);
+    fakecuda::HangNextNcclGroup();
+    const long broadcasts_before = fakecuda::NcclBroadcastsRun();
+    testing::internal::CaptureStderr();
+    const auto start = std::chrono::steady_clock::now();
+    const Status prepared = store.Prepare({model.get()}, gpus);
+    const auto took_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    const std::string said = testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(prepared.ok()) << prepared.ToString();
+    EXPECT_GE(took_ms, 300);
+    EXPECT_LT(took_ms, 30000);
+    EXPECT_NE(said.find("did not finish in 300 ms"), std::string::npos) << said;
+    EXPECT_NE(said.find("uploading to each GPU"), std::string::npos) << said;
+    EXPECT_EQ(fakecuda::NcclBroadcastsRun(), broadcasts_before) << "the hung broadcast copied";
+    ExpectTheSameWeightsOnEachGpu(store, *model, gpus);
+  }
+  EXPECT_EQ(fakecuda::LiveObjects(), before);  // communicators aborted, streams and copies freed
+}
+
+// An asynchronous NCCL error (a peer lost mid-copy) ends the wait at once, not at the time limit.
+TEST(CudaDeviceFaultTest, ABroadcastWithAnAsynchronousNcclErrorIsAbortedAtOnce) {
+  auto n = cuda::CountGpus();
+  ASSERT_TRUE(n.ok());
+  if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";
+  auto model = testing_models::Make(ModelKind::kLstm, 64, 2, 15, 64);
+  const std::vector<int> gpus = EveryGpu(*n);
+  const std::string before = fakecuda::LiveObjects();
+  {
+    cuda::CudaWeightStore store(cuda::GemmDtype::kF32, kDefaultFoldMaxBytes);  // a 60 s limit
+    fakecuda::HangNextNcclGroup();
+    fakecuda::ScopedFailure failure("ncclCommGetAsyncError", 1);
+    testing::internal::CaptureStderr();
+    const auto start = std::chrono::steady_clock::now();
+    const Status prepared = store.Prepare({model.get()}, gpus);
+    const auto took_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    const std::string said = testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(prepared.ok()) << prepared.ToString();
+    EXPECT_LT(took_ms, 30000);
+    EXPECT_NE(said.find("ncclBroadcast (asynchronous): remote process exited"), std::string::npos) << said;
+    ExpectTheSameWeightsOnEachGpu(store, *model, gpus);
+  }
+  EXPECT_EQ(fakecuda::LiveObjects(), before);
+}
+
+// Kernels that do not stop when aborted may still write into the copies: their memory is never
+// freed (or reused), and the GPUs are not used (UNAVAILABLE, so that --cpu-fallback applies).
+TEST(CudaDeviceFaultTest, ABroadcastWhoseKernelsOutliveTheAbortLeavesTheGpusUnusedAndItsMemoryHeld) {
+  auto n = cuda::CountGpus();
+  ASSERT_TRUE(n.ok());
+  if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";
+  auto model = testing_models::Make(ModelKind::kLstm, 64, 2, 16, 64);
+  const std::vector<int> gpus = EveryGpu(*n);
+  const std::string before = fakecuda::LiveObjects();
+  const auto abort_takes = std::chrono::milliseconds(1500);
+  {
+    cuda::BroadcastLimits limits;
+    limits.timeout = std::chrono::milliseconds(100);
+    limits.per_gib = std::chrono::milliseconds(0);
+    limits.after_abort = std::chrono::milliseconds(200);
+    cuda::CudaWeightStore store(cuda::GemmDtype::kF32, kDefaultFoldMaxBytes, limits);
+    fakecuda::HangNextNcclGroup(abort_takes);
+    const Status prepared = store.Prepare({model.get()}, gpus);
+    EXPECT_EQ(prepared.code(), StatusCode::kUnavailable) << prepared.ToString();
+    EXPECT_NE(prepared.message().find("did not finish in 100 ms"), std::string::npos) << prepared.ToString();
+    EXPECT_NE(prepared.message().find("cannot be used until the process restarts"), std::string::npos)
+        << prepared.ToString();
+    for (int g : gpus) EXPECT_EQ(store.Get(*model, g), nullptr) << "GPU " << g;
+  }
+  EXPECT_NE(fakecuda::LiveObjects(), before) << "memory an aborted kernel may still write to was freed";
+  std::this_thread::sleep_for(abort_takes + std::chrono::milliseconds(500));  // the fake's kernels end
 }
 #endif
 

@@ -1,5 +1,6 @@
 // FAKE NCCL for host-only tests (tests/fakecuda/README.md): the calls kernels/cuda makes
-// (ncclCommInitAll, group calls, ncclBroadcast, ncclCommDestroy, ncclGetErrorString), with NCCL's
+// (ncclCommInitAll, group calls, ncclBroadcast, ncclCommDestroy, ncclCommAbort,
+// ncclCommGetAsyncError, ncclGetErrorString), with NCCL's
 // signatures and its rules for a single thread driving every rank. Implemented in fake_nccl.cc.
 #pragma once
 
@@ -29,6 +30,7 @@ using ncclComm_t = ncclComm*;
 ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int* devlist);
 ncclResult_t ncclCommDestroy(ncclComm_t comm);
 ncclResult_t ncclCommAbort(ncclComm_t comm);
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error);
 ncclResult_t ncclGroupStart();
 ncclResult_t ncclGroupEnd();
 ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype, int root,
