@@ -585,8 +585,7 @@ ClusterReport Router::Report() const {
       }
     }
   }
-  if (r.devices.empty()) r.devices.emplace_back();  // where the requests in flight are reported
-  r.devices.front().requests_in = sh.counters->Unanswered();
+  r.requests_held = sh.counters->Unanswered();
   r.accepted = sh.placed.load();
   r.completed = sh.counters->completed.load();
   r.failed = sh.counters->failed.load();

@@ -215,7 +215,7 @@ class Service final : public Cellserve::Server {
             case ClusterState::kStarting: h.setState(ServingState::NOT_READY); break;
           }
           h.setProtocolVersion(PROTOCOL_VERSION);
-          int64_t in = 0, slots = 0;
+          int64_t in = report.requests_held, slots = 0;
           for (const DeviceReport& d : report.devices) {
             in += d.requests_in;
             slots += d.slots_in_use;

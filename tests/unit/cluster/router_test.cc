@@ -16,6 +16,8 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -279,6 +281,7 @@ TEST_F(RouterTest, WithoutNodesItAnswersAtOnce) {
   EXPECT_GT(router->port(), 0);
   EXPECT_EQ(router->state(), ClusterState::kStarting);
   EXPECT_TRUE(router->Models().empty());
+  EXPECT_TRUE(router->Report().devices.empty()) << "a device no node has";
   Answers answers;
   router->Infer("cls", Tokens(3, 1), 0, answers.For(0));
   ASSERT_TRUE(answers.Wait(1, std::chrono::seconds(10)));
@@ -420,6 +423,12 @@ TEST_F(RouterTest, NodesShowWhatWasPlacedThereAndWhatIsInFlight) {
     EXPECT_EQ(n.models, std::vector<std::string>{"cls"});
     EXPECT_FALSE(n.draining);
   }
+  const ClusterReport report = router_->Report();
+  std::set<std::string> devices;
+  for (const DeviceReport& d : report.devices) devices.insert(d.name);
+  EXPECT_EQ(devices, (std::set<std::string>{"n1/d0", "n2/d0"}));
+  EXPECT_EQ(report.requests_held, 0);
+  EXPECT_EQ(report.completed, kN);
   a1_->Leave();
   a2_->Leave();
   router_->Stop();

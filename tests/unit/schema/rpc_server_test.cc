@@ -308,7 +308,8 @@ TEST_F(RpcServerTest, MalformedCallParametersAreAnInvalidArgumentReply) {
   EXPECT_EQ(health.getHealth().getState(), ServingState::SERVING) << "the connection goes on";
 }
 
-// A backend that is starting and knows no model: a router no node has joined (or all have left).
+// A backend that is starting and knows no model: a router no node has joined (or all have left,
+// with two requests still unanswered).
 class NoNodesYet : public ServingBackend {
  public:
   uint64_t Infer(const std::string&, RequestInput, int64_t, InferCallback done, TokenCallback) override {
@@ -316,7 +317,11 @@ class NoNodesYet : public ServingBackend {
     return 1;
   }
   void Cancel(uint64_t) override {}
-  ClusterReport Report() const override { return {}; }
+  ClusterReport Report() const override {
+    ClusterReport r;
+    r.requests_held = 2;
+    return r;
+  }
   std::vector<ModelSpec> Models() const override { return {}; }
   ClusterState state() const override { return ClusterState::kStarting; }
 };
@@ -337,6 +342,12 @@ TEST(RpcServerNoNodesTest, ARouterWithoutNodesIsUnavailableNotNotFound) {
   auto reply = (*client)->Infer(call);
   EXPECT_EQ(reply.status().code(), StatusCode::kUnavailable) << reply.status().ToString();
   EXPECT_NE(reply.status().message().find("no node is registered with this router"), std::string::npos) << reply.status().message();
+  // Its health counts no device (there is none) and the requests it holds.
+  auto health = (*client)->Health();
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_EQ(health->state, ServingState::NOT_READY);
+  EXPECT_EQ(health->devices, 0u);
+  EXPECT_EQ(health->requests_in_flight, 2);
 }
 
 TEST_F(RpcServerTest, ConnectionsOverTheLimitAreClosedAndCounted) {
