@@ -9,7 +9,8 @@
 #   SPECS_DIR    NAME.spec.json files (the ConfigMap's keys; other files are ignored)
 #   WEIGHTS_DIR  NAME/weights.safetensors for each model (a volume)
 #   REPO_DIR     written: NAME/spec.json (a copy) and NAME/weights.safetensors (a symbolic link
-#                into WEIGHTS_DIR, so the server must see WEIGHTS_DIR at the same path)
+#                into WEIGHTS_DIR by its absolute path, so the server must see WEIGHTS_DIR at
+#                the same path)
 #
 # Every model is then loaded and checked with `cellserve model show` (spec fields, tensor names,
 # shapes, dtype), so a wrong spec or stale weights stop the pod here, with the error in the
@@ -89,6 +90,7 @@ make_demo_weights() {
 
 [ -d "$SPECS" ] || fail "no specs folder $SPECS"
 mkdir -p "$REPO" "$WEIGHTS"
+WEIGHTS="$(cd "$WEIGHTS" && pwd)"  # the links into it must not depend on where they are
 count=0
 for spec in "$SPECS"/*.spec.json; do
   [ -e "$spec" ] || fail "no NAME.spec.json in $SPECS (the models ConfigMap)"
@@ -112,7 +114,7 @@ for spec in "$SPECS"/*.spec.json; do
   cp "$spec" "$REPO/$name/spec.json"
   ln -sf "$weights" "$REPO/$name/weights.safetensors"
   if ! "$CELLSERVE" model show --repo "$REPO" --name "$name" >/dev/null; then
-    fail "$name: the spec and $weights do not match (wrong spec, or stale weights: delete them)"
+    fail "$name: cellserve model show refused it (above): unreadable weights, or a spec that does not match $weights (wrong spec, or stale weights: delete them)"
   fi
   echo "cellserve-model-repo: $name: ready ($weights)" >&2
   count=$((count + 1))

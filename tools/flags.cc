@@ -21,7 +21,7 @@ std::string Trim(const std::string& s) {
 
 Flags::Flags(std::string command, std::string summary)
     : command_(std::move(command)), summary_(std::move(summary)) {
-  Add("config", "", "read flags from this file, one `name = value` per line ('#' comments); the command line "
+  Add("config", "", "read flags from this file, one `name = value` per line (a line starting with '#' is a comment; a value takes the rest of its line); the command line "
       "and environment variables win over it");
 }
 

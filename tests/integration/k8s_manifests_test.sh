@@ -302,6 +302,12 @@ EOF
   else
     fail "cellserve-model-repo on the ConfigMap's specs:"$'\n'"$(cat "$WORK/out")"
   fi
+  # Relative folders (by hand): the links still point at the weights.
+  if (cd "$WORK" && CELLSERVE="$BIN" sh "$ROOT/deploy/model-repo.sh" specs weights models-relative >"$WORK/out" 2>&1); then
+    pass "cellserve-model-repo with relative folders"
+  else
+    fail "cellserve-model-repo with relative folders:"$'\n'"$(cat "$WORK/out")"
+  fi
 
   if [[ -f "$WORK/models/sentiment/spec.json" ]]; then
     mapfile -t serve_args <"$WORK/serve-args"
