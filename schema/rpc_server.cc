@@ -17,6 +17,7 @@
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include <capnp/rpc-twoparty.h>
@@ -101,6 +102,8 @@ class ReportThread {
   std::thread thread_;
 };
 
+struct Connection;
+
 // Everything the kj thread's services share.
 struct LoopState {
   ServingBackend* cluster = nullptr;
@@ -115,6 +118,8 @@ struct LoopState {
   uint64_t next_id = 1;
   std::unique_ptr<ReportThread> reporter;
   SteadyClock clock;
+  std::unordered_set<Connection*> connections;  // open now (each adds and removes itself)
+  kj::Timer* timer = nullptr;                     // the loop's
 
   void CountError(StatusCode code) {
     ++stats->errors_by_code[static_cast<size_t>(code)];
@@ -268,10 +273,17 @@ class Service final : public Cellserve::Server {
     KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
       auto params = context.getParams();
       decoded = DecodeInferRequest(params.getRequest(), state_.options->limits);
-      if constexpr (std::is_same_v<Context, InferStreamContext>) sink = params.getSink();
+      if constexpr (std::is_same_v<Context, InferStreamContext>) {
+        if (!params.hasSink())  // else the whole request would run, then fail at its first token
+          decoded = InvalidArgument("inferStream needs a sink for its tokens (call infer to stream none)");
+        else
+          sink = params.getSink();
+      }
     })) {
       decoded = InvalidArgument(std::string("the call's parameters are malformed: ") + e->getDescription().cStr());
     }
+    // Decoded: the call's message (up to --max-message-bytes) is not kept while the request runs.
+    context.releaseParams();
     if (!decoded.ok()) return fail(decoded.status());
     auto spec = FindModel(state_.models, decoded->model, decoded->version);
     if (!spec.ok() && spec.status().code() == StatusCode::kNotFound) {
@@ -333,9 +345,20 @@ class Service final : public Cellserve::Server {
     std::shared_ptr<ConnectionCalls> conn = conn_;
     ModelSpec served = *spec;
     return paf.promise
-        .then([st, context, served, received_us](Outcome outcome) mutable {
-          return outcome.tokens_sent.then(
-              [st, context, served, received_us, result = std::move(outcome.result)]() mutable {
+        .then([st, context, served, received_us, deadline_us](Outcome outcome) mutable {
+          // Every streamed token delivered: a sink that stops taking them (its client never
+          // returns from `token`) holds the reply until the request's deadline, if it has one.
+          kj::Promise<bool> delivered = outcome.tokens_sent.then([] { return true; });
+          if (deadline_us > 0) {
+            const int64_t left_us = std::max<int64_t>(deadline_us - st->clock.NowMicros(), 0);
+            delivered = delivered.exclusiveJoin(
+                st->timer->afterDelay(left_us * kj::MICROSECONDS).then([] { return false; }));
+          }
+          return delivered.then(
+              [st, context, served, received_us, result = std::move(outcome.result)](bool in_time) mutable {
+                if (!in_time)
+                  result = DeadlineExceeded("the request's deadline passed while its client's token sink had not "
+                                            "taken every token (a sink whose token() does not return?)");
                 if (!result.ok()) st->CountError(result.status().code());
                 if (result.ok() && result->model_version > 0) served.version = result->model_version;  // a router's
                 EncodeReply(result, served, static_cast<uint64_t>(st->clock.NowMicros() - received_us),
@@ -366,11 +389,10 @@ class Service final : public Cellserve::Server {
 };
 
 // The connection's stream as its two-party network sees it: before each read, whether the client
-// has left more than `limit` bytes of answers unread (capnp queues each in memory, about 7 KB: a
-// message's first segment). Past it the read fails, which closes the connection and cancels its
-// calls, as for a client that left. Checked below capnp, so every message counts, also those
-// capnp answers without us (unknown methods, bootstraps).
-struct Connection;
+// has left more than `limit` bytes of answers unread (QueuedAnswerBytes). Past it the read fails,
+// which closes the connection and cancels its calls, as for a client that left. Checked below
+// capnp, so every message counts, also those capnp answers without us (unknown methods,
+// bootstraps).
 class ReadGate final : public kj::AsyncIoStream {
  public:
   ReadGate(kj::AsyncIoStream& inner, Connection& connection) : inner_(inner), connection_(connection) {}
@@ -398,17 +420,25 @@ struct Connection {
         rpc(capnp::makeRpcServer(network, kj::heap<Service>(state, std::make_shared<ConnectionCalls>()))),
         stats(state.stats),
         metrics(state.options->metrics),
-        max_queued_answer_bytes(static_cast<size_t>(state.options->max_queued_answer_bytes)) {
+        max_queued_answer_bytes(static_cast<size_t>(state.options->max_queued_answer_bytes)),
+        open(state.connections) {
+    open.insert(this);
     ++stats->connections;
     ++stats->connections_total;
     if (metrics) metrics->rpc_connections().Increment();
   }
   ~Connection() {
+    open.erase(this);
     --stats->connections;
     if (metrics) metrics->rpc_connections().Decrement();
   }
+  // What the messages queued for the client hold in memory. capnp's queue size counts only the
+  // words a message uses; each also holds its first segment, 8 KiB unless sized (capnp's
+  // SUGGESTED_FIRST_SEGMENT_WORDS): counted as such, or a small answer would count 50 times less
+  // than it holds.
+  size_t QueuedAnswerBytes() { return network.getCurrentQueueSize() + network.getCurrentQueueCount() * 8192; }
   bool OverQueuedAnswerLimit() {
-    const size_t queued = network.getCurrentQueueSize();
+    const size_t queued = QueuedAnswerBytes();
     if (queued <= max_queued_answer_bytes) return false;
     if (!over_limit) {  // said, counted and shut once
       over_limit = true;
@@ -419,9 +449,13 @@ struct Connection {
                    queued >> 10, max_queued_answer_bytes >> 10);
       // Both directions: the blocked writes fail and the client sees the connection end (a failed
       // read alone leaves the socket open until the network goes).
-      KJ_IF_MAYBE(fd, stream->getFd()) { ::shutdown(*fd, SHUT_RDWR); }
+      Shut();
     }
     return true;
+  }
+  // Closes the socket both ways: the client sees the end, and the writes still queued fail.
+  void Shut() {
+    KJ_IF_MAYBE(fd, stream->getFd()) { ::shutdown(*fd, SHUT_RDWR); }
   }
   kj::Own<kj::AsyncIoStream> stream;
   ReadGate gate;
@@ -431,7 +465,15 @@ struct Connection {
   monitoring::ServingMetrics* metrics;
   size_t max_queued_answer_bytes;
   bool over_limit = false;
+  std::unordered_set<Connection*>& open;  // LoopState::connections
 };
+
+// Whether no connection has a message waiting to be written.
+bool EveryAnswerWritten(const LoopState& state) {
+  for (Connection* c : state.connections)
+    if (c->network.getCurrentQueueCount() > 0) return false;
+  return true;
+}
 
 kj::Promise<size_t> ReadGate::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
   if (connection_.OverQueuedAnswerLimit())
@@ -505,10 +547,12 @@ struct RpcServer::Impl {
     }
   }
 
-  // Resolves when no call is in flight, or after `ms`.
-  kj::Promise<void> WaitIdle(kj::Timer& timer, int64_t ms) {
-    if (stats.calls_in_flight.load() == 0 || ms <= 0) return kj::READY_NOW;
-    return timer.afterDelay(10 * kj::MILLISECONDS).then([this, &timer, ms] { return WaitIdle(timer, ms - 10); });
+  // Resolves once `done()` holds (checked every 10 ms), or at `deadline`.
+  static kj::Promise<void> PollUntil(kj::Timer& timer, kj::TimePoint deadline, std::function<bool()> done) {
+    if (done() || timer.now() >= deadline) return kj::READY_NOW;
+    return timer.afterDelay(10 * kj::MILLISECONDS).then([&timer, deadline, done = std::move(done)]() mutable {
+      return PollUntil(timer, deadline, std::move(done));
+    });
   }
 
   // `started` is shared with Start, which may go on (and drop its reference) while set_value
@@ -522,6 +566,7 @@ struct RpcServer::Impl {
     if (cluster) rpc::AttachCluster(state, cluster);
     state.options = &options;
     state.stats = &stats;
+    state.timer = &io.provider->getTimer();
     kj::Promise<void> inbox = state.inbox.Run().eagerlyEvaluate(nullptr);
     {
       std::lock_guard<std::mutex> lock(stop_mu);
@@ -555,8 +600,14 @@ struct RpcServer::Impl {
       stop_paf.promise.exclusiveJoin(kj::mv(accepting)).wait(io.waitScope);
     }
     listener = nullptr;  // no new connections
-    WaitIdle(io.provider->getTimer(), options.stop_grace_ms).wait(io.waitScope);
-    io.provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io.waitScope);  // let replies go out
+    kj::Timer& timer = io.provider->getTimer();
+    const kj::TimePoint grace_ends = timer.now() + options.stop_grace_ms * kj::MILLISECONDS;
+    PollUntil(timer, grace_ends, [this] { return stats.calls_in_flight.load() == 0; }).wait(io.waitScope);
+    // The answers go out before the connections close: within the grace (50 ms at least), until
+    // every connection's queue is written. A client that does not read them by then loses them.
+    PollUntil(timer, std::max(grace_ends, timer.now() + 50 * kj::MILLISECONDS), [&state] {
+      return EveryAnswerWritten(state);
+    }).wait(io.waitScope);
     // Calls still unanswered: out of the table first, so that closing their connections below is
     // not taken for their clients' doing (it counts a cancel and cancels only what is in it). Their
     // requests are cancelled in the cluster (answers posted into the inbox are dropped), then every
@@ -565,7 +616,16 @@ struct RpcServer::Impl {
     unanswered.swap(state.calls);
     if (state.cluster)
       for (const auto& [id, call] : unanswered) state.cluster->Cancel(call.cluster_id);
+    // Sockets first: the writes still queued fail, one event-loop turn each. A connection
+    // destroyed with a long queue frees it as one recursive chain, stack frames per message
+    // (about 78k unread answers overflowed this thread's stack).
+    for (Connection* c : state.connections) c->Shut();
+    PollUntil(timer, timer.now() + 2 * kj::SECONDS, [&state] { return EveryAnswerWritten(state); })
+        .wait(io.waitScope);
     connections = nullptr;
+    // Calls of those connections are cancelled on the loop's next turns; their clean-up uses
+    // `state`, so it runs now, not in the event loop's destructor after `state` is gone.
+    io.waitScope.poll();
     state.inbox.Close();
     state.reporter.reset();
     state.health_waiters.clear();

@@ -44,10 +44,11 @@ struct RpcServerOptions {
   // Answers queued in memory for a connection whose client does not read them, at most: the next
   // message read past it closes the connection (its calls in flight are cancelled, as for a
   // client that went away), so a client that sends without reading cannot grow the server's
-  // memory for good. Counted in RpcServerStats::slow_reader_disconnects. Default 32 MiB; at least
-  // 64 KiB.
+  // memory for good. Each queued message counts its size plus 8 KiB (capnp's first segment).
+  // Counted in RpcServerStats::slow_reader_disconnects. Default 32 MiB; at least 64 KiB.
   int64_t max_queued_answer_bytes = 32 << 20;
-  // Stop: how long calls in flight may take to be answered before connections close. Default 5 s.
+  // Stop: how long calls in flight may take to be answered, and their answers to be written,
+  // before connections close. Default 5 s.
   int64_t stop_grace_ms = 5000;
   // Prometheus metrics (monitoring/metrics.h): error replies by code, open connections, calls in
   // flight, calls the client dropped, and the requests it answers itself, before the cluster
@@ -83,7 +84,8 @@ class RpcServer {
   int port() const;  // the port it listens on
   RpcServerStats stats() const;
 
-  // Stops accepting, waits up to stop_grace_ms for calls in flight to be answered, then closes
+  // Stops accepting, waits up to stop_grace_ms for calls in flight to be answered and every answer
+  // to be written (a client that reads late still gets them), then closes
   // every connection (calls still unanswered are cancelled in the cluster) and joins the thread.
   // Idempotent.
   void Stop();

@@ -20,7 +20,8 @@ void AddFrontDoorFlags(Flags& flags) {
       .Add("max-calls-per-connection", "1024",
            "infer and health calls served at once per connection (beyond: RESOURCE_EXHAUSTED)")
       .Add("max-connections", "1024", "open RPC connections at most (beyond: closed at once)")
-      .Add("max-message-bytes", "16777216", "incoming RPC message size at most (beyond: capnp closes the connection)")
+      .Add("max-message-bytes", "16777216",
+           "RPC message size at most: a larger incoming one closes the connection; a larger reply fails its call")
       .Add("max-queued-answer-mib", "32",
            "answers waiting in memory for a client that does not read them, per connection (beyond: the connection "
            "is closed and its calls cancelled)")

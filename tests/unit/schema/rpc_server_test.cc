@@ -29,6 +29,7 @@
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
+#include <kj/io.h>
 
 #include "../common/open_fds.h"
 #include "../common/temp_model_repo.h"
@@ -449,6 +450,164 @@ TEST_F(RpcServerTest, StopWithCallsInFlightReturnsAndFreesThem) {
   EXPECT_EQ(report.completed, 0) << "it was not run to the end";
 }
 
+// A streamed call without a sink is refused at once: before, the whole request ran, then failed
+// at its first token as UNAVAILABLE (which clients retry).
+TEST_F(RpcServerTest, AStreamCallWithoutASinkIsAnInvalidArgumentAtOnce) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  auto address = io.provider->getNetwork().parseAddress("127.0.0.1", static_cast<unsigned int>(server->port()))
+                     .wait(io.waitScope);
+  auto stream = address->connect().wait(io.waitScope);
+  capnp::TwoPartyClient rpc(*stream);
+  auto cellserve = rpc.bootstrap().castAs<Cellserve>();
+  auto call = cellserve.inferStreamRequest();
+  auto request = call.initRequest();
+  request.setModel("slow");
+  auto tokens = request.initInput().initTokens(3);
+  for (unsigned i = 0; i < 3; ++i) tokens.set(i, 5 + static_cast<int32_t>(i));
+  auto response = call.send().wait(io.waitScope);
+  ASSERT_TRUE(response.getReply().isError());
+  EXPECT_EQ(response.getReply().getError().getCode(), ErrorCode::INVALID_ARGUMENT);
+  EXPECT_NE(std::string(response.getReply().getError().getMessage().cStr()).find("needs a sink"), std::string::npos)
+      << response.getReply().getError().getMessage().cStr();
+  EXPECT_EQ(cluster_->Report().accepted, 0) << "the cluster ran it";
+}
+
+// A seq2seq model whose decoding runs long (no EOS in its target vocabulary's reach: eos_id is a
+// token the decoder is seeded never to pick first; checked by the test that uses it).
+class LongDecodeRepo : public testutil::TempModelRepo {
+ public:
+  LongDecodeRepo() : TempModelRepo("cellserve_rpc_server_long_decode") {
+    ModelSpec spec;
+    spec.name = "long";
+    spec.kind = cellserve::ModelKind::kSeq2Seq;
+    spec.vocab_size = 64;
+    spec.target_vocab_size = 64;
+    spec.embed_dim = 16;
+    spec.hidden = 16;
+    spec.layers = 1;
+    spec.max_decode_len = 3000;
+    spec.max_input_tokens = 64;
+    Write(spec, 11);
+  }
+};
+
+// A sink that never returns from token(): after the streaming window fills, no token is
+// delivered again.
+class StalledSink final : public TokenSink::Server {
+ protected:
+  kj::Promise<void> token(TokenContext) override { return kj::NEVER_DONE; }
+};
+
+// A client whose token sink stops taking tokens holds the reply, and the call, only until the
+// request's deadline: then the reply is DEADLINE_EXCEEDED (before, it waited for good, and held the
+// server's Stop for its whole grace).
+TEST(RpcServerStreamTest, ASinkThatStopsTakingTokensEndsTheCallAtItsDeadline) {
+  LongDecodeRepo repo;
+  LocalClusterOptions cluster_options;
+  cluster_options.model_repo = repo.dir();
+  cluster_options.devices = 1;
+  auto cluster = LocalCluster::Start(cluster_options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  RpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = RpcServer::Start(cluster->get(), options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  auto address = io.provider->getNetwork()
+                     .parseAddress("127.0.0.1", static_cast<unsigned int>((*server)->port()))
+                     .wait(io.waitScope);
+  auto stream = address->connect().wait(io.waitScope);
+  capnp::TwoPartyClient rpc(*stream);
+  auto cellserve = rpc.bootstrap().castAs<Cellserve>();
+  auto fill = [](InferRequest::Builder request, uint32_t timeout_ms) {
+    request.setModel("long");
+    auto tokens = request.initInput().initTokens(4);
+    for (unsigned i = 0; i < 4; ++i) tokens.set(i, 3 + static_cast<int32_t>(i));
+    request.initOptions().setTimeoutMs(timeout_ms);
+  };
+  // The decoding is long enough to fill capnp's streaming window (64 KiB of token calls).
+  auto plain = cellserve.inferRequest();
+  fill(plain.initRequest(), 0);
+  auto decoded = plain.send().wait(io.waitScope);
+  ASSERT_TRUE(decoded.getReply().isResult()) << decoded.getReply().getError().getMessage().cStr();
+  ASSERT_GE(decoded.getReply().getResult().getTokens().size(), 2000u) << "the model's decoding ends too early";
+
+  auto call = cellserve.inferStreamRequest();
+  fill(call.initRequest(), 1500);
+  call.setSink(kj::heap<StalledSink>());
+  const auto start = std::chrono::steady_clock::now();
+  using Reply = capnp::Response<Cellserve::InferStreamResults>;
+  auto reply = call.send().then([](Reply&& r) { return kj::Maybe<Reply>(kj::mv(r)); })
+                   .exclusiveJoin(io.provider->getTimer().afterDelay(30 * kj::SECONDS).then([] {
+                     return kj::Maybe<capnp::Response<Cellserve::InferStreamResults>>(nullptr);
+                   }))
+                   .wait(io.waitScope);
+  const auto took_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+  KJ_IF_MAYBE(r, reply) {
+    ASSERT_TRUE(r->getReply().isError());
+    EXPECT_EQ(r->getReply().getError().getCode(), ErrorCode::DEADLINE_EXCEEDED)
+        << r->getReply().getError().getMessage().cStr();
+    EXPECT_GE(took_ms, 1400);
+  } else {
+    ADD_FAILURE() << "no reply in 30 s: the stalled sink holds the call for good";
+  }
+  EXPECT_TRUE(testutil::WaitFor([&] { return (*server)->stats().calls_in_flight == 0; }, std::chrono::seconds(10)));
+}
+
+// A stream whose sink stalls, with no deadline, when the server stops: Stop waits its grace (the
+// call is in flight, its answer unwritten), then closes the connection; the call ends for the
+// client and is no longer counted in flight.
+TEST(RpcServerStreamTest, AStalledStreamAtStopIsClosedAfterTheGrace) {
+  LongDecodeRepo repo;
+  LocalClusterOptions cluster_options;
+  cluster_options.model_repo = repo.dir();
+  cluster_options.devices = 1;
+  auto cluster = LocalCluster::Start(cluster_options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  RpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.stop_grace_ms = 300;
+  auto server = RpcServer::Start(cluster->get(), options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  auto address = io.provider->getNetwork()
+                     .parseAddress("127.0.0.1", static_cast<unsigned int>((*server)->port()))
+                     .wait(io.waitScope);
+  auto stream = address->connect().wait(io.waitScope);
+  capnp::TwoPartyClient rpc(*stream);
+  auto cellserve = rpc.bootstrap().castAs<Cellserve>();
+  auto call = cellserve.inferStreamRequest();
+  auto request = call.initRequest();
+  request.setModel("long");
+  auto tokens = request.initInput().initTokens(4);
+  for (unsigned i = 0; i < 4; ++i) tokens.set(i, 3 + static_cast<int32_t>(i));
+  call.setSink(kj::heap<StalledSink>());
+  auto reply = call.send();
+  // The request has run (the cluster answered it): the call now waits for its sink.
+  for (int i = 0; i < 3000 && (*cluster)->Report().completed == 0; ++i)
+    io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
+  ASSERT_EQ((*cluster)->Report().completed, 1);
+  EXPECT_EQ((*server)->stats().calls_in_flight, 1);
+  const auto start = std::chrono::steady_clock::now();
+  std::thread stopper([&] { (*server)->Stop(); });
+  // The client's loop must run for the server's writes to drain and for the close to reach it.
+  auto ended = reply.then([](auto&&) { return true; }, [](kj::Exception&&) { return true; })
+                   .exclusiveJoin(io.provider->getTimer().afterDelay(30 * kj::SECONDS).then([] { return false; }))
+                   .wait(io.waitScope);
+  stopper.join();
+  const auto took_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_TRUE(ended) << "the call neither answered nor failed";
+  EXPECT_GE(took_ms, 250) << "closed before the grace";
+  EXPECT_LT(took_ms, 10000);
+  EXPECT_EQ((*server)->stats().calls_in_flight, 0);
+}
+
 TEST_F(RpcServerTest, AFloodOfHealthCallsIsBoundedAndSharesReports) {
   SlowReports slow(cluster_.get());  // no ASSERT may return between the first health call and Release
   RpcServerOptions options;
@@ -673,6 +832,90 @@ TEST(RpcServerSlowReaderTest, AClientThatDoesNotReadItsAnswersIsDisconnected) {
   auto client = Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
   ASSERT_TRUE(client.ok()) << client.status().ToString();
   EXPECT_TRUE((*client)->Models().ok());
+}
+
+// A backend that serves many models with long names, so that each `models` answer is large
+// (about 25 KB): a few hundred of them are more than the sockets' buffers hold.
+class ManyModels : public ServingBackend {
+ public:
+  uint64_t Infer(const std::string&, RequestInput, int64_t, InferCallback done, TokenCallback) override {
+    done(Internal("not to be called"));
+    return 1;
+  }
+  void Cancel(uint64_t) override {}
+  ClusterReport Report() const override { return {}; }
+  std::vector<ModelSpec> Models() const override {
+    ++asked;
+    std::vector<ModelSpec> out(100);
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i].name = "model-" + std::to_string(i) + "-" + std::string(200, 'x');
+      out[i].vocab_size = 10;
+      out[i].hidden = 8;
+      out[i].embed_dim = 8;
+    }
+    return out;
+  }
+  ClusterState state() const override { return ClusterState::kServing; }
+  mutable std::atomic<int64_t> asked{0};
+};
+
+// Answers the server has made but not yet written when it stops still reach a client that reads
+// them late (within the grace): before, the connections closed 50 ms after the last answer was
+// made, and the client lost what the socket buffers had not taken (half of 40,000 answers).
+TEST(RpcServerStopTest, AnswersQueuedAtStopReachAClientThatReadsThemLate) {
+  ManyModels backend;
+  RpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.max_queued_answer_bytes = int64_t{512} << 20;
+  options.stop_grace_ms = 20000;
+  auto server = RpcServer::Start(&backend, options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  timeval timeout{20, 0};  // a read that waits longer fails (a server that never closes)
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>((*server)->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  kj::FdOutputStream out(fd);
+  {
+    capnp::MallocMessageBuilder bootstrap;
+    bootstrap.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(0);
+    capnp::writeMessage(out, bootstrap);
+  }
+  constexpr uint32_t kCalls = 800;  // about 20 MB of answers
+  for (uint32_t question = 1; question <= kCalls; ++question) {
+    capnp::MallocMessageBuilder message;
+    auto call = message.initRoot<capnp::rpc::Message>().initCall();
+    call.setQuestionId(question);
+    call.initTarget().initPromisedAnswer().setQuestionId(0);
+    call.setInterfaceId(capnp::typeId<Cellserve>());
+    call.setMethodId(2);  // models
+    call.initParams().getContent().initAs<Cellserve::ModelsParams>();
+    capnp::writeMessage(out, message);
+  }
+  ASSERT_TRUE(testutil::WaitFor([&] { return backend.asked.load() >= kCalls; }, std::chrono::seconds(30)))
+      << backend.asked.load() << " of " << kCalls << " answered";
+  std::thread stopper([&] { (*server)->Stop(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the client reads late
+  int64_t returns = 0;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    kj::FdInputStream in(fd);
+    kj::BufferedInputStreamWrapper buffered(in);
+    capnp::ReaderOptions reader_options;
+    reader_options.traversalLimitInWords = uint64_t{1} << 30;
+    while (buffered.tryGetReadBuffer().size() > 0) {
+      capnp::InputStreamMessageReader reader(buffered, reader_options);
+      if (reader.getRoot<capnp::rpc::Message>().isReturn()) ++returns;
+    }
+  })) {
+    ADD_FAILURE() << "reading the answers: " << e->getDescription().cStr();
+  }
+  stopper.join();
+  close(fd);
+  EXPECT_EQ(returns, kCalls + 1) << "answers (and the bootstrap's) lost at Stop";
 }
 
 TEST(RpcServerSlowReaderTest, ALimitUnder64KiBIsRefused) {
