@@ -322,7 +322,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.cpu_bf16 = *bf16;
 
   // Pinned first, so that every thread started from here on inherits the front door's cores.
-  if (Status placed = ApplyThreadPlacement(flags, options, g_name); !placed.ok()) return Fail(placed);
+  if (Status placed = ApplyThreadPlacement(flags, options, g_name); !placed.ok())
+    return FlagValueFailed(g_name, placed);  // too few CPUs for the flags: a usage error (2)
 
   // The specs, for tokenizing: vocabulary size and kind of each served model.
   std::vector<std::string> names = options.models;

@@ -115,6 +115,10 @@ check "run: a negative --fold-max-mib is refused" 2 "fold-max-mib must be in" --
   "$CELLSERVE" run --model-repo "$REPO" --model cls --fold-max-mib -1 "hello"
 check "run: an unknown --cpu-precision is refused" 2 "cpu-precision must be fp32 or bf16, not 'fp16'" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls --cpu-precision fp16 "hello"
+if command -v taskset >/dev/null; then
+  check "serve --pin-threads on too few CPUs is a usage error" 2 "1 device thread\\(s\\) need 2 CPUs, this process may use 1" -- \
+    taskset -c 0 "$CELLSERVE" serve --model-repo "$REPO" --stdin --pin-threads --devices 1
+fi
 check "serve: an unknown --cpu-precision is refused" 2 "cpu-precision must be fp32 or bf16" -- \
   "$CELLSERVE" serve --model-repo "$REPO" --stdin --cpu-precision tf32
 # bf16 compute (AMX tiles) where this CPU has AMX-BF16; else the refusal says why and what to do.
