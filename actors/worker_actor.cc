@@ -29,6 +29,7 @@ struct PerModel {
   std::unique_ptr<Scheduler> scheduler;
   // Metrics handles (null without metrics): the model's series, and batch size per cell type.
   monitoring::ModelMetrics* metrics = nullptr;
+  monitoring::PoolMetrics* pool = nullptr;  // the model's state pool on this device
   std::vector<prometheus::Histogram*> batch_size;
 };
 
@@ -174,13 +175,12 @@ struct WorkerState {
   }
 
   void UpdateGauges() {
-    int64_t rounds = 0, slots = 0;
+    int64_t rounds = 0;
     for (const auto& m : models) {
       rounds += m.scheduler->rounds_in_flight();
-      slots += m.scheduler->slots_in_use();
+      m.pool->in_use->Set(static_cast<double>(m.scheduler->slots_in_use()));
     }
     device_metrics->rounds_in_flight->Set(static_cast<double>(rounds));
-    device_metrics->slots_in_use->Set(static_cast<double>(slots));
   }
 
   // Submits every round the schedulers will give now, round-robin over the models.
@@ -293,13 +293,14 @@ caf::behavior WorkerActor(caf::stateful_actor<WorkerState>* self, std::shared_pt
     monitoring::ServingMetrics& metrics = *st.options.metrics;
     const std::string device = st.options.device->name();
     st.device_metrics = metrics.Device(device);
-    int64_t capacity = 0;  // slots requests may hold: the padding slot is not theirs
     for (PerModel& m : st.models) {
       m.metrics = metrics.Model(m.model->spec().name);
+      m.pool = metrics.Pool(device, m.model->spec().name);
       for (const CellType& type : m.model->cell_types()) m.batch_size.push_back(metrics.BatchSize(device, type.name));
-      capacity += m.scheduler->options().state_slots - (m.scheduler->pad_slot() >= 0 ? 1 : 0);
+      // Slots requests may hold: the padding slot is not theirs.
+      m.pool->capacity->Set(
+          static_cast<double>(m.scheduler->options().state_slots - (m.scheduler->pad_slot() >= 0 ? 1 : 0)));
     }
-    st.device_metrics->slots->Set(static_cast<double>(capacity));
     st.UpdateGauges();
   }
   return {

@@ -281,7 +281,12 @@ struct RouterState {
       return;
     }
     if (result.ok()) result->model_version = it->second.version;
-    Answer(id, std::move(result), actors::AnswerKind::kRan);
+    // Refused by the node (admission or validation): counted as the node counts it, rejected,
+    // not failed.
+    const StatusCode code = result.ok() ? StatusCode::kOk : result.status().code();
+    const bool refused = code == StatusCode::kResourceExhausted || code == StatusCode::kInvalidArgument ||
+                         code == StatusCode::kNotFound;
+    Answer(id, std::move(result), refused ? actors::AnswerKind::kRejected : actors::AnswerKind::kRan);
   }
 
   void OnToken(NodeId node, uint64_t id, int32_t token) {

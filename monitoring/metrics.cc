@@ -27,6 +27,12 @@ std::vector<double> LatencyBuckets() {
   return {1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 }
 
+std::vector<double> QueueWaitBuckets() {
+  std::vector<double> b = {1e-5, 2.5e-5, 5e-5};
+  for (double v : LatencyBuckets()) b.push_back(v);
+  return b;
+}
+
 std::vector<double> BatchSizeBuckets() { return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}; }
 
 double BusyWindow::Sample(int64_t now_us, double busy_seconds) {
@@ -124,8 +130,11 @@ ServingMetrics::ServingMetrics(ServingMetricsOptions options, std::shared_ptr<pr
                      .Help("Fraction of time the device was busy, over at least the last 10 s before the scrape")
                      .Register(r);
   slots_in_use_ =
-      &BuildGauge().Name("cellserve_state_slots_in_use").Help("State slots held by requests").Register(r);
-  slots_ = &BuildGauge().Name("cellserve_state_slots").Help("State slots requests may hold (capacity)").Register(r);
+      &BuildGauge().Name("cellserve_state_slots_in_use").Help("State slots held by the model's requests on the device").Register(r);
+  slots_ = &BuildGauge()
+                .Name("cellserve_state_slots")
+                .Help("State slots the model's requests may hold on the device (its own pool's capacity)")
+                .Register(r);
   rounds_in_flight_ =
       &BuildGauge().Name("cellserve_rounds_in_flight").Help("Rounds submitted to the device and not completed").Register(r);
   placements_total_ = &BuildCounter()
@@ -203,7 +212,7 @@ ModelMetrics* ServingMetrics::Model(const std::string& name) {
     for (size_t c = 0; c < kStatusCodes; ++c)
       m->requests[c] = &requests_total_->Add({{"model", name}, {"code", StatusCodeName(static_cast<StatusCode>(c))}});
     m->duration = &request_duration_->Add({{"model", name}}, LatencyBuckets());
-    m->queue_wait = &queue_wait_->Add({{"model", name}}, LatencyBuckets());
+    m->queue_wait = &queue_wait_->Add({{"model", name}}, QueueWaitBuckets());
     slot = std::move(m);
   }
   return slot.get();
@@ -222,14 +231,24 @@ DeviceMetrics* ServingMetrics::Device(const std::string& name) {
     d->busy_seconds = &busy_seconds_total_->Add(labels);
     d->placements = &placements_total_->Add(labels);
     d->busy_ratio = &busy_ratio_->Add(labels);
-    d->slots_in_use = &slots_in_use_->Add(labels);
-    d->slots = &slots_->Add(labels);
     d->rounds_in_flight = &rounds_in_flight_->Add(labels);
     DeviceEntry entry{std::move(d), BusyWindow(options_.busy_window_us)};
     entry.window.Sample(clock_->NowMicros(), 0.0);  // the window starts at registration
     it = devices_.emplace(name, std::move(entry)).first;
   }
   return it->second.metrics.get();
+}
+
+PoolMetrics* ServingMetrics::Pool(const std::string& device, const std::string& model) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_ptr<PoolMetrics>& slot = pools_[{device, model}];
+  if (!slot) {
+    const prometheus::Labels labels{{"device", device}, {"model", model}};
+    slot = std::make_unique<PoolMetrics>();
+    slot->in_use = &slots_in_use_->Add(labels);
+    slot->capacity = &slots_->Add(labels);
+  }
+  return slot.get();
 }
 
 prometheus::Histogram* ServingMetrics::BatchSize(const std::string& device, const std::string& cell_type) {

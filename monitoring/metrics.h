@@ -10,7 +10,7 @@
 //   cellserve_request_duration_seconds{model}        histogram  arrival at the cluster to answer, all
 //                                                               codes; LatencyBuckets()
 //   cellserve_queue_wait_seconds{model}              histogram  admission to the request's first cell
-//                                                               submitted to a device; LatencyBuckets()
+//                                                               submitted to a device; QueueWaitBuckets()
 //   cellserve_batch_size{device, cell_type}          histogram  real rows per submitted round (padding
 //                                                               not counted); BatchSizeBuckets()
 //   cellserve_cells_total{device}                    counter    cells (real rows) submitted
@@ -19,8 +19,9 @@
 //   cellserve_device_busy_seconds_total{device}      counter    time the device spent running batches
 //   cellserve_device_busy_ratio{device}              gauge      busy fraction over a window of at least
 //                                                               10 s ending at the scrape (BusyWindow)
-//   cellserve_state_slots_in_use{device}             gauge      state slots held by requests
-//   cellserve_state_slots{device}                    gauge      state slots requests may hold (capacity)
+//   cellserve_state_slots_in_use{device,model}       gauge      state slots held by the model's requests
+//   cellserve_state_slots{device,model}              gauge      state slots they may hold: each model on a
+//                                                               device has a pool of its own (capacity)
 //   cellserve_requests_in_flight                     gauge      handed to the cluster, not answered yet
 //   cellserve_rounds_in_flight{device}               gauge      rounds submitted, not completed
 //   cellserve_placements_total{device}               counter    requests the node sent to the device
@@ -28,6 +29,11 @@
 //                                                               name; node: the name it registers
 //                                                               under); a router's: 1 per node, 0 lost
 //   cellserve_rpc_errors_total{code}                 counter    error replies of the RPC server, by code
+//                                                               (the cluster's errors too). A streamed
+//                                                               call the cluster answered OK whose
+//                                                               tokens the client's sink did not take
+//                                                               (failed, or stalled past the deadline)
+//                                                               is OK in requests_total, its error here
 //   cellserve_rpc_connections                        gauge      open RPC connections
 //   cellserve_rpc_calls_in_flight                    gauge      infer calls being served
 //   cellserve_rpc_connections_refused_total          counter    connections closed at once: over
@@ -106,6 +112,9 @@ namespace cellserve::monitoring {
 
 // Seconds: 100 us .. 10 s (1e-4, 2.5e-4, 5e-4, 1e-3, ..., 2.5, 5, 10).
 std::vector<double> LatencyBuckets();
+// Seconds: 10 us .. 10 s (1e-5, 2.5e-5, 5e-5, then LatencyBuckets): an idle device's queue wait is
+// a few microseconds, which a first bucket of 100 us would read as about 50.
+std::vector<double> QueueWaitBuckets();
 // Rows: 1, 2, 4, ..., 512.
 std::vector<double> BatchSizeBuckets();
 
@@ -151,9 +160,13 @@ struct DeviceMetrics {
   prometheus::Counter* busy_seconds = nullptr;
   prometheus::Counter* placements = nullptr;
   prometheus::Gauge* busy_ratio = nullptr;
-  prometheus::Gauge* slots_in_use = nullptr;
-  prometheus::Gauge* slots = nullptr;
   prometheus::Gauge* rounds_in_flight = nullptr;
+};
+
+// Handles for one model's state pool on one device.
+struct PoolMetrics {
+  prometheus::Gauge* in_use = nullptr;
+  prometheus::Gauge* capacity = nullptr;
 };
 
 struct ServingMetricsOptions {
@@ -174,6 +187,7 @@ class ServingMetrics {
   // Registration: the handles of a model's / device's series (created at 0 on first use).
   ModelMetrics* Model(const std::string& name);
   DeviceMetrics* Device(const std::string& name);
+  PoolMetrics* Pool(const std::string& device, const std::string& model);
   prometheus::Histogram* BatchSize(const std::string& device, const std::string& cell_type);
 
   // ---- event helpers (hot paths) ----
@@ -267,6 +281,7 @@ class ServingMetrics {
     BusyWindow window;
   };
   std::map<std::string, DeviceEntry> devices_;                           // GUARDED_BY(mu_)
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<PoolMetrics>> pools_;  // GUARDED_BY(mu_)
 };
 
 // The pull exposer: an HTTP server (civetweb, inside prometheus-cpp) serving the metrics' text

@@ -28,6 +28,7 @@ MetricsCost MeasureMetricsCost(monitoring::ServingMetrics& metrics, const std::s
   constexpr int kN = 200000, kScrapes = 100;
   monitoring::ModelMetrics* mm = metrics.Model(model);
   monitoring::DeviceMetrics* d = metrics.Device("cpu:0");
+  monitoring::PoolMetrics* pool = metrics.Pool("cpu:0", model);
   prometheus::Histogram* batch = metrics.BatchSize("cpu:0", "lstm.0");
   MetricsCost cost;
   SteadyTime t0 = Now();
@@ -35,7 +36,7 @@ MetricsCost MeasureMetricsCost(monitoring::ServingMetrics& metrics, const std::s
     metrics.OnArrived();
     d->placements->Increment();
     d->rounds_in_flight->Set(i & 7);
-    d->slots_in_use->Set(i & 1023);
+    pool->in_use->Set(i & 1023);
     monitoring::ServingMetrics::OnQueueWait(*mm, 100 + i % 5000);
     metrics.OnAnswered(mm, StatusCode::kOk, 1000 + i % 100000);
   }
@@ -45,7 +46,7 @@ MetricsCost MeasureMetricsCost(monitoring::ServingMetrics& metrics, const std::s
     monitoring::ServingMetrics::OnRound(*d, batch, 1 + i % 256, 0);
     monitoring::ServingMetrics::OnDeviceBusy(*d, 500);
     d->rounds_in_flight->Set(i & 7);
-    d->slots_in_use->Set(i & 1023);
+    pool->in_use->Set(i & 1023);
   }
   cost.round_ns = Seconds(Now() - t0) * 1e9 / kN;
   t0 = Now();

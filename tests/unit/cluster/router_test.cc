@@ -540,6 +540,9 @@ TEST_F(RouterTest, ARequestANodeRefusesIsAnsweredNotRetried) {
   EXPECT_EQ(answers.Get(0).status().code(), StatusCode::kInvalidArgument) << answers.Get(0).status().ToString();
   EXPECT_EQ(router_->stats().retried, 0);
   EXPECT_EQ(a1_->stats().runs + a2_->stats().runs, 1);
+  const ClusterReport report = router_->Report();  // as the node counts it: rejected, not failed
+  EXPECT_EQ(report.rejected, 1);
+  EXPECT_EQ(report.failed, 0);
   a1_->Leave();
   a2_->Leave();
   router_->Stop();

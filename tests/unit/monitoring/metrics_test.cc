@@ -163,6 +163,8 @@ TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
     EXPECT_EQ(s(std::string(h) + "_bucket", {{"model", "lstm"}, {"le", "+Inf"}}), 0);
   }
   EXPECT_EQ(s.Values("cellserve_request_duration_seconds_bucket", "le").size(), LatencyBuckets().size() + 1);
+  EXPECT_EQ(s.Values("cellserve_queue_wait_seconds_bucket", "le").size(), QueueWaitBuckets().size() + 1);
+  EXPECT_EQ(s("cellserve_queue_wait_seconds_bucket", {{"model", "lstm"}, {"le", "1e-05"}}), 0);
   EXPECT_EQ(s("cellserve_batch_size_bucket", {{"device", "cpu:0"}, {"cell_type", "head"}, {"le", "512"}}), 0);
   EXPECT_EQ(s.Values("cellserve_batch_size_bucket", "le").size(), BatchSizeBuckets().size() + 1);
   for (const char* name : {"cellserve_cells_total", "cellserve_batches_total", "cellserve_padding_rows_total",
@@ -342,9 +344,9 @@ class Answers {
       cv_.notify_all();
     };
   }
-  bool Wait(int n) {
+  bool Wait(int n, std::chrono::milliseconds at_most = std::chrono::seconds(120)) {
     std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, std::chrono::seconds(120), [&] { return total_ >= n; });
+    return cv_.wait_for(lock, at_most, [&] { return total_ >= n; });
   }
   int Count(const std::string& code) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -423,8 +425,9 @@ TEST(MonitoringCluster, CountsEveryAnswerAndEveryRoundExactly) {
     EXPECT_NEAR(s("cellserve_device_busy_seconds_total", dev), d.busy_us * 1e-6, 1e-9) << d.name;
     EXPECT_EQ(s.Sum("cellserve_batch_size_count", dev), d.rounds) << d.name;
     EXPECT_EQ(s.Sum("cellserve_batch_size_sum", dev), d.cells) << d.name;
-    EXPECT_EQ(s("cellserve_state_slots", dev), 4096) << d.name;
-    EXPECT_EQ(s("cellserve_state_slots_in_use", dev), 0) << d.name;
+    const Labels pool = {{"device", d.name}, {"model", "lstm"}};
+    EXPECT_EQ(s("cellserve_state_slots", pool), 4096) << d.name;
+    EXPECT_EQ(s("cellserve_state_slots_in_use", pool), 0) << d.name;
     EXPECT_EQ(s("cellserve_rounds_in_flight", dev), 0) << d.name;
     const double ratio = s("cellserve_device_busy_ratio", dev);
     EXPECT_GE(ratio, 0);
@@ -439,6 +442,54 @@ TEST(MonitoringCluster, CountsEveryAnswerAndEveryRoundExactly) {
   // Every OK request's head ran once: kOk head rows.
   EXPECT_EQ(s.Sum("cellserve_batch_size_sum", {{"cell_type", "head"}}), kOk);
   EXPECT_EQ(s.Sum("cellserve_node_up"), 1);
+}
+
+// Two models on one device: each has a state pool of its own, and its gauges say how full that
+// pool is (a sum over the device's models showed a full pool as half full).
+TEST(MonitoringCluster, EachModelsStatePoolHasItsOwnGauges) {
+  Repo repo;
+  ModelSpec other;
+  other.name = "other";
+  other.kind = ModelKind::kLstm;
+  other.vocab_size = 500;
+  other.embed_dim = 24;
+  other.hidden = 32;
+  other.layers = 1;
+  other.classes = 2;
+  other.max_input_tokens = 64;
+  repo.Write(other, 12);
+  ServingMetrics metrics;
+  LocalClusterOptions options;
+  options.model_repo = repo.dir();
+  options.devices = 1;
+  options.scheduler.state_slots = 16;
+  options.metrics = &metrics;
+  auto started = LocalCluster::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  std::unique_ptr<LocalCluster> cluster = std::move(started).value();
+  const std::string device = cluster->Report().devices.at(0).name;
+  {
+    Series s(metrics);
+    EXPECT_EQ(s("cellserve_state_slots", {{"device", device}, {"model", "lstm"}}), 16);
+    EXPECT_EQ(s("cellserve_state_slots", {{"device", device}, {"model", "other"}}), 16);
+  }
+  // Load on lstm only: its pool's gauge moves, other's stays at 0.
+  Answers answers;
+  constexpr int kN = 40;
+  for (int i = 0; i < kN; ++i) cluster->Infer("lstm", Tokens(60, 4 + i), 0, answers.Callback());
+  double seen = 0, other_seen = 0;
+  for (int i = 0; i < 2000 && !answers.Wait(kN, std::chrono::milliseconds(1)); ++i) {
+    Series s(metrics);
+    seen = std::max(seen, s("cellserve_state_slots_in_use", {{"device", device}, {"model", "lstm"}}));
+    other_seen = std::max(other_seen, s("cellserve_state_slots_in_use", {{"device", device}, {"model", "other"}}));
+  }
+  ASSERT_TRUE(answers.Wait(kN));
+  EXPECT_GT(seen, 0) << "lstm's pool never showed a slot in use";
+  EXPECT_LE(seen, 16);
+  EXPECT_EQ(other_seen, 0);
+  cluster->Stop();
+  Series s(metrics);
+  EXPECT_EQ(s("cellserve_state_slots_in_use", {{"device", device}, {"model", "lstm"}}), 0);
 }
 
 TEST(MonitoringRpc, CountsRefusalsErrorsAndConnections) {
