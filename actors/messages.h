@@ -115,8 +115,9 @@ struct AnswerMetrics {
 
 // The one answer of one request. Whoever holds it may Answer; the first call wins and later ones
 // do nothing, so an answer can never be given twice. If nobody answered by the time the last
-// holder lets go (a message lost at shutdown, an actor killed), the destructor answers CANCELLED,
-// so an answer can never be missed either. Thread-safe.
+// holder lets go (a message lost at shutdown, an actor killed), the destructor answers
+// UNAVAILABLE (the server's doing, not the client's: CANCELLED would hide it from the error
+// ratio, and a router would not retry it), so an answer can never be missed either. Thread-safe.
 class ReplySlot {
  public:
   ReplySlot(RequestId id, InferDone done, std::shared_ptr<ClusterCounters> counters, AnswerMetrics metrics = {})
@@ -125,7 +126,7 @@ class ReplySlot {
     if (metrics_.metrics) metrics_.metrics->OnArrived();
   }
   ~ReplySlot() {
-    Answer(Cancelled("request " + std::to_string(id_) + " was dropped while the cluster stopped"),
+    Answer(Unavailable("request " + std::to_string(id_) + " was dropped while the cluster stopped"),
            AnswerKind::kRan);
   }
   ReplySlot(const ReplySlot&) = delete;

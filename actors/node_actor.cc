@@ -195,7 +195,9 @@ caf::behavior NodeActor(caf::stateful_actor<NodeState>* self, std::shared_ptr<No
       [self](stop_atom) { self->state.stopping = true; },
       [self](cancel_all_atom) {
         self->state.stopping = true;
-        const Status reason = Cancelled("the cluster stopped before the request finished");
+        // UNAVAILABLE, not CANCELLED: the server gave up (its grace ran out), not the client; a
+        // router retries it elsewhere, and it counts as a server error.
+        const Status reason = Unavailable("the cluster stopped before the request finished");
         for (auto& w : self->state.workers)
           if (w.actor) self->send(w.actor, cancel_all_atom::value, reason);
       },

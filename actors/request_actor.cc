@@ -22,7 +22,7 @@ struct RequestState {
 
   ~RequestState() {
     // Stopped before an answer (shutdown): answer now; the ReplySlot ignores it if one was given.
-    if (reply) reply->Answer(Cancelled("the cluster stopped before the request finished"), AnswerKind::kRan);
+    if (reply) reply->Answer(Unavailable("the cluster stopped before the request finished"), AnswerKind::kRan);
   }
 
   void Finish(StatusOr<RequestResult> result, AnswerKind kind) {

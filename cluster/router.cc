@@ -59,7 +59,7 @@ struct Shared {
   std::shared_ptr<actors::ClusterCounters> counters = std::make_shared<actors::ClusterCounters>();
   std::atomic<ClusterState> state{ClusterState::kStarting};
   std::atomic<bool> stopping{false};  // Stop began, or the actor ended: whichever first says what happened
-  std::atomic<int64_t> placed{0}, retried{0}, nodes_lost{0}, nodes_joined{0}, late_answers{0};
+  std::atomic<int64_t> placed{0}, retried{0}, nodes_lost{0}, nodes_joined{0}, late_answers{0}, forged_answers{0};
   mutable std::mutex mu;
   // Every model a node has registered, by name: the spec of the first live node that serves it
   // (of the last one, once none does), with its metrics handle (null without metrics).
@@ -293,6 +293,9 @@ struct RouterState {
     auto it = pending.find(id);
     if (it == pending.end() || it->second.node != node) return;
     Pending& p = it->second;
+    // A caller that does not stream has seen no token: nothing to skip on a retry, and nothing
+    // that holds the retry to this version (nodes send their tokens either way).
+    if (!p.call->on_token) return;
     // A retry replays the tokens the client has already seen (the model is deterministic).
     if (++p.tokens_seen <= p.tokens_forwarded) return;
     ++p.tokens_forwarded;
@@ -341,8 +344,13 @@ struct RouterState {
                    reg->devices, reg->models.size());
     }
     const auto previous = nodes.find(id);
-    if (options.metrics && previous != nodes.end() && previous->second.registration.name != reg->name)
-      options.metrics->RemoveNode(previous->second.registration.name);  // registered again, renamed
+    if (options.metrics && previous != nodes.end() && previous->second.registration.name != reg->name) {
+      const std::string& old_name = previous->second.registration.name;  // registered again, renamed
+      const bool old_name_live = std::any_of(nodes.begin(), nodes.end(), [&](const auto& n) {
+        return n.first != id && n.second.registration.name == old_name;
+      });
+      if (!old_name_live) options.metrics->RemoveNode(old_name);
+    }
     nodes[id] = Node{handle, std::move(reg).value(), previous != nodes.end() ? previous->second.placed : 0};
     if (options.metrics) options.metrics->SetNodeUp(nodes[id].registration.name, true);
     Publish();
@@ -359,7 +367,12 @@ struct RouterState {
     nodes.erase(it);
     StatusOr<std::vector<InFlightRequest>> orphans = policy->NodeDown(id);
     if (lost) ++shared->nodes_lost;
-    if (options.metrics) {
+    // The series is the name's: a restarted node registered under the same name (a new id) before
+    // its old entry went keeps it up.
+    const bool name_still_live = std::any_of(nodes.begin(), nodes.end(), [&](const auto& n) {
+      return n.second.registration.name == name;
+    });
+    if (options.metrics && !name_still_live) {
       if (lost) options.metrics->SetNodeUp(name, false);
       else options.metrics->RemoveNode(name);
     }
@@ -409,10 +422,16 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
   return {
       [self](call_atom, std::shared_ptr<RouterCall>& call) { self->state.OnCall(std::move(call)); },
       [self](cancel_atom, uint64_t id) { self->state.OnCancel(id); },
+      // Answers and tokens count only from the node they claim to come from (another peer on the
+      // cluster port could otherwise answer requests placed elsewhere).
       [self](answer_atom, uint64_t node, uint64_t id, const std::string& bytes) {
-        self->state.OnAnswer(node, id, bytes);
+        RouterState& st = self->state;
+        if (st.SenderNode(node)) st.OnAnswer(node, id, bytes);
+        else ++st.shared->forged_answers;
       },
-      [self](token_atom, uint64_t node, uint64_t id, int32_t token) { self->state.OnToken(node, id, token); },
+      [self](token_atom, uint64_t node, uint64_t id, int32_t token) {
+        if (self->state.SenderNode(node)) self->state.OnToken(node, id, token);
+      },
       [self](register_atom, const std::string& bytes) {
         auto [id, error] = self->state.OnRegister(bytes);
         return caf::make_message(registered_atom::value, id, error);
@@ -613,6 +632,7 @@ RouterStats Router::stats() const {
   st.nodes_lost = sh.nodes_lost.load();
   st.nodes_joined = sh.nodes_joined.load();
   st.late_answers = sh.late_answers.load();
+  st.forged_answers = sh.forged_answers.load();
   std::lock_guard<std::mutex> lock(sh.mu);
   st.nodes = static_cast<int64_t>(sh.nodes.size());
   return st;

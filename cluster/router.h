@@ -71,6 +71,7 @@ struct RouterStats {
   int64_t nodes_lost = 0;    // nodes removed because they died, were cut off or went silent
   int64_t nodes_joined = 0;  // registrations of nodes new to this router (a rejoin counts again)
   int64_t late_answers = 0;  // answers dropped: the request had moved on (retried or cancelled)
+  int64_t forged_answers = 0;  // answers dropped: not from the node they named (or from a node gone)
   int64_t nodes = 0;         // in the table now
 };
 

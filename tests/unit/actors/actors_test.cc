@@ -672,7 +672,7 @@ TEST_F(ActorTest, StopRefusesNewRequestsAndCancelAllAnswersTheRest) {
   EXPECT_EQ(answers_.Total(), 1);  // the accepted ones are still running
   caf::anon_send(node_, cancel_all_atom::value);
   Run();
-  for (uint64_t id : in) EXPECT_EQ(answers_.Code(id), StatusCode::kCancelled);
+  for (uint64_t id : in) EXPECT_EQ(answers_.Code(id), StatusCode::kUnavailable);
   Drain(dev);
   for (uint64_t id : in) EXPECT_EQ(answers_.Count(id), 1);
   EXPECT_EQ(counters_->Unanswered(), 0);
@@ -687,13 +687,13 @@ TEST_F(ActorTest, ShutdownAnswersRequestsStillInFlight) {
   Run();
   caf::anon_send(node_, shutdown_atom::value);
   Run();
-  EXPECT_EQ(answers_.Code(a), StatusCode::kCancelled);
-  EXPECT_EQ(answers_.Code(b), StatusCode::kCancelled);
+  EXPECT_EQ(answers_.Code(a), StatusCode::kUnavailable);
+  EXPECT_EQ(answers_.Code(b), StatusCode::kUnavailable);
   EXPECT_EQ(counters_->Unanswered(), 0);
   // A request sent to a node that is gone is answered when its message is dropped.
   const uint64_t late = Infer("lstm", InputFor(*lstm_, Tokens(8, 3, 97)));
   Run();
-  EXPECT_EQ(answers_.Code(late), StatusCode::kCancelled);
+  EXPECT_EQ(answers_.Code(late), StatusCode::kUnavailable);
   for (uint64_t id : {a, b, late}) EXPECT_EQ(answers_.Count(id), 1);
   node_ = caf::actor{};
 }
@@ -712,7 +712,7 @@ TEST(ActorReplySlotTest, AnswersExactlyOnceAndWhenDroppedUnanswered) {
   EXPECT_EQ(answers.Count(1), 1);
   EXPECT_TRUE(answers.Get(1).ok());
   EXPECT_EQ(answers.Count(2), 1);
-  EXPECT_EQ(answers.Code(2), StatusCode::kCancelled);
+  EXPECT_EQ(answers.Code(2), StatusCode::kUnavailable);
   EXPECT_EQ(counters->completed.load(), 1);
   EXPECT_EQ(counters->failed.load(), 1);
   EXPECT_EQ(counters->Unanswered(), 0);

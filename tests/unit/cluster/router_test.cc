@@ -96,6 +96,7 @@ class Streamed {
 using stream_atom = caf::atom_constant<caf::atom("stream")>;
 using die_atom = caf::atom_constant<caf::atom("die")>;
 using register_again_atom = caf::atom_constant<caf::atom("regagain")>;
+using forge_atom = caf::atom_constant<caf::atom("forge")>;
 
 // What a scripted node was given; read from the test thread.
 struct ScriptedNodeSeen {
@@ -133,6 +134,10 @@ caf::behavior ScriptedNodeActor(caf::event_based_actor* self, caf::actor router,
               ++seen->registrations_again;
             });
       },
+      // Answers `request` as if it were node `as_node`.
+      [self, router](forge_atom, uint64_t as_node, uint64_t request) {
+        self->send(router, answer_atom::value, as_node, request, EncodeRunAnswer(RequestResult{}, ModelSpec{}));
+      },
       [](abort_atom, uint64_t) {},
       [](reregister_atom) {},
   };
@@ -164,6 +169,15 @@ class ScriptedNode {
   }
   void Stream(int32_t token) { caf::anon_send(actor_, stream_atom::value, token); }
   void Die() { caf::anon_send(actor_, die_atom::value); }
+  void Forge(uint64_t as_node, uint64_t request) { caf::anon_send(actor_, forge_atom::value, as_node, request); }
+  uint64_t id() {
+    std::lock_guard<std::mutex> lock(seen_->mu);
+    return seen_->id;
+  }
+  uint64_t last_run() {
+    std::lock_guard<std::mutex> lock(seen_->mu);
+    return seen_->runs.empty() ? 0 : seen_->runs.back();
+  }
   bool RegisterAgain(const Registration& registration) {
     caf::anon_send(actor_, register_again_atom::value, EncodeRegistration(registration));
     return WaitFor(
@@ -700,21 +714,21 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
   reg.models = {MtSpec(1)};
   // A scripted version-1 node `name` takes the request, `join` starts another node meanwhile, and
   // the scripted node streams version 1's first two tokens and dies. What the caller got: `answer`
-  // and `streamed`.
+  // and `streamed`. `listen`: whether the caller streams (a node sends its tokens either way).
   StatusOr<RequestResult> answer = Internal("not answered");
   std::vector<int32_t> streamed;
-  auto lose_mid_stream = [&](const std::string& name, const std::function<void()>& join) {
+  auto lose_mid_stream = [&](const std::string& name, const std::function<void()>& join, bool listen = true) {
     reg.name = name;
     ScriptedNode node(router_->port(), reg);
     ASSERT_TRUE(node.WaitRegistered());
     Answers routed;
     Streamed tokens;
-    router_->Infer("mt", in, 0, routed.For(0), tokens.Callback());
+    router_->Infer("mt", in, 0, routed.For(0), listen ? tokens.Callback() : TokenCallback());
     ASSERT_TRUE(WaitFor([&] { return node.runs() == 1; }, std::chrono::seconds(10)));
     join();
     node.Stream(want[0]);
     node.Stream(want[1]);
-    ASSERT_TRUE(WaitFor([&] { return tokens.Get().size() == 2; }, std::chrono::seconds(10)));
+    if (listen) ASSERT_TRUE(WaitFor([&] { return tokens.Get().size() == 2; }, std::chrono::seconds(10)));
     node.Die();
     ASSERT_TRUE(routed.Wait(1, std::chrono::seconds(30)));
     answer = routed.Get(0);
@@ -746,6 +760,74 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
   EXPECT_EQ(a1_->stats().runs, 1);
   EXPECT_EQ(router_->stats().retried, 1) << "the first request had nowhere to go";
   a1_->Leave();
+  ASSERT_TRUE(WaitFor([&] { return router_->nodes().empty(); }, std::chrono::seconds(10)));
+
+  // A request that does not stream is not held to the version of tokens its caller never saw:
+  // s1c (version 1) takes it and dies after two tokens, n2b (version 2) answers it.
+  a2_.reset();
+  ASSERT_NO_FATAL_FAILURE(
+      lose_mid_stream("s1c", [&] { a2_ = Join(c2_.get(), router_->port(), "n2b"); }, /*listen=*/false));
+  ASSERT_TRUE(a2_);
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  EXPECT_EQ(answer->tokens, local.Get(1)->tokens);
+  EXPECT_EQ(answer->model_version, 2);
+  EXPECT_TRUE(streamed.empty());
+  a2_->Leave();
+  router_->Stop();
+}
+
+// A node restarted under the same name (a new connection, a new id) before the router dropped
+// its old entry: the old entry's end does not mark the name down, or remove its series, while
+// the new one serves.
+TEST_F(RouterTest, AnOldInstanceGoingDoesNotMarkItsRestartedTwinDown) {
+  RouterOptions o = TestOptions(&metrics_);
+  o.report_timeout_ms = 600000;  // the scripted nodes send no load reports: never silent here
+  router_ = StartRouter(o);
+  ASSERT_TRUE(router_);
+  Registration reg;
+  reg.name = "twin";
+  reg.models = {MtSpec(1)};
+  auto old_instance = std::make_unique<ScriptedNode>(router_->port(), reg);
+  ASSERT_TRUE(old_instance->WaitRegistered());
+  ScriptedNode restarted(router_->port(), reg);
+  ASSERT_TRUE(restarted.WaitRegistered());
+  ASSERT_TRUE(WaitFor([&] { return router_->nodes().size() == 2; }, std::chrono::seconds(10)));
+  old_instance->Die();
+  ASSERT_TRUE(WaitFor([&] { return router_->nodes().size() == 1; }, std::chrono::seconds(10)));
+  const std::string text = metrics_.Serialize();
+  EXPECT_NE(text.find("cellserve_node_up{node=\"twin\"} 1"), std::string::npos) << text;
+  old_instance.reset();
+  router_->Stop();
+}
+
+// Another peer on the cluster port cannot answer a request placed on a node it is not: the
+// answer names the node, and only that node's own messages count.
+TEST_F(RouterTest, AnAnswerFromAnotherPeerThanTheRequestsNodeIsDropped) {
+  RouterOptions o = TestOptions(&metrics_);
+  o.report_timeout_ms = 600000;  // the scripted nodes send no load reports: never silent here
+  router_ = StartRouter(o);
+  ASSERT_TRUE(router_);
+  Registration reg;
+  reg.models = {MtSpec(1)};
+  reg.name = "a";
+  ScriptedNode a(router_->port(), reg);
+  reg.name = "b";
+  ScriptedNode b(router_->port(), reg);
+  ASSERT_TRUE(a.WaitRegistered() && b.WaitRegistered());
+  Answers routed;
+  RequestInput in;
+  in.tokens = {3, 17};
+  router_->Infer("mt", in, 0, routed.For(0));
+  ASSERT_TRUE(WaitFor([&] { return a.runs() + b.runs() == 1; }, std::chrono::seconds(10)));
+  ScriptedNode& ran = a.runs() == 1 ? a : b;
+  ScriptedNode& other = a.runs() == 1 ? b : a;
+  other.Forge(ran.id(), ran.last_run());
+  ASSERT_TRUE(WaitFor([&] { return router_->stats().forged_answers == 1; }, std::chrono::seconds(10)));
+  EXPECT_EQ(routed.Count(0), 0) << "the forged answer was taken";
+  // The node's own answer counts.
+  ran.Forge(ran.id(), ran.last_run());
+  ASSERT_TRUE(routed.Wait(1, std::chrono::seconds(10)));
+  EXPECT_TRUE(routed.Get(0).ok()) << routed.Get(0).status().ToString();
   router_->Stop();
 }
 
