@@ -144,6 +144,7 @@ TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
   ServingMetrics m(o);
   m.Model("lstm");
   m.Device("cpu:0");
+  m.Pool("cpu:0", "lstm");
   m.BatchSize("cpu:0", "head");
   Series s(m);
   for (const char* code : kCodes) EXPECT_EQ(s("cellserve_requests_total", {{"model", "lstm"}, {"code", code}}), 0);
@@ -169,9 +170,10 @@ TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
   EXPECT_EQ(s.Values("cellserve_batch_size_bucket", "le").size(), BatchSizeBuckets().size() + 1);
   for (const char* name : {"cellserve_cells_total", "cellserve_batches_total", "cellserve_padding_rows_total",
                            "cellserve_device_busy_seconds_total", "cellserve_device_busy_ratio",
-                           "cellserve_state_slots_in_use", "cellserve_state_slots", "cellserve_rounds_in_flight",
-                           "cellserve_placements_total"})
+                           "cellserve_rounds_in_flight", "cellserve_placements_total"})
     EXPECT_EQ(s(name, {{"device", "cpu:0"}}), 0) << name;
+  for (const char* name : {"cellserve_state_slots_in_use", "cellserve_state_slots"})
+    EXPECT_EQ(s(name, {{"device", "cpu:0"}, {"model", "lstm"}}), 0) << name;
   for (const char* name : {"cellserve_requests_in_flight", "cellserve_rpc_connections", "cellserve_rpc_calls_in_flight"})
     EXPECT_EQ(s(name), 0) << name;
   EXPECT_EQ(s("cellserve_node_up", {{"node", "node-a"}}), 1);
