@@ -44,6 +44,7 @@ struct Request {
   std::vector<char> submitted;
   size_t scanned = 0;                       // cells whose dependencies are recorded
   int64_t unsubmitted = 0;                  // cells known and not yet submitted
+  int64_t encoder_left = 0;                 // seq2seq: encoder cells known and not yet submitted
   bool active = false;                      // its cells may be queued (policy admits it)
   bool started = false;                     // a cell of it has been submitted
 
@@ -70,7 +71,8 @@ struct Scheduler::Impl {
   std::vector<uint32_t> free_entries;
   std::vector<ReadyQueue> ready;
   std::deque<Request*> waiting;  // admitted, not active yet (padded/bucketed/sequential); arrival order
-  std::vector<RequestId> group;             // the active group (non-cellular policies)
+  // The active group (non-cellular policies): id and seq, as a finished member's id may come back.
+  std::vector<std::pair<RequestId, uint64_t>> group;
   std::map<uint64_t, std::vector<ReadyCell>> rounds;       // in flight: their members
   std::vector<RequestEvent> events;         // from NextRound, for TakeEvents
   SchedulerStats stats;
@@ -120,6 +122,7 @@ struct Scheduler::Impl {
       const CellId c = static_cast<CellId>(r.scanned);
       ++r.unsubmitted;
       ++outstanding;
+      if (IsEncoder(cells[c].type)) ++r.encoder_left;
       Request::ForEachInput(cells[c], [&](CellId p) {
         if (!r.submitted[p]) {
           ++r.pending[c];
@@ -161,8 +164,10 @@ struct Scheduler::Impl {
   }
 
   bool GroupOver() const {
-    for (RequestId id : group)
-      if (by_id.count(id)) return false;
+    for (const auto& [id, seq] : group) {
+      auto it = by_id.find(id);
+      if (it != by_id.end() && slab[it->second]->seq == seq) return false;
+    }
     return true;
   }
 
@@ -179,7 +184,7 @@ struct Scheduler::Impl {
     if (options.policy == Policy::kSequential) {
       Request* r = waiting.front();
       waiting.pop_front();
-      group.push_back(r->id);
+      group.emplace_back(r->id, r->seq);
       Activate(*r);
       return;
     }
@@ -207,7 +212,7 @@ struct Scheduler::Impl {
     for (size_t i = 0; i < n; ++i) {
       Request* r = candidates[i];
       waiting.erase(std::find(waiting.begin(), waiting.end(), r));
-      group.push_back(r->id);
+      group.emplace_back(r->id, r->seq);
       Activate(*r);
     }
   }
@@ -230,8 +235,9 @@ struct Scheduler::Impl {
   // most that many extra rounds per cell.
   int ChooseType() {
     int oldest = -1, fill = -1;
+    const bool encoding = GroupEncoding();
     for (int t = 0; t < static_cast<int>(ready.size()); ++t) {
-      if (!CleanTop(ready[t])) continue;
+      if ((encoding && !IsEncoder(t)) || !CleanTop(ready[t])) continue;
       const uint64_t seq = ready[t].top().seq;
       if (oldest < 0 || seq <= ready[oldest].top().seq) oldest = t;
       if (static_cast<int64_t>(ready[t].size()) >= MaxRows(model->cell_type(t)) &&
@@ -246,6 +252,28 @@ struct Scheduler::Impl {
     return oldest;
   }
 
+  static bool IsHead(CellOp op) { return op == CellOp::kHeadLogits || op == CellOp::kHeadArgmax; }
+
+  // A seq2seq encoder type (the types before the first decoder layer's).
+  bool IsEncoder(int type) const {
+    return model->spec().kind == ModelKind::kSeq2Seq && type < model->decoder_layer_type(0);
+  }
+
+  // Padded and bucketed seq2seq: whether a member of the group has encoder cells left. Padded
+  // serving encodes the whole group, padded to its longest source, before it decodes: until
+  // then no decoder cell runs (decoding early, beside the encoder, would pad the decoder's
+  // rounds twice: once while one member encodes, again when the rest decode).
+  bool GroupEncoding() const {
+    if ((options.policy != Policy::kPadded && options.policy != Policy::kBucketed) ||
+        model->spec().kind != ModelKind::kSeq2Seq)
+      return false;
+    for (const auto& [id, seq] : group) {
+      auto it = by_id.find(id);
+      if (it != by_id.end() && slab[it->second]->seq == seq && slab[it->second]->encoder_left > 0) return true;
+    }
+    return false;
+  }
+
   int64_t MaxRows(const CellType& type) const {
     return options.policy == Policy::kSequential ? 1 : type.max_batch;
   }
@@ -254,8 +282,28 @@ struct Scheduler::Impl {
     if (static_cast<int>(rounds.size()) >= options.lookahead) return std::nullopt;
     const int64_t now = clock->NowMicros();
     Admission(now);
-    const int t = ChooseType();
-    if (t < 0) return std::nullopt;
+    const int chosen = ChooseType();
+    if (chosen < 0) return std::nullopt;
+    if (std::optional<Round> round = TryRound(chosen, now)) return round;
+    // Every cell of the chosen type waits for a slot. A ready head needs none, and the request it
+    // finishes frees its slots: it runs first (the oldest such), before anything is shed.
+    int head = -1;
+    const bool encoding = GroupEncoding();
+    for (int t = 0; t < static_cast<int>(ready.size()); ++t)
+      if (t != chosen && IsHead(model->cell_type(t).op) && !(encoding && !IsEncoder(t)) && CleanTop(ready[t]) &&
+          (head < 0 || ready[t].top().seq < ready[head].top().seq))
+        head = t;
+    if (head >= 0)
+      if (std::optional<Round> round = TryRound(head, now)) return round;
+    // Completions will free slots if rounds are in flight; otherwise shed the newest request
+    // holding slots so the older ones can go on.
+    if (rounds.empty()) ShedNewest();
+    return std::nullopt;
+  }
+
+  // The round of type `t` (its ready cells, oldest first, up to its max batch), or none when its
+  // first cell cannot get a slot. Changes nothing in that case.
+  std::optional<Round> TryRound(int t, int64_t now) {
     const CellType& type = model->cell_type(t);
     Round round;
     round.batch.model = model;
@@ -293,12 +341,7 @@ struct Scheduler::Impl {
     // writes a slot another row of it reads.
     for (const auto& [type_index, cell] : released) ready[type_index].push(cell);
     for (const ReadyCell& m : members) Consume(*Get(m), m.cell);
-    if (members.empty()) {
-      // Every candidate waits for a slot. Completions will free some if rounds are in flight;
-      // otherwise shed the newest request holding slots so the older ones can go on.
-      if (rounds.empty()) ShedNewest();
-      return std::nullopt;
-    }
+    if (members.empty()) return std::nullopt;  // every candidate waits for a slot
     round.real_rows = static_cast<int64_t>(members.size());
     if ((options.policy == Policy::kPadded || options.policy == Policy::kBucketed) &&
         type.op == CellOp::kLstm) {
@@ -324,6 +367,7 @@ struct Scheduler::Impl {
   void Submit(Request& r, CellId c, std::vector<std::pair<int32_t, ReadyCell>>* released) {
     r.submitted[c] = 1;
     --r.unsubmitted;
+    if (IsEncoder(r.graph->cells()[c].type)) --r.encoder_left;
     --outstanding;
     for (CellId s : r.successors[c])
       if (--r.pending[s] == 0) released->emplace_back(r.graph->cells()[s].type, ReadyCell{r.seq, s, r.index});
@@ -404,7 +448,10 @@ StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model* model, Sched
   if (options.state_slots < 2) return InvalidArgument("state_slots must be >= 2");
   if (options.max_requests < 1) return InvalidArgument("max_requests must be >= 1");
   if (options.padded_batch < 1) return InvalidArgument("padded_batch must be >= 1");
-  if (options.padded_wait_us < 0) return InvalidArgument("padded_wait_us must be >= 0");
+  // At most an hour: arrival + wait must not overflow the wakeup time (a huge one wrapped and
+  // dropped every deadline's wakeup).
+  if (options.padded_wait_us < 0 || options.padded_wait_us > int64_t{3600} * 1000000)
+    return InvalidArgument("padded_wait_us must be in 0..3600000000 (an hour)");
   if (!std::is_sorted(options.bucket_bounds.begin(), options.bucket_bounds.end()))
     return InvalidArgument("bucket_bounds must be ascending");
   return std::unique_ptr<Scheduler>(new Scheduler(std::make_unique<Impl>(model, std::move(options), clock)));

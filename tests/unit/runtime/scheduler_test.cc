@@ -384,6 +384,42 @@ TEST(Scheduler, ExhaustedPoolShedsTheNewestRequestAndTheRestFinish) {
   EXPECT_EQ(h.fake.Violations(), "");
 }
 
+// A ready head needs no slot: when the oldest type's next cell waits for one, the head runs (its
+// request finishes and frees its slots) before any request is shed for lack of them.
+TEST(Scheduler, AReadyHeadRunsBeforeARequestIsShedForSlots) {
+  for (int lookahead : {1, 5}) {
+    SCOPED_TRACE("lookahead " + std::to_string(lookahead));
+    SchedulerOptions o = Options(Policy::kCellular, lookahead);
+    o.state_slots = 2;
+    Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), o);
+    ASSERT_TRUE(h.Admit(1, Tokens({5, 6, 7})).ok());
+    ASSERT_TRUE(h.Admit(2, Tokens({8})).ok());
+    h.RunToEnd();
+    EXPECT_TRUE(h.outcomes[1].done) << h.outcomes[1].status.ToString();
+    EXPECT_TRUE(h.outcomes[2].done) << h.outcomes[2].status.ToString();
+    EXPECT_EQ(h.scheduler->slots_in_use(), 0);
+    EXPECT_EQ(h.fake.Violations(), "");
+  }
+}
+
+// A finished request's id may come back: the group policies hold their group by admission, so the
+// newcomer is not taken for a member of the group that has ended (which waited for it for good).
+TEST(Scheduler, AnIdThatComesBackAfterItsRequestEndedRuns) {
+  for (Policy policy : {Policy::kSequential, Policy::kPadded, Policy::kBucketed, Policy::kCellular}) {
+    SCOPED_TRACE(PolicyName(policy));
+    Harness h(MakeModel(SmallSpec(ModelKind::kLstm, 1)), Options(policy, 2));
+    ASSERT_TRUE(h.Admit(5, Tokens({5, 6})).ok());
+    h.RunToEnd();
+    ASSERT_TRUE(h.outcomes[5].done);
+    h.outcomes.erase(5);
+    ASSERT_TRUE(h.Admit(5, Tokens({7, 8, 9})).ok());
+    h.clock.AdvanceMicros(1000000);  // past any group wait
+    h.RunToEnd();
+    EXPECT_TRUE(h.outcomes[5].done) << h.outcomes[5].status.ToString();
+    EXPECT_EQ(h.scheduler->requests_in(), 0);
+  }
+}
+
 TEST(Scheduler, Seq2SeqGrowsInTheWorkerAndStreamsTokens) {
   Harness h(MakeModel(SmallSpec(ModelKind::kSeq2Seq, 2)), Options());
   // Request with origin o (its first token) decodes 3 tokens 10, 11, 12 then EOS; origin 9: max len.
@@ -448,6 +484,28 @@ TEST(Scheduler, PaddedWaitsForAGroupThenPadsToItsLongestMember) {
   // Group {1, 2}: 6 lstm rounds of width 2 (request 1 padded for 4 steps); group {3}: 1 round.
   EXPECT_EQ(h.scheduler->stats().padding_rows, 4);
   EXPECT_EQ(h.fake.padding_rows, 4);
+  EXPECT_EQ(h.fake.Violations(), "");
+}
+
+// Padded serving of seq2seq encodes the whole group (padded to its longest source), then decodes
+// it: decoder cells wait for every member's encoder, so each decoder step is one round padded
+// once. (Decoding beside the encoder padded the decoder twice: 26 padding rows here, not 14.)
+TEST(Scheduler, PaddedSeq2SeqEncodesTheWholeGroupBeforeItDecodes) {
+  SchedulerOptions o = GroupOptions(Policy::kPadded, 3);
+  Harness h(MakeModel(SmallSpec(ModelKind::kSeq2Seq, 2)), o);
+  h.fake.head_argmax = [](int32_t, int, const CellType&) { return 2; };  // EOS at once: one step
+  ASSERT_TRUE(h.Admit(1, Tokens(Seq(1))).ok());
+  ASSERT_TRUE(h.Admit(2, Tokens(Seq(2))).ok());
+  ASSERT_TRUE(h.Admit(3, Tokens(Seq(5))).ok());
+  h.RunToEnd();
+  for (RequestId id = 1; id <= 3; ++id) {
+    ASSERT_TRUE(h.outcomes[id].done) << id;
+    EXPECT_EQ(h.outcomes[id].result.tokens, std::vector<int32_t>{2}) << id;
+  }
+  // Encoder: 2 layers x 5 steps x 3 rows = 30 rows for 2 x (1 + 2 + 5) = 16 cells; the decoder's
+  // one step: 2 layers x 3 rows, all real.
+  EXPECT_EQ(h.scheduler->stats().padding_rows, 14);
+  EXPECT_EQ(h.fake.padding_rows, 14);
   EXPECT_EQ(h.fake.Violations(), "");
 }
 
@@ -754,6 +812,9 @@ TEST(Scheduler, RejectsBadOptions) {
     EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(refused.message().find(b.name), std::string::npos) << refused.ToString();
   }
+  SchedulerOptions forever;  // arrival + wait would overflow the wakeup time
+  forever.padded_wait_us = INT64_MAX;
+  EXPECT_EQ(Scheduler::Create(model.get(), forever, &clock).status().code(), StatusCode::kInvalidArgument);
   SchedulerOptions descending;
   std::reverse(descending.bucket_bounds.begin(), descending.bucket_bounds.end());
   EXPECT_EQ(Scheduler::Create(model.get(), descending, &clock).status().code(), StatusCode::kInvalidArgument);
