@@ -1,34 +1,89 @@
 #include "runtime/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 
 namespace cellserve {
 
-Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
+StatusOr<WriteTarget> ResolveWriteTarget(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return WriteTarget{path, false};  // created
+  WriteTarget target{path, false};
+  if (S_ISLNK(st.st_mode)) {
+    // Through the link: stat follows it (also /proc's magic links, such as /dev/stdout's, which
+    // realpath cannot name). A link to nothing yet: its target is created.
+    if (::stat(path.c_str(), &st) != 0) {
+      char to[PATH_MAX];
+      const ssize_t n = ::readlink(path.c_str(), to, sizeof to - 1);
+      if (n <= 0) return target;
+      std::string link_target(to, static_cast<size_t>(n));
+      const size_t slash = path.rfind('/');
+      if (link_target[0] != '/' && slash != std::string::npos) link_target = path.substr(0, slash + 1) + link_target;
+      target.path = link_target;
+      return target;
+    }
+    if (S_ISREG(st.st_mode)) {
+      char* real = ::realpath(path.c_str(), nullptr);
+      if (real) {
+        target.path = real;
+        std::free(real);
+      }
+    }
+  }
+  if (S_ISDIR(st.st_mode)) return InvalidArgument(path + " is a directory; give a file's path");
+  target.in_place = !S_ISREG(st.st_mode);
+  return target;
+}
+
+std::string TemporaryBeside(const std::string& path) {
   static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
+  return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
+}
+
+namespace {
+
+Status WriteAll(int fd, const std::string& name, const std::string& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Internal("writing " + name + ": " + std::strerror(errno));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
+  ASSIGN_OR_RETURN(const WriteTarget target, ResolveWriteTarget(path));
+  if (target.in_place) {
+    const int fd = ::open(target.path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return Internal("cannot open " + path + ": " + std::strerror(errno));
+    Status s = WriteAll(fd, path, bytes);
+    if (::close(fd) != 0 && s.ok()) s = Internal("closing " + path + ": " + std::strerror(errno));
+    return s;
+  }
+  const std::string tmp = TemporaryBeside(target.path);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int err = errno;
     const std::string msg = "cannot create " + tmp + ": " + std::strerror(err);
     return err == ENOENT ? NotFound(msg) : Internal(msg);
   }
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return Internal("writing " + tmp + ": " + std::strerror(err));
-    }
-    done += static_cast<size_t>(n);
+  if (Status s = WriteAll(fd, tmp, bytes); !s.ok()) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return s;
   }
   const int sync_rc = ::fsync(fd);
   const int sync_err = errno;
@@ -38,10 +93,10 @@ Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
     ::unlink(tmp.c_str());
     return Internal("flushing " + tmp + ": " + std::strerror(err));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (::rename(tmp.c_str(), target.path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    return Internal("renaming " + tmp + " to " + path + ": " + std::strerror(err));
+    return Internal("renaming " + tmp + " to " + target.path + ": " + std::strerror(err));
   }
   return OkStatus();
 }

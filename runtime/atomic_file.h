@@ -1,8 +1,11 @@
 // Writing a file so that readers see the old bytes or the new ones, never a part: the bytes go to
 // a temporary file beside it (a unique name per process and call, so concurrent writers do not
-// clobber each other's), are fsync'ed, and the temporary is renamed over the path. Errors are
-// Status values naming the file and the errno text: NOT_FOUND when the folder does not exist,
-// INTERNAL otherwise; the temporary is removed on every error. Thread-safe.
+// clobber each other's), are fsync'ed, and the temporary is renamed over the path. A symbolic link
+// is written through (its target is replaced, the link kept); a device, FIFO or socket
+// (/dev/stdout, /dev/null) is written to in place, never replaced; a directory is an error.
+// Errors are Status values naming the file and the errno text: NOT_FOUND when the folder does not
+// exist, INVALID_ARGUMENT for a directory, INTERNAL otherwise; the temporary is removed on every
+// error. Thread-safe.
 #pragma once
 
 #include <string>
@@ -12,5 +15,19 @@
 namespace cellserve {
 
 Status WriteFileAtomically(const std::string& path, const std::string& bytes);
+
+// Where a write "to `path`" lands (for writers that stream, as WriteFileAtomically does for
+// bytes in memory): `path` (it may not exist yet), or a symbolic link's target (which may not
+// exist yet either); `in_place` for a
+// device, FIFO or socket, which is opened and written, not replaced. INVALID_ARGUMENT for a
+// directory.
+struct WriteTarget {
+  std::string path;
+  bool in_place = false;
+};
+StatusOr<WriteTarget> ResolveWriteTarget(const std::string& path);
+
+// A temporary name beside `path`, unique per process and call.
+std::string TemporaryBeside(const std::string& path);
 
 }  // namespace cellserve

@@ -14,6 +14,7 @@
 #include <system_error>
 #include <vector>
 
+#include "runtime/atomic_file.h"
 #include "runtime/status.h"
 #include "runtime/text.h"
 #include "tools/commands.h"
@@ -92,7 +93,18 @@ Status WriteCorpus(const std::vector<fs::path>& inputs, int64_t min_words, int64
 Status Run(const std::string& input, const std::string& out_path, int64_t min_words,
            int64_t max_words, Summary& summary) {
   ASSIGN_OR_RETURN(std::vector<fs::path> inputs, ListInputs(input, out_path));
-  const std::string tmp = out_path + ".tmp";
+  // A link's target is replaced (the link kept); a device or FIFO (/dev/stdout) written in place.
+  ASSIGN_OR_RETURN(const WriteTarget target, ResolveWriteTarget(out_path));
+  if (target.in_place) {
+    std::ofstream out(target.path, std::ios::binary);
+    if (!out) return Unavailable("cannot write " + out_path + ": " + std::strerror(errno));
+    RETURN_IF_ERROR(WriteCorpus(inputs, min_words, max_words, out, summary));
+    out.flush();
+    if (!out) return Unavailable("cannot write " + out_path + " (disk full?)");
+    if (summary.lengths.empty()) return InvalidArgument("no sentences found in " + input);
+    return OkStatus();
+  }
+  const std::string tmp = TemporaryBeside(target.path);
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) return Unavailable("cannot write " + out_path + ": " + std::strerror(errno));
@@ -113,7 +125,7 @@ Status Run(const std::string& input, const std::string& out_path, int64_t min_wo
                                 : ""));
   }
   std::error_code ec;
-  fs::rename(tmp, out_path, ec);
+  fs::rename(tmp, target.path, ec);
   if (ec) {
     std::remove(tmp.c_str());
     return Unavailable("cannot write " + out_path + ": " + ec.message());

@@ -168,6 +168,12 @@ check "corpus from a folder" 0 "2 sentences" -- bash -c \
 check "corpus written into its input folder, twice, does not read itself" 0 "2 sentences" -- bash -c \
   "'$CELLSERVE' corpus --input '$WORK/txt' --out '$WORK/txt/out.txt' >/dev/null &&
    '$CELLSERVE' corpus --input '$WORK/txt' --out '$WORK/txt/out.txt'"
+# /dev/stdout (a pipe here) is written to, not replaced; a link's target gets the corpus.
+check "corpus to /dev/stdout writes into the pipe" 0 "^Second one!$" -- bash -c \
+  "'$CELLSERVE' corpus --input '$WORK/txt/a.txt' --out /dev/stdout 2>/dev/null | cat"
+check "corpus through a symbolic link keeps the link" 0 "link kept, 2 lines in its target" -- bash -c \
+  "ln -sf '$WORK/target.txt' '$WORK/link.txt' && '$CELLSERVE' corpus --input '$WORK/txt/a.txt' --out '$WORK/link.txt' 2>/dev/null &&
+   test -L '$WORK/link.txt' && echo \"link kept, \$(wc -l < '$WORK/target.txt') lines in its target\""
 
 # serve: requests on stdin, one JSON answer per line, errors as typed codes, drain at EOF.
 # Three lines in, three answers out (in completion order), the first with its label.

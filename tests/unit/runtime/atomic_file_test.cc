@@ -1,0 +1,100 @@
+#include "runtime/atomic_file.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace cellserve {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Read(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class AtomicFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("cellserve_atomic_file_test." + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  // Names in the folder: a temporary left behind counts.
+  int Entries() const {
+    int n = 0;
+    for (auto it = fs::directory_iterator(dir_); it != fs::directory_iterator(); ++it) ++n;
+    return n;
+  }
+  fs::path dir_;
+};
+
+TEST_F(AtomicFileTest, ReplacesAFileAndLeavesNoTemporary) {
+  const fs::path p = dir_ / "out.json";
+  ASSERT_TRUE(WriteFileAtomically(p.string(), "one").ok());
+  ASSERT_TRUE(WriteFileAtomically(p.string(), "two").ok());
+  EXPECT_EQ(Read(p), "two");
+  EXPECT_EQ(Entries(), 1);
+}
+
+// A link is written through: its target gets the bytes, the link stays a link.
+TEST_F(AtomicFileTest, WritesThroughASymbolicLink) {
+  const fs::path target = dir_ / "target.txt", link = dir_ / "link.txt";
+  ASSERT_TRUE(WriteFileAtomically(target.string(), "old").ok());
+  fs::create_symlink(target, link);
+  ASSERT_TRUE(WriteFileAtomically(link.string(), "new").ok());
+  EXPECT_TRUE(fs::is_symlink(link));
+  EXPECT_EQ(Read(target), "new");
+  EXPECT_EQ(Entries(), 2);
+  // A relative link to a file not made yet: the file is made.
+  const fs::path later = dir_ / "later.txt", relative = dir_ / "relative.txt";
+  fs::create_symlink("later.txt", relative);
+  ASSERT_TRUE(WriteFileAtomically(relative.string(), "made").ok());
+  EXPECT_TRUE(fs::is_symlink(relative));
+  EXPECT_EQ(Read(later), "made");
+}
+
+// A FIFO (as /dev/stdout may be) is written to, not replaced by a file.
+TEST_F(AtomicFileTest, WritesIntoAFifoInPlace) {
+  const fs::path fifo = dir_ / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::string got;
+  std::thread reader([&] { got = Read(fifo); });
+  const Status s = WriteFileAtomically(fifo.string(), "through the pipe");
+  reader.join();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(got, "through the pipe");
+  EXPECT_TRUE(fs::is_fifo(fifo)) << "the FIFO was replaced";
+  EXPECT_EQ(Entries(), 1);
+}
+
+TEST_F(AtomicFileTest, WritesToDevNullInPlace) {
+  ASSERT_TRUE(WriteFileAtomically("/dev/null", "nothing").ok());
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+}
+
+TEST_F(AtomicFileTest, ADirectoryOrAMissingFolderIsAClearError) {
+  const Status dir = WriteFileAtomically(dir_.string(), "x");
+  EXPECT_EQ(dir.code(), StatusCode::kInvalidArgument) << dir.ToString();
+  EXPECT_NE(dir.message().find("is a directory"), std::string::npos) << dir.ToString();
+  const Status missing = WriteFileAtomically((dir_ / "no" / "such.json").string(), "x");
+  EXPECT_EQ(missing.code(), StatusCode::kNotFound) << missing.ToString();
+  EXPECT_EQ(Entries(), 0);
+}
+
+TEST_F(AtomicFileTest, TemporariesAreUniquePerCall) {
+  EXPECT_NE(TemporaryBeside("a"), TemporaryBeside("a"));
+}
+
+}  // namespace
+}  // namespace cellserve
