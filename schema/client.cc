@@ -1,6 +1,7 @@
 #include "schema/client.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cctype>
@@ -134,7 +135,19 @@ struct Client::Impl {
 };
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Client::~Client() = default;
+Client::~Client() {
+  if (!impl_ || !impl_->rpc || impl_->rpc->getCurrentQueueCount() == 0) return;
+  // Calls still queued for the socket (a caller far ahead of the server) form one promise chain,
+  // which the connection would free recursively, stack frames per call: about 80k overflowed the
+  // stack. Shut the socket so that they fail one loop turn at a time, and let them (bounded).
+  KJ_IF_MAYBE(fd, impl_->stream->getFd()) { ::shutdown(*fd, SHUT_RDWR); }
+  kj::runCatchingExceptions([&] {
+    kj::Timer& timer = impl_->io.provider->getTimer();
+    const kj::TimePoint give_up = timer.now() + 5 * kj::SECONDS;
+    while (impl_->rpc->getCurrentQueueCount() > 0 && timer.now() < give_up)
+      timer.afterDelay(1 * kj::MILLISECONDS).wait(impl_->io.waitScope);
+  });
+}
 
 StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& host_port, int64_t connect_timeout_ms) {
   ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(host_port));

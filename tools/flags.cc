@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -109,6 +110,11 @@ Status Flags::Parse(int argc, char** argv) {
 }
 
 Status Flags::ApplyConfigFile(const std::string& path) {
+  // A folder opens, and reads as empty: the usual slip is a ConfigMap mounted as a folder.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    return InvalidArgument("the config file " + path + " (--config or CELLSERVE_CONFIG) is a folder; give the file in "
+                           "it (a Kubernetes ConfigMap mounted as a folder: use subPath, or name the file)");
   std::ifstream in(path);
   if (!in) return NotFound("cannot read the config file " + path + " (--config or CELLSERVE_CONFIG)");
   std::map<std::string, std::pair<std::string, int>> file_values;  // name -> value, line

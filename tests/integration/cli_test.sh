@@ -111,6 +111,9 @@ check "run --config: a misspelt flag names the file and line" 2 "bad.conf:2: unk
   "$CELLSERVE" run --config "$WORK/bad.conf" "Peace."
 check "run --config: a missing file is a clear error" 2 "cannot read the config file" -- \
   "$CELLSERVE" run --config "$WORK/none.conf" "Peace."
+mkdir -p "$WORK/conf.d" && cp "$WORK/bad.conf" "$WORK/conf.d/"
+check "serve: CELLSERVE_CONFIG naming a folder is refused, not read as empty" 2 "is a folder; give the file in it" -- \
+  env CELLSERVE_CONFIG="$WORK/conf.d" "$CELLSERVE" serve --model-repo "$REPO" --stdin
 check "run: a negative --fold-max-mib is refused" 2 "fold-max-mib must be in" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls --fold-max-mib -1 "hello"
 check "run: an unknown --cpu-precision is refused" 2 "cpu-precision must be fp32 or bf16, not 'fp16'" -- \
