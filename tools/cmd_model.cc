@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <new>
 
 #include "kernels/cpu/packed_gemm.h"
 #include "runtime/model_repository.h"
@@ -77,9 +78,16 @@ int ModelInit(int argc, char** argv) {
     std::fprintf(stderr, "cellserve model: %s already exists; pass --force to overwrite it\n", dir.c_str());
     return 1;
   }
-  auto weights = RandomWeights(spec, static_cast<uint64_t>(*seed), static_cast<float>(*scale));
-  if (!weights.ok()) return FlagValueFailed("model init", weights.status());  // the init scale
-  if (auto s = WriteModel(repo, spec, *weights); !s.ok()) return Fail(s);
+  StatusOr<SafetensorsFile> weights = Internal("not made");
+  try {
+    weights = RandomWeights(spec, static_cast<uint64_t>(*seed), static_cast<float>(*scale));
+    if (!weights.ok()) return FlagValueFailed("model init", weights.status());  // the init scale
+    if (auto s = WriteModel(repo, spec, *weights); !s.ok()) return Fail(s);
+  } catch (const std::bad_alloc&) {  // the sizes are each in range, their product may not fit
+    return Fail(ResourceExhausted("out of memory making the weights of hidden " + std::to_string(spec.hidden) +
+                                  ", vocabulary " + std::to_string(spec.vocab_size) + ", " +
+                                  std::to_string(spec.layers) + " layer(s): choose smaller sizes"));
+  }
   size_t bytes = 0;
   for (const auto& [name, t] : weights->tensors) bytes += t.bytes.size();
   std::printf("wrote %s: %s model, hidden %lld, %lld layer(s), vocab %lld, %zu tensors, %.1f MB of weights\n",

@@ -28,6 +28,8 @@ check "init --force overwrites" 0 "wrote" -- "$CELLSERVE" model init --repo "$RE
   --hidden 64 --layers 2 --vocab 5000 --classes 3 --seed 4 --init-scale 0.3
 check "init rejects a bad kind" 2 "unknown model kind 'gru'" -- "$CELLSERVE" model init --repo "$REPO" --name g --kind gru
 check "init rejects a bad size" 2 "hidden" -- "$CELLSERVE" model init --repo "$REPO" --name z --hidden 0
+check "init: sizes each in range whose weights do not fit are a clear error" 1 "out of memory making the weights" -- \
+  bash -c 'ulimit -v 2000000; "$1" model init --repo "$2" --name huge --hidden 65536 --vocab 16777216' _ "$CELLSERVE" "$REPO"
 check "init needs --name" 2 "missing required flag --name" -- "$CELLSERVE" model init --repo "$REPO"
 check "init rejects unknown flags" 2 "unknown flag --hiden" -- "$CELLSERVE" model init --repo "$REPO" --name x --hiden 3
 check "list" 0 "^cls$" -- "$CELLSERVE" model list --repo "$REPO"
@@ -157,6 +159,14 @@ check "run: missing repository" 1 "NOT_FOUND.*does not exist" -- \
 check "run: nothing to run" 2 "TEXT arguments or --corpus" -- "$CELLSERVE" run --model-repo "$REPO" --model cls
 check "run: empty sentence is a clear per-request error" 0 "INVALID_ARGUMENT: empty input" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls "" "fine words"
+check "run: when every sentence fails it says so and exits 1" 1 "sentences that failed: +2 of 2" -- \
+  "$CELLSERVE" run --model-repo "$REPO" --model cls "" "   "
+printf '   \n\t\nPeace at last.\n \n' > "$WORK/blanks.txt"
+check "run: blank corpus lines are no sentences" 0 "one sentence: Peace at last" -- bash -c \
+  'out="$("$1" run --model-repo "$2" --model cls --corpus "$3" 2>&1)" || { echo "$out"; exit 1; }
+   rows="$(grep -cE "^ +[0-9]+ +[0-9]+ +(class|error)" <<<"$out")"
+   if [[ "$rows" == 1 ]] && grep -q "Peace at last" <<<"$out"; then echo "one sentence: Peace at last"; else echo "$out"; fi' \
+  _ "$CELLSERVE" "$REPO" "$WORK/blanks.txt"
 
 # A lying weights file: truncated on disk.
 cp -r "$REPO/cls" "$REPO/broken"
