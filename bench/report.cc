@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/atomic_file.h"
+
 namespace cellserve::bench {
 
 namespace {
@@ -79,14 +81,8 @@ std::string ScriptPathFor(const std::string& png_path) {
   return (has_ext ? png_path.substr(0, dot) : png_path) + ".gp";
 }
 
-Status WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return NotFound("cannot write " + path);
-  out << text;
-  out.close();
-  if (!out) return Internal("error writing " + path);
-  return OkStatus();
-}
+// Atomically (runtime/atomic_file.h): a run interrupted while writing leaves the old file whole.
+Status WriteFile(const std::string& path, const std::string& text) { return WriteFileAtomically(path, text); }
 
 }  // namespace
 

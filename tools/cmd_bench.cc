@@ -52,6 +52,7 @@
 #include "tools/flags.h"
 #include "tools/cpu_precision_flag.h"
 #include "tools/fold_flag.h"
+#include "tools/output_paths.h"
 #include "tools/thread_placement.h"
 
 namespace cellserve::tools {
@@ -298,6 +299,13 @@ int BenchCommand(int argc, char** argv) {
   }
   cfg.inflight = 4 * spec->max_batch;
   const std::string corpus = flags.Get("corpus").empty() ? bench::DefaultCorpusPath() : flags.Get("corpus");
+  // Before minutes of runs, not after them.
+  if (Status s = CheckOutputPaths({{"--json", flags.Get("json")},
+                                   {"--csv", flags.Get("csv")},
+                                   {"--plot", flags.Get("plot")}},
+                                  {{"--corpus", corpus}});
+      !s.ok())
+    return BadUsage(s);
   auto workload = bench::LoadWorkload(corpus, bench::WorkloadOptionsFor(*spec));
   if (!workload.ok()) return Fail(workload.status());
   const Workload& w = *workload;

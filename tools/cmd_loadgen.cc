@@ -50,6 +50,7 @@
 #include "schema/client.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
+#include "tools/output_paths.h"
 
 namespace cellserve::tools {
 namespace {
@@ -366,6 +367,9 @@ int LoadgenCommand(int argc, char** argv) {
   cfg.corpus = flags.Get("corpus").empty() ? bench::DefaultCorpusPath() : flags.Get("corpus");
   cfg.json_path = flags.Get("json");
   cfg.answers_path = flags.Get("answers");
+  if (Status s = CheckOutputPaths({{"--json", cfg.json_path}, {"--answers", cfg.answers_path}}, {{"--corpus", cfg.corpus}});
+      !s.ok())
+    return BadUsage(s);
   // --timeout-ms: the wire carries the deadline in 32-bit milliseconds (about 49 days).
   const StatusOr<int64_t> closed_loop = flags.GetIntIn("closed-loop", 0, INT64_MAX),
                           timeout_ms = flags.GetIntIn("timeout-ms", 0, UINT32_MAX),

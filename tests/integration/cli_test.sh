@@ -157,6 +157,10 @@ check "run: unknown model names the ones there" 1 "NOT_FOUND.*'nope'.*cls, cls-b
 check "run: missing repository" 1 "NOT_FOUND.*does not exist" -- \
   "$CELLSERVE" run --model-repo "$WORK/none" --model cls "hello"
 check "run: nothing to run" 2 "TEXT arguments or --corpus" -- "$CELLSERVE" run --model-repo "$REPO" --model cls
+check "bench: --json naming the corpus is refused before any run" 2 "--json .* is the --corpus file" -- \
+  "$CELLSERVE" bench --model-repo "$REPO" --model cls --corpus "$WORK/c.txt" --json "$WORK/c.txt" --rates 10 --duration-s 1
+check "bench: --json in a folder that is not there is refused before any run" 2 "there is no folder" -- \
+  "$CELLSERVE" bench --model-repo "$REPO" --model cls --corpus "$WORK/c.txt" --json "$WORK/none/b.json" --rates 10 --duration-s 1
 check "run: empty sentence is a clear per-request error" 0 "INVALID_ARGUMENT: empty input" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls "" "fine words"
 check "run: when every sentence fails it says so and exits 1" 1 "sentences that failed: +2 of 2" -- \
