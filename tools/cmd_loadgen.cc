@@ -356,7 +356,7 @@ int LoadgenCommand(int argc, char** argv) {
       .Add("seed", "1", "seed of the arrival schedule and the sentence order")
       .Add("connect-timeout-ms", "5000", "give up connecting after this long")
       .Add("json", "", "write the summary as JSON to this file ('-' = stdout)")
-      .Add("answers", "", "write one JSON line per request to this file, as answers arrive: {\"i\": send index, "
+      .Add("answers", "", "write one JSON line per request to this file ('-' = stdout), as answers arrive: {\"i\": send index, "
                           "\"line\": 0-based corpus line, \"code\": \"OK\"|error code|\"UNANSWERED\", then "
                           "\"label\"+\"logits\" (lstm, treelstm), \"tokens\" (seq2seq) or \"error\": message}");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
@@ -420,10 +420,14 @@ int LoadgenCommand(int argc, char** argv) {
 
   cfg.seq2seq = spec->kind == ModelKind::kSeq2Seq;
   std::FILE* answers = nullptr;
-  if (!cfg.answers_path.empty()) {
+  if (cfg.answers_path == "-") {
+    answers = stdout;
+  } else if (!cfg.answers_path.empty()) {
     answers = std::fopen(cfg.answers_path.c_str(), "w");
     if (!answers) return Fail(Internal("cannot write --answers " + cfg.answers_path + ": " + std::strerror(errno)));
   }
+  // Line by line, as answers arrive: an interrupted run leaves whole lines.
+  if (answers) std::setvbuf(answers, nullptr, _IOLBF, 1 << 16);
 
   Tally tally;
   bool answers_failed = false;
@@ -432,7 +436,7 @@ int LoadgenCommand(int argc, char** argv) {
     tally = generator.Run();
     answers_failed = generator.answers_failed();
   }
-  if (answers && std::fclose(answers) != 0) answers_failed = true;
+  if (answers && (answers == stdout ? std::fflush(answers) : std::fclose(answers)) != 0) answers_failed = true;
   const bench::LatencyStats stats = bench::ComputeLatencyStats(tally.latencies_ms);
   const double elapsed_s = tally.sent > 0 ? std::max(Seconds(tally.last_answer - tally.first_send), 0.0) : 0.0;
   const double throughput = elapsed_s > 0 ? tally.completed / elapsed_s : 0.0;

@@ -82,7 +82,7 @@ int RouterCommand(int argc, char** argv) {
   StopSignals signals;
   if (Status s = signals.Install(); !s.ok()) return Fail(s);
   auto metrics = StartMetricsEndpoint(flags, /*node=*/"", "router");  // the nodes it sees, not itself
-  if (!metrics.ok()) return Fail(metrics.status());
+  if (!metrics.ok()) return FlagValueFailed("router", metrics.status());  // a bad port: 2; in use: 1
   options.metrics = metrics->metrics.get();
 
   // A router whose actor ended places nothing more: stop as at SIGTERM, then exit 1 so that the
@@ -94,7 +94,7 @@ int RouterCommand(int argc, char** argv) {
     std::fprintf(stderr, "cellserve router: --idle-poll: %s kept out of the idle loop (threads cs-idle-poll:N)\n",
                  DescribeCpus((*router)->idle_poll_cpus()).c_str());
   auto rpc_options = RpcServerOptionsFromFlags(flags, options.metrics);
-  if (!rpc_options.ok()) return Fail(rpc_options.status());
+  if (!rpc_options.ok()) return FlagValueFailed("router", rpc_options.status());
   FitOpenFileLimit(rpc_options->max_connections, "router");
   auto server = rpc::RpcServer::Start(router->get(), *rpc_options);
   if (!server.ok()) return Fail(server.status());

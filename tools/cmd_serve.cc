@@ -351,7 +351,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   // A node's own cellserve_node_up carries the name it registers under (known once its port is),
   // as its routers' series do: one node, one name on the dashboard.
   auto metrics = StartMetricsEndpoint(flags, node ? "" : HostName(), g_name);
-  if (!metrics.ok()) return Fail(metrics.status());
+  if (!metrics.ok()) return FlagValueFailed(g_name, metrics.status());  // a bad port: 2; in use: 1
   options.metrics = metrics->metrics.get();
 
   // RPC mode: the port opens first, so `cellserve health` (and a Kubernetes startup probe) can
@@ -359,7 +359,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   std::unique_ptr<rpc::RpcServer> server;
   if (!from_stdin) {
     auto rpc_options = RpcServerOptionsFromFlags(flags, options.metrics);
-    if (!rpc_options.ok()) return Fail(rpc_options.status());
+    if (!rpc_options.ok()) return FlagValueFailed(g_name, rpc_options.status());
     FitOpenFileLimit(rpc_options->max_connections, g_name);
     auto rpc_server = rpc::RpcServer::Start(nullptr, *rpc_options);
     if (!rpc_server.ok()) return Fail(rpc_server.status());

@@ -124,6 +124,8 @@ if command -v taskset >/dev/null; then
   check "serve --pin-threads on too few CPUs is a usage error" 2 "1 device thread\\(s\\) need 2 CPUs, this process may use 1" -- \
     taskset -c 0 "$CELLSERVE" serve --model-repo "$REPO" --stdin --pin-threads --devices 1
 fi
+check "serve: a metrics port out of range is a usage error" 2 "metrics-port must be in \\[0, 65535\\], got 70000" -- \
+  env CELLSERVE_METRICS_PORT=70000 "$CELLSERVE" serve --model-repo "$REPO" --stdin
 check "serve: an unknown --cpu-precision is refused" 2 "cpu-precision must be fp32 or bf16" -- \
   "$CELLSERVE" serve --model-repo "$REPO" --stdin --cpu-precision tf32
 # bf16 compute (AMX tiles) where this CPU has AMX-BF16; else the refusal says why and what to do.
