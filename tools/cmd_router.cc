@@ -14,6 +14,7 @@
 #include "runtime/router_policy.h"
 #include "schema/rpc_server.h"
 #include "tools/commands.h"
+#include "cluster/wire.h"
 #include "tools/cli_errors.h"
 #include "tools/flags.h"
 #include "tools/front_door.h"
@@ -59,6 +60,16 @@ int RouterCommand(int argc, char** argv) {
   if (!p2c_threshold.ok()) return FlagValueFailed("router", p2c_threshold.status());
   cluster::RouterOptions options;
   options.cluster = flags.Get("cluster");
+  {
+    std::string listen_host, cluster_host;
+    uint16_t listen_port = 0, cluster_port = 0;
+    if (cluster::ParseHostPort(flags.Get("listen"), true, listen_host, listen_port).ok() &&
+        cluster::ParseHostPort(options.cluster, true, cluster_host, cluster_port).ok() && listen_port != 0 &&
+        listen_port == cluster_port)
+      return FlagValueFailed("router", InvalidArgument("--listen and --cluster are both port " +
+                                                       std::to_string(listen_port) +
+                                                       ": the router needs two (clients on --listen, nodes on --cluster)"));
+  }
   auto policy = ParseRoutePolicy(flags.Get("policy"));
   if (!policy.ok()) return FlagValueFailed("router", policy.status());
   options.policy.policy = *policy;

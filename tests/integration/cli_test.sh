@@ -224,6 +224,9 @@ check "serve: --max-requests 0 is refused before the models load" 2 "max-request
   "$CELLSERVE" serve --model-repo "$WORK/none" --max-requests 0
 check "router: --report-timeout-ms is named" 2 "report-timeout-ms must be >= 100, got 50" -- \
   "$CELLSERVE" router --report-timeout-ms 50
+check "router: one port for --listen and --cluster is a usage error, not 'in use by another process'" 2 \
+  "--listen and --cluster are both port 47999" -- \
+  "$CELLSERVE" router --listen 127.0.0.1:47999 --cluster 127.0.0.1:47999
 
 # bench: a short open-loop run per policy writes the JSON rows users and scripts rely on.
 printf '%s\n' "${SENTENCES[@]}" "One more sentence for the corpus." "And a last one." > "$WORK/corpus.txt"
