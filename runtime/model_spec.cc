@@ -1,7 +1,9 @@
 #include "runtime/model_spec.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -95,10 +97,56 @@ Status ModelSpec::Validate() const {
   return OkStatus();
 }
 
+namespace {
+
+const char* const kSpecFields[] = {"name", "kind", "version", "vocab_size", "embed_dim", "hidden", "layers", "classes",
+                                   "target_vocab_size", "bos_id", "eos_id", "max_decode_len", "max_input_tokens",
+                                   "max_batch", "dtype"};
+
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// A field the spec does not have is an error, not ignored: a misspelt "max_input_token" would
+// leave the limit at its default without a word.
+Status CheckFieldsKnown(const json& j) {
+  for (const auto& [key, value] : j.items()) {
+    const char* nearest = nullptr;
+    size_t best = 3;  // suggest only close ones
+    bool known = false;
+    for (const char* field : kSpecFields) {
+      if (key == field) known = true;
+      const size_t d = EditDistance(key, field);
+      if (d < best) best = d, nearest = field;
+    }
+    if (known) continue;
+    std::string fields;
+    for (const char* field : kSpecFields) fields += std::string(fields.empty() ? "" : ", ") + field;
+    return InvalidArgument("spec has an unknown field \"" + key + "\"" +
+                           (nearest ? std::string(" (did you mean \"") + nearest + "\"?)" : std::string()) +
+                           "; a spec's fields: " + fields);
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
 StatusOr<ModelSpec> ParseModelSpec(const std::string& json_text) {
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return InvalidArgument("spec is not valid JSON");
   if (!j.is_object()) return InvalidArgument("spec must be a JSON object");
+  RETURN_IF_ERROR(CheckFieldsKnown(j));
   ModelSpec spec;
   std::string kind;
   RETURN_IF_ERROR(ReadString(j, "name", true, &spec.name));

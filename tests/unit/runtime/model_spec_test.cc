@@ -189,6 +189,18 @@ TEST(ModelSpecTest, MissingRequiredFieldNamesIt) {
   MustParse(s2);
 }
 
+// A misspelt field is an error naming it (and the field it was likely meant to be), not ignored:
+// "max_input_token" would have left the limit at its default without a word.
+TEST(ModelSpecTest, AnUnknownFieldIsAnErrorNamingIt) {
+  json typo = LstmJson();
+  typo["max_input_token"] = 8;
+  ExpectInvalid(typo, "unknown field \"max_input_token\" (did you mean \"max_input_tokens\"?)");
+  json other = LstmJson();
+  other["comment"] = "made by hand";
+  ExpectInvalid(other, "unknown field \"comment\"; a spec's fields: name, kind,");
+  MustParse(LstmJson());
+}
+
 TEST(ModelSpecTest, WrongTypeNamesTheField) {
   const std::vector<std::pair<const char*, json>> cases = {
       {"name", 5},         {"kind", 1},          {"version", "3"},   {"vocab_size", "100"},
