@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <random>
+#include <system_error>
 
 #include "bench/report.h"
 #include "runtime/text.h"
@@ -91,6 +93,10 @@ StatusOr<Workload> ReadWorkload(std::istream& in, const WorkloadOptions& options
 }
 
 StatusOr<Workload> LoadWorkload(const std::string& path, const WorkloadOptions& options) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))  // it opens, and reads as nothing
+    return InvalidArgument("corpus " + path + " is a folder; give a text file, one sentence per line "
+                           "(`cellserve corpus --input FOLDER --out FILE` makes one from a folder of texts)");
   std::ifstream in(path);
   if (!in) {
     return NotFound("cannot open corpus " + path +

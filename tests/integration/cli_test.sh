@@ -168,6 +168,8 @@ check "run: empty sentence is a clear per-request error" 0 "INVALID_ARGUMENT: em
 check "run: when every sentence fails it says so and exits 1" 1 "sentences that failed: +2 of 2" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model cls "" "   "
 printf '   \n\t\nPeace at last.\n \n' > "$WORK/blanks.txt"
+check "run: a folder as --corpus says so" 1 "corpus .* is a folder; give a text file" -- \
+  "$CELLSERVE" run --model-repo "$REPO" --model cls --corpus "$WORK"
 check "run: blank corpus lines are no sentences" 0 "one sentence: Peace at last" -- bash -c \
   'out="$("$1" run --model-repo "$2" --model cls --corpus "$3" 2>&1)" || { echo "$out"; exit 1; }
    rows="$(grep -cE "^ +[0-9]+ +[0-9]+ +(class|error)" <<<"$out")"
