@@ -107,7 +107,7 @@ struct LocalCluster::Impl {
   }
 
   // Stops every actor, then the devices, then the actor system. Answers nothing itself: request
-  // actors stopped unanswered answer CANCELLED as they go (and a dropped ReplySlot does too).
+  // actors stopped unanswered answer UNAVAILABLE as they go (and a dropped ReplySlot does too).
   void Shutdown() {
     {
       std::unique_lock<std::shared_mutex> lock(life_mu);

@@ -65,7 +65,8 @@ class LocalCluster final : public NodeBackend {
 
   // Runs one request. `done` gets the result or an error: NOT_FOUND (unknown model),
   // INVALID_ARGUMENT (bad input), RESOURCE_EXHAUSTED (queues or pool full, at once),
-  // DEADLINE_EXCEEDED, CANCELLED (Cancel or Stop), INTERNAL. deadline_us: absolute
+  // DEADLINE_EXCEEDED, CANCELLED (Cancel), UNAVAILABLE (Stop: new ones, and those still running
+  // when its grace ends), INTERNAL. deadline_us: absolute
   // SteadyClock micros, 0 = none. Returns an id for Cancel.
   uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done,
                  TokenCallback on_token = nullptr) override;

@@ -161,7 +161,7 @@ struct NodeState {
 
   void Shutdown() {
     stopping = true;
-    // Request actors first: unanswered ones answer CANCELLED as they stop.
+    // Request actors first: unanswered ones answer UNAVAILABLE as they stop.
     for (auto& [id, p] : requests) self->send_exit(p.request, caf::exit_reason::user_shutdown);
     requests.clear();
     for (Worker& w : workers)

@@ -5,7 +5,7 @@
 // the worker with the fewest requests in flight, then the lowest index. Unknown models are
 // answered NOT_FOUND here, at once.
 // Stop protocol (LocalCluster drives it): stop_atom -> new requests are answered UNAVAILABLE;
-// cancel_all_atom -> every worker cancels what it holds with CANCELLED; shutdown_atom -> the node
+// cancel_all_atom -> every worker cancels what it holds with UNAVAILABLE; shutdown_atom -> the node
 // stops every request actor and worker it knows, then itself.
 // A worker that ends on its own (an exception in it, a bug) is watched for: it gets no more
 // requests, each request placed on it is answered UNAVAILABLE (its worker may have dropped the

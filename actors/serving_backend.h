@@ -55,8 +55,8 @@ class ServingBackend {
 
   // Runs one request. `done` gets the result or an error: NOT_FOUND (unknown model),
   // INVALID_ARGUMENT (bad input), RESOURCE_EXHAUSTED (queues or pool full, at once),
-  // DEADLINE_EXCEEDED, CANCELLED (Cancel or Stop), UNAVAILABLE (stopping; a router: no node can
-  // take it), INTERNAL. deadline_us: absolute SteadyClock micros, 0 = none. Returns an id for
+  // DEADLINE_EXCEEDED, CANCELLED (Cancel), UNAVAILABLE (stopping, or given up at Stop; a router:
+  // no node can take it), INTERNAL. deadline_us: absolute SteadyClock micros, 0 = none. Returns an id for
   // Cancel.
   virtual uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done,
                          TokenCallback on_token = nullptr) = 0;

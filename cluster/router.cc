@@ -281,8 +281,10 @@ struct RouterState {
       return;
     }
     if (result.ok()) result->model_version = it->second.version;
-    // Refused by the node (admission or validation): counted as the node counts it, rejected,
-    // not failed.
+    // Refusal codes (admission, validation) count as rejected, not failed. The answer does not
+    // say how the node counted it: a request it shed for slots mid-run (RESOURCE_EXHAUSTED) was
+    // failed there, one whose deadline had passed on arrival rejected; the router counts the one
+    // rejected, the other failed.
     const StatusCode code = result.ok() ? StatusCode::kOk : result.status().code();
     const bool refused = code == StatusCode::kResourceExhausted || code == StatusCode::kInvalidArgument ||
                          code == StatusCode::kNotFound;
@@ -299,7 +301,7 @@ struct RouterState {
     // A retry replays the tokens the client has already seen (the model is deterministic).
     if (++p.tokens_seen <= p.tokens_forwarded) return;
     ++p.tokens_forwarded;
-    if (p.call->on_token) p.call->on_token(token);
+    p.call->on_token(token);
   }
 
   void OnCancel(uint64_t id) {
@@ -346,15 +348,19 @@ struct RouterState {
     const auto previous = nodes.find(id);
     if (options.metrics && previous != nodes.end() && previous->second.registration.name != reg->name) {
       const std::string& old_name = previous->second.registration.name;  // registered again, renamed
-      const bool old_name_live = std::any_of(nodes.begin(), nodes.end(), [&](const auto& n) {
-        return n.first != id && n.second.registration.name == old_name;
-      });
-      if (!old_name_live) options.metrics->RemoveNode(old_name);
+      if (!NameHeldByAnother(old_name, id)) options.metrics->RemoveNode(old_name);
     }
     nodes[id] = Node{handle, std::move(reg).value(), previous != nodes.end() ? previous->second.placed : 0};
     if (options.metrics) options.metrics->SetNodeUp(nodes[id].registration.name, true);
     Publish();
     return {id, ""};
+  }
+
+  // Whether a node other than `id` in the table goes by `name`. node_up's series is the name's: a
+  // node restarted under the same name (a new id) before its old entry went keeps it up.
+  bool NameHeldByAnother(const std::string& name, NodeId id) const {
+    return std::any_of(nodes.begin(), nodes.end(),
+                       [&](const auto& n) { return n.first != id && n.second.registration.name == name; });
   }
 
   // The node is gone: its requests in flight go elsewhere once, or are answered UNAVAILABLE.
@@ -367,12 +373,7 @@ struct RouterState {
     nodes.erase(it);
     StatusOr<std::vector<InFlightRequest>> orphans = policy->NodeDown(id);
     if (lost) ++shared->nodes_lost;
-    // The series is the name's: a restarted node registered under the same name (a new id) before
-    // its old entry went keeps it up.
-    const bool name_still_live = std::any_of(nodes.begin(), nodes.end(), [&](const auto& n) {
-      return n.second.registration.name == name;
-    });
-    if (options.metrics && !name_still_live) {
+    if (options.metrics && !NameHeldByAnother(name, id)) {
       if (lost) options.metrics->SetNodeUp(name, false);
       else options.metrics->RemoveNode(name);
     }

@@ -12,7 +12,27 @@
 
 namespace cellserve {
 
+namespace {
+
+// The descriptor /dev/stdout, /dev/stderr, /dev/fd/N or /proc/self/fd/N names, or -1.
+int InheritedDescriptor(const std::string& path) {
+  if (path == "/dev/stdout") return 1;
+  if (path == "/dev/stderr") return 2;
+  for (const char* prefix : {"/dev/fd/", "/proc/self/fd/"}) {
+    const std::string p(prefix);
+    if (path.size() > p.size() && path.compare(0, p.size(), p) == 0 &&
+        path.find_first_not_of("0123456789", p.size()) == std::string::npos)
+      return std::atoi(path.c_str() + p.size());
+  }
+  return -1;
+}
+
+}  // namespace
+
 StatusOr<WriteTarget> ResolveWriteTarget(const std::string& path) {
+  // Reopening such a path would truncate a file the shell opened for appending, and renaming over
+  // it would replace that file: the descriptor is written.
+  if (const int fd = InheritedDescriptor(path); fd >= 0) return WriteTarget{path, true, fd};
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return WriteTarget{path, false};  // created
   WriteTarget target{path, false};
@@ -66,6 +86,7 @@ Status WriteAll(int fd, const std::string& name, const std::string& bytes) {
 
 Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
   ASSIGN_OR_RETURN(const WriteTarget target, ResolveWriteTarget(path));
+  if (target.inherited_fd >= 0) return WriteAll(target.inherited_fd, path, bytes);
   if (target.in_place) {
     const int fd = ::open(target.path.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) return Internal("cannot open " + path + ": " + std::strerror(errno));

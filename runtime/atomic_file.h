@@ -2,7 +2,9 @@
 // a temporary file beside it (a unique name per process and call, so concurrent writers do not
 // clobber each other's), are fsync'ed, and the temporary is renamed over the path. A symbolic link
 // is written through (its target is replaced, the link kept); a device, FIFO or socket
-// (/dev/stdout, /dev/null) is written to in place, never replaced; a directory is an error.
+// (/dev/null, a pipe) is written to in place, never replaced; /dev/stdout, /dev/stderr and
+// /dev/fd/N are written to the descriptor this process has (whatever it is: a pipe, or a file
+// opened for appending); a directory is an error.
 // Errors are Status values naming the file and the errno text: NOT_FOUND when the folder does not
 // exist, INVALID_ARGUMENT for a directory, INTERNAL otherwise; the temporary is removed on every
 // error. Thread-safe.
@@ -24,6 +26,7 @@ Status WriteFileAtomically(const std::string& path, const std::string& bytes);
 struct WriteTarget {
   std::string path;
   bool in_place = false;
+  int inherited_fd = -1;  // /dev/stdout (1), /dev/stderr (2), /dev/fd/N: write there (in_place)
 };
 StatusOr<WriteTarget> ResolveWriteTarget(const std::string& path);
 

@@ -237,7 +237,7 @@ struct Scheduler::Impl {
     int oldest = -1, fill = -1;
     const bool encoding = GroupEncoding();
     for (int t = 0; t < static_cast<int>(ready.size()); ++t) {
-      if ((encoding && !IsEncoder(t)) || !CleanTop(ready[t])) continue;
+      if (!MayRun(t, encoding) || !CleanTop(ready[t])) continue;
       const uint64_t seq = ready[t].top().seq;
       if (oldest < 0 || seq <= ready[oldest].top().seq) oldest = t;
       if (static_cast<int64_t>(ready[t].size()) >= MaxRows(model->cell_type(t)) &&
@@ -258,6 +258,10 @@ struct Scheduler::Impl {
   bool IsEncoder(int type) const {
     return model->spec().kind == ModelKind::kSeq2Seq && type < model->decoder_layer_type(0);
   }
+
+  // Whether type `t`'s cells may run now: any type, but only encoder types while the group
+  // encodes (`encoding`: GroupEncoding()).
+  bool MayRun(int t, bool encoding) const { return !encoding || IsEncoder(t); }
 
   // Padded and bucketed seq2seq: whether a member of the group has encoder cells left. Padded
   // serving encodes the whole group, padded to its longest source, before it decodes: until
@@ -290,7 +294,7 @@ struct Scheduler::Impl {
     int head = -1;
     const bool encoding = GroupEncoding();
     for (int t = 0; t < static_cast<int>(ready.size()); ++t)
-      if (t != chosen && IsHead(model->cell_type(t).op) && !(encoding && !IsEncoder(t)) && CleanTop(ready[t]) &&
+      if (t != chosen && IsHead(model->cell_type(t).op) && MayRun(t, encoding) && CleanTop(ready[t]) &&
           (head < 0 || ready[t].top().seq < ready[head].top().seq))
         head = t;
     if (head >= 0)

@@ -21,13 +21,14 @@
 //   padded      a group of up to padded_batch requests (formed when that many wait, or when the
 //               oldest has waited padded_wait_us) runs to completion while newcomers wait; LSTM
 //               rounds are padded with dummy rows to the group size until the group's longest
-//               member is done (what padded TF/MXNet serving computes).
+//               member is done (what padded TF/MXNet serving computes); a seq2seq group is
+//               encoded whole before any member decodes.
 //   bucketed    padded, but each group is drawn from one input-length bucket: of the buckets
 //               ready to go (full, or their oldest has waited), the one whose oldest request is
 //               oldest.
 // Bounds: at most max_requests admitted and unfinished (RESOURCE_EXHAUSTED at once beyond); the
-// state pool is bounded (a cell waits for a slot; if nothing can run, the newest request holding
-// slots fails with RESOURCE_EXHAUSTED). Deadlines and cancellation remove a request's cells from
+// state pool is bounded (a cell waits for a slot, and a ready head, which needs none, runs first;
+// if nothing can run, the newest request holding slots fails with RESOURCE_EXHAUSTED). Deadlines and cancellation remove a request's cells from
 // the queues and free its slots at once.
 // Not thread-safe: owned by one worker actor.
 #pragma once

@@ -329,7 +329,8 @@ class Service final : public Cellserve::Server {
           if (it == st->calls.end()) return;
           PendingCall& c = it->second;
           KJ_IF_MAYBE(s, c.sink) {
-            auto request = s->tokenRequest();
+            // Sized: unsized, each queued token message held an 8 KiB first segment.
+            auto request = s->tokenRequest(capnp::MessageSize{4, 0});
             request.setIndex(c.next_token++);
             request.setToken(token);
             auto sent = request.send();

@@ -86,7 +86,8 @@ class RpcServer {
 
   // Stops accepting, waits up to stop_grace_ms for calls in flight to be answered and every answer
   // to be written (a client that reads late still gets them), then closes
-  // every connection (calls still unanswered are cancelled in the cluster) and joins the thread.
+  // every connection (calls still unanswered are cancelled in the cluster) and joins the thread:
+  // stop_grace_ms (50 ms at least) plus up to 2 s for what a client left unread to be dropped.
   // Idempotent.
   void Stop();
 

@@ -236,6 +236,8 @@ int BenchCommand(int argc, char** argv) {
     if (!(*duration > 0) || !(*drain >= 0) || *batch < 1 || !(*wait_ms >= 0) || *floor_runs < 1)
       return BadUsage(InvalidArgument("--duration-s, --padded-batch and --floor-runs must be positive; "
                                       "--drain-s and --padded-wait-ms not negative"));
+    if (*wait_ms > 3600000)  // the scheduler's bound (an hour)
+      return BadUsage(InvalidArgument("--padded-wait-ms must be at most 3600000 (an hour)"));
     cfg.duration_s = *duration;
     cfg.drain_s = *drain;
     cfg.cluster.devices = static_cast<int>(*devices);

@@ -93,16 +93,14 @@ Status WriteCorpus(const std::vector<fs::path>& inputs, int64_t min_words, int64
 Status Run(const std::string& input, const std::string& out_path, int64_t min_words,
            int64_t max_words, Summary& summary) {
   ASSIGN_OR_RETURN(std::vector<fs::path> inputs, ListInputs(input, out_path));
-  // A link's target is replaced (the link kept); a device or FIFO (/dev/stdout) written in place.
+  // A link's target is replaced (the link kept). A device, a FIFO or /dev/stdout is written in
+  // place (runtime/atomic_file.h), from memory.
   ASSIGN_OR_RETURN(const WriteTarget target, ResolveWriteTarget(out_path));
   if (target.in_place) {
-    std::ofstream out(target.path, std::ios::binary);
-    if (!out) return Unavailable("cannot write " + out_path + ": " + std::strerror(errno));
+    std::ostringstream out;
     RETURN_IF_ERROR(WriteCorpus(inputs, min_words, max_words, out, summary));
-    out.flush();
-    if (!out) return Unavailable("cannot write " + out_path + " (disk full?)");
     if (summary.lengths.empty()) return InvalidArgument("no sentences found in " + input);
-    return OkStatus();
+    return WriteFileAtomically(out_path, out.str());
   }
   const std::string tmp = TemporaryBeside(target.path);
   {

@@ -63,9 +63,12 @@ int RouterCommand(int argc, char** argv) {
   {
     std::string listen_host, cluster_host;
     uint16_t listen_port = 0, cluster_port = 0;
+    auto any = [](const std::string& host) {  // every interface, so also the other address
+      return host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]" || host == "*";
+    };
     if (cluster::ParseHostPort(flags.Get("listen"), true, listen_host, listen_port).ok() &&
         cluster::ParseHostPort(options.cluster, true, cluster_host, cluster_port).ok() && listen_port != 0 &&
-        listen_port == cluster_port)
+        listen_port == cluster_port && (listen_host == cluster_host || any(listen_host) || any(cluster_host)))
       return FlagValueFailed("router", InvalidArgument("--listen and --cluster are both port " +
                                                        std::to_string(listen_port) +
                                                        ": the router needs two (clients on --listen, nodes on --cluster)"));

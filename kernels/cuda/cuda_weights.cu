@@ -281,17 +281,22 @@ Status CudaWeightStore::Broadcast(const Model& model, const std::shared_ptr<cons
     // After a failure some ranks' broadcasts may be on their streams waiting for ranks that never
     // join: ncclCommAbort stops them (ncclCommDestroy would wait for them, forever).
     for (ncclComm_t c : comms) result.ok() ? (void)ncclCommDestroy(c) : (void)ncclCommAbort(c);
-    if (!result.ok() && !AwaitStreams(streams, {}, SteadyClock::now() + limits_.after_abort).ok()) {
-      // Its kernels still run: the source and the copies stay allocated for good, and these GPUs
-      // are not used (a device synchronize, as every upload ends with, would wait for them).
+    const Status after_abort =
+        result.ok() ? OkStatus() : AwaitStreams(streams, {}, SteadyClock::now() + limits_.after_abort);
+    if (!after_abort.ok()) {
+      // Its kernels still run, or the streams fail (a broken context): the source and the copies
+      // stay allocated for good, and these GPUs are not used (a device synchronize, as every
+      // upload ends with, could wait for them).
       std::vector<std::shared_ptr<const ModelWeights>> held(copies.begin(), copies.end());
       held.push_back(first);
       Abandon(std::move(held), streams);
       *wedged = true;
-      return Unavailable(result.message() + "; aborted, its NCCL kernels still ran " +
-                         std::to_string(limits_.after_abort.count()) +
-                         " ms later: these GPUs cannot be used until the process restarts (check them with "
-                         "nvidia-smi)");
+      const std::string then = after_abort.code() == StatusCode::kDeadlineExceeded
+                                   ? "its NCCL kernels still ran " + std::to_string(limits_.after_abort.count()) +
+                                         " ms later"
+                                   : "then " + after_abort.message();
+      return Unavailable(result.message() + "; aborted, " + then +
+                         ": these GPUs cannot be used until the process restarts (check them with nvidia-smi)");
     }
     for (size_t g = 0; g < gpus.size(); ++g) {
       if (!streams[g]) continue;

@@ -55,7 +55,7 @@ StatusOr<std::shared_ptr<const ModelWeights>> UploadModelWeights(const Model& mo
 // `timeout` plus `per_gib` per GiB copied (10 s/GiB is ~0.1 GB/s, far below any GPU link), or at
 // an asynchronous NCCL error, the communicators are aborted and each GPU uploads from the host.
 // The aborted kernels get `after_abort` to stop; a copy still written to after that is never freed
-// (its memory is leaked, and stderr says so).
+// (its memory is leaked), and Prepare fails UNAVAILABLE saying so.
 struct BroadcastLimits {
   std::chrono::milliseconds timeout{60000};
   std::chrono::milliseconds per_gib{10000};

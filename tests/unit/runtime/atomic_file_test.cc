@@ -1,5 +1,6 @@
 #include "runtime/atomic_file.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -7,7 +8,6 @@
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -64,23 +64,35 @@ TEST_F(AtomicFileTest, WritesThroughASymbolicLink) {
   EXPECT_EQ(Read(later), "made");
 }
 
-// A FIFO (as /dev/stdout may be) is written to, not replaced by a file.
+// A FIFO is written to, not replaced by a file. (Opened for reading and writing here first, so
+// that neither side blocks: a regression that replaced it fails, it does not hang.)
 TEST_F(AtomicFileTest, WritesIntoAFifoInPlace) {
   const fs::path fifo = dir_ / "fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  std::string got;
-  std::thread reader([&] { got = Read(fifo); });
+  const int fd = ::open(fifo.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(fd, 0);
   const Status s = WriteFileAtomically(fifo.string(), "through the pipe");
-  reader.join();
+  char buf[64] = {};
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
   ASSERT_TRUE(s.ok()) << s.ToString();
-  EXPECT_EQ(got, "through the pipe");
+  EXPECT_EQ(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0), "through the pipe");
   EXPECT_TRUE(fs::is_fifo(fifo)) << "the FIFO was replaced";
   EXPECT_EQ(Entries(), 1);
 }
 
-TEST_F(AtomicFileTest, WritesToDevNullInPlace) {
-  ASSERT_TRUE(WriteFileAtomically("/dev/null", "nothing").ok());
-  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+// /dev/fd/N is the descriptor this process has: a file the shell opened for appending keeps its
+// lines and gets the new ones after them (reopening truncated it; renaming replaced it).
+TEST_F(AtomicFileTest, WritesToAnInheritedDescriptor) {
+  const fs::path log = dir_ / "log.txt";
+  std::ofstream(log) << "kept\n";
+  const int fd = ::open(log.c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(fd, 0);
+  const Status s = WriteFileAtomically("/dev/fd/" + std::to_string(fd), "added\n");
+  ::close(fd);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(Read(log), "kept\nadded\n");
+  EXPECT_EQ(Entries(), 1);
 }
 
 TEST_F(AtomicFileTest, ADirectoryOrAMissingFolderIsAClearError) {
