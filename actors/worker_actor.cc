@@ -333,7 +333,7 @@ StatusOr<caf::actor> SpawnWorker(caf::actor_system& system, WorkerOptions option
     if (!s.ok()) return s.WithContext("device " + options.device->name() + ", model " + model->spec().name);
     auto scheduler = Scheduler::Create(model.get(), options.scheduler, options.clock);
     if (!scheduler.ok()) return scheduler.status();
-    setup->models.push_back(PerModel{model, std::move(scheduler).value(), nullptr, {}});
+    setup->models.push_back(PerModel{model, std::move(scheduler).value(), nullptr, nullptr, {}});
   }
   setup->options = std::move(options);
   return system.spawn(WorkerActor, std::move(setup));

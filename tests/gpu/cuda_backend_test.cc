@@ -867,21 +867,22 @@ void ExpectTheSameWeightsOnEachGpu(const cuda::CudaWeightStore& store, const Mod
   }
 }
 
-std::vector<int> EveryGpu(int n) {
-  std::vector<int> gpus;
-  for (int g = 0; g < n; ++g) gpus.push_back(g);
-  return gpus;
-}
+// Every GPU into `gpus`; a test that broadcasts skips with fewer than two.
+#define EVERY_GPU_OR_SKIP(gpus)                                       \
+  std::vector<int> gpus;                                              \
+  {                                                                   \
+    auto n = cuda::CountGpus();                                       \
+    ASSERT_TRUE(n.ok());                                              \
+    if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";   \
+    for (int g = 0; g < *n; ++g) gpus.push_back(g);                   \
+  }
 
 // A broadcast whose ranks never meet (a GPU link down, a rank's kernel that never starts) would
 // hang NCCL's kernels, and the node's start, for good: past its time limit it is aborted, and each
 // GPU uploads from the host instead. Nothing of the broadcast is left behind.
 TEST(CudaDeviceFaultTest, AHungBroadcastIsAbortedAtItsTimeLimitAndEachGpuUploads) {
-  auto n = cuda::CountGpus();
-  ASSERT_TRUE(n.ok());
-  if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";
+  EVERY_GPU_OR_SKIP(gpus);
   auto model = testing_models::Make(ModelKind::kLstm, 64, 2, 14, 64);
-  const std::vector<int> gpus = EveryGpu(*n);
   const std::string before = fakecuda::LiveObjects();
   {
     cuda::BroadcastLimits limits;
@@ -909,11 +910,8 @@ TEST(CudaDeviceFaultTest, AHungBroadcastIsAbortedAtItsTimeLimitAndEachGpuUploads
 
 // An asynchronous NCCL error (a peer lost mid-copy) ends the wait at once, not at the time limit.
 TEST(CudaDeviceFaultTest, ABroadcastWithAnAsynchronousNcclErrorIsAbortedAtOnce) {
-  auto n = cuda::CountGpus();
-  ASSERT_TRUE(n.ok());
-  if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";
+  EVERY_GPU_OR_SKIP(gpus);
   auto model = testing_models::Make(ModelKind::kLstm, 64, 2, 15, 64);
-  const std::vector<int> gpus = EveryGpu(*n);
   const std::string before = fakecuda::LiveObjects();
   {
     cuda::CudaWeightStore store(cuda::GemmDtype::kF32, kDefaultFoldMaxBytes);  // a 60 s limit
@@ -936,11 +934,8 @@ TEST(CudaDeviceFaultTest, ABroadcastWithAnAsynchronousNcclErrorIsAbortedAtOnce) 
 // Kernels that do not stop when aborted may still write into the copies: their memory is never
 // freed (or reused), and the GPUs are not used (UNAVAILABLE, so that --cpu-fallback applies).
 TEST(CudaDeviceFaultTest, ABroadcastWhoseKernelsOutliveTheAbortLeavesTheGpusUnusedAndItsMemoryHeld) {
-  auto n = cuda::CountGpus();
-  ASSERT_TRUE(n.ok());
-  if (*n < 2) GTEST_SKIP() << "one GPU: nothing to broadcast to";
+  EVERY_GPU_OR_SKIP(gpus);
   auto model = testing_models::Make(ModelKind::kLstm, 64, 2, 16, 64);
-  const std::vector<int> gpus = EveryGpu(*n);
   const std::string before = fakecuda::LiveObjects();
   const auto abort_takes = std::chrono::milliseconds(1500);
   {

@@ -233,6 +233,12 @@ class RouterTest : public ::testing::Test {
   std::unique_ptr<Router> StartRouter(monitoring::ServingMetrics* metrics = nullptr) {
     return StartRouter(TestOptions(metrics));
   }
+  // The same, for scripted nodes, which send no load reports: never dropped as silent here.
+  static RouterOptions ScriptedNodeOptions(monitoring::ServingMetrics* metrics) {
+    RouterOptions o = TestOptions(metrics);
+    o.report_timeout_ms = 600000;
+    return o;
+  }
   std::unique_ptr<Router> StartRouter(const RouterOptions& o) {
     auto r = Router::Start(o);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -643,9 +649,7 @@ TEST_F(RouterTest, VersionsNoNodeServesLeaveTheTable) {
 TEST_F(RouterTest, ARenamedNodesOldSeriesGoes) {
   testutil::TempModelRepo repo("cellserve_router_test_rename");
   repo.Write(MtSpec(1), 5);
-  RouterOptions o = TestOptions(&metrics_);
-  o.report_timeout_ms = 600000;  // the scripted node sends no load reports
-  router_ = StartRouter(o);
+  router_ = StartRouter(ScriptedNodeOptions(&metrics_));
   ASSERT_TRUE(router_);
   Registration reg = MtNode("before");
   ScriptedNode node(router_->port(), reg);
@@ -662,8 +666,7 @@ TEST_F(RouterTest, ARenamedNodesOldSeriesGoes) {
 // ignores what it does not know): the router answers the request itself, DEADLINE_EXCEEDED, a
 // little after its deadline, and tells the node to drop it. Before, the caller waited for good.
 TEST_F(RouterTest, ARequestItsNodeNeverAnswersEndsAfterItsDeadline) {
-  RouterOptions o = TestOptions(&metrics_);
-  o.report_timeout_ms = 600000;  // the scripted node sends no load reports
+  RouterOptions o = ScriptedNodeOptions(&metrics_);
   o.stop_grace_ms = 100;         // the request without a deadline is never answered
   router_ = StartRouter(o);
   ASSERT_TRUE(router_);
@@ -693,9 +696,7 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
   testutil::TempModelRepo repo1("cellserve_router_test_mt1"), repo2("cellserve_router_test_mt2");
   repo1.Write(MtSpec(1), 5);
   repo2.Write(MtSpec(2), 6);
-  RouterOptions o = TestOptions(&metrics_);
-  o.report_timeout_ms = 600000;  // the scripted nodes send no load reports: never silent here
-  router_ = StartRouter(o);
+  router_ = StartRouter(ScriptedNodeOptions(&metrics_));
   ASSERT_TRUE(router_);
   c1_ = StartCluster(repo1.dir());
   c2_ = StartCluster(repo2.dir());
@@ -780,13 +781,9 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
 // its old entry: the old entry's end does not mark the name down, or remove its series, while
 // the new one serves.
 TEST_F(RouterTest, AnOldInstanceGoingDoesNotMarkItsRestartedTwinDown) {
-  RouterOptions o = TestOptions(&metrics_);
-  o.report_timeout_ms = 600000;  // the scripted nodes send no load reports: never silent here
-  router_ = StartRouter(o);
+  router_ = StartRouter(ScriptedNodeOptions(&metrics_));
   ASSERT_TRUE(router_);
-  Registration reg;
-  reg.name = "twin";
-  reg.models = {MtSpec(1)};
+  const Registration reg = MtNode("twin");
   auto old_instance = std::make_unique<ScriptedNode>(router_->port(), reg);
   ASSERT_TRUE(old_instance->WaitRegistered());
   ScriptedNode restarted(router_->port(), reg);
@@ -803,16 +800,10 @@ TEST_F(RouterTest, AnOldInstanceGoingDoesNotMarkItsRestartedTwinDown) {
 // Another peer on the cluster port cannot answer a request placed on a node it is not: the
 // answer names the node, and only that node's own messages count.
 TEST_F(RouterTest, AnAnswerFromAnotherPeerThanTheRequestsNodeIsDropped) {
-  RouterOptions o = TestOptions(&metrics_);
-  o.report_timeout_ms = 600000;  // the scripted nodes send no load reports: never silent here
-  router_ = StartRouter(o);
+  router_ = StartRouter(ScriptedNodeOptions(&metrics_));
   ASSERT_TRUE(router_);
-  Registration reg;
-  reg.models = {MtSpec(1)};
-  reg.name = "a";
-  ScriptedNode a(router_->port(), reg);
-  reg.name = "b";
-  ScriptedNode b(router_->port(), reg);
+  ScriptedNode a(router_->port(), MtNode("a"));
+  ScriptedNode b(router_->port(), MtNode("b"));
   ASSERT_TRUE(a.WaitRegistered() && b.WaitRegistered());
   Answers routed;
   RequestInput in;
