@@ -500,51 +500,68 @@ class StalledSink final : public TokenSink::Server {
   kj::Promise<void> token(TokenContext) override { return kj::NEVER_DONE; }
 };
 
-// A client whose token sink stops taking tokens holds the reply, and the call, only until the
-// request's deadline: then the reply is DEADLINE_EXCEEDED (before, it waited for good, and held the
-// server's Stop for its whole grace).
-TEST(RpcServerStreamTest, ASinkThatStopsTakingTokensEndsTheCallAtItsDeadline) {
-  LongDecodeRepo repo;
-  LocalClusterOptions cluster_options;
-  cluster_options.model_repo = repo.dir();
-  cluster_options.devices = 1;
-  auto cluster = LocalCluster::Start(cluster_options);
-  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
-  RpcServerOptions options;
-  options.listen = "127.0.0.1:0";
-  auto server = RpcServer::Start(cluster->get(), options);
-  ASSERT_TRUE(server.ok()) << server.status().ToString();
-
-  kj::AsyncIoContext io = kj::setupAsyncIo();
-  auto address = io.provider->getNetwork()
-                     .parseAddress("127.0.0.1", static_cast<unsigned int>((*server)->port()))
-                     .wait(io.waitScope);
-  auto stream = address->connect().wait(io.waitScope);
-  capnp::TwoPartyClient rpc(*stream);
-  auto cellserve = rpc.bootstrap().castAs<Cellserve>();
-  auto fill = [](InferRequest::Builder request, uint32_t timeout_ms) {
+// A cluster serving the long-decoding model, an RPC server on it, and a raw capnp connection to
+// the server from the test's thread (its kj loop is the test's).
+class RpcServerStreamTest : public ::testing::Test {
+ protected:
+  ~RpcServerStreamTest() noexcept override {}  // kj's destructors may throw; gtest's may not
+  void Start(RpcServerOptions options = {}) {
+    LocalClusterOptions cluster_options;
+    cluster_options.model_repo = repo_.dir();
+    cluster_options.devices = 1;
+    auto cluster = LocalCluster::Start(cluster_options);
+    ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+    cluster_ = std::move(cluster).value();
+    options.listen = "127.0.0.1:0";
+    auto server = RpcServer::Start(cluster_.get(), options);
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(server).value();
+    auto address = io_.provider->getNetwork()
+                       .parseAddress("127.0.0.1", static_cast<unsigned int>(server_->port()))
+                       .wait(io_.waitScope);
+    stream_ = address->connect().wait(io_.waitScope);
+    rpc_ = kj::heap<capnp::TwoPartyClient>(*stream_);
+    cellserve_ = rpc_->bootstrap().castAs<Cellserve>();
+  }
+  // A request for the long-decoding model (4 tokens), with a deadline of `timeout_ms` (0: none).
+  static void Fill(InferRequest::Builder request, uint32_t timeout_ms = 0) {
     request.setModel("long");
     auto tokens = request.initInput().initTokens(4);
     for (unsigned i = 0; i < 4; ++i) tokens.set(i, 3 + static_cast<int32_t>(i));
     request.initOptions().setTimeoutMs(timeout_ms);
-  };
+  }
+  kj::Timer& timer() { return io_.provider->getTimer(); }
+
+  LongDecodeRepo repo_;
+  std::unique_ptr<LocalCluster> cluster_;
+  std::unique_ptr<RpcServer> server_;
+  kj::AsyncIoContext io_ = kj::setupAsyncIo();
+  kj::Own<kj::AsyncIoStream> stream_;
+  kj::Own<capnp::TwoPartyClient> rpc_;
+  Cellserve::Client cellserve_ = nullptr;
+};
+
+// A client whose token sink stops taking tokens holds the reply, and the call, only until the
+// request's deadline: then the reply is DEADLINE_EXCEEDED (before, it waited for good, and held the
+// server's Stop for its whole grace).
+TEST_F(RpcServerStreamTest, ASinkThatStopsTakingTokensEndsTheCallAtItsDeadline) {
+  ASSERT_NO_FATAL_FAILURE(Start());
   // The decoding is long enough to fill capnp's streaming window (64 KiB of token calls).
-  auto plain = cellserve.inferRequest();
-  fill(plain.initRequest(), 0);
-  auto decoded = plain.send().wait(io.waitScope);
+  auto plain = cellserve_.inferRequest();
+  Fill(plain.initRequest());
+  auto decoded = plain.send().wait(io_.waitScope);
   ASSERT_TRUE(decoded.getReply().isResult()) << decoded.getReply().getError().getMessage().cStr();
   ASSERT_GE(decoded.getReply().getResult().getTokens().size(), 2000u) << "the model's decoding ends too early";
 
-  auto call = cellserve.inferStreamRequest();
-  fill(call.initRequest(), 1500);
+  auto call = cellserve_.inferStreamRequest();
+  Fill(call.initRequest(), 1500);
   call.setSink(kj::heap<StalledSink>());
   const auto start = std::chrono::steady_clock::now();
   using Reply = capnp::Response<Cellserve::InferStreamResults>;
-  auto reply = call.send().then([](Reply&& r) { return kj::Maybe<Reply>(kj::mv(r)); })
-                   .exclusiveJoin(io.provider->getTimer().afterDelay(30 * kj::SECONDS).then([] {
-                     return kj::Maybe<capnp::Response<Cellserve::InferStreamResults>>(nullptr);
-                   }))
-                   .wait(io.waitScope);
+  auto reply = call.send()
+                   .then([](Reply&& r) { return kj::Maybe<Reply>(kj::mv(r)); })
+                   .exclusiveJoin(timer().afterDelay(30 * kj::SECONDS).then([] { return kj::Maybe<Reply>(nullptr); }))
+                   .wait(io_.waitScope);
   const auto took_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
   KJ_IF_MAYBE(r, reply) {
@@ -555,57 +572,38 @@ TEST(RpcServerStreamTest, ASinkThatStopsTakingTokensEndsTheCallAtItsDeadline) {
   } else {
     ADD_FAILURE() << "no reply in 30 s: the stalled sink holds the call for good";
   }
-  EXPECT_TRUE(testutil::WaitFor([&] { return (*server)->stats().calls_in_flight == 0; }, std::chrono::seconds(10)));
+  EXPECT_TRUE(testutil::WaitFor([&] { return server_->stats().calls_in_flight == 0; }, std::chrono::seconds(10)));
 }
 
 // A stream whose sink stalls, with no deadline, when the server stops: Stop waits its grace (the
 // call is in flight, its answer unwritten), then closes the connection; the call ends for the
 // client and is no longer counted in flight.
-TEST(RpcServerStreamTest, AStalledStreamAtStopIsClosedAfterTheGrace) {
-  LongDecodeRepo repo;
-  LocalClusterOptions cluster_options;
-  cluster_options.model_repo = repo.dir();
-  cluster_options.devices = 1;
-  auto cluster = LocalCluster::Start(cluster_options);
-  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+TEST_F(RpcServerStreamTest, AStalledStreamAtStopIsClosedAfterTheGrace) {
   RpcServerOptions options;
-  options.listen = "127.0.0.1:0";
   options.stop_grace_ms = 300;
-  auto server = RpcServer::Start(cluster->get(), options);
-  ASSERT_TRUE(server.ok()) << server.status().ToString();
-
-  kj::AsyncIoContext io = kj::setupAsyncIo();
-  auto address = io.provider->getNetwork()
-                     .parseAddress("127.0.0.1", static_cast<unsigned int>((*server)->port()))
-                     .wait(io.waitScope);
-  auto stream = address->connect().wait(io.waitScope);
-  capnp::TwoPartyClient rpc(*stream);
-  auto cellserve = rpc.bootstrap().castAs<Cellserve>();
-  auto call = cellserve.inferStreamRequest();
-  auto request = call.initRequest();
-  request.setModel("long");
-  auto tokens = request.initInput().initTokens(4);
-  for (unsigned i = 0; i < 4; ++i) tokens.set(i, 3 + static_cast<int32_t>(i));
+  ASSERT_NO_FATAL_FAILURE(Start(options));
+  auto call = cellserve_.inferStreamRequest();
+  Fill(call.initRequest());
   call.setSink(kj::heap<StalledSink>());
   auto reply = call.send();
   // The request has run (the cluster answered it): the call now waits for its sink.
-  for (int i = 0; i < 3000 && (*cluster)->Report().completed == 0; ++i)
-    io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
-  ASSERT_EQ((*cluster)->Report().completed, 1);
-  EXPECT_EQ((*server)->stats().calls_in_flight, 1);
+  for (int i = 0; i < 3000 && cluster_->Report().completed == 0; ++i)
+    timer().afterDelay(10 * kj::MILLISECONDS).wait(io_.waitScope);
+  ASSERT_EQ(cluster_->Report().completed, 1);
+  EXPECT_EQ(server_->stats().calls_in_flight, 1);
   const auto start = std::chrono::steady_clock::now();
-  std::thread stopper([&] { (*server)->Stop(); });
+  std::thread stopper([&] { server_->Stop(); });
   // The client's loop must run for the server's writes to drain and for the close to reach it.
   auto ended = reply.then([](auto&&) { return true; }, [](kj::Exception&&) { return true; })
-                   .exclusiveJoin(io.provider->getTimer().afterDelay(30 * kj::SECONDS).then([] { return false; }))
-                   .wait(io.waitScope);
+                   .exclusiveJoin(timer().afterDelay(30 * kj::SECONDS).then([] { return false; }))
+                   .wait(io_.waitScope);
   stopper.join();
   const auto took_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
   EXPECT_TRUE(ended) << "the call neither answered nor failed";
   EXPECT_GE(took_ms, 250) << "closed before the grace";
   EXPECT_LT(took_ms, 10000);
-  EXPECT_EQ((*server)->stats().calls_in_flight, 0);
+  EXPECT_EQ(server_->stats().calls_in_flight, 0);
 }
 
 TEST_F(RpcServerTest, AFloodOfHealthCallsIsBoundedAndSharesReports) {
