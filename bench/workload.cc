@@ -92,11 +92,16 @@ StatusOr<Workload> ReadWorkload(std::istream& in, const WorkloadOptions& options
   return w;
 }
 
-StatusOr<Workload> LoadWorkload(const std::string& path, const WorkloadOptions& options) {
+Status CheckCorpusIsNotAFolder(const std::string& path) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec))  // it opens, and reads as nothing
+  if (std::filesystem::is_directory(path, ec))
     return InvalidArgument("corpus " + path + " is a folder; give a text file, one sentence per line "
                            "(`cellserve corpus --input FOLDER --out FILE` makes one from a folder of texts)");
+  return OkStatus();
+}
+
+StatusOr<Workload> LoadWorkload(const std::string& path, const WorkloadOptions& options) {
+  RETURN_IF_ERROR(CheckCorpusIsNotAFolder(path));
   std::ifstream in(path);
   if (!in) {
     return NotFound("cannot open corpus " + path +

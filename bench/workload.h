@@ -64,6 +64,9 @@ StatusOr<Workload> ReadWorkload(std::istream& in, const WorkloadOptions& options
 // `./cellserve.sh corpus`).
 std::string DefaultCorpusPath();
 
+// INVALID_ARGUMENT if `path` is a folder (which opens, and reads as an empty corpus); OK otherwise.
+Status CheckCorpusIsNotAFolder(const std::string& path);
+
 // NOT_FOUND if the file cannot be opened (the message says how to make the default corpus).
 StatusOr<Workload> LoadWorkload(const std::string& path, const WorkloadOptions& options);
 

@@ -78,10 +78,12 @@ struct Scheduler::Impl {
   SchedulerStats stats;
   int64_t outstanding = 0;                  // sum of unsubmitted over requests
   int passed_over = 0;                      // rounds in a row the oldest's type was passed over
+  int encoder_types = 0;                    // seq2seq: the types before the first decoder layer's
 
   Impl(const Model* m, SchedulerOptions o, const Clock* c)
       : model(m), options(std::move(o)), clock(c), pool(options.state_slots),
-        ready(m->cell_types().size()) {
+        ready(m->cell_types().size()),
+        encoder_types(m->spec().kind == ModelKind::kSeq2Seq ? m->decoder_layer_type(0) : 0) {
     if (options.policy == Policy::kPadded || options.policy == Policy::kBucketed)
       pad_slot = pool.Allocate(1).value();  // never freed: the target of padding rows
   }
@@ -254,10 +256,8 @@ struct Scheduler::Impl {
 
   static bool IsHead(CellOp op) { return op == CellOp::kHeadLogits || op == CellOp::kHeadArgmax; }
 
-  // A seq2seq encoder type (the types before the first decoder layer's).
-  bool IsEncoder(int type) const {
-    return model->spec().kind == ModelKind::kSeq2Seq && type < model->decoder_layer_type(0);
-  }
+  // A seq2seq encoder type.
+  bool IsEncoder(int type) const { return type < encoder_types; }
 
   // Whether type `t`'s cells may run now: any type, but only encoder types while the group
   // encodes (`encoding`: GroupEncoding()).
@@ -268,8 +268,7 @@ struct Scheduler::Impl {
   // then no decoder cell runs (decoding early, beside the encoder, would pad the decoder's
   // rounds twice: once while one member encodes, again when the rest decode).
   bool GroupEncoding() const {
-    if ((options.policy != Policy::kPadded && options.policy != Policy::kBucketed) ||
-        model->spec().kind != ModelKind::kSeq2Seq)
+    if ((options.policy != Policy::kPadded && options.policy != Policy::kBucketed) || encoder_types == 0)
       return false;
     for (const auto& [id, seq] : group) {
       auto it = by_id.find(id);

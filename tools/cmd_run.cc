@@ -8,13 +8,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <string>
-#include <system_error>
 #include <vector>
 
+#include "bench/workload.h"
 #include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "runtime/answer_diff.h"
@@ -52,10 +51,7 @@ std::string Describe(const ModelSpec& spec, const StatusOr<RequestResult>& r) {
 }
 
 StatusOr<std::vector<std::string>> ReadSentences(const std::string& path, int64_t count) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec))  // it opens, and reads as nothing
-    return InvalidArgument("corpus " + path + " is a folder; give a text file, one sentence per line "
-                           "(`cellserve corpus --input FOLDER --out FILE` makes one)");
+  RETURN_IF_ERROR(bench::CheckCorpusIsNotAFolder(path));
   std::ifstream in(path);
   if (!in) return NotFound("cannot open corpus " + path + " (one sentence per line; ./cellserve.sh corpus makes one)");
   std::vector<std::string> lines;

@@ -877,6 +877,22 @@ void ExpectTheSameWeightsOnEachGpu(const cuda::CudaWeightStore& store, const Mod
     for (int g = 0; g < *n; ++g) gpus.push_back(g);                   \
   }
 
+// Prepare, timed, with what it said on stderr.
+struct TimedPrepare {
+  Status status;
+  int64_t took_ms = 0;
+  std::string said;
+};
+TimedPrepare PrepareTimed(cuda::CudaWeightStore& store, const Model& model, const std::vector<int>& gpus) {
+  testing::internal::CaptureStderr();
+  const auto start = std::chrono::steady_clock::now();
+  TimedPrepare out;
+  out.status = store.Prepare({&model}, gpus);
+  out.took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+  out.said = testing::internal::GetCapturedStderr();
+  return out;
+}
+
 // A broadcast whose ranks never meet (a GPU link down, a rank's kernel that never starts) would
 // hang NCCL's kernels, and the node's start, for good: past its time limit it is aborted, and each
 // GPU uploads from the host instead. Nothing of the broadcast is left behind.
@@ -891,13 +907,10 @@ TEST(CudaDeviceFaultTest, AHungBroadcastIsAbortedAtItsTimeLimitAndEachGpuUploads
     cuda::CudaWeightStore store(cuda::GemmDtype::kF32, kDefaultFoldMaxBytes, limits);
     fakecuda::HangNextNcclGroup();
     const long broadcasts_before = fakecuda::NcclBroadcastsRun();
-    testing::internal::CaptureStderr();
-    const auto start = std::chrono::steady_clock::now();
-    const Status prepared = store.Prepare({model.get()}, gpus);
-    const auto took_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
-    const std::string said = testing::internal::GetCapturedStderr();
-    ASSERT_TRUE(prepared.ok()) << prepared.ToString();
+    const TimedPrepare p = PrepareTimed(store, *model, gpus);
+    const std::string& said = p.said;
+    const int64_t took_ms = p.took_ms;
+    ASSERT_TRUE(p.status.ok()) << p.status.ToString();
     EXPECT_GE(took_ms, 300);
     EXPECT_LT(took_ms, 30000);
     EXPECT_NE(said.find("did not finish in 300 ms"), std::string::npos) << said;
@@ -917,13 +930,10 @@ TEST(CudaDeviceFaultTest, ABroadcastWithAnAsynchronousNcclErrorIsAbortedAtOnce) 
     cuda::CudaWeightStore store(cuda::GemmDtype::kF32, kDefaultFoldMaxBytes);  // a 60 s limit
     fakecuda::HangNextNcclGroup();
     fakecuda::ScopedFailure failure("ncclCommGetAsyncError", 1);
-    testing::internal::CaptureStderr();
-    const auto start = std::chrono::steady_clock::now();
-    const Status prepared = store.Prepare({model.get()}, gpus);
-    const auto took_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
-    const std::string said = testing::internal::GetCapturedStderr();
-    ASSERT_TRUE(prepared.ok()) << prepared.ToString();
+    const TimedPrepare p = PrepareTimed(store, *model, gpus);
+    const std::string& said = p.said;
+    const int64_t took_ms = p.took_ms;
+    ASSERT_TRUE(p.status.ok()) << p.status.ToString();
     EXPECT_LT(took_ms, 30000);
     EXPECT_NE(said.find("ncclBroadcast (asynchronous): remote process exited"), std::string::npos) << said;
     ExpectTheSameWeightsOnEachGpu(store, *model, gpus);
