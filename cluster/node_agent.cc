@@ -130,7 +130,8 @@ struct Links {
     std::unique_lock<std::mutex> lock(mu);
     stop_cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return stop.load(); });
   }
-  std::atomic<int64_t> routers_registered{0}, runs{0}, aborts{0}, registrations{0}, registration_failures{0};
+  std::atomic<int64_t> routers_registered{0}, runs{0}, aborts{0}, tokens_sent{0}, registrations{0},
+      registration_failures{0};
 };
 
 struct AgentState {
@@ -253,7 +254,8 @@ struct AgentState {
   // Runs a request router `i` placed on this node as `node_id`. The id comes with the request, not
   // from the slot: a router may place requests before its registration reply arrives (or after
   // that reply timed out here and before the retry), and each must still be answered.
-  void Run(int i, uint64_t node_id, uint64_t request, const std::string& bytes, int64_t timeout_us) {
+  // `streams`: whether the caller streams the tokens (a router that predates the flag: true).
+  void Run(int i, uint64_t node_id, uint64_t request, const std::string& bytes, int64_t timeout_us, bool streams) {
     const caf::actor router = routers[i].handle;
     StatusOr<RunRequest> run = DecodeRunRequest(bytes, options.max_tokens);
     if (!run.ok()) {
@@ -267,15 +269,19 @@ struct AgentState {
     const uint64_t link = routers[i].link;
     ++links->runs;
     // The callbacks run on the cluster's threads: they only post to this actor, which forwards in
-    // order (tokens before the answer) to the router the request came from.
+    // order (tokens before the answer) to the router the request came from. Tokens nobody streams
+    // are not sent (a message each, for the router to drop).
+    TokenCallback on_token;
+    if (streams)
+      on_token = [me, i, link, request](int32_t token) {
+        caf::anon_send(me, run_token_atom::value, i, link, request, token);
+      };
     const uint64_t cluster_id = cluster->Infer(
         run->model, std::move(run->input), deadline_us,
         [me, i, link, request, spec](StatusOr<RequestResult> result) {
           caf::anon_send(me, done_atom::value, i, link, request, EncodeRunAnswer(result, spec));
         },
-        [me, i, link, request](int32_t token) {
-          caf::anon_send(me, run_token_atom::value, i, link, request, token);
-        });
+        std::move(on_token));
     runs[{link, request}] = Running{cluster_id, node_id};
     ReportSoon();
   }
@@ -403,11 +409,18 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         const int i = self->state.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
         if (i >= 0 && !self->state.leaving) self->state.Register(i);
       },
-      [self](run_atom, uint64_t node, uint64_t request, const std::string& bytes, int64_t timeout_us) {
+      [self](run_atom, uint64_t node, uint64_t request, const std::string& bytes, int64_t timeout_us, bool streams) {
         AgentState& st = self->state;
         const int i = st.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
         if (i < 0) return;  // its connection is gone: the router gets a down message and retries elsewhere
-        st.Run(i, node, request, bytes, timeout_us);
+        st.Run(i, node, request, bytes, timeout_us, streams);
+      },
+      // From a router older than `run_streams` (cluster/wire.h): it may stream, so every token goes.
+      [self](run_atom, uint64_t node, uint64_t request, const std::string& bytes, int64_t timeout_us) {
+        AgentState& st = self->state;
+        const int i = st.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+        if (i < 0) return;
+        st.Run(i, node, request, bytes, timeout_us, /*streams=*/true);
       },
       [self](abort_atom, uint64_t request) {
         AgentState& st = self->state;
@@ -433,7 +446,9 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         auto it = st.runs.find({link, request});
         if (it == st.runs.end()) return;
         const auto& r = st.routers[i];
-        if (r.link == link) self->send(r.handle, token_atom::value, it->second.node_id, request, token);
+        if (r.link != link) return;
+        ++st.links->tokens_sent;
+        self->send(r.handle, token_atom::value, it->second.node_id, request, token);
       },
       [self](heartbeat_atom) {
         if (self->state.leaving) return;
@@ -593,6 +608,7 @@ StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(NodeBackend* cluster, Node
   if (Status s = CheckNodeName(registration.name); !s.ok()) return s;
   options.name = registration.name;
   registration.devices = options.devices;
+  registration.run_streams = true;
   registration.models = cluster->Models();
   if (registration.models.empty()) return InvalidArgument("the node serves no model");
   auto impl = std::make_unique<Impl>();
@@ -620,6 +636,7 @@ NodeAgentStats NodeAgent::stats() const {
   s.routers_connected = impl_->links->routers_registered.load();
   s.runs = impl_->links->runs.load();
   s.aborts = impl_->links->aborts.load();
+  s.tokens_sent = impl_->links->tokens_sent.load();
   s.registrations = impl_->links->registrations.load();
   s.registration_failures = impl_->links->registration_failures.load();
   return s;

@@ -50,6 +50,7 @@ struct NodeAgentStats {
   int64_t routers_connected = 0;  // routers (addresses) registered with now
   int64_t runs = 0;               // requests run for routers
   int64_t aborts = 0;             // of those, cancelled by a router
+  int64_t tokens_sent = 0;        // seq2seq tokens sent to routers (only for runs a caller streams)
   int64_t registrations = 0;      // accepted registrations (reconnects and re-registrations count)
   int64_t registration_failures = 0;  // refused or unanswered ones (each is tried again)
 };

@@ -222,7 +222,10 @@ struct RouterState {
     ++n.placed;
     ++shared->placed;
     if (retry) ++shared->retried;
-    self->send(n.handle, run_atom::value, *node, id, call.bytes, timeout_us);
+    if (n.registration.run_streams)  // tokens only if the caller streams them
+      self->send(n.handle, run_atom::value, *node, id, call.bytes, timeout_us, call.on_token != nullptr);
+    else
+      self->send(n.handle, run_atom::value, *node, id, call.bytes, timeout_us);
   }
 
   // Requests past their deadline by more than kOverdueSlackUs: their node answers DEADLINE_EXCEEDED
@@ -296,7 +299,7 @@ struct RouterState {
     if (it == pending.end() || it->second.node != node) return;
     Pending& p = it->second;
     // A caller that does not stream has seen no token: nothing to skip on a retry, and nothing
-    // that holds the retry to this version (nodes send their tokens either way).
+    // that holds the retry to this version (nodes older than `run_streams` send tokens anyway).
     if (!p.call->on_token) return;
     // A retry replays the tokens the client has already seen (the model is deterministic).
     if (++p.tokens_seen <= p.tokens_forwarded) return;

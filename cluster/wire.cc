@@ -44,6 +44,7 @@ std::string EncodeRegistration(const Registration& registration) {
   nlohmann::json j;
   j["name"] = registration.name;
   j["devices"] = registration.devices;
+  if (registration.run_streams) j["run_streams"] = true;
   j["models"] = nlohmann::json::array();
   for (const ModelSpec& spec : registration.models) j["models"].push_back(nlohmann::json::parse(ModelSpecToJson(spec)));
   return j.dump();
@@ -62,6 +63,10 @@ StatusOr<Registration> DecodeRegistration(const std::string& bytes) {
   const int64_t devices = j["devices"].get<int64_t>();
   if (devices < 1 || devices > 65536) return InvalidArgument("registration: devices must be in 1..65536");
   r.devices = static_cast<int32_t>(devices);
+  if (j.contains("run_streams")) {
+    if (!j["run_streams"].is_boolean()) return InvalidArgument("registration: \"run_streams\" must be true or false");
+    r.run_streams = j["run_streams"].get<bool>();
+  }
   if (!j.contains("models") || !j["models"].is_array() || j["models"].empty())
     return InvalidArgument("registration: needs at least one model");
   for (const auto& m : j["models"]) {

@@ -11,6 +11,8 @@
 //                   (node_load_atom, uint64 node, int64 cells, int32 devices)   periodic + on change
 //                   (answer_atom, uint64 node, uint64 request, string reply)    once per run
 //                   (token_atom, uint64 node, uint64 request, int32 token)      seq2seq streaming
+//                                                   (only for runs whose `streams` is true, by a
+//                                                   node whose registration says `run_streams`)
 //                   (drain_atom, uint64 node)                     -> (drain_atom)  no new placements
 //                   (bye_atom, uint64 node)                       -> (bye_atom)    leaving; answers sent
 //   router -> node  (run_atom, uint64 node, uint64 request, string request, int64 timeout_us)
@@ -18,6 +20,10 @@
 //                                                   come before the registration reply); timeout:
 //                                                   micros left, 0 = none (the node's clock starts
 //                                                   it, so clocks need not agree)
+//                   (run_atom, ..., int64 timeout_us, bool streams)  the same, to a node that
+//                                                   registered `run_streams`: tokens only if
+//                                                   `streams` (the caller streams); older nodes
+//                                                   get the form above and send every token
 //                   (abort_atom, uint64 request)                    the client cancelled
 //                   (reregister_atom)                               "I do not know you": register again
 // Both sides monitor each other (CAF monitors over the middleman): a node's death or cut-off gives
@@ -53,6 +59,9 @@ struct Registration {
   std::string name;              // for logs, health, errors and a metrics label: CheckNodeName's
   int32_t devices = 1;           // 1..65536
   std::vector<ModelSpec> models; // the models it serves (at least one)
+  // Whether the node takes the run message with `streams` (and then sends tokens only when asked).
+  // Absent in older nodes' registrations, which routers read as false.
+  bool run_streams = false;
 };
 // A node's name: 1 to kMaxNodeNameBytes bytes, no control characters (it is a log field and a
 // metrics label on every router, so anyone who can reach the cluster port must not be able to

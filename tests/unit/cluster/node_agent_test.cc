@@ -34,6 +34,7 @@ using testutil::WaitFor;
 using release_atom = caf::atom_constant<caf::atom("release")>;
 using place_atom = caf::atom_constant<caf::atom("place")>;
 using ask_again_atom = caf::atom_constant<caf::atom("askagain")>;
+using place_flagged_atom = caf::atom_constant<caf::atom("placeflag")>;
 
 // An answer the scripted router got from the node.
 struct SeenAnswer {
@@ -67,9 +68,14 @@ caf::behavior ScriptedRouterActor(caf::stateful_actor<ScriptedRouterState>* self
         self->state.held.push_back(self->make_response_promise());
         return self->state.held.back();
       },
-      // Places request number `request` on the node as node `node` (no deadline).
+      // Places request number `request` on the node as node `node` (no deadline), in the form of
+      // a router older than `run_streams`.
       [self](place_atom, uint64_t node, uint64_t request, const std::string& bytes) {
         self->send(self->state.node, run_atom::value, node, request, bytes, int64_t{0});
+      },
+      // The same, saying whether the caller streams the tokens.
+      [self](place_flagged_atom, uint64_t node, uint64_t request, const std::string& bytes, bool streams) {
+        self->send(self->state.node, run_atom::value, node, request, bytes, int64_t{0}, streams);
       },
       [seen](answer_atom, uint64_t node, uint64_t request, const std::string& bytes) {
         std::lock_guard<std::mutex> lock(seen->mu);
@@ -130,6 +136,9 @@ class ScriptedRouter {
   }
   void Place(uint64_t node, uint64_t request, const std::string& model, const RequestInput& input) {
     caf::anon_send(actor_, place_atom::value, node, request, EncodeRunRequest(model, input));
+  }
+  void Place(uint64_t node, uint64_t request, const std::string& model, const RequestInput& input, bool streams) {
+    caf::anon_send(actor_, place_flagged_atom::value, node, request, EncodeRunRequest(model, input), streams);
   }
   std::vector<SeenAnswer> answers() {
     std::lock_guard<std::mutex> lock(seen_->mu);
@@ -267,9 +276,10 @@ TEST_F(NodeAgentTest, ARequestPlacedBeforeTheRegistrationReplyIsAnswered) {
 // comes within milliseconds). Serves one model, "cls".
 class HeldBackend final : public NodeBackend {
  public:
-  uint64_t Infer(const std::string&, RequestInput, int64_t, InferCallback done, TokenCallback) override {
+  uint64_t Infer(const std::string&, RequestInput, int64_t, InferCallback done, TokenCallback on_token) override {
     std::lock_guard<std::mutex> lock(mu_);
     held_.push_back(std::move(done));
+    token_callbacks_.push_back(on_token != nullptr);
     return held_.size();  // ids from 1
   }
   void Cancel(uint64_t id) override {
@@ -288,6 +298,11 @@ class HeldBackend final : public NodeBackend {
   std::vector<uint64_t> cancelled() {
     std::lock_guard<std::mutex> lock(mu_);
     return cancelled_;
+  }
+  // Per request (in order): whether the agent asked for its tokens.
+  std::vector<bool> token_callbacks() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return token_callbacks_;
   }
   // Lets go of every request unanswered (their callbacks hold the agent's handle, which must not
   // outlive the agent's actor system).
@@ -313,8 +328,37 @@ class HeldBackend final : public NodeBackend {
  private:
   std::mutex mu_;
   std::vector<InferCallback> held_;
+  std::vector<bool> token_callbacks_;
   std::vector<uint64_t> cancelled_;
 };
+
+// A node asks its cluster for a run's tokens only when the run says the caller streams them (each
+// token is a message to the router): always for a router older than the flag, which may stream.
+TEST(NodeAgentTokensTest, TokensAreAskedForOnlyWhereTheCallerStreams) {
+  HeldBackend backend;
+  ScriptedRouter router;
+  ASSERT_GT(router.port(), 0) << "the scripted router could not listen";
+  NodeAgentOptions a;
+  a.join = {"127.0.0.1:" + std::to_string(router.port())};
+  a.name = "n";
+  auto agent = NodeAgent::Start(&backend, a);
+  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  struct DropUnanswered {  // however the test ends, before the agent goes
+    HeldBackend& backend;
+    ~DropUnanswered() { backend.DropAll(); }
+  } drop_unanswered{backend};
+  ASSERT_TRUE(WaitFor([&] { return router.registrations() == 1; }, std::chrono::seconds(10)));
+  router.Release(7);
+  ASSERT_TRUE((*agent)->WaitRegistered(10000));
+  RequestInput input;
+  input.tokens = {1, 2, 3};
+  router.Place(7, 1, "cls", input, /*streams=*/false);
+  router.Place(7, 2, "cls", input, /*streams=*/true);
+  router.Place(7, 3, "cls", input);  // an older router's run
+  ASSERT_TRUE(WaitFor([&] { return backend.infers() == 3; }, std::chrono::seconds(10)));
+  EXPECT_EQ(backend.token_callbacks(), (std::vector<bool>{false, true, true}));
+  (*agent)->Leave();
+}
 
 // A router restarted at the same address numbers its requests from 1 again. The old router's
 // request 1 is still running on the node when the new one places its own request 1; the old

@@ -103,6 +103,7 @@ struct ScriptedNodeSeen {
   std::mutex mu;
   uint64_t id = 0;             // its node id, once registered
   std::vector<uint64_t> runs;  // the requests placed on it, in order
+  std::vector<int> streams;    // per run: 1/0 the run's stream flag, -1 the form without it
   int registrations_again = 0;  // answered RegisterAgain calls
 };
 
@@ -120,6 +121,12 @@ caf::behavior ScriptedNodeActor(caf::event_based_actor* self, caf::actor router,
       [seen](run_atom, uint64_t, uint64_t request, const std::string&, int64_t) {
         std::lock_guard<std::mutex> lock(seen->mu);
         seen->runs.push_back(request);
+        seen->streams.push_back(-1);
+      },
+      [seen](run_atom, uint64_t, uint64_t request, const std::string&, int64_t, bool streams) {
+        std::lock_guard<std::mutex> lock(seen->mu);
+        seen->runs.push_back(request);
+        seen->streams.push_back(streams ? 1 : 0);
       },
       [self, router, seen](stream_atom, int32_t token) {
         std::lock_guard<std::mutex> lock(seen->mu);
@@ -173,6 +180,10 @@ class ScriptedNode {
   uint64_t id() {
     std::lock_guard<std::mutex> lock(seen_->mu);
     return seen_->id;
+  }
+  std::vector<int> streams() {
+    std::lock_guard<std::mutex> lock(seen_->mu);
+    return seen_->streams;
   }
   uint64_t last_run() {
     std::lock_guard<std::mutex> lock(seen_->mu);
@@ -611,9 +622,47 @@ TEST_F(RouterTest, StreamedTokensComeThroughTheRouterOnceAndInOrder) {
   ASSERT_TRUE(routed.Get(0).ok()) << routed.Get(0).status().ToString();
   ASSERT_FALSE(routed.Get(0)->tokens.empty());
   EXPECT_EQ(routed.Get(0)->tokens, local.Get(0)->tokens);
-  std::lock_guard<std::mutex> lock(mu);
-  EXPECT_EQ(streamed, routed.Get(0)->tokens) << "every token streamed, once, before the answer";
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(streamed, routed.Get(0)->tokens) << "every token streamed, once, before the answer";
+  }
+  EXPECT_EQ(a1_->stats().tokens_sent, static_cast<int64_t>(routed.Get(0)->tokens.size()));
+  // A caller that does not stream: the same answer, and no token crosses to the router.
+  router_->Infer("mt", in, 0, routed.For(1));
+  ASSERT_TRUE(routed.Wait(2, std::chrono::seconds(30)));
+  ASSERT_TRUE(routed.Get(1).ok()) << routed.Get(1).status().ToString();
+  EXPECT_EQ(routed.Get(1)->tokens, local.Get(0)->tokens);
+  EXPECT_EQ(a1_->stats().tokens_sent, static_cast<int64_t>(routed.Get(0)->tokens.size()))
+      << "tokens nobody streams were sent to the router";
   a1_->Leave();
+  router_->Stop();
+}
+
+// The run message says whether the caller streams to a node that registered `run_streams`; a node
+// that did not (an older one) gets the form it knows.
+TEST_F(RouterTest, ANodeIsToldWhetherTheCallerStreamsOnlyIfItSaidItUnderstands) {
+  router_ = StartRouter(ScriptedNodeOptions(&metrics_));
+  ASSERT_TRUE(router_);
+  Registration reg = MtNode("new");
+  reg.run_streams = true;
+  ScriptedNode node(router_->port(), reg);
+  ASSERT_TRUE(node.WaitRegistered());
+  Answers answers;
+  Streamed tokens;
+  router_->Infer("mt", Tokens(3, 1), 0, answers.For(0));
+  router_->Infer("mt", Tokens(3, 2), 0, answers.For(1), tokens.Callback());
+  ASSERT_TRUE(WaitFor([&] { return node.runs() == 2; }, std::chrono::seconds(10)));
+  EXPECT_EQ(node.streams(), (std::vector<int>{0, 1}));
+  node.Die();
+  ASSERT_TRUE(answers.Wait(2, std::chrono::seconds(30)));  // UNAVAILABLE: no other node
+
+  ScriptedNode old(router_->port(), MtNode("old"));
+  ASSERT_TRUE(old.WaitRegistered());
+  router_->Infer("mt", Tokens(3, 3), 0, answers.For(2));
+  ASSERT_TRUE(WaitFor([&] { return old.runs() == 1; }, std::chrono::seconds(10)));
+  EXPECT_EQ(old.streams(), std::vector<int>{-1});
+  old.Die();
+  ASSERT_TRUE(answers.Wait(3, std::chrono::seconds(30)));
   router_->Stop();
 }
 
@@ -729,7 +778,9 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
     join();
     node.Stream(want[0]);
     node.Stream(want[1]);
-    if (listen) ASSERT_TRUE(WaitFor([&] { return tokens.Get().size() == 2; }, std::chrono::seconds(10)));
+    if (listen) {
+      ASSERT_TRUE(WaitFor([&] { return tokens.Get().size() == 2; }, std::chrono::seconds(10)));
+    }
     node.Die();
     ASSERT_TRUE(routed.Wait(1, std::chrono::seconds(30)));
     answer = routed.Get(0);

@@ -29,10 +29,12 @@ TEST(WireRegistrationTest, RoundTrips) {
   r.devices = 4;
   r.models = {Lstm("cls"), Lstm("other")};
   r.models[1].version = 7;
+  r.run_streams = true;
   auto back = DecodeRegistration(EncodeRegistration(r));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->name, "node-a:17");
   EXPECT_EQ(back->devices, 4);
+  EXPECT_TRUE(back->run_streams);
   ASSERT_EQ(back->models.size(), 2u);
   EXPECT_EQ(back->models[0].name, "cls");
   EXPECT_EQ(back->models[0].layers, 2);
@@ -70,6 +72,10 @@ TEST(WireRegistrationTest, RefusesWhatARouterCannotUse) {
   refused(with("devices", 65537), "devices must be in 1..65536");
   refused(with("devices", "2"), "needs \"devices\"");
   refused(with("models", nlohmann::json::array()), "at least one model");
+  refused(with("run_streams", 1), "\"run_streams\" must be true or false");
+  // An older node's registration has no "run_streams": it gets the run message without the flag.
+  EXPECT_FALSE(DecodeRegistration(good)->run_streams);
+  EXPECT_TRUE(DecodeRegistration(with("run_streams", true))->run_streams);
   EXPECT_TRUE(DecodeRegistration(with("devices", 65536)).ok()) << "the largest node";
   r.models.clear();
   EXPECT_EQ(DecodeRegistration(EncodeRegistration(r)).status().code(), StatusCode::kInvalidArgument);
