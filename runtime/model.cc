@@ -13,6 +13,15 @@ std::string L(const std::string& prefix, int64_t layer, const char* what) {
   return prefix + "." + std::to_string(layer) + "." + what;
 }
 
+// Whether `name` is in the namespace of the tensors models are made of (any kind), so that a
+// file holding it under a spec that does not use it is a spec that does not describe the file.
+bool InModelLayout(const std::string& name) {
+  if (name == "embedding") return true;
+  for (const char* prefix : {"lstm.", "encoder.", "decoder.", "proj.", "head.", "tree."})
+    if (name.rfind(prefix, 0) == 0) return true;
+  return false;
+}
+
 }  // namespace
 
 std::map<std::string, std::vector<int64_t>> Model::RequiredTensors(const ModelSpec& s) {
@@ -52,13 +61,11 @@ std::map<std::string, std::vector<int64_t>> Model::RequiredTensors(const ModelSp
   return t;
 }
 
-StatusOr<std::shared_ptr<const Model>> Model::Create(ModelSpec spec, const SafetensorsFile& weights) {
-  RETURN_IF_ERROR(spec.Validate());
-  ASSIGN_OR_RETURN(DType dtype, ParseDType(spec.dtype));
-  std::shared_ptr<Model> m(new Model());
-  m->spec_ = std::move(spec);
-  const ModelSpec& s = m->spec_;
-  for (const auto& [name, shape] : RequiredTensors(s)) {
+Status Model::CheckTensors(const ModelSpec& s, const SafetensorsFile& weights) {
+  RETURN_IF_ERROR(s.Validate());
+  ASSIGN_OR_RETURN(DType dtype, ParseDType(s.dtype));
+  const auto required = RequiredTensors(s);
+  for (const auto& [name, shape] : required) {
     auto it = weights.tensors.find(name);
     if (it == weights.tensors.end())
       return InvalidArgument("weights are missing tensor '" + name + "' (shape " +
@@ -70,7 +77,24 @@ StatusOr<std::shared_ptr<const Model>> Model::Create(ModelSpec spec, const Safet
     if (it->second.dtype != dtype)
       return InvalidArgument("tensor '" + name + "' is " + DTypeName(it->second.dtype) +
                              " but the spec says dtype " + s.dtype);
-    Tensor t = it->second.ToFloat();
+  }
+  for (const auto& [name, tensor] : weights.tensors)
+    if (InModelLayout(name) && required.count(name) == 0)
+      return InvalidArgument("weights hold tensor '" + name + "' " + ShapeToString(tensor.shape) +
+                             ", which a " + ModelKindName(s.kind) + " model with layers " +
+                             std::to_string(s.layers) +
+                             " does not have: spec.json does not describe these weights (check its \"kind\" and "
+                             "\"layers\"; tools/export_pytorch.py writes both from the model)");
+  return OkStatus();
+}
+
+StatusOr<std::shared_ptr<const Model>> Model::Create(ModelSpec spec, const SafetensorsFile& weights) {
+  RETURN_IF_ERROR(CheckTensors(spec, weights));
+  std::shared_ptr<Model> m(new Model());
+  m->spec_ = std::move(spec);
+  const ModelSpec& s = m->spec_;
+  for (const auto& [name, shape] : RequiredTensors(s)) {
+    Tensor t = weights.tensors.at(name).ToFloat();
     int64_t bad = 0, first = -1;
     for (int64_t i = 0; i < t.size(); ++i)
       if (!std::isfinite(t.data()[i]) && bad++ == 0) first = i;
@@ -129,6 +153,8 @@ StatusOr<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
   ASSIGN_OR_RETURN(ModelSpec spec, ReadModelSpec(dir + "/spec.json"));
   const std::string path = dir + "/weights.safetensors";
   ASSIGN_OR_RETURN(SafetensorsFile weights, ReadSafetensors(path));
+  // A spec that does not describe the file says so, not that its sizes would not fit in memory.
+  if (Status s = CheckTensors(spec, weights); !s.ok()) return s.WithContext(path);
   // The model holds its weights as floats, made while the file's tensors are still held (twice
   // their size for 16-bit weights): more than this process may take would end in the OOM killer.
   double float_bytes = 0;  // of the tensors the model keeps (a file may hold more)

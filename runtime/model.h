@@ -4,7 +4,9 @@
 //   seq2seq:  encoder.0.., decoder.0.., proj         (proj: argmax over the target vocabulary)
 //   treelstm: tree.leaf, tree.internal, head
 // Model::Create checks that every tensor the kind needs is present with the exact shape and the
-// dtype the spec names, and reports the first mismatch as INVALID_ARGUMENT. A Model is immutable
+// dtype the spec names, and that the file holds no tensor of the layout the spec leaves out (a
+// third layer under a spec of two: loaded, it would answer wrongly); the first mismatch is
+// INVALID_ARGUMENT. Tensors outside the layout's names (an optimizer's step) are ignored. A Model is immutable
 // after creation and shared (std::shared_ptr<const Model>) by every request and device: reading it
 // from many threads is safe.
 #pragma once
@@ -66,6 +68,9 @@ class Model {
 
   // The tensors a model of this spec needs, with their shapes (also used by `model init`).
   static std::map<std::string, std::vector<int64_t>> RequiredTensors(const ModelSpec& spec);
+  // Create's checks of names, shapes and dtypes (not of values): cheap, so Load makes them before
+  // it sizes memory by the spec.
+  static Status CheckTensors(const ModelSpec& spec, const SafetensorsFile& weights);
 
  private:
   Model() = default;

@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "runtime/atomic_file.h"
 #include "runtime/model_repository.h"
 #include "runtime/safetensors.h"
 #include "tests/unit/common/address_space.h"
@@ -299,6 +300,26 @@ TEST(ModelCreateTest, ExtraTensorsAreIgnored) {
   EXPECT_TRUE(Model::Create(spec, w).ok());
 }
 
+// A spec with fewer layers than its weights (the spec's "layers" left out: 1) matched every
+// shape it asked for and loaded, answering as another model would: the layers it leaves out are
+// an error naming the first of them.
+TEST(ModelCreateTest, LayersTheSpecLeavesOutAreAnError) {
+  for (ModelKind kind : {ModelKind::kLstm, ModelKind::kSeq2Seq}) {
+    const SafetensorsFile three = Weights(Spec(kind, 3));
+    const ModelSpec one = Spec(kind, 1);
+    const Status s = Model::Create(one, three).status();
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+    const std::string first = kind == ModelKind::kLstm ? "'lstm.1.bias'" : "'decoder.1.bias'";
+    EXPECT_NE(s.message().find("weights hold tensor " + first), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("layers 1"), std::string::npos) << s.message();
+  }
+  // A Tree-LSTM's weights under an lstm spec with the same embedding: the tree's tensors are named.
+  ModelSpec tree = Spec(ModelKind::kTreeLstm);
+  SafetensorsFile w = Weights(Spec(ModelKind::kLstm));
+  w.tensors["tree.leaf.weight"] = Weights(tree).tensors.at("tree.leaf.weight");
+  ExpectInvalidNaming(Model::Create(Spec(ModelKind::kLstm), w).status(), "tree.leaf.weight");
+}
+
 // ---- RandomWeights ----
 
 TEST(RandomWeightsTest, DeterministicPerSeed) {
@@ -445,6 +466,20 @@ TEST_F(RepositoryTest, WeightsThatDoNotFitAsFloatsAreRefusedBeforeConverting) {
   };
   EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
   EXPECT_TRUE(Model::Load(dir).ok()) << "it loads where there is room";
+}
+
+// A spec whose sizes would take terabytes over a small file: the answer is that the spec does not
+// describe the file, not that memory is short.
+TEST_F(RepositoryTest, ASpecThatDoesNotDescribeItsWeightsIsSaidSoBeforeMemoryIsSized) {
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  spec.name = "m";
+  ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec)).ok());
+  spec.vocab_size = int64_t{1} << 24;
+  spec.embed_dim = 65536;
+  ASSERT_TRUE(WriteFileAtomically(repo_ + "/m/spec.json", ModelSpecToJson(spec)).ok());
+  const Status s = Model::Load(repo_ + "/m").status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("tensor 'embedding' has shape"), std::string::npos) << s.message();
 }
 
 TEST_F(RepositoryTest, WriteOverwritesAModel) {
