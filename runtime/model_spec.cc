@@ -1,7 +1,12 @@
 #include "runtime/model_spec.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -143,9 +148,23 @@ Status CheckFieldsKnown(const json& j) {
 }  // namespace
 
 StatusOr<ModelSpec> ParseModelSpec(const std::string& json_text) {
-  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return InvalidArgument("spec is not valid JSON");
+  // A field given twice (one appended to change it): JSON keeps the last silently, so say so.
+  std::set<std::string> keys;
+  std::string duplicate;
+  json j;
+  try {
+    j = json::parse(json_text, [&](int depth, json::parse_event_t event, json& parsed) {
+      if (event == json::parse_event_t::key && depth == 1 && duplicate.empty()) {
+        const std::string key = parsed.get<std::string>();
+        if (!keys.insert(key).second) duplicate = key;
+      }
+      return true;
+    });
+  } catch (const json::exception& e) {  // says where: "syntax error while parsing ... at line 3, column 5"
+    return InvalidArgument(std::string("spec is not valid JSON: ") + e.what());
+  }
   if (!j.is_object()) return InvalidArgument("spec must be a JSON object");
+  if (!duplicate.empty()) return InvalidArgument("spec gives \"" + duplicate + "\" twice; give each field once");
   RETURN_IF_ERROR(CheckFieldsKnown(j));
   ModelSpec spec;
   std::string kind;
@@ -193,8 +212,20 @@ std::string ModelSpecToJson(const ModelSpec& spec) {
 }
 
 StatusOr<ModelSpec> ReadModelSpec(const std::string& path) {
+  // Checked before opening: a FIFO would wait for a writer, and a huge file (weights copied over
+  // the spec) would be read whole before the JSON is found wanting.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    const std::string msg = "cannot open model spec " + path + ": " + std::strerror(err);
+    return err == ENOENT ? NotFound(msg) : Unavailable(msg);
+  }
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(path + ": not a regular file");
+  if (st.st_size > kMaxModelSpecBytes)
+    return InvalidArgument(path + ": " + std::to_string(st.st_size) + " bytes; a spec is a few hundred (at most " +
+                           std::to_string(kMaxModelSpecBytes) + "): is this the right file?");
   std::ifstream in(path);
-  if (!in) return NotFound("cannot open model spec " + path);
+  if (!in) return Unavailable("cannot open model spec " + path + ": " + std::strerror(errno));
   std::stringstream ss;
   ss << in.rdbuf();
   auto spec = ParseModelSpec(ss.str());

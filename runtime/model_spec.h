@@ -54,8 +54,15 @@ struct ModelSpec {
   Status Validate() const;
 };
 
+// INVALID_ARGUMENT for JSON that is broken (saying where), a field given twice, unknown fields
+// and values out of range.
 StatusOr<ModelSpec> ParseModelSpec(const std::string& json_text);
 std::string ModelSpecToJson(const ModelSpec& spec);  // pretty-printed, round-trips
+// A spec.json larger than this is refused unread (it is a few hundred bytes).
+constexpr int64_t kMaxModelSpecBytes = int64_t{1} << 20;
+// NOT_FOUND if `path` does not exist, UNAVAILABLE if it cannot be read (with the reason),
+// INVALID_ARGUMENT for what is not a regular file, a file over kMaxModelSpecBytes, and
+// ParseModelSpec's errors; each names `path`.
 StatusOr<ModelSpec> ReadModelSpec(const std::string& path);
 
 }  // namespace cellserve

@@ -178,6 +178,19 @@ Status ParseMetadata(const Json& meta, std::map<std::string, std::string>* out) 
   return OkStatus();
 }
 
+// The header's JSON: valid, no duplicate top-level key, an object.
+Status CheckHeaderJson(const char* header_begin, const char* header_end) {
+  // First a SAX pass: it reports where the JSON is broken (the DOM parser without exceptions
+  // only says "discarded") and rejects duplicate top-level keys (the DOM keeps only the last).
+  HeaderChecker checker;
+  Json::sax_parse(header_begin, header_end, &checker);
+  if (!checker.error.empty()) return InvalidArgument("header is not valid JSON: " + checker.error);
+  if (checker.has_duplicate) {
+    return InvalidArgument("header has duplicate key " + Quoted(checker.duplicate));
+  }
+  return OkStatus();
+}
+
 StatusOr<SafetensorsFile> ParseUnguarded(const uint8_t* data, size_t size) {
   if (size < 8) {
     return InvalidArgument("file is " + std::to_string(size) +
@@ -198,14 +211,7 @@ StatusOr<SafetensorsFile> ParseUnguarded(const uint8_t* data, size_t size) {
   const uint8_t* buffer = data + 8 + header_len;
   const uint64_t buffer_size = size - 8 - header_len;
 
-  // First a SAX pass: it reports where the JSON is broken (the DOM parser without exceptions
-  // only says "discarded") and rejects duplicate top-level keys (the DOM keeps only the last).
-  HeaderChecker checker;
-  Json::sax_parse(header_begin, header_end, &checker);
-  if (!checker.error.empty()) return InvalidArgument("header is not valid JSON: " + checker.error);
-  if (checker.has_duplicate) {
-    return InvalidArgument("header has duplicate key " + Quoted(checker.duplicate));
-  }
+  RETURN_IF_ERROR(CheckHeaderJson(header_begin, header_end));
   Json header = Json::parse(header_begin, header_end, nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded()) return InvalidArgument("header is not valid JSON");
   if (!header.is_object()) return InvalidArgument("header JSON is not an object");
@@ -249,6 +255,63 @@ StatusOr<SafetensorsFile> ParseUnguarded(const uint8_t* data, size_t size) {
 
 std::string ErrnoText(int err) { return std::strerror(err); }
 
+// What a file that is not safetensors looks like it is, from its first bytes ("" if nothing known).
+std::string ForeignFormatHint(const std::vector<uint8_t>& head) {
+  auto starts = [&](const std::string& prefix) {
+    return head.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), head.begin(),
+                                                      [](char a, uint8_t b) { return static_cast<uint8_t>(a) == b; });
+  };
+  if (starts("version https://git-lfs"))
+    return " (it is a Git LFS pointer, not the weights: run `git lfs pull` where the model was cloned)";
+  if (starts(std::string("PK\x03\x04", 4)) || (head.size() >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5))
+    return " (it starts as a zip archive or a Python pickle does: a PyTorch checkpoint from torch.save? Write "
+           "the model with tools/export_pytorch.py)";
+  if (starts("\x89HDF")) return " (it is an HDF5 file, not safetensors)";
+  return "";
+}
+
+// Reads from `fd` until `bytes` holds `want` bytes or the file ends.
+Status ReadUpTo(int fd, const std::string& path, size_t want, std::vector<uint8_t>* bytes) {
+  uint8_t chunk[1 << 16];
+  while (bytes->size() < want) {
+    const ssize_t n = ::read(fd, chunk, std::min(sizeof(chunk), want - bytes->size()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Internal("reading " + path + ": " + ErrnoText(errno));
+    }
+    if (n == 0) break;
+    bytes->insert(bytes->end(), chunk, chunk + n);
+  }
+  return OkStatus();
+}
+
+// Reads `path` whole into `bytes`, the cheap checks first: the header's length and then its JSON
+// are checked before the data is read (a file of zeros, a checkpoint of another format, a length
+// that runs past the end: said at once, not after reading gigabytes).
+Status ReadCheckingHeaderFirst(int fd, const std::string& path, size_t size, std::vector<uint8_t>* bytes) {
+  RETURN_IF_ERROR(ReadUpTo(fd, path, std::min<size_t>(size, 64), bytes));
+  if (bytes->size() >= 8) {
+    uint64_t header_len = 0;
+    for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | (*bytes)[i];  // little-endian
+    const uint64_t known = bytes->size();
+    const bool fits = header_len <= kMaxSafetensorsHeaderBytes && header_len <= size - 8;
+    if (fits) RETURN_IF_ERROR(ReadUpTo(fd, path, 8 + header_len, bytes));
+    if (fits && bytes->size() >= 8 + header_len) {
+      const char* header = reinterpret_cast<const char*>(bytes->data() + 8);
+      if (Status s = CheckHeaderJson(header, header + header_len); !s.ok()) {
+        const std::vector<uint8_t> head(bytes->begin(), bytes->begin() + std::min<uint64_t>(known, 64));
+        return InvalidArgument(s.message() + ForeignFormatHint(head));
+      }
+    } else if (!fits) {
+      const std::string why = header_len > kMaxSafetensorsHeaderBytes
+                                  ? " exceeds the limit of " + std::to_string(kMaxSafetensorsHeaderBytes) + " bytes"
+                                  : " runs past the end of the file (" + std::to_string(size) + " bytes)";
+      return InvalidArgument("header length " + std::to_string(header_len) + why + ForeignFormatHint(*bytes));
+    }
+  }
+  return ReadUpTo(fd, path, size, bytes);  // the parser checks the rest (a file that shrank too)
+}
+
 }  // namespace
 
 StatusOr<SafetensorsFile> ParseSafetensors(const uint8_t* data, size_t size) {
@@ -267,7 +330,9 @@ StatusOr<SafetensorsFile> ParseSafetensors(const uint8_t* data, size_t size) {
 }
 
 StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below; regular files read
+  // as usual).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return NotFound("cannot open " + path + ": " + ErrnoText(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -287,17 +352,9 @@ StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   std::vector<uint8_t> bytes;
   try {  // the last guard: an allocation that fails all the same is an error, not a crash
     bytes.reserve(static_cast<size_t>(st.st_size));
-    uint8_t chunk[1 << 16];
-    for (;;) {
-      ssize_t n = ::read(fd, chunk, sizeof(chunk));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        int err = errno;
-        ::close(fd);
-        return Internal("reading " + path + ": " + ErrnoText(err));
-      }
-      if (n == 0) break;
-      bytes.insert(bytes.end(), chunk, chunk + n);
+    if (Status read = ReadCheckingHeaderFirst(fd, path, static_cast<size_t>(st.st_size), &bytes); !read.ok()) {
+      ::close(fd);
+      return read.code() == StatusCode::kInvalidArgument ? read.WithContext(path) : read;
     }
   } catch (const std::bad_alloc&) {
     ::close(fd);

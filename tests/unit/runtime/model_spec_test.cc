@@ -1,8 +1,14 @@
 #include "runtime/model_spec.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <string>
 #include <vector>
 
@@ -306,8 +312,19 @@ TEST(ModelSpecTest, BadNames) {
 TEST(ModelSpecTest, InvalidJsonAndNonObject) {
   for (const char* text : {"", "{", "{\"name\": }", "not json", "{\"name\": \"x\",}"})
     ExpectInvalid(std::string(text), "JSON");
+  ExpectInvalid(std::string("{\n  \"name\": \"x\",\n  \"hidden\": 16,,\n}"), "line 3, column");  // says where
   for (const char* text : {"[1, 2]", "42", "\"lstm\"", "null", "true"})
     ExpectInvalid(std::string(text), "object");
+}
+
+// A field appended to change it: JSON keeps the last one silently (max_input_tokens became 5).
+TEST(ModelSpecTest, AFieldGivenTwiceIsAnError) {
+  std::string text = LstmJson().dump();
+  text.insert(text.size() - 1, ", \"max_input_tokens\": 5");
+  ASSERT_NE(LstmJson().dump().find("max_input_tokens"), std::string::npos) << "the test needs the field given";
+  ExpectInvalid(text, "\"max_input_tokens\" twice");
+  // Nested objects are not the spec's fields (none are known now, but the check is top-level).
+  EXPECT_TRUE(ParseModelSpec(LstmJson().dump()).ok());
 }
 
 TEST(ModelSpecTest, ValidateCatchesHandBuiltSpecs) {
@@ -355,6 +372,30 @@ TEST_F(ReadModelSpecTest, MissingFileIsNotFound) {
   StatusOr<ModelSpec> s = ReadModelSpec(dir_ + "/nope.json");
   EXPECT_EQ(s.status().code(), StatusCode::kNotFound);
   EXPECT_NE(s.status().message().find("nope.json"), std::string::npos);
+}
+
+// What is not a spec file is refused before it is read: a FIFO (opening it waited for a writer,
+// for good) and a file far larger than any spec (weights copied over it: read whole, then "not
+// valid JSON").
+TEST_F(ReadModelSpecTest, AFifoOrAHugeFileIsRefusedUnread) {
+  const std::string fifo = dir_ + "/fifo.json";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto read = std::async(std::launch::async, [&] { return ReadModelSpec(fifo).status(); });
+  if (read.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    const int unblock = ::open(fifo.c_str(), O_WRONLY);  // let the reader go, then fail
+    read.wait();
+    ::close(unblock);
+    FAIL() << "ReadModelSpec waited for a writer on a FIFO";
+  }
+  const Status s = read.get();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("not a regular file"), std::string::npos) << s.ToString();
+
+  const std::string huge = Write("huge.json", LstmJson().dump());
+  ASSERT_EQ(::truncate(huge.c_str(), kMaxModelSpecBytes + 1), 0);
+  const Status big = ReadModelSpec(huge).status();
+  EXPECT_EQ(big.code(), StatusCode::kInvalidArgument) << big.ToString();
+  EXPECT_NE(big.message().find("is this the right file?"), std::string::npos) << big.ToString();
 }
 
 TEST_F(ReadModelSpecTest, BadFileNamesPathAndField) {
