@@ -32,7 +32,6 @@ namespace {
 
 // Stop: how long accepted requests may take to finish before the rest are cancelled, and how
 // long the actors get to answer those cancellations and to stop.
-constexpr std::chrono::seconds kStopGrace{30};
 constexpr std::chrono::seconds kCancelGrace{10};
 constexpr std::chrono::seconds kActorTimeout{10};
 
@@ -169,6 +168,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   if (options.blas_threads < 0) return InvalidArgument("blas_threads must be >= 0");
   if (options.caf_threads < 0) return InvalidArgument("caf_threads must be >= 0");
   if (options.idle_poll_below < 0) return InvalidArgument("idle_poll_below must be >= 0");
+  if (options.stop_grace_ms < 0) return InvalidArgument("stop_grace_ms must be >= 0");
   if (options.model_repo.empty()) return InvalidArgument("model_repo is required");
   auto impl = std::make_unique<Impl>();
   impl->options = options;
@@ -336,7 +336,7 @@ void LocalCluster::Stop() {
   }
   if (running) {
     // 2. Drain: requests already in finish, within the grace period; then the rest are cancelled.
-    if (!s.counters->WaitAllAnswered(kStopGrace)) {
+    if (!s.counters->WaitAllAnswered(std::chrono::milliseconds(s.options.stop_grace_ms))) {
       {
         std::shared_lock<std::shared_mutex> lock(s.life_mu);
         caf::anon_send(s.node, actors::cancel_all_atom::value);

@@ -37,6 +37,9 @@ struct LocalClusterOptions : DeviceOptions {
   std::vector<std::string> models;         // names to load; empty = every model in the repo
   SchedulerOptions scheduler;              // policy, lookahead, bounds (state_slots per device)
   int caf_threads = 0;                     // CAF scheduler threads; 0 = one per CPU this process may use
+  // Stop: requests already accepted may take this long to finish; those still running then are
+  // cancelled and answered UNAVAILABLE (a router retries them on another node).
+  int64_t stop_grace_ms = 30000;
   // Prometheus metrics (monitoring/metrics.h): every answer, each device's rounds, the node's
   // placements. Borrowed: must outlive the cluster. nullptr = no metrics (and no cost).
   monitoring::ServingMetrics* metrics = nullptr;

@@ -246,7 +246,10 @@ int ServeOrNode(int argc, char** argv, bool node) {
            "(0: oldest first always)")
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
-      .Add("blas-threads", "1", "OpenBLAS threads (process-wide; 0: leave OpenBLAS's setting, OPENBLAS_NUM_THREADS or else every core)");
+      .Add("blas-threads", "1", "OpenBLAS threads (process-wide; 0: leave OpenBLAS's setting, OPENBLAS_NUM_THREADS or else every core)")
+      .Add("stop-grace-ms", "30000",
+           "SIGTERM: accepted requests may take this long to finish, then are answered UNAVAILABLE (a router retries "
+           "them on another node); keep a pod's terminationGracePeriodSeconds above 5 s preStop + this + 10 s");
   if (!node) flags.AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);
@@ -274,8 +277,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto fill_first = flags.GetIntIn("fill-first-rounds", 0, kMaxFillFirstRounds);
   auto slots = flags.GetIntIn("state-slots", 2, int64_t{1} << 30);
   auto blas_threads = flags.GetIntIn("blas-threads", 0, kMaxThreads);
+  auto stop_grace_ms = flags.GetIntIn("stop-grace-ms", 0, int64_t{24} * 3600 * 1000);
   for (const Status* s : {&max_requests.status(), &lookahead.status(), &fill_first.status(), &slots.status(),
-                          &blas_threads.status()})
+                          &blas_threads.status(), &stop_grace_ms.status()})
     if (!s->ok()) return FlagValueFailed(g_name, *s);
   // A node's cluster flags, checked before any model loads (a mistake there costs no wait).
   cluster::NodeAgentOptions agent_options;
@@ -314,6 +318,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.scheduler.max_requests = *max_requests;
   options.scheduler.state_slots = static_cast<int32_t>(*slots);
   options.blas_threads = static_cast<int>(*blas_threads);
+  options.stop_grace_ms = *stop_grace_ms;
   auto fold_max = FoldMaxBytes(flags);
   if (!fold_max.ok()) return FlagValueFailed(g_name, fold_max.status());
   options.fold_max_bytes = *fold_max;

@@ -532,6 +532,35 @@ TEST_F(ActorClusterTest, StopDrainsRequestsInFlight) {
   cluster->reset();    // and the destructor after Stop is fine
 }
 
+// Stop's drain is bounded by stop_grace_ms (`--stop-grace-ms`): a request still running then is
+// answered UNAVAILABLE (a router retries it elsewhere) before the pod's SIGKILL could cut it off.
+TEST_F(ActorClusterTest, StopAnswersWhatOutlivesItsGraceUnavailable) {
+  const std::string profile = repo_->dir() + "/slow_stop_profile.json";
+  {
+    std::ofstream out(profile);
+    out << R"({"name": "slow", "default": {"a_us": 0, "c_us": 4000}})";  // 256 steps: about a second
+  }
+  LocalClusterOptions o = Options(1);
+  o.models = {"lstm"};
+  o.backend = "sim";
+  o.sim_profile = profile;
+  o.stop_grace_ms = 100;
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  Reference ref(repo_->dir());
+  Answers answers;
+  (*cluster)->Infer("lstm", InputFor(ref.model("lstm"), Tokens(256, 1, 500)), 0, answers.For(0));
+  const auto t0 = std::chrono::steady_clock::now();
+  (*cluster)->Stop();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(answers.Total(), 1);
+  EXPECT_EQ(answers.Get(0).status().code(), StatusCode::kUnavailable) << answers.Get(0).status().ToString();
+  EXPECT_LT(took, std::chrono::milliseconds(900)) << "Stop waited for the request, not its grace";
+  LocalClusterOptions bad = o;
+  bad.stop_grace_ms = -1;
+  EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kInvalidArgument);
+}
+
 // --pin-threads: the caller (and so every thread it starts: CAF's) on the CPUs the device does
 // not use, the device thread on its own; results as without. Runs on its own thread so that the
 // test's main thread keeps every CPU.
