@@ -70,8 +70,10 @@ int HealthCommand(int argc, char** argv) {
               "version, requests and calls in flight, state slots in use, counters since start.\n"
               "Exit status: 0 only when the server is serving; 1 when it is starting, draining or\n"
               "stopped, cannot be reached, or does not answer within --timeout-ms; 2 bad usage.\n"
-              "Usable as a Kubernetes exec probe (readiness and liveness), e.g.\n"
-              "  exec: {command: [cellserve, health, --addr, 127.0.0.1:7410, --timeout-ms, \"2000\"]}");
+              "Usable as a Kubernetes exec probe for readiness (and a node's or serve's startup), e.g.\n"
+              "  exec: {command: [cellserve, health, --addr, 127.0.0.1:7410, --timeout-ms, \"2000\"]}\n"
+              "Not for liveness: it fails while a pod drains, and on a router until a node joins, and a\n"
+              "liveness failure restarts the pod; use a TCP check of the RPC port (deploy/k8s/base).");
   AddCommonFlags(flags);
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
   const bool json = flags.GetBool("json");

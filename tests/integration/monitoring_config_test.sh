@@ -191,7 +191,7 @@ run "kubernetes_sd_configs: fields and role; the config with file_sd in its plac
   "${CHECK[@]}" k8s-config "$PROM_YML" "$WORK/prometheus.yml" --targets-file "$WORK/pods.json" \
   --metrics-port "$METRICS_PORT" --rules "$RULES"
 if [[ $K8S_PROMTOOL == 0 ]]; then
-  run "promtool check config on prometheus.yml with file_sd for kubernetes_sd (relabeling, rules, static job)" \
+  run "promtool check config on prometheus.yml with file_sd for kubernetes_sd (relabeling, rules)" \
     promtool check config "$WORK/prometheus.yml"
 fi
 # Traffic while Prometheus scrapes, so that rates have something to show.
@@ -220,7 +220,7 @@ done
 if [[ -z "$PROM_URL" ]]; then
   bad "prometheus did not start on the config" "$(tail -20 "$WORK/prometheus.log")"
 else
-  ok "Debian's prometheus runs the config (kubernetes job on fake pods, static job, alerts.yml)"
+  ok "Debian's prometheus runs the config (kubernetes job on fake pods, alerts.yml)"
   run "real Prometheus: relabeling, targets up, rules evaluate, dashboard queries and variables have data, no alerts" \
     "${CHECK[@]}" live "$PROM_URL" --dashboard "$DASH" --rules "$RULES" --metrics-port "$METRICS_PORT" \
     --model cls
