@@ -7,7 +7,10 @@
 //   CellPointwiseElement  bias + activations + c/h update of one (row, column j < H), written into
 //                         the row's out slot; the same formulas and order as the CPU backend
 //                         (kernels/cpu/pointwise.cc), with accurate expf/tanhf instead of the CPU's
-//                         approximation, so results agree to ~1e-6 relative, not bitwise.
+//                         approximation, so results agree to ~1e-6 relative, not bitwise. For
+//                         finite gates: a NaN gate (weights are finite, Model::Create checks, so
+//                         only an overflow to inf - inf makes one) gives NaN here, while the
+//                         CPU's clamped exp turns it into a finite value.
 //   PartialArgMax +       the head kernel: each lane adds the bias to its columns in place and
 //   CombineArgMax         keeps their argmax; a tree of CombineArgMax over the lanes gives exactly
 //                         the CPU backend's (argmax, max_value): the first index wins ties.
