@@ -27,8 +27,30 @@ StatusOr<std::vector<std::string>> ListModels(const std::string& repo) {
   fs::directory_iterator it(repo, ec), end;
   for (; !ec && it != end; it.increment(ec)) {
     std::error_code entry_ec;
-    if (it->is_directory(entry_ec) && fs::exists(it->path() / "spec.json", entry_ec))
-      names.push_back(it->path().filename().string());
+    if (!it->is_directory(entry_ec)) continue;
+    const std::string name = it->path().filename().string();
+    const bool has_spec = fs::exists(it->path() / "spec.json", entry_ec);
+    // Hidden folders and a volume's lost+found (root's, unreadable to the server's user) are not
+    // models; any other folder that cannot be looked into may be one: serving without it would
+    // answer its requests NOT_FOUND with every probe green.
+    if (entry_ec && !(name == "lost+found" || name[0] == '.'))
+      return Unavailable("cannot look into model folder '" + it->path().string() + "': " + entry_ec.message() +
+                         "; give the server's user access, or move the folder out of the repository");
+    if (has_spec) {
+      names.push_back(name);
+      continue;
+    }
+    // Triton's layout (NAME/1/spec.json): the model would be skipped in silence.
+    for (fs::directory_iterator sub(it->path(), entry_ec); !entry_ec && sub != end; sub.increment(entry_ec)) {
+      std::error_code sub_ec;
+      const std::string version = sub->path().filename().string();
+      if (!version.empty() && version.find_first_not_of("0123456789") == std::string::npos &&
+          fs::exists(sub->path() / "spec.json", sub_ec))
+        return InvalidArgument("model folder '" + it->path().string() + "' holds a version folder ('" + version +
+                               "/spec.json'), as Triton's repositories do; here a model's folder holds spec.json and "
+                               "weights.safetensors itself, and the version is spec.json's \"version\": move " +
+                               name + "/" + version + "/* up into " + name + "/");
+    }
   }
   if (ec) return Unavailable("cannot read the model repository '" + repo + "': " + ec.message());
   std::sort(names.begin(), names.end());

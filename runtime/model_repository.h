@@ -15,7 +15,9 @@
 namespace cellserve {
 
 // Names of the subfolders of `repo` that hold a spec.json, sorted. NOT_FOUND if repo is missing,
-// UNAVAILABLE if it cannot be read (no permission).
+// UNAVAILABLE if it, or a subfolder in it, cannot be read (no permission; hidden folders and
+// lost+found are skipped), INVALID_ARGUMENT for a subfolder laid out as Triton's (NAME/1/spec.json),
+// saying how to lay it out.
 StatusOr<std::vector<std::string>> ListModels(const std::string& repo);
 
 // Loads repo/name. NOT_FOUND names the models that are there (and says so when the folder exists

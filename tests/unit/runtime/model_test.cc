@@ -11,6 +11,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -560,6 +561,63 @@ TEST_F(RepositoryTest, AnUnreadableRepositoryIsAnErrorNotAnEmptyOne) {
   EXPECT_NE(names.status().message().find("cannot read the model repository '" + locked + "'"), std::string::npos)
       << names.status().message();
   EXPECT_NE(names.status().message().find("ermission denied"), std::string::npos) << names.status().message();
+}
+
+// A model folder the server cannot look into was skipped: the server started without the model
+// and answered it NOT_FOUND. Now it says which folder and why; lost+found (root's, on a volume) is
+// still skipped.
+TEST_F(RepositoryTest, AModelFolderThatCannotBeReadIsAnErrorButLostAndFoundIsSkipped) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to read as another user";
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  spec.name = "m";
+  ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec)).ok());
+  using fs::perms;
+  // Readable by all (the other user keeps root's group: the group bits apply to it).
+  const perms readable = perms::owner_all | perms::group_read | perms::group_exec | perms::others_read |
+                         perms::others_exec;
+  fs::permissions(repo_, readable);
+  fs::permissions(repo_ + "/m", readable);
+  fs::create_directories(repo_ + "/lost+found");
+  fs::permissions(repo_ + "/lost+found", perms::owner_all);
+  fs::create_directories(repo_ + "/locked");
+  fs::permissions(repo_ + "/locked", perms::owner_all);
+  // As user 65534, on a thread of its own.
+  auto list_as_another_user = [&]() -> std::optional<StatusOr<std::vector<std::string>>> {
+    std::optional<StatusOr<std::vector<std::string>>> names;
+    std::thread lister([&] {
+      setfsuid(65534);
+      if (setfsuid(static_cast<uid_t>(-1)) == 65534) names = ListModels(repo_);
+    });
+    lister.join();
+    return names;
+  };
+  auto locked = list_as_another_user();
+  if (!locked) GTEST_SKIP() << "this process cannot set a thread's filesystem uid";
+  ASSERT_FALSE(locked->ok()) << "listed " << (*locked)->size() << " models past an unreadable folder";
+  EXPECT_EQ(locked->status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(locked->status().message().find("'" + repo_ + "/locked'"), std::string::npos) << locked->status().message();
+  EXPECT_NE(locked->status().message().find("ermission denied"), std::string::npos) << locked->status().message();
+  fs::remove(repo_ + "/locked");
+  auto names = list_as_another_user();
+  ASSERT_TRUE(names && names->ok()) << (names ? names->status().ToString() : "");
+  EXPECT_EQ(**names, std::vector<std::string>{"m"}) << "lost+found is not a model";
+}
+
+// Triton's layout (NAME/VERSION/spec.json) was skipped in silence: a repository copied from
+// Triton served none of its models.
+TEST_F(RepositoryTest, ATritonStyleVersionFolderSaysHowToLayTheModelOut) {
+  ModelSpec spec = Spec(ModelKind::kLstm);
+  spec.name = "m";
+  ASSERT_TRUE(WriteModel(repo_ + "/m", spec, Weights(spec)).ok());
+  fs::rename(repo_ + "/m/m", repo_ + "/m/1");
+  const Status s = ListModels(repo_).status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("holds a version folder ('1/spec.json')"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("move m/1/* up into m/"), std::string::npos) << s.message();
+  // A folder without spec.json and without version folders is still just not a model.
+  fs::remove_all(repo_ + "/m");
+  fs::create_directories(repo_ + "/notes/drafts");
+  EXPECT_TRUE(ListModels(repo_).ok());
 }
 
 TEST_F(RepositoryTest, WriteValidatesFirst) {
