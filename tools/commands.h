@@ -7,6 +7,7 @@ namespace cellserve::tools {
 int ModelCommand(int argc, char** argv);   // cmd_model.cc: `model init`, `model show`
 int RunCommand(int argc, char** argv);     // cmd_run.cc: run sentences through a model, synchronously
 int CorpusCommand(int argc, char** argv);  // cmd_corpus.cc: text files -> one sentence per line
+int TokenizeCommand(int argc, char** argv);  // cmd_tokenize.cc: text -> the token ids the server gives it
 int ServeCommand(int argc, char** argv);   // cmd_serve.cc: serve a model repository (LocalCluster), stdin requests
 int NodeCommand(int argc, char** argv);    // cmd_serve.cc: serve as one node of a cluster (--join routers)
 int RouterCommand(int argc, char** argv);  // cmd_router.cc: place requests on nodes, RPC front door

@@ -33,6 +33,11 @@ Output layout (runtime/model_spec.h; row-major, PyTorch gate order i, f, g, o):
   lstm.{l}.bias   = bias_ih_l{l} + bias_hh_l{l} [4H]
   (seq2seq: encoder.{l}.*, decoder.{l}.*; embeddings as encoder.embedding / decoder.embedding)
 
+Inputs: text sent to a served model (`cellserve infer TEXT`, `serve --stdin`) is turned into ids by
+the server's hashing tokenizer, not by your training vocabulary: ids 0-3 are reserved (pad, bos,
+eos, unk) and a word's id is 4 + FNV-1a(word) % (vocab_size - 4). Train on those ids (`cellserve
+tokenize --vocab V < train.txt` prints them), or send your own ids (`cellserve infer --tokens`).
+
 CLI:
   /usr/bin/python3 tools/export_pytorch.py --kind lstm --state-dict model.pt --repo DIR \
       --name NAME [--dtype F32|F16|BF16] [--classes C] [--map OLD=NEW ...]
@@ -569,7 +574,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "head.weight, head.bias. seq2seq: encoder.embedding.weight, encoder.lstm.*, "
                "decoder.embedding.weight, decoder.lstm.*, proj.weight, proj.bias. treelstm: "
                "embedding.weight, tree.leaf.{weight,bias}, tree.internal.{weight,bias}, "
-               "head.{weight,bias}. Rename others with --map OLD=NEW.")
+               "head.{weight,bias}. Rename others with --map OLD=NEW. Text sent to the served model "
+               "is tokenized by the server (ids 0-3 reserved, a word's id 4 + FNV-1a(word) % (V - 4)): "
+               "train on those ids (`cellserve tokenize --vocab V < train.txt`) or send ids "
+               "(`cellserve infer --tokens`).")
     p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--state-dict", required=True, help="torch.save'd state_dict or module (.pt)")
     p.add_argument("--repo", required=True, help="model repository directory")

@@ -17,6 +17,7 @@ const Subcommand kSubcommands[] = {
     {"model", cellserve::tools::ModelCommand, "create or inspect a model in a model repository"},
     {"run", cellserve::tools::RunCommand, "run sentences through a model on the CPU and time them"},
     {"corpus", cellserve::tools::CorpusCommand, "turn text files into one sentence per line"},
+    {"tokenize", cellserve::tools::TokenizeCommand, "print the token ids the server gives text (to train on)"},
     {"serve", cellserve::tools::ServeCommand, "serve a model repository in this process over Cap'n Proto RPC (or --stdin)"},
     {"router", cellserve::tools::RouterCommand, "run a cluster's router: nodes join it, clients call it over RPC"},
     {"node", cellserve::tools::NodeCommand, "serve a model repository as one node of a cluster (--join routers)"},

@@ -196,6 +196,14 @@ check "corpus through a symbolic link keeps the link" 0 "link kept, 2 lines in i
   "ln -sf '$WORK/target.txt' '$WORK/link.txt' && '$CELLSERVE' corpus --input '$WORK/txt/a.txt' --out '$WORK/link.txt' 2>/dev/null &&
    test -L '$WORK/link.txt' && echo \"link kept, \$(wc -l < '$WORK/target.txt') lines in its target\""
 
+# tokenize: one line of ids per line in (a blank line stays a blank line: training data stays aligned).
+check "tokenize keeps lines aligned" 0 '^[0-9]+ [0-9]+ [0-9]+ [0-9]+//[0-9]+$' -- bash -c \
+  "printf 'Peace and war.\n\nThanks\n' | '$CELLSERVE' tokenize --model-repo '$REPO' --model cls | paste -sd/"
+check "tokenize without a vocabulary says how to give one" 2 "give --vocab N, or --model-repo DIR --model NAME" -- \
+  "$CELLSERVE" tokenize hello
+check "tokenize: a vocabulary of reserved ids only is refused" 2 "vocab must be in \[5," -- \
+  "$CELLSERVE" tokenize --vocab 4 hello
+
 # serve: requests on stdin, one JSON answer per line, errors as typed codes, drain at EOF.
 # Three lines in, three answers out (in completion order), the first with its label.
 THREE_ANSWERS='

@@ -98,6 +98,25 @@ EOF
   else bad "$model: RPC differs from in process" "$(cat "$WORK/rpc.json")"; fi
 done
 
+# `cellserve tokenize` gives the ids the server gives the text: sent as ids, the same answer.
+TEXT="We will build a future worthy of our children, and we will do it together."
+for model in cls mt tree; do
+  if [[ $model == tree ]]; then
+    as_ids=(--tree "$("$CELLSERVE" tokenize --model-repo "$REPO" --model tree --tree "$TEXT")")
+  else
+    as_ids=(--tokens "$("$CELLSERVE" tokenize --model-repo "$REPO" --model "$model" "$TEXT" | tr ' ' ,)")
+  fi
+  "$CELLSERVE" infer --addr "$ADDR" --model "$model" --json "$TEXT" > "$WORK/by_text.json" 2>&1
+  "$CELLSERVE" infer --addr "$ADDR" --model "$model" --json "${as_ids[@]}" > "$WORK/by_ids.json" 2>&1
+  if [[ "$(json_get "$WORK/by_text.json" 'json.dumps({k: j.get(k) for k in ("label", "logits", "tokens")})')" == \
+        "$(json_get "$WORK/by_ids.json" 'json.dumps({k: j.get(k) for k in ("label", "logits", "tokens")})')" ]] &&
+     grep -q '"model"' "$WORK/by_ids.json"; then
+    ok "$model: tokenize's ids give the answer the text gives"
+  else
+    bad "$model: tokenize's ids differ from the server's" "$(cat "$WORK/by_text.json" "$WORK/by_ids.json")"
+  fi
+done
+
 # Streaming: every token in order, then the result.
 "$CELLSERVE" infer --addr "$ADDR" --model mt --stream --json "${SENTENCES[1]}" > "$WORK/stream.json" 2>&1
 if [[ "$(json_get "$WORK/stream.json" 'j["streamed"] == j["tokens"] and len(j["tokens"]) > 0')" == "True" ]]; then
