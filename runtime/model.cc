@@ -67,10 +67,21 @@ Status Model::CheckTensors(const ModelSpec& s, const SafetensorsFile& weights) {
   const auto required = RequiredTensors(s);
   for (const auto& [name, shape] : required) {
     auto it = weights.tensors.find(name);
-    if (it == weights.tensors.end())
-      return InvalidArgument("weights are missing tensor '" + name + "' (shape " +
-                             ShapeToString(shape) + ") that a " + ModelKindName(s.kind) +
-                             " model needs");
+    if (it == weights.tensors.end()) {
+      std::string has;  // what the file does hold: other names (a raw state_dict) say what happened
+      int listed = 0;
+      for (const auto& held : weights.tensors) {
+        if (listed++ == 6) {
+          has += ", ...";
+          break;
+        }
+        has += (has.empty() ? "'" : ", '") + held.first + "'";
+      }
+      return InvalidArgument("weights are missing tensor '" + name + "' (shape " + ShapeToString(shape) + ") that a " +
+                             ModelKindName(s.kind) + " model needs; the file holds " +
+                             (has.empty() ? std::string("no tensors") : has) +
+                             " (tools/export_pytorch.py writes a PyTorch model's weights under these names)");
+    }
     if (it->second.shape != shape)
       return InvalidArgument("tensor '" + name + "' has shape " + ShapeToString(it->second.shape) +
                              " but the spec needs " + ShapeToString(shape));

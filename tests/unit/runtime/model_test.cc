@@ -247,6 +247,14 @@ TEST(ModelCreateTest, MissingTensorNamesIt) {
       ExpectInvalidNaming(r.status(), "missing");
     }
   }
+  // A PyTorch state_dict saved as is: the names it does hold, and where the layout comes from.
+  SafetensorsFile raw;
+  for (const char* name : {"emb.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0",
+                           "fc.weight", "fc.bias", "zz.extra"})
+    raw.tensors[name] = RawTensor::FromFloat(Tensor({1}), DType::kF32);
+  const Status s = Model::Create(Spec(ModelKind::kLstm), raw).status();
+  ExpectInvalidNaming(s, "the file holds 'emb.weight', 'fc.bias', 'fc.weight', 'rnn.bias_hh_l0'");
+  ExpectInvalidNaming(s, ", ... (tools/export_pytorch.py");
 }
 
 TEST(ModelCreateTest, WrongShapeNamesTensorAndShapes) {
