@@ -55,7 +55,16 @@ StatusOr<std::string> ReadFile(const fs::path& path) {
   std::ostringstream buf;
   buf << in.rdbuf();
   if (in.bad()) return Internal("cannot read " + path.string());
-  return buf.str();
+  std::string text = buf.str();
+  // A binary file split into "sentences" is a corpus of noise that every benchmark would then run.
+  const bool pdf = text.rfind("%PDF-", 0) == 0, zip = text.rfind(std::string("PK\x03\x04", 4), 0) == 0;
+  if (const size_t nul = text.find('\0'); pdf || zip || nul != std::string::npos)
+    return InvalidArgument(path.string() + " is not plain text (" +
+                           (pdf   ? std::string("a PDF")
+                            : zip ? std::string("a zip archive: .docx, .odt, .epub?")
+                                  : "a NUL byte at byte " + std::to_string(nul)) +
+                           "): convert it to text first (pdftotext, pandoc), or leave it out of the input");
+  return text;
 }
 
 struct Summary {

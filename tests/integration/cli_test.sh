@@ -183,6 +183,11 @@ truncate -s 1000 "$REPO/broken/weights.safetensors"
 check "run: truncated weights are a clear error" 1 "INVALID_ARGUMENT.*weights.safetensors" -- \
   "$CELLSERVE" run --model-repo "$REPO" --model broken "hello"
 
+printf '%%PDF-1.7\nThe first. The second one here.\n' > "$WORK/paper.pdf"
+check "corpus: a PDF is not split into sentences of noise" 1 "paper.pdf is not plain text \(a PDF\)" -- \
+  "$CELLSERVE" corpus --input "$WORK/paper.pdf" --out "$WORK/noise.txt"
+check "corpus: a binary file names its first NUL byte" 1 "not plain text \(a NUL byte at byte 5\)" -- bash -c \
+  "printf 'Hello\\0world. Another sentence here.\\n' > '$WORK/blob.txt' && '$CELLSERVE' corpus --input '$WORK/blob.txt' --out '$WORK/noise.txt'"
 check "corpus from a folder" 0 "2 sentences" -- bash -c \
   "mkdir -p '$WORK/txt' && echo 'First sentence. Second one!' > '$WORK/txt/a.txt' &&
    '$CELLSERVE' corpus --input '$WORK/txt' --out '$WORK/s.txt'"
