@@ -332,21 +332,30 @@ class HeldBackend final : public NodeBackend {
   std::vector<uint64_t> cancelled_;
 };
 
+// Node "n" over `backend`, joining the router at 127.0.0.1:`port`.
+StatusOr<std::unique_ptr<NodeAgent>> StartAgent(NodeBackend* backend, uint16_t port) {
+  NodeAgentOptions a;
+  a.join = {"127.0.0.1:" + std::to_string(port)};
+  a.name = "n";
+  return NodeAgent::Start(backend, a);
+}
+
+// Declared after the agent: however the test ends, lets go of the backend's unanswered requests
+// before the agent goes.
+struct DropUnanswered {
+  HeldBackend& backend;
+  ~DropUnanswered() { backend.DropAll(); }
+};
+
 // A node asks its cluster for a run's tokens only when the run says the caller streams them (each
 // token is a message to the router): always for a router older than the flag, which may stream.
 TEST(NodeAgentTokensTest, TokensAreAskedForOnlyWhereTheCallerStreams) {
   HeldBackend backend;
   ScriptedRouter router;
   ASSERT_GT(router.port(), 0) << "the scripted router could not listen";
-  NodeAgentOptions a;
-  a.join = {"127.0.0.1:" + std::to_string(router.port())};
-  a.name = "n";
-  auto agent = NodeAgent::Start(&backend, a);
+  auto agent = StartAgent(&backend, router.port());
   ASSERT_TRUE(agent.ok()) << agent.status().ToString();
-  struct DropUnanswered {  // however the test ends, before the agent goes
-    HeldBackend& backend;
-    ~DropUnanswered() { backend.DropAll(); }
-  } drop_unanswered{backend};
+  DropUnanswered drop_unanswered{backend};
   ASSERT_TRUE(WaitFor([&] { return router.registrations() == 1; }, std::chrono::seconds(10)));
   router.Release(7);
   ASSERT_TRUE((*agent)->WaitRegistered(10000));
@@ -369,15 +378,9 @@ TEST(NodeAgentRestartTest, AnOldRoutersLateAnswerIsNotTakenForTheRestartedRouter
   auto first = std::make_unique<ScriptedRouter>();
   const uint16_t port = first->port();
   ASSERT_GT(port, 0) << "the scripted router could not listen";
-  NodeAgentOptions a;
-  a.join = {"127.0.0.1:" + std::to_string(port)};
-  a.name = "n";
-  auto agent = NodeAgent::Start(&backend, a);
+  auto agent = StartAgent(&backend, port);
   ASSERT_TRUE(agent.ok()) << agent.status().ToString();
-  struct DropUnanswered {  // however the test ends, before the agent goes
-    HeldBackend& backend;
-    ~DropUnanswered() { backend.DropAll(); }
-  } drop_unanswered{backend};
+  DropUnanswered drop_unanswered{backend};
   ASSERT_TRUE(WaitFor([&] { return first->registrations() == 1; }, std::chrono::seconds(10)));
   first->Release(7);
   ASSERT_TRUE((*agent)->WaitRegistered(10000));

@@ -1,19 +1,17 @@
 #include "runtime/model_spec.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "tests/unit/common/fifo_read.h"
 
 namespace cellserve {
 namespace {
@@ -378,16 +376,8 @@ TEST_F(ReadModelSpecTest, MissingFileIsNotFound) {
 // for good) and a file far larger than any spec (weights copied over it: read whole, then "not
 // valid JSON").
 TEST_F(ReadModelSpecTest, AFifoOrAHugeFileIsRefusedUnread) {
-  const std::string fifo = dir_ + "/fifo.json";
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  auto read = std::async(std::launch::async, [&] { return ReadModelSpec(fifo).status(); });
-  if (read.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
-    const int unblock = ::open(fifo.c_str(), O_WRONLY);  // let the reader go, then fail
-    read.wait();
-    ::close(unblock);
-    FAIL() << "ReadModelSpec waited for a writer on a FIFO";
-  }
-  const Status s = read.get();
+  const Status s = testutil::ReadFromAFifo(dir_ + "/fifo.json",
+                                           [](const std::string& path) { return ReadModelSpec(path).status(); });
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
   EXPECT_NE(s.message().find("not a regular file"), std::string::npos) << s.ToString();
 

@@ -1,16 +1,12 @@
 #include "runtime/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <chrono>
 #include <fstream>
-#include <future>
 #include <iterator>
 #include <limits>
 #include <random>
@@ -20,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/unit/common/address_space.h"
+#include "tests/unit/common/fifo_read.h"
 #include "tests/unit/common/open_fds.h"
 #include "tests/unit/common/sanitizers.h"
 
@@ -383,19 +380,8 @@ TEST(SafetensorsTest, OtherFormatsSayWhatTheyAre) {
 
 // A FIFO under the name is refused at once: opening it waited for a writer, for good.
 TEST(SafetensorsTest, AFifoIsRefusedWithoutWaitingForAWriter) {
-  const std::string path = TempPath("fifo");
-  std::remove(path.c_str());
-  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
-  auto read = std::async(std::launch::async, [&] { return ReadSafetensors(path).status(); });
-  if (read.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
-    const int unblock = ::open(path.c_str(), O_WRONLY);  // let the reader go, then fail
-    read.wait();
-    ::close(unblock);
-    std::remove(path.c_str());
-    FAIL() << "ReadSafetensors waited for a writer on a FIFO";
-  }
-  const Status s = read.get();
-  std::remove(path.c_str());
+  const Status s = testutil::ReadFromAFifo(TempPath("fifo"),
+                                           [](const std::string& path) { return ReadSafetensors(path).status(); });
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
   EXPECT_NE(s.message().find("not a regular file"), std::string::npos) << s.message();
 }
