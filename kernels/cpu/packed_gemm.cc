@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -238,8 +239,16 @@ GemmIsa SelectIsa() {
                  : GemmIsaSupported(GemmIsa::kAvx2) ? GemmIsa::kAvx2
                                                     : GemmIsa::kScalar;
   if (const char* cap = std::getenv("CELLSERVE_GEMM_ISA")) {
-    for (GemmIsa isa : {GemmIsa::kScalar, GemmIsa::kAvx2, GemmIsa::kAvx512})
-      if (std::strcmp(cap, GemmIsaName(isa)) == 0 && isa < best) best = isa;
+    bool known = false;
+    for (GemmIsa isa : {GemmIsa::kScalar, GemmIsa::kAvx2, GemmIsa::kAvx512}) {
+      if (std::strcmp(cap, GemmIsaName(isa)) != 0) continue;
+      known = true;
+      if (isa < best) best = isa;
+    }
+    // Chosen once per process: a comparison run with a misspelt value would time the default.
+    if (!known)
+      std::fprintf(stderr, "cellserve: CELLSERVE_GEMM_ISA=%s is not scalar, avx2 or avx512: ignored (using %s)\n",
+                   cap, GemmIsaName(best));
   }
   return best;
 }
