@@ -13,12 +13,22 @@ std::string L(const std::string& prefix, int64_t layer, const char* what) {
   return prefix + "." + std::to_string(layer) + "." + what;
 }
 
-// Whether `name` is in the namespace of the tensors models are made of (any kind), so that a
-// file holding it under a spec that does not use it is a spec that does not describe the file.
+// Whether `name` is one a model of some kind and size has (RequiredTensors' names: "lstm.3.weight",
+// "decoder.embedding", "tree.leaf.bias", ...), so that a file holding it under a spec that does
+// not use it is a spec that does not describe the file. Other names are not the layout's.
 bool InModelLayout(const std::string& name) {
-  if (name == "embedding") return true;
-  for (const char* prefix : {"lstm.", "encoder.", "decoder.", "proj.", "head.", "tree."})
-    if (name.rfind(prefix, 0) == 0) return true;
+  for (const char* exact : {"embedding", "encoder.embedding", "decoder.embedding", "head.weight", "head.bias",
+                            "proj.weight", "proj.bias", "tree.leaf.weight", "tree.leaf.bias", "tree.internal.weight",
+                            "tree.internal.bias"})
+    if (name == exact) return true;
+  for (const char* stack : {"lstm.", "encoder.", "decoder."}) {  // STACK.<layer>.weight / .bias
+    if (name.rfind(stack, 0) != 0) continue;
+    const std::string rest = name.substr(std::string(stack).size());
+    const size_t dot = rest.find('.');
+    if (dot == 0 || dot == std::string::npos || rest.find_first_not_of("0123456789") != dot) continue;
+    const std::string what = rest.substr(dot + 1);
+    if (what == "weight" || what == "bias") return true;
+  }
   return false;
 }
 
@@ -80,7 +90,8 @@ Status Model::CheckTensors(const ModelSpec& s, const SafetensorsFile& weights) {
       return InvalidArgument("weights are missing tensor '" + name + "' (shape " + ShapeToString(shape) + ") that a " +
                              ModelKindName(s.kind) + " model needs; the file holds " +
                              (has.empty() ? std::string("no tensors") : has) +
-                             " (tools/export_pytorch.py writes a PyTorch model's weights under these names)");
+                             " (a PyTorch state_dict saved as is? tools/export_pytorch.py writes it in cellserve's "
+                             "layout)");
     }
     if (it->second.shape != shape)
       return InvalidArgument("tensor '" + name + "' has shape " + ShapeToString(it->second.shape) +

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <system_error>
 
 #include "runtime/atomic_file.h"
 #include "runtime/tensor.h"
@@ -15,31 +16,42 @@ namespace {
 
 const std::string kF16Hint = " (largest " + std::to_string(static_cast<int>(kF16Max)) + "); try BF16";
 
-}  // namespace
-
-StatusOr<std::vector<std::string>> ListModels(const std::string& repo) {
+// ListModels, and with `strict` false the same without its errors for single folders (what
+// LoadModel's NOT_FOUND lists: a bad sibling folder must not stop a model named on its own).
+StatusOr<std::vector<std::string>> ListModelFolders(const std::string& repo, bool strict) {
   std::error_code ec;
   if (!fs::is_directory(repo, ec))
     return NotFound("model repository '" + repo + "' does not exist (create one with `cellserve model init`)");
   std::vector<std::string> names;
-  // error_code overloads throughout: an unreadable entry (a symlink loop, no permission) is not a
-  // model, and must not throw. A repository that cannot be read is an error, not an empty one.
+  // error_code overloads throughout: an unreadable entry (a symlink loop, no permission) must not
+  // throw. A repository that cannot be read is an error, not an empty one.
   fs::directory_iterator it(repo, ec), end;
   for (; !ec && it != end; it.increment(ec)) {
-    std::error_code entry_ec;
-    if (!it->is_directory(entry_ec)) continue;
     const std::string name = it->path().filename().string();
-    const bool has_spec = fs::exists(it->path() / "spec.json", entry_ec);
     // Hidden folders and a volume's lost+found (root's, unreadable to the server's user) are not
     // models; any other folder that cannot be looked into may be one: serving without it would
     // answer its requests NOT_FOUND with every probe green.
-    if (entry_ec && !(name == "lost+found" || name[0] == '.'))
-      return Unavailable("cannot look into model folder '" + it->path().string() + "': " + entry_ec.message() +
+    const bool never_a_model = name == "lost+found" || name[0] == '.';
+    auto cannot_look_into = [&](const std::error_code& why) {
+      return Unavailable("cannot look into model folder '" + it->path().string() + "': " + why.message() +
                          "; give the server's user access, or move the folder out of the repository");
+    };
+    std::error_code entry_ec;
+    const bool folder = it->is_directory(entry_ec);  // through a link: its target's
+    // A link whose target cannot be reached (no permission); one that points nowhere or in a loop
+    // is no folder.
+    const bool broken_link = entry_ec == std::errc::no_such_file_or_directory ||
+                             entry_ec == std::errc::not_a_directory ||
+                             entry_ec == std::errc::too_many_symbolic_link_levels;
+    if (entry_ec && !broken_link && strict && !never_a_model) return cannot_look_into(entry_ec);
+    if (!folder) continue;
+    const bool has_spec = fs::exists(it->path() / "spec.json", entry_ec);
+    if (entry_ec && strict && !never_a_model) return cannot_look_into(entry_ec);
     if (has_spec) {
       names.push_back(name);
       continue;
     }
+    if (!strict || never_a_model) continue;
     // Triton's layout (NAME/1/spec.json): the model would be skipped in silence.
     for (fs::directory_iterator sub(it->path(), entry_ec); !entry_ec && sub != end; sub.increment(entry_ec)) {
       std::error_code sub_ec;
@@ -57,8 +69,14 @@ StatusOr<std::vector<std::string>> ListModels(const std::string& repo) {
   return names;
 }
 
+}  // namespace
+
+StatusOr<std::vector<std::string>> ListModels(const std::string& repo) { return ListModelFolders(repo, true); }
+
 StatusOr<std::shared_ptr<const Model>> LoadModel(const std::string& repo, const std::string& name) {
-  ASSIGN_OR_RETURN(std::vector<std::string> names, ListModels(repo));
+  // The model's own folder only: other folders of the repository (unreadable, laid out otherwise)
+  // are ListModels' business, not this model's.
+  ASSIGN_OR_RETURN(std::vector<std::string> names, ListModelFolders(repo, /*strict=*/false));
   if (std::find(names.begin(), names.end(), name) == names.end()) {
     std::string have;
     for (const auto& n : names) have += (have.empty() ? "" : ", ") + n;

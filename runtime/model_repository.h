@@ -20,8 +20,8 @@ namespace cellserve {
 // saying how to lay it out.
 StatusOr<std::vector<std::string>> ListModels(const std::string& repo);
 
-// Loads repo/name. NOT_FOUND names the models that are there (and says so when the folder exists
-// without a spec.json); INVALID_ARGUMENT when the spec's name is not the folder's (a copied or
+// Loads repo/name, whatever the repository's other folders are. NOT_FOUND names the models that
+// are there (and says so when the folder exists without a spec.json); INVALID_ARGUMENT when the spec's name is not the folder's (a copied or
 // renamed folder), saying what to rename.
 StatusOr<std::shared_ptr<const Model>> LoadModel(const std::string& repo, const std::string& name);
 

@@ -293,20 +293,19 @@ Status ReadCheckingHeaderFirst(int fd, const std::string& path, size_t size, std
   if (bytes->size() >= 8) {
     uint64_t header_len = 0;
     for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | (*bytes)[i];  // little-endian
-    const uint64_t known = bytes->size();
     const bool fits = header_len <= kMaxSafetensorsHeaderBytes && header_len <= size - 8;
     if (fits) RETURN_IF_ERROR(ReadUpTo(fd, path, 8 + header_len, bytes));
     if (fits && bytes->size() >= 8 + header_len) {
       const char* header = reinterpret_cast<const char*>(bytes->data() + 8);
-      if (Status s = CheckHeaderJson(header, header + header_len); !s.ok()) {
-        const std::vector<uint8_t> head(bytes->begin(), bytes->begin() + std::min<uint64_t>(known, 64));
-        return InvalidArgument(s.message() + ForeignFormatHint(head));
-      }
+      RETURN_IF_ERROR(CheckHeaderJson(header, header + header_len));
+    } else if (header_len > kMaxSafetensorsHeaderBytes) {
+      // What other formats' first bytes read as: an LFS pointer, a zip, a pickle or HDF5 file all
+      // give a length far past the limit (a mere truncated safetensors file does not: no guess).
+      return InvalidArgument("header length " + std::to_string(header_len) + " exceeds the limit of " +
+                             std::to_string(kMaxSafetensorsHeaderBytes) + " bytes" + ForeignFormatHint(*bytes));
     } else if (!fits) {
-      const std::string why = header_len > kMaxSafetensorsHeaderBytes
-                                  ? " exceeds the limit of " + std::to_string(kMaxSafetensorsHeaderBytes) + " bytes"
-                                  : " runs past the end of the file (" + std::to_string(size) + " bytes)";
-      return InvalidArgument("header length " + std::to_string(header_len) + why + ForeignFormatHint(*bytes));
+      return InvalidArgument("header length " + std::to_string(header_len) + " runs past the end of the file (" +
+                             std::to_string(size) + " bytes)");
     }
   }
   return ReadUpTo(fd, path, size, bytes);  // the parser checks the rest (a file that shrank too)

@@ -249,7 +249,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
       .Add("blas-threads", "1", "OpenBLAS threads (process-wide; 0: leave OpenBLAS's setting, OPENBLAS_NUM_THREADS or else every core)")
       .Add("stop-grace-ms", "30000",
            "SIGTERM: accepted requests may take this long to finish, then are answered UNAVAILABLE (a router retries "
-           "them on another node); keep a pod's terminationGracePeriodSeconds above 5 s preStop + this + 10 s");
+           "them on another node); the whole stop takes at most this + 17 s (serve) or + 27 s (node: telling the "
+           "routers, leaving them): keep a pod's terminationGracePeriodSeconds above that + its preStop");
   if (!node) flags.AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);

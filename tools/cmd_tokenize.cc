@@ -23,13 +23,18 @@ constexpr const char* kName = "tokenize";
 
 int Fail(const Status& s) { return CommandFailed(kName, false, s); }
 
-// The vocabulary size: --vocab, or the model's (exactly one of the two).
-StatusOr<int64_t> VocabSize(const Flags& flags) {
+// Usage errors of the flags that give the vocabulary (exactly one of --vocab and --model).
+Status CheckVocabFlags(const Flags& flags) {
   const bool by_model = !flags.Get("model").empty();
   if (by_model == !flags.Get("vocab").empty())
     return InvalidArgument("give --vocab N, or --model-repo DIR --model NAME to take the model's");
-  if (!by_model) return flags.GetIntIn("vocab", kFirstWordId + 1, INT32_MAX);
-  if (flags.Get("model-repo").empty()) return InvalidArgument("--model needs --model-repo");
+  if (by_model && flags.Get("model-repo").empty()) return InvalidArgument("--model needs --model-repo");
+  return by_model ? OkStatus() : flags.GetIntIn("vocab", kFirstWordId + 1, INT32_MAX).status();
+}
+
+// The vocabulary size: --vocab, or the model's (flags checked by CheckVocabFlags).
+StatusOr<int64_t> VocabSize(const Flags& flags) {
+  if (flags.Get("model").empty()) return flags.GetIntIn("vocab", kFirstWordId + 1, INT32_MAX);
   ASSIGN_OR_RETURN(const ModelSpec spec, ReadModelSpec(flags.Get("model-repo") + "/" + flags.Get("model") + "/spec.json"));
   if (spec.vocab_size <= kFirstWordId)
     return InvalidArgument("model '" + spec.name + "' has a vocabulary of " + std::to_string(spec.vocab_size) +
@@ -74,12 +79,9 @@ int TokenizeCommand(int argc, char** argv) {
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
   const bool tree = flags.GetBool("tree"), words = flags.GetBool("words");
   if (tree && words) return FlagValueFailed(kName, InvalidArgument("--tree and --words do not go together"));
+  if (Status s = CheckVocabFlags(flags); !s.ok()) return FlagValueFailed(kName, s);
   StatusOr<int64_t> vocab = VocabSize(flags);
-  if (!vocab.ok()) {
-    const StatusCode code = vocab.status().code();
-    return code == StatusCode::kInvalidArgument && flags.Get("model").empty() ? FlagValueFailed(kName, vocab.status())
-                                                                             : Fail(vocab.status());
-  }
+  if (!vocab.ok()) return Fail(vocab.status());
   const HashTokenizer tokenizer(*vocab);
   if (!flags.positional().empty()) {
     for (const std::string& text : flags.positional()) PrintLine(tokenizer, text, tree, words);

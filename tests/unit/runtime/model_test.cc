@@ -254,7 +254,7 @@ TEST(ModelCreateTest, MissingTensorNamesIt) {
     raw.tensors[name] = RawTensor::FromFloat(Tensor({1}), DType::kF32);
   const Status s = Model::Create(Spec(ModelKind::kLstm), raw).status();
   ExpectInvalidNaming(s, "the file holds 'emb.weight', 'fc.bias', 'fc.weight', 'rnn.bias_hh_l0'");
-  ExpectInvalidNaming(s, ", ... (tools/export_pytorch.py");
+  ExpectInvalidNaming(s, ", ... (a PyTorch state_dict saved as is? tools/export_pytorch.py");
 }
 
 TEST(ModelCreateTest, WrongShapeNamesTensorAndShapes) {
@@ -305,8 +305,10 @@ TEST(ModelCreateTest, InvalidSpecRejected) {
 TEST(ModelCreateTest, ExtraTensorsAreIgnored) {
   const ModelSpec spec = Spec(ModelKind::kLstm);
   SafetensorsFile w = Weights(spec);
-  w.tensors["optimizer.step"] = RawTensor::FromFloat(Tensor({1}), DType::kF32);
-  EXPECT_TRUE(Model::Create(spec, w).ok());
+  // Names no model has, even under the layout's prefixes (PyTorch's own, kept beside the export).
+  for (const char* name : {"optimizer.step", "lstm.weight_ih_l0", "head.scale", "encoder.0.weight.orig", "tree.x"})
+    w.tensors[name] = RawTensor::FromFloat(Tensor({1}), DType::kF32);
+  EXPECT_TRUE(Model::Create(spec, w).ok()) << Model::Create(spec, w).status().ToString();
 }
 
 // A spec with fewer layers than its weights (the spec's "layers" left out: 1) matched every
@@ -590,22 +592,35 @@ TEST_F(RepositoryTest, AModelFolderThatCannotBeReadIsAnErrorButLostAndFoundIsSki
   fs::create_directories(repo_ + "/locked");
   fs::permissions(repo_ + "/locked", perms::owner_all);
   // As user 65534, on a thread of its own.
-  auto list_as_another_user = [&]() -> std::optional<StatusOr<std::vector<std::string>>> {
-    std::optional<StatusOr<std::vector<std::string>>> names;
-    std::thread lister([&] {
+  auto as_another_user = [&](auto call) -> std::optional<decltype(call())> {
+    std::optional<decltype(call())> result;
+    std::thread caller([&] {
       setfsuid(65534);
-      if (setfsuid(static_cast<uid_t>(-1)) == 65534) names = ListModels(repo_);
+      if (setfsuid(static_cast<uid_t>(-1)) == 65534) result = call();
     });
-    lister.join();
-    return names;
+    caller.join();
+    return result;
   };
+  auto list_as_another_user = [&] { return as_another_user([&] { return ListModels(repo_); }); };
   auto locked = list_as_another_user();
   if (!locked) GTEST_SKIP() << "this process cannot set a thread's filesystem uid";
   ASSERT_FALSE(locked->ok()) << "listed " << (*locked)->size() << " models past an unreadable folder";
   EXPECT_EQ(locked->status().code(), StatusCode::kUnavailable);
   EXPECT_NE(locked->status().message().find("'" + repo_ + "/locked'"), std::string::npos) << locked->status().message();
   EXPECT_NE(locked->status().message().find("ermission denied"), std::string::npos) << locked->status().message();
-  fs::remove(repo_ + "/locked");
+  // A model named on its own loads whatever its sibling folders are.
+  auto loaded = as_another_user([&] { return LoadModel(repo_, "m").status(); });
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_TRUE(loaded->ok()) << loaded->ToString();
+  // A link to a model folder the server cannot reach is named too (it was skipped).
+  fs::rename(repo_ + "/locked", repo_ + "/.hidden_locked");
+  fs::create_directories(repo_ + "/.hidden_locked/m2");
+  fs::create_directory_symlink(repo_ + "/.hidden_locked/m2", repo_ + "/linked");
+  auto linked = list_as_another_user();
+  ASSERT_TRUE(linked.has_value());
+  EXPECT_EQ(linked->status().code(), StatusCode::kUnavailable) << linked->status().ToString();
+  EXPECT_NE(linked->status().message().find("'" + repo_ + "/linked'"), std::string::npos) << linked->status().message();
+  fs::remove(repo_ + "/linked");
   auto names = list_as_another_user();
   ASSERT_TRUE(names && names->ok()) << (names ? names->status().ToString() : "");
   EXPECT_EQ(**names, std::vector<std::string>{"m"}) << "lost+found is not a model";
