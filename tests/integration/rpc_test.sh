@@ -189,6 +189,12 @@ check "loadgen: every request answered" 0 "answered" -- "$CELLSERVE" loadgen --a
 if [[ "$(json_get "$WORK/lg.json" 'j["sent"] > 100 and j["answered"] == j["sent"] and j["completed"] == j["sent"] and j["unanswered"] == 0')" == "True" ]]; then
   ok "loadgen JSON: sent = answered = completed, none unanswered"
 else bad "loadgen JSON" "$(cat "$WORK/lg.json")"; fi
+# Errors among the answers: the latencies are the OK answers' only, and loadgen says so.
+# (every other corpus line is over --max-tokens 64: INVALID_ARGUMENT)
+{ echo "A short one."; printf 'word %.0s' $(seq 80); echo; } > "$WORK/half_bad.txt"
+check "loadgen: latencies of OK answers only, said when errors are many" 0 \
+  "% of the answers were errors: the latencies above are of the [0-9]+ OK answers only" -- \
+  "$CELLSERVE" loadgen --addr "$ADDR" --model cls --corpus "$WORK/half_bad.txt" --rate 50 --duration-s 1
 
 stop_server "$MAIN_PID" main
 
