@@ -140,6 +140,13 @@ void PrintSummary(const std::vector<Row>& rows, const std::vector<std::string>& 
         std::printf("at %.1f req/s (0.8 x best baseline saturation): p99 cellular %.2f ms, %s %.2f ms "
                     "(%s / cellular = %.2fx)\n",
                     *baseline_point, c->p99_ms, p.c_str(), b->p99_ms, p.c_str(), b->p99_ms / std::max(c->p99_ms, 1e-9));
+        // A p99 is of the OK answers: requests refused, failed or unanswered are not in it.
+        for (const Row* row : {c, b})
+          if (const int64_t lost = row->rejected + row->failed + row->unanswered; lost > 0)
+            std::printf("  note: %s had %lld of %lld requests refused, failed or unanswered there, which its p99 "
+                        "leaves out\n",
+                        row->policy.c_str(), static_cast<long long>(lost),
+                        static_cast<long long>(lost + row->completed));
         // What a 10x ratio would ask of cellular, against the least a p99 can be.
         if (tail_floor_ms) {
           const double within = b->p99_ms / 10 / std::max(*tail_floor_ms, 1e-9);
@@ -473,7 +480,7 @@ int BenchCommand(int argc, char** argv) {
   if (idle_floor_ms) {
     const Row* low = nullptr;
     for (const Row& r : rows)
-      if (r.policy == "cellular" && (!low || r.offered_rps < low->offered_rps)) low = &r;
+      if (r.policy == "cellular" && r.completed && (!low || r.offered_rps < low->offered_rps)) low = &r;
     std::printf("latency floor after 50 ms idle (the same request alone, each run after 50 ms with nothing to do): "
                 "%.2f ms\n", *idle_floor_ms);
     if (low)
