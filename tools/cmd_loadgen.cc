@@ -94,6 +94,7 @@ struct Tally {
   std::map<std::string, int64_t> errors;        // by code name
   std::map<std::string, std::string> samples;   // first message per code
   std::vector<double> latencies_ms;             // completed requests
+  std::vector<double> send_lags_ms;             // open loop: how late each call left, against its schedule
   Clock::time_point first_send{}, last_answer{};
   bool connection_broken = false;
 
@@ -151,6 +152,7 @@ class LoadGenerator : private kj::TaskSet::ErrorHandler {
     call.timeout_us = cfg_.timeout_ms * 1000;
     const int64_t i = tally_.sent;
     if (tally_.sent++ == 0) tally_.first_send = scheduled;
+    if (cfg_.closed_loop == 0) tally_.send_lags_ms.push_back(Ms(Clock::now() - scheduled));
     ++in_flight_;
     if (answers_) unanswered_.emplace(i, request);
     tasks_->add(client_.InferAsync(call).then([this, scheduled, i, request](StatusOr<rpc::ReplyValue>&& reply) {
@@ -298,7 +300,8 @@ std::string Mode(const Config& cfg) {
 }
 
 nlohmann::ordered_json SummaryJson(const Config& cfg, const Tally& t, const bench::LatencyStats& stats,
-                                   double throughput, double elapsed_s, double error_fraction) {
+                                   double throughput, double elapsed_s, double error_fraction,
+                                   const bench::LatencyStats& lag) {
   nlohmann::ordered_json j;
   j["model"] = cfg.model;
   j["addr"] = cfg.addr;
@@ -320,6 +323,13 @@ nlohmann::ordered_json SummaryJson(const Config& cfg, const Tally& t, const benc
   // Extras.
   j["latency_of"] = "ok_answers";          // the percentiles: of OK answers only
   j["error_fraction"] = error_fraction;    // of the answered requests
+  if (cfg.closed_loop > 0) {
+    j["send_lag_p99_ms"] = nullptr;
+    j["send_lag_max_ms"] = nullptr;
+  } else {  // how late calls left against the schedule (counted in the latencies)
+    j["send_lag_p99_ms"] = lag.p99_ms;
+    j["send_lag_max_ms"] = lag.max_ms;
+  }
   j["mean_ms"] = stats.mean_ms;
   j["elapsed_s"] = elapsed_s;
   if (cfg.closed_loop > 0) j["concurrency"] = cfg.closed_loop;
@@ -342,7 +352,9 @@ int LoadgenCommand(int argc, char** argv) {
               "Prints progress about once a second on stderr, then a summary; --json FILE writes it as\n"
               "one JSON object: model, addr, mode, offered_rps, duration_s, sent, completed, errors\n"
               "(by code), answered, unanswered, throughput_rps, p50_ms, p90_ms, p99_ms, max_ms (+ extras).\n"
-              "Throughput and latencies are of the OK answers; error_fraction says how many were not.\n"
+              "Throughput and latencies are of the OK answers; error_fraction says how many were not;\n"
+              "send_lag_p99_ms and send_lag_max_ms how late calls left against the open loop's schedule\n"
+              "(that lag is in the latencies; over 10 ms at p99 loadgen warns that it fell behind).\n"
               "--answers FILE writes every request's answer (or UNANSWERED), one JSON line each, e.g. to\n"
               "compare with `cellserve serve --stdin` on the same corpus lines.\n"
               "Exit status: 0 ran, 1 a request unanswered after --drain-s or the connection broke,\n"
@@ -459,6 +471,17 @@ int LoadgenCommand(int argc, char** argv) {
     std::fprintf(stderr, "loadgen: %.1f%% of the answers were errors: the latencies above are of the %lld OK answers "
                          "only, not of every request\n",
                  100.0 * error_fraction, static_cast<long long>(tally.completed));
+  // The generator's own lag: a call that leaves late is timed from its schedule (no coordinated
+  // omission), so the lag shows as the server's latency; say when it is large.
+  const bench::LatencyStats lag = bench::ComputeLatencyStats(tally.send_lags_ms);
+  if (cfg.closed_loop == 0 && !tally.send_lags_ms.empty()) {
+    std::fprintf(stderr, "loadgen: calls left late against the schedule by p99 %.2f ms, max %.2f ms\n", lag.p99_ms,
+                 lag.max_ms);
+    if (lag.p99_ms > 10.0)
+      std::fprintf(stderr, "loadgen: warning: this load generator fell behind its schedule (its thread is busy or the "
+                           "machine is): the lag counts in the latencies above; run several loadgens with lower "
+                           "rates, or on another machine\n");
+  }
   if (tally.unanswered > 0)
     std::fprintf(stderr, "loadgen: %lld request(s) had no answer %.1f s after sending ended (counted as unanswered, "
                          "cancelled); the server is overloaded or stuck; try a lower --rate or a larger --drain-s\n",
@@ -468,7 +491,8 @@ int LoadgenCommand(int argc, char** argv) {
                  cfg.addr.c_str());
 
   if (!cfg.json_path.empty()) {
-    const std::string text = SummaryJson(cfg, tally, stats, throughput, elapsed_s, error_fraction).dump(2) + "\n";
+    const std::string text =
+        SummaryJson(cfg, tally, stats, throughput, elapsed_s, error_fraction, lag).dump(2) + "\n";
     if (cfg.json_path == "-") {
       std::fputs(text.c_str(), stdout);
     } else {

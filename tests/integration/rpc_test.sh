@@ -186,8 +186,8 @@ else bad "client killed mid-call (attempt $attempt)" "busy: $(cat "$WORK/busy.js
 # loadgen: open loop, every request answered.
 check "loadgen: every request answered" 0 "answered" -- "$CELLSERVE" loadgen --addr "$ADDR" --model cls \
   --corpus "$WORK/corpus.txt" --rate 100 --duration-s 2 --json "$WORK/lg.json"
-if [[ "$(json_get "$WORK/lg.json" 'j["sent"] > 100 and j["answered"] == j["sent"] and j["completed"] == j["sent"] and j["unanswered"] == 0')" == "True" ]]; then
-  ok "loadgen JSON: sent = answered = completed, none unanswered"
+if [[ "$(json_get "$WORK/lg.json" 'j["sent"] > 100 and j["answered"] == j["sent"] and j["completed"] == j["sent"] and j["unanswered"] == 0 and 0 <= j["send_lag_p99_ms"] <= j["send_lag_max_ms"] and j["error_fraction"] == 0')" == "True" ]]; then
+  ok "loadgen JSON: sent = answered = completed, none unanswered, its own send lag and no errors said"
 else bad "loadgen JSON" "$(cat "$WORK/lg.json")"; fi
 # Errors among the answers: the latencies are the OK answers' only, and loadgen says so.
 # (every other corpus line is over --max-tokens 64: INVALID_ARGUMENT)
