@@ -373,7 +373,10 @@ def table(rows, args):
     codes = ["OK"] + [c for c in ERROR_CODES if c != "UNAVAILABLE" or args.target == "router"]
     labels = list(rows[0]["idle"])
     dropped = "dropped" in rows[0]  # not in runs recorded before the counter existed
-    head = ["cycle", "answered"] + codes + (["dropped by clients"] if dropped else []) + ["main p50 / p99 (ms)"]
+    # The main traffic's percentiles are of its OK answers (loadgen): its errors (refused while the
+    # flood fills the admissions) are said beside them.
+    head = ["cycle", "answered"] + codes + (["dropped by clients"] if dropped else []) + [
+        "main p50 / p99 (ms, OK answers)", "main not OK"]
     head += ["%s: idle RSS (MiB), threads, fds" % label for label in labels]
     if args.target == "router":
         head.append("node b back (s)")
@@ -382,6 +385,7 @@ def table(rows, args):
         cells = [str(r["cycle"]), str(r["answered"])] + [str(r["codes"].get(c, 0)) for c in codes]
         cells += [str(r["dropped"])] if dropped else []
         cells.append("%.1f / %.1f" % (r["main_p50_ms"], r["main_p99_ms"]))
+        cells.append("%d of %d" % (r["main_sent"] - r["main_completed"], r["main_sent"]))
         cells += ["%.1f, %d, %d" % tuple(r["idle"][label]) for label in labels]
         if args.target == "router":
             cells.append("%.1f" % r["rejoin_s"])
