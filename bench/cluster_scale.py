@@ -701,7 +701,7 @@ def section_text(result, args):
         "cluster per row; `cellserve loadgen` processes offer closed-loop load through the router's RPC port "
         "(%d in flight per device, at most %d in all and %d per loadgen). Model `%s` (lstm, hidden 512), "
         "State of the Union sentences. Per row: %g s of warm-up, then a %g s window in which throughput is the "
-        "router's answered-request counter (Prometheus, scraped at both ends) and CPU is utime+stime from "
+        "router's count of OK answers (Prometheus, scraped at both ends) and CPU is utime+stime from "
         "/proc/PID/stat of every process. Latency is the loadgens' (client side, the whole run, the worst "
         "loadgen's). One run per row on %s (%s), %s. The run took %.0f s."
         % (args.inflight_per_device, args.max_inflight, args.per_loadgen, args.model, args.warmup_s,
@@ -712,7 +712,7 @@ def section_text(result, args):
         "process, for contrast); vs linear = req/s ÷ (devices × the 1-device req/s); rows/round = cells per "
         "device round (the batch); device busy = the sim devices' busy time ÷ wall time; cores = CPU s ÷ wall s "
         "per process kind, machine busy = the whole VM's (/proc/stat: other work and steal included); router "
-        "µs/req = router CPU per answered request; idle cores = the router and all nodes with no load, measured "
+        "µs/req = router CPU per OK answer; idle cores = the router and all nodes with no load, measured "
         "for %g s before the load." % args.idle_s))
     lines.append("")
     lines.append(wrap(

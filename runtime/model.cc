@@ -80,6 +80,8 @@ Status Model::CheckTensors(const ModelSpec& s, const SafetensorsFile& weights) {
     if (it == weights.tensors.end()) {
       std::string has;  // what the file does hold: other names (a raw state_dict) say what happened
       int listed = 0;
+      bool ours = false;  // some names of cellserve's layout: the spec, not the file, is off
+      for (const auto& held : weights.tensors) ours = ours || InModelLayout(held.first);
       for (const auto& held : weights.tensors) {
         if (listed++ == 6) {
           has += ", ...";
@@ -90,8 +92,9 @@ Status Model::CheckTensors(const ModelSpec& s, const SafetensorsFile& weights) {
       return InvalidArgument("weights are missing tensor '" + name + "' (shape " + ShapeToString(shape) + ") that a " +
                              ModelKindName(s.kind) + " model needs; the file holds " +
                              (has.empty() ? std::string("no tensors") : has) +
-                             " (a PyTorch state_dict saved as is? tools/export_pytorch.py writes it in cellserve's "
-                             "layout)");
+                             (ours ? " (does spec.json describe these weights? check its \"kind\" and \"layers\")"
+                                   : " (a PyTorch state_dict saved as is? tools/export_pytorch.py writes it in "
+                                     "cellserve's layout)"));
     }
     if (it->second.shape != shape)
       return InvalidArgument("tensor '" + name + "' has shape " + ShapeToString(it->second.shape) +

@@ -16,8 +16,48 @@ namespace {
 
 const std::string kF16Hint = " (largest " + std::to_string(static_cast<int>(kF16Max)) + "); try BF16";
 
-// ListModels, and with `strict` false the same without its errors for single folders (what
-// LoadModel's NOT_FOUND lists: a bad sibling folder must not stop a model named on its own).
+// Whether the repository entry `path` (named `name`) is a model folder: true when it holds a
+// spec.json, false when it is no model. With `strict`, an entry that may be a model but cannot be
+// used is an error instead of false: a folder (or a link's target) the server cannot look into, a
+// link that leads nowhere, Triton's layout (NAME/1/spec.json). Serving without it would answer
+// its requests NOT_FOUND with every probe green. Hidden entries and a volume's lost+found (root's,
+// unreadable to the server's user) are never models.
+StatusOr<bool> IsModelFolder(const fs::path& path, const std::string& name, bool strict) {
+  if (name.empty() || name == "lost+found" || name[0] == '.') return false;
+  auto cannot_look_into = [&](const std::error_code& why) {
+    return Unavailable("cannot look into model folder '" + path.string() + "': " + why.message() +
+                       "; give the server's user access, or move the folder out of the repository");
+  };
+  std::error_code ec;
+  const bool folder = fs::is_directory(path, ec);  // through a link: its target's
+  if (ec && strict) {
+    std::error_code link_ec;
+    if (fs::is_symlink(fs::symlink_status(path, link_ec)) && ec != std::errc::permission_denied)
+      return Unavailable("model folder '" + path.string() + "' is a link that leads nowhere (" + ec.message() +
+                         "): mount or copy what it points to, or remove the link");
+    if (ec != std::errc::no_such_file_or_directory) return cannot_look_into(ec);
+  }
+  if (!folder) return false;
+  const bool has_spec = fs::exists(path / "spec.json", ec);
+  if (ec && strict) return cannot_look_into(ec);
+  if (has_spec || !strict) return has_spec;
+  // Triton's layout (NAME/1/spec.json): the model would be skipped in silence.
+  fs::directory_iterator sub(path, ec), end;
+  for (; !ec && sub != end; sub.increment(ec)) {
+    std::error_code sub_ec;
+    const std::string version = sub->path().filename().string();
+    if (!version.empty() && version.find_first_not_of("0123456789") == std::string::npos &&
+        fs::exists(sub->path() / "spec.json", sub_ec))
+      return InvalidArgument("model folder '" + path.string() + "' holds a version folder ('" + version +
+                             "/spec.json'), as Triton's repositories do; here a model's folder holds spec.json and "
+                             "weights.safetensors itself, and the version is spec.json's \"version\": move " + name +
+                             "/" + version + "/* up into " + name + "/");
+  }
+  return false;
+}
+
+// ListModels, and with `strict` false the same without IsModelFolder's errors (what LoadModel's
+// NOT_FOUND lists: a bad sibling folder must not stop a model named on its own).
 StatusOr<std::vector<std::string>> ListModelFolders(const std::string& repo, bool strict) {
   std::error_code ec;
   if (!fs::is_directory(repo, ec))
@@ -28,41 +68,8 @@ StatusOr<std::vector<std::string>> ListModelFolders(const std::string& repo, boo
   fs::directory_iterator it(repo, ec), end;
   for (; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    // Hidden folders and a volume's lost+found (root's, unreadable to the server's user) are not
-    // models; any other folder that cannot be looked into may be one: serving without it would
-    // answer its requests NOT_FOUND with every probe green.
-    const bool never_a_model = name == "lost+found" || name[0] == '.';
-    auto cannot_look_into = [&](const std::error_code& why) {
-      return Unavailable("cannot look into model folder '" + it->path().string() + "': " + why.message() +
-                         "; give the server's user access, or move the folder out of the repository");
-    };
-    std::error_code entry_ec;
-    const bool folder = it->is_directory(entry_ec);  // through a link: its target's
-    // A link whose target cannot be reached (no permission); one that points nowhere or in a loop
-    // is no folder.
-    const bool broken_link = entry_ec == std::errc::no_such_file_or_directory ||
-                             entry_ec == std::errc::not_a_directory ||
-                             entry_ec == std::errc::too_many_symbolic_link_levels;
-    if (entry_ec && !broken_link && strict && !never_a_model) return cannot_look_into(entry_ec);
-    if (!folder) continue;
-    const bool has_spec = fs::exists(it->path() / "spec.json", entry_ec);
-    if (entry_ec && strict && !never_a_model) return cannot_look_into(entry_ec);
-    if (has_spec) {
-      names.push_back(name);
-      continue;
-    }
-    if (!strict || never_a_model) continue;
-    // Triton's layout (NAME/1/spec.json): the model would be skipped in silence.
-    for (fs::directory_iterator sub(it->path(), entry_ec); !entry_ec && sub != end; sub.increment(entry_ec)) {
-      std::error_code sub_ec;
-      const std::string version = sub->path().filename().string();
-      if (!version.empty() && version.find_first_not_of("0123456789") == std::string::npos &&
-          fs::exists(sub->path() / "spec.json", sub_ec))
-        return InvalidArgument("model folder '" + it->path().string() + "' holds a version folder ('" + version +
-                               "/spec.json'), as Triton's repositories do; here a model's folder holds spec.json and "
-                               "weights.safetensors itself, and the version is spec.json's \"version\": move " +
-                               name + "/" + version + "/* up into " + name + "/");
-    }
+    ASSIGN_OR_RETURN(const bool model, IsModelFolder(it->path(), name, strict));
+    if (model) names.push_back(name);
   }
   if (ec) return Unavailable("cannot read the model repository '" + repo + "': " + ec.message());
   std::sort(names.begin(), names.end());
@@ -78,11 +85,13 @@ StatusOr<std::shared_ptr<const Model>> LoadModel(const std::string& repo, const 
   // are ListModels' business, not this model's.
   ASSIGN_OR_RETURN(std::vector<std::string> names, ListModelFolders(repo, /*strict=*/false));
   if (std::find(names.begin(), names.end(), name) == names.end()) {
+    const bool plain_name = !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos;
+    // Its own folder's trouble (unreadable, a dangling link, Triton's layout) is the answer.
+    if (plain_name) RETURN_IF_ERROR(IsModelFolder(fs::path(repo) / name, name, /*strict=*/true).status());
     std::string have;
     for (const auto& n : names) have += (have.empty() ? "" : ", ") + n;
     std::error_code ec;
-    const bool folder = !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
-                        fs::is_directory(fs::path(repo) / name, ec);
+    const bool folder = plain_name && fs::is_directory(fs::path(repo) / name, ec);
     return NotFound("model '" + name + "' is not in repository '" + repo + "' (it has: " +
                     (have.empty() ? "no models" : have) + ")" +
                     (folder ? "; its folder is there but has no spec.json" : ""));

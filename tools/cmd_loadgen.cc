@@ -354,7 +354,7 @@ int LoadgenCommand(int argc, char** argv) {
               "(by code), answered, unanswered, throughput_rps, p50_ms, p90_ms, p99_ms, max_ms (+ extras).\n"
               "Throughput and latencies are of the OK answers; error_fraction says how many were not;\n"
               "send_lag_p99_ms and send_lag_max_ms how late calls left against the open loop's schedule\n"
-              "(that lag is in the latencies; over 10 ms at p99 loadgen warns that it fell behind).\n"
+              "(null in a closed loop; the lag is in the latencies; over 10 ms at p99 loadgen warns).\n"
               "--answers FILE writes every request's answer (or UNANSWERED), one JSON line each, e.g. to\n"
               "compare with `cellserve serve --stdin` on the same corpus lines.\n"
               "Exit status: 0 ran, 1 a request unanswered after --drain-s or the connection broke,\n"

@@ -228,7 +228,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
               "monitoring/metrics.h); off by default.");
   flags.ConfigFromEnvironment();
   flags.Add("model-repo", "", "model repository folder", true, "CELLSERVE_MODEL_REPO")
-      .Add("models", "", "comma-separated model names to serve (default: every model in the repository)")
+      .Add("models", "", "comma-separated model names to serve (default: every model in the repository; then a "
+                         "folder there that cannot be read or a link leading nowhere stops the start, saying which)")
       .Add("devices", "1", "devices (one worker each), or `all` (every GPU with --backend cuda, with cpu, every core this process may use: its cpuset or taskset)",
            false, "CELLSERVE_DEVICES")
       .Add("backend", "cpu", "cpu (our CPU kernels, a thread per device), cuda (one device per GPU; builds with nvcc) "
@@ -249,8 +250,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
       .Add("blas-threads", "1", "OpenBLAS threads (process-wide; 0: leave OpenBLAS's setting, OPENBLAS_NUM_THREADS or else every core)")
       .Add("stop-grace-ms", "30000",
            "SIGTERM: accepted requests may take this long to finish, then are answered UNAVAILABLE (a router retries "
-           "them on another node); the whole stop takes at most this + 17 s (serve) or + 27 s (node: telling the "
-           "routers, leaving them): keep a pod's terminationGracePeriodSeconds above that + its preStop");
+           "them on another node); the whole stop takes at most this + 17 s (serve) or about + 29 s (node: telling "
+           "the routers, leaving them, a connect in progress; a DNS lookup has no bound of ours): keep a pod's terminationGracePeriodSeconds above that + its preStop");
   if (!node) flags.AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);

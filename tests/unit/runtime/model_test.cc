@@ -245,6 +245,7 @@ TEST(ModelCreateTest, MissingTensorNamesIt) {
       ASSERT_FALSE(r.ok()) << "created without " << name;
       ExpectInvalidNaming(r.status(), "'" + name + "'");
       ExpectInvalidNaming(r.status(), "missing");
+      ExpectInvalidNaming(r.status(), "check its \"kind\" and \"layers\"");  // the file is cellserve's
     }
   }
   // A PyTorch state_dict saved as is: the names it does hold, and where the layout comes from.
@@ -608,10 +609,15 @@ TEST_F(RepositoryTest, AModelFolderThatCannotBeReadIsAnErrorButLostAndFoundIsSki
   EXPECT_EQ(locked->status().code(), StatusCode::kUnavailable);
   EXPECT_NE(locked->status().message().find("'" + repo_ + "/locked'"), std::string::npos) << locked->status().message();
   EXPECT_NE(locked->status().message().find("ermission denied"), std::string::npos) << locked->status().message();
-  // A model named on its own loads whatever its sibling folders are.
+  // A model named on its own loads whatever its sibling folders are; named, the locked one says
+  // why it cannot (it said "no spec.json").
   auto loaded = as_another_user([&] { return LoadModel(repo_, "m").status(); });
   ASSERT_TRUE(loaded.has_value());
   EXPECT_TRUE(loaded->ok()) << loaded->ToString();
+  auto named = as_another_user([&] { return LoadModel(repo_, "locked").status(); });
+  ASSERT_TRUE(named.has_value());
+  EXPECT_EQ(named->code(), StatusCode::kUnavailable) << named->ToString();
+  EXPECT_NE(named->message().find("ermission denied"), std::string::npos) << named->message();
   // A link to a model folder the server cannot reach is named too (it was skipped).
   fs::rename(repo_ + "/locked", repo_ + "/.hidden_locked");
   fs::create_directories(repo_ + "/.hidden_locked/m2");
@@ -637,6 +643,9 @@ TEST_F(RepositoryTest, ATritonStyleVersionFolderSaysHowToLayTheModelOut) {
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
   EXPECT_NE(s.message().find("holds a version folder ('1/spec.json')"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("move m/1/* up into m/"), std::string::npos) << s.message();
+  const Status named = LoadModel(repo_, "m").status();  // the same advice, not "no spec.json"
+  EXPECT_EQ(named.code(), StatusCode::kInvalidArgument) << named.ToString();
+  EXPECT_NE(named.message().find("move m/1/* up into m/"), std::string::npos) << named.message();
   // A folder without spec.json and without version folders is still just not a model.
   fs::remove_all(repo_ + "/m");
   fs::create_directories(repo_ + "/notes/drafts");
@@ -670,23 +679,36 @@ TEST_F(RepositoryTest, OddEntriesDoNotBreakListing) {
   ModelSpec spec = Spec(ModelKind::kLstm);
   spec.name = "real";
   ASSERT_TRUE(WriteModel(repo_, spec, Weights(spec)).ok());
-  // A symlink loop, a dangling symlink, a symlink to a model and a folder whose spec.json is a
-  // folder: errors are values here, never exceptions.
+  // A symlink loop, a dangling symlink (a model's link to a volume not mounted) and a symlink to a
+  // model: errors are values here, never exceptions. The links that lead nowhere may be models:
+  // listing every model says so, naming one; a model named on its own loads all the same.
   fs::create_symlink("loop", repo_ + "/loop");
   fs::create_symlink(repo_ + "/missing", repo_ + "/dangling");
   fs::create_directory_symlink(repo_ + "/real", repo_ + "/alias");
-  StatusOr<std::vector<std::string>> names = Status(Internal("not run"));
-  try {
-    names = ListModels(repo_);
-  } catch (const std::exception& e) {
-    FAIL() << "ListModels threw: " << e.what();
+  for (const char* broken : {"dangling", "loop"}) {
+    StatusOr<std::vector<std::string>> names = Status(Internal("not run"));
+    try {
+      names = ListModels(repo_);
+    } catch (const std::exception& e) {
+      FAIL() << "ListModels threw: " << e.what();
+    }
+    EXPECT_EQ(names.status().code(), StatusCode::kUnavailable) << names.status().ToString();
+    EXPECT_NE(names.status().message().find("is a link that leads nowhere"), std::string::npos)
+        << names.status().message();
+    const Status own = LoadModel(repo_, broken).status();
+    EXPECT_EQ(own.code(), StatusCode::kUnavailable) << own.ToString();
+    EXPECT_NE(own.message().find("'" + repo_ + "/" + broken + "' is a link that leads nowhere"), std::string::npos)
+        << own.message();
+    EXPECT_TRUE(LoadModel(repo_, "real").ok()) << "a broken sibling stopped a model named on its own";
+    fs::remove(repo_ + "/" + broken);
   }
+  StatusOr<std::vector<std::string>> names = ListModels(repo_);
   ASSERT_TRUE(names.ok()) << names.status().ToString();
   EXPECT_EQ(*names, (std::vector<std::string>{"alias", "real"}));
   try {
     StatusOr<std::shared_ptr<const Model>> m = LoadModel(repo_, "real");
     EXPECT_TRUE(m.ok()) << m.status().ToString();
-    EXPECT_EQ(LoadModel(repo_, "loop").status().code(), StatusCode::kNotFound);
+    EXPECT_EQ(LoadModel(repo_, "nothing").status().code(), StatusCode::kNotFound);
     // The alias names the same model 'real': a second name for it is refused, saying why.
     const Status alias = LoadModel(repo_, "alias").status();
     EXPECT_EQ(alias.code(), StatusCode::kInvalidArgument) << alias.ToString();
