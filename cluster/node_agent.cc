@@ -286,6 +286,13 @@ struct AgentState {
     ReportSoon();
   }
 
+  // Run, for the router that sent the current message (none: its connection is gone, the router
+  // gets a down message and retries elsewhere).
+  void RunForSender(uint64_t node_id, uint64_t request, const std::string& bytes, int64_t timeout_us, bool streams) {
+    const int i = IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+    if (i >= 0) Run(i, node_id, request, bytes, timeout_us, streams);
+  }
+
   // The load changed (a request arrived or finished): report within 10 ms, once for many changes.
   void ReportSoon() {
     if (report_soon || leaving) return;
@@ -410,17 +417,11 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         if (i >= 0 && !self->state.leaving) self->state.Register(i);
       },
       [self](run_atom, uint64_t node, uint64_t request, const std::string& bytes, int64_t timeout_us, bool streams) {
-        AgentState& st = self->state;
-        const int i = st.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
-        if (i < 0) return;  // its connection is gone: the router gets a down message and retries elsewhere
-        st.Run(i, node, request, bytes, timeout_us, streams);
+        self->state.RunForSender(node, request, bytes, timeout_us, streams);
       },
       // From a router older than `run_streams` (cluster/wire.h): it may stream, so every token goes.
       [self](run_atom, uint64_t node, uint64_t request, const std::string& bytes, int64_t timeout_us) {
-        AgentState& st = self->state;
-        const int i = st.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
-        if (i < 0) return;
-        st.Run(i, node, request, bytes, timeout_us, /*streams=*/true);
+        self->state.RunForSender(node, request, bytes, timeout_us, /*streams=*/true);
       },
       [self](abort_atom, uint64_t request) {
         AgentState& st = self->state;

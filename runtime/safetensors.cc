@@ -178,6 +178,13 @@ Status ParseMetadata(const Json& meta, std::map<std::string, std::string>* out) 
   return OkStatus();
 }
 
+// The header's length: the file's first 8 bytes, little-endian.
+uint64_t HeaderLength(const uint8_t* first8) {
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | first8[i];
+  return n;
+}
+
 // The header's JSON: valid, no duplicate top-level key, an object.
 Status CheckHeaderJson(const char* header_begin, const char* header_end) {
   // First a SAX pass: it reports where the JSON is broken (the DOM parser without exceptions
@@ -196,8 +203,7 @@ StatusOr<SafetensorsFile> ParseUnguarded(const uint8_t* data, size_t size) {
     return InvalidArgument("file is " + std::to_string(size) +
                            " bytes; too short for the 8-byte header length");
   }
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | data[i];  // little-endian
+  const uint64_t header_len = HeaderLength(data);
   if (header_len > kMaxSafetensorsHeaderBytes) {
     return InvalidArgument("header length " + std::to_string(header_len) + " exceeds the limit of " +
                            std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
@@ -291,8 +297,7 @@ Status ReadUpTo(int fd, const std::string& path, size_t want, std::vector<uint8_
 Status ReadCheckingHeaderFirst(int fd, const std::string& path, size_t size, std::vector<uint8_t>* bytes) {
   RETURN_IF_ERROR(ReadUpTo(fd, path, std::min<size_t>(size, 64), bytes));
   if (bytes->size() >= 8) {
-    uint64_t header_len = 0;
-    for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | (*bytes)[i];  // little-endian
+    const uint64_t header_len = HeaderLength(bytes->data());
     const bool fits = header_len <= kMaxSafetensorsHeaderBytes && header_len <= size - 8;
     if (fits) RETURN_IF_ERROR(ReadUpTo(fd, path, 8 + header_len, bytes));
     if (fits && bytes->size() >= 8 + header_len) {

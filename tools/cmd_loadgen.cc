@@ -103,6 +103,11 @@ struct Tally {
     for (const auto& [code, count] : errors) n += count;
     return n;
   }
+  // Of the answered requests, the share that were errors (0 when none was answered).
+  double error_fraction() const {
+    const int64_t answered = completed + error_count();
+    return answered > 0 ? static_cast<double>(error_count()) / answered : 0.0;
+  }
 };
 
 // Runs the load on the client's thread; see the file comment.
@@ -300,8 +305,7 @@ std::string Mode(const Config& cfg) {
 }
 
 nlohmann::ordered_json SummaryJson(const Config& cfg, const Tally& t, const bench::LatencyStats& stats,
-                                   double throughput, double elapsed_s, double error_fraction,
-                                   const bench::LatencyStats& lag) {
+                                   double throughput, double elapsed_s, const bench::LatencyStats& lag) {
   nlohmann::ordered_json j;
   j["model"] = cfg.model;
   j["addr"] = cfg.addr;
@@ -322,7 +326,7 @@ nlohmann::ordered_json SummaryJson(const Config& cfg, const Tally& t, const benc
   j["max_ms"] = stats.max_ms;
   // Extras.
   j["latency_of"] = "ok_answers";          // the percentiles: of OK answers only
-  j["error_fraction"] = error_fraction;    // of the answered requests
+  j["error_fraction"] = t.error_fraction();
   if (cfg.closed_loop > 0) {
     j["send_lag_p99_ms"] = nullptr;
     j["send_lag_max_ms"] = nullptr;
@@ -465,8 +469,7 @@ int LoadgenCommand(int argc, char** argv) {
                throughput, stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.max_ms);
   // The latencies are the OK answers': with errors among the answers (refusals come fast) a
   // percentile over every request would differ, and past 1% of them p99 would lie among them.
-  const int64_t answered = tally.completed + tally.error_count();
-  const double error_fraction = answered > 0 ? static_cast<double>(tally.error_count()) / answered : 0.0;
+  const double error_fraction = tally.error_fraction();
   if (error_fraction > 0.01)
     std::fprintf(stderr, "loadgen: %.1f%% of the answers were errors: the latencies above are of the %lld OK answers "
                          "only, not of every request\n",
@@ -492,7 +495,7 @@ int LoadgenCommand(int argc, char** argv) {
 
   if (!cfg.json_path.empty()) {
     const std::string text =
-        SummaryJson(cfg, tally, stats, throughput, elapsed_s, error_fraction, lag).dump(2) + "\n";
+        SummaryJson(cfg, tally, stats, throughput, elapsed_s, lag).dump(2) + "\n";
     if (cfg.json_path == "-") {
       std::fputs(text.c_str(), stdout);
     } else {

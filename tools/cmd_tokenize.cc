@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "runtime/model_repository.h"
 #include "runtime/model_spec.h"
 #include "runtime/text.h"
 #include "runtime/tree.h"

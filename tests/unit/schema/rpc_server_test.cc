@@ -146,15 +146,21 @@ StatusOr<RequestResult> RunLocal(LocalCluster& cluster, const RequestInput& in) 
   return std::move(*answer);
 }
 
+// A cluster of one device serving `repo` (nullptr, with a test failure, if it does not start).
+std::unique_ptr<LocalCluster> StartOneDeviceCluster(const std::string& repo) {
+  LocalClusterOptions options;
+  options.model_repo = repo;
+  options.devices = 1;
+  auto cluster = LocalCluster::Start(options);
+  EXPECT_TRUE(cluster.ok()) << cluster.status().ToString();
+  return cluster.ok() ? std::move(cluster).value() : nullptr;
+}
+
 class RpcServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    LocalClusterOptions options;
-    options.model_repo = repo_.dir();
-    options.devices = 1;
-    auto cluster = LocalCluster::Start(options);
-    ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
-    cluster_ = std::move(cluster).value();
+    cluster_ = StartOneDeviceCluster(repo_.dir());
+    ASSERT_TRUE(cluster_);
   }
   std::unique_ptr<RpcServer> StartServer(RpcServerOptions options = {}) {
     options.listen = "127.0.0.1:0";
@@ -506,12 +512,8 @@ class RpcServerStreamTest : public ::testing::Test {
  protected:
   ~RpcServerStreamTest() noexcept override {}  // kj's destructors may throw; gtest's may not
   void Start(RpcServerOptions options = {}) {
-    LocalClusterOptions cluster_options;
-    cluster_options.model_repo = repo_.dir();
-    cluster_options.devices = 1;
-    auto cluster = LocalCluster::Start(cluster_options);
-    ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
-    cluster_ = std::move(cluster).value();
+    cluster_ = StartOneDeviceCluster(repo_.dir());
+    ASSERT_TRUE(cluster_);
     options.listen = "127.0.0.1:0";
     auto server = RpcServer::Start(cluster_.get(), options);
     ASSERT_TRUE(server.ok()) << server.status().ToString();
