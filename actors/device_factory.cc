@@ -188,6 +188,13 @@ Status CheckGpuPrecisionApplies(const std::string& backend, const std::string& g
                          backend + "; on the CPU see --cpu-precision)");
 }
 
+Status CheckCpuPrecisionApplies(const std::string& backend, bool cpu_fallback, bool cpu_bf16) {
+  if (!cpu_bf16 || backend == "cpu" || (backend == "cuda" && cpu_fallback)) return OkStatus();
+  return InvalidArgument("--cpu-precision bf16 applies to --backend cpu only (or cuda's --cpu-fallback devices; this "
+                         "is --backend " + backend + (backend == "cuda" ? " without --cpu-fallback" : "") +
+                         "; on GPUs see --gpu-precision)");
+}
+
 StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& options,
                                                            const std::vector<std::shared_ptr<const Model>>& models) {
   if (options.devices < 0) return InvalidArgument("devices must be >= 1, or 0 for all");
@@ -196,6 +203,7 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& 
   for (int cpu : options.device_cpus)
     if (cpu < 0) return InvalidArgument("device_cpus: " + std::to_string(cpu) + " is not a CPU number");
   RETURN_IF_ERROR(CheckGpuPrecisionApplies(options.backend, options.gpu_precision));
+  RETURN_IF_ERROR(CheckCpuPrecisionApplies(options.backend, options.cpu_fallback, options.cpu_bf16));
   if (options.backend == "cpu") return MakeCpuDevices(options, models);
   if (options.backend == "sim") return MakeSimDevices(options);
   if (options.backend != "cuda") return InvalidArgument("unknown backend '" + options.backend + "' (cpu, sim or cuda)");

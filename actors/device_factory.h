@@ -52,6 +52,10 @@ bool HaveCudaBackend();
 // (tools check it before loading models; MakeDevices checks it again).
 Status CheckGpuPrecisionApplies(const std::string& backend, const std::string& gpu_precision);
 
+// INVALID_ARGUMENT when bf16 CPU compute is asked of devices that are not CPUs: a backend other
+// than cpu, except cuda with cpu_fallback (whose CPU devices use it). Checked like the GPU's.
+Status CheckCpuPrecisionApplies(const std::string& backend, bool cpu_fallback, bool cpu_bf16);
+
 // Makes the devices; `models` are the ones they will serve (GPUs load their weights once).
 StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& options,
                                                            const std::vector<std::shared_ptr<const Model>>& models);

@@ -39,6 +39,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actors/device_factory.h"
 #include "actors/local_cluster.h"
 #include "bench/report.h"
 #include "bench/workload.h"
@@ -264,6 +265,8 @@ int BenchCommand(int argc, char** argv) {
     auto fold_max = FoldMaxBytes(flags);
     if (!fold_max.ok()) return BadUsage(fold_max.status());
     cfg.cluster.fold_max_bytes = *fold_max;
+    if (Status s = CheckCpuPrecisionApplies(cfg.cluster.backend, false, flags.Get("cpu-precision") == "bf16"); !s.ok())
+      return BadUsage(s);  // bench has no --cpu-fallback
     auto bf16 = CpuBf16Compute(flags);
     if (!bf16.ok()) return BadUsage(bf16.status());
     cfg.cluster.cpu_bf16 = *bf16;

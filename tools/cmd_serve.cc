@@ -34,6 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actors/device_factory.h"
 #include "actors/local_cluster.h"
 #include "cluster/node_agent.h"
 #include "cluster/wire.h"
@@ -324,6 +325,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto fold_max = FoldMaxBytes(flags);
   if (!fold_max.ok()) return FlagValueFailed(g_name, fold_max.status());
   options.fold_max_bytes = *fold_max;
+  if (Status s = CheckCpuPrecisionApplies(options.backend, options.cpu_fallback, flags.Get("cpu-precision") == "bf16");
+      !s.ok())
+    return FlagValueFailed(g_name, s);  // before asking the CPU for AMX, which would be beside the point
   auto bf16 = CpuBf16Compute(flags);
   if (!bf16.ok()) return FlagValueFailed(g_name, bf16.status());
   options.cpu_bf16 = *bf16;

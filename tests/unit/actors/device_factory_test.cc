@@ -80,6 +80,20 @@ TEST(DeviceFactoryTest, BadOptionsAreInvalidArgument) {
       << gpu_flag.message();
 }
 
+TEST(DeviceFactoryTest, CpuPrecisionAppliesToCpuDevicesOnly) {
+  DeviceOptions o;
+  o.cpu_bf16 = true;  // a CPU flag on GPUs or the simulator is refused, not ignored
+  for (const char* backend : {"cuda", "sim"}) {
+    o.backend = backend;
+    const Status s = MakeDevices(o, {}).status();
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << backend;
+    EXPECT_NE(s.message().find("--cpu-precision bf16 applies to --backend cpu only"), std::string::npos) << s.message();
+  }
+  EXPECT_TRUE(CheckCpuPrecisionApplies("cpu", false, true).ok());
+  EXPECT_TRUE(CheckCpuPrecisionApplies("cuda", true, true).ok());  // the fallback's CPU devices use it
+  EXPECT_TRUE(CheckCpuPrecisionApplies("sim", false, false).ok());
+}
+
 using testing_threads::AllowedCpusOfThread;
 
 TEST(DeviceFactoryTest, DeviceThreadsAreNamedAndRunOnTheCpusPlanned) {
