@@ -76,7 +76,6 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOption
   std::vector<std::unique_ptr<Device>> devices;
   for (int i = 0; i < count; ++i) {
     cpu::CpuBackendOptions backend;
-    backend.blas_threads = options.blas_threads;
     backend.weight_cache = weight_cache;
     backend.cell_weights.fold_max_bytes = options.fold_max_bytes;
     backend.cell_weights.bf16_compute = options.cpu_bf16;
@@ -198,7 +197,6 @@ Status CheckCpuPrecisionApplies(const std::string& backend, bool cpu_fallback, b
 StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& options,
                                                            const std::vector<std::shared_ptr<const Model>>& models) {
   if (options.devices < 0) return InvalidArgument("devices must be >= 1, or 0 for all");
-  if (options.blas_threads < 0) return InvalidArgument("blas_threads must be >= 0");
   if (options.fold_max_bytes < 0) return InvalidArgument("fold_max_bytes must be >= 0 (0: no folding)");
   for (int cpu : options.device_cpus)
     if (cpu < 0) return InvalidArgument("device_cpus: " + std::to_string(cpu) + " is not a CPU number");

@@ -24,7 +24,6 @@ namespace cellserve {
 struct DeviceOptions {
   std::string backend = "cpu";      // cpu, sim or cuda
   int devices = 1;                  // 0 = all
-  int blas_threads = 1;             // cpu: OpenBLAS threads (process-wide)
   // cpu and cuda: the largest folded token-input table per cell type (runtime/token_fold.h); 0: none.
   int64_t fold_max_bytes = kDefaultFoldMaxBytes;
   // cpu: --cpu-precision bf16, every GEMM on AMX tiles (kernels/cpu/amx_gemm.h); UNAVAILABLE

@@ -165,7 +165,6 @@ Status LocalCluster::CheckIdlePollQuota(const LocalClusterOptions& options) {
 
 StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOptions& options) {
   if (options.devices < 0) return InvalidArgument("devices must be >= 1, or 0 for all");
-  if (options.blas_threads < 0) return InvalidArgument("blas_threads must be >= 0");
   if (options.caf_threads < 0) return InvalidArgument("caf_threads must be >= 0");
   if (options.idle_poll_below < 0) return InvalidArgument("idle_poll_below must be >= 0");
   if (options.stop_grace_ms < 0) return InvalidArgument("stop_grace_ms must be >= 0");

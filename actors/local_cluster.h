@@ -27,7 +27,7 @@ class ServingMetrics;
 }
 
 // The devices (DeviceOptions, actors/device_factory.h: backend, devices, sim_profile,
-// blas_threads, the cuda settings, device_cpus; each device gets its own worker), and the rest.
+// the cpu and cuda settings, device_cpus; each device gets its own worker), and the rest.
 // "cpu": each device a thread running our CPU kernels. "sim": kernels/sim devices that compute
 // nothing and take the time `sim_profile` (a JSON file) says; answers are meaningless. "cuda": one
 // device per GPU (kernels/cuda), when this build has CUDA. device_cpus: from

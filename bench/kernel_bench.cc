@@ -57,7 +57,6 @@ void RunLstmStep(benchmark::State& state, const std::string& dtype, bool bf16_co
   if (bf16_compute && !AmxOrSkip(state)) return;
   auto model = MakeModel(H, B, 1000, 2, dtype);
   cpu::CpuBackendOptions options;
-  options.blas_threads = 1;
   options.cell_weights.bf16_compute = bf16_compute;
   cpu::CpuBackend backend(options);
   const int32_t slots = static_cast<int32_t>(4 * B);
@@ -100,7 +99,6 @@ void RunTokenLstmStep(benchmark::State& state, bool fold, bool bf16_compute = fa
   if (!setup.model) {
     setup.model = MakeModel(H, kMaxBatch, /*vocab=*/32000, /*layers=*/1);
     cpu::CpuBackendOptions options;
-    options.blas_threads = 1;
     options.cell_weights.fold_max_bytes = fold ? int64_t{1} << 30 : 0;
     options.cell_weights.bf16_compute = bf16_compute;
     setup.backend = std::make_unique<cpu::CpuBackend>(options);

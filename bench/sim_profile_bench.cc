@@ -94,7 +94,6 @@ int main(int argc, char** argv) {
   }
   const cs::Model& m = **model;
   cs::cpu::CpuBackendOptions options;
-  options.blas_threads = 1;
   options.cell_weights.fold_max_bytes = fold_max_mib << 20;
   cs::cpu::CpuBackend backend(options);
   const int32_t slots = 2 * max_batch + 2;

@@ -52,6 +52,7 @@
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/cpu_precision_flag.h"
+#include "tools/retired_flags.h"
 #include "tools/fold_flag.h"
 #include "tools/output_paths.h"
 #include "tools/thread_placement.h"
@@ -207,7 +208,6 @@ int BenchCommand(int argc, char** argv) {
       .Add("seed", "1", "seed of the arrival schedules and request order")
       .Add("drain-s", "30", "after a run's arrivals, how long to wait for outstanding answers")
       .Add("floor-runs", "20", "runs of the median sentence alone for the latency floor")
-      .Add("blas-threads", "1", "OpenBLAS threads (process-wide)")
       .Add("caf-threads", "0", "CAF scheduler threads (0: one per CPU this process may use)")
       .Add("metrics", "off",
            "Prometheus metrics: off; on (recorded, scraped every 1 s); compare (saturation only, with and "
@@ -216,8 +216,10 @@ int BenchCommand(int argc, char** argv) {
       .AddBool("keep-going", "run every rate even after a policy could not keep up");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);
+  AddRetiredFlags(flags);
   AddThreadPlacementFlags(flags, "the load generator");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
+  WarnAboutRetiredFlags(flags, "bench");
 
   BenchConfig cfg;
   cfg.model = flags.Get("model");
@@ -234,11 +236,10 @@ int BenchCommand(int argc, char** argv) {
     auto wait_ms = flags.GetDouble("padded-wait-ms");
     auto seed = flags.GetInt("seed");
     auto floor_runs = flags.GetInt("floor-runs");
-    auto blas = flags.GetIntIn("blas-threads", 1, kMaxThreads);
     auto caf = flags.GetIntIn("caf-threads", 0, kMaxThreads);
     for (const Status* s : {&duration.status(), &drain.status(), &devices.status(), &lookahead.status(),
                             &fill_first.status(), &batch.status(), &wait_ms.status(), &seed.status(), &floor_runs.status(),
-                            &blas.status(), &caf.status()})
+                            &caf.status()})
       if (!s->ok()) return BadUsage(*s);
     // The GetIntIn flags above are range-checked already.
     if (!(*duration > 0) || !(*drain >= 0) || *batch < 1 || !(*wait_ms >= 0) || *floor_runs < 1)
@@ -255,7 +256,6 @@ int BenchCommand(int argc, char** argv) {
     cfg.cluster.scheduler.padded_wait_us = static_cast<int64_t>(*wait_ms * 1000.0);
     cfg.seed = static_cast<uint64_t>(*seed);
     cfg.floor_runs = *floor_runs;
-    cfg.cluster.blas_threads = static_cast<int>(*blas);
     cfg.cluster.caf_threads = static_cast<int>(*caf);
     cfg.cluster.backend = flags.Get("backend");
     cfg.cluster.sim_profile = flags.Get("sim-profile");

@@ -25,6 +25,7 @@
 #include "tools/cli_errors.h"
 #include "tools/flags.h"
 #include "tools/cpu_precision_flag.h"
+#include "tools/retired_flags.h"
 #include "tools/fold_flag.h"
 
 namespace cellserve::tools {
@@ -147,14 +148,15 @@ int RunCommand(int argc, char** argv) {
       .Add("model", "", "model name in the repository", true)
       .Add("corpus", "", "text file, one sentence per line (used when no TEXT is given)")
       .Add("sentences", "20", "how many sentences to take from the corpus (an even sample)")
-      .Add("blas-threads", "1", "OpenBLAS threads (0: leave OpenBLAS's setting, OPENBLAS_NUM_THREADS or else every core)")
       .AddBool("compare-precision",
                "also run the sentences batched under the other --cpu-precision (fp32 or bf16; needs AMX-BF16) and "
                "report how many answers changed and how far the logits or scores moved, by sentence length")
       .Positional("TEXT...", "sentences to run");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);
+  AddRetiredFlags(flags);
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
+  WarnAboutRetiredFlags(flags, "run");
 
   auto t0 = std::chrono::steady_clock::now();
   auto model = LoadModel(flags.Get("model-repo"), flags.Get("model"));
@@ -173,8 +175,6 @@ int RunCommand(int argc, char** argv) {
     if (!read.ok()) return Fail(read.status());
     sentences = std::move(*read);
   }
-  auto threads = flags.GetIntIn("blas-threads", 0, kMaxThreads);
-  if (!threads.ok()) return FlagValueFailed("run", threads.status());
   auto fold_max = FoldMaxBytes(flags);
   if (!fold_max.ok()) return FlagValueFailed("run", fold_max.status());
   auto bf16 = CpuBf16Compute(flags);
@@ -197,7 +197,6 @@ int RunCommand(int argc, char** argv) {
   };
 
   cpu::CpuBackendOptions options;
-  options.blas_threads = static_cast<int>(*threads);
   options.cell_weights.fold_max_bytes = *fold_max;
   options.cell_weights.bf16_compute = *bf16;
   cpu::CpuBackend backend(options);

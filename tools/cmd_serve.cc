@@ -49,6 +49,7 @@
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/cpu_precision_flag.h"
+#include "tools/retired_flags.h"
 #include "tools/fold_flag.h"
 #include "tools/front_door.h"
 #include "tools/thread_placement.h"
@@ -248,7 +249,6 @@ int ServeOrNode(int argc, char** argv, bool node) {
            "(0: oldest first always)")
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
-      .Add("blas-threads", "1", "OpenBLAS threads (process-wide; 0: leave OpenBLAS's setting, OPENBLAS_NUM_THREADS or else every core)")
       .Add("stop-grace-ms", "30000",
            "SIGTERM: accepted requests may take this long to finish, then are answered UNAVAILABLE (a router retries "
            "them on another node); the whole stop takes at most this + 17 s (serve) or about + 29 s (node: telling "
@@ -256,6 +256,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   if (!node) flags.AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);
+  AddRetiredFlags(flags);
   AddThreadPlacementFlags(flags, "the RPC front door");
   AddFrontDoorFlags(flags);
   if (node)
@@ -267,6 +268,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
              "load reports to the routers at least this often; keep it well below the routers' --report-timeout-ms "
              "(3000 by default), after which they drop a silent node");
   if (int rc = ParseOrExit(flags, argc, argv); rc >= 0) return rc;
+  WarnAboutRetiredFlags(flags, g_name);
   const bool from_stdin = !node && flags.GetBool("stdin");  // a node serves routers over the network
 
   LocalClusterOptions options;
@@ -279,10 +281,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto lookahead = flags.GetIntIn("lookahead", 1, kMaxLookahead);
   auto fill_first = flags.GetIntIn("fill-first-rounds", 0, kMaxFillFirstRounds);
   auto slots = flags.GetIntIn("state-slots", 2, int64_t{1} << 30);
-  auto blas_threads = flags.GetIntIn("blas-threads", 0, kMaxThreads);
   auto stop_grace_ms = flags.GetIntIn("stop-grace-ms", 0, int64_t{24} * 3600 * 1000);
   for (const Status* s : {&max_requests.status(), &lookahead.status(), &fill_first.status(), &slots.status(),
-                          &blas_threads.status(), &stop_grace_ms.status()})
+                          &stop_grace_ms.status()})
     if (!s->ok()) return FlagValueFailed(g_name, *s);
   // A node's cluster flags, checked before any model loads (a mistake there costs no wait).
   cluster::NodeAgentOptions agent_options;
@@ -320,7 +321,6 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.scheduler.fill_first_rounds = static_cast<int>(*fill_first);
   options.scheduler.max_requests = *max_requests;
   options.scheduler.state_slots = static_cast<int32_t>(*slots);
-  options.blas_threads = static_cast<int>(*blas_threads);
   options.stop_grace_ms = *stop_grace_ms;
   auto fold_max = FoldMaxBytes(flags);
   if (!fold_max.ok()) return FlagValueFailed(g_name, fold_max.status());

@@ -1,6 +1,5 @@
 #include "kernels/cpu/cpu_backend.h"
 
-#include <cblas.h>
 
 #include <algorithm>
 #include <cstring>
@@ -52,9 +51,7 @@ int64_t PackedWeightCache::packs() const {
 }
 
 CpuBackend::CpuBackend(CpuBackendOptions options)
-    : weight_cache_(std::move(options.weight_cache)), cell_weight_options_(options.cell_weights) {
-  if (options.blas_threads > 0) openblas_set_num_threads(options.blas_threads);
-}
+    : weight_cache_(std::move(options.weight_cache)), cell_weight_options_(options.cell_weights) {}
 
 Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   if (slots <= 0) return InvalidArgument("a model needs at least one state slot");

@@ -8,7 +8,7 @@
 // W_x x + bias (a folded leaf needs no GEMM at all).
 // State storage: per registered model, `slots` rows of [h | c] (2H floats each), zero-initialised.
 // Owns its scratch buffers, so one thread at a time may call it; several CpuBackends may run on
-// several threads. OpenBLAS's thread count is process-wide and set from the options.
+// several threads.
 // Prepared weights are immutable, so CPU devices of one process share them through a
 // PackedWeightCache (one copy of the weights and folded tables in memory and in the shared cache,
 // not one per device); without a cache each backend prepares its own.
@@ -48,9 +48,6 @@ class PackedWeightCache {
 };
 
 struct CpuBackendOptions {
-  // OpenBLAS threads for this process (openblas_set_num_threads; OpenBLAS serves the baselines
-  // and benchmarks). 0 leaves it unchanged. Default 1: one device per core.
-  int blas_threads = 1;
   // Where prepared weights come from; null = this backend prepares its own copy.
   std::shared_ptr<PackedWeightCache> weight_cache;
   // Folding of token inputs (cell_weights.h): the cap per cell type's table, and the threads

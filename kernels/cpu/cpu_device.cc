@@ -10,8 +10,6 @@ namespace cellserve::cpu {
 
 StatusOr<std::unique_ptr<CpuDevice>> CpuDevice::Create(std::string name, CpuBackendOptions options, int cpu) {
   if (name.empty()) return InvalidArgument("a device needs a name");
-  if (options.blas_threads < 0)
-    return InvalidArgument("blas_threads must be >= 0 (0 leaves OpenBLAS's setting unchanged)");
   std::unique_ptr<CpuDevice> device(new CpuDevice(std::move(name), options));
   try {
     CpuDevice* d = device.get();

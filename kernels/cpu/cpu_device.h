@@ -8,10 +8,8 @@
 // at a time, in submission order; they must not block, and must not destroy the device. Submit and
 // RegisterModel may also be called from inside a callback. The destructor runs every batch already
 // queued, reports it, then joins: every accepted Submit gets exactly one callback.
-// OpenBLAS: its thread count is process-wide (openblas_set_num_threads, set by CpuBackend from
-// options.blas_threads; the last device created wins). The intended setup is N devices, one per
-// core, each with blas_threads = 1. (The cell GEMM is our packed GEMM, which is single-threaded
-// per call either way; OpenBLAS serves the baselines.)
+// The intended setup is N devices, one per core: every kernel (kernels/cpu: the packed GEMM, the
+// AMX GEMM, the pointwise steps) runs on the device's one thread.
 #pragma once
 
 #include <condition_variable>
