@@ -199,6 +199,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   node.models = impl->models;
   node.clock = &impl->clock;
   node.counters = impl->counters;
+  node.max_requests_per_worker_model = options.scheduler.max_requests;
   if (options.metrics) {
     for (const auto& m : impl->models) impl->model_metrics[m->spec().name] = options.metrics->Model(m->spec().name);
     for (const auto& d : impl->devices) node.device_metrics.push_back(options.metrics->Device(d->name()));

@@ -1,9 +1,7 @@
 // The node actor (DESIGN.md §3 step 3): one per process. It knows the models and the device
-// workers; for each request it picks the worker with the least outstanding work and spawns a
-// request actor bound to it. Outstanding work of a worker = the outstanding cells of its last
-// load report + an estimate of the cells of the requests sent to it since that report; ties go to
-// the worker with the fewest requests in flight, then the lowest index. Unknown models are
-// answered NOT_FOUND here, at once.
+// workers; for each request it picks a worker (runtime/worker_loads.h: the least outstanding
+// work among the workers with room for another request of its model) and spawns a request actor
+// bound to it. Unknown models are answered NOT_FOUND here, at once.
 // Stop protocol (LocalCluster drives it): stop_atom -> new requests are answered UNAVAILABLE;
 // cancel_all_atom -> every worker cancels what it holds with UNAVAILABLE; shutdown_atom -> the node
 // stops every request actor and worker it knows, then itself.
@@ -34,6 +32,9 @@ struct NodeOptions {
   // Per worker index: its device's metrics, where each placement is counted
   // (cellserve_placements_total). Borrowed; empty (or a null entry) = not counted.
   std::vector<monitoring::DeviceMetrics*> device_metrics;
+  // Each worker's admission bound per model (SchedulerOptions::max_requests): placement prefers
+  // workers under it. <= 0: not known (placement by load alone).
+  int64_t max_requests_per_worker_model = 0;
   // Called on the node's thread when a worker ends other than by the stop protocol: its index
   // and why. Must not block. Empty = not told.
   std::function<void(int worker, const std::string& why)> on_worker_lost;

@@ -28,8 +28,10 @@ struct RequestState {
   void Finish(StatusOr<RequestResult> result, AnswerKind kind) {
     if (finished) return;
     finished = true;
-    reply->Answer(std::move(result), kind);
+    // The node hears first: a client that sends its next request on this answer finds the node's
+    // count of this one gone (its mailbox is in order), not a worker that looks full.
     if (node) self->send(node, finished_atom::value, id, worker_index, kind != AnswerKind::kRejected);
+    reply->Answer(std::move(result), kind);
     self->quit();
   }
 

@@ -60,6 +60,7 @@ class ActorTest : public ::testing::Test {
     o.models = std::move(models);
     o.clock = &clock_;
     o.counters = counters_;
+    o.max_requests_per_worker_model = options_.max_requests;
     node_ = SpawnNode(*system_, std::move(o));
     Run();
   }
@@ -515,6 +516,31 @@ TEST_F(ActorTest, NodeSpreadsRequestsByOutstandingWork) {
   EXPECT_EQ(answers_.Total(), 21);
   EXPECT_GT(d0.submitted(), 0);
   EXPECT_GT(d1.submitted(), 0);
+  ExpectIdle(workers_[0]);
+  ExpectIdle(workers_[1]);
+}
+
+TEST_F(ActorTest, ARequestGoesWhereItsModelHasRoomNotWhereAnotherModelIsQuiet) {
+  options_.max_requests = 2;  // per worker and model
+  StartNode({lstm_, s2s_});
+  StartWorker({lstm_, s2s_});
+  StartWorker({lstm_, s2s_});
+  // A long s2s request makes worker 0 the busy one; two short lstm requests go to worker 1 and
+  // fill it for lstm. The third lstm request would be refused there (RESOURCE_EXHAUSTED) while
+  // worker 0 has room for lstm: it goes to worker 0.
+  const uint64_t s2s = Infer("s2s", InputFor(*s2s_, Tokens(40, 1, 97)));
+  std::vector<uint64_t> lstm;
+  for (int i = 0; i < 3; ++i) {
+    lstm.push_back(Infer("lstm", InputFor(*lstm_, Tokens(3, 10 + i, 97))));
+    Run();
+  }
+  NodeReport r = NodeReportOf();
+  ASSERT_EQ(r.assigned.size(), 2u);
+  EXPECT_EQ(r.assigned[0], 2) << "the s2s request and the third lstm one";
+  EXPECT_EQ(r.assigned[1], 2);
+  DrainAll();
+  EXPECT_EQ(answers_.Code(s2s), StatusCode::kOk);
+  for (uint64_t id : lstm) EXPECT_EQ(answers_.Code(id), StatusCode::kOk) << "request " << id;
   ExpectIdle(workers_[0]);
   ExpectIdle(workers_[1]);
 }
