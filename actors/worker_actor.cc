@@ -6,6 +6,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "runtime/device_share.h"
+
 namespace cellserve::actors {
 
 namespace {
@@ -50,6 +52,7 @@ struct WorkerState {
   caf::stateful_actor<WorkerState>* self = nullptr;
   WorkerOptions options;
   std::vector<PerModel> models;
+  DeviceShare share{0, 1};                         // whose round goes next (several models)
   std::unordered_map<RequestId, Tracked> requests;  // admitted, not yet answered by us
   bool refusing = false;                           // after cancel_all: no more admissions
   Status refuse_reason;
@@ -129,6 +132,7 @@ struct WorkerState {
     const size_t mi = static_cast<size_t>(c.round_id >> kModelShift);
     if (mi >= models.size()) return;
     if (device_metrics) monitoring::ServingMetrics::OnDeviceBusy(*device_metrics, c.end_us - c.start_us);
+    share.Charge(static_cast<int>(mi), c.end_us - c.start_us);
     Deliver(models[mi].scheduler->OnRoundDone(c.round_id & kRoundMask, c.output));
     ++rounds_since_report;
     AfterChange();
@@ -183,23 +187,29 @@ struct WorkerState {
     device_metrics->rounds_in_flight->Set(static_cast<double>(rounds));
   }
 
-  // Submits every round the schedulers will give now, round-robin over the models.
+  // Submits every round the schedulers will give now and the device share allows, one at a time,
+  // each to the least charged model that has one.
   void Pump() {
-    bool progress = true;
-    while (progress) {
+    for (bool progress = true; progress;) {
       progress = false;
+      int on_device = 0;
       for (size_t mi = 0; mi < models.size(); ++mi) {
-        Scheduler& s = *models[mi].scheduler;
-        if (std::optional<Round> r = s.NextRound()) {
-          Submit(mi, std::move(*r));
-          progress = true;
-        }
+        share.SetBusy(static_cast<int>(mi), models[mi].scheduler->requests_in() > 0);
+        on_device += models[mi].scheduler->rounds_in_flight();
+      }
+      if (!share.Room(on_device)) return;
+      for (int mi : share.Order()) {
+        Scheduler& s = *models[static_cast<size_t>(mi)].scheduler;
+        std::optional<Round> r = s.NextRound();
+        if (r) Submit(static_cast<size_t>(mi), std::move(*r));
         // Requests shed inside NextRound (state pool exhausted): answer them, and go on, as
         // their slots are free now.
         std::vector<RequestEvent> shed = s.TakeEvents();
-        if (!shed.empty()) {
-          Deliver(std::move(shed));
+        const bool any_shed = !shed.empty();
+        if (any_shed) Deliver(std::move(shed));
+        if (r || any_shed) {
           progress = true;
+          break;  // the charges and the room may have changed: look again
         }
       }
     }
@@ -289,6 +299,7 @@ caf::behavior WorkerActor(caf::stateful_actor<WorkerState>* self, std::shared_pt
   st.self = self;
   st.options = std::move(setup->options);
   st.models = std::move(setup->models);
+  st.share = DeviceShare(static_cast<int>(st.models.size()), st.options.shared_device_depth);
   if (st.options.metrics) {
     monitoring::ServingMetrics& metrics = *st.options.metrics;
     const std::string device = st.options.device->name();
@@ -296,7 +307,7 @@ caf::behavior WorkerActor(caf::stateful_actor<WorkerState>* self, std::shared_pt
     for (PerModel& m : st.models) {
       m.metrics = metrics.Model(m.model->spec().name);
       m.pool = metrics.Pool(device, m.model->spec().name);
-      for (const CellType& type : m.model->cell_types()) m.batch_size.push_back(metrics.BatchSize(device, type.name));
+      for (const CellType& type : m.model->cell_types()) m.batch_size.push_back(metrics.BatchSize(device, m.model->spec().name, type.name));
       // Slots requests may hold: the padding slot is not theirs.
       m.pool->capacity->Set(
           static_cast<double>(m.scheduler->options().state_slots - (m.scheduler->pad_slot() >= 0 ? 1 : 0)));
@@ -326,6 +337,7 @@ StatusOr<caf::actor> SpawnWorker(caf::actor_system& system, WorkerOptions option
   if (options.models.size() > 0xFFFF) return InvalidArgument("too many models for one worker");
   if (options.load_report_interval_us < 0 || options.load_report_rounds < 1)
     return InvalidArgument("load_report_interval_us must be >= 0 and load_report_rounds >= 1");
+  if (options.shared_device_depth < 1) return InvalidArgument("shared_device_depth must be >= 1");
   auto setup = std::make_shared<WorkerSetup>();
   for (const auto& model : options.models) {
     if (!model) return InvalidArgument("worker given a null model");

@@ -11,9 +11,11 @@
 // refused admission hears one kFailed with `rejected` set. Load (outstanding cells, requests in)
 // goes to the node on change, at most once per `load_report_interval_us` or every
 // `load_report_rounds` rounds, with a delayed flush so the last change is never lost.
-// Several models on one device: one scheduler each, pumped round-robin; `lookahead` bounds each
-// scheduler's rounds in flight, so the device may hold up to lookahead x models rounds. Device
-// round ids carry the model's index in their top 16 bits.
+// Several models on one device: one scheduler each; runtime/device_share.h decides whose round
+// goes next (the model charged the least device time) and, while two or more models hold
+// requests, keeps the device's queue to `shared_device_depth` rounds, so a small model's step
+// waits behind about one round of a big one, not behind its whole lookahead. A model alone has
+// its scheduler's `lookahead`. Device round ids carry the model's index in their top 16 bits.
 // Metrics (options.metrics, optional): updated where the event happens, from pre-resolved
 // handles: a submitted round (batch size, cells, batches, padding, each started request's queue
 // wait), a completed round (busy time), and after every message (rounds in flight, slots in use).
@@ -47,6 +49,9 @@ struct WorkerOptions {
   std::shared_ptr<ClusterCounters> counters;  // `accepted` is counted here; may be null
   int64_t load_report_interval_us = 2000;     // at most one load report per interval ...
   int load_report_rounds = 16;                // ... unless this many rounds finished since
+  // Rounds the device may hold (running and queued) while two or more models hold requests
+  // (runtime/device_share.h); at least 1.
+  int shared_device_depth = 2;
   // Per device: batch size, cells, batches, padding rows, busy time, rounds in flight, state
   // slots; per model: queue wait. Borrowed, must outlive the actor; null = no metrics.
   monitoring::ServingMetrics* metrics = nullptr;

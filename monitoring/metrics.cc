@@ -251,9 +251,10 @@ PoolMetrics* ServingMetrics::Pool(const std::string& device, const std::string& 
   return slot.get();
 }
 
-prometheus::Histogram* ServingMetrics::BatchSize(const std::string& device, const std::string& cell_type) {
+prometheus::Histogram* ServingMetrics::BatchSize(const std::string& device, const std::string& model,
+                                                 const std::string& cell_type) {
   std::lock_guard<std::mutex> lock(mu_);
-  return &batch_size_->Add({{"device", device}, {"cell_type", cell_type}}, BatchSizeBuckets());
+  return &batch_size_->Add({{"device", device}, {"model", model}, {"cell_type", cell_type}}, BatchSizeBuckets());
 }
 
 void ServingMetrics::OnRefused(ModelMetrics* model, StatusCode code, int64_t duration_us) {

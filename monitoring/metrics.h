@@ -11,8 +11,10 @@
 //                                                               codes; LatencyBuckets()
 //   cellserve_queue_wait_seconds{model}              histogram  admission to the request's first cell
 //                                                               submitted to a device; QueueWaitBuckets()
-//   cellserve_batch_size{device, cell_type}          histogram  real rows per submitted round (padding
-//                                                               not counted); BatchSizeBuckets()
+//   cellserve_batch_size{device, model, cell_type}   histogram  real rows per submitted round (padding
+//                                                               not counted); BatchSizeBuckets(). Models
+//                                                               on one device name their types alike
+//                                                               (lstm.0, head): `model` tells them apart
 //   cellserve_cells_total{device}                    counter    cells (real rows) submitted
 //   cellserve_batches_total{device}                  counter    rounds submitted
 //   cellserve_padding_rows_total{device}             counter    padding rows submitted (padded policies)
@@ -188,7 +190,7 @@ class ServingMetrics {
   ModelMetrics* Model(const std::string& name);
   DeviceMetrics* Device(const std::string& name);
   PoolMetrics* Pool(const std::string& device, const std::string& model);
-  prometheus::Histogram* BatchSize(const std::string& device, const std::string& cell_type);
+  prometheus::Histogram* BatchSize(const std::string& device, const std::string& model, const std::string& cell_type);
 
   // ---- event helpers (hot paths) ----
   // A request was handed to the cluster / answered (`model` may be null: counted as unknown).

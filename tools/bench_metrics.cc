@@ -29,7 +29,7 @@ MetricsCost MeasureMetricsCost(monitoring::ServingMetrics& metrics, const std::s
   monitoring::ModelMetrics* mm = metrics.Model(model);
   monitoring::DeviceMetrics* d = metrics.Device("cpu:0");
   monitoring::PoolMetrics* pool = metrics.Pool("cpu:0", model);
-  prometheus::Histogram* batch = metrics.BatchSize("cpu:0", "lstm.0");
+  prometheus::Histogram* batch = metrics.BatchSize("cpu:0", model, "lstm.0");
   MetricsCost cost;
   SteadyTime t0 = Now();
   for (int i = 0; i < kN; ++i) {

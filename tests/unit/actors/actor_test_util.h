@@ -112,6 +112,9 @@ class FakeDevice final : public Device {
     queue_.pop_front();
     DeviceCompletion c;
     c.round_id = job.round_id;
+    const int64_t took = 1 + us_per_row_ * static_cast<int64_t>(job.batch.rows.size());
+    c.start_us = busy_clock_us_;
+    c.end_us = busy_clock_us_ += took;
     if (error.ok()) {
       c.output = backend_.Run(job.batch);
     } else {
@@ -119,13 +122,15 @@ class FakeDevice final : public Device {
     }
     ++stats_.batches;
     stats_.cells += static_cast<int64_t>(job.batch.rows.size());
-    stats_.busy_us += 1;
+    stats_.busy_us += took;
     job.done(std::move(c));
     return true;
   }
 
   int64_t submitted() const { return submitted_; }
   int64_t max_pending() const { return max_pending_; }
+  // Each batch reports 1 us + this per row as its running time (start_us .. end_us; default 0).
+  void set_us_per_row(int64_t us) { us_per_row_ = us; }
 
  private:
   struct Job {
@@ -138,6 +143,7 @@ class FakeDevice final : public Device {
   std::deque<Job> queue_;
   DeviceStats stats_;
   int64_t submitted_ = 0, max_pending_ = 0;
+  int64_t us_per_row_ = 0, busy_clock_us_ = 0;
 };
 
 // Records the answers of requests by id: how many each got and the last one. Thread-safe.

@@ -545,6 +545,50 @@ TEST_F(ActorTest, ARequestGoesWhereItsModelHasRoomNotWhereAnotherModelIsQuiet) {
   ExpectIdle(workers_[1]);
 }
 
+// Two models on one device: while both hold requests, the device holds two rounds at most and the
+// model charged less device time goes first, so the small one's steps do not each wait behind the
+// busy one's whole lookahead (they did: about lookahead + 1 rounds per step).
+TEST_F(ActorTest, ASharedDeviceRunsASmallModelsStepsBetweenABusyOnesRounds) {
+  options_.lookahead = 3;
+  StartNode({lstm_, s2s_});
+  FakeDevice& dev = StartWorker({lstm_, s2s_});
+  dev.set_us_per_row(100);
+  const RequestInput small = InputFor(*s2s_, Tokens(4, 7, 97));
+  // Alone, the small request takes R rounds.
+  const uint64_t alone = Infer("s2s", small);
+  DrainAll();
+  ASSERT_EQ(answers_.Code(alone), StatusCode::kOk);
+  const int64_t rounds_alone = dev.submitted();
+  ASSERT_GT(rounds_alone, 3);
+  // The busy model alone fills its lookahead.
+  for (int i = 0; i < 8; ++i) Infer("lstm", InputFor(*lstm_, Tokens(30, 20 + i, 97)));
+  Run();
+  EXPECT_EQ(dev.pending(), 3);
+  dev.CompleteOne();
+  Run();
+  EXPECT_EQ(dev.pending(), 3);
+  // The small request arrives: the device's queue drains to two rounds, and stays there.
+  const uint64_t shared = Infer("s2s", small);
+  Run();
+  int completions = 0;
+  int64_t most_pending_after_drain = 0;
+  while (answers_.Count(shared) == 0 && dev.CompleteOne()) {
+    Run();
+    ++completions;
+    // (Once it is answered, the busy model is alone again and refills its lookahead.)
+    if (completions > 1 && answers_.Count(shared) == 0)
+      most_pending_after_drain = std::max(most_pending_after_drain, dev.pending());
+  }
+  ASSERT_EQ(answers_.Code(shared), StatusCode::kOk);
+  EXPECT_LE(most_pending_after_drain, 2);
+  // Each of its rounds waited behind one busy round at most (and the queue it found, 3 rounds).
+  EXPECT_LE(completions, 2 * rounds_alone + 3) << "rounds alone: " << rounds_alone;
+  EXPECT_TRUE(SameResult(*answers_.Get(shared), *answers_.Get(alone)));
+  DrainAll();
+  EXPECT_EQ(answers_.Total(), 10);
+  ExpectIdle(workers_[0]);
+}
+
 TEST_F(ActorTest, ARejectedRequestLeavesNoEstimateBehindOnItsWorker) {
   StartNode({lstm_});
   StartWorker({lstm_});

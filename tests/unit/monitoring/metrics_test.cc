@@ -145,7 +145,7 @@ TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
   m.Model("lstm");
   m.Device("cpu:0");
   m.Pool("cpu:0", "lstm");
-  m.BatchSize("cpu:0", "head");
+  m.BatchSize("cpu:0", "m", "head");
   Series s(m);
   for (const char* code : kCodes) EXPECT_EQ(s("cellserve_requests_total", {{"model", "lstm"}, {"code", code}}), 0);
   for (const char* code : kCodes) {
@@ -166,7 +166,7 @@ TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
   EXPECT_EQ(s.Values("cellserve_request_duration_seconds_bucket", "le").size(), LatencyBuckets().size() + 1);
   EXPECT_EQ(s.Values("cellserve_queue_wait_seconds_bucket", "le").size(), QueueWaitBuckets().size() + 1);
   EXPECT_EQ(s("cellserve_queue_wait_seconds_bucket", {{"model", "lstm"}, {"le", "1e-05"}}), 0);
-  EXPECT_EQ(s("cellserve_batch_size_bucket", {{"device", "cpu:0"}, {"cell_type", "head"}, {"le", "512"}}), 0);
+  EXPECT_EQ(s("cellserve_batch_size_bucket", {{"device", "cpu:0"}, {"model", "m"}, {"cell_type", "head"}, {"le", "512"}}), 0);
   EXPECT_EQ(s.Values("cellserve_batch_size_bucket", "le").size(), BatchSizeBuckets().size() + 1);
   for (const char* name : {"cellserve_cells_total", "cellserve_batches_total", "cellserve_padding_rows_total",
                            "cellserve_device_busy_seconds_total", "cellserve_device_busy_ratio",
@@ -189,7 +189,7 @@ TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
   // Registration is idempotent: the same handles.
   EXPECT_EQ(m.Model("lstm"), m.Model("lstm"));
   EXPECT_EQ(m.Device("cpu:0"), m.Device("cpu:0"));
-  EXPECT_EQ(m.BatchSize("cpu:0", "head"), m.BatchSize("cpu:0", "head"));
+  EXPECT_EQ(m.BatchSize("cpu:0", "m", "head"), m.BatchSize("cpu:0", "m", "head"));
 }
 
 TEST(ServingMetrics, HelpersCountWhatTheContractSays) {
@@ -199,7 +199,7 @@ TEST(ServingMetrics, HelpersCountWhatTheContractSays) {
   ServingMetrics m(o);
   ModelMetrics* model = m.Model("lstm");
   DeviceMetrics* dev = m.Device("cpu:0");
-  prometheus::Histogram* head = m.BatchSize("cpu:0", "head");
+  prometheus::Histogram* head = m.BatchSize("cpu:0", "m", "head");
 
   m.OnArrived();
   m.OnArrived();
@@ -227,10 +227,10 @@ TEST(ServingMetrics, HelpersCountWhatTheContractSays) {
   EXPECT_EQ(s("cellserve_cells_total", {{"device", "cpu:0"}}), 6);
   EXPECT_EQ(s("cellserve_batches_total", {{"device", "cpu:0"}}), 2);
   EXPECT_EQ(s("cellserve_padding_rows_total", {{"device", "cpu:0"}}), 3);
-  EXPECT_EQ(s("cellserve_batch_size_count", {{"device", "cpu:0"}, {"cell_type", "head"}}), 2);
-  EXPECT_EQ(s("cellserve_batch_size_sum", {{"device", "cpu:0"}, {"cell_type", "head"}}), 6);
-  EXPECT_EQ(s("cellserve_batch_size_bucket", {{"device", "cpu:0"}, {"cell_type", "head"}, {"le", "4"}}), 1);
-  EXPECT_EQ(s("cellserve_batch_size_bucket", {{"device", "cpu:0"}, {"cell_type", "head"}, {"le", "8"}}), 2);
+  EXPECT_EQ(s("cellserve_batch_size_count", {{"device", "cpu:0"}, {"model", "m"}, {"cell_type", "head"}}), 2);
+  EXPECT_EQ(s("cellserve_batch_size_sum", {{"device", "cpu:0"}, {"model", "m"}, {"cell_type", "head"}}), 6);
+  EXPECT_EQ(s("cellserve_batch_size_bucket", {{"device", "cpu:0"}, {"model", "m"}, {"cell_type", "head"}, {"le", "4"}}), 1);
+  EXPECT_EQ(s("cellserve_batch_size_bucket", {{"device", "cpu:0"}, {"model", "m"}, {"cell_type", "head"}, {"le", "8"}}), 2);
   EXPECT_EQ(s("cellserve_device_busy_seconds_total", {{"device", "cpu:0"}}), 2);
   EXPECT_DOUBLE_EQ(s("cellserve_device_busy_ratio", {{"device", "cpu:0"}}), 0.5);  // 2 s of 4 s
   EXPECT_EQ(s("cellserve_rpc_errors_total", {{"code", "RESOURCE_EXHAUSTED"}}), 1);
@@ -492,6 +492,11 @@ TEST(MonitoringCluster, EachModelsStatePoolHasItsOwnGauges) {
   cluster->Stop();
   Series s(metrics);
   EXPECT_EQ(s("cellserve_state_slots_in_use", {{"device", device}, {"model", "lstm"}}), 0);
+  // The batch sizes too: both models have an lstm.0, and only lstm's ran (it was merged before).
+  EXPECT_EQ(s("cellserve_batch_size_sum", {{"device", device}, {"model", "lstm"}, {"cell_type", "head"}}),
+            s("cellserve_requests_total", {{"model", "lstm"}, {"code", "OK"}}));  // one head each (the rest shed)
+  EXPECT_EQ(s("cellserve_batch_size_count", {{"device", device}, {"model", "other"}, {"cell_type", "lstm.0"}}), 0);
+  EXPECT_GT(s("cellserve_batch_size_count", {{"device", device}, {"model", "lstm"}, {"cell_type", "lstm.0"}}), 0);
 }
 
 TEST(MonitoringRpc, CountsRefusalsErrorsAndConnections) {
