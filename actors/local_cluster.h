@@ -1,7 +1,7 @@
 // LocalCluster: the whole serving stack in one process (DESIGN.md §6, "cellserve serve"): a CAF
 // actor system with one node actor, one worker actor per device (each owning a Scheduler and a
 // Device) and one request actor per request. This class is the C++ entry point to it for the CLI,
-// the benchmark and tests; the RPC front door (schema/) will call the same Infer.
+// the benchmark, tests and the RPC front door (schema/), which all call the same Infer.
 // Thread-safe: Infer may be called from any thread; `done` runs once on an actor thread and must
 // not block. Stop (and the destructor) stop admitting, answer every accepted request (results
 // still in flight finish; nothing is dropped), then shut the actors down.
@@ -62,7 +62,9 @@ struct LocalClusterOptions : DeviceOptions {
 class LocalCluster final : public NodeBackend {
  public:
   // Loads the models, starts the devices and actors. Errors: NOT_FOUND (model or repo),
-  // INVALID_ARGUMENT (bad options or weights).
+  // INVALID_ARGUMENT (bad options or weights), UNAVAILABLE (an unreadable repository; --backend
+  // cuda without a usable GPU), RESOURCE_EXHAUSTED (weights or state slots beyond the memory this
+  // process may use).
   static StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
   ~LocalCluster();
 

@@ -1,14 +1,15 @@
 // The message protocol of the serving actors (DESIGN.md §3, §6): every atom and message type the
 // node, worker and request actors exchange, declared here once, plus ReplySlot, the one answer of
 // one request. Everything is local to one process, so the message types are announced with
-// CAF_ALLOW_UNSAFE_MESSAGE_TYPE (they never cross the network; a future router/node split sends
-// its own serializable types).
+// CAF_ALLOW_UNSAFE_MESSAGE_TYPE (they never cross the network: the router <-> node protocol is
+// cluster/wire.h's).
 //
 // Message flow (who sends what to whom):
 //   LocalCluster -> node      (infer_atom, InferMsg)          a new request
 //                             (cancel_atom, RequestId)         client cancel
 //                             (stop_atom) / (cancel_all_atom) / (shutdown_atom)   Stop, in order
-//   node -> request actor     spawn(RequestActor, ...), (cancel_atom)
+//   node -> request actor     spawn(RequestActor, ...), (cancel_atom),
+//                             (worker_lost_atom, std::string)  its worker ended: answer UNAVAILABLE
 //   request -> worker         (admit_atom, AdmitMsg)           its whole graph, in ONE message
 //                             (cancel_atom, CancelMsg)         client cancel or its own deadline
 //   worker -> request         (update_atom, RequestUpdate)     one per request per round touched

@@ -4,6 +4,7 @@
 // the graph (moved) and the deadline to its worker in ONE admit message, and then listens:
 //   update (from the worker)  tokens are collected and streamed to msg.on_token; kDone/kFailed answer
 //   cancel (from the node)    asks the worker to cancel with CANCELLED
+//   worker_lost (from the node)  its worker ended: answered UNAVAILABLE
 // A deadline already passed when the actor starts is refused here; later it is the worker's: its
 // scheduler fails the request DEADLINE_EXCEEDED at its first wakeup after the deadline, whether
 // the request waits or runs. The actor has no timer of its own: CAF

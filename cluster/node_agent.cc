@@ -634,7 +634,7 @@ StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(NodeBackend* cluster, Node
 
 NodeAgentStats NodeAgent::stats() const {
   NodeAgentStats s;
-  s.routers_connected = impl_->links->routers_registered.load();
+  s.routers_registered = impl_->links->routers_registered.load();
   s.runs = impl_->links->runs.load();
   s.aborts = impl_->links->aborts.load();
   s.tokens_sent = impl_->links->tokens_sent.load();

@@ -47,7 +47,7 @@ struct NodeAgentOptions {
 };
 
 struct NodeAgentStats {
-  int64_t routers_connected = 0;  // routers (addresses) registered with now
+  int64_t routers_registered = 0;  // routers (addresses) registered with now
   int64_t runs = 0;               // requests run for routers
   int64_t aborts = 0;             // of those, cancelled by a router
   int64_t tokens_sent = 0;        // seq2seq tokens sent to routers (only for runs a caller streams)

@@ -3,8 +3,8 @@
 // (capacity slots of h and c, indexed by the StatePool's SlotIds) and runs batches of cells of one
 // type: gather the inputs by slot index, one GEMM for all gates, one fused element-wise pass that
 // writes straight into the output slots.
-// This synchronous form returns when the batch is done; the asynchronous device of the scheduler
-// issue wraps it. A backend is used by one thread at a time.
+// This synchronous form returns when the batch is done; a Device (runtime/device.h) wraps it on a
+// thread of its own. A backend is used by one thread at a time.
 #pragma once
 
 #include <cstdint>

@@ -1,9 +1,9 @@
 // Per-request cell graphs (DESIGN.md §2-3). A RequestGraph owns the cells one request needs, in
 // topological order (a cell's inputs always have smaller ids), and its result. It is built and
-// validated from the request's input by BuildRequestGraph; whoever runs it (the synchronous
-// executor now, a worker's execution mirror later) reports each head cell's output back through
-// OnHeadOutput. A seq2seq graph grows there: each decoder step appends the next one until EOS or
-// max_decode_len. Not thread-safe: one owner (the request actor) at a time.
+// validated from the request's input by BuildRequestGraph (the request actor builds it); the
+// Scheduler that runs it (a worker's, or SyncExecutor's) owns it after Admit and reports each
+// head cell's output back through OnHeadOutput. A seq2seq graph grows there: each decoder step
+// appends the next one until EOS or max_decode_len. Not thread-safe: one owner at a time.
 #pragma once
 
 #include <cstdint>
@@ -62,7 +62,6 @@ class RequestGraph {
   virtual ~RequestGraph() = default;
 
   const Model& model() const { return *model_; }
-  const std::shared_ptr<const Model>& model_ptr() const { return model_; }
   const std::vector<Cell>& cells() const { return cells_; }
   bool finished() const { return finished_; }
   // Input size: tokens (lstm, seq2seq source) or leaves (treelstm). Used to bucket requests.

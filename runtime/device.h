@@ -3,7 +3,8 @@
 // Submit, on the device's own thread (callers forward it to their actor, never block in it).
 // Because the stream is in order, a state slot freed by a submitted batch may be handed to a batch
 // submitted later: the later one runs after the earlier one has read it.
-// Implementations: kernels/cpu CpuDevice (a thread around CpuBackend); sim and cuda later.
+// Implementations: kernels/cpu CpuDevice (a thread around CpuBackend), kernels/sim SimDevice,
+// kernels/cuda CudaDevice.
 // Thread-safety: Submit and RegisterModel may be called from any one thread at a time; the
 // destructor finishes the submitted batches, reports them, then joins.
 #pragma once

@@ -21,8 +21,11 @@ namespace cellserve {
 StatusOr<std::vector<std::string>> ListModels(const std::string& repo);
 
 // Loads repo/name, whatever the repository's other folders are. NOT_FOUND names the models that
-// are there (and says so when the folder exists without a spec.json); INVALID_ARGUMENT when the spec's name is not the folder's (a copied or
-// renamed folder), saying what to rename.
+// are there (and says so when the folder exists without a spec.json); UNAVAILABLE when the
+// model's folder cannot be read or is a link that leads nowhere; INVALID_ARGUMENT when it is laid
+// out as Triton's (NAME/1/), or the spec's name is not the folder's (a copied or renamed folder),
+// saying what to rename; and Model::Load's errors (INVALID_ARGUMENT for weights that do not fit
+// the spec, RESOURCE_EXHAUSTED when they do not fit in the memory this process may use).
 StatusOr<std::shared_ptr<const Model>> LoadModel(const std::string& repo, const std::string& name);
 
 // Writes repo/<spec.name>/{spec.json, weights.safetensors}, creating folders. Validates first:

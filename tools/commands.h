@@ -4,7 +4,7 @@
 
 namespace cellserve::tools {
 
-int ModelCommand(int argc, char** argv);   // cmd_model.cc: `model init`, `model show`
+int ModelCommand(int argc, char** argv);   // cmd_model.cc: `model init|show|list|convert`
 int RunCommand(int argc, char** argv);     // cmd_run.cc: run sentences through a model, synchronously
 int CorpusCommand(int argc, char** argv);  // cmd_corpus.cc: text files -> one sentence per line
 int TokenizeCommand(int argc, char** argv);  // cmd_tokenize.cc: text -> the token ids the server gives it

@@ -15,7 +15,7 @@
 namespace cellserve::tools {
 
 // --listen, --port-file, --max-tokens, --max-calls-per-connection, --max-connections,
-// --max-message-bytes, --metrics-port, --metrics-host.
+// --max-message-bytes, --max-queued-answer-mib, --metrics-port, --metrics-host.
 void AddFrontDoorFlags(Flags& flags);
 
 // The RPC server's options from those flags. INVALID_ARGUMENT for a value that is not a number.
@@ -38,7 +38,8 @@ struct MetricsEndpoint {
 StatusOr<MetricsEndpoint> StartMetricsEndpoint(const Flags& flags, const std::string& node, const char* command);
 
 // Writes `port` and a newline to `path` (a temp file, then rename: readers never see half a
-// number). An empty path does nothing. INTERNAL if it cannot.
+// number). An empty path does nothing. WriteFileAtomically's errors if it cannot (NOT_FOUND for a
+// missing folder, INVALID_ARGUMENT for a directory, INTERNAL otherwise).
 Status WritePortFile(const std::string& path, int port);
 
 // This machine's name ("localhost" if it has none).

@@ -1,7 +1,9 @@
-// Turning CUDA, cuBLAS, cuDNN and NCCL errors into Status (DESIGN.md §7): every call in
-// kernels/cuda goes through one of these, so an error names the call and the library's error name
-// ("cublasGemmEx: CUBLAS_STATUS_NOT_SUPPORTED"). Header-only; included only by kernels/cuda
-// sources (it pulls in the CUDA headers).
+// Turning CUDA and cuBLAS errors into Status (DESIGN.md §7): every such call in kernels/cuda goes
+// through one of these, so an error names the call and the library's error name
+// ("cublasGemmEx: CUBLAS_STATUS_NOT_SUPPORTED"). NCCL's are converted beside their one use
+// (cuda_weights.cu, NcclStatus), cuDNN's in the benchmark that calls it (bench/cuda/cudnn_check.cuh).
+// Header-only; for CUDA code only (kernels/cuda, bench/cuda, tests/gpu): it pulls in the CUDA
+// headers.
 // Codes: a missing driver or device is UNAVAILABLE, out of memory RESOURCE_EXHAUSTED, anything
 // else INTERNAL.
 #pragma once

@@ -135,7 +135,6 @@ class CudaDevice::Impl {
   }
 
   const std::string& name() const { return name_; }
-  int gpu() const { return options_.gpu; }
 
   Status RegisterModel(const Model& model, int32_t slots) {
     if (slots <= 0) return InvalidArgument("a model needs at least one state slot");
@@ -660,7 +659,6 @@ StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::Create(std::string name, CudaD
 }
 
 std::string CudaDevice::name() const { return impl_->name(); }
-int CudaDevice::gpu() const { return impl_->gpu(); }
 Status CudaDevice::RegisterModel(const Model& model, int32_t slots) { return impl_->RegisterModel(model, slots); }
 void CudaDevice::Submit(uint64_t round_id, CellBatch batch, CompletionCallback done) {
   impl_->Submit(round_id, std::move(batch), std::move(done));

@@ -101,7 +101,6 @@ class CudaDevice final : public Device {
   // One slot's (h, c) after every round submitted so far (waits for the compute stream).
   StatusOr<std::vector<float>> ReadSlot(const Model& model, SlotId slot);
   CudaGraphStats graph_stats() const;
-  int gpu() const;
 
   class Impl;
 
