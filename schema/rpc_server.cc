@@ -36,21 +36,38 @@ namespace {
 struct AtomicStats {
   std::atomic<int64_t> connections{0}, connections_total{0}, connections_refused{0}, accept_failures{0};
   std::atomic<int64_t> calls_in_flight{0}, calls_total{0}, client_cancels{0}, slow_reader_disconnects{0};
+  std::atomic<int64_t> tokens_streamed{0};
   std::array<std::atomic<int64_t>, 8> errors_by_code{};
+};
+
+// One streamed call's decoder tokens on their way to its client's TokenSink (kj thread only).
+// Flow control: one `token` message is sent at a time, the next when capnp's streaming window
+// resolves the previous send (at once while the window has room, so the pipe stays full); the
+// rest wait here as 4-byte ids. Sending each token as it came queued it as a capnp message of
+// 2-3 KB with nothing to bound them: a client that stopped reading, or whose sink never returned,
+// grew the server by gigabytes, and freeing that queue on close overflowed the stack. Now a call
+// holds its unsent tokens x 4 bytes (at most the model's max_decode_len) and one window.
+// Shared by the call and the send in flight.
+struct TokenStream {
+  explicit TokenStream(TokenSink::Client s) : sink(kj::mv(s)) {}
+  TokenSink::Client sink;
+  std::deque<int32_t> unsent;
+  uint32_t next_index = 0;
+  bool sending = false;
+  kj::Maybe<kj::Exception> failed;                          // a send failed (or the call went): no more
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> delivered;  // WhenDelivered's, while it waits
 };
 
 // What the cluster's answer brings back to a waiting call.
 struct Outcome {
   StatusOr<RequestResult> result = Internal("no answer");
-  kj::Promise<void> tokens_sent = kj::READY_NOW;  // every streamed token delivered
+  std::shared_ptr<TokenStream> tokens;  // streamed calls: the tokens still on their way
 };
 
 // A call waiting for the cluster (kj thread only).
 struct PendingCall {
   kj::Own<kj::PromiseFulfiller<Outcome>> done;
-  kj::Maybe<TokenSink::Client> sink;
-  kj::Promise<void> tokens_sent = kj::READY_NOW;
-  uint32_t next_token = 0;
+  std::shared_ptr<TokenStream> tokens;  // null unless streamed
   uint64_t cluster_id = 0;  // the request's id in the cluster, for Cancel
 };
 
@@ -120,6 +137,7 @@ struct LoopState {
   SteadyClock clock;
   std::unordered_set<Connection*> connections;  // open now (each adds and removes itself)
   kj::Timer* timer = nullptr;                     // the loop's
+  kj::TaskSet* token_sends = nullptr;             // each streamed call's token in flight; null once stopping
 
   void CountError(StatusCode code) {
     ++stats->errors_by_code[static_cast<size_t>(code)];
@@ -130,6 +148,49 @@ struct LoopState {
     if (options->metrics) options->metrics->rpc_calls_in_flight().Increment(delta);
   }
 };
+
+// Sends the stream's next token, if none is on its way (kj thread). With none left, tells
+// WhenDelivered.
+void SendNextToken(LoopState* st, const std::shared_ptr<TokenStream>& s) {
+  if (s->sending || s->failed != nullptr) return;
+  if (s->unsent.empty()) {
+    KJ_IF_MAYBE(f, s->delivered) {
+      (*f)->fulfill();
+      s->delivered = nullptr;
+    }
+    return;
+  }
+  if (!st->token_sends) return;  // stopping: the connections close
+  auto request = s->sink.tokenRequest(capnp::MessageSize{4, 0});  // sized: unsized, 8 KiB each
+  request.setIndex(s->next_index++);
+  request.setToken(s->unsent.front());
+  s->unsent.pop_front();
+  s->sending = true;
+  ++st->stats->tokens_streamed;
+  st->token_sends->add(request.send().then(
+      [st, s] {
+        s->sending = false;
+        SendNextToken(st, s);
+      },
+      [s](kj::Exception&& e) {
+        s->sending = false;
+        s->unsent.clear();
+        KJ_IF_MAYBE(f, s->delivered) {
+          (*f)->reject(kj::cp(e));
+          s->delivered = nullptr;
+        }
+        s->failed = kj::mv(e);
+      }));
+}
+
+// Resolves once every token pushed so far is taken by the sink; fails with the first failed send.
+kj::Promise<void> WhenDelivered(const std::shared_ptr<TokenStream>& s) {
+  KJ_IF_MAYBE(e, s->failed) { return kj::cp(*e); }
+  if (!s->sending && s->unsent.empty()) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  s->delivered = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
 
 // Gives the loop its cluster (kj thread): from now on calls go to it and health reports on it.
 void AttachCluster(LoopState& state, ServingBackend* cluster) {
@@ -303,7 +364,8 @@ class Service final : public Cellserve::Server {
     auto paf = kj::newPromiseAndFulfiller<Outcome>();
     PendingCall& call = state_.calls[id];
     call.done = kj::mv(paf.fulfiller);
-    call.sink = kj::mv(sink);
+    KJ_IF_MAYBE(s, sink) { call.tokens = std::make_shared<TokenStream>(kj::mv(*s)); }
+    std::shared_ptr<TokenStream> tokens = call.tokens;
     ++conn_->in_flight;
     state_.CallsInFlight(1);
 
@@ -315,27 +377,20 @@ class Service final : public Cellserve::Server {
         if (it == st->calls.end()) return;  // the client went away
         Outcome outcome;
         outcome.result = std::move(result);
-        outcome.tokens_sent = kj::mv(it->second.tokens_sent);
+        outcome.tokens = it->second.tokens;
         kj::Own<kj::PromiseFulfiller<Outcome>> fulfiller = kj::mv(it->second.done);
         st->calls.erase(it);
         fulfiller->fulfill(kj::mv(outcome));
       });
     };
     TokenCallback on_token;
-    if (call.sink != nullptr) {
+    if (tokens) {
       on_token = [inbox, st, id](int32_t token) {
         inbox.Post([st, id, token] {
           auto it = st->calls.find(id);
-          if (it == st->calls.end()) return;
-          PendingCall& c = it->second;
-          KJ_IF_MAYBE(s, c.sink) {
-            // Sized: unsized, each queued token message held an 8 KiB first segment.
-            auto request = s->tokenRequest(capnp::MessageSize{4, 0});
-            request.setIndex(c.next_token++);
-            request.setToken(token);
-            auto sent = request.send();
-            c.tokens_sent = c.tokens_sent.then([sent = kj::mv(sent)]() mutable { return kj::mv(sent); });
-          }
+          if (it == st->calls.end() || !it->second.tokens) return;
+          it->second.tokens->unsent.push_back(token);
+          SendNextToken(st, it->second.tokens);
         });
       };
     }
@@ -349,7 +404,10 @@ class Service final : public Cellserve::Server {
         .then([st, context, served, received_us, deadline_us](Outcome outcome) mutable {
           // Every streamed token delivered: a sink that stops taking them (its client never
           // returns from `token`) holds the reply until the request's deadline, if it has one.
-          kj::Promise<bool> delivered = outcome.tokens_sent.then([] { return true; });
+          kj::Promise<bool> delivered =
+              (outcome.tokens ? WhenDelivered(outcome.tokens) : kj::Promise<void>(kj::READY_NOW)).then([] {
+                return true;
+              });
           if (deadline_us > 0) {
             const int64_t left_us = std::max<int64_t>(deadline_us - st->clock.NowMicros(), 0);
             delivered = delivered.exclusiveJoin(
@@ -372,9 +430,13 @@ class Service final : public Cellserve::Server {
                 EncodeError(status, context.getResults().initReply().initError());
               });
         })
-        .attach(kj::defer([st, conn, id, cluster_id] {
+        .attach(kj::defer([st, conn, id, cluster_id, tokens] {
           --conn->in_flight;
           st->CallsInFlight(-1);
+          if (tokens && tokens->failed == nullptr) {  // answered or dropped: no more tokens go out
+            tokens->unsent.clear();
+            tokens->failed = KJ_EXCEPTION(DISCONNECTED, "the call ended");
+          }
           auto it = st->calls.find(id);
           if (it != st->calls.end()) {  // dropped before the answer: the client cancelled or left
             st->calls.erase(it);
@@ -389,19 +451,22 @@ class Service final : public Cellserve::Server {
   std::shared_ptr<ConnectionCalls> conn_;
 };
 
+// How long a connection over --max-queued-answer-mib may go without the socket taking any of its
+// answers before it is closed as a client that does not read.
+constexpr kj::Duration kSlowReaderStall = 2 * kj::SECONDS;
+
 // The connection's stream as its two-party network sees it: before each read, whether the client
-// has left more than `limit` bytes of answers unread (QueuedAnswerBytes). Past it the read fails,
-// which closes the connection and cancels its calls, as for a client that left. Checked below
-// capnp, so every message counts, also those capnp answers without us (unknown methods,
-// bootstraps).
+// has left more than `limit` bytes of answers unread (QueuedAnswerBytes) and taken none of them
+// for kSlowReaderStall. Then the read fails, which closes the connection and cancels its calls,
+// as for a client that left. Checked below capnp, so every message counts, also those capnp
+// answers without us (unknown methods, bootstraps).
 class ReadGate final : public kj::AsyncIoStream {
  public:
   ReadGate(kj::AsyncIoStream& inner, Connection& connection) : inner_(inner), connection_(connection) {}
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;  // after Connection
-  kj::Promise<void> write(const void* buffer, size_t size) override { return inner_.write(buffer, size); }
-  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
-    return inner_.write(pieces);
-  }
+  // Writes count as the client's progress once the socket took them (Connection::bytes_written).
+  kj::Promise<void> write(const void* buffer, size_t size) override;
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override;
   kj::Promise<void> whenWriteDisconnected() override { return inner_.whenWriteDisconnected(); }
   void shutdownWrite() override { inner_.shutdownWrite(); }
   void abortRead() override { inner_.abortRead(); }
@@ -422,6 +487,7 @@ struct Connection {
         stats(state.stats),
         metrics(state.options->metrics),
         max_queued_answer_bytes(static_cast<size_t>(state.options->max_queued_answer_bytes)),
+        timer(*state.timer),
         open(state.connections) {
     open.insert(this);
     ++stats->connections;
@@ -438,16 +504,37 @@ struct Connection {
   // SUGGESTED_FIRST_SEGMENT_WORDS): counted as such, or a small answer would count 50 times less
   // than it holds.
   size_t QueuedAnswerBytes() { return network.getCurrentQueueSize() + network.getCurrentQueueCount() * 8192; }
+  // Over the limit, and nothing written for kSlowReaderStall: a client that reads, only slower
+  // than a burst of answers was made (80 long seq2seq answers at once, 40 MiB), is not one that
+  // does not read; it was closed and lost them.
   bool OverQueuedAnswerLimit() {
     const size_t queued = QueuedAnswerBytes();
-    if (queued <= max_queued_answer_bytes) return false;
-    if (!over_limit) {  // said, counted and shut once
+    if (queued <= max_queued_answer_bytes) {
+      over_since = nullptr;
+      return false;
+    }
+    if (over_limit) return true;
+    const kj::TimePoint now = timer.now();
+    KJ_IF_MAYBE(since, over_since) {
+      if (bytes_written != written_when_over) {  // it reads: the clock starts again
+        *since = now;
+        written_when_over = bytes_written;
+        return false;
+      }
+      if (now - *since < kSlowReaderStall) return false;
+    } else {
+      over_since = now;
+      written_when_over = bytes_written;
+      return false;
+    }
+    {  // said, counted and shut once
       over_limit = true;
       ++stats->slow_reader_disconnects;
       std::fprintf(stderr,
                    "cellserve rpc: closing a connection whose client does not read its answers (%zu KiB queued, "
-                   "over the %zu KiB limit, --max-queued-answer-mib)\n",
-                   queued >> 10, max_queued_answer_bytes >> 10);
+                   "over the %zu KiB limit, --max-queued-answer-mib, and none taken for %lld s)\n",
+                   queued >> 10, max_queued_answer_bytes >> 10,
+                   static_cast<long long>(kSlowReaderStall / kj::SECONDS));
       // Both directions: the blocked writes fail and the client sees the connection end (a failed
       // read alone leaves the socket open until the network goes).
       Shut();
@@ -465,6 +552,10 @@ struct Connection {
   AtomicStats* stats;
   monitoring::ServingMetrics* metrics;
   size_t max_queued_answer_bytes;
+  kj::Timer& timer;
+  uint64_t bytes_written = 0;           // taken by the socket
+  kj::Maybe<kj::TimePoint> over_since;  // over the limit since, with no write since
+  uint64_t written_when_over = 0;
   bool over_limit = false;
   std::unordered_set<Connection*>& open;  // LoopState::connections
 };
@@ -474,6 +565,16 @@ bool EveryAnswerWritten(const LoopState& state) {
   for (Connection* c : state.connections)
     if (c->network.getCurrentQueueCount() > 0) return false;
   return true;
+}
+
+kj::Promise<void> ReadGate::write(const void* buffer, size_t size) {
+  return inner_.write(buffer, size).then([this, size] { connection_.bytes_written += size; });
+}
+
+kj::Promise<void> ReadGate::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
+  size_t size = 0;
+  for (const auto& piece : pieces) size += piece.size();
+  return inner_.write(pieces).then([this, size] { connection_.bytes_written += size; });
 }
 
 kj::Promise<size_t> ReadGate::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
@@ -596,6 +697,8 @@ struct RpcServer::Impl {
 
     IgnoreErrors ignore;
     auto connections = kj::heap<kj::TaskSet>(ignore);
+    auto token_sends = kj::heap<kj::TaskSet>(ignore);
+    state.token_sends = token_sends.get();
     {
       kj::Promise<void> accepting = AcceptLoop(*listener, *connections, state, io.provider->getTimer());
       stop_paf.promise.exclusiveJoin(kj::mv(accepting)).wait(io.waitScope);
@@ -623,6 +726,8 @@ struct RpcServer::Impl {
     for (Connection* c : state.connections) c->Shut();
     PollUntil(timer, timer.now() + 2 * kj::SECONDS, [&state] { return EveryAnswerWritten(state); })
         .wait(io.waitScope);
+    state.token_sends = nullptr;  // the tokens still on their way are dropped with their calls
+    token_sends = nullptr;
     connections = nullptr;
     // Calls of those connections are cancelled on the loop's next turns; their clean-up uses
     // `state`, so it runs now, not in the event loop's destructor after `state` is gone.
@@ -701,6 +806,7 @@ RpcServerStats RpcServer::stats() const {
   s.calls_total = a.calls_total.load();
   s.client_cancels = a.client_cancels.load();
   s.slow_reader_disconnects = a.slow_reader_disconnects.load();
+  s.tokens_streamed = a.tokens_streamed.load();
   for (size_t i = 0; i < s.errors_by_code.size(); ++i) s.errors_by_code[i] = a.errors_by_code[i].load();
   return s;
 }

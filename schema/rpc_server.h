@@ -66,6 +66,8 @@ struct RpcServerStats {
   int64_t calls_total = 0;          // infer calls received
   int64_t client_cancels = 0;       // calls dropped by the client before the answer (not by Stop)
   int64_t slow_reader_disconnects = 0;  // connections closed: over max_queued_answer_bytes unread
+  // (and nothing written for 2 s)
+  int64_t tokens_streamed = 0;  // token messages sent to clients' sinks (one on its way per call)
   std::array<int64_t, 8> errors_by_code{};  // error replies, indexed by StatusCode
 };
 

@@ -23,8 +23,8 @@ void AddFrontDoorFlags(Flags& flags) {
       .Add("max-message-bytes", "16777216",
            "RPC message size at most: a larger incoming one closes the connection; a larger reply fails its call")
       .Add("max-queued-answer-mib", "32",
-           "answers waiting in memory for a client that does not read them, per connection (beyond: the connection "
-           "is closed and its calls cancelled)")
+           "answers waiting in memory for a client that does not read them, per connection (beyond, with none "
+           "taken for 2 s: the connection is closed and its calls cancelled)")
       .Add("metrics-port", "0",
            "serve Prometheus metrics at http://HOST:PORT/metrics (0: off; 9410 is the conventional port)", false,
            "CELLSERVE_METRICS_PORT")

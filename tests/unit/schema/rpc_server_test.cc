@@ -577,6 +577,25 @@ TEST_F(RpcServerStreamTest, ASinkThatStopsTakingTokensEndsTheCallAtItsDeadline) 
   EXPECT_TRUE(testutil::WaitFor([&] { return server_->stats().calls_in_flight == 0; }, std::chrono::seconds(10)));
 }
 
+// Tokens go to a sink one message at a time as its streaming window allows, the rest waiting as
+// ids: a sink that stops taking them leaves the server holding a window of messages, not one
+// capnp message (2-3 KB) per decoded token (a few such clients grew a server by gigabytes).
+TEST_F(RpcServerStreamTest, ASinkThatStopsTakingTokensIsSentNoMoreThanItsWindow) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  auto call = cellserve_.inferStreamRequest();
+  Fill(call.initRequest());
+  call.setSink(kj::heap<StalledSink>());
+  auto reply = call.send();
+  for (int i = 0; i < 3000 && cluster_->Report().completed == 0; ++i)
+    timer().afterDelay(10 * kj::MILLISECONDS).wait(io_.waitScope);
+  ASSERT_EQ(cluster_->Report().completed, 1);
+  timer().afterDelay(200 * kj::MILLISECONDS).wait(io_.waitScope);  // what would be sent, is
+  const int64_t sent = server_->stats().tokens_streamed;
+  EXPECT_GT(sent, 0);
+  EXPECT_LT(sent, 1500) << "of about 3000 decoded: the server sent tokens the sink never asked for";
+  EXPECT_EQ(server_->stats().calls_in_flight, 1);
+}
+
 // A stream whose sink stalls, with no deadline, when the server stops: Stop waits its grace (the
 // call is in flight, its answer unwritten), then closes the connection; the call ends for the
 // client and is no longer counted in flight.
@@ -859,6 +878,67 @@ class ManyModels : public ServingBackend {
   mutable std::atomic<int64_t> asked{0};
 };
 
+// A raw connection to `port` (reads time out after 20 s; `receive_buffer` > 0 sets SO_RCVBUF),
+// the bootstrap sent, then `calls` calls of `models` sent without reading: their answers queue.
+int ConnectAndCallModels(int port, uint32_t calls, int receive_buffer = 0) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  timeval timeout{20, 0};  // a read that waits longer fails (a server that never closes)
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  if (receive_buffer > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return -1;
+  }
+  kj::FdOutputStream out(fd);
+  {
+    capnp::MallocMessageBuilder bootstrap;
+    bootstrap.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(0);
+    capnp::writeMessage(out, bootstrap);
+  }
+  for (uint32_t question = 1; question <= calls; ++question) {
+    capnp::MallocMessageBuilder message;
+    auto call = message.initRoot<capnp::rpc::Message>().initCall();
+    call.setQuestionId(question);
+    call.initTarget().initPromisedAnswer().setQuestionId(0);
+    call.setInterfaceId(capnp::typeId<Cellserve>());
+    call.setMethodId(2);  // models
+    call.initParams().getContent().initAs<Cellserve::ModelsParams>();
+    capnp::writeMessage(out, message);
+  }
+  return fd;
+}
+
+// Reads messages from `fd` until the server closes it (or `want` returns came); counts the returns.
+// `finish`: answers each return with a Finish, as a capnp client does (so the server reads too).
+int64_t ReadReturns(int fd, int64_t want = -1, bool finish = false) {
+  int64_t returns = 0;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    kj::FdInputStream in(fd);
+    kj::FdOutputStream out(fd);
+    kj::BufferedInputStreamWrapper buffered(in);
+    capnp::ReaderOptions reader_options;
+    reader_options.traversalLimitInWords = uint64_t{1} << 30;
+    while (returns != want && buffered.tryGetReadBuffer().size() > 0) {
+      capnp::InputStreamMessageReader reader(buffered, reader_options);
+      auto message = reader.getRoot<capnp::rpc::Message>();
+      if (!message.isReturn()) continue;
+      ++returns;
+      if (!finish) continue;
+      capnp::MallocMessageBuilder reply;
+      reply.initRoot<capnp::rpc::Message>().initFinish().setQuestionId(message.getReturn().getAnswerId());
+      capnp::writeMessage(out, reply);
+    }
+  })) {
+    ADD_FAILURE() << "reading the answers: " << e->getDescription().cStr();
+  }
+  return returns;
+}
+
 // Answers the server has made but not yet written when it stops still reach a client that reads
 // them late (within the grace): before, the connections closed 50 ms after the last answer was
 // made, and the client lost what the socket buffers had not taken (half of 40,000 answers).
@@ -870,52 +950,37 @@ TEST(RpcServerStopTest, AnswersQueuedAtStopReachAClientThatReadsThemLate) {
   options.stop_grace_ms = 20000;
   auto server = RpcServer::Start(&backend, options);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  timeval timeout{20, 0};  // a read that waits longer fails (a server that never closes)
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>((*server)->port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
-  kj::FdOutputStream out(fd);
-  {
-    capnp::MallocMessageBuilder bootstrap;
-    bootstrap.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(0);
-    capnp::writeMessage(out, bootstrap);
-  }
   constexpr uint32_t kCalls = 800;  // about 20 MB of answers
-  for (uint32_t question = 1; question <= kCalls; ++question) {
-    capnp::MallocMessageBuilder message;
-    auto call = message.initRoot<capnp::rpc::Message>().initCall();
-    call.setQuestionId(question);
-    call.initTarget().initPromisedAnswer().setQuestionId(0);
-    call.setInterfaceId(capnp::typeId<Cellserve>());
-    call.setMethodId(2);  // models
-    call.initParams().getContent().initAs<Cellserve::ModelsParams>();
-    capnp::writeMessage(out, message);
-  }
+  const int fd = ConnectAndCallModels((*server)->port(), kCalls);
+  ASSERT_GE(fd, 0);
   ASSERT_TRUE(testutil::WaitFor([&] { return backend.asked.load() >= kCalls; }, std::chrono::seconds(30)))
       << backend.asked.load() << " of " << kCalls << " answered";
   std::thread stopper([&] { (*server)->Stop(); });
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the client reads late
-  int64_t returns = 0;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-    kj::FdInputStream in(fd);
-    kj::BufferedInputStreamWrapper buffered(in);
-    capnp::ReaderOptions reader_options;
-    reader_options.traversalLimitInWords = uint64_t{1} << 30;
-    while (buffered.tryGetReadBuffer().size() > 0) {
-      capnp::InputStreamMessageReader reader(buffered, reader_options);
-      if (reader.getRoot<capnp::rpc::Message>().isReturn()) ++returns;
-    }
-  })) {
-    ADD_FAILURE() << "reading the answers: " << e->getDescription().cStr();
-  }
+  const int64_t returns = ReadReturns(fd);
   stopper.join();
   close(fd);
   EXPECT_EQ(returns, kCalls + 1) << "answers (and the bootstrap's) lost at Stop";
+}
+
+// A burst of answers over the limit, to a client that reads them all (after sending its calls):
+// it is not a client that does not read. It was closed at the limit and lost the answers (80
+// long seq2seq answers at once, 40 MiB, did that to a plain closed-loop loadgen).
+TEST(RpcServerSlowReaderTest, ABurstOverTheLimitToAClientThatReadsItIsDelivered) {
+  ManyModels backend;
+  RpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.max_queued_answer_bytes = 256 << 10;
+  auto server = RpcServer::Start(&backend, options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  constexpr uint32_t kCalls = 400;  // about 10 MB of answers, 40x the limit
+  const int fd = ConnectAndCallModels((*server)->port(), kCalls, /*receive_buffer=*/4096);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(testutil::WaitFor([&] { return backend.asked.load() >= kCalls; }, std::chrono::seconds(30)));
+  const int64_t returns = ReadReturns(fd, kCalls + 1, /*finish=*/true);
+  close(fd);
+  EXPECT_EQ(returns, kCalls + 1) << "answers lost";
+  EXPECT_EQ((*server)->stats().slow_reader_disconnects, 0);
 }
 
 TEST(RpcServerSlowReaderTest, ALimitUnder64KiBIsRefused) {
