@@ -38,7 +38,9 @@ int RouterCommand(int argc, char** argv) {
               "UNAVAILABLE). Health is not_ready until a node joins. SIGTERM or SIGINT: drains and exits 0\n"
               "(1 if its actor had ended on its own: restart it).");
   flags.ConfigFromEnvironment();
-  flags.Add("cluster", "127.0.0.1:7411", "HOST:PORT nodes join (port 0: any free port; see --cluster-port-file)",
+  flags.Add("cluster", "127.0.0.1:7411",
+            "HOST:PORT nodes join (port 0: any free port; see --cluster-port-file). Unauthenticated: let only the "
+            "nodes reach it (docs/OPERATIONS.md)",
             false, "CELLSERVE_CLUSTER")
       .Add("cluster-port-file", "", "write the cluster port's number to this file once it listens")
       .Add("policy", "auto", "placement: auto (least_loaded up to --p2c-threshold nodes, p2c above), least_loaded, "
