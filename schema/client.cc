@@ -126,7 +126,8 @@ struct Client::Impl {
     if (e.getType() == kj::Exception::Type::DISCONNECTED) {
       disconnected = true;
       return Unavailable("connection to " + address + " lost: " + Describe(e) + "; is " + address +
-                         " a cellserve server, and still running?");
+                         " a cellserve server, and still running? (a server at its --max-connections closes new "
+                         "connections at once, and one that stopped reading or sent nothing for 10 s too)");
     }
     if (e.getType() == kj::Exception::Type::OVERLOADED)  // a server limit, e.g. calls per connection
       return ResourceExhausted(address + " is over a limit: " + Describe(e));

@@ -36,7 +36,7 @@ namespace {
 struct AtomicStats {
   std::atomic<int64_t> connections{0}, connections_total{0}, connections_refused{0}, accept_failures{0};
   std::atomic<int64_t> calls_in_flight{0}, calls_total{0}, client_cancels{0}, slow_reader_disconnects{0};
-  std::atomic<int64_t> tokens_streamed{0};
+  std::atomic<int64_t> tokens_streamed{0}, silent_closes{0};
   std::array<std::atomic<int64_t>, 8> errors_by_code{};
 };
 
@@ -554,6 +554,7 @@ struct Connection {
   size_t max_queued_answer_bytes;
   kj::Timer& timer;
   uint64_t bytes_written = 0;           // taken by the socket
+  uint64_t bytes_read = 0;              // from the client
   kj::Maybe<kj::TimePoint> over_since;  // over the limit since, with no write since
   uint64_t written_when_over = 0;
   bool over_limit = false;
@@ -580,7 +581,10 @@ kj::Promise<void> ReadGate::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte
 kj::Promise<size_t> ReadGate::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
   if (connection_.OverQueuedAnswerLimit())
     return KJ_EXCEPTION(DISCONNECTED, "the connection is closed: its client does not read the answers");
-  return inner_.tryRead(buffer, min_bytes, max_bytes);
+  return inner_.tryRead(buffer, min_bytes, max_bytes).then([this](size_t n) {
+    connection_.bytes_read += n;
+    return n;
+  });
 }
 
 class IgnoreErrors final : public kj::TaskSet::ErrorHandler {
@@ -645,7 +649,17 @@ struct RpcServer::Impl {
       reader.traversalLimitInWords = static_cast<uint64_t>(options.max_message_bytes) / 8;
       auto connection = kj::heap<Connection>(kj::mv(stream), state, reader);
       auto gone = connection->network.onDisconnect();
-      connections.add(gone.attach(kj::mv(connection)));
+      // Nothing within the first-message timeout (not even a bootstrap): closed, so that idle
+      // sockets cannot hold every connection slot (1,000 of them locked every client out).
+      Connection* raw = connection.get();
+      AtomicStats* counts = &stats;
+      auto silent = state.timer->afterDelay(options.first_message_timeout_ms * kj::MILLISECONDS)
+                        .then([raw, counts]() -> kj::Promise<void> {
+                          if (raw->bytes_read > 0) return kj::NEVER_DONE;
+                          ++counts->silent_closes;
+                          return kj::READY_NOW;
+                        });
+      connections.add(gone.exclusiveJoin(kj::mv(silent)).attach(kj::mv(connection)));
     }
   }
 
@@ -746,10 +760,10 @@ StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(ServingBackend* cluster, R
   if (options.max_queued_answer_bytes < (64 << 10))
     return InvalidArgument("max_queued_answer_bytes must be at least 64 KiB");
   if (options.max_calls_per_connection < 1 || options.max_connections < 1 || options.max_message_bytes < 1024 ||
-      options.limits.max_tokens < 1 || options.stop_grace_ms < 0)
+      options.limits.max_tokens < 1 || options.stop_grace_ms < 0 || options.first_message_timeout_ms < 1)
     return InvalidArgument(
-        "max_calls_per_connection, max_connections and max_tokens must be >= 1, max_message_bytes >= 1024, "
-        "stop_grace_ms >= 0");
+        "max_calls_per_connection, max_connections, max_tokens and first_message_timeout_ms must be >= 1, "
+        "max_message_bytes >= 1024, stop_grace_ms >= 0");
   auto impl = std::make_unique<Impl>();
   impl->cluster = cluster;
   impl->options = std::move(options);
@@ -807,6 +821,7 @@ RpcServerStats RpcServer::stats() const {
   s.client_cancels = a.client_cancels.load();
   s.slow_reader_disconnects = a.slow_reader_disconnects.load();
   s.tokens_streamed = a.tokens_streamed.load();
+  s.silent_closes = a.silent_closes.load();
   for (size_t i = 0; i < s.errors_by_code.size(); ++i) s.errors_by_code[i] = a.errors_by_code[i].load();
   return s;
 }

@@ -48,6 +48,10 @@ struct RpcServerOptions {
   // memory for good. Each queued message counts its size plus 8 KiB (capnp's first segment).
   // Counted in RpcServerStats::slow_reader_disconnects. Default 32 MiB; at least 64 KiB.
   int64_t max_queued_answer_bytes = 32 << 20;
+  // A connection on which nothing arrives for this long after it opened (not even the bootstrap)
+  // is closed (RpcServerStats::silent_closes): idle sockets cannot hold every connection slot.
+  // Default 10 s; at least 1 ms.
+  int64_t first_message_timeout_ms = 10000;
   // Stop: how long calls in flight may take to be answered, and their answers to be written,
   // before connections close. Default 5 s.
   int64_t stop_grace_ms = 5000;
@@ -69,6 +73,7 @@ struct RpcServerStats {
   int64_t slow_reader_disconnects = 0;  // connections closed: over max_queued_answer_bytes unread
   // (and nothing written for 2 s)
   int64_t tokens_streamed = 0;  // token messages sent to clients' sinks (one on its way per call)
+  int64_t silent_closes = 0;    // connections closed: nothing arrived within first_message_timeout_ms
   std::array<int64_t, 8> errors_by_code{};  // error replies, indexed by StatusCode
 };
 

@@ -390,6 +390,35 @@ TEST_F(RpcServerTest, ConnectionsOverTheLimitAreClosedAndCounted) {
   EXPECT_EQ(server->stats().connections_refused, 1);
 }
 
+// A connection that sends nothing is closed after the first-message timeout and frees its slot:
+// 1,000 idle sockets held every slot of a server, and every client got "connection lost".
+TEST_F(RpcServerTest, ASilentConnectionIsClosedAndFreesItsSlot) {
+  RpcServerOptions options;
+  options.max_connections = 1;
+  options.first_message_timeout_ms = 300;
+  auto server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(server->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  EXPECT_TRUE(testutil::WaitFor([&] { return server->stats().silent_closes == 1; }, std::chrono::seconds(10)));
+  EXPECT_TRUE(testutil::WaitFor([&] { return server->stats().connections == 0; }, std::chrono::seconds(10)));
+  char byte = 0;
+  EXPECT_EQ(read(fd, &byte, 1), 0) << "the server did not close the silent socket";
+  close(fd);
+  // A client that speaks keeps its connection past the timeout.
+  auto client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->Health().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_TRUE(client->Health().ok());
+  EXPECT_EQ(server->stats().silent_closes, 1);
+}
+
 TEST_F(RpcServerTest, PerConnectionCallLimitIsResourceExhausted) {
   RpcServerOptions options;
   options.max_calls_per_connection = 2;
