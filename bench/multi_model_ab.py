@@ -27,13 +27,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from router_ab import CORPUS, read, stop, wait_for
+from ab_common import add_ab_arguments, check_ab_arguments, pair_order, print_ab_table, read, stop, wait_for
 
 
 def loadgen(binary, port, model, mode, duration_s, out, corpus):
@@ -88,25 +87,15 @@ def one_run(binary, models, args, work, with_big):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--a", required=True, help="build A's cellserve binary (the baseline)")
-    ap.add_argument("--b", required=True, help="build B's cellserve binary")
-    ap.add_argument("--pairs", type=int, default=4, help="A/B pairs, alternated (default: 4)")
-    ap.add_argument("--duration-s", type=int, default=10, help="small's load per run (default: 10)")
+    add_ab_arguments(ap, duration_s=10)
     ap.add_argument("--devices", type=int, default=2, help="the server's devices (default: 2)")
     ap.add_argument("--big-hidden", type=int, default=1024, help="big's hidden size (default: 1024)")
     ap.add_argument("--big-layers", type=int, default=2, help="big's layers (default: 2)")
     ap.add_argument("--big-concurrency", type=int, default=64, help="big's closed-loop calls in flight (default: 64)")
     ap.add_argument("--small-rate", type=float, default=20, help="small's open-loop requests/s (default: 20)")
-    ap.add_argument("--corpus", default=CORPUS, help="one sentence per line (default: the demo's, " + CORPUS + ")")
-    ap.add_argument("--json", help="write every run here")
     args = ap.parse_args()
-    for b in (args.a, args.b):
-        if not (os.path.isfile(b) and os.access(b, os.X_OK)):
-            ap.error(f"{b}: not an executable file")
-    if not os.path.isfile(args.corpus):
-        ap.error(f"{args.corpus}: no such corpus (`./cellserve.sh demo` makes the default one, or give --corpus)")
-    if min(args.pairs, args.duration_s, args.devices, args.big_hidden, args.big_layers, args.big_concurrency) < 1 \
-            or not args.small_rate > 0:
+    check_ab_arguments(ap, args)
+    if min(args.devices, args.big_hidden, args.big_layers, args.big_concurrency) < 1 or not args.small_rate > 0:
         ap.error("every count, size and rate must be positive")
 
     work = tempfile.mkdtemp(prefix="cellserve-multi-model-ab-")
@@ -121,15 +110,14 @@ def main():
             print(f"small alone: {label} ({binary}) ...", file=sys.stderr, flush=True)
             alone[label] = one_run(binary, models, args, os.path.join(work, label), with_big=False)
         runs = []
-        for i in range(args.pairs):
-            for label in ("AB" if i % 2 == 0 else "BA"):
-                binary = args.a if label == "A" else args.b
-                print(f"pair {i + 1}/{args.pairs}: {label} ({binary}) ...", file=sys.stderr, flush=True)
-                r = one_run(binary, models, args, os.path.join(work, label), with_big=True)
-                r.update(pair=i + 1, build=label)
-                runs.append(r)
-                print(f"  small p50 {r['small_p50_ms']:.1f} ms, p99 {r['small_p99_ms']:.1f} ms; big {r['big_rps']:.0f} "
-                      f"req/s", file=sys.stderr, flush=True)
+        for pair, label in pair_order(args.pairs):
+            binary = args.a if label == "A" else args.b
+            print(f"pair {pair}/{args.pairs}: {label} ({binary}) ...", file=sys.stderr, flush=True)
+            r = one_run(binary, models, args, os.path.join(work, label), with_big=True)
+            r.update(pair=pair, build=label)
+            runs.append(r)
+            print(f"  small p50 {r['small_p50_ms']:.1f} ms, p99 {r['small_p99_ms']:.1f} ms; big {r['big_rps']:.0f} req/s",
+                  file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -141,15 +129,7 @@ def main():
     cols = [("small_p50_ms", "small p50 ms", "{:.1f}"), ("small_p99_ms", "small p99 ms", "{:.1f}"),
             ("big_rps", "big req/s", "{:.0f}"), ("big_p50_ms", "big p50 ms", "{:.0f}"),
             ("big_p99_ms", "big p99 ms", "{:.0f}")]
-    print("| pair | build | " + " | ".join(c[1] for c in cols) + " |")
-    print("|---|---|" + "---:|" * len(cols))
-    for r in runs:
-        print(f"| {r['pair']} | {r['build']} | " + " | ".join(f.format(r[k]) for k, _, f in cols) + " |")
-    med = {b: {k: statistics.median(r[k] for r in runs if r["build"] == b) for k, _, _ in cols} for b in "AB"}
-    for b in "AB":
-        print(f"| median | {b} | " + " | ".join(f.format(med[b][k]) for k, _, f in cols) + " |")
-    print("| | B/A | " + " | ".join(f"{med['B'][k] / med['A'][k]:.2f}x" if med["A"][k] else "-" for k, _, _ in cols)
-          + " |")
+    med = print_ab_table(runs, cols)
     errors = [f"pair {r['pair']} {r['build']}: small {r['small_errors']}, big {r['big_errors']}" for r in runs
               if r["small_errors"] or r["big_errors"]]
     if errors:

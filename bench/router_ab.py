@@ -26,46 +26,17 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-CORPUS = os.path.expanduser("~/.cache/cellserve/sotu_sentences.txt")
+from ab_common import add_ab_arguments, check_ab_arguments, pair_order, print_ab_table, read, stop, wait_for
 
 
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for(check, timeout_s, what):
-    give_up = time.time() + timeout_s
-    while not check():
-        if time.time() > give_up:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def read(path):
-    try:
-        return open(path).read()
-    except FileNotFoundError:
-        return ""
-
-
-def stop(procs):
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def one_run(binary, models, model, args, work):
@@ -112,25 +83,16 @@ def one_run(binary, models, model, args, work):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--a", required=True, help="build A's cellserve binary (the baseline)")
-    ap.add_argument("--b", required=True, help="build B's cellserve binary")
-    ap.add_argument("--pairs", type=int, default=4, help="A/B pairs, alternated (default: 4)")
-    ap.add_argument("--duration-s", type=int, default=8, help="load per run (default: 8)")
+    add_ab_arguments(ap, duration_s=8)
     ap.add_argument("--concurrency", type=int, default=32, help="closed-loop calls in flight (default: 32)")
     ap.add_argument("--kind", default="seq2seq", choices=["seq2seq", "lstm", "treelstm"],
                     help="the model made with build A's `model init` (default: seq2seq)")
     ap.add_argument("--hidden", type=int, default=64, help="its hidden size (default: 64)")
     ap.add_argument("--max-decode-len", type=int, default=32, help="seq2seq: decoder steps (default: 32)")
-    ap.add_argument("--corpus", default=CORPUS, help="one sentence per line (default: the demo's, " + CORPUS + ")")
-    ap.add_argument("--json", help="write every run here")
     args = ap.parse_args()
-    for b in (args.a, args.b):
-        if not (os.path.isfile(b) and os.access(b, os.X_OK)):
-            ap.error(f"{b}: not an executable file")
-    if not os.path.isfile(args.corpus):
-        ap.error(f"{args.corpus}: no such corpus (`./cellserve.sh demo` makes the default one, or give --corpus)")
-    if args.pairs < 1 or args.duration_s < 1 or args.concurrency < 1:
-        ap.error("--pairs, --duration-s and --concurrency must be at least 1")
+    check_ab_arguments(ap, args)
+    if args.concurrency < 1:
+        ap.error("--concurrency must be at least 1")
 
     work = tempfile.mkdtemp(prefix="cellserve-router-ab-")
     try:
@@ -141,29 +103,20 @@ def main():
             init += ["--max-decode-len", str(args.max_decode_len)]
         subprocess.run(init, check=True, stdout=subprocess.DEVNULL)
         runs = []
-        for i in range(args.pairs):
-            for label in ("AB" if i % 2 == 0 else "BA"):
-                binary = args.a if label == "A" else args.b
-                print(f"pair {i + 1}/{args.pairs}: {label} ({binary}) ...", file=sys.stderr, flush=True)
-                r = one_run(binary, models, "m", args, os.path.join(work, label))
-                r.update(pair=i + 1, build=label)
-                runs.append(r)
-                print(f"  {r['rps']:.0f} req/s, router {r['router_us']:.0f} us/req, node {r['node_us']:.0f} us/req",
-                      file=sys.stderr, flush=True)
+        for pair, label in pair_order(args.pairs):
+            binary = args.a if label == "A" else args.b
+            print(f"pair {pair}/{args.pairs}: {label} ({binary}) ...", file=sys.stderr, flush=True)
+            r = one_run(binary, models, "m", args, os.path.join(work, label))
+            r.update(pair=pair, build=label)
+            runs.append(r)
+            print(f"  {r['rps']:.0f} req/s, router {r['router_us']:.0f} us/req, node {r['node_us']:.0f} us/req",
+                  file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     cols = [("rps", "req/s", "{:.0f}"), ("p50_ms", "p50 ms", "{:.1f}"), ("p99_ms", "p99 ms", "{:.1f}"),
             ("router_us", "router CPU µs/req", "{:.0f}"), ("node_us", "node CPU µs/req", "{:.0f}")]
-    print("| pair | build | " + " | ".join(c[1] for c in cols) + " |")
-    print("|---|---|" + "---:|" * len(cols))
-    for r in runs:
-        print(f"| {r['pair']} | {r['build']} | " + " | ".join(f.format(r[k]) for k, _, f in cols) + " |")
-    med = {b: {k: statistics.median(r[k] for r in runs if r["build"] == b) for k, _, _ in cols} for b in "AB"}
-    for b in "AB":
-        print(f"| median | {b} | " + " | ".join(f.format(med[b][k]) for k, _, f in cols) + " |")
-    print("| | B/A | " + " | ".join(f"{med['B'][k] / med['A'][k]:.2f}x" if med["A"][k] else "-" for k, _, _ in cols)
-          + " |")
+    med = print_ab_table(runs, cols)
     if any(r["errors"] for r in runs):
         print("errors in some runs: " + ", ".join(f"pair {r['pair']} {r['build']}: {r['errors']}" for r in runs
                                                   if r["errors"]), file=sys.stderr)

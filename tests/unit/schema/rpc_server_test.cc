@@ -562,6 +562,18 @@ class RpcServerStreamTest : public ::testing::Test {
     request.initOptions().setTimeoutMs(timeout_ms);
   }
   kj::Timer& timer() { return io_.provider->getTimer(); }
+  // A long-decoding stream call whose sink stalls, sent and run by the cluster (its answer made):
+  // the call now waits for its sink. Returns the call's reply.
+  capnp::RemotePromise<Cellserve::InferStreamResults> SendStalledStreamAndRunIt() {
+    auto call = cellserve_.inferStreamRequest();
+    Fill(call.initRequest());
+    call.setSink(kj::heap<StalledSink>());
+    auto reply = call.send();
+    for (int i = 0; i < 3000 && cluster_->Report().completed == 0; ++i)
+      timer().afterDelay(10 * kj::MILLISECONDS).wait(io_.waitScope);
+    EXPECT_EQ(cluster_->Report().completed, 1);
+    return reply;
+  }
 
   LongDecodeRepo repo_;
   std::unique_ptr<LocalCluster> cluster_;
@@ -611,12 +623,7 @@ TEST_F(RpcServerStreamTest, ASinkThatStopsTakingTokensEndsTheCallAtItsDeadline) 
 // capnp message (2-3 KB) per decoded token (a few such clients grew a server by gigabytes).
 TEST_F(RpcServerStreamTest, ASinkThatStopsTakingTokensIsSentNoMoreThanItsWindow) {
   ASSERT_NO_FATAL_FAILURE(Start());
-  auto call = cellserve_.inferStreamRequest();
-  Fill(call.initRequest());
-  call.setSink(kj::heap<StalledSink>());
-  auto reply = call.send();
-  for (int i = 0; i < 3000 && cluster_->Report().completed == 0; ++i)
-    timer().afterDelay(10 * kj::MILLISECONDS).wait(io_.waitScope);
+  auto reply = SendStalledStreamAndRunIt();
   ASSERT_EQ(cluster_->Report().completed, 1);
   timer().afterDelay(200 * kj::MILLISECONDS).wait(io_.waitScope);  // what would be sent, is
   const int64_t sent = server_->stats().tokens_streamed;
@@ -632,13 +639,7 @@ TEST_F(RpcServerStreamTest, AStalledStreamAtStopIsClosedAfterTheGrace) {
   RpcServerOptions options;
   options.stop_grace_ms = 300;
   ASSERT_NO_FATAL_FAILURE(Start(options));
-  auto call = cellserve_.inferStreamRequest();
-  Fill(call.initRequest());
-  call.setSink(kj::heap<StalledSink>());
-  auto reply = call.send();
-  // The request has run (the cluster answered it): the call now waits for its sink.
-  for (int i = 0; i < 3000 && cluster_->Report().completed == 0; ++i)
-    timer().afterDelay(10 * kj::MILLISECONDS).wait(io_.waitScope);
+  auto reply = SendStalledStreamAndRunIt();
   ASSERT_EQ(cluster_->Report().completed, 1);
   EXPECT_EQ(server_->stats().calls_in_flight, 1);
   const auto start = std::chrono::steady_clock::now();
