@@ -5,6 +5,7 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import time
 
 CORPUS = os.path.expanduser("~/.cache/cellserve/sotu_sentences.txt")
@@ -58,12 +59,20 @@ def check_ab_arguments(ap, args):
         ap.error("--pairs and --duration-s must be at least 1")
 
 
-def pair_order(pairs):
-    """(pair number, build label) in run order: A then B, B first in every other pair, so that a
-    machine that slows down over the run does not favour one."""
-    for i in range(pairs):
+def run_pairs(args, run, summary):
+    """Runs `run(binary, label)` for --pairs pairs, A then B, B first in every other pair (so that
+    a machine that slows down over the run does not favour one), with progress and `summary(run)`
+    on stderr. Returns the runs, each with its pair and build."""
+    runs = []
+    for i in range(args.pairs):
         for label in ("AB" if i % 2 == 0 else "BA"):
-            yield i + 1, label
+            binary = args.a if label == "A" else args.b
+            print(f"pair {i + 1}/{args.pairs}: {label} ({binary}) ...", file=sys.stderr, flush=True)
+            r = run(binary, label)
+            r.update(pair=i + 1, build=label)
+            runs.append(r)
+            print("  " + summary(r), file=sys.stderr, flush=True)
+    return runs
 
 
 def print_ab_table(runs, cols):

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from ab_common import add_ab_arguments, check_ab_arguments, pair_order, print_ab_table, read, stop, wait_for
+from ab_common import add_ab_arguments, check_ab_arguments, print_ab_table, read, run_pairs, stop, wait_for
 
 
 def loadgen(binary, port, model, mode, duration_s, out, corpus):
@@ -109,15 +109,10 @@ def main():
         for label, binary in (("A", args.a), ("B", args.b)):
             print(f"small alone: {label} ({binary}) ...", file=sys.stderr, flush=True)
             alone[label] = one_run(binary, models, args, os.path.join(work, label), with_big=False)
-        runs = []
-        for pair, label in pair_order(args.pairs):
-            binary = args.a if label == "A" else args.b
-            print(f"pair {pair}/{args.pairs}: {label} ({binary}) ...", file=sys.stderr, flush=True)
-            r = one_run(binary, models, args, os.path.join(work, label), with_big=True)
-            r.update(pair=pair, build=label)
-            runs.append(r)
-            print(f"  small p50 {r['small_p50_ms']:.1f} ms, p99 {r['small_p99_ms']:.1f} ms; big {r['big_rps']:.0f} req/s",
-                  file=sys.stderr, flush=True)
+        runs = run_pairs(args,
+                         lambda binary, label: one_run(binary, models, args, os.path.join(work, label), with_big=True),
+                         lambda r: f"small p50 {r['small_p50_ms']:.1f} ms, p99 {r['small_p99_ms']:.1f} ms; "
+                                   f"big {r['big_rps']:.0f} req/s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

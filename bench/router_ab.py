@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from ab_common import add_ab_arguments, check_ab_arguments, pair_order, print_ab_table, read, stop, wait_for
+from ab_common import add_ab_arguments, check_ab_arguments, print_ab_table, read, run_pairs, stop, wait_for
 
 
 def cpu_seconds(pid):
@@ -102,15 +102,9 @@ def main():
         if args.kind == "seq2seq":
             init += ["--max-decode-len", str(args.max_decode_len)]
         subprocess.run(init, check=True, stdout=subprocess.DEVNULL)
-        runs = []
-        for pair, label in pair_order(args.pairs):
-            binary = args.a if label == "A" else args.b
-            print(f"pair {pair}/{args.pairs}: {label} ({binary}) ...", file=sys.stderr, flush=True)
-            r = one_run(binary, models, "m", args, os.path.join(work, label))
-            r.update(pair=pair, build=label)
-            runs.append(r)
-            print(f"  {r['rps']:.0f} req/s, router {r['router_us']:.0f} us/req, node {r['node_us']:.0f} us/req",
-                  file=sys.stderr, flush=True)
+        runs = run_pairs(args, lambda binary, label: one_run(binary, models, "m", args, os.path.join(work, label)),
+                         lambda r: f"{r['rps']:.0f} req/s, router {r['router_us']:.0f} us/req, "
+                                   f"node {r['node_us']:.0f} us/req")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
