@@ -206,6 +206,9 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& 
   if (options.backend == "sim") return MakeSimDevices(options);
   if (options.backend != "cuda") return InvalidArgument("unknown backend '" + options.backend + "' (cpu, sim or cuda)");
   auto gpus = MakeCudaDevices(options, models);
+  if (gpus.ok() && options.cpu_bf16)
+    std::fprintf(stderr, "cellserve: --cpu-precision bf16 is for the --cpu-fallback's CPU devices; these are GPUs "
+                         "(their precision: --gpu-precision)\n");
   if (gpus.ok() || gpus.status().code() != StatusCode::kUnavailable) return gpus;
   if (!options.cpu_fallback)
     return Unavailable("backend cuda: no usable GPU: " + gpus.status().message() +

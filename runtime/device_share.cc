@@ -15,24 +15,30 @@ DeviceShare::DeviceShare(int models, int shared_depth)
 
 void DeviceShare::SetBusy(int m, bool busy) {
   if (m < 0 || static_cast<size_t>(m) >= busy_.size() || busy_[static_cast<size_t>(m)] == busy) return;
-  if (busy) {
-    // Back from idle: no credit for the idle time. Start at the least charge of the busy ones.
-    bool any = false;
-    int64_t least = 0;
-    for (size_t i = 0; i < busy_.size(); ++i)
-      if (busy_[i]) {
-        least = any ? std::min(least, charged_[i]) : charged_[i];
-        any = true;
-      }
-    if (any) charged_[static_cast<size_t>(m)] = std::max(charged_[static_cast<size_t>(m)], least);
-  }
+  // Back from idle: no credit for the idle time. It starts at the floor, the least charge of the
+  // busy models, held while none is busy: a model that turns busy while the device is idle is
+  // levelled with what the others ran before (it got 0 against their hour, and starved them).
+  if (busy) charged_[static_cast<size_t>(m)] = std::max(charged_[static_cast<size_t>(m)], floor_);
   busy_[static_cast<size_t>(m)] = busy;
   busy_models_ += busy ? 1 : -1;
+  RaiseFloor();
 }
 
 void DeviceShare::Charge(int m, int64_t busy_us) {
   if (m < 0 || static_cast<size_t>(m) >= charged_.size() || busy_us <= 0) return;
   charged_[static_cast<size_t>(m)] += busy_us;
+  RaiseFloor();
+}
+
+void DeviceShare::RaiseFloor() {
+  bool any = false;
+  int64_t least = 0;
+  for (size_t i = 0; i < busy_.size(); ++i)
+    if (busy_[i]) {
+      least = any ? std::min(least, charged_[i]) : charged_[i];
+      any = true;
+    }
+  if (any) floor_ = std::max(floor_, least);  // busy charges are all >= floor_: it only rises
 }
 
 const std::vector<int>& DeviceShare::Order() {

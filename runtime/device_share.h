@@ -3,7 +3,8 @@
 // to the device next, and how many the device may hold.
 // - Fair in device time: each model is charged the time its rounds ran; the next round goes to
 //   the least charged model that has one (start-time fair queuing: a model coming back from idle
-//   starts at the least charge among the busy ones, so being idle earns no credit). A model with
+//   starts at the floor, the least charge among the busy ones, held while none is busy, so being
+//   idle earns no credit). A model with
 //   short rounds (a small one) goes first whenever it has a round, a model with long rounds takes
 //   the rest: neither waits behind the other's whole lookahead.
 // - A short device queue while models share: with two or more models holding requests, the
@@ -36,10 +37,13 @@ class DeviceShare {
   int64_t charged_us(int m) const;
 
  private:
+  void RaiseFloor();  // floor_ = the least charge of the busy models, if any (it never falls)
+
   std::vector<int64_t> charged_;
   std::vector<bool> busy_;
   std::vector<int> order_;
   int busy_models_ = 0;
+  int64_t floor_ = 0;
   int shared_depth_;
 };
 

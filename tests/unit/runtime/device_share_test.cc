@@ -54,5 +54,29 @@ TEST(DeviceShareTest, IdleTimeEarnsNoCredit) {
   EXPECT_EQ(share.Order().front(), 0);
 }
 
+// The floor is held while the device is idle: a model that turns busy in a gap between another
+// model's requests starts level with what that model ran, and both models turning busy at once
+// start level too. (It kept 0 against the other's hour and went first for an hour.)
+TEST(DeviceShareTest, AModelArrivingWhileTheDeviceIsIdleGetsNoCreditEither) {
+  DeviceShare share(2, 2);
+  share.SetBusy(0, true);
+  share.Charge(0, 3'600'000'000);  // an hour alone
+  share.SetBusy(0, false);         // a gap
+  share.SetBusy(1, true);          // model 1 arrives in it
+  EXPECT_EQ(share.charged_us(1), 3'600'000'000);
+  share.SetBusy(0, true);
+  EXPECT_EQ(share.charged_us(0), 3'600'000'000);
+  share.Charge(1, 1000);
+  EXPECT_EQ(share.Order().front(), 0) << "model 1 must not go first for an hour";
+  // Both idle, then both busy in one pass: neither keeps a lead from before.
+  DeviceShare pair(2, 2);
+  pair.SetBusy(0, true);
+  pair.Charge(0, 500);
+  pair.SetBusy(0, false);
+  pair.SetBusy(0, true);
+  pair.SetBusy(1, true);
+  EXPECT_EQ(pair.charged_us(1), 500);
+}
+
 }  // namespace
 }  // namespace cellserve
