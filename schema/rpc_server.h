@@ -33,9 +33,10 @@ struct RpcServerOptions {
   // HOST:PORT to listen on; port 0 picks a free one (see RpcServer::port). Default 127.0.0.1:7410.
   std::string listen = "127.0.0.1:7410";
   RequestLimits limits;
-  // Incoming message size at most, in bytes (capnp's traversal limit; it bounds replies too).
-  // Default 1 MiB (the CLI's --max-message-bytes auto at the default --max-tokens).
-  int64_t max_message_bytes = 1 << 20;
+  // Incoming message size at most, in bytes (capnp's traversal limit; capnp 0.9 bounds the replies
+  // it sends by it too, so it must hold the largest answer: a head's logits, a long decode).
+  // Default 16 MiB.
+  int64_t max_message_bytes = 16 << 20;
   // infer/inferStream and health calls being served at once per connection; more are
   // RESOURCE_EXHAUSTED (health: a capnp OVERLOADED exception, which rpc::Client reads as
   // RESOURCE_EXHAUSTED; counted as that). Default 1024. Must be >= 1.

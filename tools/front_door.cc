@@ -20,11 +20,8 @@ void AddFrontDoorFlags(Flags& flags) {
       .Add("max-calls-per-connection", "1024",
            "infer and health calls served at once per connection (beyond: RESOURCE_EXHAUSTED)")
       .Add("max-connections", "1024", "open RPC connections at most (beyond: closed at once)")
-      .Add("max-message-bytes", "auto",
-           "RPC message size at most, in bytes: a larger incoming one closes the connection; a larger reply fails "
-           "its call. auto: 64 per --max-tokens token, at least 1 MiB (1 MiB at the default 4096; the largest "
-           "valid request then is about 130 KB). A client that sends part of a message holds up to this much "
-           "server memory per connection until it sends the rest or leaves")
+      .Add("max-message-bytes", "16777216",
+           "RPC message size at most: a larger incoming one closes the connection; a larger reply fails its call")
       .Add("max-queued-answer-mib", "32",
            "answers waiting in memory for a client that does not read them, per connection (beyond, with none "
            "taken for 2 s: the connection is closed and its calls cancelled)")
@@ -34,24 +31,13 @@ void AddFrontDoorFlags(Flags& flags) {
       .Add("metrics-host", "", "address the metrics port binds (default: --listen's host; 0.0.0.0: every interface)");
 }
 
-int64_t AutoMaxMessageBytes(int64_t max_tokens) {
-  constexpr int64_t kBytesPerToken = 64;  // a tree's leaf is two list elements of 16 bytes: twice that
-  const int64_t tokens = std::min<int64_t>(std::max<int64_t>(max_tokens, 1), int64_t{1} << 40);
-  return std::max<int64_t>(int64_t{1} << 20, tokens * kBytesPerToken);
-}
-
 StatusOr<rpc::RpcServerOptions> RpcServerOptionsFromFlags(const Flags& flags, monitoring::ServingMetrics* metrics) {
   rpc::RpcServerOptions o;
   o.listen = flags.Get("listen");
   ASSIGN_OR_RETURN(o.limits.max_tokens, flags.GetIntIn("max-tokens", 1, INT64_MAX));
   ASSIGN_OR_RETURN(o.max_calls_per_connection, flags.GetIntIn("max-calls-per-connection", 1, INT64_MAX));
   ASSIGN_OR_RETURN(o.max_connections, flags.GetIntIn("max-connections", 1, INT64_MAX));
-  if (flags.Get("max-message-bytes") == "auto") {
-    o.max_message_bytes = AutoMaxMessageBytes(o.limits.max_tokens);
-  } else {
-    ASSIGN_OR_RETURN(o.max_message_bytes,
-                     flags.GetIntIn("max-message-bytes", 1024, INT64_MAX, "or auto: from --max-tokens"));
-  }
+  ASSIGN_OR_RETURN(o.max_message_bytes, flags.GetIntIn("max-message-bytes", 1024, INT64_MAX));
   ASSIGN_OR_RETURN(const int64_t queued_mib, flags.GetIntIn("max-queued-answer-mib", 1, int64_t{1} << 20));
   o.max_queued_answer_bytes = queued_mib << 20;
   o.metrics = metrics;

@@ -18,9 +18,6 @@ namespace cellserve::tools {
 // --max-message-bytes, --max-queued-answer-mib, --metrics-port, --metrics-host.
 void AddFrontDoorFlags(Flags& flags);
 
-// --max-message-bytes auto: 64 bytes per token of `max_tokens`, at least 1 MiB.
-int64_t AutoMaxMessageBytes(int64_t max_tokens);
-
 // The RPC server's options from those flags. INVALID_ARGUMENT for a value that is not a number.
 StatusOr<rpc::RpcServerOptions> RpcServerOptionsFromFlags(const Flags& flags, monitoring::ServingMetrics* metrics);
 

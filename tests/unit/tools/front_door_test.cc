@@ -55,34 +55,3 @@ TEST(FitOpenFileLimitTest, ALimitHighEnoughIsLeftAlone) {
 
 }  // namespace
 }  // namespace cellserve::tools
-
-namespace cellserve::tools {
-namespace {
-
-// --max-message-bytes auto follows --max-tokens: at the default, 1 MiB (it was 16 MiB, which a
-// client that sends part of a message holds per connection); raised tokens raise it.
-TEST(FrontDoorFlagsTest, MaxMessageBytesAutoFollowsMaxTokens) {
-  EXPECT_EQ(AutoMaxMessageBytes(4096), 1 << 20);
-  EXPECT_EQ(AutoMaxMessageBytes(1), 1 << 20);
-  EXPECT_EQ(AutoMaxMessageBytes(65536), int64_t{64} * 65536);
-  EXPECT_GT(AutoMaxMessageBytes(INT64_MAX), 0);  // no overflow
-  auto parsed = [](std::vector<const char*> argv) {
-    Flags flags("serve", "test");
-    AddFrontDoorFlags(flags);
-    EXPECT_TRUE(flags.Parse(static_cast<int>(argv.size()), const_cast<char**>(argv.data())).ok());
-    return RpcServerOptionsFromFlags(flags, nullptr);
-  };
-  auto defaults = parsed({"serve"});
-  ASSERT_TRUE(defaults.ok());
-  EXPECT_EQ(defaults->max_message_bytes, 1 << 20);
-  auto more_tokens = parsed({"serve", "--max-tokens", "100000"});
-  ASSERT_TRUE(more_tokens.ok());
-  EXPECT_EQ(more_tokens->max_message_bytes, int64_t{64} * 100000);
-  auto given = parsed({"serve", "--max-message-bytes", "5000"});
-  ASSERT_TRUE(given.ok());
-  EXPECT_EQ(given->max_message_bytes, 5000);
-  EXPECT_FALSE(parsed({"serve", "--max-message-bytes", "big"}).ok());
-}
-
-}  // namespace
-}  // namespace cellserve::tools
