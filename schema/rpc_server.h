@@ -51,6 +51,7 @@ struct RpcServerOptions {
   int64_t max_queued_answer_bytes = 32 << 20;
   // A connection on which nothing arrives for this long after it opened (not even the bootstrap)
   // is closed (RpcServerStats::silent_closes): idle sockets cannot hold every connection slot.
+  // One byte is enough to stay: it is no defence against a client set on holding slots.
   // Default 10 s; at least 1 ms.
   int64_t first_message_timeout_ms = 10000;
   // Stop: how long calls in flight may take to be answered, and their answers to be written,
