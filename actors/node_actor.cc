@@ -1,9 +1,7 @@
 #include "actors/node_actor.h"
 
-#include <algorithm>
 #include <cstdio>
 #include <string>
-#include <tuple>
 #include <unordered_map>
 #include <utility>
 

@@ -527,18 +527,16 @@ struct Connection {
       written_when_over = bytes_written;
       return false;
     }
-    {  // said, counted and shut once
-      over_limit = true;
-      ++stats->slow_reader_disconnects;
-      std::fprintf(stderr,
-                   "cellserve rpc: closing a connection whose client does not read its answers (%zu KiB queued, "
-                   "over the %zu KiB limit, --max-queued-answer-mib, and none taken for %lld s)\n",
-                   queued >> 10, max_queued_answer_bytes >> 10,
-                   static_cast<long long>(kSlowReaderStall / kj::SECONDS));
-      // Both directions: the blocked writes fail and the client sees the connection end (a failed
-      // read alone leaves the socket open until the network goes).
-      Shut();
-    }
+    // Said, counted and shut once.
+    over_limit = true;
+    ++stats->slow_reader_disconnects;
+    std::fprintf(stderr,
+                 "cellserve rpc: closing a connection whose client does not read its answers (%zu KiB queued, "
+                 "over the %zu KiB limit, --max-queued-answer-mib, and none taken for %lld s)\n",
+                 queued >> 10, max_queued_answer_bytes >> 10, static_cast<long long>(kSlowReaderStall / kj::SECONDS));
+    // Both directions: the blocked writes fail and the client sees the connection end (a failed
+    // read alone leaves the socket open until the network goes).
+    Shut();
     return true;
   }
   // Closes the socket both ways: the client sees the end, and the writes still queued fail.
