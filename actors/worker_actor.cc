@@ -307,7 +307,8 @@ caf::behavior WorkerActor(caf::stateful_actor<WorkerState>* self, std::shared_pt
     for (PerModel& m : st.models) {
       m.metrics = metrics.Model(m.model->spec().name);
       m.pool = metrics.Pool(device, m.model->spec().name);
-      for (const CellType& type : m.model->cell_types()) m.batch_size.push_back(metrics.BatchSize(device, m.model->spec().name, type.name));
+      for (const CellType& type : m.model->cell_types())
+        m.batch_size.push_back(metrics.BatchSize(device, m.model->spec().name, type.name));
       // Slots requests may hold: the padding slot is not theirs.
       m.pool->capacity->Set(
           static_cast<double>(m.scheduler->options().state_slots - (m.scheduler->pad_slot() >= 0 ? 1 : 0)));

@@ -42,7 +42,7 @@ void DeviceShare::RaiseFloor() {
 }
 
 const std::vector<int>& DeviceShare::Order() {
-  std::stable_sort(order_.begin(), order_.end(), [this](int a, int b) {
+  std::sort(order_.begin(), order_.end(), [this](int a, int b) {  // (charge, index): a total order
     return std::make_pair(charged_[static_cast<size_t>(a)], a) < std::make_pair(charged_[static_cast<size_t>(b)], b);
   });
   return order_;

@@ -149,6 +149,17 @@ struct LoopState {
   }
 };
 
+// Ends the stream: no more tokens go out, and WhenDelivered's promise, if one waits, fails with `e`.
+void EndStream(TokenStream& s, kj::Exception e) {
+  s.sending = false;
+  s.unsent.clear();
+  KJ_IF_MAYBE(f, s.delivered) {
+    (*f)->reject(kj::cp(e));
+    s.delivered = nullptr;
+  }
+  s.failed = kj::mv(e);
+}
+
 // Sends the stream's next token, if none is on its way (kj thread). With none left, tells
 // WhenDelivered.
 void SendNextToken(LoopState* st, const std::shared_ptr<TokenStream>& s) {
@@ -172,15 +183,7 @@ void SendNextToken(LoopState* st, const std::shared_ptr<TokenStream>& s) {
         s->sending = false;
         SendNextToken(st, s);
       },
-      [s](kj::Exception&& e) {
-        s->sending = false;
-        s->unsent.clear();
-        KJ_IF_MAYBE(f, s->delivered) {
-          (*f)->reject(kj::cp(e));
-          s->delivered = nullptr;
-        }
-        s->failed = kj::mv(e);
-      }));
+      [s](kj::Exception&& e) { EndStream(*s, kj::mv(e)); }));
 }
 
 // Resolves once every token pushed so far is taken by the sink; fails with the first failed send.
@@ -433,10 +436,8 @@ class Service final : public Cellserve::Server {
         .attach(kj::defer([st, conn, id, cluster_id, tokens] {
           --conn->in_flight;
           st->CallsInFlight(-1);
-          if (tokens && tokens->failed == nullptr) {  // answered or dropped: no more tokens go out
-            tokens->unsent.clear();
-            tokens->failed = KJ_EXCEPTION(DISCONNECTED, "the call ended");
-          }
+          // Answered or dropped: no more tokens go out (a send on its way finds the stream ended).
+          if (tokens && tokens->failed == nullptr) EndStream(*tokens, KJ_EXCEPTION(DISCONNECTED, "the call ended"));
           auto it = st->calls.find(id);
           if (it != st->calls.end()) {  // dropped before the answer: the client cancelled or left
             st->calls.erase(it);

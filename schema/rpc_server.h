@@ -44,8 +44,8 @@ struct RpcServerOptions {
   // Open connections at most; further ones are closed at once. Default 1024. Must be >= 1.
   int64_t max_connections = 1024;
   // Answers queued in memory for a connection whose client does not read them, at most: the next
-  // message read past it closes the connection (its calls in flight are cancelled, as for a
-  // client that went away), so a client that sends without reading cannot grow the server's
+  // message read past it, once the socket has taken none of them for 2 s, closes the connection
+  // (its calls in flight are cancelled, as for a client that went away), so a client that sends without reading cannot grow the server's
   // memory for good. Each queued message counts its size plus 8 KiB (capnp's first segment).
   // Counted in RpcServerStats::slow_reader_disconnects. Default 32 MiB; at least 64 KiB.
   int64_t max_queued_answer_bytes = 32 << 20;
