@@ -22,6 +22,7 @@
 #include "cluster/wire.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
+#include "runtime/model_versions.h"
 
 namespace cellserve::cluster {
 
@@ -104,19 +105,10 @@ struct RouterState {
   NodeId next_node = 1;
   bool stopping = false;
 
-  // The policy's key for `model` at `version` (0: any version). Model names cannot hold '@'.
-  static std::string ModelKey(const std::string& model, int64_t version) {
-    return version == 0 ? model : model + "@" + std::to_string(version);
-  }
-  static bool IsVersionKey(const std::string& key) { return key.find('@') != std::string::npos; }
-
   // The version of `model` that node `id` serves (0 if none).
   int64_t VersionOn(NodeId id, const std::string& model) const {
     auto it = nodes.find(id);
-    if (it == nodes.end()) return 0;
-    for (const ModelSpec& spec : it->second.registration.models)
-      if (spec.name == model) return spec.version;
-    return 0;
+    return it == nodes.end() ? 0 : VersionServed(it->second.registration.models, model);
   }
 
   // Tells the other threads what the table holds now: the nodes (with their requests in flight,
@@ -125,18 +117,13 @@ struct RouterState {
   // many upgrades; not at every sweep: it walks every request in flight).
   void Publish(bool table_changed = true) {
     if (table_changed) policy->Forget(IsVersionKey);
-    std::map<std::string, std::vector<ModelSpec>> live;  // name -> its versions, once each
+    std::vector<std::vector<ModelSpec>> served;  // by the live nodes, one list each
     std::vector<RouterNodeInfo> infos;
     for (NodeId id : policy->nodes()) {
       auto view = policy->node(id);
       auto it = nodes.find(id);
       if (!view || it == nodes.end()) continue;
-      for (const ModelSpec& spec : it->second.registration.models) {
-        std::vector<ModelSpec>& versions = live[spec.name];
-        if (std::none_of(versions.begin(), versions.end(),
-                         [&](const ModelSpec& v) { return v.version == spec.version; }))
-          versions.push_back(spec);
-      }
+      served.push_back(it->second.registration.models);
       RouterNodeInfo info;
       info.id = id;
       info.name = view->name;
@@ -147,23 +134,18 @@ struct RouterState {
       info.placed = it->second.placed;
       infos.push_back(std::move(info));
     }
+    const LiveVersions live = CollectLiveVersions(served);
     {
       std::lock_guard<std::mutex> lock(shared->mu);
       shared->nodes = std::move(infos);
-      for (auto& [name, versions] : live) {
+      for (const auto& [name, versions] : live) {
         Shared::Model& model = shared->models[name];
         model.spec = versions.front();
         if (!model.metrics && options.metrics) model.metrics = options.metrics->Model(name);
       }
-      shared->specs.clear();
-      for (const auto& [name, model] : shared->models) {
-        auto it = live.find(name);
-        if (it == live.end()) shared->specs.push_back(model.spec);
-        else shared->specs.insert(shared->specs.end(), it->second.begin(), it->second.end());
-      }
-      std::sort(shared->specs.begin(), shared->specs.end(), [](const ModelSpec& a, const ModelSpec& b) {
-        return a.name != b.name ? a.name < b.name : a.version < b.version;
-      });
+      std::vector<ModelSpec> remembered;
+      for (const auto& [name, model] : shared->models) remembered.push_back(model.spec);
+      shared->specs = ListedVersions(live, remembered);
     }
     // Only between starting and serving: Stop owns draining and stopped.
     ClusterState current = shared->state.load();
@@ -192,24 +174,14 @@ struct RouterState {
       timeout_us = call.deadline_us - clock.NowMicros();
       if (timeout_us <= 0) return Answer(id, DeadlineExceeded("the deadline passed in the router"), kind);
     }
-    // Any version may take a request for version 0, unless it has streamed tokens: its retry
-    // resumes them, so it runs the version that made them.
-    const bool pinned = call.version != 0 || p.tokens_forwarded > 0;
-    const std::string key = ModelKey(call.model, pinned ? p.version : 0);
+    const int64_t pinned = PinnedVersion(call.version, p.version, p.tokens_forwarded);
+    const std::string key = VersionKey(call.model, pinned);
     StatusOr<NodeId> node = retry ? policy->PickExcluding(key, exclude) : policy->Pick(key);
     if (!node.ok()) {
-      Status s = node.status();
-      const std::string what = "'" + call.model + "'" + (pinned ? " version " + std::to_string(p.version) : "");
-      if (pinned) {  // the policy's messages name its key ("mt@1"), not what the caller knows
-        if (s.code() == StatusCode::kNotFound) {  // the policy forgot the version: no node has it
-          s = NotFound("no node serves model " + what + " now");
-        } else if (size_t at = s.message().find("'" + key + "'"); at != std::string::npos) {
-          s = Status(s.code(), std::string(s.message()).replace(at, key.size() + 2, what));
-        }
-      }
+      Status s = InCallersWords(node.status(), call.model, pinned);
       if (retry)
         s = Unavailable(why + ", and no other node can take the request (" + s.message() +
-                        "); retry later, or start another node that serves " + what);
+                        "); retry later, or start another node that serves " + DescribeModel(call.model, pinned));
       return Answer(id, s, kind);
     }
     if (Status s = policy->OnPlaced(id, key, call.cells, *node, p.attempt + 1); !s.ok())
@@ -336,10 +308,7 @@ struct RouterState {
     nr.id = id;
     nr.name = reg->name;
     nr.devices = reg->devices;
-    for (const ModelSpec& spec : reg->models) {  // placed by name (any version) or name@version
-      nr.models.push_back(spec.name);
-      nr.models.push_back(ModelKey(spec.name, spec.version));
-    }
+    nr.models = PlacementKeys(reg->models);  // placed by name (any version) or name@version
     if (Status s = policy->Register(nr); !s.ok()) return {0, s.message()};
     if (known == by_addr.end()) {
       by_addr.emplace(addr, id);
