@@ -46,8 +46,8 @@ std::shared_ptr<const Model> MakeModel(int64_t hidden, int64_t max_batch, int64_
 
 // Skips the benchmark where --cpu-precision bf16 cannot run; true if it can.
 bool AmxOrSkip(benchmark::State& state) {
-  std::string why;
-  if (cpu::AmxBf16Support(&why)) return true;
+  const std::string& why = cpu::AmxBf16Missing();
+  if (why.empty()) return true;
   state.SkipWithError(why.c_str());
   return false;
 }

@@ -6,8 +6,10 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -43,27 +45,27 @@ Status CheckPositive(const char* field, int64_t value, int64_t max_value = int64
   return OkStatus();
 }
 
-Status ReadInt(const json& j, const char* field, bool required, int64_t* out) {
+// `field` of `j` (an integer or a string, as T), or `fallback` when `j` does not have it; a field
+// without a fallback (kRequired) must be there.
+template <typename T>
+StatusOr<T> ReadField(const json& j, const char* field, const std::optional<T>& fallback) {
   auto it = j.find(field);
   if (it == j.end()) {
-    if (required) return InvalidArgument(std::string("spec is missing field '") + field + "'");
-    return OkStatus();
+    if (!fallback) return InvalidArgument(std::string("spec is missing field '") + field + "'");
+    return *fallback;
   }
-  if (!it->is_number_integer())
-    return InvalidArgument(std::string("spec field '") + field + "' must be an integer");
-  *out = it->get<int64_t>();
-  return OkStatus();
+  constexpr bool kInteger = std::is_same_v<T, int64_t>;
+  if (kInteger ? !it->is_number_integer() : !it->is_string())
+    return InvalidArgument(std::string("spec field '") + field + "' must be " + (kInteger ? "an integer" : "a string"));
+  return it->get<T>();
 }
+constexpr std::nullopt_t kRequired = std::nullopt;
 
-Status ReadString(const json& j, const char* field, bool required, std::string* out) {
-  auto it = j.find(field);
-  if (it == j.end()) {
-    if (required) return InvalidArgument(std::string("spec is missing field '") + field + "'");
-    return OkStatus();
-  }
-  if (!it->is_string()) return InvalidArgument(std::string("spec field '") + field + "' must be a string");
-  *out = it->get<std::string>();
-  return OkStatus();
+StatusOr<int64_t> ReadInt(const json& j, const char* field, const std::optional<int64_t>& fallback) {
+  return ReadField<int64_t>(j, field, fallback);
+}
+StatusOr<std::string> ReadString(const json& j, const char* field, const std::optional<std::string>& fallback) {
+  return ReadField<std::string>(j, field, fallback);
 }
 
 }  // namespace
@@ -166,25 +168,28 @@ StatusOr<ModelSpec> ParseModelSpec(const std::string& json_text) {
   if (!j.is_object()) return InvalidArgument("spec must be a JSON object");
   if (!duplicate.empty()) return InvalidArgument("spec gives \"" + duplicate + "\" twice; give each field once");
   RETURN_IF_ERROR(CheckFieldsKnown(j));
-  ModelSpec spec;
-  std::string kind;
-  RETURN_IF_ERROR(ReadString(j, "name", true, &spec.name));
-  RETURN_IF_ERROR(ReadString(j, "kind", true, &kind));
+  ModelSpec spec;  // its defaults are the fallbacks
+  ASSIGN_OR_RETURN(spec.name, ReadString(j, "name", kRequired));
+  ASSIGN_OR_RETURN(const std::string kind, ReadString(j, "kind", kRequired));
   ASSIGN_OR_RETURN(spec.kind, ParseModelKind(kind));
-  RETURN_IF_ERROR(ReadInt(j, "version", false, &spec.version));
-  RETURN_IF_ERROR(ReadInt(j, "vocab_size", true, &spec.vocab_size));
-  RETURN_IF_ERROR(ReadInt(j, "embed_dim", true, &spec.embed_dim));
-  RETURN_IF_ERROR(ReadInt(j, "hidden", true, &spec.hidden));
-  RETURN_IF_ERROR(ReadInt(j, "layers", false, &spec.layers));
-  RETURN_IF_ERROR(ReadInt(j, "classes", spec.kind != ModelKind::kSeq2Seq, &spec.classes));
   const bool s2s = spec.kind == ModelKind::kSeq2Seq;
-  RETURN_IF_ERROR(ReadInt(j, "target_vocab_size", s2s, &spec.target_vocab_size));
-  RETURN_IF_ERROR(ReadInt(j, "bos_id", false, &spec.bos_id));
-  RETURN_IF_ERROR(ReadInt(j, "eos_id", false, &spec.eos_id));
-  RETURN_IF_ERROR(ReadInt(j, "max_decode_len", false, &spec.max_decode_len));
-  RETURN_IF_ERROR(ReadInt(j, "max_input_tokens", false, &spec.max_input_tokens));
-  RETURN_IF_ERROR(ReadInt(j, "max_batch", false, &spec.max_batch));
-  RETURN_IF_ERROR(ReadString(j, "dtype", false, &spec.dtype));
+  auto required_if = [](bool required, int64_t fallback) -> std::optional<int64_t> {
+    if (required) return kRequired;
+    return fallback;
+  };
+  ASSIGN_OR_RETURN(spec.version, ReadInt(j, "version", spec.version));
+  ASSIGN_OR_RETURN(spec.vocab_size, ReadInt(j, "vocab_size", kRequired));
+  ASSIGN_OR_RETURN(spec.embed_dim, ReadInt(j, "embed_dim", kRequired));
+  ASSIGN_OR_RETURN(spec.hidden, ReadInt(j, "hidden", kRequired));
+  ASSIGN_OR_RETURN(spec.layers, ReadInt(j, "layers", spec.layers));
+  ASSIGN_OR_RETURN(spec.classes, ReadInt(j, "classes", required_if(!s2s, spec.classes)));
+  ASSIGN_OR_RETURN(spec.target_vocab_size, ReadInt(j, "target_vocab_size", required_if(s2s, spec.target_vocab_size)));
+  ASSIGN_OR_RETURN(spec.bos_id, ReadInt(j, "bos_id", spec.bos_id));
+  ASSIGN_OR_RETURN(spec.eos_id, ReadInt(j, "eos_id", spec.eos_id));
+  ASSIGN_OR_RETURN(spec.max_decode_len, ReadInt(j, "max_decode_len", spec.max_decode_len));
+  ASSIGN_OR_RETURN(spec.max_input_tokens, ReadInt(j, "max_input_tokens", spec.max_input_tokens));
+  ASSIGN_OR_RETURN(spec.max_batch, ReadInt(j, "max_batch", spec.max_batch));
+  ASSIGN_OR_RETURN(spec.dtype, ReadString(j, "dtype", spec.dtype));
   RETURN_IF_ERROR(spec.Validate());
   return spec;
 }

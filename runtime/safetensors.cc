@@ -11,6 +11,7 @@
 #include <exception>
 #include <limits>
 #include <new>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -29,21 +30,19 @@ constexpr const char* kMetadataKey = "__metadata__";
 
 std::string Quoted(const std::string& name) { return "'" + name + "'"; }
 
-// A JSON integer >= 0 that fits int64. Floats ("2.0"), negatives and strings are rejected.
-bool GetNonNegativeInt(const Json& j, int64_t* out) {
+// A JSON integer >= 0 that fits int64; nothing for floats ("2.0"), negatives and strings.
+std::optional<int64_t> NonNegativeInt(const Json& j) {
   if (j.is_number_unsigned()) {
     uint64_t v = j.get<uint64_t>();
-    if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
-    *out = static_cast<int64_t>(v);
-    return true;
+    if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+    return static_cast<int64_t>(v);
   }
   if (j.is_number_integer()) {
     int64_t v = j.get<int64_t>();
-    if (v < 0) return false;
-    *out = v;
-    return true;
+    if (v < 0) return std::nullopt;
+    return v;
   }
-  return false;
+  return std::nullopt;
 }
 
 // SAX handler for the checking pass: tracks nesting depth, records duplicate keys of the top-level
@@ -102,9 +101,14 @@ struct Range {
   const std::string* name;
 };
 
+struct TensorEntry {
+  RawTensor tensor;
+  uint64_t begin = 0, end = 0;  // its bytes in the data buffer
+};
+
 // Parses one tensor entry; `data_size` is the length of the data buffer.
-Status ParseTensorEntry(const std::string& name, const Json& entry, const uint8_t* data,
-                        uint64_t data_size, RawTensor* out, Range* range) {
+StatusOr<TensorEntry> ParseTensorEntry(const std::string& name, const Json& entry, const uint8_t* data,
+                                       uint64_t data_size) {
   const std::string what = "tensor " + Quoted(name);
   if (!entry.is_object()) return InvalidArgument(what + ": entry is not a JSON object");
 
@@ -120,12 +124,12 @@ Status ParseTensorEntry(const std::string& name, const Json& entry, const uint8_
   std::vector<int64_t> shape;
   shape.reserve(shape_it->size());
   for (const Json& d : *shape_it) {
-    int64_t v = 0;
-    if (!GetNonNegativeInt(d, &v)) {
+    const std::optional<int64_t> v = NonNegativeInt(d);
+    if (!v) {
       return InvalidArgument(what + ": \"shape\" must be a list of non-negative integers, got " +
                              Describe(d));
     }
-    shape.push_back(v);
+    shape.push_back(*v);
   }
   const int64_t numel = ShapeNumElements(shape);
   const int64_t elem_size = DTypeSize(*dtype);
@@ -137,11 +141,12 @@ Status ParseTensorEntry(const std::string& name, const Json& entry, const uint8_
 
   auto off_it = entry.find("data_offsets");
   if (off_it == entry.end()) return InvalidArgument(what + ": missing \"data_offsets\"");
-  int64_t begin = 0, end = 0;
-  if (!off_it->is_array() || off_it->size() != 2 || !GetNonNegativeInt((*off_it)[0], &begin) ||
-      !GetNonNegativeInt((*off_it)[1], &end)) {
+  const bool pair = off_it->is_array() && off_it->size() == 2;
+  const std::optional<int64_t> first = pair ? NonNegativeInt((*off_it)[0]) : std::nullopt;
+  const std::optional<int64_t> second = pair ? NonNegativeInt((*off_it)[1]) : std::nullopt;
+  if (!first || !second)
     return InvalidArgument(what + ": \"data_offsets\" must be two non-negative integers [begin, end]");
-  }
+  const int64_t begin = *first, end = *second;
   if (begin > end) {
     return InvalidArgument(what + ": data_offsets [" + std::to_string(begin) + ", " +
                            std::to_string(end) + "] have begin > end");
@@ -159,23 +164,26 @@ Status ParseTensorEntry(const std::string& name, const Json& entry, const uint8_
   }
 
   // All checks passed: `needed` <= data_size, so the copy stays in bounds.
-  out->dtype = *dtype;
-  out->shape = std::move(shape);
-  out->bytes.assign(data + begin, data + end);
-  *range = Range{static_cast<uint64_t>(begin), static_cast<uint64_t>(end), &name};
-  return OkStatus();
+  TensorEntry parsed;
+  parsed.tensor.dtype = *dtype;
+  parsed.tensor.shape = std::move(shape);
+  parsed.tensor.bytes.assign(data + begin, data + end);
+  parsed.begin = static_cast<uint64_t>(begin);
+  parsed.end = static_cast<uint64_t>(end);
+  return parsed;
 }
 
-Status ParseMetadata(const Json& meta, std::map<std::string, std::string>* out) {
+StatusOr<std::map<std::string, std::string>> ParseMetadata(const Json& meta) {
   if (!meta.is_object()) return InvalidArgument("\"__metadata__\" is not a JSON object");
+  std::map<std::string, std::string> metadata;
   for (auto it = meta.begin(); it != meta.end(); ++it) {
     if (!it.value().is_string()) {
       return InvalidArgument("\"__metadata__\" value for key " + Quoted(it.key()) +
                              " is not a string");
     }
-    (*out)[it.key()] = it.value().get<std::string>();
+    metadata[it.key()] = it.value().get<std::string>();
   }
-  return OkStatus();
+  return metadata;
 }
 
 // The header's length: the file's first 8 bytes, little-endian.
@@ -228,15 +236,12 @@ StatusOr<SafetensorsFile> ParseUnguarded(const uint8_t* data, size_t size) {
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     if (name == kMetadataKey) {
-      RETURN_IF_ERROR(ParseMetadata(it.value(), &file.metadata));
+      ASSIGN_OR_RETURN(file.metadata, ParseMetadata(it.value()));
       continue;
     }
-    RawTensor tensor;
-    Range range{};
-    RETURN_IF_ERROR(ParseTensorEntry(name, it.value(), buffer, buffer_size, &tensor, &range));
-    auto inserted = file.tensors.emplace(name, std::move(tensor));
-    range.name = &inserted.first->first;  // stable: map nodes do not move
-    ranges.push_back(range);
+    ASSIGN_OR_RETURN(TensorEntry entry, ParseTensorEntry(name, it.value(), buffer, buffer_size));
+    auto inserted = file.tensors.emplace(name, std::move(entry.tensor));
+    ranges.push_back(Range{entry.begin, entry.end, &inserted.first->first});  // stable: map nodes do not move
   }
 
   // Overlap check: sort by start; each non-empty range must start at or after the previous end.
@@ -276,44 +281,48 @@ std::string ForeignFormatHint(const std::vector<uint8_t>& head) {
   return "";
 }
 
-// Reads from `fd` until `bytes` holds `want` bytes or the file ends.
-Status ReadUpTo(int fd, const std::string& path, size_t want, std::vector<uint8_t>* bytes) {
+// Reads from `fd`, appending to `bytes`, until it holds `want` bytes or the file ends.
+Status ReadUpTo(int fd, const std::string& path, size_t want, std::vector<uint8_t>& bytes) {
   uint8_t chunk[1 << 16];
-  while (bytes->size() < want) {
-    const ssize_t n = ::read(fd, chunk, std::min(sizeof(chunk), want - bytes->size()));
+  while (bytes.size() < want) {
+    const ssize_t n = ::read(fd, chunk, std::min(sizeof(chunk), want - bytes.size()));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Internal("reading " + path + ": " + ErrnoText(errno));
     }
     if (n == 0) break;
-    bytes->insert(bytes->end(), chunk, chunk + n);
+    bytes.insert(bytes.end(), chunk, chunk + n);
   }
   return OkStatus();
 }
 
-// Reads `path` whole into `bytes`, the cheap checks first: the header's length and then its JSON
+// Reads `path` (`size` bytes) whole, the cheap checks first: the header's length and then its JSON
 // are checked before the data is read (a file of zeros, a checkpoint of another format, a length
-// that runs past the end: said at once, not after reading gigabytes).
-Status ReadCheckingHeaderFirst(int fd, const std::string& path, size_t size, std::vector<uint8_t>* bytes) {
-  RETURN_IF_ERROR(ReadUpTo(fd, path, std::min<size_t>(size, 64), bytes));
-  if (bytes->size() >= 8) {
-    const uint64_t header_len = HeaderLength(bytes->data());
+// that runs past the end: said at once, not after reading gigabytes). Throws std::bad_alloc when
+// `size` bytes cannot be had.
+StatusOr<std::vector<uint8_t>> ReadCheckingHeaderFirst(int fd, const std::string& path, size_t size) {
+  std::vector<uint8_t> file;
+  file.reserve(size);
+  RETURN_IF_ERROR(ReadUpTo(fd, path, std::min<size_t>(size, 64), file));
+  if (file.size() >= 8) {
+    const uint64_t header_len = HeaderLength(file.data());
     const bool fits = header_len <= kMaxSafetensorsHeaderBytes && header_len <= size - 8;
-    if (fits) RETURN_IF_ERROR(ReadUpTo(fd, path, 8 + header_len, bytes));
-    if (fits && bytes->size() >= 8 + header_len) {
-      const char* header = reinterpret_cast<const char*>(bytes->data() + 8);
+    if (fits) RETURN_IF_ERROR(ReadUpTo(fd, path, 8 + header_len, file));
+    if (fits && file.size() >= 8 + header_len) {
+      const char* header = reinterpret_cast<const char*>(file.data() + 8);
       RETURN_IF_ERROR(CheckHeaderJson(header, header + header_len));
     } else if (header_len > kMaxSafetensorsHeaderBytes) {
       // What other formats' first bytes read as: an LFS pointer, a zip, a pickle or HDF5 file all
       // give a length far past the limit (a mere truncated safetensors file does not: no guess).
       return InvalidArgument("header length " + std::to_string(header_len) + " exceeds the limit of " +
-                             std::to_string(kMaxSafetensorsHeaderBytes) + " bytes" + ForeignFormatHint(*bytes));
+                             std::to_string(kMaxSafetensorsHeaderBytes) + " bytes" + ForeignFormatHint(file));
     } else if (!fits) {
       return InvalidArgument("header length " + std::to_string(header_len) + " runs past the end of the file (" +
                              std::to_string(size) + " bytes)");
     }
   }
-  return ReadUpTo(fd, path, size, bytes);  // the parser checks the rest (a file that shrank too)
+  RETURN_IF_ERROR(ReadUpTo(fd, path, size, file));  // the parser checks the rest (a file that shrank too)
+  return file;
 }
 
 }  // namespace
@@ -355,11 +364,12 @@ StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   }
   std::vector<uint8_t> bytes;
   try {  // the last guard: an allocation that fails all the same is an error, not a crash
-    bytes.reserve(static_cast<size_t>(st.st_size));
-    if (Status read = ReadCheckingHeaderFirst(fd, path, static_cast<size_t>(st.st_size), &bytes); !read.ok()) {
+    StatusOr<std::vector<uint8_t>> read = ReadCheckingHeaderFirst(fd, path, static_cast<size_t>(st.st_size));
+    if (!read.ok()) {
       ::close(fd);
-      return read.code() == StatusCode::kInvalidArgument ? read.WithContext(path) : read;
+      return read.status().code() == StatusCode::kInvalidArgument ? read.status().WithContext(path) : read.status();
     }
+    bytes = std::move(read).value();
   } catch (const std::bad_alloc&) {
     ::close(fd);
     return ResourceExhausted(path + ": " + std::to_string(st.st_size) +

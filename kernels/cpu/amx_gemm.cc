@@ -121,7 +121,7 @@ __attribute__((target("amx-tile"))) void ReleaseTiles() { _tile_release(); }
 
 }  // namespace
 
-bool AmxBf16Support(std::string* why) {
+const std::string& AmxBf16Missing() {
 #ifdef CELLSERVE_AMX
   static const std::string reason = [] () -> std::string {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
@@ -137,13 +137,12 @@ bool AmxBf16Support(std::string* why) {
 #else
   static const std::string reason = "AMX needs an x86-64 CPU";
 #endif
-  if (!reason.empty() && why) *why = reason;
-  return reason.empty();
+  return reason;
 }
 
 Status AmxBf16Available() {
-  std::string why;
-  if (AmxBf16Support(&why)) return OkStatus();
+  const std::string& why = AmxBf16Missing();
+  if (why.empty()) return OkStatus();
   return Unavailable("bf16 compute (--cpu-precision bf16): " + why + "; use --cpu-precision fp32");
 }
 
@@ -190,7 +189,7 @@ void GemmAmx(int64_t m, const float* x, int64_t ldx, const AmxPanels& w, float* 
   ReleaseTiles();
 #else
   (void)x, (void)ldx, (void)c, (void)ldc;
-  std::abort();  // AmxBf16Support said no
+  std::abort();  // AmxBf16Missing said why not
 #endif
 }
 

@@ -10,7 +10,7 @@
 // 16 columns x 2 consecutive k), K padded to 32 and N to 32 with zeros.
 // Threads: AmxPanels is immutable once packed (shareable). GemmAmx keeps its scratch and the
 // tile state per thread: each call loads the tile configuration and releases the tiles at its end.
-// Errors: AmxBf16Support says why AMX cannot be used (CPU, OS or kernel permission); GemmAmx
+// Errors: AmxBf16Missing says why AMX cannot be used (CPU, OS or kernel permission); GemmAmx
 // must only be called once it said yes.
 #pragma once
 
@@ -22,11 +22,11 @@
 
 namespace cellserve::cpu {
 
-// Whether this CPU and kernel run AMX-BF16 tiles for this process (asks the kernel for the tile
-// state once: arch_prctl(ARCH_REQ_XCOMP_PERM)). False with the reason in *why.
-bool AmxBf16Support(std::string* why);
+// Why this CPU and kernel do not run AMX-BF16 tiles for this process; empty where they do (asks
+// the kernel for the tile state once: arch_prctl(ARCH_REQ_XCOMP_PERM)).
+const std::string& AmxBf16Missing();
 
-// OK where AmxBf16Support says yes, else UNAVAILABLE with its reason and what to use instead:
+// OK where AmxBf16Missing is empty, else UNAVAILABLE with its reason and what to use instead:
 // the one error every caller of bf16 compute returns (flag, device factory, backend).
 Status AmxBf16Available();
 

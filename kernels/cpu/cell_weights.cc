@@ -81,7 +81,7 @@ CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions&
   return out;
 }
 
-int64_t PreparedWeightBytes(const Model& model, const CellWeightOptions& options, int64_t* folded) {
+PreparedWeightBytes EstimatePreparedWeights(const Model& model, const CellWeightOptions& options) {
   // As PrepareCellWeights packs: the GEMM's matrix (fp32 panels, with 16-bit ones where every
   // weight is exactly 16-bit, whatever the spec's dtype; or AMX tiles under bf16 compute), and
   // when folded the table and the x columns' fp32 panels it is made from (freed after, counted).
@@ -101,8 +101,7 @@ int64_t PreparedWeightBytes(const Model& model, const CellWeightOptions& options
     panels += PackedMatrix::BytesFor(outputs, in, false) + (cols > in ? gemm(w + in, cols - in) : 0);
     tables += FoldedTableBytes(type);
   }
-  if (folded) *folded = tables;
-  return panels + tables;
+  return {panels + tables, tables};
 }
 
 }  // namespace cellserve::cpu

@@ -30,7 +30,7 @@ struct CellWeightOptions {
   // Threads that compute the tables (0: every CPU this thread may use).
   int threads = 0;
   // --cpu-precision bf16: the rounds' GEMMs on AMX tiles, inputs rounded to bf16, fp32
-  // accumulation (amx_gemm.h); folded tables stay fp32. Only where AmxBf16Support says yes.
+  // accumulation (amx_gemm.h); folded tables stay fp32. Only where AmxBf16Missing is empty.
   bool bf16_compute = false;
 };
 
@@ -55,7 +55,11 @@ CpuCellWeights PrepareCellWeights(const CellType& type, const CellWeightOptions&
 // The memory PrepareCellWeights takes for every cell type of `model`, computed as it packs
 // (without packing): the GEMM matrices as packed (16-bit copies included, or AMX tiles), the
 // folded tables, and each table's temporary (so a little over what stays). Checked against the
-// headroom before preparing. `folded`: of that, the folded tables (--fold-max-mib caps each).
-int64_t PreparedWeightBytes(const Model& model, const CellWeightOptions& options, int64_t* folded = nullptr);
+// headroom before preparing.
+struct PreparedWeightBytes {
+  int64_t total = 0;
+  int64_t folded = 0;  // of total, the folded tables (--fold-max-mib caps each)
+};
+PreparedWeightBytes EstimatePreparedWeights(const Model& model, const CellWeightOptions& options);
 
 }  // namespace cellserve::cpu

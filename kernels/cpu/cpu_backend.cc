@@ -61,10 +61,10 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   std::string what = std::to_string(slots) + " state slots (h and c, " + std::to_string(hidden) +
                      " floats each: " + MiBText(state_bytes) + " MiB)";
   // The weights, unless another device prepared them already (it shares them).
-  int64_t folded = 0;
   const bool prepared = weight_cache_ && weight_cache_->Holds(model, cell_weight_options_);
-  const double weight_bytes =
-      prepared ? 0.0 : static_cast<double>(PreparedWeightBytes(model, cell_weight_options_, &folded));
+  const PreparedWeightBytes weights = prepared ? PreparedWeightBytes{} : EstimatePreparedWeights(model, cell_weight_options_);
+  const double weight_bytes = static_cast<double>(weights.total);
+  const int64_t folded = weights.folded;
   if (weight_bytes > 0)
     what += " and the model's prepared weights (" + MiBText(weight_bytes) + " MiB" +
             (folded > 0 ? ", " + MiBText(static_cast<double>(folded)) + " MiB of it folded token tables" : "") + ")";

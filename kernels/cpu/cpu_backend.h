@@ -59,8 +59,8 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(CpuBackendOptions options = {});
 
-  // UNAVAILABLE, registering nothing, when options asked for bf16 compute where AmxBf16Support
-  // says no; RESOURCE_EXHAUSTED, registering nothing, when the state slots and the prepared
+  // UNAVAILABLE, registering nothing, when options asked for bf16 compute where AmxBf16Missing
+  // says why not; RESOURCE_EXHAUSTED, registering nothing, when the state slots and the prepared
   // weights (folded tables included; not counted when a device sharing the cache holds them
   // already) are more than the memory this process may still take (its headroom,
   // runtime/memory_limit.h: what other registrations took counts), or when they cannot be

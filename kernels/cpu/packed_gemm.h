@@ -50,7 +50,7 @@ class PackedMatrix {
   PackedMatrix(const float* w, int64_t n, int64_t k, int64_t ldw, DType narrow);
 
   // W [n, k] (row stride ldw) for bf16 compute: AMX tiles only, no panels. Only where
-  // AmxBf16Support says yes.
+  // AmxBf16Missing is empty.
   static PackedMatrix Bf16Compute(const float* w, int64_t n, int64_t k, int64_t ldw);
 
   int64_t n() const { return n_; }

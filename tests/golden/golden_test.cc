@@ -81,7 +81,7 @@ std::vector<Setting> Settings() {
       {0, false, kMaxRelativeError, "token inputs not folded"},
       {kPartialFoldBytes, false, kMaxRelativeError, "token inputs folded up to 8 KiB a table"}};
 #if !CELLSERVE_GOLDEN_CUDA
-  if (cpu::AmxBf16Support(nullptr)) {
+  if (cpu::AmxBf16Missing().empty()) {
     settings.push_back({kDefaultFoldMaxBytes, true, kBf16RelativeError, "bf16 compute, folded"});
     settings.push_back({0, true, kBf16RelativeError, "bf16 compute, not folded"});
   }

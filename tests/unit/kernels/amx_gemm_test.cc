@@ -19,8 +19,8 @@ namespace {
 
 #define REQUIRE_AMX()                                                \
   do {                                                               \
-    std::string why;                                                 \
-    if (!AmxBf16Support(&why)) GTEST_SKIP() << "no AMX-BF16: " << why; \
+    const std::string& why = AmxBf16Missing();                       \
+    if (!why.empty()) GTEST_SKIP() << "no AMX-BF16: " << why;        \
   } while (0)
 
 std::vector<float> Random(size_t n, uint32_t seed, float scale) {

@@ -94,8 +94,7 @@ TEST_P(BatchInvariance, AloneEqualsAnyPositionInABatchOf64) {
 class BatchInvarianceBf16Compute : public ::testing::TestWithParam<std::tuple<ModelKind, bool>> {};
 
 TEST_P(BatchInvarianceBf16Compute, AloneEqualsAnyPositionInABatchOf64) {
-  std::string why;
-  if (!cpu::AmxBf16Support(&why)) GTEST_SKIP() << "no AMX-BF16: " << why;
+  if (const std::string& why = cpu::AmxBf16Missing(); !why.empty()) GTEST_SKIP() << "no AMX-BF16: " << why;
   cpu::CellWeightOptions weights;
   weights.fold_max_bytes = std::get<1>(GetParam()) ? int64_t{1} << 30 : 0;
   weights.bf16_compute = true;

@@ -170,7 +170,7 @@ TEST(CellWeights, CacheKeepsOneEntryPerModelAndCap) {
 // temporary (the x columns' fp32 panels): every kind, F32/BF16/F16 weights (16-bit values get a
 // 16-bit copy of their panels) and an F32 model whose values are all bf16 (so do its), fp32 or
 // bf16 compute (AMX tiles: packing them needs no AMX), folded or not, odd sizes.
-TEST(CellWeights, PreparedWeightBytesIsWhatPreparingTakes) {
+TEST(CellWeights, EstimatePreparedWeightsIsWhatPreparingTakes) {
   auto f32_holding_bf16 = [](ModelKind kind, int64_t hidden) {
     auto bf16 = Make(kind, hidden, 2, 3, 256, "BF16");
     SafetensorsFile file;
@@ -197,12 +197,11 @@ TEST(CellWeights, PreparedWeightBytesIsWhatPreparingTakes) {
               tables += w.folded_bytes();
               if (w.is_folded()) temporaries += (w.outputs + 15) / 16 * 16 * type.input_dim * 4;
             }
-            int64_t folded = -1;
-            const int64_t estimate = cpu::PreparedWeightBytes(*model, options, &folded);
+            const cpu::PreparedWeightBytes estimate = cpu::EstimatePreparedWeights(*model, options);
             const std::string what = std::string(ModelKindName(kind)) + " " + dtype + " H=" + std::to_string(hidden) +
                                      (bf16_compute ? " bf16 compute" : "") + " fold " + std::to_string(fold_max);
-            EXPECT_EQ(estimate, kept + temporaries) << what;
-            EXPECT_EQ(folded, tables) << what;
+            EXPECT_EQ(estimate.total, kept + temporaries) << what;
+            EXPECT_EQ(estimate.folded, tables) << what;
           }
 }
 

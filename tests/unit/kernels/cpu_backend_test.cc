@@ -259,7 +259,7 @@ TEST(CpuBackendDeathTest, EachRegistrationIsCheckedAgainstWhatTheEarlierOnesTook
     Status s = c.RegisterModel(*model, slots);
     const std::string& m = s.message();
     const double take = static_cast<double>(slots) * slot_bytes +
-                        static_cast<double>(cpu::PreparedWeightBytes(*model, unfolded.cell_weights));
+                        static_cast<double>(cpu::EstimatePreparedWeights(*model, unfolded.cell_weights).total);
     const bool checked = m.find("more than the memory this process may still take") != std::string::npos &&
                          m.find(" take " + MiBText(take) + " MiB") != std::string::npos &&
                          m.find("--state-slots") != std::string::npos &&
@@ -299,7 +299,7 @@ TEST(CpuBackendDeathTest, WeightsBeyondTheHeadroomAreRefusedBeforePreparing) {
   // does not count them again).
   cpu::CpuBackendOptions unfolded;
   unfolded.cell_weights.fold_max_bytes = 0;
-  EXPECT_LT(cpu::PreparedWeightBytes(*model, unfolded.cell_weights), int64_t{2} << 20);
+  EXPECT_LT(cpu::EstimatePreparedWeights(*model, unfolded.cell_weights).total, int64_t{2} << 20);
   unfolded.weight_cache = std::make_shared<cpu::PackedWeightCache>();
   cpu::CpuBackend a(unfolded);
   EXPECT_FALSE(unfolded.weight_cache->Holds(*model, unfolded.cell_weights));
