@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/tensor.h"
+#include "runtime/text.h"
 
 namespace cellserve {
 
@@ -80,7 +81,13 @@ Status ModelSpec::Validate() const {
   if (name == "." || name == "..")
     return InvalidArgument("model name '" + name + "' is not a valid folder name");
   RETURN_IF_ERROR(CheckPositive("version", version, int64_t{1} << 40));
-  RETURN_IF_ERROR(CheckPositive("vocab_size", vocab_size));
+  // Ids 0..kFirstWordId-1 are reserved (padding, BOS, EOS, unknown; runtime/text.h) and text's
+  // words hash into the rest: a vocabulary without room for one word could serve no text.
+  if (vocab_size <= kFirstWordId || vocab_size > (int64_t{1} << 24))
+    return InvalidArgument("spec field 'vocab_size' must be in " + std::to_string(kFirstWordId + 1) + ".." +
+                           std::to_string(int64_t{1} << 24) + " (ids 0.." + std::to_string(kFirstWordId - 1) +
+                           " are reserved: padding, BOS, EOS, unknown; words take the rest), got " +
+                           std::to_string(vocab_size));
   RETURN_IF_ERROR(CheckPositive("hidden", hidden, 1 << 16));
   RETURN_IF_ERROR(CheckPositive("embed_dim", embed_dim, 1 << 16));
   RETURN_IF_ERROR(CheckPositive("layers", layers, 64));

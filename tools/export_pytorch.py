@@ -447,8 +447,9 @@ def validate_spec(spec: Mapping[str, object]) -> None:
         limits["classes"] = 1 << 24
     for field, hi in limits.items():
         v = spec.get(field)
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
-            raise ExportError(f"spec field '{field}' must be an integer in 1..{hi}, got {v!r}")
+        lo = 5 if field == "vocab_size" else 1  # ids 0..3 are reserved (runtime/text.h's kFirstWordId)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ExportError(f"spec field '{field}' must be an integer in {lo}..{hi}, got {v!r}")
     if kind == "seq2seq":
         for field in ("bos_id", "eos_id"):
             v = spec.get(field)

@@ -226,7 +226,7 @@ TEST(ModelSpecTest, WrongTypeNamesTheField) {
 
 TEST(ModelSpecTest, NonPositiveOrTooLargeSizesNameTheField) {
   const std::vector<std::pair<const char*, int64_t>> lstm_cases = {
-      {"version", 0},     {"vocab_size", 0},       {"vocab_size", -3},
+      {"version", 0},     {"vocab_size", 0},       {"vocab_size", -3},      {"vocab_size", 4},
       {"embed_dim", 0},   {"embed_dim", -1},       {"hidden", 0},
       {"hidden", -16},    {"layers", 0},           {"layers", -1},
       {"classes", 0},     {"classes", -2},         {"max_input_tokens", 0},
