@@ -154,10 +154,11 @@ struct Scheduler::Impl {
     r.graph.reset();
     // Its per-cell tables too, now rather than when the entry is reused: after a burst of long
     // decodes (65,536 steps, about 10 MB of tables each) the free entries held 540 MB for good.
-    r.slot = {};
-    r.pending = {};
-    r.successors = {};
-    r.submitted = {};
+    // Swapped with empty ones: `= {}` empties a vector but keeps its buffer.
+    std::vector<SlotId>().swap(r.slot);
+    std::vector<int32_t>().swap(r.pending);
+    std::vector<std::vector<CellId>>().swap(r.successors);
+    std::vector<char>().swap(r.submitted);
     free_entries.push_back(r.index);
   }
 
@@ -533,6 +534,17 @@ int Scheduler::rounds_in_flight() const { return static_cast<int>(impl_->rounds.
 int64_t Scheduler::requests_in() const { return static_cast<int64_t>(impl_->by_id.size()); }
 int64_t Scheduler::outstanding_cells() const { return impl_->outstanding; }
 int64_t Scheduler::request_entries() const { return static_cast<int64_t>(impl_->slab.size()); }
+
+int64_t Scheduler::table_bytes() const {
+  int64_t bytes = 0;
+  for (const std::unique_ptr<Request>& entry : impl_->slab) {
+    const Request& r = *entry;
+    bytes += static_cast<int64_t>(r.slot.capacity() * sizeof(SlotId) + r.pending.capacity() * sizeof(int32_t) +
+                                  r.successors.capacity() * sizeof(std::vector<CellId>) + r.submitted.capacity());
+    for (const std::vector<CellId>& s : r.successors) bytes += static_cast<int64_t>(s.capacity() * sizeof(CellId));
+  }
+  return bytes;
+}
 int32_t Scheduler::slots_in_use() const { return impl_->pool.used() - (impl_->pad_slot >= 0 ? 1 : 0); }
 SlotId Scheduler::pad_slot() const { return impl_->pad_slot; }
 const SchedulerStats& Scheduler::stats() const { return impl_->stats; }

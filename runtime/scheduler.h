@@ -151,6 +151,9 @@ class Scheduler {
   // Request entries made so far: finished requests' entries are reused, so this stays at the most
   // requests ever in at once (at most max_requests), however many come and go.
   int64_t request_entries() const;
+  // Bytes the request entries' per-cell tables hold (slots, pending inputs, successors), counted
+  // by capacity: the unfinished requests'; a finished request's are freed at once. O(cells).
+  int64_t table_bytes() const;
   SlotId pad_slot() const;             // the slot padding rows write (padded, bucketed), or -1
   const SchedulerStats& stats() const;
   const SchedulerOptions& options() const;

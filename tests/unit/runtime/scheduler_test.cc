@@ -157,6 +157,7 @@ TEST(Scheduler, CellularResultsAreCorrectAndEverythingIsFreed) {
   EXPECT_EQ(h.scheduler->requests_in(), 0);
   EXPECT_EQ(h.scheduler->outstanding_cells(), 0);
   EXPECT_EQ(h.scheduler->stats().requests_done, 9);
+  EXPECT_EQ(h.scheduler->table_bytes(), 0) << "finished requests keep their per-cell tables";
 }
 
 TEST(Scheduler, NewRequestsJoinTheRunningBatchAtTheirNextCell) {
@@ -285,6 +286,7 @@ TEST(Scheduler, DeadlinesAndCancellationFreeEverything) {
   ASSERT_TRUE(h.Admit(2, tree).ok());
   ASSERT_TRUE(h.Admit(3, tree).ok());
   h.Pump();  // rounds in flight for all three
+  EXPECT_GT(h.scheduler->table_bytes(), 0);
   h.clock.AdvanceMicros(600);
   auto expired = h.scheduler->ExpireDeadlines();
   ASSERT_EQ(expired.size(), 1u);
@@ -301,6 +303,7 @@ TEST(Scheduler, DeadlinesAndCancellationFreeEverything) {
   EXPECT_EQ(DecodeLogits(h.outcomes[3].result.logits), h.ExpectedHead(3));
   EXPECT_EQ(h.scheduler->slots_in_use(), 0);
   EXPECT_EQ(h.scheduler->requests_in(), 0);
+  EXPECT_EQ(h.scheduler->table_bytes(), 0) << "expired, cancelled or done, a request's tables are freed";
   EXPECT_EQ(h.fake.Violations(), "");
 }
 
