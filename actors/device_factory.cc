@@ -18,6 +18,7 @@
 #include "kernels/cuda/cuda_plugin.h"
 #include "kernels/gpu/precision.h"
 #include "kernels/sim/sim_device.h"
+#include "monitoring/log.h"
 #include "runtime/this_thread.h"
 
 #include "cellserve_plugin_abi_tag.h"  // generated at build time (cmake/plugin_abi_tag.cmake)
@@ -48,11 +49,11 @@ void ReportFolding(const char* backend, const char* where, int64_t fold_max_byte
       list += (list.empty() ? "" : ", ") + type.name + " " + std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB";
     }
     if (!folded.empty())
-      std::fprintf(stderr, "cellserve: %s: %s: token inputs folded (%s; %s)\n", backend, model->spec().name.c_str(),
-                   folded.c_str(), where);
+      monitoring::LogLine("cellserve: %s: %s: token inputs folded (%s; %s)\n", backend, model->spec().name.c_str(),
+                          folded.c_str(), where);
     if (!kept.empty())
-      std::fprintf(stderr, "cellserve: %s: %s: token inputs not folded, over --fold-max-mib %lld (%s)\n", backend,
-                   model->spec().name.c_str(), static_cast<long long>(fold_max_bytes >> 20), kept.c_str());
+      monitoring::LogLine("cellserve: %s: %s: token inputs not folded, over --fold-max-mib %lld (%s)\n", backend,
+                          model->spec().name.c_str(), static_cast<long long>(fold_max_bytes >> 20), kept.c_str());
   }
 }
 
@@ -66,8 +67,8 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeCpuDevices(const DeviceOption
     RETURN_IF_ERROR(cpu::AmxBf16Available());
     static std::once_flag said;  // once per process, like ReportFolding (bench starts a cluster per run)
     std::call_once(said, [] {
-      std::fprintf(stderr, "cellserve: cpu: bf16 compute on AMX tiles (--cpu-precision bf16): GEMM inputs rounded to "
-                           "bf16, so answers differ from fp32's (docs/OPERATIONS.md)\n");
+      monitoring::LogLine("cellserve: cpu: bf16 compute on AMX tiles (--cpu-precision bf16): GEMM inputs rounded to "
+                          "bf16, so answers differ from fp32's (docs/OPERATIONS.md)\n");
     });
   }
   ReportFolding("cpu", "shared by the devices", options.fold_max_bytes, models);
@@ -207,18 +208,18 @@ StatusOr<std::vector<std::unique_ptr<Device>>> MakeDevices(const DeviceOptions& 
   if (options.backend != "cuda") return InvalidArgument("unknown backend '" + options.backend + "' (cpu, sim or cuda)");
   auto gpus = MakeCudaDevices(options, models);
   if (gpus.ok() && options.cpu_bf16)
-    std::fprintf(stderr, "cellserve: --cpu-precision bf16 is for the --cpu-fallback's CPU devices; these are GPUs "
-                         "(their precision: --gpu-precision)\n");
+    monitoring::LogLine("cellserve: --cpu-precision bf16 is for the --cpu-fallback's CPU devices; these are GPUs "
+                        "(their precision: --gpu-precision)\n");
   if (gpus.ok() || gpus.status().code() != StatusCode::kUnavailable) return gpus;
   if (!options.cpu_fallback)
     return Unavailable("backend cuda: no usable GPU: " + gpus.status().message() +
                        ". Run with --backend cpu, or add --cpu-fallback to use the CPU when no GPU is usable");
-  std::fprintf(stderr, "cellserve: no usable GPU (%s); --cpu-fallback: serving on the CPU\n",
-               gpus.status().message().c_str());
+  monitoring::LogLine("cellserve: no usable GPU (%s); --cpu-fallback: serving on the CPU\n",
+                      gpus.status().message().c_str());
   DeviceOptions cpu = options;
   cpu.backend = "cpu";
   if (!cpu.device_cpus.empty() && cpu.device_cpus.size() < static_cast<size_t>(CpuDeviceCount(cpu))) {
-    std::fprintf(stderr, "cellserve: --cpu-fallback: CPU devices not pinned (the plan kept one core for GPU threads)\n");
+    monitoring::LogLine("cellserve: --cpu-fallback: CPU devices not pinned (the plan kept one core for GPU threads)\n");
     cpu.device_cpus.clear();
   }
   return MakeCpuDevices(cpu, models);

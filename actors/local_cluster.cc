@@ -22,6 +22,7 @@
 #include "actors/messages.h"
 #include "actors/node_actor.h"
 #include "actors/worker_actor.h"
+#include "monitoring/log.h"
 #include "runtime/clock.h"
 #include "runtime/cpu_plan.h"
 #include "runtime/model_repository.h"
@@ -71,7 +72,7 @@ struct LocalCluster::Impl {
   void Failed(const std::string& why) {
     if (failed.exchange(true)) return;
     state = ClusterState::kStopped;
-    std::fprintf(stderr, "cellserve: the cluster failed: %s; it takes no more requests\n", why.c_str());
+    monitoring::LogLine("cellserve: the cluster failed: %s; it takes no more requests\n", why.c_str());
     if (options.on_actor_failure) options.on_actor_failure(why);
   }
   std::mutex stop_mu;    // one Stop at a time
@@ -134,8 +135,8 @@ struct LocalCluster::Impl {
     if (timed_out) {
       // A worker still running may submit to its device: leave the devices allocated (a leak at
       // shutdown) rather than let it use one after it is freed.
-      std::fprintf(stderr, "cellserve: an actor did not stop within %lld s; the devices are left allocated\n",
-                   static_cast<long long>(kActorTimeout.count()));
+      monitoring::LogLine("cellserve: an actor did not stop within %lld s; the devices are left allocated\n",
+                          static_cast<long long>(kActorTimeout.count()));
       for (auto& device : devices) (void)device.release();
     }
     devices.clear();  // finishes queued batches; their completions go to stopped actors

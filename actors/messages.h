@@ -38,6 +38,7 @@
 
 #include <caf/all.hpp>
 
+#include "monitoring/log.h"
 #include "monitoring/metrics.h"
 #include "runtime/cell_graph.h"
 #include "runtime/clock.h"
@@ -154,11 +155,11 @@ class ReplySlot {
     try {
       if (done) done(std::move(result));
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "cellserve: the answer callback of request %llu threw: %s\n",
-                   static_cast<unsigned long long>(id_), e.what());
+      monitoring::LogLine("cellserve: the answer callback of request %llu threw: %s\n",
+                          static_cast<unsigned long long>(id_), e.what());
     } catch (...) {
-      std::fprintf(stderr, "cellserve: the answer callback of request %llu threw\n",
-                   static_cast<unsigned long long>(id_));
+      monitoring::LogLine("cellserve: the answer callback of request %llu threw\n",
+                          static_cast<unsigned long long>(id_));
     }
     if (counters_) counters_->OnAnswered();
     return true;

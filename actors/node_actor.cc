@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "actors/request_actor.h"
+#include "monitoring/log.h"
 #include "runtime/worker_loads.h"
 
 namespace cellserve::actors {
@@ -117,7 +118,7 @@ struct NodeState {
     // The stop protocol ends workers with user_shutdown; anything else (an exception in one while
     // the cluster drains, too) is a failure.
     if (stopping && EndedByStopProtocol(reason)) return;
-    std::fprintf(stderr, "cellserve: %s: it takes no more requests; those it had are answered UNAVAILABLE\n",
+    monitoring::LogLine("cellserve: %s: it takes no more requests; those it had are answered UNAVAILABLE\n",
                  why.c_str());
     if (options.on_worker_lost) options.on_worker_lost(w, why);
   }

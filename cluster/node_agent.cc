@@ -23,6 +23,7 @@
 #include "cluster/peer_guard.h"
 #include "cluster/tcp_probe.h"
 #include "cluster/wire.h"
+#include "monitoring/log.h"
 #include "runtime/clock.h"
 #include "runtime/this_thread.h"
 
@@ -213,7 +214,7 @@ struct AgentState {
               ++links->registrations;
               CountRegistered();
               if (first)
-                std::fprintf(stderr, "cellserve node: registered with router %s\n", routers[i].address.c_str());
+                monitoring::LogLine("cellserve node: registered with router %s\n", routers[i].address.c_str());
               // A request, as the router answers it (a one-way send got an answer it did not
               // expect; see cluster/peer_guard.h). Nothing waits for it: a lost router is retried.
               if (draining)
@@ -246,8 +247,8 @@ struct AgentState {
     const int64_t delay_ms = std::min<int64_t>(
         std::max<int64_t>(options.reconnect_interval_ms, 1) << std::min(r.register_failures, 16), kMaxRegisterRetryMs);
     ++r.register_failures;
-    std::fprintf(stderr, "cellserve node: router %s %s; trying again in %lld ms\n", r.address.c_str(), why.c_str(),
-                 static_cast<long long>(delay_ms));
+    monitoring::LogLine("cellserve node: router %s %s; trying again in %lld ms\n", r.address.c_str(), why.c_str(),
+                        static_cast<long long>(delay_ms));
     self->delayed_send(self, std::chrono::milliseconds(delay_ms), retry_register_atom::value, i, r.handle);
   }
 
@@ -316,12 +317,12 @@ struct AgentState {
     // A router that drops each connection before it registers the node (a broken router, or
     // another program on its port) is reconnected to every reconnect interval: said once.
     if (routers[i].node_id != 0) {
-      std::fprintf(stderr, "cellserve node: lost router %s; reconnecting\n", routers[i].address.c_str());
+      monitoring::LogLine("cellserve node: lost router %s; reconnecting\n", routers[i].address.c_str());
     } else if (!routers[i].said_lost_early) {
-      std::fprintf(stderr,
-                   "cellserve node: router %s closed the connection before registering this node; reconnecting "
-                   "(said once until it registers)\n",
-                   routers[i].address.c_str());
+      monitoring::LogLine(
+          "cellserve node: router %s closed the connection before registering this node; reconnecting "
+          "(said once until it registers)\n",
+          routers[i].address.c_str());
       routers[i].said_lost_early = true;
     }
     std::vector<std::shared_ptr<AckWaiter>> waiting;
@@ -510,9 +511,9 @@ struct NodeAgent::Impl {
     StatusOr<std::vector<std::string>> ips = ResolveAddresses(host);
     if (!ips.ok()) {
       if (!warned)
-        std::fprintf(stderr, "cellserve node: cannot reach router %s yet (%s); retrying every %lld ms\n",
-                     options.join[e].c_str(), ips.status().message().c_str(),
-                     static_cast<long long>(options.reconnect_interval_ms));
+        monitoring::LogLine("cellserve node: cannot reach router %s yet (%s); retrying every %lld ms\n",
+                            options.join[e].c_str(), ips.status().message().c_str(),
+                            static_cast<long long>(options.reconnect_interval_ms));
       warned = true;
       return;
     }
@@ -570,8 +571,8 @@ struct NodeAgent::Impl {
         }
         if (!router) {
           if (!slot.warned)
-            std::fprintf(stderr, "cellserve node: cannot reach router %s yet (%s); retrying every %lld ms\n",
-                         slot.display.c_str(), why.c_str(), static_cast<long long>(retry_ms));
+            monitoring::LogLine("cellserve node: cannot reach router %s yet (%s); retrying every %lld ms\n",
+                                slot.display.c_str(), why.c_str(), static_cast<long long>(retry_ms));
           slot.warned = true;
           continue;
         }
@@ -623,7 +624,7 @@ StatusOr<std::unique_ptr<NodeAgent>> NodeAgent::Start(NodeBackend* cluster, Node
     if (links->leaving.exchange(true)) return;  // Leave's own end, or told already
     links->failed = true;
     const std::string why = "the node agent's actor ended (" + caf::to_string(reason) + ")";
-    std::fprintf(stderr, "cellserve node: %s: this node is in no router's table any more\n", why.c_str());
+    monitoring::LogLine("cellserve node: %s: this node is in no router's table any more\n", why.c_str());
     if (on_failure) on_failure(why);
   });
   Impl* raw = impl.get();

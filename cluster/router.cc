@@ -20,6 +20,7 @@
 #include "actors/messages.h"
 #include "cluster/peer_guard.h"
 #include "cluster/wire.h"
+#include "monitoring/log.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
 #include "runtime/model_versions.h"
@@ -314,8 +315,8 @@ struct RouterState {
       by_addr.emplace(addr, id);
       self->monitor(handle);
       ++shared->nodes_joined;
-      std::fprintf(stderr, "cellserve router: node %s joined (%d device(s), %zu model(s))\n", reg->name.c_str(),
-                   reg->devices, reg->models.size());
+      monitoring::LogLine("cellserve router: node %s joined (%d device(s), %zu model(s))\n", reg->name.c_str(),
+                          reg->devices, reg->models.size());
     }
     const auto previous = nodes.find(id);
     if (options.metrics && previous != nodes.end() && previous->second.registration.name != reg->name) {
@@ -350,8 +351,8 @@ struct RouterState {
       else options.metrics->RemoveNode(name);
     }
     const size_t n = orphans.ok() ? orphans->size() : 0;
-    std::fprintf(stderr, "cellserve router: node %s %s; %zu request(s) in flight there go elsewhere\n", name.c_str(),
-                 why.c_str(), n);
+    monitoring::LogLine("cellserve router: node %s %s; %zu request(s) in flight there go elsewhere\n", name.c_str(),
+                        why.c_str(), n);
     if (orphans.ok()) {
       for (const InFlightRequest& r : *orphans) {
         auto p = pending.find(r.request);
@@ -419,7 +420,7 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
       [self](drain_atom, uint64_t node) {
         RouterState& st = self->state;
         if (st.SenderNode(node) && st.policy->Drain(node).ok()) {
-          std::fprintf(stderr, "cellserve router: node %s is draining\n", st.nodes.at(node).registration.name.c_str());
+          monitoring::LogLine("cellserve router: node %s is draining\n", st.nodes.at(node).registration.name.c_str());
           st.Publish();
         }
         return drain_atom::value;
@@ -499,7 +500,7 @@ StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
     if (shared->stopping.exchange(true)) return;  // Stop's own exit
     shared->state = ClusterState::kStopped;
     const std::string why = "the router's actor ended (" + caf::to_string(reason) + ")";
-    std::fprintf(stderr, "cellserve router: %s: it places no requests any more\n", why.c_str());
+    monitoring::LogLine("cellserve router: %s: it places no requests any more\n", why.c_str());
     if (on_failure) on_failure(why);
   });
   const char* in = host == "*" ? nullptr : host.c_str();

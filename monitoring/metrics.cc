@@ -14,6 +14,7 @@
 #include <prometheus/exposer.h>
 #include <prometheus/text_serializer.h>
 
+#include "monitoring/log.h"
 #include "runtime/memory_limit.h"
 #include "runtime/process_stats.h"
 
@@ -169,6 +170,11 @@ ServingMetrics::ServingMetrics(ServingMetricsOptions options, std::shared_ptr<pr
       .Register(r)
       .Add({{"version", options_.version.empty() ? CELLSERVE_VERSION : options_.version}})
       .Set(1);
+  log_lines_dropped_ = &BuildCounter()
+                            .Name("cellserve_log_lines_dropped_total")
+                            .Help("Log lines lost because standard error was not being read")
+                            .Register(r)
+                            .Add({});
   memory_headroom_ = &BuildGauge()
                           .Name("cellserve_memory_headroom_bytes")
                           .Help("Memory the process may still take before an allocation fails or the OOM killer comes")
@@ -329,6 +335,8 @@ void ServingMetrics::RefreshProcess() {
   set(open_fds_, p.open_fds);
   set(max_fds_, p.max_fds);
   set(start_time_, p.start_time_seconds);
+  const double dropped = static_cast<double>(LogLinesDropped());
+  if (dropped > log_lines_dropped_->Value()) log_lines_dropped_->Increment(dropped - log_lines_dropped_->Value());
 }
 
 std::vector<prometheus::MetricFamily> ServingMetrics::Collect() {

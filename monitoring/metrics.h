@@ -56,6 +56,9 @@
 //                                                               limit less what it has mapped). It falls
 //                                                               as this process's own memory grows, not
 //                                                               other processes' (those are not counted)
+//   cellserve_log_lines_dropped_total                counter    log lines lost because standard error was
+//                                                               not being read (monitoring/log.h); read
+//                                                               at scrape time
 //   cellserve_memory_limit_bytes                     gauge      the limit that headroom is measured against
 //                                                               (the machine's memory or the cgroup's
 //                                                               limit, or the address-space limit)
@@ -269,6 +272,7 @@ class ServingMetrics {
   prometheus::Gauge* resident_bytes_;
   prometheus::Gauge* virtual_bytes_;
   prometheus::Counter* cpu_seconds_;
+  prometheus::Counter* log_lines_dropped_;
   prometheus::Gauge* open_fds_;
   prometheus::Gauge* max_fds_;
   prometheus::Gauge* start_time_;

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <utility>
 
+#include "monitoring/log.h"
+
 namespace cellserve::rpc {
 
 struct KjInbox::Sender::Shared {
@@ -82,7 +84,7 @@ kj::Promise<void> KjInbox::Drain(std::shared_ptr<Shared> shared) {
   // health report would silently never be delivered. Said, and the loop goes on.
   for (Task& task : batch) {
     KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { task(); })) {
-      std::fprintf(stderr, "cellserve: an RPC task failed and was dropped: %s\n", e->getDescription().cStr());
+      monitoring::LogLine("cellserve: an RPC task failed and was dropped: %s\n", e->getDescription().cStr());
     }
   }
   KJ_IF_MAYBE(promise, woken) {

@@ -24,6 +24,7 @@
 #include <kj/async-io.h>
 #include <kj/debug.h>
 
+#include "monitoring/log.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
 #include "runtime/this_thread.h"
@@ -531,10 +532,10 @@ struct Connection {
     // Said, counted and shut once.
     over_limit = true;
     ++stats->slow_reader_disconnects;
-    std::fprintf(stderr,
-                 "cellserve rpc: closing a connection whose client does not read its answers (%zu KiB queued, "
-                 "over the %zu KiB limit, --max-queued-answer-mib, and none taken for %lld s)\n",
-                 queued >> 10, max_queued_answer_bytes >> 10, static_cast<long long>(kSlowReaderStall / kj::SECONDS));
+    monitoring::LogLine(
+        "cellserve rpc: closing a connection whose client does not read its answers (%zu KiB queued, "
+        "over the %zu KiB limit, --max-queued-answer-mib, and none taken for %lld s)\n",
+        queued >> 10, max_queued_answer_bytes >> 10, static_cast<long long>(kSlowReaderStall / kj::SECONDS));
     // Both directions: the blocked writes fail and the client sees the connection end (a failed
     // read alone leaves the socket open until the network goes).
     Shut();
@@ -607,7 +608,14 @@ struct RpcServer::Impl {
   std::optional<KjInbox::Sender> inbox_sender;          // GUARDED_BY(stop_mu)
   LoopState* loop_state = nullptr;                      // GUARDED_BY(stop_mu)
 
-  int64_t accept_failing = 0;  // failed accepts since the last one that worked (loop thread only)
+  // Accept failures (loop thread only): failed tries since the last accept that worked; whether
+  // this run of failures was said (one is said at most once a minute: descriptors that run out
+  // and free up again and again would otherwise write two lines each time); when one last was.
+  int64_t accept_failing = 0;
+  bool accept_failure_said = false;
+  kj::Maybe<kj::TimePoint> accept_failure_said_at;
+  int64_t accept_failure_runs_unsaid = 0;
+  static constexpr kj::Duration kAcceptFailureLogInterval = 60 * kj::SECONDS;
 
   kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener, kj::TaskSet& connections, LoopState& state,
                                kj::Timer& timer) {
@@ -615,24 +623,38 @@ struct RpcServer::Impl {
     auto accepted = kj::evalNow([&listener] { return listener.accept(); });
     return accepted.then(
         [this, &listener, &connections, &state, &timer](kj::Own<kj::AsyncIoStream> stream) {
-          if (accept_failing > 0) {
-            std::fprintf(stderr, "cellserve rpc: accepting connections again (after %lld failed tries)\n",
-                         static_cast<long long>(accept_failing));
-            accept_failing = 0;
-          }
+          if (accept_failing > 0 && accept_failure_said)
+            monitoring::LogLine("cellserve rpc: accepting connections again (after %lld failed tries)\n",
+                                static_cast<long long>(accept_failing));
+          accept_failing = 0;
           Accepted(kj::mv(stream), connections, state);
           return AcceptLoop(listener, connections, state, timer);
         },
         // Out of file descriptors (EMFILE: `ulimit -n` below --max-connections plus what the
         // process holds), or of memory: the listening socket is fine and the connection waits in
-        // its backlog. Serve the open connections, try again shortly, and say so once.
+        // its backlog. Serve the open connections, try again shortly, and say so (once a minute).
         [this, &listener, &connections, &state, &timer](kj::Exception&& e) {
           ++stats.accept_failures;
-          if (accept_failing++ == 0)
-            std::fprintf(stderr,
-                         "cellserve rpc: cannot accept connections (%s); trying again every 100 ms. Out of file "
-                         "descriptors? Raise `ulimit -n` above --max-connections\n",
-                         e.getDescription().cStr());
+          if (accept_failing++ == 0) {
+            const kj::TimePoint now = timer.now();
+            bool due = true;
+            KJ_IF_MAYBE(at, accept_failure_said_at) { due = now - *at >= kAcceptFailureLogInterval; }
+            accept_failure_said = due;
+            if (!due) {
+              ++accept_failure_runs_unsaid;
+            } else {
+              const std::string unsaid =
+                  accept_failure_runs_unsaid == 0
+                      ? ""
+                      : " (and " + std::to_string(accept_failure_runs_unsaid) + " time(s) in the last minute, unsaid)";
+              monitoring::LogLine(
+                  "cellserve rpc: cannot accept connections (%s); trying again every 100 ms. Out of file "
+                  "descriptors? Raise `ulimit -n` above --max-connections%s\n",
+                  e.getDescription().cStr(), unsaid.c_str());
+              accept_failure_said_at = now;
+              accept_failure_runs_unsaid = 0;
+            }
+          }
           return timer.afterDelay(100 * kj::MILLISECONDS).then([this, &listener, &connections, &state, &timer] {
             return AcceptLoop(listener, connections, state, timer);
           });

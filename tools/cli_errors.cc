@@ -1,6 +1,9 @@
 #include "tools/cli_errors.h"
 
+#include <chrono>
 #include <cstdio>
+
+#include "monitoring/log.h"
 
 namespace cellserve::tools {
 
@@ -9,6 +12,7 @@ nlohmann::ordered_json ErrorJson(const Status& s) {
 }
 
 int CommandFailed(const char* command, bool json, const Status& s) {
+  (void)monitoring::FlushLog(std::chrono::seconds(1));  // the lines that led here first
   if (json) {
     std::printf("%s\n", nlohmann::ordered_json{{"error", ErrorJson(s)}}.dump().c_str());
   } else {
@@ -18,6 +22,7 @@ int CommandFailed(const char* command, bool json, const Status& s) {
 }
 
 int CommandMisused(const char* command, bool json, const Status& s) {
+  (void)monitoring::FlushLog(std::chrono::seconds(1));
   if (json) std::printf("%s\n", nlohmann::ordered_json{{"error", ErrorJson(s)}}.dump().c_str());
   std::fprintf(stderr, "cellserve %s: %s (cellserve %s --help lists the flags)\n", command, s.message().c_str(),
                command);

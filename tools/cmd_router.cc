@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cluster/router.h"
+#include "monitoring/log.h"
 #include "runtime/cpu_plan.h"
 #include "runtime/router_policy.h"
 #include "schema/rpc_server.h"
@@ -85,10 +86,10 @@ int RouterCommand(int argc, char** argv) {
   options.policy.seed = static_cast<uint64_t>(*seed);
   options.report_timeout_ms = *report_timeout_ms;
   if (*report_timeout_ms < 1000)
-    std::fprintf(stderr,
-                 "cellserve router: warning: --report-timeout-ms %lld: nodes report every 200 ms by default "
-                 "(--report-interval-ms); a timeout of fewer than about 5 intervals drops nodes that are only slow\n",
-                 static_cast<long long>(*report_timeout_ms));
+    monitoring::LogLine(
+        "cellserve router: warning: --report-timeout-ms %lld: nodes report every 200 ms by default "
+        "(--report-interval-ms); a timeout of fewer than about 5 intervals drops nodes that are only slow\n",
+        static_cast<long long>(*report_timeout_ms));
   options.stop_grace_ms = *stop_grace_ms;
   auto idle = ReadIdlePollFlags(flags);
   if (!idle.ok()) return FlagValueFailed("router", idle.status());
@@ -107,38 +108,38 @@ int RouterCommand(int argc, char** argv) {
   auto router = cluster::Router::Start(options);
   if (!router.ok()) return Fail(router.status());
   if (options.idle_poll)
-    std::fprintf(stderr, "cellserve router: --idle-poll: %s kept out of the idle loop (threads cs-idle-poll:N)\n",
-                 DescribeCpus((*router)->idle_poll_cpus()).c_str());
+    monitoring::LogLine("cellserve router: --idle-poll: %s kept out of the idle loop (threads cs-idle-poll:N)\n",
+                        DescribeCpus((*router)->idle_poll_cpus()).c_str());
   auto rpc_options = RpcServerOptionsFromFlags(flags, options.metrics);
   if (!rpc_options.ok()) return FlagValueFailed("router", rpc_options.status());
   FitOpenFileLimit(rpc_options->max_connections, "router");
   auto server = rpc::RpcServer::Start(router->get(), *rpc_options);
   if (!server.ok()) return Fail(server.status());
-  std::fprintf(stderr,
-               "cellserve router: nodes join on port %d; clients call port %d (policy %s, estimate %s); "
-               "SIGTERM drains and exits\n",
-               (*router)->port(), (*server)->port(), RoutePolicyName(options.policy.policy),
-               LoadEstimateName(options.policy.estimate));
+  monitoring::LogLine(
+      "cellserve router: nodes join on port %d; clients call port %d (policy %s, estimate %s); "
+      "SIGTERM drains and exits\n",
+      (*router)->port(), (*server)->port(), RoutePolicyName(options.policy.policy),
+      LoadEstimateName(options.policy.estimate));
   if (Status s = WritePortFile(flags.Get("cluster-port-file"), (*router)->port()); !s.ok()) return Fail(s);
   if (Status s = WritePortFile(flags.Get("port-file"), (*server)->port()); !s.ok()) return Fail(s);
 
   if (Status s = signals.Wait(); !s.ok()) return Fail(s);
-  if (!signals.failed()) std::fprintf(stderr, "cellserve router: signal: draining requests in flight\n");
+  if (!signals.failed()) monitoring::LogLine("cellserve router: signal: draining requests in flight\n");
   (*router)->Stop();  // new calls UNAVAILABLE; those in flight finish
   (*server)->Stop();
   const cluster::RouterStats st = (*router)->stats();
   const ClusterReport report = (*router)->Report();
-  std::fprintf(stderr,
-               "cellserve router: %lld placement(s) (%lld retried), %lld completed, %lld failed, %lld rejected; "
-               "%lld node join(s), %lld node(s) lost\n",
-               static_cast<long long>(st.placed), static_cast<long long>(st.retried),
-               static_cast<long long>(report.completed), static_cast<long long>(report.failed),
-               static_cast<long long>(report.rejected), static_cast<long long>(st.nodes_joined),
-               static_cast<long long>(st.nodes_lost));
+  monitoring::LogLine(
+      "cellserve router: %lld placement(s) (%lld retried), %lld completed, %lld failed, %lld rejected; "
+      "%lld node join(s), %lld node(s) lost\n",
+      static_cast<long long>(st.placed), static_cast<long long>(st.retried),
+      static_cast<long long>(report.completed), static_cast<long long>(report.failed),
+      static_cast<long long>(report.rejected), static_cast<long long>(st.nodes_joined),
+      static_cast<long long>(st.nodes_lost));
   server->reset();
   router->reset();
   if (signals.failed()) {
-    std::fprintf(stderr, "cellserve router: exiting 1: its actor had ended (above); restart it\n");
+    monitoring::LogLine("cellserve router: exiting 1: its actor had ended (above); restart it\n");
     return 1;
   }
   return 0;

@@ -38,6 +38,7 @@
 #include "actors/local_cluster.h"
 #include "cluster/node_agent.h"
 #include "cluster/wire.h"
+#include "monitoring/log.h"
 #include "monitoring/metrics.h"
 #include "schema/rpc_server.h"
 #include "runtime/memory_limit.h"
@@ -162,10 +163,10 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
              const cluster::NodeAgentOptions* agent_options, const StopSignals& signals,
              monitoring::ServingMetrics* metrics) {
   if (Status s = server->AttachCluster(&cluster); !s.ok()) return Fail(s);
-  std::fprintf(stderr, "cellserve %s: serving %zu model(s) on port %d (SIGTERM drains and exits)\n", g_name,
-               cluster.Models().size(), server->port());
-  std::fprintf(stderr, "cellserve %s: memory: %s\n", g_name,
-               MemorySummary(ReadMemoryOfThisProcess()).c_str());
+  monitoring::LogLine("cellserve %s: serving %zu model(s) on port %d (SIGTERM drains and exits)\n", g_name,
+                      cluster.Models().size(), server->port());
+  monitoring::LogLine("cellserve %s: memory: %s\n", g_name,
+                      MemorySummary(ReadMemoryOfThisProcess()).c_str());
   std::unique_ptr<cluster::NodeAgent> agent;
   if (agent_options) {
     cluster::NodeAgentOptions o = *agent_options;
@@ -177,7 +178,7 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
     agent = std::move(started).value();
     std::string routers;
     for (const std::string& j : o.join) routers += (routers.empty() ? "" : ",") + j;
-    std::fprintf(stderr, "cellserve node: joining router(s) at %s as %s\n", routers.c_str(), o.name.c_str());
+    monitoring::LogLine("cellserve node: joining router(s) at %s as %s\n", routers.c_str(), o.name.c_str());
   }
   // Once joined, routers may have placed requests here: a failure stops the cluster (they finish)
   // before the agent leaves, as the drain below does, and never the other way round.
@@ -188,23 +189,23 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
   };
   if (Status s = WritePortFile(port_file, server->port()); !s.ok()) return fail_serving(s);
   if (Status s = signals.Wait(); !s.ok()) return fail_serving(s);
-  if (!signals.failed()) std::fprintf(stderr, "cellserve %s: signal: draining requests in flight\n", g_name);
+  if (!signals.failed()) monitoring::LogLine("cellserve %s: signal: draining requests in flight\n", g_name);
   if (agent) {  // first no new placements from the routers, so nothing more arrives to be refused
     const int acked = agent->Drain(5000);
-    std::fprintf(stderr, "cellserve node: %d router(s) stopped placing requests here\n", acked);
+    monitoring::LogLine("cellserve node: %d router(s) stopped placing requests here\n", acked);
   }
   cluster.Stop();     // new calls are answered UNAVAILABLE; accepted requests finish
   if (agent) agent->Leave();  // after the last answer went out
   server->Stop();  // replies go out, then connections close
   const rpc::RpcServerStats stats = server->stats();
   const ClusterReport report = cluster.Report();
-  std::fprintf(stderr,
-               "cellserve %s: %lld call(s) on %lld connection(s): %lld completed, %lld failed, %lld rejected, "
-               "%lld cancelled by clients%s\n",
-               g_name, static_cast<long long>(stats.calls_total), static_cast<long long>(stats.connections_total),
-               static_cast<long long>(report.completed), static_cast<long long>(report.failed),
-               static_cast<long long>(report.rejected), static_cast<long long>(stats.client_cancels),
-               agent ? (", " + std::to_string(agent->stats().runs) + " run(s) for routers").c_str() : "");
+  monitoring::LogLine(
+      "cellserve %s: %lld call(s) on %lld connection(s): %lld completed, %lld failed, %lld rejected, "
+      "%lld cancelled by clients%s\n",
+      g_name, static_cast<long long>(stats.calls_total), static_cast<long long>(stats.connections_total),
+      static_cast<long long>(report.completed), static_cast<long long>(report.failed),
+      static_cast<long long>(report.rejected), static_cast<long long>(stats.client_cancels),
+      agent ? (", " + std::to_string(agent->stats().runs) + " run(s) for routers").c_str() : "");
   return 0;
 }
 
@@ -299,10 +300,10 @@ int ServeOrNode(int argc, char** argv, bool node) {
     if (!interval.ok()) return FlagValueFailed(g_name, interval.status());
     agent_options.report_interval_ms = *interval;
     if (*interval >= 1000)
-      std::fprintf(stderr,
-                   "cellserve node: warning: --report-interval-ms %lld: routers drop a node they have not heard "
-                   "from for their --report-timeout-ms (3000 by default); keep the interval well below it\n",
-                   static_cast<long long>(*interval));
+      monitoring::LogLine(
+          "cellserve node: warning: --report-interval-ms %lld: routers drop a node they have not heard "
+          "from for their --report-timeout-ms (3000 by default); keep the interval well below it\n",
+          static_cast<long long>(*interval));
   }
   if (flags.Get("devices") == "all") {
     options.devices = 0;
@@ -376,8 +377,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
     if (!rpc_server.ok()) return Fail(rpc_server.status());
     server = std::move(rpc_server).value();
     const std::string host = rpc_options->listen.substr(0, rpc_options->listen.rfind(':'));
-    std::fprintf(stderr, "cellserve %s: listening on %s:%d (Cap'n Proto RPC); loading models\n", g_name, host.c_str(),
-                 server->port());
+    monitoring::LogLine("cellserve %s: listening on %s:%d (Cap'n Proto RPC); loading models\n", g_name, host.c_str(),
+                        server->port());
   }
   // A node actor, device worker or node agent that ends on its own leaves a process that looks
   // alive and serves less or nothing: stop as at SIGTERM, then exit 1 so that it is restarted.
@@ -385,7 +386,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   agent_options.on_actor_failure = options.on_actor_failure;
   auto exit_code = [&](int rc) {
     if (!signals.failed()) return rc;
-    std::fprintf(stderr, "cellserve %s: exiting 1: part of it had failed (above); restart it\n", g_name);
+    monitoring::LogLine("cellserve %s: exiting 1: part of it had failed (above); restart it\n", g_name);
     return 1;
   };
   auto started = LocalCluster::Start(options);
@@ -405,8 +406,8 @@ int ServeOrNode(int argc, char** argv, bool node) {
     cluster.reset();
     return exit_code(rc);
   }
-  std::fprintf(stderr, "cellserve serve: %zu model(s) on %d device(s), policy %s; reading MODEL<TAB>text from stdin\n",
-               specs.size(), cluster->device_count(), PolicyName(options.scheduler.policy));
+  monitoring::LogLine("cellserve serve: %zu model(s) on %d device(s), policy %s; reading MODEL<TAB>text from stdin\n",
+                      specs.size(), cluster->device_count(), PolicyName(options.scheduler.policy));
 
   Printer printer;
   LineReader reader(signals.fd());
@@ -441,13 +442,13 @@ int ServeOrNode(int argc, char** argv, bool node) {
                    });
   }
   if (reader.woken() && !signals.failed())
-    std::fprintf(stderr, "cellserve serve: signal: draining requests in flight\n");
+    monitoring::LogLine("cellserve serve: signal: draining requests in flight\n");
   cluster->Stop();  // drains: every accepted request is answered (and printed) before it returns
   const ClusterReport report = cluster->Report();
   cluster.reset();
-  std::fprintf(stderr, "cellserve serve: %lld line(s): %lld completed, %lld failed, %lld rejected\n",
-               static_cast<long long>(line_no), static_cast<long long>(report.completed),
-               static_cast<long long>(report.failed), static_cast<long long>(report.rejected));
+  monitoring::LogLine("cellserve serve: %lld line(s): %lld completed, %lld failed, %lld rejected\n",
+                      static_cast<long long>(line_no), static_cast<long long>(report.completed),
+                      static_cast<long long>(report.failed), static_cast<long long>(report.rejected));
   return exit_code(0);
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "monitoring/log.h"
 #include "runtime/atomic_file.h"
 
 namespace cellserve::tools {
@@ -55,12 +56,12 @@ int64_t FitOpenFileLimit(int64_t max_connections, const char* command) {
     if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
   }
   if (below(limit.rlim_cur))
-    std::fprintf(stderr,
-                 "cellserve %s: the open-file limit is %llu, below the %llu that --max-connections %lld needs; "
-                 "connections beyond it wait until others close. Raise it (`ulimit -n %llu`, systemd's "
-                 "LimitNOFILE) or lower --max-connections\n",
-                 command, static_cast<unsigned long long>(limit.rlim_cur), static_cast<unsigned long long>(want),
-                 static_cast<long long>(max_connections), static_cast<unsigned long long>(want));
+    monitoring::LogLine(
+        "cellserve %s: the open-file limit is %llu, below the %llu that --max-connections %lld needs; "
+        "connections beyond it wait until others close. Raise it (`ulimit -n %llu`, systemd's "
+        "LimitNOFILE) or lower --max-connections\n",
+        command, static_cast<unsigned long long>(limit.rlim_cur), static_cast<unsigned long long>(want),
+        static_cast<long long>(max_connections), static_cast<unsigned long long>(want));
   return limit.rlim_cur == RLIM_INFINITY ? INT64_MAX : static_cast<int64_t>(limit.rlim_cur);
 }
 
@@ -78,7 +79,7 @@ StatusOr<MetricsEndpoint> StartMetricsEndpoint(const Flags& flags, const std::st
     bind = listen.substr(0, listen.rfind(':'));
   }
   ASSIGN_OR_RETURN(out.server, monitoring::MetricsServer::Start(out.metrics.get(), bind + ":" + std::to_string(port)));
-  std::fprintf(stderr, "cellserve %s: metrics on http://%s:%d/metrics\n", command, bind.c_str(), out.server->port());
+  monitoring::LogLine("cellserve %s: metrics on http://%s:%d/metrics\n", command, bind.c_str(), out.server->port());
   return out;
 }
 

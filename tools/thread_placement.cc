@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <string>
 
+#include "monitoring/log.h"
 #include "runtime/cpu_plan.h"
 #include "runtime/this_thread.h"
 
@@ -41,15 +42,15 @@ Status ApplyThreadPlacement(const Flags& flags, LocalClusterOptions& options, co
   if (flags.GetBool("pin-threads")) {
     ASSIGN_OR_RETURN(CpuPlan plan, LocalCluster::PinCallerApartFromDevices(options));
     options.device_cpus = plan.device_cpus;
-    std::fprintf(stderr, "cellserve %s: --pin-threads: %s\n", command, DescribeCpuPlan(plan).c_str());
+    monitoring::LogLine("cellserve %s: --pin-threads: %s\n", command, DescribeCpuPlan(plan).c_str());
   }
   ASSIGN_OR_RETURN(IdlePollSettings idle, ReadIdlePollFlags(flags));
   options.idle_poll = idle.on;
   options.idle_poll_below = idle.below;
   if (options.idle_poll) {  // the cluster polls the CPUs of the thread that starts it: this one's
     RETURN_IF_ERROR(LocalCluster::CheckIdlePollQuota(options));
-    std::fprintf(stderr, "cellserve %s: --idle-poll: %s kept out of the idle loop (threads cs-idle-poll:N)\n",
-                 command, DescribeCpus(ThisThreadCpus()).c_str());
+    monitoring::LogLine("cellserve %s: --idle-poll: %s kept out of the idle loop (threads cs-idle-poll:N)\n",
+                        command, DescribeCpus(ThisThreadCpus()).c_str());
   }
   return OkStatus();
 }

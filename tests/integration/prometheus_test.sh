@@ -86,7 +86,8 @@ for family in cellserve_requests_total cellserve_request_duration_seconds cellse
   cellserve_state_slots cellserve_requests_in_flight cellserve_rounds_in_flight cellserve_placements_total \
   cellserve_node_up cellserve_rpc_errors_total cellserve_rpc_connections cellserve_rpc_calls_in_flight \
   cellserve_rpc_client_cancels_total cellserve_rpc_connections_refused_total cellserve_build_info \
-  cellserve_memory_headroom_bytes cellserve_memory_limit_bytes process_resident_memory_bytes process_virtual_memory_bytes \
+  cellserve_memory_headroom_bytes cellserve_memory_limit_bytes cellserve_log_lines_dropped_total \
+  process_resident_memory_bytes process_virtual_memory_bytes \
   process_cpu_seconds_total process_open_fds process_max_fds process_start_time_seconds; do
   grep -q "^# TYPE $family " "$WORK/scrape.txt" || missing+=("$family")
 done

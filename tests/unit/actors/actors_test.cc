@@ -17,6 +17,7 @@
 #include "actors/messages.h"
 #include "actors/node_actor.h"
 #include "actors/worker_actor.h"
+#include "monitoring/log.h"
 #include "runtime/clock.h"
 
 namespace cellserve {
@@ -797,6 +798,7 @@ TEST(ActorReplySlotTest, ACallbackThatThrowsStillCountsAsAnswered) {
       1, [](StatusOr<RequestResult>) { throw std::runtime_error("the caller's bug"); }, counters);
   testing::internal::CaptureStderr();
   EXPECT_NO_THROW(EXPECT_TRUE(slot->Answer(RequestResult{}, AnswerKind::kRan)));
+  EXPECT_TRUE(monitoring::FlushLog(std::chrono::seconds(5)));
   EXPECT_NE(testing::internal::GetCapturedStderr().find("request 1 threw: the caller's bug"), std::string::npos);
   EXPECT_EQ(counters->Unanswered(), 0);
   EXPECT_TRUE(counters->WaitAllAnswered(std::chrono::microseconds(0)));

@@ -11,6 +11,8 @@
 
 #include <caf/all.hpp>
 
+#include "monitoring/log.h"
+
 namespace cellserve::cluster {
 namespace {
 
@@ -51,13 +53,31 @@ TEST_F(PeerGuardTest, AnErrorMessageIsLoggedAndTheActorGoesOn) {
   caf::actor guarded = system_.spawn(Pinged, true);
   testing::internal::CaptureStderr();
   for (int i = 0; i < 5; ++i) me->send(guarded, caf::make_error(caf::sec::unexpected_message));
-  EXPECT_TRUE(Answers(me, guarded));  // the errors came first: their log lines are written
+  EXPECT_TRUE(Answers(me, guarded));  // the errors came first: their log lines are queued
+  EXPECT_TRUE(monitoring::FlushLog(std::chrono::seconds(5)));
   const std::string log = testing::internal::GetCapturedStderr();
   EXPECT_NE(log.find("cellserve test: a peer sent an error (1 so far), ignored: "), std::string::npos) << log;
   EXPECT_NE(log.find("(2 so far)"), std::string::npos) << log;
   EXPECT_NE(log.find("(4 so far)"), std::string::npos) << log;
   EXPECT_EQ(log.find("(3 so far)"), std::string::npos) << log;
   EXPECT_EQ(log.find("(5 so far)"), std::string::npos) << log;
+  caf::anon_send_exit(guarded, caf::exit_reason::user_shutdown);
+}
+
+// A peer's message can be any size: the line shows its start, not 100 KB.
+TEST_F(PeerGuardTest, AnUnknownMessageIsShownCutShort) {
+  caf::scoped_actor me{system_};
+  caf::actor guarded = system_.spawn(Pinged, true);
+  testing::internal::CaptureStderr();
+  me->send(guarded, odd_atom::value, std::string(100000, 'z'));
+  EXPECT_TRUE(Answers(me, guarded));
+  EXPECT_TRUE(monitoring::FlushLog(std::chrono::seconds(5)));
+  const std::string log = testing::internal::GetCapturedStderr();
+  const size_t at = log.find("cellserve test: ignored a message it does not know (1 so far): ");
+  ASSERT_NE(at, std::string::npos) << log.substr(0, 300);
+  const std::string line = log.substr(at, log.find('\n', at) - at);
+  EXPECT_NE(line.find("zzz..."), std::string::npos) << line.substr(0, 300);
+  EXPECT_LT(line.size(), 400u);
   caf::anon_send_exit(guarded, caf::exit_reason::user_shutdown);
 }
 

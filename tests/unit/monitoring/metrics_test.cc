@@ -186,6 +186,7 @@ TEST(ServingMetrics, EverySeriesOfTheContractExistsAtZero) {
   EXPECT_GE(s("process_virtual_memory_bytes"), s("process_resident_memory_bytes"));
   EXPECT_LT(s("cellserve_memory_headroom_bytes"), s("cellserve_memory_limit_bytes"));
   EXPECT_TRUE(s.Has("process_cpu_seconds_total"));
+  EXPECT_EQ(s("cellserve_log_lines_dropped_total"), 0) << "this process's log dropped nothing";
   // Registration is idempotent: the same handles.
   EXPECT_EQ(m.Model("lstm"), m.Model("lstm"));
   EXPECT_EQ(m.Device("cpu:0"), m.Device("cpu:0"));

@@ -34,6 +34,7 @@
 #include "../common/open_fds.h"
 #include "../common/temp_model_repo.h"
 #include "../common/wait_for.h"
+#include "monitoring/log.h"
 #include "monitoring/metrics.h"
 #include "runtime/model_repository.h"
 #include "schema/cellserve.capnp.h"
@@ -1071,6 +1072,7 @@ TEST(RpcServerSlowReaderTest, ALimitUnder64KiBIsRefused) {
   setrlimit(RLIMIT_NOFILE, &old_limit);
   auto client = Client::Connect("127.0.0.1:" + std::to_string(port));
   auto health = client.ok() ? (*client)->Health(10000) : StatusOr<HealthInfo>(client.status());
+  (void)monitoring::FlushLog(std::chrono::seconds(5));  // the server's lines first
   std::fprintf(stderr, "accept failures: %lld; health after: %s\n", static_cast<long long>(failures),
                health.ok() ? "answered" : health.status().ToString().c_str());
   std::fflush(stderr);

@@ -7,8 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+
+#include "monitoring/log.h"
 
 namespace cellserve::tools {
 namespace {
@@ -23,6 +26,7 @@ namespace {
   if (setrlimit(RLIMIT_NOFILE, &limit) != 0) std::_Exit(2);
   const int64_t returned = FitOpenFileLimit(1024, "test");
   getrlimit(RLIMIT_NOFILE, &limit);
+  (void)monitoring::FlushLog(std::chrono::seconds(5));  // its warning first
   std::fprintf(stderr, "returned %lld, soft limit %llu\n", static_cast<long long>(returned),
                static_cast<unsigned long long>(limit.rlim_cur));
   std::fflush(stderr);
