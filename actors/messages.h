@@ -54,6 +54,7 @@ using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using admit_atom = caf::atom_constant<caf::atom("admit")>;
 using update_atom = caf::atom_constant<caf::atom("update")>;
 using finished_atom = caf::atom_constant<caf::atom("finished")>;
+using heap_trim_atom = caf::atom_constant<caf::atom("heaptrim")>;  // node -> itself: idle again?
 using load_atom = caf::atom_constant<caf::atom("load")>;
 using round_done_atom = caf::atom_constant<caf::atom("round_done")>;
 using wakeup_atom = caf::atom_constant<caf::atom("wakeup")>;

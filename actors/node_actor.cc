@@ -1,5 +1,6 @@
 #include "actors/node_actor.h"
 
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <unordered_map>
@@ -7,6 +8,7 @@
 
 #include "actors/request_actor.h"
 #include "monitoring/log.h"
+#include "runtime/heap_trim.h"
 #include "runtime/worker_loads.h"
 
 namespace cellserve::actors {
@@ -32,6 +34,7 @@ struct NodeState {
   WorkerLoads loads{0, 0};          // placement (runtime/worker_loads.h)
   std::unordered_map<RequestId, Pending> requests;
   bool stopping = false;
+  IdleHeapTrim heap_trim;
 
   void Infer(InferMsg& m) {
     if (!m.reply) return;
@@ -84,6 +87,22 @@ struct NodeState {
     if (it == requests.end()) return;
     loads.Finished(it->second.placement, ran);
     requests.erase(it);
+    if (requests.empty()) TrimIfIdle();
+  }
+
+  // No request left: what they freed goes back to the system, now or when the interval allows.
+  void TrimIfIdle() {
+    if (!requests.empty() || options.idle_heap_trim_interval_us <= 0) return;
+    switch (heap_trim.OnIdle(options.clock->NowMicros())) {
+      case IdleHeapTrim::Action::kTrimNow:
+        ReleaseFreeHeap();
+        break;
+      case IdleHeapTrim::Action::kCheckLater:
+        self->delayed_send(self, std::chrono::microseconds(heap_trim.later_us()), heap_trim_atom::value);
+        break;
+      case IdleHeapTrim::Action::kNothing:
+        break;
+    }
   }
 
   void Load(const LoadReport& r) {
@@ -142,6 +161,7 @@ caf::behavior NodeActor(caf::stateful_actor<NodeState>* self, std::shared_ptr<No
   for (const auto& m : st.options.models)
     st.models.emplace(m->spec().name, NodeState::Served{m, static_cast<int>(st.models.size())});
   st.loads = WorkerLoads(static_cast<int>(st.models.size()), st.options.max_requests_per_worker_model);
+  st.heap_trim = IdleHeapTrim(st.options.idle_heap_trim_interval_us);
   self->set_down_handler([self](caf::down_msg& msg) { self->state.WorkerDown(msg.source, msg.reason); });
   return {
       [self](infer_atom, InferMsg& m) { self->state.Infer(m); },
@@ -151,6 +171,10 @@ caf::behavior NodeActor(caf::stateful_actor<NodeState>* self, std::shared_ptr<No
       },
       [self](finished_atom, RequestId id, int, bool ran) { self->state.Finished(id, ran); },
       [self](load_atom, const LoadReport& r) { self->state.Load(r); },
+      [self](heap_trim_atom) {
+        self->state.heap_trim.CheckCame();
+        self->state.TrimIfIdle();
+      },
       [self](add_worker_atom, int index, caf::actor worker) {
         if (index < 0) return;
         auto& ws = self->state.workers;

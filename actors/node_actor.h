@@ -21,6 +21,7 @@
 #include "actors/messages.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
+#include "runtime/heap_trim.h"
 #include "runtime/model.h"
 
 namespace cellserve::actors {
@@ -35,6 +36,9 @@ struct NodeOptions {
   // Each worker's admission bound per model (SchedulerOptions::max_requests): placement prefers
   // workers under it. <= 0: not known (placement by load alone).
   int64_t max_requests_per_worker_model = 0;
+  // When its last request finished, the node gives the heap they freed back to the system, at
+  // most once per this interval (runtime/heap_trim.h). 0 = never.
+  int64_t idle_heap_trim_interval_us = IdleHeapTrim::kDefaultIntervalUs;
   // Called on the node's thread when a worker ends other than by the stop protocol: its index
   // and why. Must not block. Empty = not told.
   std::function<void(int worker, const std::string& why)> on_worker_lost;

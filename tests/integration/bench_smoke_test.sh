@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark programs under bench/ at toy sizes: each runs to the end and writes what its
 # docs say (bench_rpc's JSON keys and per-round throughput, a sim profile router_sim can read,
-# Google Benchmark's rows). Their numbers are not judged here (benchmarks, not tests); this
+# Google Benchmark's rows, burst_memory.py's table). Their numbers are not judged here (benchmarks, not tests); this
 # catches a benchmark that no longer runs before someone needs it.
 # Usage: bench_smoke_test.sh PATH/TO/cellserve BENCH_DIR   (ctest passes both). About 20 s.
 set -uo pipefail
@@ -46,6 +46,11 @@ check "bench_rpc: a missing sim profile says where the default is" 2 "relative t
   bash -c 'cd "$1" && "$2" --model-repo models --model cls --corpus corpus.txt --setups sim' _ "$WORK" "$BENCH/bench_rpc"
 check "bench_rpc refuses more rounds than requests" 2 "--rounds must be" -- \
   "$BENCH/bench_rpc" --model-repo "$REPO" --model cls --corpus "$CORPUS" --requests 2 --rounds 3
+
+# burst_memory.py, one short burst: its table, one row with a reading at start and after it.
+check "burst_memory.py prints its table" 0 "^\| $CELLSERVE \| [0-9.]+ MiB \| [0-9.]+ MiB \|$" -- \
+  /usr/bin/python3 "$(dirname "$0")/../../bench/burst_memory.py" --cellserve "$CELLSERVE" --bursts 1 \
+  --requests 2 --steps 50 --idle-s 0.2
 
 echo "bench_smoke: $pass passed, $failures failed"
 ((failures == 0))
