@@ -1,6 +1,8 @@
 #include "runtime/atomic_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +11,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 namespace cellserve {
 
@@ -62,7 +65,42 @@ StatusOr<WriteTarget> ResolveWriteTarget(const std::string& path) {
   return target;
 }
 
+namespace {
+
+// Whether `rest` (what follows "PATH.tmp.") names a process that no longer runs: "PID.N".
+bool OfADeadWriter(const std::string& rest) {
+  const size_t dot = rest.find('.');
+  if (dot == 0 || dot == std::string::npos || dot > 9) return false;
+  if (rest.find_first_not_of("0123456789") != dot || rest.find_first_not_of("0123456789", dot + 1) != std::string::npos ||
+      dot + 1 == rest.size())
+    return false;
+  const pid_t pid = static_cast<pid_t>(std::stol(rest.substr(0, dot)));
+  if (pid <= 0 || pid == ::getpid()) return false;
+  return ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+void RemoveStaleTemporaries(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;  // the write that follows says what is wrong with the folder
+  const time_t now = ::time(nullptr);
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0 || !OfADeadWriter(name.substr(prefix.size()))) continue;
+    const std::string full = dir + "/" + name;
+    struct stat st {};
+    if (::lstat(full.c_str(), &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime >= kStaleTemporarySeconds)
+      ::unlink(full.c_str());
+  }
+  ::closedir(d);
+}
+
+}  // namespace
+
 std::string TemporaryBeside(const std::string& path) {
+  RemoveStaleTemporaries(path);
   static std::atomic<uint64_t> counter{0};
   return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
 }

@@ -10,6 +10,7 @@
 // error. Thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "runtime/status.h"
@@ -30,7 +31,11 @@ struct WriteTarget {
 };
 StatusOr<WriteTarget> ResolveWriteTarget(const std::string& path);
 
-// A temporary name beside `path`, unique per process and call.
+// A temporary name beside `path`, unique per process and call: "PATH.tmp.PID.N". First it removes
+// the temporaries of `path` that writers killed mid-write left (a `model init` interrupted with
+// its weights half written): those of a process that no longer runs, untouched for
+// kStaleTemporarySeconds (a writer in another PID namespace sharing the folder looks dead).
 std::string TemporaryBeside(const std::string& path);
+constexpr int64_t kStaleTemporarySeconds = 3600;
 
 }  // namespace cellserve

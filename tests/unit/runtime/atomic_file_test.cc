@@ -2,10 +2,14 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -106,6 +110,32 @@ TEST_F(AtomicFileTest, ADirectoryOrAMissingFolderIsAClearError) {
 
 TEST_F(AtomicFileTest, TemporariesAreUniquePerCall) {
   EXPECT_NE(TemporaryBeside("a"), TemporaryBeside("a"));
+}
+
+// A writer killed mid-write (a `model init` interrupted) left its temporary: the next write of the
+// same file removes it once it is an hour old and its process is gone; nothing else goes.
+TEST_F(AtomicFileTest, AnHourOldTemporaryOfADeadWriterIsRemovedByTheNextWrite) {
+  const pid_t child = ::fork();
+  if (child == 0) std::_Exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(::waitpid(child, nullptr, 0), child);  // its pid names no process now
+  const std::string dead = std::to_string(child), me = std::to_string(::getpid());
+  auto make = [&](const std::string& name, bool old) {
+    std::ofstream(dir_ / name) << "half a file";
+    if (old) fs::last_write_time(dir_ / name, fs::file_time_type::clock::now() - std::chrono::hours(2));
+  };
+  make("weights.safetensors.tmp." + dead + ".0", true);    // removed
+  make("weights.safetensors.tmp." + dead + ".1", false);   // too recent: its writer may live elsewhere
+  make("weights.safetensors.tmp." + me + ".7", true);      // this process's
+  make("weights.safetensors.tmp.1.0", true);               // pid 1 runs
+  make("weights.safetensors.tmp.x.0", true);               // not a name we give
+  make("spec.json.tmp." + dead + ".0", true);              // another file's: left to its own writes
+  ASSERT_TRUE(WriteFileAtomically((dir_ / "weights.safetensors").string(), "new").ok());
+  std::set<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir_)) left.insert(e.path().filename().string());
+  EXPECT_EQ(left, (std::set<std::string>{"weights.safetensors", "weights.safetensors.tmp." + dead + ".1",
+                                         "weights.safetensors.tmp." + me + ".7", "weights.safetensors.tmp.1.0",
+                                         "weights.safetensors.tmp.x.0", "spec.json.tmp." + dead + ".0"}));
 }
 
 }  // namespace
