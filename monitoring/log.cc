@@ -9,6 +9,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <vector>
 
 #include "runtime/this_thread.h"
@@ -37,12 +38,26 @@ std::string DroppedNotice(int64_t lines) {
 
 std::atomic<LogWriter*> g_started{nullptr};  // the process's writer, once its first line came
 
+// The exit flush, registered at static initialization rather than with the first line: exit
+// runs it after the destructors of the statics made after it, whose lines it then still writes.
+[[maybe_unused]] const bool g_flush_at_exit = [] {
+  std::atexit([] { (void)FlushLog(std::chrono::seconds(1)); });
+  return true;
+}();
+
+std::terminate_handler g_previous_terminate = nullptr;
+
 LogWriter& ProcessLog() {
   // Never destroyed: its thread may be blocked in write() when the process exits.
   static LogWriter* writer = [] {
     auto* w = new LogWriter(STDERR_FILENO, kMaxQueuedLogBytes);
     g_started.store(w);
-    std::atexit([] { (void)FlushLog(std::chrono::seconds(1)); });
+    // An uncaught exception ends the process without exit's flush: the lines before it first.
+    g_previous_terminate = std::set_terminate([] {
+      (void)FlushLog(std::chrono::milliseconds(200));
+      if (g_previous_terminate) g_previous_terminate();
+      std::abort();
+    });
     return w;
   }();
   return *writer;

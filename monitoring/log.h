@@ -12,7 +12,11 @@
 //
 // FlushLog waits, at most `max_wait`, for every line queued before it to be written (true if
 // they were): call it before lines written to stderr directly, so they come after. It also runs
-// at exit (atexit), for up to a second. Neither it nor LogLinesDropped starts the writer.
+// at exit (atexit, registered at static initialization), for up to a second, and before an
+// uncaught exception ends the process. Neither it nor LogLinesDropped starts the writer.
+// Lost: lines queued just before a fatal signal or abort() (no flush can run there), and the
+// lines of a forked child (it has no writer thread; nothing here forks). Not through here: CAF's
+// and kj's own output, and kernels/cpu's one warning about CELLSERVE_GEMM_ISA.
 #pragma once
 
 #include <chrono>

@@ -646,7 +646,7 @@ struct RpcServer::Impl {
               const std::string unsaid =
                   accept_failure_runs_unsaid == 0
                       ? ""
-                      : " (and " + std::to_string(accept_failure_runs_unsaid) + " time(s) in the last minute, unsaid)";
+                      : " (and " + std::to_string(accept_failure_runs_unsaid) + " time(s) since the last such line, unsaid)";
               monitoring::LogLine(
                   "cellserve rpc: cannot accept connections (%s); trying again every 100 ms. Out of file "
                   "descriptors? Raise `ulimit -n` above --max-connections%s\n",

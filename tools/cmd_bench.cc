@@ -43,6 +43,7 @@
 #include "actors/local_cluster.h"
 #include "bench/report.h"
 #include "bench/workload.h"
+#include "monitoring/log.h"
 #include "monitoring/metrics.h"
 #include "runtime/model_repository.h"
 #include "runtime/model_spec.h"
@@ -65,12 +66,14 @@ using bench::Row;
 using bench::Workload;
 
 int Fail(const Status& s) {
+  (void)monitoring::FlushLog(std::chrono::seconds(1));  // the lines that led here first
   std::fprintf(stderr, "cellserve bench: %s\n", s.ToString().c_str());
   return 1;
 }
 
 // A bad flag value: exit status 2, as for unknown flags.
 int BadUsage(const Status& s) {
+  (void)monitoring::FlushLog(std::chrono::seconds(1));
   std::fprintf(stderr, "cellserve bench: %s (cellserve bench --help lists the flags)\n", s.ToString().c_str());
   return 2;
 }

@@ -46,6 +46,7 @@
 
 #include "bench/report.h"
 #include "bench/workload.h"
+#include "monitoring/log.h"
 #include "runtime/model_spec.h"
 #include "schema/client.h"
 #include "tools/commands.h"
@@ -67,11 +68,13 @@ Clock::duration FromSeconds(double s) {
 }
 
 int BadUsage(const Status& s) {
+  (void)monitoring::FlushLog(std::chrono::seconds(1));  // the lines that led here first
   std::fprintf(stderr, "cellserve loadgen: %s (cellserve loadgen --help lists the flags)\n", s.message().c_str());
   return 2;
 }
 
 int Fail(const Status& s) {
+  (void)monitoring::FlushLog(std::chrono::seconds(1));
   std::fprintf(stderr, "cellserve loadgen: %s\n", s.ToString().c_str());
   return 1;
 }

@@ -180,7 +180,7 @@ int RunCommand(int argc, char** argv) {
   auto bf16 = CpuBf16Compute(flags);
   if (!bf16.ok()) return FlagValueFailed("run", bf16.status());
   const bool compare = flags.GetBool("compare-precision");
-  if (const std::string& why = cpu::AmxBf16Missing(); compare && !why.empty())
+  if (const std::string why = compare ? cpu::AmxBf16Missing() : ""; !why.empty())  // asks the kernel only then
     return Fail(Unavailable("--compare-precision runs bf16 compute beside fp32, which needs AMX-BF16: " + why +
                             "; run it on a CPU that has it"));
 

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -130,6 +132,27 @@ TEST(LogWriterTest, ALongLineIsCutToOnePipeWrite) {
   EXPECT_EQ(lines[0].size() + 1, kMaxLogLineBytes);
   EXPECT_EQ(lines[0].substr(lines[0].size() - 3), "...");
   EXPECT_EQ(lines[1], "next");
+}
+
+// The process's log: a line queued just before an uncaught exception ends the process is written
+// (the terminate handler flushes), as is one queued just before exit.
+TEST(ProcessLogDeathTest, LinesBeforeAnUncaughtExceptionOrExitAreWritten) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      [] {
+        // 200 KB queued first: without a flush at the end, the last line would not be written.
+        for (int i = 0; i < 2000; ++i) LogLine("%s\n", std::string(99, 'x').c_str());
+        LogLine("a line just before an uncaught exception\n");
+        std::terminate();  // what an uncaught exception calls
+      }(),
+      "a line just before an uncaught exception");
+  EXPECT_EXIT(
+      {
+        for (int i = 0; i < 2000; ++i) LogLine("%s\n", std::string(99, 'x').c_str());
+        LogLine("a line just before exit\n");
+        std::exit(3);
+      },
+      ::testing::ExitedWithCode(3), "a line just before exit");
 }
 
 }  // namespace
