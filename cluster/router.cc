@@ -62,6 +62,10 @@ struct Shared {
   std::atomic<ClusterState> state{ClusterState::kStarting};
   std::atomic<bool> stopping{false};  // Stop began, or the actor ended: whichever first says what happened
   std::atomic<int64_t> placed{0}, retried{0}, nodes_lost{0}, nodes_joined{0}, late_answers{0}, forged_answers{0};
+  // The actor's heartbeat: when it last swept (SteadyClock micros). state() says the router is
+  // not serving when it is older than stall_after_ms, and says so once a stall.
+  std::atomic<int64_t> last_sweep_us{0};
+  std::atomic<bool> said_stalled{false};
   mutable std::mutex mu;
   // Every model a node has registered, by name: the spec of the first live node that serves it
   // (of the last one, once none does), with its metrics handle (null without metrics).
@@ -390,8 +394,10 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
     if (it == self->state.by_addr.end()) return;
     self->state.RemoveNode(it->second, "was lost (" + caf::to_string(msg.reason) + ")", true);
   });
-  // At least every second: the sweep also answers requests their nodes left past the deadline.
+  // At least every second: the sweep also answers requests their nodes left past the deadline,
+  // and it is the actor's heartbeat.
   const auto sweep_every = std::chrono::milliseconds(std::clamp<int64_t>(s.options.report_timeout_ms / 4, 25, 1000));
+  s.shared->last_sweep_us = s.clock.NowMicros();
   self->delayed_send(self, sweep_every, sweep_atom::value);
   return {
       [self](call_atom, std::shared_ptr<RouterCall>& call) { self->state.OnCall(std::move(call)); },
@@ -432,6 +438,9 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
       },
       [self, sweep_every](sweep_atom) {
         RouterState& st = self->state;
+        st.shared->last_sweep_us = st.clock.NowMicros();
+        if (st.shared->said_stalled.exchange(false))
+          monitoring::LogLine("cellserve router: its actor runs again; health says serving\n");
         for (NodeId id : st.policy->SilentNodes())
           st.RemoveNode(id, "went silent (no load report for " + std::to_string(st.options.report_timeout_ms) + " ms)",
                         true);
@@ -480,6 +489,7 @@ Router::~Router() { Stop(); }
 
 StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   if (options.report_timeout_ms < 100) return InvalidArgument("report_timeout_ms must be >= 100");
+  if (options.stall_after_ms < 1) return InvalidArgument("stall_after_ms must be >= 1");
   if (options.stop_grace_ms < 0) return InvalidArgument("stop_grace_ms must be >= 0");
   if (options.idle_poll_below < 0) return InvalidArgument("idle_poll_below must be >= 0");
   std::string host;
@@ -596,7 +606,18 @@ std::vector<ModelSpec> Router::Models() const {
   return impl_->shared->specs;
 }
 
-ClusterState Router::state() const { return impl_->shared->state.load(); }
+ClusterState Router::state() const {
+  Shared& shared = *impl_->shared;
+  const ClusterState state = shared.state.load();
+  if (state != ClusterState::kServing) return state;
+  const int64_t since_us = impl_->clock.NowMicros() - shared.last_sweep_us.load();
+  if (since_us <= impl_->options.stall_after_ms * 1000) return state;
+  if (!shared.said_stalled.exchange(true))
+    monitoring::LogLine("cellserve router: its actor has not swept for %lld ms: it is stuck (it places and answers "
+                        "nothing); health says not ready until it runs again\n",
+                        static_cast<long long>(since_us / 1000));
+  return ClusterState::kStopped;
+}
 
 RouterStats Router::stats() const {
   const Shared& sh = *impl_->shared;

@@ -47,6 +47,11 @@ struct RouterOptions {
   int64_t report_timeout_ms = 3000;
   // Stop: how long requests in flight may take before they are answered UNAVAILABLE. Default 30 s.
   int64_t stop_grace_ms = 30000;
+  // The actor sweeps its table every report_timeout_ms / 4 (25 ms to 1 s). Not for this long, it
+  // is stuck (a blocking call on its thread, CAF's network thread: it places and answers nothing):
+  // state() says kStopped, so health says not ready (the readiness probe takes the router out of
+  // its Service) and a line says so, until it sweeps again. Default 5000. Must be >= 1.
+  int64_t stall_after_ms = 5000;
   // CAF scheduler threads. Default 1: the router is one actor (placement is serial); the
   // middleman's I/O and the RPC port have threads of their own. 0 = one per CPU this process may use.
   int caf_threads = 1;
@@ -103,7 +108,9 @@ class Router final : public ServingBackend {
   // Every version of each model the live nodes serve, by name then version; a model no live node
   // serves keeps the one version last listed (its requests are UNAVAILABLE until a node returns).
   std::vector<ModelSpec> Models() const override;
-  ClusterState state() const override;  // kStarting while no node is registered; kStopped after Stop or a failure
+  // kStarting while no node is registered; kStopped after Stop or a failure, and while the actor is
+  // stuck (stall_after_ms).
+  ClusterState state() const override;
 
   RouterStats stats() const;
   std::vector<RouterNodeInfo> nodes() const;

@@ -24,6 +24,7 @@
 #include "actors/local_cluster.h"
 #include "cluster/node_agent.h"
 #include "cluster/wire.h"
+#include "monitoring/log.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
 #include "runtime/this_thread.h"
@@ -1019,6 +1020,33 @@ TEST_F(RouterTest, ARouterWhoseActorEndsSaysSoAndAnswersAtOnce) {
   EXPECT_EQ(router->state(), ClusterState::kStopped);
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_EQ(failures.size(), 1u) << "Stop after the failure was taken for a second one";
+}
+
+// The actor's heartbeat: a router whose actor has not swept for stall_after_ms says it is not
+// serving (health: not ready, so a readiness probe takes it out of its Service) and logs why.
+// The limit here (1 ms) is far below the sweep interval (1 s): between sweeps it reads as stuck.
+// With the default limit the same router serves.
+TEST_F(RouterTest, ARouterWhoseActorHasNotSweptForStallAfterMsIsNotServing) {
+  RouterOptions stalls = TestOptions();
+  stalls.report_timeout_ms = 4000;  // a sweep a second
+  stalls.stall_after_ms = 1;
+  RouterOptions normal = stalls;
+  normal.stall_after_ms = RouterOptions().stall_after_ms;
+  auto stuck = StartRouter(stalls), fine = StartRouter(normal);
+  ASSERT_TRUE(stuck && fine);
+  auto c = StartCluster();
+  ASSERT_TRUE(c);
+  auto to_stuck = Join(c.get(), stuck->port(), "n1"), to_fine = Join(c.get(), fine->port(), "n1");
+  ASSERT_TRUE(to_stuck && to_fine);
+  testing::internal::CaptureStderr();
+  EXPECT_TRUE(WaitFor([&] { return stuck->state() == ClusterState::kStopped; }, std::chrono::seconds(5)));
+  (void)monitoring::FlushLog(std::chrono::seconds(5));
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("its actor has not swept for"), std::string::npos) << log;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // more than a sweep
+  EXPECT_EQ(fine->state(), ClusterState::kServing);
+  to_stuck.reset();
+  to_fine.reset();
 }
 
 TEST_F(RouterTest, ANodeRefusedForAFullTableJoinsOnceThereIsRoom) {
