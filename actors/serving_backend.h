@@ -31,8 +31,8 @@ struct DeviceReport {
 struct ClusterReport {
   int64_t accepted = 0, completed = 0, failed = 0, rejected = 0;
   // LocalCluster: one per device. Router: one per device of each live node ("NODE/dN"; none before
-  // a node joins), with no load of their own (see requests_held); accepted counts placements (a
-  // retry is a second one).
+  // a node joins), with no load of their own (see requests_held); accepted counts requests placed
+  // (a retry on another node is the same request), so accepted = completed + failed + in flight.
   std::vector<DeviceReport> devices;
   // Requests in flight that no device entry counts (a router's: every one it has not answered).
   int64_t requests_held = 0;

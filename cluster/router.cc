@@ -594,7 +594,7 @@ ClusterReport Router::Report() const {
     }
   }
   r.requests_held = sh.counters->Unanswered();
-  r.accepted = sh.placed.load();
+  r.accepted = sh.placed.load() - sh.retried.load();  // a retried request is one request, placed twice
   r.completed = sh.counters->completed.load();
   r.failed = sh.counters->failed.load();
   r.rejected = sh.counters->rejected.load();

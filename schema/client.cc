@@ -38,14 +38,27 @@ std::string Reason(const kj::Exception& e, const std::string& host) {
 // caller's callback afterwards.
 class TokenSinkImpl final : public TokenSink::Server {
  public:
-  TokenSinkImpl(std::function<void(uint32_t, int32_t)> on_token, std::shared_ptr<bool> open)
-      : on_token_(std::move(on_token)), open_(std::move(open)) {}
+  TokenSinkImpl(std::function<void(uint32_t, int32_t)> on_token, std::shared_ptr<bool> open,
+                std::shared_ptr<std::string> thrown)
+      : on_token_(std::move(on_token)), open_(std::move(open)), thrown_(std::move(thrown)) {}
 
  protected:
+  // A callback that throws ends the call: the server is told (the exception goes back as the
+  // token call's error, and it cancels the request), and the caller gets INTERNAL naming it.
   kj::Promise<void> token(TokenContext context) override {
     if (*open_) {
       auto params = context.getParams();
-      on_token_(params.getIndex(), params.getToken());
+      try {
+        on_token_(params.getIndex(), params.getToken());
+      } catch (const std::exception& e) {
+        *open_ = false;
+        *thrown_ = std::string("the on_token callback threw: ") + e.what();
+        KJ_FAIL_REQUIRE("the client's on_token callback threw", e.what());
+      } catch (...) {
+        *open_ = false;
+        *thrown_ = "the on_token callback threw";
+        KJ_FAIL_REQUIRE("the client's on_token callback threw");
+      }
     }
     return kj::READY_NOW;
   }
@@ -53,6 +66,7 @@ class TokenSinkImpl final : public TokenSink::Server {
  private:
   std::function<void(uint32_t, int32_t)> on_token_;
   std::shared_ptr<bool> open_;
+  std::shared_ptr<std::string> thrown_;  // why the callback ended the call; empty if it did not
 };
 
 // A kj Duration counts nanoseconds in int64: past about 9.2e12 ms (292 years) `ms * MILLISECONDS`
@@ -60,12 +74,16 @@ class TokenSinkImpl final : public TokenSink::Server {
 // at 2^40 ms (35 years).
 kj::Duration Millis(int64_t ms) { return std::min<int64_t>(ms, int64_t{1} << 40) * kj::MILLISECONDS; }
 
-// `promise`, or DEADLINE_EXCEEDED after `ms` (which cancels it). ms <= 0: `promise` as is.
+// `promise`, or DEADLINE_EXCEEDED `ms` from now (which cancels it). ms <= 0: `promise` as is.
+// From now, not timer.afterDelay: that counts from the loop's last poll, so a caller that did
+// other work between two calls (a blocking Health, 2 s of its own, then Infer with 3 s) was given
+// up on after 1 s. The event port's timer runs on this clock.
 template <typename T>
 kj::Promise<StatusOr<T>> Bounded(kj::Timer& timer, kj::Promise<StatusOr<T>> promise, int64_t ms,
                                  std::string what) {
   if (ms <= 0) return promise;
-  return promise.exclusiveJoin(timer.afterDelay(Millis(ms)).then([ms, what]() -> StatusOr<T> {
+  const kj::TimePoint at = kj::systemPreciseMonotonicClock().now() + Millis(ms);
+  return promise.exclusiveJoin(timer.atTime(at).then([ms, what]() -> StatusOr<T> {
     return DeadlineExceeded("no answer to " + what + " within " + std::to_string(ms) + " ms");
   }));
 }
@@ -272,16 +290,25 @@ kj::Promise<StatusOr<ReplyValue>> Client::InferAsync(const InferCall& call) {
   };
   // A fresh handler per use: then() keeps an lvalue handler by reference.
   auto on_error = [impl] { return [impl](kj::Exception&& e) -> Result { return impl->TransportError(e); }; };
+  // A deadline already past (a caller passing on what is left of its own): answered here. On the
+  // wire a timeout <= 0 means none, and the request would run unbounded.
+  if (call.timeout_us < 0)
+    return kj::Promise<Result>(Result(DeadlineExceeded("the deadline passed before the call (timeout_us " +
+                                                       std::to_string(call.timeout_us) + ")")));
   kj::Promise<Result> promise = nullptr;
   if (call.on_token) {
     auto request = impl->cap.inferStreamRequest();
     EncodeInferRequest(call.model, call.version, call.input, call.timeout_us, call.max_decode_len,
                        request.initRequest());
     auto open = std::make_shared<bool>(true);
-    request.setSink(kj::heap<TokenSinkImpl>(call.on_token, open));
+    auto thrown = std::make_shared<std::string>();
+    request.setSink(kj::heap<TokenSinkImpl>(call.on_token, open, thrown));
+    // The callback's own exception is the answer, not what the server made of it.
+    auto own_error = [thrown](Result r) -> Result { return thrown->empty() ? r : Result(Internal(*thrown)); };
     promise = request.send()
                   .then([decode](capnp::Response<Cellserve::InferStreamResults>&& r) { return decode(r.getReply()); },
                         on_error())
+                  .then(own_error)
                   .attach(kj::defer([open] { *open = false; }));
   } else {
     auto request = impl->cap.inferRequest();

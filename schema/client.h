@@ -68,14 +68,18 @@ struct InferCall {
   std::string model;
   uint32_t version = 0;          // 0 = whichever version the server has
   RequestInput input;            // tokens, or a tree (has_tree); input.max_decode_len is ignored
-  int64_t timeout_us = 0;        // the server's deadline, from its receipt (sent in whole ms); 0 = none
+  // The server's deadline, from its receipt (sent in whole ms); 0 = none; < 0: passed already
+  // (answered DEADLINE_EXCEEDED at once, not sent).
+  int64_t timeout_us = 0;
   int64_t max_decode_len = 0;    // seq2seq: 0 = the model's own
   // Client side: stop waiting after this long, cancel the call and answer DEADLINE_EXCEEDED.
   // 0 = wait for the server's answer however long it takes.
   int64_t client_timeout_ms = 0;
   // When set, the call uses inferStream: each decoder token (seq2seq) is passed here as it
   // arrives, in order, on the Client's thread, before the reply. Called only while the call is
-  // pending (never after its promise resolved or was dropped).
+  // pending (never after its promise resolved or was dropped). If it throws, the request is
+  // cancelled on the server and the call answers INTERNAL ("the on_token callback threw: ...").
+  // It must not call this Client's blocking methods (INTERNAL: kj's wait() is not re-entrant).
   std::function<void(uint32_t index, int32_t token)> on_token;
 };
 

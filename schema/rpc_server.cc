@@ -52,6 +52,7 @@ struct AtomicStats {
 struct TokenStream {
   explicit TokenStream(TokenSink::Client s) : sink(kj::mv(s)) {}
   TokenSink::Client sink;
+  uint64_t call_id = 0;  // its call in LoopState::calls
   std::deque<int32_t> unsent;
   uint32_t next_index = 0;
   bool sending = false;
@@ -161,6 +162,11 @@ void EndStream(TokenStream& s, kj::Exception e) {
   s.failed = kj::mv(e);
 }
 
+// A token could not be sent (the client's sink failed: its callback threw, or it went): the
+// request is cancelled in the cluster, not run to its end for nobody, and the call is answered
+// now, with the stream's error (kj thread). Nothing if it was answered already.
+void AbandonStreamedCall(LoopState* st, uint64_t call_id);
+
 // Sends the stream's next token, if none is on its way (kj thread). With none left, tells
 // WhenDelivered.
 void SendNextToken(LoopState* st, const std::shared_ptr<TokenStream>& s) {
@@ -184,7 +190,23 @@ void SendNextToken(LoopState* st, const std::shared_ptr<TokenStream>& s) {
         s->sending = false;
         SendNextToken(st, s);
       },
-      [s](kj::Exception&& e) { EndStream(*s, kj::mv(e)); }));
+      [st, s](kj::Exception&& e) {
+        EndStream(*s, kj::cp(e));
+        AbandonStreamedCall(st, s->call_id);
+      }));
+}
+
+void AbandonStreamedCall(LoopState* st, uint64_t call_id) {
+  auto it = st->calls.find(call_id);
+  if (it == st->calls.end()) return;
+  Outcome outcome;
+  outcome.result = Cancelled("the client's token sink failed");  // the reply says how (WhenDelivered)
+  outcome.tokens = it->second.tokens;
+  const uint64_t cluster_id = it->second.cluster_id;
+  kj::Own<kj::PromiseFulfiller<Outcome>> fulfiller = kj::mv(it->second.done);
+  st->calls.erase(it);
+  st->cluster->Cancel(cluster_id);
+  fulfiller->fulfill(kj::mv(outcome));
 }
 
 // Resolves once every token pushed so far is taken by the sink; fails with the first failed send.
@@ -368,7 +390,10 @@ class Service final : public Cellserve::Server {
     auto paf = kj::newPromiseAndFulfiller<Outcome>();
     PendingCall& call = state_.calls[id];
     call.done = kj::mv(paf.fulfiller);
-    KJ_IF_MAYBE(s, sink) { call.tokens = std::make_shared<TokenStream>(kj::mv(*s)); }
+    KJ_IF_MAYBE(s, sink) {
+      call.tokens = std::make_shared<TokenStream>(kj::mv(*s));
+      call.tokens->call_id = id;
+    }
     std::shared_ptr<TokenStream> tokens = call.tokens;
     ++conn_->in_flight;
     state_.CallsInFlight(1);
@@ -414,8 +439,10 @@ class Service final : public Cellserve::Server {
               });
           if (deadline_us > 0) {
             const int64_t left_us = std::max<int64_t>(deadline_us - st->clock.NowMicros(), 0);
+            // From now: afterDelay counts from the loop's last poll.
             delivered = delivered.exclusiveJoin(
-                st->timer->afterDelay(left_us * kj::MICROSECONDS).then([] { return false; }));
+                st->timer->atTime(kj::systemPreciseMonotonicClock().now() + left_us * kj::MICROSECONDS)
+                    .then([] { return false; }));
           }
           return delivered.then(
               [st, context, served, received_us, result = std::move(outcome.result)](bool in_time) mutable {

@@ -5,6 +5,7 @@
 // --json prints exactly one JSON object: the result, or {"error": {"code", "message"}} (bad
 // usage included, which also goes to stderr).
 // Exit status: 0 answered, 1 any error (connection, server, reply), 2 bad usage.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -177,8 +178,9 @@ int InferCommand(int argc, char** argv) {
     return Fail(out, client.status());
   }
 
-  // The served spec: the tokenizer's vocabulary and the kind (how to shape and print).
-  auto served = (*client)->Models();
+  // The served spec: the tokenizer's vocabulary and the kind (how to shape and print). Within the
+  // call's own bound, if it has one: `--timeout-ms 100` against a stuck server gave up after 10 s.
+  auto served = (*client)->Models(call.client_timeout_ms > 0 ? std::min<int64_t>(call.client_timeout_ms, 10000) : 10000);
   if (!served.ok()) return Fail(out, served.status().WithContext("listing the served models"));
   auto spec = rpc::FindModel(*served, call.model, call.version);
   if (!spec.ok() && has_text)  // tokens and trees go as they are: the server names the problem

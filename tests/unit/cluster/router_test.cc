@@ -421,6 +421,9 @@ TEST_F(RouterTest, ANodeThatStopsMidRunHasItsNewRequestsRetriedElsewhere) {
     EXPECT_TRUE(answers.Get(i).ok()) << i << ": " << answers.Get(i).status().ToString();
   }
   EXPECT_GT(router->stats().retried, 0);
+  const ClusterReport report = router->Report();  // health's accepted = completed + failed + in flight
+  EXPECT_EQ(report.accepted, 2 * kN) << "a retried request counted twice";
+  EXPECT_EQ(report.completed, 2 * kN);
   a1_.reset();
   a2_.reset();
   router->Stop();

@@ -4,9 +4,11 @@
 #include "schema/client.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <limits>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include <capnp/ez-rpc.h>
@@ -347,6 +349,65 @@ TEST(ClientTest, ErrorRepliesAndExceptionsBecomeStatuses) {
   r = (*c)->Infer(call);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded);
+}
+
+// The client-side bound counts from the call, not from the loop's last poll: a caller that did
+// 600 ms of its own work after its last call still waits its 400 ms (before, none at all).
+TEST(ClientTest, TheClientSideBoundCountsFromTheCall) {
+  FakeServer server;
+  auto c = Client::Connect(server.address());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_TRUE((*c)->Health().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the caller's own work
+  InferCall call;
+  call.model = "hang";
+  call.input.tokens = {1};
+  call.client_timeout_ms = 400;
+  const auto start = std::chrono::steady_clock::now();
+  auto r = (*c)->Infer(call);
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
+  EXPECT_GE(took, std::chrono::milliseconds(390)) << "given up on before its bound";
+}
+
+// A deadline that has passed already (what is left of a caller's own budget, below 0) is
+// DEADLINE_EXCEEDED at once: on the wire a timeout <= 0 means none, and it would run unbounded.
+TEST(ClientTest, ANegativeTimeoutIsDeadlineExceededNotNoDeadline) {
+  FakeServer server;
+  auto c = Client::Connect(server.address());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  InferCall call;
+  call.model = "hang";
+  call.input.tokens = {1};
+  call.timeout_us = -1000;
+  call.client_timeout_ms = 5000;
+  const auto start = std::chrono::steady_clock::now();
+  auto r = (*c)->Infer(call);
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1)) << "it was sent";
+}
+
+// An on_token callback that throws ends the call: INTERNAL naming the callback's exception, not
+// the server's account of the failed token call.
+TEST(ClientTest, AnOnTokenCallbackThatThrowsEndsTheCallWithItsOwnError) {
+  FakeServer server;
+  auto c = Client::Connect(server.address());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  InferCall call;
+  call.model = "seq";
+  call.input.tokens = {1};
+  int seen = 0;
+  call.on_token = [&](uint32_t, int32_t) {
+    ++seen;
+    throw std::runtime_error("boom in my callback");
+  };
+  auto r = (*c)->Infer(call);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInternal) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("the on_token callback threw: boom in my callback"), std::string::npos)
+      << r.status().message();
+  EXPECT_EQ(seen, 1) << "called again after it threw";
+  EXPECT_FALSE((*c)->disconnected());
 }
 
 TEST(ClientTest, ManyCallsInFlightOnOneThread) {

@@ -536,6 +536,12 @@ class StalledSink final : public TokenSink::Server {
   kj::Promise<void> token(TokenContext) override { return kj::NEVER_DONE; }
 };
 
+// A sink whose token() fails (a client's callback that threw).
+class ThrowingSink final : public TokenSink::Server {
+ protected:
+  kj::Promise<void> token(TokenContext) override { KJ_FAIL_REQUIRE("the client's callback threw"); }
+};
+
 // A cluster serving the long-decoding model, an RPC server on it, and a raw capnp connection to
 // the server from the test's thread (its kj loop is the test's).
 class RpcServerStreamTest : public ::testing::Test {
@@ -617,6 +623,24 @@ TEST_F(RpcServerStreamTest, ASinkThatStopsTakingTokensEndsTheCallAtItsDeadline) 
     ADD_FAILURE() << "no reply in 30 s: the stalled sink holds the call for good";
   }
   EXPECT_TRUE(testutil::WaitFor([&] { return server_->stats().calls_in_flight == 0; }, std::chrono::seconds(10)));
+}
+
+// A sink that fails its first token ends the call at once, and the request is cancelled in the
+// cluster: before, it decoded to its end for nobody (the 3,000 steps, holding its state slots),
+// and only then answered.
+TEST_F(RpcServerStreamTest, ASinkThatFailsEndsTheCallAndCancelsTheRequest) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  auto call = cellserve_.inferStreamRequest();
+  Fill(call.initRequest());
+  call.setSink(kj::heap<ThrowingSink>());
+  auto reply = call.send().wait(io_.waitScope);
+  ASSERT_TRUE(reply.getReply().isError());
+  EXPECT_NE(std::string(reply.getReply().getError().getMessage().cStr()).find("the client's callback threw"),
+            std::string::npos)
+      << reply.getReply().getError().getMessage().cStr();
+  ASSERT_TRUE(testutil::WaitFor([&] { return cluster_->Report().failed == 1; }, std::chrono::seconds(10)))
+      << "the request was not ended: completed " << cluster_->Report().completed;
+  EXPECT_EQ(cluster_->Report().completed, 0) << "it decoded to its end after its sink failed";
 }
 
 // Tokens go to a sink one message at a time as its streaming window allows, the rest waiting as
