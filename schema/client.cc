@@ -145,7 +145,8 @@ struct Client::Impl {
       disconnected = true;
       return Unavailable("connection to " + address + " lost: " + Describe(e) + "; is " + address +
                          " a cellserve server, and still running? (a server at its --max-connections closes new "
-                         "connections at once, and one that stopped reading or sent nothing for 10 s too)");
+                         "connections at once, and one that stopped reading or sent nothing for 10 s too; so does "
+                         "a request over its --max-message-bytes, 16 MiB by default)");
     }
     if (e.getType() == kj::Exception::Type::OVERLOADED)  // a server limit, e.g. calls per connection
       return ResourceExhausted(address + " is over a limit: " + Describe(e));

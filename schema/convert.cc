@@ -219,6 +219,10 @@ void EncodeResult(const RequestResult& result, const ModelSpec& spec, uint64_t s
   out.setServerMicros(server_micros);
 }
 
+int64_t ReplyBytesAtLeast(const RequestResult& result) {
+  return 4 * static_cast<int64_t>(result.logits.size() + result.tokens.size() + result.scores.size());
+}
+
 void EncodeReply(const StatusOr<RequestResult>& result, const ModelSpec& spec, uint64_t server_micros,
                  InferReply::Builder out) {
   if (result.ok()) EncodeResult(*result, spec, server_micros, out.initResult());

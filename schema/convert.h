@@ -58,6 +58,9 @@ void EncodeResult(const RequestResult& result, const ModelSpec& spec, uint64_t s
                   InferResult::Builder out);
 void EncodeReply(const StatusOr<RequestResult>& result, const ModelSpec& spec, uint64_t server_micros,
                  InferReply::Builder out);
+// What EncodeReply makes of `result` at least, in bytes (its lists, 4 bytes an element). An RPC
+// server cannot send a message over its --max-message-bytes: it answers RESOURCE_EXHAUSTED instead.
+int64_t ReplyBytesAtLeast(const RequestResult& result);
 
 // A decoded reply: the result, or the error it carries (as a Status with the same code).
 struct ReplyValue {

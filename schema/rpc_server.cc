@@ -27,6 +27,7 @@
 #include "monitoring/log.h"
 #include "monitoring/metrics.h"
 #include "runtime/clock.h"
+#include "runtime/memory_limit.h"
 #include "runtime/this_thread.h"
 #include "schema/kj_inbox.h"
 
@@ -259,6 +260,9 @@ std::string CallLimitText(int64_t in_flight) {
          "connection";
 }
 
+// A reply's fields besides its lists (model name, version, label, times), with room to spare.
+constexpr int64_t kReplyOverheadBytes = 4096;
+
 class Service final : public Cellserve::Server {
  public:
   Service(LoopState& state, std::shared_ptr<ConnectionCalls> calls) : state_(state), conn_(std::move(calls)) {}
@@ -449,6 +453,13 @@ class Service final : public Cellserve::Server {
                 if (!in_time)
                   result = DeadlineExceeded("the request's deadline passed while its client's token sink had not "
                                             "taken every token (a sink whose token() does not return?)");
+                // capnp sends no message over the limit: the call would fail with its internal text.
+                const int64_t limit = st->options->max_message_bytes;
+                if (result.ok() && ReplyBytesAtLeast(*result) + kReplyOverheadBytes > limit)
+                  result = ResourceExhausted(
+                      "the answer is " + MiBText(static_cast<double>(ReplyBytesAtLeast(*result))) +
+                      " MiB, more than this server's --max-message-bytes (" + MiBText(static_cast<double>(limit)) +
+                      " MiB) lets it send; raise --max-message-bytes (and the client's reader limit with it)");
                 if (!result.ok()) st->CountError(result.status().code());
                 if (result.ok() && result->model_version > 0) served.version = result->model_version;  // a router's
                 EncodeReply(result, served, static_cast<uint64_t>(st->clock.NowMicros() - received_us),

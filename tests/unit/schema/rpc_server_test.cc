@@ -832,6 +832,36 @@ TEST_F(RpcServerTest, OversizedRequestsAreErrorsAndOtherClientsLiveOn) {
   EXPECT_TRUE(other_ok.load()) << "a new client is served after the oversized message";
 }
 
+// An answer the server may not send (over its --max-message-bytes: 300,000 logits, 1.2 MB, at
+// 1 MiB) is RESOURCE_EXHAUSTED saying which limit to raise, and the connection goes on. Before,
+// capnp failed the reply with its internal text, as UNAVAILABLE, which clients retry.
+TEST(RpcServerReplySizeTest, AnAnswerOverTheMessageLimitIsResourceExhausted) {
+  testutil::TempModelRepo repo("cellserve_rpc_server_wide");
+  ModelSpec wide;
+  wide.name = "wide";
+  wide.vocab_size = 1000;
+  wide.embed_dim = 4;
+  wide.hidden = 4;
+  wide.classes = 300000;
+  repo.Write(wide, 3);
+  auto cluster = StartOneDeviceCluster(repo.dir());
+  ASSERT_TRUE(cluster);
+  RpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.max_message_bytes = 1 << 20;
+  auto server = RpcServer::Start(cluster.get(), options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto client = Client::Connect("127.0.0.1:" + std::to_string((*server)->port()));
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  InferCall call;
+  call.model = "wide";
+  call.input = Tokens(3);
+  auto r = (*client)->Infer(call);
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("--max-message-bytes"), std::string::npos) << r.status().message();
+  EXPECT_TRUE((*client)->Health().ok()) << "the connection lives on";
+}
+
 // A client that sends calls and never reads the answers: the server queues them in memory, for
 // good unless it closes such a connection. Spoken in raw Cap'n Proto RPC on a socket (a capnp
 // client reads its answers as its event loop runs): a bootstrap, then calls of `method_id`
