@@ -138,7 +138,7 @@ struct NodeState {
     // the cluster drains, too) is a failure.
     if (stopping && EndedByStopProtocol(reason)) return;
     monitoring::LogLine("cellserve: %s: it takes no more requests; those it had are answered UNAVAILABLE\n",
-                 why.c_str());
+                        why.c_str());
     if (options.on_worker_lost) options.on_worker_lost(w, why);
   }
 
