@@ -16,7 +16,9 @@
 // uncaught exception ends the process. Neither it nor LogLinesDropped starts the writer.
 // Lost: lines queued just before a fatal signal or abort() (no flush can run there), and the
 // lines of a forked child (it has no writer thread; nothing here forks). Not through here: CAF's
-// and kj's own output, and kernels/cpu's one warning about CELLSERVE_GEMM_ISA.
+// and kj's own output, kernels/cpu's one warning about CELLSERVE_GEMM_ISA, and the CUDA plugin's
+// two (a shape that cannot be captured as a CUDA graph, once per shape; a failed NCCL broadcast,
+// at load): the plugin is a library of its own.
 #pragma once
 
 #include <chrono>
