@@ -10,6 +10,8 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <capnp/ez-rpc.h>
 
@@ -222,6 +224,14 @@ TEST(ClientTest, BadAddressIsInvalidArgument) {
   EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
 }
 
+// A call of `model` with `tokens`.
+InferCall CallOf(const std::string& model, std::vector<int32_t> tokens) {
+  InferCall call;
+  call.model = model;
+  call.input.tokens = std::move(tokens);
+  return call;
+}
+
 TEST(ClientTest, SilentServerHitsTheClientSideBound) {
   // A listener that never accepts: connects succeed, calls get no answer.
   testutil::DeadEndListener silent = testutil::DeadEndListener::Silent();
@@ -287,9 +297,7 @@ TEST(ClientTest, InferSendsTokensOptionsAndTrees) {
   FakeServer server;
   auto c = Client::Connect(server.address());
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  InferCall call;
-  call.model = "echo";
-  call.input.tokens = {4, 5, 6};
+  InferCall call = CallOf("echo", {4, 5, 6});
   call.timeout_us = 1500;  // rounded up to 2 ms
   call.max_decode_len = 7;
   auto r = (*c)->Infer(call);
@@ -315,9 +323,7 @@ TEST(ClientTest, StreamedTokensArriveInOrderBeforeTheReply) {
   auto c = Client::Connect(server.address());
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   std::vector<std::pair<uint32_t, int32_t>> seen;
-  InferCall call;
-  call.model = "seq";
-  call.input.tokens = {4};
+  InferCall call = CallOf("seq", {4});
   call.on_token = [&seen](uint32_t i, int32_t t) { seen.emplace_back(i, t); };
   auto r = (*c)->Infer(call);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -329,9 +335,7 @@ TEST(ClientTest, ErrorRepliesAndExceptionsBecomeStatuses) {
   FakeServer server;
   auto c = Client::Connect(server.address());
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  InferCall call;
-  call.model = "bad";
-  call.input.tokens = {99};
+  InferCall call = CallOf("bad", {99});
   auto r = (*c)->Infer(call);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
@@ -359,9 +363,7 @@ TEST(ClientTest, TheClientSideBoundCountsFromTheCall) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   ASSERT_TRUE((*c)->Health().ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the caller's own work
-  InferCall call;
-  call.model = "hang";
-  call.input.tokens = {1};
+  InferCall call = CallOf("hang", {1});
   call.client_timeout_ms = 400;
   const auto start = std::chrono::steady_clock::now();
   auto r = (*c)->Infer(call);
@@ -376,9 +378,7 @@ TEST(ClientTest, ANegativeTimeoutIsDeadlineExceededNotNoDeadline) {
   FakeServer server;
   auto c = Client::Connect(server.address());
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  InferCall call;
-  call.model = "hang";
-  call.input.tokens = {1};
+  InferCall call = CallOf("hang", {1});
   call.timeout_us = -1000;
   call.client_timeout_ms = 5000;
   const auto start = std::chrono::steady_clock::now();
@@ -393,9 +393,7 @@ TEST(ClientTest, AnOnTokenCallbackThatThrowsEndsTheCallWithItsOwnError) {
   FakeServer server;
   auto c = Client::Connect(server.address());
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  InferCall call;
-  call.model = "seq";
-  call.input.tokens = {1};
+  InferCall call = CallOf("seq", {1});
   int seen = 0;
   call.on_token = [&](uint32_t, int32_t) {
     ++seen;
@@ -432,9 +430,7 @@ TEST(ClientTest, DroppingAPromiseCancelsTheCall) {
   FakeServer server;
   auto c = Client::Connect(server.address());
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  InferCall call;
-  call.model = "hang";
-  call.input.tokens = {4};
+  InferCall call = CallOf("hang", {4});
   const int before = g_hangs_cancelled.load();
   {
     auto pending = (*c)->InferAsync(call);
@@ -448,9 +444,7 @@ TEST(ClientTest, LostConnectionIsUnavailable) {
   FakeServer server;
   auto c = Client::Connect(server.address());
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  InferCall call;
-  call.model = "hang";
-  call.input.tokens = {4};
+  InferCall call = CallOf("hang", {4});
   auto pending = (*c)->InferAsync(call);
   ASSERT_TRUE((*c)->Health().ok());  // the hanging call has reached the server
   auto lost = (*c)->WhenDisconnected();
