@@ -93,12 +93,13 @@ struct NodeState {
   // No request left: what they freed goes back to the system, now or when the interval allows.
   void TrimIfIdle() {
     if (!requests.empty() || options.idle_heap_trim_interval_us <= 0) return;
-    switch (heap_trim.OnIdle(options.clock->NowMicros())) {
+    const IdleHeapTrim::Decision decision = heap_trim.OnIdle(options.clock->NowMicros());
+    switch (decision.action) {
       case IdleHeapTrim::Action::kTrimNow:
         ReleaseFreeHeap();
         break;
       case IdleHeapTrim::Action::kCheckLater:
-        self->delayed_send(self, std::chrono::microseconds(heap_trim.later_us()), heap_trim_atom::value);
+        self->delayed_send(self, std::chrono::microseconds(decision.check_in_us), heap_trim_atom::value);
         break;
       case IdleHeapTrim::Action::kNothing:
         break;

@@ -67,12 +67,12 @@ StatusOr<WriteTarget> ResolveWriteTarget(const std::string& path) {
 
 namespace {
 
-// Whether `rest` (what follows "PATH.tmp.") names a process that no longer runs: "PID.N".
+bool AllDigits(const std::string& s) { return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos; }
+
+// Whether `rest` (what follows "PATH.tmp.") is "PID.N" of a process that no longer runs.
 bool OfADeadWriter(const std::string& rest) {
   const size_t dot = rest.find('.');
-  if (dot == 0 || dot == std::string::npos || dot > 9) return false;
-  if (rest.find_first_not_of("0123456789") != dot || rest.find_first_not_of("0123456789", dot + 1) != std::string::npos ||
-      dot + 1 == rest.size())
+  if (dot == std::string::npos || dot > 9 || !AllDigits(rest.substr(0, dot)) || !AllDigits(rest.substr(dot + 1)))
     return false;
   const pid_t pid = static_cast<pid_t>(std::stol(rest.substr(0, dot)));
   if (pid <= 0 || pid == ::getpid()) return false;

@@ -7,15 +7,14 @@
 
 namespace cellserve {
 
-IdleHeapTrim::Action IdleHeapTrim::OnIdle(int64_t now_us) {
+IdleHeapTrim::Decision IdleHeapTrim::OnIdle(int64_t now_us) {
   if (last_trim_us_ == std::numeric_limits<int64_t>::min() || now_us - last_trim_us_ >= interval_us_) {
     last_trim_us_ = now_us;
-    return Action::kTrimNow;
+    return {Action::kTrimNow, 0};
   }
-  if (check_due_) return Action::kNothing;
+  if (check_due_) return {};
   check_due_ = true;
-  later_us_ = last_trim_us_ + interval_us_ - now_us;
-  return Action::kCheckLater;
+  return {Action::kCheckLater, last_trim_us_ + interval_us_ - now_us};
 }
 
 void ReleaseFreeHeap() {

@@ -5,7 +5,8 @@
 // request finished, at most once per interval; when a trim is due later, the caller checks again
 // then, so a node that stays idle is trimmed too. Not thread-safe: one owner (the node actor).
 // ReleaseFreeHeap does it (malloc_trim(0) on glibc, nothing elsewhere): it locks each malloc arena
-// in turn, so it takes milliseconds after a big burst and microseconds on a heap already trimmed.
+// in turn and walks its free chunks, so its cost grows with them (20 ms after a burst of long
+// decodes, 0.1 ms after a small one).
 #pragma once
 
 #include <cstdint>
@@ -16,22 +17,24 @@ namespace cellserve {
 class IdleHeapTrim {
  public:
   enum class Action { kNothing, kTrimNow, kCheckLater };
+  struct Decision {
+    Action action = Action::kNothing;
+    int64_t check_in_us = 0;  // kCheckLater: when to call OnIdle again, if the node is idle then
+  };
   static constexpr int64_t kDefaultIntervalUs = 10'000'000;  // 10 s
 
   explicit IdleHeapTrim(int64_t min_interval_us = kDefaultIntervalUs) : interval_us_(min_interval_us) {}
 
   // The node holds no request at `now_us` (its last one finished, or a check came while it was
-  // idle). kTrimNow: call ReleaseFreeHeap. kCheckLater: call OnIdle again after later_us(), if the
-  // node is idle then (a check already due gives kNothing).
-  Action OnIdle(int64_t now_us);
+  // idle). kTrimNow: call ReleaseFreeHeap. kCheckLater: check again in check_in_us (a check
+  // already due gives kNothing).
+  Decision OnIdle(int64_t now_us);
   // The check asked for came (call before OnIdle, or instead of it when the node is busy again).
   void CheckCame() { check_due_ = false; }
-  int64_t later_us() const { return later_us_; }
 
  private:
   int64_t interval_us_;
   int64_t last_trim_us_ = std::numeric_limits<int64_t>::min();
-  int64_t later_us_ = 0;
   bool check_due_ = false;
 };
 

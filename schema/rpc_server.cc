@@ -197,17 +197,25 @@ void SendNextToken(LoopState* st, const std::shared_ptr<TokenStream>& s) {
       }));
 }
 
-void AbandonStreamedCall(LoopState* st, uint64_t call_id) {
+// Hands `result` to the waiting call `call_id` and forgets the call (kj thread). Returns its
+// request's id in the cluster; nothing if the call is gone (answered, or its client left).
+std::optional<uint64_t> AnswerCall(LoopState* st, uint64_t call_id, StatusOr<RequestResult> result) {
   auto it = st->calls.find(call_id);
-  if (it == st->calls.end()) return;
+  if (it == st->calls.end()) return std::nullopt;
   Outcome outcome;
-  outcome.result = Cancelled("the client's token sink failed");  // the reply says how (WhenDelivered)
+  outcome.result = std::move(result);
   outcome.tokens = it->second.tokens;
   const uint64_t cluster_id = it->second.cluster_id;
   kj::Own<kj::PromiseFulfiller<Outcome>> fulfiller = kj::mv(it->second.done);
   st->calls.erase(it);
-  st->cluster->Cancel(cluster_id);
   fulfiller->fulfill(kj::mv(outcome));
+  return cluster_id;
+}
+
+void AbandonStreamedCall(LoopState* st, uint64_t call_id) {
+  // The reply says how the sink failed (WhenDelivered); the result is not sent.
+  if (std::optional<uint64_t> cluster_id = AnswerCall(st, call_id, Cancelled("the client's token sink failed")))
+    st->cluster->Cancel(*cluster_id);
 }
 
 // Resolves once every token pushed so far is taken by the sink; fails with the first failed send.
@@ -405,16 +413,7 @@ class Service final : public Cellserve::Server {
     LoopState* st = &state_;
     KjInbox::Sender inbox = state_.inbox.sender();
     InferCallback done = [inbox, st, id](StatusOr<RequestResult> result) {
-      inbox.Post([st, id, result = std::move(result)]() mutable {
-        auto it = st->calls.find(id);
-        if (it == st->calls.end()) return;  // the client went away
-        Outcome outcome;
-        outcome.result = std::move(result);
-        outcome.tokens = it->second.tokens;
-        kj::Own<kj::PromiseFulfiller<Outcome>> fulfiller = kj::mv(it->second.done);
-        st->calls.erase(it);
-        fulfiller->fulfill(kj::mv(outcome));
-      });
+      inbox.Post([st, id, result = std::move(result)]() mutable { (void)AnswerCall(st, id, std::move(result)); });
     };
     TokenCallback on_token;
     if (tokens) {
@@ -455,9 +454,10 @@ class Service final : public Cellserve::Server {
                                             "taken every token (a sink whose token() does not return?)");
                 // capnp sends no message over the limit: the call would fail with its internal text.
                 const int64_t limit = st->options->max_message_bytes;
-                if (result.ok() && ReplyBytesAtLeast(*result) + kReplyOverheadBytes > limit)
+                const int64_t reply_bytes = result.ok() ? ReplyBytesAtLeast(*result) : 0;
+                if (result.ok() && reply_bytes + kReplyOverheadBytes > limit)
                   result = ResourceExhausted(
-                      "the answer is " + MiBText(static_cast<double>(ReplyBytesAtLeast(*result))) +
+                      "the answer is " + MiBText(static_cast<double>(reply_bytes)) +
                       " MiB, more than this server's --max-message-bytes (" + MiBText(static_cast<double>(limit)) +
                       " MiB) lets it send; raise --max-message-bytes (and the client's reader limit with it)");
                 if (!result.ok()) st->CountError(result.status().code());

@@ -64,17 +64,18 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   const bool prepared = weight_cache_ && weight_cache_->Holds(model, cell_weight_options_);
   const PreparedWeightBytes weights = prepared ? PreparedWeightBytes{} : EstimatePreparedWeights(model, cell_weight_options_);
   const double weight_bytes = static_cast<double>(weights.total);
-  const int64_t folded = weights.folded;
   if (weight_bytes > 0)
     what += " and the model's prepared weights (" + MiBText(weight_bytes) + " MiB" +
-            (folded > 0 ? ", " + MiBText(static_cast<double>(folded)) + " MiB of it folded token tables" : "") + ")";
+            (weights.folded > 0 ? ", " + MiBText(static_cast<double>(weights.folded)) + " MiB of it folded token tables"
+                                : "") +
+            ")";
   // Filling memory beyond what this process may take would not fail: the OOM killer would end
   // the process (in a container, at its memory limit). Say so first. What earlier registrations
   // (other devices, other models) took is resident, so it counts.
   RETURN_IF_ERROR(CheckHeadroom(state_bytes + weight_bytes, MemoryHeadroomOfThisProcess(),
                                 what + " take " + MiBText(state_bytes + weight_bytes) + " MiB",
                                 std::string("lower --state-slots (it is per device and model)") +
-                                    (folded > 0 ? " or --fold-max-mib (tables over it are not folded)" : "")));
+                                    (weights.folded > 0 ? " or --fold-max-mib (tables over it are not folded)" : "")));
   ModelState s;
   try {
     s.slots = slots;

@@ -18,29 +18,31 @@ using Action = IdleHeapTrim::Action;
 
 TEST(IdleHeapTrimTest, TheFirstIdleMomentTrims) {
   IdleHeapTrim trim(1000);
-  EXPECT_EQ(trim.OnIdle(5), Action::kTrimNow);
+  EXPECT_EQ(trim.OnIdle(5).action, Action::kTrimNow);
 }
 
 TEST(IdleHeapTrimTest, AtMostOncePerIntervalAndOneCheckAskedForWhenThrottled) {
   IdleHeapTrim trim(1000);
-  ASSERT_EQ(trim.OnIdle(0), Action::kTrimNow);
-  EXPECT_EQ(trim.OnIdle(300), Action::kCheckLater);
-  EXPECT_EQ(trim.later_us(), 700) << "the check is due when the interval ends";
-  EXPECT_EQ(trim.OnIdle(400), Action::kNothing) << "a check is due already";
-  EXPECT_EQ(trim.OnIdle(999), Action::kNothing);
+  ASSERT_EQ(trim.OnIdle(0).action, Action::kTrimNow);
+  const IdleHeapTrim::Decision throttled = trim.OnIdle(300);
+  EXPECT_EQ(throttled.action, Action::kCheckLater);
+  EXPECT_EQ(throttled.check_in_us, 700) << "the check is due when the interval ends";
+  EXPECT_EQ(trim.OnIdle(400).action, Action::kNothing) << "a check is due already";
+  EXPECT_EQ(trim.OnIdle(999).action, Action::kNothing);
   trim.CheckCame();
-  EXPECT_EQ(trim.OnIdle(1000), Action::kTrimNow) << "idle when the check came: trimmed";
-  EXPECT_EQ(trim.OnIdle(1500), Action::kCheckLater);
-  EXPECT_EQ(trim.later_us(), 500);
+  EXPECT_EQ(trim.OnIdle(1000).action, Action::kTrimNow) << "idle when the check came: trimmed";
+  const IdleHeapTrim::Decision again = trim.OnIdle(1500);
+  EXPECT_EQ(again.action, Action::kCheckLater);
+  EXPECT_EQ(again.check_in_us, 500);
 }
 
 // Busy when the check came: nothing then; the next idle moment decides again.
 TEST(IdleHeapTrimTest, ACheckThatFindsTheNodeBusyLeavesItToTheNextIdleMoment) {
   IdleHeapTrim trim(1000);
-  ASSERT_EQ(trim.OnIdle(0), Action::kTrimNow);
-  ASSERT_EQ(trim.OnIdle(100), Action::kCheckLater);
+  ASSERT_EQ(trim.OnIdle(0).action, Action::kTrimNow);
+  ASSERT_EQ(trim.OnIdle(100).action, Action::kCheckLater);
   trim.CheckCame();  // busy: OnIdle not called
-  EXPECT_EQ(trim.OnIdle(2500), Action::kTrimNow);
+  EXPECT_EQ(trim.OnIdle(2500).action, Action::kTrimNow);
 }
 
 // A steady trickle of requests (idle between each) trims once per interval, not per request.
@@ -48,7 +50,7 @@ TEST(IdleHeapTrimTest, ATrickleOfRequestsTrimsOncePerInterval) {
   IdleHeapTrim trim(1000);
   int trims = 0, checks = 0;
   for (int64_t t = 0; t < 10'000; t += 10) {
-    const Action a = trim.OnIdle(t);
+    const Action a = trim.OnIdle(t).action;
     trims += a == Action::kTrimNow;
     if (a == Action::kCheckLater) {
       ++checks;
