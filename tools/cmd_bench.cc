@@ -43,13 +43,13 @@
 #include "actors/local_cluster.h"
 #include "bench/report.h"
 #include "bench/workload.h"
-#include "monitoring/log.h"
 #include "monitoring/metrics.h"
 #include "runtime/model_repository.h"
 #include "runtime/model_spec.h"
 #include "runtime/scheduler.h"
 #include "tools/bench_load.h"
 #include "tools/bench_metrics.h"
+#include "tools/cli_errors.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/cpu_precision_flag.h"
@@ -65,18 +65,10 @@ namespace {
 using bench::Row;
 using bench::Workload;
 
-int Fail(const Status& s) {
-  (void)monitoring::FlushLog(std::chrono::seconds(1));  // the lines that led here first
-  std::fprintf(stderr, "cellserve bench: %s\n", s.ToString().c_str());
-  return 1;
-}
+int Fail(const Status& s) { return CommandFailed("bench", false, s); }
 
 // A bad flag value: exit status 2, as for unknown flags.
-int BadUsage(const Status& s) {
-  (void)monitoring::FlushLog(std::chrono::seconds(1));
-  std::fprintf(stderr, "cellserve bench: %s (cellserve bench --help lists the flags)\n", s.ToString().c_str());
-  return 2;
-}
+int BadUsage(const Status& s) { return CommandMisused("bench", false, s); }
 
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;

@@ -46,9 +46,9 @@
 
 #include "bench/report.h"
 #include "bench/workload.h"
-#include "monitoring/log.h"
 #include "runtime/model_spec.h"
 #include "schema/client.h"
+#include "tools/cli_errors.h"
 #include "tools/commands.h"
 #include "tools/flags.h"
 #include "tools/output_paths.h"
@@ -67,17 +67,9 @@ Clock::duration FromSeconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 
-int BadUsage(const Status& s) {
-  (void)monitoring::FlushLog(std::chrono::seconds(1));  // the lines that led here first
-  std::fprintf(stderr, "cellserve loadgen: %s (cellserve loadgen --help lists the flags)\n", s.message().c_str());
-  return 2;
-}
+int BadUsage(const Status& s) { return CommandMisused("loadgen", false, s); }
 
-int Fail(const Status& s) {
-  (void)monitoring::FlushLog(std::chrono::seconds(1));
-  std::fprintf(stderr, "cellserve loadgen: %s\n", s.ToString().c_str());
-  return 1;
-}
+int Fail(const Status& s) { return CommandFailed("loadgen", false, s); }
 
 // Same default as `cellserve bench`.
 struct Config {
