@@ -14,6 +14,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include <caf/all.hpp>
 
@@ -26,6 +27,7 @@
 #include "runtime/clock.h"
 #include "runtime/cpu_plan.h"
 #include "runtime/model_repository.h"
+#include "runtime/progress_watch.h"
 
 namespace cellserve {
 
@@ -64,6 +66,11 @@ struct LocalCluster::Impl {
   bool running = false;  // GUARDED_BY(life_mu)
 
   std::atomic<ClusterState> state{ClusterState::kServing};
+  // Health's view of the actors and devices (state()); the device names, for its lines.
+  std::shared_ptr<actors::Liveness> liveness;
+  std::vector<std::string> device_names;
+  mutable std::mutex probe_mu;           // one probe sent at a time (ProgressWatch::Began's contract)
+  mutable std::string said_stuck;        // GUARDED_BY(probe_mu): the part last said stuck, or empty
   std::atomic<bool> stopping{false};  // Stop began: actors ending from here on are expected
   std::atomic<bool> failed{false};    // an actor ended on its own (Failed)
 
@@ -169,6 +176,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   if (options.caf_threads < 0) return InvalidArgument("caf_threads must be >= 0");
   if (options.idle_poll_below < 0) return InvalidArgument("idle_poll_below must be >= 0");
   if (options.stop_grace_ms < 0) return InvalidArgument("stop_grace_ms must be >= 0");
+  if (options.stall_after_ms < 0) return InvalidArgument("stall_after_ms must be >= 0 (0: never say a part is stuck)");
   if (options.model_repo.empty()) return InvalidArgument("model_repo is required");
   auto impl = std::make_unique<Impl>();
   impl->options = options;
@@ -192,6 +200,8 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   }
   ASSIGN_OR_RETURN(impl->devices, MakeDevices(options, impl->models));
   impl->device_count = impl->devices.size();
+  impl->liveness = std::make_shared<actors::Liveness>(impl->device_count);
+  for (const auto& d : impl->devices) impl->device_names.push_back(d->name());
 
   actors::ConfigureActorSystem(impl->config, options.caf_threads);
   impl->system = std::make_unique<caf::actor_system>(impl->config);
@@ -207,6 +217,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   }
   Impl* raw = impl.get();  // the actors end before the Impl does (Shutdown, or Start's failure path)
   node.on_worker_lost = [raw](int, const std::string& why) { raw->Failed(why); };
+  node.liveness = impl->liveness;
   impl->node = actors::SpawnNode(*impl->system, std::move(node));
   impl->node->attach_functor([raw](const caf::error& reason) {
     // Stop (and Start's failure path) end it with user_shutdown: anything else is a failure.
@@ -223,6 +234,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     w.node = impl->node;
     w.counters = impl->counters;
     w.metrics = options.metrics;
+    w.liveness = impl->liveness;
     auto worker = actors::SpawnWorker(*impl->system, std::move(w));
     if (!worker.ok()) {
       impl->stopping = true;
@@ -318,7 +330,55 @@ std::vector<ModelSpec> LocalCluster::Models() const {
   return specs;
 }
 
-ClusterState LocalCluster::state() const { return impl_->state.load(); }
+ClusterState LocalCluster::state() const {
+  const Impl& s = *impl_;
+  const ClusterState state = s.state.load();
+  if (state != ClusterState::kServing || s.options.stall_after_ms <= 0) return state;
+  actors::Liveness& live = *s.liveness;
+  std::lock_guard<std::mutex> probe_lock(s.probe_mu);
+  const int64_t now = s.clock.NowMicros();
+  {
+    std::shared_lock<std::shared_mutex> lock(s.life_mu);
+    if (!s.running) return s.state.load();
+    if (live.node.outstanding() == 0) {
+      live.node.Began(now);
+      caf::anon_send(s.node, actors::probe_atom::value);
+    }
+  }
+  // The parts in one list: the node actor, each worker actor, each device.
+  const size_t n = live.worker.size();
+  std::vector<const ProgressWatch*> parts{&live.node};
+  for (const ProgressWatch& w : live.worker) parts.push_back(&w);
+  for (const ProgressWatch& d : live.device) parts.push_back(&d);
+  const StuckPart stuck = LongestStuck(parts.data(), static_cast<int>(parts.size()), now, s.options.stall_after_ms * 1000);
+  if (!stuck.stuck) {
+    if (!s.said_stuck.empty()) {
+      monitoring::LogLine("cellserve: %s moves again; health says serving\n", s.said_stuck.c_str());
+      s.said_stuck.clear();
+    }
+    return ClusterState::kServing;
+  }
+  const size_t i = static_cast<size_t>(stuck.index);
+  std::string part, what;
+  if (i == 0) {
+    part = "the node actor";
+    what = "has not read its mailbox";
+  } else if (i <= n) {
+    part = "the worker actor of device " + s.device_names[i - 1];
+    what = "has not read its mailbox";
+  } else {
+    part = "device " + s.device_names[i - 1 - n];
+    what = "has had a round running without finishing one";
+  }
+  if (s.said_stuck != part) {
+    monitoring::LogLine("cellserve: %s %s for %.1f s: it is stuck (--stall-after-ms %lld); health says not ready "
+                        "until it moves again\n",
+                        part.c_str(), what.c_str(), static_cast<double>(stuck.for_us) / 1e6,
+                        static_cast<long long>(s.options.stall_after_ms));
+    s.said_stuck = part;
+  }
+  return ClusterState::kStopped;
+}
 
 void LocalCluster::Stop() {
   if (!impl_) return;

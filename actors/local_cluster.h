@@ -57,6 +57,12 @@ struct LocalClusterOptions : DeviceOptions {
   // answered UNAVAILABLE. `cellserve serve` and `node` stop and exit 1 so that they are
   // restarted with every device. Must not block.
   std::function<void(const std::string& why)> on_actor_failure;
+  // A stuck part (docs/OPERATIONS.md, "A stuck node"): while a device has had a round outstanding
+  // and finished none for longer than this, or the node or a worker actor has not read a probe
+  // for as long, state() says kStopped (health: not ready) and a line says which part; it says
+  // kServing again once the part moves. A busy part that keeps finishing work is never stuck.
+  // 0 = never say so.
+  int64_t stall_after_ms = 10000;
 };
 
 class LocalCluster final : public NodeBackend {
@@ -98,6 +104,10 @@ class LocalCluster final : public NodeBackend {
   ClusterLoad Load() const override;
   // The specs of the models it serves (fixed after Start).
   std::vector<ModelSpec> Models() const override;
+  // kServing, kDraining (Stop began) or kStopped (stopped, failed, or a part stuck for longer
+  // than stall_after_ms). Each call while serving also probes the actors: it sends the node a
+  // probe when its last one was read (actors/messages.h, Liveness), so a stuck actor is seen
+  // stall_after_ms after the first call that finds it so. Any thread.
   ClusterState state() const override;
   void Stop();
 

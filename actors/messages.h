@@ -21,6 +21,8 @@
 //                             (flush_atom) a delayed load report
 //   anyone -> worker          (report_atom) -> WorkerReport;   (cancel_all_atom, Status)
 //   anyone -> node            (report_atom) -> NodeReport;     (add_worker_atom, int, actor)
+//   LocalCluster -> node      (probe_atom)   health's probe (Liveness): the node marks it read and
+//   node -> worker            (probe_atom)   probes each worker whose last probe was read
 // Thread-safety: the structs are plain values; ReplySlot and ClusterCounters are thread-safe.
 #pragma once
 
@@ -43,6 +45,7 @@
 #include "runtime/cell_graph.h"
 #include "runtime/clock.h"
 #include "runtime/device.h"
+#include "runtime/progress_watch.h"
 #include "runtime/scheduler.h"
 #include "runtime/status.h"
 
@@ -65,6 +68,7 @@ using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using cancel_all_atom = caf::atom_constant<caf::atom("cancel_all")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 using worker_lost_atom = caf::atom_constant<caf::atom("wrk_lost")>;  // node -> request: its worker ended
+using probe_atom = caf::atom_constant<caf::atom("probe")>;
 
 using InferDone = std::function<void(StatusOr<RequestResult>)>;
 // Called with each decoder token (seq2seq) in order, before the answer; on an actor thread.
@@ -102,6 +106,19 @@ struct ClusterCounters {
   std::mutex mu;  // the `idle` wake-up and its wait (no lost wake-up)
   std::condition_variable idle;
   std::atomic<int64_t> unanswered{0};
+};
+
+// What health reads to tell a stuck node from a busy one (runtime/progress_watch.h), shared by
+// LocalCluster, the node, the workers and the devices' completion callbacks (so it outlives them
+// all). Each actor's watch counts probes: LocalCluster::state() sends the node one when its last
+// was read, and the node sends each worker one the same way, so an actor that does not get to
+// its mailbox has a probe outstanding that nobody reads. Each device's watch counts rounds:
+// Began when its worker submits one, Ended in the device's completion callback.
+struct Liveness {
+  explicit Liveness(size_t workers) : worker(workers), device(workers) {}
+  ProgressWatch node;
+  std::vector<ProgressWatch> worker;  // by worker index (fixed size)
+  std::vector<ProgressWatch> device;  // by worker index: its device's rounds
 };
 
 // How an answer is counted.

@@ -195,6 +195,18 @@ caf::behavior NodeActor(caf::stateful_actor<NodeState>* self, std::shared_ptr<No
       },
       [self](shutdown_atom) { self->state.Shutdown(); },
       [self](report_atom) { return self->state.Report(); },
+      [self](probe_atom) {
+        NodeState& st = self->state;
+        if (!st.options.liveness) return;
+        Liveness& live = *st.options.liveness;
+        const int64_t now = st.options.clock->NowMicros();
+        live.node.Ended(now);
+        for (size_t i = 0; i < st.workers.size() && i < live.worker.size(); ++i) {
+          if (!st.workers[i] || live.worker[i].outstanding() > 0) continue;
+          live.worker[i].Began(now);
+          self->send(st.workers[i], probe_atom::value);
+        }
+      },
   };
 }
 

@@ -42,6 +42,9 @@ struct NodeOptions {
   // Called on the node's thread when a worker ends other than by the stop protocol: its index
   // and why. Must not block. Empty = not told.
   std::function<void(int worker, const std::string& why)> on_worker_lost;
+  // Health's probes (actors/messages.h, Liveness): a probe_atom is marked read in `node` and passed
+  // on to every worker whose last probe was read. Null: probes are ignored.
+  std::shared_ptr<Liveness> liveness;
 };
 
 // Whether an actor ended the way the stop protocol ends it (user_shutdown, or a normal quit): any

@@ -44,8 +44,10 @@ using InferCallback = std::function<void(StatusOr<RequestResult>)>;
 using TokenCallback = std::function<void(int32_t token)>;
 
 // kServing: taking requests. kDraining: Stop has begun; new requests are answered UNAVAILABLE,
-// accepted ones finish. kStopped: nothing runs. kStarting (a router with no node yet): requests
-// are answered UNAVAILABLE until a node joins.
+// accepted ones finish. kStopped: nothing runs, or (for a while) nothing moves: a router's actor
+// or a node's device or actor is stuck, and says kServing again when it moves (health says
+// not_ready meanwhile). kStarting (a router with no node yet): requests are answered UNAVAILABLE
+// until a node joins.
 enum class ClusterState { kServing, kDraining, kStopped, kStarting };
 const char* ClusterStateName(ClusterState state);  // "serving", "draining", "stopped", "starting"
 

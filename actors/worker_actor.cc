@@ -225,8 +225,13 @@ struct WorkerState {
     }
     const uint64_t device_round = (static_cast<uint64_t>(mi) << kModelShift) | (round.id & kRoundMask);
     caf::actor me = caf::actor_cast<caf::actor>(self);
-    options.device->Submit(device_round, std::move(round.batch), [me](DeviceCompletion c) {
+    std::shared_ptr<Liveness> live = options.liveness;
+    const Clock* clock = options.clock;
+    const size_t index = static_cast<size_t>(options.index);
+    if (live) live->device[index].Began(clock->NowMicros());
+    options.device->Submit(device_round, std::move(round.batch), [me, live, clock, index](DeviceCompletion c) {
       // Device thread: post the completion to the worker; never touch the scheduler here.
+      if (live) live->device[index].Ended(clock->NowMicros());
       caf::anon_send(me, round_done_atom::value, std::move(c));
     });
   }
@@ -326,6 +331,10 @@ caf::behavior WorkerActor(caf::stateful_actor<WorkerState>* self, std::shared_pt
       },
       [self](cancel_all_atom, const Status& reason) { self->state.CancelAll(reason); },
       [self](report_atom) { return self->state.Report(); },
+      [self](probe_atom) {
+        const WorkerState& st = self->state;
+        if (st.options.liveness) st.options.liveness->worker[static_cast<size_t>(st.options.index)].Ended(st.options.clock->NowMicros());
+      },
   };
 }
 
@@ -339,6 +348,8 @@ StatusOr<caf::actor> SpawnWorker(caf::actor_system& system, WorkerOptions option
   if (options.load_report_interval_us < 0 || options.load_report_rounds < 1)
     return InvalidArgument("load_report_interval_us must be >= 0 and load_report_rounds >= 1");
   if (options.shared_device_depth < 1) return InvalidArgument("shared_device_depth must be >= 1");
+  if (options.liveness && (options.index < 0 || static_cast<size_t>(options.index) >= options.liveness->worker.size()))
+    return InvalidArgument("worker index " + std::to_string(options.index) + " has no place in its liveness watches");
   auto setup = std::make_shared<WorkerSetup>();
   for (const auto& model : options.models) {
     if (!model) return InvalidArgument("worker given a null model");

@@ -55,6 +55,11 @@ struct WorkerOptions {
   // Per device: batch size, cells, batches, padding rows, busy time, rounds in flight, state
   // slots; per model: queue wait. Borrowed, must outlive the actor; null = no metrics.
   monitoring::ServingMetrics* metrics = nullptr;
+  // Health's view (actors/messages.h, Liveness): this worker's probes are marked read in
+  // worker[index], and its device's rounds are counted in device[index] (Began at Submit, Ended in
+  // the completion callback, before the completion is posted; the clock must then outlive the
+  // device's last callback too). Null: not counted.
+  std::shared_ptr<Liveness> liveness;
 };
 
 // Validates the options, registers every model on the device, creates the schedulers, then

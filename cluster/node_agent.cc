@@ -302,6 +302,10 @@ struct AgentState {
   }
 
   void Report() {
+    // A stuck node (LocalCluster::state(), --stall-after-ms) goes silent: its routers drop it
+    // after their --report-timeout-ms and place its requests elsewhere. Once it moves again its
+    // reports resume, and each router asks it to register again (reregister_atom).
+    if (cluster->state() == ClusterState::kStopped) return;
     const int64_t now = clock.NowMicros();
     const ClusterLoad load = cluster->Load();
     if (load.outstanding_cells == last_cells && now - last_report_us < options.report_interval_ms * 1000) return;
@@ -335,6 +339,12 @@ struct AgentState {
     routers[i].link = 0;
     CountRegistered();
     // Its requests have no one to answer to any more: free their cells and slots.
+    CancelRunsOf(link);
+    links->Set(static_cast<size_t>(i), false);
+  }
+
+  // Cancels the runs placed through connection `link` in the cluster; their answers go nowhere.
+  void CancelRunsOf(uint64_t link) {
     for (auto it = runs.begin(); it != runs.end();) {
       if (it->first.first == link) {
         cluster->Cancel(it->second.cluster_id);
@@ -343,7 +353,6 @@ struct AgentState {
         ++it;
       }
     }
-    links->Set(static_cast<size_t>(i), false);
   }
 
   // Asks every registered router `atom` and counts the answers in `waiter`.
@@ -414,8 +423,14 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         st.Register(i);
       },
       [self](reregister_atom) {
-        const int i = self->state.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
-        if (i >= 0 && !self->state.leaving) self->state.Register(i);
+        AgentState& st = self->state;
+        const int i = st.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+        if (i < 0 || st.leaving) return;
+        // The router dropped this node (silent too long: it was stuck, or its reports were held
+        // up) and placed the requests it ran for it elsewhere: cancel them here. Every run it
+        // placed after a later registration comes after this message, so none of those is cut.
+        st.CancelRunsOf(st.routers[i].link);
+        st.Register(i);
       },
       [self](run_atom, uint64_t node, uint64_t request, const std::string& bytes, int64_t timeout_us, bool streams) {
         self->state.RunForSender(node, request, bytes, timeout_us, streams);

@@ -5,7 +5,8 @@
 // connection is lost or a router restarted, registers the node's models and devices (a refused or
 // unanswered registration is tried again, backing off from reconnect_interval_ms to 5 s), reports its
 // load (outstanding cells: every report_interval_ms, and 10 ms after a request arrives or
-// finishes; an idle node wakes only for the heartbeat), runs what routers place on it
+// finishes; an idle node wakes only for the heartbeat; none while the cluster's state() says
+// kStopped, as a stuck LocalCluster does, so that routers drop it), runs what routers place on it
 // through LocalCluster::Infer and sends each answer (and each streamed token) back.
 // Drain (SIGTERM): tells every router to place nothing more here and waits for their
 // acknowledgements; the caller then stops the LocalCluster (in-flight requests finish) and calls

@@ -253,7 +253,12 @@ int ServeOrNode(int argc, char** argv, bool node) {
       .Add("stop-grace-ms", "30000",
            "SIGTERM: accepted requests may take this long to finish, then are answered UNAVAILABLE (a router retries "
            "them on another node); the whole stop takes at most this + 17 s (serve) or about + 29 s (node: telling "
-           "the routers, leaving them, a connect in progress; a DNS lookup has no bound of ours): keep a pod's terminationGracePeriodSeconds above that + its preStop");
+           "the routers, leaving them, a connect in progress; a DNS lookup has no bound of ours): keep a pod's terminationGracePeriodSeconds above that + its preStop")
+      .Add("stall-after-ms", "10000",
+           "health says not ready while a device has had a round running this long without finishing one, or "
+           "the node or a worker actor has not read its mailbox as long (a hung GPU, a bug), and serving again "
+           "once it moves; a node also stops its load reports, so its routers drop it and place its requests "
+           "elsewhere; 0: never");
   if (!node) flags.AddBool("stdin", "read MODEL<TAB>text requests from stdin instead of opening the RPC port");
   AddFoldFlag(flags);
   AddCpuPrecisionFlag(flags);
@@ -283,8 +288,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto fill_first = flags.GetIntIn("fill-first-rounds", 0, kMaxFillFirstRounds);
   auto slots = flags.GetIntIn("state-slots", 2, int64_t{1} << 30);
   auto stop_grace_ms = flags.GetIntIn("stop-grace-ms", 0, int64_t{24} * 3600 * 1000);
+  auto stall_after_ms = flags.GetIntIn("stall-after-ms", 0, int64_t{24} * 3600 * 1000);
   for (const Status* s : {&max_requests.status(), &lookahead.status(), &fill_first.status(), &slots.status(),
-                          &stop_grace_ms.status()})
+                          &stop_grace_ms.status(), &stall_after_ms.status()})
     if (!s->ok()) return FlagValueFailed(g_name, *s);
   // A node's cluster flags, checked before any model loads (a mistake there costs no wait).
   cluster::NodeAgentOptions agent_options;
@@ -323,6 +329,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.scheduler.max_requests = *max_requests;
   options.scheduler.state_slots = static_cast<int32_t>(*slots);
   options.stop_grace_ms = *stop_grace_ms;
+  options.stall_after_ms = *stall_after_ms;
   auto fold_max = FoldMaxBytes(flags);
   if (!fold_max.ok()) return FlagValueFailed(g_name, fold_max.status());
   options.fold_max_bytes = *fold_max;

@@ -62,6 +62,7 @@ class ActorTest : public ::testing::Test {
     o.clock = &clock_;
     o.counters = counters_;
     o.max_requests_per_worker_model = options_.max_requests;
+    o.liveness = liveness_;
     node_ = SpawnNode(*system_, std::move(o));
     Run();
   }
@@ -79,6 +80,7 @@ class ActorTest : public ::testing::Test {
     o.counters = counters_;
     o.load_report_interval_us = 2000;
     o.load_report_rounds = 4;
+    o.liveness = liveness_;
     auto w = SpawnWorker(*system_, std::move(o));
     EXPECT_TRUE(w.ok()) << w.status().ToString();
     workers_.push_back(*w);
@@ -161,6 +163,7 @@ class ActorTest : public ::testing::Test {
   caf::actor node_;
   std::vector<caf::actor> workers_, others_;
   std::vector<std::unique_ptr<FakeDevice>> devices_;
+  std::shared_ptr<Liveness> liveness_;  // set before StartNode/StartWorker to watch them
   uint64_t next_id_ = 1;
 };
 
@@ -703,6 +706,54 @@ TEST_F(ActorTest, FallingDeadlinesKeepTheWorkersTimersFewAndStillExpire) {
   Advance(1000);
   for (uint64_t id : ids) EXPECT_EQ(answers_.Code(id), StatusCode::kDeadlineExceeded);
   ExpectIdle(workers_[0]);
+}
+
+// Health's probes (LocalCluster::state()): one to the node is read when the node gets to its
+// mailbox, and the node passes one to each worker whose last was read; an actor that has not run
+// yet shows its probe outstanding for as long as the clock moves. A device's rounds are counted
+// from the worker's Submit to the completion callback.
+TEST_F(ActorTest, HealthProbesReachEveryActorAndDeviceRoundsAreCounted) {
+  liveness_ = std::make_shared<Liveness>(2);
+  Liveness& live = *liveness_;
+  StartNode({lstm_});
+  FakeDevice& dev0 = StartWorker({lstm_});
+  StartWorker({lstm_});
+
+  live.node.Began(clock_.NowMicros());
+  caf::anon_send(node_, probe_atom::value);
+  clock_.AdvanceMicros(700);
+  EXPECT_EQ(live.node.StuckForUs(clock_.NowMicros()), 700) << "the node has not run: its probe is unread";
+  ASSERT_TRUE(sched_->try_run_once());  // the node reads it and probes both workers
+  EXPECT_EQ(live.node.outstanding(), 0);
+  EXPECT_EQ(live.worker[0].outstanding(), 1);
+  EXPECT_EQ(live.worker[1].outstanding(), 1);
+  clock_.AdvanceMicros(300);
+  EXPECT_EQ(live.worker[1].StuckForUs(clock_.NowMicros()), 300);
+
+  // A second probe before the workers ran is not passed on twice.
+  live.node.Began(clock_.NowMicros());
+  caf::anon_send(node_, probe_atom::value);
+  Run();
+  EXPECT_EQ(live.node.outstanding(), 0);
+  EXPECT_EQ(live.worker[0].outstanding(), 0);
+  EXPECT_EQ(live.worker[1].outstanding(), 0);
+
+  // Rounds: outstanding while the device holds them; the oldest unfinished counts from its
+  // Submit, and each completion moves the progress time.
+  Infer("lstm", InputFor(*lstm_, Tokens(6, 1, 97)));
+  Run();
+  ASSERT_GT(dev0.pending(), 0);
+  EXPECT_EQ(live.device[0].outstanding(), dev0.pending());
+  EXPECT_EQ(live.device[1].outstanding(), 0) << "the request went to worker 0 (both idle: the first)";
+  clock_.AdvanceMicros(5'000);
+  EXPECT_EQ(live.device[0].StuckForUs(clock_.NowMicros()), 5'000);
+  ASSERT_TRUE(dev0.CompleteOne());
+  EXPECT_EQ(live.device[0].StuckForUs(clock_.NowMicros()), 0);
+  Run();
+  DrainAll();
+  EXPECT_EQ(answers_.Total(), 1);
+  EXPECT_EQ(live.device[0].outstanding(), 0);
+  EXPECT_EQ(live.device[0].StuckForUs(clock_.NowMicros() + 60'000'000), 0) << "an idle device is never stuck";
 }
 
 TEST_F(ActorTest, PaddedGroupsFormOnTheWakeupTimer) {

@@ -479,6 +479,59 @@ TEST_F(ActorClusterTest, SimBackendAnswersEveryRequestAtItsProfilesPace) {
   EXPECT_EQ(LocalCluster::Start(o).status().code(), StatusCode::kNotFound);
 }
 
+// --stall-after-ms: health (state()) says kStopped while a device has had a round outstanding and
+// finished none for longer than the limit, and kServing again once it finishes; a device that is
+// busy but keeps finishing rounds within the limit never looks stuck. The sim device's rounds
+// stand in for a hung GPU's (a round of 700 ms against a limit of 250 ms) and for a busy one's;
+// a limit of 0 turns the check off.
+TEST_F(ActorClusterTest, HealthSaysNotReadyWhileADeviceIsStuckAndServingOnceItMoves) {
+  struct Case {
+    const char* name;
+    int64_t round_us;
+    int64_t stall_after_ms;
+    int tokens;
+    bool stuck;
+  };
+  for (const Case& c : {Case{"stuck", 700'000, 250, 1, true}, Case{"busy", 60'000, 400, 8, false},
+                       Case{"off", 700'000, 0, 1, false}}) {
+    SCOPED_TRACE(c.name);
+    const std::string profile = repo_->dir() + "/stall_profile_" + c.name + ".json";
+    {
+      std::ofstream out(profile);
+      out << R"({"name": "stall", "default": {"a_us": 0, "c_us": )" << c.round_us << "}}";
+    }
+    LocalClusterOptions o = Options(1);
+    o.models = {"lstm"};
+    o.backend = "sim";
+    o.sim_profile = profile;
+    o.stall_after_ms = c.stall_after_ms;
+    auto cluster = LocalCluster::Start(o);
+    ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+    EXPECT_EQ((*cluster)->state(), ClusterState::kServing);
+    Reference ref(repo_->dir());
+    Answers answers;
+    (*cluster)->Infer("lstm", InputFor(ref.model("lstm"), Tokens(c.tokens, 1, 500)), 0, answers.For(0));
+    int stopped = 0, serving = 0;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (answers.Total() == 0 && std::chrono::steady_clock::now() < give_up) {
+      ((*cluster)->state() == ClusterState::kStopped ? stopped : serving) += 1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(answers.Total(), 1);
+    EXPECT_TRUE(answers.Get(0).ok()) << answers.Get(0).status().ToString();
+    if (c.stuck) {
+      EXPECT_GT(stopped, 0) << "never said not ready in " << serving << " checks";
+    } else {
+      EXPECT_EQ(stopped, 0) << "said not ready " << stopped << " of " << stopped + serving << " checks";
+    }
+    EXPECT_EQ((*cluster)->state(), ClusterState::kServing) << "the device finished its rounds";
+    (*cluster)->Stop();
+  }
+  LocalClusterOptions bad = Options(1);
+  bad.stall_after_ms = -1;
+  EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kInvalidArgument);
+}
+
 // Threads made and used elsewhere: a cluster started on one thread, which lives on, and reported
 // on by another that lives on too, still stops (and is destroyed) from a third. CAF 0.17 pins
 // every such thread to the system's logger, and the system's destructor waits for the pins; here

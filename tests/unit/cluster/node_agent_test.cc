@@ -49,6 +49,7 @@ struct Seen {
   std::vector<uint64_t> byes;    // node ids, in order
   std::vector<uint64_t> drains;  // node ids, in order
   std::vector<SeenAnswer> answers;
+  int load_reports = 0;
 };
 
 struct ScriptedRouterState {
@@ -99,7 +100,10 @@ caf::behavior ScriptedRouterActor(caf::stateful_actor<ScriptedRouterState>* self
       },
       // "I do not know you": the node registers again (as after a router restart).
       [self](ask_again_atom) { self->send(self->state.node, reregister_atom::value); },
-      [](node_load_atom, uint64_t, int64_t, int32_t) {},
+      [seen](node_load_atom, uint64_t, int64_t, int32_t) {
+        std::lock_guard<std::mutex> lock(seen->mu);
+        ++seen->load_reports;
+      },
   };
 }
 
@@ -143,6 +147,10 @@ class ScriptedRouter {
   std::vector<SeenAnswer> answers() {
     std::lock_guard<std::mutex> lock(seen_->mu);
     return seen_->answers;
+  }
+  int load_reports() {
+    std::lock_guard<std::mutex> lock(seen_->mu);
+    return seen_->load_reports;
   }
 
  private:
@@ -288,8 +296,10 @@ class HeldBackend final : public NodeBackend {
   }
   ClusterReport Report() const override { return {}; }
   std::vector<ModelSpec> Models() const override { return {testutil::ClsModelSpec()}; }
-  ClusterState state() const override { return ClusterState::kServing; }
+  ClusterState state() const override { return state_.load(); }
   ClusterLoad Load() const override { return {}; }
+  // What state() says from now on (a stuck LocalCluster says kStopped).
+  void set_state(ClusterState s) { state_ = s; }
 
   size_t infers() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -330,6 +340,7 @@ class HeldBackend final : public NodeBackend {
   std::vector<InferCallback> held_;
   std::vector<bool> token_callbacks_;
   std::vector<uint64_t> cancelled_;
+  std::atomic<ClusterState> state_{ClusterState::kServing};
 };
 
 // Node "n" over `backend`, joining the router at 127.0.0.1:`port`.
@@ -415,6 +426,51 @@ TEST(NodeAgentRestartTest, AnOldRoutersLateAnswerIsNotTakenForTheRestartedRouter
   EXPECT_EQ(answers[0].request, 1u);
   ASSERT_TRUE(answers[0].result.ok()) << answers[0].result.status().ToString();
   EXPECT_EQ(answers[0].result->label, 2) << "the old router's answer was taken for the new one's request";
+  (*agent)->Leave();
+}
+
+// A stuck node (its cluster's state() says kStopped: --stall-after-ms) sends no load reports, so
+// that its routers drop it and place its requests elsewhere; once it moves its reports resume. A
+// router that dropped it asks it to register again: the runs it had placed there were placed
+// elsewhere, so the node cancels them.
+TEST(NodeAgentStuckTest, AStuckNodeGoesSilentAndARegisterAgainCancelsWhatItRanForThatRouter) {
+  HeldBackend backend;
+  ScriptedRouter router;
+  ASSERT_GT(router.port(), 0) << "the scripted router could not listen";
+  auto agent = StartAgent(&backend, router.port());  // reports every 200 ms
+  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  DropUnanswered drop_unanswered{backend};
+  ASSERT_TRUE(WaitFor([&] { return router.registrations() == 1; }, std::chrono::seconds(10)));
+  router.Release(7);
+  ASSERT_TRUE((*agent)->WaitRegistered(10000));
+  RequestInput input;
+  input.tokens = {1, 2, 3};
+  router.Place(7, 1, "cls", input);
+  ASSERT_TRUE(WaitFor([&] { return backend.infers() == 1; }, std::chrono::seconds(10)));
+  int reports = router.load_reports();
+  ASSERT_TRUE(WaitFor([&] { return router.load_reports() >= reports + 2; }, std::chrono::seconds(10)));
+
+  backend.set_state(ClusterState::kStopped);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a report on its way arrives
+  reports = router.load_reports();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // five report intervals
+  EXPECT_EQ(router.load_reports(), reports) << "a stuck node went on reporting its load";
+  EXPECT_TRUE(backend.cancelled().empty());
+
+  backend.set_state(ClusterState::kServing);
+  ASSERT_TRUE(WaitFor([&] { return router.load_reports() > reports; }, std::chrono::seconds(10)))
+      << "the node moves again, but its reports did not resume";
+  router.AskToRegisterAgain();
+  ASSERT_TRUE(WaitFor([&] { return router.registrations() == 2; }, std::chrono::seconds(10)));
+  EXPECT_EQ(backend.cancelled(), std::vector<uint64_t>{1}) << "the run the router placed elsewhere goes on here";
+  router.Release(8);
+  ASSERT_TRUE(WaitFor([&] { return (*agent)->stats().registrations == 2; }, std::chrono::seconds(10)));
+  router.Place(8, 1, "cls", input);  // placed after the new registration: runs
+  ASSERT_TRUE(WaitFor([&] { return backend.infers() == 2; }, std::chrono::seconds(10)));
+  backend.Answer(2, 1);
+  ASSERT_TRUE(WaitFor([&] { return router.answers().size() == 1; }, std::chrono::seconds(10)));
+  EXPECT_EQ(router.answers()[0].node, 8u);
+  EXPECT_EQ(backend.cancelled(), std::vector<uint64_t>{1});
   (*agent)->Leave();
 }
 
