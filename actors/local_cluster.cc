@@ -38,6 +38,13 @@ namespace {
 constexpr std::chrono::seconds kCancelGrace{10};
 constexpr std::chrono::seconds kActorTimeout{10};
 
+// "1.2 s"
+std::string FormatSeconds(int64_t us) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f s", static_cast<double>(us) / 1e6);
+  return text;
+}
+
 }  // namespace
 
 struct LocalCluster::Impl {
@@ -71,6 +78,8 @@ struct LocalCluster::Impl {
   std::vector<std::string> device_names;
   mutable std::mutex probe_mu;           // one probe sent at a time (ProgressWatch::Began's contract)
   mutable std::string said_stuck;        // GUARDED_BY(probe_mu): the part last said stuck, or empty
+  mutable std::mutex reason_mu;
+  mutable std::string reason;            // GUARDED_BY(reason_mu): StateReason's; a failure's stays
   std::atomic<bool> stopping{false};  // Stop began: actors ending from here on are expected
   std::atomic<bool> failed{false};    // an actor ended on its own (Failed)
 
@@ -78,6 +87,10 @@ struct LocalCluster::Impl {
   // cluster takes no more requests, the owner is told. Any thread.
   void Failed(const std::string& why) {
     if (failed.exchange(true)) return;
+    {
+      std::lock_guard<std::mutex> lock(reason_mu);
+      reason = "the cluster failed: " + why;
+    }
     state = ClusterState::kStopped;
     monitoring::LogLine("cellserve: the cluster failed: %s; it takes no more requests\n", why.c_str());
     if (options.on_actor_failure) options.on_actor_failure(why);
@@ -353,6 +366,8 @@ ClusterState LocalCluster::state() const {
   const StuckPart stuck = LongestStuck(parts.data(), static_cast<int>(parts.size()), now, s.options.stall_after_ms * 1000);
   if (!stuck.stuck) {
     if (!s.said_stuck.empty()) {
+      std::lock_guard<std::mutex> lock(s.reason_mu);
+      if (!s.failed) s.reason.clear();
       monitoring::LogLine("cellserve: %s moves again; health says serving\n", s.said_stuck.c_str());
       s.said_stuck.clear();
     }
@@ -370,14 +385,25 @@ ClusterState LocalCluster::state() const {
     part = "device " + s.device_names[i - 1 - n];
     what = "has had a round running without finishing one";
   }
+  {
+    std::lock_guard<std::mutex> lock(s.reason_mu);
+    if (!s.failed)
+      s.reason = part + " " + what + " for " + FormatSeconds(stuck.for_us) + ": it is stuck (--stall-after-ms " +
+                 std::to_string(s.options.stall_after_ms) + ")";
+  }
   if (s.said_stuck != part) {
-    monitoring::LogLine("cellserve: %s %s for %.1f s: it is stuck (--stall-after-ms %lld); health says not ready "
+    monitoring::LogLine("cellserve: %s %s for %s: it is stuck (--stall-after-ms %lld); health says not ready "
                         "until it moves again\n",
-                        part.c_str(), what.c_str(), static_cast<double>(stuck.for_us) / 1e6,
+                        part.c_str(), what.c_str(), FormatSeconds(stuck.for_us).c_str(),
                         static_cast<long long>(s.options.stall_after_ms));
     s.said_stuck = part;
   }
   return ClusterState::kStopped;
+}
+
+std::string LocalCluster::StateReason() const {
+  std::lock_guard<std::mutex> lock(impl_->reason_mu);
+  return impl_->reason;
 }
 
 void LocalCluster::Stop() {

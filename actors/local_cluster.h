@@ -109,6 +109,8 @@ class LocalCluster final : public NodeBackend {
   // probe when its last one was read (actors/messages.h, Liveness), so a stuck actor is seen
   // stall_after_ms after the first call that finds it so. Any thread.
   ClusterState state() const override;
+  // The stuck part and for how long, as of the last state(), or the failure.
+  std::string StateReason() const override;
   void Stop();
 
  private:

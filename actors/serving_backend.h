@@ -68,6 +68,9 @@ class ServingBackend {
   // The specs of the models it serves now (a router's grow as nodes join).
   virtual std::vector<ModelSpec> Models() const = 0;
   virtual ClusterState state() const = 0;
+  // Why it is not serving, for an operator (health's `reason`): a stuck part, a failure, no node
+  // yet. Empty while serving, or when the state says all there is. Any thread.
+  virtual std::string StateReason() const { return {}; }
 };
 
 // One process's load, cheap to read (no actor is asked): what a node reports to routers.

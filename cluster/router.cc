@@ -619,6 +619,19 @@ ClusterState Router::state() const {
   return ClusterState::kStopped;
 }
 
+std::string Router::StateReason() const {
+  const Shared& shared = *impl_->shared;
+  switch (shared.state.load()) {
+    case ClusterState::kStarting: return "no node has joined yet";
+    case ClusterState::kDraining:
+    case ClusterState::kStopped: return {};  // stopping, or its actor ended (said in the log)
+    case ClusterState::kServing: break;
+  }
+  const int64_t since_us = impl_->clock.NowMicros() - shared.last_sweep_us.load();
+  if (since_us <= impl_->options.stall_after_ms * 1000) return {};
+  return "its actor has not swept for " + std::to_string(since_us / 1000) + " ms: it is stuck";
+}
+
 RouterStats Router::stats() const {
   const Shared& sh = *impl_->shared;
   RouterStats st;

@@ -111,6 +111,8 @@ class Router final : public ServingBackend {
   // kStarting while no node is registered; kStopped after Stop or a failure, and while the actor is
   // stuck (stall_after_ms).
   ClusterState state() const override;
+  // No node yet, or a stuck actor (for how long).
+  std::string StateReason() const override;
 
   RouterStats stats() const;
   std::vector<RouterNodeInfo> nodes() const;

@@ -270,6 +270,7 @@ kj::Promise<StatusOr<HealthInfo>> Client::HealthAsync(int64_t timeout_ms) {
           out.devices = h.getDevices();
           out.connections = h.getConnections();
           out.calls_in_flight = h.getCallsInFlight();
+          out.reason = h.getReason().cStr();
         })) {
           return Internal("unreadable health reply: " + Describe(*e));
         }

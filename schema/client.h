@@ -59,6 +59,7 @@ struct HealthInfo {
   uint32_t devices = 0;
   uint32_t connections = 0;
   uint32_t calls_in_flight = 0;
+  std::string reason;  // why not serving, when the server says (servers before it: empty)
 
   bool serving() const { return state == ServingState::SERVING; }
 };

@@ -318,6 +318,10 @@ class Service final : public Cellserve::Server {
             case ClusterState::kStopped:
             case ClusterState::kStarting: h.setState(ServingState::NOT_READY); break;
           }
+          if (h.getState() != ServingState::SERVING) {
+            const std::string why = state_.cluster->StateReason();
+            if (!why.empty()) h.setReason(why);
+          }
           h.setProtocolVersion(PROTOCOL_VERSION);
           int64_t in = report.requests_held, slots = 0;
           for (const DeviceReport& d : report.devices) {

@@ -39,6 +39,7 @@ nlohmann::ordered_json HealthJson(const rpc::HealthInfo& h) {
   j["rejected"] = h.rejected;
   j["devices"] = h.devices;
   j["connections"] = h.connections;
+  if (!h.reason.empty()) j["reason"] = h.reason;
   return j;
 }
 
@@ -92,6 +93,7 @@ int HealthCommand(int argc, char** argv) {
     std::printf("%s\n", HealthJson(*h).dump().c_str());
   } else {
     std::printf("%s: %s (protocol version %u)\n", addr.c_str(), rpc::ServingStateName(h->state), h->protocol_version);
+    if (!h->reason.empty()) std::printf("  why: %s\n", h->reason.c_str());
     std::printf("  requests in flight %lld, calls in flight %u, state slots in use %lld\n",
                 static_cast<long long>(h->requests_in_flight), h->calls_in_flight,
                 static_cast<long long>(h->slots_in_use));

@@ -230,19 +230,19 @@ fi
 # a hung GPU's) makes health say not_ready (exit 1) and the log say which part; once its rounds
 # finish, serving again. The readiness probe takes such a pod out of its Service meanwhile.
 printf '{"name": "hung", "default": {"a_us": 0, "c_us": 1000000}}\n' > "$WORK/hung_profile.json"
-health_says() {  # health exits 1 unless serving: the output is what is checked
+stuck_health() {  # health exits 1, saying which part is stuck (between rounds it says serving)
   local out
   out="$("$CELLSERVE" health --addr "$ADDR" 2>&1)"
-  grep -q "$1" <<<"$out"
+  [[ $? == 1 ]] && grep -q ": not_ready " <<<"$out" &&
+    grep -qE "why: device sim:0 has had a round running without finishing one for [0-9.]+ s: it is stuck" <<<"$out"
 }
 if start_server hung --devices 1 --models cls --backend sim --sim-profile "$WORK/hung_profile.json" \
     --stall-after-ms 300; then
   check "stall: health says serving before any round" 0 "serving" -- "$CELLSERVE" health --addr "$ADDR"
   "$CELLSERVE" infer --addr "$ADDR" --model cls "Thanks." > "$WORK/hung_infer.txt" 2>&1 &
   infer_pid=$!
-  if wait_for 20 health_says not_ready; then
-    check "stall: health exits 1 while a round is stuck" 1 "not_ready" -- "$CELLSERVE" health --addr "$ADDR"
-  else bad "stall: health never said not_ready while a round took 1 s" "$(cat "$WORK/hung.log")"; fi
+  if wait_for 20 stuck_health; then ok "stall: health exits 1 while a round is stuck, and says which part"
+  else bad "stall: health never said not_ready and why while a round took 1 s" "$(cat "$WORK/hung.log")"; fi
   wait "$infer_pid"
   infer_status=$?
   if [[ $infer_status == 0 ]]; then ok "stall: the request is answered once its rounds finish"

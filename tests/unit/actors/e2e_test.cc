@@ -512,19 +512,28 @@ TEST_F(ActorClusterTest, HealthSaysNotReadyWhileADeviceIsStuckAndServingOnceItMo
     Answers answers;
     (*cluster)->Infer("lstm", InputFor(ref.model("lstm"), Tokens(c.tokens, 1, 500)), 0, answers.For(0));
     int stopped = 0, serving = 0;
+    std::string reason;  // StateReason while it said kStopped
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (answers.Total() == 0 && std::chrono::steady_clock::now() < give_up) {
-      ((*cluster)->state() == ClusterState::kStopped ? stopped : serving) += 1;
+      if ((*cluster)->state() == ClusterState::kStopped) {
+        ++stopped;
+        if (reason.empty()) reason = (*cluster)->StateReason();
+      } else {
+        ++serving;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     ASSERT_EQ(answers.Total(), 1);
     EXPECT_TRUE(answers.Get(0).ok()) << answers.Get(0).status().ToString();
     if (c.stuck) {
       EXPECT_GT(stopped, 0) << "never said not ready in " << serving << " checks";
+      EXPECT_NE(reason.find("device sim:0 has had a round running without finishing one for "), std::string::npos)
+          << reason;
     } else {
       EXPECT_EQ(stopped, 0) << "said not ready " << stopped << " of " << stopped + serving << " checks";
     }
     EXPECT_EQ((*cluster)->state(), ClusterState::kServing) << "the device finished its rounds";
+    EXPECT_EQ((*cluster)->StateReason(), "");
     (*cluster)->Stop();
   }
   LocalClusterOptions bad = Options(1);

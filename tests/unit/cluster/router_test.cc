@@ -312,6 +312,7 @@ TEST_F(RouterTest, WithoutNodesItAnswersAtOnce) {
   ASSERT_TRUE(router);
   EXPECT_GT(router->port(), 0);
   EXPECT_EQ(router->state(), ClusterState::kStarting);
+  EXPECT_EQ(router->StateReason(), "no node has joined yet");
   EXPECT_TRUE(router->Models().empty());
   EXPECT_TRUE(router->Report().devices.empty()) << "a device no node has";
   Answers answers;
@@ -1046,8 +1047,10 @@ TEST_F(RouterTest, ARouterWhoseActorHasNotSweptForStallAfterMsIsNotServing) {
   (void)monitoring::FlushLog(std::chrono::seconds(5));
   const std::string log = testing::internal::GetCapturedStderr();
   EXPECT_NE(log.find("its actor has not swept for"), std::string::npos) << log;
+  EXPECT_NE(stuck->StateReason().find("its actor has not swept for"), std::string::npos) << stuck->StateReason();
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // more than a sweep
   EXPECT_EQ(fine->state(), ClusterState::kServing);
+  EXPECT_EQ(fine->StateReason(), "");
   to_stuck.reset();
   to_fine.reset();
 }

@@ -244,6 +244,7 @@ TEST_F(RpcServerTest, ACallDroppedOnALiveConnectionIsCancelledInTheCluster) {
   auto health = client->Health();
   ASSERT_TRUE(health.ok()) << health.status().ToString();
   EXPECT_TRUE(health->serving());
+  EXPECT_EQ(health->reason, "") << "a serving server has nothing to explain";
   EXPECT_TRUE(ClusterIdle()) << "the dropped request still holds cells or slots";
   EXPECT_EQ(server->stats().client_cancels, 1);
   EXPECT_EQ(server->stats().calls_in_flight, 0);
@@ -332,6 +333,7 @@ class NoNodesYet : public ServingBackend {
   }
   std::vector<ModelSpec> Models() const override { return {}; }
   ClusterState state() const override { return ClusterState::kStarting; }
+  std::string StateReason() const override { return "no node has joined yet"; }
 };
 
 // Just after a router restarts, before its nodes register again, a request is UNAVAILABLE (wait
@@ -354,6 +356,7 @@ TEST(RpcServerNoNodesTest, ARouterWithoutNodesIsUnavailableNotNotFound) {
   auto health = (*client)->Health();
   ASSERT_TRUE(health.ok()) << health.status().ToString();
   EXPECT_EQ(health->state, ServingState::NOT_READY);
+  EXPECT_EQ(health->reason, "no node has joined yet") << "health says why it is not ready";
   EXPECT_EQ(health->devices, 0u);
   EXPECT_EQ(health->requests_in_flight, 2);
 }
