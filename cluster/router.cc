@@ -62,6 +62,7 @@ struct Shared {
   std::atomic<ClusterState> state{ClusterState::kStarting};
   std::atomic<bool> stopping{false};  // Stop began, or the actor ended: whichever first says what happened
   std::atomic<int64_t> placed{0}, retried{0}, nodes_lost{0}, nodes_joined{0}, late_answers{0}, forged_answers{0};
+  std::atomic<int64_t> sweeps{0}, late_sweeps{0};
   // The actor's heartbeat: when it last swept (SteadyClock micros). state() says the router is
   // not serving when it is older than stall_after_ms, and says so once a stall.
   std::atomic<int64_t> last_sweep_us{0};
@@ -102,7 +103,8 @@ struct RouterState {
   caf::stateful_actor<RouterState>* self = nullptr;
   std::shared_ptr<Shared> shared;
   RouterOptions options;
-  SteadyClock clock;
+  SteadyClock steady;
+  const Clock* clock = &steady;  // options.clock, if given
   std::unique_ptr<RouterPolicy> policy;
   std::unordered_map<NodeId, Node> nodes;
   std::map<caf::actor_addr, NodeId> by_addr;
@@ -176,7 +178,7 @@ struct RouterState {
     const actors::AnswerKind kind = retry ? actors::AnswerKind::kRan : actors::AnswerKind::kRejected;
     int64_t timeout_us = 0;
     if (call.deadline_us > 0) {
-      timeout_us = call.deadline_us - clock.NowMicros();
+      timeout_us = call.deadline_us - clock->NowMicros();
       if (timeout_us <= 0) return Answer(id, DeadlineExceeded("the deadline passed in the router"), kind);
     }
     const int64_t pinned = PinnedVersion(call.version, p.version, p.tokens_forwarded);
@@ -210,7 +212,7 @@ struct RouterState {
   // read the run, which it ignores: cluster/peer_guard.h). Answered here, and the node told to
   // drop them, or the caller would wait for good: the router keeps no timer per request.
   void ExpireOverdue() {
-    const int64_t now = clock.NowMicros();
+    const int64_t now = clock->NowMicros();
     std::vector<uint64_t> overdue;
     for (const auto& [id, p] : pending)
       if (p.call->deadline_us > 0 && now > p.call->deadline_us + kOverdueSlackUs) overdue.push_back(id);
@@ -387,6 +389,7 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
   s.self = self;
   s.shared = std::move(shared);
   s.options = std::move(options);
+  if (s.options.clock) s.clock = s.options.clock;
   s.policy.reset(policy_raw);
   GuardFromPeers(self, "router");
   self->set_down_handler([self](caf::down_msg& msg) {
@@ -397,7 +400,7 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
   // At least every second: the sweep also answers requests their nodes left past the deadline,
   // and it is the actor's heartbeat.
   const auto sweep_every = std::chrono::milliseconds(std::clamp<int64_t>(s.options.report_timeout_ms / 4, 25, 1000));
-  s.shared->last_sweep_us = s.clock.NowMicros();
+  s.shared->last_sweep_us = s.clock->NowMicros();
   self->delayed_send(self, sweep_every, sweep_atom::value);
   return {
       [self](call_atom, std::shared_ptr<RouterCall>& call) { self->state.OnCall(std::move(call)); },
@@ -438,12 +441,22 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
       },
       [self, sweep_every](sweep_atom) {
         RouterState& st = self->state;
-        st.shared->last_sweep_us = st.clock.NowMicros();
+        const int64_t now = st.clock->NowMicros();
+        const int64_t since_last_us = now - st.shared->last_sweep_us.exchange(now);
         if (st.shared->said_stalled.exchange(false))
           monitoring::LogLine("cellserve router: its actor runs again; health says serving\n");
-        for (NodeId id : st.policy->SilentNodes())
-          st.RemoveNode(id, "went silent (no load report for " + std::to_string(st.options.report_timeout_ms) + " ms)",
-                        true);
+        // A sweep this late means this actor did not run for a while (stuck, or starved of CPU):
+        // the nodes' load reports of that time may wait in its mailbox behind this sweep, so no
+        // node is judged silent now; the next sweep, after they are read, judges.
+        const int64_t late_us = since_last_us - std::chrono::duration_cast<std::chrono::microseconds>(sweep_every).count();
+        if (late_us <= st.options.report_timeout_ms * 1000 / 2) {
+          for (NodeId id : st.policy->SilentNodes())
+            st.RemoveNode(id, "went silent (no load report for " + std::to_string(st.options.report_timeout_ms) + " ms)",
+                          true);
+        } else {
+          ++st.shared->late_sweeps;
+        }
+        ++st.shared->sweeps;
         st.ExpireOverdue();
         st.Publish(/*table_changed=*/false);  // the requests in flight on each node, for nodes()
         self->delayed_send(self, sweep_every, sweep_atom::value);
@@ -470,7 +483,8 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
 
 struct Router::Impl {
   RouterOptions options;
-  SteadyClock clock;
+  SteadyClock steady;
+  const Clock* clock = &steady;  // options.clock, if given
   std::shared_ptr<Shared> shared = std::make_shared<Shared>();
   caf::actor_system_config config;
   std::unique_ptr<caf::actor_system> system;
@@ -496,8 +510,9 @@ StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   uint16_t port = 0;
   RETURN_IF_ERROR(ParseHostPort(options.cluster, /*allow_zero=*/true, host, port));
   auto impl = std::make_unique<Impl>();
+  if (options.clock) impl->clock = options.clock;
   options.policy.report_timeout_us = options.report_timeout_ms * 1000;
-  ASSIGN_OR_RETURN(std::unique_ptr<RouterPolicy> policy, RouterPolicy::Create(options.policy, &impl->clock));
+  ASSIGN_OR_RETURN(std::unique_ptr<RouterPolicy> policy, RouterPolicy::Create(options.policy, impl->clock));
   impl->options = options;
   impl->config.load<caf::io::middleman>();
   actors::ConfigureActorSystem(impl->config, options.caf_threads);
@@ -543,8 +558,8 @@ uint64_t Router::Infer(const std::string& model, RequestInput input, int64_t dea
   actors::AnswerMetrics metrics;
   if (s.options.metrics) {
     metrics.metrics = s.options.metrics;
-    metrics.clock = &s.clock;
-    metrics.arrival_us = s.clock.NowMicros();
+    metrics.clock = s.clock;
+    metrics.arrival_us = s.clock->NowMicros();
   }
   {
     std::lock_guard<std::mutex> lock(s.shared->mu);
@@ -610,7 +625,7 @@ ClusterState Router::state() const {
   Shared& shared = *impl_->shared;
   const ClusterState state = shared.state.load();
   if (state != ClusterState::kServing) return state;
-  const int64_t since_us = impl_->clock.NowMicros() - shared.last_sweep_us.load();
+  const int64_t since_us = impl_->clock->NowMicros() - shared.last_sweep_us.load();
   if (since_us <= impl_->options.stall_after_ms * 1000) return state;
   if (!shared.said_stalled.exchange(true))
     monitoring::LogLine("cellserve router: its actor has not swept for %lld ms: it is stuck (it places and answers "
@@ -627,7 +642,7 @@ std::string Router::StateReason() const {
     case ClusterState::kStopped: return {};  // stopping, or its actor ended (said in the log)
     case ClusterState::kServing: break;
   }
-  const int64_t since_us = impl_->clock.NowMicros() - shared.last_sweep_us.load();
+  const int64_t since_us = impl_->clock->NowMicros() - shared.last_sweep_us.load();
   if (since_us <= impl_->options.stall_after_ms * 1000) return {};
   return "its actor has not swept for " + std::to_string(since_us / 1000) + " ms: it is stuck";
 }
@@ -641,6 +656,8 @@ RouterStats Router::stats() const {
   st.nodes_joined = sh.nodes_joined.load();
   st.late_answers = sh.late_answers.load();
   st.forged_answers = sh.forged_answers.load();
+  st.sweeps = sh.sweeps.load();
+  st.late_sweeps = sh.late_sweeps.load();
   std::lock_guard<std::mutex> lock(sh.mu);
   st.nodes = static_cast<int64_t>(sh.nodes.size());
   return st;

@@ -52,6 +52,10 @@ struct RouterOptions {
   // state() says kStopped, so health says not ready (the readiness probe takes the router out of
   // its Service) and a line says so, until it sweeps again. Default 5000. Must be >= 1.
   int64_t stall_after_ms = 5000;
+  // The router's clock (the policy's report ages, the sweep's heartbeat, deadlines given to
+  // Infer). Null: SteadyClock. Tests pass one that jumps; borrowed, must outlive the router and
+  // be safe to read from any thread.
+  const Clock* clock = nullptr;
   // CAF scheduler threads. Default 1: the router is one actor (placement is serial); the
   // middleman's I/O and the RPC port have threads of their own. 0 = one per CPU this process may use.
   int caf_threads = 1;
@@ -78,6 +82,8 @@ struct RouterStats {
   int64_t late_answers = 0;  // answers dropped: the request had moved on (retried or cancelled)
   int64_t forged_answers = 0;  // answers dropped: not from the node they named (or from a node gone)
   int64_t nodes = 0;         // in the table now
+  int64_t sweeps = 0;        // of its table (each report_timeout_ms / 4, 25 ms to 1 s)
+  int64_t late_sweeps = 0;   // of those, ones that came so late that no node was judged silent
 };
 
 // One node as the router sees it (for health, logs and tests).

@@ -264,7 +264,7 @@ class RouterTest : public ::testing::Test {
     EXPECT_TRUE(c.ok()) << c.status().ToString();
     return c.ok() ? std::move(c).value() : nullptr;
   }
-  std::unique_ptr<NodeAgent> Join(LocalCluster* cluster, int port, const std::string& name) {
+  std::unique_ptr<NodeAgent> Join(NodeBackend* cluster, int port, const std::string& name) {
     NodeAgentOptions o;
     o.join = {"127.0.0.1:" + std::to_string(port)};
     o.name = name;
@@ -1053,6 +1053,126 @@ TEST_F(RouterTest, ARouterWhoseActorHasNotSweptForStallAfterMsIsNotServing) {
   EXPECT_EQ(fine->StateReason(), "");
   to_stuck.reset();
   to_fine.reset();
+}
+
+// A node whose device is stuck (a sim device whose rounds take 2.5 s, against --stall-after-ms
+// 200, and a router that drops a node silent for 1 s) goes silent; the router drops it and runs its requests on the other node, so every answer
+// is the working node's (the sim's answers are meaningless: they would differ). Once the stuck
+// rounds end, the node joins again.
+TEST_F(RouterTest, AStuckNodesRequestsAreRunElsewhereAndItRejoinsOnceItMoves) {
+  const std::string profile = repo_.dir() + "/stuck_profile.json";
+  {
+    std::FILE* f = std::fopen(profile.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(R"({"name": "stuck", "default": {"a_us": 0, "c_us": 2500000}})", f);
+    std::fclose(f);
+  }
+  RouterOptions o = TestOptions();
+  o.report_timeout_ms = 1000;
+  auto router = StartRouter(o);
+  ASSERT_TRUE(router);
+  LocalClusterOptions stuck_options;
+  stuck_options.model_repo = repo_.dir();
+  stuck_options.backend = "sim";
+  stuck_options.sim_profile = profile;
+  stuck_options.stall_after_ms = 200;
+  stuck_options.scheduler.lookahead = 1;  // one round on the device at a time: it rejoins sooner
+  auto stuck = LocalCluster::Start(stuck_options);
+  ASSERT_TRUE(stuck.ok()) << stuck.status().ToString();
+  auto fine = StartCluster();
+  ASSERT_TRUE(fine);
+  auto to_stuck = Join(stuck->get(), router->port(), "stuck"), to_fine = Join(fine.get(), router->port(), "fine");
+  ASSERT_TRUE(to_stuck && to_fine);
+  ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 2; }, std::chrono::seconds(10)));
+
+  constexpr int kN = 6;
+  Answers routed, local;
+  for (int i = 0; i < kN; ++i) {
+    router->Infer("cls", Tokens(4, i), 0, routed.For(i));
+    fine->Infer("cls", Tokens(4, i), 0, local.For(i));
+  }
+  ASSERT_TRUE(local.Wait(kN, std::chrono::seconds(60)));
+  ASSERT_TRUE(routed.Wait(kN, std::chrono::seconds(60)));
+  ASSERT_GT(to_stuck->stats().runs, 0) << "nothing was placed on the stuck node: the test shows nothing";
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(routed.Get(i).ok()) << i << ": " << routed.Get(i).status().ToString();
+    EXPECT_EQ(routed.Get(i)->logits, local.Get(i)->logits) << i << ": the stuck node's answer was taken";
+    EXPECT_EQ(routed.Count(i), 1);
+  }
+  EXPECT_GE(router->stats().nodes_lost, 1);
+  EXPECT_GE(router->stats().retried, to_stuck->stats().runs);
+  // Its round ends (the node cancels the requests the router moved, so no more follow): it reports
+  // again, is asked to register again, and takes requests again.
+  ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 2; }, std::chrono::seconds(30)))
+      << "the node did not rejoin once it moved";
+  EXPECT_GE(to_stuck->stats().registrations, 2);
+  to_stuck.reset();
+  to_fine.reset();
+}
+
+// A clock that jumps forward when told; safe to read from any thread.
+class JumpingClock final : public Clock {
+ public:
+  int64_t NowMicros() const override { return steady_.NowMicros() + offset_us_.load(); }
+  void Jump(std::chrono::microseconds by) { offset_us_ += by.count(); }
+
+ private:
+  SteadyClock steady_;
+  std::atomic<int64_t> offset_us_{0};
+};
+
+// A node backend that forwards to a LocalCluster, except that the test can make it say kStopped
+// for a while: its agent then sends no load reports.
+class PausableNode final : public NodeBackend {
+ public:
+  explicit PausableNode(LocalCluster* inner) : inner_(inner) {}
+  uint64_t Infer(const std::string& model, RequestInput input, int64_t deadline_us, InferCallback done,
+                 TokenCallback on_token) override {
+    return inner_->Infer(model, std::move(input), deadline_us, std::move(done), std::move(on_token));
+  }
+  void Cancel(uint64_t id) override { inner_->Cancel(id); }
+  ClusterReport Report() const override { return inner_->Report(); }
+  std::vector<ModelSpec> Models() const override { return inner_->Models(); }
+  ClusterState state() const override { return paused_ ? ClusterState::kStopped : inner_->state(); }
+  ClusterLoad Load() const override { return inner_->Load(); }
+  void Pause(bool paused) { paused_ = paused; }
+
+ private:
+  LocalCluster* inner_;
+  std::atomic<bool> paused_{false};
+};
+
+// The router's own actor not running for longer than --report-timeout-ms (stuck, or starved of
+// CPU) must not cost it its nodes: their load reports of that time wait in its mailbox behind
+// the late sweep. Staged: the node's reports stop, the router's clock jumps 10 s, and they start
+// again as soon as the next sweep has run, which sees the node 10 s silent and itself 10 s late.
+TEST_F(RouterTest, ASweepThatComesLateDropsNoNodeWhoseReportsMayWaitBehindIt) {
+  JumpingClock clock;
+  RouterOptions o = TestOptions();
+  o.clock = &clock;
+  auto router = StartRouter(o);  // report timeout 3 s: a sweep every 750 ms
+  ASSERT_TRUE(router);
+  auto c = StartCluster();
+  ASSERT_TRUE(c);
+  PausableNode node(c.get());
+  auto agent = Join(&node, router->port(), "n1");
+  ASSERT_TRUE(agent);
+  ASSERT_TRUE(WaitFor([&] { return router->nodes().size() == 1; }, std::chrono::seconds(10)));
+  node.Pause(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a report on its way arrives
+  const int64_t sweeps = router->stats().sweeps;
+  clock.Jump(std::chrono::seconds(10));
+  ASSERT_TRUE(WaitFor([&] { return router->stats().sweeps > sweeps; }, std::chrono::seconds(5)));
+  node.Pause(false);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1600));  // two more sweeps, reports again
+  EXPECT_EQ(router->nodes().size(), 1u);
+  EXPECT_EQ(router->stats().nodes_lost, 0) << "the node was dropped for the router's own stall";
+  EXPECT_EQ(router->stats().late_sweeps, 1);
+  Answers answers;
+  router->Infer("cls", Tokens(3, 1), 0, answers.For(0));
+  ASSERT_TRUE(answers.Wait(1, std::chrono::seconds(10)));
+  EXPECT_TRUE(answers.Get(0).ok()) << answers.Get(0).status().ToString();
+  agent.reset();
 }
 
 TEST_F(RouterTest, ANodeRefusedForAFullTableJoinsOnceThereIsRoom) {
