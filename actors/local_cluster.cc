@@ -213,7 +213,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   }
   ASSIGN_OR_RETURN(impl->devices, MakeDevices(options, impl->models));
   impl->device_count = impl->devices.size();
-  impl->liveness = std::make_shared<actors::Liveness>(impl->device_count);
+  impl->liveness = std::make_shared<actors::Liveness>(impl->device_count, std::make_shared<SteadyClock>());
   for (const auto& d : impl->devices) impl->device_names.push_back(d->name());
 
   actors::ConfigureActorSystem(impl->config, options.caf_threads);
@@ -349,7 +349,7 @@ ClusterState LocalCluster::state() const {
   if (state != ClusterState::kServing || s.options.stall_after_ms <= 0) return state;
   actors::Liveness& live = *s.liveness;
   std::lock_guard<std::mutex> probe_lock(s.probe_mu);
-  const int64_t now = s.clock.NowMicros();
+  const int64_t now = live.clock->NowMicros();
   {
     std::shared_lock<std::shared_mutex> lock(s.life_mu);
     if (!s.running) return s.state.load();
@@ -392,6 +392,8 @@ ClusterState LocalCluster::state() const {
                  std::to_string(s.options.stall_after_ms) + ")";
   }
   if (s.said_stuck != part) {
+    // The part said before was the one stuck longest: another is now, so it moved.
+    if (!s.said_stuck.empty()) monitoring::LogLine("cellserve: %s moves again\n", s.said_stuck.c_str());
     monitoring::LogLine("cellserve: %s %s for %s: it is stuck (--stall-after-ms %lld); health says not ready "
                         "until it moves again\n",
                         part.c_str(), what.c_str(), FormatSeconds(stuck.for_us).c_str(),
@@ -399,6 +401,11 @@ ClusterState LocalCluster::state() const {
     s.said_stuck = part;
   }
   return ClusterState::kStopped;
+}
+
+bool LocalCluster::Stuck() const {
+  // state() says kStopped of a cluster that still serves only for a stuck part.
+  return impl_->state.load() == ClusterState::kServing && state() == ClusterState::kStopped;
 }
 
 std::string LocalCluster::StateReason() const {

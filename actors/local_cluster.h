@@ -111,6 +111,9 @@ class LocalCluster final : public NodeBackend {
   ClusterState state() const override;
   // The stuck part and for how long, as of the last state(), or the failure.
   std::string StateReason() const override;
+  // A part is stuck (state() says kStopped for it, and probes as state() does); not for a failure
+  // or a stop, during which a node keeps reporting so that its routers wait for its answers.
+  bool Stuck() const override;
   void Stop();
 
  private:

@@ -113,9 +113,13 @@ struct ClusterCounters {
 // all). Each actor's watch counts probes: LocalCluster::state() sends the node one when its last
 // was read, and the node sends each worker one the same way, so an actor that does not get to
 // its mailbox has a probe outstanding that nobody reads. Each device's watch counts rounds:
-// Began when its worker submits one, Ended in the device's completion callback.
+// Began when its worker submits one, Ended in the device's completion callback. Every time is
+// read from `clock`, which it owns with its users: a device left running by a Stop that gave up
+// on it (a hung GPU) may call back after the cluster is gone.
 struct Liveness {
-  explicit Liveness(size_t workers) : worker(workers), device(workers) {}
+  Liveness(size_t workers, std::shared_ptr<const Clock> clock)
+      : clock(std::move(clock)), worker(workers), device(workers) {}
+  const std::shared_ptr<const Clock> clock;
   ProgressWatch node;
   std::vector<ProgressWatch> worker;  // by worker index (fixed size)
   std::vector<ProgressWatch> device;  // by worker index: its device's rounds

@@ -199,7 +199,7 @@ caf::behavior NodeActor(caf::stateful_actor<NodeState>* self, std::shared_ptr<No
         NodeState& st = self->state;
         if (!st.options.liveness) return;
         Liveness& live = *st.options.liveness;
-        const int64_t now = st.options.clock->NowMicros();
+        const int64_t now = live.clock->NowMicros();
         live.node.Ended(now);
         for (size_t i = 0; i < st.workers.size() && i < live.worker.size(); ++i) {
           if (!st.workers[i] || live.worker[i].outstanding() > 0) continue;

@@ -83,6 +83,9 @@ struct ClusterLoad {
 class NodeBackend : public ServingBackend {
  public:
   virtual ClusterLoad Load() const = 0;
+  // A part of it is stuck (LocalCluster: --stall-after-ms): its agent then sends no load reports,
+  // so that routers drop the node and place its requests elsewhere. Any thread.
+  virtual bool Stuck() const { return false; }
 };
 
 }  // namespace cellserve

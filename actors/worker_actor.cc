@@ -226,12 +226,11 @@ struct WorkerState {
     const uint64_t device_round = (static_cast<uint64_t>(mi) << kModelShift) | (round.id & kRoundMask);
     caf::actor me = caf::actor_cast<caf::actor>(self);
     std::shared_ptr<Liveness> live = options.liveness;
-    const Clock* clock = options.clock;
     const size_t index = static_cast<size_t>(options.index);
-    if (live) live->device[index].Began(clock->NowMicros());
-    options.device->Submit(device_round, std::move(round.batch), [me, live, clock, index](DeviceCompletion c) {
+    if (live) live->device[index].Began(live->clock->NowMicros());
+    options.device->Submit(device_round, std::move(round.batch), [me, live, index](DeviceCompletion c) {
       // Device thread: post the completion to the worker; never touch the scheduler here.
-      if (live) live->device[index].Ended(clock->NowMicros());
+      if (live) live->device[index].Ended(live->clock->NowMicros());
       caf::anon_send(me, round_done_atom::value, std::move(c));
     });
   }
@@ -333,7 +332,8 @@ caf::behavior WorkerActor(caf::stateful_actor<WorkerState>* self, std::shared_pt
       [self](report_atom) { return self->state.Report(); },
       [self](probe_atom) {
         const WorkerState& st = self->state;
-        if (st.options.liveness) st.options.liveness->worker[static_cast<size_t>(st.options.index)].Ended(st.options.clock->NowMicros());
+        if (const auto& live = st.options.liveness)
+          live->worker[static_cast<size_t>(st.options.index)].Ended(live->clock->NowMicros());
       },
   };
 }

@@ -57,8 +57,8 @@ struct WorkerOptions {
   monitoring::ServingMetrics* metrics = nullptr;
   // Health's view (actors/messages.h, Liveness): this worker's probes are marked read in
   // worker[index], and its device's rounds are counted in device[index] (Began at Submit, Ended in
-  // the completion callback, before the completion is posted; the clock must then outlive the
-  // device's last callback too). Null: not counted.
+  // the completion callback, before the completion is posted), on its own clock. Null: not
+  // counted.
   std::shared_ptr<Liveness> liveness;
 };
 

@@ -302,10 +302,11 @@ struct AgentState {
   }
 
   void Report() {
-    // A stuck node (LocalCluster::state(), --stall-after-ms) goes silent: its routers drop it
-    // after their --report-timeout-ms and place its requests elsewhere. Once it moves again its
-    // reports resume, and each router asks it to register again (reregister_atom).
-    if (cluster->state() == ClusterState::kStopped) return;
+    // A stuck node (LocalCluster::Stuck, --stall-after-ms) goes silent: its routers drop it after
+    // their --report-timeout-ms and place its requests elsewhere. Once it moves again its reports
+    // resume, and each router asks it to register again (reregister_atom). A failed or stopping
+    // node keeps reporting: its routers wait for the answers it still sends.
+    if (cluster->Stuck()) return;
     const int64_t now = clock.NowMicros();
     const ClusterLoad load = cluster->Load();
     if (load.outstanding_cells == last_cells && now - last_report_us < options.report_interval_ms * 1000) return;
@@ -339,14 +340,15 @@ struct AgentState {
     routers[i].link = 0;
     CountRegistered();
     // Its requests have no one to answer to any more: free their cells and slots.
-    CancelRunsOf(link);
+    CancelRunsOf(link, 0);
     links->Set(static_cast<size_t>(i), false);
   }
 
-  // Cancels the runs placed through connection `link` in the cluster; their answers go nowhere.
-  void CancelRunsOf(uint64_t link) {
+  // Cancels the runs placed through connection `link` (under node id `node_id`; 0: any) in the
+  // cluster; their answers go nowhere.
+  void CancelRunsOf(uint64_t link, uint64_t node_id) {
     for (auto it = runs.begin(); it != runs.end();) {
-      if (it->first.first == link) {
+      if (it->first.first == link && (node_id == 0 || it->second.node_id == node_id)) {
         cluster->Cancel(it->second.cluster_id);
         it = runs.erase(it);
       } else {
@@ -427,9 +429,15 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         const int i = st.IndexOf(caf::actor_cast<caf::actor_addr>(self->current_sender()));
         if (i < 0 || st.leaving) return;
         // The router dropped this node (silent too long: it was stuck, or its reports were held
-        // up) and placed the requests it ran for it elsewhere: cancel them here. Every run it
-        // placed after a later registration comes after this message, so none of those is cut.
-        st.CancelRunsOf(st.routers[i].link);
+        // up) and placed the runs it had here elsewhere: cancel them. From here on no report goes
+        // out under the old id, and the router reads every report sent before this registration
+        // first; so each later `reregister` answers an old report and comes before the reply:
+        // it finds node_id 0 and changes nothing (runs placed after the reply are never cut).
+        const uint64_t old_id = st.routers[i].node_id;
+        if (old_id == 0) return;  // a registration is under way (or is retried later)
+        st.routers[i].node_id = 0;
+        st.CountRegistered();
+        st.CancelRunsOf(st.routers[i].link, old_id);
         st.Register(i);
       },
       [self](run_atom, uint64_t node, uint64_t request, const std::string& bytes, int64_t timeout_us, bool streams) {

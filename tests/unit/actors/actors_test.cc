@@ -713,7 +713,8 @@ TEST_F(ActorTest, FallingDeadlinesKeepTheWorkersTimersFewAndStillExpire) {
 // yet shows its probe outstanding for as long as the clock moves. A device's rounds are counted
 // from the worker's Submit to the completion callback.
 TEST_F(ActorTest, HealthProbesReachEveryActorAndDeviceRoundsAreCounted) {
-  liveness_ = std::make_shared<Liveness>(2);
+  // The test's clock, not owned (the fixture's outlives every actor and callback here).
+  liveness_ = std::make_shared<Liveness>(2, std::shared_ptr<const Clock>(&clock_, [](const Clock*) {}));
   Liveness& live = *liveness_;
   StartNode({lstm_});
   FakeDevice& dev0 = StartWorker({lstm_});

@@ -30,6 +30,7 @@
 #include "runtime/sync_executor.h"
 #include "runtime/this_thread.h"
 #include "tests/unit/common/thread_probe.h"
+#include "tests/unit/common/wait_for.h"
 
 namespace cellserve {
 namespace {
@@ -539,6 +540,39 @@ TEST_F(ActorClusterTest, HealthSaysNotReadyWhileADeviceIsStuckAndServingOnceItMo
   LocalClusterOptions bad = Options(1);
   bad.stall_after_ms = -1;
   EXPECT_EQ(LocalCluster::Start(bad).status().code(), StatusCode::kInvalidArgument);
+}
+
+// The same for an actor: with one CAF thread, an answer callback that blocks it (a bug: `done`
+// must not block) keeps the node and worker actors from their mailboxes, so health's probe stays
+// unread: state() says kStopped, naming an actor, until the thread is free again.
+TEST_F(ActorClusterTest, HealthSaysNotReadyWhileTheActorsCannotRun) {
+  LocalClusterOptions o = Options(1);
+  o.models = {"lstm"};
+  o.caf_threads = 1;
+  o.stall_after_ms = 200;
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status().ToString();
+  EXPECT_EQ((*cluster)->state(), ClusterState::kServing);
+  Reference ref(repo_->dir());
+  std::atomic<bool> blocking{false}, release{false};
+  (*cluster)->Infer("lstm", InputFor(ref.model("lstm"), Tokens(3, 1, 500)), 0, [&](StatusOr<RequestResult>) {
+    blocking = true;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!release && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  });
+  ASSERT_TRUE(testutil::WaitFor([&] { return blocking.load(); }, std::chrono::seconds(30)));
+  const bool said_stuck =
+      testutil::WaitFor([&] { return (*cluster)->state() == ClusterState::kStopped; }, std::chrono::seconds(10));
+  const std::string reason = (*cluster)->StateReason();
+  const bool stuck = (*cluster)->Stuck();
+  release = true;
+  EXPECT_TRUE(said_stuck) << "the actors could not run for 10 s, and state() still said serving";
+  EXPECT_NE(reason.find("actor"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("has not read its mailbox for"), std::string::npos) << reason;
+  EXPECT_TRUE(stuck) << "Stuck() disagrees with state()";
+  EXPECT_TRUE(testutil::WaitFor([&] { return (*cluster)->state() == ClusterState::kServing; }, std::chrono::seconds(10)))
+      << "the actors run again, and state() still says " << ClusterStateName((*cluster)->state());
+  EXPECT_FALSE((*cluster)->Stuck());
 }
 
 // Threads made and used elsewhere: a cluster started on one thread, which lives on, and reported

@@ -296,10 +296,11 @@ class HeldBackend final : public NodeBackend {
   }
   ClusterReport Report() const override { return {}; }
   std::vector<ModelSpec> Models() const override { return {testutil::ClsModelSpec()}; }
-  ClusterState state() const override { return state_.load(); }
+  ClusterState state() const override { return stuck_ ? ClusterState::kStopped : ClusterState::kServing; }
   ClusterLoad Load() const override { return {}; }
-  // What state() says from now on (a stuck LocalCluster says kStopped).
-  void set_state(ClusterState s) { state_ = s; }
+  bool Stuck() const override { return stuck_; }
+  // Whether it says it is stuck from now on (as a LocalCluster whose device hangs).
+  void set_stuck(bool stuck) { stuck_ = stuck; }
 
   size_t infers() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -340,7 +341,7 @@ class HeldBackend final : public NodeBackend {
   std::vector<InferCallback> held_;
   std::vector<bool> token_callbacks_;
   std::vector<uint64_t> cancelled_;
-  std::atomic<ClusterState> state_{ClusterState::kServing};
+  std::atomic<bool> stuck_{false};
 };
 
 // Node "n" over `backend`, joining the router at 127.0.0.1:`port`.
@@ -429,10 +430,12 @@ TEST(NodeAgentRestartTest, AnOldRoutersLateAnswerIsNotTakenForTheRestartedRouter
   (*agent)->Leave();
 }
 
-// A stuck node (its cluster's state() says kStopped: --stall-after-ms) sends no load reports, so
-// that its routers drop it and place its requests elsewhere; once it moves its reports resume. A
-// router that dropped it asks it to register again: the runs it had placed there were placed
-// elsewhere, so the node cancels them.
+// A stuck node (its cluster's Stuck(): --stall-after-ms) sends no load reports, so that its
+// routers drop it and place its requests elsewhere; once it moves its reports resume. A router
+// that dropped it asks it to register again, once per report it sent meanwhile: the first makes
+// the node cancel the runs that router had placed there (they were placed elsewhere) and register
+// again; the others, which come before the registration's reply, change nothing, so the runs
+// placed after the reply are not cut.
 TEST(NodeAgentStuckTest, AStuckNodeGoesSilentAndARegisterAgainCancelsWhatItRanForThatRouter) {
   HeldBackend backend;
   ScriptedRouter router;
@@ -450,19 +453,24 @@ TEST(NodeAgentStuckTest, AStuckNodeGoesSilentAndARegisterAgainCancelsWhatItRanFo
   int reports = router.load_reports();
   ASSERT_TRUE(WaitFor([&] { return router.load_reports() >= reports + 2; }, std::chrono::seconds(10)));
 
-  backend.set_state(ClusterState::kStopped);
+  backend.set_stuck(true);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a report on its way arrives
   reports = router.load_reports();
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // five report intervals
   EXPECT_EQ(router.load_reports(), reports) << "a stuck node went on reporting its load";
   EXPECT_TRUE(backend.cancelled().empty());
 
-  backend.set_state(ClusterState::kServing);
+  backend.set_stuck(false);
   ASSERT_TRUE(WaitFor([&] { return router.load_reports() > reports; }, std::chrono::seconds(10)))
       << "the node moves again, but its reports did not resume";
   router.AskToRegisterAgain();
+  router.AskToRegisterAgain();  // the answer to a second report under the old id
   ASSERT_TRUE(WaitFor([&] { return router.registrations() == 2; }, std::chrono::seconds(10)));
   EXPECT_EQ(backend.cancelled(), std::vector<uint64_t>{1}) << "the run the router placed elsewhere goes on here";
+  reports = router.load_reports();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(router.registrations(), 2) << "one drop, one registration";
+  EXPECT_EQ(router.load_reports(), reports) << "reports went out under the id the router dropped";
   router.Release(8);
   ASSERT_TRUE(WaitFor([&] { return (*agent)->stats().registrations == 2; }, std::chrono::seconds(10)));
   router.Place(8, 1, "cls", input);  // placed after the new registration: runs

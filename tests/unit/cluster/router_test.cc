@@ -1121,8 +1121,8 @@ class JumpingClock final : public Clock {
   std::atomic<int64_t> offset_us_{0};
 };
 
-// A node backend that forwards to a LocalCluster, except that the test can make it say kStopped
-// for a while: its agent then sends no load reports.
+// A node backend that forwards to a LocalCluster, except that the test can make it say it is
+// stuck for a while: its agent then sends no load reports.
 class PausableNode final : public NodeBackend {
  public:
   explicit PausableNode(LocalCluster* inner) : inner_(inner) {}
@@ -1135,6 +1135,7 @@ class PausableNode final : public NodeBackend {
   std::vector<ModelSpec> Models() const override { return inner_->Models(); }
   ClusterState state() const override { return paused_ ? ClusterState::kStopped : inner_->state(); }
   ClusterLoad Load() const override { return inner_->Load(); }
+  bool Stuck() const override { return paused_ || inner_->Stuck(); }
   void Pause(bool paused) { paused_ = paused; }
 
  private:
