@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "runtime/cgroup.h"
+#include "runtime/zero_floats.h"
 
 namespace cellserve {
 
@@ -105,14 +106,27 @@ double MemoryLimit(const MemoryReadings& r) { return BindingLimit(r).limit; }
 
 double MemoryHeadroomOfThisProcess() { return MemoryHeadroom(ReadMemoryOfThisProcess()); }
 
-std::string MemorySummary(const MemoryReadings& r) {
+double ReservableHeadroom(const MemoryReadings& r, double reserved) {
+  const double memory = std::min(r.machine_total, r.cgroup_limit);
+  const double by_memory = memory - r.anon_resident - reserved;
+  const double by_address_space = r.address_space_limit - r.address_space;
+  return std::max(std::min(by_memory, by_address_space), 0.0);
+}
+
+double ReservableHeadroomOfThisProcess() {
+  return ReservableHeadroom(ReadMemoryOfThisProcess(), static_cast<double>(ZeroFloats::ReservedBytes()));
+}
+
+std::string MemorySummary(const MemoryReadings& r, double reserved) {
   const double limit = MemoryLimit(r);
   if (std::isinf(limit)) return MiBText(r.resident) + " MiB resident; no memory limit could be read";
   const char* whose = limit == r.address_space_limit ? "the address-space limit"
                       : limit == r.cgroup_limit      ? "the cgroup's"
                                                      : "the machine's";
-  return MiBText(r.resident) + " MiB resident; " + MiBText(MemoryHeadroom(r)) + " MiB more may be taken, of a " +
-         MiBText(limit) + " MiB limit (" + whose + ")";
+  const std::string reserved_text =
+      reserved > 0 ? " (and " + MiBText(reserved) + " MiB of state slots reserved, taken as they fill)" : "";
+  return MiBText(r.resident) + " MiB resident" + reserved_text + "; " + MiBText(ReservableHeadroom(r, reserved)) +
+         " MiB more may be taken, of a " + MiBText(limit) + " MiB limit (" + whose + ")";
 }
 
 std::string MiBText(double bytes) {

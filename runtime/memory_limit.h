@@ -1,8 +1,9 @@
 // How much more memory this process may take before an allocation fails or the OOM killer ends
 // it: its headroom. Used to refuse, with a clear error, allocations that could only end in the
 // OOM killer: a CPU device's state slots and prepared weights (--state-slots, --fold-max-mib), a
-// weights file and the model made from it. Memory taken and touched counts, so CPU devices that
-// register one after another are checked against what the earlier ones took.
+// weights file and the model made from it. Memory taken and touched counts, and so does memory
+// reserved untouched (ZeroFloats: state slots, whose pages are taken as they fill), so CPU devices
+// that register one after another are checked against what the earlier ones took.
 // The headroom is the least of: the machine's memory (MemTotal) and each cgroup limit of this
 // process's cgroup and its ancestors (v2 memory.max, v1 memory.limit_in_bytes: a Kubernetes
 // memory limit), less the anonymous memory this process holds (RssAnon: the process is taken to be
@@ -51,6 +52,12 @@ MemoryReadings ReadMemoryOfThisProcess();
 double MemoryHeadroom(const MemoryReadings& readings);
 double MemoryHeadroomOfThisProcess();
 
+// The headroom for an up-front check: MemoryHeadroom less what is reserved and may not be resident
+// yet (`reserved`: ZeroFloats::ReservedBytes(), counted whole even once partly written), on the
+// machine's or cgroup's side (VmSize, the address-space side, already holds it). Never below 0.
+double ReservableHeadroom(const MemoryReadings& readings, double reserved);
+double ReservableHeadroomOfThisProcess();  // with this process's readings and ZeroFloats::ReservedBytes()
+
 // The limit that headroom is measured against: min(machine_total, cgroup_limit), or
 // address_space_limit where that term leaves less. +infinity where nothing was read.
 double MemoryLimit(const MemoryReadings& readings);
@@ -61,7 +68,9 @@ std::string MiBText(double bytes);
 // One line for a start-up log: "M MiB resident; H MiB more may be taken, of a L MiB limit (the
 // cgroup's)", where the limit is the machine's memory, its cgroup's limit or the address-space
 // limit, whichever MemoryLimit says binds.
-std::string MemorySummary(const MemoryReadings& readings);
+// With `reserved` > 0 the resident part reads "M MiB resident (and R MiB of state slots reserved,
+// taken as they fill)".
+std::string MemorySummary(const MemoryReadings& readings, double reserved = 0);
 
 // The up-front check before a large allocation: OK when `bytes` are at most `headroom`; else
 // RESOURCE_EXHAUSTED "`what`, more than the memory this process may still take (H MiB: what the

@@ -185,7 +185,7 @@ StatusOr<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
   double float_bytes = 0;  // of the tensors the model keeps (a file may hold more)
   for (const auto& [name, shape] : RequiredTensors(spec))
     float_bytes += static_cast<double>(ShapeNumElements(shape)) * sizeof(float);
-  RETURN_IF_ERROR(CheckHeadroom(float_bytes, MemoryHeadroomOfThisProcess(),
+  RETURN_IF_ERROR(CheckHeadroom(float_bytes, ReservableHeadroomOfThisProcess(),
                                 path + ": its weights as floats take " + MiBText(float_bytes) + " MiB"));
   try {  // the last guard: an allocation that fails all the same is an error, not a crash
     auto model = Create(std::move(spec), weights);

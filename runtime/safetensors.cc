@@ -355,7 +355,7 @@ StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   // Reading holds the file's bytes and the tensors copied out of them: twice its size at the peak.
   // More than this process may take would end in the OOM killer (under a cgroup limit allocations
   // do not fail), so it is an error before anything is read (a sparse file, a copy gone wrong).
-  if (Status fits = CheckHeadroom(2.0 * static_cast<double>(st.st_size), MemoryHeadroomOfThisProcess(),
+  if (Status fits = CheckHeadroom(2.0 * static_cast<double>(st.st_size), ReservableHeadroomOfThisProcess(),
                                   path + ": reading this " + MiBText(static_cast<double>(st.st_size)) +
                                       " MiB file takes twice that");
       !fits.ok()) {

@@ -44,6 +44,7 @@
 #include "runtime/memory_limit.h"
 #include "runtime/model_repository.h"
 #include "runtime/model_spec.h"
+#include "runtime/zero_floats.h"
 #include "runtime/scheduler.h"
 #include "runtime/text.h"
 #include "tools/cli_errors.h"
@@ -166,7 +167,7 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
   monitoring::LogLine("cellserve %s: serving %zu model(s) on port %d (SIGTERM drains and exits)\n", g_name,
                       cluster.Models().size(), server->port());
   monitoring::LogLine("cellserve %s: memory: %s\n", g_name,
-                      MemorySummary(ReadMemoryOfThisProcess()).c_str());
+                      MemorySummary(ReadMemoryOfThisProcess(), static_cast<double>(ZeroFloats::ReservedBytes())).c_str());
   std::unique_ptr<cluster::NodeAgent> agent;
   if (agent_options) {
     cluster::NodeAgentOptions o = *agent_options;

@@ -71,8 +71,8 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
             ")";
   // Filling memory beyond what this process may take would not fail: the OOM killer would end
   // the process (in a container, at its memory limit). Say so first. What earlier registrations
-  // (other devices, other models) took is resident, so it counts.
-  RETURN_IF_ERROR(CheckHeadroom(state_bytes + weight_bytes, MemoryHeadroomOfThisProcess(),
+  // (other devices, other models) took counts: their weights are resident, their slots reserved.
+  RETURN_IF_ERROR(CheckHeadroom(state_bytes + weight_bytes, ReservableHeadroomOfThisProcess(),
                                 what + " take " + MiBText(state_bytes + weight_bytes) + " MiB",
                                 std::string("lower --state-slots (it is per device and model)") +
                                     (weights.folded > 0 ? " or --fold-max-mib (tables over it are not folded)" : "")));
@@ -80,7 +80,7 @@ Status CpuBackend::RegisterModel(const Model& model, int32_t slots) {
   try {
     s.slots = slots;
     s.hidden = hidden;
-    s.storage.assign(static_cast<size_t>(slots) * 2 * static_cast<size_t>(hidden), 0.0f);
+    s.storage = ZeroFloats(static_cast<size_t>(slots) * 2 * static_cast<size_t>(hidden));
     s.weights = weight_cache_ ? weight_cache_->Get(model, cell_weight_options_) : Prepare(model, cell_weight_options_);
   } catch (const std::bad_alloc&) {  // thrown on the device's thread, it would end the process
     return ResourceExhausted(what + (weight_bytes > 0 ? "" : " and the model's weights") +

@@ -6,7 +6,8 @@
 // Token-fed cell types whose table fits options.fold_max_bytes have their input projection folded
 // (cell_weights.h): the GEMM then covers only h, and the token's precomputed row stands in for
 // W_x x + bias (a folded leaf needs no GEMM at all).
-// State storage: per registered model, `slots` rows of [h | c] (2H floats each), zero-initialised.
+// State storage: per registered model, `slots` rows of [h | c] (2H floats each), zero-initialised
+// (runtime/zero_floats.h: the memory of a slot is taken when it is first used).
 // Owns its scratch buffers, so one thread at a time may call it; several CpuBackends may run on
 // several threads.
 // Prepared weights are immutable, so CPU devices of one process share them through a
@@ -24,6 +25,7 @@
 #include "kernels/cpu/cell_weights.h"
 #include "kernels/cpu/packed_gemm.h"
 #include "runtime/backend.h"
+#include "runtime/zero_floats.h"
 
 namespace cellserve::cpu {
 
@@ -76,7 +78,7 @@ class CpuBackend final : public Backend {
   struct ModelState {
     int32_t slots = 0;
     int64_t hidden = 0;
-    std::vector<float> storage;  // [slots, 2H]: h then c
+    ZeroFloats storage;  // [slots, 2H]: h then c; pages taken as they are first written
     std::shared_ptr<const PackedWeightCache::Weights> weights;  // per cell type
   };
   void RunLstm(const CellType& type, const CellBatch& batch, ModelState& state);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark programs under bench/ at toy sizes: each runs to the end and writes what its
 # docs say (bench_rpc's JSON keys and per-round throughput, a sim profile router_sim can read,
-# Google Benchmark's rows, burst_memory.py's table). Their numbers are not judged here (benchmarks, not tests); this
+# Google Benchmark's rows, burst_memory.py's and cold_start.py's tables). Their numbers are not judged here (benchmarks, not tests); this
 # catches a benchmark that no longer runs before someone needs it.
 # Usage: bench_smoke_test.sh PATH/TO/cellserve BENCH_DIR   (ctest passes both). About 20 s.
 set -uo pipefail
@@ -51,6 +51,11 @@ check "bench_rpc refuses more rounds than requests" 2 "--rounds must be" -- \
 check "burst_memory.py prints its table" 0 "^\| $CELLSERVE \| [0-9.]+ MiB \| [0-9.]+ MiB \|$" -- \
   /usr/bin/python3 "$(dirname "$0")/../../bench/burst_memory.py" --cellserve "$CELLSERVE" --bursts 1 \
   --requests 2 --steps 50 --idle-s 0.2
+
+# cold_start.py, one small shape, one start: its table, one row.
+check "cold_start.py prints its table" 0 "^\| 128 \| 1 \| 1 \| $CELLSERVE \| [0-9.]+ s \| [0-9]+ MiB \|$" -- \
+  /usr/bin/python3 "$(dirname "$0")/../../bench/cold_start.py" --cellserve "$CELLSERVE" --shapes 128:1 --devices 1 \
+  --runs 1
 
 echo "bench_smoke: $pass passed, $failures failed"
 ((failures == 0))

@@ -39,7 +39,7 @@ stop_server() {
     bad "$name: still running 60 s after SIGTERM" "$(cat "$WORK/$name.log")"
     return
   fi
-  if grep -qE "memory: [0-9]+ MiB resident; [0-9]+ MiB more may be taken, of a [0-9]+ MiB limit" "$WORK/$name.log"
+  if grep -qE "memory: [0-9]+ MiB resident( \(and [0-9]+ MiB of state slots reserved, taken as they fill\))?; [0-9]+ MiB more may be taken, of a [0-9]+ MiB limit" "$WORK/$name.log"
   then ok "$name: said at start how much memory it holds and may take"
   else bad "$name: no memory line at start" "$(cat "$WORK/$name.log")"; fi
   if [[ $EXIT == 0 ]] && grep -q "draining" "$WORK/$name.log"; then ok "$name: SIGTERM drains and exits 0"

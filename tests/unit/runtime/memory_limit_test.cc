@@ -84,6 +84,28 @@ TEST(MemoryLimit, SummarySaysWhichLimitBinds) {
             "320 MiB resident; 500 MiB more may be taken, of a 2000 MiB limit (the address-space limit)");
 }
 
+// Reserved memory not yet resident (ZeroFloats) comes off the machine's or cgroup's side only:
+// the address-space side counts it already (VmSize holds every mapping).
+TEST(MemoryLimit, ReservedMemoryComesOffTheMemorySideOfTheHeadroom) {
+  MemoryReadings r;
+  r.machine_total = 8000 * kMiB;
+  r.anon_resident = 300 * kMiB;
+  r.resident = 320 * kMiB;
+  EXPECT_EQ(ReservableHeadroom(r, 0), MemoryHeadroom(r));
+  EXPECT_EQ(ReservableHeadroom(r, 1700 * kMiB), 6000 * kMiB);
+  EXPECT_EQ(ReservableHeadroom(r, 9000 * kMiB), 0) << "never below 0";
+  r.address_space_limit = 2000 * kMiB;
+  r.address_space = 1500 * kMiB;  // the reservation's mapping is in here
+  EXPECT_EQ(ReservableHeadroom(r, 1000 * kMiB), 500 * kMiB) << "not subtracted twice";
+  EXPECT_EQ(MemorySummary(r, 1000 * kMiB),
+            "320 MiB resident (and 1000 MiB of state slots reserved, taken as they fill); 500 MiB more may be taken, "
+            "of a 2000 MiB limit (the address-space limit)");
+  r.address_space_limit = MemoryReadings::kNone;
+  EXPECT_EQ(MemorySummary(r, 1000 * kMiB),
+            "320 MiB resident (and 1000 MiB of state slots reserved, taken as they fill); 6700 MiB more may be taken, "
+            "of a 8000 MiB limit (the machine's)");
+}
+
 TEST(MemoryLimit, TheLimitIsTheOneTheHeadroomIsMeasuredAgainst) {
   MemoryReadings r;
   EXPECT_TRUE(std::isinf(MemoryLimit(r)));
