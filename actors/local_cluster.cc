@@ -199,7 +199,10 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     ASSIGN_OR_RETURN(names, ListModels(options.model_repo));
     if (names.empty()) return NotFound("model repository " + options.model_repo + " holds no models");
   }
+  const Status stopped = Cancelled("stopped while loading the models");
+  auto stop_requested = [&options] { return options.stop_requested && options.stop_requested(); };
   for (const auto& name : names) {
+    if (stop_requested()) return stopped;
     ASSIGN_OR_RETURN(auto model, LoadModel(options.model_repo, name));
     for (const auto& m : impl->models)
       if (m->spec().name == model->spec().name)
@@ -238,6 +241,11 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     raw->Failed("the node actor ended (" + caf::to_string(reason) + ")");
   });
   for (int i = 0; i < static_cast<int>(impl->devices.size()); ++i) {
+    if (stop_requested()) {  // each worker registers the models on its device: seconds for large ones
+      impl->stopping = true;
+      impl->Shutdown();
+      return stopped;
+    }
     actors::WorkerOptions w;
     w.index = i;
     w.device = impl->devices[i].get();
@@ -248,6 +256,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     w.counters = impl->counters;
     w.metrics = options.metrics;
     w.liveness = impl->liveness;
+    w.stop_requested = options.stop_requested;
     auto worker = actors::SpawnWorker(*impl->system, std::move(w));
     if (!worker.ok()) {
       impl->stopping = true;

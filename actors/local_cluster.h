@@ -63,6 +63,9 @@ struct LocalClusterOptions : DeviceOptions {
   // kServing again once the part moves. A busy part that keeps finishing work is never stuck.
   // 0 = never say so.
   int64_t stall_after_ms = 10000;
+  // Asked between the models it loads and before each model's registration on each device: true
+  // (a SIGTERM while loading) ends Start with CANCELLED, starting nothing. Empty: never asked.
+  std::function<bool()> stop_requested;
 };
 
 class LocalCluster final : public NodeBackend {
@@ -70,7 +73,7 @@ class LocalCluster final : public NodeBackend {
   // Loads the models, starts the devices and actors. Errors: NOT_FOUND (model or repo),
   // INVALID_ARGUMENT (bad options or weights), UNAVAILABLE (an unreadable repository; --backend
   // cuda without a usable GPU), RESOURCE_EXHAUSTED (weights or state slots beyond the memory this
-  // process may use).
+  // process may use), CANCELLED (options.stop_requested said so).
   static StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
   ~LocalCluster();
 

@@ -353,6 +353,7 @@ StatusOr<caf::actor> SpawnWorker(caf::actor_system& system, WorkerOptions option
   auto setup = std::make_shared<WorkerSetup>();
   for (const auto& model : options.models) {
     if (!model) return InvalidArgument("worker given a null model");
+    if (options.stop_requested && options.stop_requested()) return Cancelled("stopped while registering the models");
     Status s = options.device->RegisterModel(*model, options.scheduler.state_slots);
     if (!s.ok()) return s.WithContext("device " + options.device->name() + ", model " + model->spec().name);
     auto scheduler = Scheduler::Create(model.get(), options.scheduler, options.clock);

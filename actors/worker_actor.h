@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -60,10 +61,14 @@ struct WorkerOptions {
   // the completion callback, before the completion is posted), on its own clock. Null: not
   // counted.
   std::shared_ptr<Liveness> liveness;
+  // Asked before each model is registered on the device (folding a large vocabulary's table takes
+  // seconds): true ends SpawnWorker with CANCELLED. Empty: never asked.
+  std::function<bool()> stop_requested;
 };
 
 // Validates the options, registers every model on the device, creates the schedulers, then
-// spawns the actor. INVALID_ARGUMENT for bad options, or the device's or scheduler's error.
+// spawns the actor. INVALID_ARGUMENT for bad options, or the device's or scheduler's error;
+// CANCELLED when stop_requested said so.
 StatusOr<caf::actor> SpawnWorker(caf::actor_system& system, WorkerOptions options);
 
 }  // namespace cellserve::actors

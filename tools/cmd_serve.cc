@@ -220,12 +220,14 @@ int ServeOrNode(int argc, char** argv, bool node) {
                      "on it; it also serves its own RPC port (--listen) like `cellserve serve`. A router that is not up\n"
                      "yet or restarts is reconnected to (the name is resolved again each time). SIGTERM or SIGINT: the\n"
                      "routers stop placing requests here, requests in flight finish, then it leaves and exits 0.\n"
-                     "If part of it fails (a device worker ends on its own), it stops the same way and exits 1."
+                     "If part of it fails (a device worker ends on its own), it stops the same way and exits 1.\n"
+                     "While the models load, it stops between them and exits 0 without joining."
                    : "Serves the models of a repository in this process: one worker per CPU device, cellular\n"
               "batching, behind the Cap'n Proto RPC port (--listen; schema/cellserve.capnp; try\n"
               "`cellserve infer`, `cellserve health`). SIGTERM or SIGINT: health turns `draining`, new\n"
               "calls are answered UNAVAILABLE, every request in flight is answered, then it exits 0 (1 if\n"
-              "part of it failed, e.g. a device worker that ended on its own: restart it).\n"
+              "part of it failed, e.g. a device worker that ended on its own: restart it). While the\n"
+              "models load, it stops between them and exits 0 without serving.\n"
               "With --stdin: no port; reads requests from stdin, one per line: MODEL<TAB>text, and prints\n"
               "one JSON line per answer (in completion order, each with its line number); EOF also stops.\n"
               "--metrics-port PORT serves Prometheus metrics at http://HOST:PORT/metrics in either mode (names:\n"
@@ -397,12 +399,25 @@ int ServeOrNode(int argc, char** argv, bool node) {
     monitoring::LogLine("cellserve %s: exiting 1: part of it had failed (above); restart it\n", g_name);
     return 1;
   };
+  // A SIGTERM while the models load (a rollout that moved on) ends the start between models and
+  // devices: exit 0 without serving, nor joining any router.
+  options.stop_requested = [&signals] { return signals.Arrived(); };
+  auto stopped_while_loading = [&] {
+    monitoring::LogLine("cellserve %s: stopped (SIGTERM or SIGINT) while loading the models; served nothing\n", g_name);
+    return 0;
+  };
   auto started = LocalCluster::Start(options);
   if (!started.ok()) {
     server.reset();
+    if (started.status().code() == StatusCode::kCancelled && signals.Arrived()) return exit_code(stopped_while_loading());
     return Fail(started.status());
   }
   std::unique_ptr<LocalCluster> cluster = std::move(started).value();
+  if (signals.Arrived() && !signals.failed()) {  // it came as the last device registered
+    server.reset();
+    cluster.reset();
+    return stopped_while_loading();
+  }
   if (server) {
     if (node) {
       agent_options.devices = cluster->device_count();

@@ -50,6 +50,11 @@ void StopSignals::Fail() {
   OnStopSignal(SIGTERM);
 }
 
+bool StopSignals::Arrived() const {
+  pollfd fd = {g_wake[0], POLLIN, 0};
+  return poll(&fd, 1, 0) > 0;
+}
+
 Status StopSignals::Wait() const {
   for (;;) {
     pollfd fd = {g_wake[0], POLLIN, 0};

@@ -27,6 +27,8 @@ class StopSignals {
   // Blocks until a signal arrives. INTERNAL if the pipe is broken (EBADF, EFAULT, EINVAL); other
   // poll errors are waited out.
   Status Wait() const;
+  // Whether a signal (or Fail) has arrived, without waiting or taking it. Any thread.
+  bool Arrived() const;
 
   // Wakes Wait() (and fd()) as a signal does, and marks that part of the process failed (an
   // actor that ended on its own): the command stops as at SIGTERM, then exits 1. Any thread;

@@ -226,6 +226,25 @@ EOF
   stop_server "$SERVER_PID" polled
 fi
 
+# SIGTERM while the models load (a rollout that moved on): it stops between models, exits 0, and
+# never serves (no port file, no "serving" line).
+for i in 1 2 3 4; do
+  "$CELLSERVE" model init --repo "$WORK/loading" --name "m$i" --kind lstm --hidden 512 --layers 2 --vocab 20000 \
+    --classes 2 --seed "$i" >/dev/null || die "model init for the loading test"
+done
+rm -f "$WORK/loading.port"
+"$CELLSERVE" serve --model-repo "$WORK/loading" --listen 127.0.0.1:0 --port-file "$WORK/loading.port" \
+  2>"$WORK/loading.log" &
+loading_pid=$!
+PIDS+=("$loading_pid")
+wait_for 30 or_exited "$loading_pid" grep -q "loading models" "$WORK/loading.log"
+kill -TERM "$loading_pid"
+wait_exit "$loading_pid" 60
+if [[ $EXIT == 0 ]] && grep -q "stopped (SIGTERM or SIGINT) while loading the models; served nothing" "$WORK/loading.log" &&
+  ! grep -q "serving" "$WORK/loading.log" && [[ ! -e "$WORK/loading.port" ]]; then
+  ok "SIGTERM while loading: exits 0 without serving"
+else bad "SIGTERM while loading: exit $EXIT" "$(cat "$WORK/loading.log")"; fi
+
 # --stall-after-ms: a device whose round does not finish (the sim's rounds of a second stand in for
 # a hung GPU's) makes health say not_ready (exit 1) and the log say which part; once its rounds
 # finish, serving again. The readiness probe takes such a pod out of its Service meanwhile.
