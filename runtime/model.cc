@@ -114,12 +114,22 @@ Status Model::CheckTensors(const ModelSpec& s, const SafetensorsFile& weights) {
 }
 
 StatusOr<std::shared_ptr<const Model>> Model::Create(ModelSpec spec, const SafetensorsFile& weights) {
+  return Build(std::move(spec), weights, nullptr);
+}
+
+StatusOr<std::shared_ptr<const Model>> Model::Create(ModelSpec spec, SafetensorsFile&& weights) {
+  return Build(std::move(spec), weights, &weights);
+}
+
+StatusOr<std::shared_ptr<const Model>> Model::Build(ModelSpec spec, const SafetensorsFile& weights,
+                                                    SafetensorsFile* release) {
   RETURN_IF_ERROR(CheckTensors(spec, weights));
   std::shared_ptr<Model> m(new Model());
   m->spec_ = std::move(spec);
   const ModelSpec& s = m->spec_;
   for (const auto& [name, shape] : RequiredTensors(s)) {
     Tensor t = weights.tensors.at(name).ToFloat();
+    if (release) release->tensors.erase(name);  // `weights` is *release: its entry goes too
     int64_t bad = 0, first = -1;
     for (int64_t i = 0; i < t.size(); ++i)
       if (!std::isfinite(t.data()[i]) && bad++ == 0) first = i;
@@ -188,7 +198,7 @@ StatusOr<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
   RETURN_IF_ERROR(CheckHeadroom(float_bytes, ReservableHeadroomOfThisProcess(),
                                 path + ": its weights as floats take " + MiBText(float_bytes) + " MiB"));
   try {  // the last guard: an allocation that fails all the same is an error, not a crash
-    auto model = Create(std::move(spec), weights);
+    auto model = Create(std::move(spec), std::move(weights));
     if (!model.ok()) return model.status().WithContext(path);
     return model;
   } catch (const std::bad_alloc&) {

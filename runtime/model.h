@@ -47,8 +47,11 @@ class Model {
  public:
   // Validates the spec and the weights (shapes, dtype, every value finite) and builds the cell types.
   static StatusOr<std::shared_ptr<const Model>> Create(ModelSpec spec, const SafetensorsFile& weights);
+  // The same, letting go of each of the file's tensors once it is converted (a load holds the
+  // file's tensors and the floats together one tensor at a time, not whole).
+  static StatusOr<std::shared_ptr<const Model>> Create(ModelSpec spec, SafetensorsFile&& weights);
   // Loads DIR/spec.json and DIR/weights.safetensors. RESOURCE_EXHAUSTED (never an exception) when
-  // twice the file, or its weights as floats beside it, are more than this process may still take
+  // the file, or its weights as floats beside it, are more than this process may still take
   // (runtime/memory_limit.h).
   static StatusOr<std::shared_ptr<const Model>> Load(const std::string& dir);
   // Not copied: the cell types point into this model's tensors.
@@ -74,6 +77,10 @@ class Model {
 
  private:
   Model() = default;
+  // Create's work; `release`, if given, is `weights` itself: each tensor is erased from it once
+  // converted.
+  static StatusOr<std::shared_ptr<const Model>> Build(ModelSpec spec, const SafetensorsFile& weights,
+                                                      SafetensorsFile* release);
   ModelSpec spec_;
   std::map<std::string, Tensor> tensors_;  // node-based: CellType pointers stay valid
   std::vector<CellType> cell_types_;

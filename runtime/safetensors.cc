@@ -102,13 +102,19 @@ struct Range {
 };
 
 struct TensorEntry {
-  RawTensor tensor;
+  RawTensor tensor;             // dtype and shape; bytes filled later (FillFromBuffer, FillFromFile)
   uint64_t begin = 0, end = 0;  // its bytes in the data buffer
 };
 
+// A file's header, checked against the size of the data after it: every tensor's dtype, shape and
+// byte range (in range, matching, no overlap), and the metadata. No tensor bytes yet.
+struct Layout {
+  std::map<std::string, TensorEntry> entries;
+  std::map<std::string, std::string> metadata;
+};
+
 // Parses one tensor entry; `data_size` is the length of the data buffer.
-StatusOr<TensorEntry> ParseTensorEntry(const std::string& name, const Json& entry, const uint8_t* data,
-                                       uint64_t data_size) {
+StatusOr<TensorEntry> ParseTensorEntry(const std::string& name, const Json& entry, uint64_t data_size) {
   const std::string what = "tensor " + Quoted(name);
   if (!entry.is_object()) return InvalidArgument(what + ": entry is not a JSON object");
 
@@ -163,11 +169,10 @@ StatusOr<TensorEntry> ParseTensorEntry(const std::string& name, const Json& entr
                            " bytes, data_offsets give " + std::to_string(given));
   }
 
-  // All checks passed: `needed` <= data_size, so the copy stays in bounds.
+  // All checks passed: [begin, end) lies within the data.
   TensorEntry parsed;
   parsed.tensor.dtype = *dtype;
   parsed.tensor.shape = std::move(shape);
-  parsed.tensor.bytes.assign(data + begin, data + end);
   parsed.begin = static_cast<uint64_t>(begin);
   parsed.end = static_cast<uint64_t>(end);
   return parsed;
@@ -206,42 +211,26 @@ Status CheckHeaderJson(const char* header_begin, const char* header_end) {
   return OkStatus();
 }
 
-StatusOr<SafetensorsFile> ParseUnguarded(const uint8_t* data, size_t size) {
-  if (size < 8) {
-    return InvalidArgument("file is " + std::to_string(size) +
-                           " bytes; too short for the 8-byte header length");
-  }
-  const uint64_t header_len = HeaderLength(data);
-  if (header_len > kMaxSafetensorsHeaderBytes) {
-    return InvalidArgument("header length " + std::to_string(header_len) + " exceeds the limit of " +
-                           std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
-  }
-  if (header_len > size - 8) {
-    return InvalidArgument("header length " + std::to_string(header_len) +
-                           " runs past the end of the file (" + std::to_string(size) + " bytes)");
-  }
-  const char* header_begin = reinterpret_cast<const char*>(data + 8);
-  const char* header_end = header_begin + header_len;
-  const uint8_t* buffer = data + 8 + header_len;
-  const uint64_t buffer_size = size - 8 - header_len;
-
+// The header (JSON text) and the data's size after it: the layout, every range checked.
+StatusOr<Layout> ParseLayout(const char* header_begin, const char* header_end, uint64_t data_size) {
   RETURN_IF_ERROR(CheckHeaderJson(header_begin, header_end));
   Json header = Json::parse(header_begin, header_end, nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded()) return InvalidArgument("header is not valid JSON");
   if (!header.is_object()) return InvalidArgument("header JSON is not an object");
 
-  SafetensorsFile file;
+  Layout layout;
   std::vector<Range> ranges;
   ranges.reserve(header.size());
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     if (name == kMetadataKey) {
-      ASSIGN_OR_RETURN(file.metadata, ParseMetadata(it.value()));
+      ASSIGN_OR_RETURN(layout.metadata, ParseMetadata(it.value()));
       continue;
     }
-    ASSIGN_OR_RETURN(TensorEntry entry, ParseTensorEntry(name, it.value(), buffer, buffer_size));
-    auto inserted = file.tensors.emplace(name, std::move(entry.tensor));
-    ranges.push_back(Range{entry.begin, entry.end, &inserted.first->first});  // stable: map nodes do not move
+    ASSIGN_OR_RETURN(TensorEntry entry, ParseTensorEntry(name, it.value(), data_size));
+    auto inserted = layout.entries.emplace(name, std::move(entry));
+    const TensorEntry& e = inserted.first->second;
+    ranges.push_back(Range{e.begin, e.end, &inserted.first->first});  // stable: map nodes do not move
   }
 
   // Overlap check: sort by start; each non-empty range must start at or after the previous end.
@@ -260,6 +249,38 @@ StatusOr<SafetensorsFile> ParseUnguarded(const uint8_t* data, size_t size) {
                              Quoted(*ranges[i].name) + " [" + std::to_string(ranges[i].begin) +
                              ", " + std::to_string(ranges[i].end) + ") overlap");
     }
+  }
+  return layout;
+}
+
+// The header's length from the first 8 of `size` bytes, checked against the limit and the size.
+StatusOr<uint64_t> CheckedHeaderLength(const uint8_t* first8, uint64_t size) {
+  if (size < 8) {
+    return InvalidArgument("file is " + std::to_string(size) +
+                           " bytes; too short for the 8-byte header length");
+  }
+  const uint64_t header_len = HeaderLength(first8);
+  if (header_len > kMaxSafetensorsHeaderBytes) {
+    return InvalidArgument("header length " + std::to_string(header_len) + " exceeds the limit of " +
+                           std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
+  }
+  if (header_len > size - 8) {
+    return InvalidArgument("header length " + std::to_string(header_len) +
+                           " runs past the end of the file (" + std::to_string(size) + " bytes)");
+  }
+  return header_len;
+}
+
+StatusOr<SafetensorsFile> ParseUnguarded(const uint8_t* data, size_t size) {
+  ASSIGN_OR_RETURN(const uint64_t header_len, CheckedHeaderLength(data, size));
+  const char* header_begin = reinterpret_cast<const char*>(data + 8);
+  const uint8_t* buffer = data + 8 + header_len;
+  ASSIGN_OR_RETURN(Layout layout, ParseLayout(header_begin, header_begin + header_len, size - 8 - header_len));
+  SafetensorsFile file;
+  file.metadata = std::move(layout.metadata);
+  for (auto& [name, e] : layout.entries) {
+    e.tensor.bytes.assign(buffer + e.begin, buffer + e.end);  // in range: ParseLayout checked
+    file.tensors.emplace(name, std::move(e.tensor));
   }
   return file;
 }
@@ -296,32 +317,56 @@ Status ReadUpTo(int fd, const std::string& path, size_t want, std::vector<uint8_
   return OkStatus();
 }
 
-// Reads `path` (`size` bytes) whole, the cheap checks first: the header's length and then its JSON
-// are checked before the data is read (a file of zeros, a checkpoint of another format, a length
-// that runs past the end: said at once, not after reading gigabytes). Throws std::bad_alloc when
-// `size` bytes cannot be had.
-StatusOr<std::vector<uint8_t>> ReadCheckingHeaderFirst(int fd, const std::string& path, size_t size) {
-  std::vector<uint8_t> file;
-  file.reserve(size);
-  RETURN_IF_ERROR(ReadUpTo(fd, path, std::min<size_t>(size, 64), file));
-  if (file.size() >= 8) {
-    const uint64_t header_len = HeaderLength(file.data());
-    const bool fits = header_len <= kMaxSafetensorsHeaderBytes && header_len <= size - 8;
-    if (fits) RETURN_IF_ERROR(ReadUpTo(fd, path, 8 + header_len, file));
-    if (fits && file.size() >= 8 + header_len) {
-      const char* header = reinterpret_cast<const char*>(file.data() + 8);
-      RETURN_IF_ERROR(CheckHeaderJson(header, header + header_len));
-    } else if (header_len > kMaxSafetensorsHeaderBytes) {
-      // What other formats' first bytes read as: an LFS pointer, a zip, a pickle or HDF5 file all
-      // give a length far past the limit (a mere truncated safetensors file does not: no guess).
-      return InvalidArgument("header length " + std::to_string(header_len) + " exceeds the limit of " +
-                             std::to_string(kMaxSafetensorsHeaderBytes) + " bytes" + ForeignFormatHint(file));
-    } else if (!fits) {
-      return InvalidArgument("header length " + std::to_string(header_len) + " runs past the end of the file (" +
-                             std::to_string(size) + " bytes)");
-    }
+// Reads the header of `path` (`size` bytes): its 8-byte length and then its JSON text, the length
+// checked before more is read (a file of zeros, a checkpoint of another format, a length that runs
+// past the end: said at once, not after reading gigabytes). Returns those 8 + N bytes.
+StatusOr<std::vector<uint8_t>> ReadHeader(int fd, const std::string& path, size_t size) {
+  std::vector<uint8_t> head;
+  RETURN_IF_ERROR(ReadUpTo(fd, path, std::min<size_t>(size, 64), head));
+  if (head.size() < 8) return CheckedHeaderLength(head.data(), head.size()).status();
+  const uint64_t header_len = HeaderLength(head.data());
+  if (header_len > kMaxSafetensorsHeaderBytes) {
+    // What other formats' first bytes read as: an LFS pointer, a zip, a pickle or HDF5 file all
+    // give a length far past the limit (a mere truncated safetensors file does not: no guess).
+    return InvalidArgument("header length " + std::to_string(header_len) + " exceeds the limit of " +
+                           std::to_string(kMaxSafetensorsHeaderBytes) + " bytes" + ForeignFormatHint(head));
   }
-  RETURN_IF_ERROR(ReadUpTo(fd, path, size, file));  // the parser checks the rest (a file that shrank too)
+  if (header_len > size - 8) {
+    return InvalidArgument("header length " + std::to_string(header_len) + " runs past the end of the file (" +
+                           std::to_string(size) + " bytes)");
+  }
+  RETURN_IF_ERROR(ReadUpTo(fd, path, 8 + header_len, head));
+  if (head.size() < 8 + header_len) return InvalidArgument("the file ended within its header (it shrank while read?)");
+  return head;
+}
+
+// Reads `bytes.size()` bytes at `offset` of `fd` into `bytes`; false if the file ends first.
+StatusOr<bool> ReadAt(int fd, const std::string& path, uint64_t offset, std::vector<uint8_t>& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::pread(fd, bytes.data() + done, std::min<size_t>(bytes.size() - done, size_t{1} << 30),
+                              static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Internal("reading " + path + ": " + ErrnoText(errno));
+    }
+    if (n == 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// The tensors of `layout`, each read from `fd` straight into its own bytes (the data begins at
+// `data_offset`): the file is never held whole beside them.
+StatusOr<SafetensorsFile> ReadTensors(int fd, const std::string& path, uint64_t data_offset, Layout layout) {
+  SafetensorsFile file;
+  file.metadata = std::move(layout.metadata);
+  for (auto& [name, e] : layout.entries) {
+    e.tensor.bytes.resize(static_cast<size_t>(e.end - e.begin));
+    ASSIGN_OR_RETURN(const bool whole, ReadAt(fd, path, data_offset + e.begin, e.tensor.bytes));
+    if (!whole) return InvalidArgument("the file ended within tensor " + Quoted(name) + "'s data (it shrank while read?)");
+    file.tensors.emplace(name, std::move(e.tensor));
+  }
   return file;
 }
 
@@ -352,33 +397,36 @@ StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     ::close(fd);
     return InvalidArgument(path + ": not a regular file");
   }
-  // Reading holds the file's bytes and the tensors copied out of them: twice its size at the peak.
-  // More than this process may take would end in the OOM killer (under a cgroup limit allocations
-  // do not fail), so it is an error before anything is read (a sparse file, a copy gone wrong).
-  if (Status fits = CheckHeadroom(2.0 * static_cast<double>(st.st_size), ReservableHeadroomOfThisProcess(),
+  // Reading holds the tensors: about the file's size. More than this process may take would end in
+  // the OOM killer (under a cgroup limit allocations do not fail), so it is an error before
+  // anything is read (a sparse file, a copy gone wrong).
+  if (Status fits = CheckHeadroom(static_cast<double>(st.st_size), ReservableHeadroomOfThisProcess(),
                                   path + ": reading this " + MiBText(static_cast<double>(st.st_size)) +
-                                      " MiB file takes twice that");
+                                      " MiB file takes that much");
       !fits.ok()) {
     ::close(fd);
     return fits;
   }
-  std::vector<uint8_t> bytes;
-  try {  // the last guard: an allocation that fails all the same is an error, not a crash
-    StatusOr<std::vector<uint8_t>> read = ReadCheckingHeaderFirst(fd, path, static_cast<size_t>(st.st_size));
-    if (!read.ok()) {
-      ::close(fd);
-      return read.status().code() == StatusCode::kInvalidArgument ? read.status().WithContext(path) : read.status();
-    }
-    bytes = std::move(read).value();
+  const size_t size = static_cast<size_t>(st.st_size);
+  StatusOr<SafetensorsFile> read = Internal("not read");
+  // The parser is written not to throw; this is the last guard (an allocation that fails all the
+  // same is an error, not a crash).
+  try {
+    read = [&]() -> StatusOr<SafetensorsFile> {
+      ASSIGN_OR_RETURN(const std::vector<uint8_t> head, ReadHeader(fd, path, size));
+      const char* header = reinterpret_cast<const char*>(head.data() + 8);
+      ASSIGN_OR_RETURN(Layout layout, ParseLayout(header, header + (head.size() - 8), size - head.size()));
+      return ReadTensors(fd, path, head.size(), std::move(layout));
+    }();
   } catch (const std::bad_alloc&) {
-    ::close(fd);
-    return ResourceExhausted(path + ": " + std::to_string(st.st_size) +
+    read = ResourceExhausted(path + ": " + std::to_string(st.st_size) +
                              " bytes do not fit in the memory this process may use");
+  } catch (const std::exception& e) {
+    read = InvalidArgument(std::string("malformed safetensors file: ") + e.what());
   }
   ::close(fd);
-  StatusOr<SafetensorsFile> parsed = ParseSafetensors(bytes.data(), bytes.size());
-  if (!parsed.ok()) return parsed.status().WithContext(path);
-  return parsed;
+  if (!read.ok() && read.status().code() == StatusCode::kInvalidArgument) return read.status().WithContext(path);
+  return read;
 }
 
 StatusOr<std::string> SerializeSafetensors(const SafetensorsFile& file) {

@@ -4,7 +4,8 @@
 // header length, JSON, dtypes, shapes, offsets (in range, matching shape*dtype, no overlap) are all
 // checked and a bad file is an INVALID_ARGUMENT naming the problem; a file or tensors that do not
 // fit in memory are RESOURCE_EXHAUSTED (never an exception): ReadSafetensors refuses, before
-// reading, a file that twice over is more than this process may still take (runtime/memory_limit.h).
+// reading, a file that is more than this process may still take (runtime/memory_limit.h). It reads
+// the header first, then each tensor's bytes straight into the tensor (never the file whole).
 // Pure functions (ReadSafetensors reads the file and /proc); thread-safe.
 #pragma once
 

@@ -258,12 +258,18 @@ TEST(SafetensorsDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
   CELLSERVE_SKIP_UNDER_ASAN("it limits the memory");
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // the process may have BLAS or actor threads
   if (!testutil::DataLimitIsEnforced()) GTEST_SKIP() << "this kernel does not enforce RLIMIT_DATA";
-  // A valid file made sparse to 64 MiB (a copy gone wrong), read with 16 MiB of data segment to
-  // spare: a limit the up-front check does not read (it passes), so the allocation fails, and
-  // that is an error naming the file, not a crash.
+  // A file of one 64 MiB tensor, its data sparse (a copy gone wrong), read with 16 MiB of data
+  // segment to spare: a limit the up-front check does not read (it passes), so the tensor's
+  // allocation fails, and that is an error naming the file, not a crash.
   const std::string path = TempPath("sparse");
-  ASSERT_TRUE(WriteSafetensors(path, SampleFile()).ok());
-  ASSERT_EQ(::truncate(path.c_str(), off_t{64} << 20), 0) << "the file system has no sparse files";
+  {
+    const std::string header = R"({"big":{"dtype":"F32","shape":[16777216],"data_offsets":[0,67108864]}})";
+    std::string head(8, '\0');
+    for (int i = 0; i < 8; ++i) head[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+    std::ofstream(path, std::ios::binary) << head << header;
+    ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(8 + header.size()) + (off_t{64} << 20)), 0)
+        << "the file system has no sparse files";
+  }
   auto child = [&path] {
     if (!testutil::LimitDataTo(int64_t{16} << 20)) std::_Exit(3);
     StatusOr<SafetensorsFile> r = ReadSafetensors(path);
