@@ -26,6 +26,14 @@ def read(path):
         return ""
 
 
+def rss_mib(pid):
+    """A running process's resident memory (VmRSS), in MiB."""
+    for line in read(f"/proc/{pid}/status").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"process {pid} is gone")
+
+
 def stop(procs):
     """SIGTERM to every process still running, then SIGKILL to any not gone within 60 s."""
     for p in procs:

@@ -17,14 +17,7 @@ import sys
 import tempfile
 import time
 
-from ab_common import read, stop, wait_for
-
-
-def rss_mib(pid):
-    for line in read(f"/proc/{pid}/status").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"process {pid} is gone")
+from ab_common import read, rss_mib, stop, wait_for
 
 
 def measure(binary, repo, args, work):

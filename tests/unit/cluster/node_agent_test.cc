@@ -359,26 +359,41 @@ struct DropUnanswered {
   ~DropUnanswered() { backend.DropAll(); }
 };
 
+// A node agent over a HeldBackend, registered as node 7 with a scripted router. However a test
+// ends, the backend's unanswered requests are let go first (the destructor's body), then the agent
+// goes before the router and the backend (members in reverse).
+struct HeldNode {
+  HeldBackend backend;
+  ScriptedRouter router;
+  std::unique_ptr<NodeAgent> agent;
+  ~HeldNode() { backend.DropAll(); }
+
+  ::testing::AssertionResult Start() {
+    if (router.port() == 0) return ::testing::AssertionFailure() << "the scripted router could not listen";
+    auto started = StartAgent(&backend, router.port());  // reports every 200 ms
+    if (!started.ok()) return ::testing::AssertionFailure() << started.status().ToString();
+    agent = std::move(started).value();
+    if (!WaitFor([&] { return router.registrations() == 1; }, std::chrono::seconds(10)))
+      return ::testing::AssertionFailure() << "the agent did not register";
+    router.Release(7);
+    if (!agent->WaitRegistered(10000)) return ::testing::AssertionFailure() << "no registration reply";
+    return ::testing::AssertionSuccess();
+  }
+};
+
 // A node asks its cluster for a run's tokens only when the run says the caller streams them (each
 // token is a message to the router): always for a router older than the flag, which may stream.
 TEST(NodeAgentTokensTest, TokensAreAskedForOnlyWhereTheCallerStreams) {
-  HeldBackend backend;
-  ScriptedRouter router;
-  ASSERT_GT(router.port(), 0) << "the scripted router could not listen";
-  auto agent = StartAgent(&backend, router.port());
-  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
-  DropUnanswered drop_unanswered{backend};
-  ASSERT_TRUE(WaitFor([&] { return router.registrations() == 1; }, std::chrono::seconds(10)));
-  router.Release(7);
-  ASSERT_TRUE((*agent)->WaitRegistered(10000));
+  HeldNode node;
+  ASSERT_TRUE(node.Start());
   RequestInput input;
   input.tokens = {1, 2, 3};
-  router.Place(7, 1, "cls", input, /*streams=*/false);
-  router.Place(7, 2, "cls", input, /*streams=*/true);
-  router.Place(7, 3, "cls", input);  // an older router's run
-  ASSERT_TRUE(WaitFor([&] { return backend.infers() == 3; }, std::chrono::seconds(10)));
-  EXPECT_EQ(backend.token_callbacks(), (std::vector<bool>{false, true, true}));
-  (*agent)->Leave();
+  node.router.Place(7, 1, "cls", input, /*streams=*/false);
+  node.router.Place(7, 2, "cls", input, /*streams=*/true);
+  node.router.Place(7, 3, "cls", input);  // an older router's run
+  ASSERT_TRUE(WaitFor([&] { return node.backend.infers() == 3; }, std::chrono::seconds(10)));
+  EXPECT_EQ(node.backend.token_callbacks(), (std::vector<bool>{false, true, true}));
+  node.agent->Leave();
 }
 
 // A router restarted at the same address numbers its requests from 1 again. The old router's
@@ -437,49 +452,42 @@ TEST(NodeAgentRestartTest, AnOldRoutersLateAnswerIsNotTakenForTheRestartedRouter
 // again; the others, which come before the registration's reply, change nothing, so the runs
 // placed after the reply are not cut.
 TEST(NodeAgentStuckTest, AStuckNodeGoesSilentAndARegisterAgainCancelsWhatItRanForThatRouter) {
-  HeldBackend backend;
-  ScriptedRouter router;
-  ASSERT_GT(router.port(), 0) << "the scripted router could not listen";
-  auto agent = StartAgent(&backend, router.port());  // reports every 200 ms
-  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
-  DropUnanswered drop_unanswered{backend};
-  ASSERT_TRUE(WaitFor([&] { return router.registrations() == 1; }, std::chrono::seconds(10)));
-  router.Release(7);
-  ASSERT_TRUE((*agent)->WaitRegistered(10000));
+  HeldNode node;
+  ASSERT_TRUE(node.Start());
   RequestInput input;
   input.tokens = {1, 2, 3};
-  router.Place(7, 1, "cls", input);
-  ASSERT_TRUE(WaitFor([&] { return backend.infers() == 1; }, std::chrono::seconds(10)));
-  int reports = router.load_reports();
-  ASSERT_TRUE(WaitFor([&] { return router.load_reports() >= reports + 2; }, std::chrono::seconds(10)));
+  node.router.Place(7, 1, "cls", input);
+  ASSERT_TRUE(WaitFor([&] { return node.backend.infers() == 1; }, std::chrono::seconds(10)));
+  int reports = node.router.load_reports();
+  ASSERT_TRUE(WaitFor([&] { return node.router.load_reports() >= reports + 2; }, std::chrono::seconds(10)));
 
-  backend.set_stuck(true);
+  node.backend.set_stuck(true);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a report on its way arrives
-  reports = router.load_reports();
+  reports = node.router.load_reports();
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // five report intervals
-  EXPECT_EQ(router.load_reports(), reports) << "a stuck node went on reporting its load";
-  EXPECT_TRUE(backend.cancelled().empty());
+  EXPECT_EQ(node.router.load_reports(), reports) << "a stuck node went on reporting its load";
+  EXPECT_TRUE(node.backend.cancelled().empty());
 
-  backend.set_stuck(false);
-  ASSERT_TRUE(WaitFor([&] { return router.load_reports() > reports; }, std::chrono::seconds(10)))
+  node.backend.set_stuck(false);
+  ASSERT_TRUE(WaitFor([&] { return node.router.load_reports() > reports; }, std::chrono::seconds(10)))
       << "the node moves again, but its reports did not resume";
-  router.AskToRegisterAgain();
-  router.AskToRegisterAgain();  // the answer to a second report under the old id
-  ASSERT_TRUE(WaitFor([&] { return router.registrations() == 2; }, std::chrono::seconds(10)));
-  EXPECT_EQ(backend.cancelled(), std::vector<uint64_t>{1}) << "the run the router placed elsewhere goes on here";
-  reports = router.load_reports();
+  node.router.AskToRegisterAgain();
+  node.router.AskToRegisterAgain();  // the answer to a second report under the old id
+  ASSERT_TRUE(WaitFor([&] { return node.router.registrations() == 2; }, std::chrono::seconds(10)));
+  EXPECT_EQ(node.backend.cancelled(), std::vector<uint64_t>{1}) << "the run the router placed elsewhere goes on here";
+  reports = node.router.load_reports();
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  EXPECT_EQ(router.registrations(), 2) << "one drop, one registration";
-  EXPECT_EQ(router.load_reports(), reports) << "reports went out under the id the router dropped";
-  router.Release(8);
-  ASSERT_TRUE(WaitFor([&] { return (*agent)->stats().registrations == 2; }, std::chrono::seconds(10)));
-  router.Place(8, 1, "cls", input);  // placed after the new registration: runs
-  ASSERT_TRUE(WaitFor([&] { return backend.infers() == 2; }, std::chrono::seconds(10)));
-  backend.Answer(2, 1);
-  ASSERT_TRUE(WaitFor([&] { return router.answers().size() == 1; }, std::chrono::seconds(10)));
-  EXPECT_EQ(router.answers()[0].node, 8u);
-  EXPECT_EQ(backend.cancelled(), std::vector<uint64_t>{1});
-  (*agent)->Leave();
+  EXPECT_EQ(node.router.registrations(), 2) << "one drop, one registration";
+  EXPECT_EQ(node.router.load_reports(), reports) << "reports went out under the id the router dropped";
+  node.router.Release(8);
+  ASSERT_TRUE(WaitFor([&] { return node.agent->stats().registrations == 2; }, std::chrono::seconds(10)));
+  node.router.Place(8, 1, "cls", input);  // placed after the new registration: runs
+  ASSERT_TRUE(WaitFor([&] { return node.backend.infers() == 2; }, std::chrono::seconds(10)));
+  node.backend.Answer(2, 1);
+  ASSERT_TRUE(WaitFor([&] { return node.router.answers().size() == 1; }, std::chrono::seconds(10)));
+  EXPECT_EQ(node.router.answers()[0].node, 8u);
+  EXPECT_EQ(node.backend.cancelled(), std::vector<uint64_t>{1});
+  node.agent->Leave();
 }
 
 // --join names a router whose address drops SYNs, a port that accepts and never answers, and a
