@@ -126,8 +126,9 @@ struct Health {
   devices @8 :UInt32;
   connections @9 :UInt32;       # RPC connections open now
   callsInFlight @10 :UInt32;    # infer calls being served now, all connections
-  reason @11 :Text;             # why it is not serving, for an operator (a stuck device, no node
-                                # yet); empty while serving or when the state says it all
+  reason @11 :Text;             # why it is not serving, for an operator (loading the models, a
+                                # stuck device, no node yet); empty while serving or when the
+                                # state says it all
 }
 
 interface Cellserve {

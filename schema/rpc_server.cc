@@ -289,6 +289,7 @@ class Service final : public Cellserve::Server {
     if (!state_.cluster) {  // still loading models: not ready, nothing to report yet
       auto h = context.getResults().initHealth();
       h.setState(ServingState::NOT_READY);
+      h.setReason("loading the models");
       h.setProtocolVersion(PROTOCOL_VERSION);
       h.setConnections(static_cast<uint32_t>(state_.stats->connections.load()));
       return kj::READY_NOW;

@@ -752,6 +752,7 @@ TEST_F(RpcServerTest, NotReadyUntilItsClusterIsAttached) {
   auto health = client->Health();
   ASSERT_TRUE(health.ok()) << health.status().ToString();
   EXPECT_EQ(health->state, ServingState::NOT_READY);
+  EXPECT_EQ(health->reason, "loading the models");
   auto models = client->Models();
   ASSERT_TRUE(models.ok());
   EXPECT_TRUE(models->empty());
