@@ -17,6 +17,7 @@
 #include "monitoring/log.h"
 #include "runtime/memory_limit.h"
 #include "runtime/process_stats.h"
+#include "runtime/zero_floats.h"
 
 #ifndef CELLSERVE_VERSION
 #define CELLSERVE_VERSION "unknown"
@@ -177,7 +178,8 @@ ServingMetrics::ServingMetrics(ServingMetricsOptions options, std::shared_ptr<pr
                             .Add({});
   memory_headroom_ = &BuildGauge()
                           .Name("cellserve_memory_headroom_bytes")
-                          .Help("Memory the process may still take before an allocation fails or the OOM killer comes")
+                          .Help("Memory the process may still take before an allocation fails or the OOM killer comes "
+                                "(state slots reserved and not written yet count as taken)")
                           .Register(r)
                           .Add({});
   memory_limit_ = &BuildGauge()
@@ -321,7 +323,9 @@ void ServingMetrics::RefreshBusy() {
 void ServingMetrics::RefreshProcess() {
   const ProcessStats p = ReadProcessStats();
   const MemoryReadings memory = ReadMemoryOfThisProcess();
-  const double headroom = MemoryHeadroom(memory), limit = MemoryLimit(memory);
+  // Reserved state slots count as taken, written or not (runtime/zero_floats.h).
+  const double headroom = ReservableHeadroom(memory, static_cast<double>(ZeroFloats::UntouchedBytes()));
+  const double limit = MemoryLimit(memory);
   // What could not be read keeps its last value (a file that cannot be opened is no reading).
   auto set = [](prometheus::Gauge* g, double v) {
     if (v >= 0 && std::isfinite(v)) g->Set(v);

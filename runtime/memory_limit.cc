@@ -91,9 +91,11 @@ namespace {
 struct Binding {
   double limit, left;
 };
-Binding BindingLimit(const MemoryReadings& r) {
+// `reserved`: memory reserved and not resident yet, which counts on the memory side only (the
+// address-space side holds its mapping already).
+Binding BindingLimit(const MemoryReadings& r, double reserved = 0) {
   const double memory = std::min(r.machine_total, r.cgroup_limit);
-  const Binding by_memory{memory, memory - r.anon_resident};
+  const Binding by_memory{memory, memory - r.anon_resident - reserved};
   const Binding by_address_space{r.address_space_limit, r.address_space_limit - r.address_space};
   return by_address_space.left < by_memory.left ? by_address_space : by_memory;
 }
@@ -107,26 +109,24 @@ double MemoryLimit(const MemoryReadings& r) { return BindingLimit(r).limit; }
 double MemoryHeadroomOfThisProcess() { return MemoryHeadroom(ReadMemoryOfThisProcess()); }
 
 double ReservableHeadroom(const MemoryReadings& r, double reserved) {
-  const double memory = std::min(r.machine_total, r.cgroup_limit);
-  const double by_memory = memory - r.anon_resident - reserved;
-  const double by_address_space = r.address_space_limit - r.address_space;
-  return std::max(std::min(by_memory, by_address_space), 0.0);
+  return std::max(BindingLimit(r, reserved).left, 0.0);
 }
 
 double ReservableHeadroomOfThisProcess() {
-  return ReservableHeadroom(ReadMemoryOfThisProcess(), static_cast<double>(ZeroFloats::ReservedBytes()));
+  return ReservableHeadroom(ReadMemoryOfThisProcess(), static_cast<double>(ZeroFloats::UntouchedBytes()));
 }
 
 std::string MemorySummary(const MemoryReadings& r, double reserved) {
-  const double limit = MemoryLimit(r);
-  if (std::isinf(limit)) return MiBText(r.resident) + " MiB resident; no memory limit could be read";
-  const char* whose = limit == r.address_space_limit ? "the address-space limit"
-                      : limit == r.cgroup_limit      ? "the cgroup's"
-                                                     : "the machine's";
-  const std::string reserved_text =
-      reserved > 0 ? " (and " + MiBText(reserved) + " MiB of state slots reserved, taken as they fill)" : "";
-  return MiBText(r.resident) + " MiB resident" + reserved_text + "; " + MiBText(ReservableHeadroom(r, reserved)) +
-         " MiB more may be taken, of a " + MiBText(limit) + " MiB limit (" + whose + ")";
+  const std::string held =
+      MiBText(r.resident) + " MiB resident" +
+      (reserved > 0 ? " (and " + MiBText(reserved) + " MiB of state slots reserved, taken as they fill)" : "");
+  const Binding binding = BindingLimit(r, reserved);
+  if (std::isinf(binding.limit)) return held + "; no memory limit could be read";
+  const char* whose = binding.limit == r.address_space_limit ? "the address-space limit"
+                      : binding.limit == r.cgroup_limit      ? "the cgroup's"
+                                                             : "the machine's";
+  return held + "; " + MiBText(std::max(binding.left, 0.0)) + " MiB more may be taken, of a " +
+         MiBText(binding.limit) + " MiB limit (" + whose + ")";
 }
 
 std::string MiBText(double bytes) {

@@ -52,11 +52,12 @@ MemoryReadings ReadMemoryOfThisProcess();
 double MemoryHeadroom(const MemoryReadings& readings);
 double MemoryHeadroomOfThisProcess();
 
-// The headroom for an up-front check: MemoryHeadroom less what is reserved and may not be resident
-// yet (`reserved`: ZeroFloats::ReservedBytes(), counted whole even once partly written), on the
-// machine's or cgroup's side (VmSize, the address-space side, already holds it). Never below 0.
+// The headroom counting reservations as taken: MemoryHeadroom less what is reserved and not
+// resident yet (`reserved`: ZeroFloats::UntouchedBytes()), on the machine's or cgroup's side
+// (VmSize, the address-space side, holds the mappings already). Never below 0. What the up-front
+// checks and cellserve_memory_headroom_bytes use: it does not move as reserved slots fill.
 double ReservableHeadroom(const MemoryReadings& readings, double reserved);
-double ReservableHeadroomOfThisProcess();  // with this process's readings and ZeroFloats::ReservedBytes()
+double ReservableHeadroomOfThisProcess();  // with this process's readings and ZeroFloats::UntouchedBytes()
 
 // The limit that headroom is measured against: min(machine_total, cgroup_limit), or
 // address_space_limit where that term leaves less. +infinity where nothing was read.
@@ -68,8 +69,8 @@ std::string MiBText(double bytes);
 // One line for a start-up log: "M MiB resident; H MiB more may be taken, of a L MiB limit (the
 // cgroup's)", where the limit is the machine's memory, its cgroup's limit or the address-space
 // limit, whichever MemoryLimit says binds.
-// With `reserved` > 0 the resident part reads "M MiB resident (and R MiB of state slots reserved,
-// taken as they fill)".
+// With `reserved` > 0 (untouched reservations) the resident part reads "M MiB resident (and R MiB
+// of state slots reserved, taken as they fill)", and the headroom counts them as taken.
 std::string MemorySummary(const MemoryReadings& readings, double reserved = 0);
 
 // The up-front check before a large allocation: OK when `bytes` are at most `headroom`; else

@@ -102,7 +102,7 @@ struct Range {
 };
 
 struct TensorEntry {
-  RawTensor tensor;             // dtype and shape; bytes filled later (FillFromBuffer, FillFromFile)
+  RawTensor tensor;             // dtype and shape; bytes filled later (ParseUnguarded, ReadTensors)
   uint64_t begin = 0, end = 0;  // its bytes in the data buffer
 };
 
@@ -337,6 +337,7 @@ StatusOr<std::vector<uint8_t>> ReadHeader(int fd, const std::string& path, size_
   }
   RETURN_IF_ERROR(ReadUpTo(fd, path, 8 + header_len, head));
   if (head.size() < 8 + header_len) return InvalidArgument("the file ended within its header (it shrank while read?)");
+  head.resize(8 + header_len);  // the first read may have gone past a short header into the data
   return head;
 }
 

@@ -3,9 +3,10 @@
 // large arrays most of which may never be used: a CPU device's state slots (--state-slots 65536
 // of 2 x hidden floats is 512 MiB at hidden 1024, per device and model). Filling them up front
 // cost start-up 2.5-3 s of CPU per GiB and made all of it resident at once.
-// Every ZeroFloats alive counts in ReservedBytes() (whole, written or not), which the up-front
-// memory checks subtract from the headroom (runtime/memory_limit.h, ReservableHeadroom), so
-// reservations made at start are checked together before any is touched.
+// Every ZeroFloats alive counts in ReservedBytes(), and the pages of it not yet written in
+// UntouchedBytes(), which the headroom subtracts besides the resident memory
+// (runtime/memory_limit.h, ReservableHeadroom): reservations made at start are checked together
+// before any is touched, and the headroom stays where it was as they fill.
 // Ownership: move-only; frees its mapping when destroyed. Thread-safety: one owner; ReservedBytes
 // from any thread. Errors: the constructor throws std::bad_alloc when the mapping fails.
 #pragma once
@@ -31,6 +32,9 @@ class ZeroFloats {
 
   // The bytes of every ZeroFloats alive in this process.
   static int64_t ReservedBytes();
+  // Of those, the bytes of pages never written yet (mincore over each mapping): what is reserved
+  // and not yet in the process's resident memory. Takes a lock; about a millisecond per GiB.
+  static int64_t UntouchedBytes();
 
  private:
   void Release();

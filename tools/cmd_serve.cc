@@ -167,7 +167,7 @@ int ServeRpc(LocalCluster& cluster, rpc::RpcServer* server, const std::string& p
   monitoring::LogLine("cellserve %s: serving %zu model(s) on port %d (SIGTERM drains and exits)\n", g_name,
                       cluster.Models().size(), server->port());
   monitoring::LogLine("cellserve %s: memory: %s\n", g_name,
-                      MemorySummary(ReadMemoryOfThisProcess(), static_cast<double>(ZeroFloats::ReservedBytes())).c_str());
+                      MemorySummary(ReadMemoryOfThisProcess(), static_cast<double>(ZeroFloats::UntouchedBytes())).c_str());
   std::unique_ptr<cluster::NodeAgent> agent;
   if (agent_options) {
     cluster::NodeAgentOptions o = *agent_options;
@@ -403,6 +403,10 @@ int ServeOrNode(int argc, char** argv, bool node) {
   // devices: exit 0 without serving, nor joining any router.
   options.stop_requested = [&signals] { return signals.Arrived(); };
   auto stopped_while_loading = [&] {
+    if (signals.failed()) {  // Fail() wakes the same pipe: part of it failed (said above), not a signal
+      monitoring::LogLine("cellserve %s: stopped while loading the models; served nothing\n", g_name);
+      return 1;
+    }
     monitoring::LogLine("cellserve %s: stopped (SIGTERM or SIGINT) while loading the models; served nothing\n", g_name);
     return 0;
   };

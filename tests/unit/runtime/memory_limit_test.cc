@@ -100,6 +100,11 @@ TEST(MemoryLimit, ReservedMemoryComesOffTheMemorySideOfTheHeadroom) {
   EXPECT_EQ(MemorySummary(r, 1000 * kMiB),
             "320 MiB resident (and 1000 MiB of state slots reserved, taken as they fill); 500 MiB more may be taken, "
             "of a 2000 MiB limit (the address-space limit)");
+  // Reserved enough that the memory side leaves less than the address space: that side binds.
+  EXPECT_EQ(ReservableHeadroom(r, 7300 * kMiB), 400 * kMiB);
+  EXPECT_EQ(MemorySummary(r, 7300 * kMiB),
+            "320 MiB resident (and 7300 MiB of state slots reserved, taken as they fill); 400 MiB more may be taken, "
+            "of a 8000 MiB limit (the machine's)");
   r.address_space_limit = MemoryReadings::kNone;
   EXPECT_EQ(MemorySummary(r, 1000 * kMiB),
             "320 MiB resident (and 1000 MiB of state slots reserved, taken as they fill); 6700 MiB more may be taken, "

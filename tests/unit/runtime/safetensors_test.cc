@@ -283,6 +283,46 @@ TEST(SafetensorsDeathTest, AnAllocationThatFailsIsAnErrorNotACrash) {
   std::remove(path.c_str());
 }
 
+// ReadSafetensors reads the header, then each tensor from the file; ParseSafetensors parses bytes
+// in memory. On the same bytes they agree, value for value and error for error: a header shorter
+// than the reader's first read (it once kept the data's first bytes as part of the header, and
+// read every tensor from the wrong place), trailing bytes, an empty tensor, a bad offset.
+TEST(SafetensorsTest, ReadingAFileAgreesWithParsingItsBytes) {
+  std::string floats;
+  for (float v : {1.5f, -2.0f, 3.25f}) floats.append(reinterpret_cast<const char*>(&v), 4);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"short header, data after", MakeFile(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", floats)},
+      {"short header, second float", MakeFile(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", floats)},
+      {"tiny header", MakeFile("{}", floats)},
+      {"empty tensor", MakeFile(R"({"e":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})", floats)},
+      {"offset past the data", MakeFile(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[12,16]}})", floats)},
+      {"not JSON", MakeFile("{nope", floats)},
+      {"the sample", SampleBytes()},
+      {"the sample and trailing bytes", SampleBytes() + "trailing"},
+  };
+  for (const auto& [name, bytes] : cases) {
+    SCOPED_TRACE(name);
+    const std::string path = TempPath("agree");
+    std::ofstream(path, std::ios::binary) << bytes;
+    StatusOr<SafetensorsFile> read = ReadSafetensors(path);
+    StatusOr<SafetensorsFile> parsed = Parse(bytes);
+    std::remove(path.c_str());
+    ASSERT_EQ(read.ok(), parsed.ok()) << (read.ok() ? parsed.status() : read.status()).ToString();
+    if (!parsed.ok()) {
+      EXPECT_EQ(read.status().code(), parsed.status().code());
+      EXPECT_EQ(read.status().message(), path + ": " + parsed.status().message());
+      continue;
+    }
+    ExpectSameFile(*read, *parsed);
+  }
+  const std::string path = TempPath("agree");
+  std::ofstream(path, std::ios::binary) << cases[0].second;
+  StatusOr<SafetensorsFile> read = ReadSafetensors(path);
+  std::remove(path.c_str());
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->tensors.at("x").ToFloat().data()[0], 1.5f);
+}
+
 TEST(SafetensorsTest, AFileBeyondTheHeadroomIsRefusedBeforeItIsRead) {
   // Under a cgroup limit an allocation does not fail, the OOM killer comes: the size is checked
   // against what this process may still take before anything is allocated. A sparse file four

@@ -50,5 +50,22 @@ TEST(ZeroFloats, MemoryIsTakenAsItIsWrittenNotAtOnce) {
   EXPECT_EQ(big.data()[big.size() - 1], 0.0f);
 }
 
+// UntouchedBytes: what is reserved and not yet written, so that resident + untouched stays put as
+// an array fills (the headroom does not move).
+TEST(ZeroFloats, UntouchedBytesFallAsPagesAreWritten) {
+  const int64_t before = ZeroFloats::UntouchedBytes();
+  ZeroFloats a((size_t{64} << 20) / sizeof(float));
+  EXPECT_EQ(ZeroFloats::UntouchedBytes() - before, int64_t{64} << 20);
+  std::memset(a.data(), 1, size_t{16} << 20);
+  const double untouched = static_cast<double>(ZeroFloats::UntouchedBytes() - before);
+  // 48 MiB, give or take the huge pages the kernel may have backed it with at either end.
+  EXPECT_GE(untouched, 44 * kMiB);
+  EXPECT_LE(untouched, 48 * kMiB);
+  ZeroFloats b = std::move(a);  // the mapping moves with it
+  EXPECT_EQ(static_cast<double>(ZeroFloats::UntouchedBytes() - before), untouched);
+  b = ZeroFloats();
+  EXPECT_EQ(ZeroFloats::UntouchedBytes(), before);
+}
+
 }  // namespace
 }  // namespace cellserve
