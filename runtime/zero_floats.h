@@ -8,7 +8,8 @@
 // (runtime/memory_limit.h, ReservableHeadroom): reservations made at start are checked together
 // before any is touched, and the headroom stays where it was as they fill.
 // Ownership: move-only; frees its mapping when destroyed. Thread-safety: one owner; ReservedBytes
-// from any thread. Errors: the constructor throws std::bad_alloc when the mapping fails.
+// and UntouchedBytes from any thread. A page only read counts as touched (the kernel maps its zero
+// page, which mincore calls resident): an error on the safe side of a few pages. Errors: the constructor throws std::bad_alloc when the mapping fails.
 #pragma once
 
 #include <cstddef>
