@@ -10,7 +10,7 @@
 // Ownership: move-only; frees its mapping when destroyed. Thread-safety: one owner; ReservedBytes
 // and UntouchedBytes from any thread. A page only read counts as touched (the kernel maps its zero
 // page, which mincore calls resident) though it is not resident: the headroom then reads high by
-// that page (the kernels read only slots they wrote, but for the few a padded row may read). Errors: the constructor throws std::bad_alloc when the mapping fails.
+// such pages. Errors: the constructor throws std::bad_alloc when the mapping fails.
 #pragma once
 
 #include <cstddef>
