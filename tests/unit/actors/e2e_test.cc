@@ -493,7 +493,7 @@ TEST_F(ActorClusterTest, HealthSaysNotReadyWhileADeviceIsStuckAndServingOnceItMo
     int tokens;
     bool stuck;
   };
-  for (const Case& c : {Case{"stuck", 700'000, 250, 1, true}, Case{"busy", 60'000, 400, 8, false},
+  for (const Case& c : {Case{"stuck", 700'000, 250, 1, true}, Case{"busy", 40'000, 500, 8, false},
                        Case{"off", 700'000, 0, 1, false}}) {
     SCOPED_TRACE(c.name);
     const std::string profile = repo_->dir() + "/stall_profile_" + c.name + ".json";
