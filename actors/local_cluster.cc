@@ -383,30 +383,20 @@ ClusterState LocalCluster::state() const {
     return ClusterState::kServing;
   }
   const size_t i = static_cast<size_t>(stuck.index);
-  std::string part, what;
-  if (i == 0) {
-    part = "the node actor";
-    what = "has not read its mailbox";
-  } else if (i <= n) {
-    part = "the worker actor of device " + s.device_names[i - 1];
-    what = "has not read its mailbox";
-  } else {
-    part = "device " + s.device_names[i - 1 - n];
-    what = "has had a round running without finishing one";
-  }
+  const std::string part = i == 0   ? "the node actor"
+                           : i <= n ? "the worker actor of device " + s.device_names[i - 1]
+                                    : "device " + s.device_names[i - 1 - n];
+  const char* what = i <= n ? "has not read its mailbox" : "has had a round running without finishing one";
+  const std::string why = part + " " + what + " for " + FormatSeconds(stuck.for_us) + ": it is stuck (--stall-after-ms " +
+                          std::to_string(s.options.stall_after_ms) + ")";
   {
     std::lock_guard<std::mutex> lock(s.reason_mu);
-    if (!s.failed)
-      s.reason = part + " " + what + " for " + FormatSeconds(stuck.for_us) + ": it is stuck (--stall-after-ms " +
-                 std::to_string(s.options.stall_after_ms) + ")";
+    if (!s.failed) s.reason = why;
   }
   if (s.said_stuck != part) {
     // The part said before was the one stuck longest: another is now, so it moved.
     if (!s.said_stuck.empty()) monitoring::LogLine("cellserve: %s moves again\n", s.said_stuck.c_str());
-    monitoring::LogLine("cellserve: %s %s for %s: it is stuck (--stall-after-ms %lld); health says not ready "
-                        "until it moves again\n",
-                        part.c_str(), what.c_str(), FormatSeconds(stuck.for_us).c_str(),
-                        static_cast<long long>(s.options.stall_after_ms));
+    monitoring::LogLine("cellserve: %s; health says not ready until it moves again\n", why.c_str());
     s.said_stuck = part;
   }
   return ClusterState::kStopped;

@@ -496,6 +496,12 @@ struct Router::Impl {
   std::mutex stop_mu;
   bool stopped = false;  // GUARDED_BY(stop_mu)
   std::unique_ptr<IdlePoller> idle_poller;  // options.idle_poll; reset by Stop
+
+  // How long the actor has not swept, when that is past stall_after_ms (it is stuck); else 0.
+  int64_t StalledForUs() const {
+    const int64_t since_us = clock->NowMicros() - shared->last_sweep_us.load();
+    return since_us > options.stall_after_ms * 1000 ? since_us : 0;
+  }
 };
 
 Router::Router(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -625,8 +631,8 @@ ClusterState Router::state() const {
   Shared& shared = *impl_->shared;
   const ClusterState state = shared.state.load();
   if (state != ClusterState::kServing) return state;
-  const int64_t since_us = impl_->clock->NowMicros() - shared.last_sweep_us.load();
-  if (since_us <= impl_->options.stall_after_ms * 1000) return state;
+  const int64_t since_us = impl_->StalledForUs();
+  if (since_us == 0) return state;
   if (!shared.said_stalled.exchange(true))
     monitoring::LogLine("cellserve router: its actor has not swept for %lld ms: it is stuck (it places and answers "
                         "nothing); health says not ready until it runs again\n",
@@ -642,8 +648,8 @@ std::string Router::StateReason() const {
     case ClusterState::kStopped: return {};  // stopping, or its actor ended (said in the log)
     case ClusterState::kServing: break;
   }
-  const int64_t since_us = impl_->clock->NowMicros() - shared.last_sweep_us.load();
-  if (since_us <= impl_->options.stall_after_ms * 1000) return {};
+  const int64_t since_us = impl_->StalledForUs();
+  if (since_us == 0) return {};
   return "its actor has not swept for " + std::to_string(since_us / 1000) + " ms: it is stuck";
 }
 

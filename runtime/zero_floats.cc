@@ -4,7 +4,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -15,8 +14,7 @@
 namespace cellserve {
 
 namespace {
-std::atomic<int64_t> g_reserved{0};  // the bytes of every ZeroFloats alive
-// Every live mapping, by address (a move keeps the address): for UntouchedBytes.
+// Every live mapping, by address (a move keeps the address), and its bytes.
 std::mutex g_mappings_mu;
 std::map<const void*, size_t>& Mappings() {  // GUARDED_BY(g_mappings_mu)
   static auto* mappings = new std::map<const void*, size_t>();  // never destroyed: used at exit
@@ -24,7 +22,12 @@ std::map<const void*, size_t>& Mappings() {  // GUARDED_BY(g_mappings_mu)
 }
 }  // namespace
 
-int64_t ZeroFloats::ReservedBytes() { return g_reserved.load(); }
+int64_t ZeroFloats::ReservedBytes() {
+  std::lock_guard<std::mutex> lock(g_mappings_mu);
+  int64_t reserved = 0;
+  for (const auto& [base, bytes] : Mappings()) reserved += static_cast<int64_t>(bytes);
+  return reserved;
+}
 
 int64_t ZeroFloats::UntouchedBytes() {
   const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
@@ -49,7 +52,6 @@ ZeroFloats::ZeroFloats(size_t count) : count_(count) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   data_ = static_cast<float*>(p);
-  g_reserved += static_cast<int64_t>(bytes);
   std::lock_guard<std::mutex> lock(g_mappings_mu);
   Mappings().emplace(p, bytes);
 }
@@ -76,7 +78,6 @@ void ZeroFloats::Release() {
     Mappings().erase(data_);
   }
   ::munmap(data_, bytes);
-  g_reserved -= static_cast<int64_t>(bytes);
   data_ = nullptr;
   count_ = 0;
 }
