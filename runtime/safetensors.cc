@@ -323,18 +323,14 @@ Status ReadUpTo(int fd, const std::string& path, size_t want, std::vector<uint8_
 StatusOr<std::vector<uint8_t>> ReadHeader(int fd, const std::string& path, size_t size) {
   std::vector<uint8_t> head;
   RETURN_IF_ERROR(ReadUpTo(fd, path, std::min<size_t>(size, 64), head));
-  if (head.size() < 8) return CheckedHeaderLength(head.data(), head.size()).status();
-  const uint64_t header_len = HeaderLength(head.data());
-  if (header_len > kMaxSafetensorsHeaderBytes) {
+  const StatusOr<uint64_t> checked = CheckedHeaderLength(head.data(), head.size() < 8 ? head.size() : size);
+  if (!checked.ok()) {
     // What other formats' first bytes read as: an LFS pointer, a zip, a pickle or HDF5 file all
     // give a length far past the limit (a mere truncated safetensors file does not: no guess).
-    return InvalidArgument("header length " + std::to_string(header_len) + " exceeds the limit of " +
-                           std::to_string(kMaxSafetensorsHeaderBytes) + " bytes" + ForeignFormatHint(head));
+    const bool past_limit = head.size() >= 8 && HeaderLength(head.data()) > kMaxSafetensorsHeaderBytes;
+    return past_limit ? InvalidArgument(checked.status().message() + ForeignFormatHint(head)) : checked.status();
   }
-  if (header_len > size - 8) {
-    return InvalidArgument("header length " + std::to_string(header_len) + " runs past the end of the file (" +
-                           std::to_string(size) + " bytes)");
-  }
+  const uint64_t header_len = *checked;
   RETURN_IF_ERROR(ReadUpTo(fd, path, 8 + header_len, head));
   if (head.size() < 8 + header_len) return InvalidArgument("the file ended within its header (it shrank while read?)");
   head.resize(8 + header_len);  // the first read may have gone past a short header into the data
