@@ -12,6 +12,7 @@
 #include <kj/async-io.h>
 
 #include "schema/cellserve.capnp.h"
+#include "schema/tcp_keepalive.h"
 
 namespace cellserve::rpc {
 namespace {
@@ -202,6 +203,7 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& host_port, 
   }
   KJ_IF_MAYBE(s, stream) {
     impl->stream = kj::mv(*s);
+    ApplyTcpKeepalive(*impl->stream, TcpKeepalive{});
   } else {
     return Unavailable("cannot connect to " + host_port + ": no answer within " +
                        std::to_string(connect_timeout_ms) + " ms; is the address reachable, and `cellserve serve --listen " +

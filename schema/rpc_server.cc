@@ -709,6 +709,7 @@ struct RpcServer::Impl {
       ++stats.connections_refused;  // dropping the stream closes it
       if (options.metrics) options.metrics->OnRpcConnectionRefused();
     } else {
+      ApplyTcpKeepalive(*stream, options.keepalive);
       capnp::ReaderOptions reader;
       reader.traversalLimitInWords = static_cast<uint64_t>(options.max_message_bytes) / 8;
       auto connection = kj::heap<Connection>(kj::mv(stream), state, reader);

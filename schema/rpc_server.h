@@ -22,6 +22,7 @@
 #include "actors/serving_backend.h"
 #include "runtime/status.h"
 #include "schema/convert.h"
+#include "schema/tcp_keepalive.h"
 
 namespace cellserve::monitoring {
 class ServingMetrics;
@@ -51,9 +52,15 @@ struct RpcServerOptions {
   int64_t max_queued_answer_bytes = 32 << 20;
   // A connection on which nothing arrives for this long after it opened (not even the bootstrap)
   // is closed (RpcServerStats::silent_closes): idle sockets cannot hold every connection slot.
-  // One byte is enough to stay: it is no defence against a client set on holding slots.
+  // The start of a message (8 bytes: capnp reads its segment table a word at a time) is enough to
+  // stay: it is no defence against a client set on holding slots.
   // Default 10 s; at least 1 ms.
   int64_t first_message_timeout_ms = 10000;
+  // TCP keepalive on every accepted connection (schema/tcp_keepalive.h): a client that vanished
+  // without closing (its machine gone, a partition) is dropped after about DropAfterS(), its calls
+  // cancelled and its slot freed, instead of holding them for good. Default: probes after 60 s
+  // idle, every 10 s, 6 of them (2 minutes); idle_s 0: off.
+  TcpKeepalive keepalive;
   // Stop: how long calls in flight may take to be answered, and their answers to be written,
   // before connections close. Default 5 s.
   int64_t stop_grace_ms = 5000;

@@ -26,6 +26,9 @@ void AddFrontDoorFlags(Flags& flags) {
       .Add("max-queued-answer-mib", "32",
            "answers waiting in memory for a client that does not read them, per connection (beyond, with none "
            "taken for 2 s: the connection is closed and its calls cancelled)")
+      .Add("tcp-keepalive-s", "60",
+           "probe an RPC connection idle this long, every 1/6 of it (at least 1 s): a client gone without "
+           "closing (its machine, a partition) is dropped after 6 unanswered probes, its calls cancelled (0: off)")
       .Add("metrics-port", "0",
            "serve Prometheus metrics at http://HOST:PORT/metrics (0: off; 9410 is the conventional port)", false,
            "CELLSERVE_METRICS_PORT")
@@ -41,6 +44,9 @@ StatusOr<rpc::RpcServerOptions> RpcServerOptionsFromFlags(const Flags& flags, mo
   ASSIGN_OR_RETURN(o.max_message_bytes, flags.GetIntIn("max-message-bytes", 1024, INT64_MAX));
   ASSIGN_OR_RETURN(const int64_t queued_mib, flags.GetIntIn("max-queued-answer-mib", 1, int64_t{1} << 20));
   o.max_queued_answer_bytes = queued_mib << 20;
+  // The kernel takes at most 32767 s (TCP_KEEPIDLE).
+  ASSIGN_OR_RETURN(const int64_t keepalive_s, flags.GetIntIn("tcp-keepalive-s", 0, 32767));
+  o.keepalive = rpc::TcpKeepalive::AfterIdle(static_cast<int>(keepalive_s));
   o.metrics = metrics;
   return o;
 }

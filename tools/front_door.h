@@ -15,7 +15,7 @@
 namespace cellserve::tools {
 
 // --listen, --port-file, --max-tokens, --max-calls-per-connection, --max-connections,
-// --max-message-bytes, --max-queued-answer-mib, --metrics-port, --metrics-host.
+// --max-message-bytes, --max-queued-answer-mib, --tcp-keepalive-s, --metrics-port, --metrics-host.
 void AddFrontDoorFlags(Flags& flags);
 
 // The RPC server's options from those flags. INVALID_ARGUMENT for a value that is not a number.
