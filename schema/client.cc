@@ -312,7 +312,7 @@ kj::Promise<StatusOr<ReplyValue>> Client::InferAsync(const InferCall& call) {
     promise = request.send()
                   .then([decode](capnp::Response<Cellserve::InferStreamResults>&& r) { return decode(r.getReply()); },
                         on_error())
-                  .then(own_error)
+                  .then(kj::mv(own_error))
                   .attach(kj::defer([open] { *open = false; }));
   } else {
     auto request = impl->cap.inferRequest();

@@ -124,6 +124,8 @@ if [[ "$(json_get "$WORK/stream.json" 'j["streamed"] == j["tokens"] and len(j["t
 else bad "stream" "$(cat "$WORK/stream.json")"; fi
 check "stream prints tokens as they come" 0 "^streamed token 0: [0-9]+" -- \
   "$CELLSERVE" infer --addr "$ADDR" --model mt --stream "Hello there."
+check "stream with a deadline is answered" 0 '"streamed"' -- \
+  "$CELLSERVE" infer --addr "$ADDR" --model mt --stream --timeout-ms 20000 --json "Hello there."
 
 # Each error code from a real bad request.
 check "unknown model: NOT_FOUND" 1 '"code": *"NOT_FOUND"' -- "$CELLSERVE" infer --addr "$ADDR" --model nope --json --tokens 5,6

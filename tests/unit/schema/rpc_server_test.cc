@@ -226,6 +226,30 @@ TEST_F(RpcServerTest, ResultsEqualTheInProcessPath) {
   }
 }
 
+// A streamed call with a client-side bound (`infer --stream --timeout-ms`): answered like any
+// other. Its continuation once read a handler from InferAsync's returned frame, and every such
+// call failed "event loop failed: std::bad_alloc".
+TEST_F(RpcServerTest, AStreamedCallWithAClientBoundIsAnswered) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  for (int i = 0; i < 20; ++i) {
+    InferCall call;
+    call.model = "slow";
+    call.input = Tokens(5 + i);
+    call.timeout_us = 20'000'000;
+    call.client_timeout_ms = 20'000;
+    call.on_token = [](uint32_t, int32_t) {};
+    auto streamed = client->Infer(call);
+    ASSERT_TRUE(streamed.ok()) << "call " << i << ": " << streamed.status().ToString();
+    call.on_token = nullptr;
+    auto plain = client->Infer(call);
+    ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+    EXPECT_EQ(streamed->result.logits, plain->result.logits);
+  }
+}
+
 TEST_F(RpcServerTest, ACallDroppedOnALiveConnectionIsCancelledInTheCluster) {
   monitoring::ServingMetrics metrics;
   RpcServerOptions options;
