@@ -46,7 +46,7 @@ struct NodeState {
     if (it == models.end()) {
       std::string names;
       for (const auto& mm : options.models) names += (names.empty() ? "" : ", ") + mm->spec().name;
-      m.reply->Answer(NotFound("unknown model '" + m.model + "' (served: " + names + ")"),
+      m.reply->Answer(NotFound("unknown model '" + PrintableBytes(m.model) + "' (served: " + names + ")"),
                       AnswerKind::kRejected);
       return;
     }

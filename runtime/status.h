@@ -51,6 +51,11 @@ inline Status Cancelled(std::string m) { return {StatusCode::kCancelled, std::mo
 inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 
+// `bytes` as printable ASCII, other bytes as \xNN: for echoing a caller's bytes (a model name, a
+// flag's value) in an error message, which goes out as UTF-8 text (capnp Text, JSON) that clients
+// decode strictly.
+std::string PrintableBytes(const std::string& bytes);
+
 // Either a value or a non-OK Status.
 template <typename T>
 class [[nodiscard]] StatusOr {

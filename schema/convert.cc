@@ -15,23 +15,6 @@ capnp::Text::Reader AsText(const std::string& s) { return capnp::Text::Reader(s.
 // The reverse: converting a Text::Reader to std::string implicitly also stops at the first NUL.
 std::string FromText(capnp::Text::Reader t) { return std::string(t.begin(), t.size()); }
 
-// `bytes` as printable ASCII: other bytes as \\xNN. For echoing a client's bytes in an error
-// message, which is capnp Text (UTF-8) that other languages' clients decode strictly.
-std::string PrintableBytes(const std::string& bytes) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char ch : bytes) {
-    if (ch >= 0x20 && ch < 0x7f) {
-      out += static_cast<char>(ch);
-    } else {
-      out += "\\x";
-      out += kHex[ch >> 4];
-      out += kHex[ch & 15];
-    }
-  }
-  return out;
-}
-
 uint32_t ClampU32(int64_t v) {
   return static_cast<uint32_t>(std::clamp<int64_t>(v, 0, std::numeric_limits<uint32_t>::max()));
 }

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/report.h"
+#include "tools/cli_errors.h"
 
 namespace cellserve::tools {
 
@@ -159,7 +160,7 @@ Status CompareMetrics(BenchConfig cfg, const Workload& w, const std::vector<std:
   }
   std::fflush(stdout);
   std::FILE* f = std::fopen(json_path.c_str(), "w");
-  const std::string text = out.dump(2) + "\n";
+  const std::string text = JsonText(out, 2) + "\n";
   if (!f) return Internal("cannot write " + json_path);
   const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
   if (std::fclose(f) != 0 || !written) return Internal("cannot write " + json_path);

@@ -7,6 +7,10 @@
 
 namespace cellserve::tools {
 
+std::string JsonText(const nlohmann::ordered_json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 nlohmann::ordered_json ErrorJson(const Status& s) {
   return {{"code", StatusCodeName(s.code())}, {"message", s.message()}};
 }
@@ -14,7 +18,7 @@ nlohmann::ordered_json ErrorJson(const Status& s) {
 int CommandFailed(const char* command, bool json, const Status& s) {
   (void)monitoring::FlushLog(std::chrono::seconds(1));  // the lines that led here first
   if (json) {
-    std::printf("%s\n", nlohmann::ordered_json{{"error", ErrorJson(s)}}.dump().c_str());
+    std::printf("%s\n", JsonText(nlohmann::ordered_json{{"error", ErrorJson(s)}}).c_str());
   } else {
     std::fprintf(stderr, "cellserve %s: %s\n", command, s.ToString().c_str());
   }
@@ -23,7 +27,7 @@ int CommandFailed(const char* command, bool json, const Status& s) {
 
 int CommandMisused(const char* command, bool json, const Status& s) {
   (void)monitoring::FlushLog(std::chrono::seconds(1));
-  if (json) std::printf("%s\n", nlohmann::ordered_json{{"error", ErrorJson(s)}}.dump().c_str());
+  if (json) std::printf("%s\n", JsonText(nlohmann::ordered_json{{"error", ErrorJson(s)}}).c_str());
   std::fprintf(stderr, "cellserve %s: %s (cellserve %s --help lists the flags)\n", command, s.message().c_str(),
                command);
   return 2;

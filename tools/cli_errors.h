@@ -11,6 +11,11 @@
 
 namespace cellserve::tools {
 
+// `j` as JSON text (indent < 0: one line), with bytes that are not UTF-8 (a model name or a
+// flag's value echoed in a message) replaced by U+FFFD: nlohmann's dump() throws on them, which
+// ended `infer --json` with an abort and left a `serve --stdin` line unanswered.
+std::string JsonText(const nlohmann::ordered_json& j, int indent = -1);
+
 // {"code": "...", "message": "..."}: the value of an "error" key.
 nlohmann::ordered_json ErrorJson(const Status& s);
 

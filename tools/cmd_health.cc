@@ -90,7 +90,7 @@ int HealthCommand(int argc, char** argv) {
   if (!h.ok()) return CommandFailed("health", json, h.status());
 
   if (json) {
-    std::printf("%s\n", HealthJson(*h).dump().c_str());
+    std::printf("%s\n", JsonText(HealthJson(*h)).c_str());
   } else {
     std::printf("%s: %s (protocol version %u)\n", addr.c_str(), rpc::ServingStateName(h->state), h->protocol_version);
     if (!h->reason.empty()) std::printf("  why: %s\n", h->reason.c_str());
@@ -129,7 +129,7 @@ int ModelsCommand(int argc, char** argv) {
     nlohmann::ordered_json j;
     j["models"] = nlohmann::ordered_json::array();
     for (const auto& m : *models) j["models"].push_back(ModelJson(m));
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", JsonText(j).c_str());
     return 0;
   }
   if (models->empty()) {

@@ -41,7 +41,7 @@ int Fail(const Output& out, const Status& s) {
   nlohmann::ordered_json j;
   j["error"] = ErrorJson(s);
   j["streamed"] = out.streamed;
-  std::printf("%s\n", j.dump().c_str());
+  std::printf("%s\n", JsonText(j).c_str());
   return 1;
 }
 
@@ -96,7 +96,7 @@ void PrintResult(const Output& out, const rpc::ReplyValue& reply, bool seq2seq, 
     j["server_us"] = reply.server_micros;
     j["latency_ms"] = latency_ms;
     if (out.stream) j["streamed"] = out.streamed;
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", JsonText(j).c_str());
     return;
   }
   std::printf("model %s (version %u)\n", reply.model.c_str(), reply.version);

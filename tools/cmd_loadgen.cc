@@ -176,7 +176,7 @@ class LoadGenerator : private kj::TaskSet::ErrorHandler {
   }
 
   void WriteLine(const nlohmann::ordered_json& j) {
-    const std::string text = j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+    const std::string text = JsonText(j) + "\n";
     if (std::fwrite(text.data(), 1, text.size(), answers_) != text.size()) answers_failed_ = true;
   }
 
@@ -490,7 +490,7 @@ int LoadgenCommand(int argc, char** argv) {
 
   if (!cfg.json_path.empty()) {
     const std::string text =
-        SummaryJson(cfg, tally, stats, throughput, elapsed_s, lag).dump(2) + "\n";
+        JsonText(SummaryJson(cfg, tally, stats, throughput, elapsed_s, lag), 2) + "\n";
     if (cfg.json_path == "-") {
       std::fputs(text.c_str(), stdout);
     } else {

@@ -89,7 +89,7 @@ class Printer {
         j["logits"] = r->logits;
       }
     }
-    Print(j.dump());
+    Print(JsonText(j));
   }
   void Print(const std::string& text) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -103,20 +103,42 @@ class Printer {
 };
 
 // Reads stdin line by line, returning early (false) once `wake_fd` becomes readable (a signal).
+// A line over kMaxLineBytes is not kept: its bytes are read and dropped up to its end, and Next
+// says so (`too_long`), so one endless line cannot take the memory (a 50 MB line took 250 MB).
 class LineReader {
  public:
+  static constexpr size_t kMaxLineBytes = 1 << 20;
   explicit LineReader(int wake_fd) : wake_fd_(wake_fd) {}
-  // Next line (without '\n') in `line`. False at EOF (after the last, unterminated line) or wake.
+  // Next line (without '\n') in `line`, or `too_long` set and `line` empty. False at EOF (after
+  // the last, unterminated line) or wake.
   bool woken() const { return woken_; }
-  bool Next(std::string& line) {
+  bool Next(std::string& line, bool& too_long) {
+    too_long = false;
     for (;;) {
-      const size_t nl = buf_.find('\n', pos_);
+      // Only the bytes not searched yet: searching from the line's start after each read made a
+      // long line quadratic.
+      const size_t nl = buf_.find('\n', std::max(pos_, scanned_));
       if (nl != std::string::npos) {
-        line.assign(buf_, pos_, nl - pos_);
+        if (skipping_) {
+          skipping_ = false;
+          too_long = true;
+          line.clear();
+        } else {
+          line.assign(buf_, pos_, nl - pos_);
+        }
         pos_ = nl + 1;
         return true;
       }
+      scanned_ = buf_.size();
+      if (!skipping_ && buf_.size() - pos_ > kMaxLineBytes) skipping_ = true;
+      if (skipping_) pos_ = buf_.size();  // drop what was read of it
       if (eof_) {
+        if (skipping_) {
+          skipping_ = false;
+          too_long = true;
+          line.clear();
+          return true;
+        }
         if (pos_ < buf_.size()) {
           line.assign(buf_, pos_, std::string::npos);
           pos_ = buf_.size();
@@ -125,6 +147,7 @@ class LineReader {
         return false;
       }
       buf_.erase(0, pos_);
+      scanned_ -= pos_;
       pos_ = 0;
       pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
       if (poll(fds, 2, -1) < 0) {
@@ -150,7 +173,9 @@ class LineReader {
  private:
   int wake_fd_;
   std::string buf_;
-  size_t pos_ = 0;
+  size_t pos_ = 0;      // where the next line starts
+  size_t scanned_ = 0;  // buf_ has no '\n' before this (from pos_)
+  bool skipping_ = false;  // inside a line over kMaxLineBytes
   bool eof_ = false;
   bool woken_ = false;
 };
@@ -441,8 +466,18 @@ int ServeOrNode(int argc, char** argv, bool node) {
   std::map<std::string, HashTokenizer> tokenizers;
   for (const auto& [name, spec] : specs) tokenizers.emplace(name, HashTokenizer(spec.vocab_size));
   int64_t line_no = 0;
-  for (std::string line; reader.Next(line);) {
+  bool too_long = false;
+  for (std::string line; reader.Next(line, too_long);) {
     ++line_no;
+    if (too_long) {
+      printer.Answer(line_no, "", false,
+                     InvalidArgument("the line is longer than " + std::to_string(LineReader::kMaxLineBytes >> 20) +
+                                     " MiB; split the text (a model takes at most its max_input_tokens)"));
+      continue;
+    }
+    // A UTF-8 byte order mark (an editor's, Windows') before the first line is not part of the
+    // model's name.
+    if (line_no == 1 && line.compare(0, 3, "\xEF\xBB\xBF") == 0) line.erase(0, 3);
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     const size_t tab = line.find('\t');

@@ -225,6 +225,19 @@ check "serve: unknown model is NOT_FOUND" 0 '"line":2,"error":\{"code":"NOT_FOUN
   "printf 'cls\tok\nnope\thello\n' | '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls"
 check "serve: empty text is INVALID_ARGUMENT" 0 '"line":1,"error":\{"code":"INVALID_ARGUMENT"' -- bash -c \
   "printf 'cls\t\n' | '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls"
+# Input as it comes from other tools: a UTF-8 byte order mark before the first line, a model
+# name that is not UTF-8 (answered NOT_FOUND with its bytes escaped; it was never answered), a
+# line over 1 MiB (answered INVALID_ARGUMENT, the next line served).
+check "serve: a byte order mark before the first line is not part of the model's name" 0 '"line":1,"model":"cls"' -- \
+  bash -c "printf '\xef\xbb\xbfcls\tPeace.\n' | '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls 2>&1"
+check "serve: a model name that is not UTF-8 is answered NOT_FOUND" 0 '"line":1,"error":\{"code":"NOT_FOUND","message":"unknown model .caf\\\\xe9' -- \
+  bash -c "printf 'caf\xe9\tPeace.\n' | '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls 2>&1"
+check "serve: a line over 1 MiB is INVALID_ARGUMENT and the next is served" 0 \
+  '"line":1,"error":\{"code":"INVALID_ARGUMENT","message":"the line is longer than 1 MiB.*"line":2,"model":"cls"' -- \
+  bash -c "{ printf 'cls\t'; head -c 3000000 /dev/zero | tr '\\0' 'a'; printf '\ncls\tPeace.\n'; } |
+    '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls --devices 1 2>/dev/null | sort | paste -sd' '"
+check "infer --json: a flag value that is not UTF-8 still gives one JSON error" 2 '^\{"error":\{"code":"INVALID_ARGUMENT"' -- \
+  bash -c "'$CELLSERVE' infer --json --model cls --tokens \$'4,\\xe9' 2>/dev/null"
 check "serve: bad policy is a clear error" 2 "unknown policy 'fifo'" -- \
   "$CELLSERVE" serve --model-repo "$REPO" --policy fifo
 # A node's and a router's flags are checked before anything loads (the repository here does not exist).
