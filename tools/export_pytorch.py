@@ -12,7 +12,9 @@ Library (import with tools/ on sys.path):
   make_spec(kind, name, dims, dtype="F32", **limits) -> spec dict
   expected_shapes(spec) -> {name: shape}; validate_layout(spec, tensors)
   write_model(repo, name, spec, tensors, dtype="F32")            writes repo/name/{spec.json,
-                                                                 weights.safetensors}
+                                                                 weights.safetensors} (replaces)
+  existing_model_files(repo, name) -> [paths]                     what the CLI refuses to replace
+  load_state_dict(path, key=None, trust_pickle=False) -> state_dict
 
 Expected state_dict keys (nn.Embedding + nn.LSTM + nn.Linear; see tools/reference_models.py):
   lstm:     embedding.weight [V, E]
@@ -25,8 +27,11 @@ Expected state_dict keys (nn.Embedding + nn.LSTM + nn.Linear; see tools/referenc
             tree.internal.weight [5H, 2H], tree.internal.bias [5H], head.weight [C, H],
             head.bias [C]
 Other names are mapped with key_map / --map OLD=NEW (prefix renames, applied in order, e.g.
---map module.= --map rnn.=lstm. --map fc.=head.). An nn.LSTM built with bias=False exports zero
-biases. Bidirectional LSTMs and proj_size are not supported (a clear error says so).
+--map module.= --map rnn.=lstm. --map fc.=head.). An nn.LSTM or nn.Linear built with bias=False
+(no .bias key) exports zero biases. Bidirectional LSTMs, proj_size, GRUs and RNNs are not
+supported (a clear error says so); neither is any other layer the forward uses (a LayerNorm,
+attention): strict=False / --allow-extra only ignores tensors the forward does not use. Non-finite
+weights are refused.
 
 Output layout (runtime/model_spec.h; row-major, PyTorch gate order i, f, g, o):
   lstm.{l}.weight = cat([weight_ih_l{l}, weight_hh_l{l}], dim=1) [4H, in_l + H]
@@ -40,7 +45,11 @@ tokenize --vocab V < train.txt` prints them), or send your own ids (`cellserve i
 
 CLI:
   /usr/bin/python3 tools/export_pytorch.py --kind lstm --state-dict model.pt --repo DIR \
-      --name NAME [--dtype F32|F16|BF16] [--classes C] [--map OLD=NEW ...]
+      --name NAME [--force] [--dtype F32|F16|BF16] [--classes C] [--map OLD=NEW ...] [--key NAME]
+      [--trust-pickle] [--allow-extra]
+An existing REPO/NAME is refused without --force. The file is loaded with weights_only=True
+where torch has that argument; a whole pickled nn.Module needs --trust-pickle (or save
+model.state_dict()).
 The sizes (vocab_size, embed_dim, hidden, layers, classes / target_vocab_size) are inferred from
 the shapes; options given explicitly are checked against them.
 """
@@ -48,8 +57,11 @@ the shapes; options given explicitly are checked against them.
 from __future__ import annotations
 
 import argparse
+import inspect
+import itertools
 import json
 import os
+import pickle
 import re
 import struct
 import sys
@@ -157,15 +169,34 @@ def serialize_safetensors(tensors: Mapping[str, object], dtype: str = "F32",
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
+_tmp_counter = itertools.count()
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Writes `data` to PATH.tmp.PID.N, then renames it to `path`; the temporary is removed when
+    that fails. (The name is runtime/atomic_file.cc's, whose cleanup of stale temporaries of dead
+    processes covers it.)"""
+    tmp = f"{path}.tmp.{os.getpid()}.{next(_tmp_counter)}"
+    done = False
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        done = True
+    finally:
+        if not done:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
 def write_safetensors(path: str, tensors: Mapping[str, object], dtype: str = "F32",
                       metadata: Optional[Mapping[str, str]] = None) -> int:
     """Writes `tensors` (torch tensors or numpy arrays, stored as `dtype`: F32, F16 or BF16, F16
     and BF16 rounded to nearest even) to `path` atomically. Returns the file size in bytes."""
     blob = serialize_safetensors(tensors, dtype, metadata)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(blob)
-    os.replace(tmp, path)
+    _write_atomic(path, blob)
     return len(blob)
 
 
@@ -262,6 +293,7 @@ class _Reader:
         self.sd = {k: v for k, v in state_dict.items()}
         self.kind = kind
         self.used: set = set()
+        self.nonfinite: Dict[str, int] = {}  # key -> count of NaN/inf values
 
     def has(self, key: str) -> bool:
         return key in self.sd
@@ -284,13 +316,52 @@ class _Reader:
                 want = "[" + ", ".join("?" if s is None else str(s) for s in shape) + "]"
                 raise ExportError(f"{self.kind}: '{key}' has shape {list(t.shape)}, expected {want}"
                                   f"{' (' + what + ')' if what else ''}")
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            self.nonfinite[key] = bad
         return t
 
+    def linear(self, prefix: str, out_dim: Optional[int], in_dim: int, what_w: str,
+               what_b: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """An nn.Linear's `{prefix}weight` and `{prefix}bias`; zeros for the bias when the layer
+        was built with bias=False (no `{prefix}bias` key)."""
+        w = self.get(prefix + "weight", [out_dim, in_dim], what_w)
+        if self.has(prefix + "bias"):
+            return w, self.get(prefix + "bias", [w.shape[0]], what_b)
+        return w, torch.zeros(w.shape[0])  # nn.Linear(bias=False)
+
     def check_all_used(self, strict: bool) -> None:
+        """Raises on unexpected keys (strict) or non-finite values; with strict off, warns on
+        stderr about the keys it ignores."""
         extra = sorted(set(self.sd) - self.used)
         if extra and strict:
-            raise ExportError(f"{self.kind}: unexpected state_dict keys {extra} (rename them with "
-                              f"--map OLD=NEW, or pass strict=False / --allow-extra to ignore them)")
+            raise ExportError(
+                f"{self.kind}: unexpected state_dict keys {_key_list(extra)}. If they belong to "
+                f"layers the model's forward uses (a LayerNorm, another LSTM, attention, ...), the "
+                f"model cannot be served: cellserve's {self.kind} layout has no such layer and its "
+                f"answers would differ from your model's. If they are names of the expected tensors, "
+                f"rename them with --map OLD=NEW. Only if the forward does not use them (optimizer or "
+                f"EMA copies, unused buffers) pass --allow-extra (strict=False) to ignore them")
+        if extra:
+            print(f"export_pytorch: warning: {self.kind}: ignoring {len(extra)} state_dict key(s) "
+                  f"the layout does not use (--allow-extra): {_key_list(extra)}; if the model's "
+                  f"forward uses them, the served answers will differ from your model's",
+                  file=sys.stderr)
+        if self.nonfinite:
+            total = sum(self.nonfinite.values())
+            raise ExportError(
+                f"{self.kind}: {total} non-finite value(s) (NaN or inf) in "
+                + ", ".join(f"'{k}' ({n})" for k, n in self.nonfinite.items())
+                + ": the training diverged or the checkpoint is damaged; export a finite checkpoint "
+                  "(the server refuses non-finite weights)")
+
+
+def _key_list(keys: Sequence[str], limit: int = 20) -> str:
+    """The keys as a list, the first `limit` and a count of the rest when there are more."""
+    keys = list(keys)
+    if len(keys) <= limit:
+        return str(keys)
+    return f"{keys[:limit]} and {len(keys) - limit} more"
 
 
 def _export_lstm_stack(r: _Reader, src: str, dst: str, input_dim: int,
@@ -310,8 +381,10 @@ def _export_lstm_stack(r: _Reader, src: str, dst: str, input_dim: int,
     w_hh0 = r.get(f"{src}weight_hh_l0", [None, None], "nn.LSTM weight_hh_l0")
     hidden = w_hh0.shape[1]
     if w_hh0.shape[0] != 4 * hidden:
+        looks = {3 * hidden: "nn.GRU (3 gates)", hidden: "nn.RNN (1 gate)"}.get(w_hh0.shape[0])
         raise ExportError(f"{r.kind}: '{src}weight_hh_l0' has shape {list(w_hh0.shape)}, expected "
-                          f"[4*H, H]")
+                          f"[4*H, H]" + (f": looks like {looks}; only nn.LSTM is supported"
+                                         if looks else ""))
     for l in range(layers):
         in_l = input_dim if l == 0 else hidden
         w_ih = r.get(f"{src}weight_ih_l{l}", [4 * hidden, in_l], f"[4H, {'E' if l == 0 else 'H'}]")
@@ -339,10 +412,8 @@ def export_lstm(state_dict: Mapping[str, object], key_map=None,
     vocab, embed = emb.shape
     out["embedding"] = emb
     hidden, layers = _export_lstm_stack(r, "lstm.", "lstm.", embed, out)
-    head_w = r.get("head.weight", [None, hidden], "[C, H]")
-    classes = head_w.shape[0]
-    out["head.weight"] = head_w
-    out["head.bias"] = r.get("head.bias", [classes], "[C]")
+    out["head.weight"], out["head.bias"] = r.linear("head.", None, hidden, "[C, H]", "[C]")
+    classes = out["head.weight"].shape[0]
     r.check_all_used(strict)
     return out, dict(vocab_size=vocab, embed_dim=embed, hidden=hidden, layers=layers,
                      classes=classes)
@@ -367,8 +438,7 @@ def export_seq2seq(state_dict: Mapping[str, object], key_map=None,
         raise ExportError(f"seq2seq: encoder (hidden {h_enc}, layers {l_enc}) and decoder (hidden "
                           f"{h_dec}, layers {l_dec}) must match: the decoder starts from the "
                           f"encoder's final state")
-    out["proj.weight"] = r.get("proj.weight", [target_vocab, h_enc], "[Vt, H]")
-    out["proj.bias"] = r.get("proj.bias", [target_vocab], "[Vt]")
+    out["proj.weight"], out["proj.bias"] = r.linear("proj.", target_vocab, h_enc, "[Vt, H]", "[Vt]")
     r.check_all_used(strict)
     return out, dict(vocab_size=vocab, target_vocab_size=target_vocab, embed_dim=embed,
                      hidden=h_enc, layers=l_enc)
@@ -381,21 +451,18 @@ def export_treelstm(state_dict: Mapping[str, object], key_map=None,
     out: Dict[str, torch.Tensor] = {}
     emb = r.get("embedding.weight", [None, None], "[V, E]")
     vocab, embed = emb.shape
-    leaf_w = r.get("tree.leaf.weight", [None, embed], "[3H, E]")
+    leaf_w, leaf_b = r.linear("tree.leaf.", None, embed, "[3H, E]", "[3H]")
     if leaf_w.shape[0] % 3:
         raise ExportError(f"treelstm: 'tree.leaf.weight' has {leaf_w.shape[0]} rows, expected 3*H "
                           f"(gates i, o, u)")
     hidden = leaf_w.shape[0] // 3
     out["embedding"] = emb
-    out["tree.leaf.weight"] = leaf_w
-    out["tree.leaf.bias"] = r.get("tree.leaf.bias", [3 * hidden], "[3H]")
-    out["tree.internal.weight"] = r.get("tree.internal.weight", [5 * hidden, 2 * hidden],
-                                        "[5H, 2H] = [U_left | U_right], gates i, f_l, f_r, o, u")
-    out["tree.internal.bias"] = r.get("tree.internal.bias", [5 * hidden], "[5H]")
-    head_w = r.get("head.weight", [None, hidden], "[C, H]")
-    classes = head_w.shape[0]
-    out["head.weight"] = head_w
-    out["head.bias"] = r.get("head.bias", [classes], "[C]")
+    out["tree.leaf.weight"], out["tree.leaf.bias"] = leaf_w, leaf_b
+    out["tree.internal.weight"], out["tree.internal.bias"] = r.linear(
+        "tree.internal.", 5 * hidden, 2 * hidden,
+        "[5H, 2H] = [U_left | U_right], gates i, f_l, f_r, o, u", "[5H]")
+    out["head.weight"], out["head.bias"] = r.linear("head.", None, hidden, "[C, H]", "[C]")
+    classes = out["head.weight"].shape[0]
     r.check_all_used(strict)
     return out, dict(vocab_size=vocab, embed_dim=embed, hidden=hidden, layers=1, classes=classes)
 
@@ -523,37 +590,112 @@ def write_model(repo: str, name: str, spec: Mapping[str, object], tensors: Mappi
     write_safetensors(weights_path, tensors, dtype,
                       metadata={"format": "pt", "kind": str(spec["kind"]),
                                 "producer": "cellserve tools/export_pytorch.py"})
-    tmp = f"{spec_path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(spec_to_json(spec))
-    os.replace(tmp, spec_path)
+    _write_atomic(spec_path, spec_to_json(spec).encode("utf-8"))
     return spec_path, weights_path
+
+
+def existing_model_files(repo: str, name: str) -> List[str]:
+    """The files of a model REPO/NAME that exist already (spec.json, weights.safetensors)."""
+    folder = os.path.join(repo, name)
+    return [p for p in (os.path.join(folder, "spec.json"), os.path.join(folder, "weights.safetensors"))
+            if os.path.lexists(p)]
 
 
 # --------------------------------------------------------------------------------------------- CLI
 
 
-def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """torch.load a state_dict, a whole nn.Module, or a checkpoint dict holding one under
-    'state_dict' / 'model_state_dict' / 'model'."""
+SEARCHED_KEYS = ("state_dict", "model_state_dict", "model")  # checkpoint entries tried in order
+
+
+def _torch_load(path: str, trust_pickle: bool = False):
+    """torch.load on the CPU; with weights_only=True (no code runs) where this torch has the
+    argument, unless trust_pickle."""
+    safe = "weights_only" in inspect.signature(torch.load).parameters and not trust_pickle
     try:
-        obj = torch.load(path, map_location="cpu")
-    except Exception as e:  # torch raises many types (pickle, zip, weights_only, ...)
-        raise ExportError(f"cannot load {path}: {e}") from None
+        if safe:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        if trust_pickle:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu")  # an old torch without weights_only
+    except (AttributeError, ModuleNotFoundError) as e:
+        raise ExportError(
+            f"cannot load {path}: {e}: the file holds a pickled object (a whole nn.Module saved with "
+            f"torch.save(model)?) whose class cannot be imported here. Save the weights instead, "
+            f"torch.save(model.state_dict(), path), and export that file; or make the class "
+            f"importable (its module's folder on PYTHONPATH, under the module name it was saved "
+            f"from)") from None
+    except pickle.UnpicklingError as e:
+        if not safe or "weights only load failed" not in str(e).lower():
+            raise ExportError(f"cannot load {path}: {e}") from None
+        why = (str(e).split("WeightsUnpickler error:")[-1].strip().splitlines() or [""])[0][:200]
+        what = ("values this torch's safe loader cannot read (some torch versions refuse even "
+                "plain floats, e.g. a 'loss' entry of a checkpoint dict)"
+                if "Unsupported operand" in why else
+                "pickled Python code or objects besides tensors, e.g. a whole nn.Module saved with "
+                "torch.save(model)")
+        raise ExportError(
+            f"cannot load {path} safely: it holds {what} (torch {torch.__version__}'s weights_only "
+            f"loader: {why}). Best: save the weights only, torch.save(model.state_dict(), path), "
+            f"and export that file. Or, only for a file you trust (unpickling can run arbitrary "
+            f"code), pass --trust-pickle to load it with weights_only=False") from None
+    except Exception as e:  # torch raises many types (pickle, zip, ...)
+        raise ExportError(f"cannot load {path}: {type(e).__name__}: {e}") from None
+
+
+def _as_state_dict(obj) -> Optional[Dict[str, torch.Tensor]]:
     if isinstance(obj, torch.nn.Module):
         return obj.state_dict()
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj)
+    return None
+
+
+def _describe_keys(obj: Mapping, limit: int = 12) -> str:
+    items = []
+    for k, v in list(obj.items())[:limit]:
+        if isinstance(v, Mapping):
+            n = sum(isinstance(x, torch.Tensor) for x in v.values())
+            items.append(f"{k!r} (dict, {len(v)} entries, {n} tensors)")
+        else:
+            items.append(f"{k!r} ({type(v).__name__})")
+    more = f" and {len(obj) - limit} more" if len(obj) > limit else ""
+    return ", ".join(items) + more
+
+
+def load_state_dict(path: str, key: Optional[str] = None,
+                    trust_pickle: bool = False) -> Dict[str, torch.Tensor]:
+    """torch.load a state_dict, a whole nn.Module, or a checkpoint dict holding one under `key`,
+    else under 'state_dict' / 'model_state_dict' / 'model'. Loads with weights_only=True where
+    torch has that argument, unless trust_pickle (whole modules need it)."""
+    obj = _torch_load(path, trust_pickle)
+    if key is not None:
+        if not isinstance(obj, Mapping) or key not in obj:
+            have = f"its top-level keys: {_describe_keys(obj)}" if isinstance(obj, Mapping) else \
+                f"it holds a {type(obj).__name__}, not a dict"
+            raise ExportError(f"{path}: no entry {key!r} (--key); {have}")
+        sd = _as_state_dict(obj[key])
+        if sd is None:
+            raise ExportError(f"{path}: entry {key!r} (--key) holds a {type(obj[key]).__name__!r}, not "
+                              f"a state_dict (a dict of tensors) or an nn.Module")
+        return sd
+    sd = _as_state_dict(obj)
+    if sd is not None:
+        return sd
     if isinstance(obj, Mapping):
-        for key in ("state_dict", "model_state_dict", "model"):
-            inner = obj.get(key)
-            if isinstance(inner, torch.nn.Module):
-                return inner.state_dict()
-            if isinstance(inner, Mapping) and inner and all(
-                    isinstance(v, torch.Tensor) for v in inner.values()):
-                return dict(inner)
+        for k in SEARCHED_KEYS:
+            sd = _as_state_dict(obj.get(k))
+            if sd is not None:
+                return sd
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:
             return tensors
-    raise ExportError(f"{path}: not a state_dict or nn.Module (got {type(obj).__name__})")
+        raise ExportError(
+            f"{path}: found no state_dict in this checkpoint dict: the exporter looks for a dict of "
+            f"tensors or an nn.Module under {', '.join(repr(k) for k in SEARCHED_KEYS)}, or tensors "
+            f"at the top level; the file's top-level keys: {_describe_keys(obj)}. Pick the entry "
+            f"holding the model's weights with --key NAME")
+    raise ExportError(f"{path}: not a state_dict, nn.Module or checkpoint dict (got "
+                      f"{type(obj).__name__})")
 
 
 def _parse_map(items: Iterable[str]) -> List[Tuple[str, str]]:
@@ -566,6 +708,10 @@ def _parse_map(items: Iterable[str]) -> List[Tuple[str, str]]:
     return out
 
 
+_SEQ2SEQ_ONLY = ("target_vocab_size", "bos_id", "eos_id", "max_decode_len")
+_CLASSIFIER_ONLY = ("classes",)  # lstm, treelstm
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(
         description="Export a PyTorch LSTM / seq2seq / Tree-LSTM state_dict to a cellserve model "
@@ -575,31 +721,59 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "head.weight, head.bias. seq2seq: encoder.embedding.weight, encoder.lstm.*, "
                "decoder.embedding.weight, decoder.lstm.*, proj.weight, proj.bias. treelstm: "
                "embedding.weight, tree.leaf.{weight,bias}, tree.internal.{weight,bias}, "
-               "head.{weight,bias}. Rename others with --map OLD=NEW. Text sent to the served model "
-               "is tokenized by the server (ids 0-3 reserved, a word's id 4 + FNV-1a(word) % (V - 4)): "
-               "train on those ids (`cellserve tokenize --vocab V < train.txt`) or send ids "
-               "(`cellserve infer --tokens`).")
+               "head.{weight,bias}. Rename others with --map OLD=NEW. A missing .bias (nn.LSTM or "
+               "nn.Linear built with bias=False) exports as zeros. Gate orders: LSTM rows are "
+               "PyTorch's (i, f, g, o); the Tree-LSTM's tree.leaf rows are gates (i, o, u) [3H] and "
+               "tree.internal rows (i, f_left, f_right, o, u) [5H] with columns [h_left | h_right] "
+               "(tools/reference_models.py's BinaryTreeLstmCell; runtime/model_spec.h). Text sent to "
+               "the served model is tokenized by the server (ids 0-3 reserved, a word's id 4 + "
+               "FNV-1a(word) % (V - 4)): train on those ids (`cellserve tokenize --vocab V < "
+               "train.txt`) or send ids (`cellserve infer --tokens`).")
     p.add_argument("--kind", required=True, choices=KINDS)
-    p.add_argument("--state-dict", required=True, help="torch.save'd state_dict or module (.pt)")
+    p.add_argument("--state-dict", required=True,
+                   help="torch.save'd state_dict, checkpoint dict or module (.pt)")
+    p.add_argument("--key", metavar="NAME",
+                   help="the checkpoint dict's entry holding the state_dict (default: the file "
+                        f"itself, else its entry {', '.join(SEARCHED_KEYS)})")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load with torch.load(weights_only=False), which runs the file's pickled "
+                        "code: needed for a whole nn.Module saved with torch.save(model); only for "
+                        "files you trust (better: save model.state_dict())")
     p.add_argument("--repo", required=True, help="model repository directory")
     p.add_argument("--name", required=True, help="model name (folder under --repo)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the model REPO/NAME if it exists (default: refuse)")
     p.add_argument("--dtype", default="F32", choices=DTYPES, help="storage dtype (default F32)")
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--classes", type=int, help="lstm/treelstm: check the head has this many outputs")
     p.add_argument("--vocab-size", type=int, help="check the (source) vocabulary size")
     p.add_argument("--target-vocab-size", type=int, help="seq2seq: check the target vocabulary size")
-    p.add_argument("--bos-id", type=int, default=1, help="seq2seq (default 1)")
-    p.add_argument("--eos-id", type=int, default=2, help="seq2seq (default 2)")
-    p.add_argument("--max-decode-len", type=int, default=64, help="seq2seq (default 64)")
+    p.add_argument("--bos-id", type=int, help="seq2seq (default 1)")
+    p.add_argument("--eos-id", type=int, help="seq2seq (default 2)")
+    p.add_argument("--max-decode-len", type=int, help="seq2seq (default 64)")
     p.add_argument("--max-input-tokens", type=int, default=1024, help="default 1024")
     p.add_argument("--max-batch", type=int, default=256, help="default 256")
     p.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
                    help="rename state_dict key prefix OLD to NEW (repeatable, applied in order)")
     p.add_argument("--allow-extra", action="store_true",
-                   help="ignore state_dict keys the layout does not use")
+                   help="ignore state_dict keys the layout does not use (listed in a warning). "
+                        "Only for tensors the model's forward does not use (optimizer or EMA "
+                        "copies, unused buffers): a layer the forward uses (a LayerNorm, another "
+                        "LSTM, attention) cannot be served, and ignoring it makes the answers differ")
     args = p.parse_args(argv)
+    wrong = _CLASSIFIER_ONLY if args.kind == "seq2seq" else _SEQ2SEQ_ONLY
+    misplaced = [f"--{o.replace('_', '-')}" for o in wrong if getattr(args, o) is not None]
+    if misplaced:
+        p.error(f"{', '.join(misplaced)} appl{'ies' if len(misplaced) == 1 else 'y'} to --kind "
+                f"{'lstm and treelstm' if args.kind == 'seq2seq' else 'seq2seq'} only, not "
+                f"--kind {args.kind}")
     try:
-        sd = load_state_dict(args.state_dict)
+        existing = existing_model_files(args.repo, args.name)
+        if existing and not args.force:
+            raise ExportError(f"{os.path.join(args.repo, args.name)} already exists ("
+                              f"{', '.join(os.path.basename(f) for f in existing)}); pass --force "
+                              f"to overwrite it")
+        sd = load_state_dict(args.state_dict, args.key, args.trust_pickle)
         tensors, dims = EXPORTERS[args.kind](sd, _parse_map(args.map), strict=not args.allow_extra)
         for opt, field in (("classes", "classes"), ("vocab_size", "vocab_size"),
                            ("target_vocab_size", "target_vocab_size")):
@@ -609,8 +783,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                   f"({field} = {dims[field]})")
         spec = make_spec(args.kind, args.name, dims, args.dtype, version=args.version,
                          max_input_tokens=args.max_input_tokens, max_batch=args.max_batch,
-                         bos_id=args.bos_id, eos_id=args.eos_id,
-                         max_decode_len=args.max_decode_len)
+                         bos_id=1 if args.bos_id is None else args.bos_id,
+                         eos_id=2 if args.eos_id is None else args.eos_id,
+                         max_decode_len=64 if args.max_decode_len is None else args.max_decode_len)
         spec_path, weights_path = write_model(args.repo, args.name, spec, tensors, args.dtype)
     except (ExportError, OSError) as e:
         print(f"export_pytorch: error: {e}", file=sys.stderr)
@@ -619,6 +794,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"wrote {spec_path} and {weights_path} ({os.path.getsize(weights_path)} bytes, "
           f"{n_params} parameters, {args.dtype})")
     print(spec_to_json(spec), end="")
+    if args.vocab_size is None:
+        v = dims["vocab_size"]
+        print(f"export_pytorch: note: vocab_size {v} is the embedding's row count: text is tokenized "
+              f"as `cellserve tokenize --vocab {v}` (ids 4 + FNV-1a(word) % {v - 4}): train on those "
+              f"ids (or pass --vocab-size to check)", file=sys.stderr)
     return 0
 
 

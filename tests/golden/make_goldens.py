@@ -275,7 +275,7 @@ def sanity_checks() -> None:
             assert list(k for k in header if k != "__metadata__") == ["a", "b", "s"]
     bad = dict(sd)
     bad["lstm.weight_hh_l1"] = torch.zeros(4 * H, H + 1)
-    for broken, what in ((bad, "shape"), ({k: v for k, v in sd.items() if k != "head.bias"}, "missing"),
+    for broken, what in ((bad, "shape"), ({k: v for k, v in sd.items() if k != "head.weight"}, "missing"),
                          ({**sd, "lstm.weight_ih_l0_reverse": torch.zeros(1)}, "bidirectional"),
                          ({**sd, "extra.weight": torch.zeros(1)}, "extra key")):
         try:
