@@ -30,10 +30,14 @@ struct DeviceReport {
 
 struct ClusterReport {
   int64_t accepted = 0, completed = 0, failed = 0, rejected = 0;
-  // LocalCluster: one per device. Router: one per device of each live node ("NODE/dN"; none before
-  // a node joins), with no load of their own (see requests_held); accepted counts requests placed
-  // (a retry on another node is the same request), so accepted = completed + failed + in flight.
+  // LocalCluster: one per device. Router: none (see unlisted_devices); accepted counts requests
+  // placed (a retry on another node is the same request), so accepted = completed + failed + in
+  // flight.
   std::vector<DeviceReport> devices;
+  // Devices counted but not listed: a router's, those of its live nodes (a node's registration
+  // claims up to 65,536; one entry each made every health call build millions of them for a peer
+  // that registered many nodes). Health's device count is devices.size() + unlisted_devices.
+  int64_t unlisted_devices = 0;
   // Requests in flight that no device entry counts (a router's: every one it has not answered).
   int64_t requests_held = 0;
 };

@@ -249,7 +249,7 @@ struct AgentState {
     ++r.register_failures;
     monitoring::LogLine("cellserve node: router %s %s; trying again in %lld ms\n", r.address.c_str(), why.c_str(),
                         static_cast<long long>(delay_ms));
-    self->delayed_send(self, std::chrono::milliseconds(delay_ms), retry_register_atom::value, i, r.handle);
+    self->delayed_send(self, std::chrono::milliseconds(delay_ms), retry_register_atom::value, i, r.handle, kLocalOnly);
   }
 
   // Runs a request router `i` placed on this node as `node_id`. The id comes with the request, not
@@ -275,12 +275,12 @@ struct AgentState {
     TokenCallback on_token;
     if (streams)
       on_token = [me, i, link, request](int32_t token) {
-        caf::anon_send(me, run_token_atom::value, i, link, request, token);
+        caf::anon_send(me, run_token_atom::value, i, link, request, token, kLocalOnly);
       };
     const uint64_t cluster_id = cluster->Infer(
         run->model, std::move(run->input), deadline_us,
         [me, i, link, request, spec](StatusOr<RequestResult> result) {
-          caf::anon_send(me, done_atom::value, i, link, request, EncodeRunAnswer(result, spec));
+          caf::anon_send(me, done_atom::value, i, link, request, EncodeRunAnswer(result, spec), kLocalOnly);
         },
         std::move(on_token));
     runs[{link, request}] = Running{cluster_id, node_id};
@@ -298,7 +298,7 @@ struct AgentState {
   void ReportSoon() {
     if (report_soon || leaving) return;
     report_soon = true;
-    self->delayed_send(self, std::chrono::milliseconds(10), soon_atom::value);
+    self->delayed_send(self, std::chrono::milliseconds(10), soon_atom::value, kLocalOnly);
   }
 
   void Report() {
@@ -401,9 +401,9 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
     const int i = self->state.IndexOf(msg.source);
     if (i >= 0) self->state.Lost(i);
   });
-  self->delayed_send(self, std::chrono::milliseconds(s.options.report_interval_ms), heartbeat_atom::value);
+  self->delayed_send(self, std::chrono::milliseconds(s.options.report_interval_ms), heartbeat_atom::value, kLocalOnly);
   return {
-      [self](connected_atom, int i, const std::string& address, caf::actor router) {
+      [self](connected_atom, int i, const std::string& address, caf::actor router, LocalOnly) {
         AgentState& st = self->state;
         if (i < 0 || st.leaving) return;
         if (i >= static_cast<int>(st.routers.size())) st.routers.resize(static_cast<size_t>(i) + 1);
@@ -418,7 +418,7 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         self->monitor(router);
         st.Register(i);
       },
-      [self](retry_register_atom, int i, caf::actor router) {
+      [self](retry_register_atom, int i, caf::actor router, LocalOnly) {
         AgentState& st = self->state;
         if (st.leaving || i < 0 || i >= static_cast<int>(st.routers.size())) return;
         if (st.routers[i].handle != router || st.routers[i].node_id != 0) return;  // lost, or registered
@@ -456,7 +456,7 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         ++st.links->aborts;
         st.cluster->Cancel(it->second.cluster_id);
       },
-      [self](done_atom, int i, uint64_t link, uint64_t request, const std::string& bytes) {
+      [self](done_atom, int i, uint64_t link, uint64_t request, const std::string& bytes, LocalOnly) {
         AgentState& st = self->state;
         auto it = st.runs.find({link, request});
         if (it == st.runs.end()) return;  // its router was lost meanwhile
@@ -466,7 +466,7 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         const auto& r = st.routers[i];
         if (r.link == link) self->send(r.handle, answer_atom::value, node_id, request, bytes);
       },
-      [self](run_token_atom, int i, uint64_t link, uint64_t request, int32_t token) {
+      [self](run_token_atom, int i, uint64_t link, uint64_t request, int32_t token, LocalOnly) {
         AgentState& st = self->state;
         auto it = st.runs.find({link, request});
         if (it == st.runs.end()) return;
@@ -475,13 +475,14 @@ caf::behavior AgentActor(caf::stateful_actor<AgentState>* self, NodeBackend* clu
         ++st.links->tokens_sent;
         self->send(r.handle, token_atom::value, it->second.node_id, request, token);
       },
-      [self](heartbeat_atom) {
+      [self](heartbeat_atom, LocalOnly) {
         if (self->state.leaving) return;
         self->state.Report();
         self->delayed_send(self, std::chrono::milliseconds(self->state.options.report_interval_ms),
-                           heartbeat_atom::value);
+                           heartbeat_atom::value, kLocalOnly);
       },
-      [self](soon_atom) {
+      [self](local_quit_atom, LocalOnly) { self->quit(caf::exit_reason::user_shutdown); },
+      [self](soon_atom, LocalOnly) {
         self->state.report_soon = false;
         self->state.Report();
       },
@@ -601,7 +602,7 @@ struct NodeAgent::Impl {
         }
         slot.warned = false;
         links->Set(slot.link, true);
-        caf::anon_send(agent, connected_atom::value, static_cast<int>(slot.link), slot.display, *router);
+        caf::anon_send(agent, connected_atom::value, static_cast<int>(slot.link), slot.display, *router, kLocalOnly);
       }
       links->SleepUnlessStopped(options.reconnect_interval_ms);
     }
@@ -697,7 +698,7 @@ void NodeAgent::Leave() {
   }
   impl_->links->Stop();
   impl_->connector.join();
-  caf::anon_send_exit(impl_->agent, caf::exit_reason::user_shutdown);
+  caf::anon_send(impl_->agent, local_quit_atom::value, kLocalOnly);
   impl_->agent = nullptr;
   impl_->system.reset();
 }

@@ -37,6 +37,12 @@ void GuardFromPeers(caf::scheduled_actor* self, const char* who) {
         if (request) return caf::sec::unexpected_message;
         return caf::message{};  // no reply to a one-way message (CAF sends none for an empty one)
       });
+  auto exits = std::make_shared<uint64_t>(0);
+  self->set_exit_handler([name, exits](caf::scheduled_actor* actor, caf::exit_msg& m) {
+    if (LogThisOne(*exits))
+      monitoring::LogLine("cellserve %s: ignored an exit message (%llu so far): %s\n", name.c_str(),
+                          static_cast<unsigned long long>(*exits), actor->system().render(m.reason).c_str());
+  });
   self->set_error_handler([name, errors](caf::scheduled_actor* actor, caf::error& e) {
     if (LogThisOne(*errors))
       monitoring::LogLine("cellserve %s: a peer sent an error (%llu so far), ignored: %s\n", name.c_str(),

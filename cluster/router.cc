@@ -401,10 +401,10 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
   // and it is the actor's heartbeat.
   const auto sweep_every = std::chrono::milliseconds(std::clamp<int64_t>(s.options.report_timeout_ms / 4, 25, 1000));
   s.shared->last_sweep_us = s.clock->NowMicros();
-  self->delayed_send(self, sweep_every, sweep_atom::value);
+  self->delayed_send(self, sweep_every, sweep_atom::value, kLocalOnly);
   return {
       [self](call_atom, std::shared_ptr<RouterCall>& call) { self->state.OnCall(std::move(call)); },
-      [self](cancel_atom, uint64_t id) { self->state.OnCancel(id); },
+      [self](cancel_atom, uint64_t id, LocalOnly) { self->state.OnCancel(id); },
       // Answers and tokens count only from the node they claim to come from (another peer on the
       // cluster port could otherwise answer requests placed elsewhere).
       [self](answer_atom, uint64_t node, uint64_t id, const std::string& bytes) {
@@ -439,7 +439,7 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
         if (st.SenderNode(node)) st.RemoveNode(node, "left", false);
         return bye_atom::value;
       },
-      [self, sweep_every](sweep_atom) {
+      [self, sweep_every](sweep_atom, LocalOnly) {
         RouterState& st = self->state;
         const int64_t now = st.clock->NowMicros();
         const int64_t since_last_us = now - st.shared->last_sweep_us.exchange(now);
@@ -459,10 +459,11 @@ caf::behavior RouterActor(caf::stateful_actor<RouterState>* self, std::shared_pt
         ++st.shared->sweeps;
         st.ExpireOverdue();
         st.Publish(/*table_changed=*/false);  // the requests in flight on each node, for nodes()
-        self->delayed_send(self, sweep_every, sweep_atom::value);
+        self->delayed_send(self, sweep_every, sweep_atom::value, kLocalOnly);
       },
-      [self](stop_atom) { self->state.stopping = true; },
-      [self](fail_all_atom) {
+      [self](stop_atom, LocalOnly) { self->state.stopping = true; },
+      [self](local_quit_atom, LocalOnly) { self->quit(caf::exit_reason::user_shutdown); },
+      [self](fail_all_atom, LocalOnly) {
         RouterState& st = self->state;
         std::vector<uint64_t> ids;
         for (const auto& [id, p] : st.pending) ids.push_back(id);
@@ -538,7 +539,7 @@ StatusOr<std::unique_ptr<Router>> Router::Start(RouterOptions options) {
   auto published = impl->system->middleman().publish(impl->actor, port, in, /*reuse_addr=*/true);
   if (!published) {
     impl->shared->stopping = true;  // an end we ask for, not a failure
-    caf::anon_send_exit(impl->actor, caf::exit_reason::user_shutdown);
+    caf::anon_send(impl->actor, local_quit_atom::value, kLocalOnly);
     return Unavailable("cannot open the cluster port " + options.cluster + ": " +
                        impl->system->render(published.error()));
   }
@@ -598,7 +599,7 @@ uint64_t Router::Infer(const std::string& model, RequestInput input, int64_t dea
 
 void Router::Cancel(uint64_t id) {
   std::shared_lock<std::shared_mutex> lock(impl_->life_mu);
-  if (impl_->running) caf::anon_send(impl_->actor, cancel_atom::value, id);
+  if (impl_->running) caf::anon_send(impl_->actor, cancel_atom::value, id, kLocalOnly);
 }
 
 ClusterReport Router::Report() const {
@@ -606,13 +607,7 @@ ClusterReport Router::Report() const {
   ClusterReport r;
   {
     std::lock_guard<std::mutex> lock(sh.mu);
-    for (const RouterNodeInfo& n : sh.nodes) {
-      for (int32_t d = 0; d < n.devices; ++d) {
-        DeviceReport dev;
-        dev.name = n.name + "/d" + std::to_string(d);
-        r.devices.push_back(std::move(dev));
-      }
-    }
+    for (const RouterNodeInfo& n : sh.nodes) r.unlisted_devices += n.devices;
   }
   r.requests_held = sh.counters->Unanswered();
   r.accepted = sh.placed.load() - sh.retried.load();  // a retried request is one request, placed twice
@@ -691,10 +686,10 @@ void Router::Stop() {
   {
     std::shared_lock<std::shared_mutex> lock(s.life_mu);
     if (!s.running) return;
-    caf::anon_send(s.actor, stop_atom::value);
+    caf::anon_send(s.actor, stop_atom::value, kLocalOnly);
   }
   if (!s.shared->counters->WaitAllAnswered(std::chrono::milliseconds(s.options.stop_grace_ms))) {
-    caf::anon_send(s.actor, fail_all_atom::value);
+    caf::anon_send(s.actor, fail_all_atom::value, kLocalOnly);
     s.shared->counters->WaitAllAnswered(std::chrono::seconds(10));
   }
   {
@@ -703,7 +698,7 @@ void Router::Stop() {
   }
   s.shared->state = ClusterState::kStopped;
   s.system->middleman().unpublish(s.actor, static_cast<uint16_t>(s.port));
-  caf::anon_send_exit(s.actor, caf::exit_reason::user_shutdown);
+  caf::anon_send(s.actor, local_quit_atom::value, kLocalOnly);
   s.actor = nullptr;
   s.system.reset();  // waits for the actors and closes the connections
 }

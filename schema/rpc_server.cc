@@ -335,7 +335,8 @@ class Service final : public Cellserve::Server {
           h.setCompleted(report.completed);
           h.setFailed(report.failed);
           h.setRejected(report.rejected);
-          h.setDevices(static_cast<uint32_t>(report.devices.size()));
+          h.setDevices(static_cast<uint32_t>(std::min<int64_t>(
+              static_cast<int64_t>(report.devices.size()) + report.unlisted_devices, UINT32_MAX)));
           h.setConnections(static_cast<uint32_t>(state_.stats->connections.load()));
           h.setCallsInFlight(static_cast<uint32_t>(state_.stats->calls_in_flight.load()));
         })

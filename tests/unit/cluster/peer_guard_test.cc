@@ -61,7 +61,21 @@ TEST_F(PeerGuardTest, AnErrorMessageIsLoggedAndTheActorGoesOn) {
   EXPECT_NE(log.find("(4 so far)"), std::string::npos) << log;
   EXPECT_EQ(log.find("(3 so far)"), std::string::npos) << log;
   EXPECT_EQ(log.find("(5 so far)"), std::string::npos) << log;
+  caf::anon_send_exit(guarded, caf::exit_reason::kill);  // the guard ignores other exits
+}
+
+// An exit message (but CAF's kill, which no handler sees) leaves a guarded actor running: the
+// actors a peer can reach end by their own local quit message.
+TEST_F(PeerGuardTest, AnExitMessageIsLoggedAndTheActorGoesOn) {
+  caf::scoped_actor me{system_};
+  caf::actor guarded = system_.spawn(Pinged, true);
+  testing::internal::CaptureStderr();
   caf::anon_send_exit(guarded, caf::exit_reason::user_shutdown);
+  EXPECT_TRUE(Answers(me, guarded));
+  EXPECT_TRUE(monitoring::FlushLog(std::chrono::seconds(5)));
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("cellserve test: ignored an exit message (1 so far)"), std::string::npos) << log;
+  caf::anon_send_exit(guarded, caf::exit_reason::kill);
 }
 
 // A peer's message can be any size: the line shows its start, not 100 KB.
@@ -78,7 +92,7 @@ TEST_F(PeerGuardTest, AnUnknownMessageIsShownCutShort) {
   const std::string line = log.substr(at, log.find('\n', at) - at);
   EXPECT_NE(line.find("zzz..."), std::string::npos) << line.substr(0, 300);
   EXPECT_LT(line.size(), 400u);
-  caf::anon_send_exit(guarded, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(guarded, caf::exit_reason::kill);  // the guard ignores other exits
 }
 
 TEST_F(PeerGuardTest, AnUnknownRequestGetsAnErrorAndAnUnknownOneWayMessageNothing) {
@@ -94,7 +108,7 @@ TEST_F(PeerGuardTest, AnUnknownRequestGetsAnErrorAndAnUnknownOneWayMessageNothin
               caf::after(std::chrono::milliseconds(300)) >> [] {});
   EXPECT_FALSE(replied) << "a one-way message was answered: an error answer ends a peer with CAF's defaults";
   EXPECT_TRUE(Answers(me, guarded));
-  caf::anon_send_exit(guarded, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(guarded, caf::exit_reason::kill);  // the guard ignores other exits
 }
 
 }  // namespace
