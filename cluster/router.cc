@@ -57,6 +57,17 @@ using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 // How long past its deadline a request may stay unanswered before the router answers it itself.
 constexpr int64_t kOverdueSlackUs = 2'000'000;
 
+// FNV-1a over streamed tokens, for checking that a retry replays the ones already sent.
+constexpr uint64_t kTokenHashSeed = 14695981039346656037ull;
+uint64_t HashToken(uint64_t h, int32_t token) {
+  const uint32_t bits = static_cast<uint32_t>(token);
+  for (int shift = 0; shift < 32; shift += 8) {
+    h ^= (bits >> shift) & 0xff;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
 struct Shared {
   std::shared_ptr<actors::ClusterCounters> counters = std::make_shared<actors::ClusterCounters>();
   std::atomic<ClusterState> state{ClusterState::kStarting};
@@ -95,6 +106,10 @@ struct RouterState {
     NodeId node = 0;
     int64_t tokens_seen = 0;       // from the current attempt
     int64_t tokens_forwarded = 0;  // to the client, over all attempts
+    // A hash of the tokens forwarded, and of the ones the current attempt replayed so far (its
+    // first tokens_forwarded are not sent again): a retry must replay exactly what the client saw.
+    uint64_t forwarded_hash = kTokenHashSeed;
+    uint64_t replayed_hash = kTokenHashSeed;
     // The model version asked for (0 = any), then the one of the node it was first placed on: a
     // retry runs the same version, so that the tokens already sent stay the answer's.
     int64_t version = 0;
@@ -197,6 +212,7 @@ struct RouterState {
     p.node = *node;
     p.version = VersionOn(*node, call.model);
     p.tokens_seen = 0;
+    p.replayed_hash = kTokenHashSeed;
     Node& n = nodes.at(*node);
     ++n.placed;
     ++shared->placed;
@@ -263,6 +279,8 @@ struct RouterState {
       return;
     }
     if (result.ok()) result->model_version = it->second.version;
+    if (result.ok() && it->second.tokens_seen < it->second.tokens_forwarded)  // a retry that ended sooner
+      return Diverged(id, node);
     // Refusal codes (admission, validation) count as rejected, not failed. The answer does not
     // say how the node counted it: a request it shed for slots mid-run (RESOURCE_EXHAUSTED) was
     // failed there, one whose deadline had passed on arrival rejected; the router counts the one
@@ -280,10 +298,34 @@ struct RouterState {
     // A caller that does not stream has seen no token: nothing to skip on a retry, and nothing
     // that holds the retry to this version (nodes older than `run_streams` send tokens anyway).
     if (!p.call->on_token) return;
-    // A retry replays the tokens the client has already seen (the model is deterministic).
-    if (++p.tokens_seen <= p.tokens_forwarded) return;
+    // A retry replays the tokens the client has already seen: not sent again, but checked. The
+    // same model on the same backend gives the same tokens; another backend or precision (a CUDA
+    // node beside CPU ones, --cpu-precision bf16) may not, and then the streamed tokens and the
+    // answer would disagree.
+    if (++p.tokens_seen <= p.tokens_forwarded) {
+      p.replayed_hash = HashToken(p.replayed_hash, token);
+      if (p.tokens_seen == p.tokens_forwarded && p.replayed_hash != p.forwarded_hash) Diverged(id, node);
+      return;
+    }
     ++p.tokens_forwarded;
+    p.forwarded_hash = HashToken(p.forwarded_hash, token);
     p.call->on_token(token);
+  }
+
+  // A retry's tokens differ from those already streamed to the caller: the run is dropped and the
+  // call answered UNAVAILABLE, which the caller may retry as a whole.
+  void Diverged(uint64_t id, NodeId node) {
+    (void)policy->OnAnswered(id, node);
+    auto n = nodes.find(node);
+    const std::string name = n != nodes.end() ? n->second.registration.name : std::to_string(node);
+    if (n != nodes.end()) self->send(n->second.handle, abort_atom::value, id);
+    const int64_t sent = pending.at(id).tokens_forwarded;
+    Answer(id,
+           Unavailable("the request was retried on node " + name + " after its first node was lost, and the " +
+                       "retry's tokens differ from the " + std::to_string(sent) +
+                       " already streamed (nodes with different backends or precisions can decode differently); " +
+                       "retry the call"),
+           actors::AnswerKind::kRan);
   }
 
   void OnCancel(uint64_t id) {

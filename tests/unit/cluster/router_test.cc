@@ -772,7 +772,9 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
   // and `streamed`. `listen`: whether the caller streams (a node sends its tokens either way).
   StatusOr<RequestResult> answer = Internal("not answered");
   std::vector<int32_t> streamed;
-  auto lose_mid_stream = [&](const std::string& name, const std::function<void()>& join, bool listen = true) {
+  auto lose_mid_stream = [&](const std::string& name, const std::function<void()>& join, bool listen = true,
+                             std::vector<int32_t> send = {}) {
+    if (send.empty()) send = {want[0], want[1]};
     reg.name = name;
     ScriptedNode node(router_->port(), reg);
     ASSERT_TRUE(node.WaitRegistered());
@@ -781,8 +783,7 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
     router_->Infer("mt", in, 0, routed.For(0), listen ? tokens.Callback() : TokenCallback());
     ASSERT_TRUE(WaitFor([&] { return node.runs() == 1; }, std::chrono::seconds(10)));
     join();
-    node.Stream(want[0]);
-    node.Stream(want[1]);
+    for (int32_t token : send) node.Stream(token);
     if (listen) {
       ASSERT_TRUE(WaitFor([&] { return tokens.Get().size() == 2; }, std::chrono::seconds(10)));
     }
@@ -830,6 +831,22 @@ TEST_F(RouterTest, AStreamedRequestIsRetriedOnlyOnTheVersionThatMadeItsTokens) {
   EXPECT_EQ(answer->model_version, 2);
   EXPECT_TRUE(streamed.empty());
   a2_->Leave();
+  ASSERT_TRUE(WaitFor([&] { return router_->nodes().empty(); }, std::chrono::seconds(10)));
+
+  // s1d (version 1, but another backend: its second token differs from n1c's) streams two tokens
+  // and dies; n1c's retry replays a different second token. Before, the router skipped the
+  // replayed tokens unseen and answered with n1c's tokens, which contradicted the streamed ones.
+  a1_.reset();
+  const int32_t other = want[1] == 5 ? 6 : 5;
+  ASSERT_NO_FATAL_FAILURE(
+      lose_mid_stream("s1d", [&] { a1_ = Join(c1_.get(), router_->port(), "n1c"); }, true, {want[0], other}));
+  ASSERT_TRUE(a1_);
+  EXPECT_EQ(answer.status().code(), StatusCode::kUnavailable) << answer.status().ToString();
+  EXPECT_NE(answer.status().message().find("the retry's tokens differ from the 2 already streamed"),
+            std::string::npos)
+      << answer.status().message();
+  EXPECT_EQ(streamed, (std::vector<int32_t>{want[0], other})) << "nothing streamed after the divergence";
+  a1_->Leave();
   router_->Stop();
 }
 
