@@ -357,7 +357,11 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(ServingMetrics* me
   if (threads < 1) return InvalidArgument("the metrics server needs at least one thread");
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   try {
-    server->exposer_ = std::make_unique<prometheus::Exposer>(listen, static_cast<size_t>(threads));
+    // civetweb waits 30 s by default for a request on a connection it accepted, each wait holding
+    // one of its threads: two idle connections held both and every scrape waited 30 s (one that
+    // reconnected every 30 s kept the port from Prometheus). Each now waits at most 3 s.
+    server->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", listen, "num_threads", std::to_string(threads), "request_timeout_ms", "3000"});
   } catch (const std::exception& e) {
     const std::string why = WhyCannotBind(listen);
     return Unavailable("cannot serve metrics on " + listen + ": " + (why.empty() ? e.what() : why));

@@ -294,9 +294,12 @@ class ServingMetrics {
 // exposition at /metrics. Thread-safe; the ServingMetrics must outlive it.
 class MetricsServer {
  public:
-  // Listens on HOST:PORT (PORT 0: a free port, see port()). UNAVAILABLE if it cannot bind.
+  // Listens on HOST:PORT (PORT 0: a free port, see port()) with `threads` HTTP threads, each
+  // waiting at most 3 s for a connection's request (idle connections cannot hold the port for
+  // long: the port is for Prometheus; keep others off it, e.g. with a NetworkPolicy). UNAVAILABLE
+  // if it cannot bind.
   static StatusOr<std::unique_ptr<MetricsServer>> Start(ServingMetrics* metrics, const std::string& listen,
-                                                        int threads = 2);
+                                                        int threads = 4);
   ~MetricsServer();
   int port() const { return port_; }
 

@@ -6,6 +6,9 @@
 // bounded.
 #include "monitoring/metrics.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -309,6 +312,39 @@ TEST(MetricsServer, ServesTheExpositionOverHttp) {
   EXPECT_NE(again.status().message().find("the port is in use by another process (choose another with --metrics-port)"),
             std::string::npos)
       << again.status().message();
+}
+
+// Connections that send nothing (a port scanner, a client that hung) hold the exposer's threads
+// only briefly: with civetweb's defaults two of them made every scrape wait 30 s.
+TEST(MetricsServer, IdleConnectionsDoNotHoldTheScrapeUp) {
+  ServingMetrics m;
+  auto server = MetricsServer::Start(&m, "127.0.0.1:0");
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  std::vector<int> idle;
+  for (int i = 0; i < 6; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>((*server)->port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+    idle.push_back(fd);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::string cmd = "python3 -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("
+                          "'http://127.0.0.1:" + std::to_string((*server)->port()) +
+                          "/metrics', timeout=60).read().decode())\"";
+  std::FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string body;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) body.append(buf, n);
+  ASSERT_EQ(pclose(p), 0);
+  const double took_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(body.find("cellserve_"), std::string::npos) << body.substr(0, 500);
+  EXPECT_LT(took_s, 15.0) << "6 idle connections held the scrape up";
+  for (int fd : idle) close(fd);
 }
 
 // A temp repository with one small lstm (2 layers, so 2n + 1 cells for n tokens).
