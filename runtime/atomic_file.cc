@@ -105,6 +105,24 @@ std::string TemporaryBeside(const std::string& path) {
   return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
 }
 
+StatusOr<TemporaryFile> CreateTemporaryBeside(const std::string& path) {
+  struct stat replaced {};
+  const bool keep_mode = ::stat(path.c_str(), &replaced) == 0 && S_ISREG(replaced.st_mode);
+  for (int attempt = 0;; ++attempt) {
+    TemporaryFile t;
+    t.path = TemporaryBeside(path);
+    t.fd = ::open(t.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (t.fd >= 0) {
+      if (keep_mode) (void)::fchmod(t.fd, replaced.st_mode & 07777);
+      return t;
+    }
+    const int err = errno;
+    if (err == EEXIST && attempt < 100) continue;  // planted, or left: the next name
+    const std::string msg = "cannot create " + t.path + ": " + std::strerror(err);
+    return err == ENOENT ? NotFound(msg) : Internal(msg);
+  }
+}
+
 namespace {
 
 Status WriteAll(int fd, const std::string& name, const std::string& bytes) {
@@ -132,13 +150,9 @@ Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
     if (::close(fd) != 0 && s.ok()) s = Internal("closing " + path + ": " + std::strerror(errno));
     return s;
   }
-  const std::string tmp = TemporaryBeside(target.path);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    const int err = errno;
-    const std::string msg = "cannot create " + tmp + ": " + std::strerror(err);
-    return err == ENOENT ? NotFound(msg) : Internal(msg);
-  }
+  ASSIGN_OR_RETURN(const TemporaryFile created, CreateTemporaryBeside(target.path));
+  const std::string& tmp = created.path;
+  const int fd = created.fd;
   if (Status s = WriteAll(fd, tmp, bytes); !s.ok()) {
     ::close(fd);
     ::unlink(tmp.c_str());

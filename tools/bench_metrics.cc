@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/report.h"
+#include "runtime/atomic_file.h"
 #include "tools/cli_errors.h"
 
 namespace cellserve::tools {
@@ -159,11 +160,7 @@ Status CompareMetrics(BenchConfig cfg, const Workload& w, const std::vector<std:
     out[i]["metrics_work_share_of_cpu_per_request"] = share;
   }
   std::fflush(stdout);
-  std::FILE* f = std::fopen(json_path.c_str(), "w");
-  const std::string text = JsonText(out, 2) + "\n";
-  if (!f) return Internal("cannot write " + json_path);
-  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (std::fclose(f) != 0 || !written) return Internal("cannot write " + json_path);
+  RETURN_IF_ERROR(WriteFileAtomically(json_path, JsonText(out, 2) + "\n"));
   std::fprintf(stderr, "wrote %s\n", json_path.c_str());
   return OkStatus();
 }

@@ -2,6 +2,8 @@
 // `cellserve run --corpus` and the benchmarks. Input: one file, or every *.txt file directly inside
 // a directory (sorted by name). Sentences come from SplitSentences; lengths are counted in
 // HashTokenizer::Words pieces (words and punctuation marks), the same pieces the models see.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -111,7 +113,9 @@ Status Run(const std::string& input, const std::string& out_path, int64_t min_wo
     if (summary.lengths.empty()) return InvalidArgument("no sentences found in " + input);
     return WriteFileAtomically(out_path, out.str());
   }
-  const std::string tmp = TemporaryBeside(target.path);
+  ASSIGN_OR_RETURN(const TemporaryFile created, CreateTemporaryBeside(target.path));
+  ::close(created.fd);  // ours now (O_EXCL): written through a stream
+  const std::string tmp = created.path;
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) return Unavailable("cannot write " + out_path + ": " + std::strerror(errno));

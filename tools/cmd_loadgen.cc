@@ -46,6 +46,7 @@
 
 #include "bench/report.h"
 #include "bench/workload.h"
+#include "runtime/atomic_file.h"
 #include "runtime/model_spec.h"
 #include "schema/client.h"
 #include "tools/cli_errors.h"
@@ -494,10 +495,8 @@ int LoadgenCommand(int argc, char** argv) {
     if (cfg.json_path == "-") {
       std::fputs(text.c_str(), stdout);
     } else {
-      std::ofstream out(cfg.json_path);
-      out << text;
-      out.close();  // a full disk shows on the final flush
-      if (out.fail()) return Fail(Internal("cannot write " + cfg.json_path));
+      // Whole or not at all, like every other output file (runtime/atomic_file.h).
+      if (Status s = WriteFileAtomically(cfg.json_path, text); !s.ok()) return Fail(s);
     }
   }
   if (answers_failed) return Fail(Internal("cannot write --answers " + cfg.answers_path));

@@ -108,6 +108,35 @@ TEST_F(AtomicFileTest, ADirectoryOrAMissingFolderIsAClearError) {
   EXPECT_EQ(Entries(), 0);
 }
 
+// A link planted at the next temporary names (they are predictable: PATH.tmp.PID.N) is never
+// written through: the write takes a name of its own, and the file the links point to keeps its
+// bytes. Before, the bytes went into that file and `path` became the link.
+TEST_F(AtomicFileTest, ALinkPlantedAtTheTemporaryNameIsNotWrittenThrough) {
+  const fs::path p = dir_ / "weights.bin", victim = dir_ / "victim.txt";
+  ASSERT_TRUE(WriteFileAtomically(victim.string(), "precious").ok());
+  // The counter is per process: the next names follow the one this call takes.
+  const std::string probe = TemporaryBeside(p.string());
+  const std::string stem = probe.substr(0, probe.rfind('.') + 1);
+  const uint64_t next = std::stoull(probe.substr(probe.rfind('.') + 1)) + 1;
+  for (uint64_t n = next; n < next + 3; ++n) fs::create_symlink(victim, stem + std::to_string(n));
+  ASSERT_TRUE(WriteFileAtomically(p.string(), "weights").ok());
+  EXPECT_EQ(Read(victim), "precious");
+  EXPECT_FALSE(fs::is_symlink(p));
+  EXPECT_EQ(Read(p), "weights");
+}
+
+// The file a write replaces keeps its mode (a spec an operator made private stays private).
+TEST_F(AtomicFileTest, AReplacedFileKeepsItsMode) {
+  const fs::path p = dir_ / "spec.json";
+  ASSERT_TRUE(WriteFileAtomically(p.string(), "one").ok());
+  ASSERT_EQ(::chmod(p.c_str(), 0600), 0);
+  ASSERT_TRUE(WriteFileAtomically(p.string(), "two").ok());
+  struct stat st {};
+  ASSERT_EQ(::stat(p.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(Read(p), "two");
+}
+
 TEST_F(AtomicFileTest, TemporariesAreUniquePerCall) {
   EXPECT_NE(TemporaryBeside("a"), TemporaryBeside("a"));
 }
