@@ -77,9 +77,16 @@ Status ModelSpec::Validate() const {
     if (!(isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.'))
       return InvalidArgument("model name '" + name + "' may use only letters, digits, '_', '-', '.'");
   }
-  // The name is the model's folder in the repository: "." and ".." would point outside it.
+  // The name is the model's folder in the repository: "." and ".." would point outside it, and a
+  // folder whose name starts with '.' is hidden (the repository's scan skips it, as `ls` does).
   if (name == "." || name == "..")
     return InvalidArgument("model name '" + name + "' is not a valid folder name");
+  if (name[0] == '.')
+    return InvalidArgument("model name '" + name + "' must not start with '.' (a hidden folder, which the "
+                           "repository's scan skips)");
+  if (name.size() > kMaxModelNameBytes)
+    return InvalidArgument("model name '" + name.substr(0, 40) + "...' is " + std::to_string(name.size()) +
+                           " characters long; at most " + std::to_string(kMaxModelNameBytes));
   RETURN_IF_ERROR(CheckPositive("version", version, int64_t{1} << 40));
   // Ids 0..kFirstWordId-1 are reserved (padding, BOS, EOS, unknown; runtime/text.h) and text's
   // words hash into the rest: a vocabulary without room for one word could serve no text.

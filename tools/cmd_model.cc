@@ -74,7 +74,13 @@ int ModelInit(int argc, char** argv) {
 
   const std::string repo = flags.Get("repo");
   const auto dir = std::filesystem::path(repo) / spec.name;
-  if (std::filesystem::exists(dir / "spec.json") && !flags.GetBool("force")) {
+  std::error_code unreadable;  // a repository this user may not read (EACCES): said, not thrown
+  const bool exists = std::filesystem::exists(dir / "spec.json", unreadable);
+  if (unreadable) {
+    std::fprintf(stderr, "cellserve model: cannot look into %s: %s\n", dir.c_str(), unreadable.message().c_str());
+    return 1;
+  }
+  if (exists && !flags.GetBool("force")) {
     std::fprintf(stderr, "cellserve model: %s already exists; pass --force to overwrite it\n", dir.c_str());
     return 1;
   }
@@ -151,7 +157,13 @@ int ModelConvert(int argc, char** argv) {
   spec.dtype = flags.Get("dtype");
   if (auto s = spec.Validate(); !s.ok()) return FlagValueFailed("model convert", s);  // --dtype or --to
   const auto dir = std::filesystem::path(repo) / to;
-  if (to == flags.Get("name") || (std::filesystem::exists(dir / "spec.json") && !flags.GetBool("force"))) {
+  std::error_code unreadable;
+  const bool exists = std::filesystem::exists(dir / "spec.json", unreadable);
+  if (unreadable) {
+    std::fprintf(stderr, "cellserve model: cannot look into %s: %s\n", dir.c_str(), unreadable.message().c_str());
+    return 1;
+  }
+  if (to == flags.Get("name") || (exists && !flags.GetBool("force"))) {
     std::fprintf(stderr, "cellserve model: %s already exists; pick another --to%s\n", dir.c_str(),
                  to == flags.Get("name") ? "" : " or pass --force to overwrite it");
     return 1;

@@ -4,9 +4,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 namespace cellserve::tools {
 
@@ -115,8 +117,23 @@ Status Flags::ApplyConfigFile(const std::string& path) {
   if (std::filesystem::is_directory(path, ec))
     return InvalidArgument("the config file " + path + " (--config or CELLSERVE_CONFIG) is a folder; give the file in "
                            "it (a Kubernetes ConfigMap mounted as a folder: use subPath, or name the file)");
-  std::ifstream in(path);
-  if (!in) return NotFound("cannot read the config file " + path + " (--config or CELLSERVE_CONFIG)");
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return NotFound("cannot read the config file " + path + " (--config or CELLSERVE_CONFIG)");
+  // Read whole first, and at most 1 MiB (a config is a few lines; /dev/zero would fill memory),
+  // so that a read that fails midway is an error, not a config cut short.
+  constexpr size_t kMaxConfigBytes = 1 << 20;
+  std::string text;
+  char chunk[65536];
+  while (file.read(chunk, sizeof chunk) || file.gcount() > 0) {
+    text.append(chunk, static_cast<size_t>(file.gcount()));
+    if (text.size() > kMaxConfigBytes)
+      return InvalidArgument("the config file " + path + " is over 1 MiB: is it the right file? (one `name = value` "
+                             "per line)");
+  }
+  if (file.bad())
+    return Unavailable("reading the config file " + path + " failed (--config or CELLSERVE_CONFIG): " +
+                       std::strerror(errno));
+  std::istringstream in(text);
   std::map<std::string, std::pair<std::string, int>> file_values;  // name -> value, line
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {

@@ -300,6 +300,18 @@ TEST(ModelSpecTest, BadNames) {
     j["name"] = name;
     ExpectInvalid(j, "name");
   }
+  // A hidden folder (the repository's scan skips it: `model init` made a model nothing served),
+  // and a name longer than a folder name may be (model init aborted on ENAMETOOLONG).
+  for (const std::string& name : {std::string(".hidden"), std::string(kMaxModelNameBytes + 1, 'm')}) {
+    json j = LstmJson();
+    j["name"] = name;
+    ExpectInvalid(j, "name");
+  }
+  {
+    json j = LstmJson();
+    j["name"] = std::string(kMaxModelNameBytes, 'm');
+    EXPECT_EQ(MustParse(j).name.size(), kMaxModelNameBytes);
+  }
   for (const char* name : {"A-z_0.9", "x", "model.v1"}) {
     json j = LstmJson();
     j["name"] = name;

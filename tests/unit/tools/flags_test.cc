@@ -219,6 +219,11 @@ TEST_F(FlagsTest, ConfigFileErrorsNameTheFileAndLine) {
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << c.text;
     EXPECT_NE(s.message().find(path + c.want), std::string::npos) << s.message();
   }
+  // Not a config: read to its end no more than 1 MiB (/dev/zero filled memory).
+  Flags huge = MakeFlags();
+  Status zero = Parse(huge, {"--repo", "x", "--config", "/dev/zero"});
+  EXPECT_EQ(zero.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(zero.message().find("/dev/zero is over 1 MiB"), std::string::npos) << zero.message();
   Flags flags = MakeFlags();
   Status missing = Parse(flags, {"--repo", "x", "--config", dir_.dir() + "/nope.conf"});
   EXPECT_EQ(missing.code(), StatusCode::kNotFound);
