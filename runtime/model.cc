@@ -80,8 +80,18 @@ Status Model::CheckTensors(const ModelSpec& s, const SafetensorsFile& weights) {
     if (it == weights.tensors.end()) {
       std::string has;  // what the file does hold: other names (a raw state_dict) say what happened
       int listed = 0;
-      bool ours = false;  // some names of cellserve's layout: the spec, not the file, is off
-      for (const auto& held : weights.tensors) ours = ours || InModelLayout(held.first);
+      // Some names of cellserve's layout: the spec, not the file, is off; unless names that only a
+      // PyTorch state_dict has show up too (its head.weight is also one of ours).
+      bool ours = false, pytorch = false;
+      const std::string kEmbedding = "embedding.weight";  // nn.Embedding's; ours is "embedding"
+      for (const auto& [held, tensor] : weights.tensors) {
+        ours = ours || InModelLayout(held);
+        pytorch = pytorch || held.find("weight_ih_l") != std::string::npos ||
+                  held.find("weight_hh_l") != std::string::npos ||
+                  (held.size() >= kEmbedding.size() &&
+                   held.compare(held.size() - kEmbedding.size(), kEmbedding.size(), kEmbedding) == 0);
+      }
+      if (pytorch) ours = false;
       for (const auto& held : weights.tensors) {
         if (listed++ == 6) {
           has += ", ...";

@@ -87,7 +87,12 @@ bool IsPunct(char32_t c) {
          (c >= 0x3001 && c <= 0x303F);
 }
 
-bool IsWordChar(char32_t c) { return !IsSpace(c) && !IsPunct(c); }
+// Invisible format characters: the soft hyphen (U+00AD, a word processor's hyphenation point),
+// zero-width non-joiner and joiner, word joiner. Dropped: "infor\u00ADmation" is one word, where
+// the soft hyphen used to split it and be a token of its own that no reader could see.
+bool IsIgnorable(char32_t c) { return c == 0xAD || c == 0x200C || c == 0x200D || c == 0x2060; }
+
+bool IsWordChar(char32_t c) { return !IsSpace(c) && !IsPunct(c) && !IsIgnorable(c); }
 bool IsApostrophe(char32_t c) { return c == '\'' || c == 0x2019; }
 
 // ASCII and Latin-1 upper-case letters to lower case; everything else unchanged.
@@ -297,7 +302,7 @@ std::vector<std::string> HashTokenizer::Words(std::string_view sentence) const {
   size_t i = 0;
   while (i < n) {
     CodePoint c = Decode(sentence, i);
-    if (IsSpace(c.cp)) {
+    if (IsSpace(c.cp) || IsIgnorable(c.cp)) {
       i += c.len;
       continue;
     }
@@ -317,6 +322,10 @@ std::vector<std::string> HashTokenizer::Words(std::string_view sentence) const {
         if (c.cp == kInvalid) word += sentence[i];
         else AppendUtf8(word, ToLower(c.cp));
         prev = c.cp;
+        i += c.len;
+        continue;
+      }
+      if (IsIgnorable(c.cp)) {  // inside a word: dropped, the word goes on
         i += c.len;
         continue;
       }

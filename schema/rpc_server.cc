@@ -455,7 +455,9 @@ class Service final : public Cellserve::Server {
           }
           return delivered.then(
               [st, context, served, received_us, result = std::move(outcome.result)](bool in_time) mutable {
-                if (!in_time)
+                // An answer that is an error already (the request's own DEADLINE_EXCEEDED from the
+                // cluster) says what happened; only a result held up by the sink is replaced.
+                if (!in_time && result.ok())
                   result = DeadlineExceeded("the request's deadline passed while its client's token sink had not "
                                             "taken every token (a sink whose token() does not return?)");
                 // capnp sends no message over the limit: the call would fail with its internal text.

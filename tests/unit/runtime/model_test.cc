@@ -256,6 +256,14 @@ TEST(ModelCreateTest, MissingTensorNamesIt) {
   const Status s = Model::Create(Spec(ModelKind::kLstm), raw).status();
   ExpectInvalidNaming(s, "the file holds 'emb.weight', 'fc.bias', 'fc.weight', 'rnn.bias_hh_l0'");
   ExpectInvalidNaming(s, ", ... (a PyTorch state_dict saved as is? tools/export_pytorch.py");
+  // The usual state_dict of nn.Embedding + nn.LSTM + nn.Linear named head: its head.* are names
+  // of cellserve's layout too, but the rest says where the file came from.
+  SafetensorsFile usual;
+  for (const char* name : {"embedding.weight", "lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0",
+                           "lstm.bias_hh_l0", "head.weight", "head.bias"})
+    usual.tensors[name] = RawTensor::FromFloat(Tensor({1}), DType::kF32);
+  ExpectInvalidNaming(Model::Create(Spec(ModelKind::kLstm), usual).status(),
+                      "(a PyTorch state_dict saved as is? tools/export_pytorch.py");
 }
 
 TEST(ModelCreateTest, WrongShapeNamesTensorAndShapes) {
