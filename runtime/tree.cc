@@ -171,7 +171,9 @@ StatusOr<TreeInput> ParseTreeSexpr(std::string_view text, int64_t max_nodes) {
       ++i;
       continue;
     }
-    if (have_root && stack.empty()) return InvalidArgument("trailing input at offset " + Str(i));
+    if (have_root && stack.empty())
+      return InvalidArgument(c == ')' ? "unmatched ')' at offset " + Str(i) + " (the tree was complete before it)"
+                                      : "trailing input at offset " + Str(i) + " (the tree was complete before it)");
     if (c == '(') {
       if (!stack.empty() && stack.back().count == 2) {
         return InvalidArgument("bracket at offset " + Str(stack.back().offset) +

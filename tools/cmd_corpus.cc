@@ -60,12 +60,18 @@ StatusOr<std::string> ReadFile(const fs::path& path) {
   std::string text = buf.str();
   // A binary file split into "sentences" is a corpus of noise that every benchmark would then run.
   const bool pdf = text.rfind("%PDF-", 0) == 0, zip = text.rfind(std::string("PK\x03\x04", 4), 0) == 0;
+  // UTF-16 (Windows' "Unicode" text): a byte order mark FF FE or FE FF.
+  const bool utf16 = text.size() >= 2 && ((text[0] == '\xFF' && text[1] == '\xFE') || (text[0] == '\xFE' && text[1] == '\xFF'));
+  if (utf16)
+    return InvalidArgument(path.string() + " is UTF-16 text; convert it to UTF-8 first: iconv -f UTF-16 -t UTF-8 " +
+                           path.string() + " > " + path.stem().string() + ".utf8.txt");
   if (const size_t nul = text.find('\0'); pdf || zip || nul != std::string::npos)
     return InvalidArgument(path.string() + " is not plain text (" +
                            (pdf   ? std::string("a PDF")
                             : zip ? std::string("a zip archive: .docx, .odt, .epub?")
-                                  : "a NUL byte at byte " + std::to_string(nul)) +
-                           "): convert it to text first (pdftotext, pandoc), or leave it out of the input");
+                                  : "a NUL byte at byte " + std::to_string(nul) + "; UTF-16 without a byte order mark?") +
+                           "): convert it to text first (pdftotext, pandoc, iconv -f UTF-16 -t UTF-8), or leave it out "
+                           "of the input");
   return text;
 }
 

@@ -190,6 +190,14 @@ int InferCommand(int argc, char** argv) {
   if (spec.ok() && !has_tree) {
     if (has_text) call.input.tokens = HashTokenizer(spec->vocab_size).Encode(text);
     // An empty input goes as is: the server answers INVALID_ARGUMENT.
+    // Text that is a bracketed tree of ids ("((4 5) 6)") was meant for --tree: as text its
+    // brackets and numbers are words, and the answer is for another input. Said, then sent as text.
+    if (has_text && spec->kind == ModelKind::kTreeLstm && text.find('(') != std::string::npos &&
+        ParseTreeSexpr(text).ok())
+      std::fprintf(stderr,
+                   "cellserve infer: note: the text looks like a tree of token ids; it is sent as text (its "
+                   "brackets and numbers tokenized as words). To send the tree: --tree \"%s\"\n",
+                   text.c_str());
     if (spec->kind == ModelKind::kTreeLstm && !call.input.tokens.empty()) {
       call.input.tree = BracketBalanced(call.input.tokens);
       call.input.has_tree = true;

@@ -236,7 +236,16 @@ int RunCommand(int argc, char** argv) {
   std::printf("\n%3s  %5s  %-24s  %9s  %s\n", "#", "words", "output", "alone ms", "sentence");
   double total_alone_ms = 0.0, max_diff = 0.0;
   for (size_t i = 0; i < sentences.size(); ++i) {
-    std::string text = sentences[i].size() > 60 ? sentences[i].substr(0, 57) + "..." : sentences[i];
+    // Cut at a character's start (not inside a UTF-8 sequence), control bytes (a CRLF corpus's
+    // '\r') shown as spaces: the column is for a terminal.
+    std::string text = sentences[i];
+    if (text.size() > 60) {
+      size_t cut = 57;
+      while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+      text = text.substr(0, cut) + "...";
+    }
+    for (char& ch : text)
+      if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7F) ch = ' ';
     std::printf("%3zu  %5zu  %-24s  %9.2f  %s\n", i + 1, tokenizer.Words(sentences[i]).size(),
                 Describe(spec, alone[i]).c_str(), alone_ms[i], text.c_str());
     if (!alone[i].ok()) std::printf("       %s\n", alone[i].status().ToString().c_str());

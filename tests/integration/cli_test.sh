@@ -186,8 +186,10 @@ check "run: truncated weights are a clear error" 1 "INVALID_ARGUMENT.*weights.sa
 printf '%%PDF-1.7\nThe first. The second one here.\n' > "$WORK/paper.pdf"
 check "corpus: a PDF is not split into sentences of noise" 1 "paper.pdf is not plain text \(a PDF\)" -- \
   "$CELLSERVE" corpus --input "$WORK/paper.pdf" --out "$WORK/noise.txt"
-check "corpus: a binary file names its first NUL byte" 1 "not plain text \(a NUL byte at byte 5\)" -- bash -c \
+check "corpus: a binary file names its first NUL byte" 1 "not plain text \(a NUL byte at byte 5; UTF-16 without a byte order mark\?\)" -- bash -c \
   "printf 'Hello\\0world. Another sentence here.\\n' > '$WORK/blob.txt' && '$CELLSERVE' corpus --input '$WORK/blob.txt' --out '$WORK/noise.txt'"
+check "corpus: UTF-16 text says how to convert it" 1 "u16.txt is UTF-16 text; convert it to UTF-8 first: iconv -f UTF-16" -- bash -c \
+  "printf '\\xff\\xfeH\\0i\\0.\\0' > '$WORK/u16.txt' && '$CELLSERVE' corpus --input '$WORK/u16.txt' --out '$WORK/noise.txt'"
 check "corpus from a folder" 0 "2 sentences" -- bash -c \
   "mkdir -p '$WORK/txt' && echo 'First sentence. Second one!' > '$WORK/txt/a.txt' &&
    '$CELLSERVE' corpus --input '$WORK/txt' --out '$WORK/s.txt'"

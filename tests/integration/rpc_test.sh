@@ -138,6 +138,9 @@ check "malformed tree: INVALID_ARGUMENT" 1 '"code": *"INVALID_ARGUMENT"' -- \
 check "unbalanced --tree, caught before sending: exit 2 and, with --json, an INVALID_ARGUMENT object" 2 \
   '^\{"error":\{"code":"INVALID_ARGUMENT","message":"--tree: unbalanced' -- \
   "$CELLSERVE" infer --addr "$ADDR" --model tree --json --tree "((5 6) 7"
+check "a tree of ids given as text is answered as text, with a note naming --tree" 0 \
+  'note: the text looks like a tree of token ids.*--tree "\(\(5 6\) 7\)"' -- \
+  "$CELLSERVE" infer --addr "$ADDR" --model tree "((5 6) 7)"
 check "tree for an lstm model: INVALID_ARGUMENT" 1 '"code": *"INVALID_ARGUMENT"' -- \
   "$CELLSERVE" infer --addr "$ADDR" --model cls --json --tree "((5 6) 7)"
 LONG=$(seq -s, 10 80)  # 71 tokens > --max-tokens 64

@@ -103,9 +103,9 @@ TEST(TreeSexprTest, UnbalancedBrackets) {
   ExpectParseError("((4 5) 6", "unclosed");
   ExpectParseError("(4 5", "unclosed");
   ExpectParseError("(", "unclosed");
-  ExpectParseError("(4 5))", "trailing input");  // the root is done; ")" is extra
+  ExpectParseError("(4 5))", "unmatched ')' at offset 5");  // the root is done; ")" is extra
   ExpectParseError(")", "unexpected ')'");
-  ExpectParseError("4 )", "trailing input");
+  ExpectParseError("4 )", "unmatched ')' at offset 2");
 }
 
 TEST(TreeSexprTest, WrongNumberOfSubtrees) {
