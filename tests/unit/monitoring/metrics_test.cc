@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -289,22 +290,30 @@ TEST(ServingMetrics, ProcessMetricsFollowTheProcessAtEachScrape) {
   EXPECT_EQ(block[block.size() - 1], 20);
 }
 
+// GET http://127.0.0.1:PORT/metrics (python's urllib: no HTTP client library in the tree). The
+// body, or nullopt when the GET failed or took over `timeout_s`.
+std::optional<std::string> Scrape(int port, int timeout_s) {
+  const std::string cmd = "python3 -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("
+                          "'http://127.0.0.1:" + std::to_string(port) + "/metrics', timeout=" +
+                          std::to_string(timeout_s) + ").read().decode())\"";
+  std::FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return std::nullopt;
+  std::string body;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) body.append(buf, n);
+  if (pclose(p) != 0) return std::nullopt;
+  return body;
+}
+
 TEST(MetricsServer, ServesTheExpositionOverHttp) {
   ServingMetrics m;
   m.Model("lstm")->requests[0]->Increment(3);
   auto server = MetricsServer::Start(&m, "127.0.0.1:0");
   ASSERT_TRUE(server.ok()) << server.status().ToString();
   ASSERT_GT((*server)->port(), 0);
-  // A minimal HTTP GET over a socket (no client library in the tree).
-  const std::string cmd = "python3 -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("
-                          "'http://127.0.0.1:" + std::to_string((*server)->port()) +
-                          "/metrics', timeout=10).read().decode())\"";
-  std::FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string body;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) body.append(buf, n);
-  ASSERT_EQ(pclose(p), 0);
+  const std::optional<std::string> scraped = Scrape((*server)->port(), 10);
+  ASSERT_TRUE(scraped.has_value());
+  const std::string& body = *scraped;
   EXPECT_NE(body.find("cellserve_requests_total{code=\"OK\",model=\"lstm\"} 3"), std::string::npos) << body;
   // A second server on the same port cannot bind.
   auto again = MetricsServer::Start(&m, "127.0.0.1:" + std::to_string((*server)->port()));
@@ -332,15 +341,9 @@ TEST(MetricsServer, IdleConnectionsDoNotHoldTheScrapeUp) {
     idle.push_back(fd);
   }
   const auto start = std::chrono::steady_clock::now();
-  const std::string cmd = "python3 -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("
-                          "'http://127.0.0.1:" + std::to_string((*server)->port()) +
-                          "/metrics', timeout=60).read().decode())\"";
-  std::FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string body;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) body.append(buf, n);
-  ASSERT_EQ(pclose(p), 0);
+  const std::optional<std::string> scraped = Scrape((*server)->port(), 60);
+  ASSERT_TRUE(scraped.has_value()) << "no scrape within 60 s";
+  const std::string& body = *scraped;
   const double took_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_NE(body.find("cellserve_"), std::string::npos) << body.substr(0, 500);
   EXPECT_LT(took_s, 15.0) << "6 idle connections held the scrape up";

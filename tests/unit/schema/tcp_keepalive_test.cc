@@ -145,34 +145,34 @@ std::unique_ptr<RpcServer> StartServer(const TcpKeepalive& keepalive) {
   return server.ok() ? std::move(server).value() : nullptr;
 }
 
-TEST(TcpKeepaliveTest, TheServerProbesItsAcceptedConnectionsAfterTheIdleTimeAsked) {
-  auto server = StartServer(TcpKeepalive::AfterIdle(7));
+// The timers of both ends of a raw connection to a server with `keepalive`: the server's end
+// (its local port is the server's, its remote port ours) and ours.
+void ConnectionTimers(const TcpKeepalive& keepalive, std::optional<SocketTimer>& server_end,
+                      std::optional<SocketTimer>& client_end) {
+  auto server = StartServer(keepalive);
   ASSERT_NE(server, nullptr);
   RawConnection client;
   ConnectRaw(server->port(), client);
   ASSERT_TRUE(testutil::WaitFor([&] { return server->stats().connections == 1; }, std::chrono::seconds(10)));
-  // The server's end of this connection: its local port is the server's, its remote port ours.
-  std::optional<SocketTimer> t = TimerOf(server->port(), client.local_port);
-  ASSERT_TRUE(t.has_value()) << "no established socket on port " << server->port() << " in /proc/net/tcp";
-  EXPECT_EQ(t->kind, 2) << "the server's socket has no keepalive timer";
-  EXPECT_GT(t->when_ticks, 0);
-  EXPECT_LE(t->when_ticks, Ticks(7));
-  EXPECT_GT(t->when_ticks, Ticks(5)) << "the timer is not the 7 s asked for";
-  // Our raw socket has none: nothing set it.
-  std::optional<SocketTimer> ours = TimerOf(client.local_port, server->port());
-  ASSERT_TRUE(ours.has_value());
-  EXPECT_EQ(ours->kind, 0);
+  server_end = TimerOf(server->port(), client.local_port);
+  client_end = TimerOf(client.local_port, server->port());
+  ASSERT_TRUE(server_end.has_value()) << "no established socket on port " << server->port() << " in /proc/net/tcp";
+  ASSERT_TRUE(client_end.has_value());
+}
+
+TEST(TcpKeepaliveTest, TheServerProbesItsAcceptedConnectionsAfterTheIdleTimeAsked) {
+  std::optional<SocketTimer> server_end, client_end;
+  ASSERT_NO_FATAL_FAILURE(ConnectionTimers(TcpKeepalive::AfterIdle(7), server_end, client_end));
+  EXPECT_EQ(server_end->kind, 2) << "the server's socket has no keepalive timer";
+  EXPECT_LE(server_end->when_ticks, Ticks(7));
+  EXPECT_GT(server_end->when_ticks, Ticks(4)) << "the timer is not the 7 s asked for";
+  EXPECT_EQ(client_end->kind, 0);  // our raw socket: nothing set it
 }
 
 TEST(TcpKeepaliveTest, OffLeavesTheServersConnectionsWithoutProbes) {
-  auto server = StartServer(TcpKeepalive::AfterIdle(0));
-  ASSERT_NE(server, nullptr);
-  RawConnection client;
-  ConnectRaw(server->port(), client);
-  ASSERT_TRUE(testutil::WaitFor([&] { return server->stats().connections == 1; }, std::chrono::seconds(10)));
-  std::optional<SocketTimer> t = TimerOf(server->port(), client.local_port);
-  ASSERT_TRUE(t.has_value());
-  EXPECT_EQ(t->kind, 0);
+  std::optional<SocketTimer> server_end, client_end;
+  ASSERT_NO_FATAL_FAILURE(ConnectionTimers(TcpKeepalive::AfterIdle(0), server_end, client_end));
+  EXPECT_EQ(server_end->kind, 0);
 }
 
 TEST(TcpKeepaliveTest, TheClientLibraryProbesItsConnection) {
