@@ -321,7 +321,7 @@ struct RouterState {
     if (n != nodes.end()) self->send(n->second.handle, abort_atom::value, id);
     const int64_t sent = pending.at(id).tokens_forwarded;
     Answer(id,
-           Unavailable("the request was retried on node " + name + " after its first node was lost, and the " +
+           Unavailable("the request was retried on node " + name + " (its first node was lost or could not run it), and the " +
                        "retry's tokens differ from the " + std::to_string(sent) +
                        " already streamed (nodes with different backends or precisions can decode differently); " +
                        "retry the call"),

@@ -34,8 +34,8 @@ const char* ModelKindName(ModelKind kind);  // "lstm", "seq2seq", "treelstm"
 StatusOr<ModelKind> ParseModelKind(const std::string& name);
 
 // A model's name is its folder's: letters, digits, '_', '-', '.', not starting with '.', at most
-// this long (a folder name may have 255 bytes; the RPC port takes names up to 256).
-inline constexpr size_t kMaxModelNameBytes = 128;
+// this long (what a folder name may have on Linux file systems).
+inline constexpr size_t kMaxModelNameBytes = 255;
 
 struct ModelSpec {
   std::string name;

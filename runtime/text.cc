@@ -87,10 +87,11 @@ bool IsPunct(char32_t c) {
          (c >= 0x3001 && c <= 0x303F);
 }
 
-// Invisible format characters: the soft hyphen (U+00AD, a word processor's hyphenation point),
-// zero-width non-joiner and joiner, word joiner. Dropped: "infor\u00ADmation" is one word, where
-// the soft hyphen used to split it and be a token of its own that no reader could see.
-bool IsIgnorable(char32_t c) { return c == 0xAD || c == 0x200C || c == 0x200D || c == 0x2060; }
+// The soft hyphen (U+00AD, a word processor's hyphenation point) is invisible: dropped, so
+// "infor\u00ADmation" is one word, where it used to split the word and be a token of its own that
+// no reader could see. (The zero-width joiners stay word characters: ZWNJ is spelling in Persian,
+// ZWJ part of emoji sequences.)
+bool IsIgnorable(char32_t c) { return c == 0xAD; }
 
 bool IsWordChar(char32_t c) { return !IsSpace(c) && !IsPunct(c) && !IsIgnorable(c); }
 bool IsApostrophe(char32_t c) { return c == '\'' || c == 0x2019; }

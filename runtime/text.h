@@ -43,8 +43,8 @@ std::vector<std::string> SplitSentences(std::string_view text);
 //     so does a '.' or ',' between two digits ("3.5", "3,000,000");
 //   - every other punctuation mark or symbol (ASCII punctuation, Latin-1 symbols, dashes, curly
 //     quotes, '…') is a piece of its own, one per character;
-//   - invisible format characters (soft hyphen U+00AD, zero-width non-joiner and joiner, word
-//     joiner) are dropped, inside a word too ("infor\u00ADmation" is "information");
+//   - the soft hyphen (U+00AD, invisible) is dropped, inside a word too ("infor\u00ADmation" is
+//     "information"; before 2026-12-08 it split the word and was a piece of its own);
 //   - only ASCII and Latin-1 letters are lower-cased (as UTF-8: text is taken as UTF-8, and bytes
 //     that are not, such as Latin-1 text, are word characters kept as they are, not lower-cased).
 // No BOS/EOS is added.

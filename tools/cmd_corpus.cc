@@ -124,7 +124,11 @@ Status Run(const std::string& input, const std::string& out_path, int64_t min_wo
   const std::string tmp = created.path;
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return Unavailable("cannot write " + out_path + ": " + std::strerror(errno));
+    if (!out) {
+      const int err = errno;
+      std::remove(tmp.c_str());
+      return Unavailable("cannot write " + out_path + ": " + std::strerror(err));
+    }
     Status s = WriteCorpus(inputs, min_words, max_words, out, summary);
     out.flush();
     if (s.ok() && !out) s = Unavailable("cannot write " + out_path + " (disk full?)");

@@ -119,6 +119,7 @@ class LineReader {
       // long line quadratic.
       const size_t nl = buf_.find('\n', std::max(pos_, scanned_));
       if (nl != std::string::npos) {
+        if (!skipping_ && nl - pos_ > kMaxLineBytes) skipping_ = true;  // whole in one read, too long all the same
         if (skipping_) {
           skipping_ = false;
           too_long = true;

@@ -175,11 +175,26 @@ _tmp_counter = itertools.count()
 def _write_atomic(path: str, data: bytes) -> None:
     """Writes `data` to PATH.tmp.PID.N, then renames it to `path`; the temporary is removed when
     that fails. (The name is runtime/atomic_file.cc's, whose cleanup of stale temporaries of dead
-    processes covers it.)"""
-    tmp = f"{path}.tmp.{os.getpid()}.{next(_tmp_counter)}"
+    processes covers it.) The temporary is created with O_EXCL and O_NOFOLLOW, so a file or link
+    planted at that predictable name is never written through (the next name is tried), and gets
+    the mode of the file it replaces."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = f"{path}.tmp.{os.getpid()}.{next(_tmp_counter)}"
+        try:
+            fd = os.open(tmp, flags, 0o644)
+            break
+        except FileExistsError:
+            continue  # not ours: never written, never removed
+    else:
+        raise ExportError(f"cannot create a temporary file beside {path}: 100 names are taken")
     done = False
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
+            try:
+                os.fchmod(f.fileno(), os.stat(path).st_mode & 0o7777)
+            except FileNotFoundError:
+                pass
             f.write(data)
         os.replace(tmp, path)
         done = True
@@ -472,7 +487,7 @@ EXPORTERS = {"lstm": export_lstm, "seq2seq": export_seq2seq, "treelstm": export_
 
 # ------------------------------------------------------------------------------------ spec, layout
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}")  # runtime/model_spec.h's rule
 
 
 def make_spec(kind: str, name: str, dims: Mapping[str, int], dtype: str = "F32", *,
@@ -499,8 +514,9 @@ def make_spec(kind: str, name: str, dims: Mapping[str, int], dtype: str = "F32",
 def validate_spec(spec: Mapping[str, object]) -> None:
     """The checks of ModelSpec::Validate (runtime/model_spec.cc)."""
     name = spec.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
-        raise ExportError(f"spec 'name' must be non-empty letters, digits, '_', '-', '.': {name!r}")
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ExportError(f"spec 'name' must be letters, digits, '_', '-', '.', not starting with '.', "
+                          f"at most 255 characters: {name!r}")
     kind = spec.get("kind")
     if kind not in KINDS:
         raise ExportError(f"spec 'kind' must be one of {KINDS}, got {kind!r}")

@@ -238,6 +238,10 @@ check "serve: a line over 1 MiB is INVALID_ARGUMENT and the next is served" 0 \
   '"line":1,"error":\{"code":"INVALID_ARGUMENT","message":"the line is longer than 1 MiB.*"line":2,"model":"cls"' -- \
   bash -c "{ printf 'cls\t'; head -c 3000000 /dev/zero | tr '\\0' 'a'; printf '\ncls\tPeace.\n'; } |
     '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls --devices 1 2>/dev/null | sort | paste -sd' '"
+# Just over the limit (1 MiB + 10 bytes): its newline comes in the same read as its last bytes.
+check "serve: a line just over 1 MiB is INVALID_ARGUMENT too" 0 '"line":1,"error":\{"code":"INVALID_ARGUMENT","message":"the line is longer' -- \
+  bash -c "{ printf 'cls\t'; head -c \$((1048576 + 6)) /dev/zero | tr '\\0' 'a'; printf '\n'; } |
+    '$CELLSERVE' serve --stdin --model-repo '$REPO' --models cls --devices 1 2>/dev/null"
 check "infer --json: a flag value that is not UTF-8 still gives one JSON error" 2 '^\{"error":\{"code":"INVALID_ARGUMENT"' -- \
   bash -c "'$CELLSERVE' infer --json --model cls --tokens \$'4,\\xe9' 2>/dev/null"
 check "serve: bad policy is a clear error" 2 "unknown policy 'fifo'" -- \

@@ -271,6 +271,27 @@ def main():
           and not os.path.exists(names[0]),
           "temporaries are named PATH.tmp.PID.N (runtime/atomic_file.cc) and removed on failure",
           str(names))
+    # A link planted at the next temporary names (PATH.tmp.PID.N is predictable) is not written
+    # through, and a replaced file keeps its mode.
+    victim, target = os.path.join(tmp, "victim.txt"), os.path.join(tmp, "planted.safetensors")
+    with open(victim, "w") as f:
+        f.write("precious")
+    n = int(names[0].rsplit(".", 1)[1]) + 1
+    planted = [f"{target}.tmp.{os.getpid()}.{n + i}" for i in range(3)]
+    for p in planted:
+        os.symlink(victim, p)
+    ex.write_safetensors(target, {"a": np.zeros(2)})
+    check(open(victim).read() == "precious" and not os.path.islink(target)
+          and all(os.path.islink(p) for p in planted),
+          "a link planted at the temporary's name is not written through (nor removed)")
+    os.chmod(target, 0o600)
+    ex.write_safetensors(target, {"a": np.ones(2)})
+    check(os.stat(target).st_mode & 0o777 == 0o600, "a replaced file keeps its mode",
+          oct(os.stat(target).st_mode))
+    for bad in (".hidden", "x" * 256):
+        rc, out, err = exp("lstm", os.path.join(tmp, "lstm.pt"), ow, bad)
+        check(rc != 0 and "not starting with '.'" in err and not os.path.exists(os.path.join(ow, bad)),
+              f"the model name {bad[:12]!r}... is refused as cellserve would", err)
 
     # ---------------------------------------------------- loading: pickles, checkpoint keys
     whole = save(Clf(), tmp, "whole_main")  # class __main__.Clf: not importable by the exporter
