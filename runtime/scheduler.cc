@@ -78,6 +78,8 @@ struct Scheduler::Impl {
   SchedulerStats stats;
   int64_t outstanding = 0;                  // sum of unsubmitted over requests
   int passed_over = 0;                      // rounds in a row the oldest's type was passed over
+  std::vector<int> type_waits;              // per type: decisions in a row it had ready cells and was passed over
+  std::vector<char> type_ready;             // per type, in ChooseType: it has a ready cell it may run now
   int encoder_types = 0;                    // seq2seq: the types before the first decoder layer's
 
   Impl(const Model* m, SchedulerOptions o, const Clock* c)
@@ -242,23 +244,38 @@ struct Scheduler::Impl {
   // But a type with a full max batch of ready cells goes first (the oldest such), for at most
   // options.fill_first_rounds rounds in a row; then the oldest request's type goes, so it waits at
   // most that many extra rounds per cell.
+  // And no type with ready cells waits more than options.max_type_wait_rounds decisions in a row:
+  // the one passed over longest then goes (the oldest request's type would otherwise stay chosen
+  // for a long request's whole run, and the other types' cells, short requests' heads, with it).
   int ChooseType() {
-    int oldest = -1, fill = -1;
+    int oldest = -1, fill = -1, starved = -1;
     const bool encoding = GroupEncoding();
+    type_waits.resize(ready.size(), 0);
+    type_ready.assign(ready.size(), 0);
     for (int t = 0; t < static_cast<int>(ready.size()); ++t) {
       if (!MayRun(t, encoding) || !CleanTop(ready[t])) continue;
+      type_ready[t] = 1;
       const uint64_t seq = ready[t].top().seq;
       if (oldest < 0 || seq <= ready[oldest].top().seq) oldest = t;
       if (static_cast<int64_t>(ready[t].size()) >= MaxRows(model->cell_type(t)) &&
           (fill < 0 || seq <= ready[fill].top().seq))
         fill = t;
+      if (options.max_type_wait_rounds > 0 && type_waits[t] >= options.max_type_wait_rounds &&
+          (starved < 0 || type_waits[t] > type_waits[starved]))
+        starved = t;
     }
-    if (fill >= 0 && fill != oldest && passed_over < options.fill_first_rounds) {
+    int chosen = oldest;
+    if (starved >= 0) {
+      chosen = starved;
+    } else if (fill >= 0 && fill != oldest && passed_over < options.fill_first_rounds) {
       ++passed_over;
-      return fill;
+      chosen = fill;
+    } else {
+      passed_over = 0;
     }
-    passed_over = 0;
-    return oldest;
+    for (size_t t = 0; t < ready.size(); ++t)
+      type_waits[t] = (type_ready[t] && static_cast<int>(t) != chosen) ? type_waits[t] + 1 : 0;
+    return chosen;
   }
 
   static bool IsHead(CellOp op) { return op == CellOp::kHeadLogits || op == CellOp::kHeadArgmax; }
@@ -457,6 +474,7 @@ StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Model* model, Sched
   if (!model || !clock) return InvalidArgument("scheduler needs a model and a clock");
   if (options.lookahead < 1) return InvalidArgument("lookahead must be >= 1");
   if (options.fill_first_rounds < 0) return InvalidArgument("fill_first_rounds must be >= 0");
+  if (options.max_type_wait_rounds < 0) return InvalidArgument("max_type_wait_rounds must be >= 0");
   if (options.state_slots < 2) return InvalidArgument("state_slots must be >= 2");
   if (options.max_requests < 1) return InvalidArgument("max_requests must be >= 1");
   if (options.padded_batch < 1) return InvalidArgument("padded_batch must be >= 1");

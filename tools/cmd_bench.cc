@@ -198,6 +198,9 @@ int BenchCommand(int argc, char** argv) {
       .Add("fill-first-rounds", "4",
            "rounds in a row a cell type with a full max batch ready may go before the oldest request's type "
            "(0: oldest first always)")
+      .Add("max-type-wait-rounds", "16",
+           "rounds in a row a cell type with ready cells may be passed over before it goes next (a short request's "
+           "last cells then never wait out a long request's run; 0: off)")
       .Add("padded-batch", "32", "padded, bucketed: requests per group")
       .Add("padded-wait-ms", "10", "padded, bucketed: longest wait for a full group (ms)")
       .Add("seed", "1", "seed of the arrival schedules and request order")
@@ -227,13 +230,14 @@ int BenchCommand(int argc, char** argv) {
     auto devices = flags.GetIntIn("devices", 1, kMaxDevices);
     auto lookahead = flags.GetIntIn("lookahead", 1, kMaxLookahead);
     auto fill_first = flags.GetIntIn("fill-first-rounds", 0, kMaxFillFirstRounds);
+    auto type_wait = flags.GetIntIn("max-type-wait-rounds", 0, kMaxFillFirstRounds);
     auto batch = flags.GetInt("padded-batch");
     auto wait_ms = flags.GetDouble("padded-wait-ms");
     auto seed = flags.GetInt("seed");
     auto floor_runs = flags.GetInt("floor-runs");
     auto caf = flags.GetIntIn("caf-threads", 0, kMaxThreads);
     for (const Status* s : {&duration.status(), &drain.status(), &devices.status(), &lookahead.status(),
-                            &fill_first.status(), &batch.status(), &wait_ms.status(), &seed.status(), &floor_runs.status(),
+                            &fill_first.status(), &type_wait.status(), &batch.status(), &wait_ms.status(), &seed.status(), &floor_runs.status(),
                             &caf.status()})
       if (!s->ok()) return BadUsage(*s);
     // The GetIntIn flags above are range-checked already.
@@ -247,6 +251,7 @@ int BenchCommand(int argc, char** argv) {
     cfg.cluster.devices = static_cast<int>(*devices);
     cfg.cluster.scheduler.lookahead = static_cast<int>(*lookahead);
     cfg.cluster.scheduler.fill_first_rounds = static_cast<int>(*fill_first);
+    cfg.cluster.scheduler.max_type_wait_rounds = static_cast<int>(*type_wait);
     cfg.cluster.scheduler.padded_batch = *batch;
     cfg.cluster.scheduler.padded_wait_us = static_cast<int64_t>(*wait_ms * 1000.0);
     cfg.seed = static_cast<uint64_t>(*seed);

@@ -277,6 +277,9 @@ int ServeOrNode(int argc, char** argv, bool node) {
       .Add("fill-first-rounds", "4",
            "rounds in a row a cell type with a full max batch ready may go before the oldest request's type "
            "(0: oldest first always)")
+      .Add("max-type-wait-rounds", "16",
+           "rounds in a row a cell type with ready cells may be passed over before it goes next (a short request's "
+           "last cells then never wait out a long request's run; 0: off)")
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
       .Add("stop-grace-ms", "30000",
@@ -315,10 +318,11 @@ int ServeOrNode(int argc, char** argv, bool node) {
   auto max_requests = flags.GetIntIn("max-requests", 1, INT64_MAX);
   auto lookahead = flags.GetIntIn("lookahead", 1, kMaxLookahead);
   auto fill_first = flags.GetIntIn("fill-first-rounds", 0, kMaxFillFirstRounds);
+  auto type_wait = flags.GetIntIn("max-type-wait-rounds", 0, kMaxFillFirstRounds);
   auto slots = flags.GetIntIn("state-slots", 2, int64_t{1} << 30);
   auto stop_grace_ms = flags.GetIntIn("stop-grace-ms", 0, int64_t{24} * 3600 * 1000);
   auto stall_after_ms = flags.GetIntIn("stall-after-ms", 0, int64_t{24} * 3600 * 1000);
-  for (const Status* s : {&max_requests.status(), &lookahead.status(), &fill_first.status(), &slots.status(),
+  for (const Status* s : {&max_requests.status(), &lookahead.status(), &fill_first.status(), &type_wait.status(), &slots.status(),
                           &stop_grace_ms.status(), &stall_after_ms.status()})
     if (!s->ok()) return FlagValueFailed(g_name, *s);
   // A node's cluster flags, checked before any model loads (a mistake there costs no wait).
@@ -355,6 +359,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
   options.sim_profile = flags.Get("sim-profile");
   options.scheduler.lookahead = static_cast<int>(*lookahead);
   options.scheduler.fill_first_rounds = static_cast<int>(*fill_first);
+  options.scheduler.max_type_wait_rounds = static_cast<int>(*type_wait);
   options.scheduler.max_requests = *max_requests;
   options.scheduler.state_slots = static_cast<int32_t>(*slots);
   options.stop_grace_ms = *stop_grace_ms;

@@ -215,6 +215,47 @@ TEST(Scheduler, OldRequestsAreNotStarvedByAStreamOfNewOnes) {
   }
 }
 
+// The converse: a short request admitted beside a long one finishes in a bounded number of rounds,
+// not with the long one. The long request's next cell is always the oldest request's, so its type
+// stayed chosen and the short request's head waited the long one's whole run (1,991 rounds for a
+// 3-token request beside a 2,000-token one): cellular batching's promise, broken. A type with
+// ready cells now waits at most max_type_wait_rounds decisions in a row.
+TEST(Scheduler, AShortRequestBesideALongOneFinishesInBoundedRounds) {
+  for (int wait_rounds : {0, 4, 16}) {
+    SchedulerOptions options = Options(Policy::kCellular, 5);
+    options.max_type_wait_rounds = wait_rounds;
+    ModelSpec spec = SmallSpec(ModelKind::kLstm, 2);
+    spec.max_input_tokens = 4000;
+    Harness h(MakeModel(spec), options);
+    ASSERT_TRUE(h.Admit(1, Tokens(Seq(2000))).ok());
+    for (int i = 0; i < 10; ++i) {
+      h.Pump();
+      h.CompleteOne();
+    }
+    ASSERT_TRUE(h.Admit(2, Tokens(Seq(3))).ok());
+    int rounds = 0;
+    while (!h.outcomes[2].done && rounds < 10000) {
+      h.Pump();
+      h.CompleteOne();
+      ++rounds;
+    }
+    ASSERT_TRUE(h.outcomes[2].done);
+    if (wait_rounds == 0) {
+      EXPECT_TRUE(h.outcomes[1].done) << "the rule off: the short request finished before the long one";
+      EXPECT_GT(rounds, 1000);
+    } else {
+      // 3 steps x 2 layers + head = 7 cells, each waiting at most wait_rounds decisions plus the
+      // lookahead's rounds in flight.
+      EXPECT_LE(rounds, 7 * (wait_rounds + 1) + 10) << "max_type_wait_rounds " << wait_rounds;
+      EXPECT_FALSE(h.outcomes[1].done);
+    }
+    h.RunToEnd();
+    EXPECT_TRUE(h.outcomes[1].done);
+    for (RequestId id : {1, 2}) EXPECT_EQ(DecodeLogits(h.outcomes[id].result.logits), h.ExpectedHead(id)) << id;
+    EXPECT_EQ(h.fake.Violations(), "");
+  }
+}
+
 TEST(Scheduler, ATypeThatFillsItsMaxBatchGoesFirstForABoundedNumberOfRounds) {
   RequestInput pair, chain;
   pair.tree = ParseTreeSexpr("(1 2)").value();
