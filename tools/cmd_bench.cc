@@ -199,7 +199,7 @@ int BenchCommand(int argc, char** argv) {
            "rounds in a row a cell type with a full max batch ready may go before the oldest request's type "
            "(0: oldest first always)")
       .Add("max-type-wait-rounds", "16",
-           "rounds in a row a cell type with ready cells may be passed over before it goes next (a short request's "
+           "scheduling decisions in a row a cell type with ready cells may be passed over before it goes next (a short request's "
            "last cells then never wait out a long request's run; 0: off)")
       .Add("padded-batch", "32", "padded, bucketed: requests per group")
       .Add("padded-wait-ms", "10", "padded, bucketed: longest wait for a full group (ms)")

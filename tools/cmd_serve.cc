@@ -278,7 +278,7 @@ int ServeOrNode(int argc, char** argv, bool node) {
            "rounds in a row a cell type with a full max batch ready may go before the oldest request's type "
            "(0: oldest first always)")
       .Add("max-type-wait-rounds", "16",
-           "rounds in a row a cell type with ready cells may be passed over before it goes next (a short request's "
+           "scheduling decisions in a row a cell type with ready cells may be passed over before it goes next (a short request's "
            "last cells then never wait out a long request's run; 0: off)")
       .Add("max-requests", "4096", "requests admitted per device and model at most (beyond: RESOURCE_EXHAUSTED)")
       .Add("state-slots", "65536", "state slots per device and model")
