@@ -280,7 +280,7 @@ struct RouterState {
     }
     if (result.ok()) result->model_version = it->second.version;
     if (result.ok() && it->second.tokens_seen < it->second.tokens_forwarded)  // a retry that ended sooner
-      return Diverged(id, node);
+      return Diverged(id, node, /*answered=*/true);
     // Refusal codes (admission, validation) count as rejected, not failed. The answer does not
     // say how the node counted it: a request it shed for slots mid-run (RESOURCE_EXHAUSTED) was
     // failed there, one whose deadline had passed on arrival rejected; the router counts the one
@@ -304,7 +304,7 @@ struct RouterState {
     // answer would disagree.
     if (++p.tokens_seen <= p.tokens_forwarded) {
       p.replayed_hash = HashToken(p.replayed_hash, token);
-      if (p.tokens_seen == p.tokens_forwarded && p.replayed_hash != p.forwarded_hash) Diverged(id, node);
+      if (p.tokens_seen == p.tokens_forwarded && p.replayed_hash != p.forwarded_hash) Diverged(id, node, /*answered=*/false);
       return;
     }
     ++p.tokens_forwarded;
@@ -312,13 +312,16 @@ struct RouterState {
     p.call->on_token(token);
   }
 
-  // A retry's tokens differ from those already streamed to the caller: the run is dropped and the
-  // call answered UNAVAILABLE, which the caller may retry as a whole.
-  void Diverged(uint64_t id, NodeId node) {
-    (void)policy->OnAnswered(id, node);
+  // A retry's tokens differ from those already streamed to the caller: the run is dropped (unless
+  // its node `answered` already, and let go of it) and the call answered UNAVAILABLE, which the
+  // caller may retry as a whole.
+  void Diverged(uint64_t id, NodeId node, bool answered) {
     auto n = nodes.find(node);
     const std::string name = n != nodes.end() ? n->second.registration.name : std::to_string(node);
-    if (n != nodes.end()) self->send(n->second.handle, abort_atom::value, id);
+    if (!answered) {
+      (void)policy->OnAnswered(id, node);
+      if (n != nodes.end()) self->send(n->second.handle, abort_atom::value, id);
+    }
     const int64_t sent = pending.at(id).tokens_forwarded;
     Answer(id,
            Unavailable("the request was retried on node " + name + " (its first node was lost or could not run it), and the " +

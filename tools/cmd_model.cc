@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <new>
 
 #include "kernels/cpu/packed_gemm.h"
@@ -15,6 +16,16 @@
 namespace cellserve::tools {
 
 namespace {
+
+// Whether DIR/spec.json exists; nullopt (said on stderr) when the repository cannot be looked
+// into (EACCES): the throwing std::filesystem::exists aborted `model init` there.
+std::optional<bool> ModelExists(const std::filesystem::path& dir) {
+  std::error_code unreadable;
+  const bool exists = std::filesystem::exists(dir / "spec.json", unreadable);
+  if (!unreadable) return exists;
+  std::fprintf(stderr, "cellserve model: cannot look into %s: %s\n", dir.c_str(), unreadable.message().c_str());
+  return std::nullopt;
+}
 
 int Fail(const Status& s) { return CommandFailed("model", false, s); }
 
@@ -74,13 +85,9 @@ int ModelInit(int argc, char** argv) {
 
   const std::string repo = flags.Get("repo");
   const auto dir = std::filesystem::path(repo) / spec.name;
-  std::error_code unreadable;  // a repository this user may not read (EACCES): said, not thrown
-  const bool exists = std::filesystem::exists(dir / "spec.json", unreadable);
-  if (unreadable) {
-    std::fprintf(stderr, "cellserve model: cannot look into %s: %s\n", dir.c_str(), unreadable.message().c_str());
-    return 1;
-  }
-  if (exists && !flags.GetBool("force")) {
+  const std::optional<bool> exists = ModelExists(dir);
+  if (!exists) return 1;
+  if (*exists && !flags.GetBool("force")) {
     std::fprintf(stderr, "cellserve model: %s already exists; pass --force to overwrite it\n", dir.c_str());
     return 1;
   }
@@ -157,13 +164,9 @@ int ModelConvert(int argc, char** argv) {
   spec.dtype = flags.Get("dtype");
   if (auto s = spec.Validate(); !s.ok()) return FlagValueFailed("model convert", s);  // --dtype or --to
   const auto dir = std::filesystem::path(repo) / to;
-  std::error_code unreadable;
-  const bool exists = std::filesystem::exists(dir / "spec.json", unreadable);
-  if (unreadable) {
-    std::fprintf(stderr, "cellserve model: cannot look into %s: %s\n", dir.c_str(), unreadable.message().c_str());
-    return 1;
-  }
-  if (to == flags.Get("name") || (exists && !flags.GetBool("force"))) {
+  const std::optional<bool> exists = ModelExists(dir);
+  if (!exists) return 1;
+  if (to == flags.Get("name") || (*exists && !flags.GetBool("force"))) {
     std::fprintf(stderr, "cellserve model: %s already exists; pick another --to%s\n", dir.c_str(),
                  to == flags.Get("name") ? "" : " or pass --force to overwrite it");
     return 1;
