@@ -51,7 +51,9 @@ time.sleep(600)' "${ADDR##*:}" &
 PIDS+=($!)
 "$CELLSERVE" infer --addr "$ADDR" --model cls "Thanks." >"$WORK/infer.txt" 2>&1 &
 PIDS+=($!)
-if wait_for 20 health_is calls_in_flight 1 && health_is connections 3; then
+# Both at once: the python client may connect after the call is in flight.
+both_connected() { health_is calls_in_flight 1 && health_is connections 3; }
+if wait_for 20 both_connected; then
   ok "two clients connected, one call in flight"
 else
   die "the clients did not connect" "$(cat "$WORK/health.json")"
